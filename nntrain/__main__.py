@@ -1,0 +1,3 @@
+from nntrain.cli import main
+
+main()

@@ -1,0 +1,156 @@
+"""Checkpoints: one ``.npz`` of named arrays plus a JSON ``meta``, never a pickle.
+
+Array names by prefix (DESIGN.md's contract):
+  param/<layer>.<name>     trainable arrays          (param/affine1.W)
+  buffer/<layer>.<name>    non-trainable layer state (batch-norm statistics)
+  optim/<param>/<slot>     update-rule state         (optim/affine1.W/first_moment)
+  prep/<step>.<name>       preprocessing state       (prep/center.mean)
+  average/<param>          averaged weights, when kept
+  meta                     0-d unicode array holding JSON: format, version, config,
+                           data spec, counters, generator states, history, checksums
+Writing goes to a temporary file in the same folder, which is flushed, fsynced and
+renamed over the target, so a crash leaves either the old file or the new one.
+"""
+
+import json
+import os
+import tempfile
+import zipfile
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from nntrain import __version__
+from nntrain.errors import CheckpointError
+
+FORMAT = 1
+PREFIXES = ("param", "buffer", "optim", "prep", "average")
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint: ``meta`` and one dict of arrays per prefix."""
+
+    meta: dict
+    arrays: dict = field(default_factory=dict)  # prefix -> {name: array}
+
+    def group(self, prefix: str) -> dict:
+        return self.arrays.get(prefix, {})
+
+
+def _checksum(array: np.ndarray) -> str:
+    return format(zlib.crc32(np.ascontiguousarray(array).view(np.uint8)), "08x")
+
+
+def save_checkpoint(path, meta: dict, arrays: dict) -> None:
+    """Write ``arrays`` ({prefix: {name: array}}) and ``meta`` to ``path`` atomically."""
+    path = Path(path)
+    flat = {
+        f"{prefix}/{name}": np.asarray(value)
+        for prefix, group in arrays.items()
+        for name, value in group.items()
+    }
+    meta = {
+        **meta,
+        "format": FORMAT,
+        "nntrain_version": __version__,
+        "checksums": {key: _checksum(value) for key, value in flat.items()},
+    }
+    flat["meta"] = np.array(json.dumps(meta))
+
+    descriptor, temporary = tempfile.mkstemp(
+        dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
+    )
+    try:
+        with os.fdopen(descriptor, "wb") as file:
+            np.savez(file, **flat)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    _fsync_folder(path.parent)
+
+
+def _fsync_folder(folder: Path) -> None:
+    # The rename itself is durable only once the folder's entry is on disk.
+    try:
+        descriptor = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
+
+
+def load_checkpoint(path) -> Checkpoint:
+    """Read and verify a checkpoint; any problem is a ``CheckpointError``."""
+    path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a folder; give a checkpoint file (.npz)")
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}; check the path")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            if not isinstance(archive, np.lib.npyio.NpzFile):
+                raise CheckpointError(f"{path} is a single array, not a checkpoint")
+            keys = list(archive.files)
+            if "meta" not in keys:
+                raise CheckpointError(f"{path} has no 'meta' entry: not an nntrain"
+                                      " checkpoint")
+            meta = _read_meta(archive["meta"], path)
+            arrays = {key: archive[key] for key in keys if key != "meta"}
+    except CheckpointError:
+        raise
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError,
+            zlib.error) as error:
+        raise CheckpointError(
+            f"{path} is not a readable checkpoint ({error}); it may be truncated or"
+            " corrupt: use another checkpoint (best.npz or last.npz)"
+        ) from None
+
+    return Checkpoint(meta, _group_and_verify(arrays, meta, path))
+
+
+def _read_meta(value: np.ndarray, path: Path) -> dict:
+    if value.shape != () or value.dtype.kind != "U":
+        raise CheckpointError(f"{path}: 'meta' is not a JSON string")
+    try:
+        meta = json.loads(str(value))
+    except json.JSONDecodeError:
+        raise CheckpointError(f"{path}: 'meta' is not valid JSON; the file is corrupt") \
+            from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("format"), int):
+        raise CheckpointError(f"{path}: 'meta' has no format version")
+    if meta["format"] > FORMAT:
+        raise CheckpointError(
+            f"{path} has checkpoint format {meta['format']}, newer than this nntrain"
+            f" ({__version__}, format {FORMAT}) reads; upgrade nntrain"
+        )
+    return meta
+
+
+def _group_and_verify(arrays: dict, meta: dict, path: Path) -> dict:
+    checksums = meta.get("checksums", {})
+    missing = sorted(set(checksums) - set(arrays))
+    if missing:
+        raise CheckpointError(f"{path} lacks the array {missing[0]}; it is incomplete")
+    groups: dict[str, dict] = {}
+    for key, value in arrays.items():
+        prefix, _, name = key.partition("/")
+        if prefix not in PREFIXES or not name:
+            raise CheckpointError(f"{path} holds an unknown entry {key!r}; refusing it")
+        if value.dtype.kind not in "fiub":
+            raise CheckpointError(f"{path}: {key} has dtype {value.dtype}; refusing it")
+        if checksums.get(key) != _checksum(value):
+            raise CheckpointError(
+                f"{path}: {key} does not match its checksum; the file is corrupt"
+            )
+        groups.setdefault(prefix, {})[name] = value
+    return groups

@@ -1,0 +1,277 @@
+"""The command line: parse, call the library, print. Nothing here trains or measures.
+
+Exit status: 0 ok; 1 a failure at run time (non-finite loss, failed gradient check);
+2 bad input (usage, config, data, checkpoint); 130 / 143 stopped by SIGINT / SIGTERM.
+"""
+
+import csv
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+import numpy as np
+
+from nntrain import __version__
+from nntrain.errors import BadInputError, NNTrainError
+
+SPLITS = ("test", "val", "train")
+
+
+class Group(click.Group):
+    """Turns nntrain's own errors into one line on stderr and their exit status."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.ClickException, click.exceptions.Exit,
+                click.exceptions.Abort):
+            raise
+        except NNTrainError as error:
+            click.echo(f"error: {error}", err=True)
+            ctx.exit(error.exit_code)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            ctx.exit(130)
+        except Exception as error:
+            if os.environ.get("NNTRAIN_DEBUG"):
+                raise
+            click.echo(
+                f"internal error: {type(error).__name__}: {error} (this is a bug in"
+                " nntrain; rerun with NNTRAIN_DEBUG=1 for the traceback and report it)",
+                err=True,
+            )
+            ctx.exit(1)
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="nntrain")
+def cli():
+    """Train neural networks written in pure NumPy from a YAML config.
+
+    \b
+    Start with:  nntrain fit configs/digits.yaml
+    then:        nntrain eval runs/digits/checkpoints/best.npz
+    """
+
+
+set_option = click.option(
+    "--set", "overrides", multiple=True, metavar="KEY=VALUE",
+    help="Override a config key (dotted path, YAML value), e.g. train.epochs=5.",
+)
+
+
+def _load(config_path, overrides):
+    from nntrain.config import load_config
+
+    return load_config(config_path, list(overrides))
+
+
+def _default_run_dir(config: dict, config_path) -> Path:
+    if config["output"]:
+        return Path(config["output"])
+    stem = Path(config_path).stem if config_path else "run"
+    return Path("runs") / stem
+
+
+@cli.command()
+@click.argument("config_path", metavar="CONFIG", type=click.Path(dir_okay=False))
+@set_option
+@click.option("--out", type=click.Path(file_okay=False),
+              help="Run directory (default: the config's output, else runs/<stem>).")
+@click.option("--force", is_flag=True,
+              help="Start over in a non-empty run directory (removes its old files).")
+@click.option("--print-config", is_flag=True,
+              help="Print the resolved config, every default filled in, and exit.")
+@click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
+def fit(config_path, overrides, out, force, print_config, quiet):
+    """Train the network CONFIG describes and write a run directory."""
+    from nntrain.config import config_to_yaml
+    from nntrain.pipeline import fit as run_fit
+
+    config = _load(config_path, overrides)
+    if print_config:
+        click.echo(config_to_yaml(config), nl=False)
+        return
+    run_fit(config, Path(out) if out else _default_run_dir(config, config_path),
+            force=force, quiet=quiet)
+
+
+@cli.command("eval")
+@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.option("--split", type=click.Choice(SPLITS), default="test", show_default=True,
+              help="Which split to measure.")
+@click.option("--data", "data_path", type=click.Path(),
+              help="Where the data lies now, if not where the run found it.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def evaluate(checkpoint, split, data_path, as_json):
+    """Measure CHECKPOINT on a split: loss, accuracy, per class, confusion matrix."""
+    from nntrain.evaluate import measure
+    from nntrain.pipeline import prepare_data, restore
+
+    restored = restore(checkpoint)
+    config = restored.config
+    if data_path:
+        config = {**config, "data": {**config["data"], "path": data_path}}
+    prepared = prepare_data(config, restored.preprocessor, splits=(split,))
+    _check_data_matches(prepared.dataset, restored.data)
+
+    X, y = prepared.splits[split]
+    result = measure(restored.model.predict(X), y, config["model"]["loss"])
+    result = {"checkpoint": str(checkpoint), "split": split, **result}
+    if as_json:
+        click.echo(json.dumps(result))
+    else:
+        for line in _format_evaluation(result, prepared.dataset.class_names):
+            click.echo(line)
+
+
+def _check_data_matches(dataset, spec: dict) -> None:
+    from nntrain.errors import DataError
+
+    if (dataset.num_features, dataset.num_classes) != (
+        spec["num_features"], spec["num_classes"]
+    ):
+        raise DataError(
+            f"the data has {dataset.num_features} features and"
+            f" {dataset.num_classes} classes, the checkpoint was trained on"
+            f" {spec['num_features']} and {spec['num_classes']}; point --data at the"
+            " dataset it was trained on"
+        )
+
+
+def _format_evaluation(result: dict, class_names) -> list[str]:
+    lines = [
+        f"{result['split']} split of {result['checkpoint']}: {result['samples']}"
+        " samples",
+        f"loss      {result['loss']:.4f}",
+        f"accuracy  {result['accuracy']:.4f}",
+        "",
+        "per-class accuracy:",
+    ]
+    width = max(len(name) for name in class_names)
+    for name, accuracy in zip(class_names, result["per_class_accuracy"]):
+        shown = "   n/a" if accuracy is None else f"{accuracy:.4f}"
+        lines.append(f"  {name:<{width}}  {shown}")
+    lines += ["", "confusion matrix (rows: true class, columns: predicted):"]
+    matrix = result["confusion_matrix"]
+    cell = max(len(str(value)) for row in matrix for value in row) + 1
+    cell = max(cell, len(str(len(matrix) - 1)) + 1)
+    lines.append(" " * (width + 2) + "".join(f"{i:>{cell}}" for i in range(len(matrix))))
+    for name, row in zip(class_names, matrix):
+        lines.append(f"  {name:<{width}}" + "".join(f"{value:>{cell}}" for value in row))
+    return lines
+
+
+@cli.command()
+@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.argument("input_path", metavar="INPUT", type=click.Path(dir_okay=False))
+@click.option("--out", "out_path", type=click.Path(dir_okay=False),
+              help="Write .csv or .npz here (default: CSV on stdout).")
+def predict(checkpoint, input_path, out_path):
+    """Predict the class of each sample in INPUT (.npy or .npz) with CHECKPOINT."""
+    from nntrain.nn.functional import softmax
+    from nntrain.pipeline import restore
+    from nntrain.predict import read_samples
+
+    restored = restore(checkpoint)
+    spec = restored.data
+    X = read_samples(input_path, spec["num_features"])
+    dtype = np.dtype(restored.config["train"]["dtype"])
+    X = restored.preprocessor.transform(X, dtype)
+    probabilities = softmax(restored.model.predict(X).astype(np.float64))
+    classes = probabilities.argmax(axis=1)
+    _write_predictions(classes, probabilities, spec["class_names"], out_path)
+
+
+def _write_predictions(classes, probabilities, class_names, out_path) -> None:
+    if out_path and out_path.endswith(".npz"):
+        np.savez(out_path, classes=classes, probabilities=probabilities)
+        return
+    header = ["index", "class", "name"] + [f"p_{name}" for name in class_names]
+    file = open(out_path, "w", newline="") if out_path else sys.stdout
+    try:
+        writer = csv.writer(file)
+        writer.writerow(header)
+        for index, (label, row) in enumerate(zip(classes, probabilities)):
+            writer.writerow([index, int(label), class_names[label]]
+                            + [f"{p:.6f}" for p in row])
+    finally:
+        if out_path:
+            file.close()
+
+
+@cli.command()
+@click.argument("config_path", metavar="[CONFIG]", required=False,
+                type=click.Path(dir_okay=False))
+@set_option
+@click.option("--samples", default=8, show_default=True, type=click.IntRange(1),
+              help="Training samples in the batch the check runs on.")
+def gradcheck(config_path, overrides, samples):
+    """Compare analytic gradients with numeric ones, in float64.
+
+    With CONFIG: every parameter of its network on a small batch of its data.
+    Without: every layer and loss of the library on random inputs.
+    Exits 1 when any array fails; thresholds are printed below the table.
+    """
+    from nntrain.errors import GradientCheckError
+    from nntrain.gradcheck import check_library, check_model, format_report
+    from nntrain.random import generator
+
+    rng = generator(0, 99)
+    if config_path is None:
+        if overrides:
+            raise BadInputError("--set needs a CONFIG to apply to")
+        checks = check_library(rng)
+        title = "every layer and loss of the library, on random inputs"
+    else:
+        checks, title = _check_config(config_path, overrides, samples, rng)
+    click.echo(f"gradient check: {title}")
+    for line in format_report(checks):
+        click.echo(line)
+    if not all(check.passed for check in checks):
+        raise GradientCheckError("the gradient check failed (see the table above)")
+
+
+def _check_config(config_path, overrides, samples, rng):
+    from nntrain.gradcheck import check_model
+    from nntrain.nn.model import build_model
+    from nntrain.pipeline import prepare_data
+
+    config = _load(config_path, [*overrides, "train.dtype=float64"])
+    prepared = prepare_data(config, splits=("train",))
+    X, y = prepared.splits["train"]
+    rows = rng.choice(len(X), size=min(samples, len(X)), replace=False)
+    dataset = prepared.dataset
+    model = build_model(config, dataset.num_features, dataset.num_classes)
+    title = (f"{config_path} ({config['data']['name']}, {len(rows)} samples,"
+             f" l2={config['model']['l2']:g}, float64)")
+    return check_model(model, X[rows], y[rows], rng), title
+
+
+@cli.group(cls=Group)
+def data():
+    """Get datasets: nntrain data download NAME."""
+
+
+@data.command()
+@click.argument("name", type=click.Choice(["fashion-mnist", "mnist"]))
+@click.option("--dir", "folder", type=click.Path(file_okay=False),
+              help="Where to put the files (default: $NNTRAIN_DATA/NAME, else"
+                   " ~/.cache/nntrain/NAME).")
+@click.option("--mirror", metavar="URL",
+              help="Base URL to fetch from instead of the official one (http, https"
+                   " or file://).")
+def download(name, folder, mirror):
+    """Fetch a dataset's official files and check them against known hashes."""
+    from nntrain.data.download import default_cache_dir
+    from nntrain.data.download import download as fetch
+
+    target = Path(folder) if folder else default_cache_dir(name)
+    paths = fetch(name, target, base_url=mirror)
+    click.echo(f"{name}: {len(paths)} files verified in {target}")
+
+
+def main():
+    cli(prog_name="nntrain")

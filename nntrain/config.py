@@ -1,0 +1,434 @@
+"""The config: one declarative table of keys, validated once, every default filled in.
+
+A config is a plain nested dict (sections ``data``, ``model``, ``optimizer``,
+``schedule``, ``train`` plus ``seed`` and ``output``) so that it can be written to
+YAML, stored in a checkpoint's JSON and compared. ``load_config`` reads a file, applies
+``--set`` overrides, and returns the resolved dict; any problem is a ``ConfigError``
+whose one-line message names the key and the fix.
+"""
+
+import difflib
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from nntrain.errors import ConfigError
+from nntrain.yamlio import dump_yaml, parse_yaml
+
+# A config file larger than this is refused before parsing; real configs are < 10 kB.
+MAX_CONFIG_BYTES = 1_000_000
+
+
+@dataclass(frozen=True)
+class Key:
+    """One config key: its default, a validator, and the text the docs show."""
+
+    default: Any
+    check: Callable[[Any, str], Any]
+    kind: str
+    doc: str
+
+
+# Validators take (value, dotted key) and return the normalized value or raise.
+
+
+def _fail(key: str, expected: str, value) -> None:
+    raise ConfigError(f"invalid {key}: {value!r} (expected {expected})")
+
+
+def integer(minimum: int | None = None, nullable: bool = False):
+    def check(value, key):
+        if value is None and nullable:
+            return None
+        wanted = "an integer" + (f" >= {minimum}" if minimum is not None else "")
+        if isinstance(value, bool) or not isinstance(value, int):
+            _fail(key, wanted + (" or null" if nullable else ""), value)
+        if minimum is not None and value < minimum:
+            _fail(key, wanted, value)
+        return value
+
+    return check
+
+
+def number(minimum=None, maximum=None, open_minimum=False, open_maximum=False):
+    def check(value, key):
+        low = "(" if open_minimum else "["
+        high = ")" if open_maximum else "]"
+        wanted = f"a number in {low}{minimum}, {maximum}{high}".replace("None", "inf")
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            _fail(key, wanted, value)
+        value = float(value)
+        too_low = minimum is not None and (
+            value < minimum or (open_minimum and value == minimum)
+        )
+        too_high = maximum is not None and (
+            value > maximum or (open_maximum and value == maximum)
+        )
+        if not math.isfinite(value) or too_low or too_high:
+            _fail(key, wanted, value)
+        return value
+
+    return check
+
+
+def choice(*options: str):
+    def check(value, key):
+        if value in options:
+            return value
+        message = f"invalid {key}: {value!r} (choose one of: {', '.join(options)}"
+        close = difflib.get_close_matches(str(value), options, n=1)
+        if close:
+            message += f"; did you mean '{close[0]}'?"
+        raise ConfigError(message + ")")
+
+    return check
+
+
+def optional_text(value, key):
+    if value is None or isinstance(value, str):
+        return value
+    _fail(key, "a string or null", value)
+
+
+def list_of(item_check, allow_empty=True, nullable=False):
+    def check(value, key):
+        if value is None and nullable:
+            return None
+        if not isinstance(value, list) or (not value and not allow_empty):
+            _fail(key, "a list" + ("" if allow_empty else " with at least one item"), value)
+        return [item_check(item, f"{key}[{i}]") for i, item in enumerate(value)]
+
+    return check
+
+
+def validation_size(value, key):
+    """An int >= 1 is a count of samples; a float in (0, 1) a fraction of them."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
+    if isinstance(value, float) and 0.0 < value < 1.0:
+        return value
+    _fail(key, "an integer >= 1 (a count) or a number in (0, 1) (a fraction)", value)
+
+
+def preprocess_steps(value, key):
+    steps = list_of(choice(*PREPROCESS_STEPS))(value, key)
+    for step in steps:
+        if steps.count(step) > 1:
+            raise ConfigError(f"invalid {key}: '{step}' is listed twice; keep one")
+    return steps
+
+
+def layer_list(value, key):
+    """An explicit network: a list of one-key mappings ``{layer type: options}``."""
+    if value is None:
+        return None
+    if not isinstance(value, list) or not value:
+        _fail(key, "a non-empty list of layers like {affine: {units: 100}}", value)
+    layers = [_layer_entry(entry, f"{key}[{i}]") for i, entry in enumerate(value)]
+    if next(iter(layers[-1])) != "affine":
+        raise ConfigError(
+            f"invalid {key}: the last layer must be an affine layer (the class scores);"
+            " add {affine: {}} at the end"
+        )
+    return layers
+
+
+def _layer_entry(entry, key):
+    if not isinstance(entry, dict) or len(entry) != 1:
+        _fail(key, "a mapping with one layer type, like {relu: {}}", entry)
+    (kind, options), = entry.items()
+    choice(*LAYER_OPTIONS)(kind, key)
+    options = {} if options is None else options
+    if not isinstance(options, dict):
+        _fail(f"{key}.{kind}", "a mapping of layer options", options)
+    return {kind: _check_section(options, LAYER_OPTIONS[kind], f"{key}.{kind}")}
+
+
+PREPROCESS_STEPS = ("center", "scale")
+DATASETS = ("digits", "fashion-mnist", "mnist", "npz")
+ACTIVATIONS = ("relu",)
+INITIALIZERS = ("small", "xavier", "he")
+LOSSES = ("softmax",)
+MONITORS = ("val_accuracy", "val_loss", "train_accuracy", "loss")
+
+LAYER_OPTIONS = {
+    "affine": {
+        "units": Key(None, integer(1, nullable=True), "int >= 1",
+                     "output width; may be left out on the last layer (= classes)"),
+    },
+    "relu": {},
+}
+
+SCHEMA = {
+    "seed": Key(0, integer(0), "int >= 0",
+                "drives every random generator (init, split, shuffling)"),
+    "data": {
+        "name": Key("digits", choice(*DATASETS), "choice",
+                    "digits (bundled) | fashion-mnist | mnist | npz"),
+        "path": Key(None, optional_text, "path or null",
+                    "folder (IDX datasets) or .npz file; null: the default search"),
+        "validation": Key(0.1, validation_size, "int >= 1 or float in (0, 1)",
+                          "validation split held out of train: a count or a fraction"),
+        "preprocess": Key(["center", "scale"], preprocess_steps, "list",
+                          "steps in order, fitted on the training split: center, scale"),
+    },
+    "model": {
+        "hidden": Key([100], list_of(integer(1), nullable=True), "list of int",
+                      "hidden widths: affine -> activation per entry"),
+        "activation": Key("relu", choice(*ACTIVATIONS), "choice",
+                          "activation of the hidden layers: relu"),
+        "init": Key("he", choice(*INITIALIZERS), "choice",
+                    "small (N(0, init_std^2)) | xavier (var 1/fan_in) | he (2/fan_in)"),
+        "init_std": Key(0.01, number(0, open_minimum=True), "float > 0",
+                        "standard deviation of the 'small' initializer"),
+        "loss": Key("softmax", choice(*LOSSES), "choice",
+                    "softmax (cross-entropy)"),
+        "l2": Key(0.0, number(0), "float >= 0",
+                  "L2 strength lambda: adds 0.5*lambda*sum(W^2) over weights"),
+        "layers": Key(None, layer_list, "list or null",
+                      "explicit network instead of hidden (see below)"),
+    },
+    "optimizer": {
+        "name": Key("adam", choice("sgd", "momentum", "adam"), "choice",
+                    "update rule: sgd | momentum | adam"),
+    },
+    "schedule": {
+        "name": Key("constant", choice("constant"), "choice",
+                    "learning-rate schedule: constant"),
+    },
+    "train": {
+        "epochs": Key(None, integer(1, nullable=True), "int >= 1 or null",
+                      "passes over the training split (exactly one of epochs,"
+                      " iterations)"),
+        "iterations": Key(None, integer(1, nullable=True), "int >= 1 or null",
+                          "parameter updates in all (exactly one of epochs,"
+                          " iterations)"),
+        "batch_size": Key(128, integer(1), "int >= 1", "samples per update"),
+        "eval_every": Key(None, integer(1, nullable=True), "int >= 1 or null",
+                          "iterations between evaluations; null: once per epoch"),
+        "log_every": Key(10, integer(1), "int >= 1",
+                         "iterations between 'iter' records in metrics.jsonl"),
+        "monitor": Key("val_accuracy", choice(*MONITORS), "choice",
+                       "metric that picks best.npz: val_accuracy | val_loss |"
+                       " train_accuracy | loss"),
+        "dtype": Key("float32", choice("float32", "float64"), "choice",
+                     "floating type of parameters and data"),
+    },
+    "output": Key(None, optional_text, "path or null",
+                  "run directory; null: runs/<config file stem>"),
+}
+
+# Settings of each update rule, beside `name`; keys of another rule are errors.
+OPTIMIZER_KEYS = {
+    "sgd": {
+        "lr": Key(1e-2, number(0, open_minimum=True), "float > 0", "learning rate"),
+    },
+    "momentum": {
+        "lr": Key(1e-2, number(0, open_minimum=True), "float > 0", "learning rate"),
+        "momentum": Key(0.9, number(0, 1, open_maximum=True), "float in [0, 1)",
+                        "velocity decay mu"),
+    },
+    "adam": {
+        "lr": Key(1e-3, number(0, open_minimum=True), "float > 0", "learning rate"),
+        "beta1": Key(0.9, number(0, 1, open_maximum=True), "float in [0, 1)",
+                     "decay of the first-moment average"),
+        "beta2": Key(0.999, number(0, 1, open_maximum=True), "float in [0, 1)",
+                     "decay of the second-moment average"),
+        "eps": Key(1e-8, number(0, open_minimum=True), "float > 0",
+                   "added to the root of the second moment"),
+    },
+}
+
+
+def _unknown_key(key: str, options) -> ConfigError:
+    name = key.rsplit(".", 1)[-1]
+    close = difflib.get_close_matches(name, list(options), n=1)
+    hint = f"did you mean '{close[0]}'?" if close else f"valid keys: {', '.join(options)}"
+    return ConfigError(f"unknown key {key} ({hint})")
+
+
+def _check_section(raw: dict, table: dict, prefix: str) -> dict:
+    """Validate ``raw`` against ``table``; return a new dict with defaults filled in."""
+    for name in raw:
+        if name not in table:
+            raise _unknown_key(f"{prefix}.{name}" if prefix else str(name), table)
+
+    resolved = {}
+    for name, spec in table.items():
+        key = f"{prefix}.{name}" if prefix else name
+        if isinstance(spec, dict):
+            section = raw.get(name, {})
+            if section is None:
+                section = {}
+            if not isinstance(section, dict):
+                _fail(key, "a mapping of keys", section)
+            resolved[name] = _check_section(section, spec, key)
+        elif name in raw:
+            resolved[name] = spec.check(raw[name], key)
+        else:
+            resolved[name] = _copy_default(spec.default)
+    return resolved
+
+
+def _copy_default(value):
+    return list(value) if isinstance(value, list) else value
+
+
+def _check_optimizer(raw: dict) -> dict:
+    name = choice(*OPTIMIZER_KEYS)(raw.get("name", "adam"), "optimizer.name")
+    settings = {k: v for k, v in raw.items() if k != "name"}
+    table = OPTIMIZER_KEYS[name]
+    for key in settings:
+        if key in table:
+            continue
+        owners = [rule for rule, keys in OPTIMIZER_KEYS.items() if key in keys]
+        if owners:
+            raise ConfigError(
+                f"optimizer.{key} is not a setting of '{name}' (it belongs to"
+                f" {', '.join(owners)}); remove it or change optimizer.name"
+            )
+        raise _unknown_key(f"optimizer.{key}", ["name", *table])
+    return {"name": name, **_check_section(settings, table, "optimizer")}
+
+
+def _check_cross_keys(config: dict, raw_model: dict) -> None:
+    train = config["train"]
+    if (train["epochs"] is None) == (train["iterations"] is None):
+        raise ConfigError(
+            "set exactly one of train.epochs and train.iterations"
+            f" (got epochs={train['epochs']}, iterations={train['iterations']})"
+        )
+    model = config["model"]
+    if model["layers"] is not None:
+        if "hidden" in raw_model and raw_model["hidden"] is not None:
+            raise ConfigError(
+                "set either model.hidden or model.layers, not both; remove one"
+            )
+        model["hidden"] = None
+    elif model["hidden"] is None:
+        raise ConfigError("set model.hidden (a list of widths) or model.layers")
+
+
+def resolve_config(raw) -> dict:
+    """Validate a raw config mapping and return it with every default filled in."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            f"a config must be a mapping of sections (seed, data, model, ...),"
+            f" not {type(raw).__name__}"
+        )
+    raw = dict(raw)
+    raw_optimizer = raw.pop("optimizer", None) or {}
+    if not isinstance(raw_optimizer, dict):
+        _fail("optimizer", "a mapping of keys", raw_optimizer)
+
+    for name in raw:
+        if name not in SCHEMA:
+            raise _unknown_key(str(name), [*SCHEMA, "optimizer"])
+    config = _check_section(raw, SCHEMA, "")
+    config["optimizer"] = _check_optimizer(raw_optimizer)
+    raw_model = raw.get("model") or {}
+    _check_cross_keys(config, raw_model)
+    return _ordered(config)
+
+
+def _ordered(config: dict) -> dict:
+    order = ["seed", "data", "model", "optimizer", "schedule", "train", "output"]
+    return {name: config[name] for name in order}
+
+
+def apply_overrides(raw, overrides: list[str]) -> dict:
+    """Apply ``KEY=VALUE`` strings (dotted keys, YAML values) to a raw config."""
+    raw = {} if raw is None else raw
+    if not isinstance(raw, dict):
+        raise ConfigError("the config file must hold a mapping of sections")
+    for text in overrides:
+        key, sep, value_text = text.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(
+                f"--set {text!r}: write KEY=VALUE, for example --set train.epochs=5"
+            )
+        value = parse_yaml(value_text, f"--set {key}") if value_text.strip() else None
+        _set_dotted(raw, key, value)
+    return raw
+
+
+def _set_dotted(raw: dict, key: str, value) -> None:
+    parts = key.split(".")
+    node = raw
+    for depth, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            where = ".".join(parts[: depth + 1])
+            raise ConfigError(f"--set {key}: {where} is not a section of the config")
+        node = child
+    node[parts[-1]] = value
+
+
+def read_config_file(path) -> dict:
+    """Read a YAML config file into a raw (unvalidated) mapping."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        if size > MAX_CONFIG_BYTES:
+            raise ConfigError(
+                f"{path}: {size} bytes is too large for a config (limit"
+                f" {MAX_CONFIG_BYTES}); check that this is the right file"
+            )
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}; check the path") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path} is a folder; give the path of a YAML file") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not UTF-8 text; give a YAML config") from None
+    except OSError as error:
+        raise ConfigError(f"cannot read {path}: {error.strerror}") from None
+    return parse_yaml(text, str(path))
+
+
+def load_config(path=None, overrides: list[str] | None = None) -> dict:
+    """Read, override and validate a config. No path: the defaults alone.
+
+    >>> cfg = load_config("configs/digits.yaml", ["train.epochs=5"])
+    """
+    raw = read_config_file(path) if path is not None else {}
+    raw = apply_overrides(raw, overrides or [])
+    try:
+        return resolve_config(raw)
+    except ConfigError as error:
+        where = f"{path}: " if path is not None else ""
+        raise ConfigError(f"{where}{error}") from None
+
+
+def config_to_yaml(config: dict) -> str:
+    return dump_yaml(config)
+
+
+def describe_keys() -> list[tuple[str, str, str, str]]:
+    """Rows (key, type, default, meaning) of every config key, for the docs."""
+    rows = []
+
+    def walk(table, prefix):
+        for name, spec in table.items():
+            key = f"{prefix}{name}"
+            if isinstance(spec, dict):
+                walk(spec, key + ".")
+            else:
+                rows.append((key, spec.kind, _show(spec.default), spec.doc))
+
+    walk(SCHEMA, "")
+    for rule, table in OPTIMIZER_KEYS.items():
+        walk(table, f"optimizer.({rule}) ")
+    for layer, table in LAYER_OPTIONS.items():
+        walk(table, f"model.layers[].{layer}.")
+    return rows
+
+
+def _show(value) -> str:
+    return "null" if value is None else dump_yaml(value).replace("...", "").strip()

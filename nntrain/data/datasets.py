@@ -1,0 +1,276 @@
+"""Datasets: where the arrays come from and how they are split.
+
+Shapes: N samples, D features per sample (images are flattened row by row, and
+``input_shape`` keeps their (height, width) for plots). Labels are ``int64`` in
+``[0, C)`` for C classes.
+
+Splits:
+- test: the official test split where the dataset has one (Fashion-MNIST, MNIST, an
+  npz with ``X_test``); for ``digits`` a fixed rule that never depends on ``seed``:
+  every fifth image (index % 5 == 0, 360 images) is a test image.
+- validation: an npz's ``X_val`` when given, otherwise ``data.validation`` samples
+  (a count, or a fraction) drawn from the training split with the run's seed.
+"""
+
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from nntrain.data.idx import load_idx_pair
+from nntrain.errors import DataError
+from nntrain.random import SPLIT_STREAM, generator
+
+FASHION_CLASSES = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)
+DIGIT_CLASSES = tuple(str(digit) for digit in range(10))
+
+IDX_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+
+# Every fifth digits image is a test image: fixed, documented, independent of seed.
+DIGITS_TEST_EVERY = 5
+
+
+@dataclass
+class Dataset:
+    """Train, validation and test splits of one dataset, not yet preprocessed.
+
+    X_*: (N, D) arrays as stored (uint8 pixels, or the npz's own dtype);
+    y_*: (N,) int64 labels; ``class_names``: C names; ``input_shape``: the shape of
+    one sample before flattening, for example (28, 28).
+    """
+
+    X_train: np.ndarray
+    y_train: np.ndarray
+    X_val: np.ndarray
+    y_val: np.ndarray
+    X_test: np.ndarray
+    y_test: np.ndarray
+    class_names: tuple[str, ...]
+    input_shape: tuple[int, ...]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def num_features(self) -> int:
+        return self.X_train.shape[1]
+
+    def split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """The (X, y) pair of split ``name``: train, val or test."""
+        return {
+            "train": (self.X_train, self.y_train),
+            "val": (self.X_val, self.y_val),
+            "test": (self.X_test, self.y_test),
+        }[name]
+
+
+def load_dataset(data_config: dict, seed: int) -> Dataset:
+    """Load the dataset a config's ``data`` section names, with its three splits."""
+    name = data_config["name"]
+    if name == "digits":
+        parts = _load_digits()
+    elif name == "npz":
+        parts = _load_npz(data_config["path"])
+    else:
+        parts = _load_idx_dataset(name, data_config["path"])
+
+    if parts.get("X_val") is None:
+        parts.update(_hold_out(parts, data_config["validation"], seed))
+    return Dataset(**parts)
+
+
+def _load_digits() -> dict:
+    """The UCI handwritten digits (1,797 8x8 images, pixels 0..16) in the package."""
+    with resources.files("nntrain.data").joinpath("digits.npz").open("rb") as file:
+        with np.load(file, allow_pickle=False) as archive:
+            images, labels = archive["images"], archive["labels"]
+    X = images.reshape(len(images), -1)
+    y = labels.astype(np.int64)
+    is_test = np.arange(len(X)) % DIGITS_TEST_EVERY == 0
+    return {
+        "X_train": X[~is_test], "y_train": y[~is_test],
+        "X_test": X[is_test], "y_test": y[is_test],
+        "class_names": DIGIT_CLASSES, "input_shape": images.shape[1:],
+    }
+
+
+def search_paths(name: str, path: str | None) -> list[Path]:
+    """Folders searched, in order, for the IDX files of dataset ``name``."""
+    from nntrain.data.download import default_cache_dir
+
+    places = [Path(path).expanduser()] if path else []
+    places.append(default_cache_dir(name))
+    places.append(Path("/usr/share/datasets") / name)
+    return list(dict.fromkeys(places))
+
+
+def find_idx_folder(name: str, path: str | None) -> Path:
+    """The first folder that holds all four IDX files, gzipped or not."""
+    places = search_paths(name, path)
+    for folder in places:
+        if all(_idx_file(folder, stem) for pair in IDX_FILES.values() for stem in pair):
+            return folder
+    searched = ", ".join(str(place) for place in places)
+    raise DataError(
+        f"{name} not found (searched: {searched}); run `nntrain data download {name}`,"
+        f" or set data.path to the folder holding its four IDX files"
+    )
+
+
+def _idx_file(folder: Path, stem: str) -> Path | None:
+    for candidate in (folder / f"{stem}.gz", folder / stem):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _load_idx_dataset(name: str, path: str | None) -> dict:
+    folder = find_idx_folder(name, path)
+    parts = {}
+    for split, (images_stem, labels_stem) in IDX_FILES.items():
+        images, labels = load_idx_pair(
+            _idx_file(folder, images_stem), _idx_file(folder, labels_stem)
+        )
+        parts[f"X_{split}"] = images.reshape(len(images), -1)
+        parts[f"y_{split}"] = labels.astype(np.int64)
+        input_shape = images.shape[1:]
+    classes = FASHION_CLASSES if name == "fashion-mnist" else DIGIT_CLASSES
+    _check_labels(parts, len(classes), folder)
+    return {**parts, "class_names": classes, "input_shape": input_shape}
+
+
+NPZ_KEYS = ("X_train", "y_train", "X_val", "y_val", "X_test", "y_test", "class_names")
+
+
+def _load_npz(path: str | None) -> dict:
+    """A user's arrays: X_train, y_train and optionally the val and test pairs."""
+    if not path:
+        raise DataError("data.name is npz but data.path is not set; set it to the file")
+    file = Path(path).expanduser()
+    arrays = _read_npz_arrays(file)
+    missing = [key for key in ("X_train", "y_train") if key not in arrays]
+    if missing:
+        raise DataError(f"{file} lacks {', '.join(missing)}; save them with np.savez")
+    unknown = sorted(set(arrays) - set(NPZ_KEYS))
+    if unknown:
+        raise DataError(
+            f"{file} holds unknown arrays {unknown}; expected names: {', '.join(NPZ_KEYS)}"
+        )
+
+    parts = {}
+    for split in ("train", "val", "test"):
+        parts.update(_npz_pair(arrays, split, file))
+    input_shape = parts["X_train"].shape[1:]
+    for key in ("X_train", "X_val", "X_test"):
+        if parts.get(key) is not None:
+            parts[key] = _flat_features(parts[key], input_shape, key, file)
+
+    if parts.get("X_test") is None:
+        parts.update(_npz_fixed_test_split(parts))
+    num_classes = int(parts["y_train"].max()) + 1
+    names = arrays.get("class_names")
+    if names is not None:
+        names = tuple(str(name) for name in names.reshape(-1))
+        num_classes = len(names)
+    _check_labels(parts, num_classes, file)
+    class_names = names or tuple(str(label) for label in range(num_classes))
+    return {**parts, "class_names": class_names, "input_shape": input_shape}
+
+
+def _read_npz_arrays(file: Path) -> dict:
+    try:
+        with np.load(file, allow_pickle=False) as archive:
+            if not hasattr(archive, "files"):
+                raise DataError(f"{file} is a .npy array; save X_train, y_train, ..."
+                                " in one file with np.savez")
+            return {key: archive[key] for key in archive.files}
+    except FileNotFoundError:
+        raise DataError(f"npz file not found: {file}; check data.path") from None
+    except IsADirectoryError:
+        raise DataError(f"{file} is a folder; data.path must be an .npz file") from None
+    except DataError:
+        raise
+    except ValueError as error:
+        raise DataError(f"{file} holds object arrays, which nntrain refuses to"
+                        f" load ({error}); save plain numeric arrays") from None
+    except Exception as error:
+        raise DataError(f"{file} is not a readable .npz file ({error})") from None
+
+
+def _npz_pair(arrays: dict, split: str, file: Path) -> dict:
+    X, y = arrays.get(f"X_{split}"), arrays.get(f"y_{split}")
+    if (X is None) != (y is None):
+        raise DataError(f"{file} has only one of X_{split} and y_{split}; give both")
+    if X is None:
+        return {}
+    if y.ndim != 1 or len(y) != len(X):
+        raise DataError(
+            f"{file}: y_{split} must be a 1-d array with one label per row of"
+            f" X_{split} (got shapes {X.shape} and {y.shape})"
+        )
+    if not np.issubdtype(y.dtype, np.integer):
+        raise DataError(f"{file}: y_{split} must hold integer labels, not {y.dtype}")
+    if not (np.issubdtype(X.dtype, np.number) and not np.iscomplexobj(X)):
+        raise DataError(f"{file}: X_{split} must be real numbers, not {X.dtype}")
+    if np.issubdtype(X.dtype, np.floating) and not np.isfinite(X).all():
+        raise DataError(f"{file}: X_{split} holds NaN or infinite values; clean them")
+    return {f"X_{split}": X, f"y_{split}": y.astype(np.int64)}
+
+
+def _flat_features(X, input_shape, key, file) -> np.ndarray:
+    if X.ndim < 2 or len(X) == 0:
+        raise DataError(f"{file}: {key} must have shape (N, D...) with N >= 1")
+    if X.shape[1:] != input_shape:
+        raise DataError(
+            f"{file}: {key} has samples of shape {X.shape[1:]}, X_train {input_shape}"
+        )
+    return X.reshape(len(X), -1)
+
+
+def _npz_fixed_test_split(parts: dict) -> dict:
+    """An npz without X_test gives every fifth training row to the test split."""
+    is_test = np.arange(len(parts["X_train"])) % DIGITS_TEST_EVERY == 0
+    X, y = parts["X_train"], parts["y_train"]
+    if is_test.all() or not is_test.any():
+        raise DataError("an npz without X_test needs at least 2 training samples")
+    return {
+        "X_train": X[~is_test], "y_train": y[~is_test],
+        "X_test": X[is_test], "y_test": y[is_test],
+    }
+
+
+def _check_labels(parts: dict, num_classes: int, source) -> None:
+    for split in ("train", "val", "test"):
+        y = parts.get(f"y_{split}")
+        if y is None or len(y) == 0:
+            continue
+        if y.min() < 0 or y.max() >= num_classes:
+            raise DataError(
+                f"{source}: y_{split} has labels outside [0, {num_classes - 1}]"
+                f" (found {y.min()}..{y.max()}); labels must be 0..C-1"
+            )
+
+
+def _hold_out(parts: dict, validation, seed: int) -> dict:
+    """Move ``validation`` training samples, drawn with ``seed``, to the val split."""
+    X, y = parts["X_train"], parts["y_train"]
+    count = validation if isinstance(validation, int) else round(validation * len(X))
+    if not 1 <= count < len(X):
+        raise DataError(
+            f"data.validation={validation} leaves no samples for training or"
+            f" validation ({len(X)} training samples); choose a smaller value"
+        )
+    order = generator(seed, SPLIT_STREAM).permutation(len(X))
+    val_rows, train_rows = np.sort(order[:count]), np.sort(order[count:])
+    return {
+        "X_train": X[train_rows], "y_train": y[train_rows],
+        "X_val": X[val_rows], "y_val": y[val_rows],
+    }

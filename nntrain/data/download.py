@@ -1,0 +1,299 @@
+"""Fetching known datasets into a local folder, for `nntrain data download NAME`.
+
+Every file is streamed into a temporary file beside its final name, checked against
+its known hash, then renamed into place, so a failed or interrupted download never
+leaves a partial file under the final name.
+"""
+
+from __future__ import annotations
+
+import difflib
+import gzip
+import hashlib
+import http.client
+import os
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from nntrain.data.idx import is_gzip
+from nntrain.errors import DataError
+
+# What a checksum is computed over. CONTENT_SHA256 hashes the decompressed IDX bytes,
+# so a copy that was gzipped again (Debian ships such copies) still verifies; we use
+# it wherever we could compute it ourselves. GZ_MD5 hashes the .gz file as served;
+# it is only used where the content hash is unknown to us and the md5 of the
+# official archive is what the data's publishers give.
+CONTENT_SHA256 = "content-sha256"
+GZ_MD5 = "gz-md5"
+
+_HASHERS = {
+    CONTENT_SHA256: hashlib.sha256,
+    GZ_MD5: lambda: hashlib.md5(usedforsecurity=False),
+}
+
+_CHUNK_BYTES = 1 << 16
+
+
+@dataclass(frozen=True)
+class Checksum:
+    """The expected hex digest of one file and what it is computed over."""
+
+    kind: str
+    digest: str
+
+    def __post_init__(self):
+        if self.kind not in _HASHERS:
+            raise ValueError(f"unknown checksum kind {self.kind!r}")
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Where a dataset is published and the checksum of each of its files."""
+
+    base_url: str
+    files: Mapping[str, Checksum]
+
+
+DATASETS: dict[str, Dataset] = {
+    # Content hashes computed from Debian's copy in /usr/share/datasets/fashion-mnist
+    # with `gzip -dc FILE | sha256sum`.
+    "fashion-mnist": Dataset(
+        base_url="http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+        files={
+            "train-images-idx3-ubyte.gz": Checksum(
+                CONTENT_SHA256,
+                "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+            ),
+            "train-labels-idx1-ubyte.gz": Checksum(
+                CONTENT_SHA256,
+                "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+            ),
+            "t10k-images-idx3-ubyte.gz": Checksum(
+                CONTENT_SHA256,
+                "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+            ),
+            "t10k-labels-idx1-ubyte.gz": Checksum(
+                CONTENT_SHA256,
+                "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+            ),
+        },
+    ),
+    # No copy of MNIST was at hand to hash its content, so these are the published
+    # md5 digests of the official .gz files. A hand-copied file must therefore be
+    # the original archive, not one gzipped again.
+    "mnist": Dataset(
+        base_url="https://ossci-datasets.s3.amazonaws.com/mnist/",
+        files={
+            "train-images-idx3-ubyte.gz": Checksum(
+                GZ_MD5, "f68b3c2dcbeaaa9fbdd348bbdeb94873"
+            ),
+            "train-labels-idx1-ubyte.gz": Checksum(
+                GZ_MD5, "d53e105ee54ea40749a09fcbcd1e9432"
+            ),
+            "t10k-images-idx3-ubyte.gz": Checksum(
+                GZ_MD5, "9fb629c4189551a2d022fa330f9573f3"
+            ),
+            "t10k-labels-idx1-ubyte.gz": Checksum(
+                GZ_MD5, "ec29112dd5afa0611ce80d1b7f02629c"
+            ),
+        },
+    ),
+}
+
+
+def default_cache_dir(name: str) -> Path:
+    """The folder for dataset ``name``: ``$NNTRAIN_DATA/<name>`` when NNTRAIN_DATA
+    is set, else ``~/.cache/nntrain/<name>``."""
+    root = os.environ.get("NNTRAIN_DATA")
+    if root:
+        return Path(root).expanduser() / name
+    return Path.home() / ".cache" / "nntrain" / name
+
+
+def download(
+    name: str,
+    dest_dir: str | os.PathLike,
+    base_url: str | None = None,
+    progress: bool = True,
+    timeout: float = 30,
+    files: Mapping[str, Checksum] | None = None,
+) -> list[Path]:
+    """Fetch the files of dataset ``name`` into ``dest_dir``, skipping verified ones.
+
+    Parameters
+    ----------
+    name : a key of ``DATASETS``.
+    dest_dir : folder the files land in; created if missing.
+    base_url : where to fetch from instead of the dataset's own address (a mirror):
+        http, https or file URL of the folder holding the files.
+    progress : show a progress bar on stderr when stderr is a terminal.
+    timeout : seconds to wait for a server before giving up.
+    files : file names and checksums to use instead of the dataset's own.
+
+    Returns
+    -------
+    paths : the final path of every file, in table order.
+
+    Raises
+    ------
+    DataError : unknown name, unreachable server, truncated body or wrong hash.
+    """
+    dataset = _lookup(name)
+    base_url = base_url or dataset.base_url
+    dest_dir = _make_folder(Path(dest_dir).expanduser())
+    if files is None:
+        files = dataset.files
+
+    paths = []
+    for filename, checksum in files.items():
+        path = dest_dir / filename
+        if not _is_verified(path, checksum):
+            url = base_url.rstrip("/") + "/" + filename
+            _fetch(url, path, checksum, progress, timeout)
+        paths.append(path)
+    return paths
+
+
+def _lookup(name: str) -> Dataset:
+    """The table entry for ``name``, or a DataError listing the known names."""
+    if name in DATASETS:
+        return DATASETS[name]
+
+    known = ", ".join(DATASETS)
+    close = difflib.get_close_matches(name, DATASETS, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else "."
+    raise DataError(f"Unknown dataset {name!r} (choose one of: {known}){hint}")
+
+
+def _make_folder(folder: Path) -> Path:
+    """Create ``folder`` if needed; a DataError says when that is not possible."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise DataError(
+            f"Cannot create the data folder {folder} ({err.strerror}); choose "
+            "another folder or set NNTRAIN_DATA."
+        ) from err
+    return folder
+
+
+def _digest(path: Path, kind: str) -> str:
+    """Hex digest of ``path`` as ``kind`` defines it (decompressed or as stored)."""
+    hasher = _HASHERS[kind]()
+    decompress = kind == CONTENT_SHA256 and is_gzip(path)
+
+    with (gzip.open(path, "rb") if decompress else open(path, "rb")) as f:
+        while chunk := f.read(_CHUNK_BYTES):
+            hasher.update(chunk)
+    return hasher.hexdigest()
+
+
+def _is_verified(path: Path, checksum: Checksum) -> bool:
+    """Whether ``path`` exists and matches ``checksum``; a corrupt file does not."""
+    try:
+        return _digest(path, checksum.kind) == checksum.digest
+    except (OSError, EOFError, zlib.error):
+        return False
+
+
+def _fetch(url: str, path: Path, checksum: Checksum, progress: bool, timeout: float):
+    """Download ``url`` to ``path`` through a verified temporary file."""
+    fd, tmp_name = tempfile.mkstemp(
+        dir=path.parent, prefix=f".{path.name}.", suffix=".part"
+    )
+    tmp = Path(tmp_name)
+
+    # Any failure, Ctrl-C included, removes the temporary file and keeps the final
+    # name free of partial data.
+    try:
+        with os.fdopen(fd, "wb") as out:
+            _stream(url, out, path, progress, timeout)
+        _verify(tmp, url, checksum)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _stream(url: str, out, path: Path, progress: bool, timeout: float):
+    """Copy the body at ``url`` into the open file ``out``; check its length."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            expected = _content_length(response)
+            received = _copy(response, out, expected, path.name, progress)
+    except urllib.error.HTTPError as err:
+        raise _network_error(url, path, f"the server answered HTTP {err.code}") from err
+    except (OSError, http.client.HTTPException) as err:
+        reason = getattr(err, "reason", None) or err
+        raise _network_error(url, path, str(reason)) from err
+
+    if expected is not None and received != expected:
+        raise _network_error(
+            url, path, f"the body stopped after {received} of {expected} bytes"
+        )
+
+
+def _content_length(response) -> int | None:
+    """The announced body size, or None when the server does not say."""
+    try:
+        return int(response.headers["Content-Length"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _copy(response, out, total: int | None, label: str, progress: bool) -> int:
+    """Copy ``response`` into ``out`` in chunks; return the number of bytes copied."""
+    bar = _progress_bar(total, label) if progress else None
+    received = 0
+    try:
+        while chunk := response.read(_CHUNK_BYTES):
+            out.write(chunk)
+            received += len(chunk)
+            if bar is not None:
+                bar.update(len(chunk))
+    finally:
+        if bar is not None:
+            bar.close()
+    return received
+
+
+def _progress_bar(total: int | None, label: str):
+    """A tqdm bar on stderr, or None when stderr is not a terminal or tqdm is absent."""
+    if not sys.stderr.isatty():
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, desc=label, unit="B", unit_scale=True, file=sys.stderr)
+
+
+def _verify(tmp: Path, url: str, checksum: Checksum):
+    """Raise a DataError unless the downloaded ``tmp`` matches ``checksum``."""
+    try:
+        actual = _digest(tmp, checksum.kind)
+    except (OSError, EOFError, zlib.error) as err:
+        raise DataError(
+            f"The file downloaded from {url} is not a valid gzip file ({err}); it "
+            "was deleted. Try again, or pass another source with --mirror URL."
+        ) from err
+
+    if actual != checksum.digest:
+        raise DataError(
+            f"The file downloaded from {url} has the wrong {checksum.kind} hash: "
+            f"expected {checksum.digest}, got {actual}; it was deleted. Try again, "
+            "or pass another source with --mirror URL."
+        )
+
+
+def _network_error(url: str, path: Path, reason: str) -> DataError:
+    return DataError(
+        f"Could not download {url}: {reason}. Pass another source with --mirror URL, "
+        f"or copy {path.name} by hand into {path.parent}."
+    )

@@ -1,0 +1,55 @@
+"""The errors nntrain raises for the user, each with the exit status the CLI returns.
+
+User errors are not bugs: a bad config, a missing file or a corrupt checkpoint raises
+one of these with a full sentence that names the value and says how to fix it. The CLI
+prints the message on one line and exits with ``exit_code``. Faults inside nntrain
+raise the built-in ``ValueError`` / ``RuntimeError`` instead.
+"""
+
+
+class NNTrainError(Exception):
+    """Base of every error meant for the user; ``exit_code`` is the CLI's status."""
+
+    exit_code = 1
+
+
+class BadInputError(NNTrainError):
+    """Something the user gave us is wrong (exit status 2)."""
+
+    exit_code = 2
+
+
+class ConfigError(BadInputError):
+    """The YAML config or a ``--set`` override is malformed or out of range."""
+
+
+class DataError(BadInputError):
+    """A dataset is missing, truncated, inconsistent or otherwise unreadable."""
+
+
+class CheckpointError(BadInputError):
+    """A checkpoint file is missing, corrupt, foreign or of an unknown format."""
+
+
+class RunDirectoryError(BadInputError):
+    """The run directory cannot be used (not empty without --force, not writable)."""
+
+
+class TrainingError(NNTrainError):
+    """Training failed at run time, for instance a non-finite loss (exit status 1)."""
+
+    exit_code = 1
+
+
+class GradientCheckError(NNTrainError):
+    """Analytic and numeric gradients disagree beyond the thresholds (exit status 1)."""
+
+    exit_code = 1
+
+
+class StopRequested(NNTrainError):
+    """SIGINT or SIGTERM arrived; the run saved its state and stops."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code

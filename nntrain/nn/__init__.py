@@ -1,0 +1,1 @@
+"""Layers, losses, initializers and the Model that strings them together."""

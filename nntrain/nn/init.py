@@ -1,0 +1,30 @@
+"""Weight initializers. Biases always start at zero.
+
+Each draws W: (fan_in, fan_out) from a zero-mean normal whose standard deviation is:
+- ``small``:  the given ``std`` (0.01 by default), whatever the layer's size;
+- ``xavier``: sqrt(1 / fan_in), the form the classic lecture notes use (Glorot and
+  Bengio, 2010, average fan_in and fan_out instead);
+- ``he``:     sqrt(2 / fan_in), which keeps the variance of ReLU activations steady
+  from layer to layer (He et al., 2015, https://arxiv.org/abs/1502.01852).
+Values are drawn in float64 and then cast, so float32 and float64 runs with the same
+seed start from the same weights up to rounding.
+"""
+
+import numpy as np
+
+
+def weight_std(scheme: str, fan_in: int, std: float) -> float:
+    """The standard deviation of scheme ``scheme`` for a layer with ``fan_in`` inputs."""
+    if scheme == "small":
+        return std
+    if scheme == "xavier":
+        return float(np.sqrt(1.0 / fan_in))
+    if scheme == "he":
+        return float(np.sqrt(2.0 / fan_in))
+    raise ValueError(f"unknown initializer {scheme!r}")
+
+
+def init_weights(scheme, fan_in, fan_out, rng, std=0.01, dtype=np.float32):
+    """A new (fan_in, fan_out) weight matrix of ``dtype``."""
+    scale = weight_std(scheme, fan_in, std)
+    return (rng.standard_normal((fan_in, fan_out)) * scale).astype(dtype)

@@ -1,0 +1,167 @@
+"""The data path, end to end: config -> data -> preprocessing -> model -> solver, and
+back from a checkpoint to a model that can be evaluated.
+
+Each step is one call with plain data between them; the CLI and notebooks both use
+these functions.
+"""
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from nntrain.checkpoint import load_checkpoint
+from nntrain.data.datasets import Dataset, load_dataset
+from nntrain.data.preprocess import Preprocessor
+from nntrain.errors import CheckpointError
+from nntrain.nn.model import Model, build_model
+from nntrain.optim.rules import build_rule
+from nntrain.optim.schedules import build_schedule
+from nntrain.train.report import Reporter
+from nntrain.train.rundir import RunDirectory
+from nntrain.train.solver import Solver
+
+
+@dataclass
+class Prepared:
+    """A dataset with its fitted preprocessing, and the splits already transformed."""
+
+    dataset: Dataset
+    preprocessor: Preprocessor
+    splits: dict  # name -> (X float (N, D), y (N,))
+
+
+def prepare_data(config: dict, preprocessor: Preprocessor | None = None,
+                 splits=("train", "val", "test")) -> Prepared:
+    """Load the config's dataset and preprocess it; fit the preprocessing on the
+    training split unless a fitted ``preprocessor`` is given (from a checkpoint)."""
+    dataset = load_dataset(config["data"], config["seed"])
+    dtype = np.dtype(config["train"]["dtype"])
+    if preprocessor is None:
+        preprocessor = Preprocessor.fit(config["data"]["preprocess"], dataset.X_train,
+                                        dtype)
+    transformed = {}
+    for name in splits:
+        X, y = dataset.split(name)
+        transformed[name] = (preprocessor.transform(X, dtype), y)
+    return Prepared(dataset, preprocessor, transformed)
+
+
+def data_spec(dataset: Dataset, config: dict) -> dict:
+    """What a checkpoint records about its data: where it came from, never the data."""
+    return {
+        **config["data"],
+        "num_features": dataset.num_features,
+        "num_classes": dataset.num_classes,
+        "class_names": list(dataset.class_names),
+        "input_shape": list(dataset.input_shape),
+        "sizes": {name: len(dataset.split(name)[1]) for name in ("train", "val", "test")},
+    }
+
+
+@dataclass
+class FitResult:
+    run_dir: Path
+    progress: object
+    seconds: float
+    history: list
+
+
+def fit(config: dict, run_dir, force: bool = False, quiet: bool = False) -> FitResult:
+    """Train the network ``config`` describes; write everything into ``run_dir``."""
+    started = time.perf_counter()
+    prepared = prepare_data(config, splits=("train", "val"))
+    dataset = prepared.dataset
+    model = build_model(config, dataset.num_features, dataset.num_classes)
+    rule = build_rule(config["optimizer"])
+    schedule = build_schedule(config["schedule"], rule.lr)
+
+    run = RunDirectory(run_dir, force=force)
+    reporter = Reporter(quiet=quiet, log=run.log)
+    try:
+        run.write_config(config)
+        _describe_start(reporter, dataset, model, run.path)
+        solver = Solver(
+            model, rule, schedule,
+            (*prepared.splits["train"], *prepared.splits["val"]),
+            config["train"], config["seed"], run=run, reporter=reporter,
+            checkpoint_meta={"config": config, "data": data_spec(dataset, config)},
+            checkpoint_arrays={"prep": prepared.preprocessor.state()},
+        )
+        progress = solver.train()
+        seconds = time.perf_counter() - started
+        _summarize(reporter, config, progress, run.path, seconds, solver)
+    finally:
+        run.close()
+    return FitResult(run.path, progress, seconds, solver.history)
+
+
+def _describe_start(reporter, dataset, model, path) -> None:
+    sizes = ", ".join(
+        f"{name} {len(dataset.split(name)[1])}" for name in ("train", "val", "test")
+    )
+    widths = [dataset.num_features] + [
+        layer.out_width for layer in model.layers if layer.kind == "affine"
+    ]
+    count = sum(param.size for param in model.params.values())
+    reporter.line(f"run directory: {path}")
+    reporter.line(f"data: {dataset.num_features} features, {dataset.num_classes}"
+                  f" classes; {sizes}")
+    reporter.line(f"model: {'-'.join(map(str, widths))}, {count:,} parameters")
+
+
+def _summarize(reporter, config, progress, path, seconds, solver) -> None:
+    monitor = config["train"]["monitor"]
+    best = path / "checkpoints" / "best.npz"
+    reporter.line(
+        f"Done: {progress.epoch} epochs, {progress.iteration} iterations in"
+        f" {seconds:.1f} s. Best {monitor} {progress.best_value:.4f} at epoch"
+        f" {progress.best_epoch} (iteration {progress.best_iteration}), saved in"
+        f" {best}. Measure it on the test split with: nntrain eval {best}"
+    )
+
+
+@dataclass
+class Restored:
+    """Everything a checkpoint rebuilds: its config, data spec, model and steps."""
+
+    config: dict
+    data: dict
+    model: Model
+    preprocessor: Preprocessor
+    checkpoint: object
+
+
+def restore(path) -> Restored:
+    """Rebuild the model and preprocessing of a checkpoint from the file alone."""
+    checkpoint = load_checkpoint(path)
+    meta = checkpoint.meta
+    try:
+        config, data = meta["config"], meta["data"]
+        num_features, num_classes = data["num_features"], data["num_classes"]
+        model = build_model(config, num_features, num_classes)
+    except (KeyError, TypeError) as error:
+        raise CheckpointError(f"{path}: meta lacks {error}; the file is not a"
+                              " complete nntrain checkpoint") from None
+    _load_params(model, checkpoint.group("param"), path)
+    preprocessor = Preprocessor.from_state(
+        config["data"]["preprocess"], checkpoint.group("prep"), num_features
+    )
+    return Restored(config, data, model, preprocessor, checkpoint)
+
+
+def _load_params(model: Model, arrays: dict, path) -> None:
+    for name, param in model.params.items():
+        if name not in arrays:
+            raise CheckpointError(f"{path} lacks param/{name}; it does not match its"
+                                  " config")
+        if arrays[name].shape != param.shape:
+            raise CheckpointError(
+                f"{path}: param/{name} has shape {arrays[name].shape}, the model"
+                f" needs {param.shape}"
+            )
+    extra = sorted(set(arrays) - set(model.params))
+    if extra:
+        raise CheckpointError(f"{path} holds param/{extra[0]}, which its model lacks")
+    model.set_params(arrays)

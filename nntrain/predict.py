@@ -1,0 +1,60 @@
+"""Reading the samples ``nntrain predict`` classifies."""
+
+from pathlib import Path
+
+import numpy as np
+
+from nntrain.errors import DataError
+
+# Array names tried, in order, in an .npz given to predict.
+NPZ_SAMPLE_KEYS = ("X", "X_test", "images")
+
+
+def read_samples(path, num_features: int) -> np.ndarray:
+    """Samples from a .npy or .npz file as an (N, D) array, D = ``num_features``.
+
+    Accepts (N, D), (N, H, W) images with H * W = D, or one sample of D values.
+    """
+    path = Path(path)
+    try:
+        loaded = np.load(path, allow_pickle=False)
+        if isinstance(loaded, np.lib.npyio.NpzFile):
+            with loaded:
+                X = _pick_array(loaded, path)
+        else:
+            X = loaded
+    except FileNotFoundError:
+        raise DataError(f"input file not found: {path}; check the path") from None
+    except (ValueError, OSError) as error:
+        raise DataError(f"{path} is not a readable .npy/.npz of numbers ({error})") \
+            from None
+    return _as_rows(np.asarray(X), num_features, path)
+
+
+def _pick_array(archive, path: Path) -> np.ndarray:
+    for key in NPZ_SAMPLE_KEYS:
+        if key in archive.files:
+            return archive[key]
+    if len(archive.files) == 1:
+        return archive[archive.files[0]]
+    raise DataError(
+        f"{path} holds {archive.files}; name the samples array one of"
+        f" {', '.join(NPZ_SAMPLE_KEYS)}"
+    )
+
+
+def _as_rows(X: np.ndarray, num_features: int, path: Path) -> np.ndarray:
+    if X.dtype.kind not in "fiub":
+        raise DataError(f"{path}: samples must be numbers, not {X.dtype}")
+    if X.size == num_features:
+        X = X.reshape(1, num_features)
+    elif X.ndim >= 2 and int(np.prod(X.shape[1:])) == num_features:
+        X = X.reshape(len(X), num_features)
+    else:
+        raise DataError(
+            f"{path}: samples of shape {X.shape} do not have the {num_features}"
+            " features the model takes"
+        )
+    if X.dtype.kind == "f" and not np.isfinite(X).all():
+        raise DataError(f"{path}: samples hold NaN or infinite values")
+    return X

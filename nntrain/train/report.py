@@ -1,0 +1,50 @@
+"""What a run tells the person watching it: lines, a progress bar, the log file.
+
+Lines go to stdout (unless quiet) and always to the run's train.log; the progress bar
+goes to stderr, and only when stderr is a terminal, so logs and pipes stay clean.
+"""
+
+import sys
+
+import click
+from tqdm import tqdm
+
+
+class Reporter:
+    def __init__(self, quiet: bool = False, log=None):
+        self.quiet = quiet
+        self.log = log  # a callable taking one line, or None
+        self.bar = None
+
+    def line(self, text: str) -> None:
+        if self.log is not None:
+            self.log(text)
+        if self.quiet:
+            return
+        if self.bar is not None:
+            self.bar.write(text, file=sys.stdout)
+        else:
+            click.echo(text)
+
+    def warn(self, text: str) -> None:
+        """A non-fatal problem: stderr, even when quiet, and the log."""
+        if self.log is not None:
+            self.log(f"warning: {text}")
+        click.echo(f"warning: {text}", err=True)
+
+    def start_bar(self, total: int, initial: int = 0) -> None:
+        if self.quiet or not sys.stderr.isatty():
+            return
+        self.bar = tqdm(total=total, initial=initial, unit="it", file=sys.stderr,
+                        dynamic_ncols=True, leave=False)
+
+    def advance(self, steps: int, **postfix) -> None:
+        if self.bar is not None:
+            self.bar.update(steps)
+            if postfix:
+                self.bar.set_postfix(postfix, refresh=False)
+
+    def close_bar(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None

@@ -1,0 +1,273 @@
+"""The Solver: the mini-batch loop, evaluation, metrics and checkpoints.
+
+Counting (the same in epochs and iterations mode):
+- an epoch is one pass over a fresh shuffle of the training split in which every
+  sample is seen once; the last, partial batch is kept, so an epoch has
+  ceil(N / batch_size) iterations (N=10, batch 4: 3 per epoch, 15 in 5 epochs);
+- ``iteration`` counts updates done so far; ``epoch`` counts epochs begun (1-based);
+- evaluation runs every ``eval_every`` iterations, by default at the end of every
+  epoch (iterations mode: every ceil(N / batch_size) iterations), and once more after
+  the last update if that was not an evaluation point.
+At each evaluation the Solver writes an "epoch" record, saves ``last.npz``, and saves
+``best.npz`` when ``train.monitor`` improved.
+"""
+
+import math
+import signal
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from nntrain.checkpoint import save_checkpoint
+from nntrain.errors import StopRequested, TrainingError
+from nntrain.evaluate import measure
+from nntrain.random import SHUFFLE_STREAM, generator
+
+SIGNAL_EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+
+def iterations_per_epoch(num_samples: int, batch_size: int) -> int:
+    return math.ceil(num_samples / batch_size)
+
+
+def monitor_improved(monitor: str, value: float, best: float | None) -> bool:
+    """True when ``value`` beats ``best``: lower for losses, higher for accuracies."""
+    if best is None:
+        return True
+    return value < best if monitor.endswith("loss") else value > best
+
+
+@dataclass
+class Progress:
+    """Counters a checkpoint must hold to say where the run is."""
+
+    epoch: int = 0  # epochs begun
+    iteration: int = 0  # updates done
+    batch_in_epoch: int = 0  # updates done in the current epoch
+    best_value: float | None = None
+    best_epoch: int | None = None
+    best_iteration: int | None = None
+    last_eval_iteration: int = 0
+
+
+class _RunningMeans:
+    """Mean training loss and accuracy over the batches since the last evaluation,
+    weighted by batch size, measured in training mode on the fly (no extra pass)."""
+
+    def __init__(self):
+        self.samples = 0
+        self.sums = {"loss": 0.0, "data_loss": 0.0, "reg_loss": 0.0, "correct": 0.0}
+
+    def add(self, result, y):
+        count = len(y)
+        self.samples += count
+        self.sums["loss"] += result.loss * count
+        self.sums["data_loss"] += result.data_loss * count
+        self.sums["reg_loss"] += result.reg_loss * count
+        self.sums["correct"] += float((result.scores.argmax(axis=1) == y).sum())
+
+    def means(self) -> dict:
+        if not self.samples:
+            return {}
+        means = {key: value / self.samples for key, value in self.sums.items()}
+        means["train_accuracy"] = means.pop("correct")
+        return means
+
+
+class _StopFlag:
+    """Signal handlers only set this flag; the loop checks it after each update."""
+
+    def __init__(self):
+        self.signum = None
+        self._previous = {}
+
+    def __enter__(self):
+        for signum in SIGNAL_EXIT_CODES:
+            try:
+                self._previous[signum] = signal.signal(signum, self._handle)
+            except ValueError:  # not the main thread: leave signals alone
+                pass
+        return self
+
+    def _handle(self, signum, frame):
+        if self.signum is not None:
+            # A second signal: stop at once, without touching the files written.
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def __exit__(self, *exc):
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+
+class Solver:
+    """Trains ``model`` with ``rule`` and ``schedule`` on (X_train, y_train).
+
+    X_train: (N, D) and X_val: (M, D) preprocessed float arrays; y_*: int labels.
+    ``checkpoint_meta`` and ``checkpoint_arrays`` are stored in every checkpoint
+    beside the solver's own state (the config, the data spec, the preprocessing).
+    """
+
+    def __init__(self, model, rule, schedule, data, train_config, seed, run=None,
+                 reporter=None, checkpoint_meta=None, checkpoint_arrays=None):
+        self.model, self.rule, self.schedule = model, rule, schedule
+        self.X_train, self.y_train, self.X_val, self.y_val = data
+        self.config = train_config
+        self.run, self.reporter = run, reporter
+        self.checkpoint_meta = checkpoint_meta or {}
+        self.checkpoint_arrays = checkpoint_arrays or {}
+        self.shuffle_rng = generator(seed, SHUFFLE_STREAM)
+        self.progress = Progress()
+        self.history = []  # the "epoch" records, in order
+
+        batch_size = train_config["batch_size"]
+        self.per_epoch = iterations_per_epoch(len(self.X_train), batch_size)
+        if train_config["iterations"] is not None:
+            self.total_iterations = train_config["iterations"]
+        else:
+            self.total_iterations = train_config["epochs"] * self.per_epoch
+        self.eval_every = train_config["eval_every"] or self.per_epoch
+
+    def train(self) -> Progress:
+        """Run until the iteration budget is spent; return the final counters."""
+        self._start_time = time.perf_counter()
+        self._running = _RunningMeans()
+        if self.reporter:
+            self.reporter.start_bar(self.total_iterations, self.progress.iteration)
+        try:
+            with _StopFlag() as stop:
+                while self.progress.iteration < self.total_iterations:
+                    self._train_epoch(stop)
+        finally:
+            if self.reporter:
+                self.reporter.close_bar()
+        if self.progress.last_eval_iteration != self.progress.iteration:
+            self._evaluate()
+        return self.progress
+
+    def _train_epoch(self, stop) -> None:
+        progress = self.progress
+        batch_size = self.config["batch_size"]
+        progress.epoch += 1
+        self._epoch_start_state = self.shuffle_rng.bit_generator.state
+        order = self.shuffle_rng.permutation(len(self.X_train))
+
+        for start in range(0, len(order), batch_size):
+            self._step(order[start:start + batch_size])
+            if progress.iteration % self.eval_every == 0:
+                self._evaluate()
+            if stop.signum is not None:
+                self._stop(stop.signum)
+            if progress.iteration >= self.total_iterations:
+                break
+        progress.batch_in_epoch = 0
+
+    def _step(self, rows: np.ndarray) -> None:
+        progress = self.progress
+        X, y = self.X_train[rows], self.y_train[rows]
+        lr = self.schedule.rate(progress.epoch, progress.iteration)
+        self.rule.lr = lr
+
+        result = self.model.forward_backward(X, y)
+        if not math.isfinite(result.loss):
+            raise TrainingError(
+                f"the loss became {result.loss} at iteration {progress.iteration + 1}"
+                f" (epoch {progress.epoch}); the learning rate {lr:g} is likely too"
+                " high: lower optimizer.lr. No checkpoint was written for it."
+            )
+        self.rule.step(self.model.params, result.grads)
+        progress.iteration += 1
+        progress.batch_in_epoch += 1
+        self._running.add(result, y)
+
+        if progress.iteration % self.config["log_every"] == 0:
+            self._record({
+                "kind": "iter", "lr": lr, "loss": result.loss,
+                "data_loss": result.data_loss, "reg_loss": result.reg_loss,
+            })
+        if self.reporter:
+            postfix = {"epoch": progress.epoch, "loss": f"{result.loss:.4f}"}
+            self.reporter.advance(1, **postfix)
+
+    def _record(self, fields: dict) -> dict:
+        record = {
+            "kind": fields.pop("kind"),
+            "iteration": self.progress.iteration,
+            "epoch": self.progress.epoch,
+            **fields,
+            "seconds": round(time.perf_counter() - self._start_time, 4),
+        }
+        if self.run:
+            self.run.record(record)
+        return record
+
+    def _evaluate(self) -> None:
+        progress = self.progress
+        val = measure(self.model.predict(self.X_val), self.y_val, self.model.loss_name)
+        train = self._running.means()
+        self._running = _RunningMeans()
+        record = self._record({
+            "kind": "epoch", "lr": self.rule.lr, **train,
+            "val_loss": val["loss"], "val_accuracy": val["accuracy"],
+        })
+        self.history.append(record)
+        progress.last_eval_iteration = progress.iteration
+
+        monitor = self.config["monitor"]
+        improved = monitor_improved(monitor, record[monitor], progress.best_value)
+        if improved:
+            progress.best_value = record[monitor]
+            progress.best_epoch = progress.epoch
+            progress.best_iteration = progress.iteration
+        self._report(record, improved)
+        if self.run:
+            self.save(self.run.checkpoints / "last.npz")
+            if improved:
+                self.save(self.run.checkpoints / "best.npz")
+
+    def _report(self, record: dict, improved: bool) -> None:
+        if not self.reporter:
+            return
+        seen = f"epoch {record['epoch']:>3}  iter {record['iteration']:>6}"
+        train = ""
+        if "loss" in record:
+            train = (f"  loss {record['loss']:.4f}  train_acc"
+                     f" {record['train_accuracy']:.4f}")
+        val = f"  val_loss {record['val_loss']:.4f}  val_acc {record['val_accuracy']:.4f}"
+        mark = "  *" if improved else ""
+        self.reporter.line(f"{seen}{train}{val}  {record['seconds']:.1f}s{mark}")
+
+    def _stop(self, signum: int) -> None:
+        last = None
+        if self.run:
+            last = self.run.checkpoints / "last.npz"
+            self.save(last)
+        name = signal.Signals(signum).name
+        where = f"; the state is saved in {last}" if last else ""
+        raise StopRequested(
+            f"stopped by {name} at iteration {self.progress.iteration}{where}",
+            SIGNAL_EXIT_CODES[signum],
+        )
+
+    def state_meta(self) -> dict:
+        """The solver's own counters and generator state, as JSON-ready values."""
+        progress = self.progress
+        return {
+            "progress": vars(progress).copy(),
+            "optimizer_steps": self.rule.steps,
+            "lr": self.rule.lr,
+            # The generator as it was when the current epoch's order was drawn, so a
+            # resumed run can redraw that order and skip the batches already done.
+            "shuffle_state_at_epoch_start": getattr(self, "_epoch_start_state", None),
+            "history": self.history,
+        }
+
+    def save(self, path) -> None:
+        arrays = {
+            "param": self.model.params,
+            "optim": self.rule.state_arrays(),
+            **self.checkpoint_arrays,
+        }
+        meta = {**self.checkpoint_meta, "solver": self.state_meta()}
+        save_checkpoint(path, meta, arrays)

@@ -1,0 +1,321 @@
+"""Tests of dataset downloads against servers and folders made in each test.
+
+Nothing here reaches another host: HTTP tests use a server on 127.0.0.1 started and
+stopped by the test, the rest use file:// URLs into tmp_path.
+"""
+
+import gzip
+import hashlib
+import io
+import sys
+import threading
+import types
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from nntrain.data import download as dl
+from nntrain.data.download import (
+    CONTENT_SHA256,
+    DATASETS,
+    GZ_MD5,
+    Checksum,
+    default_cache_dir,
+    download,
+)
+from nntrain.errors import DataError
+
+FASHION = Path("/usr/share/datasets/fashion-mnist")
+
+
+def label_file(values: list[int]) -> bytes:
+    """A gzipped 1-d uint8 IDX file holding ``values``."""
+    header = bytes([0, 0, 0x08, 1]) + len(values).to_bytes(4, "big")
+    return gzip.compress(header + bytes(values))
+
+
+def regzip(gz: bytes) -> bytes:
+    """The same content gzipped again, as other bytes (other level and mtime)."""
+    return gzip.compress(gzip.decompress(gz), compresslevel=1, mtime=0)
+
+
+def content_sha256(gz: bytes) -> Checksum:
+    return Checksum(CONTENT_SHA256, hashlib.sha256(gzip.decompress(gz)).hexdigest())
+
+
+FILES = {"a-labels.gz": label_file([1, 2, 3]), "b-labels.gz": label_file([9, 8])}
+CHECKSUMS = {name: content_sha256(data) for name, data in FILES.items()}
+
+
+@pytest.fixture(autouse=True)
+def no_proxy(monkeypatch):
+    """Keep urllib from sending the tests' requests through a configured proxy."""
+    for var in ("http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+        monkeypatch.delenv(var.upper(), raising=False)
+    monkeypatch.setenv("no_proxy", "*")
+
+
+@contextmanager
+def serve(routes: dict[str, bytes], short: frozenset = frozenset(), stall=None):
+    """Serve ``routes`` on 127.0.0.1; yield (base URL, list of requested paths).
+
+    Names in ``short`` announce 1000 more bytes than they send. With ``stall`` (an
+    Event), every handler waits on it and then closes without an answer.
+    """
+    requested = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            name = self.path.lstrip("/")
+            requested.append(name)
+            if stall is not None:
+                stall.wait(5)
+                return  # the client gave up long ago: answer nothing
+            if name not in routes:
+                self.send_error(404)
+                return
+
+            body = routes[name]
+            self.send_response(200)
+            extra = 1000 if name in short else 0
+            self.send_header("Content-Length", str(len(body) + extra))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass  # keep pytest's output free of access logs
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    # A short poll interval lets shutdown() return at once instead of after 0.5 s.
+    thread = threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/", requested
+    finally:
+        if stall is not None:
+            stall.set()
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def folder_of(parent: Path, files: dict[str, bytes]) -> Path:
+    """A new folder ``parent/source`` holding ``files``."""
+    source = parent / "source"
+    source.mkdir(parents=True)
+    for name, data in files.items():
+        (source / name).write_bytes(data)
+    return source
+
+
+def listing(folder: Path) -> list[str]:
+    """Every entry of ``folder``, hidden temporary files included."""
+    return sorted(p.name for p in folder.iterdir())
+
+
+def test_download_over_http_writes_verified_files(tmp_path):
+    dest = tmp_path / "data" / "mnist"
+
+    with serve(FILES) as (url, requested):
+        paths = download("mnist", dest, base_url=url, files=CHECKSUMS, progress=False)
+
+    assert paths == [dest / "a-labels.gz", dest / "b-labels.gz"]
+    assert [p.read_bytes() for p in paths] == list(FILES.values())
+    assert listing(dest) == ["a-labels.gz", "b-labels.gz"]
+    assert requested == ["a-labels.gz", "b-labels.gz"]
+
+
+def test_download_from_file_url(tmp_path):
+    source = folder_of(tmp_path, FILES)
+    dest = tmp_path / "dest"
+
+    paths = download("mnist", dest, base_url=source.as_uri(), files=CHECKSUMS)
+
+    assert [p.read_bytes() for p in paths] == list(FILES.values())
+
+
+def test_rerun_skips_verified_files_and_refetches_damaged_ones(tmp_path):
+    dest = tmp_path / "dest"
+
+    with serve(FILES) as (url, requested):
+        download("mnist", dest, base_url=url, files=CHECKSUMS)
+        download("mnist", dest, base_url=url, files=CHECKSUMS)
+        assert requested == ["a-labels.gz", "b-labels.gz"]
+
+        (dest / "b-labels.gz").write_bytes(b"damaged")
+        download("mnist", dest, base_url=url, files=CHECKSUMS)
+
+    assert requested == ["a-labels.gz", "b-labels.gz", "b-labels.gz"]
+    assert (dest / "b-labels.gz").read_bytes() == FILES["b-labels.gz"]
+
+
+def test_content_hash_accepts_a_copy_gzipped_again(tmp_path):
+    regzipped = regzip(FILES["a-labels.gz"])
+    source = folder_of(tmp_path, {"a-labels.gz": regzipped})
+    checks = {"a-labels.gz": CHECKSUMS["a-labels.gz"]}
+    dest = tmp_path / "dest"
+
+    [path] = download("mnist", dest, base_url=source.as_uri(), files=checks)
+
+    assert path.read_bytes() == regzipped != FILES["a-labels.gz"]
+
+
+def test_gz_md5_hash_checks_the_archive_itself(tmp_path):
+    data = FILES["a-labels.gz"]
+    checks = {"a-labels.gz": Checksum(GZ_MD5, hashlib.md5(data).hexdigest())}
+    original = folder_of(tmp_path / "original", {"a-labels.gz": data})
+    regzipped = folder_of(tmp_path / "regzipped", {"a-labels.gz": regzip(data)})
+
+    [path] = download("mnist", tmp_path, base_url=original.as_uri(), files=checks)
+    path.unlink()
+    with pytest.raises(DataError, match="wrong gz-md5 hash"):
+        download("mnist", tmp_path, base_url=regzipped.as_uri(), files=checks)
+
+
+def test_interrupted_download_leaves_no_partial_file(tmp_path, monkeypatch):
+    def copy_then_interrupt(response, out, *args):
+        out.write(response.read(5))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(dl, "_copy", copy_then_interrupt)
+    source = folder_of(tmp_path, FILES)
+    dest = tmp_path / "dest"
+
+    with pytest.raises(KeyboardInterrupt):
+        download("mnist", dest, base_url=source.as_uri(), files=CHECKSUMS)
+
+    assert listing(dest) == []
+
+
+def test_truncated_body_is_refused_and_leaves_no_file(tmp_path):
+    dest = tmp_path / "dest"
+
+    with serve(FILES, short=frozenset({"b-labels.gz"})) as (url, _):
+        with pytest.raises(DataError, match="b-labels.gz: the body stopped") as info:
+            download("mnist", dest, base_url=url, files=CHECKSUMS)
+
+    size = len(FILES["b-labels.gz"])
+    assert f"after {size} of {size + 1000} bytes" in str(info.value)
+    assert listing(dest) == ["a-labels.gz"]
+
+
+def test_wrong_hash_names_file_and_both_hashes_and_deletes_it(tmp_path):
+    dest = tmp_path / "dest"
+    wrong = {"a-labels.gz": Checksum(CONTENT_SHA256, "0" * 64)}
+    actual = CHECKSUMS["a-labels.gz"].digest
+
+    with serve(FILES) as (url, _):
+        with pytest.raises(DataError, match="a-labels.gz has the wrong") as info:
+            download("mnist", dest, base_url=url, files=wrong)
+
+    assert "0" * 64 in str(info.value) and actual in str(info.value)
+    assert listing(dest) == []
+
+
+def test_http_404_suggests_mirror_and_copying_by_hand(tmp_path):
+    dest = tmp_path / "dest"
+    checks = {"missing.gz": CHECKSUMS["a-labels.gz"]}
+
+    with serve(FILES) as (url, _):
+        with pytest.raises(DataError, match="HTTP 404") as info:
+            download("mnist", dest, base_url=url, files=checks)
+
+    message = str(info.value)
+    assert f"{url}missing.gz" in message and "--mirror URL" in message
+    assert f"copy missing.gz by hand into {dest}" in message
+    assert listing(dest) == []
+
+
+def test_missing_file_url_is_a_data_error(tmp_path):
+    base_url = (tmp_path / "no-such-folder").as_uri()
+
+    with pytest.raises(DataError, match="Could not download file://.*a-labels.gz"):
+        download("mnist", tmp_path / "dest", base_url=base_url, files=CHECKSUMS)
+
+    assert listing(tmp_path / "dest") == []
+
+
+def test_slow_server_times_out(tmp_path):
+    stall = threading.Event()
+
+    with serve(FILES, stall=stall) as (url, _):
+        with pytest.raises(DataError, match="timed out"):
+            download("mnist", tmp_path, base_url=url, files=CHECKSUMS, timeout=0.2)
+
+    assert listing(tmp_path) == []
+
+
+def test_unknown_dataset_suggests_the_closest_name(tmp_path):
+    with pytest.raises(DataError, match="Unknown dataset 'mnsit'.*mean 'mnist'"):
+        download("mnsit", tmp_path)
+
+
+def test_progress_bar_counts_every_byte_on_a_terminal(tmp_path, monkeypatch):
+    bars = []
+
+    class FakeBar:
+        def __init__(self, total, **kwargs):
+            self.total, self.count, self.closed = total, 0, False
+            bars.append(self)
+
+        def update(self, n):
+            self.count += n
+
+        def close(self):
+            self.closed = True
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.setitem(sys.modules, "tqdm", types.SimpleNamespace(tqdm=FakeBar))
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    source = folder_of(tmp_path, FILES)
+
+    download("mnist", tmp_path / "dest", base_url=source.as_uri(), files=CHECKSUMS)
+
+    sizes = [len(data) for data in FILES.values()]
+    assert [(bar.total, bar.count, bar.closed) for bar in bars] == [
+        (size, size, True) for size in sizes
+    ]
+
+
+def test_no_progress_bar_when_disabled(tmp_path, monkeypatch):
+    monkeypatch.setattr(dl, "_progress_bar", pytest.fail)
+    source = folder_of(tmp_path, FILES)
+
+    download(
+        "mnist", tmp_path / "dest", base_url=source.as_uri(), files=CHECKSUMS,
+        progress=False,
+    )
+
+
+def test_default_cache_dir_follows_nntrain_data(tmp_path, monkeypatch):
+    monkeypatch.setenv("NNTRAIN_DATA", str(tmp_path))
+    assert default_cache_dir("mnist") == tmp_path / "mnist"
+
+    monkeypatch.delenv("NNTRAIN_DATA")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert default_cache_dir("mnist") == tmp_path / ".cache" / "nntrain" / "mnist"
+
+
+def test_table_lists_the_four_files_of_each_dataset():
+    names = {
+        "train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+        "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz",
+    }
+    for dataset in DATASETS.values():
+        assert set(dataset.files) == names
+        assert dataset.base_url.endswith("/")
+
+
+@pytest.mark.skipif(not FASHION.is_dir(), reason="Debian's fashion-mnist not installed")
+def test_fashion_mnist_hashes_verify_debians_copy(tmp_path):
+    paths = download("fashion-mnist", tmp_path, base_url=FASHION.as_uri())
+
+    assert [p.stat().st_size for p in paths] == [
+        (FASHION / p.name).stat().st_size for p in paths
+    ]
