@@ -34,6 +34,11 @@ class Group(click.Group):
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             ctx.exit(130)
+        except BrokenPipeError:
+            # The reader went away (`nntrain eval ... | head`): stop quietly, and
+            # point stdout at nothing so the interpreter's final flush cannot fail.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            ctx.exit(1)
         except Exception as error:
             if os.environ.get("NNTRAIN_DEBUG"):
                 raise

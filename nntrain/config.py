@@ -432,3 +432,12 @@ def describe_keys() -> list[tuple[str, str, str, str]]:
 
 def _show(value) -> str:
     return "null" if value is None else dump_yaml(value).replace("...", "").strip()
+
+
+def keys_table_markdown() -> str:
+    """The Markdown table of every key that docs/config.md shows (a test keeps the
+    two in step)."""
+    lines = ["| key | type | default | meaning |", "|---|---|---|---|"]
+    for key, kind, default, doc in describe_keys():
+        lines.append(f"| `{key}` | {kind} | `{default}` | {doc.replace('|', '&#124;')} |")
+    return "\n".join(lines)

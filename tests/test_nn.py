@@ -1,0 +1,152 @@
+"""Layers, the softmax loss and the model, against closed forms and finite
+differences."""
+
+import warnings
+
+import numpy as np
+import pytest
+
+from nntrain.gradcheck import check_array, check_library
+from nntrain.nn import functional as F
+from nntrain.nn.init import init_weights
+from nntrain.nn.layers import Affine, ReLU
+from nntrain.nn.model import Model
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)
+
+
+def test_affine_forward_matches_hand_computation():
+    x = np.array([[1.0, 2.0]])
+    W = np.array([[1.0, 0.0, -1.0], [0.5, 2.0, 1.0]])
+    b = np.array([0.1, 0.2, 0.3])
+    np.testing.assert_allclose(F.affine_forward(x, W, b), [[2.1, 4.2, 1.3]])
+
+
+def test_affine_backward_skips_input_gradient_when_not_needed(rng):
+    x, W, dout = rng.standard_normal((3, 4)), rng.standard_normal((4, 2)), np.ones((3, 2))
+    dx, dW, db = F.affine_backward(dout, x, W, need_dx=False)
+    assert dx is None
+    np.testing.assert_allclose(dW, x.T @ dout)
+    np.testing.assert_allclose(db, [3.0, 3.0])
+
+
+@pytest.mark.parametrize("name", ["affine.x", "affine.W", "affine.b", "relu.x",
+                                  "softmax_loss.scores"])
+def test_each_layer_and_loss_passes_a_float64_gradient_check(name, rng):
+    checks = {check.name: check for check in check_library(rng)}
+    assert checks[name].probed > 0
+    assert checks[name].norm_error < 1e-8
+    assert checks[name].worst_error < 1e-5
+
+
+def test_relu_gradient_passes_only_where_the_output_was_positive():
+    out = F.relu_forward(np.array([[-2.0, 0.0, 3.0]]))
+    np.testing.assert_array_equal(out, [[0.0, 0.0, 3.0]])
+    np.testing.assert_array_equal(F.relu_backward(np.ones((1, 3)), out), [[0, 0, 1]])
+
+
+def test_softmax_loss_of_uniform_scores_is_log_of_class_count():
+    loss, dscores = F.softmax_cross_entropy(np.zeros((4, 10)), np.array([0, 3, 5, 9]))
+    assert loss == pytest.approx(np.log(10), abs=1e-12)
+    np.testing.assert_allclose(dscores.sum(axis=1), 0.0, atol=1e-15)
+    assert dscores[0, 0] == pytest.approx((0.1 - 1) / 4)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("scores, label, expected_loss", [
+    ([800.0, 0.0], 0, 0.0),
+    ([800.0, 0.0], 1, 800.0),
+    ([0.0, -1000.0], 0, 0.0),
+    ([0.0, -1000.0], 1, 1000.0),
+])
+def test_softmax_loss_is_finite_for_extreme_scores(scores, label, expected_loss, dtype):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loss, dscores = F.softmax_cross_entropy(np.array([scores], dtype=dtype),
+                                                np.array([label]))
+    assert np.isfinite(loss) and np.all(np.isfinite(dscores))
+    assert loss == pytest.approx(expected_loss, rel=1e-6, abs=1e-6)
+    # p - onehot: the gradient on the label is p_label - 1, elsewhere p.
+    probabilities = np.exp(np.array(scores, dtype=np.float64) - max(scores))
+    probabilities /= probabilities.sum()
+    expected = probabilities - np.eye(2)[label]
+    np.testing.assert_allclose(dscores[0], expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("scheme, expected_std", [
+    ("small", 0.05), ("xavier", np.sqrt(1 / 400)), ("he", np.sqrt(2 / 400)),
+])
+def test_initializer_std_follows_its_formula(scheme, expected_std, rng):
+    W = init_weights(scheme, 400, 100, rng, std=0.05, dtype=np.float64)
+    assert W.shape == (400, 100)
+    # 40,000 draws: the sample std is within 1.5% of the true one.
+    assert W.std() == pytest.approx(expected_std, rel=0.015)
+    assert abs(W.mean()) < 4 * expected_std / np.sqrt(W.size)
+
+
+def test_biases_start_at_zero(rng):
+    layer = Affine("affine1", 5, 3, rng)
+    np.testing.assert_array_equal(layer.params["b"], np.zeros(3))
+
+
+def _tiny_model(rng, l2=0.0):
+    layers = [Affine("affine1", 4, 5, rng, "he", dtype=np.float64), ReLU("relu1"),
+              Affine("affine2", 5, 3, rng, "he", dtype=np.float64)]
+    return Model(layers, "softmax", l2=l2)
+
+
+def test_l2_convention_is_half_lambda_sum_of_squared_weights(rng):
+    model = _tiny_model(rng, l2=0.3)
+    X, y = rng.standard_normal((6, 4)), rng.integers(0, 3, 6)
+    result = model.forward_backward(X, y)
+    W1, W2 = model.params["affine1.W"], model.params["affine2.W"]
+    expected = 0.5 * 0.3 * (np.sum(W1**2) + np.sum(W2**2))
+    assert result.reg_loss == pytest.approx(expected, rel=1e-12)
+    assert result.loss == pytest.approx(result.data_loss + expected, rel=1e-12)
+
+    # Biases are not decayed: their gradient is the same with and without l2.
+    plain = Model(model.layers, "softmax", l2=0.0).forward_backward(X, y)
+    np.testing.assert_allclose(result.grads["affine1.b"], plain.grads["affine1.b"])
+    np.testing.assert_allclose(result.grads["affine1.W"] - plain.grads["affine1.W"],
+                               0.3 * W1, rtol=1e-12)
+
+
+def test_model_gradients_with_l2_match_numeric_ones(rng):
+    model = _tiny_model(rng, l2=0.05)
+    X, y = rng.standard_normal((7, 4)), rng.integers(0, 3, 7)
+    grads = model.forward_backward(X, y).grads
+    for name, param in model.params.items():
+        check = check_array(name, param, grads[name], lambda: model.objective(X, y), rng)
+        assert check.passed and check.norm_error < 1e-8, name
+
+
+def test_gradcheck_worst_entry_catches_one_wrong_entry_that_the_norm_dilutes(rng):
+    x = rng.standard_normal(900)  # under 1,000 entries: every one is probed
+    analytic = 2 * x
+    analytic[123] *= 1.01  # one entry off by 1%
+    check = check_array("x", x, analytic, lambda: float(np.sum(x**2)), rng)
+    assert check.probed == 900
+    assert check.worst_index == (123,)
+    assert check.worst_error == pytest.approx(0.01 / 2.01, rel=1e-4)
+    assert not check.passed
+
+
+def test_gradcheck_zero_analytic_gradient_against_nonzero_numeric_fails(rng):
+    x = rng.standard_normal(10)
+    check = check_array("x", x, np.zeros(10), lambda: float(np.sum(x**2)), rng)
+    assert not check.passed
+    assert check.worst_error == pytest.approx(1.0)
+
+
+def test_model_loss_api_training_and_evaluation_modes(rng):
+    model = _tiny_model(rng)
+    X, y = rng.standard_normal((3, 4)), np.array([0, 1, 2])
+    loss, grads = model.loss(X, y)
+    assert set(grads) == set(model.params)
+    assert all(grads[k].shape == model.params[k].shape for k in grads)
+    scores = model.loss(X)
+    assert scores.shape == (3, 3)
+    assert loss == pytest.approx(F.softmax_cross_entropy(scores, y)[0])
