@@ -238,6 +238,21 @@ def test_missing_file_url_is_a_data_error(tmp_path):
     assert listing(tmp_path / "dest") == []
 
 
+def test_mirror_that_is_not_a_url_is_a_data_error(tmp_path):
+    with pytest.raises(DataError, match="give --mirror as an http://"):
+        download("mnist", tmp_path, base_url="mirror-folder", files=CHECKSUMS)
+
+    assert listing(tmp_path) == []
+
+
+def test_destination_that_is_a_file_is_a_data_error(tmp_path):
+    dest = tmp_path / "taken"
+    dest.write_bytes(b"")
+
+    with pytest.raises(DataError, match="Cannot create the data folder .*taken"):
+        download("mnist", dest, base_url=tmp_path.as_uri(), files=CHECKSUMS)
+
+
 def test_slow_server_times_out(tmp_path):
     stall = threading.Event()
 

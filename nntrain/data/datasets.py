@@ -162,7 +162,8 @@ def _load_npz(path: str | None) -> dict:
     unknown = sorted(set(arrays) - set(NPZ_KEYS))
     if unknown:
         raise DataError(
-            f"{file} holds unknown arrays {unknown}; expected names: {', '.join(NPZ_KEYS)}"
+            f"{file} holds unknown arrays {unknown}; expected names:"
+            f" {', '.join(NPZ_KEYS)}"
         )
 
     parts = {}

@@ -204,9 +204,12 @@ def _is_verified(path: Path, checksum: Checksum) -> bool:
 
 def _fetch(url: str, path: Path, checksum: Checksum, progress: bool, timeout: float):
     """Download ``url`` to ``path`` through a verified temporary file."""
-    fd, tmp_name = tempfile.mkstemp(
-        dir=path.parent, prefix=f".{path.name}.", suffix=".part"
-    )
+    try:
+        fd, tmp_name = tempfile.mkstemp(
+            dir=path.parent, prefix=f".{path.name}.", suffix=".part"
+        )
+    except OSError as err:
+        raise _write_error(path, err) from err
     tmp = Path(tmp_name)
 
     # Any failure, Ctrl-C included, removes the temporary file and keeps the final
@@ -226,12 +229,18 @@ def _stream(url: str, out, path: Path, progress: bool, timeout: float):
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
             expected = _content_length(response)
-            received = _copy(response, out, expected, path.name, progress)
+            received = _copy(response, out, expected, path, progress)
     except urllib.error.HTTPError as err:
+        err.close()  # an HTTPError holds the server's open answer
         raise _network_error(url, path, f"the server answered HTTP {err.code}") from err
     except (OSError, http.client.HTTPException) as err:
         reason = getattr(err, "reason", None) or err
         raise _network_error(url, path, str(reason)) from err
+    except ValueError as err:
+        raise DataError(
+            f"Cannot fetch {url} ({err}); give --mirror as an http://, https:// or "
+            "file:// URL of the folder holding the files."
+        ) from err
 
     if expected is not None and received != expected:
         raise _network_error(
@@ -247,13 +256,13 @@ def _content_length(response) -> int | None:
         return None
 
 
-def _copy(response, out, total: int | None, label: str, progress: bool) -> int:
+def _copy(response, out, total: int | None, path: Path, progress: bool) -> int:
     """Copy ``response`` into ``out`` in chunks; return the number of bytes copied."""
-    bar = _progress_bar(total, label) if progress else None
+    bar = _progress_bar(total, path.name) if progress else None
     received = 0
     try:
         while chunk := response.read(_CHUNK_BYTES):
-            out.write(chunk)
+            _write(out, chunk, path)
             received += len(chunk)
             if bar is not None:
                 bar.update(len(chunk))
@@ -261,6 +270,14 @@ def _copy(response, out, total: int | None, label: str, progress: bool) -> int:
         if bar is not None:
             bar.close()
     return received
+
+
+def _write(out, chunk: bytes, path: Path):
+    """Write ``chunk`` to ``out``; a local failure must not read as a network one."""
+    try:
+        out.write(chunk)
+    except OSError as err:
+        raise _write_error(path, err) from err
 
 
 def _progress_bar(total: int | None, label: str):
@@ -296,4 +313,11 @@ def _network_error(url: str, path: Path, reason: str) -> DataError:
     return DataError(
         f"Could not download {url}: {reason}. Pass another source with --mirror URL, "
         f"or copy {path.name} by hand into {path.parent}."
+    )
+
+
+def _write_error(path: Path, err: OSError) -> DataError:
+    return DataError(
+        f"Cannot write {path.name} into {path.parent} ({err.strerror}); free some "
+        "space or choose another folder with NNTRAIN_DATA."
     )

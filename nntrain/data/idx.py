@@ -72,18 +72,17 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     path = Path(path)
     stream, compressed = _open(path)
 
-    # Capacity: the most data bytes the file can hold, refined once ndim is known.
-    size = path.stat().st_size
-    capacity = size * _MAX_GZIP_RATIO if compressed else size
-
     try:
         with stream:
+            # The most data bytes the file can hold; _parse subtracts the header.
+            size = path.stat().st_size
+            capacity = size * _MAX_GZIP_RATIO if compressed else size
             return _parse(stream, path, capacity, compressed)
     except (OSError, EOFError, zlib.error) as err:
         if compressed:
             message = f"{path} is not a valid gzip file ({err}); download it again."
         else:
-            message = f"Could not read {path} ({err}); check the file and its rights."
+            message = f"Could not read {path} ({err}); check the file's permissions."
         raise DataError(message) from err
 
 

@@ -113,7 +113,11 @@ class Preprocessor:
         steps = []
         for name in names:
             prefix = f"{name}."
-            state = {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
+            state = {
+                key[len(prefix):]: value
+                for key, value in arrays.items()
+                if key.startswith(prefix)
+            }
             for key, value in state.items():
                 if value.shape != (num_features,):
                     raise CheckpointError(
