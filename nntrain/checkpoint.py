@@ -45,7 +45,10 @@ def _checksum(array: np.ndarray) -> str:
 
 
 def save_checkpoint(path, meta: dict, arrays: dict) -> None:
-    """Write ``arrays`` ({prefix: {name: array}}) and ``meta`` to ``path`` atomically."""
+    """Save ``arrays`` ({prefix: {name: array}}) and ``meta`` to ``path``.
+
+    Atomic: a temporary file in the same folder, fsynced, then renamed over ``path``.
+    """
     path = Path(path)
     flat = {
         f"{prefix}/{name}": np.asarray(value)
@@ -124,8 +127,9 @@ def _read_meta(value: np.ndarray, path: Path) -> dict:
     try:
         meta = json.loads(str(value))
     except json.JSONDecodeError:
-        raise CheckpointError(f"{path}: 'meta' is not valid JSON; the file is corrupt") \
-            from None
+        raise CheckpointError(
+            f"{path}: 'meta' is not valid JSON; the file is corrupt"
+        ) from None
     if not isinstance(meta, dict) or not isinstance(meta.get("format"), int):
         raise CheckpointError(f"{path}: 'meta' has no format version")
     if meta["format"] > FORMAT:

@@ -163,9 +163,11 @@ def _format_evaluation(result: dict, class_names) -> list[str]:
     matrix = result["confusion_matrix"]
     cell = max(len(str(value)) for row in matrix for value in row) + 1
     cell = max(cell, len(str(len(matrix) - 1)) + 1)
-    lines.append(" " * (width + 2) + "".join(f"{i:>{cell}}" for i in range(len(matrix))))
+    header = "".join(f"{column:>{cell}}" for column in range(len(matrix)))
+    lines.append(" " * (width + 2) + header)
     for name, row in zip(class_names, matrix):
-        lines.append(f"  {name:<{width}}" + "".join(f"{value:>{cell}}" for value in row))
+        counts = "".join(f"{value:>{cell}}" for value in row)
+        lines.append(f"  {name:<{width}}{counts}")
     return lines
 
 
@@ -221,7 +223,7 @@ def gradcheck(config_path, overrides, samples):
     Exits 1 when any array fails; thresholds are printed below the table.
     """
     from nntrain.errors import GradientCheckError
-    from nntrain.gradcheck import check_library, check_model, format_report
+    from nntrain.gradcheck import check_library, format_report
     from nntrain.random import generator
 
     rng = generator(0, 99)

@@ -96,7 +96,8 @@ def list_of(item_check, allow_empty=True, nullable=False):
         if value is None and nullable:
             return None
         if not isinstance(value, list) or (not value and not allow_empty):
-            _fail(key, "a list" + ("" if allow_empty else " with at least one item"), value)
+            wanted = "a list" + ("" if allow_empty else " with at least one item")
+            _fail(key, wanted, value)
         return [item_check(item, f"{key}[{i}]") for i, item in enumerate(value)]
 
     return check
@@ -171,7 +172,8 @@ SCHEMA = {
         "validation": Key(0.1, validation_size, "int >= 1 or float in (0, 1)",
                           "validation split held out of train: a count or a fraction"),
         "preprocess": Key(["center", "scale"], preprocess_steps, "list",
-                          "steps in order, fitted on the training split: center, scale"),
+                          "steps in order, fitted on the training split: center,"
+                          " scale"),
     },
     "model": {
         "hidden": Key([100], list_of(integer(1), nullable=True), "list of int",
@@ -244,7 +246,10 @@ OPTIMIZER_KEYS = {
 def _unknown_key(key: str, options) -> ConfigError:
     name = key.rsplit(".", 1)[-1]
     close = difflib.get_close_matches(name, list(options), n=1)
-    hint = f"did you mean '{close[0]}'?" if close else f"valid keys: {', '.join(options)}"
+    if close:
+        hint = f"did you mean '{close[0]}'?"
+    else:
+        hint = f"valid keys: {', '.join(options)}"
     return ConfigError(f"unknown key {key} ({hint})")
 
 
@@ -439,5 +444,6 @@ def keys_table_markdown() -> str:
     two in step)."""
     lines = ["| key | type | default | meaning |", "|---|---|---|---|"]
     for key, kind, default, doc in describe_keys():
-        lines.append(f"| `{key}` | {kind} | `{default}` | {doc.replace('|', '&#124;')} |")
+        doc = doc.replace("|", "&#124;")  # a bare | would end the table cell
+        lines.append(f"| `{key}` | {kind} | `{default}` | {doc} |")
     return "\n".join(lines)

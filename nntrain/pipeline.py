@@ -56,7 +56,9 @@ def data_spec(dataset: Dataset, config: dict) -> dict:
         "num_classes": dataset.num_classes,
         "class_names": list(dataset.class_names),
         "input_shape": list(dataset.input_shape),
-        "sizes": {name: len(dataset.split(name)[1]) for name in ("train", "val", "test")},
+        "sizes": {
+            name: len(dataset.split(name)[1]) for name in ("train", "val", "test")
+        },
     }
 
 

@@ -26,7 +26,8 @@ def test_affine_forward_matches_hand_computation():
 
 
 def test_affine_backward_skips_input_gradient_when_not_needed(rng):
-    x, W, dout = rng.standard_normal((3, 4)), rng.standard_normal((4, 2)), np.ones((3, 2))
+    x, W = rng.standard_normal((3, 4)), rng.standard_normal((4, 2))
+    dout = np.ones((3, 2))
     dx, dW, db = F.affine_backward(dout, x, W, need_dx=False)
     assert dx is None
     np.testing.assert_allclose(dW, x.T @ dout)
@@ -119,7 +120,8 @@ def test_model_gradients_with_l2_match_numeric_ones(rng):
     X, y = rng.standard_normal((7, 4)), rng.integers(0, 3, 7)
     grads = model.forward_backward(X, y).grads
     for name, param in model.params.items():
-        check = check_array(name, param, grads[name], lambda: model.objective(X, y), rng)
+        check = check_array(name, param, grads[name],
+                            lambda: model.objective(X, y), rng)
         assert check.passed and check.norm_error < 1e-8, name
 
 

@@ -2,8 +2,8 @@
 
 Each draws W: (fan_in, fan_out) from a zero-mean normal whose standard deviation is:
 - ``small``:  the given ``std`` (0.01 by default), whatever the layer's size;
-- ``xavier``: sqrt(1 / fan_in), the form the classic lecture notes use (Glorot and
-  Bengio, 2010, average fan_in and fan_out instead);
+- ``xavier``: sqrt(1 / fan_in), the form the classic lecture notes use (Glorot
+  and Bengio, 2010, average fan_in and fan_out instead);
 - ``he``:     sqrt(2 / fan_in), which keeps the variance of ReLU activations steady
   from layer to layer (He et al., 2015, https://arxiv.org/abs/1502.01852).
 Values are drawn in float64 and then cast, so float32 and float64 runs with the same
@@ -14,7 +14,7 @@ import numpy as np
 
 
 def weight_std(scheme: str, fan_in: int, std: float) -> float:
-    """The standard deviation of scheme ``scheme`` for a layer with ``fan_in`` inputs."""
+    """The standard deviation ``scheme`` gives a layer with ``fan_in`` inputs."""
     if scheme == "small":
         return std
     if scheme == "xavier":

@@ -135,8 +135,10 @@ class Solver:
         self._running = _RunningMeans()
         if self.reporter:
             self.reporter.start_bar(self.total_iterations, self.progress.iteration)
+        # Overflow and NaN are caught by the non-finite check after each update, with
+        # a message that says what to do; numpy's own warnings would only add noise.
         try:
-            with _StopFlag() as stop:
+            with _StopFlag() as stop, np.errstate(over="ignore", invalid="ignore"):
                 while self.progress.iteration < self.total_iterations:
                     self._train_epoch(stop)
         finally:
@@ -234,7 +236,8 @@ class Solver:
         if "loss" in record:
             train = (f"  loss {record['loss']:.4f}  train_acc"
                      f" {record['train_accuracy']:.4f}")
-        val = f"  val_loss {record['val_loss']:.4f}  val_acc {record['val_accuracy']:.4f}"
+        val = (f"  val_loss {record['val_loss']:.4f}"
+               f"  val_acc {record['val_accuracy']:.4f}")
         mark = "  *" if improved else ""
         self.reporter.line(f"{seen}{train}{val}  {record['seconds']:.1f}s{mark}")
 
