@@ -15,7 +15,6 @@ renamed over the target, so a crash leaves either the old file or the new one.
 import json
 import os
 import tempfile
-import zipfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,9 +99,10 @@ def load_checkpoint(path) -> Checkpoint:
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}; check the path")
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            if not isinstance(archive, np.lib.npyio.NpzFile):
-                raise CheckpointError(f"{path} is a single array, not a checkpoint")
+        archive = np.load(path, allow_pickle=False)
+        if not isinstance(archive, np.lib.npyio.NpzFile):
+            raise CheckpointError(f"{path} is a single array, not a checkpoint")
+        with archive:
             keys = list(archive.files)
             if "meta" not in keys:
                 raise CheckpointError(f"{path} has no 'meta' entry: not an nntrain"
@@ -111,8 +111,7 @@ def load_checkpoint(path) -> Checkpoint:
             arrays = {key: archive[key] for key in keys if key != "meta"}
     except CheckpointError:
         raise
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError,
-            zlib.error) as error:
+    except Exception as error:  # a damaged zip fails in many ways; all mean the same
         raise CheckpointError(
             f"{path} is not a readable checkpoint ({error}); it may be truncated or"
             " corrupt: use another checkpoint (best.npz or last.npz)"

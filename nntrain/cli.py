@@ -119,8 +119,8 @@ def evaluate(checkpoint, split, data_path, as_json):
     config = restored.config
     if data_path:
         config = {**config, "data": {**config["data"], "path": data_path}}
-    prepared = prepare_data(config, restored.preprocessor, splits=(split,))
-    _check_data_matches(prepared.dataset, restored.data)
+    prepared = prepare_data(config, restored.preprocessor, splits=(split,),
+                            spec=restored.data)
 
     X, y = prepared.splits[split]
     result = measure(restored.model.predict(X), y, config["model"]["loss"])
@@ -130,20 +130,6 @@ def evaluate(checkpoint, split, data_path, as_json):
     else:
         for line in _format_evaluation(result, prepared.dataset.class_names):
             click.echo(line)
-
-
-def _check_data_matches(dataset, spec: dict) -> None:
-    from nntrain.errors import DataError
-
-    if (dataset.num_features, dataset.num_classes) != (
-        spec["num_features"], spec["num_classes"]
-    ):
-        raise DataError(
-            f"the data has {dataset.num_features} features and"
-            f" {dataset.num_classes} classes, the checkpoint was trained on"
-            f" {spec['num_features']} and {spec['num_classes']}; point --data at the"
-            " dataset it was trained on"
-        )
 
 
 def _format_evaluation(result: dict, class_names) -> list[str]:

@@ -325,13 +325,15 @@ def resolve_config(raw) -> dict:
             f" not {type(raw).__name__}"
         )
     raw = dict(raw)
-    raw_optimizer = raw.pop("optimizer", None) or {}
+    raw_optimizer = raw.pop("optimizer", None)
+    if raw_optimizer is None:
+        raw_optimizer = {}
     if not isinstance(raw_optimizer, dict):
         _fail("optimizer", "a mapping of keys", raw_optimizer)
 
     for name in raw:
         if name not in SCHEMA:
-            raise _unknown_key(str(name), [*SCHEMA, "optimizer"])
+            raise _unknown_key(str(name), list(SCHEMA))
     config = _check_section(raw, SCHEMA, "")
     config["optimizer"] = _check_optimizer(raw_optimizer)
     raw_model = raw.get("model") or {}
@@ -398,7 +400,8 @@ def read_config_file(path) -> dict:
 
 
 def load_config(path=None, overrides: list[str] | None = None) -> dict:
-    """Read, override and validate a config. No path: the defaults alone.
+    """Read, override and validate a config. No path: start from an empty config,
+    so the overrides must at least set train.epochs or train.iterations.
 
     >>> cfg = load_config("configs/digits.yaml", ["train.epochs=5"])
     """

@@ -14,7 +14,7 @@ import numpy as np
 from nntrain.checkpoint import load_checkpoint
 from nntrain.data.datasets import Dataset, load_dataset
 from nntrain.data.preprocess import Preprocessor
-from nntrain.errors import CheckpointError
+from nntrain.errors import CheckpointError, DataError
 from nntrain.nn.model import Model, build_model
 from nntrain.optim.rules import build_rule
 from nntrain.optim.schedules import build_schedule
@@ -33,10 +33,13 @@ class Prepared:
 
 
 def prepare_data(config: dict, preprocessor: Preprocessor | None = None,
-                 splits=("train", "val", "test")) -> Prepared:
+                 splits=("train", "val", "test"), spec: dict | None = None) -> Prepared:
     """Load the config's dataset and preprocess it; fit the preprocessing on the
-    training split unless a fitted ``preprocessor`` is given (from a checkpoint)."""
+    training split unless a fitted ``preprocessor`` is given (from a checkpoint).
+    ``spec``, a checkpoint's data spec, is checked against the data first."""
     dataset = load_dataset(config["data"], config["seed"])
+    if spec is not None:
+        _check_data_matches(dataset, spec)
     dtype = np.dtype(config["train"]["dtype"])
     if preprocessor is None:
         preprocessor = Preprocessor.fit(config["data"]["preprocess"], dataset.X_train,
@@ -46,6 +49,16 @@ def prepare_data(config: dict, preprocessor: Preprocessor | None = None,
         X, y = dataset.split(name)
         transformed[name] = (preprocessor.transform(X, dtype), y)
     return Prepared(dataset, preprocessor, transformed)
+
+
+def _check_data_matches(dataset, spec: dict) -> None:
+    found = (dataset.num_features, dataset.num_classes)
+    if found != (spec["num_features"], spec["num_classes"]):
+        raise DataError(
+            f"the data has {found[0]} features and {found[1]} classes, the checkpoint"
+            f" was trained on {spec['num_features']} and {spec['num_classes']}; point"
+            " --data at the dataset it was trained on"
+        )
 
 
 def data_spec(dataset: Dataset, config: dict) -> dict:

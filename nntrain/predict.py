@@ -4,6 +4,7 @@ from pathlib import Path
 
 import numpy as np
 
+from nntrain.data.npfile import load_numpy_file
 from nntrain.errors import DataError
 
 # Array names tried, in order, in an .npz given to predict.
@@ -16,29 +17,19 @@ def read_samples(path, num_features: int) -> np.ndarray:
     Accepts (N, D), (N, H, W) images with H * W = D, or one sample of D values.
     """
     path = Path(path)
-    try:
-        loaded = np.load(path, allow_pickle=False)
-        if isinstance(loaded, np.lib.npyio.NpzFile):
-            with loaded:
-                X = _pick_array(loaded, path)
-        else:
-            X = loaded
-    except FileNotFoundError:
-        raise DataError(f"input file not found: {path}; check the path") from None
-    except (ValueError, OSError) as error:
-        raise DataError(f"{path} is not a readable .npy/.npz of numbers ({error})") \
-            from None
+    loaded = load_numpy_file(path)
+    X = _pick_array(loaded, path) if isinstance(loaded, dict) else loaded
     return _as_rows(np.asarray(X), num_features, path)
 
 
-def _pick_array(archive, path: Path) -> np.ndarray:
+def _pick_array(arrays: dict, path: Path) -> np.ndarray:
     for key in NPZ_SAMPLE_KEYS:
-        if key in archive.files:
-            return archive[key]
-    if len(archive.files) == 1:
-        return archive[archive.files[0]]
+        if key in arrays:
+            return arrays[key]
+    if len(arrays) == 1:
+        return next(iter(arrays.values()))
     raise DataError(
-        f"{path} holds {archive.files}; name the samples array one of"
+        f"{path} holds {sorted(arrays)}; name the samples array one of"
         f" {', '.join(NPZ_SAMPLE_KEYS)}"
     )
 

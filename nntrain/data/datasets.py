@@ -12,6 +12,7 @@ Splits:
   (a count, or a fraction) drawn from the training split with the run's seed.
 """
 
+import os
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -19,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from nntrain.data.idx import load_idx_pair
+from nntrain.data.npfile import load_numpy_file
 from nntrain.errors import DataError
 from nntrain.random import SPLIT_STREAM, generator
 
@@ -103,11 +105,13 @@ def _load_digits() -> dict:
 
 
 def search_paths(name: str, path: str | None) -> list[Path]:
-    """Folders searched, in order, for the IDX files of dataset ``name``."""
-    from nntrain.data.download import default_cache_dir
-
+    """Folders searched, in order, for the IDX files of dataset ``name``: data.path,
+    $NNTRAIN_DATA/<name> (when set), ~/.cache/nntrain/<name>,
+    /usr/share/datasets/<name>."""
     places = [Path(path).expanduser()] if path else []
-    places.append(default_cache_dir(name))
+    if os.environ.get("NNTRAIN_DATA"):
+        places.append(Path(os.environ["NNTRAIN_DATA"]).expanduser() / name)
+    places.append(Path.home() / ".cache" / "nntrain" / name)
     places.append(Path("/usr/share/datasets") / name)
     return list(dict.fromkeys(places))
 
@@ -174,9 +178,11 @@ def _load_npz(path: str | None) -> dict:
         if parts.get(key) is not None:
             parts[key] = _flat_features(parts[key], input_shape, key, file)
 
+    # The classes are those of y_train as given, counted before the fixed test rows
+    # move out of it; a val or test label beyond them is refused below.
+    num_classes = int(parts["y_train"].max()) + 1
     if parts.get("X_test") is None:
         parts.update(_npz_fixed_test_split(parts))
-    num_classes = int(parts["y_train"].max()) + 1
     names = arrays.get("class_names")
     if names is not None:
         names = tuple(str(name) for name in names.reshape(-1))
@@ -187,23 +193,11 @@ def _load_npz(path: str | None) -> dict:
 
 
 def _read_npz_arrays(file: Path) -> dict:
-    try:
-        with np.load(file, allow_pickle=False) as archive:
-            if not hasattr(archive, "files"):
-                raise DataError(f"{file} is a .npy array; save X_train, y_train, ..."
-                                " in one file with np.savez")
-            return {key: archive[key] for key in archive.files}
-    except FileNotFoundError:
-        raise DataError(f"npz file not found: {file}; check data.path") from None
-    except IsADirectoryError:
-        raise DataError(f"{file} is a folder; data.path must be an .npz file") from None
-    except DataError:
-        raise
-    except ValueError as error:
-        raise DataError(f"{file} holds object arrays, which nntrain refuses to"
-                        f" load ({error}); save plain numeric arrays") from None
-    except Exception as error:
-        raise DataError(f"{file} is not a readable .npz file ({error})") from None
+    loaded = load_numpy_file(file, what="npz file", kinds=".npz")
+    if not isinstance(loaded, dict):
+        raise DataError(f"{file} is a .npy array; save X_train, y_train, ... together"
+                        " in one .npz file with np.savez")
+    return loaded
 
 
 def _npz_pair(arrays: dict, split: str, file: Path) -> dict:

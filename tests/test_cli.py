@@ -1,0 +1,973 @@
+"""End-to-end tests of the command line through Click's CliRunner, on tiny data.
+
+One tiny training run (4-8-3 network, 50 training samples, batch 16, 3 epochs: 4
+iterations per epoch, 12 in all) is shared by the tests that only read its files;
+tests that change files work on copies in their own tmp_path.
+"""
+
+import csv
+import importlib.metadata
+import io
+import json
+import re
+import shutil
+import struct
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import yaml
+from click.testing import CliRunner
+from conftest import (
+    TINY_BATCH,
+    TINY_TEST,
+    TINY_TRAIN,
+    TINY_VALIDATION,
+    tiny_arrays,
+    tiny_config_dict,
+)
+
+import nntrain
+from nntrain.cli import cli
+from nntrain.config import load_config
+from nntrain.data.datasets import load_dataset
+
+TRAIN_ROWS = TINY_TRAIN - TINY_VALIDATION  # 50
+PER_EPOCH = -(-TRAIN_ROWS // TINY_BATCH)  # ceil(50 / 16) = 4
+EPOCH_KEYS = {"kind", "iteration", "epoch", "lr", "loss", "data_loss", "reg_loss",
+              "train_accuracy", "val_loss", "val_accuracy", "seconds"}
+ITER_KEYS = {"kind", "iteration", "epoch", "lr", "loss", "data_loss", "reg_loss",
+             "seconds"}
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli, [str(arg) for arg in args])
+
+
+def assert_one_line_error(result, code, pattern):
+    """Exit status ``code``, one line on stderr matching ``pattern``, no traceback."""
+    assert result.exit_code == code, result.output
+    assert isinstance(result.exception, SystemExit), repr(result.exception)
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: "), lines[0]
+    assert re.search(pattern, lines[0]), lines[0]
+    assert "Traceback" not in result.output
+
+
+def read_metrics(run_dir):
+    text = (run_dir / "metrics.jsonl").read_text()
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def read_checkpoint(path):
+    with np.load(path, allow_pickle=False) as archive:
+        arrays = {key: archive[key] for key in archive.files}
+    meta = json.loads(str(arrays.pop("meta")))
+    return arrays, meta
+
+
+def manual_scores(arrays, X):
+    """Class scores (N, 3) of the 4-8-3 ReLU network in ``arrays``, in float64."""
+    X = (X - arrays["prep/center.mean"]) * arrays["prep/scale.factor"]
+    W1, b1 = arrays["param/affine1.W"], arrays["param/affine1.b"]
+    W2, b2 = arrays["param/affine2.W"], arrays["param/affine2.b"]
+    hidden = np.maximum(X @ W1.astype(np.float64) + b1, 0.0)
+    return hidden @ W2.astype(np.float64) + b2
+
+
+def manual_cross_entropy(scores, y):
+    top = scores.max(axis=1, keepdims=True)
+    log_norm = top[:, 0] + np.log(np.exp(scores - top).sum(axis=1))
+    return float(np.mean(log_norm - scores[np.arange(len(y)), y]))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A finished 3-epoch run: (folder, config path, run dir, fit result)."""
+    folder = tmp_path_factory.mktemp("trained")
+    npz = folder / "tiny.npz"
+    np.savez(npz, **tiny_arrays())
+    raw = tiny_config_dict(npz)
+    raw["model"]["l2"] = 1e-3
+    config = folder / "tiny.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    run_dir = folder / "run"
+
+    result = invoke("fit", config, "--out", run_dir)
+
+    assert result.exit_code == 0, result.output
+    return folder, config, run_dir, result
+
+
+# --- --version and help -----------------------------------------------------------
+
+
+def test_version_prints_the_package_version():
+    result = invoke("--version")
+
+    assert result.exit_code == 0
+    assert result.stdout == f"nntrain, version {nntrain.__version__}\n"
+    assert importlib.metadata.version("nntrain") == nntrain.__version__
+
+
+def test_python_dash_m_runs_the_cli():
+    result = subprocess.run([sys.executable, "-m", "nntrain", "--version"],
+                            capture_output=True, text=True, timeout=60,
+                            check=False)
+
+    assert result.returncode == 0
+    assert result.stdout == f"nntrain, version {nntrain.__version__}\n"
+
+
+def test_unknown_command_is_a_usage_error():
+    result = invoke("fly")
+
+    assert result.exit_code == 2
+    assert "No such command 'fly'" in result.stderr
+
+
+# --- fit: the run directory -------------------------------------------------------
+
+
+def test_fit_writes_the_run_directory_layout(trained):
+    _, _, run_dir, _ = trained
+
+    assert sorted(p.name for p in run_dir.iterdir()) == [
+        "checkpoints", "config.yaml", "metrics.jsonl", "train.log"]
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == [
+        "best.npz", "last.npz"]
+
+
+def test_fit_writes_the_resolved_config_with_every_default(trained):
+    _, config_path, run_dir, _ = trained
+
+    written = yaml.safe_load((run_dir / "config.yaml").read_text())
+
+    assert written == load_config(config_path)
+    assert written["optimizer"] == {"name": "adam", "lr": 0.01, "beta1": 0.9,
+                                    "beta2": 0.999, "eps": 1e-8}
+    assert written["train"] == {"epochs": 3, "iterations": None, "batch_size": 16,
+                                "eval_every": None, "log_every": 5,
+                                "monitor": "val_accuracy", "dtype": "float32"}
+    assert written["model"]["init"] == "he" and written["model"]["l2"] == 1e-3
+    assert written["data"]["preprocess"] == ["center", "scale"]
+    assert load_config(run_dir / "config.yaml") == written
+
+
+def test_fit_metrics_have_an_epoch_record_per_epoch_with_designs_keys(trained):
+    _, _, run_dir, _ = trained
+
+    records = read_metrics(run_dir)
+
+    epochs = [r for r in records if r["kind"] == "epoch"]
+    assert [(r["iteration"], r["epoch"]) for r in epochs] == [(4, 1), (8, 2), (12, 3)]
+    for record in epochs:
+        assert set(record) == EPOCH_KEYS
+        assert record["lr"] == 0.01
+        assert record["loss"] == pytest.approx(record["data_loss"] + record["reg_loss"],
+                                               rel=1e-6)
+        assert record["reg_loss"] > 0
+        # accuracies are counts over 50 training and 10 validation samples
+        assert record["train_accuracy"] * TRAIN_ROWS == pytest.approx(
+            round(record["train_accuracy"] * TRAIN_ROWS), abs=1e-9)
+        assert record["val_accuracy"] * TINY_VALIDATION == pytest.approx(
+            round(record["val_accuracy"] * TINY_VALIDATION), abs=1e-9)
+        assert 0.0 <= record["val_accuracy"] <= 1.0
+
+
+def test_fit_metrics_have_iter_records_every_log_every(trained):
+    _, _, run_dir, _ = trained
+
+    iters = [r for r in read_metrics(run_dir) if r["kind"] == "iter"]
+
+    assert [(r["iteration"], r["epoch"]) for r in iters] == [(5, 2), (10, 3)]
+    for record in iters:
+        assert set(record) == ITER_KEYS
+        assert record["lr"] == 0.01
+
+
+def test_fit_metrics_time_never_runs_backwards(trained):
+    _, _, run_dir, _ = trained
+
+    seconds = [r["seconds"] for r in read_metrics(run_dir)]
+
+    assert seconds == sorted(seconds)
+    assert all(s >= 0 for s in seconds)
+
+
+def test_fit_train_log_is_what_the_terminal_showed(trained):
+    _, _, run_dir, result = trained
+
+    log = (run_dir / "train.log").read_text()
+
+    assert log == result.stdout
+    assert log.splitlines()[0] == f"run directory: {run_dir}"
+    assert "data: 4 features, 3 classes; train 50, val 10, test 15" in log
+    assert "model: 4-8-3, 67 parameters" in log
+    assert log.splitlines()[-1].startswith("Done: 3 epochs, 12 iterations in ")
+    assert str(run_dir / "checkpoints" / "best.npz") in log.splitlines()[-1]
+    assert result.stderr == ""
+
+
+def test_fit_checkpoints_follow_the_contract(trained):
+    _, config_path, run_dir, _ = trained
+
+    arrays, meta = read_checkpoint(run_dir / "checkpoints" / "last.npz")
+
+    params = {"param/affine1.W": (4, 8), "param/affine1.b": (8,),
+              "param/affine2.W": (8, 3), "param/affine2.b": (3,)}
+    assert {k: v.shape for k, v in arrays.items() if k.startswith("param/")} == params
+    assert all(arrays[k].dtype == np.float32 for k in params)
+    for name in ("affine1.W", "affine1.b", "affine2.W", "affine2.b"):
+        for slot in ("first_moment", "second_moment"):
+            assert arrays[f"optim/{name}/{slot}"].shape == params[f"param/{name}"]
+    assert arrays["prep/center.mean"].shape == (4,)
+    assert arrays["prep/scale.factor"].shape == (4,)
+    assert {k.split("/")[0] for k in arrays} == {"param", "optim", "prep"}
+    assert type(meta["format"]) is int
+    assert meta["nntrain_version"] == nntrain.__version__
+    assert meta["config"] == load_config(config_path)
+    assert meta["data"]["num_features"] == 4 and meta["data"]["num_classes"] == 3
+    assert meta["data"]["sizes"] == {"train": 50, "val": 10, "test": 15}
+    assert meta["solver"]["progress"]["iteration"] == 12
+    assert meta["solver"]["progress"]["epoch"] == 3
+
+
+def test_fit_preprocessing_state_is_the_training_split_statistics(trained):
+    _, config_path, run_dir, _ = trained
+    config = load_config(config_path)
+    train = load_dataset(config["data"], config["seed"]).X_train
+
+    arrays, _ = read_checkpoint(run_dir / "checkpoints" / "last.npz")
+
+    assert len(train) == TRAIN_ROWS
+    np.testing.assert_allclose(arrays["prep/center.mean"], train.mean(axis=0),
+                               rtol=1e-6)
+    np.testing.assert_allclose(arrays["prep/scale.factor"], 1 / train.std(axis=0),
+                               rtol=1e-5)
+    whole = tiny_arrays()["X_train"]
+    assert not np.allclose(arrays["prep/center.mean"], whole.mean(axis=0), rtol=1e-6)
+
+
+def test_best_checkpoint_is_the_best_monitored_evaluation(trained):
+    _, _, run_dir, _ = trained
+    epochs = [r for r in read_metrics(run_dir) if r["kind"] == "epoch"]
+    best_value = max(r["val_accuracy"] for r in epochs)
+    first_best = next(r for r in epochs if r["val_accuracy"] == best_value)
+
+    _, meta = read_checkpoint(run_dir / "checkpoints" / "best.npz")
+    result = invoke("eval", run_dir / "checkpoints" / "best.npz", "--split", "val",
+                    "--json")
+
+    assert meta["solver"]["progress"]["iteration"] == first_best["iteration"]
+    assert json.loads(result.stdout)["accuracy"] == best_value
+
+
+def test_last_checkpoint_measures_what_the_last_record_says(trained):
+    _, _, run_dir, _ = trained
+    last = [r for r in read_metrics(run_dir) if r["kind"] == "epoch"][-1]
+
+    result = invoke("eval", run_dir / "checkpoints" / "last.npz", "--split", "val",
+                    "--json")
+
+    measured = json.loads(result.stdout)
+    assert measured["accuracy"] == last["val_accuracy"]
+    assert measured["loss"] == pytest.approx(last["val_loss"], rel=1e-6)
+
+
+def test_fit_quiet_prints_nothing_but_still_logs(tmp_path, tiny_config):
+    result = invoke("fit", tiny_config, "--out", tmp_path / "run", "--quiet")
+
+    assert result.exit_code == 0
+    assert result.stdout == "" and result.stderr == ""
+    assert "Done: 3 epochs" in (tmp_path / "run" / "train.log").read_text()
+
+
+def test_fit_without_out_uses_runs_and_the_config_stem(tmp_path, tiny_config,
+                                                       monkeypatch):
+    monkeypatch.chdir(tmp_path)
+
+    result = invoke("fit", tiny_config, "--quiet")
+
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "runs" / "tiny" / "checkpoints" / "best.npz").is_file()
+
+
+def test_fit_without_out_uses_the_configs_output(tmp_path, tiny_npz, write_config,
+                                                 monkeypatch):
+    raw = tiny_config_dict(tiny_npz)
+    raw["output"] = "elsewhere/run1"
+    config = write_config(raw, "named.yaml")
+    monkeypatch.chdir(tmp_path)
+
+    result = invoke("fit", config, "--quiet")
+
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "elsewhere" / "run1" / "metrics.jsonl").is_file()
+    assert not (tmp_path / "runs").exists()
+
+
+# --- fit: refusing and forcing ----------------------------------------------------
+
+
+def test_fit_refuses_a_non_empty_run_directory(tmp_path, tiny_config):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+
+    result = invoke("fit", tiny_config, "--out", out)
+
+    assert_one_line_error(result, 2, rf"run directory {re.escape(str(out))} is not"
+                                     r" empty; pass --force")
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+
+
+def test_fit_refuses_an_out_that_is_a_file(tmp_path, tiny_config):
+    out = tmp_path / "file"
+    out.write_text("x")
+
+    result = invoke("fit", tiny_config, "--out", out)
+
+    # Click itself refuses it as a usage error (its own usage lines, exit 2).
+    assert result.exit_code == 2
+    assert "is a file" in result.stderr
+    assert "Traceback" not in result.output
+    assert out.read_text() == "x"
+
+
+def test_fit_force_starts_over_and_keeps_foreign_files(tmp_path, tiny_config):
+    out = tmp_path / "run"
+    assert invoke("fit", tiny_config, "--out", out, "--quiet").exit_code == 0
+    (out / "notes.txt").write_text("mine")
+
+    again = invoke("fit", tiny_config, "--out", out, "--quiet")
+    forced = invoke("fit", tiny_config, "--out", out, "--quiet", "--force")
+
+    assert again.exit_code == 2
+    assert forced.exit_code == 0, forced.output
+    epochs = [r for r in read_metrics(out) if r["kind"] == "epoch"]
+    assert [r["iteration"] for r in epochs] == [4, 8, 12]
+    assert (out / "notes.txt").read_text() == "mine"
+    assert (out / "train.log").read_text().count("Done:") == 1
+
+
+def test_same_config_and_seed_give_identical_parameters(tmp_path, tiny_config):
+    for name in ("a", "b"):
+        assert invoke("fit", tiny_config, "--out", tmp_path / name,
+                      "--quiet").exit_code == 0
+
+    first, _ = read_checkpoint(tmp_path / "a" / "checkpoints" / "last.npz")
+    second, _ = read_checkpoint(tmp_path / "b" / "checkpoints" / "last.npz")
+
+    assert first.keys() == second.keys()
+    for key in first:
+        np.testing.assert_array_equal(first[key], second[key])
+
+
+# --- fit: --print-config and config errors ----------------------------------------
+
+
+def test_print_config_prints_yaml_and_writes_nothing(tmp_path, tiny_config,
+                                                     monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    before = sorted(p.name for p in tmp_path.iterdir())
+
+    result = invoke("fit", tiny_config, "--print-config", "--out", tmp_path / "run",
+                    "--set", "optimizer.lr=5E-4")
+
+    assert result.exit_code == 0
+    printed = yaml.safe_load(result.stdout)
+    assert printed == load_config(tiny_config, ["optimizer.lr=5E-4"])
+    assert printed["optimizer"]["lr"] == 0.0005
+    assert printed["train"]["log_every"] == 5
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_malformed_config_exits_2_with_one_line(tmp_path, write_config):
+    config = write_config("train:\n  epochs: 2: 3\n")
+
+    result = invoke("fit", config, "--out", tmp_path / "run")
+
+    assert_one_line_error(result, 2, r"mapping values are not allowed here at line 2")
+    assert result.stdout == ""
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("overrides, pattern", [
+    (["train.epoch=3"], r"unknown key train\.epoch \(did you mean 'epochs'\?\)"),
+    (["train.iterations=5"], r"set exactly one of train\.epochs and train\.iterations"),
+    (["train.epochs=null"], r"set exactly one of train\.epochs and train\.iterations"),
+    (["optimizer.beta1=0.8", "optimizer.name=sgd"],
+     r"optimizer\.beta1 is not a setting of 'sgd'"),
+    (["train.batch_size=0"], r"invalid train\.batch_size: 0"),
+    (["model.hidden=[8"], r"--set model\.hidden: "),
+])
+def test_config_errors_through_set_exit_2_with_one_line(tmp_path, tiny_config,
+                                                        overrides, pattern):
+    args = [arg for override in overrides for arg in ("--set", override)]
+
+    result = invoke("fit", tiny_config, *args, "--out", tmp_path / "run")
+
+    assert_one_line_error(result, 2, pattern)
+    assert not (tmp_path / "run").exists()
+
+
+def test_duplicated_key_through_the_cli_exits_2(tmp_path, write_config):
+    config = write_config("train:\n  epochs: 2\n  epochs: 3\n")
+
+    result = invoke("fit", config, "--print-config")
+
+    assert_one_line_error(result, 2, r"duplicated key 'epochs' on line 3")
+
+
+def test_missing_config_file_exits_2(tmp_path):
+    result = invoke("fit", tmp_path / "absent.yaml")
+
+    assert_one_line_error(result, 2, r"config file not found")
+
+
+def test_missing_dataset_exits_2_listing_the_places(tmp_path, write_config,
+                                                    monkeypatch):
+    monkeypatch.setenv("NNTRAIN_DATA", str(tmp_path / "env"))
+    config = write_config({"data": {"name": "mnist", "path": str(tmp_path / "none")},
+                           "train": {"epochs": 1}})
+
+    result = invoke("fit", config, "--out", tmp_path / "run")
+
+    assert_one_line_error(result, 2, r"mnist not found \(searched: ")
+    assert str(tmp_path / "none") in result.stderr
+    assert str(tmp_path / "env" / "mnist") in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_bad_npz_data_exits_2(tmp_path, write_npz, write_config):
+    arrays = tiny_arrays()
+    arrays["y_train"] = arrays["y_train"].astype(float)
+    raw = tiny_config_dict(write_npz(**arrays))
+
+    result = invoke("fit", write_config(raw), "--out", tmp_path / "run")
+
+    assert_one_line_error(result, 2, r"y_train must hold integer labels")
+
+
+def test_diverging_run_exits_1_naming_the_learning_rate(tmp_path, write_npz,
+                                                        write_config):
+    raw = diverging_config(write_npz)
+
+    result = invoke("fit", write_config(raw), "--out", tmp_path / "run", "--quiet")
+
+    assert result.exit_code == 1
+    last = result.stderr.splitlines()[-1]
+    assert re.match(r"error: the loss became (nan|inf) at iteration \d+", last)
+    assert "lower optimizer.lr" in last
+
+
+def diverging_config(write_npz):
+    rng = np.random.default_rng(0)
+    path = write_npz("big.npz", X_train=rng.normal(size=(40, 3)) * 1e3,
+                     y_train=np.arange(40) % 3)
+    return {"data": {"name": "npz", "path": str(path), "validation": 5,
+                     "preprocess": []},
+            "model": {"hidden": [8]},
+            "optimizer": {"name": "sgd", "lr": 1e10},
+            "train": {"epochs": 2, "batch_size": 8}}
+
+
+def test_diverging_run_prints_one_line_on_stderr(tmp_path, write_npz, write_config):
+    config = write_config(diverging_config(write_npz))
+
+    result = subprocess.run(
+        [sys.executable, "-m", "nntrain", "fit", str(config), "--out",
+         str(tmp_path / "run"), "--quiet"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+
+    assert result.returncode == 1
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert "Warning" not in result.stderr
+
+
+# --- iterations mode --------------------------------------------------------------
+
+
+def test_iterations_mode_evaluates_every_eval_every_and_at_the_end(tmp_path,
+                                                                   tiny_config):
+    out = tmp_path / "run"
+
+    result = invoke("fit", tiny_config, "--out", out, "--quiet",
+                    "--set", "train.epochs=null", "--set", "train.iterations=11",
+                    "--set", "train.eval_every=3")
+
+    assert result.exit_code == 0, result.output
+    records = read_metrics(out)
+    epochs = [(r["iteration"], r["epoch"]) for r in records if r["kind"] == "epoch"]
+    assert epochs == [(3, 1), (6, 2), (9, 3), (11, 3)]
+    assert all(set(r) == EPOCH_KEYS for r in records if r["kind"] == "epoch")
+    iters = [(r["iteration"], r["epoch"]) for r in records if r["kind"] == "iter"]
+    assert iters == [(5, 2), (10, 3)]
+    _, meta = read_checkpoint(out / "checkpoints" / "last.npz")
+    assert meta["solver"]["progress"]["iteration"] == 11
+    assert meta["config"]["train"]["epochs"] is None
+
+
+def test_iterations_mode_evaluates_once_per_epochs_worth_by_default(tmp_path,
+                                                                   tiny_config):
+    out = tmp_path / "run"
+
+    result = invoke("fit", tiny_config, "--out", out, "--quiet",
+                    "--set", "train.epochs=null", "--set", "train.iterations=10")
+
+    assert result.exit_code == 0, result.output
+    epochs = [(r["iteration"], r["epoch"]) for r in read_metrics(out)
+              if r["kind"] == "epoch"]
+    assert epochs == [(PER_EPOCH, 1), (2 * PER_EPOCH, 2), (10, 3)]
+
+
+# --- eval -------------------------------------------------------------------------
+
+
+def test_eval_json_matches_a_manual_computation_from_the_checkpoint(trained):
+    _, _, run_dir, _ = trained
+    best = run_dir / "checkpoints" / "best.npz"
+    arrays, _ = read_checkpoint(best)
+    data = tiny_arrays()
+
+    result = invoke("eval", best, "--json")
+
+    assert result.exit_code == 0, result.output
+    assert len(result.stdout.splitlines()) == 1
+    measured = json.loads(result.stdout)
+    assert {"loss", "accuracy"} <= set(measured)
+    scores = manual_scores(arrays, data["X_test"])
+    predictions = scores.argmax(axis=1)
+    assert measured["accuracy"] == float(np.mean(predictions == data["y_test"]))
+    assert measured["loss"] == pytest.approx(
+        manual_cross_entropy(scores, data["y_test"]), rel=1e-5)
+    assert measured["samples"] == TINY_TEST
+    matrix = np.zeros((3, 3), dtype=int)
+    np.add.at(matrix, (data["y_test"], predictions), 1)
+    assert measured["confusion_matrix"] == matrix.tolist()
+    per_class = [matrix[c, c] / matrix[c].sum() for c in range(3)]
+    assert measured["per_class_accuracy"] == pytest.approx(per_class, abs=1e-15)
+
+
+def test_eval_train_split_measures_the_fifty_training_rows(trained):
+    _, _, run_dir, _ = trained
+
+    result = invoke("eval", run_dir / "checkpoints" / "last.npz", "--split", "train",
+                    "--json")
+
+    assert result.exit_code == 0
+    assert json.loads(result.stdout)["samples"] == TRAIN_ROWS
+
+
+def test_eval_text_report_shows_loss_accuracy_and_confusion_matrix(trained):
+    _, _, run_dir, _ = trained
+    best = run_dir / "checkpoints" / "best.npz"
+    measured = json.loads(invoke("eval", best, "--json").stdout)
+
+    result = invoke("eval", best)
+
+    assert result.exit_code == 0
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"test split of {best}: 15 samples"
+    assert f"accuracy  {measured['accuracy']:.4f}" in lines
+    assert "confusion matrix (rows: true class, columns: predicted):" in lines
+    assert sum(int(v) for line in lines[-3:] for v in line.split()[1:]) == TINY_TEST
+
+
+def test_eval_data_option_finds_moved_data(trained, tmp_path):
+    folder, config, _, _ = trained
+    out = tmp_path / "run"
+    moved_npz = tmp_path / "moved.npz"
+    shutil.copy(folder / "tiny.npz", tmp_path / "tiny.npz")
+    raw = yaml.safe_load(config.read_text())
+    raw["data"]["path"] = str(tmp_path / "tiny.npz")
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(raw))
+    assert invoke("fit", tmp_path / "c.yaml", "--out", out, "--quiet").exit_code == 0
+    best = out / "checkpoints" / "best.npz"
+    before = json.loads(invoke("eval", best, "--json").stdout)
+    (tmp_path / "tiny.npz").rename(moved_npz)
+
+    lost = invoke("eval", best, "--json")
+    found = invoke("eval", best, "--json", "--data", moved_npz)
+
+    assert_one_line_error(lost, 2, r"npz file not found")
+    assert found.exit_code == 0
+    assert json.loads(found.stdout)["accuracy"] == before["accuracy"]
+
+
+def test_eval_refuses_data_of_another_width(trained, tmp_path):
+    _, _, run_dir, _ = trained
+    arrays = tiny_arrays()
+    other = tmp_path / "other.npz"
+    np.savez(other, **{k: (v[:, :3] if k.startswith("X") else v)
+                       for k, v in arrays.items()})
+
+    result = invoke("eval", run_dir / "checkpoints" / "best.npz", "--data", other)
+
+    assert_one_line_error(result, 2, r"the data has 3 features and 3 classes, the"
+                                     r" checkpoint was trained on 4 and 3")
+
+
+def test_eval_refuses_data_with_another_class_count(trained, tmp_path):
+    _, _, run_dir, _ = trained
+    arrays = tiny_arrays()
+    arrays["y_train"] = np.arange(TINY_TRAIN) % 5
+    other = tmp_path / "other.npz"
+    np.savez(other, **arrays)
+
+    result = invoke("eval", run_dir / "checkpoints" / "best.npz", "--data", other)
+
+    assert_one_line_error(result, 2, r"the data has 4 features and 5 classes, the"
+                                     r" checkpoint was trained on 4 and 3")
+
+
+@pytest.fixture
+def corrupt(trained, tmp_path):
+    """corrupt(transform) writes transform(best.npz bytes) to a new file."""
+    _, _, run_dir, _ = trained
+    original = (run_dir / "checkpoints" / "best.npz").read_bytes()
+
+    def make(transform, name="broken.npz"):
+        path = tmp_path / name
+        path.write_bytes(transform(bytearray(original)))
+        return path
+
+    return make
+
+
+def truncate(data):
+    return bytes(data[: len(data) // 2])
+
+
+def random_bytes(data):
+    return np.random.default_rng(7).bytes(len(data))
+
+
+def first_array_byte_flipped(data):
+    start = data.find(b"\x93NUMPY")
+    header_length = struct.unpack("<H", data[start + 8:start + 10])[0]
+    data[start + 10 + header_length + 3] ^= 0xFF
+    return bytes(data)
+
+
+@pytest.mark.parametrize("damage, pattern", [
+    (truncate, r"is not a readable checkpoint .*truncated or corrupt"),
+    (random_bytes, r"is not a readable checkpoint"),
+    (first_array_byte_flipped, r"(Bad CRC-32|checksum)"),
+    (lambda data: b"", r"is not a readable checkpoint"),
+])
+def test_eval_of_a_corrupt_checkpoint_exits_2_with_one_line(corrupt, damage, pattern):
+    path = corrupt(damage)
+
+    result = invoke("eval", path, "--json")
+
+    assert_one_line_error(result, 2, pattern)
+    assert str(path) in result.stderr
+    assert result.stdout == ""
+
+
+def test_eval_of_a_checkpoint_with_a_damaged_zip_directory_exits_2(corrupt):
+    def unknown_method(data):
+        entry = data.find(b"PK\x01\x02")
+        data[entry + 10:entry + 12] = struct.pack("<H", 99)
+        return bytes(data)
+
+    result = invoke("eval", corrupt(unknown_method), "--json")
+
+    assert_one_line_error(result, 2, r"not a readable checkpoint")
+
+
+def test_eval_of_a_missing_checkpoint_exits_2(tmp_path):
+    result = invoke("eval", tmp_path / "absent.npz")
+
+    assert_one_line_error(result, 2, r"checkpoint not found")
+
+
+def test_eval_of_a_data_npz_is_not_a_checkpoint(trained):
+    folder, _, _, _ = trained
+
+    result = invoke("eval", folder / "tiny.npz")
+
+    assert_one_line_error(result, 2, r"has no 'meta' entry: not an nntrain checkpoint")
+
+
+def test_eval_refuses_an_array_with_a_foreign_prefix(corrupt, tmp_path, trained):
+    _, _, run_dir, _ = trained
+    with np.load(run_dir / "checkpoints" / "best.npz", allow_pickle=False) as archive:
+        arrays = {key: archive[key] for key in archive.files}
+    arrays["code/run"] = np.zeros(2)
+    path = tmp_path / "foreign.npz"
+    np.savez(path, **arrays)
+
+    result = invoke("eval", path)
+
+    assert_one_line_error(result, 2, r"unknown entry 'code/run'")
+
+
+def test_eval_refuses_a_newer_checkpoint_format(tmp_path, trained):
+    _, _, run_dir, _ = trained
+    with np.load(run_dir / "checkpoints" / "best.npz", allow_pickle=False) as archive:
+        arrays = {key: archive[key] for key in archive.files}
+    meta = json.loads(str(arrays["meta"]))
+    meta["format"] += 1
+    arrays["meta"] = np.array(json.dumps(meta))
+    path = tmp_path / "newer.npz"
+    np.savez(path, **arrays)
+
+    result = invoke("eval", path)
+
+    assert_one_line_error(result, 2, rf"has checkpoint format {meta['format']}, newer")
+
+
+# --- predict ----------------------------------------------------------------------
+
+
+def test_predict_writes_one_csv_row_per_sample_with_probabilities(trained, tmp_path):
+    _, _, run_dir, _ = trained
+    best = run_dir / "checkpoints" / "best.npz"
+    X = tiny_arrays()["X_test"][:7]
+    samples = tmp_path / "samples.npy"
+    np.save(samples, X)
+    out = tmp_path / "pred.csv"
+
+    result = invoke("predict", best, samples, "--out", out)
+
+    assert result.exit_code == 0, result.output
+    rows = list(csv.reader(io.StringIO(out.read_text())))
+    assert rows[0] == ["index", "class", "name", "p_0", "p_1", "p_2"]
+    assert len(rows) == 1 + 7
+    arrays, _ = read_checkpoint(best)
+    expected = manual_scores(arrays, X).argmax(axis=1)
+    for index, row in enumerate(rows[1:]):
+        probabilities = [float(p) for p in row[3:]]
+        assert int(row[0]) == index
+        assert int(row[1]) == expected[index] and row[2] == str(expected[index])
+        assert sum(probabilities) == pytest.approx(1.0, abs=3 * 5e-7)
+        assert int(np.argmax(probabilities)) == expected[index]
+
+
+def test_predict_without_out_writes_csv_to_stdout(trained, tmp_path):
+    _, _, run_dir, _ = trained
+    samples = tmp_path / "samples.npz"
+    np.savez(samples, X=tiny_arrays()["X_test"][:3])
+
+    result = invoke("predict", run_dir / "checkpoints" / "best.npz", samples)
+
+    assert result.exit_code == 0
+    assert len(result.stdout.splitlines()) == 4
+
+
+def test_predict_one_sample_of_d_values(trained, tmp_path):
+    _, _, run_dir, _ = trained
+    samples = tmp_path / "one.npy"
+    np.save(samples, tiny_arrays()["X_test"][0])
+
+    result = invoke("predict", run_dir / "checkpoints" / "best.npz", samples)
+
+    assert result.exit_code == 0
+    assert len(result.stdout.splitlines()) == 2
+
+
+@pytest.mark.parametrize("make, pattern", [
+    (lambda p: np.save(p, np.zeros((3, 5))), r"do not have the 4 features"),
+    (lambda p: np.save(p, np.full((3, 4), np.nan)), r"NaN or infinite"),
+    (lambda p: p.write_bytes(b"not numbers at all"), r"not a readable \.npy/\.npz"),
+    (lambda p: None, r"input file not found"),
+])
+def test_predict_refuses_bad_input_with_exit_2(trained, tmp_path, make, pattern):
+    _, _, run_dir, _ = trained
+    samples = tmp_path / "bad.npy"
+    make(samples)
+
+    result = invoke("predict", run_dir / "checkpoints" / "best.npz", samples)
+
+    assert_one_line_error(result, 2, pattern)
+
+
+def test_predict_refuses_a_truncated_npz_input_with_exit_2(trained, tmp_path):
+    _, _, run_dir, _ = trained
+    whole = tmp_path / "whole.npz"
+    np.savez(whole, X=tiny_arrays()["X_test"])
+    samples = tmp_path / "half.npz"
+    samples.write_bytes(whole.read_bytes()[:200])
+
+    result = invoke("predict", run_dir / "checkpoints" / "best.npz", samples)
+
+    assert_one_line_error(result, 2, r"half\.npz")
+
+
+# --- gradcheck --------------------------------------------------------------------
+
+
+def test_gradcheck_without_config_checks_the_library_and_passes():
+    result = invoke("gradcheck")
+
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0] == ("gradient check: every layer and loss of the library, on"
+                        " random inputs")
+    assert lines[-1].startswith("PASSED: all ")
+    for name in ("affine.x", "affine.W", "affine.b", "relu.x", "softmax_loss.scores"):
+        assert any(line.split()[0] == name and line.split()[-1] == "ok"
+                   for line in lines[1:]), name
+
+
+def test_gradcheck_of_the_tiny_config_passes_for_every_parameter(tiny_config):
+    result = invoke("gradcheck", tiny_config)
+
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith(f"gradient check: {tiny_config} (npz, 8 samples")
+    assert "float64" in lines[0]
+    rows = {line.split()[0]: line for line in lines[2:6]}
+    assert sorted(rows) == ["affine1.W", "affine1.b", "affine2.W", "affine2.b"]
+    assert all("FAIL" not in row for row in rows.values())
+    assert lines[-1] == "PASSED: all 4 arrays agree"
+
+
+def test_gradcheck_with_l2_passes(tiny_config):
+    result = invoke("gradcheck", tiny_config, "--set", "model.l2=0.5")
+
+    assert result.exit_code == 0, result.output
+    assert "l2=0.5" in result.stdout.splitlines()[0]
+
+
+def test_gradcheck_set_without_config_is_bad_input():
+    result = invoke("gradcheck", "--set", "model.l2=0.5")
+
+    assert_one_line_error(result, 2, r"--set needs a CONFIG")
+
+
+def test_gradcheck_of_a_bad_config_exits_2(write_config):
+    result = invoke("gradcheck", write_config("train: {epochs: 0}"))
+
+    assert_one_line_error(result, 2, r"invalid train\.epochs: 0")
+
+
+# --- closed forms on a crafted checkpoint -----------------------------------------
+
+
+@pytest.fixture
+def zero_weights_checkpoint(trained, tmp_path):
+    """best.npz with every parameter set to 0: all class scores tie at 0."""
+    from nntrain.checkpoint import save_checkpoint
+
+    _, _, run_dir, _ = trained
+    arrays, meta = read_checkpoint(run_dir / "checkpoints" / "best.npz")
+    for key in ("checksums", "format", "nntrain_version"):
+        meta.pop(key)
+    groups = {}
+    for key, value in arrays.items():
+        prefix, _, name = key.partition("/")
+        groups.setdefault(prefix, {})[name] = (
+            np.zeros_like(value) if prefix == "param" else value)
+    path = tmp_path / "zero.npz"
+    save_checkpoint(path, meta, groups)
+    return path
+
+
+def test_eval_of_tied_scores_predicts_the_lowest_class(zero_weights_checkpoint):
+    result = invoke("eval", zero_weights_checkpoint, "--json")
+
+    assert result.exit_code == 0, result.output
+    measured = json.loads(result.stdout)
+    # y_test is 0, 1, 2, 0, 1, 2, ...: five of each; every prediction is class 0.
+    assert measured["accuracy"] == pytest.approx(5 / 15, abs=1e-15)
+    assert measured["loss"] == pytest.approx(np.log(3), rel=1e-6)
+    assert measured["confusion_matrix"] == [[5, 0, 0], [5, 0, 0], [5, 0, 0]]
+    assert measured["per_class_accuracy"] == [1.0, 0.0, 0.0]
+
+
+def test_predict_of_tied_scores_gives_uniform_probabilities(zero_weights_checkpoint,
+                                                            tmp_path):
+    samples = tmp_path / "samples.npy"
+    np.save(samples, tiny_arrays()["X_test"][:4])
+
+    result = invoke("predict", zero_weights_checkpoint, samples)
+
+    assert result.exit_code == 0, result.output
+    rows = list(csv.reader(io.StringIO(result.stdout)))[1:]
+    assert [row[1] for row in rows] == ["0"] * 4
+    assert all(row[3:] == ["0.333333"] * 3 for row in rows)
+
+
+# --- gradcheck failures -----------------------------------------------------------
+
+
+def test_gradcheck_exits_1_when_one_gradient_is_wrong(monkeypatch):
+    from nntrain.nn import functional
+
+    right = functional.affine_backward
+
+    def zero_bias_gradient(dout, x, W, need_dx=True):
+        dx, dW, db = right(dout, x, W, need_dx)
+        return dx, dW, np.zeros_like(db)
+
+    monkeypatch.setattr(functional, "affine_backward", zero_bias_gradient)
+
+    result = invoke("gradcheck")
+
+    assert result.exit_code == 1
+    assert result.stderr == "error: the gradient check failed (see the table above)\n"
+    failed = [line.split()[0] for line in result.stdout.splitlines()
+              if line.split()[-1:] == ["FAIL"]]
+    assert "affine.b" in failed
+    assert "affine.W" not in failed and "affine.x" not in failed
+    assert result.stdout.splitlines()[-1].startswith("FAILED: ")
+
+
+def test_gradcheck_of_a_config_exits_1_when_a_weight_gradient_is_wrong(monkeypatch,
+                                                                       tiny_config):
+    from nntrain.nn import functional
+
+    right = functional.affine_backward
+
+    def scaled_weight_gradient(dout, x, W, need_dx=True):
+        dx, dW, db = right(dout, x, W, need_dx)
+        return dx, 1.01 * dW, db
+
+    monkeypatch.setattr(functional, "affine_backward", scaled_weight_gradient)
+
+    result = invoke("gradcheck", tiny_config)
+
+    assert result.exit_code == 1
+    table = result.stdout.splitlines()[2:6]
+    rows = {line.split()[0]: line.split()[-1] for line in table}
+    assert rows == {"affine1.W": "FAIL", "affine1.b": "ok", "affine2.W": "FAIL",
+                    "affine2.b": "ok"}
+
+
+# --- the bundled digits -----------------------------------------------------------
+
+
+def test_fit_and_eval_on_bundled_digits(tmp_path):
+    from pathlib import Path
+
+    config = Path(__file__).resolve().parents[1] / "configs" / "digits.yaml"
+    out = tmp_path / "digits"
+
+    fitted = invoke("fit", config, "--out", out, "--quiet", "--set", "train.epochs=1",
+                    "--set", "model.hidden=[8]", "--set", "train.dtype=float64")
+    result = invoke("eval", out / "checkpoints" / "best.npz", "--json")
+
+    assert fitted.exit_code == 0, fitted.output
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["samples"] == 360
+    arrays, meta = read_checkpoint(out / "checkpoints" / "best.npz")
+    assert arrays["param/affine1.W"].shape == (64, 8)
+    assert arrays["param/affine1.W"].dtype == np.float64
+    assert meta["data"]["sizes"] == {"train": 1293, "val": 144, "test": 360}
+
+
+def test_fit_accepts_an_existing_empty_run_directory(tmp_path, tiny_config):
+    out = tmp_path / "empty"
+    out.mkdir()
+
+    result = invoke("fit", tiny_config, "--out", out, "--quiet")
+
+    assert result.exit_code == 0, result.output
+    assert (out / "checkpoints" / "last.npz").is_file()

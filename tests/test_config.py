@@ -1,0 +1,537 @@
+"""Tests of config reading and validation: defaults, YAML numbers, every error kind.
+
+Expected values are written out by hand from DESIGN.md and the issue, never taken
+from the code under test.
+"""
+
+import re
+
+import numpy as np
+import pytest
+
+from nntrain.config import apply_overrides, load_config, resolve_config
+from nntrain.errors import BadInputError, ConfigError
+from nntrain.nn.model import build_model
+from nntrain.yamlio import parse_yaml
+
+# Every default, written out by hand from the documented schema.
+EXPECTED_DEFAULTS = {
+    "seed": 0,
+    "data": {
+        "name": "digits",
+        "path": None,
+        "validation": 0.1,
+        "preprocess": ["center", "scale"],
+    },
+    "model": {
+        "hidden": [100],
+        "activation": "relu",
+        "init": "he",
+        "init_std": 0.01,
+        "loss": "softmax",
+        "l2": 0.0,
+        "layers": None,
+    },
+    "optimizer": {"name": "adam", "lr": 1e-3, "beta1": 0.9, "beta2": 0.999,
+                  "eps": 1e-8},
+    "schedule": {"name": "constant"},
+    "train": {
+        "epochs": 2,
+        "iterations": None,
+        "batch_size": 128,
+        "eval_every": None,
+        "log_every": 10,
+        "monitor": "val_accuracy",
+        "dtype": "float32",
+    },
+    "output": None,
+}
+
+
+def load_text(write_config, text, overrides=()):
+    return load_config(write_config(text), list(overrides))
+
+
+# --- defaults ---------------------------------------------------------------------
+
+
+def test_minimal_config_gets_every_default_filled_in(write_config):
+    config = load_text(write_config, "train: {epochs: 2}\n")
+
+    assert config == EXPECTED_DEFAULTS
+    assert list(config) == ["seed", "data", "model", "optimizer", "schedule", "train",
+                            "output"]
+
+
+@pytest.mark.parametrize("rule, expected", [
+    ("sgd", {"name": "sgd", "lr": 0.01}),
+    ("momentum", {"name": "momentum", "lr": 0.01, "momentum": 0.9}),
+    ("adam", {"name": "adam", "lr": 0.001, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8}),
+])
+def test_each_update_rule_gets_only_its_own_defaults(write_config, rule, expected):
+    text = f"optimizer: {{name: {rule}}}\ntrain: {{epochs: 1}}"
+
+    config = load_text(write_config, text)
+
+    assert config["optimizer"] == expected
+
+
+def test_empty_sections_are_the_defaults(write_config):
+    text = "data:\nmodel:\noptimizer:\nschedule:\ntrain:\n  epochs: 2\n"
+
+    assert load_text(write_config, text) == EXPECTED_DEFAULTS
+
+
+def test_defaults_are_not_shared_between_configs(write_config):
+    first = load_text(write_config, "train: {epochs: 1}")
+    first["data"]["preprocess"].append("junk")
+    first["model"]["hidden"].append(7)
+
+    second = load_text(write_config, "train: {epochs: 1}")
+
+    assert second["data"]["preprocess"] == ["center", "scale"]
+    assert second["model"]["hidden"] == [100]
+
+
+# --- numbers ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text, value", [
+    ("1e-3", 0.001), ("5E-4", 0.0005), ("1.0e-3", 0.001), ("2e+1", 20.0),
+    ("-3E2", -300.0), ("0.25", 0.25), (".5", 0.5),
+])
+def test_yaml_scalars_with_exponents_are_floats(text, value):
+    parsed = parse_yaml(text, "test")
+
+    assert type(parsed) is float
+    assert parsed == value
+
+
+def test_exponent_numbers_in_a_file_are_floats(write_config):
+    text = "optimizer: {name: adam, lr: 1e-3, eps: 5E-4}\nmodel: {l2: 5E-4}\n" \
+           "train: {epochs: 1}\n"
+
+    config = load_text(write_config, text)
+
+    assert type(config["optimizer"]["lr"]) is float
+    assert config["optimizer"]["lr"] == 0.001
+    assert config["optimizer"]["eps"] == 0.0005
+    assert config["model"]["l2"] == 0.0005
+
+
+def test_exponent_numbers_through_set_are_floats(write_config):
+    config = load_text(write_config, "train: {epochs: 1}",
+                       ["optimizer.lr=1e-3", "model.l2=5E-4", "model.init_std=2e-2"])
+
+    assert config["optimizer"]["lr"] == 0.001
+    assert config["model"]["l2"] == 0.0005
+    assert config["model"]["init_std"] == 0.02
+
+
+def test_a_quoted_number_is_a_string_and_a_type_error(write_config):
+    with pytest.raises(ConfigError,
+                       match=r"invalid optimizer\.lr: '1e-3' \(expected a number"):
+        load_text(write_config, "optimizer: {lr: '1e-3'}\ntrain: {epochs: 1}")
+
+
+def test_integers_stay_integers(write_config):
+    config = load_text(write_config, "seed: 7\ntrain: {epochs: 3, batch_size: 16}")
+
+    assert config["seed"] == 7 and type(config["seed"]) is int
+    assert config["train"]["batch_size"] == 16
+
+
+def test_set_parses_flow_lists_and_null(write_config):
+    config = load_text(write_config, "train: {epochs: 1}",
+                       ["model.hidden=[8, 4]", "data.path=null", "output=runs/x"])
+
+    assert config["model"]["hidden"] == [8, 4]
+    assert config["data"]["path"] is None
+    assert config["output"] == "runs/x"
+
+
+# --- YAML-level errors ------------------------------------------------------------
+
+
+def test_duplicated_key_is_an_error_naming_key_and_line(write_config):
+    text = "train:\n  epochs: 2\n  batch_size: 4\n  epochs: 3\n"
+
+    with pytest.raises(ConfigError, match=r"duplicated key 'epochs' on line 4"):
+        load_text(write_config, text)
+
+
+def test_duplicated_top_level_section_is_an_error(write_config):
+    text = "train: {epochs: 2}\nseed: 1\ntrain: {epochs: 3}\n"
+
+    with pytest.raises(ConfigError, match=r"duplicated key 'train' on line 3"):
+        load_text(write_config, text)
+
+
+def test_python_object_tag_is_refused_and_runs_nothing(write_config, tmp_path):
+    marker = tmp_path / "pwned"
+    text = f"seed: !!python/object/apply:os.system ['touch {marker}']\n"
+
+    with pytest.raises(ConfigError, match=r"python/object"):
+        load_text(write_config, text)
+    assert not marker.exists()
+
+
+def test_python_name_tag_is_refused(write_config):
+    with pytest.raises(ConfigError, match=r"python/name:os\.system"):
+        load_text(write_config, "seed: !!python/name:os.system ''\n")
+
+
+@pytest.mark.parametrize("text, where", [
+    ("train:\n  epochs: 2: 3\n", "line 2, column 12"),
+    ("train:\n  epochs: 2\n  batch_size: [4, 8\nseed: 1\n", "line 4"),
+    ("train:\n\tepochs: 2\n", "line 2, column 1"),
+])
+def test_malformed_yaml_names_the_file_and_line(write_config, text, where):
+    path = write_config(text)
+
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+
+    message = str(caught.value)
+    assert message.startswith(f"{path}: ")
+    assert where in message
+    assert "\n" not in message
+
+
+def test_missing_config_file_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match=r"config file not found: .*nope\.yaml"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_a_folder_as_config_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match=r"is a folder"):
+        load_config(tmp_path)
+
+
+def test_binary_config_is_a_config_error(tmp_path):
+    path = tmp_path / "binary.yaml"
+    path.write_bytes(b"\xff\xfe\x00\x81seed: 1")
+
+    with pytest.raises(ConfigError, match=r"not UTF-8"):
+        load_config(path)
+
+
+def test_config_that_is_not_a_mapping_is_an_error(write_config):
+    with pytest.raises(ConfigError, match=r"mapping"):
+        load_text(write_config, "- 1\n- 2\n")
+
+
+# --- unknown keys -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text, message", [
+    ("train: {epochs: 2, bach_size: 4}",
+     "unknown key train.bach_size (did you mean 'batch_size'?)"),
+    ("train: {epochs: 2}\noptimiser: {lr: 0.1}",
+     "unknown key optimiser (did you mean 'optimizer'?)"),
+    ("train: {epochs: 2}\noptimizer: {name: adam, betta1: 0.8}",
+     "unknown key optimizer.betta1 (did you mean 'beta1'?)"),
+    ("train: {epochs: 2}\ndata: {validaton: 3}",
+     "unknown key data.validaton (did you mean 'validation'?)"),
+    ("train: {epochs: 2}\nmodel: {hiden: [8]}",
+     "unknown key model.hiden (did you mean 'hidden'?)"),
+])
+def test_unknown_key_names_the_nearest_valid_key(write_config, text, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_text(write_config, text)
+
+
+def test_unknown_choice_names_the_nearest_option(write_config):
+    message = ("invalid model.init: 'hee' (choose one of: small, xavier, he;"
+               " did you mean 'he'?)")
+
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_text(write_config, "model: {init: hee}\ntrain: {epochs: 2}")
+
+
+def test_unknown_key_without_a_near_one_lists_the_valid_keys(write_config):
+    with pytest.raises(ConfigError, match=r"unknown key train\.zzzz \(valid keys: "
+                                          r"epochs, iterations, batch_size"):
+        load_text(write_config, "train: {epochs: 2, zzzz: 1}")
+
+
+def test_unknown_top_level_key_lists_each_valid_key_once(write_config):
+    with pytest.raises(ConfigError) as caught:
+        load_text(write_config, "train: {epochs: 2}\nzzzz: 1")
+
+    assert str(caught.value).count("optimizer") == 1
+
+
+# --- types and ranges -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text, message", [
+    ("train: {epochs: 2, batch_size: '16'}",
+     "invalid train.batch_size: '16' (expected an integer >= 1)"),
+    ("train: {epochs: 2.5}",
+     "invalid train.epochs: 2.5 (expected an integer >= 1 or null)"),
+    ("seed: true\ntrain: {epochs: 2}",
+     "invalid seed: True (expected an integer >= 0)"),
+    ("model: {hidden: 8}\ntrain: {epochs: 2}",
+     "invalid model.hidden: 8 (expected a list)"),
+    ("model: {hidden: [8, x]}\ntrain: {epochs: 2}",
+     "invalid model.hidden[1]: 'x' (expected an integer >= 1)"),
+    ("data: 3\ntrain: {epochs: 2}",
+     "invalid data: 3 (expected a mapping of keys)"),
+    ("optimizer: adam\ntrain: {epochs: 2}",
+     "invalid optimizer: 'adam' (expected a mapping of keys)"),
+    ("data: {path: 5}\ntrain: {epochs: 2}",
+     "invalid data.path: 5 (expected a string or null)"),
+    ("optimizer: {lr: fast}\ntrain: {epochs: 2}",
+     "invalid optimizer.lr: 'fast' (expected a number in (0, inf])"),
+])
+def test_wrong_type_is_an_error_naming_key_and_value(write_config, text, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_text(write_config, text)
+
+
+@pytest.mark.parametrize("text, key", [
+    ("train: {epochs: 0}", "train.epochs"),
+    ("train: {epochs: 2, batch_size: 0}", "train.batch_size"),
+    ("train: {epochs: 2, eval_every: 0}", "train.eval_every"),
+    ("train: {epochs: 2}\nseed: -1", "seed"),
+    ("train: {epochs: 2}\noptimizer: {lr: 0}", "optimizer.lr"),
+    ("train: {epochs: 2}\noptimizer: {lr: -1.0e-3}", "optimizer.lr"),
+    ("train: {epochs: 2}\noptimizer: {lr: .inf}", "optimizer.lr"),
+    ("train: {epochs: 2}\noptimizer: {lr: .nan}", "optimizer.lr"),
+    ("train: {epochs: 2}\noptimizer: {beta1: 1.0}", "optimizer.beta1"),
+    ("train: {epochs: 2}\noptimizer: {name: momentum, momentum: -0.1}",
+     "optimizer.momentum"),
+    ("train: {epochs: 2}\nmodel: {l2: -1e-3}", "model.l2"),
+    ("train: {epochs: 2}\nmodel: {init_std: 0}", "model.init_std"),
+    ("train: {epochs: 2}\nmodel: {hidden: [8, 0]}", r"model.hidden[1]"),
+    ("train: {epochs: 2}\ndata: {validation: 0}", "data.validation"),
+    ("train: {epochs: 2}\ndata: {validation: 1.0}", "data.validation"),
+    ("train: {epochs: 2}\ndata: {validation: -3}", "data.validation"),
+    ("train: {epochs: 2}\ndata: {validation: 1.5}", "data.validation"),
+])
+def test_out_of_range_value_is_an_error_naming_the_key(write_config, text, key):
+    with pytest.raises(ConfigError, match=rf"invalid {re.escape(key)}: "):
+        load_text(write_config, text)
+
+
+@pytest.mark.parametrize("value", ["1", "5000", "0.5", "1e-1"])
+def test_validation_accepts_counts_and_fractions(write_config, value):
+    config = load_text(write_config, f"data: {{validation: {value}}}\n"
+                                     "train: {epochs: 1}")
+
+    assert config["data"]["validation"] == parse_yaml(value, "expected")
+
+
+def test_preprocess_step_listed_twice_is_an_error(write_config):
+    with pytest.raises(ConfigError, match=r"'center' is listed twice"):
+        load_text(write_config, "data: {preprocess: [center, scale, center]}\n"
+                                "train: {epochs: 1}")
+
+
+def test_config_errors_are_bad_input_with_exit_status_2(write_config):
+    with pytest.raises(BadInputError) as caught:
+        load_text(write_config, "train: {epochs: 0}")
+
+    assert caught.value.exit_code == 2
+
+
+def test_resolve_error_names_the_config_file(write_config):
+    path = write_config("train: {epochs: 0}")
+
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(path))}: invalid"):
+        load_config(path)
+
+
+# --- epochs and iterations --------------------------------------------------------
+
+
+def test_both_epochs_and_iterations_is_an_error(write_config):
+    message = "set exactly one of train.epochs and train.iterations" \
+              " (got epochs=2, iterations=50)"
+
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_text(write_config, "train: {epochs: 2, iterations: 50}")
+
+
+def test_neither_epochs_nor_iterations_is_an_error(write_config):
+    message = "set exactly one of train.epochs and train.iterations" \
+              " (got epochs=None, iterations=None)"
+
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_text(write_config, "train: {batch_size: 4}")
+
+
+def test_set_switches_a_run_from_epochs_to_iterations(write_config):
+    config = load_text(write_config, "train: {epochs: 3}",
+                       ["train.epochs=null", "train.iterations=500"])
+
+    assert config["train"]["epochs"] is None
+    assert config["train"]["iterations"] == 500
+
+
+def test_set_adding_iterations_alone_is_judged_after_overriding(write_config):
+    with pytest.raises(ConfigError, match=r"got epochs=3, iterations=500"):
+        load_text(write_config, "train: {epochs: 3}", ["train.iterations=500"])
+
+
+def test_set_creates_missing_sections(write_config):
+    config = load_text(write_config, "seed: 1", ["train.epochs=4"])
+
+    assert config["train"]["epochs"] == 4
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.epochs", "--set 'train.epochs': write KEY=VALUE"),
+    ("=3", "--set '=3': write KEY=VALUE"),
+    ("seed.x=1", "--set seed.x: seed is not a section of the config"),
+    ("model.hidden=[8", "--set model.hidden: "),
+])
+def test_malformed_set_is_a_config_error(write_config, override, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_text(write_config, "seed: 1\ntrain: {epochs: 1}", [override])
+
+
+def test_set_of_an_unknown_key_names_the_nearest_one(write_config):
+    with pytest.raises(ConfigError, match=re.escape(
+            "unknown key train.epoch (did you mean 'epochs'?)")):
+        load_text(write_config, "train: {epochs: 1}", ["train.epoch=3"])
+
+
+def test_apply_overrides_leaves_other_keys_alone():
+    raw = {"train": {"epochs": 3, "batch_size": 4}}
+
+    out = apply_overrides(raw, ["train.epochs=5"])
+
+    assert out == {"train": {"epochs": 5, "batch_size": 4}}
+
+
+# --- update rules -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("rule, key, owners", [
+    ("sgd", "beta1", "adam"),
+    ("sgd", "momentum", "momentum"),
+    ("momentum", "eps", "adam"),
+    ("adam", "momentum", "momentum"),
+])
+def test_key_of_another_update_rule_is_named(write_config, rule, key, owners):
+    message = (f"optimizer.{key} is not a setting of '{rule}' (it belongs to"
+               f" {owners}); remove it or change optimizer.name")
+
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_text(write_config,
+                  f"optimizer: {{name: {rule}, {key}: 0.5}}\ntrain: {{epochs: 1}}")
+
+
+def test_key_of_another_rule_via_set_is_named(write_config):
+    with pytest.raises(ConfigError,
+                       match=r"optimizer\.beta1 is not a setting of 'sgd'"):
+        load_text(write_config, "optimizer: {name: sgd}\ntrain: {epochs: 1}",
+                  ["optimizer.beta1=0.9"])
+
+
+def test_unknown_update_rule_names_the_nearest(write_config):
+    with pytest.raises(ConfigError, match=re.escape(
+            "invalid optimizer.name: 'adma' (choose one of: sgd, momentum, adam;"
+            " did you mean 'adam'?)")):
+        load_text(write_config, "optimizer: {name: adma}\ntrain: {epochs: 1}")
+
+
+@pytest.mark.parametrize("value", ["0", "[]", "false"])
+def test_falsy_non_mapping_optimizer_section_is_refused(write_config, value):
+    with pytest.raises(ConfigError, match=r"invalid optimizer: .*expected a mapping"):
+        load_text(write_config, f"optimizer: {value}\ntrain: {{epochs: 1}}")
+
+
+# --- hidden and layers ------------------------------------------------------------
+
+
+EXPLICIT_8_4 = (
+    "model:\n"
+    "  layers:\n"
+    "    - affine: {units: 8}\n"
+    "    - relu: {}\n"
+    "    - affine: {units: 4}\n"
+    "    - relu:\n"
+    "    - affine: {}\n"
+)
+
+
+def test_hidden_and_layers_both_set_is_an_error(write_config):
+    text = EXPLICIT_8_4.replace("model:\n", "model:\n  hidden: [8, 4]\n")
+
+    with pytest.raises(ConfigError, match=re.escape(
+            "set either model.hidden or model.layers, not both")):
+        load_text(write_config, text + "train: {epochs: 1}")
+
+
+def test_hidden_null_without_layers_is_an_error(write_config):
+    with pytest.raises(ConfigError, match=r"set model\.hidden .* or model\.layers"):
+        load_text(write_config, "model: {hidden: null}\ntrain: {epochs: 1}")
+
+
+def test_layers_alone_clears_the_default_hidden(write_config):
+    config = load_text(write_config, EXPLICIT_8_4 + "train: {epochs: 1}")
+
+    assert config["model"]["hidden"] is None
+    assert config["model"]["layers"] == [
+        {"affine": {"units": 8}}, {"relu": {}}, {"affine": {"units": 4}},
+        {"relu": {}}, {"affine": {"units": None}},
+    ]
+
+
+def test_hidden_shorthand_and_layers_list_build_the_same_network(write_config):
+    shorthand = load_text(write_config, "seed: 3\nmodel: {hidden: [8, 4]}\n"
+                                        "train: {epochs: 1, dtype: float64}")
+    explicit = load_text(write_config, "seed: 3\n" + EXPLICIT_8_4
+                         + "train: {epochs: 1, dtype: float64}")
+
+    a = build_model(shorthand, 5, 3)
+    b = build_model(explicit, 5, 3)
+
+    shapes = {"affine1.W": (5, 8), "affine1.b": (8,), "affine2.W": (8, 4),
+              "affine2.b": (4,), "affine3.W": (4, 3), "affine3.b": (3,)}
+    assert {name: p.shape for name, p in a.params.items()} == shapes
+    assert {name: p.shape for name, p in b.params.items()} == shapes
+    assert list(a.params) == list(b.params) == list(shapes)
+    for name in shapes:
+        np.testing.assert_array_equal(a.params[name], b.params[name])
+    assert [layer.kind for layer in a.layers] == [layer.kind for layer in b.layers] \
+        == ["affine", "relu", "affine", "relu", "affine"]
+
+    X = np.random.default_rng(0).normal(size=(6, 5))
+    np.testing.assert_array_equal(a.loss(X), b.loss(X))
+
+
+def test_layers_with_a_different_seed_start_elsewhere(write_config):
+    first = load_text(write_config, "seed: 3\n" + EXPLICIT_8_4 + "train: {epochs: 1}")
+    second = load_text(write_config, "seed: 4\n" + EXPLICIT_8_4 + "train: {epochs: 1}")
+
+    W3 = build_model(first, 5, 3).params["affine1.W"]
+    W4 = build_model(second, 5, 3).params["affine1.W"]
+
+    assert not np.array_equal(W3, W4)
+
+
+@pytest.mark.parametrize("layers, message", [
+    ("[{affine: {units: 8}}, {relu: {}}]", "the last layer must be an affine layer"),
+    ("[{rleu: {}}, {affine: {}}]", "did you mean 'relu'?"),
+    ("[{affine: {units: 0}}, {affine: {}}]", "invalid model.layers[0].affine.units: 0"),
+    ("[{affine: {width: 8}}, {affine: {}}]",
+     "unknown key model.layers[0].affine.width"),
+    ("[{affine: {units: 8}, relu: {}}]", "invalid model.layers[0]"),
+    ("[]", "invalid model.layers: []"),
+])
+def test_malformed_layers_list_is_an_error(write_config, layers, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_text(write_config, f"model: {{layers: {layers}}}\ntrain: {{epochs: 1}}")
+
+
+def test_resolve_config_is_idempotent():
+    raw = {"train": {"epochs": 2}, "model": {"hidden": [8]}}
+
+    once = resolve_config(raw)
+    twice = resolve_config(once)
+
+    assert twice == once

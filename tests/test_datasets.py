@@ -1,0 +1,547 @@
+"""Tests of dataset loading and splitting on tiny files written in tmp_path.
+
+The bundled digits file is read directly (it ships with the package); nothing here
+reads /usr/share/datasets or the user's cache.
+"""
+
+import re
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import tiny_arrays
+
+from nntrain.data.datasets import FASHION_CLASSES, load_dataset, search_paths
+from nntrain.errors import BadInputError, DataError
+
+
+def data_config(name="npz", path=None, validation=2, preprocess=("center", "scale")):
+    return {"name": name, "path": None if path is None else str(path),
+            "validation": validation, "preprocess": list(preprocess)}
+
+
+def raw_digits():
+    """The bundled digits as stored: images (1797, 8, 8), labels (1797,)."""
+    stored = resources.files("nntrain.data").joinpath("digits.npz")
+    with stored.open("rb") as file, np.load(file, allow_pickle=False) as archive:
+        return archive["images"], archive["labels"]
+
+
+def sorted_rows(X):
+    """The rows of X in lexicographic order, to compare splits as multisets."""
+    return X[np.lexsort(X.T[::-1])]
+
+
+@pytest.fixture
+def isolated_home(tmp_path, monkeypatch):
+    """HOME in tmp_path and NNTRAIN_DATA unset, so no real cache is searched."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("NNTRAIN_DATA", raising=False)
+    return home
+
+
+# --- npz: files that load ---------------------------------------------------------
+
+
+def test_npz_with_all_splits_loads_as_given(write_npz):
+    rng = np.random.default_rng(1)
+    X_train, X_val, X_test = (rng.normal(size=(n, 3)) for n in (8, 3, 4))
+    y_train = np.array([0, 1, 2, 0, 1, 2, 0, 1], dtype=np.int32)
+    y_val, y_test = np.array([2, 1, 0]), np.array([0, 0, 1, 2])
+    path = write_npz(X_train=X_train, y_train=y_train, X_val=X_val, y_val=y_val,
+                     X_test=X_test, y_test=y_test)
+
+    data = load_dataset(data_config(path=path), seed=0)
+
+    np.testing.assert_array_equal(data.X_train, X_train)
+    np.testing.assert_array_equal(data.X_val, X_val)
+    np.testing.assert_array_equal(data.X_test, X_test)
+    np.testing.assert_array_equal(data.y_train, [0, 1, 2, 0, 1, 2, 0, 1])
+    assert data.y_train.dtype == np.int64
+    assert data.class_names == ("0", "1", "2")
+    assert data.num_classes == 3 and data.num_features == 3
+    assert data.input_shape == (3,)
+
+
+def test_npz_class_names_set_the_number_of_classes(write_npz):
+    arrays = tiny_arrays()
+    names = np.array(["cat", "dog", "eel", "fox"])
+    path = write_npz(**arrays, class_names=names)
+
+    data = load_dataset(data_config(path=path), seed=0)
+
+    assert data.class_names == ("cat", "dog", "eel", "fox")
+    assert data.num_classes == 4
+
+
+def test_npz_images_are_flattened_row_by_row(write_npz):
+    X = np.arange(10 * 2 * 3, dtype=np.uint8).reshape(10, 2, 3)
+    y = np.arange(10) % 2
+    path = write_npz(X_train=X, y_train=y, X_test=X[:2], y_test=y[:2])
+
+    data = load_dataset(data_config(path=path, validation=3), seed=0)
+
+    assert data.input_shape == (2, 3)
+    assert data.X_test.shape == (2, 6)
+    np.testing.assert_array_equal(data.X_test[1], [6, 7, 8, 9, 10, 11])
+
+
+def test_npz_without_test_split_uses_every_fifth_row_whatever_the_seed(write_npz):
+    X = np.arange(24, dtype=np.float64).reshape(12, 2)
+    y = np.array([0, 1, 2] * 4)
+    path = write_npz(X_train=X, y_train=y)
+
+    first = load_dataset(data_config(path=path, validation=2), seed=0)
+    second = load_dataset(data_config(path=path, validation=2), seed=5)
+
+    for data in (first, second):
+        np.testing.assert_array_equal(data.X_test, X[[0, 5, 10]])
+        np.testing.assert_array_equal(data.y_test, y[[0, 5, 10]])
+        assert len(data.y_train) == 7 and len(data.y_val) == 2
+        rest = np.concatenate([data.X_train, data.X_val])
+        np.testing.assert_array_equal(sorted_rows(rest),
+                                      X[[1, 2, 3, 4, 6, 7, 8, 9, 11]])
+
+
+def test_npz_class_count_comes_from_all_given_labels(write_npz):
+    X = np.arange(20, dtype=np.float64).reshape(10, 2)
+    y = np.array([2, 0, 1, 0, 1, 2, 0, 1, 0, 1])
+    path = write_npz(X_train=X, y_train=y)
+
+    data = load_dataset(data_config(path=path, validation=2), seed=0)
+
+    assert data.num_classes == 3
+
+
+# --- npz: files that are refused --------------------------------------------------
+
+
+def test_npz_missing_y_train_is_refused(write_npz):
+    path = write_npz(X_train=np.zeros((5, 2)))
+
+    with pytest.raises(DataError, match=rf"{re.escape(str(path))} lacks y_train"):
+        load_dataset(data_config(path=path), seed=0)
+
+
+def test_npz_with_only_x_val_is_refused(write_npz):
+    arrays = tiny_arrays()
+    path = write_npz(**arrays, X_val=arrays["X_test"])
+
+    with pytest.raises(DataError, match=r"only one of X_val and y_val; give both"):
+        load_dataset(data_config(path=path), seed=0)
+
+
+def test_npz_label_above_the_class_names_is_refused(write_npz):
+    arrays = tiny_arrays()
+    path = write_npz(**arrays, class_names=np.array(["a", "b"]))
+
+    with pytest.raises(DataError, match=re.escape(
+            "y_train has labels outside [0, 1] (found 0..2)")):
+        load_dataset(data_config(path=path), seed=0)
+
+
+def test_npz_negative_label_is_refused(write_npz):
+    arrays = tiny_arrays()
+    arrays["y_train"][7] = -1
+    path = write_npz(**arrays)
+
+    with pytest.raises(DataError, match=re.escape(
+            "y_train has labels outside [0, 2] (found -1..2)")):
+        load_dataset(data_config(path=path), seed=0)
+
+
+def test_npz_test_label_unknown_to_training_is_refused(write_npz):
+    arrays = tiny_arrays()
+    arrays["y_test"][3] = 5
+    path = write_npz(**arrays)
+
+    with pytest.raises(DataError, match=re.escape(
+            "y_test has labels outside [0, 2] (found 0..5)")):
+        load_dataset(data_config(path=path), seed=0)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_npz_non_finite_features_are_refused(write_npz, bad, split):
+    arrays = tiny_arrays()
+    arrays[f"X_{split}"][2, 1] = bad
+    path = write_npz(**arrays)
+
+    with pytest.raises(DataError, match=rf"X_{split} holds NaN or infinite values"):
+        load_dataset(data_config(path=path), seed=0)
+
+
+def test_npz_lengths_that_differ_are_refused(write_npz):
+    arrays = tiny_arrays()
+    arrays["y_train"] = arrays["y_train"][:-1]
+    path = write_npz(**arrays)
+
+    with pytest.raises(DataError, match=re.escape(
+            "y_train must be a 1-d array with one label per row of X_train"
+            " (got shapes (60, 4) and (59,))")):
+        load_dataset(data_config(path=path), seed=0)
+
+
+def test_npz_two_dimensional_labels_are_refused(write_npz):
+    arrays = tiny_arrays()
+    arrays["y_train"] = arrays["y_train"].reshape(-1, 1)
+    path = write_npz(**arrays)
+
+    with pytest.raises(DataError, match=r"y_train must be a 1-d array"):
+        load_dataset(data_config(path=path), seed=0)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.bool_])
+def test_npz_non_integer_labels_are_refused(write_npz, dtype):
+    arrays = tiny_arrays()
+    arrays["y_train"] = (arrays["y_train"] % 2).astype(dtype)
+    path = write_npz(**arrays)
+
+    with pytest.raises(DataError, match=rf"y_train must hold integer labels, not"
+                                        rf" {np.dtype(dtype)}"):
+        load_dataset(data_config(path=path), seed=0)
+
+
+def test_npz_object_array_is_refused_without_unpickling(write_npz):
+    arrays = tiny_arrays()
+    arrays["X_train"] = np.array([object()] * 60, dtype=object)
+    path = write_npz(**arrays)
+
+    with pytest.raises(DataError, match=r"holds object arrays, which nntrain refuses"):
+        load_dataset(data_config(path=path), seed=0)
+
+
+def test_npz_string_features_are_refused(write_npz):
+    arrays = tiny_arrays()
+    arrays["X_train"] = arrays["X_train"].astype(str)
+    path = write_npz(**arrays)
+
+    with pytest.raises(DataError, match=r"X_train must be real numbers"):
+        load_dataset(data_config(path=path), seed=0)
+
+
+def test_npz_complex_features_are_refused(write_npz):
+    arrays = tiny_arrays()
+    arrays["X_train"] = arrays["X_train"] + 0j
+    path = write_npz(**arrays)
+
+    with pytest.raises(DataError, match=r"X_train must be real numbers"):
+        load_dataset(data_config(path=path), seed=0)
+
+
+def test_npz_unknown_array_names_are_refused(write_npz):
+    path = write_npz(**tiny_arrays(), X_extra=np.zeros(3))
+
+    with pytest.raises(DataError, match=r"unknown arrays \['X_extra'\]"):
+        load_dataset(data_config(path=path), seed=0)
+
+
+def test_npz_feature_shapes_that_differ_are_refused(write_npz):
+    arrays = tiny_arrays()
+    arrays["X_test"] = arrays["X_test"][:, :3]
+    path = write_npz(**arrays)
+
+    with pytest.raises(DataError, match=re.escape(
+            "X_test has samples of shape (3,), X_train (4,)")):
+        load_dataset(data_config(path=path), seed=0)
+
+
+def test_npz_without_path_is_refused():
+    with pytest.raises(DataError, match=r"data\.path is not set"):
+        load_dataset(data_config(path=None), seed=0)
+
+
+def test_npz_missing_file_is_refused(tmp_path):
+    with pytest.raises(DataError, match=r"npz file not found: .*absent\.npz"):
+        load_dataset(data_config(path=tmp_path / "absent.npz"), seed=0)
+
+
+def random_bytes_file(tmp_path):
+    path = tmp_path / "noise.npz"
+    path.write_bytes(np.random.default_rng(0).bytes(300))
+    return path
+
+
+def test_npz_random_bytes_are_refused(tmp_path):
+    path = random_bytes_file(tmp_path)
+
+    with pytest.raises(DataError) as caught:
+        load_dataset(data_config(path=path), seed=0)
+
+    assert str(path) in str(caught.value)
+    assert caught.value.exit_code == 2
+
+
+def test_npz_truncated_file_is_refused(tmp_path, tiny_npz):
+    whole = tiny_npz.read_bytes()
+    path = tmp_path / "half.npz"
+    path.write_bytes(whole[: len(whole) // 2])
+
+    with pytest.raises(DataError, match=r"half\.npz is not a readable \.npz file"):
+        load_dataset(data_config(path=path), seed=0)
+
+
+@pytest.mark.parametrize("content", [b"X_train,y_train\n1,2\n", None])
+def test_npz_that_is_not_an_npz_is_not_called_object_arrays(tmp_path, content):
+    path = random_bytes_file(tmp_path)
+    if content is not None:
+        path.write_bytes(content)
+
+    with pytest.raises(DataError) as caught:
+        load_dataset(data_config(path=path), seed=0)
+
+    assert "object arrays" not in str(caught.value)
+
+
+def test_npz_given_a_npy_file_is_refused(tmp_path):
+    path = tmp_path / "array.npy"
+    np.save(path, np.zeros((4, 2)))
+
+    with pytest.raises(DataError, match=re.escape(str(path))):
+        load_dataset(data_config(path=path), seed=0)
+
+
+def test_npz_given_a_npy_file_says_to_use_savez(tmp_path):
+    path = tmp_path / "array.npy"
+    np.save(path, np.zeros((4, 2)))
+
+    with pytest.raises(DataError, match=r"is a \.npy array; save X_train, y_train"):
+        load_dataset(data_config(path=path), seed=0)
+
+
+def test_data_errors_are_bad_input_with_exit_status_2(write_npz):
+    path = write_npz(X_train=np.zeros((5, 2)))
+
+    with pytest.raises(BadInputError) as caught:
+        load_dataset(data_config(path=path), seed=0)
+
+    assert caught.value.exit_code == 2
+
+
+# --- validation split -------------------------------------------------------------
+
+
+def test_validation_count_holds_out_exactly_that_many(tiny_npz):
+    data = load_dataset(data_config(path=tiny_npz, validation=13), seed=0)
+
+    assert len(data.y_val) == 13 and len(data.X_val) == 13
+    assert len(data.y_train) == 60 - 13
+
+
+@pytest.mark.parametrize("fraction, count", [(0.25, 15), (0.1, 6), (0.02, 1)])
+def test_validation_fraction_holds_out_that_share(tiny_npz, fraction, count):
+    data = load_dataset(data_config(path=tiny_npz, validation=fraction), seed=0)
+
+    assert len(data.y_val) == count
+    assert len(data.y_train) == 60 - count
+
+
+def test_validation_split_partitions_the_training_rows(tiny_npz):
+    X = tiny_arrays()["X_train"]
+
+    data = load_dataset(data_config(path=tiny_npz, validation=10), seed=0)
+
+    rest = np.concatenate([data.X_train, data.X_val])
+    np.testing.assert_array_equal(sorted_rows(rest), sorted_rows(X))
+    np.testing.assert_array_equal(data.X_test, tiny_arrays()["X_test"])
+
+
+def test_validation_split_moves_with_the_seed_and_repeats_with_it(tiny_npz):
+    config = data_config(path=tiny_npz, validation=10)
+
+    first = load_dataset(config, seed=0)
+    again = load_dataset(config, seed=0)
+    other = load_dataset(config, seed=1)
+
+    np.testing.assert_array_equal(first.X_val, again.X_val)
+    assert not np.array_equal(first.X_val, other.X_val)
+
+
+@pytest.mark.parametrize("validation", [60, 61, 0.001])
+def test_validation_leaving_no_samples_is_refused(tiny_npz, validation):
+    with pytest.raises(DataError, match=rf"data\.validation={validation} leaves no"
+                                        r" samples .* \(60 training samples\)"):
+        load_dataset(data_config(path=tiny_npz, validation=validation), seed=0)
+
+
+# --- digits -----------------------------------------------------------------------
+
+
+def test_digits_test_split_is_every_fifth_image():
+    images, labels = raw_digits()
+
+    data = load_dataset(data_config(name="digits", validation=0.1), seed=0)
+
+    assert images.shape == (1797, 8, 8)
+    assert len(data.y_test) == 360
+    np.testing.assert_array_equal(data.X_test, images[::5].reshape(360, 64))
+    np.testing.assert_array_equal(data.y_test, labels[::5])
+    assert data.input_shape == (8, 8)
+    assert data.class_names == tuple("0123456789")
+    assert len(data.y_train) + len(data.y_val) == 1797 - 360
+    assert len(data.y_val) == 144  # round(0.1 * 1437)
+
+
+def test_digits_test_split_does_not_move_with_the_seed_but_validation_does():
+    config = data_config(name="digits", validation=0.1)
+
+    first = load_dataset(config, seed=0)
+    second = load_dataset(config, seed=123)
+
+    np.testing.assert_array_equal(first.X_test, second.X_test)
+    np.testing.assert_array_equal(first.y_test, second.y_test)
+    assert not np.array_equal(first.X_val, second.X_val)
+
+
+def test_digits_train_and_validation_are_the_other_images():
+    images, labels = raw_digits()
+    kept = np.arange(1797) % 5 != 0
+
+    data = load_dataset(data_config(name="digits", validation=100), seed=0)
+
+    assert len(data.y_val) == 100 and len(data.y_train) == 1337
+    counts = np.bincount(data.y_train, minlength=10) + np.bincount(data.y_val,
+                                                                   minlength=10)
+    np.testing.assert_array_equal(counts, np.bincount(labels[kept], minlength=10))
+    rest = np.concatenate([data.X_train, data.X_val])
+    np.testing.assert_array_equal(sorted_rows(rest),
+                                  sorted_rows(images[kept].reshape(-1, 64)))
+
+
+# --- IDX datasets -----------------------------------------------------------------
+
+
+def tiny_idx(count, seed, height=3, width=2):
+    rng = np.random.default_rng(seed)
+    X = rng.integers(0, 256, size=(count, height, width), dtype=np.uint8)
+    y = (np.arange(count) % 10).astype(np.uint8)
+    return X, y
+
+
+@pytest.mark.parametrize("compress", [True, False])
+def test_fashion_mnist_idx_files_load_from_data_path(tmp_path, write_idx_dataset,
+                                                     isolated_home, compress):
+    train, test = tiny_idx(20, 0), tiny_idx(6, 1)
+    folder = write_idx_dataset(tmp_path / "fm", train, test, compress=compress)
+
+    data = load_dataset(data_config("fashion-mnist", folder, validation=4), seed=0)
+
+    np.testing.assert_array_equal(data.X_test, test[0].reshape(6, 6))
+    np.testing.assert_array_equal(data.y_test, test[1])
+    assert data.y_test.dtype == np.int64
+    assert len(data.y_train) == 16 and len(data.y_val) == 4
+    rest = np.concatenate([data.X_train, data.X_val])
+    np.testing.assert_array_equal(sorted_rows(rest),
+                                  sorted_rows(train[0].reshape(20, 6)))
+    assert data.input_shape == (3, 2)
+    assert data.class_names == FASHION_CLASSES
+    assert data.class_names[0] == "T-shirt/top" and data.class_names[9] == "Ankle boot"
+
+
+def test_mnist_idx_files_have_digit_class_names(tmp_path, write_idx_dataset,
+                                                isolated_home):
+    folder = write_idx_dataset(tmp_path / "m", tiny_idx(20, 0), tiny_idx(5, 1))
+
+    data = load_dataset(data_config("mnist", folder, validation=2), seed=0)
+
+    assert data.class_names == tuple("0123456789")
+
+
+def test_idx_label_count_that_differs_from_images_is_refused(tmp_path,
+                                                             write_idx_dataset,
+                                                             isolated_home):
+    X, y = tiny_idx(20, 0)
+    folder = write_idx_dataset(tmp_path / "fm", (X, y[:19]), tiny_idx(5, 1))
+
+    with pytest.raises(DataError, match=r"holds 20 images but .* holds 19 labels"):
+        load_dataset(data_config("fashion-mnist", folder), seed=0)
+
+
+def test_idx_label_above_nine_is_refused(tmp_path, write_idx_dataset, isolated_home):
+    X, y = tiny_idx(20, 0)
+    y = y.copy()
+    y[4] = 10
+    folder = write_idx_dataset(tmp_path / "fm", (X, y), tiny_idx(5, 1))
+
+    with pytest.raises(DataError, match=re.escape(
+            "y_train has labels outside [0, 9] (found 0..10)")):
+        load_dataset(data_config("fashion-mnist", folder), seed=0)
+
+
+def test_idx_data_path_comes_before_nntrain_data(tmp_path, write_idx_dataset,
+                                                 monkeypatch, isolated_home):
+    given = write_idx_dataset(tmp_path / "given", tiny_idx(20, 0), tiny_idx(5, 1))
+    write_idx_dataset(tmp_path / "env" / "fashion-mnist", tiny_idx(20, 2),
+                      tiny_idx(7, 3))
+    monkeypatch.setenv("NNTRAIN_DATA", str(tmp_path / "env"))
+
+    from_path = load_dataset(data_config("fashion-mnist", given, validation=2), 0)
+    from_env = load_dataset(data_config("fashion-mnist", None, validation=2), 0)
+
+    assert len(from_path.y_test) == 5
+    assert len(from_env.y_test) == 7
+    np.testing.assert_array_equal(from_env.X_test, tiny_idx(7, 3)[0].reshape(7, 6))
+
+
+def test_idx_found_in_the_home_cache(tmp_path, write_idx_dataset, isolated_home):
+    write_idx_dataset(isolated_home / ".cache" / "nntrain" / "mnist", tiny_idx(20, 0),
+                      tiny_idx(9, 1))
+
+    data = load_dataset(data_config("mnist", None, validation=2), seed=0)
+
+    assert len(data.y_test) == 9
+
+
+def test_search_covers_every_documented_place(tmp_path, monkeypatch, isolated_home):
+    monkeypatch.setenv("NNTRAIN_DATA", str(tmp_path / "env"))
+
+    places = search_paths("mnist", str(tmp_path / "given"))
+
+    assert places == [
+        tmp_path / "given",
+        tmp_path / "env" / "mnist",
+        isolated_home / ".cache" / "nntrain" / "mnist",
+        Path("/usr/share/datasets/mnist"),
+    ]
+
+
+def test_missing_dataset_lists_the_places_searched(tmp_path, isolated_home):
+    if Path("/usr/share/datasets/mnist").exists():
+        pytest.skip("this machine has mnist installed system-wide")
+    given = tmp_path / "nowhere"
+
+    with pytest.raises(DataError) as caught:
+        load_dataset(data_config("mnist", given), seed=0)
+
+    message = str(caught.value)
+    assert message.startswith("mnist not found (searched: ")
+    for place in (given, isolated_home / ".cache" / "nntrain" / "mnist",
+                  Path("/usr/share/datasets/mnist")):
+        assert str(place) in message
+    assert "nntrain data download mnist" in message
+    assert "\n" not in message
+    assert caught.value.exit_code == 2
+
+
+def test_missing_dataset_names_nntrain_data_when_set(tmp_path, monkeypatch,
+                                                     isolated_home):
+    if Path("/usr/share/datasets/mnist").exists():
+        pytest.skip("this machine has mnist installed system-wide")
+    monkeypatch.setenv("NNTRAIN_DATA", str(tmp_path / "env"))
+
+    with pytest.raises(DataError, match=re.escape(str(tmp_path / "env" / "mnist"))):
+        load_dataset(data_config("mnist", None), seed=0)
+
+
+def test_folder_with_only_some_idx_files_is_not_a_dataset(tmp_path, write_idx_dataset,
+                                                          isolated_home):
+    if Path("/usr/share/datasets/mnist").exists():
+        pytest.skip("this machine has mnist installed system-wide")
+    folder = write_idx_dataset(tmp_path / "m", tiny_idx(20, 0), tiny_idx(5, 1))
+    (folder / "t10k-labels-idx1-ubyte.gz").unlink()
+
+    with pytest.raises(DataError, match=r"mnist not found \(searched: "):
+        load_dataset(data_config("mnist", folder), seed=0)
