@@ -112,11 +112,41 @@ def validation_size(value, key):
     _fail(key, "an integer >= 1 (a count) or a number in (0, 1) (a fraction)", value)
 
 
+def components(value, key):
+    """An int >= 1 is a count of components; a float in (0, 1] the fraction of the
+    variance to keep."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
+    if isinstance(value, float) and 0.0 < value <= 1.0:
+        return value
+    _fail(key, "an integer >= 1 (a count) or a number in (0, 1] (a variance"
+          " fraction)", value)
+
+
 def preprocess_steps(value, key):
-    steps = list_of(choice(*PREPROCESS_STEPS))(value, key)
-    for step in steps:
-        if steps.count(step) > 1:
-            raise ConfigError(f"invalid {key}: '{step}' is listed twice; keep one")
+    """Steps in order: a name (``center``) or a one-key mapping with options
+    (``{pca: {components: 50}}``). Steps with options resolve to the mapping form
+    with every option filled in."""
+    if not isinstance(value, list):
+        _fail(key, "a list of steps like [center, scale]", value)
+    steps, names = [], []
+    for i, entry in enumerate(value):
+        where = f"{key}[{i}]"
+        if isinstance(entry, str):
+            entry = {entry: None}
+        if not isinstance(entry, dict) or len(entry) != 1:
+            _fail(where, "a step name or a mapping like {pca: {components: 50}}", entry)
+        (name, options), = entry.items()
+        choice(*PREPROCESS_OPTIONS)(name, where)
+        if name in names:
+            raise ConfigError(f"invalid {key}: '{name}' is listed twice; keep one")
+        names.append(name)
+        options = {} if options is None else options
+        if not isinstance(options, dict):
+            _fail(f"{where}.{name}", "a mapping of step options", options)
+        table = PREPROCESS_OPTIONS[name]
+        resolved = _check_section(options, table, f"{where}.{name}")
+        steps.append({name: resolved} if table else name)
     return steps
 
 
@@ -146,19 +176,99 @@ def _layer_entry(entry, key):
     return {kind: _check_section(options, LAYER_OPTIONS[kind], f"{key}.{kind}")}
 
 
-PREPROCESS_STEPS = ("center", "scale")
+def optional_number(minimum=None, open_minimum=False):
+    def check(value, key):
+        return None if value is None else number(minimum, None, open_minimum)(value, key)
+
+    return check
+
+
+def optional_choice(*options: str):
+    def check(value, key):
+        return None if value is None else choice(*options)(value, key)
+
+    return check
+
+
+def boolean(value, key):
+    if isinstance(value, bool):
+        return value
+    _fail(key, "true or false", value)
+
+
 DATASETS = ("digits", "fashion-mnist", "mnist", "npz")
-ACTIVATIONS = ("relu",)
-INITIALIZERS = ("small", "xavier", "he")
-LOSSES = ("softmax",)
+ACTIVATIONS = ("relu", "leaky_relu", "elu", "sigmoid", "tanh", "maxout")
+INITIALIZERS = ("small", "xavier", "glorot", "he")
+LOSSES = ("softmax", "svm")
 MONITORS = ("val_accuracy", "val_loss", "train_accuracy", "loss")
+
+PREPROCESS_OPTIONS = {
+    "center": {},
+    "scale": {},
+    "image_mean": {},
+    "pca": {
+        "components": Key(0.99, components, "int >= 1 or float in (0, 1]",
+                          "components kept: a count, or the fraction of variance"),
+    },
+    "whiten": {
+        "components": Key(1.0, components, "int >= 1 or float in (0, 1]",
+                          "components kept: a count, or the fraction of variance"),
+        "epsilon": Key(1e-2, number(0, open_minimum=True), "float > 0",
+                       "added to each eigenvalue before dividing by its root"),
+    },
+}
+
+
+def _weight_options() -> dict:
+    """Options every layer with weights takes; null means the model's setting."""
+    return {
+        "init": Key(None, optional_choice(*INITIALIZERS), "choice or null",
+                    "this layer's initializer"),
+        "init_std": Key(None, optional_number(0, open_minimum=True), "float or null",
+                        "this layer's std for 'small'"),
+        "l2": Key(None, optional_number(0), "float or null", "this layer's L2"),
+        "l1": Key(None, optional_number(0), "float or null", "this layer's L1"),
+        "max_norm": Key(None, optional_number(0, open_minimum=True), "float or null",
+                        "this layer's max-norm constraint"),
+    }
+
 
 LAYER_OPTIONS = {
     "affine": {
         "units": Key(None, integer(1, nullable=True), "int >= 1",
                      "output width; may be left out on the last layer (= classes)"),
+        **_weight_options(),
+    },
+    "maxout": {
+        "units": Key(None, integer(1, nullable=True), "int >= 1", "maxout units"),
+        "pieces": Key(2, integer(2), "int >= 2", "affine pieces per unit"),
+        **_weight_options(),
     },
     "relu": {},
+    "leaky_relu": {
+        "slope": Key(0.01, number(0), "float >= 0", "slope for x < 0"),
+    },
+    "elu": {
+        "alpha": Key(1.0, number(0, open_minimum=True), "float > 0",
+                     "alpha (exp(x) - 1) for x < 0"),
+    },
+    "sigmoid": {},
+    "tanh": {},
+    "batchnorm": {
+        "momentum": Key(0.9, number(0, 1, open_maximum=True), "float in [0, 1)",
+                        "running = momentum * running + (1 - momentum) * batch"),
+        "epsilon": Key(1e-5, number(0, open_minimum=True), "float > 0",
+                       "added to the variance"),
+    },
+    "layernorm": {
+        "epsilon": Key(1e-5, number(0, open_minimum=True), "float > 0",
+                       "added to the variance"),
+    },
+    "dropout": {
+        "drop_probability": Key(0.5, number(0, 1, open_maximum=True),
+                                "float in [0, 1)",
+                                "probability of DROPPING each unit in training"),
+    },
 }
 
 SCHEMA = {
@@ -172,22 +282,44 @@ SCHEMA = {
         "validation": Key(0.1, validation_size, "int >= 1 or float in (0, 1)",
                           "validation split held out of train: a count or a fraction"),
         "preprocess": Key(["center", "scale"], preprocess_steps, "list",
-                          "steps in order, fitted on the training split: center,"
-                          " scale"),
+                          "steps in order, fitted on the training split: center |"
+                          " scale | image_mean | pca | whiten"),
     },
     "model": {
         "hidden": Key([100], list_of(integer(1), nullable=True), "list of int",
-                      "hidden widths: affine -> activation per entry"),
+                      "hidden widths: affine -> [norm] -> activation -> [dropout]"),
         "activation": Key("relu", choice(*ACTIVATIONS), "choice",
-                          "activation of the hidden layers: relu"),
+                          "relu | leaky_relu | elu | sigmoid | tanh | maxout"),
+        "leaky_slope": Key(0.01, number(0), "float >= 0",
+                           "leaky_relu's slope for x < 0"),
+        "elu_alpha": Key(1.0, number(0, open_minimum=True), "float > 0",
+                         "elu's alpha"),
+        "pieces": Key(2, integer(2), "int >= 2", "maxout's pieces per unit"),
+        "batchnorm": Key(False, boolean, "bool",
+                         "batch norm after each hidden affine layer"),
+        "layernorm": Key(False, boolean, "bool",
+                         "layer norm after each hidden affine layer"),
+        "norm_momentum": Key(0.9, number(0, 1, open_maximum=True), "float in [0, 1)",
+                             "batch norm: running = m * running + (1 - m) * batch"),
+        "norm_epsilon": Key(1e-5, number(0, open_minimum=True), "float > 0",
+                            "batch/layer norm: added to the variance"),
+        "drop_probability": Key(0.0, number(0, 1, open_maximum=True),
+                                "float in [0, 1)",
+                                "dropout after each hidden activation: the"
+                                " probability of DROPPING a unit (0: no dropout)"),
         "init": Key("he", choice(*INITIALIZERS), "choice",
-                    "small (N(0, init_std^2)) | xavier (var 1/fan_in) | he (2/fan_in)"),
+                    "small (N(0, init_std^2)) | xavier (var 1/fan_in) | glorot"
+                    " (2/(fan_in+fan_out)) | he (2/fan_in)"),
         "init_std": Key(0.01, number(0, open_minimum=True), "float > 0",
                         "standard deviation of the 'small' initializer"),
         "loss": Key("softmax", choice(*LOSSES), "choice",
-                    "softmax (cross-entropy)"),
+                    "softmax (cross-entropy) | svm (multiclass hinge, margin 1)"),
         "l2": Key(0.0, number(0), "float >= 0",
-                  "L2 strength lambda: adds 0.5*lambda*sum(W^2) over weights"),
+                  "L2 strength: adds 0.5 * l2 * sum(W^2) over weights"),
+        "l1": Key(0.0, number(0), "float >= 0",
+                  "L1 strength: adds l1 * sum(|W|) over weights"),
+        "max_norm": Key(None, optional_number(0, open_minimum=True), "float or null",
+                        "cap on each unit's incoming weight norm, after each update"),
         "layers": Key(None, layer_list, "list or null",
                       "explicit network instead of hidden (see below)"),
     },
@@ -244,6 +376,11 @@ OPTIMIZER_KEYS = {
 
 
 def _unknown_key(key: str, options) -> ConfigError:
+    if ":" in key:
+        return ConfigError(
+            f"unknown key {key}: write a space after the colon ('KEY: VALUE'), or YAML"
+            " reads it as one key"
+        )
     name = key.rsplit(".", 1)[-1]
     close = difflib.get_close_matches(name, list(options), n=1)
     if close:
@@ -313,6 +450,8 @@ def _check_cross_keys(config: dict, raw_model: dict) -> None:
         model["hidden"] = None
     elif model["hidden"] is None:
         raise ConfigError("set model.hidden (a list of widths) or model.layers")
+    if model["batchnorm"] and model["layernorm"]:
+        raise ConfigError("set at most one of model.batchnorm and model.layernorm")
 
 
 def resolve_config(raw) -> dict:
@@ -433,6 +572,8 @@ def describe_keys() -> list[tuple[str, str, str, str]]:
     walk(SCHEMA, "")
     for rule, table in OPTIMIZER_KEYS.items():
         walk(table, f"optimizer.({rule}) ")
+    for step, table in PREPROCESS_OPTIONS.items():
+        walk(table, f"data.preprocess[].{step}.")
     for layer, table in LAYER_OPTIONS.items():
         walk(table, f"model.layers[].{layer}.")
     return rows

@@ -5,24 +5,31 @@ For a scalar function f and an entry w_i of one of its arrays, the numeric gradi
     n_i = (f(w_i + h) - f(w_i - h)) / (2 h),      h = 1e-5, everything in float64,
 
 whose error is O(h^2) from truncation plus about eps * |f| / h from rounding; h = 1e-5
-balances the two at ~1e-11, so a correct gradient agrees to ~1e-10 absolute. Per
-parameter array two errors are reported against the analytic gradient a:
+balances the two, and for losses of order 1 to 10 a correct gradient agrees to about
+1e-11 to 1e-10 absolute (the rounding noise). Per parameter array two errors are
+reported against the analytic gradient a, over the probed entries:
 
-- norm-wise:  ||a - n|| / max(||a|| + ||n||, FLOOR) over the probed entries;
-- worst entry: max_i |a_i - n_i| / max(|a_i| + |n_i|, FLOOR).
+- norm-wise:   ||a - n|| / (||a|| + ||n||);
+- worst entry: max_i |a_i - n_i| / max(|a_i| + |n_i|, FLOOR), with its index.
 
-FLOOR = 1e-6 is an absolute floor: an entry whose true gradient is below it (about
-100,000 times the rounding noise) is judged on its absolute difference instead, so
-rounding noise on a near-zero entry is no false alarm, while an analytic zero
-against a numeric 1e-3 still fails. A parameter passes when its norm-wise error
-is <= NORM_THRESHOLD (1e-6) and its worst entry's error is <= WORST_THRESHOLD (1e-4);
-the check as a whole passes only when every parameter does, so one zero or tiny
-gradient cannot hide a mismatch in another array.
+FLOOR = 1e-5 is an absolute floor, about 10,000 times the rounding noise: an entry
+whose true gradient is smaller than that is judged on its absolute difference
+instead, so noise on a near-zero entry raises no false alarm, while an analytic 0
+against a numeric 1e-3 still scores 1. An array passes when its norm-wise error is
+<= NORM_THRESHOLD (1e-6) and its worst entry's is <= WORST_THRESHOLD (1e-4).
+
+An array whose analytic and numeric gradients both have an RMS below ZERO_RMS (1e-8,
+still well above the noise) has a zero gradient there: it is reported as "zero", not
+as a relative error of noise against noise, and passes. The check as a whole passes
+only when every array does, so a zero or tiny gradient in one array never averages
+away a mismatch in another. (A zero gradient is expected, for example, for the bias
+of an affine layer followed by batch norm, which cancels any shift.)
 
 Probed entries: all of them for arrays with fewer than 1,000 entries, otherwise
 SAMPLED_ENTRIES (40) drawn at random. A probe whose +h and -h evaluations fall on
-different sides of a kink (a ReLU input crossing 0) measures no derivative; such
-probes are counted and left out of the errors.
+different sides of a kink (a relu, leaky_relu or elu input crossing 0, a change of
+the winning maxout piece, a hinge margin crossing 0) measures no derivative; such
+probes are counted, reported and left out of the errors.
 """
 
 from dataclasses import dataclass, field
@@ -30,7 +37,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 STEP = 1e-5
-FLOOR = 1e-6
+FLOOR = 1e-5
+ZERO_RMS = 1e-8
 NORM_THRESHOLD = 1e-6
 WORST_THRESHOLD = 1e-4
 FULL_CHECK_BELOW = 1000
@@ -105,85 +113,128 @@ def _summarize(name, size, measured, analytic_values, numeric_values, kinks):
     if len(a) == 0:
         return ParamCheck(name, size, 0, 0.0, 0.0, (), kinks,
                           ["every probe crossed a kink; nothing was measured"])
-    norm_error = np.linalg.norm(a - n) / max(np.linalg.norm(a) + np.linalg.norm(n),
-                                             FLOOR)
     entry_errors = np.abs(a - n) / np.maximum(np.abs(a) + np.abs(n), FLOOR)
     worst = int(entry_errors.argmax())
-    if not np.any(a) and not np.any(np.abs(n) > FLOOR):
-        notes.append("gradient is zero at every probed entry: this array is untested")
+    rms = max(np.sqrt(np.mean(a * a)), np.sqrt(np.mean(n * n)))
+    if rms < ZERO_RMS:
+        notes.append(f"zero gradient (RMS {rms:.1e}): nothing to compare here")
+        norm_error = 0.0
+    else:
+        norm_error = np.linalg.norm(a - n) / (np.linalg.norm(a) + np.linalg.norm(n))
     return ParamCheck(name, size, len(a), float(norm_error), float(entry_errors[worst]),
                       tuple(int(i) for i in measured[worst]), kinks, notes)
 
 
-def relu_region(model):
-    """A function giving which ReLU units of ``model`` were active, for kink tests."""
-    def region():
-        return [layer.out > 0 for layer in model.layers if layer.kind == "relu"]
-
-    return region
-
-
 def check_model(model, X, y, rng) -> list[ParamCheck]:
-    """Check every parameter of ``model`` (float64) on the batch X: (N, D), y: (N,)."""
-    grads = model.forward_backward(X, y).grads
-    checks = []
-    for name, param in model.params.items():
-        checks.append(check_array(
-            name, param, grads[name], lambda: model.objective(X, y), rng,
-            relu_region(model),
-        ))
-    return checks
+    """Check every parameter of ``model`` (float64) on the batch X: (N, D), y: (N,).
+
+    Training mode throughout: batch norm uses the batch's statistics, and dropout
+    keeps the masks of the first pass (a fixed function to differentiate).
+    """
+    from nntrain.nn import functional as F
+    from nntrain.nn.model import LOSSES
+
+    dropouts = [layer for layer in model.layers if layer.kind == "dropout"]
+    for layer in dropouts:
+        layer.freeze_mask = True
+    last = {}
+
+    def objective():
+        last["scores"] = model.scores(X, training=True)
+        return LOSSES[model.loss_name](last["scores"], y)[0] + model.regularization()
+
+    def region():
+        states = model.kink_state()
+        if model.loss_name == "svm":  # the hinge's kink: a margin crossing 0
+            states.append(F.svm_margins(last["scores"], y) > 0)
+        return states
+
+    try:
+        grads = model.forward_backward(X, y).grads
+        return [check_array(name, param, grads[name], objective, rng, region)
+                for name, param in model.params.items()]
+    finally:
+        for layer in dropouts:
+            layer.freeze_mask = False
 
 
 def check_library(rng) -> list[ParamCheck]:
-    """Check every layer and loss of the library on small random float64 inputs."""
+    """Check every layer and loss of the library on small random float64 inputs,
+    then two small networks with every regularizer."""
     from nntrain.nn import functional as F
-    from nntrain.nn.layers import Affine, ReLU
+    from nntrain.nn.layers import LAYERS, BuildContext
     from nntrain.nn.model import Model
 
+    context = BuildContext(rng, rng, np.dtype(np.float64), init="xavier")
+    x = rng.standard_normal((5, 6))
+    # Keep inputs at least 0.1 away from 0, where relu, leaky_relu and elu have
+    # kinks, so that no probe of the input crosses one.
+    x += np.where(x >= 0, 0.1, -0.1)
+    layer_options = {
+        "affine": {"units": 4}, "maxout": {"units": 4, "pieces": 3},
+        "leaky_relu": {"slope": 0.1}, "elu": {"alpha": 0.7},
+        "dropout": {"drop_probability": 0.3},
+    }
     checks = []
-    x = rng.standard_normal((4, 5))
-    upstream = rng.standard_normal((4, 3))
-
-    affine = Affine("affine", 5, 3, rng, "xavier", dtype=np.float64)
-    affine.params["b"][...] = rng.standard_normal(3)
-    checks += _check_layer(affine, x, upstream, rng)
-
-    # Keep ReLU inputs at least 0.1 away from the kink at 0, so no probe crosses it.
-    relu_input = rng.standard_normal((4, 3))
-    relu_input += np.where(relu_input >= 0, 0.1, -0.1)
-    checks += _check_layer(ReLU("relu"), relu_input, upstream, rng)
+    for kind, layer_class in LAYERS.items():
+        options = layer_options.get(kind, {})
+        if layer_class.sized:
+            layer = layer_class(kind, 6, options.pop("units"), context, **options)
+        else:
+            layer = layer_class(kind, 6, context, **options)
+        for key in ("b", "beta"):  # non-zero starting values test more of the maths
+            if key in layer.params:
+                layer.params[key][...] = rng.standard_normal(layer.params[key].shape)
+        checks += _check_layer(layer, x, rng)
 
     scores = rng.standard_normal((6, 4)) * 3
     labels = rng.integers(0, 4, size=6)
-    _, dscores = F.softmax_cross_entropy(scores, labels)
     checks.append(check_array(
-        "softmax_loss.scores", scores, dscores,
+        "softmax_loss.scores", scores, F.softmax_cross_entropy(scores, labels)[1],
         lambda: F.softmax_cross_entropy(scores, labels)[0], rng,
     ))
+    checks.append(check_array(
+        "svm_loss.scores", scores, F.multiclass_hinge(scores, labels)[1],
+        lambda: F.multiclass_hinge(scores, labels)[0], rng,
+        lambda: [F.svm_margins(scores, labels) > 0],
+    ))
 
-    # The whole composition, with L2 weight decay, on a tiny network.
-    layers = [Affine("affine1", 5, 6, rng, "he", dtype=np.float64), ReLU("relu1"),
-              Affine("affine2", 6, 4, rng, "he", dtype=np.float64)]
-    model = Model(layers, "softmax", l2=0.1)
-    model_checks = check_model(model, x, rng.integers(0, 4, size=4), rng)
-    for check in model_checks:
-        check.name = f"model(l2=0.1).{check.name}"
-    return checks + model_checks
+    for loss_name in ("softmax", "svm"):
+        layers = [LAYERS["affine"]("affine1", 6, 7, context),
+                  LAYERS["batchnorm"]("batchnorm1", 7, context),
+                  LAYERS["relu"]("relu1", 7, context),
+                  LAYERS["dropout"]("dropout1", 7, context, drop_probability=0.2),
+                  LAYERS["affine"]("affine2", 7, 4, context)]
+        model = Model(layers, loss_name, l2=0.1, l1=0.01)
+        title = f"net({loss_name}, l2=0.1, l1=0.01)"
+        for check in check_model(model, x, rng.integers(0, 4, size=5), rng):
+            check.name = f"{title}.{check.name}"
+            checks.append(check)
+    return checks
 
 
-def _check_layer(layer, x, upstream, rng) -> list[ParamCheck]:
+def _check_layer(layer, x, rng) -> list[ParamCheck]:
     """Check a layer through f = sum(forward(x) * upstream), whose gradient with
-    respect to the output is exactly ``upstream``."""
+    respect to the output is exactly ``upstream``, in training mode (a dropout
+    layer keeps its first mask)."""
+    x = x.copy()
+    out = layer.forward(x, training=True)
+    upstream = rng.standard_normal(out.shape)
+    dx, grads = layer.backward(upstream.copy())
+    if layer.kind == "dropout":
+        layer.freeze_mask = True
+
     def objective():
         return float(np.sum(layer.forward(x, training=True) * upstream))
 
-    layer.forward(x, training=True)
-    dx, grads = layer.backward(upstream.copy())
-    checks = [check_array(f"{layer.kind}.x", x, dx, objective, rng)]
+    def region():
+        state = layer.kink_state()
+        return [] if state is None else [state]
+
+    checks = [check_array(f"{layer.kind}.x", x, dx, objective, rng, region)]
     for key, param in layer.params.items():
         checks.append(check_array(f"{layer.kind}.{key}", param, grads[key], objective,
-                                  rng))
+                                  rng, region))
     return checks
 
 

@@ -43,7 +43,7 @@ def prepare_data(config: dict, preprocessor: Preprocessor | None = None,
     dtype = np.dtype(config["train"]["dtype"])
     if preprocessor is None:
         preprocessor = Preprocessor.fit(config["data"]["preprocess"], dataset.X_train,
-                                        dtype)
+                                        dtype, dataset.input_shape)
     transformed = {}
     for name in splits:
         X, y = dataset.split(name)
@@ -61,11 +61,13 @@ def _check_data_matches(dataset, spec: dict) -> None:
         )
 
 
-def data_spec(dataset: Dataset, config: dict) -> dict:
+def data_spec(prepared: Prepared, config: dict) -> dict:
     """What a checkpoint records about its data: where it came from, never the data."""
+    dataset = prepared.dataset
     return {
         **config["data"],
         "num_features": dataset.num_features,
+        "model_input_width": prepared.preprocessor.output_width(dataset.num_features),
         "num_classes": dataset.num_classes,
         "class_names": list(dataset.class_names),
         "input_shape": list(dataset.input_shape),
@@ -88,7 +90,8 @@ def fit(config: dict, run_dir, force: bool = False, quiet: bool = False) -> FitR
     started = time.perf_counter()
     prepared = prepare_data(config, splits=("train", "val"))
     dataset = prepared.dataset
-    model = build_model(config, dataset.num_features, dataset.num_classes)
+    input_width = prepared.preprocessor.output_width(dataset.num_features)
+    model = build_model(config, input_width, dataset.num_classes)
     rule = build_rule(config["optimizer"])
     schedule = build_schedule(config["schedule"], rule.lr)
 
@@ -96,12 +99,12 @@ def fit(config: dict, run_dir, force: bool = False, quiet: bool = False) -> FitR
     reporter = Reporter(quiet=quiet, log=run.log)
     try:
         run.write_config(config)
-        _describe_start(reporter, dataset, model, run.path)
+        _describe_start(reporter, dataset, model, input_width, run.path)
         solver = Solver(
             model, rule, schedule,
             (*prepared.splits["train"], *prepared.splits["val"]),
             config["train"], config["seed"], run=run, reporter=reporter,
-            checkpoint_meta={"config": config, "data": data_spec(dataset, config)},
+            checkpoint_meta={"config": config, "data": data_spec(prepared, config)},
             checkpoint_arrays={"prep": prepared.preprocessor.state()},
         )
         progress = solver.train()
@@ -112,12 +115,12 @@ def fit(config: dict, run_dir, force: bool = False, quiet: bool = False) -> FitR
     return FitResult(run.path, progress, seconds, solver.history)
 
 
-def _describe_start(reporter, dataset, model, path) -> None:
+def _describe_start(reporter, dataset, model, input_width, path) -> None:
     sizes = ", ".join(
         f"{name} {len(dataset.split(name)[1])}" for name in ("train", "val", "test")
     )
-    widths = [dataset.num_features] + [
-        layer.out_width for layer in model.layers if layer.kind == "affine"
+    widths = [input_width] + [
+        layer.out_width for layer in model.layers if layer.sized
     ]
     count = sum(param.size for param in model.params.values())
     reporter.line(f"run directory: {path}")
@@ -155,28 +158,34 @@ def restore(path) -> Restored:
     try:
         config, data = meta["config"], meta["data"]
         num_features, num_classes = data["num_features"], data["num_classes"]
-        model = build_model(config, num_features, num_classes)
+        preprocessor = Preprocessor.from_state(
+            config["data"]["preprocess"], checkpoint.group("prep"), num_features
+        )
+        input_width = preprocessor.output_width(num_features)
+        model = build_model(config, input_width, num_classes)
     except (KeyError, TypeError) as error:
         raise CheckpointError(f"{path}: meta lacks {error}; the file is not a"
                               " complete nntrain checkpoint") from None
-    _load_params(model, checkpoint.group("param"), path)
-    preprocessor = Preprocessor.from_state(
-        config["data"]["preprocess"], checkpoint.group("prep"), num_features
-    )
+    _load_arrays(model, "params", checkpoint.group("param"), path)
+    _load_arrays(model, "buffers", checkpoint.group("buffer"), path)
     return Restored(config, data, model, preprocessor, checkpoint)
 
 
-def _load_params(model: Model, arrays: dict, path) -> None:
-    for name, param in model.params.items():
+def _load_arrays(model: Model, kind: str, arrays: dict, path) -> None:
+    """Check ``arrays`` against the model's ``params`` or ``buffers`` by name and
+    shape, then copy them in."""
+    prefix = {"params": "param", "buffers": "buffer"}[kind]
+    for name, target in getattr(model, kind).items():
         if name not in arrays:
-            raise CheckpointError(f"{path} lacks param/{name}; it does not match its"
-                                  " config")
-        if arrays[name].shape != param.shape:
+            raise CheckpointError(f"{path} lacks {prefix}/{name}; it does not match"
+                                  " its config")
+        if arrays[name].shape != target.shape:
             raise CheckpointError(
-                f"{path}: param/{name} has shape {arrays[name].shape}, the model"
-                f" needs {param.shape}"
+                f"{path}: {prefix}/{name} has shape {arrays[name].shape}, the model"
+                f" needs {target.shape}"
             )
-    extra = sorted(set(arrays) - set(model.params))
+    extra = sorted(set(arrays) - set(getattr(model, kind)))
     if extra:
-        raise CheckpointError(f"{path} holds param/{extra[0]}, which its model lacks")
-    model.set_params(arrays)
+        raise CheckpointError(f"{path} holds {prefix}/{extra[0]}, which its model"
+                              " lacks")
+    model.set_arrays(kind, arrays)

@@ -26,10 +26,20 @@ EXPECTED_DEFAULTS = {
     "model": {
         "hidden": [100],
         "activation": "relu",
+        "leaky_slope": 0.01,
+        "elu_alpha": 1.0,
+        "pieces": 2,
+        "batchnorm": False,
+        "layernorm": False,
+        "norm_momentum": 0.9,
+        "norm_epsilon": 1e-5,
+        "drop_probability": 0.0,
         "init": "he",
         "init_std": 0.01,
         "loss": "softmax",
         "l2": 0.0,
+        "l1": 0.0,
+        "max_norm": None,
         "layers": None,
     },
     "optimizer": {"name": "adam", "lr": 1e-3, "beta1": 0.9, "beta2": 0.999,
@@ -242,7 +252,7 @@ def test_unknown_key_names_the_nearest_valid_key(write_config, text, message):
 
 
 def test_unknown_choice_names_the_nearest_option(write_config):
-    message = ("invalid model.init: 'hee' (choose one of: small, xavier, he;"
+    message = ("invalid model.init: 'hee' (choose one of: small, xavier, glorot, he;"
                " did you mean 'he'?)")
 
     with pytest.raises(ConfigError, match=re.escape(message)):
@@ -475,9 +485,11 @@ def test_layers_alone_clears_the_default_hidden(write_config):
     config = load_text(write_config, EXPLICIT_8_4 + "train: {epochs: 1}")
 
     assert config["model"]["hidden"] is None
+    unset = {"init": None, "init_std": None, "l2": None, "l1": None, "max_norm": None}
     assert config["model"]["layers"] == [
-        {"affine": {"units": 8}}, {"relu": {}}, {"affine": {"units": 4}},
-        {"relu": {}}, {"affine": {"units": None}},
+        {"affine": {"units": 8, **unset}}, {"relu": {}},
+        {"affine": {"units": 4, **unset}}, {"relu": {}},
+        {"affine": {"units": None, **unset}},
     ]
 
 

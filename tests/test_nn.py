@@ -9,7 +9,7 @@ import pytest
 from nntrain.gradcheck import check_array, check_library
 from nntrain.nn import functional as F
 from nntrain.nn.init import init_weights
-from nntrain.nn.layers import Affine, ReLU
+from nntrain.nn.layers import Affine, BuildContext, ReLU
 from nntrain.nn.model import Model
 
 
@@ -34,8 +34,12 @@ def test_affine_backward_skips_input_gradient_when_not_needed(rng):
     np.testing.assert_allclose(db, [3.0, 3.0])
 
 
-@pytest.mark.parametrize("name", ["affine.x", "affine.W", "affine.b", "relu.x",
-                                  "softmax_loss.scores"])
+@pytest.mark.parametrize("name", [
+    "affine.x", "affine.W", "affine.b", "maxout.x", "maxout.W", "maxout.b", "relu.x",
+    "leaky_relu.x", "elu.x", "sigmoid.x", "tanh.x", "batchnorm.x", "batchnorm.gamma",
+    "batchnorm.beta", "layernorm.x", "layernorm.gamma", "layernorm.beta", "dropout.x",
+    "softmax_loss.scores", "svm_loss.scores",
+])
 def test_each_layer_and_loss_passes_a_float64_gradient_check(name, rng):
     checks = {check.name: check for check in check_library(rng)}
     assert checks[name].probed > 0
@@ -88,14 +92,19 @@ def test_initializer_std_follows_its_formula(scheme, expected_std, rng):
     assert abs(W.mean()) < 4 * expected_std / np.sqrt(W.size)
 
 
+def _context(rng):
+    return BuildContext(rng, rng, np.dtype(np.float64), init="he")
+
+
 def test_biases_start_at_zero(rng):
-    layer = Affine("affine1", 5, 3, rng)
+    layer = Affine("affine1", 5, 3, _context(rng))
     np.testing.assert_array_equal(layer.params["b"], np.zeros(3))
 
 
 def _tiny_model(rng, l2=0.0):
-    layers = [Affine("affine1", 4, 5, rng, "he", dtype=np.float64), ReLU("relu1"),
-              Affine("affine2", 5, 3, rng, "he", dtype=np.float64)]
+    context = _context(rng)
+    layers = [Affine("affine1", 4, 5, context), ReLU("relu1", 5),
+              Affine("affine2", 5, 3, context)]
     return Model(layers, "softmax", l2=l2)
 
 

@@ -154,7 +154,7 @@ def test_state_with_the_wrong_width_is_a_checkpoint_error():
     state = Preprocessor.fit(["center"], X_HAND, np.float64).state()
 
     with pytest.raises(CheckpointError, match=re.escape(
-            "prep/center.mean has shape (3,), expected (4,)")):
+            "prep/center takes 3 features where 4 arrive")):
         Preprocessor.from_state(["center"], state, 4)
 
 

@@ -4,11 +4,18 @@ Each step learns its statistics from the training features with ``fit`` and appl
 them to any split with ``transform``; ``state`` gives the arrays a checkpoint stores
 (under ``prep/<step>.<name>``) and ``from_state`` rebuilds the step from them, so
 ``eval`` applies exactly what training applied. Statistics are computed in float64.
+A split is never standardized with its own statistics: only ``fit`` computes any,
+and the Preprocessor calls it on the training split alone.
+
+Shapes: X is (N, D); ``pca`` and ``whiten`` map D features to K components.
 """
 
 import numpy as np
 
-from nntrain.errors import CheckpointError
+from nntrain.errors import CheckpointError, ConfigError
+
+# Rows per chunk when accumulating X^T X, so PCA never holds a float64 copy of X.
+_CHUNK_ROWS = 8192
 
 
 class Center:
@@ -16,7 +23,7 @@ class Center:
 
     name = "center"
 
-    def fit(self, X: np.ndarray) -> "Center":
+    def fit(self, X: np.ndarray, input_shape=None) -> "Center":
         """X: (N, D) training features."""
         self.mean = X.mean(axis=0, dtype=np.float64)
         return self
@@ -35,6 +42,36 @@ class Center:
         step.mean = state["mean"]
         return step
 
+    def widths(self) -> tuple[int, int]:
+        """(input width D, output width) that the fitted state implies."""
+        return len(self.mean), len(self.mean)
+
+
+class ImageMean(Center):
+    """Subtract the mean training image, pixel by pixel.
+
+    On images flattened to rows this is numerically the same as ``center``; the
+    state is kept in the image's own shape (``prep/image_mean.image``, e.g. 28x28)
+    so that it can be shown as a picture.
+    """
+
+    name = "image_mean"
+
+    def fit(self, X, input_shape=None) -> "ImageMean":
+        self.mean = X.mean(axis=0, dtype=np.float64)
+        self.shape = tuple(input_shape or X.shape[1:])
+        return self
+
+    def state(self) -> dict:
+        return {"image": self.mean.reshape(self.shape)}
+
+    @classmethod
+    def from_state(cls, state: dict) -> "ImageMean":
+        step = cls()
+        step.shape = state["image"].shape
+        step.mean = state["image"].reshape(-1)
+        return step
+
 
 class Scale:
     """Divide each feature by its training standard deviation.
@@ -48,7 +85,7 @@ class Scale:
     name = "scale"
     RELATIVE_TOLERANCE = 1e-8
 
-    def fit(self, X: np.ndarray) -> "Scale":
+    def fit(self, X: np.ndarray, input_shape=None) -> "Scale":
         """X: (N, D) training features."""
         mean = X.mean(axis=0, dtype=np.float64)
         std = X.std(axis=0, dtype=np.float64)
@@ -71,8 +108,101 @@ class Scale:
         step.factor = state["factor"]
         return step
 
+    def widths(self) -> tuple[int, int]:
+        return len(self.factor), len(self.factor)
 
-STEPS = {step.name: step for step in (Center, Scale)}
+
+class PCA:
+    """Project the centred features on the top K principal directions of the
+    training split: (x - mean) U_K, with U_K: (D, K) the eigenvectors of the
+    covariance with the K largest eigenvalues. ``components``: K, or the smallest K
+    whose eigenvalues hold at least that fraction of the total variance."""
+
+    name = "pca"
+    whiten = False
+
+    def __init__(self, components=0.99, epsilon=1e-2):
+        self.components, self.epsilon = components, epsilon
+
+    def fit(self, X: np.ndarray, input_shape=None):
+        """X: (N, D) training features."""
+        self.mean = X.mean(axis=0, dtype=np.float64)
+        covariance = np.zeros((X.shape[1], X.shape[1]))
+        for start in range(0, len(X), _CHUNK_ROWS):
+            chunk = X[start:start + _CHUNK_ROWS].astype(np.float64) - self.mean
+            covariance += chunk.T @ chunk
+        covariance /= len(X)
+
+        eigenvalues, eigenvectors = np.linalg.eigh(covariance)
+        order = np.argsort(eigenvalues)[::-1]
+        eigenvalues = np.clip(eigenvalues[order], 0, None)
+        keep = self._count(eigenvalues)
+        self.basis = eigenvectors[:, order[:keep]]
+        self.scale = np.ones(keep)
+        if self.whiten:
+            # Dividing by sqrt(eigenvalue) gives every direction unit variance;
+            # epsilon bounds the gain on near-zero directions (noise) by
+            # 1 / sqrt(epsilon), so no output explodes.
+            self.scale = 1 / np.sqrt(eigenvalues[:keep] + self.epsilon)
+        return self
+
+    def _count(self, eigenvalues: np.ndarray) -> int:
+        D = len(eigenvalues)
+        if isinstance(self.components, int):
+            if self.components > D:
+                raise ConfigError(
+                    f"data.preprocess: {self.name} keeps {self.components} components"
+                    f" but the data has {D} features; choose at most {D}"
+                )
+            return self.components
+        total = eigenvalues.sum()
+        if total <= 0:
+            return 1
+        explained = np.cumsum(eigenvalues) / total
+        return int(min(np.searchsorted(explained, self.components - 1e-12) + 1, D))
+
+    def transform(self, X: np.ndarray) -> np.ndarray:
+        """A new (N, K) array of X's dtype."""
+        projection = (self.basis * self.scale).astype(X.dtype)
+        return (X - self.mean.astype(X.dtype)) @ projection
+
+    def state(self) -> dict:
+        return {"mean": self.mean, "basis": self.basis, "scale": self.scale}
+
+    @classmethod
+    def from_state(cls, state: dict):
+        step = cls()
+        step.mean, step.basis, step.scale = state["mean"], state["basis"], state["scale"]
+        if step.basis.ndim != 2 or step.basis.shape != (len(step.mean), len(step.scale)):
+            raise CheckpointError(
+                f"prep/{cls.name}.basis has shape {step.basis.shape}, which does not fit"
+                f" its mean ({len(step.mean)},) and scale ({len(step.scale)},)"
+            )
+        return step
+
+    def widths(self) -> tuple[int, int]:
+        return self.basis.shape
+
+
+class Whiten(PCA):
+    """PCA whitening: the PCA projection divided by sqrt(eigenvalue + epsilon), so
+    every kept direction has (about) unit variance on the training split."""
+
+    name = "whiten"
+    whiten = True
+
+    def __init__(self, components=1.0, epsilon=1e-2):
+        super().__init__(components, epsilon)
+
+
+STEPS = {step.name: step for step in (Center, Scale, ImageMean, PCA, Whiten)}
+
+
+def step_names(steps_config: list) -> list[str]:
+    """Names of a resolved ``data.preprocess`` list (strings or one-key mappings)."""
+    return [
+        entry if isinstance(entry, str) else next(iter(entry)) for entry in steps_config
+    ]
 
 
 class Preprocessor:
@@ -82,22 +212,34 @@ class Preprocessor:
         self.steps = steps
 
     @classmethod
-    def fit(cls, names: list[str], X_train: np.ndarray, dtype) -> "Preprocessor":
+    def fit(cls, steps_config: list, X_train: np.ndarray, dtype, input_shape=None):
         """Fit each step on the output of the steps before it. X_train: (N, D)."""
         X = np.array(X_train, dtype=dtype)
+        input_shape = input_shape or X.shape[1:]
         steps = []
-        for name in names:
-            step = STEPS[name]().fit(X)
+        for entry in steps_config:
+            if isinstance(entry, str):
+                name, options = entry, {}
+            else:
+                (name, options), = entry.items()
+            step = STEPS[name](**options).fit(X, input_shape)
             X = step.transform(X)
+            input_shape = X.shape[1:]
             steps.append(step)
         return cls(steps)
 
     def transform(self, X: np.ndarray, dtype) -> np.ndarray:
-        """A new (N, D) array of ``dtype``: X with every step applied."""
+        """A new (N, K) array of ``dtype``: X with every step applied."""
         X = np.array(X, dtype=dtype)
         for step in self.steps:
             X = step.transform(X)
         return X
+
+    def output_width(self, input_width: int) -> int:
+        """K, the width of the features the model sees."""
+        for step in self.steps:
+            input_width = step.widths()[1]
+        return input_width
 
     def state(self) -> dict:
         """Arrays named ``<step>.<name>``, for the checkpoint's ``prep/`` prefix."""
@@ -108,26 +250,40 @@ class Preprocessor:
         }
 
     @classmethod
-    def from_state(cls, names: list[str], arrays: dict, num_features: int):
-        """Rebuild the steps ``names`` from checkpoint arrays, checking their shapes."""
-        steps = []
-        for name in names:
+    def from_state(cls, steps_config: list, arrays: dict, num_features: int):
+        """Rebuild the steps from checkpoint arrays, checking that their widths
+        chain from ``num_features`` to the model's input."""
+        steps, width = [], num_features
+        for name in step_names(steps_config):
             prefix = f"{name}."
             state = {
                 key[len(prefix):]: value
                 for key, value in arrays.items()
                 if key.startswith(prefix)
             }
-            for key, value in state.items():
-                if value.shape != (num_features,):
-                    raise CheckpointError(
-                        f"prep/{name}.{key} has shape {value.shape}, expected"
-                        f" ({num_features},): the checkpoint does not match its data"
-                    )
             try:
-                steps.append(STEPS[name].from_state(state))
+                step = STEPS[name].from_state(state)
             except KeyError as missing:
                 raise CheckpointError(
                     f"the checkpoint lacks prep/{name}.{missing.args[0]}"
                 ) from None
+            step_in, step_out = step.widths()
+            if step_in != width or any(value.size == 0 for value in state.values()):
+                raise CheckpointError(
+                    f"prep/{name} takes {step_in} features where {width} arrive: the"
+                    " checkpoint does not match its data"
+                )
+            _check_vector_shapes(name, state, step_in, step_out)
+            steps.append(step)
+            width = step_out
         return cls(steps)
+
+
+def _check_vector_shapes(name: str, state: dict, step_in: int, step_out: int) -> None:
+    expected = {"mean": (step_in,), "factor": (step_in,), "scale": (step_out,)}
+    for key, value in state.items():
+        if key in expected and value.shape != expected[key]:
+            raise CheckpointError(
+                f"prep/{name}.{key} has shape {value.shape}, expected"
+                f" {expected[key]}: the checkpoint does not match its data"
+            )

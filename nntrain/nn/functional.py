@@ -1,14 +1,15 @@
 """The maths of each layer and loss as pure functions, forward and backward.
 
-Shape letters: N samples in the batch, D input width, H output width, C classes.
-``dout`` is always the gradient of the loss with respect to a function's output.
-These functions have no state and no side effects on their inputs unless a name says
-``_inplace``; the layer objects in ``layers.py`` call them, and so does the gradient
-checker.
+Shape letters: N samples in the batch, D input width, H output width, C classes,
+k pieces of a maxout unit. ``dout`` is always the gradient of the loss with respect
+to a function's output. These functions never change their inputs; the layer objects
+in ``layers.py`` call them, and so does the gradient checker.
+
+Every function is finite for finite inputs of any size: sigmoid and ELU never
+exponentiate a positive number, and the softmax subtracts the row maximum first.
 """
 
 import numpy as np
-
 
 def affine_forward(x: np.ndarray, W: np.ndarray, b: np.ndarray) -> np.ndarray:
     """out = x W + b.  x: (N, D), W: (D, H), b: (H,) -> out: (N, H)."""
@@ -29,14 +30,154 @@ def affine_backward(dout, x, W, need_dx=True):
     return dx, dW, db
 
 
+# Activations work elementwise; x, out and dout are (N, H).
+
+
 def relu_forward(x: np.ndarray) -> np.ndarray:
-    """max(x, 0), elementwise.  x: (N, H) -> (N, H)."""
+    """max(x, 0)."""
     return np.maximum(x, 0)
 
 
 def relu_backward(dout: np.ndarray, out: np.ndarray) -> np.ndarray:
     """The gradient passes where the output was positive (the subgradient 0 at 0)."""
     return dout * (out > 0)
+
+
+def leaky_relu_forward(x: np.ndarray, slope: float) -> np.ndarray:
+    """x where x > 0, slope * x elsewhere."""
+    return np.where(x > 0, x, x * slope)
+
+
+def leaky_relu_backward(dout, x, slope: float) -> np.ndarray:
+    return np.where(x > 0, dout, dout * slope)
+
+
+def sigmoid_forward(x: np.ndarray) -> np.ndarray:
+    """1 / (1 + exp(-x)), computed from exp(-|x|) <= 1 so nothing overflows:
+    for x >= 0 it is 1 / (1 + e), for x < 0 it is e / (1 + e), with e = exp(-|x|)."""
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1, e) / (1 + e)
+
+
+def sigmoid_backward(dout, out) -> np.ndarray:
+    """d sigmoid / dx = s (1 - s), from the output s."""
+    return dout * out * (1 - out)
+
+
+def tanh_forward(x: np.ndarray) -> np.ndarray:
+    return np.tanh(x)
+
+
+def tanh_backward(dout, out) -> np.ndarray:
+    """d tanh / dx = 1 - tanh^2, from the output."""
+    return dout * (1 - out * out)
+
+
+def elu_forward(x: np.ndarray, alpha: float) -> np.ndarray:
+    """x where x > 0, alpha (exp(x) - 1) elsewhere. expm1 only ever sees min(x, 0),
+    so large positive inputs cannot overflow, and it is exact near 0."""
+    return np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0)))
+
+
+def elu_backward(dout, x, out, alpha: float) -> np.ndarray:
+    """1 where x > 0; alpha exp(x) = out + alpha elsewhere."""
+    return np.where(x > 0, dout, dout * (out + alpha))
+
+
+def maxout_forward(x, W, b, pieces: int):
+    """Maxout units (Goodfellow et al., 2013, https://arxiv.org/abs/1302.4389).
+
+    x: (N, D), W: (D, H * k), b: (H * k,), k = ``pieces``; unit h takes the maximum
+    of the k affine pieces in columns h*k .. h*k + k - 1.
+    Returns (out: (N, H), winner: (N, H) index in 0..k-1 of the piece that won; ties
+    go to the lowest index).
+    """
+    z = affine_forward(x, W, b)
+    z = z.reshape(len(x), -1, pieces)
+    winner = z.argmax(axis=2)
+    out = np.take_along_axis(z, winner[..., None], axis=2)[..., 0]
+    return out, winner
+
+
+def maxout_backward(dout, x, W, winner, pieces: int, need_dx=True):
+    """Gradients (dx, dW, db): each unit's gradient flows to its winning piece."""
+    N, H = dout.shape
+    dz = np.zeros((N, H, pieces), dtype=dout.dtype)
+    np.put_along_axis(dz, winner[..., None], dout[..., None], axis=2)
+    return affine_backward(dz.reshape(N, H * pieces), x, W, need_dx)
+
+
+def batchnorm_forward_train(x, gamma, beta, epsilon: float):
+    """Batch normalization with the batch's own statistics (Ioffe and Szegedy, 2015,
+    https://arxiv.org/abs/1502.03167).  x: (N, H); gamma, beta: (H,).
+
+    Uses the biased variance, mean((x - mean)^2), the one the normalization itself
+    needs. Returns (out: (N, H), x_hat: (N, H), inv_std: (H,), mean: (H,), var: (H,)).
+    """
+    mean = x.mean(axis=0)
+    centered = x - mean
+    var = np.mean(centered * centered, axis=0)
+    inv_std = 1 / np.sqrt(var + epsilon)
+    x_hat = centered * inv_std
+    return x_hat * gamma + beta, x_hat, inv_std, mean, var
+
+
+def batchnorm_forward_eval(x, gamma, beta, running_mean, running_var, epsilon):
+    """Batch normalization with fixed statistics: an affine map per feature."""
+    scale = gamma / np.sqrt(running_var + epsilon)
+    return (x - running_mean) * scale + beta
+
+
+def batchnorm_backward(dout, x_hat, inv_std, gamma):
+    """Gradients (dx, dgamma, dbeta) of training-mode batch norm.
+
+    With x_hat = (x - mean) * inv_std over a batch of N, the chain rule through the
+    mean and the variance collapses to
+        dx = inv_std / N * (N * dx_hat - sum(dx_hat) - x_hat * sum(dx_hat * x_hat)),
+    with dx_hat = dout * gamma and sums over the batch axis.
+    """
+    N = dout.shape[0]
+    dgamma = np.sum(dout * x_hat, axis=0)
+    dbeta = dout.sum(axis=0)
+    dx_hat = dout * gamma
+    dx = (N * dx_hat - dx_hat.sum(axis=0) - x_hat * np.sum(dx_hat * x_hat, axis=0))
+    dx *= inv_std / N
+    return dx, dgamma, dbeta
+
+
+def layernorm_forward(x, gamma, beta, epsilon: float):
+    """Layer normalization (Ba et al., 2016, https://arxiv.org/abs/1607.06450):
+    each sample is normalized over its own H features, the same in training and
+    evaluation.  x: (N, H). Returns (out, x_hat: (N, H), inv_std: (N, 1))."""
+    mean = x.mean(axis=1, keepdims=True)
+    centered = x - mean
+    var = np.mean(centered * centered, axis=1, keepdims=True)
+    inv_std = 1 / np.sqrt(var + epsilon)
+    x_hat = centered * inv_std
+    return x_hat * gamma + beta, x_hat, inv_std
+
+
+def layernorm_backward(dout, x_hat, inv_std, gamma):
+    """Gradients (dx, dgamma, dbeta): batch norm's formula with the roles of the
+    axes swapped (statistics over the H features of each sample)."""
+    H = dout.shape[1]
+    dgamma = np.sum(dout * x_hat, axis=0)
+    dbeta = dout.sum(axis=0)
+    dx_hat = dout * gamma
+    dx = (H * dx_hat - dx_hat.sum(axis=1, keepdims=True)
+          - x_hat * np.sum(dx_hat * x_hat, axis=1, keepdims=True))
+    dx *= inv_std / H
+    return dx, dgamma, dbeta
+
+
+def dropout_mask(shape, drop_probability: float, rng, dtype) -> np.ndarray:
+    """Inverted dropout's mask: 0 with probability p, 1 / (1 - p) otherwise, so the
+    expected value of x * mask is x and evaluation needs no rescaling."""
+    keep = rng.random(shape, dtype=np.float64) >= drop_probability
+    return keep.astype(dtype) / dtype.type(1 - drop_probability)
+
+
+# Losses take scores (N, C) and labels y (N,) and return (loss, dscores).
 
 
 def log_softmax(scores: np.ndarray) -> np.ndarray:
@@ -58,10 +199,9 @@ def softmax(scores: np.ndarray) -> np.ndarray:
 def softmax_cross_entropy(scores: np.ndarray, y: np.ndarray):
     """Mean cross-entropy of softmax(scores) against labels, and its gradient.
 
-    scores: (N, C) class scores; y: (N,) integer labels in [0, C).
-    Returns (loss, dscores): loss = -mean(log p[n, y[n]]); dscores: (N, C) equals
-    (p - onehot(y)) / N, the known closed form of this composite's gradient, computed
-    from the stable log-probabilities so it is finite for any finite scores.
+    loss = -mean(log p[n, y[n]]); dscores = (p - onehot(y)) / N, the known closed
+    form of this composite's gradient, computed from the stable log-probabilities so
+    it is finite for any finite scores.
     """
     N = scores.shape[0]
     log_probs = log_softmax(scores)
@@ -74,6 +214,47 @@ def softmax_cross_entropy(scores: np.ndarray, y: np.ndarray):
     return float(loss), dscores
 
 
-def l2_penalty(weights: list[np.ndarray], strength: float) -> float:
-    """0.5 * strength * sum of squared weights; its gradient is strength * W."""
-    return 0.5 * strength * float(sum(np.vdot(W, W) for W in weights))
+def svm_margins(scores: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """s_j - s_y + 1 for every class j, with 0 at j = y.  (N, C)."""
+    rows = np.arange(len(y))
+    margins = scores - scores[rows, y][:, None] + 1
+    margins[rows, y] = 0
+    return margins
+
+
+def multiclass_hinge(scores: np.ndarray, y: np.ndarray):
+    """Multiclass SVM loss (Weston and Watkins, 1999), margin 1:
+
+        loss = mean over n of sum over j != y[n] of max(0, s_j - s_y + 1).
+
+    dscores: 1/N on every class with a positive margin, and minus their count / N on
+    the true class. At a margin of exactly 0 the subgradient 0 is used.
+    """
+    N = scores.shape[0]
+    margins = svm_margins(scores, y)
+    positive = margins > 0
+    loss = np.sum(margins * positive) / N
+
+    dscores = positive.astype(scores.dtype)
+    dscores[np.arange(N), y] = -positive.sum(axis=1)
+    dscores /= N
+    return float(loss), dscores
+
+
+def l2_penalty(W: np.ndarray, strength: float) -> float:
+    """0.5 * strength * sum(W^2); its gradient is strength * W."""
+    return 0.5 * strength * float(np.vdot(W, W))
+
+
+def l1_penalty(W: np.ndarray, strength: float) -> float:
+    """strength * sum(|W|); its gradient is strength * sign(W) (0 at 0)."""
+    return strength * float(np.abs(W).sum())
+
+
+def max_norm_inplace(W: np.ndarray, max_norm: float) -> None:
+    """Rescale each column of W: (D, H) (one unit's incoming weights) whose L2 norm
+    exceeds ``max_norm`` back onto the ball of that radius."""
+    norms = np.sqrt(np.sum(W * W, axis=0))
+    too_long = norms > max_norm
+    if too_long.any():
+        W[:, too_long] *= (max_norm / norms[too_long]).astype(W.dtype)

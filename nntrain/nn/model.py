@@ -1,9 +1,14 @@
-"""The Model: a stack of layers, a loss and weight decay, with one ``loss`` method.
+"""The Model: a stack of layers, a loss and regularization, with one ``loss`` method.
 
 ``model.loss(X, y)`` runs a training-mode forward and backward pass and returns
-``(loss, grads)``; ``model.loss(X)`` returns class scores in evaluation mode. The
-regularization convention is 0.5 * l2 * sum(W**2) over every weight matrix (never
-biases), so its gradient is l2 * W, the same as ``weight_decay=l2`` in torch's SGD.
+``(loss, grads)``; ``model.loss(X)`` returns class scores in evaluation mode.
+
+Regularization applies to weight matrices only (never biases or normalization
+parameters), with each layer's own strengths or the model's:
+    reg_loss = sum over weights W of 0.5 * l2 * sum(W^2) + l1 * sum(|W|),
+so the gradient adds l2 * W + l1 * sign(W); l2 alone equals ``weight_decay=l2`` in
+torch's SGD. ``max_norm`` is a constraint, not a loss: after every update each unit's
+incoming weight vector (a column of W) is scaled back to at most that L2 norm.
 """
 
 from dataclasses import dataclass
@@ -11,11 +16,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from nntrain.nn import functional as F
-from nntrain.nn.layers import Affine, ReLU
-from nntrain.random import INIT_STREAM, generator
+from nntrain.nn.layers import LAYERS, BuildContext
+from nntrain.random import DROPOUT_STREAM, INIT_STREAM, generator
 
-ACTIVATION_LAYERS = {"relu": ReLU}
-LOSSES = {"softmax": F.softmax_cross_entropy}
+LOSSES = {"softmax": F.softmax_cross_entropy, "svm": F.multiclass_hinge}
 
 
 @dataclass
@@ -30,21 +34,40 @@ class LossResult:
     scores: np.ndarray
 
 
+@dataclass
+class Penalty:
+    """The regularization of one weight array."""
+
+    name: str
+    l2: float
+    l1: float
+    max_norm: float | None
+
+
 class Model:
     """Layers applied in order, then a loss on the last layer's scores."""
 
-    def __init__(self, layers: list, loss: str = "softmax", l2: float = 0.0):
+    def __init__(self, layers: list, loss: str = "softmax", l2: float = 0.0,
+                 l1: float = 0.0, max_norm: float | None = None):
         self.layers = layers
         self.loss_name = loss
-        self.l2 = l2
-        self.params = {
-            f"{layer.name}.{key}": value
+        self.params = self._collect("params")
+        self.buffers = self._collect("buffers")
+        self.penalties = [
+            Penalty(f"{layer.name}.{key}",
+                    l2 if layer.l2 is None else layer.l2,
+                    l1 if layer.l1 is None else layer.l1,
+                    max_norm if layer.max_norm is None else layer.max_norm)
             for layer in layers
-            for key, value in layer.params.items()
-        }
-        self.weight_names = [
-            f"{layer.name}.{key}" for layer in layers for key in layer.regularized
+            for key in layer.regularized
         ]
+
+    def _collect(self, kind: str) -> dict:
+        return {
+            f"{layer.name}.{key}": value
+            for layer in self.layers
+            for key, value in getattr(layer, kind).items()
+        }
 
     @property
     def num_classes(self) -> int:
@@ -56,6 +79,17 @@ class Model:
         for layer in self.layers:
             out = layer.forward(out, training)
         return out
+
+    def regularization(self) -> float:
+        """The regularization loss of the current weights."""
+        total = 0.0
+        for penalty in self.penalties:
+            W = self.params[penalty.name]
+            if penalty.l2:
+                total += F.l2_penalty(W, penalty.l2)
+            if penalty.l1:
+                total += F.l1_penalty(W, penalty.l1)
+        return total
 
     def forward_backward(self, X: np.ndarray, y: np.ndarray) -> LossResult:
         """One training-mode pass.  X: (N, D), y: (N,) labels in [0, C)."""
@@ -69,20 +103,26 @@ class Model:
             for key, grad in layer_grads.items():
                 grads[f"{layer.name}.{key}"] = grad
 
-        reg_loss = 0.0
-        if self.l2 > 0:
-            weights = [self.params[name] for name in self.weight_names]
-            reg_loss = F.l2_penalty(weights, self.l2)
-            for name in self.weight_names:
-                grads[name] += self.l2 * self.params[name]
+        for penalty in self.penalties:
+            W = self.params[penalty.name]
+            if penalty.l2:
+                grads[penalty.name] += penalty.l2 * W
+            if penalty.l1:
+                grads[penalty.name] += penalty.l1 * np.sign(W)
+        reg_loss = self.regularization()
         grads = {name: grads[name] for name in self.params}
         return LossResult(data_loss + reg_loss, data_loss, reg_loss, grads, scores)
 
     def objective(self, X: np.ndarray, y: np.ndarray) -> float:
         """The training-mode loss alone (no backward pass), for gradient checks."""
         data_loss, _ = LOSSES[self.loss_name](self.scores(X, training=True), y)
-        weights = [self.params[name] for name in self.weight_names]
-        return data_loss + (F.l2_penalty(weights, self.l2) if self.l2 > 0 else 0.0)
+        return data_loss + self.regularization()
+
+    def apply_constraints(self) -> None:
+        """Max-norm: rescale over-long incoming weight vectors, after an update."""
+        for penalty in self.penalties:
+            if penalty.max_norm is not None:
+                F.max_norm_inplace(self.params[penalty.name], penalty.max_norm)
 
     def loss(self, X: np.ndarray, y: np.ndarray | None = None):
         """With labels: (loss, grads) in training mode. Without: scores (N, C) in
@@ -100,21 +140,47 @@ class Model:
         ]
         return np.concatenate(chunks) if chunks else np.zeros((0, self.num_classes))
 
-    def set_params(self, arrays: dict) -> None:
-        """Copy ``arrays`` (same names and shapes as ``params``) into the model."""
+    def set_arrays(self, kind: str, arrays: dict) -> None:
+        """Copy ``arrays`` into ``params`` or ``buffers`` (same names and shapes)."""
+        target = getattr(self, kind)
         for name, value in arrays.items():
-            self.params[name][...] = value
+            target[name][...] = value
+
+    def kink_state(self) -> list:
+        """Which side of each kink the last forward pass was on, layer by layer."""
+        return [state for layer in self.layers
+                if (state := layer.kink_state()) is not None]
 
 
 def layer_specs(model_config: dict) -> list[tuple[str, dict]]:
-    """The network as (layer type, options) pairs; the shorthand ``hidden`` expands
-    to affine -> activation per width, then the output affine."""
+    """The network as (layer type, options) pairs. The shorthand ``hidden`` expands,
+    per width, to affine -> [batchnorm | layernorm] -> activation -> [dropout]
+    (with ``activation: maxout``, one maxout layer replaces affine and activation),
+    then the output affine layer."""
     if model_config["layers"] is not None:
         return [next(iter(entry.items())) for entry in model_config["layers"]]
+
+    activation = model_config["activation"]
+    activation_options = {
+        "leaky_relu": {"slope": model_config["leaky_slope"]},
+        "elu": {"alpha": model_config["elu_alpha"]},
+    }.get(activation, {})
     specs = []
     for width in model_config["hidden"]:
-        specs.append(("affine", {"units": width}))
-        specs.append((model_config["activation"], {}))
+        if activation == "maxout":
+            specs.append(("maxout", {"units": width, "pieces": model_config["pieces"]}))
+        else:
+            specs.append(("affine", {"units": width}))
+        if model_config["batchnorm"]:
+            specs.append(("batchnorm", {"momentum": model_config["norm_momentum"],
+                                        "epsilon": model_config["norm_epsilon"]}))
+        if model_config["layernorm"]:
+            specs.append(("layernorm", {"epsilon": model_config["norm_epsilon"]}))
+        if activation != "maxout":
+            specs.append((activation, dict(activation_options)))
+        if model_config["drop_probability"] > 0:
+            specs.append(("dropout",
+                          {"drop_probability": model_config["drop_probability"]}))
     specs.append(("affine", {"units": None}))
     return specs
 
@@ -127,8 +193,13 @@ def build_model(config: dict, input_width, num_classes: int) -> Model:
     from nntrain.errors import ConfigError
 
     model_config = config["model"]
-    dtype = np.dtype(config["train"]["dtype"])
-    rng = generator(config["seed"], INIT_STREAM)
+    context = BuildContext(
+        init_rng=generator(config["seed"], INIT_STREAM),
+        dropout_rng=generator(config["seed"], DROPOUT_STREAM),
+        dtype=np.dtype(config["train"]["dtype"]),
+        init=model_config["init"],
+        init_std=model_config["init_std"],
+    )
     width = int(np.prod(input_width))
     specs = layer_specs(model_config)
     counts = {}
@@ -136,22 +207,23 @@ def build_model(config: dict, input_width, num_classes: int) -> Model:
     for position, (kind, options) in enumerate(specs):
         counts[kind] = counts.get(kind, 0) + 1
         name = f"{kind}{counts[kind]}"
-        if kind == "affine":
-            units = options.get("units")
+        options = {key: value for key, value in options.items() if value is not None}
+        if LAYERS[kind].sized:
             is_last = position == len(specs) - 1
+            units = options.pop("units", None)
             if units is None and is_last:
                 units = num_classes
             elif units is None:
                 raise ConfigError(f"model.layers: {name} needs units (its width)")
             elif is_last and units != num_classes:
                 raise ConfigError(
-                    f"model.layers: the last affine layer has {units} units but the"
-                    f" data has {num_classes} classes; leave its units out"
+                    f"model.layers: the last layer has {units} units but the data has"
+                    f" {num_classes} classes; leave its units out"
                 )
-            layer = Affine(name, width, units, rng, model_config["init"],
-                           model_config["init_std"], dtype)
-            width = units
+            layer = LAYERS[kind](name, width, units, context, **options)
         else:
-            layer = ACTIVATION_LAYERS[kind](name)
+            layer = LAYERS[kind](name, width, context, **options)
         layers.append(layer)
-    return Model(layers, model_config["loss"], model_config["l2"])
+        width = layer.out_width
+    return Model(layers, model_config["loss"], model_config["l2"], model_config["l1"],
+                 model_config["max_norm"])

@@ -179,6 +179,7 @@ class Solver:
                 " high: lower optimizer.lr. No checkpoint was written for it."
             )
         self.rule.step(self.model.params, result.grads)
+        self.model.apply_constraints()
         progress.iteration += 1
         progress.batch_in_epoch += 1
         self._running.add(result, y)
@@ -269,6 +270,7 @@ class Solver:
     def save(self, path) -> None:
         arrays = {
             "param": self.model.params,
+            "buffer": self.model.buffers,
             "optim": self.rule.state_arrays(),
             **self.checkpoint_arrays,
         }
