@@ -177,8 +177,10 @@ def _layer_entry(entry, key):
 
 
 def optional_number(minimum=None, open_minimum=False):
+    check_number = number(minimum, None, open_minimum)
+
     def check(value, key):
-        return None if value is None else number(minimum, None, open_minimum)(value, key)
+        return None if value is None else check_number(value, key)
 
     return check
 

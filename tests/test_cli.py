@@ -971,3 +971,24 @@ def test_fit_accepts_an_existing_empty_run_directory(tmp_path, tiny_config):
 
     assert result.exit_code == 0, result.output
     assert (out / "checkpoints" / "last.npz").is_file()
+
+
+@pytest.mark.parametrize("overrides", [
+    ["data.preprocess=[center, {pca: {components: 2}}]"],
+    ["data.preprocess=[{whiten: {components: 3, epsilon: 0.01}}]"],
+    ["model.batchnorm=true", "model.drop_probability=0.3"],
+    ["model.activation=maxout", "model.loss=svm", "model.layernorm=true"],
+])
+def test_eval_reproduces_the_logged_validation_accuracy(tmp_path, write_config,
+                                                          tiny_npz, overrides):
+    config = write_config(tiny_config_dict(tiny_npz))
+    run = tmp_path / "run"
+    sets = [arg for item in overrides for arg in ("--set", item)]
+    assert invoke("fit", config, "--out", run, "--quiet", *sets).exit_code == 0
+
+    records = [r for r in read_metrics(run) if r["kind"] == "epoch"]
+    best = max(r["val_accuracy"] for r in records)
+    result = invoke("eval", run / "checkpoints" / "best.npz", "--split", "val",
+                    "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["accuracy"] == best

@@ -197,3 +197,85 @@ def test_prepare_data_with_a_saved_preprocessor_does_not_refit(tiny_npz):
     np.testing.assert_array_equal(X, tiny_arrays()["X_test"].astype(np.float32))
     assert list(prepared.splits) == ["test"]
 
+
+
+def test_image_mean_subtracts_the_mean_image_and_keeps_its_shape():
+    images = np.arange(24.0).reshape(3, 2, 4)  # three 2x4 images
+    X = images.reshape(3, -1)
+    prep = Preprocessor.fit(["image_mean"], X, np.float64, input_shape=(2, 4))
+    state = prep.state()
+    np.testing.assert_array_equal(state["image_mean.image"], images.mean(axis=0))
+    np.testing.assert_array_equal(prep.transform(X, np.float64),
+                                  X - images.mean(axis=0).reshape(-1))
+
+
+def _points_on_a_line(rng, count=200):
+    """2-d points spread along (3, 4)/5 with a little noise across it."""
+    along = rng.standard_normal(count) * 10
+    across = rng.standard_normal(count) * 0.1
+    direction, normal = np.array([0.6, 0.8]), np.array([-0.8, 0.6])
+    return along[:, None] * direction + across[:, None] * normal + [5.0, -2.0]
+
+
+def test_pca_keeps_the_direction_of_largest_variance():
+    X = _points_on_a_line(np.random.default_rng(0))
+    prep = Preprocessor.fit([{"pca": {"components": 1}}], X, np.float64)
+    basis = prep.state()["pca.basis"]
+    assert basis.shape == (2, 1)
+    assert abs(basis[:, 0] @ [0.6, 0.8]) == pytest.approx(1.0, abs=1e-4)
+    Z = prep.transform(X, np.float64)
+    assert Z.shape == (200, 1)
+    assert Z.mean() == pytest.approx(0.0, abs=1e-9)
+    # The projection keeps almost all the spread: the variance along the line.
+    assert Z.var() == pytest.approx((X - X.mean(0)).var(axis=0).sum(), rel=1e-3)
+
+
+def test_pca_variance_fraction_picks_the_fewest_components():
+    X = _points_on_a_line(np.random.default_rng(1))
+    one = Preprocessor.fit([{"pca": {"components": 0.99}}], X, np.float64)
+    both = Preprocessor.fit([{"pca": {"components": 1.0}}], X, np.float64)
+    assert one.output_width(2) == 1
+    assert both.output_width(2) == 2
+
+
+def test_pca_with_more_components_than_features_is_a_config_error():
+    from nntrain.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="keeps 3 components but the data has 2"):
+        Preprocessor.fit([{"pca": {"components": 3}}], np.eye(2), np.float64)
+
+
+def test_whitening_gives_unit_variance_and_bounded_gain():
+    X = _points_on_a_line(np.random.default_rng(2))
+    epsilon = 1e-2
+    prep = Preprocessor.fit([{"whiten": {"components": 1.0, "epsilon": epsilon}}],
+                            X, np.float64)
+    Z = prep.transform(X, np.float64)
+    variances = Z.var(axis=0)
+    eigenvalues = np.sort(np.linalg.eigvalsh(np.cov(X.T, bias=True)))[::-1]
+    np.testing.assert_allclose(variances, eigenvalues / (eigenvalues + epsilon),
+                               rtol=1e-8)
+    np.testing.assert_allclose(np.cov(Z.T, bias=True)[0, 1], 0.0, atol=1e-10)
+    # A direction with (near) zero variance is multiplied by at most 1/sqrt(eps).
+    flat = np.column_stack([X[:, 0], np.full(200, 3.0)])
+    gain = Preprocessor.fit([{"whiten": {"components": 2, "epsilon": epsilon}}],
+                            flat, np.float64).state()["whiten.scale"]
+    assert gain.max() <= 1 / np.sqrt(epsilon) + 1e-12
+
+
+@pytest.mark.parametrize("steps", [
+    ["center", "scale"], [{"pca": {"components": 1}}],
+    [{"whiten": {"components": 2, "epsilon": 0.01}}], ["image_mean"],
+])
+def test_test_split_is_transformed_with_training_statistics_never_its_own(steps):
+    rng = np.random.default_rng(5)
+    X_train = _points_on_a_line(rng)
+    X_test = _points_on_a_line(rng, 50) * 3 + 100  # a very different distribution
+    prep = Preprocessor.fit(steps, X_train, np.float64)
+    from_training = prep.transform(X_test, np.float64)
+    refit_on_test = Preprocessor.fit(steps, X_test, np.float64).transform(X_test,
+                                                                           np.float64)
+    assert not np.allclose(from_training, refit_on_test)
+    # Rebuilt from its saved state, the preprocessing gives the same numbers.
+    restored = Preprocessor.from_state(steps, prep.state(), 2)
+    np.testing.assert_array_equal(restored.transform(X_test, np.float64), from_training)

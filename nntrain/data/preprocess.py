@@ -172,11 +172,13 @@ class PCA:
     @classmethod
     def from_state(cls, state: dict):
         step = cls()
-        step.mean, step.basis, step.scale = state["mean"], state["basis"], state["scale"]
-        if step.basis.ndim != 2 or step.basis.shape != (len(step.mean), len(step.scale)):
+        step.mean, step.basis = state["mean"], state["basis"]
+        step.scale = state["scale"]
+        expected = (len(step.mean), len(step.scale))
+        if step.basis.shape != expected:
             raise CheckpointError(
-                f"prep/{cls.name}.basis has shape {step.basis.shape}, which does not fit"
-                f" its mean ({len(step.mean)},) and scale ({len(step.scale)},)"
+                f"prep/{cls.name}.basis has shape {step.basis.shape}, which does not"
+                f" fit its mean and scale: expected {expected}"
             )
         return step
 

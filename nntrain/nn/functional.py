@@ -11,6 +11,7 @@ exponentiate a positive number, and the softmax subtracts the row maximum first.
 
 import numpy as np
 
+
 def affine_forward(x: np.ndarray, W: np.ndarray, b: np.ndarray) -> np.ndarray:
     """out = x W + b.  x: (N, D), W: (D, H), b: (H,) -> out: (N, H)."""
     out = x @ W

@@ -230,7 +230,8 @@ class BatchNorm(Layer):
                  epsilon=1e-5):
         super().__init__(name, in_width)
         dtype = context.dtype
-        self.params = {"gamma": np.ones(in_width, dtype), "beta": np.zeros(in_width, dtype)}
+        self.params = {"gamma": np.ones(in_width, dtype),
+                       "beta": np.zeros(in_width, dtype)}
         self.buffers = {"running_mean": np.zeros(in_width, dtype),
                         "running_var": np.ones(in_width, dtype)}
         self.momentum, self.epsilon = momentum, epsilon
@@ -239,8 +240,9 @@ class BatchNorm(Layer):
     def forward(self, x, training):
         gamma, beta = self.params["gamma"], self.params["beta"]
         if not training:
-            return F.batchnorm_forward_eval(x, gamma, beta, self.buffers["running_mean"],
-                                            self.buffers["running_var"], self.epsilon)
+            return F.batchnorm_forward_eval(
+                x, gamma, beta, self.buffers["running_mean"],
+                self.buffers["running_var"], self.epsilon)
         out, self.x_hat, self.inv_std, mean, var = F.batchnorm_forward_train(
             x, gamma, beta, self.epsilon)
         for buffer, batch_value in (("running_mean", mean), ("running_var", var)):
@@ -263,7 +265,8 @@ class LayerNorm(Layer):
     def __init__(self, name, in_width, context: BuildContext, epsilon=1e-5):
         super().__init__(name, in_width)
         dtype = context.dtype
-        self.params = {"gamma": np.ones(in_width, dtype), "beta": np.zeros(in_width, dtype)}
+        self.params = {"gamma": np.ones(in_width, dtype),
+                       "beta": np.zeros(in_width, dtype)}
         self.epsilon = epsilon
         self.x_hat = self.inv_std = None
 
