@@ -198,7 +198,22 @@ def boolean(value, key):
     _fail(key, "true or false", value)
 
 
+def clip_setting(value, key):
+    """null, {norm: MAX} or {value: MAX} with MAX > 0."""
+    if value is None:
+        return None
+    if not isinstance(value, dict) or len(value) != 1:
+        _fail(key, "null, {norm: MAX} or {value: MAX}", value)
+    (mode, limit), = value.items()
+    choice("norm", "value")(mode, f"{key} mode")
+    return {mode: number(0, open_minimum=True)(limit, f"{key}.{mode}")}
+
+
 DATASETS = ("digits", "fashion-mnist", "mnist", "npz")
+RULE_NAMES = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw",
+              "lbfgs")
+SCHEDULE_NAMES = ("constant", "step", "exponential", "inverse_time", "cosine",
+                  "plateau")
 ACTIVATIONS = ("relu", "leaky_relu", "elu", "sigmoid", "tanh", "maxout")
 INITIALIZERS = ("small", "xavier", "glorot", "he")
 LOSSES = ("softmax", "svm")
@@ -326,12 +341,12 @@ SCHEMA = {
                       "explicit network instead of hidden (see below)"),
     },
     "optimizer": {
-        "name": Key("adam", choice("sgd", "momentum", "adam"), "choice",
-                    "update rule: sgd | momentum | adam"),
+        "name": Key("adam", choice(*RULE_NAMES), "choice",
+                    "update rule: " + " | ".join(RULE_NAMES)),
     },
     "schedule": {
-        "name": Key("constant", choice("constant"), "choice",
-                    "learning-rate schedule: constant"),
+        "name": Key("constant", choice(*SCHEDULE_NAMES), "choice",
+                    "learning-rate schedule: " + " | ".join(SCHEDULE_NAMES)),
     },
     "train": {
         "epochs": Key(None, integer(1, nullable=True), "int >= 1 or null",
@@ -348,6 +363,9 @@ SCHEMA = {
         "monitor": Key("val_accuracy", choice(*MONITORS), "choice",
                        "metric that picks best.npz: val_accuracy | val_loss |"
                        " train_accuracy | loss"),
+        "clip": Key(None, clip_setting, "mapping or null",
+                    "gradient clipping: {norm: MAX} (global L2 norm) or {value: MAX}"
+                    " (each entry); null: none"),
         "dtype": Key("float32", choice("float32", "float64"), "choice",
                      "floating type of parameters and data"),
     },
@@ -355,25 +373,59 @@ SCHEMA = {
                   "run directory; null: runs/<config file stem>"),
 }
 
+def _lr(default: float) -> Key:
+    return Key(default, number(0, open_minimum=True), "float > 0", "learning rate")
+
+
+def _fraction(default: float, doc: str) -> Key:
+    return Key(default, number(0, 1, open_maximum=True), "float in [0, 1)", doc)
+
+
+def _positive(default: float, doc: str) -> Key:
+    return Key(default, number(0, open_minimum=True), "float > 0", doc)
+
+
+_ADAM_KEYS = {
+    "lr": _lr(1e-3),
+    "beta1": _fraction(0.9, "decay of the first-moment average"),
+    "beta2": _fraction(0.999, "decay of the second-moment average"),
+    "eps": _positive(1e-8, "added to the root of the second moment"),
+}
+
 # Settings of each update rule, beside `name`; keys of another rule are errors.
 OPTIMIZER_KEYS = {
-    "sgd": {
-        "lr": Key(1e-2, number(0, open_minimum=True), "float > 0", "learning rate"),
-    },
-    "momentum": {
-        "lr": Key(1e-2, number(0, open_minimum=True), "float > 0", "learning rate"),
-        "momentum": Key(0.9, number(0, 1, open_maximum=True), "float in [0, 1)",
-                        "velocity decay mu"),
-    },
-    "adam": {
-        "lr": Key(1e-3, number(0, open_minimum=True), "float > 0", "learning rate"),
-        "beta1": Key(0.9, number(0, 1, open_maximum=True), "float in [0, 1)",
-                     "decay of the first-moment average"),
-        "beta2": Key(0.999, number(0, 1, open_maximum=True), "float in [0, 1)",
-                     "decay of the second-moment average"),
-        "eps": Key(1e-8, number(0, open_minimum=True), "float > 0",
-                   "added to the root of the second moment"),
-    },
+    "sgd": {"lr": _lr(1e-2)},
+    "momentum": {"lr": _lr(1e-2), "momentum": _fraction(0.9, "velocity decay mu")},
+    "nesterov": {"lr": _lr(1e-2), "momentum": _fraction(0.9, "velocity decay mu")},
+    "adagrad": {"lr": _lr(1e-2),
+                "eps": _positive(1e-10, "added to the root of the sum of squares")},
+    "rmsprop": {"lr": _lr(1e-3),
+                "decay": _fraction(0.99, "decay rho of the mean of squared gradients"),
+                "eps": _positive(1e-8, "added to the root of the mean square")},
+    "adam": _ADAM_KEYS,
+    "adamw": {**_ADAM_KEYS,
+              "weight_decay": Key(1e-2, number(0), "float >= 0",
+                                  "decoupled decay: w -= lr * weight_decay * w")},
+    "lbfgs": {"history": Key(10, integer(1), "int >= 1",
+                             "curvature pairs L-BFGS keeps (scipy's maxcor)")},
+}
+
+# Settings of each schedule, beside `name`.
+SCHEDULE_KEYS = {
+    "constant": {},
+    "step": {"step_epochs": Key(10, integer(1), "int >= 1",
+                                "epochs between multiplications by gamma"),
+             "gamma": _positive(0.1, "factor applied every step_epochs")},
+    "exponential": {"gamma": _positive(0.95, "factor applied every epoch")},
+    "inverse_time": {"decay": Key(0.5, number(0), "float >= 0",
+                                  "lr / (1 + decay * (epoch - 1))")},
+    "cosine": {"floor": Key(0.0, number(0), "float >= 0", "the last rate"),
+               "warmup": Key(0, integer(0), "int >= 0",
+                             "updates of linear warmup before the cosine")},
+    "plateau": {"factor": _fraction(0.1, "multiplies the rate on a plateau"),
+                "patience": Key(3, integer(1), "int >= 1",
+                                "evaluations without improvement before reducing"),
+                "floor": Key(0.0, number(0), "float >= 0", "the lowest rate")},
 }
 
 
@@ -419,21 +471,27 @@ def _copy_default(value):
     return list(value) if isinstance(value, list) else value
 
 
-def _check_optimizer(raw: dict) -> dict:
-    name = choice(*OPTIMIZER_KEYS)(raw.get("name", "adam"), "optimizer.name")
+def _check_named_section(raw, section: str, tables: dict, default: str) -> dict:
+    """A section whose keys depend on its ``name`` (optimizer, schedule): keys of
+    another name's table are an error naming their owner."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        _fail(section, "a mapping of keys", raw)
+    name = choice(*tables)(raw.get("name", default), f"{section}.name")
     settings = {k: v for k, v in raw.items() if k != "name"}
-    table = OPTIMIZER_KEYS[name]
+    table = tables[name]
     for key in settings:
         if key in table:
             continue
-        owners = [rule for rule, keys in OPTIMIZER_KEYS.items() if key in keys]
+        owners = [owner for owner, keys in tables.items() if key in keys]
         if owners:
             raise ConfigError(
-                f"optimizer.{key} is not a setting of '{name}' (it belongs to"
-                f" {', '.join(owners)}); remove it or change optimizer.name"
+                f"{section}.{key} is not a setting of '{name}' (it belongs to"
+                f" {', '.join(owners)}); remove it or change {section}.name"
             )
-        raise _unknown_key(f"optimizer.{key}", ["name", *table])
-    return {"name": name, **_check_section(settings, table, "optimizer")}
+        raise _unknown_key(f"{section}.{key}", ["name", *table])
+    return {"name": name, **_check_section(settings, table, section)}
 
 
 def _check_cross_keys(config: dict, raw_model: dict) -> None:
@@ -454,6 +512,22 @@ def _check_cross_keys(config: dict, raw_model: dict) -> None:
         raise ConfigError("set model.hidden (a list of widths) or model.layers")
     if model["batchnorm"] and model["layernorm"]:
         raise ConfigError("set at most one of model.batchnorm and model.layernorm")
+    if config["optimizer"]["name"] == "lbfgs":
+        _check_lbfgs(config)
+
+
+def _check_lbfgs(config: dict) -> None:
+    """L-BFGS needs a deterministic full-batch objective and sets its own steps."""
+    layers = config["model"]["layers"] or []
+    if config["model"]["drop_probability"] > 0 or any("dropout" in e for e in layers):
+        raise ConfigError("optimizer lbfgs needs a deterministic loss: remove dropout"
+                          " (model.drop_probability, dropout layers)")
+    if config["schedule"]["name"] != "constant":
+        raise ConfigError("optimizer lbfgs chooses its own step sizes: set"
+                          " schedule.name to constant")
+    if config["train"]["clip"] is not None:
+        raise ConfigError("optimizer lbfgs does not clip gradients: set train.clip"
+                          " to null")
 
 
 def resolve_config(raw) -> dict:
@@ -466,17 +540,16 @@ def resolve_config(raw) -> dict:
             f" not {type(raw).__name__}"
         )
     raw = dict(raw)
-    raw_optimizer = raw.pop("optimizer", None)
-    if raw_optimizer is None:
-        raw_optimizer = {}
-    if not isinstance(raw_optimizer, dict):
-        _fail("optimizer", "a mapping of keys", raw_optimizer)
+    named = {section: raw.pop(section, None) for section in ("optimizer", "schedule")}
 
     for name in raw:
         if name not in SCHEMA:
             raise _unknown_key(str(name), list(SCHEMA))
     config = _check_section(raw, SCHEMA, "")
-    config["optimizer"] = _check_optimizer(raw_optimizer)
+    config["optimizer"] = _check_named_section(named["optimizer"], "optimizer",
+                                               OPTIMIZER_KEYS, "adam")
+    config["schedule"] = _check_named_section(named["schedule"], "schedule",
+                                              SCHEDULE_KEYS, "constant")
     raw_model = raw.get("model") or {}
     _check_cross_keys(config, raw_model)
     return _ordered(config)
@@ -574,6 +647,8 @@ def describe_keys() -> list[tuple[str, str, str, str]]:
     walk(SCHEMA, "")
     for rule, table in OPTIMIZER_KEYS.items():
         walk(table, f"optimizer.({rule}) ")
+    for schedule, table in SCHEDULE_KEYS.items():
+        walk(table, f"schedule.({schedule}) ")
     for step, table in PREPROCESS_OPTIONS.items():
         walk(table, f"data.preprocess[].{step}.")
     for layer, table in LAYER_OPTIONS.items():

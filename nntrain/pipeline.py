@@ -20,7 +20,7 @@ from nntrain.optim.rules import build_rule
 from nntrain.optim.schedules import build_schedule
 from nntrain.train.report import Reporter
 from nntrain.train.rundir import RunDirectory
-from nntrain.train.solver import Solver
+from nntrain.train.solver import Solver, count_iterations
 
 
 @dataclass
@@ -93,7 +93,9 @@ def fit(config: dict, run_dir, force: bool = False, quiet: bool = False) -> FitR
     input_width = prepared.preprocessor.output_width(dataset.num_features)
     model = build_model(config, input_width, dataset.num_classes)
     rule = build_rule(config["optimizer"])
-    schedule = build_schedule(config["schedule"], rule.lr)
+    _, total = count_iterations(config["train"], len(prepared.splits["train"][1]),
+                                full_batch=rule.name == "lbfgs")
+    schedule = build_schedule(config["schedule"], rule.lr, total)
 
     run = RunDirectory(run_dir, force=force)
     reporter = Reporter(quiet=quiet, log=run.log)

@@ -38,7 +38,7 @@ PER_EPOCH = -(-TRAIN_ROWS // TINY_BATCH)  # ceil(50 / 16) = 4
 EPOCH_KEYS = {"kind", "iteration", "epoch", "lr", "loss", "data_loss", "reg_loss",
               "train_accuracy", "val_loss", "val_accuracy", "seconds"}
 ITER_KEYS = {"kind", "iteration", "epoch", "lr", "loss", "data_loss", "reg_loss",
-             "seconds"}
+             "grad_norm", "seconds"}
 
 
 def invoke(*args):
@@ -149,7 +149,7 @@ def test_fit_writes_the_resolved_config_with_every_default(trained):
     assert written["optimizer"] == {"name": "adam", "lr": 0.01, "beta1": 0.9,
                                     "beta2": 0.999, "eps": 1e-8}
     assert written["train"] == {"epochs": 3, "iterations": None, "batch_size": 16,
-                                "eval_every": None, "log_every": 5,
+                                "eval_every": None, "log_every": 5, "clip": None,
                                 "monitor": "val_accuracy", "dtype": "float32"}
     assert written["model"]["init"] == "he" and written["model"]["l2"] == 1e-3
     assert written["data"]["preprocess"] == ["center", "scale"]

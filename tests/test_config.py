@@ -51,6 +51,7 @@ EXPECTED_DEFAULTS = {
         "batch_size": 128,
         "eval_every": None,
         "log_every": 10,
+        "clip": None,
         "monitor": "val_accuracy",
         "dtype": "float32",
     },
@@ -420,10 +421,10 @@ def test_apply_overrides_leaves_other_keys_alone():
 
 
 @pytest.mark.parametrize("rule, key, owners", [
-    ("sgd", "beta1", "adam"),
-    ("sgd", "momentum", "momentum"),
-    ("momentum", "eps", "adam"),
-    ("adam", "momentum", "momentum"),
+    ("sgd", "beta1", "adam, adamw"),
+    ("sgd", "momentum", "momentum, nesterov"),
+    ("momentum", "eps", "adagrad, rmsprop, adam, adamw"),
+    ("adam", "momentum", "momentum, nesterov"),
 ])
 def test_key_of_another_update_rule_is_named(write_config, rule, key, owners):
     message = (f"optimizer.{key} is not a setting of '{rule}' (it belongs to"
@@ -443,8 +444,8 @@ def test_key_of_another_rule_via_set_is_named(write_config):
 
 def test_unknown_update_rule_names_the_nearest(write_config):
     with pytest.raises(ConfigError, match=re.escape(
-            "invalid optimizer.name: 'adma' (choose one of: sgd, momentum, adam;"
-            " did you mean 'adam'?)")):
+            "invalid optimizer.name: 'adma' (choose one of: sgd, momentum, nesterov,"
+            " adagrad, rmsprop, adam, adamw, lbfgs; did you mean 'adam'?)")):
         load_text(write_config, "optimizer: {name: adma}\ntrain: {epochs: 1}")
 
 

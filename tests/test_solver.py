@@ -10,20 +10,21 @@ from nntrain.config import load_config
 from nntrain.errors import TrainingError
 from nntrain.nn.model import build_model
 from nntrain.optim.rules import build_rule
+from nntrain.optim.schedules import Constant
 from nntrain.train.rundir import RunDirectory
 from nntrain.train.solver import Solver
 
 
-class RecordingSchedule:
+class RecordingSchedule(Constant):
     """A constant rate that remembers every (epoch, iteration) it was asked about."""
 
     def __init__(self, lr):
-        self.lr = lr
+        super().__init__(lr)
         self.calls = []
 
     def rate(self, epoch, iteration):
         self.calls.append((epoch, iteration))
-        return self.lr
+        return self.base_lr
 
 
 def _solver(overrides, num_samples=10, run=None):

@@ -1,11 +1,16 @@
 """Update rules: how a parameter moves given its gradient.
 
 One base, ``UpdateRule``, owns the loop over parameters, the step count and the state
-bookkeeping; each rule writes only ``update``, the maths for one array. State is kept
-per parameter array (two layers of the same shape never share it) as named arrays,
-``state[param name][slot]``, which a checkpoint saves as ``optim/<param>/<slot>``.
-The learning rate is ``rule.lr``; the schedule sets it before each step.
-Every update is in place on the parameter and on the preallocated state.
+bookkeeping; each rule writes only ``update``, the maths for one array, documented
+with its paper and defaults. State is kept per parameter array (two layers of the
+same shape never share it) as named arrays, ``state[param name][slot]``, which a
+checkpoint saves as ``optim/<param>/<slot>`` beside the step count.
+
+The learning rate is ``rule.lr``; the schedule sets it before each step. Every update
+is in place on the parameter and on the preallocated state, and every rule agrees
+with its ``torch.optim`` counterpart to rounding (tests/test_torch_parity.py), with
+the conventions noted in each docstring. Notation: w parameter, g gradient, t the
+1-based step count, lr the learning rate.
 """
 
 import numpy as np
@@ -50,7 +55,7 @@ class UpdateRule:
 
 
 class SGD(UpdateRule):
-    """Vanilla gradient descent: w <- w - lr * g."""
+    """Vanilla gradient descent:  w <- w - lr g."""
 
     name = "sgd"
 
@@ -59,13 +64,14 @@ class SGD(UpdateRule):
 
 
 class Momentum(UpdateRule):
-    """SGD with momentum, velocity form (Polyak, 1964):
+    """SGD with momentum in velocity form (Polyak, 1964), mu = ``momentum`` (0.9):
 
-        v <- mu * v - lr * g
+        v <- mu v - lr g
         w <- w + v
 
-    With a constant learning rate this equals torch.optim.SGD(momentum=mu), which
-    keeps b = mu * b + g and steps w -= lr * b, since then v = -lr * b.
+    torch.optim.SGD(momentum=mu) keeps b <- mu b + g and steps w -= lr b; with a
+    constant learning rate the two are the same (v = -lr b). When the rate changes
+    they differ: here past velocity keeps the rate it was taken with.
     """
 
     name = "momentum"
@@ -82,12 +88,86 @@ class Momentum(UpdateRule):
         param += velocity
 
 
+class Nesterov(Momentum):
+    """Nesterov's accelerated gradient (Nesterov, 1983; Sutskever et al., 2013), in
+    the velocity form that evaluates the gradient at the current w:
+
+        v_prev = v
+        v <- mu v - lr g
+        w <- w - mu v_prev + (1 + mu) v
+
+    which, for a constant rate, is torch.optim.SGD(momentum=mu, nesterov=True):
+    w -= lr (g + mu b) with b <- mu b + g.
+    """
+
+    name = "nesterov"
+    slots = ("velocity",)
+
+    def update(self, param, grad, state):
+        velocity = state["velocity"]
+        param -= self.momentum * velocity
+        velocity *= self.momentum
+        velocity -= self.lr * grad
+        param += (1 + self.momentum) * velocity
+
+
+class Adagrad(UpdateRule):
+    """Adagrad (Duchi et al., 2011, https://jmlr.org/papers/v12/duchi11a.html):
+
+        s <- s + g^2                       (sum of squared gradients, from 0)
+        w <- w - lr g / (sqrt(s) + eps)
+
+    eps = 1e-10 as in torch.optim.Adagrad, added after the root.
+    """
+
+    name = "adagrad"
+    slots = ("sum_of_squares",)
+
+    def __init__(self, lr: float = 1e-2, eps: float = 1e-10):
+        super().__init__(lr)
+        self.eps = eps
+
+    def update(self, param, grad, state):
+        total = state["sum_of_squares"]
+        total += np.square(grad)
+        denominator = np.sqrt(total)
+        denominator += self.eps
+        param -= self.lr * (grad / denominator)
+
+
+class RMSProp(UpdateRule):
+    """RMSProp (Tieleman and Hinton, 2012, lecture 6.5 of "Neural Networks for
+    Machine Learning"), with rho = ``decay`` (0.99):
+
+        a <- rho a + (1 - rho) g^2         (a moving AVERAGE of squared gradients,
+                                            from 0; it never grows past max g^2)
+        w <- w - lr g / (sqrt(a) + eps)
+
+    eps = 1e-8 added after the root, as torch.optim.RMSprop (whose alpha is rho).
+    """
+
+    name = "rmsprop"
+    slots = ("mean_square",)
+
+    def __init__(self, lr: float = 1e-3, decay: float = 0.99, eps: float = 1e-8):
+        super().__init__(lr)
+        self.decay, self.eps = decay, eps
+
+    def update(self, param, grad, state):
+        mean_square = state["mean_square"]
+        mean_square *= self.decay
+        mean_square += (1 - self.decay) * np.square(grad)
+        denominator = np.sqrt(mean_square)
+        denominator += self.eps
+        param -= self.lr * (grad / denominator)
+
+
 class Adam(UpdateRule):
     """Adam (Kingma and Ba, 2015, https://arxiv.org/abs/1412.6980):
 
-        m <- beta1 * m + (1 - beta1) * g           (first moment)
-        v <- beta2 * v + (1 - beta2) * g^2         (second moment)
-        w <- w - lr * m_hat / (sqrt(v_hat) + eps)
+        m <- beta1 m + (1 - beta1) g           (first moment)
+        v <- beta2 v + (1 - beta2) g^2         (second moment)
+        w <- w - lr m_hat / (sqrt(v_hat) + eps)
         with m_hat = m / (1 - beta1^t) and v_hat = v / (1 - beta2^t)
 
     eps is added to sqrt(v_hat), as in the paper and torch.optim.Adam.
@@ -115,10 +195,40 @@ class Adam(UpdateRule):
         param -= step_size * (m / denominator)
 
 
-RULES = {rule.name: rule for rule in (SGD, Momentum, Adam)}
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov and Hutter, 2019,
+    https://arxiv.org/abs/1711.05101): before the Adam step,
+
+        w <- w - lr * weight_decay * w
+
+    which shrinks every parameter it is given (all of them, biases included, as
+    torch.optim.AdamW does), independently of the gradient's scale. Use it instead
+    of model.l2, not with it.
+    """
+
+    name = "adamw"
+
+    def __init__(self, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=1e-2):
+        super().__init__(lr, beta1, beta2, eps)
+        self.weight_decay = weight_decay
+
+    def update(self, param, grad, state):
+        param *= 1 - self.lr * self.weight_decay
+        super().update(param, grad, state)
 
 
-def build_rule(optimizer_config: dict) -> UpdateRule:
-    """The rule a resolved config's ``optimizer`` section names, with its settings."""
+RULES = {
+    rule.name: rule
+    for rule in (SGD, Momentum, Nesterov, Adagrad, RMSProp, Adam, AdamW)
+}
+
+
+def build_rule(optimizer_config: dict):
+    """The rule a resolved config's ``optimizer`` section names, with its settings
+    (for ``lbfgs``, the settings of the full-batch solver)."""
+    from nntrain.optim.lbfgs import LBFGS
+
     settings = {k: v for k, v in optimizer_config.items() if k != "name"}
-    return RULES[optimizer_config["name"]](**settings)
+    rule_class = LBFGS if optimizer_config["name"] == "lbfgs" else RULES[
+        optimizer_config["name"]]
+    return rule_class(**settings)

@@ -22,6 +22,7 @@ import numpy as np
 from nntrain.checkpoint import save_checkpoint
 from nntrain.errors import StopRequested, TrainingError
 from nntrain.evaluate import measure
+from nntrain.optim.clipping import clip_gradients
 from nntrain.random import SHUFFLE_STREAM, generator
 
 SIGNAL_EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
@@ -29,6 +30,16 @@ SIGNAL_EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 def iterations_per_epoch(num_samples: int, batch_size: int) -> int:
     return math.ceil(num_samples / batch_size)
+
+
+def count_iterations(train_config: dict, num_samples: int, full_batch=False):
+    """(updates per epoch, updates in the whole run). A full-batch rule (L-BFGS)
+    makes one update per pass over the data."""
+    per_epoch = 1 if full_batch else iterations_per_epoch(num_samples,
+                                                          train_config["batch_size"])
+    if train_config["iterations"] is not None:
+        return per_epoch, train_config["iterations"]
+    return per_epoch, train_config["epochs"] * per_epoch
 
 
 def monitor_improved(monitor: str, value: float, best: float | None) -> bool:
@@ -121,12 +132,9 @@ class Solver:
         self.progress = Progress()
         self.history = []  # the "epoch" records, in order
 
-        batch_size = train_config["batch_size"]
-        self.per_epoch = iterations_per_epoch(len(self.X_train), batch_size)
-        if train_config["iterations"] is not None:
-            self.total_iterations = train_config["iterations"]
-        else:
-            self.total_iterations = train_config["epochs"] * self.per_epoch
+        self.full_batch = rule.name == "lbfgs"
+        self.per_epoch, self.total_iterations = count_iterations(
+            train_config, len(self.X_train), self.full_batch)
         self.eval_every = train_config["eval_every"] or self.per_epoch
 
     def train(self) -> Progress:
@@ -139,6 +147,8 @@ class Solver:
         # a message that says what to do; numpy's own warnings would only add noise.
         try:
             with _StopFlag() as stop, np.errstate(over="ignore", invalid="ignore"):
+                if self.full_batch:
+                    self._train_full_batch(stop)
                 while self.progress.iteration < self.total_iterations:
                     self._train_epoch(stop)
         finally:
@@ -172,33 +182,91 @@ class Solver:
         self.rule.lr = lr
 
         result = self.model.forward_backward(X, y)
-        if not math.isfinite(result.loss):
-            raise TrainingError(
-                f"the loss became {result.loss} at iteration {progress.iteration + 1}"
-                f" (epoch {progress.epoch}); the learning rate {lr:g} is likely too"
-                " high: lower optimizer.lr. No checkpoint was written for it."
-            )
+        self._check_finite(result.loss)
+        clip = self.config["clip"]
+        logging = (progress.iteration + 1) % self.config["log_every"] == 0
+        grad_norm = None
+        if clip or logging:
+            grad_norm = clip_gradients(result.grads, clip)
         self.rule.step(self.model.params, result.grads)
         self.model.apply_constraints()
         progress.iteration += 1
         progress.batch_in_epoch += 1
         self._running.add(result, y)
 
-        if progress.iteration % self.config["log_every"] == 0:
+        if logging:
             self._record({
                 "kind": "iter", "lr": lr, "loss": result.loss,
                 "data_loss": result.data_loss, "reg_loss": result.reg_loss,
+                "grad_norm": grad_norm,
             })
         if self.reporter:
             postfix = {"epoch": progress.epoch, "loss": f"{result.loss:.4f}"}
             self.reporter.advance(1, **postfix)
+
+    def _check_finite(self, loss: float) -> None:
+        if math.isfinite(loss):
+            return
+        progress = self.progress
+        cause = (f"the learning rate {self.rule.lr:g} is likely too high: lower"
+                 " optimizer.lr" if self.rule.lr is not None else
+                 "the data or the model is likely at fault")
+        raise TrainingError(
+            f"the loss became {loss} at iteration {progress.iteration + 1} (epoch"
+            f" {progress.epoch}); {cause}. No checkpoint was written for it."
+        )
+
+    def _train_full_batch(self, stop) -> None:
+        """L-BFGS over the whole training split; each iteration counts as an epoch
+        (one pass over the data, plus the line search's extra passes)."""
+        from nntrain.optim import lbfgs
+
+        params = self.model.params
+        last = {}
+
+        def objective(vector):
+            lbfgs.assign(params, vector)
+            result = self.model.forward_backward(self.X_train, self.y_train)
+            self._check_finite(result.loss)
+            last.update(vector=vector.copy(), result=result)
+            return result.loss, lbfgs.flatten(result.grads)
+
+        def after_iteration(vector, loss):
+            lbfgs.assign(params, vector)
+            self.progress.iteration += 1
+            self.progress.epoch += 1
+            self.rule.steps += 1
+            result = last["result"]
+            if np.array_equal(last["vector"], vector):
+                self._running.add(result, self.y_train)
+            if self.progress.iteration % self.config["log_every"] == 0:
+                self._record({"kind": "iter", "loss": loss,
+                              "data_loss": result.data_loss,
+                              "reg_loss": result.reg_loss})
+            if self.reporter:
+                self.reporter.advance(1, loss=f"{loss:.4f}")
+            if self.progress.iteration % self.eval_every == 0:
+                self._evaluate()
+            if stop.signum is not None:
+                self._stop(stop.signum)
+
+        outcome = lbfgs.minimize(objective, lbfgs.flatten(params),
+                                 self.total_iterations - self.progress.iteration,
+                                 self.rule.history, after_iteration)
+        lbfgs.assign(params, outcome.x)
+        if self.reporter and self.progress.iteration < self.total_iterations:
+            self.reporter.line(f"L-BFGS stopped after {self.progress.iteration}"
+                               f" iterations: {outcome.message}")
+        # Nothing is left to do in the budget: the loop in train() must not go on.
+        self.total_iterations = self.progress.iteration
 
     def _record(self, fields: dict) -> dict:
         record = {
             "kind": fields.pop("kind"),
             "iteration": self.progress.iteration,
             "epoch": self.progress.epoch,
-            **fields,
+            # A key is absent when it was not measured (the rate of L-BFGS).
+            **{key: value for key, value in fields.items() if value is not None},
             "seconds": round(time.perf_counter() - self._start_time, 4),
         }
         if self.run:
@@ -219,6 +287,7 @@ class Solver:
 
         monitor = self.config["monitor"]
         improved = monitor_improved(monitor, record[monitor], progress.best_value)
+        self.schedule.observe(record[monitor], improved)
         if improved:
             progress.best_value = record[monitor]
             progress.best_epoch = progress.epoch
@@ -261,6 +330,7 @@ class Solver:
             "progress": vars(progress).copy(),
             "optimizer_steps": self.rule.steps,
             "lr": self.rule.lr,
+            "schedule": self.schedule.state(),
             # The generator as it was when the current epoch's order was drawn, so a
             # resumed run can redraw that order and skip the batches already done.
             "shuffle_state_at_epoch_start": getattr(self, "_epoch_start_state", None),
