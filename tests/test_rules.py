@@ -3,7 +3,16 @@
 import numpy as np
 import pytest
 
-from nntrain.optim.rules import SGD, Adam, Momentum
+from nntrain.optim.rules import (
+    RULES,
+    SGD,
+    Adagrad,
+    Adam,
+    AdamW,
+    Momentum,
+    Nesterov,
+    RMSProp,
+)
 
 
 def _iterates(rule, w0=1.0, steps=3):
@@ -56,3 +65,58 @@ def test_updates_keep_float32():
     rule.step(params, {"w": np.ones(4, dtype=np.float32)})
     assert params["w"].dtype == np.float32
     assert rule.state["w"]["second_moment"].dtype == np.float32
+
+
+def test_nesterov_iterates():
+    # v_prev = 0: v1 = -0.2, w1 = 1 - 0 + 1.9 * -0.2 = 0.62
+    # g = 1.24: v2 = 0.9 * -0.2 - 0.124 = -0.304, w2 = 0.62 + 0.18 + 1.9 * -0.304
+    w2 = 0.62 + 0.9 * 0.2 + 1.9 * -0.304
+    assert _iterates(Nesterov(lr=0.1, momentum=0.9), steps=2) == pytest.approx(
+        [0.62, w2])
+
+
+def test_adagrad_iterates():
+    # s1 = 4, w1 = 1 - 0.1 * 2 / 2 = 0.9; s2 = 4 + 3.24, w2 = 0.9 - 0.1 * 1.8 / sqrt(7.24)
+    values = _iterates(Adagrad(lr=0.1, eps=0.0), steps=2)
+    assert values == pytest.approx([0.9, 0.9 - 0.18 / np.sqrt(7.24)])
+
+
+def test_rmsprop_iterates():
+    # a1 = 0.1 * 4 = 0.4, w1 = 1 - 0.01 * 2 / sqrt(0.4)
+    w1 = 1 - 0.01 * 2 / np.sqrt(0.4)
+    a2 = 0.9 * 0.4 + 0.1 * (2 * w1) ** 2
+    w2 = w1 - 0.01 * 2 * w1 / np.sqrt(a2)
+    values = _iterates(RMSProp(lr=0.01, decay=0.9, eps=0.0), steps=2)
+    assert values == pytest.approx([w1, w2], rel=1e-12)
+
+
+def test_rmsprop_cache_is_an_average_bounded_by_the_largest_squared_gradient():
+    rule = RMSProp(lr=1e-3, decay=0.9)
+    params = {"w": np.zeros(3)}
+    rng = np.random.default_rng(0)
+    largest = 0.0
+    for _ in range(500):
+        grad = rng.uniform(-2, 2, size=3)
+        largest = max(largest, float(np.max(grad**2)))
+        rule.step(params, {"w": grad})
+        assert np.all(rule.state["w"]["mean_square"] <= largest + 1e-12)
+
+
+def test_adamw_decays_weights_independently_of_the_gradient():
+    rule = AdamW(lr=0.1, weight_decay=0.5)
+    params = {"w": np.array([2.0])}
+    rule.step(params, {"w": np.array([0.0])})
+    # decay first: 2 * (1 - 0.05) = 1.9; a zero gradient then moves nothing
+    assert params["w"][0] == pytest.approx(1.9)
+
+
+def test_every_rule_keeps_state_arrays_named_for_what_they_hold():
+    expected = {"sgd": set(), "momentum": {"velocity"}, "nesterov": {"velocity"},
+                "adagrad": {"sum_of_squares"}, "rmsprop": {"mean_square"},
+                "adam": {"first_moment", "second_moment"},
+                "adamw": {"first_moment", "second_moment"}}
+    for name, slots in expected.items():
+        rule = RULES[name](lr=0.1)
+        rule.step({"w": np.ones(2)}, {"w": np.ones(2)})
+        assert {key.split("/")[1] for key in rule.state_arrays()} == slots, name
+        assert rule.steps == 1

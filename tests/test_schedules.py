@@ -1,0 +1,83 @@
+"""Learning-rate schedules and gradient clipping against hand-computed values."""
+
+import math
+
+import numpy as np
+import pytest
+
+from nntrain.config import load_config
+from nntrain.optim.clipping import clip_gradients
+from nntrain.optim.schedules import build_schedule
+
+
+def _schedule(name, total=100, **settings):
+    return build_schedule({"name": name, **settings}, 1.0, total)
+
+
+def test_per_epoch_schedule_gives_epoch_e_the_rate_for_e():
+    halving = _schedule("exponential", gamma=0.5)
+    assert [halving.rate(epoch, 0) for epoch in (1, 2, 3)] == [1.0, 0.5, 0.25]
+
+
+def test_step_schedule_multiplies_every_step_epochs():
+    step = _schedule("step", step_epochs=2, gamma=0.1)
+    rates = [step.rate(epoch, 0) for epoch in range(1, 6)]
+    assert rates == pytest.approx([1.0, 1.0, 0.1, 0.1, 0.01])
+
+
+def test_inverse_time_is_one_over_t():
+    schedule = _schedule("inverse_time", decay=1.0)
+    assert [schedule.rate(e, 0) for e in (1, 2, 4)] == pytest.approx([1, 1 / 2, 1 / 4])
+
+
+def test_cosine_with_warmup_reaches_lr_then_the_floor():
+    schedule = _schedule("cosine", total=14, floor=0.1, warmup=4)
+    assert [schedule.rate(1, t) for t in range(4)] == pytest.approx(
+        [0.25, 0.5, 0.75, 1.0])
+    assert schedule.rate(1, 4) == pytest.approx(1.0)
+    assert schedule.rate(1, 9) == pytest.approx(0.1 + 0.9 * (1 + math.cos(
+        math.pi / 2)) / 2)
+    assert schedule.rate(1, 14) == pytest.approx(0.1)
+
+
+def test_plateau_reduces_after_patience_evaluations_without_improvement():
+    schedule = _schedule("plateau", factor=0.5, patience=2, floor=0.2)
+    for improved, expected in [(True, 1.0), (False, 1.0), (False, 0.5),
+                               (False, 0.5), (True, 0.5), (False, 0.5),
+                               (False, 0.25), (False, 0.25), (False, 0.2)]:
+        schedule.observe(0.0, improved)
+        assert schedule.rate(1, 0) == expected
+    assert schedule.state() == {"current": 0.2, "bad_evaluations": 0}
+
+
+def test_solver_logs_the_rate_each_epoch_uses(tmp_path):
+    from nntrain.pipeline import fit
+
+    config = load_config(None, [
+        "train.epochs=3", "train.batch_size=512", "model.hidden=[4]",
+        "schedule.name=exponential", "schedule.gamma=0.5", "optimizer.name=sgd",
+        "optimizer.lr=0.1",
+    ])
+    result = fit(config, tmp_path / "run", quiet=True)
+    assert [record["lr"] for record in result.history] == pytest.approx(
+        [0.1, 0.05, 0.025])
+
+
+def test_clip_by_global_norm_scales_every_array_and_reports_the_norm_before():
+    grads = {"a": np.array([3.0, 0.0]), "b": np.array([[4.0]])}
+    norm = clip_gradients(grads, {"norm": 1.0})
+    assert norm == pytest.approx(5.0)
+    np.testing.assert_allclose(grads["a"], [3 / (5 + 1e-6), 0])
+    np.testing.assert_allclose(grads["b"], [[4 / (5 + 1e-6)]])
+
+
+def test_clip_by_norm_leaves_small_gradients_alone():
+    grads = {"a": np.array([0.3, 0.4])}
+    assert clip_gradients(grads, {"norm": 1.0}) == pytest.approx(0.5)
+    np.testing.assert_array_equal(grads["a"], [0.3, 0.4])
+
+
+def test_clip_by_value_clamps_each_entry():
+    grads = {"a": np.array([-5.0, 0.5, 2.0])}
+    clip_gradients(grads, {"value": 1.0})
+    np.testing.assert_array_equal(grads["a"], [-1.0, 0.5, 1.0])
