@@ -209,6 +209,19 @@ def clip_setting(value, key):
     return {mode: number(0, open_minimum=True)(limit, f"{key}.{mode}")}
 
 
+def early_stopping_setting(value, key):
+    """null, or {patience: int >= 1, min_delta: float >= 0 (default 0)}."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        _fail(key, "null or {patience: N, min_delta: D}", value)
+    table = {
+        "patience": Key(3, integer(1), "int >= 1", ""),
+        "min_delta": Key(0.0, number(0), "float >= 0", ""),
+    }
+    return _check_section(value, table, key)
+
+
 DATASETS = ("digits", "fashion-mnist", "mnist", "npz")
 RULE_NAMES = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw",
               "lbfgs")
@@ -366,12 +379,20 @@ SCHEMA = {
         "clip": Key(None, clip_setting, "mapping or null",
                     "gradient clipping: {norm: MAX} (global L2 norm) or {value: MAX}"
                     " (each entry); null: none"),
+        "early_stopping": Key(None, early_stopping_setting, "mapping or null",
+                              "{patience: N, min_delta: D}: stop after N evaluations"
+                              " without a train.monitor gain above D; null: never"),
+        "diagnostics": Key(True, boolean, "bool",
+                           "per-layer statistics and warnings at each evaluation"),
+        "plots": Key(True, boolean, "bool",
+                     "write PNG plots at the end (needs nntrain[plot])"),
         "dtype": Key("float32", choice("float32", "float64"), "choice",
                      "floating type of parameters and data"),
     },
     "output": Key(None, optional_text, "path or null",
                   "run directory; null: runs/<config file stem>"),
 }
+
 
 def _lr(default: float) -> Key:
     return Key(default, number(0, open_minimum=True), "float > 0", "learning rate")

@@ -76,7 +76,7 @@ def test_nesterov_iterates():
 
 
 def test_adagrad_iterates():
-    # s1 = 4, w1 = 1 - 0.1 * 2 / 2 = 0.9; s2 = 4 + 3.24, w2 = 0.9 - 0.1 * 1.8 / sqrt(7.24)
+    # s1 = 4, w1 = 1 - 0.1 * 2 / 2 = 0.9; s2 = 4 + 3.24, w2 = 0.9 - 0.18 / sqrt(7.24)
     values = _iterates(Adagrad(lr=0.1, eps=0.0), steps=2)
     assert values == pytest.approx([0.9, 0.9 - 0.18 / np.sqrt(7.24)])
 

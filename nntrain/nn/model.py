@@ -51,6 +51,10 @@ class Model:
                  l1: float = 0.0, max_norm: float | None = None):
         self.layers = layers
         self.loss_name = loss
+        # When set, the next forward pass keeps every layer's output in
+        # ``outputs`` (for diagnostics); off otherwise, so nothing is held.
+        self.capture_outputs = False
+        self.outputs = None
         self.params = self._collect("params")
         self.buffers = self._collect("buffers")
         self.penalties = [
@@ -76,8 +80,12 @@ class Model:
     def scores(self, X: np.ndarray, training: bool = False) -> np.ndarray:
         """Class scores.  X: (N, D) -> (N, C)."""
         out = X
+        outputs = [] if self.capture_outputs else None
         for layer in self.layers:
             out = layer.forward(out, training)
+            if outputs is not None:
+                outputs.append(out)
+        self.outputs = outputs
         return out
 
     def regularization(self) -> float:

@@ -27,10 +27,15 @@ class Reporter:
             click.echo(text)
 
     def warn(self, text: str) -> None:
-        """A non-fatal problem: stderr, even when quiet, and the log."""
+        """A non-fatal problem: stderr (unless quiet) and the log."""
         if self.log is not None:
             self.log(f"warning: {text}")
-        click.echo(f"warning: {text}", err=True)
+        if self.quiet:
+            return
+        if self.bar is not None:
+            self.bar.write(f"warning: {text}", file=sys.stderr)
+        else:
+            click.echo(f"warning: {text}", err=True)
 
     def start_bar(self, total: int, initial: int = 0) -> None:
         if self.quiet or not sys.stderr.isatty():

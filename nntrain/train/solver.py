@@ -23,9 +23,19 @@ from nntrain.checkpoint import save_checkpoint
 from nntrain.errors import StopRequested, TrainingError
 from nntrain.evaluate import measure
 from nntrain.optim.clipping import clip_gradients
+from nntrain.train.diagnostics import (
+    Watcher,
+    gradient_norms,
+    layer_statistics,
+    update_ratios,
+    weight_snapshot,
+)
 from nntrain.random import SHUFFLE_STREAM, generator
 
 SIGNAL_EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
+# A loss above this multiple of its first value for this many updates is diverging.
+DIVERGENCE_FACTOR = 3
+DIVERGENCE_ITERATIONS = 100
 
 
 def iterations_per_epoch(num_samples: int, batch_size: int) -> int:
@@ -60,6 +70,12 @@ class Progress:
     best_epoch: int | None = None
     best_iteration: int | None = None
     last_eval_iteration: int = 0
+    early_stopping_best: float | None = None
+    bad_evaluations: int = 0  # evaluations in a row without a min_delta gain
+
+
+class _EarlyStop(Exception):
+    """Raised inside the loop to end a run that early stopping ended."""
 
 
 class _RunningMeans:
@@ -131,6 +147,11 @@ class Solver:
         self.shuffle_rng = generator(seed, SHUFFLE_STREAM)
         self.progress = Progress()
         self.history = []  # the "epoch" records, in order
+        self.stop_reason = None
+        self.watcher = Watcher(reporter.warn) if reporter else None
+        self._diagnostics = {}
+        self._first_loss = None
+        self._high_streak = 0
 
         self.full_batch = rule.name == "lbfgs"
         self.per_epoch, self.total_iterations = count_iterations(
@@ -151,11 +172,13 @@ class Solver:
                     self._train_full_batch(stop)
                 while self.progress.iteration < self.total_iterations:
                     self._train_epoch(stop)
+                if self.progress.last_eval_iteration != self.progress.iteration:
+                    self._evaluate()
+        except _EarlyStop:
+            pass
         finally:
             if self.reporter:
                 self.reporter.close_bar()
-        if self.progress.last_eval_iteration != self.progress.iteration:
-            self._evaluate()
         return self.progress
 
     def _train_epoch(self, stop) -> None:
@@ -180,21 +203,31 @@ class Solver:
         X, y = self.X_train[rows], self.y_train[rows]
         lr = self.schedule.rate(progress.epoch, progress.iteration)
         self.rule.lr = lr
+        diagnose = self.config["diagnostics"] and self._evaluation_follows()
+        self.model.capture_outputs = diagnose
 
         result = self.model.forward_backward(X, y)
-        self._check_finite(result.loss)
-        clip = self.config["clip"]
-        logging = (progress.iteration + 1) % self.config["log_every"] == 0
-        grad_norm = None
-        if clip or logging:
-            grad_norm = clip_gradients(result.grads, clip)
+        self.model.capture_outputs = False
+        self._check_finite(result.loss, "the loss")
+        grad_norm = clip_gradients(result.grads, self.config["clip"])
+        self._check_finite(grad_norm, "the gradient norm")
+        before = weight_snapshot(self.model) if diagnose else None
         self.rule.step(self.model.params, result.grads)
         self.model.apply_constraints()
+        self._check_parameters()
         progress.iteration += 1
         progress.batch_in_epoch += 1
         self._running.add(result, y)
+        self._watch_divergence(result.loss)
+        if diagnose:
+            self._diagnostics = {
+                **update_ratios(self.model, before),
+                **layer_statistics(self.model, self.model.outputs),
+                **gradient_norms(result.grads),
+            }
+            self.model.outputs = None
 
-        if logging:
+        if progress.iteration % self.config["log_every"] == 0:
             self._record({
                 "kind": "iter", "lr": lr, "loss": result.loss,
                 "data_loss": result.data_loss, "reg_loss": result.reg_loss,
@@ -204,17 +237,45 @@ class Solver:
             postfix = {"epoch": progress.epoch, "loss": f"{result.loss:.4f}"}
             self.reporter.advance(1, **postfix)
 
-    def _check_finite(self, loss: float) -> None:
-        if math.isfinite(loss):
+    def _evaluation_follows(self) -> bool:
+        """True when the update about to happen is the last before an evaluation."""
+        upcoming = self.progress.iteration + 1
+        return upcoming % self.eval_every == 0 or upcoming == self.total_iterations
+
+    def _check_finite(self, value: float, quantity: str) -> None:
+        """Stop the run, in this iteration, when ``value`` is NaN or infinite."""
+        if math.isfinite(value):
             return
         progress = self.progress
         cause = (f"the learning rate {self.rule.lr:g} is likely too high: lower"
                  " optimizer.lr" if self.rule.lr is not None else
                  "the data or the model is likely at fault")
         raise TrainingError(
-            f"the loss became {loss} at iteration {progress.iteration + 1} (epoch"
-            f" {progress.epoch}); {cause}. No checkpoint was written for it."
+            f"{quantity} became {value} at iteration {progress.iteration + 1} (epoch"
+            f" {progress.epoch}); {cause}. No checkpoint holds it; the last good one"
+            " is untouched."
         )
+
+    def _check_parameters(self) -> None:
+        # One dot product per array is enough: any NaN or inf makes it non-finite
+        # (so does |w| above ~1e19 in float32, which is as good as diverged).
+        for name, param in self.model.params.items():
+            flat = param.reshape(-1)
+            if not math.isfinite(float(np.dot(flat, flat))):
+                self._check_finite(float("nan"), f"parameter {name}")
+
+    def _watch_divergence(self, loss: float) -> None:
+        """Warn once when the loss stays far above where it started."""
+        if self._first_loss is None:
+            self._first_loss = loss
+        high = loss > DIVERGENCE_FACTOR * max(self._first_loss, 1e-12)
+        self._high_streak = self._high_streak + 1 if high else 0
+        if self._high_streak == DIVERGENCE_ITERATIONS and self.watcher:
+            self.watcher.warn(
+                f"the loss has stayed above {DIVERGENCE_FACTOR}x its starting value"
+                f" ({self._first_loss:.3g}) for {DIVERGENCE_ITERATIONS} iterations:"
+                " the run is diverging; lower optimizer.lr"
+            )
 
     def _train_full_batch(self, stop) -> None:
         """L-BFGS over the whole training split; each iteration counts as an epoch
@@ -227,7 +288,7 @@ class Solver:
         def objective(vector):
             lbfgs.assign(params, vector)
             result = self.model.forward_backward(self.X_train, self.y_train)
-            self._check_finite(result.loss)
+            self._check_finite(result.loss, "the loss")
             last.update(vector=vector.copy(), result=result)
             return result.loss, lbfgs.flatten(result.grads)
 
@@ -281,7 +342,13 @@ class Solver:
         record = self._record({
             "kind": "epoch", "lr": self.rule.lr, **train,
             "val_loss": val["loss"], "val_accuracy": val["accuracy"],
+            **self._diagnostics,
         })
+        if self.watcher:
+            self.watcher.check_diagnostics(self._diagnostics)
+            self.watcher.check_curve(record.get("train_accuracy"),
+                                     record["val_accuracy"])
+        self._diagnostics = {}
         self.history.append(record)
         progress.last_eval_iteration = progress.iteration
 
@@ -297,6 +364,35 @@ class Solver:
             self.save(self.run.checkpoints / "last.npz")
             if improved:
                 self.save(self.run.checkpoints / "best.npz")
+        self._check_early_stopping(record[monitor])
+
+    def _check_early_stopping(self, value: float) -> None:
+        """Count evaluations without a gain of more than min_delta over the best
+        value so far; after ``patience`` of them, end the run."""
+        setting = self.config["early_stopping"]
+        if not setting:
+            return
+        progress = self.progress
+        reference = progress.early_stopping_best
+        gain = None if reference is None else (
+            reference - value if self.config["monitor"].endswith("loss")
+            else value - reference)
+        if gain is None or gain > setting["min_delta"]:
+            progress.early_stopping_best = value
+            progress.bad_evaluations = 0
+            return
+        progress.bad_evaluations += 1
+        if progress.bad_evaluations >= setting["patience"]:
+            self.stop_reason = (
+                f"early stopping: {self.config['monitor']} has not improved by more"
+                f" than {setting['min_delta']:g} for {setting['patience']}"
+                " evaluations"
+            )
+            self._record({"kind": "event", "event": "early_stop",
+                          "reason": self.stop_reason})
+            if self.reporter:
+                self.reporter.line(self.stop_reason)
+            raise _EarlyStop
 
     def _report(self, record: dict, improved: bool) -> None:
         if not self.reporter:
@@ -344,5 +440,10 @@ class Solver:
             "optim": self.rule.state_arrays(),
             **self.checkpoint_arrays,
         }
+        for group in ("param", "buffer", "optim"):
+            for name, value in arrays[group].items():
+                if not np.isfinite(value).all():
+                    # Never write a checkpoint that holds NaN or inf.
+                    self._check_finite(float("nan"), f"{group}/{name}")
         meta = {**self.checkpoint_meta, "solver": self.state_meta()}
         save_checkpoint(path, meta, arrays)

@@ -1,0 +1,566 @@
+"""Figures of a training run and of an evaluation, written as PNG files.
+
+matplotlib is the optional extra ``nntrain[plot]``. It is imported inside the
+functions, never when this module is, and figures are drawn on matplotlib's Agg
+canvas through ``matplotlib.figure.Figure`` rather than ``pyplot``: plotting needs
+no display, switches no global backend and leaves a notebook's own figures alone.
+
+Shapes: N samples, D input features, C classes, H hidden units; an image sample has
+``input_shape`` (height, width) with height * width = D.
+"""
+
+import json
+import math
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from nntrain.errors import BadInputError, CheckpointError, DataError, NNTrainError
+
+UPDATE_RATIO_REFERENCE = 1e-3  # the rule of thumb for update norm / weight norm
+ACTIVATION_SAMPLES = 1000  # training samples pushed through for the histograms
+MAX_WEIGHT_IMAGES = 64  # first-layer units shown, at most
+SAMPLE_SEED = 0  # picks the histogram samples, so a run's figure never changes
+DPI = 110
+
+# Layers whose output is not worth a histogram of its own: an affine layer's output
+# is the pre-activation the next layer shows transformed, and dropout is the
+# identity in evaluation mode.
+SKIPPED_ACTIVATION_KINDS = ("affine", "dropout")
+
+
+class PlotsUnavailable(NNTrainError):
+    """matplotlib, which the figures need, is not installed (exit status 2)."""
+
+    exit_code = 2
+
+
+class PlotWarning(UserWarning):
+    """A figure was left out: no checkpoint to draw it from, or the data moved."""
+
+
+def plots_available() -> bool:
+    """True when matplotlib can be imported, so the plot functions will work."""
+    try:
+        _figure_tools()
+    except PlotsUnavailable:
+        return False
+    return True
+
+
+def _figure_tools():
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise PlotsUnavailable(
+            "plots need matplotlib, which is not installed; install it with:"
+            " pip install 'nntrain[plot]'"
+        ) from None
+    return Figure, FigureCanvasAgg
+
+
+def _new_figure(width: float, height: float):
+    """A figure of ``width`` x ``height`` inches on its own Agg canvas."""
+    Figure, FigureCanvasAgg = _figure_tools()
+    figure = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def _save(figure, path: Path) -> Path:
+    figure.savefig(path, dpi=DPI)
+    return path
+
+
+def read_metrics(path) -> list[dict]:
+    """The records of a ``metrics.jsonl``, in order.
+
+    A last line that is not valid JSON was cut short by a run killed while writing
+    it, and is left out; any other unreadable line means the file is damaged.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        raise BadInputError(f"{path} not found; give the run directory that"
+                            " nntrain fit wrote") from None
+    except OSError as error:
+        raise BadInputError(f"cannot read {path}: {error.strerror}") from None
+
+    lines = [(number, line) for number, line in enumerate(text.splitlines(), 1)
+             if line.strip()]
+    records = []
+    for position, (number, line) in enumerate(lines):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            record = None
+        if isinstance(record, dict):
+            records.append(record)
+        elif position < len(lines) - 1:
+            raise BadInputError(f"{path}, line {number}: not a JSON record; the file"
+                                " is damaged")
+    return records
+
+
+def smooth(values, weight: float) -> np.ndarray:
+    """Exponential moving average with bias correction.
+
+    s_t = weight * s_{t-1} + (1 - weight) * v_t from s_0 = 0, divided by
+    1 - weight^t, so the first point is v_1 itself rather than pulled towards 0.
+    values: (T,) -> (T,).
+    """
+    values = np.asarray(values, dtype=np.float64)
+    out = np.empty_like(values)
+    average = 0.0
+    for t, value in enumerate(values, 1):
+        average = weight * average + (1.0 - weight) * value
+        out[t - 1] = average / (1.0 - weight**t)
+    return out
+
+
+def _smoothing_weight(count: int) -> float:
+    """A weight averaging over about count / 20 points (none for under 40)."""
+    span = max(1.0, count / 20)
+    return 1.0 - 2.0 / (span + 1.0)
+
+
+def _series(records: list[dict], key: str, axis: str = "iteration"):
+    """(x, values) as float arrays: ``record[axis]`` and ``record[key]`` of the
+    records holding a finite number under ``key``."""
+    pairs = [
+        (record.get(axis, 0), record[key]) for record in records
+        if isinstance(record.get(key), (int, float)) and math.isfinite(record[key])
+    ]
+    x, values = zip(*pairs) if pairs else ((), ())
+    return np.asarray(x, dtype=np.float64), np.asarray(values, dtype=np.float64)
+
+
+def _evaluation_axis(evaluations: list[dict]) -> tuple[str, str]:
+    """The x key and label of per-evaluation figures: the epoch when the run
+    evaluated once per epoch, else the iteration."""
+    epochs = [record.get("epoch") for record in evaluations]
+    if None not in epochs and len(set(epochs)) == len(epochs):
+        return "epoch", "epoch"
+    return "iteration", "iteration (updates)"
+
+
+def plot_run(run_dir, out_dir=None, *, data_path=None) -> list[Path]:
+    """Write the figures of a run directory as PNGs; return the paths written.
+
+    ``out_dir`` defaults to ``run_dir/plots``. ``data_path`` says where the run's
+    data lies now if it moved (as ``nntrain eval --data``); the activation
+    histograms need it. Figures whose inputs are absent are left out: the learning
+    rate for L-BFGS, update ratios when the run logged none, and (with a
+    ``PlotWarning``) activations and first-layer weights when there is no readable
+    checkpoint or the data cannot be found.
+    """
+    _figure_tools()
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise BadInputError(f"run directory {run_dir} not found; give the folder that"
+                            " nntrain fit wrote")
+    records = read_metrics(run_dir / "metrics.jsonl")
+    out_dir = run_dir / "plots" if out_dir is None else Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    steps = [record for record in records if record.get("kind") == "iter"]
+    evaluations = [record for record in records if record.get("kind") == "epoch"]
+    written = [
+        _plot_loss(steps or evaluations, out_dir / "loss.png"),
+        _plot_accuracy(evaluations, out_dir / "accuracy.png"),
+        _plot_learning_rate(steps or evaluations, out_dir / "learning_rate.png"),
+        _plot_update_ratios(evaluations, out_dir / "update_ratios.png"),
+        *_plot_checkpoint(run_dir, out_dir, data_path),
+    ]
+    return [path for path in written if path is not None]
+
+
+def _plot_loss(records: list[dict], path: Path) -> Path | None:
+    x, loss = _series(records, "loss")
+    if not len(loss):
+        return None
+    figure = _new_figure(7, 4.2)
+    ax = figure.add_subplot()
+    ax.plot(x, loss, ".", color="tab:blue", alpha=0.25, markersize=3,
+            label="loss (logged iterations)")
+    ax.plot(x, smooth(loss, _smoothing_weight(len(loss))), color="tab:blue",
+            linewidth=2, label="smoothed (exponential moving average)")
+    if (loss > 0).all():
+        ax.set_yscale("log")
+    ax.set(title="Training loss (data + regularization)", xlabel="iteration (updates)",
+           ylabel="loss")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    return _save(figure, path)
+
+
+def _plot_accuracy(evaluations: list[dict], path: Path) -> Path | None:
+    axis, label = _evaluation_axis(evaluations)
+    train_x, train = _series(evaluations, "train_accuracy", axis)
+    val_x, val = _series(evaluations, "val_accuracy", axis)
+    if not len(train) and not len(val):
+        return None
+    figure = _new_figure(7, 4.2)
+    ax = figure.add_subplot()
+    if len(train):
+        ax.plot(train_x, train, "o-", markersize=3,
+                label="train (mean over the batches since the last evaluation)")
+    if len(val):
+        ax.plot(val_x, val, "o-", markersize=3, label="validation")
+        best = int(np.argmax(val))
+        ax.annotate(f"best {val[best]:.4f}", (val_x[best], val[best]),
+                    xytext=(0, -16), textcoords="offset points", ha="center",
+                    fontsize="small")
+    ax.set(title="Accuracy at each evaluation", xlabel=label, ylabel="accuracy")
+    ax.set_ylim(top=1.01)
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="lower right")
+    return _save(figure, path)
+
+
+def _plot_learning_rate(records: list[dict], path: Path) -> Path | None:
+    x, lr = _series(records, "lr")
+    if not len(lr):
+        return None
+    figure = _new_figure(7, 3.5)
+    ax = figure.add_subplot()
+    ax.plot(x, lr, color="tab:green")
+    if (lr > 0).all() and lr.max() > 10 * lr.min():
+        ax.set_yscale("log")
+    ax.set(title="Learning rate", xlabel="iteration (updates)", ylabel="learning rate")
+    ax.grid(True, which="both", alpha=0.3)
+    return _save(figure, path)
+
+
+def _plot_update_ratios(evaluations: list[dict], path: Path) -> Path | None:
+    names = sorted({key.partition("/")[2] for record in evaluations for key in record
+                    if key.startswith("update_ratio/")})
+    axis, label = _evaluation_axis(evaluations)
+    series = {name: _series(evaluations, f"update_ratio/{name}", axis)
+              for name in names}
+    series = {name: (x, y) for name, (x, y) in series.items() if (y > 0).any()}
+    if not series:
+        return None
+    figure = _new_figure(7, 4.2)
+    ax = figure.add_subplot()
+    for name, (x, ratio) in series.items():
+        positive = ratio > 0  # a zero ratio has no place on a log axis
+        ax.plot(x[positive], ratio[positive], "o-", markersize=3, label=name)
+    ax.axhline(UPDATE_RATIO_REFERENCE, color="gray", linestyle="--",
+               label=f"{UPDATE_RATIO_REFERENCE:g} (rule of thumb)")
+    ax.set_yscale("log")
+    ax.set(title="Update norm / weight norm per weight array", xlabel=label,
+           ylabel="||update|| / ||W||")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize="small")
+    return _save(figure, path)
+
+
+def _run_checkpoint(run_dir: Path) -> Path | None:
+    for name in ("last.npz", "best.npz"):
+        path = run_dir / "checkpoints" / name
+        if path.is_file():
+            return path
+    return None
+
+
+def _plot_checkpoint(run_dir: Path, out_dir: Path, data_path) -> list:
+    """activations.png and first_layer_weights.png, from the run's checkpoint."""
+    from nntrain.pipeline import restore
+
+    checkpoint = _run_checkpoint(run_dir)
+    if checkpoint is None:
+        warnings.warn(f"{run_dir / 'checkpoints'} holds no last.npz or best.npz;"
+                      " activations.png and first_layer_weights.png are left out",
+                      PlotWarning, stacklevel=3)
+        return []
+    try:
+        restored = restore(checkpoint)
+    except CheckpointError as error:
+        warnings.warn(f"{error}; activations.png and first_layer_weights.png are"
+                      " left out", PlotWarning, stacklevel=3)
+        return []
+
+    written = [_plot_first_layer_weights(restored, out_dir / "first_layer_weights.png")]
+    try:
+        X = training_sample(restored, data_path)
+    except DataError as error:
+        warnings.warn(f"{error}; activations.png is left out (pass the data's new"
+                      " place as data_path)", PlotWarning, stacklevel=3)
+    else:
+        written.append(_plot_activations(restored.model, X,
+                                         out_dir / "activations.png"))
+    return written
+
+
+def training_sample(restored, data_path=None, count: int = ACTIVATION_SAMPLES):
+    """Up to ``count`` training samples, preprocessed with the checkpoint's steps.
+    ``restored``: what ``pipeline.restore`` returns. -> X: (n, D), n <= count."""
+    from nntrain.pipeline import prepare_data
+
+    config = restored.config
+    if data_path is not None:
+        config = {**config, "data": {**config["data"], "path": str(data_path)}}
+    prepared = prepare_data(config, restored.preprocessor, splits=("train",),
+                            spec=restored.data)
+    X, _ = prepared.splits["train"]
+    if len(X) > count:
+        rows = np.random.default_rng(SAMPLE_SEED).choice(len(X), count, replace=False)
+        X = X[np.sort(rows)]
+    return X
+
+
+def hidden_activations(model, X: np.ndarray) -> list[tuple[object, np.ndarray]]:
+    """Each hidden layer's output in evaluation mode, as (layer, (N, H)) pairs.
+
+    X: (N, D) preprocessed. Affine and dropout layers and the output layer are left
+    out (see ``SKIPPED_ACTIVATION_KINDS``).
+    """
+    outputs = []
+    out = X
+    for layer in model.layers[:-1]:
+        out = layer.forward(out, training=False)
+        if layer.kind not in SKIPPED_ACTIVATION_KINDS:
+            outputs.append((layer, out))
+    return outputs
+
+
+def _grid(count: int, max_columns: int) -> tuple[int, int]:
+    columns = min(count, max_columns)
+    return math.ceil(count / columns), columns
+
+
+def _plot_activations(model, X: np.ndarray, path: Path) -> Path | None:
+    outputs = hidden_activations(model, X)
+    if not outputs:
+        return None
+    rows, columns = _grid(len(outputs), 3)
+    figure = _new_figure(4 * columns, 3.2 * rows + 0.5)
+    axes = figure.subplots(rows, columns, squeeze=False).ravel()
+    for ax, (layer, out) in zip(axes, outputs):
+        values = out.ravel()
+        ax.hist(values, bins=50, color="tab:purple")
+        note = f"mean {values.mean():.3g}, std {values.std():.3g}"
+        if layer.kind == "relu":
+            note += f", {np.mean(values == 0):.0%} at 0"
+        ax.set_title(f"{layer.name}\n{note}", fontsize="medium")
+        ax.set(xlabel="activation", ylabel="count")
+    for ax in axes[len(outputs):]:
+        ax.set_axis_off()
+    figure.suptitle(f"Hidden-layer activations on {len(X)} training samples"
+                    " (evaluation mode)")
+    return _save(figure, path)
+
+
+@dataclass
+class Tile:
+    """One image of a grid drawn by ``_draw_tiles``, with its text above it."""
+
+    row: int
+    column: int
+    image: np.ndarray  # (height, width)
+    label: str = ""
+    color: str = "black"
+
+
+def _draw_tiles(figure, tiles: list[Tile], grid: tuple[int, int],
+                row_names=(), label_lines: int = 0):
+    """Draw images in a grid on one axes, each scaled to its own range.
+
+    One axes with an image per tile renders many times faster than an axes per
+    tile. ``grid``: (rows, columns); ``row_names`` go left of each row.
+    """
+    height, width = tiles[0].image.shape
+    # Text of fontsize 7 takes about 0.14 of a tile's height per line, because the
+    # figure below gives a tile about an inch.
+    step_x = 1.12 * width
+    step_y = (1.12 + 0.14 * label_lines) * height
+    rows, columns = grid
+    left = 0.9 if len(row_names) else 0.2
+    figure.set_size_inches(1.1 * columns * step_x / height + left + 0.2,
+                           1.1 * rows * step_y / height + 0.8)
+    ax = figure.add_subplot()
+    for tile in tiles:
+        x0 = tile.column * step_x
+        y0 = tile.row * step_y + (step_y - height)
+        ax.imshow(tile.image, cmap="gray", interpolation="nearest",
+                  extent=(x0, x0 + width, y0 + height, y0))
+        if tile.label:
+            ax.text(x0 + width / 2, y0 - 0.04 * height, tile.label, ha="center",
+                    va="bottom", fontsize=7, color=tile.color)
+    for row, name in enumerate(row_names):
+        ax.text(-0.08 * width, row * step_y + step_y - height / 2, name,
+                ha="right", va="center", fontsize=9)
+    ax.set_xlim(-0.06 * width, columns * step_x)
+    ax.set_ylim(rows * step_y + 0.06 * height, 0)
+    ax.set_aspect("equal")
+    ax.set_axis_off()
+    return ax
+
+
+def _plot_first_layer_weights(restored, path: Path) -> Path | None:
+    """The first layer's weight columns as images, for image data seen whole."""
+    shape = tuple(restored.data.get("input_shape") or ())
+    first = restored.model.layers[0]
+    W = first.params.get("W")
+    if len(shape) != 2 or W is None or W.shape[0] != shape[0] * shape[1]:
+        return None
+    # A model without hidden layers is a linear classifier: its columns are class
+    # templates, named after the classes.
+    is_output = len(restored.model.layers) == 1
+    names = restored.data.get("class_names") or []
+    count = min(W.shape[1], MAX_WEIGHT_IMAGES)
+    columns = math.ceil(math.sqrt(count))
+    tiles = [
+        Tile(unit // columns, unit % columns, W[:, unit].reshape(shape),
+             names[unit] if is_output and unit < len(names) else str(unit))
+        for unit in range(count)
+    ]
+    figure = _new_figure(1, 1)
+    _draw_tiles(figure, tiles, (math.ceil(count / columns), columns), label_lines=1)
+    figure.suptitle(f"First-layer weights ({first.name}): {count} of {W.shape[1]}"
+                    " units, each scaled to its own range")
+    return _save(figure, path)
+
+
+@dataclass
+class EvaluationPlots:
+    """What ``plot_evaluation`` wrote and found.
+
+    paths: the PNGs written (confusion_matrix.png, worst_examples.png).
+    worst: class index c -> indices into ``y`` of the (at most ``per_class``)
+        samples of true class c with the lowest p(true class), lowest first.
+    true_probability: (N,) each sample's softmax probability of its true class.
+    """
+
+    paths: list[Path]
+    worst: dict[int, np.ndarray] = field(default_factory=dict)
+    true_probability: np.ndarray | None = None
+
+
+def true_class_probability(scores: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """softmax(scores)[n, y[n]].  scores: (N, C), y: (N,) -> (N,) float64.
+
+    For the SVM loss the scores are not log-probabilities, but their softmax still
+    ranks the samples from worst to best classified.
+    """
+    from nntrain.nn.functional import softmax
+
+    probabilities = softmax(np.asarray(scores, dtype=np.float64))
+    return probabilities[np.arange(len(y)), y]
+
+
+def worst_examples(scores: np.ndarray, y: np.ndarray,
+                   per_class: int = 5) -> dict[int, np.ndarray]:
+    """Per true class, the indices of its ``per_class`` samples with the lowest
+    p(true class), lowest first; ties go to the lower index.
+
+    scores: (N, C), y: (N,) -> {c: (k,) int indices into y, k <= per_class}.
+    """
+    p_true = true_class_probability(scores, y)
+    worst = {}
+    for c in range(scores.shape[1]):
+        members = np.flatnonzero(y == c)
+        order = np.argsort(p_true[members], kind="stable")
+        worst[c] = members[order[:per_class]]
+    return worst
+
+
+def plot_evaluation(scores: np.ndarray, y: np.ndarray, class_names, X_raw: np.ndarray,
+                    input_shape, out_dir, per_class: int = 5) -> EvaluationPlots:
+    """Write confusion_matrix.png and worst_examples.png into ``out_dir``.
+
+    scores: (N, C) class scores; y: (N,) true labels; class_names: C names;
+    X_raw: (N, D) or (N, *input_shape) samples before preprocessing, to show;
+    input_shape: one sample's shape, (height, width) for images (drawn as such),
+    else the worst examples are listed in a table.
+    """
+    _figure_tools()
+    scores, y = np.asarray(scores), np.asarray(y)
+    names = [str(name) for name in class_names]
+    if scores.ndim != 2 or len(names) != scores.shape[1] or len(y) != len(scores):
+        raise ValueError(f"scores {scores.shape}, y {y.shape} and {len(names)} class"
+                         " names do not match: need (N, C), (N,) and C names")
+    if per_class < 1:
+        raise ValueError(f"per_class must be >= 1, not {per_class}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    predictions = scores.argmax(axis=1)
+    p_true = true_class_probability(scores, y)
+    worst = worst_examples(scores, y, per_class)
+    shape = tuple(input_shape)
+    paths = [_plot_confusion(y, predictions, names, out_dir / "confusion_matrix.png")]
+    if len(shape) == 2:
+        images = np.asarray(X_raw).reshape(len(y), *shape)
+        paths.append(_plot_worst_images(images, worst, predictions, p_true, names,
+                                        per_class, out_dir / "worst_examples.png"))
+    else:
+        paths.append(_plot_worst_table(worst, predictions, p_true, names,
+                                       out_dir / "worst_examples.png"))
+    return EvaluationPlots(paths, worst, p_true)
+
+
+def _plot_confusion(y, predictions, names, path: Path) -> Path:
+    from nntrain.evaluate import confusion_matrix
+
+    C = len(names)
+    counts = confusion_matrix(y, predictions, C)
+    size = max(4.5, 0.55 * C + 2.5)
+    figure = _new_figure(size + 1, size)
+    ax = figure.add_subplot()
+    image = ax.imshow(counts, cmap="Blues")
+    figure.colorbar(image, ax=ax, label="samples", shrink=0.8)
+    fontsize = 9 if C <= 12 else 6
+    for true in range(C):
+        for predicted in range(C):
+            dark = counts[true, predicted] > counts.max() / 2
+            ax.text(predicted, true, str(counts[true, predicted]), ha="center",
+                    va="center", fontsize=fontsize, color="white" if dark else "black")
+    ticks = np.arange(C)
+    ax.set_xticks(ticks, names, rotation=45, ha="right", rotation_mode="anchor")
+    ax.set_yticks(ticks, names)
+    accuracy = float((predictions == y).mean()) if len(y) else float("nan")
+    ax.set(title=f"Confusion matrix: {len(y)} samples, accuracy {accuracy:.2%}",
+           xlabel="predicted class", ylabel="true class")
+    return _save(figure, path)
+
+
+def _plot_worst_images(images, worst, predictions, p_true, names, per_class,
+                       path: Path) -> Path:
+    tiles = [
+        Tile(c, slot, images[index],
+             f"{names[predictions[index]]}\np={p_true[index]:.2f}",
+             "tab:red" if predictions[index] != c else "black")
+        for c in range(len(names)) for slot, index in enumerate(worst[c])
+    ]
+    figure = _new_figure(1, 1)
+    if tiles:
+        _draw_tiles(figure, tiles, (len(names), per_class), names, label_lines=2)
+    figure.suptitle("Worst-classified samples per true class (row)\n"
+                    "above each: predicted class (red when wrong), p = p(true class)",
+                    fontsize=10)
+    return _save(figure, path)
+
+
+def _plot_worst_table(worst, predictions, p_true, names, path: Path) -> Path:
+    rows = [
+        [names[c], str(index), names[predictions[index]], f"{p_true[index]:.4f}"]
+        for c in range(len(names)) for index in worst[c]
+    ]
+    figure = _new_figure(7, 0.25 * len(rows) + 1.2)
+    ax = figure.add_subplot()
+    ax.set_axis_off()
+    if rows:
+        table = ax.table(cellText=rows, loc="upper center", cellLoc="left",
+                         colLabels=["true class", "sample", "predicted",
+                                    "p(true class)"])
+        table.auto_set_font_size(False)
+        table.set_fontsize(9)
+    ax.set_title("Worst-classified samples per true class (lowest p(true class)"
+                 " first)")
+    return _save(figure, path)

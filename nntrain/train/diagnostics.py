@@ -1,0 +1,121 @@
+"""Watching a run: per-layer statistics, and plain-words warnings when they look wrong.
+
+At the last update before each evaluation the Solver captures, from that update's
+own training-mode pass (no extra pass over the data):
+- ``update_ratio/<param>``: ||W_after - W_before|| / ||W_before|| for each weight
+  array; around 1e-3 is healthy, far below means the rate is too low, far above too
+  high;
+- ``act_mean/<layer>``, ``act_std/<layer>``: the mean and std of each activation,
+  normalization or dropout layer's output on that batch;
+- ``dead_fraction/<layer>`` (ReLU layers): the fraction of units that output 0
+  for every sample of the batch;
+- ``saturated_fraction/<layer>`` (sigmoid, tanh): the fraction of units whose output
+  is within 1% of a bound (0 or 1; -1 or 1) for 99% or more of the batch;
+- ``grad_norm/<param>``: the L2 norm of each parameter's gradient.
+These keys join the evaluation's "epoch" record in metrics.jsonl.
+"""
+
+import numpy as np
+
+# A ratio this many times away from 1e-3, either way, is "clearly off".
+RATIO_TARGET = 1e-3
+RATIO_FACTOR = 100
+MOSTLY = 0.5  # "most units": more than half
+MIN_BATCH = 32
+SATURATION_BOUNDS = {"sigmoid": (0.0, 1.0), "tanh": (-1.0, 1.0)}
+
+
+def weight_snapshot(model) -> dict:
+    """Copies of the weight arrays, to measure the next update against."""
+    return {p.name: model.params[p.name].copy() for p in model.penalties}
+
+
+def update_ratios(model, before: dict) -> dict:
+    ratios = {}
+    for name, old in before.items():
+        new = model.params[name]
+        scale = float(np.linalg.norm(old))
+        change = float(np.linalg.norm(new - old))
+        ratios[f"update_ratio/{name}"] = change / scale if scale > 0 else float("inf")
+    return ratios
+
+
+def layer_statistics(model, outputs: list) -> dict:
+    """Statistics of the outputs of the layers without parameters of their own
+    (activations, dropout) and of normalization layers. outputs[i]: (N, H), the
+    output of model.layers[i] in the captured pass.
+
+    The dead and saturated fractions need a real batch to mean anything: on fewer
+    than MIN_BATCH samples (a small last batch) they are not reported.
+    """
+    stats = {}
+    for layer, out in zip(model.layers, outputs):
+        if layer.sized:  # affine and maxout outputs are pre-activations
+            continue
+        stats[f"act_mean/{layer.name}"] = float(out.mean())
+        stats[f"act_std/{layer.name}"] = float(out.std())
+        if len(out) < MIN_BATCH:
+            continue
+        if layer.kind == "relu":
+            never_positive = np.all(out <= 0, axis=0)
+            stats[f"dead_fraction/{layer.name}"] = float(never_positive.mean())
+        elif layer.kind in SATURATION_BOUNDS:
+            low, high = SATURATION_BOUNDS[layer.kind]
+            margin = 0.01 * (high - low)
+            near_bound = (out <= low + margin) | (out >= high - margin)
+            stats[f"saturated_fraction/{layer.name}"] = float(
+                np.mean(near_bound.mean(axis=0) >= 0.99))
+    return stats
+
+
+def gradient_norms(grads: dict) -> dict:
+    return {f"grad_norm/{name}": float(np.linalg.norm(grad))
+            for name, grad in grads.items()}
+
+
+class Watcher:
+    """Turns diagnostics and the learning curve into one-line warnings, each kind
+    at most once per layer per run so that a long run is not flooded."""
+
+    def __init__(self, warn):
+        self.warn = warn
+        self.said = set()
+        self.history = []  # (train_accuracy, val_accuracy) per evaluation
+
+    def _once(self, key, text: str) -> None:
+        if key not in self.said:
+            self.said.add(key)
+            self.warn(text)
+
+    def check_diagnostics(self, stats: dict) -> None:
+        for key, value in stats.items():
+            kind, _, name = key.partition("/")
+            if kind == "update_ratio" and value < RATIO_TARGET / RATIO_FACTOR:
+                self._once(key, f"the update/weight ratio of {name} is {value:.1e},"
+                           " far below ~1e-3: the learning rate looks too low (raise"
+                           " optimizer.lr)")
+            elif kind == "update_ratio" and value > RATIO_TARGET * RATIO_FACTOR:
+                self._once(key, f"the update/weight ratio of {name} is {value:.1e},"
+                           " far above ~1e-3: the learning rate looks too high (lower"
+                           " optimizer.lr)")
+            elif kind == "dead_fraction" and value > MOSTLY:
+                self._once(key, f"{value:.0%} of the units of {name} never fire (dead"
+                           " ReLUs): lower optimizer.lr, try model.activation ="
+                           " leaky_relu, or check model.init")
+            elif kind == "saturated_fraction" and value > MOSTLY:
+                self._once(key, f"{value:.0%} of the units of {name} are saturated:"
+                           " try model.init = xavier, model.batchnorm = true, or"
+                           " scaling the inputs (data.preprocess)")
+
+    def check_curve(self, train_accuracy, val_accuracy) -> None:
+        """Warn when validation accuracy fell while train accuracy rose, twice in a
+        row: the network is memorizing the training split."""
+        self.history.append((train_accuracy, val_accuracy))
+        if len(self.history) < 3 or train_accuracy is None:
+            return
+        (t0, v0), (t1, v1), (t2, v2) = self.history[-3:]
+        if t0 < t1 < t2 and v0 > v1 > v2:
+            self._once("overfitting", "validation accuracy has fallen for two"
+                       " evaluations while train accuracy rose (overfitting): try"
+                       " more model.l2, dropout (model.drop_probability) or"
+                       " train.early_stopping")
