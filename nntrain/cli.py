@@ -243,6 +243,41 @@ def _check_config(config_path, overrides, samples, rng):
     return check_model(model, X[rows], y[rows], rng), title
 
 
+@cli.command()
+@click.argument("config_path", metavar="CONFIG", type=click.Path(dir_okay=False))
+@set_option
+@click.option("--samples", default=50, show_default=True, type=click.IntRange(1),
+              help="Training samples to overfit.")
+@click.option("--max-iterations", default=2000, show_default=True,
+              type=click.IntRange(1), help="Updates allowed before giving up.")
+def sanity(config_path, overrides, samples, max_iterations):
+    """Check that the network can overfit a few samples (100% train accuracy).
+
+    Trains on the first SAMPLES training samples as one batch, with L2, L1,
+    max-norm and dropout off; exits 1 if 100% is not reached.
+    """
+    from nntrain.errors import TrainingError
+    from nntrain.pipeline import prepare_data
+    from nntrain.train.sanity import overfit
+
+    config = _load(config_path, overrides)
+    prepared = prepare_data(config, splits=("train",))
+    X, y = prepared.splits["train"]
+    X, y = X[:samples], y[:samples]
+    result = overfit(config, X, y, prepared.dataset.num_classes, max_iterations)
+    click.echo(f"sanity check: {result.samples} training samples, no regularization"
+               f" or dropout, {config['optimizer']['name']}")
+    if not result.reached:
+        raise TrainingError(
+            f"the network did not reach 100% training accuracy on {result.samples}"
+            f" samples in {result.iterations} updates (accuracy {result.accuracy:.4f},"
+            f" loss {result.loss:.4g}): check the learning rate, the loss and the"
+            " gradients (nntrain gradcheck)"
+        )
+    click.echo(f"passed: 100% training accuracy after {result.iterations} updates"
+               f" (loss {result.loss:.4g})")
+
+
 @cli.group(cls=Group)
 def data():
     """Get datasets: nntrain data download NAME."""

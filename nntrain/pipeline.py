@@ -18,6 +18,7 @@ from nntrain.errors import CheckpointError, DataError
 from nntrain.nn.model import Model, build_model
 from nntrain.optim.rules import build_rule
 from nntrain.optim.schedules import build_schedule
+from nntrain.train import checks
 from nntrain.train.report import Reporter
 from nntrain.train.rundir import RunDirectory
 from nntrain.train.solver import Solver, count_iterations
@@ -101,7 +102,8 @@ def fit(config: dict, run_dir, force: bool = False, quiet: bool = False) -> FitR
     reporter = Reporter(quiet=quiet, log=run.log)
     try:
         run.write_config(config)
-        _describe_start(reporter, dataset, model, input_width, run.path)
+        reporter.line(f"run directory: {run.path}")
+        _start_of_run_checks(reporter, config, prepared, model, input_width)
         solver = Solver(
             model, rule, schedule,
             (*prepared.splits["train"], *prepared.splits["val"]),
@@ -117,18 +119,15 @@ def fit(config: dict, run_dir, force: bool = False, quiet: bool = False) -> FitR
     return FitResult(run.path, progress, seconds, solver.history)
 
 
-def _describe_start(reporter, dataset, model, input_width, path) -> None:
-    sizes = ", ".join(
-        f"{name} {len(dataset.split(name)[1])}" for name in ("train", "val", "test")
-    )
-    widths = [input_width] + [
-        layer.out_width for layer in model.layers if layer.sized
-    ]
-    count = sum(param.size for param in model.params.values())
-    reporter.line(f"run directory: {path}")
-    reporter.line(f"data: {dataset.num_features} features, {dataset.num_classes}"
-                  f" classes; {sizes}")
-    reporter.line(f"model: {'-'.join(map(str, widths))}, {count:,} parameters")
+def _start_of_run_checks(reporter, config, prepared, model, input_width) -> None:
+    lines = checks.describe_data(prepared.dataset)
+    lines += checks.describe_model(model, input_width)
+    loss_lines, warning = checks.first_loss_check(config, model,
+                                                  *prepared.splits["train"])
+    for line in lines + loss_lines:
+        reporter.line(line)
+    if warning:
+        reporter.warn(warning)
 
 
 def _summarize(reporter, config, progress, path, seconds, solver) -> None:

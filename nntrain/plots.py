@@ -75,6 +75,21 @@ def _save(figure, path: Path) -> Path:
     return path
 
 
+def _log_y(ax) -> None:
+    """A log y axis labelled with plain numbers (0.2, 0.001) instead of 2x10^-1."""
+    from matplotlib.ticker import LogFormatter
+
+    class PlainLogFormatter(LogFormatter):
+        def __call__(self, x, pos=None):
+            # The parent decides which ticks get a label; only the wording changes.
+            return f"{x:g}" if super().__call__(x, pos) else ""
+
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(PlainLogFormatter(labelOnlyBase=False))
+    ax.yaxis.set_minor_formatter(PlainLogFormatter(labelOnlyBase=False,
+                                                   minor_thresholds=(2, 0.5)))
+
+
 def read_metrics(path) -> list[dict]:
     """The records of a ``metrics.jsonl``, in order.
 
@@ -185,12 +200,12 @@ def _plot_loss(records: list[dict], path: Path) -> Path | None:
         return None
     figure = _new_figure(7, 4.2)
     ax = figure.add_subplot()
-    ax.plot(x, loss, ".", color="tab:blue", alpha=0.25, markersize=3,
+    ax.plot(x, loss, ".", color="tab:blue", alpha=0.35, markersize=4,
             label="loss (logged iterations)")
     ax.plot(x, smooth(loss, _smoothing_weight(len(loss))), color="tab:blue",
             linewidth=2, label="smoothed (exponential moving average)")
     if (loss > 0).all():
-        ax.set_yscale("log")
+        _log_y(ax)
     ax.set(title="Training loss (data + regularization)", xlabel="iteration (updates)",
            ylabel="loss")
     ax.grid(True, which="both", alpha=0.3)
@@ -212,9 +227,10 @@ def _plot_accuracy(evaluations: list[dict], path: Path) -> Path | None:
     if len(val):
         ax.plot(val_x, val, "o-", markersize=3, label="validation")
         best = int(np.argmax(val))
+        ax.plot(val_x[best], val[best], "*", color="tab:orange", markersize=11)
         ax.annotate(f"best {val[best]:.4f}", (val_x[best], val[best]),
-                    xytext=(0, -16), textcoords="offset points", ha="center",
-                    fontsize="small")
+                    xytext=(0, -16), textcoords="offset points", fontsize="small",
+                    ha="right" if best > len(val) / 2 else "left")
     ax.set(title="Accuracy at each evaluation", xlabel=label, ylabel="accuracy")
     ax.set_ylim(top=1.01)
     ax.grid(True, alpha=0.3)
@@ -230,7 +246,7 @@ def _plot_learning_rate(records: list[dict], path: Path) -> Path | None:
     ax = figure.add_subplot()
     ax.plot(x, lr, color="tab:green")
     if (lr > 0).all() and lr.max() > 10 * lr.min():
-        ax.set_yscale("log")
+        _log_y(ax)
     ax.set(title="Learning rate", xlabel="iteration (updates)", ylabel="learning rate")
     ax.grid(True, which="both", alpha=0.3)
     return _save(figure, path)
@@ -252,7 +268,7 @@ def _plot_update_ratios(evaluations: list[dict], path: Path) -> Path | None:
         ax.plot(x[positive], ratio[positive], "o-", markersize=3, label=name)
     ax.axhline(UPDATE_RATIO_REFERENCE, color="gray", linestyle="--",
                label=f"{UPDATE_RATIO_REFERENCE:g} (rule of thumb)")
-    ax.set_yscale("log")
+    _log_y(ax)
     ax.set(title="Update norm / weight norm per weight array", xlabel=label,
            ylabel="||update|| / ||W||")
     ax.grid(True, which="both", alpha=0.3)
@@ -381,7 +397,8 @@ def _draw_tiles(figure, tiles: list[Tile], grid: tuple[int, int],
     step_y = (1.12 + 0.14 * label_lines) * height
     rows, columns = grid
     left = 0.9 if len(row_names) else 0.2
-    figure.set_size_inches(1.1 * columns * step_x / height + left + 0.2,
+    # At least 6.5 inches wide, so that the figure's title fits above few tiles.
+    figure.set_size_inches(max(6.5, 1.1 * columns * step_x / height + left + 0.2),
                            1.1 * rows * step_y / height + 0.8)
     ax = figure.add_subplot()
     for tile in tiles:
@@ -422,8 +439,10 @@ def _plot_first_layer_weights(restored, path: Path) -> Path | None:
     ]
     figure = _new_figure(1, 1)
     _draw_tiles(figure, tiles, (math.ceil(count / columns), columns), label_lines=1)
-    figure.suptitle(f"First-layer weights ({first.name}): {count} of {W.shape[1]}"
-                    " units, each scaled to its own range")
+    what = ("one template per class" if is_output
+            else f"{count} of {W.shape[1]} units")
+    figure.suptitle(f"First-layer weights ({first.name}): {what}, each scaled to"
+                    " its own range")
     return _save(figure, path)
 
 
@@ -552,11 +571,11 @@ def _plot_worst_table(worst, predictions, p_true, names, path: Path) -> Path:
         [names[c], str(index), names[predictions[index]], f"{p_true[index]:.4f}"]
         for c in range(len(names)) for index in worst[c]
     ]
-    figure = _new_figure(7, 0.25 * len(rows) + 1.2)
+    figure = _new_figure(7, 0.25 * (len(rows) + 1) + 0.6)
     ax = figure.add_subplot()
     ax.set_axis_off()
     if rows:
-        table = ax.table(cellText=rows, loc="upper center", cellLoc="left",
+        table = ax.table(cellText=rows, bbox=(0, 0, 1, 1), cellLoc="left",
                          colLabels=["true class", "sample", "predicted",
                                     "p(true class)"])
         table.auto_set_font_size(False)

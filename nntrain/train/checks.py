@@ -1,0 +1,80 @@
+"""Start-of-run checks, printed before training: the data, the network, and whether
+the first loss is the one small random weights should give.
+
+With weights near zero every class score is near zero, the softmax is uniform and
+the data loss is ln C; every SVM margin is 1, so the hinge loss is C - 1. Plus the
+regularization loss of the starting weights.
+"""
+
+import math
+
+import numpy as np
+
+from nntrain.evaluate import measure
+
+FIRST_LOSS_SAMPLES = 1000
+FAR_OFF = 0.1  # relative difference from the expected first loss that is "far off"
+
+
+def expected_first_loss(loss_name: str, num_classes: int) -> tuple[float, str]:
+    """The data loss of near-zero weights, and how it is derived."""
+    if loss_name == "svm":
+        return float(num_classes - 1), f"C - 1 = {num_classes - 1}"
+    return math.log(num_classes), f"ln({num_classes})"
+
+
+def starts_small(config: dict) -> bool:
+    """True when every weight layer starts with the 'small' initializer."""
+    model = config["model"]
+    if model["layers"] is None:
+        return model["init"] == "small"
+    inits = [options.get("init") or model["init"]
+             for entry in model["layers"] for kind, options in entry.items()
+             if kind in ("affine", "maxout")]
+    return all(init == "small" for init in inits)
+
+
+def describe_data(dataset) -> list[str]:
+    sizes = ", ".join(
+        f"{name} {len(dataset.split(name)[1])}" for name in ("train", "val", "test"))
+    shape = "x".join(map(str, dataset.input_shape))
+    counts = np.bincount(dataset.y_train, minlength=dataset.num_classes)
+    per_class = ", ".join(f"{name}: {count}"
+                          for name, count in zip(dataset.class_names, counts))
+    return [
+        f"data: {dataset.num_features} features (samples of shape {shape}),"
+        f" {dataset.num_classes} classes; {sizes}",
+        f"training samples per class: {per_class}",
+    ]
+
+
+def describe_model(model, input_width: int) -> list[str]:
+    widths = [input_width] + [layer.out_width for layer in model.layers if layer.sized]
+    total = sum(param.size for param in model.params.values())
+    lines = [f"model: {'-'.join(map(str, widths))}, {total:,} parameters"]
+    for layer in model.layers:
+        if layer.params:
+            shapes = ", ".join(f"{key} {'x'.join(map(str, value.shape))}"
+                               for key, value in layer.params.items())
+            count = sum(value.size for value in layer.params.values())
+            lines.append(f"  {layer.name:<12} {count:>10,}  ({shapes})")
+    return lines
+
+
+def first_loss_check(config, model, X_train, y_train) -> tuple[list[str], str | None]:
+    """Lines comparing the starting loss with its expected value, and a warning when
+    the weights start small yet the loss is far off. Evaluation mode, so batch
+    norm's statistics and the dropout generator are left untouched."""
+    X, y = X_train[:FIRST_LOSS_SAMPLES], y_train[:FIRST_LOSS_SAMPLES]
+    data_loss = measure(model.predict(X), y, model.loss_name)["loss"]
+    reg_loss = model.regularization()
+    expected, formula = expected_first_loss(model.loss_name, model.num_classes)
+    line = (f"first loss: {data_loss + reg_loss:.4f} (data {data_loss:.4f} + reg"
+            f" {reg_loss:.4f}) on {len(y)} training samples; small weights would"
+            f" give {expected + reg_loss:.4f} ({formula} + reg)")
+    warning = None
+    if starts_small(config) and abs(data_loss - expected) > FAR_OFF * expected:
+        warning = (f"the first data loss {data_loss:.4f} is far from {formula} ="
+                   f" {expected:.4f} although the weights start small: check the"
+                   " loss, the labels and the preprocessing")
+    return [line], warning

@@ -1,0 +1,256 @@
+"""Tests for nntrain.plots: the figures of tiny runs and evaluations, the metrics
+reader, the worst-example ranking against a numpy oracle, and the message shown
+when matplotlib is missing."""
+
+import json
+import re
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import tiny_config_dict
+
+from nntrain.config import resolve_config
+from nntrain.errors import BadInputError
+from nntrain.pipeline import fit, prepare_data, restore
+from nntrain.plots import (
+    PlotsUnavailable,
+    PlotWarning,
+    plot_evaluation,
+    plot_run,
+    plots_available,
+    read_metrics,
+    smooth,
+    worst_examples,
+)
+
+# nntrain.plots imports matplotlib only when it draws, so the imports above work
+# without it; every test here draws.
+pytest.importorskip("matplotlib")
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+METRIC_FIGURES = {"loss.png", "accuracy.png", "learning_rate.png"}
+
+
+def image_arrays(seed: int = 0) -> dict:
+    """X_train (60, 4, 4) and y_train (60,): three noisy strokes (a row, a column,
+    the diagonal); no X_test, so every fifth row becomes the test split."""
+    strokes = np.zeros((3, 4, 4))
+    strokes[0, 1, :] = 1.0
+    strokes[1, :, 2] = 1.0
+    strokes[2] = np.eye(4)
+    rng = np.random.default_rng(seed)
+    y = np.arange(60) % 3
+    X = 10.0 * strokes[y] + rng.normal(size=(60, 4, 4))
+    return {"X_train": X, "y_train": y.astype(np.int64)}
+
+
+def fit_run(folder, npz, data=None, model=None):
+    """Train the tiny config on ``npz`` (with data/model keys changed) in folder/run."""
+    raw = tiny_config_dict(npz)
+    raw["data"].update(data or {})
+    raw["model"].update(model or {})
+    return fit(resolve_config(raw), folder / "run", quiet=True).run_dir
+
+
+def logged_update_ratios(run_dir) -> bool:
+    records = read_metrics(run_dir / "metrics.jsonl")
+    return any(key.startswith("update_ratio/") for record in records for key in record)
+
+
+def assert_pngs(paths, folder):
+    for path in paths:
+        assert path.parent == folder
+        assert path.read_bytes()[:8] == PNG_SIGNATURE, path
+
+
+def lowest_true_probability(scores, y, per_class):
+    """The oracle: per class, indices sorted by p(true class), then by index."""
+    shifted = scores.astype(np.float64) - scores.max(axis=1, keepdims=True)
+    p = np.exp(shifted) / np.exp(shifted).sum(axis=1, keepdims=True)
+    p_true = p[np.arange(len(y)), y]
+    expected = {}
+    for c in range(scores.shape[1]):
+        members = np.flatnonzero(y == c)
+        expected[c] = members[np.lexsort((members, p_true[members]))][:per_class]
+    return expected, p_true
+
+
+@pytest.fixture(scope="module")
+def image_run(tmp_path_factory):
+    """A finished run on 4x4 images with hidden [8]."""
+    folder = tmp_path_factory.mktemp("image_run")
+    np.savez(folder / "images.npz", **image_arrays())
+    return fit_run(folder, folder / "images.npz")
+
+
+def test_plot_run_writes_every_figure_of_an_image_run(image_run, tmp_path):
+    out = tmp_path / "figures"
+    paths = plot_run(image_run, out)
+
+    expected = METRIC_FIGURES | {"activations.png", "first_layer_weights.png"}
+    if logged_update_ratios(image_run):
+        expected.add("update_ratios.png")
+    assert {path.name for path in paths} == expected
+    assert_pngs(paths, out)
+
+
+def test_plot_run_shows_no_weight_images_for_feature_data(tiny_npz, tmp_path):
+    run_dir = fit_run(tmp_path, tiny_npz)
+
+    paths = plot_run(run_dir)
+
+    assert {path.name for path in paths} >= METRIC_FIGURES | {"activations.png"}
+    assert "first_layer_weights.png" not in {path.name for path in paths}
+    assert_pngs(paths, run_dir / "plots")
+
+
+def test_plot_run_shows_no_weight_images_when_pca_changes_the_width(tmp_path):
+    np.savez(tmp_path / "images.npz", **image_arrays())
+    run_dir = fit_run(tmp_path, tmp_path / "images.npz",
+                      data={"preprocess": ["center", {"pca": {"components": 6}}]})
+
+    names = {path.name for path in plot_run(run_dir)}
+
+    assert "first_layer_weights.png" not in names
+    assert "activations.png" in names
+
+
+def test_plot_run_of_a_linear_model_shows_class_templates_and_no_histograms(
+        tmp_path):
+    np.savez(tmp_path / "images.npz", **image_arrays())
+    run_dir = fit_run(tmp_path, tmp_path / "images.npz", model={"hidden": []})
+
+    names = {path.name for path in plot_run(run_dir)}
+
+    assert "first_layer_weights.png" in names
+    assert "activations.png" not in names
+
+
+def metric_lines() -> list[str]:
+    """An L-BFGS-like log (no lr) with update ratios, a zero among them."""
+    records = []
+    for step in range(1, 7):
+        records.append({"kind": "iter", "iteration": step, "epoch": step,
+                        "loss": 2.0 / step, "data_loss": 1.9 / step, "reg_loss": 0.1})
+        records.append({"kind": "epoch", "iteration": step, "epoch": step,
+                        "loss": 2.0 / step, "train_accuracy": 0.5 + step / 20,
+                        "val_loss": 2.1 / step, "val_accuracy": 0.45 + step / 20,
+                        "update_ratio/affine1.W": 2e-3 / step,
+                        "update_ratio/affine2.W": 0.0 if step == 1 else 1e-3})
+    return [json.dumps(record) for record in records]
+
+
+def test_read_metrics_drops_a_truncated_last_line(tmp_path):
+    lines = metric_lines()
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("\n".join(lines) + "\n" + lines[0][:25], encoding="utf-8")
+
+    records = read_metrics(path)
+
+    assert records == [json.loads(line) for line in lines]
+
+
+def test_read_metrics_refuses_a_damaged_line_before_the_last(tmp_path):
+    lines = metric_lines()
+    lines[1] = lines[1][:30]
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+    with pytest.raises(BadInputError, match="line 2: not a JSON record"):
+        read_metrics(path)
+
+
+def test_plot_run_from_metrics_alone_warns_and_skips_checkpoint_figures(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    text = "\n".join(metric_lines()) + '\n{"kind": "iter", "itera'
+    (run_dir / "metrics.jsonl").write_text(text, encoding="utf-8")
+
+    with pytest.warns(PlotWarning, match="no last.npz or best.npz"):
+        paths = plot_run(run_dir)
+
+    assert {path.name for path in paths} == {"loss.png", "accuracy.png",
+                                             "update_ratios.png"}
+    assert_pngs(paths, run_dir / "plots")
+
+
+def test_plot_run_of_a_missing_folder_is_bad_input(tmp_path):
+    with pytest.raises(BadInputError, match="run directory .* not found"):
+        plot_run(tmp_path / "nowhere")
+
+
+def test_missing_matplotlib_says_how_to_install_it(monkeypatch, tmp_path):
+    for name in [name for name in sys.modules if name.split(".")[0] == "matplotlib"]:
+        monkeypatch.setitem(sys.modules, name, None)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    install = re.escape("pip install 'nntrain[plot]'")
+
+    assert not plots_available()
+    with pytest.raises(PlotsUnavailable, match=install) as caught:
+        plot_run(tmp_path, tmp_path / "plots")
+    with pytest.raises(PlotsUnavailable, match=install):
+        plot_evaluation(np.zeros((1, 2)), np.zeros(1, int), ["a", "b"],
+                        np.zeros((1, 4)), (2, 2), tmp_path / "eval")
+    assert caught.value.exit_code == 2
+    assert not (tmp_path / "plots").exists() and not (tmp_path / "eval").exists()
+
+
+def test_plot_evaluation_shows_the_lowest_true_class_probabilities(image_run,
+                                                                    tmp_path):
+    restored = restore(image_run / "checkpoints" / "best.npz")
+    prepared = prepare_data(restored.config, restored.preprocessor,
+                            splits=("test",), spec=restored.data)
+    X, y = prepared.splits["test"]
+    X_raw, _ = prepared.dataset.split("test")
+    scores = restored.model.predict(X)
+
+    result = plot_evaluation(scores, y, restored.data["class_names"], X_raw,
+                             restored.data["input_shape"], tmp_path, per_class=2)
+
+    expected, p_true = lowest_true_probability(scores, y, 2)
+    assert result.worst.keys() == expected.keys()
+    for c in expected:
+        np.testing.assert_array_equal(result.worst[c], expected[c])
+    np.testing.assert_allclose(result.true_probability, p_true, rtol=1e-6)
+    assert [path.name for path in result.paths] == ["confusion_matrix.png",
+                                                    "worst_examples.png"]
+    assert_pngs(result.paths, tmp_path)
+
+
+def test_plot_evaluation_lists_feature_data_in_a_table(tmp_path):
+    rng = np.random.default_rng(1)
+    y = np.array([0, 2, 0, 0, 2, 2, 0, 2, 0, 0])  # class 1 has no samples
+    scores = rng.normal(size=(10, 3))
+
+    result = plot_evaluation(scores, y, ["a", "b", "c"], rng.normal(size=(10, 4)),
+                             (4,), tmp_path, per_class=4)
+
+    expected, _ = lowest_true_probability(scores, y, 4)
+    for c in range(3):
+        np.testing.assert_array_equal(result.worst[c], expected[c])
+    assert len(result.worst[1]) == 0 and len(result.worst[2]) == 4
+    assert_pngs(result.paths, tmp_path)
+
+
+def test_worst_examples_break_ties_by_the_lower_index():
+    scores = np.zeros((6, 2))
+    y = np.array([1, 0, 1, 0, 1, 1])
+
+    worst = worst_examples(scores, y, per_class=3)
+
+    np.testing.assert_array_equal(worst[0], [1, 3])
+    np.testing.assert_array_equal(worst[1], [0, 2, 4])
+
+
+def test_smooth_is_a_bias_corrected_moving_average():
+    weight = 0.8
+    values = np.array([4.0, 1.0, 7.0])
+
+    smoothed = smooth(values, weight)
+
+    # The closed form of s_t / (1 - w^t) for the first two points, and a constant
+    # series staying constant.
+    np.testing.assert_allclose(smoothed[:2], [4.0, (weight * 4.0 + 1.0) / (1 + weight)])
+    np.testing.assert_allclose(smooth(np.full(5, 3.0), 0.9), np.full(5, 3.0))
