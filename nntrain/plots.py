@@ -12,7 +12,7 @@ Shapes: N samples, D input features, C classes, H hidden units; an image sample 
 import json
 import math
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -138,7 +138,7 @@ def smooth(values, weight: float) -> np.ndarray:
 
 
 def _smoothing_weight(count: int) -> float:
-    """A weight averaging over about count / 20 points (none for under 40)."""
+    """A weight averaging over about count / 20 points; none for 20 or fewer."""
     span = max(1.0, count / 20)
     return 1.0 - 2.0 / (span + 1.0)
 
@@ -384,7 +384,7 @@ class Tile:
 
 
 def _draw_tiles(figure, tiles: list[Tile], grid: tuple[int, int],
-                row_names=(), label_lines: int = 0):
+                row_names=(), label_lines: int = 0) -> None:
     """Draw images in a grid on one axes, each scaled to its own range.
 
     One axes with an image per tile renders many times faster than an axes per
@@ -416,7 +416,6 @@ def _draw_tiles(figure, tiles: list[Tile], grid: tuple[int, int],
     ax.set_ylim(rows * step_y + 0.06 * height, 0)
     ax.set_aspect("equal")
     ax.set_axis_off()
-    return ax
 
 
 def _plot_first_layer_weights(restored, path: Path) -> Path | None:
@@ -457,8 +456,8 @@ class EvaluationPlots:
     """
 
     paths: list[Path]
-    worst: dict[int, np.ndarray] = field(default_factory=dict)
-    true_probability: np.ndarray | None = None
+    worst: dict[int, np.ndarray]
+    true_probability: np.ndarray
 
 
 def true_class_probability(scores: np.ndarray, y: np.ndarray) -> np.ndarray:

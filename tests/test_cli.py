@@ -211,7 +211,8 @@ def test_fit_train_log_is_what_the_terminal_showed(trained):
 
     assert log == result.stdout
     assert log.splitlines()[0] == f"run directory: {run_dir}"
-    assert "data: 4 features, 3 classes; train 50, val 10, test 15" in log
+    assert ("data: 4 features (samples of shape 4), 3 classes; train 50, val 10,"
+            " test 15") in log
     assert "model: 4-8-3, 67 parameters" in log
     assert log.splitlines()[-1].startswith("Done: 3 epochs, 12 iterations in ")
     assert str(run_dir / "checkpoints" / "best.npz") in log.splitlines()[-1]

@@ -8,7 +8,6 @@ import sys
 
 import numpy as np
 import pytest
-
 from conftest import tiny_config_dict
 
 from nntrain.config import resolve_config

@@ -23,6 +23,7 @@ from nntrain.checkpoint import save_checkpoint
 from nntrain.errors import StopRequested, TrainingError
 from nntrain.evaluate import measure
 from nntrain.optim.clipping import clip_gradients
+from nntrain.random import SHUFFLE_STREAM, generator
 from nntrain.train.diagnostics import (
     Watcher,
     gradient_norms,
@@ -30,7 +31,6 @@ from nntrain.train.diagnostics import (
     update_ratios,
     weight_snapshot,
 )
-from nntrain.random import SHUFFLE_STREAM, generator
 
 SIGNAL_EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
 # A loss above this multiple of its first value for this many updates is diverging.
