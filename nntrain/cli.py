@@ -14,13 +14,32 @@ import click
 import numpy as np
 
 from nntrain import __version__
-from nntrain.errors import BadInputError, NNTrainError
+from nntrain.errors import BadInputError, NNTrainError, StopRequested
 
 SPLITS = ("test", "val", "train")
 
 
 class Group(click.Group):
-    """Turns nntrain's own errors into one line on stderr and their exit status."""
+    """Turns nntrain's own errors and Click's usage errors into one line on stderr
+    and their exit status."""
+
+    def main(self, args=None, prog_name=None, **extra):
+        extra.pop("standalone_mode", None)
+        try:
+            code = super().main(args, prog_name or "nntrain", standalone_mode=False,
+                                **extra)
+        except click.exceptions.UsageError as error:
+            where = error.ctx.command_path if error.ctx else "nntrain"
+            click.echo(f"error: {error.format_message()} (see: {where} --help)",
+                       err=True)
+            sys.exit(2)
+        except click.exceptions.ClickException as error:
+            click.echo(f"error: {error.format_message()}", err=True)
+            sys.exit(error.exit_code)
+        except click.exceptions.Abort:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+        sys.exit(code if isinstance(code, int) else 0)
 
     def invoke(self, ctx):
         try:
@@ -28,6 +47,9 @@ class Group(click.Group):
         except (click.exceptions.ClickException, click.exceptions.Exit,
                 click.exceptions.Abort):
             raise
+        except StopRequested as error:
+            click.echo(f"{error}", err=True)
+            ctx.exit(error.exit_code)
         except NNTrainError as error:
             click.echo(f"error: {error}", err=True)
             ctx.exit(error.exit_code)
@@ -87,20 +109,60 @@ def _default_run_dir(config: dict, config_path) -> Path:
               help="Run directory (default: the config's output, else runs/<stem>).")
 @click.option("--force", is_flag=True,
               help="Start over in a non-empty run directory (removes its old files).")
+@click.option("--resume", type=click.Path(), metavar="CKPT|RUN_DIR",
+              help="Continue a run from a checkpoint, or from the newest good one of"
+                   " a run directory.")
 @click.option("--print-config", is_flag=True,
               help="Print the resolved config, every default filled in, and exit.")
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
-def fit(config_path, overrides, out, force, print_config, quiet):
-    """Train the network CONFIG describes and write a run directory."""
+def fit(config_path, overrides, out, force, resume, print_config, quiet):
+    """Train the network CONFIG describes and write a run directory.
+
+    With --resume the checkpoint's config wins; --set may only extend
+    train.epochs or train.iterations.
+    """
     from nntrain.config import config_to_yaml
     from nntrain.pipeline import fit as run_fit
 
+    if out == "":
+        raise BadInputError("--out is empty; give a folder path")
+    if resume is not None:
+        if force:
+            raise BadInputError("--force starts over and --resume continues: give"
+                                " one of them")
+        _resume(config_path, overrides, out, resume, print_config, quiet)
+        return
     config = _load(config_path, overrides)
+    run_dir = Path(out) if out else _default_run_dir(config, config_path)
+    config["output"] = str(run_dir)
     if print_config:
         click.echo(config_to_yaml(config), nl=False)
         return
-    run_fit(config, Path(out) if out else _default_run_dir(config, config_path),
-            force=force, quiet=quiet)
+    run_fit(config, run_dir, force=force, quiet=quiet)
+
+
+def _resume(config_path, overrides, out, resume, print_config, quiet):
+    from nntrain.config import config_to_yaml
+    from nntrain.pipeline import fit as run_fit
+    from nntrain.train import resume as resuming
+
+    _load(config_path, [])  # CONFIG must still be a valid config
+    path, checkpoint, notes = resuming.find_checkpoint(resume)
+    config = resuming.resumed_config(checkpoint, list(overrides), path)
+    run_dir = Path(out) if out else resuming.run_directory_of(path)
+    config["output"] = str(run_dir)
+    if print_config:
+        click.echo(config_to_yaml(config), nl=False)
+        return
+    for note in notes:
+        click.echo(f"note: {note}", err=True)
+    if resuming.is_finished(config, checkpoint):
+        progress = checkpoint.meta["solver"]["progress"]
+        click.echo(f"{path} is from a finished run ({progress['iteration']}"
+                   " iterations): nothing to do. To train longer, extend it, e.g."
+                   " --set train.epochs=N")
+        return
+    run_fit(config, run_dir, quiet=quiet, resume=checkpoint)
 
 
 @cli.command("eval")

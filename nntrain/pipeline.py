@@ -14,7 +14,8 @@ import numpy as np
 from nntrain.checkpoint import load_checkpoint
 from nntrain.data.datasets import Dataset, load_dataset
 from nntrain.data.preprocess import Preprocessor
-from nntrain.errors import CheckpointError, DataError
+from nntrain.config import resolve_config
+from nntrain.errors import CheckpointError, ConfigError, DataError, NNTrainError
 from nntrain.nn.model import Model, build_model
 from nntrain.optim.rules import build_rule
 from nntrain.optim.schedules import build_schedule
@@ -86,10 +87,21 @@ class FitResult:
     history: list
 
 
-def fit(config: dict, run_dir, force: bool = False, quiet: bool = False) -> FitResult:
-    """Train the network ``config`` describes; write everything into ``run_dir``."""
+def fit(config: dict, run_dir, force: bool = False, quiet: bool = False,
+        resume=None) -> FitResult:
+    """Train the network ``config`` describes; write everything into ``run_dir``.
+
+    ``resume``: a loaded Checkpoint of this run to continue from (its config is
+    ``config``, with train.epochs or train.iterations possibly extended).
+    """
     started = time.perf_counter()
-    prepared = prepare_data(config, splits=("train", "val"))
+    saved_prep = None
+    if resume is not None:
+        saved_prep = Preprocessor.from_state(config["data"]["preprocess"],
+                                             resume.group("prep"),
+                                             resume.meta["data"]["num_features"])
+    prepared = prepare_data(config, saved_prep, splits=("train", "val"),
+                            spec=resume.meta["data"] if resume else None)
     dataset = prepared.dataset
     input_width = prepared.preprocessor.output_width(dataset.num_features)
     model = build_model(config, input_width, dataset.num_classes)
@@ -97,26 +109,88 @@ def fit(config: dict, run_dir, force: bool = False, quiet: bool = False) -> FitR
     _, total = count_iterations(config["train"], len(prepared.splits["train"][1]),
                                 full_batch=rule.name == "lbfgs")
     schedule = build_schedule(config["schedule"], rule.lr, total)
+    solver_meta = resume.meta["solver"] if resume else None
 
-    run = RunDirectory(run_dir, force=force)
+    run = RunDirectory(run_dir, force=force, resume_iteration=(
+        solver_meta["progress"]["iteration"] if resume else None))
     reporter = Reporter(quiet=quiet, log=run.log)
     try:
         run.write_config(config)
-        reporter.line(f"run directory: {run.path}")
-        _start_of_run_checks(reporter, config, prepared, model, input_width)
         solver = Solver(
             model, rule, schedule,
             (*prepared.splits["train"], *prepared.splits["val"]),
             config["train"], config["seed"], run=run, reporter=reporter,
-            checkpoint_meta={"config": config, "data": data_spec(prepared, config)},
+            checkpoint_meta={"config": config, "data": data_spec(prepared, config),
+                             "environment": environment()},
             checkpoint_arrays={"prep": prepared.preprocessor.state()},
         )
+        if resume is None:
+            reporter.line(f"run directory: {run.path}")
+            _start_of_run_checks(reporter, config, prepared, model, input_width)
+        else:
+            _load_arrays(model, "params", resume.group("param"), "the checkpoint")
+            _load_arrays(model, "buffers", resume.group("buffer"), "the checkpoint")
+            solver.restore_state(solver_meta, resume.group("optim"))
+            _describe_resume(reporter, run.path, solver, resume.meta)
         progress = solver.train()
+        if config["train"]["plots"]:
+            _write_plots(run.path, reporter)
         seconds = time.perf_counter() - started
         _summarize(reporter, config, progress, run.path, seconds, solver)
+    except NNTrainError as error:
+        run.log(f"error: {error}")
+        raise
     finally:
         run.close()
     return FitResult(run.path, progress, seconds, solver.history)
+
+
+def _write_plots(path, reporter) -> None:
+    """The run's PNGs, when matplotlib is there; otherwise how to get them."""
+    import warnings
+
+    from nntrain import plots
+
+    if not plots.plots_available():
+        reporter.line("plots: skipped, matplotlib is not installed (pip install"
+                      f" 'nntrain[plot]', then: nntrain plot {path})")
+        return
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", plots.PlotWarning)
+        written = plots.plot_run(path)
+    for warning in caught:
+        reporter.warn(str(warning.message))
+    reporter.line(f"plots: {len(written)} PNG files in {path / 'plots'}")
+
+
+def environment() -> dict:
+    """What can change floating-point results between machines: the NumPy version
+    and the BLAS libraries with their thread counts."""
+    try:
+        from threadpoolctl import threadpool_info
+
+        blas = [{"library": info.get("internal_api"),
+                 "version": info.get("version"),
+                 "threads": info.get("num_threads")} for info in threadpool_info()]
+    except ImportError:
+        blas = None
+    return {"numpy": np.__version__, "blas": blas}
+
+
+def _describe_resume(reporter, path, solver, meta) -> None:
+    progress = solver.progress
+    reporter.line(f"run directory: {path}")
+    reporter.line(f"resuming at iteration {progress.iteration} (epoch"
+                  f" {progress.epoch}, {progress.batch_in_epoch} batches into it)")
+    if solver.full_batch:
+        reporter.line("note: L-BFGS resumes from its saved parameters with a fresh,"
+                      " empty curvature history (scipy keeps it to itself), so it"
+                      " does not continue exactly where it stopped")
+    saved = meta.get("environment")
+    if saved and saved != environment():
+        reporter.warn("this checkpoint was written with another NumPy or BLAS"
+                      f" setup ({saved}); the resumed run may differ from an"
+                      " uninterrupted one in the last bits")
 
 
 def _start_of_run_checks(reporter, config, prepared, model, input_width) -> None:
@@ -141,6 +215,16 @@ def _summarize(reporter, config, progress, path, seconds, solver) -> None:
     )
 
 
+def migrate_config(saved, path) -> dict:
+    """A checkpoint's config brought up to this version: keys added since it was
+    written get their defaults, and the whole is validated again."""
+    try:
+        return resolve_config(saved)
+    except ConfigError as error:
+        raise CheckpointError(f"{path}: its config is not valid here ({error})") \
+            from None
+
+
 @dataclass
 class Restored:
     """Everything a checkpoint rebuilds: its config, data spec, model and steps."""
@@ -157,7 +241,7 @@ def restore(path) -> Restored:
     checkpoint = load_checkpoint(path)
     meta = checkpoint.meta
     try:
-        config, data = meta["config"], meta["data"]
+        config, data = migrate_config(meta["config"], path), meta["data"]
         num_features, num_classes = data["num_features"], data["num_classes"]
         preprocessor = Preprocessor.from_state(
             config["data"]["preprocess"], checkpoint.group("prep"), num_features
@@ -165,7 +249,8 @@ def restore(path) -> Restored:
         input_width = preprocessor.output_width(num_features)
         model = build_model(config, input_width, num_classes)
     except (KeyError, TypeError) as error:
-        raise CheckpointError(f"{path}: meta lacks {error}; the file is not a"
+        raise CheckpointError(f"{path}: its meta is incomplete or malformed"
+                              f" ({type(error).__name__}: {error}); the file is not a"
                               " complete nntrain checkpoint") from None
     _load_arrays(model, "params", checkpoint.group("param"), path)
     _load_arrays(model, "buffers", checkpoint.group("buffer"), path)

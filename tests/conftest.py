@@ -118,3 +118,13 @@ def write_idx_dataset(tmp_path):
         return folder
 
     return write
+
+
+@pytest.fixture(autouse=True)
+def _no_plots_after_fit(request, monkeypatch):
+    """Drawing a run's PNGs takes seconds; tests of fit skip it unless they are
+    marked ``@pytest.mark.plots``. The plots module has its own tests."""
+    if request.node.get_closest_marker("plots") is None:
+        import nntrain.pipeline
+
+        monkeypatch.setattr(nntrain.pipeline, "_write_plots", lambda path, rep: None)

@@ -96,6 +96,7 @@ def trained(tmp_path_factory):
     np.savez(npz, **tiny_arrays())
     raw = tiny_config_dict(npz)
     raw["model"]["l2"] = 1e-3
+    raw["train"]["plots"] = False  # this module-wide run is not under the autouse stub
     config = folder / "tiny.yaml"
     config.write_text(yaml.safe_dump(raw))
     run_dir = folder / "run"
@@ -150,13 +151,13 @@ def test_fit_writes_the_resolved_config_with_every_default(trained):
 
     written = yaml.safe_load((run_dir / "config.yaml").read_text())
 
-    assert written == load_config(config_path)
+    assert written == {**load_config(config_path), "output": str(run_dir)}
     assert written["optimizer"] == {"name": "adam", "lr": 0.01, "beta1": 0.9,
                                     "beta2": 0.999, "eps": 1e-8}
     assert written["train"] == {"epochs": 3, "iterations": None, "batch_size": 16,
                                 "eval_every": None, "log_every": 5, "clip": None,
                                 "monitor": "val_accuracy", "early_stopping": None,
-                                "diagnostics": True, "plots": True,
+                                "diagnostics": True, "plots": False,
                                 "dtype": "float32"}
     assert written["model"]["init"] == "he" and written["model"]["l2"] == 1e-3
     assert written["data"]["preprocess"] == ["center", "scale"]
@@ -236,7 +237,7 @@ def test_fit_checkpoints_follow_the_contract(trained):
     assert {k.split("/")[0] for k in arrays} == {"param", "optim", "prep"}
     assert type(meta["format"]) is int
     assert meta["nntrain_version"] == nntrain.__version__
-    assert meta["config"] == load_config(config_path)
+    assert meta["config"] == {**load_config(config_path), "output": str(run_dir)}
     assert meta["data"]["num_features"] == 4 and meta["data"]["num_classes"] == 3
     assert meta["data"]["sizes"] == {"train": 50, "val": 10, "test": 15}
     assert meta["solver"]["progress"]["iteration"] == 12
@@ -387,7 +388,8 @@ def test_print_config_prints_yaml_and_writes_nothing(tmp_path, tiny_config,
 
     assert result.exit_code == 0
     printed = yaml.safe_load(result.stdout)
-    assert printed == load_config(tiny_config, ["optimizer.lr=5E-4"])
+    assert printed == {**load_config(tiny_config, ["optimizer.lr=5E-4"]),
+                       "output": str(tmp_path / "run")}
     assert printed["optimizer"]["lr"] == 0.0005
     assert printed["train"]["log_every"] == 5
     assert sorted(p.name for p in tmp_path.iterdir()) == before

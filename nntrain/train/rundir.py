@@ -1,4 +1,4 @@
-"""The run directory (DESIGN.md's contract):
+"""The run directory (the contract in the README):
 
   runs/NAME/
     config.yaml      the resolved config, every default filled in
@@ -6,11 +6,13 @@
     train.log        what the terminal showed, without the progress bar
     checkpoints/     last.npz, best.npz
     plots/           PNG figures
+
+Every file is written through a temporary file in the same folder, fsynced and
+renamed, except the two logs, which are appended to line by line.
 """
 
 import json
 import os
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -18,7 +20,24 @@ from nntrain.config import config_to_yaml
 from nntrain.errors import RunDirectoryError
 
 # What nntrain itself writes; --force removes these and nothing else.
-OWN_ENTRIES = ("config.yaml", "metrics.jsonl", "train.log", "checkpoints", "plots")
+OWN_FILES = ("config.yaml", "metrics.jsonl", "train.log")
+OWN_CHECKPOINT_PATTERNS = ("last.npz", "best.npz", "snapshot-*.npz", ".*.npz.*.tmp")
+OWN_PLOT_PATTERNS = ("loss.png", "accuracy.png", "learning_rate.png",
+                     "update_ratios.png", "activations.png", "first_layer_weights.png",
+                     "confusion_matrix.png", "worst_examples.png")
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def publish(temporary: Path, path: Path) -> None:
+    """Give a finished temporary file the usual permissions and rename it into place
+    (mkstemp creates files readable by their owner only)."""
+    os.chmod(temporary, 0o666 & ~_umask())
+    os.replace(temporary, path)
 
 
 def write_text_atomically(path: Path, text: str) -> None:
@@ -29,18 +48,27 @@ def write_text_atomically(path: Path, text: str) -> None:
             file.write(text)
             file.flush()
             os.fsync(file.fileno())
-        os.replace(temporary, path)
+        publish(Path(temporary), path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
 
 
 class RunDirectory:
-    """Creates the folder layout and appends to the run's log files."""
+    """Creates the folder layout and appends to the run's log files.
 
-    def __init__(self, path, force: bool = False):
+    ``resume_iteration``: continue an existing run from a checkpoint taken after
+    that many updates; records written after it (by a run killed later) are dropped
+    from metrics.jsonl, so the file reads as if the run had never stopped.
+    """
+
+    def __init__(self, path, force: bool = False, resume_iteration=None):
         self.path = Path(path)
-        self._prepare(force)
+        if resume_iteration is None:
+            self._prepare(force)
+        else:
+            self._check_writable()
+            self._truncate_metrics(resume_iteration)
         self.checkpoints = self.path / "checkpoints"
         self.plots = self.path / "plots"
         self.checkpoints.mkdir(exist_ok=True)
@@ -54,14 +82,34 @@ class RunDirectory:
             if not force:
                 raise RunDirectoryError(
                     f"run directory {self.path} is not empty; pass --force to start"
-                    " over, --out to use another folder"
+                    " over, --resume to continue it, or --out to use another folder"
                 )
-            for name in OWN_ENTRIES:
-                entry = self.path / name
-                if entry.is_dir():
-                    shutil.rmtree(entry)
-                elif entry.exists():
-                    entry.unlink()
+            self._remove_own_files()
+        self._check_writable()
+
+    def _remove_own_files(self) -> None:
+        """--force: delete what an earlier run wrote, and nothing else."""
+        for folder in ("checkpoints", "plots"):
+            if (self.path / folder).is_symlink():
+                raise RunDirectoryError(
+                    f"{self.path / folder} is a symbolic link; nntrain will not clear"
+                    " it with --force: remove it or choose another --out"
+                )
+        doomed = [self.path / name for name in OWN_FILES]
+        for folder, patterns in (("checkpoints", OWN_CHECKPOINT_PATTERNS),
+                                 ("plots", OWN_PLOT_PATTERNS)):
+            for pattern in patterns:
+                doomed += (self.path / folder).glob(pattern)
+        for path in doomed:
+            if path.is_file() or path.is_symlink():
+                path.unlink()
+        for folder in ("checkpoints", "plots"):
+            try:
+                (self.path / folder).rmdir()  # only when nothing else is left in it
+            except OSError:
+                pass
+
+    def _check_writable(self) -> None:
         try:
             self.path.mkdir(parents=True, exist_ok=True)
             probe = tempfile.TemporaryFile(dir=self.path)
@@ -71,6 +119,21 @@ class RunDirectory:
                 f"cannot write to run directory {self.path} ({error.strerror});"
                 " choose another folder with --out"
             ) from None
+
+    def _truncate_metrics(self, iteration: int) -> None:
+        path = self.path / "metrics.jsonl"
+        if not path.exists():
+            return
+        kept = []
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                break  # a line cut short by a crash: nothing after it is trusted
+            if record.get("iteration", 0) > iteration:
+                break
+            kept.append(line)
+        write_text_atomically(path, "".join(line + "\n" for line in kept))
 
     def write_config(self, config: dict) -> None:
         write_text_atomically(self.path / "config.yaml", config_to_yaml(config))

@@ -152,6 +152,9 @@ class Solver:
         self._diagnostics = {}
         self._first_loss = None
         self._high_streak = 0
+        self._running = _RunningMeans()
+        self._elapsed_before = 0.0  # seconds of the run before a resume
+        self._resume_epoch_state = None  # the shuffle state to redraw on resume
 
         self.full_batch = rule.name == "lbfgs"
         self.per_epoch, self.total_iterations = count_iterations(
@@ -160,8 +163,7 @@ class Solver:
 
     def train(self) -> Progress:
         """Run until the iteration budget is spent; return the final counters."""
-        self._start_time = time.perf_counter()
-        self._running = _RunningMeans()
+        self._start_time = time.perf_counter() - self._elapsed_before
         if self.reporter:
             self.reporter.start_bar(self.total_iterations, self.progress.iteration)
         # Overflow and NaN are caught by the non-finite check after each update, with
@@ -184,11 +186,19 @@ class Solver:
     def _train_epoch(self, stop) -> None:
         progress = self.progress
         batch_size = self.config["batch_size"]
-        progress.epoch += 1
+        if self._resume_epoch_state is not None:
+            # Resuming: redraw the interrupted epoch's order and skip its done part.
+            self.shuffle_rng.bit_generator.state = self._resume_epoch_state
+            self._resume_epoch_state = None
+            skip = progress.batch_in_epoch * batch_size
+        else:
+            progress.epoch += 1
+            progress.batch_in_epoch = 0
+            skip = 0
         self._epoch_start_state = self.shuffle_rng.bit_generator.state
         order = self.shuffle_rng.permutation(len(self.X_train))
 
-        for start in range(0, len(order), batch_size):
+        for start in range(skip, len(order), batch_size):
             self._step(order[start:start + batch_size])
             if progress.iteration % self.eval_every == 0:
                 self._evaluate()
@@ -390,6 +400,8 @@ class Solver:
             )
             self._record({"kind": "event", "event": "early_stop",
                           "reason": self.stop_reason})
+            if self.run:  # so that --resume knows the run is over
+                self.save(self.run.checkpoints / "last.npz")
             if self.reporter:
                 self.reporter.line(self.stop_reason)
             raise _EarlyStop
@@ -413,25 +425,67 @@ class Solver:
             last = self.run.checkpoints / "last.npz"
             self.save(last)
         name = signal.Signals(signum).name
-        where = f"; the state is saved in {last}" if last else ""
+        where = (f"; the state is saved in {last}. Resume with: nntrain fit CONFIG"
+                 f" --resume {self.run.path}") if last else ""
         raise StopRequested(
             f"stopped by {name} at iteration {self.progress.iteration}{where}",
             SIGNAL_EXIT_CODES[signum],
         )
 
     def state_meta(self) -> dict:
-        """The solver's own counters and generator state, as JSON-ready values."""
-        progress = self.progress
+        """Everything, besides the arrays, that a resumed run needs to continue
+        exactly as if it had never stopped, as JSON-ready values."""
         return {
-            "progress": vars(progress).copy(),
+            "progress": vars(self.progress).copy(),
             "optimizer_steps": self.rule.steps,
             "lr": self.rule.lr,
             "schedule": self.schedule.state(),
             # The generator as it was when the current epoch's order was drawn, so a
             # resumed run can redraw that order and skip the batches already done.
             "shuffle_state_at_epoch_start": getattr(self, "_epoch_start_state", None),
+            "dropout_state": self._dropout_state(),
+            "running_means": {"samples": self._running.samples,
+                              "sums": self._running.sums},
+            "divergence": {"first_loss": self._first_loss,
+                           "high_streak": self._high_streak},
+            "warned": sorted(self.watcher.said) if self.watcher else [],
+            "curve": self.watcher.history if self.watcher else [],
+            "seconds": time.perf_counter() - self._start_time,
             "history": self.history,
+            "stopped_early": self.stop_reason is not None,
         }
+
+    def _dropout_generator(self):
+        return next((layer.rng for layer in self.model.layers
+                     if layer.kind == "dropout"), None)
+
+    def _dropout_state(self):
+        rng = self._dropout_generator()
+        return None if rng is None else rng.bit_generator.state
+
+    def restore_state(self, meta: dict, optim_arrays: dict) -> None:
+        """Continue from a checkpoint's solver state (its arrays are already in the
+        model). L-BFGS keeps only its parameters: its history starts empty."""
+        self.progress = Progress(**meta["progress"])
+        if self.full_batch:
+            self.rule.steps = meta["optimizer_steps"]
+        else:
+            self.rule.load_state_arrays(optim_arrays, meta["optimizer_steps"])
+        self.schedule.load_state(meta["schedule"])
+        self.history = list(meta["history"])
+        if meta["shuffle_state_at_epoch_start"] is not None:
+            self._resume_epoch_state = meta["shuffle_state_at_epoch_start"]
+        rng = self._dropout_generator()
+        if rng is not None and meta["dropout_state"] is not None:
+            rng.bit_generator.state = meta["dropout_state"]
+        self._running.samples = meta["running_means"]["samples"]
+        self._running.sums = dict(meta["running_means"]["sums"])
+        self._first_loss = meta["divergence"]["first_loss"]
+        self._high_streak = meta["divergence"]["high_streak"]
+        if self.watcher:
+            self.watcher.said = set(meta["warned"])
+            self.watcher.history = [tuple(pair) for pair in meta["curve"]]
+        self._elapsed_before = meta["seconds"]
 
     def save(self, path) -> None:
         arrays = {

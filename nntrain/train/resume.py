@@ -1,0 +1,79 @@
+"""Finding the checkpoint to resume from, and the config a resumed run uses.
+
+The checkpoint's config wins: a resumed run is the same run. Only its length may
+change, through ``--set train.epochs=N`` or ``--set train.iterations=N``.
+"""
+
+from pathlib import Path
+
+from nntrain.checkpoint import load_checkpoint
+from nntrain.config import apply_overrides
+from nntrain.errors import CheckpointError, ConfigError
+from nntrain.pipeline import migrate_config
+from nntrain.train.solver import count_iterations
+
+EXTENDABLE = ("train.epochs", "train.iterations")
+
+
+def find_checkpoint(path) -> tuple[Path, object, list[str]]:
+    """(path, checkpoint, notes) for ``--resume PATH``: a checkpoint file, or a run
+    directory, whose newest checkpoint that loads is taken (notes say which were
+    skipped as damaged)."""
+    path = Path(path)
+    if not path.is_dir():
+        return path, load_checkpoint(path), []
+
+    folder = path / "checkpoints" if (path / "checkpoints").is_dir() else path
+    candidates = sorted(folder.glob("*.npz"))
+    if not candidates:
+        raise CheckpointError(f"no checkpoint in {folder}; give a checkpoint file or"
+                              " the run directory of a run that saved one")
+    loaded, notes = [], []
+    for candidate in candidates:
+        try:
+            checkpoint = load_checkpoint(candidate)
+        except CheckpointError as error:
+            notes.append(f"skipped {candidate.name}: {error}")
+            continue
+        loaded.append((checkpoint.meta["solver"]["progress"]["iteration"],
+                       candidate.name == "last.npz", candidate, checkpoint))
+    if not loaded:
+        raise CheckpointError(f"every checkpoint in {folder} is damaged; start over"
+                              " with --force")
+    _, _, chosen, checkpoint = max(loaded, key=lambda item: item[:2])
+    if notes:
+        notes.append(f"resuming from {chosen.name}, the newest good checkpoint")
+    return chosen, checkpoint, notes
+
+
+def resumed_config(checkpoint, overrides: list[str], path) -> dict:
+    """The checkpoint's config with only its length changed by ``overrides``."""
+    for text in overrides:
+        key = text.partition("=")[0].strip()
+        if key not in EXTENDABLE:
+            raise ConfigError(
+                f"--set {key}: a resumed run keeps its checkpoint's config; only"
+                " train.epochs and train.iterations may change"
+            )
+    raw = apply_overrides(dict(checkpoint.meta["config"]), list(overrides))
+    return migrate_config(raw, path)
+
+
+def is_finished(config: dict, checkpoint) -> bool:
+    progress = checkpoint.meta["solver"]["progress"]
+    full_batch = config["optimizer"]["name"] == "lbfgs"
+    _, total = count_iterations(config["train"],
+                                checkpoint.meta["data"]["sizes"]["train"], full_batch)
+    stopped_early = checkpoint.meta["solver"].get("stopped_early", False)
+    return progress["iteration"] >= total or stopped_early
+
+
+def run_directory_of(checkpoint_path: Path) -> Path:
+    """checkpoints/last.npz lives in RUN_DIR/checkpoints: the run is its parent."""
+    folder = checkpoint_path.resolve().parent
+    if folder.name != "checkpoints":
+        raise CheckpointError(
+            f"{checkpoint_path} is not inside a run's checkpoints folder; say where"
+            " the resumed run goes with --out"
+        )
+    return folder.parent
