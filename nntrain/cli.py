@@ -172,7 +172,9 @@ def _resume(config_path, overrides, out, resume, print_config, quiet):
 @click.option("--data", "data_path", type=click.Path(),
               help="Where the data lies now, if not where the run found it.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def evaluate(checkpoint, split, data_path, as_json):
+@click.option("--plots", "plots_dir", type=click.Path(file_okay=False),
+              help="Also write confusion_matrix.png and worst_examples.png here.")
+def evaluate(checkpoint, split, data_path, as_json, plots_dir):
     """Measure CHECKPOINT on a split: loss, accuracy, per class, confusion matrix."""
     from nntrain.evaluate import measure
     from nntrain.pipeline import prepare_data, restore
@@ -185,13 +187,45 @@ def evaluate(checkpoint, split, data_path, as_json):
                             spec=restored.data)
 
     X, y = prepared.splits[split]
-    result = measure(restored.model.predict(X), y, config["model"]["loss"])
+    scores = restored.model.predict(X)
+    result = measure(scores, y, config["model"]["loss"])
     result = {"checkpoint": str(checkpoint), "split": split, **result}
+    if plots_dir:
+        from nntrain.plots import plot_evaluation
+
+        written = plot_evaluation(scores, y, restored.data["class_names"],
+                                  prepared.dataset.split(split)[0],
+                                  restored.data["input_shape"], Path(plots_dir))
+        result["plots"] = [str(path) for path in written.paths]
     if as_json:
         click.echo(json.dumps(result))
     else:
         for line in _format_evaluation(result, prepared.dataset.class_names):
             click.echo(line)
+        for path in result.get("plots", []):
+            click.echo(f"wrote {path}")
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--out", type=click.Path(file_okay=False),
+              help="Where to write the PNGs (default: RUN_DIR/plots).")
+@click.option("--data", "data_path", type=click.Path(),
+              help="Where the data lies now, if not where the run found it.")
+def plot(run_dir, out, data_path):
+    """Draw a run's PNGs: loss, accuracy, learning rate, update ratios,
+    activation histograms, and first-layer weights for image data."""
+    import warnings
+
+    from nntrain import plots
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", plots.PlotWarning)
+        written = plots.plot_run(run_dir, out, data_path=data_path)
+    for warning in caught:
+        click.echo(f"warning: {warning.message}", err=True)
+    for path in written:
+        click.echo(f"wrote {path}")
 
 
 def _format_evaluation(result: dict, class_names) -> list[str]:
