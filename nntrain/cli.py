@@ -8,6 +8,7 @@ import csv
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import click
@@ -19,12 +20,18 @@ from nntrain.errors import BadInputError, NNTrainError, StopRequested
 SPLITS = ("test", "val", "train")
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """Warnings as one plain line on stderr, without the source location."""
+    click.echo(f"warning: {message}", err=True)
+
+
 class Group(click.Group):
     """Turns nntrain's own errors and Click's usage errors into one line on stderr
     and their exit status."""
 
     def main(self, args=None, prog_name=None, **extra):
         extra.pop("standalone_mode", None)
+        warnings.showwarning = _show_warning
         try:
             code = super().main(args, prog_name or "nntrain", standalone_mode=False,
                                 **extra)
@@ -135,6 +142,10 @@ def fit(config_path, overrides, out, force, resume, print_config, quiet):
     config = _load(config_path, overrides)
     run_dir = Path(out) if out else _default_run_dir(config, config_path)
     config["output"] = str(run_dir)
+    if config["data"]["path"]:
+        # Stored absolute, so that eval and predict find the data from anywhere.
+        config["data"]["path"] = str(Path(config["data"]["path"]).expanduser()
+                                     .resolve())
     if print_config:
         click.echo(config_to_yaml(config), nl=False)
         return
@@ -275,9 +286,17 @@ def predict(checkpoint, input_path, out_path):
 
 
 def _write_predictions(classes, probabilities, class_names, out_path) -> None:
-    if out_path and out_path.endswith(".npz"):
-        np.savez(out_path, classes=classes, probabilities=probabilities)
-        return
+    try:
+        if out_path and out_path.endswith(".npz"):
+            np.savez(out_path, classes=classes, probabilities=probabilities)
+        else:
+            _write_csv(classes, probabilities, class_names, out_path)
+    except OSError as error:
+        raise BadInputError(f"cannot write {out_path} ({error.strerror}); check that"
+                            " its folder exists and is writable") from None
+
+
+def _write_csv(classes, probabilities, class_names, out_path) -> None:
     header = ["index", "class", "name"] + [f"p_{name}" for name in class_names]
     file = open(out_path, "w", newline="") if out_path else sys.stdout
     try:

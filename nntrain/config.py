@@ -18,6 +18,9 @@ from nntrain.yamlio import dump_yaml, parse_yaml
 
 # A config file larger than this is refused before parsing; real configs are < 10 kB.
 MAX_CONFIG_BYTES = 1_000_000
+# Bounds that keep a typo (an extra zero, a pasted array) from hanging a run.
+MAX_LAYERS = 1000
+MAX_UNITS = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -37,14 +40,18 @@ def _fail(key: str, expected: str, value) -> None:
     raise ConfigError(f"invalid {key}: {value!r} (expected {expected})")
 
 
-def integer(minimum: int | None = None, nullable: bool = False):
+def integer(minimum: int | None = None, nullable: bool = False,
+            maximum: int | None = None):
     def check(value, key):
         if value is None and nullable:
             return None
         wanted = "an integer" + (f" >= {minimum}" if minimum is not None else "")
+        wanted += f" and <= {maximum:,}" if maximum is not None else ""
         if isinstance(value, bool) or not isinstance(value, int):
             _fail(key, wanted + (" or null" if nullable else ""), value)
         if minimum is not None and value < minimum:
+            _fail(key, wanted, value)
+        if maximum is not None and value > maximum:
             _fail(key, wanted, value)
         return value
 
@@ -91,13 +98,16 @@ def optional_text(value, key):
     _fail(key, "a string or null", value)
 
 
-def list_of(item_check, allow_empty=True, nullable=False):
+def list_of(item_check, allow_empty=True, nullable=False, max_items=MAX_LAYERS):
     def check(value, key):
         if value is None and nullable:
             return None
         if not isinstance(value, list) or (not value and not allow_empty):
             wanted = "a list" + ("" if allow_empty else " with at least one item")
             _fail(key, wanted, value)
+        if len(value) > max_items:
+            raise ConfigError(f"invalid {key}: {len(value):,} items, more than the"
+                              f" {max_items:,} nntrain accepts")
         return [item_check(item, f"{key}[{i}]") for i, item in enumerate(value)]
 
     return check
@@ -156,6 +166,9 @@ def layer_list(value, key):
         return None
     if not isinstance(value, list) or not value:
         _fail(key, "a non-empty list of layers like {affine: {units: 100}}", value)
+    if len(value) > MAX_LAYERS:
+        raise ConfigError(f"invalid {key}: {len(value):,} layers, more than the"
+                          f" {MAX_LAYERS:,} nntrain accepts")
     layers = [_layer_entry(entry, f"{key}[{i}]") for i, entry in enumerate(value)]
     if next(iter(layers[-1])) != "affine":
         raise ConfigError(
@@ -265,12 +278,12 @@ def _weight_options() -> dict:
 
 LAYER_OPTIONS = {
     "affine": {
-        "units": Key(None, integer(1, nullable=True), "int >= 1",
+        "units": Key(None, integer(1, nullable=True, maximum=MAX_UNITS), "int >= 1",
                      "output width; may be left out on the last layer (= classes)"),
         **_weight_options(),
     },
     "maxout": {
-        "units": Key(None, integer(1, nullable=True), "int >= 1", "maxout units"),
+        "units": Key(None, integer(1, nullable=True, maximum=MAX_UNITS), "int >= 1", "maxout units"),
         "pieces": Key(2, integer(2), "int >= 2", "affine pieces per unit"),
         **_weight_options(),
     },
@@ -316,7 +329,8 @@ SCHEMA = {
                           " scale | image_mean | pca | whiten"),
     },
     "model": {
-        "hidden": Key([100], list_of(integer(1), nullable=True), "list of int",
+        "hidden": Key([100], list_of(integer(1, maximum=MAX_UNITS), nullable=True),
+                      "list of int",
                       "hidden widths: affine -> [norm] -> activation -> [dropout]"),
         "activation": Key("relu", choice(*ACTIVATIONS), "choice",
                           "relu | leaky_relu | elu | sigmoid | tanh | maxout"),

@@ -53,3 +53,11 @@ class StopRequested(NNTrainError):
     def __init__(self, message: str, exit_code: int):
         super().__init__(message)
         self.exit_code = exit_code
+
+
+class NNTrainWarning(UserWarning):
+    """A non-fatal problem the user should hear about (printed as one line)."""
+
+
+class DataWarning(NNTrainWarning):
+    """The data was found or read in a way the user may not expect."""

@@ -35,8 +35,10 @@ def _pick_array(arrays: dict, path: Path) -> np.ndarray:
 
 
 def _as_rows(X: np.ndarray, num_features: int, path: Path) -> np.ndarray:
-    if X.dtype.kind not in "fiub":
+    if X.dtype.kind not in "fiu":
         raise DataError(f"{path}: samples must be numbers, not {X.dtype}")
+    if X.size == 0:
+        raise DataError(f"{path} holds no samples")
     if X.size == num_features:
         X = X.reshape(1, num_features)
     elif X.ndim >= 2 and int(np.prod(X.shape[1:])) == num_features:

@@ -289,7 +289,7 @@ def test_unknown_top_level_key_lists_each_valid_key_once(write_config):
     ("model: {hidden: 8}\ntrain: {epochs: 2}",
      "invalid model.hidden: 8 (expected a list)"),
     ("model: {hidden: [8, x]}\ntrain: {epochs: 2}",
-     "invalid model.hidden[1]: 'x' (expected an integer >= 1)"),
+     "invalid model.hidden[1]: 'x' (expected an integer >= 1 and <= 1,000,000)"),
     ("data: 3\ntrain: {epochs: 2}",
      "invalid data: 3 (expected a mapping of keys)"),
     ("optimizer: adam\ntrain: {epochs: 2}",

@@ -13,6 +13,7 @@ Splits:
 """
 
 import os
+import warnings
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -21,7 +22,7 @@ import numpy as np
 
 from nntrain.data.idx import load_idx_pair
 from nntrain.data.npfile import load_numpy_file
-from nntrain.errors import DataError
+from nntrain.errors import DataError, DataWarning
 from nntrain.random import SPLIT_STREAM, generator
 
 FASHION_CLASSES = (
@@ -78,6 +79,10 @@ def load_dataset(data_config: dict, seed: int) -> Dataset:
     """Load the dataset a config's ``data`` section names, with its three splits."""
     name = data_config["name"]
     if name == "digits":
+        if data_config["path"]:
+            raise DataError("the digits data is bundled with nntrain: data.path (and"
+                            " --data) apply to fashion-mnist, mnist and npz only;"
+                            " remove it")
         parts = _load_digits()
     elif name == "npz":
         parts = _load_npz(data_config["path"])
@@ -121,6 +126,10 @@ def find_idx_folder(name: str, path: str | None) -> Path:
     places = search_paths(name, path)
     for folder in places:
         if all(_idx_file(folder, stem) for pair in IDX_FILES.values() for stem in pair):
+            if path and folder != places[0]:
+                warnings.warn(DataWarning(
+                    f"{name}: {places[0]} (data.path or --data) does not hold the"
+                    f" four IDX files; using the copy in {folder}"))
             return folder
     searched = ", ".join(str(place) for place in places)
     raise DataError(

@@ -4,6 +4,7 @@ Lines go to stdout (unless quiet) and always to the run's train.log; the progres
 goes to stderr, and only when stderr is a terminal, so logs and pipes stay clean.
 """
 
+import os
 import sys
 
 import click
@@ -21,10 +22,16 @@ class Reporter:
             self.log(text)
         if self.quiet:
             return
-        if self.bar is not None:
-            self.bar.write(text, file=sys.stdout)
-        else:
-            click.echo(text)
+        try:
+            if self.bar is not None:
+                self.bar.write(text, file=sys.stdout)
+            else:
+                click.echo(text)
+        except BrokenPipeError:
+            # The terminal's reader went away (`nntrain fit ... | head`): keep
+            # training and logging to train.log, stop printing.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            self.quiet = True
 
     def warn(self, text: str) -> None:
         """A non-fatal problem: stderr (unless quiet) and the log."""
