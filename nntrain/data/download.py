@@ -147,8 +147,8 @@ def download(
     dataset = _lookup(name)
     base_url = base_url or dataset.base_url
     if base_url.split(":", 1)[0].lower() not in ("http", "https", "file"):
-        raise DataError(f"--mirror {base_url}: give an http://, https:// or file:// URL"
-                        " of the folder holding the files")
+        raise DataError(f"cannot fetch from {base_url}: give --mirror as an http://,"
+                        " https:// or file:// URL of the folder holding the files")
     dest_dir = _make_folder(Path(dest_dir).expanduser())
     if files is None:
         files = dataset.files
