@@ -400,6 +400,10 @@ SCHEMA = {
                            "per-layer statistics and warnings at each evaluation"),
         "plots": Key(True, boolean, "bool",
                      "write PNG plots at the end (needs nntrain[plot])"),
+        "threads": Key(None, integer(1, nullable=True, maximum=1024),
+                       "int >= 1 or null",
+                       "BLAS threads while training (threadpoolctl); null: the"
+                       " library's default"),
         "dtype": Key("float32", choice("float32", "float64"), "choice",
                      "floating type of parameters and data"),
     },

@@ -158,7 +158,7 @@ def test_fit_writes_the_resolved_config_with_every_default(trained):
                                 "eval_every": None, "log_every": 5, "clip": None,
                                 "monitor": "val_accuracy", "early_stopping": None,
                                 "diagnostics": True, "plots": False,
-                                "dtype": "float32"}
+                                "threads": None, "dtype": "float32"}
     assert written["model"]["init"] == "he" and written["model"]["l2"] == 1e-3
     assert written["data"]["preprocess"] == ["center", "scale"]
     assert load_config(run_dir / "config.yaml") == written

@@ -55,6 +55,7 @@ EXPECTED_DEFAULTS = {
         "early_stopping": None,
         "diagnostics": True,
         "plots": True,
+        "threads": None,
         "monitor": "val_accuracy",
         "dtype": "float32",
     },

@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from nntrain.checkpoint import save_checkpoint
 from nntrain.errors import StopRequested, TrainingError
@@ -153,6 +154,7 @@ class Solver:
         self._first_loss = None
         self._high_streak = 0
         self._running = _RunningMeans()
+        self.train_seconds = 0.0  # time spent in updates alone (no evaluation)
         self._elapsed_before = 0.0  # seconds of the run before a resume
         self._resume_epoch_state = None  # the shuffle state to redraw on resume
 
@@ -169,7 +171,8 @@ class Solver:
         # Overflow and NaN are caught by the non-finite check after each update, with
         # a message that says what to do; numpy's own warnings would only add noise.
         try:
-            with _StopFlag() as stop, np.errstate(over="ignore", invalid="ignore"):
+            with _StopFlag() as stop, np.errstate(over="ignore", invalid="ignore"), \
+                    threadpool_limits(self.config["threads"]):
                 if self.full_batch:
                     self._train_full_batch(stop)
                 while self.progress.iteration < self.total_iterations:
@@ -199,7 +202,9 @@ class Solver:
         order = self.shuffle_rng.permutation(len(self.X_train))
 
         for start in range(skip, len(order), batch_size):
+            started = time.perf_counter()
             self._step(order[start:start + batch_size])
+            self.train_seconds += time.perf_counter() - started
             if progress.iteration % self.eval_every == 0:
                 self._evaluate()
             if stop.signum is not None:
