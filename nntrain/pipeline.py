@@ -43,13 +43,17 @@ def prepare_data(config: dict, preprocessor: Preprocessor | None = None,
     if spec is not None:
         _check_data_matches(dataset, spec)
     dtype = np.dtype(config["train"]["dtype"])
-    if preprocessor is None:
-        preprocessor = Preprocessor.fit(config["data"]["preprocess"], dataset.X_train,
-                                        dtype, dataset.input_shape)
     transformed = {}
+    if preprocessor is None:
+        preprocessor, X_train = Preprocessor.fit_transform(
+            config["data"]["preprocess"], dataset.X_train, dtype, dataset.input_shape)
+        if "train" in splits:
+            transformed["train"] = (X_train, dataset.y_train)
+        del X_train
     for name in splits:
-        X, y = dataset.split(name)
-        transformed[name] = (preprocessor.transform(X, dtype), y)
+        if name not in transformed:
+            X, y = dataset.split(name)
+            transformed[name] = (preprocessor.transform(X, dtype), y)
     return Prepared(dataset, preprocessor, transformed)
 
 

@@ -14,8 +14,29 @@ import numpy as np
 
 from nntrain.errors import CheckpointError, ConfigError
 
-# Rows per chunk when accumulating X^T X, so PCA never holds a float64 copy of X.
-_CHUNK_ROWS = 8192
+# Rows per chunk when accumulating statistics, so that no step ever holds a float64
+# copy of the whole training split (345 MB for Fashion-MNIST).
+_CHUNK_ROWS = 1024
+
+
+def column_mean(X: np.ndarray) -> np.ndarray:
+    """Per-feature mean of X: (N, D) in float64, summed over chunks of rows."""
+    total = np.zeros(X.shape[1])
+    for start in range(0, len(X), _CHUNK_ROWS):
+        total += X[start:start + _CHUNK_ROWS].sum(axis=0, dtype=np.float64)
+    return total / len(X)
+
+
+def column_mean_std(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-feature mean and (population) std of X: (N, D), in float64, two passes
+    over chunks of rows."""
+    mean = column_mean(X)
+    squares = np.zeros(X.shape[1])
+    for start in range(0, len(X), _CHUNK_ROWS):
+        centered = X[start:start + _CHUNK_ROWS].astype(np.float64)
+        centered -= mean
+        squares += np.einsum("ij,ij->j", centered, centered)
+    return mean, np.sqrt(squares / len(X))
 
 
 class Center:
@@ -25,7 +46,7 @@ class Center:
 
     def fit(self, X: np.ndarray, input_shape=None) -> "Center":
         """X: (N, D) training features."""
-        self.mean = X.mean(axis=0, dtype=np.float64)
+        self.mean = column_mean(X)
         return self
 
     def transform(self, X: np.ndarray) -> np.ndarray:
@@ -58,7 +79,7 @@ class ImageMean(Center):
     name = "image_mean"
 
     def fit(self, X, input_shape=None) -> "ImageMean":
-        self.mean = X.mean(axis=0, dtype=np.float64)
+        self.mean = column_mean(X)
         self.shape = tuple(input_shape or X.shape[1:])
         return self
 
@@ -87,8 +108,7 @@ class Scale:
 
     def fit(self, X: np.ndarray, input_shape=None) -> "Scale":
         """X: (N, D) training features."""
-        mean = X.mean(axis=0, dtype=np.float64)
-        std = X.std(axis=0, dtype=np.float64)
+        mean, std = column_mean_std(X)
         is_constant = std <= self.RELATIVE_TOLERANCE * np.maximum(1.0, np.abs(mean))
         self.factor = np.zeros_like(std)
         np.divide(1.0, std, out=self.factor, where=~is_constant)
@@ -126,7 +146,7 @@ class PCA:
 
     def fit(self, X: np.ndarray, input_shape=None):
         """X: (N, D) training features."""
-        self.mean = X.mean(axis=0, dtype=np.float64)
+        self.mean = column_mean(X)
         covariance = np.zeros((X.shape[1], X.shape[1]))
         for start in range(0, len(X), _CHUNK_ROWS):
             chunk = X[start:start + _CHUNK_ROWS].astype(np.float64) - self.mean
@@ -162,9 +182,15 @@ class PCA:
         return int(min(np.searchsorted(explained, self.components - 1e-12) + 1, D))
 
     def transform(self, X: np.ndarray) -> np.ndarray:
-        """A new (N, K) array of X's dtype."""
+        """A new (N, K) array of X's dtype, computed chunk by chunk so that no
+        centred copy of the whole of X is ever made."""
         projection = (self.basis * self.scale).astype(X.dtype)
-        return (X - self.mean.astype(X.dtype)) @ projection
+        mean = self.mean.astype(X.dtype)
+        out = np.empty((len(X), projection.shape[1]), dtype=X.dtype)
+        for start in range(0, len(X), _CHUNK_ROWS):
+            rows = slice(start, start + _CHUNK_ROWS)
+            np.matmul(X[rows] - mean, projection, out=out[rows])
+        return out
 
     def state(self) -> dict:
         return {"mean": self.mean, "basis": self.basis, "scale": self.scale}
@@ -216,6 +242,12 @@ class Preprocessor:
     @classmethod
     def fit(cls, steps_config: list, X_train: np.ndarray, dtype, input_shape=None):
         """Fit each step on the output of the steps before it. X_train: (N, D)."""
+        return cls.fit_transform(steps_config, X_train, dtype, input_shape)[0]
+
+    @classmethod
+    def fit_transform(cls, steps_config: list, X_train, dtype, input_shape=None):
+        """(the fitted Preprocessor, X_train transformed), making one copy of the
+        training split instead of two."""
         X = np.array(X_train, dtype=dtype)
         input_shape = input_shape or X.shape[1:]
         steps = []
@@ -228,7 +260,7 @@ class Preprocessor:
             X = step.transform(X)
             input_shape = X.shape[1:]
             steps.append(step)
-        return cls(steps)
+        return cls(steps), X
 
     def transform(self, X: np.ndarray, dtype) -> np.ndarray:
         """A new (N, K) array of ``dtype``: X with every step applied."""

@@ -13,6 +13,8 @@ the conventions noted in each docstring. Notation: w parameter, g gradient, t th
 1-based step count, lr the learning rate.
 """
 
+import math
+
 import numpy as np
 
 
@@ -26,6 +28,9 @@ class UpdateRule:
         self.lr = lr
         self.steps = 0  # updates applied so far
         self.state: dict[str, dict[str, np.ndarray]] = {}
+        # One scratch array per parameter shape and dtype, reused by every update
+        # so that a step allocates nothing. It holds no state between steps.
+        self._scratch: dict[tuple, np.ndarray] = {}
 
     def step(self, params: dict, grads: dict) -> None:
         """Move every array of ``params`` in place using ``grads`` (same keys)."""
@@ -34,6 +39,12 @@ class UpdateRule:
             if name not in self.state:
                 self.state[name] = {slot: np.zeros_like(param) for slot in self.slots}
             self.update(param, grads[name], self.state[name])
+
+    def scratch(self, like: np.ndarray) -> np.ndarray:
+        key = (like.shape, like.dtype.str)
+        if key not in self._scratch:
+            self._scratch[key] = np.empty_like(like)
+        return self._scratch[key]
 
     def update(self, param: np.ndarray, grad: np.ndarray, state: dict) -> None:
         raise NotImplementedError
@@ -60,7 +71,8 @@ class SGD(UpdateRule):
     name = "sgd"
 
     def update(self, param, grad, state):
-        param -= self.lr * grad
+        step = np.multiply(grad, self.lr, out=self.scratch(grad))
+        param -= step
 
 
 class Momentum(UpdateRule):
@@ -84,7 +96,7 @@ class Momentum(UpdateRule):
     def update(self, param, grad, state):
         velocity = state["velocity"]
         velocity *= self.momentum
-        velocity -= self.lr * grad
+        velocity -= np.multiply(grad, self.lr, out=self.scratch(grad))
         param += velocity
 
 
@@ -105,10 +117,11 @@ class Nesterov(Momentum):
 
     def update(self, param, grad, state):
         velocity = state["velocity"]
-        param -= self.momentum * velocity
+        scratch = self.scratch(grad)
+        param -= np.multiply(velocity, self.momentum, out=scratch)
         velocity *= self.momentum
-        velocity -= self.lr * grad
-        param += (1 + self.momentum) * velocity
+        velocity -= np.multiply(grad, self.lr, out=scratch)
+        param += np.multiply(velocity, 1 + self.momentum, out=scratch)
 
 
 class Adagrad(UpdateRule):
@@ -129,10 +142,13 @@ class Adagrad(UpdateRule):
 
     def update(self, param, grad, state):
         total = state["sum_of_squares"]
-        total += np.square(grad)
-        denominator = np.sqrt(total)
-        denominator += self.eps
-        param -= self.lr * (grad / denominator)
+        scratch = self.scratch(grad)
+        total += np.square(grad, out=scratch)
+        np.sqrt(total, out=scratch)
+        scratch += self.eps
+        np.divide(grad, scratch, out=scratch)
+        scratch *= self.lr
+        param -= scratch
 
 
 class RMSProp(UpdateRule):
@@ -155,11 +171,16 @@ class RMSProp(UpdateRule):
 
     def update(self, param, grad, state):
         mean_square = state["mean_square"]
+        scratch = self.scratch(grad)
         mean_square *= self.decay
-        mean_square += (1 - self.decay) * np.square(grad)
-        denominator = np.sqrt(mean_square)
-        denominator += self.eps
-        param -= self.lr * (grad / denominator)
+        np.square(grad, out=scratch)
+        scratch *= 1 - self.decay
+        mean_square += scratch
+        np.sqrt(mean_square, out=scratch)
+        scratch += self.eps
+        np.divide(grad, scratch, out=scratch)
+        scratch *= self.lr
+        param -= scratch
 
 
 class Adam(UpdateRule):
@@ -182,17 +203,24 @@ class Adam(UpdateRule):
 
     def update(self, param, grad, state):
         m, v = state["first_moment"], state["second_moment"]
+        scratch = self.scratch(grad)
         m *= self.beta1
-        m += (1 - self.beta1) * grad
+        m += np.multiply(grad, 1 - self.beta1, out=scratch)
         v *= self.beta2
-        v += (1 - self.beta2) * np.square(grad)
+        np.square(grad, out=scratch)
+        scratch *= 1 - self.beta2
+        v += scratch
 
+        # Python floats (math.sqrt, not np.sqrt) keep the arithmetic in the arrays'
+        # dtype: a NumPy float64 scalar would run the float32 loops in float64.
         t = self.steps
         step_size = self.lr / (1 - self.beta1**t)
-        denominator = np.sqrt(v)
-        denominator /= np.sqrt(1 - self.beta2**t)
-        denominator += self.eps
-        param -= step_size * (m / denominator)
+        np.sqrt(v, out=scratch)
+        scratch /= math.sqrt(1 - self.beta2**t)
+        scratch += self.eps
+        np.divide(m, scratch, out=scratch)
+        scratch *= step_size
+        param -= scratch
 
 
 class AdamW(Adam):
