@@ -211,7 +211,6 @@ class Solver:
                 self._stop(stop.signum)
             if progress.iteration >= self.total_iterations:
                 break
-        progress.batch_in_epoch = 0
 
     def _step(self, rows: np.ndarray) -> None:
         progress = self.progress

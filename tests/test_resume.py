@@ -1,0 +1,210 @@
+"""Nothing lost: exact resume, graceful stop on signals, crash-safe checkpoints and
+determinism."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import yaml
+from click.testing import CliRunner
+from conftest import tiny_config_dict
+
+from nntrain.checkpoint import load_checkpoint
+from nntrain.cli import cli
+from nntrain.config import resolve_config
+from nntrain.errors import StopRequested
+from nntrain.pipeline import fit
+from nntrain.train.resume import find_checkpoint, resumed_config
+from nntrain.train.solver import Solver
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli, [str(arg) for arg in args])
+
+
+def _raw(tiny_npz, **train):
+    raw = tiny_config_dict(tiny_npz)
+    # Every piece of state a resume must carry: dropout and batch-norm generators
+    # and statistics, Adam's moments, a plateau schedule, early stopping.
+    raw["model"] = {"hidden": [8], "batchnorm": True, "drop_probability": 0.2}
+    raw["schedule"] = {"name": "plateau", "patience": 1, "factor": 0.5}
+    raw["train"].update(early_stopping={"patience": 50}, log_every=1, eval_every=3,
+                        **train)
+    return raw
+
+
+def _arrays(path):
+    with np.load(path, allow_pickle=False) as archive:
+        return {key: archive[key] for key in archive.files if key != "meta"}
+
+
+def _records(run_dir):
+    records = []
+    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        record.pop("seconds")
+        records.append(record)
+    return records
+
+
+def _assert_same_run(first, second):
+    a, b = _arrays(first / "checkpoints" / "last.npz"), _arrays(
+        second / "checkpoints" / "last.npz")
+    assert sorted(a) == sorted(b)
+    for key in a:
+        assert np.array_equal(a[key], b[key]), key
+    assert _records(first) == _records(second)
+    meta_a = load_checkpoint(first / "checkpoints" / "last.npz").meta["solver"]
+    meta_b = load_checkpoint(second / "checkpoints" / "last.npz").meta["solver"]
+    for key in ("progress", "schedule", "dropout_state", "optimizer_steps",
+                "running_means", "divergence"):
+        assert meta_a[key] == meta_b[key], key
+    without_time = [{k: v for k, v in r.items() if k != "seconds"}
+                    for r in meta_a["history"]]
+    assert without_time == [{k: v for k, v in r.items() if k != "seconds"}
+                            for r in meta_b["history"]]
+
+
+def _interrupt_at(monkeypatch, iteration):
+    """Send this process a real SIGINT right after update ``iteration``: the run
+    stops through the same path as a Ctrl-C."""
+    original = Solver._step
+
+    def step(self, rows):
+        original(self, rows)
+        if self.progress.iteration == iteration:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(Solver, "_step", step)
+
+
+@pytest.mark.parametrize("stop_at", [8, 10])  # an epoch boundary (4 per epoch), mid
+def test_resumed_run_equals_the_uninterrupted_one(tmp_path, tiny_npz, monkeypatch,
+                                                  stop_at):
+    config = resolve_config(_raw(tiny_npz, epochs=5))
+    whole = tmp_path / "whole"
+    fit(config, whole, quiet=True)
+
+    part = tmp_path / "part"
+    with monkeypatch.context() as patch:
+        _interrupt_at(patch, stop_at)
+        with pytest.raises(StopRequested) as stopped:
+            fit(config, part, quiet=True)
+    assert stopped.value.exit_code == 130
+    _, checkpoint, _ = find_checkpoint(part)
+    assert checkpoint.meta["solver"]["progress"]["iteration"] == stop_at
+    fit(resumed_config(checkpoint, [], part), part, quiet=True, resume=checkpoint)
+
+    _assert_same_run(whole, part)
+
+
+def test_a_finished_run_extended_trains_on_from_where_it_ended(tmp_path, tiny_npz):
+    part = tmp_path / "part"
+    fit(resolve_config(_raw(tiny_npz, epochs=None, iterations=10)), part, quiet=True)
+    _, checkpoint, _ = find_checkpoint(part)
+    config = resumed_config(checkpoint, ["train.iterations=20"], part)
+    fit(config, part, quiet=True, resume=checkpoint)
+    meta = load_checkpoint(part / "checkpoints" / "last.npz").meta["solver"]
+    assert meta["progress"]["iteration"] == 20
+    iterations = [r["iteration"] for r in _records(part) if r["kind"] == "iter"]
+    assert iterations == list(range(1, 21))
+
+
+def test_same_config_and_seed_give_identical_files(tmp_path, tiny_npz):
+    for name in ("a", "b"):
+        fit(resolve_config(_raw(tiny_npz, epochs=3)), tmp_path / name, quiet=True)
+    _assert_same_run(tmp_path / "a", tmp_path / "b")
+
+
+def test_resume_through_the_cli_extends_epochs_and_refuses_other_changes(
+        tmp_path, tiny_npz, write_config):
+    config = write_config(_raw(tiny_npz, epochs=2))
+    run = tmp_path / "run"
+    assert invoke("fit", config, "--out", run, "--quiet").exit_code == 0
+
+    finished = invoke("fit", config, "--resume", run)
+    assert finished.exit_code == 0 and "nothing to do" in finished.stdout
+
+    refused = invoke("fit", config, "--resume", run, "--set", "optimizer.lr=1")
+    assert refused.exit_code == 2 and "only train.epochs" in refused.stderr
+
+    extended = invoke("fit", config, "--resume", run, "--set", "train.epochs=4",
+                      "--quiet")
+    assert extended.exit_code == 0, extended.output
+    meta = load_checkpoint(run / "checkpoints" / "last.npz").meta
+    assert meta["solver"]["progress"]["epoch"] == 4
+
+
+def test_resume_of_a_run_directory_skips_a_damaged_last_checkpoint(tmp_path,
+                                                                    tiny_npz,
+                                                                    write_config):
+    config = write_config(_raw(tiny_npz, epochs=3))
+    run = tmp_path / "run"
+    assert invoke("fit", config, "--out", run, "--quiet").exit_code == 0
+    last = run / "checkpoints" / "last.npz"
+    last.write_bytes(last.read_bytes()[:100])
+
+    path, _, notes = find_checkpoint(run)
+    assert path.name == "best.npz"
+    assert any("skipped last.npz" in note for note in notes)
+
+
+def _start_fit(tmp_path, tiny_npz, epochs=100000, extra=()):
+    raw = tiny_config_dict(tiny_npz)
+    raw["train"].update(epochs=epochs, eval_every=1, plots=False)
+    config = tmp_path / "long.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    run = tmp_path / "run"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "nntrain", "fit", str(config), "--out", str(run),
+         "--quiet", *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return process, config, run
+
+
+def _wait_for_checkpoint(run, process, timeout=60):
+    deadline = time.monotonic() + timeout
+    while not (run / "checkpoints" / "last.npz").exists():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.05)
+    time.sleep(0.3)
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130),
+                                          (signal.SIGTERM, 143)])
+def test_signal_saves_last_checkpoint_and_exits_with_its_code(tmp_path, tiny_npz,
+                                                               signum, code):
+    process, config, run = _start_fit(tmp_path, tiny_npz)
+    _wait_for_checkpoint(run, process)
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=60)
+
+    assert process.returncode == code, stderr
+    assert "--resume" in stderr and "Traceback" not in stderr
+    checkpoint = load_checkpoint(run / "checkpoints" / "last.npz")
+    assert checkpoint.meta["solver"]["progress"]["iteration"] > 0
+
+
+def test_sigkill_during_saves_always_leaves_a_loadable_checkpoint(tmp_path,
+                                                                 tiny_npz):
+    # eval_every=1 saves last.npz after every update; kill at varied moments.
+    for trial in range(3):
+        folder = tmp_path / f"trial{trial}"
+        folder.mkdir()
+        process, _, run = _start_fit(folder, tiny_npz)
+        _wait_for_checkpoint(run, process)
+        time.sleep(0.05 * trial)
+        os.kill(process.pid, signal.SIGKILL)
+        process.communicate(timeout=60)
+        checkpoint = load_checkpoint(run / "checkpoints" / "last.npz")
+        assert checkpoint.meta["solver"]["progress"]["iteration"] >= 1
+        leftovers = [p.name for p in (run / "checkpoints").iterdir()
+                     if p.name not in ("last.npz", "best.npz")]
+        # A kill mid-write may leave a temporary file, never a damaged checkpoint.
+        assert all(name.endswith(".tmp") for name in leftovers), leftovers
