@@ -56,13 +56,14 @@ def run_rule(name, overrides, epochs, lbfgs_iterations, out_root: Path) -> dict:
 
 
 def loss_curve(run_dir: Path) -> list[tuple[float, float]]:
-    """(epoch, loss) of every 'iter' record; L-BFGS counts one epoch an iteration."""
+    """(epoch, data loss) of every 'iter' record (the data loss, since AdamW's
+    decay is not in the loss); L-BFGS counts one epoch an iteration."""
     records = [json.loads(line) for line in
                (run_dir / "metrics.jsonl").read_text().splitlines()]
     iters = [r for r in records if r["kind"] == "iter"]
     epochs = [r for r in records if r["kind"] == "epoch"]
     per_epoch = epochs[0]["iteration"] / epochs[0]["epoch"]
-    return [(r["iteration"] / per_epoch, r["loss"]) for r in iters]
+    return [(r["iteration"] / per_epoch, r["data_loss"]) for r in iters]
 
 
 def plot(out_root: Path, path: Path) -> None:
@@ -71,21 +72,26 @@ def plot(out_root: Path, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axis = plt.subplots(figsize=(8, 5))
+    figure, (minibatch, full_batch) = plt.subplots(
+        1, 2, figsize=(12, 5), gridspec_kw={"width_ratios": [2, 1]})
     for name in RULES:
         if not (out_root / name / "metrics.jsonl").exists():
             continue
         x, loss = np.array(loss_curve(out_root / name)).T
         smoothed = np.convolve(loss, np.ones(9) / 9, mode="valid") if len(loss) > 9 \
             else loss
-        label = name + (" (x = iterations)" if name == "lbfgs" else "")
-        axis.plot(x[len(x) - len(smoothed):], smoothed, label=label)
-    axis.set_yscale("log")
-    axis.set_xlabel("epoch (L-BFGS: full-batch iteration)")
-    axis.set_ylabel("training loss (moving average of 9 records)")
-    axis.set_title("Update rules on Fashion-MNIST, 784-512-256-10 ReLU")
-    axis.grid(True, which="both", alpha=0.3)
-    axis.legend()
+        axis = full_batch if name == "lbfgs" else minibatch
+        axis.plot(x[len(x) - len(smoothed):], smoothed, label=name)
+    minibatch.set_xlabel("epoch")
+    minibatch.set_title("Mini-batch rules (batch 128)")
+    full_batch.set_xlabel("full-batch iteration (each one pass or more)")
+    full_batch.set_title("L-BFGS")
+    for axis in (minibatch, full_batch):
+        axis.set_yscale("log")
+        axis.set_ylabel("training data loss (moving average of 9 records)")
+        axis.grid(True, which="both", alpha=0.3)
+        axis.legend()
+    figure.suptitle("Update rules on Fashion-MNIST, 784-512-256-10 ReLU")
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     print(f"\nwrote {path}")
