@@ -211,13 +211,16 @@ class Adam(UpdateRule):
         scratch *= 1 - self.beta2
         v += scratch
 
-        # Python floats (math.sqrt, not np.sqrt) keep the arithmetic in the arrays'
-        # dtype: a NumPy float64 scalar would run the float32 loops in float64.
+        # lr m_hat / (sqrt(v_hat) + eps) = (lr sqrt(c2) / c1) m / (sqrt(v) + eps
+        # sqrt(c2)) with c = 1 - beta^t: the bias corrections become two scalars,
+        # which saves a pass over the array. Python floats (math.sqrt, not np.sqrt)
+        # keep the arithmetic in the arrays' dtype: a NumPy float64 scalar would run
+        # the float32 loops in float64.
         t = self.steps
-        step_size = self.lr / (1 - self.beta1**t)
+        root_c2 = math.sqrt(1 - self.beta2**t)
+        step_size = self.lr * root_c2 / (1 - self.beta1**t)
         np.sqrt(v, out=scratch)
-        scratch /= math.sqrt(1 - self.beta2**t)
-        scratch += self.eps
+        scratch += self.eps * root_c2
         np.divide(m, scratch, out=scratch)
         scratch *= step_size
         param -= scratch
