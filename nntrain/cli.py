@@ -185,12 +185,14 @@ def _resume(config_path, overrides, out, resume, print_config, quiet):
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--plots", "plots_dir", type=click.Path(file_okay=False),
               help="Also write confusion_matrix.png and worst_examples.png here.")
-def evaluate(checkpoint, split, data_path, as_json, plots_dir):
+@click.option("--average", is_flag=True,
+              help="Use the averaged weights the run kept (train.average).")
+def evaluate(checkpoint, split, data_path, as_json, plots_dir, average):
     """Measure CHECKPOINT on a split: loss, accuracy, per class, confusion matrix."""
     from nntrain.evaluate import measure
     from nntrain.pipeline import prepare_data, restore
 
-    restored = restore(checkpoint)
+    restored = restore(checkpoint, average=average)
     config = restored.config
     if data_path:
         config = {**config, "data": {**config["data"], "path": data_path}}

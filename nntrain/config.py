@@ -235,6 +235,20 @@ def early_stopping_setting(value, key):
     return _check_section(value, table, key)
 
 
+def average_setting(value, key):
+    """null, or {kind: exponential | polyak, decay: float in [0, 1) (exponential)}."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        _fail(key, "null or {kind: exponential, decay: 0.999} or {kind: polyak}",
+              value)
+    table = {
+        "kind": Key("exponential", choice("exponential", "polyak"), "choice", ""),
+        "decay": Key(0.999, number(0, 1, open_maximum=True), "float in [0, 1)", ""),
+    }
+    return _check_section(value, table, key)
+
+
 DATASETS = ("digits", "fashion-mnist", "mnist", "npz")
 RULE_NAMES = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw",
               "lbfgs")
@@ -396,6 +410,12 @@ SCHEMA = {
         "early_stopping": Key(None, early_stopping_setting, "mapping or null",
                               "{patience: N, min_delta: D}: stop after N evaluations"
                               " without a train.monitor gain above D; null: never"),
+        "average": Key(None, average_setting, "mapping or null",
+                       "keep averaged weights beside the raw ones: {kind:"
+                       " exponential, decay: D} or {kind: polyak}; null: none"),
+        "snapshot_every": Key(None, integer(1, nullable=True), "int >= 1 or null",
+                              "also keep checkpoints/snapshot-epoch-NNNN.npz every"
+                              " N epochs (for ensembles)"),
         "diagnostics": Key(True, boolean, "bool",
                            "per-layer statistics and warnings at each evaluation"),
         "plots": Key(True, boolean, "bool",

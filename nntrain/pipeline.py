@@ -135,6 +135,8 @@ def fit(config: dict, run_dir, force: bool = False, quiet: bool = False,
             _load_arrays(model, "params", resume.group("param"), "the checkpoint")
             _load_arrays(model, "buffers", resume.group("buffer"), "the checkpoint")
             solver.restore_state(solver_meta, resume.group("optim"))
+            solver.restore_average(resume.group("average"),
+                                   solver_meta.get("average_count", 0))
             _describe_resume(reporter, run.path, solver, resume.meta)
         progress = solver.train()
         if config["train"]["plots"]:
@@ -240,8 +242,9 @@ class Restored:
     checkpoint: object
 
 
-def restore(path) -> Restored:
-    """Rebuild the model and preprocessing of a checkpoint from the file alone."""
+def restore(path, average: bool = False) -> Restored:
+    """Rebuild the model and preprocessing of a checkpoint from the file alone;
+    ``average``: with the averaged weights (train.average) instead of the raw ones."""
     checkpoint = load_checkpoint(path)
     meta = checkpoint.meta
     try:
@@ -256,7 +259,13 @@ def restore(path) -> Restored:
         raise CheckpointError(f"{path}: its meta is incomplete or malformed"
                               f" ({type(error).__name__}: {error}); the file is not a"
                               " complete nntrain checkpoint") from None
-    _load_arrays(model, "params", checkpoint.group("param"), path)
+    params = checkpoint.group("param")
+    if average:
+        params = checkpoint.group("average")
+        if not params:
+            raise CheckpointError(f"{path} holds no averaged weights: its run did not"
+                                  " set train.average")
+    _load_arrays(model, "params", params, path)
     _load_arrays(model, "buffers", checkpoint.group("buffer"), path)
     return Restored(config, data, model, preprocessor, checkpoint)
 

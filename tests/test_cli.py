@@ -157,6 +157,7 @@ def test_fit_writes_the_resolved_config_with_every_default(trained):
     assert written["train"] == {"epochs": 3, "iterations": None, "batch_size": 16,
                                 "eval_every": None, "log_every": 5, "clip": None,
                                 "monitor": "val_accuracy", "early_stopping": None,
+                                "average": None, "snapshot_every": None,
                                 "diagnostics": True, "plots": False,
                                 "threads": None, "dtype": "float32"}
     assert written["model"]["init"] == "he" and written["model"]["l2"] == 1e-3

@@ -53,6 +53,8 @@ EXPECTED_DEFAULTS = {
         "log_every": 10,
         "clip": None,
         "early_stopping": None,
+        "average": None,
+        "snapshot_every": None,
         "diagnostics": True,
         "plots": True,
         "threads": None,

@@ -34,7 +34,7 @@ def _raw(tiny_npz, **train):
     raw["model"] = {"hidden": [8], "batchnorm": True, "drop_probability": 0.2}
     raw["schedule"] = {"name": "plateau", "patience": 1, "factor": 0.5}
     raw["train"].update(early_stopping={"patience": 50}, log_every=1, eval_every=3,
-                        **train)
+                        average={"kind": "exponential", "decay": 0.9}, **train)
     return raw
 
 

@@ -25,6 +25,7 @@ from nntrain.errors import StopRequested, TrainingError
 from nntrain.evaluate import measure
 from nntrain.optim.clipping import clip_gradients
 from nntrain.random import SHUFFLE_STREAM, generator
+from nntrain.train.averaging import WeightAverage
 from nntrain.train.diagnostics import (
     Watcher,
     gradient_norms,
@@ -155,6 +156,8 @@ class Solver:
         self._high_streak = 0
         self._running = _RunningMeans()
         self.train_seconds = 0.0  # time spent in updates alone (no evaluation)
+        average = train_config["average"]
+        self.average = WeightAverage(**average) if average else None
         self._elapsed_before = 0.0  # seconds of the run before a resume
         self._resume_epoch_state = None  # the shuffle state to redraw on resume
 
@@ -229,6 +232,8 @@ class Solver:
         self.rule.step(self.model.params, result.grads)
         self.model.apply_constraints()
         self._check_parameters()
+        if self.average:
+            self.average.update(self.model.params)
         progress.iteration += 1
         progress.batch_in_epoch += 1
         self._running.add(result, y)
@@ -353,9 +358,16 @@ class Solver:
         val = measure(self.model.predict(self.X_val), self.y_val, self.model.loss_name)
         train = self._running.means()
         self._running = _RunningMeans()
+        averaged = {}
+        if self.average and self.average.count:
+            with self.average.swapped_in(self.model) as model:
+                scores = model.predict(self.X_val)
+            result = measure(scores, self.y_val, self.model.loss_name)
+            averaged = {"avg_val_loss": result["loss"],
+                        "avg_val_accuracy": result["accuracy"]}
         record = self._record({
             "kind": "epoch", "lr": self.rule.lr, **train,
-            "val_loss": val["loss"], "val_accuracy": val["accuracy"],
+            "val_loss": val["loss"], "val_accuracy": val["accuracy"], **averaged,
             **self._diagnostics,
         })
         if self.watcher:
@@ -378,6 +390,11 @@ class Solver:
             self.save(self.run.checkpoints / "last.npz")
             if improved:
                 self.save(self.run.checkpoints / "best.npz")
+            every = self.config["snapshot_every"]
+            if every and progress.batch_in_epoch == self.per_epoch and (
+                    progress.epoch % every == 0):
+                self.save(self.run.checkpoints / f"snapshot-epoch-{progress.epoch:04d}"
+                                                 ".npz")
         self._check_early_stopping(record[monitor])
 
     def _check_early_stopping(self, value: float) -> None:
@@ -457,6 +474,7 @@ class Solver:
             "seconds": time.perf_counter() - self._start_time,
             "history": self.history,
             "stopped_early": self.stop_reason is not None,
+            "average_count": self.average.count if self.average else 0,
         }
 
     def _dropout_generator(self):
@@ -491,14 +509,19 @@ class Solver:
             self.watcher.history = [tuple(pair) for pair in meta["curve"]]
         self._elapsed_before = meta["seconds"]
 
+    def restore_average(self, arrays: dict, count: int) -> None:
+        if self.average and count:
+            self.average.load(arrays, count)
+
     def save(self, path) -> None:
         arrays = {
             "param": self.model.params,
             "buffer": self.model.buffers,
             "optim": self.rule.state_arrays(),
+            "average": self.average.arrays if self.average else {},
             **self.checkpoint_arrays,
         }
-        for group in ("param", "buffer", "optim"):
+        for group in ("param", "buffer", "optim", "average"):
             for name, value in arrays[group].items():
                 if not np.isfinite(value).all():
                     # Never write a checkpoint that holds NaN or inf.
