@@ -297,7 +297,8 @@ LAYER_OPTIONS = {
         **_weight_options(),
     },
     "maxout": {
-        "units": Key(None, integer(1, nullable=True, maximum=MAX_UNITS), "int >= 1", "maxout units"),
+        "units": Key(None, integer(1, nullable=True, maximum=MAX_UNITS), "int >= 1",
+                     "maxout units"),
         "pieces": Key(2, integer(2), "int >= 2", "affine pieces per unit"),
         **_weight_options(),
     },

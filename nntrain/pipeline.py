@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 
 from nntrain.checkpoint import load_checkpoint
+from nntrain.config import resolve_config
 from nntrain.data.datasets import Dataset, load_dataset
 from nntrain.data.preprocess import Preprocessor
-from nntrain.config import resolve_config
 from nntrain.errors import CheckpointError, ConfigError, DataError, NNTrainError
 from nntrain.nn.model import Model, build_model
 from nntrain.optim.rules import build_rule

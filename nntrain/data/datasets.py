@@ -129,7 +129,7 @@ def find_idx_folder(name: str, path: str | None) -> Path:
             if path and folder != places[0]:
                 warnings.warn(DataWarning(
                     f"{name}: {places[0]} (data.path or --data) does not hold the"
-                    f" four IDX files; using the copy in {folder}"))
+                    f" four IDX files; using the copy in {folder}"), stacklevel=2)
             return folder
     searched = ", ".join(str(place) for place in places)
     raise DataError(
