@@ -418,5 +418,15 @@ def download(name, folder, mirror):
     click.echo(f"{name}: {len(paths)} files verified in {target}")
 
 
+def _register_study_commands() -> None:
+    from nntrain.cli_search import ensemble, search
+
+    cli.add_command(search)
+    cli.add_command(ensemble)
+
+
+_register_study_commands()
+
+
 def main():
     cli(prog_name="nntrain")

@@ -1,0 +1,162 @@
+"""The commands ``nntrain search`` and ``nntrain ensemble`` (thin: parse, call, print).
+
+cli.py registers them on the main group (``cli.add_command(search)``,
+``cli.add_command(ensemble)``), whose Group turns nntrain's errors into one line and
+an exit status. Progress goes to stderr, results to stdout.
+"""
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from nntrain.errors import BadInputError
+
+SPLITS = ("test", "val", "train")
+
+set_option = click.option(
+    "--set", "overrides", multiple=True, metavar="KEY=VALUE",
+    help="Override a config key (dotted path, YAML value), e.g. search.trials=5.",
+)
+
+
+class _TrialProgress:
+    """One line per finished trial, and a tqdm bar of finished trials when stderr
+    is a terminal."""
+
+    def __init__(self, total: int, initial: int):
+        self.bar = None
+        if sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, initial=initial, unit="trial",
+                            file=sys.stderr, dynamic_ncols=True, leave=False)
+
+    def note(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.write(text, file=sys.stderr)
+        else:
+            click.echo(text, err=True)
+
+    def trial_done(self, row: dict) -> None:
+        self.note(_describe(row))
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _describe(row: dict) -> str:
+    where = f"trial {row['trial']} (round {row['round']})"
+    if row["status"] != "ok":
+        return f"{where}: {row['status']}: {row['reason']}"
+    return (f"{where}: ok, {row['metric']:.4f} at epoch {row['best_epoch']} of"
+            f" {row['epochs']}, {row['seconds']:.1f} s")
+
+
+def _default_dir(config: dict, config_path) -> Path:
+    if config["output"]:
+        return Path(config["output"])
+    return Path("runs") / Path(config_path).stem
+
+
+@click.command()
+@click.argument("config_path", metavar="CONFIG", type=click.Path(dir_okay=False))
+@set_option
+@click.option("--out", type=click.Path(file_okay=False),
+              help="Study folder (default: the config's output, else runs/<stem>).")
+@click.option("--workers", type=click.IntRange(1),
+              help="Worker processes on this machine (default: the CPU count).")
+@click.option("--scheduler", metavar="tcp://HOST:PORT",
+              help="Run the trials on this Dask cluster instead (pip install"
+                   " 'nntrain[dask]'; its workers must see DIR and the data).")
+@click.option("--ensemble", "ensemble_size", type=click.IntRange(1), metavar="K",
+              help="Then ensemble the best.npz of the K best trials on the test"
+                   " split.")
+def search(config_path, overrides, out, workers, scheduler, ensemble_size):
+    """Random search over the hyperparameters in CONFIG's search: section.
+
+    Each trial is a run directory DIR/trial-NNNN. The study writes DIR/study.json
+    (the plan), DIR/results.csv and DIR/search.png, and prints the trials best
+    first. Rerunning the same study runs only the trials without a result.
+    """
+    from nntrain import search as searching
+
+    if workers and scheduler:
+        raise BadInputError("--workers runs the trials on this machine and"
+                            " --scheduler on a Dask cluster: give one of them")
+    if out == "":
+        raise BadInputError("--out is empty; give a folder path")
+    if scheduler:
+        searching.require_dask()
+    config, spec = searching.load_search_config(config_path, overrides)
+    study = searching.Study(Path(out) if out else _default_dir(config, config_path),
+                            config, spec)
+    done = study.finished()
+    where = (f"the Dask cluster at {scheduler}" if scheduler
+             else f"{workers or os.cpu_count() or 1} worker processes")
+    click.echo(f"study {study.out}: {spec.trials} trials, {spec.trials - done} to run"
+               f" on {where}", err=True)
+    progress = _TrialProgress(spec.trials, done)
+    try:
+        rows = study.run(workers, scheduler, on_trial=progress.trial_done,
+                         on_note=progress.note)
+    finally:
+        progress.close()
+
+    for line in searching.format_table(rows, spec):
+        click.echo(line)
+    click.echo(f"wrote {study.out / searching.CSV_FILE}")
+    if searching.plot_study(rows, spec, study.out / searching.PLOT_FILE):
+        click.echo(f"wrote {study.out / searching.PLOT_FILE}")
+    else:
+        click.echo(f"note: {searching.PLOT_FILE} skipped, matplotlib is not"
+                   " installed (pip install 'nntrain[plot]')", err=True)
+    if ensemble_size:
+        _ensemble_best(study, ensemble_size)
+
+
+def _ensemble_best(study, count: int) -> None:
+    from nntrain.ensemble import ensemble as average
+    from nntrain.ensemble import format_report
+
+    paths = study.best_checkpoints(count)
+    if not paths:
+        click.echo("note: no trial finished, so there is nothing to ensemble",
+                   err=True)
+        return
+    if len(paths) < count:
+        click.echo(f"note: only {len(paths)} of the {count} trials asked for finished;"
+                   " ensembling those", err=True)
+    for line in format_report(average(paths, "test")):
+        click.echo(line)
+
+
+@click.command()
+@click.argument("checkpoints", metavar="CKPT...", nargs=-1, required=True,
+                type=click.Path(dir_okay=False))
+@click.option("--split", type=click.Choice(SPLITS), default="test", show_default=True,
+              help="Which split to measure.")
+@click.option("--data", "data_path", type=click.Path(),
+              help="Where the data lies now, if not where the runs found it.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def ensemble(checkpoints, split, data_path, as_json):
+    """Average the class probabilities of the checkpoints CKPT... on a split.
+
+    Each member applies its own saved preprocessing; members trained on other
+    data are refused. Prints each member's accuracy and loss beside the
+    ensemble's.
+    """
+    from nntrain.ensemble import ensemble as average
+    from nntrain.ensemble import format_report
+
+    result = average(list(checkpoints), split, data_path)
+    if as_json:
+        click.echo(json.dumps(result.to_json()))
+    else:
+        for line in format_report(result):
+            click.echo(line)

@@ -1,0 +1,158 @@
+"""Ensembles: average the class probabilities of several checkpoints on one split.
+
+Each member is rebuilt from its checkpoint alone and applies its own saved
+preprocessing to the raw split, so members may differ in architecture, preprocessing,
+update rule or seed. They must have been trained on the same data: the same dataset,
+path, class names and number of features, and the split measured must hold the same
+samples for every member (the test split always does; the validation split is drawn
+with each member's seed and data.validation). A mismatch is refused, naming the two
+members, before anything is averaged.
+
+Shapes: M members, N samples, C classes.
+"""
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from nntrain.errors import DataError
+from nntrain.nn.functional import log_softmax
+
+SPEC_FIELDS = ("name", "path", "class_names", "num_features")
+
+
+@dataclass
+class MemberResult:
+    checkpoint: str
+    accuracy: float
+    loss: float  # mean -log p(true class) of the member's softmax probabilities
+
+
+@dataclass
+class EnsembleResult:
+    split: str
+    samples: int
+    members: list  # MemberResult, in the order given
+    accuracy: float
+    loss: float  # mean -log of the averaged probability of the true class
+    probabilities: np.ndarray  # (N, C) the members' mean softmax probabilities
+    predictions: np.ndarray  # (N,) argmax of probabilities (ties: the lower class)
+
+    def to_json(self) -> dict:
+        return {
+            "split": self.split,
+            "samples": self.samples,
+            "members": [{"checkpoint": m.checkpoint, "accuracy": m.accuracy,
+                         "loss": m.loss} for m in self.members],
+            "ensemble": {"accuracy": self.accuracy, "loss": self.loss},
+        }
+
+
+@dataclass
+class _Member:
+    path: str
+    spec: dict  # the checkpoint's data spec
+    X: np.ndarray  # (N, D) the raw split, before preprocessing
+    y: np.ndarray  # (N,)
+    log_probabilities: np.ndarray  # (N, C) float64
+
+
+def _load_member(path, split: str, data_path=None) -> _Member:
+    from nntrain.pipeline import prepare_data, restore
+
+    restored = restore(path)
+    config = restored.config
+    if data_path:
+        config = {**config, "data": {**config["data"], "path": str(data_path)}}
+    prepared = prepare_data(config, restored.preprocessor, splits=(split,),
+                            spec=restored.data)
+    X, y = prepared.splits[split]
+    scores = restored.model.predict(X).astype(np.float64)
+    raw_X = prepared.dataset.split(split)[0]
+    return _Member(str(path), restored.data, raw_X, y, log_softmax(scores))
+
+
+def _show(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _check_same_data(first: _Member, other: _Member, split: str) -> None:
+    """Refuse ``other`` unless it was trained on ``first``'s data and its ``split``
+    holds the same samples."""
+    pair = f"{first.path} and {other.path}"
+    for field in SPEC_FIELDS:
+        mine, theirs = first.spec.get(field), other.spec.get(field)
+        if mine != theirs:
+            raise DataError(f"{pair} were trained on different data (data {field}:"
+                            f" {_show(mine)} and {_show(theirs)}); an ensemble needs"
+                            " members of the same dataset")
+    if len(first.y) != len(other.y):
+        raise DataError(f"{pair} have {split} splits of {len(first.y)} and"
+                        f" {len(other.y)} samples; an ensemble needs the same samples")
+    if not (np.array_equal(first.y, other.y) and np.array_equal(first.X, other.X)):
+        raise DataError(f"{pair} hold different {split} splits (another seed or"
+                        " data.validation); ensemble them on --split test")
+
+
+def _log_mean_exp(stacked: np.ndarray) -> np.ndarray:
+    """log(mean(exp(stacked), axis=0)) without underflow: (M, ...) -> (...)."""
+    top = stacked.max(axis=0)
+    return top + np.log(np.exp(stacked - top).mean(axis=0))
+
+
+def ensemble(paths, split: str = "test", data_path=None) -> EnsembleResult:
+    """Average the softmax probabilities of the checkpoints ``paths`` on ``split``.
+
+    Each member's probabilities are the softmax of its class scores. For a member
+    trained with the SVM loss the scores are margins, not log-probabilities; their
+    softmax is used all the same, so that every member contributes a distribution
+    that sums to 1, but its confidence is not calibrated (its scale is arbitrary).
+    ``data_path``: where the data lies now, if not where the members found it.
+    """
+    if not paths:
+        raise ValueError("an ensemble needs at least one checkpoint")
+    members = []
+    for path in paths:
+        member = _load_member(path, split, data_path)
+        if members:
+            _check_same_data(members[0], member, split)
+            member.X = None  # only the first member's raw split is kept to compare
+        members.append(member)
+
+    y = members[0].y
+    rows = np.arange(len(y))
+    results = [MemberResult(m.path, _accuracy(m.log_probabilities, y),
+                            float(-m.log_probabilities[rows, y].mean()))
+               for m in members]
+    stacked = np.stack([m.log_probabilities for m in members])
+    probabilities = np.exp(stacked).mean(axis=0)
+    predictions = probabilities.argmax(axis=1)
+    # The averaged log-probability of the true class, taken in log space so that a
+    # class every member finds unlikely gives a large finite loss, not log(0).
+    log_mean = _log_mean_exp(stacked[:, rows, y])  # (N,)
+    return EnsembleResult(split, len(y), results,
+                          float((predictions == y).mean()) if len(y) else math.nan,
+                          float(-log_mean.mean()), probabilities, predictions)
+
+
+def _accuracy(log_probabilities: np.ndarray, y: np.ndarray) -> float:
+    if not len(y):
+        return math.nan
+    return float((log_probabilities.argmax(axis=1) == y).mean())
+
+
+def format_report(result: EnsembleResult) -> list[str]:
+    """Each member's accuracy and loss, then the ensemble's, as text lines."""
+    count = len(result.members)
+    title = (f"ensemble of {count} checkpoint{'s' if count > 1 else ''} on the"
+             f" {result.split} split ({result.samples} samples); loss: mean -log"
+             " p(true class)")
+    lines = [title, "  accuracy  loss     model"]
+    for member in result.members:
+        lines.append(f"  {member.accuracy:.4f}    {member.loss:<7.4f}  "
+                     f"{member.checkpoint}")
+    lines.append(f"  {result.accuracy:.4f}    {result.loss:<7.4f}  ensemble (mean of"
+                 " the members' softmax probabilities)")
+    return lines

@@ -1,0 +1,159 @@
+"""Tests of nntrain.ensemble and `nntrain ensemble` on tiny checkpoints.
+
+Three members are trained once on the tiny npz (4-8-3 ReLU networks): two softmax
+ones with seeds 0 and 1, and an SVM one with seed 0. The oracle is the same
+networks computed here by hand from the checkpoint arrays in float64.
+"""
+
+import json
+import re
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from conftest import tiny_arrays, tiny_config_dict
+
+from nntrain.cli import Group
+from nntrain.cli_search import ensemble, search
+from nntrain.config import apply_overrides, resolve_config
+from nntrain.ensemble import ensemble as average
+from nntrain.errors import DataError
+from nntrain.pipeline import fit
+
+CLI = Group(name="nntrain", commands=[search, ensemble])
+
+
+def invoke(*args):
+    return CliRunner().invoke(CLI, [str(arg) for arg in args])
+
+
+def train(folder, name, npz, *overrides):
+    raw = apply_overrides(tiny_config_dict(npz), ["train.plots=false", *overrides])
+    config = resolve_config(raw)
+    fit(config, folder / name, quiet=True)
+    return folder / name / "checkpoints" / "best.npz"
+
+
+@pytest.fixture(scope="module")
+def members(tmp_path_factory):
+    """{name: best.npz}: softmax seeds 0 and 1, an SVM, and one of other data."""
+    folder = tmp_path_factory.mktemp("members")
+    npz = folder / "tiny.npz"
+    np.savez(npz, **tiny_arrays())
+    other = folder / "other.npz"
+    np.savez(other, **tiny_arrays(seed=5))
+    return {
+        "a": train(folder, "a", npz),
+        "b": train(folder, "b", npz, "seed=1"),
+        "svm": train(folder, "svm", npz, "model.loss=svm"),
+        "other": train(folder, "other", other),
+    }
+
+
+def manual_probabilities(path, X):
+    """Softmax of the 4-8-3 ReLU network stored in ``path``: (N, 3), float64."""
+    with np.load(path, allow_pickle=False) as archive:
+        arrays = {key: archive[key].astype(np.float64) for key in archive.files
+                  if key != "meta"}
+    X = (X - arrays["prep/center.mean"]) * arrays["prep/scale.factor"]
+    hidden = np.maximum(X @ arrays["param/affine1.W"] + arrays["param/affine1.b"], 0)
+    scores = hidden @ arrays["param/affine2.W"] + arrays["param/affine2.b"]
+    exp = np.exp(scores - scores.max(axis=1, keepdims=True))
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+def test_ensemble_predicts_the_argmax_of_the_mean_softmax(members):
+    data = tiny_arrays()
+    result = average([members["a"], members["b"]])
+    mean = (manual_probabilities(members["a"], data["X_test"])
+            + manual_probabilities(members["b"], data["X_test"])) / 2
+    np.testing.assert_allclose(result.probabilities, mean, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(result.predictions, mean.argmax(axis=1))
+    assert result.accuracy == pytest.approx(np.mean(mean.argmax(axis=1)
+                                                    == data["y_test"]))
+    assert result.samples == len(data["y_test"])
+
+
+def test_ensemble_loss_is_the_mean_negative_log_of_the_true_class(members):
+    data = tiny_arrays()
+    result = average([members["a"], members["b"]])
+    mean = (manual_probabilities(members["a"], data["X_test"])
+            + manual_probabilities(members["b"], data["X_test"])) / 2
+    true = mean[np.arange(len(data["y_test"])), data["y_test"]]
+    assert result.loss == pytest.approx(-np.log(true).mean(), rel=1e-5)
+
+
+def test_each_member_is_reported_as_it_scores_alone(members):
+    data = tiny_arrays()
+    result = average([members["a"], members["b"]])
+    for member, path in zip(result.members, (members["a"], members["b"])):
+        probabilities = manual_probabilities(path, data["X_test"])
+        assert member.checkpoint == str(path)
+        assert member.accuracy == pytest.approx(
+            np.mean(probabilities.argmax(axis=1) == data["y_test"]))
+        true = probabilities[np.arange(len(data["y_test"])), data["y_test"]]
+        assert member.loss == pytest.approx(-np.log(true).mean(), rel=1e-5)
+
+
+def test_an_svm_member_contributes_the_softmax_of_its_scores(members):
+    data = tiny_arrays()
+    result = average([members["a"], members["svm"]])
+    mean = (manual_probabilities(members["a"], data["X_test"])
+            + manual_probabilities(members["svm"], data["X_test"])) / 2
+    np.testing.assert_allclose(result.probabilities, mean, rtol=1e-5, atol=1e-6)
+
+
+def test_members_of_other_data_are_refused_naming_both(members):
+    with pytest.raises(DataError, match=(
+            rf"^{re.escape(str(members['a']))} and {re.escape(str(members['other']))}"
+            r" were trained on different data \(data path: ")):
+        average([members["a"], members["other"]])
+
+
+def test_members_with_other_validation_splits_are_refused_on_val(members):
+    with pytest.raises(DataError, match=r"hold different val splits .*--split test"):
+        average([members["a"], members["b"]], split="val")
+    assert average([members["a"], members["svm"]], split="val").samples == 10
+
+
+def test_ensemble_command_prints_members_and_the_ensemble(members):
+    result = invoke("ensemble", members["a"], members["b"])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0] == ("ensemble of 2 checkpoints on the test split (15 samples);"
+                        " loss: mean -log p(true class)")
+    assert lines[2].endswith(str(members["a"]))
+    assert lines[3].endswith(str(members["b"]))
+    assert "ensemble (mean of the members' softmax probabilities)" in lines[4]
+
+
+def test_ensemble_command_json(members):
+    result = invoke("ensemble", members["a"], members["b"], "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    expected = average([members["a"], members["b"]])
+    assert report["split"] == "test" and report["samples"] == 15
+    assert [m["checkpoint"] for m in report["members"]] == [
+        str(members["a"]), str(members["b"])]
+    assert report["ensemble"] == {"accuracy": expected.accuracy,
+                                  "loss": expected.loss}
+
+
+def test_ensemble_command_refuses_mismatched_members_in_one_line(members):
+    result = invoke("ensemble", members["a"], members["other"])
+    assert result.exit_code == 2
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ")
+    assert "were trained on different data" in lines[0]
+
+
+def test_ensemble_command_needs_a_checkpoint():
+    result = invoke("ensemble")
+    assert result.exit_code == 2
+    assert "Missing argument 'CKPT...'" in result.stderr
+
+
+def test_ensemble_command_refuses_a_missing_checkpoint(tmp_path, members):
+    result = invoke("ensemble", members["a"], tmp_path / "nope.npz")
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: ")

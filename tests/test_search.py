@@ -1,0 +1,463 @@
+"""Tests of nntrain.search and `nntrain search`: sampling, coarse-to-fine ranges, the
+search section's validation, and small studies on the tiny npz data.
+
+One study (3 trials of 2 epochs, hidden [8], 2 worker processes, one trial given an
+invalid activation) is shared by the tests that only read its files; tests that run
+it again work on a copy of its folder, which plans the same study.
+"""
+
+import csv
+import json
+import math
+import os
+import re
+import shutil
+import sys
+
+import numpy as np
+import pytest
+import yaml
+from click.testing import CliRunner
+from conftest import tiny_arrays, tiny_config_dict
+
+from nntrain.cli import Group
+from nntrain.cli_search import ensemble, search
+from nntrain.config import resolve_config
+from nntrain.errors import ConfigError
+from nntrain.search import (
+    Study,
+    load_search_config,
+    narrow_bounds,
+    parse_search,
+    run_trial,
+    sample,
+    unit_draws,
+)
+
+CLI = Group(name="nntrain", commands=[search, ensemble])
+PARAMS = {"optimizer.lr": {"loguniform": [1e-3, 1e-1]},
+          "model.activation": {"choice": ["relu", "tanh", "bogus"]}}
+
+
+def invoke(*args):
+    return CliRunner().invoke(CLI, [str(arg) for arg in args])
+
+
+def base_config():
+    return resolve_config({"train": {"epochs": 2}})
+
+
+def spec_of(**search):
+    return parse_search(search, base_config())
+
+
+def first_round(spec):
+    """Round 1's values: every trial of a one-round study."""
+    return sample(spec.params, unit_draws(spec), {p.key: p.bounds for p in spec.params})
+
+
+def study_config(npz_path, **search) -> dict:
+    config = tiny_config_dict(npz_path)
+    config["train"]["epochs"] = 2
+    config["search"] = {"trials": 3, "seed": 2, "params": PARAMS, **search}
+    return config
+
+
+def read_rows(study_dir):
+    with open(study_dir / "results.csv", newline="") as file:
+        return list(csv.DictReader(file))
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    """The shared study: its folder, config path, and the CLI's result."""
+    folder = tmp_path_factory.mktemp("study")
+    npz = folder / "tiny.npz"
+    np.savez(npz, **tiny_arrays())
+    config_path = folder / "search.yaml"
+    config_path.write_text(yaml.safe_dump(study_config(npz), sort_keys=False))
+    out = folder / "out"
+    result = invoke("search", config_path, "--out", out, "--workers", 2,
+                    "--ensemble", 2)
+    return out, config_path, result
+
+
+def copy_study(study, tmp_path):
+    out, config_path, _ = study
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    return copy, config_path
+
+
+# Sampling.
+
+
+def test_same_seed_draws_the_same_values_and_another_seed_others():
+    params = {"optimizer.lr": {"loguniform": [1e-4, 1e-1]},
+              "model.l2": {"uniform": [0.0, 0.1]}}
+    first = first_round(spec_of(trials=5, seed=7, params=params))
+    assert first == first_round(spec_of(trials=5, seed=7, params=params))
+    assert first != first_round(spec_of(trials=5, seed=8, params=params))
+
+
+def test_search_seed_defaults_to_the_configs_seed():
+    config = resolve_config({"seed": 11, "train": {"epochs": 1}})
+    spec = parse_search({"trials": 2, "params": PARAMS}, config)
+    assert spec.seed == 11
+
+
+def test_each_distribution_stays_in_its_range_and_reaches_all_of_it():
+    spec = spec_of(trials=2000, params={
+        "optimizer.lr": {"loguniform": [1e-4, 1e-1]},
+        "model.l2": {"uniform": [0.0, 0.5]},
+        "train.batch_size": {"int": [16, 20]},
+        "model.activation": {"choice": ["relu", "tanh", "elu"]},
+    })
+    trials = first_round(spec)
+    lrs = [t["optimizer.lr"] for t in trials]
+    l2s = [t["model.l2"] for t in trials]
+    assert 1e-4 <= min(lrs) and max(lrs) <= 1e-1
+    assert 0.0 <= min(l2s) and max(l2s) <= 0.5
+    assert {t["train.batch_size"] for t in trials} == {16, 17, 18, 19, 20}
+    assert all(isinstance(t["train.batch_size"], int) for t in trials)
+    assert {t["model.activation"] for t in trials} == {"relu", "tanh", "elu"}
+
+
+def test_loguniform_is_uniform_in_log_space():
+    spec = spec_of(trials=4000, params={"optimizer.lr": {"loguniform": [1e-4, 1e-1]}})
+    exponents = np.log10([t["optimizer.lr"] for t in first_round(spec)])
+    # Uniform on [-4, -1]: quartiles at -3.25, -2.5, -1.75; one decade per third.
+    quartiles = np.quantile(exponents, [0.25, 0.5, 0.75])
+    np.testing.assert_allclose(quartiles, [-3.25, -2.5, -1.75], atol=0.1)
+    per_decade = np.histogram(exponents, bins=[-4, -3, -2, -1])[0] / len(exponents)
+    np.testing.assert_allclose(per_decade, [1 / 3] * 3, atol=0.03)
+
+
+def test_trials_are_split_evenly_over_the_rounds():
+    assert spec_of(trials=20, rounds=2, params=PARAMS).round_sizes() == [10, 10]
+    assert spec_of(trials=7, rounds=3, params=PARAMS).round_sizes() == [3, 2, 2]
+
+
+# Coarse to fine.
+
+
+def finished_row(trial, metric, **values):
+    return {"trial": trial, "round": 1, "status": "ok", "values": values,
+            "metric": metric}
+
+
+def test_a_later_round_narrows_each_range_around_the_best_trials():
+    spec = spec_of(trials=10, rounds=2, keep=2, params={
+        "optimizer.lr": {"loguniform": [1e-4, 1e-1]},
+        "model.l2": {"uniform": [0.0, 1.0]},
+        "train.batch_size": {"int": [10, 100]},
+    })
+    rows = [
+        finished_row(0, 0.90, **{"optimizer.lr": 1e-2, "model.l2": 0.5,
+                                 "train.batch_size": 50}),
+        finished_row(1, 0.95, **{"optimizer.lr": 2e-3, "model.l2": 0.4,
+                                 "train.batch_size": 40}),
+        finished_row(2, 0.50, **{"optimizer.lr": 1e-4, "model.l2": 0.0,
+                                 "train.batch_size": 10}),
+        {**finished_row(3, None, **{"optimizer.lr": 0.1, "model.l2": 1.0,
+                                    "train.batch_size": 100}),
+         "status": "failed"},
+    ]
+    bounds = narrow_bounds(spec, rows)
+    # The best two span lr 2e-3..1e-2; widened by a tenth of the three decades
+    # (0.3 decades) on each side, in log space.
+    widen = 10 ** 0.3
+    np.testing.assert_allclose(bounds["optimizer.lr"], [2e-3 / widen, 1e-2 * widen])
+    np.testing.assert_allclose(bounds["model.l2"], [0.3, 0.6])
+    assert bounds["train.batch_size"] == [31, 59]  # 40 - 9 and 50 + 9, rounded out
+
+
+def test_narrowed_ranges_stay_inside_the_original_ones():
+    spec = spec_of(trials=4, rounds=2, keep=1, params={
+        "optimizer.lr": {"loguniform": [1e-4, 1e-1]}})
+    bounds = narrow_bounds(spec, [finished_row(0, 0.9, **{"optimizer.lr": 1e-1})])
+    assert bounds["optimizer.lr"][1] == 1e-1
+    assert bounds["optimizer.lr"][0] == pytest.approx(1e-1 / 10 ** 0.3)
+
+
+def test_a_later_round_keeps_the_ranges_when_no_trial_finished():
+    spec = spec_of(trials=4, rounds=2, params=PARAMS)
+    failed = {**finished_row(0, None, **{"optimizer.lr": 0.01}), "status": "failed"}
+    assert narrow_bounds(spec, [failed]) == {"optimizer.lr": [1e-3, 1e-1],
+                                             "model.activation": PARAMS[
+                                                 "model.activation"]["choice"]}
+
+
+# The search section.
+
+
+@pytest.mark.parametrize("search, pattern", [
+    ({"trials": 0, "params": PARAMS}, r"invalid search\.trials: 0"),
+    ({"trials": 2}, r"search\.params is missing"),
+    ({"trials": 2, "params": PARAMS, "metric": "val_acc"},
+     r"invalid search\.metric: 'val_acc'.*did you mean 'val_accuracy'"),
+    ({"trials": 2, "params": PARAMS, "mode": "maximum"}, r"invalid search\.mode"),
+    ({"trials": 2, "params": PARAMS, "rounds": 3}, r"invalid search\.rounds: 3"),
+    ({"trials": 2, "params": PARAMS, "keep": 0}, r"invalid search\.keep: 0"),
+    ({"trials": 2, "params": PARAMS, "trails": 3},
+     r"unknown key search\.trails \(did you mean 'trials'\?\)"),
+    ({"trials": 2, "params": {}}, r"invalid search\.params: \{\}"),
+    ({"trials": 2, "params": {"optimizer.lrr": {"uniform": [0.1, 0.2]}}},
+     r"'optimizer\.lrr' is not a config key \(did you mean 'optimizer\.lr'\?\)"),
+    ({"trials": 2, "params": {"optimizer.lr": {"logunifrom": [0.1, 0.2]}}},
+     r"invalid search\.params\.optimizer\.lr distribution: 'logunifrom'"),
+    ({"trials": 2, "params": {"optimizer.lr": {"loguniform": [0, 0.1]}}},
+     r"invalid search\.params\.optimizer\.lr\.loguniform: \[0, 0\.1\].*0 < low"),
+    ({"trials": 2, "params": {"model.l2": {"uniform": [0.2, 0.1]}}},
+     r"invalid search\.params\.model\.l2\.uniform: \[0\.2, 0\.1\]"),
+    ({"trials": 2, "params": {"train.batch_size": {"int": [8, 16.5]}}},
+     r"invalid search\.params\.train\.batch_size\.int.*integers"),
+    ({"trials": 2, "params": {"model.activation": {"choice": []}}},
+     r"invalid search\.params\.model\.activation\.choice: \[\]"),
+    ({"trials": 2, "params": {"model.l2": [0.1, 0.2]}},
+     r"invalid search\.params\.model\.l2: \[0\.1, 0\.2\].*one distribution"),
+    ([1, 2], r"invalid search: \[1, 2\]"),
+])
+def test_bad_search_sections_raise_a_config_error_naming_the_key(search, pattern):
+    with pytest.raises(ConfigError, match=pattern):
+        parse_search(search, base_config())
+
+
+def test_a_config_without_a_search_section_is_refused(tmp_path, tiny_config):
+    with pytest.raises(ConfigError, match=r"has no search: section"):
+        load_search_config(tiny_config)
+
+
+def test_set_overrides_apply_to_the_search_section_and_the_config(tmp_path,
+                                                                  write_config,
+                                                                  tiny_npz):
+    path = write_config(study_config(tiny_npz))
+    config, spec = load_search_config(path, ["search.trials=5", "model.l2=0.5"])
+    assert spec.trials == 5
+    assert config["model"]["l2"] == 0.5
+    assert "search" not in config
+
+
+def test_the_rest_of_the_config_is_validated_as_usual(write_config, tiny_npz):
+    config = study_config(tiny_npz)
+    config["model"]["hiden"] = [8]
+    with pytest.raises(ConfigError, match=r"unknown key model\.hiden"):
+        load_search_config(write_config(config))
+
+
+# One trial, in this process.
+
+
+def trial_task(write_config, tiny_npz, run_dir, values):
+    config, spec = load_search_config(write_config(study_config(tiny_npz)))
+    return {"trial": 0, "values": values, "config": config, "run_dir": str(run_dir),
+            "metric": spec.metric, "mode": spec.mode}
+
+
+@pytest.mark.parametrize("values, pattern", [
+    ({"optimizer.lr": 1e30, "model.activation": "relu"}, r"became (nan|inf)"),
+    ({"optimizer.lr": 0.01, "model.activation": "bogus"},
+     r"invalid model\.activation: 'bogus'"),
+])
+def test_a_failing_trial_records_its_reason_in_result_json(tmp_path, write_config,
+                                                           tiny_npz, values, pattern):
+    task = trial_task(write_config, tiny_npz, tmp_path / "trial-0000", values)
+    result = run_trial(task)
+    saved = json.loads((tmp_path / "trial-0000" / "result.json").read_text())
+    assert result["status"] == saved["status"] == "failed"
+    assert re.search(pattern, saved["reason"]), saved["reason"]
+    assert saved["values"] == values
+
+
+def test_a_trial_is_an_ordinary_run_directory_without_plots(tmp_path, write_config,
+                                                            tiny_npz):
+    run_dir = tmp_path / "trial-0000"
+    task = trial_task(write_config, tiny_npz, run_dir,
+                      {"optimizer.lr": 0.01, "model.activation": "tanh"})
+    result = run_trial(task)
+    assert result["status"] == "ok"
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert saved["optimizer"]["lr"] == 0.01 and saved["model"]["activation"] == "tanh"
+    assert saved["train"]["plots"] is False
+    assert saved["output"] == str(run_dir)
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").open()]
+    epochs = [r for r in records if r["kind"] == "epoch"]
+    assert result["metric"] == max(r["val_accuracy"] for r in epochs)
+    assert (run_dir / "checkpoints" / "best.npz").exists()
+
+
+# Whole studies on worker processes.
+
+
+def test_search_writes_the_plan_results_and_trial_folders(study):
+    out, _, result = study
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == [
+        "results.csv", "search.png", "study.json",
+        "trial-0000", "trial-0001", "trial-0002"]
+    plan = json.loads((out / "study.json").read_text())
+    assert [t["trial"] for t in plan["trials"]] == [0, 1, 2]
+    assert [t["values"] for t in plan["trials"]] == first_round(
+        spec_of(trials=3, seed=2, params=PARAMS))
+    for trial in range(3):
+        assert (out / f"trial-{trial:04d}" / "result.json").exists()
+
+
+def test_a_failed_trial_is_recorded_and_the_others_finish(study):
+    out = study[0]
+    rows = {row["trial"]: row for row in read_rows(out)}
+    # Seed 2 draws tanh, bogus, tanh (test_search_writes_the_plan... checks the plan).
+    assert [rows[str(t)]["model.activation"] for t in range(3)] == [
+        "tanh", "bogus", "tanh"]
+    assert rows["1"]["status"] == "failed"
+    assert "invalid model.activation: 'bogus'" in rows["1"]["reason"]
+    assert rows["0"]["status"] == rows["2"]["status"] == "ok"
+    assert 0 <= float(rows["0"]["val_accuracy"]) <= 1
+    assert rows["0"]["epochs"] == "2"
+
+
+def test_results_csv_has_the_columns_and_is_sorted_best_first(study):
+    out, _, _ = study
+    with open(out / "results.csv", newline="") as file:
+        header = next(csv.reader(file))
+    assert header == ["trial", "round", "status", "optimizer.lr", "model.activation",
+                      "val_accuracy", "best_epoch", "epochs", "seconds", "reason"]
+    rows = read_rows(out)
+    assert [row["status"] for row in rows] == ["ok", "ok", "failed"]
+    assert float(rows[0]["val_accuracy"]) >= float(rows[1]["val_accuracy"])
+    sampled = {int(row["trial"]): float(row["optimizer.lr"]) for row in rows}
+    plan = first_round(spec_of(trials=3, seed=2, params=PARAMS))
+    assert sampled == {i: trial["optimizer.lr"] for i, trial in enumerate(plan)}
+
+
+def test_search_prints_the_table_best_first_and_the_ensemble(study):
+    out, _, result = study
+    lines = result.stdout.splitlines()
+    assert lines[0].split()[:3] == ["trial", "status", "optimizer.lr"]
+    assert [line.split()[1] for line in lines[1:4]] == ["ok", "ok", "failed"]
+    assert f"wrote {out / 'results.csv'}" in lines
+    assert f"wrote {out / 'search.png'}" in lines
+    assert any(line.startswith("ensemble of 2 checkpoints on the test split")
+               for line in lines)
+    assert "3 trials, 3 to run on 2 worker processes" in result.stderr
+
+
+def test_rerunning_a_finished_study_runs_nothing(study, tmp_path):
+    copy, config_path = copy_study(study, tmp_path)
+    results = sorted(copy.glob("trial-*/result.json"))
+    before = {path: (path.stat().st_mtime_ns, path.read_bytes()) for path in results}
+    result = invoke("search", config_path, "--out", copy, "--workers", 2)
+    assert result.exit_code == 0, result.output
+    assert "3 trials, 0 to run" in result.stderr
+    assert {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in results} == before
+    assert read_rows(copy) == read_rows(study[0])
+
+
+def test_a_study_reruns_only_the_trials_without_a_result(study, tmp_path):
+    copy, config_path = copy_study(study, tmp_path)
+    # Trial 2 as a killed worker leaves it: a run directory with no result.json
+    # and a metrics file cut short.
+    (copy / "trial-0002" / "result.json").unlink()
+    metrics = copy / "trial-0002" / "metrics.jsonl"
+    metrics.write_text(metrics.read_text()[:50])
+    kept = copy / "trial-0000" / "result.json"
+    stamp = kept.stat().st_mtime_ns
+
+    result = invoke("search", config_path, "--out", copy, "--workers", 2)
+    assert result.exit_code == 0, result.output
+    assert "3 trials, 1 to run" in result.stderr
+    assert re.search(r"^trial 2 \(round 1\): ok", result.stderr, re.MULTILINE)
+    assert kept.stat().st_mtime_ns == stamp
+    rerun = {row["trial"]: row for row in read_rows(copy)}
+    first = {row["trial"]: row for row in read_rows(study[0])}
+    assert rerun["2"]["status"] == "ok"
+    assert rerun["2"]["val_accuracy"] == first["2"]["val_accuracy"]  # same training
+
+
+def _dying_runner(task):
+    """Runs in a worker process: trial 1's worker dies as if killed."""
+    if task["trial"] == 1:
+        os._exit(9)
+    return run_trial(task)
+
+
+def test_a_dead_worker_fails_its_trial_and_the_study_goes_on(study, tmp_path):
+    config, _ = load_search_config(study[1])
+    spec = parse_search({"trials": 4, "seed": 2,
+                         "params": {"optimizer.lr": PARAMS["optimizer.lr"]}}, config)
+    out = tmp_path / "killed"
+    rows = Study(out, config, spec).run(workers=1, runner=_dying_runner)
+    by_trial = {row["trial"]: row for row in rows}
+    assert by_trial[1]["status"] == "failed"
+    assert "worker process died" in by_trial[1]["reason"]
+    assert [by_trial[t]["status"] for t in (0, 2, 3)] == ["ok"] * 3
+    assert not (out / "trial-0001" / "result.json").exists()
+    assert len(read_rows(out)) == 4
+
+    rows = Study(out, config, spec).run(workers=1)  # the next run retries it
+    assert {row["status"] for row in rows} == {"ok"}
+
+
+def test_a_study_folder_of_another_plan_is_refused(study, tmp_path):
+    copy, config_path = copy_study(study, tmp_path)
+    result = invoke("search", config_path, "--out", copy, "--set", "search.seed=5")
+    assert result.exit_code == 2
+    assert result.stderr == (
+        f"error: {copy / 'study.json'} plans another study (search.seed differs);"
+        " rerun it with the config and --set options it was planned with, or give"
+        " --out another folder\n")
+
+
+def test_a_plan_from_before_a_config_key_existed_still_resumes(study, tmp_path):
+    copy, config_path = copy_study(study, tmp_path)
+    plan = json.loads((copy / "study.json").read_text())
+    del plan["config"]["train"]["diagnostics"]  # as if written before it existed
+    (copy / "study.json").write_text(json.dumps(plan))
+    result = invoke("search", config_path, "--out", copy)
+    assert result.exit_code == 0, result.output
+    assert "3 trials, 0 to run" in result.stderr
+
+
+def test_a_non_empty_folder_without_a_plan_is_refused(study, tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    result = invoke("search", study[1], "--out", tmp_path)
+    assert result.exit_code == 2
+    assert re.fullmatch(r"error: .* is not an empty folder and holds no study\.json;"
+                        r" give --out a new or empty folder for the study\n",
+                        result.stderr)
+
+
+def test_workers_and_scheduler_together_are_refused(study, tmp_path):
+    result = invoke("search", study[1], "--out", tmp_path / "x", "--workers", 2,
+                    "--scheduler", "tcp://127.0.0.1:8786")
+    assert result.exit_code == 2
+    assert "give one of them" in result.stderr
+    assert not (tmp_path / "x").exists()
+
+
+def test_scheduler_without_dask_says_how_to_install_it(study, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "distributed", None)  # import fails
+    result = invoke("search", study[1], "--out", tmp_path / "x",
+                    "--scheduler", "tcp://127.0.0.1:8786")
+    assert result.exit_code == 2
+    assert result.stderr == ("error: --scheduler needs dask.distributed, which is not"
+                             " installed; install it with: pip install"
+                             " 'nntrain[dask]'\n")
+
+
+def test_a_dask_cluster_samples_the_same_table_as_the_process_pool(study, tmp_path):
+    distributed = pytest.importorskip("dask.distributed")
+    out, config_path, _ = study
+    with distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1,
+                                  host="127.0.0.1", dashboard_address=None) as cluster:
+        assert cluster.scheduler_address.startswith("tcp://127.0.0.1:")
+        result = invoke("search", config_path, "--out", tmp_path / "dask",
+                        "--scheduler", cluster.scheduler_address)
+    assert result.exit_code == 0, result.output
+
+    def table(folder):
+        keys = ("trial", "status", "optimizer.lr", "model.activation", "val_accuracy")
+        return sorted(tuple(row[key] for key in keys) for row in read_rows(folder))
+
+    assert table(tmp_path / "dask") == table(out)
+    assert math.isfinite(float(read_rows(tmp_path / "dask")[0]["val_accuracy"]))
