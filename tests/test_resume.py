@@ -208,3 +208,22 @@ def test_sigkill_during_saves_always_leaves_a_loadable_checkpoint(tmp_path,
                      if p.name not in ("last.npz", "best.npz")]
         # A kill mid-write may leave a temporary file, never a damaged checkpoint.
         assert all(name.endswith(".tmp") for name in leftovers), leftovers
+
+
+def test_a_full_disk_while_saving_is_one_line_and_exit_1(tmp_path, tiny_npz,
+                                                         write_config, monkeypatch):
+    import errno
+
+    import nntrain.train.solver
+
+    def full_disk(path, meta, arrays):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(nntrain.train.solver, "save_checkpoint", full_disk)
+    result = invoke("fit", write_config(_raw(tiny_npz, epochs=2)), "--out",
+                    tmp_path / "run", "--quiet")
+    assert result.exit_code == 1
+    assert result.stderr.strip().splitlines() == [
+        f"error: cannot write {tmp_path / 'run' / 'checkpoints' / 'last.npz'} (No"
+        " space left on device): free some space or choose another --out; the"
+        " previous checkpoint is intact"]

@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 from nntrain.config import config_to_yaml
-from nntrain.errors import RunDirectoryError
+from nntrain.errors import RunDirectoryError, TrainingError
 
 # What nntrain itself writes; --force removes these and nothing else.
 OWN_FILES = ("config.yaml", "metrics.jsonl", "train.log")
@@ -140,12 +140,20 @@ class RunDirectory:
 
     def record(self, record: dict) -> None:
         """Append one metrics record (a flat dict) to metrics.jsonl."""
-        self._metrics.write(json.dumps(record) + "\n")
-        self._metrics.flush()
+        self._append(self._metrics, json.dumps(record))
 
     def log(self, line: str) -> None:
-        self._log.write(line + "\n")
-        self._log.flush()
+        self._append(self._log, line)
+
+    def _append(self, file, line: str) -> None:
+        try:
+            file.write(line + "\n")
+            file.flush()
+        except OSError as error:
+            raise TrainingError(
+                f"cannot write to {file.name} ({error.strerror or error}): free some"
+                " space or choose another --out"
+            ) from None
 
     def close(self) -> None:
         self._metrics.close()

@@ -527,4 +527,10 @@ class Solver:
                     # Never write a checkpoint that holds NaN or inf.
                     self._check_finite(float("nan"), f"{group}/{name}")
         meta = {**self.checkpoint_meta, "solver": self.state_meta()}
-        save_checkpoint(path, meta, arrays)
+        try:
+            save_checkpoint(path, meta, arrays)
+        except OSError as error:
+            raise TrainingError(
+                f"cannot write {path} ({error.strerror or error}): free some space or"
+                " choose another --out; the previous checkpoint is intact"
+            ) from None
