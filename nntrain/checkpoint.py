@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from nntrain import __version__
+from nntrain.data.npfile import NPY_MAGIC, NpzReader, first_line
 from nntrain.errors import CheckpointError
 
 FORMAT = 1
@@ -92,32 +93,57 @@ def _fsync_folder(folder: Path) -> None:
 
 
 def load_checkpoint(path) -> Checkpoint:
-    """Read and verify a checkpoint; any problem is a ``CheckpointError``."""
+    """Read and verify a checkpoint; any problem is a ``CheckpointError``.
+
+    Every member's name, dtype and declared size are checked before any array is
+    read, so a forged file is refused without unpickling or allocating anything.
+    """
     path = Path(path)
     if path.is_dir():
         raise CheckpointError(f"{path} is a folder; give a checkpoint file (.npz)")
     if not path.is_file():
+        if path.exists():  # a pipe or a device: reading it could block forever
+            raise CheckpointError(f"{path} is not a regular file; give a checkpoint"
+                                  " file (.npz)")
         raise CheckpointError(f"checkpoint not found: {path}; check the path")
     try:
-        archive = np.load(path, allow_pickle=False)
-        if not isinstance(archive, np.lib.npyio.NpzFile):
-            raise CheckpointError(f"{path} is a single array, not a checkpoint")
-        with archive:
-            keys = list(archive.files)
-            if "meta" not in keys:
-                raise CheckpointError(f"{path} has no 'meta' entry: not an nntrain"
-                                      " checkpoint")
-            meta = _read_meta(archive["meta"], path)
-            arrays = {key: archive[key] for key in keys if key != "meta"}
+        with open(path, "rb") as file:
+            if file.read(len(NPY_MAGIC)) == NPY_MAGIC:
+                raise CheckpointError(f"{path} is a single array, not a checkpoint")
+        with NpzReader(path, CheckpointError) as archive:
+            _check_members(archive.headers, path)
+            meta = _read_meta(archive.read("meta"), path)
+            _check_complete(meta, archive.headers, path)
+            arrays = {key: archive.read(key) for key in archive.headers
+                      if key != "meta"}
     except CheckpointError:
         raise
     except Exception as error:  # a damaged zip fails in many ways; all mean the same
         raise CheckpointError(
-            f"{path} is not a readable checkpoint ({error}); it may be truncated or"
-            " corrupt: use another checkpoint (best.npz or last.npz)"
+            f"{path} is not a readable checkpoint ({first_line(error)}); it may be"
+            " truncated or corrupt: use another checkpoint (best.npz or last.npz)"
         ) from None
 
     return Checkpoint(meta, _group_and_verify(arrays, meta, path))
+
+
+def _check_members(headers: dict, path: Path) -> None:
+    """Refuse unknown names and dtypes other than numbers, from the headers alone."""
+    if "meta" not in headers:
+        raise CheckpointError(f"{path} has no 'meta' entry: not an nntrain"
+                              " checkpoint")
+    for key, header in headers.items():
+        if key == "meta":
+            if header.shape != () or header.dtype.kind != "U":
+                raise CheckpointError(f"{path}: 'meta' is not a JSON string")
+            continue
+        prefix, _, name = key.partition("/")
+        if prefix not in PREFIXES or not name:
+            raise CheckpointError(f"{path} holds an unknown entry {key!r}; refusing it")
+        if header.dtype.kind not in "fiub":
+            raise CheckpointError(
+                f"{path}: {key} has dtype {header.dtype}; refusing it"
+            )
 
 
 def _read_meta(value: np.ndarray, path: Path) -> dict:
@@ -125,7 +151,7 @@ def _read_meta(value: np.ndarray, path: Path) -> dict:
         raise CheckpointError(f"{path}: 'meta' is not a JSON string")
     try:
         meta = json.loads(str(value))
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):  # a bad document, huge integer, deep nesting
         raise CheckpointError(
             f"{path}: 'meta' is not valid JSON; the file is corrupt"
         ) from None
@@ -136,24 +162,29 @@ def _read_meta(value: np.ndarray, path: Path) -> dict:
             f"{path} has checkpoint format {meta['format']}, newer than this nntrain"
             f" ({__version__}, format {FORMAT}) reads; upgrade nntrain"
         )
+    checksums = meta.get("checksums", {})
+    if not isinstance(checksums, dict) or not all(
+        isinstance(value, str) for value in checksums.values()
+    ):
+        raise CheckpointError(f"{path}: 'meta' has malformed checksums; the file is"
+                              " corrupt")
     return meta
+
+
+def _check_complete(meta: dict, headers: dict, path: Path) -> None:
+    missing = sorted(set(meta.get("checksums", {})) - set(headers))
+    if missing:
+        raise CheckpointError(f"{path} lacks the array {missing[0]}; it is incomplete")
 
 
 def _group_and_verify(arrays: dict, meta: dict, path: Path) -> dict:
     checksums = meta.get("checksums", {})
-    missing = sorted(set(checksums) - set(arrays))
-    if missing:
-        raise CheckpointError(f"{path} lacks the array {missing[0]}; it is incomplete")
     groups: dict[str, dict] = {}
     for key, value in arrays.items():
-        prefix, _, name = key.partition("/")
-        if prefix not in PREFIXES or not name:
-            raise CheckpointError(f"{path} holds an unknown entry {key!r}; refusing it")
-        if value.dtype.kind not in "fiub":
-            raise CheckpointError(f"{path}: {key} has dtype {value.dtype}; refusing it")
         if checksums.get(key) != _checksum(value):
             raise CheckpointError(
                 f"{path}: {key} does not match its checksum; the file is corrupt"
             )
+        prefix, _, name = key.partition("/")
         groups.setdefault(prefix, {})[name] = value
     return groups

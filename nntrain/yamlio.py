@@ -4,6 +4,12 @@ PyYAML follows YAML 1.1, where ``1e-3`` (no dot) is a string, not a float; peopl
 learning rates that way, so this loader also reads ``1e-3`` and ``5E-4`` as floats. It
 refuses duplicated keys instead of keeping the last one silently, and it never builds
 Python objects (``!!python/...`` tags are errors), because it extends ``SafeLoader``.
+
+A config comes from anyone, so reading one is bounded: the text's length, the nesting
+depth (the composer recurses once per level) and the number of values, where an alias
+counts as every value it stands for (a "billion laughs" file of nested aliases is
+tiny as text but huge once something walks it). Each limit is checked while the
+document is composed, before the work it would cost.
 """
 
 import re
@@ -16,27 +22,111 @@ from nntrain.errors import ConfigError
 _FLOAT_PATTERN = re.compile(
     r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
     |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-    |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+    |\.[0-9][0-9_]*(?:[eE][-+]?[0-9]+)?
     |[-+]?\.(?:inf|Inf|INF)
     |\.(?:nan|NaN|NAN))$""",
     re.X,
 )
 
 
+# Real configs are < 10 kB, a few hundred values, nested 4 levels deep.
+MAX_CHARS = 1_000_000
+MAX_DEPTH = 100
+MAX_VALUES = 10_000
+
+
 class StrictLoader(yaml.SafeLoader):
-    """SafeLoader that reads ``1e-3`` as a float and rejects duplicated keys."""
+    """SafeLoader that reads ``1e-3`` as a float, rejects duplicated keys, and bounds
+    the depth and the number of values (aliases expanded) of what it composes."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self._depth = 0
+        self._values = 0
+        self._expanded_sizes = {}  # anchor -> values it stands for, once composed
+
+    def compose_node(self, parent, index):
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent):
+            self._count_alias(event)
+            return super().compose_node(parent, index)
+
+        self._depth += 1
+        if self._depth > MAX_DEPTH:
+            raise ConfigError(f"values nested deeper than {MAX_DEPTH} levels on"
+                              f" line {_line(event)}; a config needs only a few")
+        first = self._values
+        self._count(1, event)
+        node = super().compose_node(parent, index)
+        self._depth -= 1
+        if event.anchor is not None:
+            self._expanded_sizes[event.anchor] = self._values - first
+        return node
+
+    def _count_alias(self, event) -> None:
+        if event.anchor not in self.anchors:
+            return  # the composer reports the undefined alias
+        size = self._expanded_sizes.get(event.anchor)
+        if size is None:
+            raise ConfigError(f"alias *{event.anchor} on line {_line(event)} refers to"
+                              " a value that contains it; recursive values are not"
+                              " allowed")
+        self._count(size, event)
+
+    def _count(self, values: int, event) -> None:
+        self._values += values
+        if self._values > MAX_VALUES:
+            raise ConfigError(
+                f"more than {MAX_VALUES} values (aliases counted as what they repeat)"
+                f" by line {_line(event)}; a config needs only a few hundred"
+            )
+
+    def construct_undefined(self, node):
+        tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+        raise ConfigError(f"the tag {tag} on line {node.start_mark.line + 1} is not"
+                          " allowed: a config holds plain numbers, text, lists and"
+                          " mappings, never Python objects; remove the tag")
+
+    def construct_object(self, node, deep=False):
+        # PyYAML's constructors fail with Python's errors on "2001-13-45", "0x_", an
+        # integer of 5000 digits, or an explicit tag on text it does not fit
+        # ("!!bool x" raises KeyError, "!!timestamp x" AttributeError).
+        try:
+            return super().construct_object(node, deep=deep)
+        except (ValueError, OverflowError, LookupError, AttributeError,
+                TypeError) as error:
+            if isinstance(error, (ValueError, OverflowError)):
+                reason = str(error).split(";")[0]  # drop Python's advice on ints
+            else:
+                reason = "not a valid " + node.tag.replace("tag:yaml.org,2002:", "!!")
+            line = node.start_mark.line + 1
+            raise ConfigError(f"cannot read the value on line {line} ({reason});"
+                              " write it as a plain number or text") from None
 
     def construct_mapping(self, node, deep=False):
+        if not isinstance(node, yaml.MappingNode):  # "!!set a": SafeLoader refuses it
+            return super().construct_mapping(node, deep=deep)
         seen = set()
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # "<<: *base": the base's keys are defaults, not duplicates
             key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            try:
+                hash(key)
+            except TypeError:
+                raise ConfigError(f"the key on line {line} is a list or mapping; keys"
+                                  " must be plain names") from None
             if key in seen:
-                line = key_node.start_mark.line + 1
                 raise ConfigError(
                     f"duplicated key '{key}' on line {line}: keep only one of them"
                 )
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
+
+
+def _line(event) -> int:
+    return event.start_mark.line + 1
 
 
 # Replace the YAML 1.1 float resolver with the wider pattern above.
@@ -45,6 +135,7 @@ StrictLoader.yaml_implicit_resolvers = {
             if tag != "tag:yaml.org,2002:float"]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
+StrictLoader.add_constructor(None, StrictLoader.construct_undefined)
 StrictLoader.add_implicit_resolver(
     "tag:yaml.org,2002:float", _FLOAT_PATTERN, list("-+0123456789.")
 )
@@ -52,10 +143,15 @@ StrictLoader.add_implicit_resolver(
 
 def parse_yaml(text: str, source: str):
     """Parse YAML ``text``; ``source`` names it in errors (a file path or ``--set``)."""
+    if len(text) > MAX_CHARS:
+        raise ConfigError(f"{source}: {len(text)} characters is too long for a config"
+                          f" (limit {MAX_CHARS}); check that this is the right file")
     try:
         return yaml.load(text, Loader=StrictLoader)
     except ConfigError as error:
         raise ConfigError(f"{source}: {error}") from None
+    except RecursionError:  # MAX_DEPTH stops nesting long before; this is a backstop
+        raise ConfigError(f"{source}: values nested too deeply") from None
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"

@@ -46,6 +46,8 @@ _MAX_GZIP_RATIO = 1032
 # with what its header claims.
 _CHUNK_BYTES = 1 << 20
 
+_MAX_ARRAY_BYTES = np.iinfo(np.intp).max
+
 
 def is_gzip(path: str | os.PathLike) -> bool:
     """Whether the file starts with the gzip magic bytes 1f 8b."""
@@ -117,6 +119,10 @@ def load_idx_pair(
 
 def _open(path: Path) -> tuple[BinaryIO, bool]:
     """Open ``path`` for reading, decompressing on the fly when it is gzipped."""
+    if path.exists() and not (path.is_file() or path.is_dir()):
+        # A pipe or device would block or never end; folders get the message below.
+        raise DataError(f"IDX file {path} is not a regular file; give the path of"
+                        " an IDX file")
     try:
         compressed = is_gzip(path)
     except FileNotFoundError:
@@ -138,6 +144,13 @@ def _parse(stream: BinaryIO, path: Path, capacity: int, compressed: bool) -> np.
     """Read header and data from ``stream``, refusing sizes the file cannot hold."""
     dtype, shape = _read_header(stream, path)
     n_bytes = math.prod(shape) * dtype.itemsize
+    # NumPy refuses a shape whose sizes multiply past its index range even when
+    # another size is 0 and the array would be empty.
+    if math.prod(size for size in shape if size) * dtype.itemsize > _MAX_ARRAY_BYTES:
+        raise DataError(
+            f"{path} is corrupt: its header announces shape {shape}, larger than any "
+            "array can be; download it again."
+        )
     if not compressed:
         capacity -= 4 + 4 * len(shape)
 
@@ -156,10 +169,11 @@ def _parse(stream: BinaryIO, path: Path, capacity: int, compressed: bool) -> np.
             f"header, found {len(data)}; download it again."
         )
 
-    extra = _count_rest(stream)
+    extra = _count_rest(stream, _CHUNK_BYTES)
     if extra:
+        amount = f"more than {_CHUNK_BYTES}" if extra > _CHUNK_BYTES else str(extra)
         raise DataError(
-            f"{path} has {extra} bytes after the {n_bytes} bytes of data its header "
+            f"{path} has {amount} bytes after the {n_bytes} bytes of data its header "
             "announces; the file is damaged, download it again."
         )
 
@@ -207,10 +221,11 @@ def _read_up_to(stream: BinaryIO, n_bytes: int) -> bytearray:
     return data
 
 
-def _count_rest(stream: BinaryIO) -> int:
-    """Number of bytes left in ``stream``, counted without keeping them."""
+def _count_rest(stream: BinaryIO, limit: int) -> int:
+    """Number of bytes left in ``stream``, counted without keeping them, up to just
+    past ``limit``: a gzip bomb's trailing gigabytes are not worth decompressing."""
     count = 0
-    while chunk := stream.read(_CHUNK_BYTES):
+    while count <= limit and (chunk := stream.read(_CHUNK_BYTES)):
         count += len(chunk)
     return count
 
