@@ -654,6 +654,9 @@ def _set_dotted(raw: dict, key: str, value) -> None:
 def read_config_file(path) -> dict:
     """Read a YAML config file into a raw (unvalidated) mapping."""
     path = Path(path)
+    if path.exists() and not path.is_file() and not path.is_dir():
+        raise ConfigError(f"{path} is not a regular file (a pipe or a device?); give"
+                          " the path of a YAML file")
     try:
         size = path.stat().st_size
         if size > MAX_CONFIG_BYTES:

@@ -4,6 +4,7 @@ The checkpoint's config wins: a resumed run is the same run. Only its length may
 change, through ``--set train.epochs=N`` or ``--set train.iterations=N``.
 """
 
+import copy
 from pathlib import Path
 
 from nntrain.checkpoint import load_checkpoint
@@ -35,7 +36,7 @@ def find_checkpoint(path) -> tuple[Path, object, list[str]]:
         except CheckpointError as error:
             notes.append(f"skipped {candidate.name}: {error}")
             continue
-        loaded.append((checkpoint.meta["solver"]["progress"]["iteration"],
+        loaded.append((_iteration(checkpoint, candidate),
                        candidate.name == "last.npz", candidate, checkpoint))
     if not loaded:
         raise CheckpointError(f"every checkpoint in {folder} is damaged; start over"
@@ -44,6 +45,17 @@ def find_checkpoint(path) -> tuple[Path, object, list[str]]:
     if notes:
         notes.append(f"resuming from {chosen.name}, the newest good checkpoint")
     return chosen, checkpoint, notes
+
+
+def _iteration(checkpoint, path) -> int:
+    try:
+        iteration = checkpoint.meta["solver"]["progress"]["iteration"]
+    except (KeyError, TypeError):
+        iteration = None
+    if not isinstance(iteration, int):
+        raise CheckpointError(f"{path} has no solver state to resume from; it is not"
+                              " a checkpoint nntrain fit wrote")
+    return iteration
 
 
 def resumed_config(checkpoint, overrides: list[str], path) -> dict:
@@ -55,7 +67,12 @@ def resumed_config(checkpoint, overrides: list[str], path) -> dict:
                 f"--set {key}: a resumed run keeps its checkpoint's config; only"
                 " train.epochs and train.iterations may change"
             )
-    raw = apply_overrides(dict(checkpoint.meta["config"]), list(overrides))
+    _iteration(checkpoint, path)
+    saved = checkpoint.meta.get("config")
+    if not isinstance(saved, dict):
+        raise CheckpointError(f"{path} holds no config; it is not a checkpoint nntrain"
+                              " fit wrote")
+    raw = apply_overrides(copy.deepcopy(saved), list(overrides))
     return migrate_config(raw, path)
 
 
