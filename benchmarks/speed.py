@@ -44,7 +44,7 @@ def load_data():
     from nntrain.pipeline import prepare_data
 
     config = load_config("configs/fashion-mnist.yaml", ["data.validation=5000"])
-    prepared = prepare_data(config, splits=("train", "test"))
+    prepared = prepare_data(config, splits=("train", "test"), keep_raw=False)
     return (*prepared.splits["train"], *prepared.splits["test"])
 
 
@@ -75,7 +75,7 @@ def run_nntrain(epochs: int, threads: int) -> dict:
     ])
     from nntrain.pipeline import prepare_data
 
-    prepared = prepare_data(config, splits=("train", "val", "test"))
+    prepared = prepare_data(config, splits=("train", "val", "test"), keep_raw=False)
     X, y = prepared.splits["train"]
     model = build_model(config, X.shape[1], 10)
     rule = build_rule(config["optimizer"])

@@ -35,10 +35,13 @@ class Prepared:
 
 
 def prepare_data(config: dict, preprocessor: Preprocessor | None = None,
-                 splits=("train", "val", "test"), spec: dict | None = None) -> Prepared:
+                 splits=("train", "val", "test"), spec: dict | None = None,
+                 keep_raw: bool = True) -> Prepared:
     """Load the config's dataset and preprocess it; fit the preprocessing on the
     training split unless a fitted ``preprocessor`` is given (from a checkpoint).
-    ``spec``, a checkpoint's data spec, is checked against the data first."""
+    ``spec``, a checkpoint's data spec, is checked against the data first.
+    ``keep_raw=False`` drops the raw feature arrays once the preprocessed copies
+    exist (training needs only those: 47 MB less for Fashion-MNIST)."""
     dataset = load_dataset(config["data"], config["seed"])
     if spec is not None:
         _check_data_matches(dataset, spec)
@@ -54,6 +57,8 @@ def prepare_data(config: dict, preprocessor: Preprocessor | None = None,
         if name not in transformed:
             X, y = dataset.split(name)
             transformed[name] = (preprocessor.transform(X, dtype), y)
+    if not keep_raw:
+        dataset.release_features()
     return Prepared(dataset, preprocessor, transformed)
 
 
@@ -105,7 +110,8 @@ def fit(config: dict, run_dir, force: bool = False, quiet: bool = False,
                                              resume.group("prep"),
                                              resume.meta["data"]["num_features"])
     prepared = prepare_data(config, saved_prep, splits=("train", "val"),
-                            spec=resume.meta["data"] if resume else None)
+                            spec=resume.meta["data"] if resume else None,
+                            keep_raw=False)
     dataset = prepared.dataset
     input_width = prepared.preprocessor.output_width(dataset.num_features)
     model = build_model(config, input_width, dataset.num_classes)

@@ -66,6 +66,14 @@ class Dataset:
     def num_features(self) -> int:
         return self.X_train.shape[1]
 
+    def release_features(self) -> None:
+        """Replace the raw feature arrays by empty (0, D) ones, keeping the labels,
+        the shapes and the class names: for when only preprocessed copies are
+        needed."""
+        for name in ("X_train", "X_val", "X_test"):
+            X = getattr(self, name)
+            setattr(self, name, X[:0].copy())
+
     def split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         """The (X, y) pair of split ``name``: train, val or test."""
         return {
