@@ -11,8 +11,12 @@ YAML parser several times over.
 
     python benchmarks/robustness.py [--examples N] [--seed S] [--only SECTION ...]
 
-About 2 minutes on 2 cores with the default 2000 examples per loader. Each section
-is a function ``(rng, examples, folder) -> Row``; main() runs the ones asked for.
+Two more sections exercise the run itself: 50 resume trials (a real SIGINT after a
+random update, then --resume: every array must equal the uninterrupted run's) and
+100 SIGKILLs of a training process that saves after every update (the checkpoint
+left behind must load). The loaders take about 2 minutes on 2 cores with the
+default 2000 examples each; the two run sections about 3 more. Each section is a
+function ``(rng, count, folder) -> Row``; main() runs the ones asked for.
 """
 
 import argparse
@@ -85,7 +89,6 @@ class Row:
         return check(result) if check else None
 
 
-# --- making files -----------------------------------------------------------------
 
 
 class CreatesFile:
@@ -145,7 +148,6 @@ DESCRS = ["<f4", "<f8", ">f8", "|u1", "|b1", "|O", "<c16", "<U8", "<U50000000", 
           "|V4", "<M8[s]", [("a", "<f8")], [("a", "|O")]]
 
 
-# --- checkpoints ------------------------------------------------------------------
 
 
 def small_checkpoint(folder: Path) -> dict:
@@ -224,7 +226,6 @@ def fuzz_checkpoints(rng, examples: int, folder: Path) -> Row:
     return row
 
 
-# --- configs ----------------------------------------------------------------------
 
 
 YAML_FRAGMENTS = [
@@ -306,7 +307,6 @@ def fuzz_configs(rng, examples: int, folder: Path) -> Row:
     return row
 
 
-# --- IDX --------------------------------------------------------------------------
 
 
 IDX_CODES = [0x08, 0x09, 0x0B, 0x0C, 0x0D, 0x0E]
@@ -348,7 +348,6 @@ def fuzz_idx(rng, examples: int, folder: Path) -> Row:
     return row
 
 
-# --- .npy / .npz data -------------------------------------------------------------
 
 
 def data_case(rng, valid, marker) -> tuple[str, str, bytes]:
@@ -385,12 +384,123 @@ def fuzz_data_files(rng, examples: int, folder: Path) -> Row:
     return row
 
 
+def _tiny_run_config(folder: Path, **train) -> dict:
+    """A raw config for a 4-8-3 network on a tiny npz, with every kind of state a
+    resume must carry (dropout, batch norm, Adam, a plateau schedule, averaging)."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((60, 4))
+    y = np.arange(60) % 3
+    X[np.arange(60), y] += 3
+    np.savez(folder / "tiny.npz", X_train=X, y_train=y)
+    return {
+        "data": {"name": "npz", "path": str(folder / "tiny.npz"), "validation": 10},
+        "model": {"hidden": [8], "batchnorm": True, "drop_probability": 0.2},
+        "optimizer": {"name": "adam", "lr": 0.01},
+        "schedule": {"name": "plateau", "patience": 1, "factor": 0.5},
+        "train": {"batch_size": 16, "eval_every": 3, "log_every": 1, "plots": False,
+                  "average": {"kind": "exponential", "decay": 0.9}, **train},
+    }
+
+
+def _checkpoint_arrays(path: Path) -> dict:
+    with np.load(path, allow_pickle=False) as archive:
+        return {key: archive[key] for key in archive.files if key != "meta"}
+
+
+def resume_trials(rng, trials: int, folder: Path) -> Row:
+    """Stop a run with a real SIGINT after a random update, resume it, and compare
+    every array of its last checkpoint with the uninterrupted run's."""
+    import os
+    import signal
+
+    from nntrain.errors import StopRequested
+    from nntrain.pipeline import fit
+    from nntrain.train.resume import find_checkpoint, resumed_config
+    from nntrain.train.solver import Solver
+
+    row = Row("resume at a random update (SIGINT, then --resume)")
+    config = resolve_config(_tiny_run_config(folder, epochs=6))
+    fit(config, folder / "whole", quiet=True)
+    expected = _checkpoint_arrays(folder / "whole" / "checkpoints" / "last.npz")
+    original = Solver._step
+
+    for trial in range(trials):
+        stop_at = int(rng.integers(1, 24))  # 6 epochs of 4 updates
+        run_dir = folder / f"resume-{trial}"
+
+        def step(self, rows, stop_at=stop_at):
+            original(self, rows)
+            if self.progress.iteration == stop_at:
+                os.kill(os.getpid(), signal.SIGINT)
+
+        def interrupted_then_resumed(run_dir=run_dir, step=step):
+            Solver._step = step
+            try:
+                fit(config, run_dir, quiet=True)
+            except StopRequested:
+                pass
+            finally:
+                Solver._step = original
+            _, checkpoint, _ = find_checkpoint(run_dir)
+            fit(resumed_config(checkpoint, [], run_dir), run_dir, quiet=True,
+                resume=checkpoint)
+            return _checkpoint_arrays(run_dir / "checkpoints" / "last.npz")
+
+        def same(found, stop_at=stop_at):
+            differing = [key for key in expected
+                         if not np.array_equal(expected[key], found.get(key))]
+            return f"stopped at {stop_at}: {differing} differ" if differing else None
+
+        row.trial(f"stop at {stop_at}", interrupted_then_resumed, same)
+    return row
+
+
+def kill_trials(rng, kills: int, folder: Path) -> Row:
+    """SIGKILL a training process at random moments while it saves a checkpoint
+    after every update; the previous checkpoint must always load."""
+    import signal
+    import subprocess
+    import sys
+
+    row = Row("SIGKILL during checkpoint saves")
+    raw = _tiny_run_config(folder, epochs=100000, eval_every=1)
+    config_path = folder / "kill.yaml"
+    config_path.write_text(yaml.safe_dump(raw))
+    for kill in range(kills):
+        run_dir = folder / f"kill-{kill}"
+        process = subprocess.Popen(
+            [sys.executable, "-m", "nntrain", "fit", str(config_path), "--out",
+             str(run_dir), "--quiet"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        last = run_dir / "checkpoints" / "last.npz"
+        deadline = time.monotonic() + 60
+        while not last.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(float(rng.uniform(0, 0.5)))
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+
+        def load(last=last):
+            return load_checkpoint(last)
+
+        def survived(checkpoint, kill=kill):
+            iteration = checkpoint.meta["solver"]["progress"]["iteration"]
+            return None if iteration >= 1 else f"kill {kill}: empty checkpoint"
+
+        row.trial(f"kill {kill}", load, survived)
+    return row
+
+
 SECTIONS = {
     "checkpoints": fuzz_checkpoints,
     "configs": fuzz_configs,
     "idx": fuzz_idx,
     "data": fuzz_data_files,
+    "resume": resume_trials,
+    "kills": kill_trials,
 }
+# The slow sections run their own numbers of trials, not --examples.
+TRIALS = {"resume": 50, "kills": 100}
 
 
 def print_table(rows: list[Row]) -> None:
@@ -413,6 +523,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--only", nargs="*", choices=list(SECTIONS),
                         help="sections to run (default: all)")
+    parser.add_argument("--quick", action="store_true",
+                        help="a twentieth of every section, for a quick look")
     args = parser.parse_args(argv)
 
     rows = []
@@ -420,7 +532,10 @@ def main(argv=None) -> int:
         for name in args.only or SECTIONS:
             rng = np.random.default_rng([args.seed, list(SECTIONS).index(name)])
             started = time.perf_counter()
-            rows.append(SECTIONS[name](rng, args.examples, Path(folder)))
+            count = TRIALS.get(name, args.examples)
+            if args.quick:
+                count = max(1, count // 20)
+            rows.append(SECTIONS[name](rng, count, Path(folder)))
             print(f"{name}: {time.perf_counter() - started:.0f} s", flush=True)
     print_table(rows)
     return 1 if any(row.failures for row in rows) else 0
