@@ -19,8 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from nntrain.config import load_config
-from nntrain.evaluate import measure
-from nntrain.pipeline import fit, prepare_data, restore
+from nntrain.pipeline import evaluate_checkpoint, fit
 
 RULES = {
     "sgd": ["optimizer.name=sgd", "optimizer.lr=0.05"],
@@ -46,10 +45,7 @@ def run_rule(name, overrides, epochs, lbfgs_iterations, out_root: Path) -> dict:
     result = fit(config, run_dir, force=True, quiet=True)
     seconds = time.perf_counter() - started
 
-    restored = restore(run_dir / "checkpoints" / "best.npz")
-    prepared = prepare_data(restored.config, restored.preprocessor, splits=("test",))
-    X, y = prepared.splits["test"]
-    test = measure(restored.model.predict(X), y, restored.config["model"]["loss"])
+    test = evaluate_checkpoint(run_dir / "checkpoints" / "best.npz")[3]
     return {"name": name, "best_val": max(r["val_accuracy"] for r in result.history),
             "final_val": result.history[-1]["val_accuracy"], "test": test["accuracy"],
             "seconds": seconds, "lr": config["optimizer"].get("lr")}

@@ -15,8 +15,7 @@ import time
 from pathlib import Path
 
 from nntrain.config import load_config
-from nntrain.evaluate import measure
-from nntrain.pipeline import fit, prepare_data, restore
+from nntrain.pipeline import evaluate_checkpoint, fit
 
 ROWS = {
     "relu": ["model.activation=relu", "model.init=he"],
@@ -43,10 +42,7 @@ def run_row(name, overrides, epochs, out_root: Path) -> dict:
     result = fit(config, run_dir, force=True, quiet=True)
     seconds = time.perf_counter() - started
 
-    restored = restore(run_dir / "checkpoints" / "best.npz")
-    prepared = prepare_data(restored.config, restored.preprocessor, splits=("test",))
-    X, y = prepared.splits["test"]
-    test = measure(restored.model.predict(X), y, restored.config["model"]["loss"])
+    test = evaluate_checkpoint(run_dir / "checkpoints" / "best.npz")[3]
     best = max(record["val_accuracy"] for record in result.history)
     last = result.history[-1]
     return {"name": name, "best_val": best, "test": test["accuracy"],

@@ -62,6 +62,8 @@ def blas_info() -> list:
 
 
 def run_nntrain(epochs: int, threads: int) -> dict:
+    from threadpoolctl import threadpool_limits
+
     from nntrain.config import load_config
     from nntrain.evaluate import measure
     from nntrain.nn.model import build_model
@@ -83,9 +85,14 @@ def run_nntrain(epochs: int, threads: int) -> dict:
                     (X, y, *prepared.splits["val"]), config["train"], config["seed"])
     solver.train()
     X_test, y_test = prepared.splits["test"]
-    accuracy = measure(model.predict(X_test), y_test)["accuracy"]
+    with threadpool_limits(threads):
+        started = time.perf_counter()
+        scores = model.predict(X_test)
+        eval_seconds = time.perf_counter() - started
+    accuracy = measure(scores, y_test)["accuracy"]
     return {"epoch_seconds": solver.train_seconds / epochs, "accuracy": accuracy,
-            "peak_rss_mb": peak_rss_mb(), "blas": blas_info()}
+            "peak_rss_mb": peak_rss_mb(), "blas": blas_info(),
+            "images_per_second": len(y_test) / eval_seconds}
 
 
 def run_torch(epochs: int, threads: int) -> dict:
@@ -237,7 +244,8 @@ def main():
                     for _ in range(args.repeats)]
             results[library] = {
                 key: statistics.median(run[key] for run in runs)
-                for key in ("epoch_seconds", "accuracy", "peak_rss_mb")
+                for key in ("epoch_seconds", "accuracy", "peak_rss_mb",
+                            "images_per_second") if key in runs[0]
             }
             results[library]["blas"] = runs[0]["blas"]
         print_table(threads, floor, results)
@@ -258,6 +266,9 @@ def print_table(threads: int, floor: dict, results: dict) -> None:
         print(f"| {library} | {seconds:.3f} | {seconds / floor['epoch_seconds']:.2f} |"
               f" {versus} | {floor['gflop_per_epoch'] / seconds:.1f} |"
               f" {row['peak_rss_mb']:.0f} | {memory} | {row['accuracy']:.4f} |")
+    if "nntrain" in results and "images_per_second" in results["nntrain"]:
+        print(f"\nnntrain evaluation: {results['nntrain']['images_per_second']:,.0f}"
+              " test images per second (batches of 4,096)")
     print("\nBLAS: " + "; ".join(
         f"{library}: {row['blas']}" for library, row in results.items()))
     print(f"floor: {floor['blas']}\n", flush=True)

@@ -189,20 +189,12 @@ def _resume(config_path, overrides, out, resume, print_config, quiet):
               help="Use the averaged weights the run kept (train.average).")
 def evaluate(checkpoint, split, data_path, as_json, plots_dir, average):
     """Measure CHECKPOINT on a split: loss, accuracy, per class, confusion matrix."""
-    from nntrain.evaluate import measure
-    from nntrain.pipeline import prepare_data, restore
+    from nntrain.pipeline import evaluate_checkpoint
 
-    restored = restore(checkpoint, average=average)
-    config = restored.config
-    if data_path:
-        config = {**config, "data": {**config["data"], "path": data_path}}
-    prepared = prepare_data(config, restored.preprocessor, splits=(split,),
-                            spec=restored.data)
-
-    X, y = prepared.splits[split]
-    scores = restored.model.predict(X)
-    result = measure(scores, y, config["model"]["loss"])
-    result = {"checkpoint": str(checkpoint), "split": split, **result}
+    restored, prepared, scores, metrics = evaluate_checkpoint(
+        checkpoint, split, data_path, average)
+    y = prepared.splits[split][1]
+    result = {"checkpoint": str(checkpoint), "split": split, **metrics}
     if plots_dir:
         from nntrain.plots import plot_evaluation
 

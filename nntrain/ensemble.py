@@ -59,16 +59,11 @@ class _Member:
 
 
 def _load_member(path, split: str, data_path=None) -> _Member:
-    from nntrain.pipeline import prepare_data, restore
+    from nntrain.pipeline import evaluate_checkpoint
 
-    restored = restore(path)
-    config = restored.config
-    if data_path:
-        config = {**config, "data": {**config["data"], "path": str(data_path)}}
-    prepared = prepare_data(config, restored.preprocessor, splits=(split,),
-                            spec=restored.data)
-    X, y = prepared.splits[split]
-    scores = restored.model.predict(X).astype(np.float64)
+    restored, prepared, scores, _ = evaluate_checkpoint(path, split, data_path)
+    y = prepared.splits[split][1]
+    scores = scores.astype(np.float64)
     raw_X = prepared.dataset.split(split)[0]
     return _Member(str(path), restored.data, raw_X, y, log_softmax(scores))
 

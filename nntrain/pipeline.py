@@ -227,6 +227,23 @@ def _summarize(reporter, config, progress, path, seconds, solver) -> None:
     )
 
 
+def evaluate_checkpoint(path, split: str = "test", data_path=None,
+                        average: bool = False):
+    """(restored, prepared, scores (N, C), metrics) of a checkpoint on ``split``,
+    rebuilt from the file alone; ``data_path`` says where the data lies now."""
+    from nntrain.evaluate import measure
+
+    restored = restore(path, average=average)
+    config = restored.config
+    if data_path:
+        config = {**config, "data": {**config["data"], "path": str(data_path)}}
+    prepared = prepare_data(config, restored.preprocessor, splits=(split,),
+                            spec=restored.data)
+    X, y = prepared.splits[split]
+    scores = restored.model.predict(X)
+    return restored, prepared, scores, measure(scores, y, config["model"]["loss"])
+
+
 def migrate_config(saved, path) -> dict:
     """A checkpoint's config brought up to this version: keys added since it was
     written get their defaults, and the whole is validated again."""

@@ -49,6 +49,15 @@ class UpdateRule:
     def update(self, param: np.ndarray, grad: np.ndarray, state: dict) -> None:
         raise NotImplementedError
 
+    def rms_scaled_step(self, param, numerator, squares, eps, step_size, scratch):
+        """param -= step_size * numerator / (sqrt(squares) + eps), in place: the
+        last stage that Adagrad, RMSProp and Adam share."""
+        np.sqrt(squares, out=scratch)
+        scratch += eps
+        np.divide(numerator, scratch, out=scratch)
+        scratch *= step_size
+        param -= scratch
+
     def state_arrays(self) -> dict:
         """Flat ``{"<param>/<slot>": array}`` for the checkpoint."""
         return {
@@ -144,11 +153,7 @@ class Adagrad(UpdateRule):
         total = state["sum_of_squares"]
         scratch = self.scratch(grad)
         total += np.square(grad, out=scratch)
-        np.sqrt(total, out=scratch)
-        scratch += self.eps
-        np.divide(grad, scratch, out=scratch)
-        scratch *= self.lr
-        param -= scratch
+        self.rms_scaled_step(param, grad, total, self.eps, self.lr, scratch)
 
 
 class RMSProp(UpdateRule):
@@ -176,11 +181,7 @@ class RMSProp(UpdateRule):
         np.square(grad, out=scratch)
         scratch *= 1 - self.decay
         mean_square += scratch
-        np.sqrt(mean_square, out=scratch)
-        scratch += self.eps
-        np.divide(grad, scratch, out=scratch)
-        scratch *= self.lr
-        param -= scratch
+        self.rms_scaled_step(param, grad, mean_square, self.eps, self.lr, scratch)
 
 
 class Adam(UpdateRule):
@@ -219,11 +220,7 @@ class Adam(UpdateRule):
         t = self.steps
         root_c2 = math.sqrt(1 - self.beta2**t)
         step_size = self.lr * root_c2 / (1 - self.beta1**t)
-        np.sqrt(v, out=scratch)
-        scratch += self.eps * root_c2
-        np.divide(m, scratch, out=scratch)
-        scratch *= step_size
-        param -= scratch
+        self.rms_scaled_step(param, m, v, self.eps * root_c2, step_size, scratch)
 
 
 class AdamW(Adam):
