@@ -107,7 +107,6 @@ def trained(tmp_path_factory):
     return folder, config, run_dir, result
 
 
-# --- --version and help -----------------------------------------------------------
 
 
 def test_version_prints_the_package_version():
@@ -134,7 +133,6 @@ def test_unknown_command_is_a_usage_error():
     assert "No such command 'fly'" in result.stderr
 
 
-# --- fit: the run directory -------------------------------------------------------
 
 
 def test_fit_writes_the_run_directory_layout(trained):
@@ -319,7 +317,6 @@ def test_fit_without_out_uses_the_configs_output(tmp_path, tiny_npz, write_confi
     assert not (tmp_path / "runs").exists()
 
 
-# --- fit: refusing and forcing ----------------------------------------------------
 
 
 def test_fit_refuses_a_non_empty_run_directory(tmp_path, tiny_config):
@@ -376,7 +373,6 @@ def test_same_config_and_seed_give_identical_parameters(tmp_path, tiny_config):
         np.testing.assert_array_equal(first[key], second[key])
 
 
-# --- fit: --print-config and config errors ----------------------------------------
 
 
 def test_print_config_prints_yaml_and_writes_nothing(tmp_path, tiny_config,
@@ -501,7 +497,6 @@ def test_diverging_run_prints_one_line_on_stderr(tmp_path, write_npz, write_conf
     assert "Warning" not in result.stderr
 
 
-# --- iterations mode --------------------------------------------------------------
 
 
 def test_iterations_mode_evaluates_every_eval_every_and_at_the_end(tmp_path,
@@ -537,7 +532,6 @@ def test_iterations_mode_evaluates_once_per_epochs_worth_by_default(tmp_path,
     assert epochs == [(PER_EPOCH, 1), (2 * PER_EPOCH, 2), (10, 3)]
 
 
-# --- eval -------------------------------------------------------------------------
 
 
 def test_eval_json_matches_a_manual_computation_from_the_checkpoint(trained):
@@ -735,7 +729,6 @@ def test_eval_refuses_a_newer_checkpoint_format(tmp_path, trained):
     assert_one_line_error(result, 2, rf"has checkpoint format {meta['format']}, newer")
 
 
-# --- predict ----------------------------------------------------------------------
 
 
 def test_predict_writes_one_csv_row_per_sample_with_probabilities(trained, tmp_path):
@@ -812,7 +805,6 @@ def test_predict_refuses_a_truncated_npz_input_with_exit_2(trained, tmp_path):
     assert_one_line_error(result, 2, r"half\.npz")
 
 
-# --- gradcheck --------------------------------------------------------------------
 
 
 def test_gradcheck_without_config_checks_the_library_and_passes():
@@ -860,7 +852,6 @@ def test_gradcheck_of_a_bad_config_exits_2(write_config):
     assert_one_line_error(result, 2, r"invalid train\.epochs: 0")
 
 
-# --- closed forms on a crafted checkpoint -----------------------------------------
 
 
 @pytest.fixture
@@ -907,7 +898,6 @@ def test_predict_of_tied_scores_gives_uniform_probabilities(zero_weights_checkpo
     assert all(row[3:] == ["0.333333"] * 3 for row in rows)
 
 
-# --- gradcheck failures -----------------------------------------------------------
 
 
 def test_gradcheck_exits_1_when_one_gradient_is_wrong(monkeypatch):
@@ -953,7 +943,6 @@ def test_gradcheck_of_a_config_exits_1_when_a_weight_gradient_is_wrong(monkeypat
                     "affine2.b": "ok"}
 
 
-# --- the bundled digits -----------------------------------------------------------
 
 
 def test_fit_and_eval_on_bundled_digits(tmp_path):

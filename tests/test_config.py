@@ -69,7 +69,6 @@ def load_text(write_config, text, overrides=()):
     return load_config(write_config(text), list(overrides))
 
 
-# --- defaults ---------------------------------------------------------------------
 
 
 def test_minimal_config_gets_every_default_filled_in(write_config):
@@ -110,7 +109,6 @@ def test_defaults_are_not_shared_between_configs(write_config):
     assert second["model"]["hidden"] == [100]
 
 
-# --- numbers ----------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("text, value", [
@@ -167,7 +165,6 @@ def test_set_parses_flow_lists_and_null(write_config):
     assert config["output"] == "runs/x"
 
 
-# --- YAML-level errors ------------------------------------------------------------
 
 
 def test_duplicated_key_is_an_error_naming_key_and_line(write_config):
@@ -238,7 +235,6 @@ def test_config_that_is_not_a_mapping_is_an_error(write_config):
         load_text(write_config, "- 1\n- 2\n")
 
 
-# --- unknown keys -----------------------------------------------------------------
 
 
 @pytest.mark.parametrize("text, message", [
@@ -279,7 +275,6 @@ def test_unknown_top_level_key_lists_each_valid_key_once(write_config):
     assert str(caught.value).count("optimizer") == 1
 
 
-# --- types and ranges -------------------------------------------------------------
 
 
 @pytest.mark.parametrize("text, message", [
@@ -360,7 +355,6 @@ def test_resolve_error_names_the_config_file(write_config):
         load_config(path)
 
 
-# --- epochs and iterations --------------------------------------------------------
 
 
 def test_both_epochs_and_iterations_is_an_error(write_config):
@@ -423,7 +417,6 @@ def test_apply_overrides_leaves_other_keys_alone():
     assert out == {"train": {"epochs": 5, "batch_size": 4}}
 
 
-# --- update rules -----------------------------------------------------------------
 
 
 @pytest.mark.parametrize("rule, key, owners", [
@@ -461,7 +454,6 @@ def test_falsy_non_mapping_optimizer_section_is_refused(write_config, value):
         load_text(write_config, f"optimizer: {value}\ntrain: {{epochs: 1}}")
 
 
-# --- hidden and layers ------------------------------------------------------------
 
 
 EXPLICIT_8_4 = (

@@ -43,7 +43,6 @@ def isolated_home(tmp_path, monkeypatch):
     return home
 
 
-# --- npz: files that load ---------------------------------------------------------
 
 
 def test_npz_with_all_splits_loads_as_given(write_npz):
@@ -116,7 +115,6 @@ def test_npz_class_count_comes_from_all_given_labels(write_npz):
     assert data.num_classes == 3
 
 
-# --- npz: files that are refused --------------------------------------------------
 
 
 def test_npz_missing_y_train_is_refused(write_npz):
@@ -321,7 +319,6 @@ def test_data_errors_are_bad_input_with_exit_status_2(write_npz):
     assert caught.value.exit_code == 2
 
 
-# --- validation split -------------------------------------------------------------
 
 
 def test_validation_count_holds_out_exactly_that_many(tiny_npz):
@@ -367,7 +364,6 @@ def test_validation_leaving_no_samples_is_refused(tiny_npz, validation):
         load_dataset(data_config(path=tiny_npz, validation=validation), seed=0)
 
 
-# --- digits -----------------------------------------------------------------------
 
 
 def test_digits_test_split_is_every_fifth_image():
@@ -411,7 +407,6 @@ def test_digits_train_and_validation_are_the_other_images():
                                   sorted_rows(images[kept].reshape(-1, 64)))
 
 
-# --- IDX datasets -----------------------------------------------------------------
 
 
 def tiny_idx(count, seed, height=3, width=2):

@@ -58,7 +58,6 @@ def refused_within_bounds(call, error=NNTrainError) -> NNTrainError:
     return caught.value
 
 
-# --- crafted files --------------------------------------------------------------
 
 
 class CreatesFile:
@@ -291,7 +290,6 @@ def test_a_named_pipe_is_refused_not_waited_on(tmp_path, loader):
     assert "is not a regular file" in str(error)
 
 
-# --- configs --------------------------------------------------------------------
 
 
 def billion_laughs(levels: int = 9) -> str:
@@ -386,7 +384,6 @@ def test_values_python_cannot_build_are_config_errors(text):
         parse_yaml(text, "cfg")
 
 
-# --- fuzzing --------------------------------------------------------------------
 
 
 def save_small_checkpoint(path):
