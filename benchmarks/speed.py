@@ -73,6 +73,7 @@ def run_nntrain(epochs: int, threads: int) -> dict:
 
     config = load_config("configs/fashion-mnist.yaml", [
         f"train.epochs={epochs}", "model.l2=0.0", f"train.threads={threads}",
+        "schedule={name: constant}",
         "train.diagnostics=false", "train.plots=false", "train.log_every=1000000",
     ])
     from nntrain.pipeline import prepare_data

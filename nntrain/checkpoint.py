@@ -24,6 +24,7 @@ import numpy as np
 from nntrain import __version__
 from nntrain.data.npfile import NPY_MAGIC, NpzReader, first_line
 from nntrain.errors import CheckpointError
+from nntrain.fileio import publish
 
 FORMAT = 1
 PREFIXES = ("param", "buffer", "optim", "prep", "average")
@@ -71,7 +72,7 @@ def save_checkpoint(path, meta: dict, arrays: dict) -> None:
             np.savez(file, **flat)
             file.flush()
             os.fsync(file.fileno())
-        os.replace(temporary, path)
+        publish(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise

@@ -35,10 +35,13 @@ class Group(click.Group):
         try:
             code = super().main(args, prog_name or "nntrain", standalone_mode=False,
                                 **extra)
+        except click.exceptions.NoArgsIsHelpError as error:
+            click.echo(error.ctx.get_help())  # a bare command asks for its help
+            sys.exit(0)
         except click.exceptions.UsageError as error:
             where = error.ctx.command_path if error.ctx else "nntrain"
-            click.echo(f"error: {error.format_message()} (see: {where} --help)",
-                       err=True)
+            message = " ".join(error.format_message().split())
+            click.echo(f"error: {message} (see: {where} --help)", err=True)
             sys.exit(2)
         except click.exceptions.ClickException as error:
             click.echo(f"error: {error.format_message()}", err=True)
@@ -157,11 +160,20 @@ def _resume(config_path, overrides, out, resume, print_config, quiet):
     from nntrain.pipeline import fit as run_fit
     from nntrain.train import resume as resuming
 
-    _load(config_path, [])  # CONFIG must still be a valid config
+    given = _load(config_path, [])  # CONFIG must still be a valid config
     path, checkpoint, notes = resuming.find_checkpoint(resume)
     config = resuming.resumed_config(checkpoint, list(overrides), path)
-    run_dir = Path(out) if out else resuming.run_directory_of(path)
+    run_dir = resuming.run_directory_of(path)
+    if out and Path(out).resolve() != run_dir:
+        raise BadInputError(
+            f"a resumed run continues in its own run directory ({run_dir}), whose"
+            " metrics and best.npz it extends; drop --out, or copy that folder and"
+            " resume the copy"
+        )
     config["output"] = str(run_dir)
+    if resuming.differs(given, config):
+        notes.append(f"{config_path} differs from the checkpoint's config; a resumed"
+                     " run keeps the checkpoint's")
     if print_config:
         click.echo(config_to_yaml(config), nl=False)
         return
@@ -194,7 +206,8 @@ def evaluate(checkpoint, split, data_path, as_json, plots_dir, average):
     restored, prepared, scores, metrics = evaluate_checkpoint(
         checkpoint, split, data_path, average)
     y = prepared.splits[split][1]
-    result = {"checkpoint": str(checkpoint), "split": split, **metrics}
+    result = {"checkpoint": str(checkpoint), "split": split,
+              "weights": "average" if average else "raw", **metrics}
     if plots_dir:
         from nntrain.plots import plot_evaluation
 
@@ -234,9 +247,10 @@ def plot(run_dir, out, data_path):
 
 
 def _format_evaluation(result: dict, class_names) -> list[str]:
+    weights = " (averaged weights)" if result["weights"] == "average" else ""
     lines = [
-        f"{result['split']} split of {result['checkpoint']}: {result['samples']}"
-        " samples",
+        f"{result['split']} split of {result['checkpoint']}{weights}:"
+        f" {result['samples']} samples",
         f"loss      {result['loss']:.4f}",
         f"accuracy  {result['accuracy']:.4f}",
         "",

@@ -118,6 +118,11 @@ def search(config_path, overrides, out, workers, scheduler, ensemble_size):
                    " installed (pip install 'nntrain[plot]')", err=True)
     if ensemble_size:
         _ensemble_best(study, ensemble_size)
+    if not any(row["status"] == "ok" for row in rows):
+        from nntrain.errors import TrainingError
+
+        raise TrainingError("no trial of the study finished; the table above says why"
+                            " each one failed")
 
 
 def _ensemble_best(study, count: int) -> None:

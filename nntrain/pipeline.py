@@ -147,7 +147,8 @@ def fit(config: dict, run_dir, force: bool = False, quiet: bool = False,
         progress = solver.train()
         if config["train"]["plots"]:
             _write_plots(run.path, reporter)
-        seconds = time.perf_counter() - started
+        # A resumed run reports its whole time, the part before the stop included.
+        seconds = time.perf_counter() - started + solver.elapsed_before
         _summarize(reporter, config, progress, run.path, seconds, solver)
     except NNTrainError as error:
         run.log(f"error: {error}")
@@ -219,8 +220,9 @@ def _start_of_run_checks(reporter, config, prepared, model, input_width) -> None
 def _summarize(reporter, config, progress, path, seconds, solver) -> None:
     monitor = config["train"]["monitor"]
     best = path / "checkpoints" / "best.npz"
+    epochs = f"{progress.epoch} epoch{'s' if progress.epoch != 1 else ''}"
     reporter.line(
-        f"Done: {progress.epoch} epochs, {progress.iteration} iterations in"
+        f"Done: {epochs}, {progress.iteration} iterations in"
         f" {seconds:.1f} s. Best {monitor} {progress.best_value:.4f} at epoch"
         f" {progress.best_epoch} (iteration {progress.best_iteration}), saved in"
         f" {best}. Measure it on the test split with: nntrain eval {best}"

@@ -60,3 +60,14 @@ def test_eval_average_of_a_run_without_averages_is_refused(tmp_path, tiny_npz):
                                                   "last.npz"), "--average"])
     assert result.exit_code == 2
     assert "no averaged weights" in result.stderr
+
+
+def test_snapshots_follow_epochs_even_when_evaluations_do_not(tmp_path, tiny_npz):
+    raw = tiny_config_dict(tiny_npz)
+    raw["train"].update(epochs=4, snapshot_every=2, eval_every=3)  # 4 updates/epoch
+    fit(resolve_config(raw), tmp_path / "run", quiet=True)
+    snapshots = sorted(p.name for p in (tmp_path / "run" / "checkpoints")
+                       .glob("snapshot-*"))
+    assert snapshots == ["snapshot-epoch-0002.npz", "snapshot-epoch-0004.npz"]
+    second = load_checkpoint(tmp_path / "run" / "checkpoints" / snapshots[0])
+    assert second.meta["solver"]["progress"]["iteration"] == 8

@@ -227,3 +227,15 @@ def test_a_full_disk_while_saving_is_one_line_and_exit_1(tmp_path, tiny_npz,
         f"error: cannot write {tmp_path / 'run' / 'checkpoints' / 'last.npz'} (No"
         " space left on device): free some space or choose another --out; the"
         " previous checkpoint is intact"]
+
+
+def test_resume_refuses_to_continue_in_another_folder(tmp_path, tiny_npz,
+                                                      write_config):
+    config = write_config(_raw(tiny_npz, epochs=2))
+    run = tmp_path / "run"
+    assert invoke("fit", config, "--out", run, "--quiet").exit_code == 0
+    result = invoke("fit", config, "--resume", run, "--out", tmp_path / "elsewhere",
+                    "--set", "train.epochs=3")
+    assert result.exit_code == 2
+    assert "continues in its own run directory" in result.stderr
+    assert not (tmp_path / "elsewhere").exists()

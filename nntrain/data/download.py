@@ -23,6 +23,7 @@ from pathlib import Path
 
 from nntrain.data.idx import is_gzip
 from nntrain.errors import DataError
+from nntrain.fileio import publish
 
 # What a checksum is computed over. CONTENT_SHA256 hashes the decompressed IDX bytes,
 # so a copy that was gzipped again (Debian ships such copies) still verifies; we use
@@ -221,7 +222,7 @@ def _fetch(url: str, path: Path, checksum: Checksum, progress: bool, timeout: fl
         with os.fdopen(fd, "wb") as out:
             _stream(url, out, path, progress, timeout)
         _verify(tmp, url, checksum)
-        os.replace(tmp, path)
+        publish(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -88,9 +88,23 @@ def is_finished(config: dict, checkpoint) -> bool:
 def run_directory_of(checkpoint_path: Path) -> Path:
     """checkpoints/last.npz lives in RUN_DIR/checkpoints: the run is its parent."""
     folder = checkpoint_path.resolve().parent
-    if folder.name != "checkpoints":
+    if folder.name != "checkpoints" or not (folder.parent / "metrics.jsonl").exists():
         raise CheckpointError(
-            f"{checkpoint_path} is not inside a run's checkpoints folder; say where"
-            " the resumed run goes with --out"
+            f"{checkpoint_path} is not inside a run directory's checkpoints folder;"
+            " resume a run directory (or a checkpoint in its checkpoints/ folder)"
         )
     return folder.parent
+
+
+def differs(given: dict, saved: dict) -> bool:
+    """Whether two configs differ in anything but what a resume may change (the
+    length, the output folder, where the data lies)."""
+    def essentials(config):
+        config = copy.deepcopy(config)
+        for section, key in (("train", "epochs"), ("train", "iterations"),
+                             ("data", "path")):
+            config[section][key] = None
+        config["output"] = None
+        return config
+
+    return essentials(given) != essentials(saved)

@@ -12,12 +12,12 @@ renamed, except the two logs, which are appended to line by line.
 """
 
 import json
-import os
 import tempfile
 from pathlib import Path
 
 from nntrain.config import config_to_yaml
 from nntrain.errors import RunDirectoryError, TrainingError
+from nntrain.fileio import write_text_atomically
 
 # What nntrain itself writes; --force removes these and nothing else.
 OWN_FILES = ("config.yaml", "metrics.jsonl", "train.log")
@@ -25,33 +25,6 @@ OWN_CHECKPOINT_PATTERNS = ("last.npz", "best.npz", "snapshot-*.npz", ".*.npz.*.t
 OWN_PLOT_PATTERNS = ("loss.png", "accuracy.png", "learning_rate.png",
                      "update_ratios.png", "activations.png", "first_layer_weights.png",
                      "confusion_matrix.png", "worst_examples.png")
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def publish(temporary: Path, path: Path) -> None:
-    """Give a finished temporary file the usual permissions and rename it into place
-    (mkstemp creates files readable by their owner only)."""
-    os.chmod(temporary, 0o666 & ~_umask())
-    os.replace(temporary, path)
-
-
-def write_text_atomically(path: Path, text: str) -> None:
-    """Write ``text`` through a temporary file in the same folder and a rename."""
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as file:
-            file.write(text)
-            file.flush()
-            os.fsync(file.fileno())
-        publish(Path(temporary), path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 class RunDirectory:

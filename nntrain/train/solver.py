@@ -158,7 +158,7 @@ class Solver:
         self.train_seconds = 0.0  # time spent in updates alone (no evaluation)
         average = train_config["average"]
         self.average = WeightAverage(**average) if average else None
-        self._elapsed_before = 0.0  # seconds of the run before a resume
+        self.elapsed_before = 0.0  # seconds of the run before a resume
         self._resume_epoch_state = None  # the shuffle state to redraw on resume
 
         self.full_batch = rule.name == "lbfgs"
@@ -168,7 +168,7 @@ class Solver:
 
     def train(self) -> Progress:
         """Run until the iteration budget is spent; return the final counters."""
-        self._start_time = time.perf_counter() - self._elapsed_before
+        self._start_time = time.perf_counter() - self.elapsed_before
         if self.reporter:
             self.reporter.start_bar(self.total_iterations, self.progress.iteration)
         # Overflow and NaN are caught by the non-finite check after each update, with
@@ -210,6 +210,8 @@ class Solver:
             self.train_seconds += time.perf_counter() - started
             if progress.iteration % self.eval_every == 0:
                 self._evaluate()
+            if progress.batch_in_epoch == self.per_epoch:
+                self._snapshot()
             if stop.signum is not None:
                 self._stop(stop.signum)
             if progress.iteration >= self.total_iterations:
@@ -271,8 +273,8 @@ class Solver:
                  "the data or the model is likely at fault")
         raise TrainingError(
             f"{quantity} became {value} at iteration {progress.iteration + 1} (epoch"
-            f" {progress.epoch}); {cause}. No checkpoint holds it; the last good one"
-            " is untouched."
+            f" {progress.epoch}); {cause}. No checkpoint holds it; any earlier"
+            " checkpoint is untouched."
         )
 
     def _check_parameters(self) -> None:
@@ -390,12 +392,14 @@ class Solver:
             self.save(self.run.checkpoints / "last.npz")
             if improved:
                 self.save(self.run.checkpoints / "best.npz")
-            every = self.config["snapshot_every"]
-            if every and progress.batch_in_epoch == self.per_epoch and (
-                    progress.epoch % every == 0):
-                self.save(self.run.checkpoints / f"snapshot-epoch-{progress.epoch:04d}"
-                                                 ".npz")
         self._check_early_stopping(record[monitor])
+
+    def _snapshot(self) -> None:
+        """Keep this epoch's weights apart every train.snapshot_every epochs."""
+        every = self.config["snapshot_every"]
+        if self.run and every and self.progress.epoch % every == 0:
+            name = f"snapshot-epoch-{self.progress.epoch:04d}.npz"
+            self.save(self.run.checkpoints / name)
 
     def _check_early_stopping(self, value: float) -> None:
         """Count evaluations without a gain of more than min_delta over the best
@@ -446,8 +450,9 @@ class Solver:
             last = self.run.checkpoints / "last.npz"
             self.save(last)
         name = signal.Signals(signum).name
-        where = (f"; the state is saved in {last}. Resume with: nntrain fit CONFIG"
-                 f" --resume {self.run.path}") if last else ""
+        where = (f"; the state is saved in {last}. Resume with: nntrain fit"
+                 f" {self.run.path / 'config.yaml'} --resume {self.run.path}"
+                 ) if last else ""
         raise StopRequested(
             f"stopped by {name} at iteration {self.progress.iteration}{where}",
             SIGNAL_EXIT_CODES[signum],
@@ -507,7 +512,7 @@ class Solver:
         if self.watcher:
             self.watcher.said = set(meta["warned"])
             self.watcher.history = [tuple(pair) for pair in meta["curve"]]
-        self._elapsed_before = meta["seconds"]
+        self.elapsed_before = meta["seconds"]
 
     def restore_average(self, arrays: dict, count: int) -> None:
         if self.average and count:
