@@ -355,9 +355,11 @@ SCHEMA = {
                          "elu's alpha"),
         "pieces": Key(2, integer(2), "int >= 2", "maxout's pieces per unit"),
         "batchnorm": Key(False, boolean, "bool",
-                         "batch norm after each hidden affine layer"),
+                         "batch norm after each hidden affine layer (not with"
+                         " layernorm)"),
         "layernorm": Key(False, boolean, "bool",
-                         "layer norm after each hidden affine layer"),
+                         "layer norm after each hidden affine layer (not with"
+                         " batchnorm)"),
         "norm_momentum": Key(0.9, number(0, 1, open_maximum=True), "float in [0, 1)",
                              "batch norm: running = m * running + (1 - m) * batch"),
         "norm_epsilon": Key(1e-5, number(0, open_minimum=True), "float > 0",
