@@ -3,7 +3,7 @@
 Array names by prefix (DESIGN.md's contract):
   param/<layer>.<name>     trainable arrays          (param/affine1.W)
   buffer/<layer>.<name>    non-trainable layer state (batch-norm statistics)
-  optim/<param>/<slot>     update-rule state         (optim/affine1.W/first_moment)
+  optim/<param>/<slot>     update-rule state         (optim/affine1.W/velocity)
   prep/<step>.<name>       preprocessing state       (prep/center.mean)
   average/<param>          averaged weights, when kept
   meta                     0-d unicode array holding JSON: format, version, config,

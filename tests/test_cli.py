@@ -229,7 +229,7 @@ def test_fit_checkpoints_follow_the_contract(trained):
     assert {k: v.shape for k, v in arrays.items() if k.startswith("param/")} == params
     assert all(arrays[k].dtype == np.float32 for k in params)
     for name in ("affine1.W", "affine1.b", "affine2.W", "affine2.b"):
-        for slot in ("first_moment", "second_moment"):
+        for slot in ("decayed_gradient_sum", "decayed_square_sum"):
             assert arrays[f"optim/{name}/{slot}"].shape == params[f"param/{name}"]
     assert arrays["prep/center.mean"].shape == (4,)
     assert arrays["prep/scale.factor"].shape == (4,)
@@ -905,8 +905,8 @@ def test_gradcheck_exits_1_when_one_gradient_is_wrong(monkeypatch):
 
     right = functional.affine_backward
 
-    def zero_bias_gradient(dout, x, W, need_dx=True):
-        dx, dW, db = right(dout, x, W, need_dx)
+    def zero_bias_gradient(dout, x, W, need_dx=True, dW=None, db=None):
+        dx, dW, db = right(dout, x, W, need_dx, dW=dW)
         return dx, dW, np.zeros_like(db)
 
     monkeypatch.setattr(functional, "affine_backward", zero_bias_gradient)
@@ -928,8 +928,8 @@ def test_gradcheck_of_a_config_exits_1_when_a_weight_gradient_is_wrong(monkeypat
 
     right = functional.affine_backward
 
-    def scaled_weight_gradient(dout, x, W, need_dx=True):
-        dx, dW, db = right(dout, x, W, need_dx)
+    def scaled_weight_gradient(dout, x, W, need_dx=True, dW=None, db=None):
+        dx, dW, db = right(dout, x, W, need_dx, db=db)
         return dx, 1.01 * dW, db
 
     monkeypatch.setattr(functional, "affine_backward", scaled_weight_gradient)

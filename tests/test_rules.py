@@ -64,7 +64,7 @@ def test_updates_keep_float32():
     params = {"w": np.ones(4, dtype=np.float32)}
     rule.step(params, {"w": np.ones(4, dtype=np.float32)})
     assert params["w"].dtype == np.float32
-    assert rule.state["w"]["second_moment"].dtype == np.float32
+    assert rule.state["w"]["decayed_square_sum"].dtype == np.float32
 
 
 def test_nesterov_iterates():
@@ -113,8 +113,8 @@ def test_adamw_decays_weights_independently_of_the_gradient():
 def test_every_rule_keeps_state_arrays_named_for_what_they_hold():
     expected = {"sgd": set(), "momentum": {"velocity"}, "nesterov": {"velocity"},
                 "adagrad": {"sum_of_squares"}, "rmsprop": {"mean_square"},
-                "adam": {"first_moment", "second_moment"},
-                "adamw": {"first_moment", "second_moment"}}
+                "adam": {"decayed_gradient_sum", "decayed_square_sum"},
+                "adamw": {"decayed_gradient_sum", "decayed_square_sum"}}
     for name, slots in expected.items():
         rule = RULES[name](lr=0.1)
         rule.step({"w": np.ones(2)}, {"w": np.ones(2)})

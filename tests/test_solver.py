@@ -93,6 +93,21 @@ def test_non_finite_loss_stops_with_training_error():
         solver.train()
 
 
+def test_a_parameter_an_update_made_nan_is_named_with_that_update(monkeypatch):
+    solver, _ = _solver(["train.epochs=2", "train.batch_size=4"])
+    step = solver.rule.step
+
+    def poisoning_step(params, grads):
+        step(params, grads)
+        if solver.rule.steps == 3:
+            params["affine2.W"][0, 0] = np.nan
+
+    monkeypatch.setattr(solver.rule, "step", poisoning_step)
+    with pytest.raises(TrainingError,
+                       match=r"^parameter affine2.W became nan at iteration 3 "):
+        solver.train()
+
+
 def test_run_writes_metrics_records_and_loadable_checkpoints(tmp_path):
     run = RunDirectory(tmp_path / "run")
     solver, _ = _solver(["train.epochs=2", "train.batch_size=4", "train.log_every=1"],

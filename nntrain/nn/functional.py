@@ -19,14 +19,18 @@ def affine_forward(x: np.ndarray, W: np.ndarray, b: np.ndarray) -> np.ndarray:
     return out
 
 
-def affine_backward(dout, x, W, need_dx=True):
+def affine_backward(dout, x, W, need_dx=True, dW=None, db=None):
     """Gradients (dx, dW, db) of out = x W + b.  dout: (N, H), x: (N, D), W: (D, H).
 
     With ``need_dx=False`` dx is None: a network's first layer never uses its input
     gradient, and skipping it saves a matrix product as large as the forward one.
+    ``dW``: (D, H) and ``db``: (H,), when given, receive the results (like NumPy's
+    ``out=``), which saves allocating them at every step.
     """
-    dW = x.T @ dout
-    db = dout.sum(axis=0)
+    dW = np.matmul(x.T, dout, out=dW)
+    # db sums dout over the batch; as a product with a vector of ones it runs in
+    # BLAS, about twice as fast as dout.sum(axis=0) for a batch of 128.
+    db = np.matmul(np.ones(len(dout), dtype=dout.dtype), dout, out=db)
     dx = dout @ W.T if need_dx else None
     return dx, dW, db
 

@@ -45,6 +45,9 @@ class Layer:
         self.name = name
         self.out_width = width
         self.params: dict[str, np.ndarray] = {}
+        # Where backward may write each param's gradient (same keys and shapes);
+        # a Model replaces these with views of its one gradient vector.
+        self.grads: dict[str, np.ndarray] = {}
         self.buffers: dict[str, np.ndarray] = {}
         self.l2 = self.l1 = self.max_norm = None
 
@@ -67,6 +70,7 @@ class Affine(Layer):
                               init_std or context.init_std, context.dtype),
             "b": np.zeros(units, dtype=context.dtype),
         }
+        self.grads = {key: np.zeros_like(value) for key, value in self.params.items()}
         self.l2, self.l1, self.max_norm = l2, l1, max_norm
         self.x = None  # the input of the last forward pass, (N, D)
 
@@ -75,7 +79,9 @@ class Affine(Layer):
         return F.affine_forward(x, self.params["W"], self.params["b"])
 
     def backward(self, dout, need_dx=True):
-        dx, dW, db = F.affine_backward(dout, self.x, self.params["W"], need_dx)
+        # The weight gradients go straight into their storage: no copy per step.
+        dx, dW, db = F.affine_backward(dout, self.x, self.params["W"], need_dx,
+                                       dW=self.grads["W"], db=self.grads["b"])
         return dx, {"W": dW, "b": db}
 
 

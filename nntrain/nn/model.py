@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from nntrain.nn import functional as F
+from nntrain.nn.flat import FlatArrays
 from nntrain.nn.layers import LAYERS, BuildContext
 from nntrain.random import DROPOUT_STREAM, INIT_STREAM, generator
 
@@ -25,7 +26,11 @@ LOSSES = {"softmax": F.softmax_cross_entropy, "svm": F.multiclass_hinge}
 @dataclass
 class LossResult:
     """What one training step measures: the total loss and its two parts, and the
-    gradients keyed like ``Model.params``; ``scores``: (N, C) for train accuracy."""
+    gradients keyed like ``Model.params``; ``scores``: (N, C) for train accuracy.
+
+    ``grads`` is the model's own gradient storage, which the next backward pass
+    overwrites: copy an array to keep it.
+    """
 
     loss: float
     data_loss: float
@@ -55,7 +60,15 @@ class Model:
         # ``outputs`` (for diagnostics); off otherwise, so nothing is held.
         self.capture_outputs = False
         self.outputs = None
-        self.params = self._collect("params")
+        # All parameters live in one vector and all gradients in another (see
+        # flat.py), so that an update rule runs once over each; every layer's
+        # ``params`` and ``grads`` become views of them.
+        self.params = FlatArrays.holding(self._collect("params"))
+        self.grads = self.params.zeros_like()
+        for layer in layers:
+            for key in layer.params:
+                layer.params[key] = self.params[f"{layer.name}.{key}"]
+                layer.grads[key] = self.grads[f"{layer.name}.{key}"]
         self.buffers = self._collect("buffers")
         self.penalties = [
             Penalty(f"{layer.name}.{key}",
@@ -104,12 +117,16 @@ class Model:
         scores = self.scores(X, training=True)
         data_loss, dout = LOSSES[self.loss_name](scores, y)
 
-        grads = {}
+        grads = self.grads
         for position in range(len(self.layers) - 1, -1, -1):
             layer = self.layers[position]
             dout, layer_grads = layer.backward(dout, need_dx=position > 0)
             for key, grad in layer_grads.items():
-                grads[f"{layer.name}.{key}"] = grad
+                # Affine layers write into their views of ``grads``; the others
+                # return new arrays, copied in here.
+                target = grads[f"{layer.name}.{key}"]
+                if grad is not target:
+                    target[...] = grad
 
         for penalty in self.penalties:
             W = self.params[penalty.name]
@@ -118,7 +135,6 @@ class Model:
             if penalty.l1:
                 grads[penalty.name] += penalty.l1 * np.sign(W)
         reg_loss = self.regularization()
-        grads = {name: grads[name] for name in self.params}
         return LossResult(data_loss + reg_loss, data_loss, reg_loss, grads, scores)
 
     def objective(self, X: np.ndarray, y: np.ndarray) -> float:

@@ -17,6 +17,12 @@ import math
 
 import numpy as np
 
+from nntrain.nn.flat import FlatArrays
+
+# Below this many elements a parallel update costs more in thread hand-offs than
+# it saves.
+PARALLEL_MINIMUM = 65536
+
 
 class UpdateRule:
     """Base of every rule. Settings are constructor arguments; state is arrays."""
@@ -27,18 +33,61 @@ class UpdateRule:
     def __init__(self, lr: float):
         self.lr = lr
         self.steps = 0  # updates applied so far
+        self.threads = 1  # how many threads share an update over FlatArrays
         self.state: dict[str, dict[str, np.ndarray]] = {}
+        self._flat_state: dict[str, FlatArrays] | None = None
+        self._pool, self._pool_size = None, 0
         # One scratch array per parameter shape and dtype, reused by every update
         # so that a step allocates nothing. It holds no state between steps.
         self._scratch: dict[tuple, np.ndarray] = {}
 
-    def step(self, params: dict, grads: dict) -> None:
-        """Move every array of ``params`` in place using ``grads`` (same keys)."""
+    def step(self, params, grads) -> None:
+        """Move every array of ``params`` in place using ``grads`` (same keys).
+
+        When both are FlatArrays of one layout (a Model's), the update runs once
+        over their whole vectors, the state too kept as such vectors.
+        """
         self.steps += 1
+        if isinstance(params, FlatArrays) and params.same_layout(grads):
+            self._step_vectors(params, grads)
+            return
         for name, param in params.items():
             if name not in self.state:
                 self.state[name] = {slot: np.zeros_like(param) for slot in self.slots}
-            self.update(param, grads[name], self.state[name])
+            self.update(param, grads[name], self.state[name], self.scratch(param))
+
+    def _step_vectors(self, params: FlatArrays, grads: FlatArrays) -> None:
+        if self._flat_state is None:
+            # First step, or state just loaded from a checkpoint: gather it into
+            # vectors of the parameters' layout, then keep views by name.
+            self._flat_state = {slot: params.zeros_like() for slot in self.slots}
+            for slot, flat in self._flat_state.items():
+                for name in params:
+                    if name in self.state:
+                        flat[name][...] = self.state[name][slot]
+            self.state = {name: {slot: self._flat_state[slot][name]
+                                 for slot in self.slots} for name in params}
+        vectors = (params.vector, grads.vector,
+                   {slot: flat.vector for slot, flat in self._flat_state.items()},
+                   self.scratch(params.vector))
+        parts = max(1, min(self.threads, len(params.vector) // PARALLEL_MINIMUM))
+        if parts == 1:
+            self.update(*vectors)
+            return
+
+        # Each thread updates its own contiguous part: NumPy releases the GIL
+        # inside its loops, so the parts run at the same time on separate cores.
+        from concurrent.futures import ThreadPoolExecutor
+
+        if self._pool is None or self._pool_size != parts - 1:
+            self._pool = ThreadPoolExecutor(parts - 1,
+                                            thread_name_prefix="nntrain-update")
+            self._pool_size = parts - 1
+        pieces = [_piece(vectors, part, parts) for part in range(parts)]
+        pending = [self._pool.submit(self.update, *piece) for piece in pieces[1:]]
+        self.update(*pieces[0])
+        for future in pending:
+            future.result()
 
     def scratch(self, like: np.ndarray) -> np.ndarray:
         key = (like.shape, like.dtype.str)
@@ -46,7 +95,9 @@ class UpdateRule:
             self._scratch[key] = np.empty_like(like)
         return self._scratch[key]
 
-    def update(self, param: np.ndarray, grad: np.ndarray, state: dict) -> None:
+    def update(self, param: np.ndarray, grad: np.ndarray, state: dict,
+               scratch: np.ndarray) -> None:
+        """Update one array in place; ``scratch``: free space of its shape."""
         raise NotImplementedError
 
     def rms_scaled_step(self, param, numerator, squares, eps, step_size, scratch):
@@ -69,9 +120,22 @@ class UpdateRule:
     def load_state_arrays(self, arrays: dict, steps: int) -> None:
         self.steps = steps
         self.state = {}
+        self._flat_state = None
         for key, value in arrays.items():
             name, slot = key.rsplit("/", 1)
             self.state.setdefault(name, {})[slot] = value
+
+
+def _piece(vectors: tuple, part: int, parts: int) -> tuple:
+    """The slices of (param, grad, state, scratch) vectors that thread ``part`` of
+    ``parts`` updates, cut at multiples of 64 elements so that no two threads write
+    to the same cache line."""
+    param, grad, state, scratch = vectors
+    bounds = [len(param) * k // parts // 64 * 64 for k in range(parts)]
+    bounds.append(len(param))
+    piece = slice(bounds[part], bounds[part + 1])
+    return (param[piece], grad[piece],
+            {slot: value[piece] for slot, value in state.items()}, scratch[piece])
 
 
 class SGD(UpdateRule):
@@ -79,9 +143,8 @@ class SGD(UpdateRule):
 
     name = "sgd"
 
-    def update(self, param, grad, state):
-        step = np.multiply(grad, self.lr, out=self.scratch(grad))
-        param -= step
+    def update(self, param, grad, state, scratch):
+        param -= np.multiply(grad, self.lr, out=scratch)
 
 
 class Momentum(UpdateRule):
@@ -102,10 +165,10 @@ class Momentum(UpdateRule):
         super().__init__(lr)
         self.momentum = momentum
 
-    def update(self, param, grad, state):
+    def update(self, param, grad, state, scratch):
         velocity = state["velocity"]
         velocity *= self.momentum
-        velocity -= np.multiply(grad, self.lr, out=self.scratch(grad))
+        velocity -= np.multiply(grad, self.lr, out=scratch)
         param += velocity
 
 
@@ -124,9 +187,8 @@ class Nesterov(Momentum):
     name = "nesterov"
     slots = ("velocity",)
 
-    def update(self, param, grad, state):
+    def update(self, param, grad, state, scratch):
         velocity = state["velocity"]
-        scratch = self.scratch(grad)
         param -= np.multiply(velocity, self.momentum, out=scratch)
         velocity *= self.momentum
         velocity -= np.multiply(grad, self.lr, out=scratch)
@@ -149,9 +211,8 @@ class Adagrad(UpdateRule):
         super().__init__(lr)
         self.eps = eps
 
-    def update(self, param, grad, state):
+    def update(self, param, grad, state, scratch):
         total = state["sum_of_squares"]
-        scratch = self.scratch(grad)
         total += np.square(grad, out=scratch)
         self.rms_scaled_step(param, grad, total, self.eps, self.lr, scratch)
 
@@ -174,9 +235,8 @@ class RMSProp(UpdateRule):
         super().__init__(lr)
         self.decay, self.eps = decay, eps
 
-    def update(self, param, grad, state):
+    def update(self, param, grad, state, scratch):
         mean_square = state["mean_square"]
-        scratch = self.scratch(grad)
         mean_square *= self.decay
         np.square(grad, out=scratch)
         scratch *= 1 - self.decay
@@ -193,34 +253,54 @@ class Adam(UpdateRule):
         with m_hat = m / (1 - beta1^t) and v_hat = v / (1 - beta2^t)
 
     eps is added to sqrt(v_hat), as in the paper and torch.optim.Adam.
+
+    The state is kept without the (1 - beta) factors, as decayed sums
+    s1 = m / (1 - beta1) and s2 = v / (1 - beta2):
+
+        s1 <- beta1 s1 + g,    s2 <- beta2 s2 + g^2
+
+    which makes each a multiply and an add (two passes over the array instead of
+    three); the factors join the scalars of the last step.
     """
 
     name = "adam"
-    slots = ("first_moment", "second_moment")
+    slots = ("decayed_gradient_sum", "decayed_square_sum")
 
     def __init__(self, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8):
         super().__init__(lr)
         self.beta1, self.beta2, self.eps = beta1, beta2, eps
 
-    def update(self, param, grad, state):
-        m, v = state["first_moment"], state["second_moment"]
-        scratch = self.scratch(grad)
-        m *= self.beta1
-        m += np.multiply(grad, 1 - self.beta1, out=scratch)
-        v *= self.beta2
-        np.square(grad, out=scratch)
-        scratch *= 1 - self.beta2
-        v += scratch
+    def update(self, param, grad, state, scratch):
+        s1, s2 = state["decayed_gradient_sum"], state["decayed_square_sum"]
+        s1 *= self.beta1
+        s1 += grad
+        s2 *= self.beta2
+        s2 += np.square(grad, out=scratch)
 
-        # lr m_hat / (sqrt(v_hat) + eps) = (lr sqrt(c2) / c1) m / (sqrt(v) + eps
-        # sqrt(c2)) with c = 1 - beta^t: the bias corrections become two scalars,
-        # which saves a pass over the array. Python floats (math.sqrt, not np.sqrt)
+        # With c = 1 - beta^t and k = sqrt((1 - beta2) / c2), sqrt(v_hat) is
+        # k sqrt(s2), so lr m_hat / (sqrt(v_hat) + eps) becomes
+        # (lr (1 - beta1) / (c1 k)) s1 / (sqrt(s2) + eps / k): the bias corrections
+        # and the factors are two scalars. Python floats (math.sqrt, not np.sqrt)
         # keep the arithmetic in the arrays' dtype: a NumPy float64 scalar would run
         # the float32 loops in float64.
         t = self.steps
-        root_c2 = math.sqrt(1 - self.beta2**t)
-        step_size = self.lr * root_c2 / (1 - self.beta1**t)
-        self.rms_scaled_step(param, m, v, self.eps * root_c2, step_size, scratch)
+        k = math.sqrt((1 - self.beta2) / (1 - self.beta2**t))
+        step_size = self.lr * (1 - self.beta1) / ((1 - self.beta1**t) * k)
+        self.rms_scaled_step(param, s1, s2, self.eps / k, step_size, scratch)
+
+    def load_state_arrays(self, arrays: dict, steps: int) -> None:
+        # Checkpoints written by earlier versions of this rule hold m and v
+        # themselves, under these names.
+        legacy = {"first_moment": ("decayed_gradient_sum", 1 - self.beta1),
+                  "second_moment": ("decayed_square_sum", 1 - self.beta2)}
+        converted = {}
+        for key, value in arrays.items():
+            name, slot = key.rsplit("/", 1)
+            if slot in legacy:
+                slot, factor = legacy[slot]
+                value = value / value.dtype.type(factor)
+            converted[f"{name}/{slot}"] = value
+        super().load_state_arrays(converted, steps)
 
 
 class AdamW(Adam):
@@ -240,9 +320,9 @@ class AdamW(Adam):
         super().__init__(lr, beta1, beta2, eps)
         self.weight_decay = weight_decay
 
-    def update(self, param, grad, state):
+    def update(self, param, grad, state, scratch):
         param *= 1 - self.lr * self.weight_decay
-        super().update(param, grad, state)
+        super().update(param, grad, state, scratch)
 
 
 RULES = {

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from nntrain.blas import update_threads
 from nntrain.checkpoint import save_checkpoint
 from nntrain.errors import StopRequested, TrainingError
 from nntrain.evaluate import measure
@@ -161,6 +162,9 @@ class Solver:
         self.elapsed_before = 0.0  # seconds of the run before a resume
         self._resume_epoch_state = None  # the shuffle state to redraw on resume
 
+        # The update rule splits its elementwise passes over as many threads as
+        # BLAS may use (NumPy's own loops run on one core).
+        rule.threads = update_threads(train_config["threads"])
         self.full_batch = rule.name == "lbfgs"
         self.per_epoch, self.total_iterations = count_iterations(
             train_config, len(self.X_train), self.full_batch)
@@ -227,13 +231,22 @@ class Solver:
 
         result = self.model.forward_backward(X, y)
         self.model.capture_outputs = False
-        self._check_finite(result.loss, "the loss")
-        grad_norm = clip_gradients(result.grads, self.config["clip"])
-        self._check_finite(grad_norm, "the gradient norm")
+        if not math.isfinite(result.loss):
+            # Weights that the last update made NaN or infinite make the loss so;
+            # name them if that is what happened.
+            self._check_parameters()
+            self._check_finite(result.loss, "the loss")
+        logged = (progress.iteration + 1) % self.config["log_every"] == 0
+        grad_norm = None
+        if self.config["clip"] or logged:
+            # The global norm costs a pass over the gradients, so it is taken only
+            # when clipping needs it or an "iter" record logs it; a non-finite
+            # gradient is caught anyway by the parameter check after the update.
+            grad_norm = clip_gradients(result.grads, self.config["clip"])
+            self._check_finite(grad_norm, "the gradient norm")
         before = weight_snapshot(self.model) if diagnose else None
         self.rule.step(self.model.params, result.grads)
         self.model.apply_constraints()
-        self._check_parameters()
         if self.average:
             self.average.update(self.model.params)
         progress.iteration += 1
@@ -248,7 +261,7 @@ class Solver:
             }
             self.model.outputs = None
 
-        if progress.iteration % self.config["log_every"] == 0:
+        if logged:
             self._record({
                 "kind": "iter", "lr": lr, "loss": result.loss,
                 "data_loss": result.data_loss, "reg_loss": result.reg_loss,
@@ -263,27 +276,35 @@ class Solver:
         upcoming = self.progress.iteration + 1
         return upcoming % self.eval_every == 0 or upcoming == self.total_iterations
 
-    def _check_finite(self, value: float, quantity: str) -> None:
-        """Stop the run, in this iteration, when ``value`` is NaN or infinite."""
+    def _check_finite(self, value: float, quantity: str,
+                      iteration: int | None = None) -> None:
+        """Stop the run when ``value`` is NaN or infinite. ``iteration``: the one
+        that made it so (default: the one under way)."""
         if math.isfinite(value):
             return
         progress = self.progress
+        iteration = progress.iteration + 1 if iteration is None else iteration
         cause = (f"the learning rate {self.rule.lr:g} is likely too high: lower"
                  " optimizer.lr" if self.rule.lr is not None else
                  "the data or the model is likely at fault")
         raise TrainingError(
-            f"{quantity} became {value} at iteration {progress.iteration + 1} (epoch"
+            f"{quantity} became {value} at iteration {iteration} (epoch"
             f" {progress.epoch}); {cause}. No checkpoint holds it; any earlier"
             " checkpoint is untouched."
         )
 
     def _check_parameters(self) -> None:
-        # One dot product per array is enough: any NaN or inf makes it non-finite
-        # (so does |w| above ~1e19 in float32, which is as good as diverged).
+        """Stop the run if a parameter is NaN or infinite, naming it.
+
+        Not run after every update: a non-finite weight makes the next loss
+        non-finite (NaN and inf survive every layer, even times zero), which is
+        checked at every step and calls this; and no checkpoint is written with a
+        non-finite array (``save``).
+        """
         for name, param in self.model.params.items():
-            flat = param.reshape(-1)
-            if not math.isfinite(float(np.dot(flat, flat))):
-                self._check_finite(float("nan"), f"parameter {name}")
+            if not np.isfinite(param).all():
+                self._check_finite(float("nan"), f"parameter {name}",
+                                   self.progress.iteration)
 
     def _watch_divergence(self, loss: float) -> None:
         """Warn once when the loss stays far above where it started."""
