@@ -425,8 +425,8 @@ SCHEMA = {
                      "write PNG plots at the end (needs nntrain[plot])"),
         "threads": Key(None, integer(1, nullable=True, maximum=1024),
                        "int >= 1 or null",
-                       "BLAS threads while training (threadpoolctl); null: the"
-                       " library's default"),
+                       "threads while training: BLAS's (through threadpoolctl)"
+                       " and the update rule's; null: the library's default"),
         "dtype": Key("float32", choice("float32", "float64"), "choice",
                      "floating type of parameters and data"),
     },
