@@ -30,6 +30,7 @@ CPU Adam. scikit-learn: pip install scikit-learn (its MLPClassifier, solver adam
 
 import argparse
 import json
+import math
 import os
 import resource
 import statistics
@@ -157,6 +158,69 @@ def run_torch(epochs: int, threads: int) -> dict:
             .splitlines()[4:6]}
 
 
+def run_numpy(epochs: int, threads: int) -> dict:
+    """A bare NumPy loop, written as a reader of the lecture notes would write it
+    (textbook Adam per array, in place): what NumPy itself costs, without
+    nntrain's checks, logging or generality."""
+    import numpy as np
+    from threadpoolctl import threadpool_limits
+
+    X, y, X_test, y_test = load_data()
+    rng = np.random.default_rng(0)
+    params = []
+    for fan_in, fan_out in zip(WIDTHS[:-1], WIDTHS[1:]):
+        W = rng.standard_normal((fan_in, fan_out)) * np.sqrt(2 / fan_in)
+        params += [W.astype(np.float32), np.zeros(fan_out, np.float32)]
+    moments = [(np.zeros_like(p), np.zeros_like(p), np.empty_like(p)) for p in params]
+
+    def forward(x):
+        activations = [x]
+        for layer in range(3):
+            x = x @ params[2 * layer] + params[2 * layer + 1]
+            if layer < 2:
+                x = np.maximum(x, 0)
+            activations.append(x)
+        return activations
+
+    step_seconds = []
+    t = 0
+    with threadpool_limits(threads):
+        started = time.perf_counter()
+        for _ in range(epochs):
+            order = rng.permutation(len(y))
+            for start in range(0, len(y), BATCH):
+                step_started = time.perf_counter()
+                rows = order[start:start + BATCH]
+                activations = forward(X[rows])
+                scores = activations[-1]
+                probs = np.exp(scores - scores.max(axis=1, keepdims=True))
+                probs /= probs.sum(axis=1, keepdims=True)
+                probs[np.arange(len(rows)), y[rows]] -= 1
+                dout = probs / len(rows)
+                grads = [None] * 6
+                for layer in (2, 1, 0):
+                    grads[2 * layer] = activations[layer].T @ dout
+                    grads[2 * layer + 1] = dout.sum(axis=0)
+                    if layer:
+                        dout = (dout @ params[2 * layer].T) * (activations[layer] > 0)
+                t += 1
+                step = LR * math.sqrt(1 - BETAS[1]**t) / (1 - BETAS[0]**t)
+                for param, grad, (m, v, scratch) in zip(params, grads, moments):
+                    m *= BETAS[0]
+                    m += (1 - BETAS[0]) * grad
+                    v *= BETAS[1]
+                    v += (1 - BETAS[1]) * np.square(grad, out=scratch)
+                    np.sqrt(v, out=scratch)
+                    scratch += EPS * math.sqrt(1 - BETAS[1]**t)
+                    param -= step * m / scratch
+                step_seconds.append(time.perf_counter() - step_started)
+        seconds = (time.perf_counter() - started) / epochs
+        predicted = forward(X_test)[-1].argmax(axis=1)
+    return {"epoch_seconds": seconds, "accuracy": float(np.mean(predicted == y_test)),
+            "steady_epoch_seconds": steady(step_seconds, len(y)),
+            "peak_rss_mb": peak_rss_mb(), "blas": blas_info()}
+
+
 def run_sklearn(epochs: int, threads: int) -> dict:
     import warnings
 
@@ -222,7 +286,8 @@ def _time(function, repeat: int = 20) -> float:
     return (time.perf_counter() - started) / repeat
 
 
-WORKERS = {"nntrain": run_nntrain, "torch": run_torch, "sklearn": run_sklearn,
+WORKERS = {"nntrain": run_nntrain, "numpy": run_numpy, "torch": run_torch,
+           "sklearn": run_sklearn,
            "floor": run_floor}
 
 
@@ -246,8 +311,8 @@ def main():
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, nargs="*", default=[1, 2])
-    parser.add_argument("--libraries", nargs="*", default=["nntrain", "torch",
-                                                           "sklearn"])
+    parser.add_argument("--libraries", nargs="*",
+                        default=["nntrain", "numpy", "torch", "sklearn"])
     parser.add_argument("--quick", action="store_true",
                         help="one repeat of one epoch, nntrain and torch only")
     args = parser.parse_args()

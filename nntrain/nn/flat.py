@@ -2,7 +2,7 @@
 
 A model keeps all its parameters in one 1-D array and all its gradients in another
 with the same layout; ``affine1.W`` is a reshaped slice of each. Code that works
-per array sees an ordinary read-only mapping of names to arrays, while an update
+per array sees an ordinary mapping of names to arrays, while an update
 rule, whose maths is elementwise, can run its passes once over the whole vector:
 for the 784-512-256-10 network that is a dozen NumPy calls per step instead of six
 dozen, on one long array that streams through the cache.

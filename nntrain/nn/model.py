@@ -149,8 +149,9 @@ class Model:
                 F.max_norm_inplace(self.params[penalty.name], penalty.max_norm)
 
     def loss(self, X: np.ndarray, y: np.ndarray | None = None):
-        """With labels: (loss, grads) in training mode. Without: scores (N, C) in
-        evaluation mode."""
+        """With labels: (loss, grads) in training mode, where grads is the model's
+        own gradient storage, overwritten by the next call. Without: scores (N, C)
+        in evaluation mode."""
         if y is None:
             return self.scores(X, training=False)
         result = self.forward_backward(X, y)

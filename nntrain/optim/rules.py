@@ -6,6 +6,11 @@ with its paper and defaults. State is kept per parameter array (two layers of th
 same shape never share it) as named arrays, ``state[param name][slot]``, which a
 checkpoint saves as ``optim/<param>/<slot>`` beside the step count.
 
+Every rule is elementwise, so when the parameters and gradients are a Model's
+FlatArrays (nn/flat.py) the base calls ``update`` once on the whole vectors, with
+the state kept as vectors of the same layout (``state[name][slot]`` are views of
+them), and with ``threads`` > 1 cuts the vectors into one part per thread.
+
 The learning rate is ``rule.lr``; the schedule sets it before each step. Every update
 is in place on the parameter and on the preallocated state, and every rule agrees
 with its ``torch.optim`` counterpart to rounding (tests/test_torch_parity.py), with
