@@ -325,20 +325,27 @@ def main():
 
     print("Fashion-MNIST, 784-512-256-10 ReLU, Adam, batch 128, float32; epoch time"
           " = training iterations only (no evaluation), diagnostics off;"
-          f" medians of {args.repeats} processes x {args.epochs} epochs.\n")
+          f" medians of {args.repeats} processes x {args.epochs} epochs, run"
+          " round-robin.\n")
     for threads in args.threads:
-        floor = measure_in_process("floor", 1, threads)
-        results = {}
-        for library in args.libraries:
-            runs = [measure_in_process(library, args.epochs, threads)
-                    for _ in range(args.repeats)]
-            results[library] = {
-                key: statistics.median(run[key] for run in runs)
-                for key in ("epoch_seconds", "steady_epoch_seconds", "accuracy",
-                            "peak_rss_mb", "images_per_second") if key in runs[0]
-            }
-            results[library]["blas"] = runs[0]["blas"]
-        print_table(threads, floor, results)
+        # Round-robin: each repeat runs every library (and the floor) once, so
+        # that a slow spell of a shared machine falls on all of them alike.
+        runs = {library: [] for library in ["floor", *args.libraries]}
+        for _ in range(args.repeats):
+            for library in runs:
+                epochs = 1 if library == "floor" else args.epochs
+                runs[library].append(measure_in_process(library, epochs, threads))
+        floor = median_of(runs.pop("floor"))
+        print_table(threads, floor, {library: median_of(library_runs)
+                                     for library, library_runs in runs.items()})
+
+
+def median_of(runs: list) -> dict:
+    """The median of every number the runs report; the first run's BLAS info."""
+    summary = {key: statistics.median(run[key] for run in runs)
+               for key, value in runs[0].items() if isinstance(value, (int, float))}
+    summary["blas"] = runs[0]["blas"]
+    return summary
 
 
 def print_table(threads: int, floor: dict, results: dict) -> None:
