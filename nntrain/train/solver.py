@@ -240,8 +240,9 @@ class Solver:
         grad_norm = None
         if self.config["clip"] or logged:
             # The global norm costs a pass over the gradients, so it is taken only
-            # when clipping needs it or an "iter" record logs it; a non-finite
-            # gradient is caught anyway by the parameter check after the update.
+            # when clipping needs it or an "iter" record logs it. A non-finite
+            # gradient it misses makes the weights non-finite, which the next
+            # loss shows (and no checkpoint is written with them).
             grad_norm = clip_gradients(result.grads, self.config["clip"])
             self._check_finite(grad_norm, "the gradient norm")
         before = weight_snapshot(self.model) if diagnose else None
