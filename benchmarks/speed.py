@@ -29,6 +29,7 @@ CPU Adam. scikit-learn: pip install scikit-learn (its MLPClassifier, solver adam
 """
 
 import argparse
+import importlib.util
 import json
 import math
 import os
@@ -312,16 +313,22 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, nargs="*", default=[1, 2])
     parser.add_argument("--libraries", nargs="*",
-                        default=["nntrain", "numpy", "torch", "sklearn"])
+                        choices=[name for name in WORKERS if name != "floor"],
+                        help="default: nntrain numpy torch sklearn (--quick: no"
+                        " sklearn); one that is not installed is skipped")
     parser.add_argument("--quick", action="store_true",
-                        help="one repeat of one epoch, nntrain and torch only")
+                        help="one repeat of one epoch, without scikit-learn")
     args = parser.parse_args()
 
     if args.worker:
         print(json.dumps(WORKERS[args.worker](args.epochs, args.threads[0])))
         return
     if args.quick:
-        args.epochs, args.repeats, args.libraries = 1, 1, ["nntrain", "torch"]
+        args.epochs, args.repeats = 1, 1
+    if args.libraries is None:
+        args.libraries = ["nntrain", "numpy", "torch"] + ([] if args.quick
+                                                          else ["sklearn"])
+    args.libraries = [library for library in args.libraries if installed(library)]
 
     print("Fashion-MNIST, 784-512-256-10 ReLU, Adam, batch 128, float32; epoch time"
           " = training iterations only (no evaluation), diagnostics off;"
@@ -338,6 +345,17 @@ def main():
         floor = median_of(runs.pop("floor"))
         print_table(threads, floor, {library: median_of(library_runs)
                                      for library, library_runs in runs.items()})
+
+
+def installed(library: str) -> bool:
+    """PyTorch and scikit-learn are optional here: say so and skip them."""
+    module = {"torch": "torch", "sklearn": "sklearn"}.get(library)
+    if module is None or importlib.util.find_spec(module) is not None:
+        return True
+    hint = "pip install torch==2.13.0" if library == "torch" else (
+        "pip install scikit-learn")
+    print(f"skipping {library}: it is not installed ({hint})\n")
+    return False
 
 
 def median_of(runs: list) -> dict:

@@ -31,8 +31,15 @@ def limit_spinning() -> None:
 
 
 def update_threads(threads: int | None) -> int:
-    """How many threads an update rule may use when BLAS has ``threads`` (None:
-    the library's default, one per core)."""
+    """How many threads an update rule may use when training with ``threads``
+    (train.threads; None: as many as BLAS is using now, which a search worker
+    has set to one)."""
     if not spin_limited:
         return 1
-    return threads or os.cpu_count() or 1
+    if threads:
+        return threads
+    from threadpoolctl import threadpool_info
+
+    counts = [info["num_threads"] for info in threadpool_info()
+              if info.get("user_api") == "blas"]
+    return max(counts) if counts else os.cpu_count() or 1

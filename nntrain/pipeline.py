@@ -140,7 +140,10 @@ def fit(config: dict, run_dir, force: bool = False, quiet: bool = False,
         else:
             _load_arrays(model, "params", resume.group("param"), "the checkpoint")
             _load_arrays(model, "buffers", resume.group("buffer"), "the checkpoint")
-            solver.restore_state(solver_meta, resume.group("optim"))
+            _restore_optimizer(solver, model, resume.group("optim"), solver_meta)
+            if resume.group("average"):
+                _check_arrays(model.params, resume.group("average"), "average",
+                              "the checkpoint")
             solver.restore_average(resume.group("average"),
                                    solver_meta.get("average_count", 0))
             _describe_resume(reporter, run.path, solver, resume.meta)
@@ -296,20 +299,42 @@ def restore(path, average: bool = False) -> Restored:
 
 
 def _load_arrays(model: Model, kind: str, arrays: dict, path) -> None:
-    """Check ``arrays`` against the model's ``params`` or ``buffers`` by name and
-    shape, then copy them in."""
+    """Check ``arrays`` against the model's ``params`` or ``buffers`` by name,
+    shape, dtype and finiteness, then copy them in."""
     prefix = {"params": "param", "buffers": "buffer"}[kind]
-    for name, target in getattr(model, kind).items():
+    _check_arrays(getattr(model, kind), arrays, prefix, path)
+    model.set_arrays(kind, arrays)
+
+
+def _restore_optimizer(solver, model: Model, arrays: dict, meta: dict) -> None:
+    """Give the solver its saved state, after checking the update rule's part."""
+    try:
+        solver.restore_state(meta, arrays)
+        if not solver.full_batch:
+            solver.rule.check_state(model.params)
+    except ValueError as error:
+        raise CheckpointError(f"the checkpoint's optimizer state is unusable: {error};"
+                              " resume from another checkpoint or start over") from None
+
+
+def _check_arrays(reference: dict, arrays: dict, prefix: str, path) -> None:
+    """``arrays`` must hold exactly the names of ``reference``, each with its shape
+    and dtype, and only finite values."""
+    for name, target in reference.items():
         if name not in arrays:
             raise CheckpointError(f"{path} lacks {prefix}/{name}; it does not match"
                                   " its config")
-        if arrays[name].shape != target.shape:
+        array = arrays[name]
+        if array.shape != target.shape or array.dtype != target.dtype:
             raise CheckpointError(
-                f"{path}: {prefix}/{name} has shape {arrays[name].shape}, the model"
-                f" needs {target.shape}"
+                f"{path}: {prefix}/{name} is {array.dtype} {array.shape}, the model"
+                f" needs {target.dtype} {target.shape}"
             )
-    extra = sorted(set(arrays) - set(getattr(model, kind)))
+        if not np.isfinite(array).all():
+            raise CheckpointError(f"{path}: {prefix}/{name} holds NaN or infinite"
+                                  " values; the file is damaged: use an earlier"
+                                  " checkpoint")
+    extra = sorted(set(arrays) - set(reference))
     if extra:
         raise CheckpointError(f"{path} holds {prefix}/{extra[0]}, which its model"
                               " lacks")
-    model.set_arrays(kind, arrays)

@@ -53,6 +53,10 @@ class FlatArrays(Mapping):
         """True when ``other`` is FlatArrays with the same names, shapes and order."""
         return isinstance(other, FlatArrays) and other.layout == self.layout
 
+    def __reduce__(self):
+        # Copied or pickled, the views must again be views of one vector.
+        return FlatArrays.holding, ({name: view.copy() for name, view in self.items()},)
+
     def __getitem__(self, name: str) -> np.ndarray:
         return self._views[name]
 

@@ -60,15 +60,7 @@ class Model:
         # ``outputs`` (for diagnostics); off otherwise, so nothing is held.
         self.capture_outputs = False
         self.outputs = None
-        # All parameters live in one vector and all gradients in another (see
-        # flat.py), so that an update rule runs once over each; every layer's
-        # ``params`` and ``grads`` become views of them.
-        self.params = FlatArrays.holding(self._collect("params"))
-        self.grads = self.params.zeros_like()
-        for layer in layers:
-            for key in layer.params:
-                layer.params[key] = self.params[f"{layer.name}.{key}"]
-                layer.grads[key] = self.grads[f"{layer.name}.{key}"]
+        self._share_flat_storage()
         self.buffers = self._collect("buffers")
         self.penalties = [
             Penalty(f"{layer.name}.{key}",
@@ -78,6 +70,25 @@ class Model:
             for layer in layers
             for key in layer.regularized
         ]
+
+    def _share_flat_storage(self) -> None:
+        # All parameters live in one vector and all gradients in another (see
+        # flat.py), so that an update rule runs once over each; every layer's
+        # ``params`` and ``grads`` become views of them.
+        self.params = FlatArrays.holding(self._collect("params"))
+        self.grads = self.params.zeros_like()
+        for layer in self.layers:
+            for key in layer.params:
+                layer.params[key] = self.params[f"{layer.name}.{key}"]
+                layer.grads[key] = self.grads[f"{layer.name}.{key}"]
+
+    def __setstate__(self, state: dict) -> None:
+        # A deep copy or an unpickled model holds separate arrays where the
+        # original had views of one vector: share them again, or an update of
+        # the vector would no longer reach the layers.
+        self.__dict__.update(state)
+        self._share_flat_storage()
+        self.buffers = self._collect("buffers")
 
     def _collect(self, kind: str) -> dict:
         return {

@@ -34,6 +34,7 @@ class UpdateRule:
 
     name = ""
     slots: tuple[str, ...] = ()
+    squares_slots: tuple[str, ...] = ()  # slots that sum squares: never negative
 
     def __init__(self, lr: float):
         self.lr = lr
@@ -130,6 +131,42 @@ class UpdateRule:
             name, slot = key.rsplit("/", 1)
             self.state.setdefault(name, {})[slot] = value
 
+    def check_state(self, params) -> None:
+        """Raise ValueError naming the first problem of loaded state: each of
+        ``params`` needs exactly this rule's slots, each of its shape and dtype,
+        finite, and never negative where it sums squares; no other names."""
+        extra = sorted(set(self.state) - set(params))
+        if extra:
+            raise ValueError(f"optim/{extra[0]}/... is for no parameter of the model")
+        for name, param in params.items():
+            slots = self.state.get(name, {})
+            missing = sorted(set(self.slots) - set(slots))
+            unknown = sorted(set(slots) - set(self.slots))
+            if missing:
+                raise ValueError(f"optim/{name}/{missing[0]} is missing")
+            if unknown:
+                raise ValueError(f"optim/{name}/{unknown[0]} is not kept by the"
+                                 f" {self.name} rule")
+            for slot, value in slots.items():
+                key = f"optim/{name}/{slot}"
+                if value.shape != param.shape or value.dtype != param.dtype:
+                    raise ValueError(f"{key} is {value.dtype} {value.shape}, the"
+                                     f" parameter {param.dtype} {param.shape}")
+                if not np.isfinite(value).all():
+                    raise ValueError(f"{key} holds NaN or infinite values")
+                if slot in self.squares_slots and (value < 0).any():
+                    raise ValueError(f"{key} holds negative values, but it sums"
+                                     " squares")
+
+    def __getstate__(self) -> dict:
+        # A copy gets no thread pool, and its state as separate arrays (views of
+        # the flat vectors would not survive copying as views).
+        state = dict(self.__dict__)
+        state["_pool"], state["_pool_size"] = None, 0
+        state["_flat_state"] = None
+        state["_scratch"] = {}
+        return state
+
 
 def _piece(vectors: tuple, part: int, parts: int) -> tuple:
     """The slices of (param, grad, state, scratch) vectors that thread ``part`` of
@@ -210,7 +247,7 @@ class Adagrad(UpdateRule):
     """
 
     name = "adagrad"
-    slots = ("sum_of_squares",)
+    slots = squares_slots = ("sum_of_squares",)
 
     def __init__(self, lr: float = 1e-2, eps: float = 1e-10):
         super().__init__(lr)
@@ -234,7 +271,7 @@ class RMSProp(UpdateRule):
     """
 
     name = "rmsprop"
-    slots = ("mean_square",)
+    slots = squares_slots = ("mean_square",)
 
     def __init__(self, lr: float = 1e-3, decay: float = 0.99, eps: float = 1e-8):
         super().__init__(lr)
@@ -270,6 +307,7 @@ class Adam(UpdateRule):
 
     name = "adam"
     slots = ("decayed_gradient_sum", "decayed_square_sum")
+    squares_slots = ("decayed_square_sum",)
 
     def __init__(self, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8):
         super().__init__(lr)
@@ -304,6 +342,9 @@ class Adam(UpdateRule):
             if slot in legacy:
                 slot, factor = legacy[slot]
                 value = value / value.dtype.type(factor)
+            if f"{name}/{slot}" in converted:
+                raise ValueError(f"optim/{name} holds {slot} under its old and its"
+                                 " new name")
             converted[f"{name}/{slot}"] = value
         super().load_state_arrays(converted, steps)
 

@@ -304,8 +304,8 @@ class Solver:
         """
         for name, param in self.model.params.items():
             if not np.isfinite(param).all():
-                self._check_finite(float("nan"), f"parameter {name}",
-                                   self.progress.iteration)
+                found = float("nan") if np.isnan(param).any() else float("inf")
+                self._check_finite(found, f"parameter {name}", self.progress.iteration)
 
     def _watch_divergence(self, loss: float) -> None:
         """Warn once when the loss stays far above where it started."""
@@ -380,6 +380,12 @@ class Solver:
     def _evaluate(self) -> None:
         progress = self.progress
         val = measure(self.model.predict(self.X_val), self.y_val, self.model.loss_name)
+        if not math.isfinite(val["loss"]):
+            # Weights blown up past float32's range give a finite training loss
+            # now and then but never a finite validation loss: stop before they
+            # are recorded, marked best or saved.
+            self._check_parameters()
+            self._check_finite(val["loss"], "the validation loss", progress.iteration)
         train = self._running.means()
         self._running = _RunningMeans()
         averaged = {}
@@ -552,7 +558,9 @@ class Solver:
             for name, value in arrays[group].items():
                 if not np.isfinite(value).all():
                     # Never write a checkpoint that holds NaN or inf.
-                    self._check_finite(float("nan"), f"{group}/{name}")
+                    found = float("nan") if np.isnan(value).any() else float("inf")
+                    self._check_finite(found, f"{group}/{name}",
+                                       self.progress.iteration)
         meta = {**self.checkpoint_meta, "solver": self.state_meta()}
         try:
             save_checkpoint(path, meta, arrays)

@@ -1,0 +1,157 @@
+"""A resume checks the optimizer state and weights it loads; a blown-up run never
+saves; a copied model still trains."""
+
+import copy
+import hashlib
+import json
+import pickle
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from conftest import tiny_config_dict
+from threadpoolctl import threadpool_limits
+
+from nntrain import blas
+from nntrain.checkpoint import load_checkpoint, save_checkpoint
+from nntrain.cli import cli
+from nntrain.config import load_config
+from nntrain.nn.model import build_model
+from nntrain.optim.rules import Adam
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli, [str(arg) for arg in args])
+
+
+@pytest.fixture
+def adam_run(tmp_path, tiny_npz, write_config):
+    """A finished 2-epoch Adam run: (its config file, its last.npz)."""
+    raw = tiny_config_dict(tiny_npz)
+    raw["train"].update(epochs=2, plots=False)
+    config = write_config(raw)
+    result = invoke("fit", config, "--out", tmp_path / "run", "--quiet")
+    assert result.exit_code == 0, result.output
+    return config, tmp_path / "run" / "checkpoints" / "last.npz"
+
+
+def _rewrite(path, change):
+    """Rewrite the checkpoint at ``path`` with ``change(arrays)`` applied to its
+    {prefix: {name: array}} arrays (fresh checksums: a well-formed file)."""
+    checkpoint = load_checkpoint(path)
+    arrays = {prefix: dict(group) for prefix, group in checkpoint.arrays.items()}
+    change(arrays)
+    save_checkpoint(path, checkpoint.meta, arrays)
+
+
+def _digest(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+SLOT = "affine1.W/decayed_gradient_sum"
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda a: a["optim"].update({SLOT: a["optim"][SLOT][0]}),
+     "optim/affine1.W/decayed_gradient_sum is float32 (8,), the parameter float32"
+     " (4, 8)"),
+    (lambda a: a["optim"].pop("affine1.W/decayed_square_sum"),
+     "optim/affine1.W/decayed_square_sum is missing"),
+    (lambda a: a["optim"].update({"affine1.W/velocity": a["optim"][SLOT]}),
+     "optim/affine1.W/velocity is not kept by the adam rule"),
+    (lambda a: a["optim"].update({"affine9.W/decayed_gradient_sum": a["optim"][SLOT]}),
+     "optim/affine9.W/... is for no parameter of the model"),
+    (lambda a: a["optim"].update({SLOT: a["optim"][SLOT].astype(np.float64)}),
+     "is float64 (4, 8), the parameter float32 (4, 8)"),
+    (lambda a: a["optim"][SLOT].__setitem__((0, 0), np.nan),
+     "holds NaN or infinite values"),
+    (lambda a: a["optim"]["affine1.W/decayed_square_sum"].__setitem__((0, 0), -1),
+     "holds negative values, but it sums squares"),
+    (lambda a: a["optim"].update({"affine1.W/first_moment": a["optim"][SLOT]}),
+     "optim/affine1.W holds decayed_gradient_sum under its old and its new name"),
+])
+def test_a_resume_refuses_unusable_optimizer_state_with_exit_2(adam_run, change,
+                                                               message):
+    config, last = adam_run
+    _rewrite(last, change)
+    before = _digest(last)
+
+    result = invoke("fit", config, "--resume", last, "--set", "train.epochs=3")
+
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1
+    assert _digest(last) == before
+
+
+def test_a_resume_refuses_non_finite_weights_with_exit_2(adam_run):
+    config, last = adam_run
+    _rewrite(last, lambda a: a["param"]["affine2.b"].__setitem__(0, np.inf))
+    result = invoke("fit", config, "--resume", last, "--set", "train.epochs=3")
+    assert result.exit_code == 2
+    assert "param/affine2.b holds NaN or infinite values" in result.stderr
+
+
+def test_a_resume_reads_adam_moments_under_their_old_names(adam_run):
+    config, last = adam_run
+    reference = load_checkpoint(last).arrays["optim"]
+
+    def to_old_names(arrays):
+        optim = arrays["optim"]
+        for name in ("affine1.W", "affine1.b", "affine2.W", "affine2.b"):
+            optim[f"{name}/first_moment"] = 0.1 * optim.pop(
+                f"{name}/decayed_gradient_sum")
+            optim[f"{name}/second_moment"] = 0.001 * optim.pop(
+                f"{name}/decayed_square_sum")
+
+    _rewrite(last, to_old_names)
+    result = invoke("fit", config, "--resume", last, "--set", "train.epochs=2")
+    assert result.exit_code == 0, result.output  # nothing left to do: loads only
+    resumed = invoke("fit", config, "--resume", last, "--set", "train.epochs=3",
+                     "--quiet")
+    assert resumed.exit_code == 0, resumed.output
+    assert set(load_checkpoint(last).arrays["optim"]) == set(reference)
+
+
+def test_weights_blown_past_float32_stop_the_run_before_any_save(tmp_path):
+    out = tmp_path / "run"
+    result = invoke("fit", "configs/digits.yaml", "--out", out, "--quiet",
+                    "--set", "optimizer.name=sgd", "--set", "optimizer.lr=1e3",
+                    "--set", "train.eval_every=1", "--set", "train.plots=false")
+    assert result.exit_code == 1
+    assert "the validation loss became nan at iteration" in result.stderr
+    stopped_at = int(result.stderr.split("at iteration ")[1].split()[0])
+    # Earlier evaluations saved good checkpoints; the blown-up weights never were.
+    for name in ("best.npz", "last.npz"):
+        checkpoint = load_checkpoint(out / "checkpoints" / name)
+        assert checkpoint.meta["solver"]["progress"]["iteration"] < stopped_at
+        assert all(np.isfinite(value).all()
+                   for value in checkpoint.arrays["param"].values())
+    for line in (out / "metrics.jsonl").read_text().splitlines():
+        json.loads(line, parse_constant=lambda name: pytest.fail(name))
+
+
+@pytest.mark.parametrize("duplicate", [copy.deepcopy,
+                                       lambda m: pickle.loads(pickle.dumps(m))])
+def test_a_copied_model_keeps_one_vector_and_trains(duplicate):
+    model = build_model(load_config("configs/digits.yaml"), 64, 10)
+    X = np.random.default_rng(0).standard_normal((20, 64)).astype(np.float32)
+    y = np.arange(20) % 10
+    twin = duplicate(model)
+    assert all(np.shares_memory(layer.params[key], twin.params.vector)
+               for layer in twin.layers for key in layer.params)
+    assert not np.shares_memory(twin.params.vector, model.params.vector)
+
+    rule = copy.deepcopy(Adam(lr=0.01))
+    first, _ = twin.loss(X, y)
+    for _ in range(20):
+        _, grads = twin.loss(X, y)
+        rule.step(twin.params, grads)
+    assert twin.loss(X, y)[0] < 0.5 * first
+
+
+def test_by_default_updates_use_as_many_threads_as_blas_has_now(monkeypatch):
+    monkeypatch.setattr(blas, "spin_limited", True)
+    with threadpool_limits(1):
+        assert blas.update_threads(None) == 1
+    assert blas.update_threads(3) == 3
