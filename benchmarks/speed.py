@@ -354,7 +354,7 @@ def installed(library: str) -> bool:
         return True
     hint = "pip install torch==2.13.0" if library == "torch" else (
         "pip install scikit-learn")
-    print(f"skipping {library}: it is not installed ({hint})\n")
+    print(f"skipping {library}: it is not installed ({hint})", file=sys.stderr)
     return False
 
 

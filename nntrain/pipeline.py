@@ -141,7 +141,8 @@ def fit(config: dict, run_dir, force: bool = False, quiet: bool = False,
             _load_arrays(model, "params", resume.group("param"), "the checkpoint")
             _load_arrays(model, "buffers", resume.group("buffer"), "the checkpoint")
             _restore_optimizer(solver, model, resume.group("optim"), solver_meta)
-            if resume.group("average"):
+            if resume.group("average") or (
+                    solver.average and solver_meta.get("average_count", 0)):
                 _check_arrays(model.params, resume.group("average"), "average",
                               "the checkpoint")
             solver.restore_average(resume.group("average"),
@@ -310,6 +311,9 @@ def _restore_optimizer(solver, model: Model, arrays: dict, meta: dict) -> None:
     """Give the solver its saved state, after checking the update rule's part."""
     try:
         solver.restore_state(meta, arrays)
+        if solver.full_batch and arrays:
+            raise ValueError(f"optim/{next(iter(arrays))} is there, but L-BFGS"
+                             " keeps no state")
         if not solver.full_batch:
             solver.rule.check_state(model.params)
     except ValueError as error:
@@ -333,6 +337,10 @@ def _check_arrays(reference: dict, arrays: dict, prefix: str, path) -> None:
         if not np.isfinite(array).all():
             raise CheckpointError(f"{path}: {prefix}/{name} holds NaN or infinite"
                                   " values; the file is damaged: use an earlier"
+                                  " checkpoint")
+        if name.endswith(".running_var") and (array < 0).any():
+            raise CheckpointError(f"{path}: {prefix}/{name} holds negative"
+                                  " variances; the file is damaged: use an earlier"
                                   " checkpoint")
     extra = sorted(set(arrays) - set(reference))
     if extra:

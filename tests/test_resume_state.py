@@ -84,6 +84,78 @@ def test_a_resume_refuses_unusable_optimizer_state_with_exit_2(adam_run, change,
     assert _digest(last) == before
 
 
+def test_old_adam_slots_are_checked_and_named_as_stored(adam_run):
+    config, last = adam_run
+
+    def old_int_moment(arrays):
+        optim = arrays["optim"]
+        optim["affine1.W/first_moment"] = optim.pop(SLOT).astype(np.int32)
+
+    _rewrite(last, old_int_moment)
+    result = invoke("fit", config, "--resume", last, "--set", "train.epochs=3")
+    assert result.exit_code == 2
+    assert result.stderr.count("\n") == 1
+    assert "optim/affine1.W/first_moment is int32, not floating point" in (
+        result.stderr)
+
+
+def test_old_adam_slots_with_nan_name_the_stored_array(adam_run):
+    config, last = adam_run
+
+    def old_nan_moment(arrays):
+        optim = arrays["optim"]
+        optim["affine1.W/first_moment"] = optim.pop(SLOT)
+        optim["affine1.W/first_moment"][0, 0] = np.nan
+
+    _rewrite(last, old_nan_moment)
+    result = invoke("fit", config, "--resume", last, "--set", "train.epochs=3")
+    assert result.exit_code == 2
+    assert "optim/affine1.W/first_moment (old name) holds NaN" in result.stderr
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda c: c.arrays["optim"].update({"junk": np.zeros(2, np.float32)}),
+     "optim/junk names no parameter and slot"),
+    (lambda c: c.meta["solver"].update(optimizer_steps=-1),
+     "its step count -1 is not a count"),
+])
+def test_a_resume_refuses_malformed_optimizer_entries(adam_run, change, message):
+    config, last = adam_run
+    checkpoint = load_checkpoint(last)
+    change(checkpoint)
+    save_checkpoint(last, checkpoint.meta, checkpoint.arrays)
+    result = invoke("fit", config, "--resume", last, "--set", "train.epochs=3")
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr
+
+
+def test_a_resume_without_the_averages_it_needs_exits_2(tmp_path, tiny_npz,
+                                                         write_config):
+    raw = tiny_config_dict(tiny_npz)
+    raw["train"].update(epochs=2, plots=False, average={"kind": "polyak"})
+    config = write_config(raw)
+    assert invoke("fit", config, "--out", tmp_path / "run", "--quiet").exit_code == 0
+    last = tmp_path / "run" / "checkpoints" / "last.npz"
+    _rewrite(last, lambda arrays: arrays.pop("average"))
+    result = invoke("fit", config, "--resume", last, "--set", "train.epochs=3")
+    assert result.exit_code == 2
+    assert "lacks average/affine1.W" in result.stderr
+
+
+def test_a_resume_refuses_negative_batch_norm_variances(tmp_path, tiny_npz,
+                                                        write_config):
+    raw = tiny_config_dict(tiny_npz)
+    raw["model"] = {"hidden": [8], "batchnorm": True}
+    raw["train"].update(epochs=2, plots=False)
+    config = write_config(raw)
+    assert invoke("fit", config, "--out", tmp_path / "run", "--quiet").exit_code == 0
+    last = tmp_path / "run" / "checkpoints" / "last.npz"
+    _rewrite(last, lambda a: a["buffer"]["batchnorm1.running_var"].__setitem__(0, -1))
+    result = invoke("fit", config, "--resume", last, "--set", "train.epochs=3")
+    assert result.exit_code == 2
+    assert "buffer/batchnorm1.running_var holds negative variances" in result.stderr
+
+
 def test_a_resume_refuses_non_finite_weights_with_exit_2(adam_run):
     config, last = adam_run
     _rewrite(last, lambda a: a["param"]["affine2.b"].__setitem__(0, np.inf))
@@ -150,8 +222,38 @@ def test_a_copied_model_keeps_one_vector_and_trains(duplicate):
     assert twin.loss(X, y)[0] < 0.5 * first
 
 
+def test_a_shallow_copy_shares_everything_and_the_original_still_trains():
+    model = build_model(load_config("configs/digits.yaml"), 64, 10)
+    X = np.random.default_rng(0).standard_normal((20, 64)).astype(np.float32)
+    y = np.arange(20) % 10
+    twin = copy.copy(model)
+    assert twin.params is model.params and twin.layers is model.layers
+    rule = Adam(lr=0.01)
+    first, _ = model.loss(X, y)
+    for _ in range(20):
+        _, grads = model.loss(X, y)
+        rule.step(model.params, grads)
+    assert model.loss(X, y)[0] < 0.5 * first
+
+
 def test_by_default_updates_use_as_many_threads_as_blas_has_now(monkeypatch):
     monkeypatch.setattr(blas, "spin_limited", True)
     with threadpool_limits(1):
         assert blas.update_threads(None) == 1
     assert blas.update_threads(3) == 3
+
+
+def test_an_lbfgs_resume_refuses_optimizer_state_it_does_not_keep(tmp_path, tiny_npz,
+                                                                   write_config):
+    raw = tiny_config_dict(tiny_npz)
+    raw["optimizer"] = {"name": "lbfgs"}
+    raw["train"].update(epochs=2, plots=False)
+    config = write_config(raw)
+    assert invoke("fit", config, "--out", tmp_path / "run", "--quiet").exit_code == 0
+    last = tmp_path / "run" / "checkpoints" / "last.npz"
+    _rewrite(last, lambda a: a.update(
+        optim={"affine1.W/velocity": np.zeros((4, 8), np.float32)}))
+    result = invoke("fit", config, "--resume", last, "--set", "train.epochs=3")
+    assert result.exit_code == 2
+    assert "optim/affine1.W/velocity is there, but L-BFGS keeps no state" in (
+        result.stderr)

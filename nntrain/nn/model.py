@@ -82,6 +82,13 @@ class Model:
                 layer.params[key] = self.params[f"{layer.name}.{key}"]
                 layer.grads[key] = self.grads[f"{layer.name}.{key}"]
 
+    def __copy__(self) -> "Model":
+        # A shallow copy shares the layers, and so the vectors: nothing to rebuild
+        # (``__setstate__`` would point the shared layers at new vectors).
+        twin = object.__new__(type(self))
+        twin.__dict__.update(self.__dict__)
+        return twin
+
     def __setstate__(self, state: dict) -> None:
         # A deep copy or an unpickled model holds separate arrays where the
         # original had views of one vector: share them again, or an update of

@@ -43,6 +43,8 @@ class UpdateRule:
         self.state: dict[str, dict[str, np.ndarray]] = {}
         self._flat_state: dict[str, FlatArrays] | None = None
         self._pool, self._pool_size = None, 0
+        # For error messages: the checkpoint name of state stored under another.
+        self._loaded_from: dict[str, str] = {}
         # One scratch array per parameter shape and dtype, reused by every update
         # so that a step allocates nothing. It holds no state between steps.
         self._scratch: dict[tuple, np.ndarray] = {}
@@ -124,10 +126,15 @@ class UpdateRule:
         }
 
     def load_state_arrays(self, arrays: dict, steps: int) -> None:
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+            raise ValueError(f"its step count {steps!r} is not a count")
         self.steps = steps
         self.state = {}
         self._flat_state = None
+        self._loaded_from = {}
         for key, value in arrays.items():
+            if "/" not in key:
+                raise ValueError(f"optim/{key} names no parameter and slot")
             name, slot = key.rsplit("/", 1)
             self.state.setdefault(name, {})[slot] = value
 
@@ -148,7 +155,7 @@ class UpdateRule:
                 raise ValueError(f"optim/{name}/{unknown[0]} is not kept by the"
                                  f" {self.name} rule")
             for slot, value in slots.items():
-                key = f"optim/{name}/{slot}"
+                key = self._loaded_from.get(f"{name}/{slot}", f"optim/{name}/{slot}")
                 if value.shape != param.shape or value.dtype != param.dtype:
                     raise ValueError(f"{key} is {value.dtype} {value.shape}, the"
                                      f" parameter {param.dtype} {param.shape}")
@@ -336,17 +343,23 @@ class Adam(UpdateRule):
         # themselves, under these names.
         legacy = {"first_moment": ("decayed_gradient_sum", 1 - self.beta1),
                   "second_moment": ("decayed_square_sum", 1 - self.beta2)}
-        converted = {}
+        converted, loaded_from = {}, {}
         for key, value in arrays.items():
-            name, slot = key.rsplit("/", 1)
+            name, _, slot = key.rpartition("/")
             if slot in legacy:
+                if value.dtype.kind != "f":
+                    raise ValueError(f"optim/{key} is {value.dtype}, not floating"
+                                     " point")
                 slot, factor = legacy[slot]
-                value = value / value.dtype.type(factor)
+                loaded_from[f"{name}/{slot}"] = f"optim/{key} (old name)"
+                with np.errstate(all="ignore"):  # overflow: caught as inf later
+                    value = value / value.dtype.type(factor)
             if f"{name}/{slot}" in converted:
                 raise ValueError(f"optim/{name} holds {slot} under its old and its"
                                  " new name")
-            converted[f"{name}/{slot}"] = value
+            converted[f"{name}/{slot}" if name else key] = value
         super().load_state_arrays(converted, steps)
+        self._loaded_from = loaded_from
 
 
 class AdamW(Adam):

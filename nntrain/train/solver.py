@@ -373,6 +373,11 @@ class Solver:
             **{key: value for key, value in fields.items() if value is not None},
             "seconds": round(time.perf_counter() - self._start_time, 4),
         }
+        # A diagnostic can be NaN or infinite (the update ratio of weights clipped
+        # to zero); JSON has no such numbers, so the record (kept in metrics.jsonl
+        # and in checkpoints' history) holds null instead.
+        record = {key: None if isinstance(value, float) and not math.isfinite(value)
+                  else value for key, value in record.items()}
         if self.run:
             self.run.record(record)
         return record
