@@ -27,6 +27,11 @@ from nntrain.nn.flat import FlatArrays
 # Below this many elements a parallel update costs more in thread hand-offs than
 # it saves.
 PARALLEL_MINIMUM = 65536
+# A pool thread starts its part 0.05-0.08 ms late (waking it up, measured on a
+# 2-core virtual machine), about a fifth of a part of Adam on the 784-512-256-10
+# network; a 1.2x larger part for the calling thread makes both end together (2-3 %
+# faster steps at 2 threads).
+CALLER_WEIGHT = 1.2
 
 
 class UpdateRule:
@@ -178,9 +183,13 @@ class UpdateRule:
 def _piece(vectors: tuple, part: int, parts: int) -> tuple:
     """The slices of (param, grad, state, scratch) vectors that thread ``part`` of
     ``parts`` updates, cut at multiples of 64 elements so that no two threads write
-    to the same cache line."""
+    to the same cache line. Part 0, the calling thread's, is CALLER_WEIGHT times
+    the others: it starts at once, while a pool thread has to wake up first."""
     param, grad, state, scratch = vectors
-    bounds = [len(param) * k // parts // 64 * 64 for k in range(parts)]
+    weights = [CALLER_WEIGHT] + [1.0] * (parts - 1)
+    total = sum(weights)
+    bounds = [int(len(param) * sum(weights[:k]) / total) // 64 * 64
+              for k in range(parts)]
     bounds.append(len(param))
     piece = slice(bounds[part], bounds[part + 1])
     return (param[piece], grad[piece],
