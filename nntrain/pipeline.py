@@ -311,11 +311,11 @@ def _restore_optimizer(solver, model: Model, arrays: dict, meta: dict) -> None:
     """Give the solver its saved state, after checking the update rule's part."""
     try:
         solver.restore_state(meta, arrays)
-        if solver.full_batch and arrays:
-            raise ValueError(f"optim/{next(iter(arrays))} is there, but L-BFGS"
-                             " keeps no state")
         if not solver.full_batch:
             solver.rule.check_state(model.params)
+        elif arrays:
+            raise ValueError(f"optim/{next(iter(arrays))} is there, but L-BFGS"
+                             " keeps no state")
     except ValueError as error:
         raise CheckpointError(f"the checkpoint's optimizer state is unusable: {error};"
                               " resume from another checkpoint or start over") from None

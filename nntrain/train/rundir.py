@@ -12,7 +12,6 @@ renamed, except the two logs, which are appended to line by line.
 """
 
 import json
-import math
 import tempfile
 from pathlib import Path
 
@@ -113,12 +112,9 @@ class RunDirectory:
         write_text_atomically(self.path / "config.yaml", config_to_yaml(config))
 
     def record(self, record: dict) -> None:
-        """Append one metrics record (a flat dict) to metrics.jsonl. A NaN or
-        infinite number is written as null: JSON has no such numbers, and other
-        readers of the file would refuse Python's NaN and Infinity."""
-        finite = {key: None if isinstance(value, float) and not math.isfinite(value)
-                  else value for key, value in record.items()}
-        self._append(self._metrics, json.dumps(finite, allow_nan=False))
+        """Append one metrics record (a flat dict) to metrics.jsonl. Its numbers
+        must be finite (the Solver writes null for the others): JSON has no NaN."""
+        self._append(self._metrics, json.dumps(record, allow_nan=False))
 
     def log(self, line: str) -> None:
         self._append(self._log, line)

@@ -55,6 +55,13 @@ def count_iterations(train_config: dict, num_samples: int, full_batch=False):
     return per_epoch, train_config["epochs"] * per_epoch
 
 
+def _finiteness(array: np.ndarray) -> float:
+    """0.0 when every entry of ``array`` is finite, else NaN or inf (NaN first)."""
+    if np.isfinite(array).all():
+        return 0.0
+    return float("nan") if np.isnan(array).any() else float("inf")
+
+
 def monitor_improved(monitor: str, value: float, best: float | None) -> bool:
     """True when ``value`` beats ``best``: lower for losses, higher for accuracies."""
     if best is None:
@@ -303,9 +310,8 @@ class Solver:
         non-finite array (``save``).
         """
         for name, param in self.model.params.items():
-            if not np.isfinite(param).all():
-                found = float("nan") if np.isnan(param).any() else float("inf")
-                self._check_finite(found, f"parameter {name}", self.progress.iteration)
+            self._check_finite(_finiteness(param), f"parameter {name}",
+                               self.progress.iteration)
 
     def _watch_divergence(self, loss: float) -> None:
         """Warn once when the loss stays far above where it started."""
@@ -561,11 +567,9 @@ class Solver:
         }
         for group in ("param", "buffer", "optim", "average"):
             for name, value in arrays[group].items():
-                if not np.isfinite(value).all():
-                    # Never write a checkpoint that holds NaN or inf.
-                    found = float("nan") if np.isnan(value).any() else float("inf")
-                    self._check_finite(found, f"{group}/{name}",
-                                       self.progress.iteration)
+                # Never write a checkpoint that holds NaN or inf.
+                self._check_finite(_finiteness(value), f"{group}/{name}",
+                                   self.progress.iteration)
         meta = {**self.checkpoint_meta, "solver": self.state_meta()}
         try:
             save_checkpoint(path, meta, arrays)
