@@ -37,7 +37,7 @@ class Key:
 
 
 def _fail(key: str, expected: str, value) -> None:
-    raise ConfigError(f"invalid {key}: {value!r} (expected {expected})")
+    raise ConfigError(f"invalid {key}: {value!r} (expected {expected})", key)
 
 
 def integer(minimum: int | None = None, nullable: bool = False,
@@ -87,7 +87,7 @@ def choice(*options: str):
         close = difflib.get_close_matches(str(value), options, n=1)
         if close:
             message += f"; did you mean '{close[0]}'?"
-        raise ConfigError(message + ")")
+        raise ConfigError(message + ")", key)
 
     return check
 
@@ -107,7 +107,7 @@ def list_of(item_check, allow_empty=True, nullable=False, max_items=MAX_LAYERS):
             _fail(key, wanted, value)
         if len(value) > max_items:
             raise ConfigError(f"invalid {key}: {len(value):,} items, more than the"
-                              f" {max_items:,} nntrain accepts")
+                              f" {max_items:,} nntrain accepts", key)
         return [item_check(item, f"{key}[{i}]") for i, item in enumerate(value)]
 
     return check
@@ -149,7 +149,8 @@ def preprocess_steps(value, key):
         (name, options), = entry.items()
         choice(*PREPROCESS_OPTIONS)(name, where)
         if name in names:
-            raise ConfigError(f"invalid {key}: '{name}' is listed twice; keep one")
+            raise ConfigError(f"invalid {key}: '{name}' is listed twice; keep one",
+                              key)
         names.append(name)
         options = {} if options is None else options
         if not isinstance(options, dict):
@@ -168,12 +169,12 @@ def layer_list(value, key):
         _fail(key, "a non-empty list of layers like {affine: {units: 100}}", value)
     if len(value) > MAX_LAYERS:
         raise ConfigError(f"invalid {key}: {len(value):,} layers, more than the"
-                          f" {MAX_LAYERS:,} nntrain accepts")
+                          f" {MAX_LAYERS:,} nntrain accepts", key)
     layers = [_layer_entry(entry, f"{key}[{i}]") for i, entry in enumerate(value)]
     if next(iter(layers[-1])) != "affine":
         raise ConfigError(
             f"invalid {key}: the last layer must be an affine layer (the class scores);"
-            " add {affine: {}} at the end"
+            " add {affine: {}} at the end", key
         )
     return layers
 
@@ -495,7 +496,7 @@ def _unknown_key(key: str, options) -> ConfigError:
     if ":" in key:
         return ConfigError(
             f"unknown key {key}: write a space after the colon ('KEY: VALUE'), or YAML"
-            " reads it as one key"
+            " reads it as one key", key
         )
     name = key.rsplit(".", 1)[-1]
     close = difflib.get_close_matches(name, list(options), n=1)
@@ -503,7 +504,7 @@ def _unknown_key(key: str, options) -> ConfigError:
         hint = f"did you mean '{close[0]}'?"
     else:
         hint = f"valid keys: {', '.join(options)}"
-    return ConfigError(f"unknown key {key} ({hint})")
+    return ConfigError(f"unknown key {key} ({hint})", key)
 
 
 def _check_section(raw: dict, table: dict, prefix: str) -> dict:
@@ -550,7 +551,8 @@ def _check_named_section(raw, section: str, tables: dict, default: str) -> dict:
         if owners:
             raise ConfigError(
                 f"{section}.{key} is not a setting of '{name}' (it belongs to"
-                f" {', '.join(owners)}); remove it or change {section}.name"
+                f" {', '.join(owners)}); remove it or change {section}.name",
+                f"{section}.{key}",
             )
         raise _unknown_key(f"{section}.{key}", ["name", *table])
     return {"name": name, **_check_section(settings, table, section)}
@@ -689,8 +691,24 @@ def load_config(path=None, overrides: list[str] | None = None) -> dict:
     try:
         return resolve_config(raw)
     except ConfigError as error:
-        where = f"{path}: " if path is not None else ""
-        raise ConfigError(f"{where}{error}") from None
+        override = override_setting(error.key, overrides or [])
+        if override is not None:
+            where = f"--set {override}: "
+        else:
+            where = f"{path}: " if path is not None else ""
+        raise ConfigError(f"{where}{error}", error.key) from None
+
+
+def override_setting(key: str | None, overrides: list[str]) -> str | None:
+    """The last ``--set`` override that gave ``key`` its value (itself, or a section
+    or list that holds it), or None when the value came from the file."""
+    if key is None:
+        return None
+    for text in reversed(overrides):
+        set_key = text.partition("=")[0].strip()
+        if key == set_key or key.startswith((f"{set_key}.", f"{set_key}[")):
+            return text
+    return None
 
 
 def config_to_yaml(config: dict) -> str:

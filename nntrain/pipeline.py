@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from nntrain.checkpoint import load_checkpoint
-from nntrain.config import resolve_config
+from nntrain.config import override_setting, resolve_config
 from nntrain.data.datasets import Dataset, load_dataset
 from nntrain.data.preprocess import Preprocessor
 from nntrain.errors import CheckpointError, ConfigError, DataError, NNTrainError
@@ -250,12 +250,17 @@ def evaluate_checkpoint(path, split: str = "test", data_path=None,
     return restored, prepared, scores, measure(scores, y, config["model"]["loss"])
 
 
-def migrate_config(saved, path) -> dict:
+def migrate_config(saved, path, overrides=()) -> dict:
     """A checkpoint's config brought up to this version: keys added since it was
-    written get their defaults, and the whole is validated again."""
+    written get their defaults, and the whole is validated again. ``overrides``:
+    the ``--set`` texts already applied to ``saved``; a bad value one of them gave
+    is blamed on it, not on the checkpoint."""
     try:
         return resolve_config(saved)
     except ConfigError as error:
+        override = override_setting(error.key, list(overrides))
+        if override is not None:
+            raise ConfigError(f"--set {override}: {error}", error.key) from None
         raise CheckpointError(f"{path}: its config is not valid here ({error})") \
             from None
 

@@ -63,6 +63,7 @@ from nntrain.config import (
     apply_overrides,
     choice,
     integer,
+    override_setting,
     read_config_file,
     resolve_config,
 )
@@ -138,7 +139,7 @@ class SearchSpec:
 
 
 def _invalid(key: str, expected: str, value):
-    raise ConfigError(f"invalid {key}: {value!r} (expected {expected})")
+    raise ConfigError(f"invalid {key}: {value!r} (expected {expected})", key)
 
 
 def _is_number(value) -> bool:
@@ -220,7 +221,7 @@ def parse_search(raw, config: dict) -> SearchSpec:
             close = difflib.get_close_matches(str(name), SEARCH_KEYS, n=1)
             hint = f"did you mean '{close[0]}'?" if close else \
                 f"valid keys: {', '.join(SEARCH_KEYS)}"
-            raise ConfigError(f"unknown key search.{name} ({hint})")
+            raise ConfigError(f"unknown key search.{name} ({hint})", f"search.{name}")
     for name in ("trials", "params"):
         if name not in raw:
             raise ConfigError(f"search.{name} is missing; see"
@@ -256,7 +257,9 @@ def load_search_config(path, overrides=()) -> tuple[dict, SearchSpec]:
         config = resolve_config(raw)
         spec = parse_search(search, config)
     except ConfigError as error:
-        raise ConfigError(f"{path}: {error}") from None
+        override = override_setting(error.key, list(overrides))
+        where = f"--set {override}" if override is not None else path
+        raise ConfigError(f"{where}: {error}", error.key) from None
     if config["data"]["path"]:
         config["data"]["path"] = str(Path(config["data"]["path"]).expanduser()
                                      .resolve())

@@ -409,6 +409,33 @@ def test_set_of_an_unknown_key_names_the_nearest_one(write_config):
         load_text(write_config, "train: {epochs: 1}", ["train.epoch=3"])
 
 
+@pytest.mark.parametrize("overrides, source, problem", [
+    (["optimizer.lr=abc"], "--set optimizer.lr=abc",
+     "invalid optimizer.lr: 'abc'"),
+    (["train.epoch=3"], "--set train.epoch=3", "unknown key train.epoch"),
+    (["model.hidden=[8, 0]"], "--set model.hidden=[8, 0]",
+     "invalid model.hidden[1]: 0"),
+    (["optimizer={name: sgd, beta1: 0.9}"], "--set optimizer={name: sgd, beta1: 0.9}",
+     "optimizer.beta1 is not a setting of 'sgd'"),
+    # The last override of a key is the one that counts, so it is the one named.
+    (["train.epochs=2", "train.epochs=0"], "--set train.epochs=0",
+     "invalid train.epochs: 0"),
+    # A value from the file is the file's fault, whatever else --set changed.
+    (["optimizer.lr=0.1"], "config.yaml", "invalid train.batch_size: 0"),
+    (["optimizer.l=0.1"], "--set optimizer.l=0.1", "unknown key optimizer.l "),
+])
+def test_error_names_the_override_that_gave_the_bad_value(write_config, overrides,
+                                                         source, problem):
+    path = write_config("train: {epochs: 1, batch_size: 0}"
+                        if source == "config.yaml" else "train: {epochs: 1}")
+
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, overrides)
+
+    where = f"{path}: " if source == "config.yaml" else f"{source}: "
+    assert str(caught.value).startswith(where + problem)
+
+
 def test_apply_overrides_leaves_other_keys_alone():
     raw = {"train": {"epochs": 3, "batch_size": 4}}
 

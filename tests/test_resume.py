@@ -133,6 +133,12 @@ def test_resume_through_the_cli_extends_epochs_and_refuses_other_changes(
     refused = invoke("fit", config, "--resume", run, "--set", "optimizer.lr=1")
     assert refused.exit_code == 2 and "only train.epochs" in refused.stderr
 
+    # A bad new length is the override's fault, not the checkpoint's.
+    bad_length = invoke("fit", config, "--resume", run, "--set", "train.epochs=0")
+    assert bad_length.exit_code == 2
+    assert bad_length.stderr.startswith("error: --set train.epochs=0: invalid"
+                                        " train.epochs: 0")
+
     extended = invoke("fit", config, "--resume", run, "--set", "train.epochs=4",
                       "--quiet")
     assert extended.exit_code == 0, extended.output

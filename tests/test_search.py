@@ -238,6 +238,20 @@ def test_set_overrides_apply_to_the_search_section_and_the_config(tmp_path,
     assert "search" not in config
 
 
+@pytest.mark.parametrize("override, problem", [
+    ("search.trials=0", "invalid search.trials: 0"),
+    ("search.trails=3", "unknown key search.trails"),
+    ("model.l2=-1", "invalid model.l2: -1"),
+])
+def test_an_error_in_an_override_names_it(write_config, tiny_npz, override, problem):
+    path = write_config(study_config(tiny_npz))
+
+    with pytest.raises(ConfigError) as caught:
+        load_search_config(path, [override])
+
+    assert str(caught.value).startswith(f"--set {override}: {problem}")
+
+
 def test_the_rest_of_the_config_is_validated_as_usual(write_config, tiny_npz):
     config = study_config(tiny_npz)
     config["model"]["hiden"] = [8]

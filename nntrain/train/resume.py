@@ -73,7 +73,7 @@ def resumed_config(checkpoint, overrides: list[str], path) -> dict:
         raise CheckpointError(f"{path} holds no config; it is not a checkpoint nntrain"
                               " fit wrote")
     raw = apply_overrides(copy.deepcopy(saved), list(overrides))
-    return migrate_config(raw, path)
+    return migrate_config(raw, path, overrides)
 
 
 def is_finished(config: dict, checkpoint) -> bool:
