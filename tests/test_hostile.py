@@ -473,6 +473,8 @@ member_names = st.one_of(
 
 @FUZZ
 @given(index=st.integers(0, 4), name=member_names, duplicate=st.booleans())
+# Writing a duplicate member on purpose makes zipfile warn.
+@pytest.mark.filterwarnings("ignore:Duplicate name:UserWarning")
 def test_fuzz_checkpoint_member_renames(valid, scratch, index, name, duplicate):
     source = io.BytesIO(valid["stored"])
     path = scratch / "renamed.npz"
