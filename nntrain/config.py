@@ -40,6 +40,15 @@ def _fail(key: str, expected: str, value) -> None:
     raise ConfigError(f"invalid {key}: {value!r} (expected {expected})", key)
 
 
+def _not_a_section(key: str, value) -> None:
+    """Fail for a value that should be a mapping; a string holding a colon is
+    most likely ``KEY:VALUE`` written without the space YAML needs."""
+    if isinstance(value, str) and ":" in value:
+        _fail(key, "a mapping of keys; write a space after the colon, 'KEY: VALUE'",
+              value)
+    _fail(key, "a mapping of keys", value)
+
+
 def integer(minimum: int | None = None, nullable: bool = False,
             maximum: int | None = None):
     def check(value, key):
@@ -61,7 +70,7 @@ def integer(minimum: int | None = None, nullable: bool = False,
 def number(minimum=None, maximum=None, open_minimum=False, open_maximum=False):
     def check(value, key):
         low = "(" if open_minimum else "["
-        high = ")" if open_maximum else "]"
+        high = ")" if open_maximum or maximum is None else "]"
         wanted = f"a number in {low}{minimum}, {maximum}{high}".replace("None", "inf")
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             _fail(key, wanted, value)
@@ -493,6 +502,9 @@ SCHEDULE_KEYS = {
 
 
 def _unknown_key(key: str, options) -> ConfigError:
+    if key == "search":
+        return ConfigError("unknown key search: this is a search study's config; run"
+                           " it with nntrain search", key)
     if ":" in key:
         return ConfigError(
             f"unknown key {key}: write a space after the colon ('KEY: VALUE'), or YAML"
@@ -521,7 +533,7 @@ def _check_section(raw: dict, table: dict, prefix: str) -> dict:
             if section is None:
                 section = {}
             if not isinstance(section, dict):
-                _fail(key, "a mapping of keys", section)
+                _not_a_section(key, section)
             resolved[name] = _check_section(section, spec, key)
         elif name in raw:
             resolved[name] = spec.check(raw[name], key)
@@ -540,7 +552,7 @@ def _check_named_section(raw, section: str, tables: dict, default: str) -> dict:
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        _fail(section, "a mapping of keys", raw)
+        _not_a_section(section, raw)
     name = choice(*tables)(raw.get("name", default), f"{section}.name")
     settings = {k: v for k, v in raw.items() if k != "name"}
     table = tables[name]
@@ -551,8 +563,9 @@ def _check_named_section(raw, section: str, tables: dict, default: str) -> dict:
         if owners:
             raise ConfigError(
                 f"{section}.{key} is not a setting of '{name}' (it belongs to"
-                f" {', '.join(owners)}); remove it or change {section}.name",
-                f"{section}.{key}",
+                f" {', '.join(owners)}); remove it or change {section}.name (with"
+                f" --set, '{section}={{name: {name}}}' replaces the whole section)",
+                (f"{section}.{key}", f"{section}.name"),
             )
         raise _unknown_key(f"{section}.{key}", ["name", *table])
     return {"name": name, **_check_section(settings, table, section)}
@@ -561,21 +574,26 @@ def _check_named_section(raw, section: str, tables: dict, default: str) -> dict:
 def _check_cross_keys(config: dict, raw_model: dict) -> None:
     train = config["train"]
     if (train["epochs"] is None) == (train["iterations"] is None):
+        hint = "" if train["epochs"] is None else "; set the other to null"
         raise ConfigError(
             "set exactly one of train.epochs and train.iterations"
-            f" (got epochs={train['epochs']}, iterations={train['iterations']})"
+            f" (got epochs={train['epochs']}, iterations={train['iterations']}){hint}",
+            ("train.epochs", "train.iterations"),
         )
     model = config["model"]
     if model["layers"] is not None:
         if "hidden" in raw_model and raw_model["hidden"] is not None:
             raise ConfigError(
-                "set either model.hidden or model.layers, not both; remove one"
+                "set either model.hidden or model.layers, not both; remove one",
+                ("model.hidden", "model.layers"),
             )
         model["hidden"] = None
     elif model["hidden"] is None:
-        raise ConfigError("set model.hidden (a list of widths) or model.layers")
+        raise ConfigError("set model.hidden (a list of widths) or model.layers",
+                          ("model.hidden", "model.layers"))
     if model["batchnorm"] and model["layernorm"]:
-        raise ConfigError("set at most one of model.batchnorm and model.layernorm")
+        raise ConfigError("set at most one of model.batchnorm and model.layernorm",
+                          ("model.batchnorm", "model.layernorm"))
     if config["optimizer"]["name"] == "lbfgs":
         _check_lbfgs(config)
 
@@ -585,13 +603,15 @@ def _check_lbfgs(config: dict) -> None:
     layers = config["model"]["layers"] or []
     if config["model"]["drop_probability"] > 0 or any("dropout" in e for e in layers):
         raise ConfigError("optimizer lbfgs needs a deterministic loss: remove dropout"
-                          " (model.drop_probability, dropout layers)")
+                          " (model.drop_probability, dropout layers)",
+                          ("optimizer.name", "model.drop_probability", "model.layers"))
     if config["schedule"]["name"] != "constant":
         raise ConfigError("optimizer lbfgs chooses its own step sizes: set"
-                          " schedule.name to constant")
+                          " schedule.name to constant",
+                          ("optimizer.name", "schedule.name"))
     if config["train"]["clip"] is not None:
         raise ConfigError("optimizer lbfgs does not clip gradients: set train.clip"
-                          " to null")
+                          " to null", ("optimizer.name", "train.clip"))
 
 
 def resolve_config(raw) -> dict:
@@ -650,7 +670,11 @@ def _set_dotted(raw: dict, key: str, value) -> None:
             child = node[part] = {}
         if not isinstance(child, dict):
             where = ".".join(parts[: depth + 1])
-            raise ConfigError(f"--set {key}: {where} is not a section of the config")
+            raise ConfigError(
+                f"--set {key}: {where} is not a section of the config (it holds"
+                f" {child!r}); fix {where} in the file, or set it whole with --set"
+                f" '{where}={{...}}'"
+            )
         node = child
     node[parts[-1]] = value
 
@@ -677,7 +701,11 @@ def read_config_file(path) -> dict:
         raise ConfigError(f"{path} is not UTF-8 text; give a YAML config") from None
     except OSError as error:
         raise ConfigError(f"cannot read {path}: {error.strerror}") from None
-    return parse_yaml(text, str(path))
+    raw = parse_yaml(text, str(path))
+    if raw is not None and not isinstance(raw, dict):
+        raise ConfigError(f"{path} holds a {type(raw).__name__}, not a mapping of"
+                          " sections; write sections like 'train: {epochs: 5}'")
+    return raw
 
 
 def load_config(path=None, overrides: list[str] | None = None) -> dict:
@@ -699,15 +727,22 @@ def load_config(path=None, overrides: list[str] | None = None) -> dict:
         raise ConfigError(f"{where}{error}", error.key) from None
 
 
-def override_setting(key: str | None, overrides: list[str]) -> str | None:
-    """The last ``--set`` override that gave ``key`` its value (itself, or a section
-    or list that holds it), or None when the value came from the file."""
-    if key is None:
+def override_setting(keys, overrides: list[str]) -> str | None:
+    """The last ``--set`` override behind an error about ``keys`` (a dotted key, a
+    tuple of them, or None), or None when the values came from the file. An
+    override is behind a key when it set the key, a section or list holding it,
+    or a key inside it (``--set optimzer.lr=1`` makes the unknown section
+    ``optimzer``)."""
+    if keys is None:
         return None
+    # Some messages name a part of a key after a space: "train.clip mode".
+    keys = [key.split(" ")[0] for key in ([keys] if isinstance(keys, str) else keys)]
     for text in reversed(overrides):
         set_key = text.partition("=")[0].strip()
-        if key == set_key or key.startswith((f"{set_key}.", f"{set_key}[")):
-            return text
+        for key in keys:
+            if (key == set_key or key.startswith((f"{set_key}.", f"{set_key}["))
+                    or set_key.startswith((f"{key}.", f"{key}["))):
+                return text
     return None
 
 

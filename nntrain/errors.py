@@ -21,10 +21,11 @@ class BadInputError(NNTrainError):
 
 class ConfigError(BadInputError):
     """The YAML config or a ``--set`` override is malformed or out of range.
-    ``key``: the dotted config key at fault, when there is one, so that the
-    message can name the ``--set`` override that gave it."""
+    ``key``: the dotted config key at fault (a tuple when several are), when
+    there is one, so that the message can name the ``--set`` override that gave
+    it."""
 
-    def __init__(self, message: str, key: str | None = None):
+    def __init__(self, message: str, key: str | tuple[str, ...] | None = None):
         super().__init__(message)
         self.key = key
 

@@ -295,7 +295,7 @@ def test_unknown_top_level_key_lists_each_valid_key_once(write_config):
     ("data: {path: 5}\ntrain: {epochs: 2}",
      "invalid data.path: 5 (expected a string or null)"),
     ("optimizer: {lr: fast}\ntrain: {epochs: 2}",
-     "invalid optimizer.lr: 'fast' (expected a number in (0, inf])"),
+     "invalid optimizer.lr: 'fast' (expected a number in (0, inf))"),
 ])
 def test_wrong_type_is_an_error_naming_key_and_value(write_config, text, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
@@ -423,6 +423,15 @@ def test_set_of_an_unknown_key_names_the_nearest_one(write_config):
     # A value from the file is the file's fault, whatever else --set changed.
     (["optimizer.lr=0.1"], "config.yaml", "invalid train.batch_size: 0"),
     (["optimizer.l=0.1"], "--set optimizer.l=0.1", "unknown key optimizer.l "),
+    # An override that makes a section or sets a key inside a bad one.
+    (["optimzer.lr=0.1"], "--set optimzer.lr=0.1", "unknown key optimzer "),
+    (["train.clip.nrm=1"], "--set train.clip.nrm=1", "invalid train.clip mode: 'nrm'"),
+    # Errors about two keys blame an override of either.
+    (["train.iterations=100"], "--set train.iterations=100",
+     "set exactly one of train.epochs and train.iterations (got epochs=1,"
+     " iterations=100); set the other to null"),
+    (["optimizer.beta1=0.9", "optimizer.name=sgd"], "--set optimizer.name=sgd",
+     "optimizer.beta1 is not a setting of 'sgd'"),
 ])
 def test_error_names_the_override_that_gave_the_bad_value(write_config, overrides,
                                                          source, problem):
@@ -434,6 +443,24 @@ def test_error_names_the_override_that_gave_the_bad_value(write_config, override
 
     where = f"{path}: " if source == "config.yaml" else f"{source}: "
     assert str(caught.value).startswith(where + problem)
+
+
+@pytest.mark.parametrize("text, problem", [
+    ("- 1\n- 2\n", "holds a list, not a mapping of sections"),
+    ("train:\n  epochs:1\n", "invalid train: 'epochs:1' (expected a mapping of keys;"
+     " write a space after the colon, 'KEY: VALUE')"),
+    ("search: {trials: 2}\ntrain: {epochs: 1}\n",
+     "unknown key search: this is a search study's config; run it with nntrain"
+     " search"),
+])
+def test_file_mistakes_are_named_with_their_fix(write_config, text, problem):
+    path = write_config(text)
+
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+
+    assert str(caught.value).startswith(str(path))
+    assert problem in str(caught.value)
 
 
 def test_apply_overrides_leaves_other_keys_alone():
