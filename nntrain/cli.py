@@ -71,6 +71,12 @@ class Group(click.Group):
             # point stdout at nothing so the interpreter's final flush cannot fail.
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             ctx.exit(1)
+        except MemoryError as error:
+            # NumPy's message says how much it wanted for what shape.
+            detail = f" ({error})" if str(error) else ""
+            click.echo(f"error: out of memory{detail}; use a smaller network, batch"
+                       " or data set", err=True)
+            ctx.exit(1)
         except Exception as error:
             if os.environ.get("NNTRAIN_DEBUG"):
                 raise
@@ -182,8 +188,8 @@ def _resume(config_path, overrides, out, resume, print_config, quiet):
     if resuming.is_finished(config, checkpoint):
         progress = checkpoint.meta["solver"]["progress"]
         click.echo(f"{path} is from a finished run ({progress['iteration']}"
-                   " iterations): nothing to do. To train longer, extend it, e.g."
-                   " --set train.epochs=N")
+                   f" iterations, epoch {progress['epoch']}): nothing to do. To"
+                   " train longer, extend it past those, e.g. --set train.epochs=N")
         return
     run_fit(config, run_dir, quiet=quiet, resume=checkpoint)
 

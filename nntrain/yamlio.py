@@ -156,9 +156,9 @@ def parse_yaml(text: str, source: str):
         mark = error.problem_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
         problem = error.problem or "invalid YAML"
-        raise ConfigError(
-            f"{source}: {problem} at {where}; fix the YAML syntax there"
-        ) from None
+        fix = "indent with spaces (YAML refuses tabs)" if "\\t" in problem else \
+            "fix the YAML syntax there"
+        raise ConfigError(f"{source}: {problem} at {where}; {fix}") from None
     except yaml.YAMLError as error:
         raise ConfigError(f"{source}: invalid YAML ({error})") from None
 

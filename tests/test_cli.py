@@ -328,7 +328,20 @@ def test_fit_refuses_a_non_empty_run_directory(tmp_path, tiny_config):
 
     assert_one_line_error(result, 2, rf"run directory {re.escape(str(out))} is not"
                                      r" empty; pass --force")
+    # Nothing there to resume, so --resume is not offered.
+    assert "--resume" not in result.stderr
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+
+
+def test_a_refused_run_directory_with_a_checkpoint_offers_resume(tmp_path,
+                                                                 tiny_config):
+    out = tmp_path / "run"
+    assert invoke("fit", tiny_config, "--out", out, "--quiet").exit_code == 0
+
+    result = invoke("fit", tiny_config, "--out", out)
+
+    assert_one_line_error(result, 2, r"pass --force to start over, --resume to"
+                                     r" continue it, or --out")
 
 
 def test_fit_refuses_an_out_that_is_a_file(tmp_path, tiny_config):
@@ -993,3 +1006,29 @@ def test_eval_reproduces_the_logged_validation_accuracy(tmp_path, write_config,
                     "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["accuracy"] == best
+
+
+def test_running_out_of_memory_is_a_one_line_error(monkeypatch, tmp_path,
+                                                   write_config, tiny_npz):
+    from nntrain import pipeline
+
+    def too_large(*args, **kwargs):
+        raise MemoryError("Unable to allocate 7.28 TiB for an array with shape"
+                          " (1000000, 1000000) and data type float64")
+
+    monkeypatch.setattr(pipeline, "build_model", too_large)
+    config = write_config(tiny_config_dict(tiny_npz))
+
+    result = invoke("fit", config, "--out", tmp_path / "run", "--quiet")
+
+    assert_one_line_error(result, 1, r"^error: out of memory \(Unable to allocate"
+                          r" 7\.28 TiB .*\); use a smaller network")
+
+
+def test_a_tab_in_the_yaml_is_named_with_its_fix(tmp_path):
+    config = tmp_path / "tabs.yaml"
+    config.write_text("train:\n\tepochs: 1\n")
+
+    result = invoke("fit", config, "--print-config")
+
+    assert_one_line_error(result, 2, r"line 2, column 1; indent with spaces")

@@ -53,9 +53,12 @@ class RunDirectory:
             raise RunDirectoryError(f"--out {self.path} is a file; give a folder path")
         if self.path.is_dir() and any(self.path.iterdir()):
             if not force:
+                # A run stopped before its first save has nothing to resume.
+                saved = any((self.path / "checkpoints").glob("*.npz"))
+                resume = " --resume to continue it," if saved else ""
                 raise RunDirectoryError(
                     f"run directory {self.path} is not empty; pass --force to start"
-                    " over, --resume to continue it, or --out to use another folder"
+                    f" over,{resume} or --out to use another folder"
                 )
             self._remove_own_files()
         self._check_writable()
