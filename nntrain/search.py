@@ -240,7 +240,36 @@ def parse_search(raw, config: dict) -> SearchSpec:
                  " {optimizer.lr: {loguniform: [1.0e-4, 1.0e-1]}}", params)
     known = searchable_keys(config)
     parsed = tuple(_parse_param(key, spec, known) for key, spec in params.items())
+    for param in parsed:
+        _check_values_fit(param, config)
     return SearchSpec(trials, seed, metric, mode, rounds, keep, parsed)
+
+
+def _check_values_fit(param: Param, config: dict) -> None:
+    """Set the key to each end of its range (each option of a choice) and validate.
+    When none of them fits the key, every trial would fail: say so now, once. When
+    some fit, the trials that draw the others fail and are recorded as failed, like
+    any other failing trial. Only errors about the key itself count; one that
+    depends on another searched key (an optimizer setting while optimizer.name is
+    searched too) is left to the trials."""
+    errors = []
+    for value in param.bounds:
+        if param.kind == "int":
+            value = int(value)
+        raw = apply_overrides(copy.deepcopy(config),
+                              [f"{param.key}={json.dumps(value)}"])
+        try:
+            resolve_config(raw)
+            return
+        except ConfigError as error:
+            # A tuple of keys marks a rule between keys: not this value's fault.
+            key = error.key if isinstance(error.key, str) else ""
+            if not (key == param.key or key.startswith((f"{param.key}.",
+                                                        f"{param.key}["))):
+                return
+            errors.append(error)
+    raise ConfigError(f"invalid search.params.{param.key}: no value of it fits the"
+                      f" key ({errors[0]})", f"search.params.{param.key}")
 
 
 def load_search_config(path, overrides=()) -> tuple[dict, SearchSpec]:

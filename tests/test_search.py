@@ -252,6 +252,37 @@ def test_an_error_in_an_override_names_it(write_config, tiny_npz, override, prob
     assert str(caught.value).startswith(f"--set {override}: {problem}")
 
 
+@pytest.mark.parametrize("params, problem", [
+    ({"model.hidden": {"int": [1, 5]}},
+     "invalid search.params.model.hidden: no value of it fits the key (invalid"
+     " model.hidden: 1 (expected a list))"),
+    ({"model.activation": {"choice": ["relu6", "swish"]}},
+     "invalid search.params.model.activation: no value of it fits the key (invalid"
+     " model.activation: 'relu6'"),
+])
+def test_a_distribution_no_value_of_which_fits_its_key_is_refused(
+        write_config, tiny_npz, params, problem):
+    path = write_config(study_config(tiny_npz, params=params))
+
+    with pytest.raises(ConfigError) as caught:
+        load_search_config(path)
+
+    assert str(caught.value).startswith(f"{path}: {problem}")
+
+
+def test_a_setting_of_a_searched_update_rule_is_left_to_the_trials(write_config,
+                                                                   tiny_npz):
+    # optimizer.momentum is not a setting of the config's adam, but it is of the
+    # rules the search draws: the study must not be refused for it.
+    params = {"optimizer.name": {"choice": ["momentum", "nesterov"]},
+              "optimizer.momentum": {"uniform": [0.5, 0.9]}}
+    path = write_config(study_config(tiny_npz, params=params))
+
+    _, spec = load_search_config(path)
+
+    assert sorted(param.key for param in spec.params) == sorted(params)
+
+
 def test_the_rest_of_the_config_is_validated_as_usual(write_config, tiny_npz):
     config = study_config(tiny_npz)
     config["model"]["hiden"] = [8]
