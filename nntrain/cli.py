@@ -396,6 +396,12 @@ def sanity(config_path, overrides, samples, max_iterations):
     result = overfit(config, X, y, prepared.dataset.num_classes, max_iterations)
     click.echo(f"sanity check: {result.samples} training samples, no regularization"
                f" or dropout, {config['optimizer']['name']}")
+    if not np.isfinite(result.loss):
+        raise TrainingError(
+            f"the loss became {result.loss} after {result.iterations} updates on"
+            f" {result.samples} samples: lower optimizer.lr, or check the gradients"
+            " (nntrain gradcheck)"
+        )
     if not result.reached:
         raise TrainingError(
             f"the network did not reach 100% training accuracy on {result.samples}"

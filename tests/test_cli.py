@@ -1032,3 +1032,12 @@ def test_a_tab_in_the_yaml_is_named_with_its_fix(tmp_path):
     result = invoke("fit", config, "--print-config")
 
     assert_one_line_error(result, 2, r"line 2, column 1; indent with spaces")
+
+
+def test_sanity_of_a_diverging_run_says_the_loss_became_nan(tiny_config):
+    result = invoke("sanity", tiny_config, "--set", "optimizer.lr=1e30",
+                    "--max-iterations", "50")
+
+    # One line: NumPy's overflow warnings are not shown.
+    assert_one_line_error(result, 1, r"^error: the loss became (nan|inf) after \d+"
+                                     r" updates on \d+ samples: lower optimizer\.lr")
