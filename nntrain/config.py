@@ -719,15 +719,27 @@ def load_config(path=None, overrides: list[str] | None = None) -> dict:
     try:
         return resolve_config(raw)
     except ConfigError as error:
-        override = override_setting(error.key, overrides or [])
-        if override is not None:
-            where = f"--set {override}: "
-        else:
-            where = f"{path}: " if path is not None else ""
-        raise ConfigError(f"{where}{error}", error.key) from None
+        where = f"{path}: " if path is not None else ""
+        raise blamed_on_override(error, overrides or []) or ConfigError(
+            f"{where}{error}", error.key) from None
 
 
-def override_setting(keys, overrides: list[str]) -> str | None:
+def blamed_on_override(error: ConfigError, overrides) -> ConfigError | None:
+    """``error`` restated as the fault of the ``--set`` override behind it, or None
+    when its values came from the file (or the checkpoint)."""
+    override = override_setting(error.key, overrides)
+    if override is None:
+        return None
+    return ConfigError(f"--set {override}: {error}", error.key)
+
+
+def key_within(key: str, section: str) -> bool:
+    """True when dotted ``key`` is ``section`` or lies inside it (``a.b``, ``a[0]``
+    are within ``a``)."""
+    return key == section or key.startswith((f"{section}.", f"{section}["))
+
+
+def override_setting(keys, overrides) -> str | None:
     """The last ``--set`` override behind an error about ``keys`` (a dotted key, a
     tuple of them, or None), or None when the values came from the file. An
     override is behind a key when it set the key, a section or list holding it,
@@ -737,12 +749,10 @@ def override_setting(keys, overrides: list[str]) -> str | None:
         return None
     # Some messages name a part of a key after a space: "train.clip mode".
     keys = [key.split(" ")[0] for key in ([keys] if isinstance(keys, str) else keys)]
-    for text in reversed(overrides):
+    for text in reversed(list(overrides)):
         set_key = text.partition("=")[0].strip()
-        for key in keys:
-            if (key == set_key or key.startswith((f"{set_key}.", f"{set_key}["))
-                    or set_key.startswith((f"{key}.", f"{key}["))):
-                return text
+        if any(key_within(key, set_key) or key_within(set_key, key) for key in keys):
+            return text
     return None
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from nntrain.checkpoint import load_checkpoint
-from nntrain.config import override_setting, resolve_config
+from nntrain.config import blamed_on_override, resolve_config
 from nntrain.data.datasets import Dataset, load_dataset
 from nntrain.data.preprocess import Preprocessor
 from nntrain.errors import CheckpointError, ConfigError, DataError, NNTrainError
@@ -258,11 +258,8 @@ def migrate_config(saved, path, overrides=()) -> dict:
     try:
         return resolve_config(saved)
     except ConfigError as error:
-        override = override_setting(error.key, list(overrides))
-        if override is not None:
-            raise ConfigError(f"--set {override}: {error}", error.key) from None
-        raise CheckpointError(f"{path}: its config is not valid here ({error})") \
-            from None
+        raise blamed_on_override(error, overrides) or CheckpointError(
+            f"{path}: its config is not valid here ({error})") from None
 
 
 @dataclass

@@ -61,9 +61,10 @@ from nntrain.config import (
     OPTIMIZER_KEYS,
     SCHEDULE_KEYS,
     apply_overrides,
+    blamed_on_override,
     choice,
     integer,
-    override_setting,
+    key_within,
     read_config_file,
     resolve_config,
 )
@@ -254,18 +255,13 @@ def _check_values_fit(param: Param, config: dict) -> None:
     searched too) is left to the trials."""
     errors = []
     for value in param.bounds:
-        if param.kind == "int":
-            value = int(value)
-        raw = apply_overrides(copy.deepcopy(config),
-                              [f"{param.key}={json.dumps(value)}"])
         try:
-            resolve_config(raw)
+            trial_config(config, {param.key: value}, run_dir="")
             return
         except ConfigError as error:
             # A tuple of keys marks a rule between keys: not this value's fault.
             key = error.key if isinstance(error.key, str) else ""
-            if not (key == param.key or key.startswith((f"{param.key}.",
-                                                        f"{param.key}["))):
+            if not key_within(key, param.key):
                 return
             errors.append(error)
     raise ConfigError(f"invalid search.params.{param.key}: no value of it fits the"
@@ -286,9 +282,8 @@ def load_search_config(path, overrides=()) -> tuple[dict, SearchSpec]:
         config = resolve_config(raw)
         spec = parse_search(search, config)
     except ConfigError as error:
-        override = override_setting(error.key, list(overrides))
-        where = f"--set {override}" if override is not None else path
-        raise ConfigError(f"{where}: {error}", error.key) from None
+        raise blamed_on_override(error, overrides) or ConfigError(
+            f"{path}: {error}", error.key) from None
     if config["data"]["path"]:
         config["data"]["path"] = str(Path(config["data"]["path"]).expanduser()
                                      .resolve())

@@ -47,19 +47,18 @@ def overfit(config: dict, X: np.ndarray, y: np.ndarray, num_classes: int,
     if rule.name == "lbfgs":
         return _overfit_lbfgs(model, rule, X, y, max_iterations)
 
-    for iteration in range(max_iterations + 1):
-        # A diverging run overflows; its non-finite loss is the report, not NumPy's
-        # warnings.
-        with np.errstate(over="ignore", invalid="ignore"):
+    # A diverging run overflows; its non-finite loss is the report, not NumPy's
+    # warnings.
+    with np.errstate(over="ignore", invalid="ignore"):
+        for iteration in range(max_iterations + 1):
             result = model.forward_backward(X, y)
-        accuracy = float(np.mean(result.scores.argmax(axis=1) == y))
-        if accuracy == 1.0 or iteration == max_iterations or not np.isfinite(
-                result.loss):
-            return SanityResult(len(y), accuracy == 1.0, iteration, accuracy,
-                                result.loss)
-        with np.errstate(over="ignore", invalid="ignore"):
+            accuracy = float(np.mean(result.scores.argmax(axis=1) == y))
+            if accuracy == 1.0 or iteration == max_iterations or not np.isfinite(
+                    result.loss):
+                return SanityResult(len(y), accuracy == 1.0, iteration, accuracy,
+                                    result.loss)
             rule.step(model.params, result.grads)
-        model.apply_constraints()
+            model.apply_constraints()
 
 
 def _overfit_lbfgs(model, rule, X, y, max_iterations):
