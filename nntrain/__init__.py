@@ -10,12 +10,7 @@ The Python API behind the command line::
 
 __version__ = "0.1.0"
 
-# First, before anything loads NumPy and with it OpenBLAS (see blas.py).
-from nntrain.blas import limit_spinning  # noqa: E402
-
-limit_spinning()
-
-from nntrain.config import load_config  # noqa: E402
-from nntrain.nn.model import build_model  # noqa: E402
+from nntrain.config import load_config
+from nntrain.nn.model import build_model
 
 __all__ = ["__version__", "build_model", "load_config"]

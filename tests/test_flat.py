@@ -1,16 +1,12 @@
-"""FlatArrays, and update rules running over flat vectors (possibly on threads)."""
-
-import subprocess
-import sys
+"""FlatArrays, and update rules running over flat vectors (block by block)."""
 
 import numpy as np
 import pytest
 
-from nntrain import blas
 from nntrain.config import load_config
 from nntrain.nn.flat import FlatArrays
 from nntrain.nn.model import build_model
-from nntrain.optim.rules import PARALLEL_MINIMUM, RULES, Adam
+from nntrain.optim.rules import RULES, UPDATE_BLOCK, Adam
 
 SHAPES = {"a.W": (3, 4), "a.b": (4,), "b.W": (4, 2)}
 
@@ -71,14 +67,12 @@ def _random_case(rng, shapes, steps):
 
 
 @pytest.mark.parametrize("name", sorted(RULES))
-@pytest.mark.parametrize("threads", [1, 3])
-def test_a_flat_update_equals_the_per_array_update_bit_for_bit(name, threads):
-    # Big enough that three threads each get a part (and parts are cut unevenly).
-    shapes = {"w1": (PARALLEL_MINIMUM + 17, 2), "b1": (5,), "w2": (PARALLEL_MINIMUM,)}
+def test_a_flat_update_equals_the_per_array_update_bit_for_bit(name):
+    # Blocks cut across arrays, and the last block is a partial one.
+    shapes = {"w1": (UPDATE_BLOCK + 17, 2), "b1": (5,), "w2": (UPDATE_BLOCK // 3,)}
     params, grads = _random_case(np.random.default_rng(1), shapes, steps=4)
     separate = RULES[name](lr=0.01)
     flat_rule = RULES[name](lr=0.01)
-    flat_rule.threads = threads
     flat_params = FlatArrays.holding(params)
     flat_grads = flat_params.zeros_like()
     for step_grads in grads:
@@ -130,34 +124,3 @@ def test_adam_reads_the_moments_of_older_checkpoints():
     Adam(lr=0.1).step(w_resumed, {"w": g1})
     resumed.step(w_resumed, {"w": g2})
     np.testing.assert_allclose(w_resumed["w"], w["w"], rtol=1e-14)
-
-
-def test_update_threads_follow_blas_only_when_openblas_spinning_is_limited(
-        monkeypatch):
-    monkeypatch.setattr(blas, "spin_limited", False)
-    assert blas.update_threads(4) == 1
-    monkeypatch.setattr(blas, "spin_limited", True)
-    assert blas.update_threads(4) == 4
-    assert blas.update_threads(None) >= 1
-
-
-@pytest.mark.parametrize("numpy_first, expected", [(False, "16 True"),
-                                                   (True, "16 False")])
-def test_importing_nntrain_first_limits_openblas_spinning(numpy_first, expected,
-                                                           monkeypatch):
-    monkeypatch.delenv("OPENBLAS_THREAD_TIMEOUT", raising=False)
-    code = ("import numpy; " if numpy_first else "") + (
-        "import os, nntrain; from nntrain import blas;"
-        " print(os.environ['OPENBLAS_THREAD_TIMEOUT'], blas.spin_limited)")
-    output = subprocess.run([sys.executable, "-c", code], capture_output=True,
-                            text=True, check=True).stdout
-    assert output.strip() == expected
-
-
-def test_a_value_the_user_set_wins(monkeypatch):
-    monkeypatch.setenv("OPENBLAS_THREAD_TIMEOUT", "20")
-    code = ("import numpy, os, nntrain; from nntrain import blas;"
-            " print(os.environ['OPENBLAS_THREAD_TIMEOUT'], blas.spin_limited)")
-    output = subprocess.run([sys.executable, "-c", code], capture_output=True,
-                            text=True, check=True).stdout
-    assert output.strip() == "20 True"

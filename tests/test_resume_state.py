@@ -10,9 +10,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from conftest import tiny_config_dict
-from threadpoolctl import threadpool_limits
 
-from nntrain import blas
 from nntrain.checkpoint import load_checkpoint, save_checkpoint
 from nntrain.cli import cli
 from nntrain.config import load_config
@@ -234,13 +232,6 @@ def test_a_shallow_copy_shares_everything_and_the_original_still_trains():
         _, grads = model.loss(X, y)
         rule.step(model.params, grads)
     assert model.loss(X, y)[0] < 0.5 * first
-
-
-def test_by_default_updates_use_as_many_threads_as_blas_has_now(monkeypatch):
-    monkeypatch.setattr(blas, "spin_limited", True)
-    with threadpool_limits(1):
-        assert blas.update_threads(None) == 1
-    assert blas.update_threads(3) == 3
 
 
 def test_an_lbfgs_resume_refuses_optimizer_state_it_does_not_keep(tmp_path, tiny_npz,

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from nntrain.blas import update_threads
 from nntrain.checkpoint import save_checkpoint
 from nntrain.errors import StopRequested, TrainingError
 from nntrain.evaluate import measure
@@ -169,9 +168,6 @@ class Solver:
         self.elapsed_before = 0.0  # seconds of the run before a resume
         self._resume_epoch_state = None  # the shuffle state to redraw on resume
 
-        # The update rule splits its elementwise passes over as many threads as
-        # BLAS may use (NumPy's own loops run on one core).
-        rule.threads = update_threads(train_config["threads"])
         self.full_batch = rule.name == "lbfgs"
         self.per_epoch, self.total_iterations = count_iterations(
             train_config, len(self.X_train), self.full_batch)
