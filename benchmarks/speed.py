@@ -13,7 +13,9 @@ seed 0. Every measurement runs in its own process (several repeats; medians), at
 - **the floor** is one training step's matrix products (forward, weight gradients,
   and input gradients of every layer but the first), each timed at its best
   measured speed for its shape and dtype, times the iterations in an epoch: no
-  implementation of this network can beat it with this BLAS;
+  implementation of this network can beat it with this BLAS (NumPy's). With
+  torch installed, the same products through torch's BLAS (MKL on x86) are timed
+  too, as "torch's matmuls": where that BLAS is faster, so is torch's floor;
 - **GFLOP/s** = the floor's floating-point operations per epoch / epoch time;
 - **steady s / epoch** (nntrain and torch) = the median training step's time times
   the steps of an epoch. On a shared machine a few steps are slowed by other work,
@@ -261,21 +263,43 @@ def run_floor(epochs: int, threads: int) -> dict:
     import numpy as np
     from threadpoolctl import threadpool_limits
 
+    def product(left, right, out):
+        np.matmul(left, right, out=out)
+
+    with threadpool_limits(threads):
+        return _floor(np, product)
+
+
+def run_torch_floor(epochs: int, threads: int) -> dict:
+    """The floor's products through torch's own BLAS."""
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(threads)
+
+    def product(left, right, out):
+        torch.mm(left, right, out=out)
+
+    result = _floor(np, product, convert=torch.from_numpy)
+    result["blas"] = torch.__config__.parallel_info().splitlines()[4:6]
+    return result
+
+
+def _floor(np, product, convert=lambda array: array) -> dict:
     rng = np.random.default_rng(0)
     steps = -(-55000 // BATCH)
     total, flops = 0.0, 0
-    with threadpool_limits(threads):
-        for shape_a, shape_b, transpose_a, transpose_b in matmul_shapes(BATCH):
-            A = rng.standard_normal(shape_a).astype(np.float32)
-            B = rng.standard_normal(shape_b).astype(np.float32)
-            left, right = (A.T if transpose_a else A), (B.T if transpose_b else B)
-            out = np.empty((left.shape[0], right.shape[1]), np.float32)
-            def product(left=left, right=right, out=out):
-                np.matmul(left, right, out=out)
+    for shape_a, shape_b, transpose_a, transpose_b in matmul_shapes(BATCH):
+        A = convert(rng.standard_normal(shape_a).astype(np.float32))
+        B = convert(rng.standard_normal(shape_b).astype(np.float32))
+        left, right = (A.T if transpose_a else A), (B.T if transpose_b else B)
+        out = convert(np.empty((left.shape[0], right.shape[1]), np.float32))
+        def one_product(left=left, right=right, out=out):
+            product(left, right, out)
 
-            best = min(_time(product) for _ in range(30))
-            total += best
-            flops += 2 * left.shape[0] * left.shape[1] * right.shape[1]
+        best = min(_time(one_product) for _ in range(30))
+        total += best
+        flops += 2 * left.shape[0] * left.shape[1] * right.shape[1]
     return {"epoch_seconds": total * steps, "gflop_per_epoch": flops * steps / 1e9,
             "blas": blas_info()}
 
@@ -289,7 +313,7 @@ def _time(function, repeat: int = 20) -> float:
 
 WORKERS = {"nntrain": run_nntrain, "numpy": run_numpy, "torch": run_torch,
            "sklearn": run_sklearn,
-           "floor": run_floor}
+           "floor": run_floor, "torch_floor": run_torch_floor}
 
 
 def measure_in_process(library: str, epochs: int, threads: int) -> dict:
@@ -313,7 +337,8 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, nargs="*", default=[1, 2])
     parser.add_argument("--libraries", nargs="*",
-                        choices=[name for name in WORKERS if name != "floor"],
+                        choices=[name for name in WORKERS
+                                 if not name.endswith("floor")],
                         help="default: nntrain numpy torch sklearn (--quick: no"
                         " sklearn); one that is not installed is skipped")
     parser.add_argument("--quick", action="store_true",
@@ -337,14 +362,17 @@ def main():
     for threads in args.threads:
         # Round-robin: each repeat runs every library (and the floor) once, so
         # that a slow spell of a shared machine falls on all of them alike.
-        runs = {library: [] for library in ["floor", *args.libraries]}
+        floors = ["floor"] + (["torch_floor"] if "torch" in args.libraries else [])
+        runs = {library: [] for library in [*floors, *args.libraries]}
         for _ in range(args.repeats):
             for library in runs:
-                epochs = 1 if library == "floor" else args.epochs
+                epochs = 1 if library in floors else args.epochs
                 runs[library].append(measure_in_process(library, epochs, threads))
         floor = median_of(runs.pop("floor"))
+        torch_floor = median_of(runs.pop("torch_floor")) if len(floors) > 1 else None
         print_table(threads, floor, {library: median_of(library_runs)
-                                     for library, library_runs in runs.items()})
+                                     for library, library_runs in runs.items()},
+                    torch_floor)
 
 
 def installed(library: str) -> bool:
@@ -366,7 +394,8 @@ def median_of(runs: list) -> dict:
     return summary
 
 
-def print_table(threads: int, floor: dict, results: dict) -> None:
+def print_table(threads: int, floor: dict, results: dict,
+                torch_floor: dict | None) -> None:
     torch = results.get("torch")
     print(f"### {threads} thread{'s' if threads > 1 else ''}\n")
     print("| library | s / epoch | x floor | x torch | GFLOP/s | steady s / epoch |"
@@ -374,6 +403,11 @@ def print_table(threads: int, floor: dict, results: dict) -> None:
     print("|---|---|---|---|---|---|---|---|---|---|")
     print(f"| floor (matmuls) | {floor['epoch_seconds']:.3f} | 1.00 | | "
           f"{floor['gflop_per_epoch'] / floor['epoch_seconds']:.1f} | | | | | |")
+    if torch_floor:
+        seconds = torch_floor["epoch_seconds"]
+        print(f"| torch's matmuls | {seconds:.3f} |"
+              f" {seconds / floor['epoch_seconds']:.2f} | |"
+              f" {torch_floor['gflop_per_epoch'] / seconds:.1f} | | | | | |")
     for library, row in results.items():
         seconds = row["epoch_seconds"]
         versus = f"{seconds / torch['epoch_seconds']:.2f}" if torch else ""
@@ -391,7 +425,9 @@ def print_table(threads: int, floor: dict, results: dict) -> None:
               " test images per second (batches of 4,096)")
     print("\nBLAS: " + "; ".join(
         f"{library}: {row['blas']}" for library, row in results.items()))
-    print(f"floor: {floor['blas']}\n", flush=True)
+    print(f"floor: {floor['blas']}"
+          + (f"; torch's matmuls: {torch_floor['blas']}" if torch_floor else "")
+          + "\n", flush=True)
 
 
 if __name__ == "__main__":
