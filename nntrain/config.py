@@ -435,8 +435,8 @@ SCHEMA = {
                      "write PNG plots at the end (needs nntrain[plot])"),
         "threads": Key(None, integer(1, nullable=True, maximum=1024),
                        "int >= 1 or null",
-                       "threads while training: BLAS's (through threadpoolctl)"
-                       " and the update rule's; null: the library's default"),
+                       "BLAS threads while training (through threadpoolctl);"
+                       " null: the library's default"),
         "dtype": Key("float32", choice("float32", "float64"), "choice",
                      "floating type of parameters and data"),
     },
