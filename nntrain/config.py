@@ -56,8 +56,9 @@ def integer(minimum: int | None = None, nullable: bool = False,
             return None
         wanted = "an integer" + (f" >= {minimum}" if minimum is not None else "")
         wanted += f" and <= {maximum:,}" if maximum is not None else ""
+        wanted += " or null" if nullable else ""
         if isinstance(value, bool) or not isinstance(value, int):
-            _fail(key, wanted + (" or null" if nullable else ""), value)
+            _fail(key, wanted, value)
         if minimum is not None and value < minimum:
             _fail(key, wanted, value)
         if maximum is not None and value > maximum:
@@ -434,7 +435,7 @@ SCHEMA = {
         "plots": Key(True, boolean, "bool",
                      "write PNG plots at the end (needs nntrain[plot])"),
         "threads": Key(None, integer(1, nullable=True, maximum=1024),
-                       "int >= 1 or null",
+                       "int in [1, 1024] or null",
                        "BLAS threads while training (through threadpoolctl);"
                        " null: the library's default"),
         "dtype": Key("float32", choice("float32", "float64"), "choice",

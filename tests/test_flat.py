@@ -59,18 +59,25 @@ def test_model_params_and_grads_are_views_the_layers_use():
     assert np.abs(model.grads.vector).max() > 0
 
 
-def _random_case(rng, shapes, steps):
-    params = {name: rng.standard_normal(shape) for name, shape in shapes.items()}
-    grads = [{name: rng.standard_normal(shape) for name, shape in shapes.items()}
+def _random_case(rng, shapes, steps, dtype=np.float64):
+    def draw(shape):
+        return rng.standard_normal(shape).astype(dtype)
+
+    params = {name: draw(shape) for name, shape in shapes.items()}
+    grads = [{name: draw(shape) for name, shape in shapes.items()}
              for _ in range(steps)]
     return params, grads
 
 
+# Several blocks, cut across arrays, and a partial last one.
+BLOCKED_SHAPES = {"w1": (UPDATE_BLOCK + 17, 2), "b1": (5,), "w2": (UPDATE_BLOCK // 3,)}
+
+
 @pytest.mark.parametrize("name", sorted(RULES))
-def test_a_flat_update_equals_the_per_array_update_bit_for_bit(name):
-    # Blocks cut across arrays, and the last block is a partial one.
-    shapes = {"w1": (UPDATE_BLOCK + 17, 2), "b1": (5,), "w2": (UPDATE_BLOCK // 3,)}
-    params, grads = _random_case(np.random.default_rng(1), shapes, steps=4)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_flat_update_equals_the_per_array_update_bit_for_bit(name, dtype):
+    shapes = BLOCKED_SHAPES
+    params, grads = _random_case(np.random.default_rng(1), shapes, 4, dtype)
     separate = RULES[name](lr=0.01)
     flat_rule = RULES[name](lr=0.01)
     flat_params = FlatArrays.holding(params)
@@ -88,8 +95,9 @@ def test_a_flat_update_equals_the_per_array_update_bit_for_bit(name):
 
 
 def test_flat_state_loaded_from_a_checkpoint_continues_the_same_way():
-    shapes = {"w": (4, 3), "b": (3,)}
-    params, grads = _random_case(np.random.default_rng(2), shapes, steps=3)
+    shapes = BLOCKED_SHAPES
+    params, grads = _random_case(np.random.default_rng(2), shapes, steps=3,
+                                 dtype=np.float32)
     replayed = {name: value.copy() for name, value in params.items()}
     straight = Adam(lr=0.1)
     for step_grads in grads:
