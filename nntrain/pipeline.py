@@ -203,6 +203,13 @@ def _describe_resume(reporter, path, solver, meta) -> None:
         reporter.line("note: L-BFGS resumes from its saved parameters with a fresh,"
                       " empty curvature history (scipy keeps it to itself), so it"
                       " does not continue exactly where it stopped")
+    threads = [(meta.get("config") or {}).get("train", {}).get("threads"),
+               solver.config["threads"]]
+    if threads[0] != threads[1]:
+        was, now = ("null" if count is None else count for count in threads)
+        reporter.warn(f"train.threads is now {now} (it was {was}); BLAS may split"
+                      " its products differently, so the resumed run may differ"
+                      " from an uninterrupted one in the last bits")
     saved = meta.get("environment")
     if saved and saved != environment():
         reporter.warn("this checkpoint was written with another NumPy or BLAS"

@@ -131,7 +131,8 @@ def test_resume_through_the_cli_extends_epochs_and_refuses_other_changes(
     assert finished.exit_code == 0 and "nothing to do" in finished.stdout
 
     refused = invoke("fit", config, "--resume", run, "--set", "optimizer.lr=1")
-    assert refused.exit_code == 2 and "only train.epochs" in refused.stderr
+    assert refused.exit_code == 2
+    assert "only train.epochs, train.iterations and train.threads" in refused.stderr
 
     # A bad new length is the override's fault, not the checkpoint's.
     bad_length = invoke("fit", config, "--resume", run, "--set", "train.epochs=0")
@@ -144,6 +145,15 @@ def test_resume_through_the_cli_extends_epochs_and_refuses_other_changes(
     assert extended.exit_code == 0, extended.output
     meta = load_checkpoint(run / "checkpoints" / "last.npz").meta
     assert meta["solver"]["progress"]["epoch"] == 4
+
+    # The thread count may change too (a smaller machine), with a warning.
+    fewer_threads = invoke("fit", config, "--resume", run, "--set", "train.epochs=5",
+                           "--set", "train.threads=1")
+    assert fewer_threads.exit_code == 0, fewer_threads.output
+    assert "train.threads is now 1 (it was null)" in fewer_threads.output
+    meta = load_checkpoint(run / "checkpoints" / "last.npz").meta
+    assert meta["solver"]["progress"]["epoch"] == 5
+    assert meta["config"]["train"]["threads"] == 1
 
 
 def test_resume_of_a_run_directory_skips_a_damaged_last_checkpoint(tmp_path,

@@ -13,7 +13,9 @@ from nntrain.errors import CheckpointError, ConfigError
 from nntrain.pipeline import migrate_config
 from nntrain.train.solver import count_iterations
 
-EXTENDABLE = ("train.epochs", "train.iterations")
+# What --set may change in a resumed run: its length, and its BLAS threads (for a
+# smaller or busier machine; the results may then differ in the last bits).
+CHANGEABLE = ("train.epochs", "train.iterations", "train.threads")
 
 
 def find_checkpoint(path) -> tuple[Path, object, list[str]]:
@@ -62,10 +64,10 @@ def resumed_config(checkpoint, overrides: list[str], path) -> dict:
     """The checkpoint's config with only its length changed by ``overrides``."""
     for text in overrides:
         key = text.partition("=")[0].strip()
-        if key not in EXTENDABLE:
+        if key not in CHANGEABLE:
             raise ConfigError(
                 f"--set {key}: a resumed run keeps its checkpoint's config; only"
-                " train.epochs and train.iterations may change"
+                " train.epochs, train.iterations and train.threads may change"
             )
     _iteration(checkpoint, path)
     saved = checkpoint.meta.get("config")
@@ -98,11 +100,11 @@ def run_directory_of(checkpoint_path: Path) -> Path:
 
 def differs(given: dict, saved: dict) -> bool:
     """Whether two configs differ in anything but what a resume may change (the
-    length, the output folder, where the data lies)."""
+    length, the threads, the output folder, where the data lies)."""
     def essentials(config):
         config = copy.deepcopy(config)
         for section, key in (("train", "epochs"), ("train", "iterations"),
-                             ("data", "path")):
+                             ("train", "threads"), ("data", "path")):
             config[section][key] = None
         config["output"] = None
         return config
