@@ -5,6 +5,7 @@ Each step is one call with plain data between them; the CLI and notebooks both u
 these functions.
 """
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -148,6 +149,7 @@ def fit(config: dict, run_dir, force: bool = False, quiet: bool = False,
             solver.restore_average(resume.group("average"),
                                    solver_meta.get("average_count", 0))
             _describe_resume(reporter, run.path, solver, resume.meta)
+        _check_threads(reporter, config["train"]["threads"])
         progress = solver.train()
         if config["train"]["plots"]:
             _write_plots(run.path, reporter)
@@ -215,6 +217,17 @@ def _describe_resume(reporter, path, solver, meta) -> None:
         reporter.warn("this checkpoint was written with another NumPy or BLAS"
                       f" setup ({saved}); the resumed run may differ from an"
                       " uninterrupted one in the last bits")
+
+
+def _check_threads(reporter, threads) -> None:
+    """Warn when train.threads asks for more BLAS threads than the cores this
+    process may run on: the extra threads only take turns, and slow every product."""
+    cores = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+             else os.cpu_count())
+    if threads and cores and threads > cores:
+        reporter.warn(f"train.threads is {threads}, but this process may use only"
+                      f" {cores} core{'s' if cores > 1 else ''}; extra BLAS threads"
+                      f" slow training down: set train.threads to {cores} or null")
 
 
 def _start_of_run_checks(reporter, config, prepared, model, input_width) -> None:

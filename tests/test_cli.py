@@ -1041,3 +1041,19 @@ def test_sanity_of_a_diverging_run_says_the_loss_became_nan(tiny_config):
     # One line: NumPy's overflow warnings are not shown.
     assert_one_line_error(result, 1, r"^error: the loss became (nan|inf) after \d+"
                                      r" updates on \d+ samples: lower optimizer\.lr")
+
+
+@pytest.mark.parametrize("threads, warned", [(1, False), (1024, True)])
+def test_more_threads_than_cores_is_a_warning_naming_the_cores(
+        tmp_path, tiny_npz, write_config, monkeypatch, threads, warned):
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    raw = tiny_config_dict(tiny_npz)
+    raw["train"].update(epochs=1, plots=False, threads=threads)
+
+    result = invoke("fit", write_config(raw), "--out", tmp_path / "run")
+
+    assert result.exit_code == 0, result.output
+    warning = ("warning: train.threads is 1024, but this process may use only 2"
+               " cores; extra BLAS threads slow training down: set train.threads to"
+               " 2 or null")
+    assert (warning in result.output) == warned
