@@ -204,6 +204,16 @@ def _parse_param(key, spec, known: list[str]) -> Param:
         raise ConfigError(f"invalid search.params: {key!r} is not a config key"
                           f" ({hint})")
     where = f"search.params.{key}"
+    if isinstance(spec, dict) and spec and all(f"{key}.{name}" in known
+                                               for name in spec):
+        # Nested keys: written so in YAML, or made by --set, which splits a path
+        # at every dot (search.params.optimizer.lr=...).
+        inner = f"{key}.{next(iter(spec))}"
+        raise ConfigError(
+            f"invalid search.params: {key!r} holds nested keys; write each searched"
+            f" key whole, as one dotted key of search.params ({inner}: {{loguniform:"
+            " [low, high]}); with --set, give the whole mapping:"
+            f" --set 'search.params={{{inner}: {{choice: [a, b]}}}}'", where)
     if not isinstance(spec, dict) or len(spec) != 1:
         _invalid(where, "one distribution: {loguniform: [low, high]}, {uniform: [low,"
                  " high]}, {int: [low, high]} or {choice: [a, b, ...]}", spec)

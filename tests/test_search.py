@@ -216,6 +216,9 @@ def test_a_later_round_keeps_the_ranges_when_no_trial_finished():
      r"invalid search\.params\.model\.activation\.choice: \[\]"),
     ({"trials": 2, "params": {"model.l2": [0.1, 0.2]}},
      r"invalid search\.params\.model\.l2: \[0\.1, 0\.2\].*one distribution"),
+    ({"trials": 2, "params": {"optimizer": {"lr": {"uniform": [0.1, 0.2]}}}},
+     r"invalid search\.params: 'optimizer' holds nested keys; write each searched key"
+     r" whole, as one dotted key of search\.params \(optimizer\.lr: "),
     ([1, 2], r"invalid search: \[1, 2\]"),
 ])
 def test_bad_search_sections_raise_a_config_error_naming_the_key(search, pattern):
@@ -506,3 +509,14 @@ def test_a_dask_cluster_samples_the_same_table_as_the_process_pool(study, tmp_pa
 
     assert table(tmp_path / "dask") == table(out)
     assert math.isfinite(float(read_rows(tmp_path / "dask")[0]["val_accuracy"]))
+
+
+def test_a_set_path_into_search_params_says_to_give_the_whole_mapping(
+        write_config, tiny_npz):
+    path = write_config(study_config(tiny_npz))
+    with pytest.raises(ConfigError) as caught:
+        load_search_config(path, ["search.params.optimizer.lr=0.1"])
+    message = str(caught.value)
+    assert message.startswith("--set search.params.optimizer.lr=0.1: invalid"
+                              " search.params: 'optimizer' holds nested keys")
+    assert message.endswith("--set 'search.params={optimizer.lr: {choice: [a, b]}}'")
