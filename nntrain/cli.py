@@ -135,7 +135,7 @@ def fit(config_path, overrides, out, force, resume, print_config, quiet):
     """Train the network CONFIG describes and write a run directory.
 
     With --resume the checkpoint's config wins; --set may only extend
-    train.epochs or train.iterations.
+    train.epochs or train.iterations, or change train.threads.
     """
     from nntrain.config import config_to_yaml
     from nntrain.pipeline import fit as run_fit
@@ -180,6 +180,9 @@ def _resume(config_path, overrides, out, resume, print_config, quiet):
     if resuming.differs(given, config):
         notes.append(f"{config_path} differs from the checkpoint's config; a resumed"
                      " run keeps the checkpoint's")
+    threads_note = resuming.threads_note(given, config, overrides)
+    if threads_note:
+        notes.append(f"{config_path} {threads_note}")
     if print_config:
         click.echo(config_to_yaml(config), nl=False)
         return

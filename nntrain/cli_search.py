@@ -6,13 +6,13 @@ an exit status. Progress goes to stderr, results to stdout.
 """
 
 import json
-import os
 import sys
 from pathlib import Path
 
 import click
 
 from nntrain.errors import BadInputError
+from nntrain.train.checks import usable_cores
 
 SPLITS = ("test", "val", "train")
 
@@ -58,6 +58,20 @@ def _describe(row: dict) -> str:
             f" {row['epochs']}, {row['seconds']:.1f} s")
 
 
+def _threads_warning(config: dict, spec, workers: int) -> str | None:
+    """Each worker gets one BLAS thread, unless train.threads sets more: warn
+    when the workers' threads together outnumber the cores."""
+    threads = config["train"]["threads"]
+    searched = any(param.key == "train.threads" for param in spec.params)
+    cores = usable_cores()
+    if not threads or searched or threads * workers <= cores:
+        return None
+    return (f"train.threads is {threads}, so {workers} workers run"
+            f" {threads * workers} BLAS threads on {cores}"
+            f" core{'s' if cores > 1 else ''}; set train.threads to null (one BLAS"
+            " thread per worker) or use fewer --workers")
+
+
 def _default_dir(config: dict, config_path) -> Path:
     if config["output"]:
         return Path(config["output"])
@@ -70,7 +84,8 @@ def _default_dir(config: dict, config_path) -> Path:
 @click.option("--out", type=click.Path(file_okay=False),
               help="Study folder (default: the config's output, else runs/<stem>).")
 @click.option("--workers", type=click.IntRange(1),
-              help="Worker processes on this machine (default: the CPU count).")
+              help="Worker processes on this machine (default: the cores this"
+                   " process may use).")
 @click.option("--scheduler", metavar="tcp://HOST:PORT",
               help="Run the trials on this Dask cluster instead (pip install"
                    " 'nntrain[dask]'; its workers must see DIR and the data).")
@@ -97,10 +112,15 @@ def search(config_path, overrides, out, workers, scheduler, ensemble_size):
     study = searching.Study(Path(out) if out else _default_dir(config, config_path),
                             config, spec)
     done = study.finished()
+    if not scheduler:
+        workers = workers or usable_cores()
     where = (f"the Dask cluster at {scheduler}" if scheduler
-             else f"{workers or os.cpu_count() or 1} worker processes")
+             else f"{workers} worker processes")
     click.echo(f"study {study.out}: {spec.trials} trials, {spec.trials - done} to run"
                f" on {where}", err=True)
+    warning = None if scheduler else _threads_warning(config, spec, workers)
+    if warning:
+        click.echo(f"warning: {warning}", err=True)
     progress = _TrialProgress(spec.trials, done)
     try:
         rows = study.run(workers, scheduler, on_trial=progress.trial_done,

@@ -50,13 +50,16 @@ def _not_a_section(key: str, value) -> None:
 
 
 def integer(minimum: int | None = None, nullable: bool = False,
-            maximum: int | None = None):
+            maximum: int | None = None, null_in_message: bool = True):
+    """A check for an integer key; ``nullable``: null is accepted too, and said so
+    in the message unless ``null_in_message`` is False (where null is valid in
+    only some places, as a layer's units)."""
     def check(value, key):
         if value is None and nullable:
             return None
         wanted = "an integer" + (f" >= {minimum}" if minimum is not None else "")
         wanted += f" and <= {maximum:,}" if maximum is not None else ""
-        wanted += " or null" if nullable else ""
+        wanted += " or null" if nullable and null_in_message else ""
         if isinstance(value, bool) or not isinstance(value, int):
             _fail(key, wanted, value)
         if minimum is not None and value < minimum:
@@ -303,12 +306,14 @@ def _weight_options() -> dict:
 
 LAYER_OPTIONS = {
     "affine": {
-        "units": Key(None, integer(1, nullable=True, maximum=MAX_UNITS), "int >= 1",
+        "units": Key(None, integer(1, nullable=True, maximum=MAX_UNITS,
+                                   null_in_message=False), "int >= 1",
                      "output width; may be left out on the last layer (= classes)"),
         **_weight_options(),
     },
     "maxout": {
-        "units": Key(None, integer(1, nullable=True, maximum=MAX_UNITS), "int >= 1",
+        "units": Key(None, integer(1, nullable=True, maximum=MAX_UNITS,
+                                   null_in_message=False), "int >= 1",
                      "maxout units"),
         "pieces": Key(2, integer(2), "int >= 2", "affine pieces per unit"),
         **_weight_options(),

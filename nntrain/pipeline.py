@@ -5,7 +5,6 @@ Each step is one call with plain data between them; the CLI and notebooks both u
 these functions.
 """
 
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -222,9 +221,8 @@ def _describe_resume(reporter, path, solver, meta) -> None:
 def _check_threads(reporter, threads) -> None:
     """Warn when train.threads asks for more BLAS threads than the cores this
     process may run on: the extra threads only take turns, and slow every product."""
-    cores = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-             else os.cpu_count())
-    if threads and cores and threads > cores:
+    cores = checks.usable_cores()
+    if threads and threads > cores:
         reporter.warn(f"train.threads is {threads}, but this process may use only"
                       f" {cores} core{'s' if cores > 1 else ''}; extra BLAS threads"
                       f" slow training down: set train.threads to {cores} or null")

@@ -76,7 +76,9 @@ from nntrain.errors import (
     StopRequested,
 )
 from nntrain.random import SEARCH_STREAM, generator
+from nntrain.train.checks import usable_cores
 from nntrain.train.rundir import write_text_atomically
+from nntrain.yamlio import one_line_yaml
 
 PLAN_FILE = "study.json"
 RESULT_FILE = "result.json"
@@ -204,22 +206,40 @@ def _parse_param(key, spec, known: list[str]) -> Param:
         raise ConfigError(f"invalid search.params: {key!r} is not a config key"
                           f" ({hint})")
     where = f"search.params.{key}"
-    if isinstance(spec, dict) and spec and all(f"{key}.{name}" in known
-                                               for name in spec):
-        # Nested keys: written so in YAML, or made by --set, which splits a path
-        # at every dot (search.params.optimizer.lr=...).
-        inner = f"{key}.{next(iter(spec))}"
-        raise ConfigError(
-            f"invalid search.params: {key!r} holds nested keys; write each searched"
-            f" key whole, as one dotted key of search.params ({inner}: {{loguniform:"
-            " [low, high]}); with --set, give the whole mapping:"
-            f" --set 'search.params={{{inner}: {{choice: [a, b]}}}}'", where)
+    if (isinstance(spec, dict) and spec and not set(spec) & set(DISTRIBUTIONS)
+            and any(name.startswith(f"{key}.") for name in known)):
+        _refuse_nested(key, spec, known)
     if not isinstance(spec, dict) or len(spec) != 1:
         _invalid(where, "one distribution: {loguniform: [low, high]}, {uniform: [low,"
                  " high]}, {int: [low, high]} or {choice: [a, b, ...]}", spec)
     (kind, bounds), = spec.items()
     choice(*DISTRIBUTIONS)(kind, f"{where} distribution")
     return Param(key, kind, BOUNDS_CHECKS[kind](bounds, f"{where}.{kind}"))
+
+
+def _refuse_nested(key: str, spec: dict, known: list[str]):
+    """Refuse search.params written as nested keys ({optimizer: {lr: ...}}), as
+    YAML nesting or a --set path (which splits at every dot) makes them, naming the
+    dotted key meant and the line that would give it."""
+    meant = key
+    while isinstance(spec, dict) and len(spec) >= 1 and not set(spec) & set(
+            DISTRIBUTIONS):
+        name, spec = next(iter(spec.items()))
+        meant = f"{meant}.{name}"
+    if meant not in known:
+        close = difflib.get_close_matches(meant, known, n=1)
+        unknown = f" ({meant} is not a config key" + (
+            f"; did you mean '{close[0]}'?)" if close else ")")
+    else:
+        unknown = ""
+    is_distribution = (isinstance(spec, dict) and len(spec) == 1
+                       and next(iter(spec)) in DISTRIBUTIONS)
+    example = one_line_yaml(spec) if is_distribution else "{choice: [A, B]}"
+    raise ConfigError(
+        f"invalid search.params: {key!r} holds nested keys{unknown}; write each"
+        " searched key whole, as one dotted key of search.params"
+        f" ({meant}: {example}); with --set, give the whole mapping:"
+        f" --set 'search.params={{{meant}: {example}}}'", f"search.params.{key}")
 
 
 def parse_search(raw, config: dict) -> SearchSpec:
@@ -598,13 +618,13 @@ class Study:
             on_trial=None, on_note=None, runner=run_trial) -> list[dict]:
         """Run every trial without a result, round by round, then return the rows.
 
-        ``workers``: processes on this machine (default: the CPU count);
+        ``workers``: processes on this machine (default: the usable cores);
         ``scheduler``: a Dask scheduler address instead. ``on_trial(row)`` is called
         as each trial ends, ``on_note(text)`` when a round is planned; ``runner``
         is the function each trial runs (tests replace it). The worker processes
         are spawned, so a script that calls this must guard its entry point with
         ``if __name__ == "__main__":``, as multiprocessing asks."""
-        workers = workers or os.cpu_count() or 1
+        workers = workers or usable_cores()
         try:
             for number in range(1, self.spec.rounds + 1):
                 if number > len(self.plan["rounds"]):

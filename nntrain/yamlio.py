@@ -175,6 +175,11 @@ def _represent_list(dumper, items):
 _ConfigDumper.add_representer(list, _represent_list)
 
 
+def one_line_yaml(data) -> str:
+    """``data`` as YAML on one line, e.g. ``{uniform: [0.1, 0.2]}``."""
+    return yaml.safe_dump(data, default_flow_style=True, width=float("inf")).strip()
+
+
 def dump_yaml(data) -> str:
     """Write ``data`` (plain dicts, lists, scalars) as YAML, keys in their order."""
     return yaml.dump(

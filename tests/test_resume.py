@@ -19,7 +19,7 @@ from nntrain.cli import cli
 from nntrain.config import resolve_config
 from nntrain.errors import StopRequested
 from nntrain.pipeline import fit
-from nntrain.train.resume import find_checkpoint, resumed_config
+from nntrain.train.resume import find_checkpoint, resumed_config, threads_note
 from nntrain.train.solver import Solver
 
 
@@ -255,3 +255,17 @@ def test_resume_refuses_to_continue_in_another_folder(tmp_path, tiny_npz,
     assert result.exit_code == 2
     assert "continues in its own run directory" in result.stderr
     assert not (tmp_path / "elsewhere").exists()
+
+
+@pytest.mark.parametrize("given, kept, overrides, note", [
+    (1, 2, [], "sets train.threads: 1; the resumed run keeps the checkpoint's 2;"
+               " add --set train.threads=1 to change it"),
+    (None, 2, [], "sets train.threads: null; the resumed run keeps the checkpoint's"
+                  " 2; add --set train.threads=null to change it"),
+    (2, 2, [], None),
+    (1, 3, ["train.threads=3"], None),  # the --set decides, and is warned about
+])
+def test_a_config_file_setting_other_threads_gets_a_note(given, kept, overrides,
+                                                         note):
+    assert threads_note({"train": {"threads": given}}, {"train": {"threads": kept}},
+                        overrides) == note

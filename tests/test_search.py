@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -218,7 +219,12 @@ def test_a_later_round_keeps_the_ranges_when_no_trial_finished():
      r"invalid search\.params\.model\.l2: \[0\.1, 0\.2\].*one distribution"),
     ({"trials": 2, "params": {"optimizer": {"lr": {"uniform": [0.1, 0.2]}}}},
      r"invalid search\.params: 'optimizer' holds nested keys; write each searched key"
-     r" whole, as one dotted key of search\.params \(optimizer\.lr: "),
+     r" whole, as one dotted key of search\.params \(optimizer\.lr: \{uniform:"
+     r" \[0\.1, 0\.2\]\}\); with --set, give the whole mapping: --set"
+     r" 'search\.params=\{optimizer\.lr: \{uniform: \[0\.1, 0\.2\]\}\}'$"),
+    ({"trials": 2, "params": {"optimizer": {"lrr": {"uniform": [0.1, 0.2]}}}},
+     r"'optimizer' holds nested keys \(optimizer\.lrr is not a config key; did you"
+     r" mean 'optimizer\.lr'\?\)"),
     ([1, 2], r"invalid search: \[1, 2\]"),
 ])
 def test_bad_search_sections_raise_a_config_error_naming_the_key(search, pattern):
@@ -519,4 +525,40 @@ def test_a_set_path_into_search_params_says_to_give_the_whole_mapping(
     message = str(caught.value)
     assert message.startswith("--set search.params.optimizer.lr=0.1: invalid"
                               " search.params: 'optimizer' holds nested keys")
-    assert message.endswith("--set 'search.params={optimizer.lr: {choice: [a, b]}}'")
+    assert message.endswith("--set 'search.params={optimizer.lr: {choice: [A, B]}}'")
+
+
+def test_nested_search_params_are_followed_down_to_the_key_meant(write_config,
+                                                                  tiny_npz):
+    raw = study_config(tiny_npz)
+    raw["train"]["average"] = {"decay": 0.99}
+    path = write_config(raw)
+    with pytest.raises(ConfigError) as caught:
+        load_search_config(path, ["search.params.train.average.decay="
+                                  "{uniform: [0.9, 0.99]}"])
+    assert ("(train.average.decay: {uniform: [0.9, 0.99]}); with --set, give the"
+            " whole mapping: --set 'search.params={train.average.decay: {uniform:"
+            " [0.9, 0.99]}}'") in str(caught.value)
+
+    # The advice, followed, is a valid search.
+    _, spec = load_search_config(path, ["search.params={train.average.decay:"
+                                        " {uniform: [0.9, 0.99]}}"])
+    assert [param.key for param in spec.params] == ["train.average.decay"]
+
+
+@pytest.mark.parametrize("threads, searched, workers, warned", [
+    (None, False, 2, False), (1, False, 2, False), (2, False, 1, False),
+    (2, False, 2, True), (2, True, 2, False)])
+def test_search_warns_when_workers_threads_outnumber_the_cores(
+        monkeypatch, threads, searched, workers, warned):
+    from nntrain import cli_search
+
+    monkeypatch.setattr(cli_search, "usable_cores", lambda: 2)
+    config = {"train": {"threads": threads}}
+    spec = SimpleNamespace(params=[SimpleNamespace(key="train.threads")]
+                           if searched else [SimpleNamespace(key="optimizer.lr")])
+    warning = cli_search._threads_warning(config, spec, workers)
+    assert (warning == "train.threads is 2, so 2 workers run 4 BLAS threads on 2"
+            " cores; set train.threads to null (one BLAS thread per worker) or use"
+            " fewer --workers") == warned
+    assert (warning is None) == (not warned)

@@ -1,5 +1,5 @@
-"""Start-of-run checks, printed before training: the data, the network, and whether
-the first loss is the one small random weights should give.
+"""Start-of-run checks, printed before training: the data, the network, whether
+the first loss is the one small random weights should give, and the cores.
 
 With weights near zero every class score is near zero, the softmax is uniform and
 the data loss is ln C; every SVM margin is 1, so the hinge loss is C - 1. Plus the
@@ -7,6 +7,7 @@ regularization loss of the starting weights.
 """
 
 import math
+import os
 
 import numpy as np
 
@@ -14,6 +15,14 @@ from nntrain.evaluate import measure
 
 FIRST_LOSS_SAMPLES = 1000
 FAR_OFF = 0.1  # relative difference from the expected first loss that is "far off"
+
+
+def usable_cores() -> int:
+    """The cores this process may run on: its CPU affinity where the system tells
+    it (``taskset``, a container's CPU set), else the machine's count."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def expected_first_loss(loss_name: str, num_classes: int) -> tuple[float, str]:

@@ -1,7 +1,8 @@
 """Finding the checkpoint to resume from, and the config a resumed run uses.
 
 The checkpoint's config wins: a resumed run is the same run. Only its length may
-change, through ``--set train.epochs=N`` or ``--set train.iterations=N``.
+change, through ``--set train.epochs=N`` or ``--set train.iterations=N``, and the
+BLAS threads it uses, through ``--set train.threads=N``.
 """
 
 import copy
@@ -61,7 +62,8 @@ def _iteration(checkpoint, path) -> int:
 
 
 def resumed_config(checkpoint, overrides: list[str], path) -> dict:
-    """The checkpoint's config with only its length changed by ``overrides``."""
+    """The checkpoint's config with only its length (and threads) changed by
+    ``overrides``."""
     for text in overrides:
         key = text.partition("=")[0].strip()
         if key not in CHANGEABLE:
@@ -96,6 +98,19 @@ def run_directory_of(checkpoint_path: Path) -> Path:
             " resume a run directory (or a checkpoint in its checkpoints/ folder)"
         )
     return folder.parent
+
+
+def threads_note(given: dict, resumed: dict, overrides) -> str | None:
+    """What to tell a user whose config file sets other train.threads than the
+    resumed run uses: only ``--set`` changes them on resume."""
+    if any(text.partition("=")[0].strip() == "train.threads" for text in overrides):
+        return None
+    wanted, kept = (("null" if config["train"]["threads"] is None
+                     else config["train"]["threads"]) for config in (given, resumed))
+    if wanted == kept:
+        return None
+    return (f"sets train.threads: {wanted}; the resumed run keeps the checkpoint's"
+            f" {kept}; add --set train.threads={wanted} to change it")
 
 
 def differs(given: dict, saved: dict) -> bool:
