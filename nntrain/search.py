@@ -56,6 +56,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import NoReturn
 
 from nntrain.config import (
     OPTIMIZER_KEYS,
@@ -217,7 +218,7 @@ def _parse_param(key, spec, known: list[str]) -> Param:
     return Param(key, kind, BOUNDS_CHECKS[kind](bounds, f"{where}.{kind}"))
 
 
-def _refuse_nested(key: str, spec: dict, known: list[str]):
+def _refuse_nested(key: str, spec: dict, known: list[str]) -> NoReturn:
     """Refuse search.params written as nested keys ({optimizer: {lr: ...}}), as
     YAML nesting or a --set path (which splits at every dot) makes them, naming the
     dotted key meant and the line that would give it."""
