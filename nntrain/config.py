@@ -776,7 +776,7 @@ def describe_keys() -> list[tuple[str, str, str, str]]:
             if isinstance(spec, dict):
                 walk(spec, key + ".")
             else:
-                rows.append((key, spec.kind, _show(spec.default), spec.doc))
+                rows.append((key, spec.kind, yaml_text(spec.default), spec.doc))
 
     walk(SCHEMA, "")
     for rule, table in OPTIMIZER_KEYS.items():
@@ -790,7 +790,8 @@ def describe_keys() -> list[tuple[str, str, str, str]]:
     return rows
 
 
-def _show(value) -> str:
+def yaml_text(value) -> str:
+    """``value`` as it would be written in a config: null, 2, [100], ..."""
     return "null" if value is None else dump_yaml(value).replace("...", "").strip()
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from nntrain.checkpoint import load_checkpoint
-from nntrain.config import blamed_on_override, resolve_config
+from nntrain.config import blamed_on_override, resolve_config, yaml_text
 from nntrain.data.datasets import Dataset, load_dataset
 from nntrain.data.preprocess import Preprocessor
 from nntrain.errors import CheckpointError, ConfigError, DataError, NNTrainError
@@ -207,7 +207,7 @@ def _describe_resume(reporter, path, solver, meta) -> None:
     threads = [(meta.get("config") or {}).get("train", {}).get("threads"),
                solver.config["threads"]]
     if threads[0] != threads[1]:
-        was, now = ("null" if count is None else count for count in threads)
+        was, now = (yaml_text(count) for count in threads)
         reporter.warn(f"train.threads is now {now} (it was {was}); BLAS may split"
                       " its products differently, so the resumed run may differ"
                       " from an uninterrupted one in the last bits")

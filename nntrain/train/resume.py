@@ -9,7 +9,7 @@ import copy
 from pathlib import Path
 
 from nntrain.checkpoint import load_checkpoint
-from nntrain.config import apply_overrides
+from nntrain.config import apply_overrides, override_setting, yaml_text
 from nntrain.errors import CheckpointError, ConfigError
 from nntrain.pipeline import migrate_config
 from nntrain.train.solver import count_iterations
@@ -103,10 +103,10 @@ def run_directory_of(checkpoint_path: Path) -> Path:
 def threads_note(given: dict, resumed: dict, overrides) -> str | None:
     """What to tell a user whose config file sets other train.threads than the
     resumed run uses: only ``--set`` changes them on resume."""
-    if any(text.partition("=")[0].strip() == "train.threads" for text in overrides):
+    if override_setting("train.threads", overrides):
         return None
-    wanted, kept = (("null" if config["train"]["threads"] is None
-                     else config["train"]["threads"]) for config in (given, resumed))
+    wanted = yaml_text(given["train"]["threads"])
+    kept = yaml_text(resumed["train"]["threads"])
     if wanted == kept:
         return None
     return (f"sets train.threads: {wanted}; the resumed run keeps the checkpoint's"
