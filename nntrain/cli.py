@@ -397,7 +397,9 @@ def sanity(config_path, overrides, samples, max_iterations):
     X, y = prepared.splits["train"]
     X, y = X[:samples], y[:samples]
     result = overfit(config, X, y, prepared.dataset.num_classes, max_iterations)
-    click.echo(f"sanity check: {result.samples} training samples, no regularization"
+    samples_text = f"{result.samples} training sample" + (
+        "" if result.samples == 1 else "s")
+    click.echo(f"sanity check: {samples_text}, no regularization"
                f" or dropout, {config['optimizer']['name']}")
     if not np.isfinite(result.loss):
         raise TrainingError(

@@ -72,6 +72,16 @@ def _threads_warning(config: dict, spec, workers: int) -> str | None:
             " thread per worker) or use fewer --workers")
 
 
+def _check_scheduler_address(address: str) -> None:
+    """Refuse, before a study folder is made, an address Dask could not dial."""
+    scheme, _, rest = address.rpartition("://")
+    host, _, port = rest.rpartition(":")
+    if scheme not in ("tcp", "tls", "") or not host or not port.isdigit():
+        raise BadInputError(f"--scheduler {address!r} is not a Dask scheduler"
+                            " address; write tcp://HOST:PORT (as dask-scheduler"
+                            " prints it)")
+
+
 def _default_dir(config: dict, config_path) -> Path:
     if config["output"]:
         return Path(config["output"])
@@ -107,6 +117,7 @@ def search(config_path, overrides, out, workers, scheduler, ensemble_size):
     if out == "":
         raise BadInputError("--out is empty; give a folder path")
     if scheduler:
+        _check_scheduler_address(scheduler)
         searching.require_dask()
     config, spec = searching.load_search_config(config_path, overrides)
     study = searching.Study(Path(out) if out else _default_dir(config, config_path),
@@ -115,7 +126,7 @@ def search(config_path, overrides, out, workers, scheduler, ensemble_size):
     if not scheduler:
         workers = workers or usable_cores()
     where = (f"the Dask cluster at {scheduler}" if scheduler
-             else f"{workers} worker processes")
+             else f"{workers} worker process" + ("" if workers == 1 else "es"))
     click.echo(f"study {study.out}: {spec.trials} trials, {spec.trials - done} to run"
                f" on {where}", err=True)
     warning = None if scheduler else _threads_warning(config, spec, workers)
@@ -155,8 +166,8 @@ def _ensemble_best(study, count: int) -> None:
                    err=True)
         return
     if len(paths) < count:
-        click.echo(f"note: only {len(paths)} of the {count} trials asked for finished;"
-                   " ensembling those", err=True)
+        click.echo(f"note: --ensemble {count} asked for the {count} best trials, but"
+                   f" only {len(paths)} finished; ensembling those", err=True)
     for line in format_report(average(paths, "test")):
         click.echo(line)
 

@@ -720,6 +720,9 @@ def load_config(path=None, overrides: list[str] | None = None) -> dict:
 
     >>> cfg = load_config("configs/digits.yaml", ["train.epochs=5"])
     """
+    if isinstance(overrides, str):
+        raise TypeError(f"overrides is the string {overrides!r}; give a list of"
+                        " KEY=VALUE strings, like [\"train.epochs=5\"]")
     raw = read_config_file(path) if path is not None else {}
     raw = apply_overrides(raw, overrides or [])
     try:

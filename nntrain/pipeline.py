@@ -103,6 +103,10 @@ def fit(config: dict, run_dir, force: bool = False, quiet: bool = False,
     ``resume``: a loaded Checkpoint of this run to continue from (its config is
     ``config``, with train.epochs or train.iterations possibly extended).
     """
+    if not isinstance(config, dict):
+        raise TypeError(f"config is {type(config).__name__}; give a config dict, as"
+                        " nntrain.load_config(path) returns")
+    config = resolve_config(config)  # a hand-made dict gets checked, and defaults
     started = time.perf_counter()
     saved_prep = None
     if resume is not None:

@@ -79,6 +79,7 @@ from nntrain.errors import (
 from nntrain.random import SEARCH_STREAM, generator
 from nntrain.train.checks import usable_cores
 from nntrain.train.rundir import write_text_atomically
+from nntrain.train.signals import StopFlag
 from nntrain.yamlio import one_line_yaml
 
 PLAN_FILE = "study.json"
@@ -107,6 +108,8 @@ BLAS_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THR
 LOST_WORKER = ("its worker process died (killed, or out of memory; the trials beside"
                " it stop with it); rerun the study to retry it")
 DASK_CONNECT_SECONDS = 10
+# How often a study waiting for its trials looks for a stop request.
+POLL_SECONDS = 0.25
 
 
 @dataclass(frozen=True)
@@ -272,12 +275,13 @@ def parse_search(raw, config: dict) -> SearchSpec:
                  " {optimizer.lr: {loguniform: [1.0e-4, 1.0e-1]}}", params)
     known = searchable_keys(config)
     parsed = tuple(_parse_param(key, spec, known) for key, spec in params.items())
+    searched = {param.key for param in parsed}
     for param in parsed:
-        _check_values_fit(param, config)
+        _check_values_fit(param, config, searched)
     return SearchSpec(trials, seed, metric, mode, rounds, keep, parsed)
 
 
-def _check_values_fit(param: Param, config: dict) -> None:
+def _check_values_fit(param: Param, config: dict, searched: set) -> None:
     """Set the key to each end of its range (each option of a choice) and validate.
     When none of them fits the key, every trial would fail: say so now, once. When
     some fit, the trials that draw the others fail and are recorded as failed, like
@@ -290,13 +294,24 @@ def _check_values_fit(param: Param, config: dict) -> None:
             trial_config(config, {param.key: value}, run_dir="")
             return
         except ConfigError as error:
-            # A tuple of keys marks a rule between keys: not this value's fault.
-            key = error.key if isinstance(error.key, str) else ""
-            if not key_within(key, param.key):
+            if not _blames(error, param, searched):
                 return
             errors.append(error)
     raise ConfigError(f"invalid search.params.{param.key}: no value of it fits the"
                       f" key ({errors[0]})", f"search.params.{param.key}")
+
+
+def _blames(error: ConfigError, param: Param, searched: set) -> bool:
+    """Whether ``error`` is about ``param``'s value alone. An error about a rule
+    between keys (a tuple of keys, such as a setting and the optimizer.name that
+    lacks it) is, unless another of its keys is searched too: then a trial that
+    draws the other key's fitting value may pass."""
+    keys = error.key if isinstance(error.key, tuple) else (error.key or "",)
+    if not any(key_within(key, param.key) for key in keys):
+        return False
+    others = [key for key in keys if not key_within(key, param.key)]
+    return not any(key_within(key, other) or key_within(other, key)
+                   for key in others for other in searched)
 
 
 def load_search_config(path, overrides=()) -> tuple[dict, SearchSpec]:
@@ -384,9 +399,31 @@ def trial_config(config: dict, values: dict, run_dir) -> dict:
     """One trial's config: the study's with the trial's values set and validated
     again, plots off, and output pointing at the trial's folder."""
     overrides = [f"{key}={json.dumps(value)}" for key, value in values.items()]
-    raw = apply_overrides(copy.deepcopy(config), overrides + ["train.plots=false"])
+    raw = apply_overrides(_renamed_sections(config, values),
+                          overrides + ["train.plots=false"])
     raw["output"] = str(run_dir)
     return resolve_config(raw)
+
+
+def _renamed_sections(config: dict, values: dict) -> dict:
+    """A copy of the study's config in which an optimizer or schedule section
+    whose ``name`` the trial changes starts afresh. The study's config is resolved,
+    so it holds every default of its own rule (Adam's beta1, ...), which another
+    rule would refuse or (eps) read as a setting. A value carries over only where
+    the new rule has the key and the value is not the old rule's default, i.e.
+    where the study chose it (an lr set equal to the old default is taken for a
+    default too, and the new rule's default applies)."""
+    config = copy.deepcopy(config)
+    for section, tables in (("optimizer", OPTIMIZER_KEYS),
+                            ("schedule", SCHEDULE_KEYS)):
+        name, old = values.get(f"{section}.name"), config[section]
+        if name == old["name"] or name not in tables:
+            continue  # unchanged, or a name the validation will refuse
+        old_table, new_table = tables[old["name"]], tables[name]
+        config[section] = {"name": name, **{
+            key: value for key, value in old.items()
+            if key in new_table and value != old_table[key].default}}
+    return config
 
 
 def _best_record(history: list, metric: str, mode: str) -> dict:
@@ -434,15 +471,48 @@ def read_result(run_dir: Path) -> dict | None:
         result = json.loads((run_dir / RESULT_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    if not isinstance(result, dict) or result.get("status") not in FINISHED:
+    if not isinstance(result, dict) or not _well_formed(result):
         return None
     return result
 
 
+def _well_formed(result: dict) -> bool:
+    """Whether a result.json holds what _best_record and run_trial write: anything
+    else (a hand-edited or foreign file) is treated as no result, so the trial
+    runs again."""
+    def count(name):
+        value = result.get(name)
+        return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+    def seconds():
+        value = result.get("seconds")
+        return (_is_number(value) and math.isfinite(value) and value >= 0)
+
+    if not (isinstance(result.get("reason", ""), str) and seconds()):
+        return False
+    if result.get("status") == "failed":
+        return True
+    return (result.get("status") == "ok" and _is_number(result.get("metric"))
+            and math.isfinite(result["metric"]) and count("best_epoch")
+            and count("epochs"))
+
+
 def _start_worker() -> None:
-    """Ctrl-C reaches every process of the terminal: an idle worker ignores it; a
-    training one stops after its current update (the Solver's own handler)."""
+    """Ctrl-C reaches every process of the terminal, and the parent forwards a
+    signal it gets to its workers as SIGINT, again and again until they are done:
+    an idle worker ignores it; a training one stops after its current update (the
+    Solver's own handler), and takes the repeats for the same request."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    StopFlag.repeats_abort = False
+
+
+def _tell_workers_to_stop() -> None:
+    """SIGINT to each worker process of this one (see _start_worker)."""
+    for child in multiprocessing.active_children():
+        try:
+            os.kill(child.pid, signal.SIGINT)
+        except ProcessLookupError:  # it ended meanwhile
+            pass
 
 
 @contextmanager
@@ -478,13 +548,16 @@ def _outcome(future) -> dict:
     return future.result() if error is None else _failure(error)
 
 
-def _drain(pool, waiting: list, width: int, runner):
-    """Run trials from ``waiting`` on ``pool`` until none is left or the pool breaks,
-    yielding (task, result). No more than ``width`` trials are in flight, so every
-    trial in flight when a worker dies had started: those are the ones failed."""
+def _drain(pool, waiting: list, width: int, runner, stop: StopFlag):
+    """Run trials from ``waiting`` on ``pool`` until none is left, the pool breaks
+    or a stop is asked for (then the running trials are told to stop, and
+    awaited), yielding (task, result). No more than ``width`` trials are in flight,
+    so every trial in flight when a worker dies had started: those are the ones
+    failed."""
     running, broken = {}, False
-    while (waiting and not broken) or running:
-        while waiting and not broken and len(running) < width:
+    while (waiting and not broken and stop.signum is None) or running:
+        while (waiting and not broken and stop.signum is None
+               and len(running) < width):
             try:
                 running[pool.submit(runner, waiting[0])] = waiting[0]
             except BrokenProcessPool:
@@ -493,20 +566,22 @@ def _drain(pool, waiting: list, width: int, runner):
                 waiting.pop(0)
         if not running:
             return
-        done, _ = wait(running, return_when=FIRST_COMPLETED)
+        done, _ = wait(running, timeout=POLL_SECONDS, return_when=FIRST_COMPLETED)
+        if stop.signum is not None:
+            _tell_workers_to_stop()
         for future in done:
             broken |= isinstance(future.exception(), BrokenProcessPool)
             yield running.pop(future), _outcome(future)
 
 
-def _run_locally(tasks: list, workers: int, runner):
+def _run_locally(tasks: list, workers: int, runner, stop: StopFlag):
     """(task, result) as trials end on worker processes of this machine; a pool
     broken by a dying worker is replaced for the trials that had not started."""
     waiting = list(tasks)
-    while waiting:
+    while waiting and stop.signum is None:
         before, size = len(waiting), min(workers, len(waiting))
         with _worker_pool(size) as pool:
-            yield from _drain(pool, waiting, size, runner)
+            yield from _drain(pool, waiting, size, runner, stop)
         if len(waiting) == before:
             raise RuntimeError("the worker pool broke before it took any trial")
 
@@ -523,11 +598,13 @@ def require_dask():
     return Client, as_completed
 
 
-def _run_on_dask(tasks: list, address: str, runner):
+def _run_on_dask(tasks: list, address: str, runner, stop: StopFlag):
     """(task, result) as trials end on the Dask cluster at ``address``. Its workers
     need nntrain installed and must see the study folder and the data at the same
     paths (a shared file system). Dask retries a task whose worker died a few times
-    before it gives up (KilledWorker)."""
+    before it gives up (KilledWorker). On a stop the trials are cancelled: one
+    already running on a worker cannot be interrupted from here, and may still
+    finish and write its result."""
     Client, as_completed = require_dask()
     try:
         client = Client(address, timeout=DASK_CONNECT_SECONDS)
@@ -536,8 +613,16 @@ def _run_on_dask(tasks: list, address: str, runner):
                             " check --scheduler tcp://HOST:PORT") from None
     with client:
         futures = {client.submit(runner, task, pure=False): task for task in tasks}
-        for future in as_completed(futures):
-            yield futures[future], _outcome(future)
+        finished = as_completed(futures)
+        while not finished.is_empty():
+            if stop.signum is not None:
+                client.cancel(list(futures))
+                return
+            if not finished.has_ready():
+                time.sleep(POLL_SECONDS)
+                continue
+            for future in finished.next_batch(block=False):
+                yield futures[future], _outcome(future)
 
 
 class Study:
@@ -626,24 +711,44 @@ class Study:
         are spawned, so a script that calls this must guard its entry point with
         ``if __name__ == "__main__":``, as multiprocessing asks."""
         workers = workers or usable_cores()
-        try:
-            for number in range(1, self.spec.rounds + 1):
-                if number > len(self.plan["rounds"]):
-                    self._plan_next_round(on_note)
-                tasks = self._tasks(number)
-                if not tasks:
-                    continue
-                outcomes = (_run_on_dask(tasks, scheduler, runner) if scheduler
-                            else _run_locally(tasks, workers, runner))
-                for task, result in outcomes:
-                    row = self._rows[task["trial"]]
-                    self._rows[task["trial"]] = row = _merged(row, result)
-                    self.write_results()
-                    if on_trial:
-                        on_trial(row)
-        finally:
-            self.write_results()
+        with StopFlag() as stop:
+            try:
+                for number in range(1, self.spec.rounds + 1):
+                    if stop.signum is not None:
+                        break
+                    if number > len(self.plan["rounds"]):
+                        self._plan_next_round(on_note)
+                    self._run_round(number, workers, scheduler, runner, stop, on_trial)
+            finally:
+                # Trials that ended while the study was being stopped (by a second
+                # signal) have written a result that no outcome brought back.
+                self._read_new_results()
+                self.write_results()
+        if stop.signum is not None:
+            raise StopRequested(
+                f"stopped by {stop.name}: {self.finished()} of {self.spec.trials}"
+                f" trials have a result (in {self.out / CSV_FILE}); rerun the same"
+                " command to run the rest", stop.exit_code)
         return self.rows
+
+    def _run_round(self, number, workers, scheduler, runner, stop, on_trial):
+        tasks = self._tasks(number)
+        if not tasks:
+            return
+        outcomes = (_run_on_dask(tasks, scheduler, runner, stop) if scheduler
+                    else _run_locally(tasks, workers, runner, stop))
+        for task, result in outcomes:
+            row = self._rows[task["trial"]]
+            self._rows[task["trial"]] = row = _merged(row, result)
+            self.write_results()
+            if on_trial:
+                on_trial(row)
+
+    def _read_new_results(self) -> None:
+        for trial, row in self._rows.items():
+            if row["status"] not in FINISHED:
+                self._rows[trial] = _merged(row, read_result(self.trial_dir(trial))
+                                            or {})
 
     def _plan_next_round(self, on_note) -> None:
         bounds = narrow_bounds(self.spec, self._rows.values())

@@ -9,10 +9,16 @@ it again work on a copy of its folder, which plans the same study.
 import csv
 import json
 import math
+import multiprocessing
 import os
 import re
 import shutil
+import signal
+import subprocess
 import sys
+import threading
+import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -24,14 +30,16 @@ from conftest import tiny_arrays, tiny_config_dict
 from nntrain.cli import Group
 from nntrain.cli_search import ensemble, search
 from nntrain.config import resolve_config
-from nntrain.errors import ConfigError
+from nntrain.errors import ConfigError, StopRequested
 from nntrain.search import (
     Study,
     load_search_config,
     narrow_bounds,
     parse_search,
+    read_result,
     run_trial,
     sample,
+    trial_config,
     unit_draws,
 )
 
@@ -292,6 +300,49 @@ def test_a_setting_of_a_searched_update_rule_is_left_to_the_trials(write_config,
     assert sorted(param.key for param in spec.params) == sorted(params)
 
 
+def test_a_setting_of_an_update_rule_the_study_does_not_use_is_refused_up_front():
+    # adam (the default) has no momentum, and optimizer.name is not searched: no
+    # trial could run.
+    with pytest.raises(ConfigError, match=r"^invalid search\.params\.optimizer\."
+                       r"momentum: no value of it fits the key \(optimizer\."
+                       r"momentum is not a setting of 'adam'"):
+        spec_of(trials=2, params={"optimizer.momentum": {"uniform": [0.5, 0.9]}})
+
+
+def test_a_trial_that_switches_the_rule_keeps_only_the_studys_own_settings():
+    # The study's config is resolved: it holds Adam's beta1, beta2 and eps, which
+    # sgd refuses and adagrad would take for its own eps (its default is 1e-10).
+    config = resolve_config({"train": {"epochs": 2},
+                             "optimizer": {"name": "adam", "lr": 0.005}})
+
+    sgd = trial_config(config, {"optimizer.name": "sgd"}, run_dir="trial")
+    adagrad = trial_config(config, {"optimizer.name": "adagrad"}, run_dir="trial")
+    momentum = trial_config(config, {"optimizer.name": "momentum",
+                                     "optimizer.momentum": 0.5}, run_dir="trial")
+
+    assert sgd["optimizer"] == {"name": "sgd", "lr": 0.005}
+    assert adagrad["optimizer"] == {"name": "adagrad", "lr": 0.005, "eps": 1e-10}
+    assert momentum["optimizer"] == {"name": "momentum", "lr": 0.005,
+                                     "momentum": 0.5}
+
+
+def test_a_trial_that_switches_the_schedule_keeps_only_the_studys_own_settings():
+    config = resolve_config({"train": {"epochs": 2},
+                             "schedule": {"name": "step", "gamma": 0.5}})
+
+    exponential = trial_config(config, {"schedule.name": "exponential"}, "trial")
+    cosine = trial_config(config, {"schedule.name": "cosine"}, "trial")
+
+    assert exponential["schedule"] == {"name": "exponential", "gamma": 0.5}
+    assert cosine["schedule"] == {"name": "cosine", "floor": 0.0, "warmup": 0}
+
+
+def test_a_study_may_search_the_update_rule_alone():
+    spec = spec_of(trials=3, params={
+        "optimizer.name": {"choice": ["sgd", "adam", "rmsprop"]}})
+    assert [param.key for param in spec.params] == ["optimizer.name"]
+
+
 def test_the_rest_of_the_config_is_validated_as_usual(write_config, tiny_npz):
     config = study_config(tiny_npz)
     config["model"]["hiden"] = [8]
@@ -321,6 +372,31 @@ def test_a_failing_trial_records_its_reason_in_result_json(tmp_path, write_confi
     assert result["status"] == saved["status"] == "failed"
     assert re.search(pattern, saved["reason"]), saved["reason"]
     assert saved["values"] == values
+
+
+GOOD_RESULT = {"trial": 0, "values": {}, "status": "ok", "metric": 0.5,
+               "best_epoch": 1, "epochs": 2, "reason": "", "seconds": 1.5}
+
+
+@pytest.mark.parametrize("changes", [
+    {"metric": None}, {"metric": "high"}, {"metric": float("nan")},
+    {"best_epoch": None}, {"best_epoch": 1.5}, {"epochs": -1}, {"seconds": "1"},
+    {"reason": 3}, {"status": "stopped"}, {"status": None},
+])
+def test_a_malformed_result_json_counts_as_no_result(tmp_path, changes):
+    (tmp_path / "result.json").write_text(json.dumps({**GOOD_RESULT, **changes}))
+    assert read_result(tmp_path) is None
+
+
+def test_a_well_formed_result_json_is_read(tmp_path):
+    failed = {"trial": 1, "values": {}, "status": "failed", "reason": "bad lr",
+              "seconds": 0.1}
+    (tmp_path / "ok").mkdir()
+    (tmp_path / "failed").mkdir()
+    (tmp_path / "ok" / "result.json").write_text(json.dumps(GOOD_RESULT))
+    (tmp_path / "failed" / "result.json").write_text(json.dumps(failed))
+    assert read_result(tmp_path / "ok") == GOOD_RESULT
+    assert read_result(tmp_path / "failed") == failed
 
 
 def test_a_trial_is_an_ordinary_run_directory_without_plots(tmp_path, write_config,
@@ -450,6 +526,92 @@ def test_a_dead_worker_fails_its_trial_and_the_study_goes_on(study, tmp_path):
 
     rows = Study(out, config, spec).run(workers=1)  # the next run retries it
     assert {row["status"] for row in rows} == {"ok"}
+
+
+def _slow_runner(task):
+    """Runs in a worker process: marks its start, then takes a second."""
+    run_dir = Path(task["run_dir"])
+    run_dir.mkdir(parents=True)
+    (run_dir / "started").touch()
+    time.sleep(1.0)
+    return {**GOOD_RESULT, "trial": task["trial"]}
+
+
+def _signal_when(path: Path, signum: int) -> threading.Thread:
+    def wait_then_signal():
+        deadline = time.monotonic() + 120
+        while not path.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(os.getpid(), signum)
+
+    thread = threading.Thread(target=wait_then_signal, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_sigterm_stops_a_study_after_its_trials_in_flight(study, tmp_path):
+    config, _ = load_search_config(study[1])
+    spec = parse_search({"trials": 4, "seed": 2,
+                         "params": {"optimizer.lr": PARAMS["optimizer.lr"]}}, config)
+    out = tmp_path / "stopped"
+    thread = _signal_when(out / "trial-0000" / "started", signal.SIGTERM)
+
+    with pytest.raises(StopRequested) as caught:
+        Study(out, config, spec).run(workers=1, runner=_slow_runner)
+
+    thread.join()
+    assert caught.value.exit_code == 143
+    assert str(caught.value) == (
+        f"stopped by SIGTERM: 1 of 4 trials have a result (in {out / 'results.csv'});"
+        " rerun the same command to run the rest")
+    statuses = {row["trial"]: row["status"] for row in read_rows(out)}
+    assert statuses == {"0": "ok", "1": "pending", "2": "pending", "3": "pending"}
+    assert not (out / "trial-0001").exists()
+    assert multiprocessing.active_children() == []
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(n) for n in (task / "children").read_text().split()]
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux /proc")
+@pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143),
+                                          (signal.SIGINT, 130)])
+def test_a_signal_to_the_search_process_alone_stops_its_training_workers(
+        write_config, tiny_npz, tmp_path, signum, code):
+    config = study_config(tiny_npz, trials=2,
+                          params={"optimizer.lr": PARAMS["optimizer.lr"]})
+    config["train"]["epochs"] = 100_000  # far longer than the test waits
+    out = tmp_path / "study"
+    command = [sys.executable, "-m", "nntrain", "search", str(write_config(config)),
+               "--out", str(out), "--workers", "2"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not all((out / f"trial-{t:04d}" / "metrics.jsonl").exists()
+                  for t in (0, 1)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    workers = _children(process.pid)
+
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=120)
+
+    assert process.returncode == code, stderr
+    assert stderr.splitlines()[-1] == (
+        f"stopped by {signal.Signals(signum).name}: 0 of 2 trials have a result (in"
+        f" {out / 'results.csv'}); rerun the same command to run the rest")
+    for trial in (0, 1):
+        assert (out / f"trial-{trial:04d}" / "checkpoints" / "last.npz").exists()
+        assert not (out / f"trial-{trial:04d}" / "result.json").exists()
+    assert [row["status"] for row in read_rows(out)] == ["stopped", "stopped"]
+    deadline = time.monotonic() + 30
+    while any(Path(f"/proc/{pid}").exists() for pid in workers) and (
+            time.monotonic() < deadline):
+        time.sleep(0.1)
+    assert not [pid for pid in workers if Path(f"/proc/{pid}").exists()]
 
 
 def test_a_study_folder_of_another_plan_is_refused(study, tmp_path):

@@ -108,6 +108,12 @@ class Model:
     def num_classes(self) -> int:
         return self.layers[-1].out_width
 
+    @property
+    def input_width(self) -> int:
+        """D, read off the first parameter (a weight matrix (D, H) or a
+        normalization's (D,) scale): every layer before it keeps the width."""
+        return next(iter(self.params.values())).shape[0]
+
     def scores(self, X: np.ndarray, training: bool = False) -> np.ndarray:
         """Class scores.  X: (N, D) -> (N, C)."""
         out = X
@@ -170,10 +176,29 @@ class Model:
         """With labels: (loss, grads) in training mode, where grads is the model's
         own gradient storage, overwritten by the next call. Without: scores (N, C)
         in evaluation mode."""
+        self._check_inputs(X, y)
         if y is None:
             return self.scores(X, training=False)
         result = self.forward_backward(X, y)
         return result.loss, result.grads
+
+    def _check_inputs(self, X, y) -> None:
+        """ValueError unless X is (N, D) and y, if given, (N,) labels in [0, C).
+        Only the public entry checks: the Solver's batches come from data checked
+        once, when it was loaded."""
+        shape = np.shape(X)
+        if len(shape) != 2 or shape[1] != self.input_width:
+            raise ValueError(f"X has shape {shape}; give (N, {self.input_width})"
+                             " samples, one per row")
+        if y is None:
+            return
+        y = np.asarray(y)
+        if y.shape != (shape[0],) or y.dtype.kind not in "iu":
+            raise ValueError(f"y is {y.dtype} of shape {y.shape}; give ({shape[0]},)"
+                             " integer labels, one per row of X")
+        if y.size and (y.min() < 0 or y.max() >= self.num_classes):
+            raise ValueError(f"y holds labels from {y.min()} to {y.max()}; a label"
+                             f" is a class index in [0, {self.num_classes - 1}]")
 
     def predict(self, X: np.ndarray, batch_size: int = 4096) -> np.ndarray:
         """Class scores (N, C) in evaluation mode, computed in large batches."""
@@ -235,6 +260,14 @@ def build_model(config: dict, input_width, num_classes: int) -> Model:
     """
     from nntrain.errors import ConfigError
 
+    shape = tuple(np.atleast_1d(input_width))
+    if not shape or not all(_is_count(n) and n >= 1 for n in shape):
+        raise ValueError(f"input_width is {input_width!r}; give D, the number of"
+                         " features, or the shape of one sample (positive integers)")
+    if not _is_count(num_classes) or num_classes < 2:
+        raise ValueError(f"num_classes is {num_classes!r}; a classifier needs an"
+                         " integer number of classes >= 2")
+
     model_config = config["model"]
     context = BuildContext(
         init_rng=generator(config["seed"], INIT_STREAM),
@@ -270,3 +303,7 @@ def build_model(config: dict, input_width, num_classes: int) -> Model:
         width = layer.out_width
     return Model(layers, model_config["loss"], model_config["l2"], model_config["l1"],
                  model_config["max_norm"])
+
+
+def _is_count(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)

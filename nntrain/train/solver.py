@@ -33,8 +33,8 @@ from nntrain.train.diagnostics import (
     update_ratios,
     weight_snapshot,
 )
+from nntrain.train.signals import SIGNAL_EXIT_CODES, StopFlag
 
-SIGNAL_EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
 # A loss above this multiple of its first value for this many updates is diverging.
 DIVERGENCE_FACTOR = 3
 DIVERGENCE_ITERATIONS = 100
@@ -111,32 +111,6 @@ class _RunningMeans:
         return means
 
 
-class _StopFlag:
-    """Signal handlers only set this flag; the loop checks it after each update."""
-
-    def __init__(self):
-        self.signum = None
-        self._previous = {}
-
-    def __enter__(self):
-        for signum in SIGNAL_EXIT_CODES:
-            try:
-                self._previous[signum] = signal.signal(signum, self._handle)
-            except ValueError:  # not the main thread: leave signals alone
-                pass
-        return self
-
-    def _handle(self, signum, frame):
-        if self.signum is not None:
-            # A second signal: stop at once, without touching the files written.
-            raise KeyboardInterrupt
-        self.signum = signum
-
-    def __exit__(self, *exc):
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-
-
 class Solver:
     """Trains ``model`` with ``rule`` and ``schedule`` on (X_train, y_train).
 
@@ -181,7 +155,7 @@ class Solver:
         # Overflow and NaN are caught by the non-finite check after each update, with
         # a message that says what to do; numpy's own warnings would only add noise.
         try:
-            with _StopFlag() as stop, np.errstate(over="ignore", invalid="ignore"), \
+            with StopFlag() as stop, np.errstate(over="ignore", invalid="ignore"), \
                     threadpool_limits(self.config["threads"]):
                 if self.full_batch:
                     self._train_full_batch(stop)
