@@ -604,3 +604,9 @@ def test_resolve_config_is_idempotent():
     twice = resolve_config(once)
 
     assert twice == once
+
+
+def test_load_config_refuses_overrides_given_as_one_string():
+    with pytest.raises(TypeError, match=r"^overrides is the string 'train\.epochs=5';"
+                       r" give a list of KEY=VALUE strings"):
+        load_config(None, "train.epochs=5")

@@ -161,3 +161,57 @@ def test_model_loss_api_training_and_evaluation_modes(rng):
     scores = model.loss(X)
     assert scores.shape == (3, 3)
     assert loss == pytest.approx(F.softmax_cross_entropy(scores, y)[0])
+
+
+# The public entry points check what they are given.
+
+
+def _api_model():
+    from nntrain.config import resolve_config
+    from nntrain.nn.model import build_model
+
+    return build_model(resolve_config({"train": {"epochs": 1},
+                                       "model": {"hidden": [5]}}), 4, 3)
+
+
+@pytest.mark.parametrize("X_shape, y, message", [
+    ((2, 4), [[0], [1]], r"^y is int64 of shape \(2, 1\); give \(2,\) integer labels"),
+    ((2, 4), [0.0, 1.0], r"^y is float64 of shape \(2,\)"),
+    ((2, 4), [0, 1, 2], r"^y is int64 of shape \(3,\); give \(2,\)"),
+    ((2, 4), [-1, 0], r"^y holds labels from -1 to 0; a label is a class index in"
+                      r" \[0, 2\]"),
+    ((2, 4), [0, 3], r"^y holds labels from 0 to 3"),
+    ((2, 5), [0, 1], r"^X has shape \(2, 5\); give \(N, 4\) samples"),
+    ((4,), None, r"^X has shape \(4,\); give \(N, 4\) samples"),
+])
+def test_model_loss_refuses_inputs_of_the_wrong_shape_or_range(X_shape, y, message):
+    model = _api_model()
+    with pytest.raises(ValueError, match=message):
+        model.loss(np.zeros(X_shape, dtype=np.float32),
+                   None if y is None else np.array(y))
+
+
+@pytest.mark.parametrize("input_width, num_classes, message", [
+    (4, 1, r"^num_classes is 1; a classifier needs an integer number of classes"
+           r" >= 2"),
+    (4, 2.0, r"^num_classes is 2\.0"),
+    (4, True, r"^num_classes is True"),
+    (0, 3, r"^input_width is 0; give D"),
+    (4.5, 3, r"^input_width is 4\.5"),
+    ((2, 0), 3, r"^input_width is \(2, 0\)"),
+])
+def test_build_model_refuses_impossible_sizes(input_width, num_classes, message):
+    from nntrain.config import resolve_config
+    from nntrain.nn.model import build_model
+
+    config = resolve_config({"train": {"epochs": 1}})
+    with pytest.raises(ValueError, match=message):
+        build_model(config, input_width, num_classes)
+
+
+def test_build_model_takes_the_shape_of_one_sample():
+    from nntrain.config import resolve_config
+    from nntrain.nn.model import build_model
+
+    model = build_model(resolve_config({"train": {"epochs": 1}}), (2, 3), 4)
+    assert model.input_width == 6 and model.num_classes == 4

@@ -269,3 +269,17 @@ def test_a_config_file_setting_other_threads_gets_a_note(given, kept, overrides,
                                                          note):
     assert threads_note({"train": {"threads": given}}, {"train": {"threads": kept}},
                         overrides) == note
+
+
+def test_fit_refuses_a_path_in_place_of_a_config(tmp_path, tiny_config):
+    with pytest.raises(TypeError, match=r"^config is PosixPath; give a config dict,"
+                       r" as nntrain\.load_config\(path\) returns"):
+        fit(tiny_config, tmp_path / "run")
+
+
+def test_fit_fills_in_the_defaults_of_a_hand_made_config(tmp_path, tiny_npz):
+    raw = tiny_config_dict(tiny_npz)  # no schedule, no init, ...
+    result = fit(raw, tmp_path / "run", quiet=True)
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert saved["schedule"] == {"name": "constant"}
+    assert result.history[-1]["epoch"] == 3
