@@ -1,6 +1,7 @@
 """Tests of the IDX reader on tiny files written in each test's tmp_path."""
 
 import gzip
+import re
 import struct
 import time
 from pathlib import Path
@@ -193,6 +194,25 @@ def test_load_idx_pair_refuses_non_uint8(tmp_path):
     labels = write(tmp_path / "labels", idx_bytes(np.zeros(3, np.uint8)))
 
     with pytest.raises(DataError, match="holds float32 values, expected uint8"):
+        load_idx_pair(images, labels)
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_load_idx_pair_refuses_a_file_of_no_images(tmp_path, compress):
+    images = write(tmp_path / "images", idx_bytes(np.zeros((0, 8, 8), np.uint8)),
+                   compress)
+    labels = write(tmp_path / "labels", idx_bytes(np.zeros(0, np.uint8)))
+
+    with pytest.raises(DataError, match=re.escape(
+            f"image file {images} holds no images (shape (0, 8, 8))")):
+        load_idx_pair(images, labels)
+
+
+def test_load_idx_pair_refuses_images_of_no_pixels(tmp_path):
+    images = write(tmp_path / "images", idx_bytes(np.zeros((3, 0, 8), np.uint8)))
+    labels = write(tmp_path / "labels", idx_bytes(np.zeros(3, np.uint8)))
+
+    with pytest.raises(DataError, match=r"holds 3 images of 0x8 pixels, none at all"):
         load_idx_pair(images, labels)
 
 
