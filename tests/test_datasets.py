@@ -247,6 +247,25 @@ def test_npz_feature_shapes_that_differ_are_refused(write_npz):
         load_dataset(data_config(path=path), seed=0)
 
 
+@pytest.mark.parametrize("key", ["X_train", "X_test"])
+def test_npz_with_no_samples_is_refused(write_npz, key):
+    arrays = tiny_arrays()
+    arrays[key], arrays["y" + key[1:]] = arrays[key][:0], arrays["y" + key[1:]][:0]
+    path = write_npz(**arrays)
+
+    with pytest.raises(DataError, match=re.escape(
+            f"{path}: {key} holds no samples (shape (0, 4)); save at least one")):
+        load_dataset(data_config(path=path), seed=0)
+
+
+def test_npz_samples_of_no_features_are_refused(write_npz):
+    path = write_npz(X_train=np.zeros((10, 0)), y_train=np.arange(10) % 2)
+
+    with pytest.raises(DataError, match=re.escape(
+            "X_train has samples of shape (0,), which hold no features")):
+        load_dataset(data_config(path=path), seed=0)
+
+
 def test_npz_without_path_is_refused():
     with pytest.raises(DataError, match=r"data\.path is not set"):
         load_dataset(data_config(path=None), seed=0)

@@ -238,8 +238,17 @@ def _npz_pair(arrays: dict, split: str, file: Path) -> dict:
 
 
 def _flat_features(X, input_shape, key, file) -> np.ndarray:
-    if X.ndim < 2 or len(X) == 0:
-        raise DataError(f"{file}: {key} must have shape (N, D...) with N >= 1")
+    if X.ndim < 2:
+        raise DataError(f"{file}: {key} must have shape (N, D...), one row per"
+                        f" sample (got shape {X.shape})")
+    if len(X) == 0:
+        drop = "" if key == "X_train" else f", or leave out {key} and y_{key[2:]}"
+        raise DataError(f"{file}: {key} holds no samples (shape {X.shape}); save at"
+                        f" least one{drop}")
+    # Samples of no features leave nothing to learn and break the weights' scaling.
+    if X.size == 0:
+        raise DataError(f"{file}: {key} has samples of shape {X.shape[1:]}, which"
+                        " hold no features; save at least one value per sample")
     if X.shape[1:] != input_shape:
         raise DataError(
             f"{file}: {key} has samples of shape {X.shape[1:]}, X_train {input_shape}"
