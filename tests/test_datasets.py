@@ -485,6 +485,39 @@ def test_idx_label_above_nine_is_refused(tmp_path, write_idx_dataset, isolated_h
         load_dataset(data_config("fashion-mnist", folder), seed=0)
 
 
+def test_idx_train_and_test_images_of_different_sizes_are_refused(
+        tmp_path, write_idx_dataset, isolated_home):
+    folder = write_idx_dataset(tmp_path / "m", tiny_idx(20, 0, 8, 8),
+                               tiny_idx(5, 1, 6, 6), compress=False)
+
+    with pytest.raises(DataError, match=re.escape(
+            f"{folder / 'train-images-idx3-ubyte'} holds images of 8x8 pixels but"
+            f" {folder / 't10k-images-idx3-ubyte'} holds 6x6")):
+        load_dataset(data_config("mnist", folder), seed=0)
+
+
+def test_idx_plain_copy_equal_to_the_gz_is_accepted(tmp_path, write_idx_dataset,
+                                                    isolated_home):
+    train, test = tiny_idx(20, 0), tiny_idx(5, 1)
+    folder = write_idx_dataset(tmp_path / "m", train, test)
+    write_idx_dataset(folder, train, test, compress=False)  # as `gunzip -k` leaves
+
+    data = load_dataset(data_config("mnist", folder), seed=0)
+
+    np.testing.assert_array_equal(data.X_test, test[0].reshape(5, 6))
+
+
+def test_idx_plain_copy_that_differs_from_the_gz_is_refused(
+        tmp_path, write_idx_dataset, isolated_home):
+    folder = write_idx_dataset(tmp_path / "m", tiny_idx(20, 0), tiny_idx(5, 1))
+    write_idx_dataset(folder, tiny_idx(20, 2), tiny_idx(5, 1), compress=False)
+    plain = folder / "train-images-idx3-ubyte"
+
+    with pytest.raises(DataError, match=re.escape(
+            f"{plain} and {plain}.gz hold different data (nntrain reads the .gz")):
+        load_dataset(data_config("mnist", folder), seed=0)
+
+
 def test_idx_data_path_comes_before_nntrain_data(tmp_path, write_idx_dataset,
                                                  monkeypatch, isolated_home):
     given = write_idx_dataset(tmp_path / "given", tiny_idx(20, 0), tiny_idx(5, 1))

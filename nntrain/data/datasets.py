@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nntrain.data.idx import load_idx_pair
+from nntrain.data.idx import load_idx_pair, same_data
 from nntrain.data.npfile import load_numpy_file
 from nntrain.errors import DataError, DataWarning
 from nntrain.random import SPLIT_STREAM, generator
@@ -153,19 +153,51 @@ def _idx_file(folder: Path, stem: str) -> Path | None:
     return None
 
 
+def _chosen_idx_file(folder: Path, stem: str) -> Path:
+    """The file read for ``stem``: the .gz when both it and the plain file exist.
+
+    Both are there after `gunzip -k`, harmlessly, or when one was replaced or edited
+    by hand. Then the folder holds two datasets under one name, and training on the
+    one the user did not mean would spoil the run with nothing to show for it: a
+    warning scrolls by unread, so differing copies are refused, equal ones used.
+    """
+    gzipped, plain = folder / f"{stem}.gz", folder / stem
+    if gzipped.is_file() and plain.is_file() and not same_data(gzipped, plain):
+        raise DataError(
+            f"{plain} and {gzipped} hold different data (nntrain reads the .gz"
+            " when both are there); remove or rename the one you do not mean to"
+            " train on"
+        )
+    return _idx_file(folder, stem)
+
+
 def _load_idx_dataset(name: str, path: str | None) -> dict:
     folder = find_idx_folder(name, path)
-    parts = {}
+    parts, shapes = {}, {}
     for split, (images_stem, labels_stem) in IDX_FILES.items():
-        images, labels = load_idx_pair(
-            _idx_file(folder, images_stem), _idx_file(folder, labels_stem)
-        )
+        images_file = _chosen_idx_file(folder, images_stem)
+        images, labels = load_idx_pair(images_file,
+                                       _chosen_idx_file(folder, labels_stem))
         parts[f"X_{split}"] = images.reshape(len(images), -1)
         parts[f"y_{split}"] = labels.astype(np.int64)
-        input_shape = images.shape[1:]
+        shapes[images_file] = images.shape[1:]
+    _check_same_image_shape(shapes)
+    input_shape = next(iter(shapes.values()))
     classes = FASHION_CLASSES if name == "fashion-mnist" else DIGIT_CLASSES
     _check_labels(parts, len(classes), folder)
     return {**parts, "class_names": classes, "input_shape": input_shape}
+
+
+def _check_same_image_shape(shapes: dict) -> None:
+    """Refuse train and test images of different sizes: the model takes one input
+    width, and evaluating it on the test split would fail after training."""
+    (train, train_shape), (test, test_shape) = shapes.items()
+    if train_shape != test_shape:
+        raise DataError(
+            f"{train} holds images of {train_shape[0]}x{train_shape[1]} pixels but"
+            f" {test} holds {test_shape[0]}x{test_shape[1]}; use the train and test"
+            " files of one dataset"
+        )
 
 
 NPZ_KEYS = ("X_train", "y_train", "X_val", "y_val", "X_test", "y_test", "class_names")

@@ -119,6 +119,21 @@ def load_idx_pair(
     return X, y
 
 
+def same_data(first: str | os.PathLike, second: str | os.PathLike) -> bool:
+    """Whether two files hold the same bytes once decompressed (each may be gzipped
+    or not); False when either cannot be read to its end."""
+    try:
+        stream_a, _ = _open(Path(first))
+        stream_b, _ = _open(Path(second))
+        with stream_a, stream_b:
+            while chunk := _read_up_to(stream_a, _CHUNK_BYTES):
+                if chunk != _read_up_to(stream_b, _CHUNK_BYTES):
+                    return False
+            return not stream_b.read(1)
+    except (OSError, EOFError, zlib.error):
+        return False
+
+
 def _open(path: Path) -> tuple[BinaryIO, bool]:
     """Open ``path`` for reading, decompressing on the fly when it is gzipped."""
     if path.exists() and not (path.is_file() or path.is_dir()):
