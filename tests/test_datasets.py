@@ -161,6 +161,58 @@ def test_npz_test_label_unknown_to_training_is_refused(write_npz):
         load_dataset(data_config(path=path), seed=0)
 
 
+def test_npz_labels_of_one_class_are_refused(write_npz):
+    arrays = tiny_arrays()
+    arrays["y_train"][:] = 1
+    path = write_npz(**arrays, class_names=np.array(["cat", "dog"]))
+
+    with pytest.raises(DataError, match=re.escape(
+            f"{path}: all 60 training labels are 1; a classifier needs samples of at"
+            " least 2 classes")):
+        load_dataset(data_config(path=path), seed=0)
+
+
+@pytest.mark.parametrize("stray, empty", [(2999, 2996), (99999, 99996)])
+def test_npz_stray_large_label_is_refused(write_npz, stray, empty):
+    arrays = tiny_arrays()
+    arrays["y_train"][-1] = stray
+    path = write_npz(**arrays)
+
+    with pytest.raises(DataError, match=re.escape(
+            f"y_train's largest label {stray} makes {stray + 1} classes, {empty} of"
+            " them without a training sample (a stray label?)")):
+        load_dataset(data_config(path=path), seed=0)
+
+
+def test_npz_missing_classes_pass_while_half_have_samples(write_npz):
+    X = np.arange(24, dtype=np.float64).reshape(12, 2)
+    y = np.array([0, 3] * 6)  # classes 1 and 2 without a sample: 2 of 4
+    path = write_npz(X_train=X, y_train=y, X_test=X[:2], y_test=y[:2])
+
+    data = load_dataset(data_config(path=path), seed=0)
+
+    assert data.class_names == ("0", "1", "2", "3")
+
+
+def test_npz_empty_class_names_are_refused(write_npz):
+    path = write_npz(**tiny_arrays(), class_names=np.array([], dtype=str))
+
+    with pytest.raises(DataError, match=re.escape(
+            f"{path}: class_names is empty; save one name per class")):
+        load_dataset(data_config(path=path), seed=0)
+
+
+def test_npz_uint64_label_past_int64_is_shown_as_stored(write_npz):
+    arrays = tiny_arrays()
+    arrays["y_train"] = arrays["y_train"].astype(np.uint64)
+    arrays["y_train"][1] = 2**64 - 5
+    path = write_npz(**arrays, class_names=np.array(["a", "b", "c"]))
+
+    with pytest.raises(DataError, match=re.escape(
+            "y_train has labels outside [0, 2] (found 0..18446744073709551611)")):
+        load_dataset(data_config(path=path), seed=0)
+
+
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
 @pytest.mark.parametrize("split", ["train", "test"])
 def test_npz_non_finite_features_are_refused(write_npz, bad, split):
@@ -515,6 +567,17 @@ def test_idx_plain_copy_that_differs_from_the_gz_is_refused(
 
     with pytest.raises(DataError, match=re.escape(
             f"{plain} and {plain}.gz hold different data (nntrain reads the .gz")):
+        load_dataset(data_config("mnist", folder), seed=0)
+
+
+def test_idx_labels_of_one_class_are_refused(tmp_path, write_idx_dataset,
+                                            isolated_home):
+    X, y = tiny_idx(20, 0)
+    folder = write_idx_dataset(tmp_path / "m", (X, np.full_like(y, 7)),
+                               tiny_idx(5, 1))
+
+    with pytest.raises(DataError, match=re.escape(
+            f"{folder}: all 20 training labels are 7; a classifier needs samples")):
         load_dataset(data_config("mnist", folder), seed=0)
 
 

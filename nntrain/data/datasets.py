@@ -185,6 +185,7 @@ def _load_idx_dataset(name: str, path: str | None) -> dict:
     input_shape = next(iter(shapes.values()))
     classes = FASHION_CLASSES if name == "fashion-mnist" else DIGIT_CLASSES
     _check_labels(parts, len(classes), folder)
+    _check_two_classes(parts["y_train"], folder)
     return {**parts, "class_names": classes, "input_shape": input_shape}
 
 
@@ -229,16 +230,57 @@ def _load_npz(path: str | None) -> dict:
 
     # The classes are those of y_train as given, counted before the fixed test rows
     # move out of it; a val or test label beyond them is refused below.
-    num_classes = int(parts["y_train"].max()) + 1
+    class_names = _npz_class_names(arrays.get("class_names"), parts["y_train"], file)
+    _check_two_classes(parts["y_train"], file)
     if parts.get("X_test") is None:
         parts.update(_npz_fixed_test_split(parts))
-    names = arrays.get("class_names")
+    _check_labels(parts, len(class_names), file)
+    # Cast only now: a uint64 label past int64's range would wrap to a negative one.
+    for key in ("y_train", "y_val", "y_test"):
+        if parts.get(key) is not None:
+            parts[key] = parts[key].astype(np.int64)
+    return {**parts, "class_names": class_names, "input_shape": input_shape}
+
+
+def _npz_class_names(names, y_train: np.ndarray, file: Path) -> tuple[str, ...]:
+    """The npz's class_names, or "0".."C-1" for C = the largest training label + 1."""
     if names is not None:
         names = tuple(str(name) for name in names.reshape(-1))
-        num_classes = len(names)
-    _check_labels(parts, num_classes, file)
-    class_names = names or tuple(str(label) for label in range(num_classes))
-    return {**parts, "class_names": class_names, "input_shape": input_shape}
+        if not names:
+            raise DataError(f"{file}: class_names is empty; save one name per class,"
+                            " or leave it out to number the classes 0..C-1")
+        # Declared classes stand even when few have samples: the user said so.
+        return names
+    return tuple(str(label) for label in range(_inferred_class_count(y_train, file)))
+
+
+def _inferred_class_count(y: np.ndarray, file: Path) -> int:
+    """C = the largest label + 1, refused when it leaves most classes without a
+    training sample: one stray label 99999 among 0..9 would make a 100,000-class
+    model that runs out of memory, and 2999 would silently train 3,000 classes.
+    A rare class, or labels 0 and 2 without 1, still passes."""
+    largest = int(y.max())
+    if largest < 0:
+        return 1  # every label is negative, which _check_labels refuses
+    num_classes = largest + 1
+    empty = num_classes - len(np.unique(y[y >= 0]))
+    if empty > num_classes / 2:
+        raise DataError(
+            f"{file}: y_train's largest label {largest} makes {num_classes} classes,"
+            f" {empty} of them without a training sample (a stray label?); number"
+            " the classes 0..C-1, or save class_names to declare all C classes"
+        )
+    return num_classes
+
+
+def _check_two_classes(y_train: np.ndarray, source) -> None:
+    """Refuse training labels that are all one class: the model would learn to
+    give that class every time, with a loss of 0."""
+    if (y_train == y_train[0]).all():
+        raise DataError(
+            f"{source}: all {len(y_train)} training labels are {y_train[0]}; a"
+            " classifier needs samples of at least 2 classes"
+        )
 
 
 def _read_npz_arrays(file: Path) -> dict:
@@ -266,7 +308,7 @@ def _npz_pair(arrays: dict, split: str, file: Path) -> dict:
         raise DataError(f"{file}: X_{split} must be real numbers, not {X.dtype}")
     if np.issubdtype(X.dtype, np.floating) and not np.isfinite(X).all():
         raise DataError(f"{file}: X_{split} holds NaN or infinite values; clean them")
-    return {f"X_{split}": X, f"y_{split}": y.astype(np.int64)}
+    return {f"X_{split}": X, f"y_{split}": y}
 
 
 def _flat_features(X, input_shape, key, file) -> np.ndarray:
@@ -305,10 +347,12 @@ def _check_labels(parts: dict, num_classes: int, source) -> None:
         y = parts.get(f"y_{split}")
         if y is None or len(y) == 0:
             continue
-        if y.min() < 0 or y.max() >= num_classes:
+        # Python ints: a uint64 label compared with int64 bounds could wrap.
+        low, high = int(y.min()), int(y.max())
+        if low < 0 or high >= num_classes:
             raise DataError(
                 f"{source}: y_{split} has labels outside [0, {num_classes - 1}]"
-                f" (found {y.min()}..{y.max()}); labels must be 0..C-1"
+                f" (found {low}..{high}); labels must be 0..C-1"
             )
 
 
