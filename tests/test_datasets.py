@@ -10,10 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import tiny_arrays
+from conftest import tiny_arrays, tiny_config_dict
 
+from nntrain.config import resolve_config
 from nntrain.data.datasets import FASHION_CLASSES, load_dataset, search_paths
 from nntrain.errors import BadInputError, DataError
+from nntrain.pipeline import prepare_data
 
 
 def data_config(name="npz", path=None, validation=2, preprocess=("center", "scale")):
@@ -222,6 +224,31 @@ def test_npz_non_finite_features_are_refused(write_npz, bad, split):
 
     with pytest.raises(DataError, match=rf"X_{split} holds NaN or infinite values"):
         load_dataset(data_config(path=path), seed=0)
+
+
+@pytest.mark.parametrize("split", ["X_train", "X_test"])
+def test_npz_features_past_float32_are_refused_when_training_in_float32(
+        write_npz, split):
+    arrays = tiny_arrays()
+    arrays[split][3, 1] = -1e39
+    path = write_npz(**arrays)
+    config = resolve_config(tiny_config_dict(path))
+
+    with pytest.raises(DataError, match=re.escape(
+            f"{path}: {split} holds values up to 1e+39 in magnitude, beyond float32's"
+            " range (±3.4e+38); rescale the features, or set train.dtype: float64")):
+        prepare_data(config)
+
+
+def test_npz_features_past_float32_load_for_float64_training(write_npz):
+    arrays = tiny_arrays()
+    arrays["X_train"][3, 1] = 1e39
+    raw = tiny_config_dict(write_npz(**arrays))
+    raw["train"]["dtype"] = "float64"
+
+    prepared = prepare_data(resolve_config(raw))
+
+    assert np.isfinite(prepared.splits["train"][0]).all()
 
 
 def test_npz_lengths_that_differ_are_refused(write_npz):

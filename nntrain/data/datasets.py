@@ -83,8 +83,12 @@ class Dataset:
         }[name]
 
 
-def load_dataset(data_config: dict, seed: int) -> Dataset:
-    """Load the dataset a config's ``data`` section names, with its three splits."""
+def load_dataset(data_config: dict, seed: int, dtype=None) -> Dataset:
+    """Load the dataset a config's ``data`` section names, with its three splits.
+
+    ``dtype``: the float type training will cast the features to (train.dtype);
+    features beyond its range are refused. None skips that check.
+    """
     name = data_config["name"]
     if name == "digits":
         if data_config["path"]:
@@ -93,7 +97,7 @@ def load_dataset(data_config: dict, seed: int) -> Dataset:
                             " remove it")
         parts = _load_digits()
     elif name == "npz":
-        parts = _load_npz(data_config["path"])
+        parts = _load_npz(data_config["path"], dtype)
     else:
         parts = _load_idx_dataset(name, data_config["path"])
 
@@ -204,7 +208,7 @@ def _check_same_image_shape(shapes: dict) -> None:
 NPZ_KEYS = ("X_train", "y_train", "X_val", "y_val", "X_test", "y_test", "class_names")
 
 
-def _load_npz(path: str | None) -> dict:
+def _load_npz(path: str | None, dtype=None) -> dict:
     """A user's arrays: X_train, y_train and optionally the val and test pairs."""
     if not path:
         raise DataError("data.name is npz but data.path is not set; set it to the file")
@@ -227,6 +231,7 @@ def _load_npz(path: str | None) -> dict:
     for key in ("X_train", "X_val", "X_test"):
         if parts.get(key) is not None:
             parts[key] = _flat_features(parts[key], input_shape, key, file)
+            _check_fits_dtype(parts[key], dtype, key, file)
 
     # The classes are those of y_train as given, counted before the fixed test rows
     # move out of it; a val or test label beyond them is refused below.
@@ -328,6 +333,24 @@ def _flat_features(X, input_shape, key, file) -> np.ndarray:
             f"{file}: {key} has samples of shape {X.shape[1:]}, X_train {input_shape}"
         )
     return X.reshape(len(X), -1)
+
+
+def _check_fits_dtype(X: np.ndarray, dtype, key: str, file: Path) -> None:
+    """Refuse float features beyond the range of ``dtype``: the cast to it would
+    make them infinite with no more than a NumPy warning, and training would then
+    stop on a NaN loss blamed on the learning rate."""
+    if dtype is None or X.dtype.kind != "f":
+        return
+    limit = np.finfo(dtype).max
+    if np.finfo(X.dtype).max <= limit:
+        return
+    largest = max(-X.min(), X.max())  # no temporary abs(X) the size of X
+    if largest > limit:
+        raise DataError(
+            f"{file}: {key} holds values up to {largest:.3g} in magnitude, beyond"
+            f" {np.dtype(dtype).name}'s range (±{limit:.3g}); rescale the features,"
+            " or set train.dtype: float64"
+        )
 
 
 def _npz_fixed_test_split(parts: dict) -> dict:
