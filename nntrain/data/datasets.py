@@ -335,22 +335,28 @@ def _flat_features(X, input_shape, key, file) -> np.ndarray:
     return X.reshape(len(X), -1)
 
 
-def _check_fits_dtype(X: np.ndarray, dtype, key: str, file: Path) -> None:
-    """Refuse float features beyond the range of ``dtype``: the cast to it would
-    make them infinite with no more than a NumPy warning, and training would then
-    stop on a NaN loss blamed on the learning rate."""
-    if dtype is None or X.dtype.kind != "f":
-        return
+def beyond_dtype(X: np.ndarray, dtype) -> str | None:
+    """When float X holds values past the range of float ``dtype``, a phrase for
+    the error, "values up to 1e+39 in magnitude, beyond float32's range (±3.4e+38)";
+    None when every value fits. The cast to ``dtype`` would make them infinite with
+    no more than a NumPy warning."""
     limit = np.finfo(dtype).max
-    if np.finfo(X.dtype).max <= limit:
-        return
+    if X.dtype.kind != "f" or np.finfo(X.dtype).max <= limit or X.size == 0:
+        return None
     largest = max(-X.min(), X.max())  # no temporary abs(X) the size of X
-    if largest > limit:
-        raise DataError(
-            f"{file}: {key} holds values up to {largest:.3g} in magnitude, beyond"
-            f" {np.dtype(dtype).name}'s range (±{limit:.3g}); rescale the features,"
-            " or set train.dtype: float64"
-        )
+    if largest <= limit:
+        return None
+    return (f"values up to {largest:.3g} in magnitude, beyond"
+            f" {np.dtype(dtype).name}'s range (±{limit:.3g})")
+
+
+def _check_fits_dtype(X: np.ndarray, dtype, key: str, file: Path) -> None:
+    """Refuse features the cast to the training dtype would make infinite: the
+    run would stop on a NaN loss blamed on the learning rate."""
+    problem = dtype is not None and beyond_dtype(X, dtype)
+    if problem:
+        raise DataError(f"{file}: {key} holds {problem}; rescale the features, or"
+                        " set train.dtype: float64")
 
 
 def _npz_fixed_test_split(parts: dict) -> dict:
