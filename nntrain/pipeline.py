@@ -42,10 +42,10 @@ def prepare_data(config: dict, preprocessor: Preprocessor | None = None,
     ``spec``, a checkpoint's data spec, is checked against the data first.
     ``keep_raw=False`` drops the raw feature arrays once the preprocessed copies
     exist (training needs only those: 47 MB less for Fashion-MNIST)."""
-    dataset = load_dataset(config["data"], config["seed"])
+    dtype = np.dtype(config["train"]["dtype"])
+    dataset = load_dataset(config["data"], config["seed"], dtype)
     if spec is not None:
         _check_data_matches(dataset, spec)
-    dtype = np.dtype(config["train"]["dtype"])
     transformed = {}
     if preprocessor is None:
         preprocessor, X_train = Preprocessor.fit_transform(

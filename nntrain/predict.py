@@ -4,6 +4,7 @@ from pathlib import Path
 
 import numpy as np
 
+from nntrain.data.datasets import beyond_dtype
 from nntrain.data.npfile import load_numpy_file
 from nntrain.errors import DataError
 
@@ -11,15 +12,23 @@ from nntrain.errors import DataError
 NPZ_SAMPLE_KEYS = ("X", "X_test", "images")
 
 
-def read_samples(path, num_features: int) -> np.ndarray:
+def read_samples(path, num_features: int, dtype=None) -> np.ndarray:
     """Samples from a .npy or .npz file as an (N, D) array, D = ``num_features``.
 
     Accepts (N, D), (N, H, W) images with H * W = D, or one sample of D values.
+    ``dtype``: the float type the model computes in; values beyond its range are
+    refused (None skips that check).
     """
     path = Path(path)
     loaded = load_numpy_file(path)
     X = _pick_array(loaded, path) if isinstance(loaded, dict) else loaded
-    return _as_rows(np.asarray(X), num_features, path)
+    X = _as_rows(np.asarray(X), num_features, path)
+    # Cast, such values would be infinite and their probabilities NaN.
+    problem = dtype is not None and beyond_dtype(X, dtype)
+    if problem:
+        raise DataError(f"{path}: samples hold {problem}, which this model computes"
+                        " in; rescale them")
+    return X
 
 
 def _pick_array(arrays: dict, path: Path) -> np.ndarray:

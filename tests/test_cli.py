@@ -793,6 +793,8 @@ def test_predict_one_sample_of_d_values(trained, tmp_path):
 @pytest.mark.parametrize("make, pattern", [
     (lambda p: np.save(p, np.zeros((3, 5))), r"do not have the 4 features"),
     (lambda p: np.save(p, np.full((3, 4), np.nan)), r"NaN or infinite"),
+    (lambda p: np.save(p, np.full((3, 4), -1e39)),
+     r"samples hold values up to 1e\+39 in magnitude, beyond float32's range"),
     (lambda p: p.write_bytes(b"not numbers at all"), r"not a readable \.npy/\.npz"),
     (lambda p: None, r"input file not found"),
 ])

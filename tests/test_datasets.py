@@ -10,10 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import tiny_arrays
+from conftest import tiny_arrays, tiny_config_dict
 
+from nntrain.config import resolve_config
 from nntrain.data.datasets import FASHION_CLASSES, load_dataset, search_paths
 from nntrain.errors import BadInputError, DataError
+from nntrain.pipeline import prepare_data
 
 
 def data_config(name="npz", path=None, validation=2, preprocess=("center", "scale")):
@@ -161,6 +163,58 @@ def test_npz_test_label_unknown_to_training_is_refused(write_npz):
         load_dataset(data_config(path=path), seed=0)
 
 
+def test_npz_labels_of_one_class_are_refused(write_npz):
+    arrays = tiny_arrays()
+    arrays["y_train"][:] = 1
+    path = write_npz(**arrays, class_names=np.array(["cat", "dog"]))
+
+    with pytest.raises(DataError, match=re.escape(
+            f"{path}: all 60 training labels are 1; a classifier needs samples of at"
+            " least 2 classes")):
+        load_dataset(data_config(path=path), seed=0)
+
+
+@pytest.mark.parametrize("stray, empty", [(2999, 2996), (99999, 99996)])
+def test_npz_stray_large_label_is_refused(write_npz, stray, empty):
+    arrays = tiny_arrays()
+    arrays["y_train"][-1] = stray
+    path = write_npz(**arrays)
+
+    with pytest.raises(DataError, match=re.escape(
+            f"y_train's largest label {stray} makes {stray + 1} classes, {empty} of"
+            " them without a training sample (a stray label?)")):
+        load_dataset(data_config(path=path), seed=0)
+
+
+def test_npz_missing_classes_pass_while_half_have_samples(write_npz):
+    X = np.arange(24, dtype=np.float64).reshape(12, 2)
+    y = np.array([0, 3] * 6)  # classes 1 and 2 without a sample: 2 of 4
+    path = write_npz(X_train=X, y_train=y, X_test=X[:2], y_test=y[:2])
+
+    data = load_dataset(data_config(path=path), seed=0)
+
+    assert data.class_names == ("0", "1", "2", "3")
+
+
+def test_npz_empty_class_names_are_refused(write_npz):
+    path = write_npz(**tiny_arrays(), class_names=np.array([], dtype=str))
+
+    with pytest.raises(DataError, match=re.escape(
+            f"{path}: class_names is empty; save one name per class")):
+        load_dataset(data_config(path=path), seed=0)
+
+
+def test_npz_uint64_label_past_int64_is_shown_as_stored(write_npz):
+    arrays = tiny_arrays()
+    arrays["y_train"] = arrays["y_train"].astype(np.uint64)
+    arrays["y_train"][1] = 2**64 - 5
+    path = write_npz(**arrays, class_names=np.array(["a", "b", "c"]))
+
+    with pytest.raises(DataError, match=re.escape(
+            "y_train has labels outside [0, 2] (found 0..18446744073709551611)")):
+        load_dataset(data_config(path=path), seed=0)
+
+
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
 @pytest.mark.parametrize("split", ["train", "test"])
 def test_npz_non_finite_features_are_refused(write_npz, bad, split):
@@ -170,6 +224,31 @@ def test_npz_non_finite_features_are_refused(write_npz, bad, split):
 
     with pytest.raises(DataError, match=rf"X_{split} holds NaN or infinite values"):
         load_dataset(data_config(path=path), seed=0)
+
+
+@pytest.mark.parametrize("split", ["X_train", "X_test"])
+def test_npz_features_past_float32_are_refused_when_training_in_float32(
+        write_npz, split):
+    arrays = tiny_arrays()
+    arrays[split][3, 1] = -1e39
+    path = write_npz(**arrays)
+    config = resolve_config(tiny_config_dict(path))
+
+    with pytest.raises(DataError, match=re.escape(
+            f"{path}: {split} holds values up to 1e+39 in magnitude, beyond float32's"
+            " range (±3.4e+38); rescale the features, or set train.dtype: float64")):
+        prepare_data(config)
+
+
+def test_npz_features_past_float32_load_for_float64_training(write_npz):
+    arrays = tiny_arrays()
+    arrays["X_train"][3, 1] = 1e39
+    raw = tiny_config_dict(write_npz(**arrays))
+    raw["train"]["dtype"] = "float64"
+
+    prepared = prepare_data(resolve_config(raw))
+
+    assert np.isfinite(prepared.splits["train"][0]).all()
 
 
 def test_npz_lengths_that_differ_are_refused(write_npz):
@@ -244,6 +323,25 @@ def test_npz_feature_shapes_that_differ_are_refused(write_npz):
 
     with pytest.raises(DataError, match=re.escape(
             "X_test has samples of shape (3,), X_train (4,)")):
+        load_dataset(data_config(path=path), seed=0)
+
+
+@pytest.mark.parametrize("key", ["X_train", "X_test"])
+def test_npz_with_no_samples_is_refused(write_npz, key):
+    arrays = tiny_arrays()
+    arrays[key], arrays["y" + key[1:]] = arrays[key][:0], arrays["y" + key[1:]][:0]
+    path = write_npz(**arrays)
+
+    with pytest.raises(DataError, match=re.escape(
+            f"{path}: {key} holds no samples (shape (0, 4)); save at least one")):
+        load_dataset(data_config(path=path), seed=0)
+
+
+def test_npz_samples_of_no_features_are_refused(write_npz):
+    path = write_npz(X_train=np.zeros((10, 0)), y_train=np.arange(10) % 2)
+
+    with pytest.raises(DataError, match=re.escape(
+            "X_train has samples of shape (0,), which hold no features")):
         load_dataset(data_config(path=path), seed=0)
 
 
@@ -464,6 +562,50 @@ def test_idx_label_above_nine_is_refused(tmp_path, write_idx_dataset, isolated_h
     with pytest.raises(DataError, match=re.escape(
             "y_train has labels outside [0, 9] (found 0..10)")):
         load_dataset(data_config("fashion-mnist", folder), seed=0)
+
+
+def test_idx_train_and_test_images_of_different_sizes_are_refused(
+        tmp_path, write_idx_dataset, isolated_home):
+    folder = write_idx_dataset(tmp_path / "m", tiny_idx(20, 0, 8, 8),
+                               tiny_idx(5, 1, 6, 6), compress=False)
+
+    with pytest.raises(DataError, match=re.escape(
+            f"{folder / 'train-images-idx3-ubyte'} holds images of 8x8 pixels but"
+            f" {folder / 't10k-images-idx3-ubyte'} holds 6x6")):
+        load_dataset(data_config("mnist", folder), seed=0)
+
+
+def test_idx_plain_copy_equal_to_the_gz_is_accepted(tmp_path, write_idx_dataset,
+                                                    isolated_home):
+    train, test = tiny_idx(20, 0), tiny_idx(5, 1)
+    folder = write_idx_dataset(tmp_path / "m", train, test)
+    write_idx_dataset(folder, train, test, compress=False)  # as `gunzip -k` leaves
+
+    data = load_dataset(data_config("mnist", folder), seed=0)
+
+    np.testing.assert_array_equal(data.X_test, test[0].reshape(5, 6))
+
+
+def test_idx_plain_copy_that_differs_from_the_gz_is_refused(
+        tmp_path, write_idx_dataset, isolated_home):
+    folder = write_idx_dataset(tmp_path / "m", tiny_idx(20, 0), tiny_idx(5, 1))
+    write_idx_dataset(folder, tiny_idx(20, 2), tiny_idx(5, 1), compress=False)
+    plain = folder / "train-images-idx3-ubyte"
+
+    with pytest.raises(DataError, match=re.escape(
+            f"{plain} and {plain}.gz hold different data (nntrain reads the .gz")):
+        load_dataset(data_config("mnist", folder), seed=0)
+
+
+def test_idx_labels_of_one_class_are_refused(tmp_path, write_idx_dataset,
+                                            isolated_home):
+    X, y = tiny_idx(20, 0)
+    folder = write_idx_dataset(tmp_path / "m", (X, np.full_like(y, 7)),
+                               tiny_idx(5, 1))
+
+    with pytest.raises(DataError, match=re.escape(
+            f"{folder}: all 20 training labels are 7; a classifier needs samples")):
+        load_dataset(data_config("mnist", folder), seed=0)
 
 
 def test_idx_data_path_comes_before_nntrain_data(tmp_path, write_idx_dataset,

@@ -1,6 +1,7 @@
 """Tests of the IDX reader on tiny files written in each test's tmp_path."""
 
 import gzip
+import re
 import struct
 import time
 from pathlib import Path
@@ -8,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nntrain.data.idx import load_idx_pair, read_idx
+from nntrain.data.idx import load_idx_pair, read_idx, same_data
 from nntrain.errors import BadInputError, DataError
 
 TYPE_CODES = {
@@ -194,6 +195,35 @@ def test_load_idx_pair_refuses_non_uint8(tmp_path):
 
     with pytest.raises(DataError, match="holds float32 values, expected uint8"):
         load_idx_pair(images, labels)
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_load_idx_pair_refuses_a_file_of_no_images(tmp_path, compress):
+    images = write(tmp_path / "images", idx_bytes(np.zeros((0, 8, 8), np.uint8)),
+                   compress)
+    labels = write(tmp_path / "labels", idx_bytes(np.zeros(0, np.uint8)))
+
+    with pytest.raises(DataError, match=re.escape(
+            f"image file {images} holds no images (shape (0, 8, 8))")):
+        load_idx_pair(images, labels)
+
+
+def test_load_idx_pair_refuses_images_of_no_pixels(tmp_path):
+    images = write(tmp_path / "images", idx_bytes(np.zeros((3, 0, 8), np.uint8)))
+    labels = write(tmp_path / "labels", idx_bytes(np.zeros(3, np.uint8)))
+
+    with pytest.raises(DataError, match=r"holds 3 images of 0x8 pixels, none at all"):
+        load_idx_pair(images, labels)
+
+
+def test_same_data_compares_decompressed_bytes_to_the_end(tmp_path):
+    data = idx_bytes(np.arange(12, dtype=np.uint8).reshape(3, 2, 2))
+    gzipped = write(tmp_path / "a.gz", data, compress=True)
+
+    assert same_data(gzipped, write(tmp_path / "b", data))
+    assert not same_data(gzipped, write(tmp_path / "short", data[:-1]))
+    assert not same_data(write(tmp_path / "long", data + b"\0"), gzipped)
+    assert not same_data(gzipped, write(tmp_path / "bad.gz", b"\x1f\x8b junk"))
 
 
 @pytest.mark.skipif(not FASHION.is_dir(), reason="Debian's fashion-mnist not installed")

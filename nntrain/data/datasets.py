@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nntrain.data.idx import load_idx_pair
+from nntrain.data.idx import load_idx_pair, same_data
 from nntrain.data.npfile import load_numpy_file
 from nntrain.errors import DataError, DataWarning
 from nntrain.random import SPLIT_STREAM, generator
@@ -83,8 +83,12 @@ class Dataset:
         }[name]
 
 
-def load_dataset(data_config: dict, seed: int) -> Dataset:
-    """Load the dataset a config's ``data`` section names, with its three splits."""
+def load_dataset(data_config: dict, seed: int, dtype=None) -> Dataset:
+    """Load the dataset a config's ``data`` section names, with its three splits.
+
+    ``dtype``: the float type training will cast the features to (train.dtype);
+    features beyond its range are refused. None skips that check.
+    """
     name = data_config["name"]
     if name == "digits":
         if data_config["path"]:
@@ -93,7 +97,7 @@ def load_dataset(data_config: dict, seed: int) -> Dataset:
                             " remove it")
         parts = _load_digits()
     elif name == "npz":
-        parts = _load_npz(data_config["path"])
+        parts = _load_npz(data_config["path"], dtype)
     else:
         parts = _load_idx_dataset(name, data_config["path"])
 
@@ -153,25 +157,58 @@ def _idx_file(folder: Path, stem: str) -> Path | None:
     return None
 
 
+def _chosen_idx_file(folder: Path, stem: str) -> Path:
+    """The file read for ``stem``: the .gz when both it and the plain file exist.
+
+    Both are there after `gunzip -k`, harmlessly, or when one was replaced or edited
+    by hand. Then the folder holds two datasets under one name, and training on the
+    one the user did not mean would spoil the run with nothing to show for it: a
+    warning scrolls by unread, so differing copies are refused, equal ones used.
+    """
+    gzipped, plain = folder / f"{stem}.gz", folder / stem
+    if gzipped.is_file() and plain.is_file() and not same_data(gzipped, plain):
+        raise DataError(
+            f"{plain} and {gzipped} hold different data (nntrain reads the .gz"
+            " when both are there); remove or rename the one you do not mean to"
+            " train on"
+        )
+    return _idx_file(folder, stem)
+
+
 def _load_idx_dataset(name: str, path: str | None) -> dict:
     folder = find_idx_folder(name, path)
-    parts = {}
+    parts, shapes = {}, {}
     for split, (images_stem, labels_stem) in IDX_FILES.items():
-        images, labels = load_idx_pair(
-            _idx_file(folder, images_stem), _idx_file(folder, labels_stem)
-        )
+        images_file = _chosen_idx_file(folder, images_stem)
+        images, labels = load_idx_pair(images_file,
+                                       _chosen_idx_file(folder, labels_stem))
         parts[f"X_{split}"] = images.reshape(len(images), -1)
         parts[f"y_{split}"] = labels.astype(np.int64)
-        input_shape = images.shape[1:]
+        shapes[images_file] = images.shape[1:]
+    _check_same_image_shape(shapes)
+    input_shape = next(iter(shapes.values()))
     classes = FASHION_CLASSES if name == "fashion-mnist" else DIGIT_CLASSES
     _check_labels(parts, len(classes), folder)
+    _check_two_classes(parts["y_train"], folder)
     return {**parts, "class_names": classes, "input_shape": input_shape}
+
+
+def _check_same_image_shape(shapes: dict) -> None:
+    """Refuse train and test images of different sizes: the model takes one input
+    width, and evaluating it on the test split would fail after training."""
+    (train, train_shape), (test, test_shape) = shapes.items()
+    if train_shape != test_shape:
+        raise DataError(
+            f"{train} holds images of {train_shape[0]}x{train_shape[1]} pixels but"
+            f" {test} holds {test_shape[0]}x{test_shape[1]}; use the train and test"
+            " files of one dataset"
+        )
 
 
 NPZ_KEYS = ("X_train", "y_train", "X_val", "y_val", "X_test", "y_test", "class_names")
 
 
-def _load_npz(path: str | None) -> dict:
+def _load_npz(path: str | None, dtype=None) -> dict:
     """A user's arrays: X_train, y_train and optionally the val and test pairs."""
     if not path:
         raise DataError("data.name is npz but data.path is not set; set it to the file")
@@ -194,19 +231,61 @@ def _load_npz(path: str | None) -> dict:
     for key in ("X_train", "X_val", "X_test"):
         if parts.get(key) is not None:
             parts[key] = _flat_features(parts[key], input_shape, key, file)
+            _check_fits_dtype(parts[key], dtype, key, file)
 
     # The classes are those of y_train as given, counted before the fixed test rows
     # move out of it; a val or test label beyond them is refused below.
-    num_classes = int(parts["y_train"].max()) + 1
+    class_names = _npz_class_names(arrays.get("class_names"), parts["y_train"], file)
+    _check_two_classes(parts["y_train"], file)
     if parts.get("X_test") is None:
         parts.update(_npz_fixed_test_split(parts))
-    names = arrays.get("class_names")
+    _check_labels(parts, len(class_names), file)
+    # Cast only now: a uint64 label past int64's range would wrap to a negative one.
+    for key in ("y_train", "y_val", "y_test"):
+        if parts.get(key) is not None:
+            parts[key] = parts[key].astype(np.int64)
+    return {**parts, "class_names": class_names, "input_shape": input_shape}
+
+
+def _npz_class_names(names, y_train: np.ndarray, file: Path) -> tuple[str, ...]:
+    """The npz's class_names, or "0".."C-1" for C = the largest training label + 1."""
     if names is not None:
         names = tuple(str(name) for name in names.reshape(-1))
-        num_classes = len(names)
-    _check_labels(parts, num_classes, file)
-    class_names = names or tuple(str(label) for label in range(num_classes))
-    return {**parts, "class_names": class_names, "input_shape": input_shape}
+        if not names:
+            raise DataError(f"{file}: class_names is empty; save one name per class,"
+                            " or leave it out to number the classes 0..C-1")
+        # Declared classes stand even when few have samples: the user said so.
+        return names
+    return tuple(str(label) for label in range(_inferred_class_count(y_train, file)))
+
+
+def _inferred_class_count(y: np.ndarray, file: Path) -> int:
+    """C = the largest label + 1, refused when it leaves most classes without a
+    training sample: one stray label 99999 among 0..9 would make a 100,000-class
+    model that runs out of memory, and 2999 would silently train 3,000 classes.
+    A rare class, or labels 0 and 2 without 1, still passes."""
+    largest = int(y.max())
+    if largest < 0:
+        return 1  # every label is negative, which _check_labels refuses
+    num_classes = largest + 1
+    empty = num_classes - len(np.unique(y[y >= 0]))
+    if empty > num_classes / 2:
+        raise DataError(
+            f"{file}: y_train's largest label {largest} makes {num_classes} classes,"
+            f" {empty} of them without a training sample (a stray label?); number"
+            " the classes 0..C-1, or save class_names to declare all C classes"
+        )
+    return num_classes
+
+
+def _check_two_classes(y_train: np.ndarray, source) -> None:
+    """Refuse training labels that are all one class: the model would learn to
+    give that class every time, with a loss of 0."""
+    if (y_train == y_train[0]).all():
+        raise DataError(
+            f"{source}: all {len(y_train)} training labels are {y_train[0]}; a"
+            " classifier needs samples of at least 2 classes"
+        )
 
 
 def _read_npz_arrays(file: Path) -> dict:
@@ -234,17 +313,50 @@ def _npz_pair(arrays: dict, split: str, file: Path) -> dict:
         raise DataError(f"{file}: X_{split} must be real numbers, not {X.dtype}")
     if np.issubdtype(X.dtype, np.floating) and not np.isfinite(X).all():
         raise DataError(f"{file}: X_{split} holds NaN or infinite values; clean them")
-    return {f"X_{split}": X, f"y_{split}": y.astype(np.int64)}
+    return {f"X_{split}": X, f"y_{split}": y}
 
 
 def _flat_features(X, input_shape, key, file) -> np.ndarray:
-    if X.ndim < 2 or len(X) == 0:
-        raise DataError(f"{file}: {key} must have shape (N, D...) with N >= 1")
+    if X.ndim < 2:
+        raise DataError(f"{file}: {key} must have shape (N, D...), one row per"
+                        f" sample (got shape {X.shape})")
+    if len(X) == 0:
+        drop = "" if key == "X_train" else f", or leave out {key} and y_{key[2:]}"
+        raise DataError(f"{file}: {key} holds no samples (shape {X.shape}); save at"
+                        f" least one{drop}")
+    # Samples of no features leave nothing to learn and break the weights' scaling.
+    if X.size == 0:
+        raise DataError(f"{file}: {key} has samples of shape {X.shape[1:]}, which"
+                        " hold no features; save at least one value per sample")
     if X.shape[1:] != input_shape:
         raise DataError(
             f"{file}: {key} has samples of shape {X.shape[1:]}, X_train {input_shape}"
         )
     return X.reshape(len(X), -1)
+
+
+def beyond_dtype(X: np.ndarray, dtype) -> str | None:
+    """When float X holds values past the range of float ``dtype``, a phrase for
+    the error, "values up to 1e+39 in magnitude, beyond float32's range (±3.4e+38)";
+    None when every value fits. The cast to ``dtype`` would make them infinite with
+    no more than a NumPy warning."""
+    limit = np.finfo(dtype).max
+    if X.dtype.kind != "f" or np.finfo(X.dtype).max <= limit or X.size == 0:
+        return None
+    largest = max(-X.min(), X.max())  # no temporary abs(X) the size of X
+    if largest <= limit:
+        return None
+    return (f"values up to {largest:.3g} in magnitude, beyond"
+            f" {np.dtype(dtype).name}'s range (±{limit:.3g})")
+
+
+def _check_fits_dtype(X: np.ndarray, dtype, key: str, file: Path) -> None:
+    """Refuse features the cast to the training dtype would make infinite: the
+    run would stop on a NaN loss blamed on the learning rate."""
+    problem = dtype is not None and beyond_dtype(X, dtype)
+    if problem:
+        raise DataError(f"{file}: {key} holds {problem}; rescale the features, or"
+                        " set train.dtype: float64")
 
 
 def _npz_fixed_test_split(parts: dict) -> dict:
@@ -264,10 +376,12 @@ def _check_labels(parts: dict, num_classes: int, source) -> None:
         y = parts.get(f"y_{split}")
         if y is None or len(y) == 0:
             continue
-        if y.min() < 0 or y.max() >= num_classes:
+        # Python ints: a uint64 label compared with int64 bounds could wrap.
+        low, high = int(y.min()), int(y.max())
+        if low < 0 or high >= num_classes:
             raise DataError(
                 f"{source}: y_{split} has labels outside [0, {num_classes - 1}]"
-                f" (found {y.min()}..{y.max()}); labels must be 0..C-1"
+                f" (found {low}..{high}); labels must be 0..C-1"
             )
 
 

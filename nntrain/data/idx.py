@@ -100,14 +100,16 @@ def load_idx_pair(
 
     Raises
     ------
-    DataError : either file is unreadable, has the wrong rank or dtype, or the two
-        hold different numbers of examples.
+    DataError : either file is unreadable, has the wrong rank or dtype, holds no
+        images or images of no pixels, or the two hold different numbers of
+        examples.
     """
     X = read_idx(images_path)
     y = read_idx(labels_path)
 
     _check_array(X, images_path, "image", ndim=3, axes="(N, H, W)")
     _check_array(y, labels_path, "label", ndim=1, axes="(N,)")
+    _check_images_hold_pixels(X, images_path)
 
     if len(X) != len(y):
         raise DataError(
@@ -115,6 +117,21 @@ def load_idx_pair(
             "labels; use the label file that belongs to these images."
         )
     return X, y
+
+
+def same_data(first: str | os.PathLike, second: str | os.PathLike) -> bool:
+    """Whether two files hold the same bytes once decompressed (each may be gzipped
+    or not); False when either cannot be read to its end."""
+    try:
+        stream_a, _ = _open(Path(first))
+        stream_b, _ = _open(Path(second))
+        with stream_a, stream_b:
+            while chunk := _read_up_to(stream_a, _CHUNK_BYTES):
+                if chunk != _read_up_to(stream_b, _CHUNK_BYTES):
+                    return False
+            return not stream_b.read(1)
+    except (OSError, EOFError, zlib.error):
+        return False
 
 
 def _open(path: Path) -> tuple[BinaryIO, bool]:
@@ -243,4 +260,20 @@ def _check_array(
         raise DataError(
             f"The {role} file {path} holds {array.dtype} values, expected uint8; "
             "use the MNIST-style file of unsigned bytes."
+        )
+
+
+def _check_images_hold_pixels(X: np.ndarray, path: str | os.PathLike) -> None:
+    """Refuse (0, H, W) and (N, 0, W) images: a valid header can announce them, but
+    nothing can be learnt from them and later steps divide by their size."""
+    if len(X) == 0:
+        raise DataError(
+            f"The image file {path} holds no images (shape {X.shape}); use a file"
+            " with at least one image, or download it again."
+        )
+    if X.size == 0:
+        raise DataError(
+            f"The image file {path} holds {len(X)} images of {X.shape[1]}x"
+            f"{X.shape[2]} pixels, none at all; its header is damaged, download it"
+            " again."
         )
