@@ -7,6 +7,7 @@ stopped by the test, the rest use file:// URLs into tmp_path.
 import gzip
 import hashlib
 import io
+import re
 import sys
 import threading
 import types
@@ -15,7 +16,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from nntrain.cli import cli
 from nntrain.data import download as dl
 from nntrain.data.download import (
     CONTENT_SHA256,
@@ -243,6 +246,84 @@ def test_mirror_that_is_not_a_url_is_a_data_error(tmp_path):
         download("mnist", tmp_path, base_url="mirror-folder", files=CHECKSUMS)
 
     assert listing(tmp_path) == []
+
+
+@pytest.fixture
+def no_fetch(monkeypatch):
+    """Fail the test if anything is fetched: a refused mirror must not connect."""
+    monkeypatch.setattr(dl, "_fetch", lambda url, *args: pytest.fail(f"fetched {url}"))
+
+
+@pytest.mark.parametrize("mirror", ["", "  "])
+def test_empty_mirror_is_refused_not_replaced_by_the_official_server(
+        tmp_path, no_fetch, mirror):
+    with pytest.raises(DataError, match="^--mirror is empty; give the http://"):
+        download("fashion-mnist", tmp_path, base_url=mirror)
+
+
+def test_download_command_refuses_an_empty_mirror_in_one_line(tmp_path, no_fetch):
+    result = CliRunner().invoke(cli, ["data", "download", "fashion-mnist", "--dir",
+                                      str(tmp_path), "--mirror", ""])
+
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [
+        "error: --mirror is empty; give the http://, https:// or file:// URL of the"
+        " folder holding the files, or leave --mirror out to use the official server"
+    ]
+
+
+def test_no_mirror_fetches_from_the_official_server(tmp_path, monkeypatch):
+    urls = []
+    monkeypatch.setattr(dl, "_fetch", lambda url, *args: urls.append(url))
+
+    download("mnist", tmp_path, base_url=None, files=CHECKSUMS)
+
+    assert urls == [DATASETS["mnist"].base_url + name for name in CHECKSUMS]
+
+
+@pytest.mark.parametrize("mirror, fault", [
+    ("http://127.0.0.1:9/good?x=1", r"has a query or fragment \('\?' or '#'\)"),
+    ("http://127.0.0.1:9/good#frag", "has a query or fragment"),
+    ("http://127.0.0.1:9/good?", "has a query or fragment"),
+    ("http://", "names no host: write http://HOST"),
+    ("https:///folder", "names no host: write https://HOST"),
+    ("http://127.0.0.1:port/", "has a bad port"),
+    ("file://tmp/x", "names the host 'tmp'.*did you mean file:///tmp/x\\?$"),
+    ("file:relative/x", "holds no absolute path: write file:///ABSOLUTE/PATH"),
+])
+def test_malformed_mirror_is_refused_before_any_connection(
+        tmp_path, no_fetch, mirror, fault):
+    with pytest.raises(DataError, match=f"^--mirror {re.escape(mirror)} {fault}"):
+        download("mnist", tmp_path, base_url=mirror, files=CHECKSUMS)
+
+
+def test_mirror_with_credentials_is_refused_without_showing_them(tmp_path, no_fetch):
+    with pytest.raises(DataError, match="holds a user name or password") as info:
+        download("mnist", tmp_path, base_url="http://user:pw@127.0.0.1:9/good")
+
+    assert str(info.value).startswith("--mirror http://***@127.0.0.1:9/good ")
+    assert "pw" not in str(info.value)
+
+
+def test_unsupported_scheme_is_refused_naming_the_supported_ones(tmp_path, no_fetch):
+    with pytest.raises(DataError, match=(
+            r"ftp://127.0.0.1/x \(scheme 'ftp' is not supported\): give --mirror as"
+            r" an http://, https:// or file:// URL")):
+        download("mnist", tmp_path, base_url="ftp://127.0.0.1/x")
+
+
+def test_mirror_that_is_a_folder_path_suggests_its_file_url(tmp_path, no_fetch):
+    with pytest.raises(DataError, match=re.escape(f"write {tmp_path.as_uri()}")):
+        download("mnist", tmp_path / "dest", base_url=str(tmp_path))
+
+
+def test_file_url_on_localhost_is_accepted(tmp_path):
+    source = folder_of(tmp_path, FILES)
+
+    paths = download("mnist", tmp_path / "dest", base_url=f"file://localhost{source}",
+                     files=CHECKSUMS)
+
+    assert [p.read_bytes() for p in paths] == list(FILES.values())
 
 
 def test_destination_that_is_a_file_is_a_data_error(tmp_path):

@@ -20,6 +20,7 @@ import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import SplitResult, urlsplit
 
 from nntrain.data.idx import is_gzip
 from nntrain.errors import DataError
@@ -39,6 +40,8 @@ _HASHERS = {
 }
 
 _CHUNK_BYTES = 1 << 16
+
+_SCHEMES = ("http", "https", "file")
 
 
 @dataclass(frozen=True)
@@ -132,7 +135,8 @@ def download(
     name : a key of ``DATASETS``.
     dest_dir : folder the files land in; created if missing.
     base_url : where to fetch from instead of the dataset's own address (a mirror):
-        http, https or file URL of the folder holding the files.
+        http, https or file URL of the folder holding the files; None for the
+        dataset's own address. An empty or malformed one is refused.
     progress : show a progress bar on stderr when stderr is a terminal.
     timeout : seconds to wait for a server before giving up.
     files : file names and checksums to use instead of the dataset's own.
@@ -143,13 +147,11 @@ def download(
 
     Raises
     ------
-    DataError : unknown name, unreachable server, truncated body or wrong hash.
+    DataError : unknown name, bad mirror URL, unreachable server, truncated body or
+        wrong hash.
     """
     dataset = _lookup(name)
-    base_url = base_url or dataset.base_url
-    if base_url.split(":", 1)[0].lower() not in ("http", "https", "file"):
-        raise DataError(f"cannot fetch from {base_url}: give --mirror as an http://,"
-                        " https:// or file:// URL of the folder holding the files")
+    base_url = dataset.base_url if base_url is None else _check_mirror(base_url)
     dest_dir = _make_folder(Path(dest_dir).expanduser())
     if files is None:
         files = dataset.files
@@ -173,6 +175,80 @@ def _lookup(name: str) -> Dataset:
     close = difflib.get_close_matches(name, DATASETS, n=1)
     hint = f"; did you mean {close[0]!r}?" if close else "."
     raise DataError(f"Unknown dataset {name!r} (choose one of: {known}){hint}")
+
+
+def _check_mirror(url: str) -> str:
+    """``url`` when it can be the folder the file names are appended to, else a
+    DataError naming the fault. Checked before any connection: an empty or malformed
+    mirror must never fall back to the official server or reach another host."""
+    if not url.strip():
+        raise DataError("--mirror is empty; give the http://, https:// or file:// URL"
+                        " of the folder holding the files, or leave --mirror out to"
+                        " use the official server")
+    parts = urlsplit(url)
+    if parts.scheme not in _SCHEMES:
+        raise _bad_scheme(url, parts.scheme)
+
+    fault = _mirror_fault(url, parts)
+    if fault:
+        raise DataError(f"--mirror {_shown(url, parts)} {fault}")
+    return url
+
+
+def _bad_scheme(url: str, scheme: str) -> DataError:
+    what = f"scheme {scheme!r} is not supported" if scheme else "it is not a URL"
+    hint = ""
+    folder = Path(url).expanduser()
+    if not scheme and folder.is_dir():
+        hint = f"; for this folder write {folder.resolve().as_uri()}"
+    return DataError(f"cannot fetch from {url} ({what}): give --mirror as an http://,"
+                     f" https:// or file:// URL of the folder holding the files{hint}")
+
+
+def _mirror_fault(url: str, parts: SplitResult) -> str | None:
+    """What makes ``url`` unusable as a mirror, as the end of a sentence, or None."""
+    if "?" in url or "#" in url:
+        # The file names are appended to the URL, so they would land in the query.
+        return ("has a query or fragment ('?' or '#'): give the folder's URL alone,"
+                " the file names are appended to it (write a '?' or '#' of a folder"
+                " name as %3F or %23)")
+    if "@" in parts.netloc:
+        return ("holds a user name or password, which nntrain does not send: use a"
+                " mirror that needs none, or fetch the files yourself and pass"
+                " --mirror file:///FOLDER")
+    if parts.scheme == "file":
+        return _file_fault(parts)
+    return _host_fault(parts)
+
+
+def _host_fault(parts: SplitResult) -> str | None:
+    form = f"write {parts.scheme}://HOST[:PORT]/FOLDER"
+    if not parts.hostname:
+        return f"names no host: {form}"
+    try:
+        parts.port  # noqa: B018 (reading it is what parses the port)
+    except ValueError as err:
+        return f"has a bad port ({err}): {form}"
+    return None
+
+
+def _file_fault(parts: SplitResult) -> str | None:
+    # urllib would quietly drop the host of file://tmp/x and read /x.
+    form = "write file:///ABSOLUTE/PATH (three slashes)"
+    if parts.netloc not in ("", "localhost"):
+        return (f"names the host {parts.netloc!r}, but a file URL reads this"
+                f" machine's files: {form}; did you mean"
+                f" file:///{parts.netloc}{parts.path}?")
+    if not parts.path.startswith("/"):
+        return f"holds no absolute path: {form}"
+    return None
+
+
+def _shown(url: str, parts: SplitResult) -> str:
+    """``url`` as an error may print it: without a user name or password."""
+    if "@" not in parts.netloc:
+        return url
+    return parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]).geturl()
 
 
 def _make_folder(folder: Path) -> Path:
