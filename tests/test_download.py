@@ -7,9 +7,13 @@ stopped by the test, the rest use file:// URLs into tmp_path.
 import gzip
 import hashlib
 import io
+import os
 import re
+import signal
+import subprocess
 import sys
 import threading
+import time
 import types
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -28,7 +32,7 @@ from nntrain.data.download import (
     default_cache_dir,
     download,
 )
-from nntrain.errors import DataError
+from nntrain.errors import DataError, StopRequested
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 
@@ -191,6 +195,100 @@ def test_interrupted_download_leaves_no_partial_file(tmp_path, monkeypatch):
         download("mnist", dest, base_url=source.as_uri(), files=CHECKSUMS)
 
     assert listing(dest) == []
+
+
+def test_sigterm_during_download_stops_and_leaves_no_partial_file(tmp_path,
+                                                                   monkeypatch):
+    def copy_then_terminate(response, out, *args):
+        out.write(response.read(5))
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler raises before this ends
+        pytest.fail("SIGTERM did not stop the download")
+
+    def unhandled(signum, frame):
+        pytest.fail("download did not handle SIGTERM")
+
+    monkeypatch.setattr(dl, "_copy", copy_then_terminate)
+    source = folder_of(tmp_path, FILES)
+    dest = tmp_path / "dest"
+    # Stands for the default action, which would end pytest itself.
+    previous = signal.signal(signal.SIGTERM, unhandled)
+    try:
+        with pytest.raises(StopRequested, match="^stopped by SIGTERM; the partial"
+                                                " file was deleted") as info:
+            download("mnist", dest, base_url=source.as_uri(), files=CHECKSUMS)
+        assert signal.getsignal(signal.SIGTERM) is unhandled
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+    assert info.value.exit_code == 143
+    assert listing(dest) == []
+
+
+def test_download_command_exits_143_on_sigterm_in_one_line(tmp_path):
+    dest = tmp_path / "dest"
+    stall = threading.Event()
+
+    with serve(FILES, stall=stall) as (url, requested):
+        process = subprocess.Popen(
+            [sys.executable, "-m", "nntrain", "data", "download", "mnist", "--dir",
+             str(dest), "--mirror", url],
+            cwd=Path(__file__).parents[1], stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 30
+        while not requested:  # the temporary file exists before the request
+            assert process.poll() is None and time.monotonic() < deadline
+            time.sleep(0.02)
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=30)
+
+    assert process.returncode == 143
+    assert stderr.splitlines() == [
+        "stopped by SIGTERM; the partial file was deleted and the files already"
+        " verified were kept: rerun the command to fetch the rest"
+    ]
+    assert listing(dest) == []
+
+
+def part_file(folder: Path, name: str, age: float) -> Path:
+    """A temporary file as _fetch names it, last written ``age`` seconds ago."""
+    folder.mkdir(exist_ok=True)
+    path = folder / f".{name}.k3x_9q0z.part"
+    path.write_bytes(b"partial")
+    then = time.time() - age
+    os.utime(path, (then, then))
+    return path
+
+
+@pytest.mark.skipif(dl.fcntl is None, reason="no file locks on this system")
+def test_download_removes_temporary_files_a_killed_run_left(tmp_path):
+    source = folder_of(tmp_path, FILES)
+    dest = tmp_path / "dest"
+    part_file(dest, "a-labels.gz", age=3600)
+    part_file(dest, "b-labels.gz", age=3600)
+    kept = [part_file(dest, "other.gz", age=3600), dest / ".a-labels.gz.part",
+            dest / ".a-labels.gz.k3x_9q0z.part.keep"]
+    for path in kept[1:]:
+        path.write_bytes(b"not ours")
+
+    download("mnist", dest, base_url=source.as_uri(), files=CHECKSUMS)
+
+    assert listing(dest) == sorted(["a-labels.gz", "b-labels.gz",
+                                    *(path.name for path in kept)])
+
+
+@pytest.mark.skipif(dl.fcntl is None, reason="no file locks on this system")
+def test_download_keeps_temporary_files_that_are_new_or_in_use(tmp_path):
+    source = folder_of(tmp_path, FILES)
+    dest = tmp_path / "dest"
+    new = part_file(dest, "a-labels.gz", age=1)
+    in_use = part_file(dest, "b-labels.gz", age=3600)
+
+    with open(in_use, "rb") as held:
+        # flock locks belong to an open file, so this one stands for another process
+        dl.fcntl.flock(held, dl.fcntl.LOCK_EX)
+        download("mnist", dest, base_url=source.as_uri(), files=CHECKSUMS)
+
+    assert new.exists() and in_use.exists()
 
 
 def test_truncated_body_is_refused_and_leaves_no_file(tmp_path):

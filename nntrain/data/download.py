@@ -2,7 +2,8 @@
 
 Every file is streamed into a temporary file beside its final name, checked against
 its known hash, then renamed into place, so a failed or interrupted download never
-leaves a partial file under the final name.
+leaves a partial file under the final name. Ctrl-C and SIGTERM delete the temporary
+file; one a killed process left behind is deleted by the next download.
 """
 
 from __future__ import annotations
@@ -12,19 +13,28 @@ import gzip
 import hashlib
 import http.client
 import os
+import re
+import signal
 import sys
 import tempfile
+import time
 import urllib.error
 import urllib.request
 import zlib
 from collections.abc import Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import SplitResult, urlsplit
 
 from nntrain.data.idx import is_gzip
-from nntrain.errors import DataError
+from nntrain.errors import DataError, StopRequested
 from nntrain.fileio import publish
+
+try:
+    import fcntl
+except ImportError:  # Windows: no locks, so abandoned temporary files stay
+    fcntl = None
 
 # What a checksum is computed over. CONTENT_SHA256 hashes the decompressed IDX bytes,
 # so a copy that was gzipped again (Debian ships such copies) still verifies; we use
@@ -42,6 +52,11 @@ _HASHERS = {
 _CHUNK_BYTES = 1 << 16
 
 _SCHEMES = ("http", "https", "file")
+
+# A temporary file is ".NAME.XXXXXXXX.part" (mkstemp's 8 random characters). Its
+# writer holds a lock on it; an unlocked one older than this many seconds was left by
+# a killed process. The age spares a new file in the instant before it is locked.
+_ABANDONED_SECONDS = 60
 
 
 @dataclass(frozen=True)
@@ -155,15 +170,77 @@ def download(
     dest_dir = _make_folder(Path(dest_dir).expanduser())
     if files is None:
         files = dataset.files
+    _remove_abandoned_parts(dest_dir, files)
 
     paths = []
-    for filename, checksum in files.items():
-        path = dest_dir / filename
-        if not _is_verified(path, checksum):
-            url = base_url.rstrip("/") + "/" + filename
-            _fetch(url, path, checksum, progress, timeout)
-        paths.append(path)
+    with _sigterm_stops():
+        for filename, checksum in files.items():
+            path = dest_dir / filename
+            if not _is_verified(path, checksum):
+                url = base_url.rstrip("/") + "/" + filename
+                _fetch(url, path, checksum, progress, timeout)
+            paths.append(path)
     return paths
+
+
+@contextmanager
+def _sigterm_stops():
+    """Make SIGTERM raise StopRequested, which _fetch cleans up after as after
+    Ctrl-C; its default action would kill us and leave the temporary file behind."""
+
+    def stop(signum, frame):
+        raise StopRequested(
+            "stopped by SIGTERM; the partial file was deleted and the files already"
+            " verified were kept: rerun the command to fetch the rest",
+            128 + signal.SIGTERM,  # the shell's status for a process it ended
+        )
+
+    try:
+        previous = signal.signal(signal.SIGTERM, stop)
+    except ValueError:  # not the main thread: leave signals alone
+        previous = None
+    try:
+        yield
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _remove_abandoned_parts(folder: Path, names) -> None:
+    """Delete the temporary files of ``names`` that a killed run left in ``folder``
+    (SIGKILL, a power cut), so that they do not pile up."""
+    if fcntl is None:
+        return
+    pattern = re.compile(
+        "|".join(rf"\.{re.escape(name)}\.[a-z0-9_]{{8}}\.part" for name in names)
+    )
+    for entry in folder.iterdir():
+        if pattern.fullmatch(entry.name):
+            _remove_if_abandoned(entry)
+
+
+def _remove_if_abandoned(part: Path) -> None:
+    """Delete ``part`` unless it is new or a live download holds its lock."""
+    try:
+        if time.time() - part.stat().st_mtime < _ABANDONED_SECONDS:
+            return
+        with open(part, "rb") as file:
+            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            part.unlink()
+    except OSError:  # locked (BlockingIOError), gone, or not ours to delete
+        pass
+
+
+def _lock(fd: int) -> None:
+    """Mark the temporary file as in use for as long as this process lives."""
+    if fcntl is None:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        # No locks here (some network file systems): a later run cannot take one
+        # either, so it leaves the file alone.
+        pass
 
 
 def _lookup(name: str) -> Dataset:
@@ -291,6 +368,7 @@ def _fetch(url: str, path: Path, checksum: Checksum, progress: bool, timeout: fl
     except OSError as err:
         raise _write_error(path, err) from err
     tmp = Path(tmp_name)
+    _lock(fd)
 
     # Any failure, Ctrl-C included, removes the temporary file and keeps the final
     # name free of partial data.
