@@ -4,6 +4,7 @@ Nothing here reaches another host: HTTP tests use a server on 127.0.0.1 started 
 stopped by the test, the rest use file:// URLs into tmp_path.
 """
 
+import errno
 import gzip
 import hashlib
 import io
@@ -430,6 +431,53 @@ def test_destination_that_is_a_file_is_a_data_error(tmp_path):
 
     with pytest.raises(DataError, match="Cannot create the data folder .*taken"):
         download("mnist", dest, base_url=tmp_path.as_uri(), files=CHECKSUMS)
+
+
+def test_folder_given_is_blamed_on_dir_not_on_nntrain_data(tmp_path, monkeypatch):
+    monkeypatch.setenv("NNTRAIN_DATA", str(tmp_path))
+    dest = tmp_path / "taken"
+    dest.write_bytes(b"")
+
+    with pytest.raises(DataError, match=r"\); choose another folder with --dir\.$"):
+        download("mnist", dest, base_url=tmp_path.as_uri(), files=CHECKSUMS)
+
+
+def test_folder_from_nntrain_data_is_blamed_on_it(tmp_path, monkeypatch):
+    (tmp_path / "mnist").write_bytes(b"")
+    monkeypatch.setenv("NNTRAIN_DATA", str(tmp_path))
+
+    with pytest.raises(DataError, match=(
+            f"folder {re.escape(str(tmp_path / 'mnist'))} .*; point NNTRAIN_DATA at"
+            " another folder, or pass --dir")):
+        download("mnist", base_url=tmp_path.as_uri(), files=CHECKSUMS)
+
+
+def test_default_folder_offers_dir_and_nntrain_data(tmp_path, monkeypatch):
+    monkeypatch.delenv("NNTRAIN_DATA", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / ".cache").write_bytes(b"")
+
+    with pytest.raises(DataError, match="; choose another folder with --dir or"
+                                        " NNTRAIN_DATA"):
+        download("mnist", base_url=tmp_path.as_uri(), files=CHECKSUMS)
+
+
+def test_empty_folder_is_refused_not_replaced_by_the_default(tmp_path, no_fetch):
+    with pytest.raises(DataError, match="^--dir is empty; give a folder path"):
+        download("mnist", "", base_url=tmp_path.as_uri(), files=CHECKSUMS)
+
+
+def test_full_disk_suggests_space_or_another_folder(tmp_path, monkeypatch):
+    def full(**kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(dl.tempfile, "mkstemp", full)
+
+    with pytest.raises(DataError, match=(
+            r"Cannot write a-labels.gz into .*dest \(No space left on device\); free"
+            r" some space or choose another folder with --dir\.$")):
+        download("mnist", tmp_path / "dest", base_url=tmp_path.as_uri(),
+                 files=CHECKSUMS)
 
 
 def test_slow_server_times_out(tmp_path):

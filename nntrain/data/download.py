@@ -9,6 +9,7 @@ file; one a killed process left behind is deleted by the next download.
 from __future__ import annotations
 
 import difflib
+import errno
 import gzip
 import hashlib
 import http.client
@@ -137,7 +138,7 @@ def default_cache_dir(name: str) -> Path:
 
 def download(
     name: str,
-    dest_dir: str | os.PathLike,
+    dest_dir: str | os.PathLike | None = None,
     base_url: str | None = None,
     progress: bool = True,
     timeout: float = 30,
@@ -148,7 +149,8 @@ def download(
     Parameters
     ----------
     name : a key of ``DATASETS``.
-    dest_dir : folder the files land in; created if missing.
+    dest_dir : folder the files land in; created if missing. None for
+        ``default_cache_dir(name)``; an empty one is refused.
     base_url : where to fetch from instead of the dataset's own address (a mirror):
         http, https or file URL of the folder holding the files; None for the
         dataset's own address. An empty or malformed one is refused.
@@ -167,7 +169,8 @@ def download(
     """
     dataset = _lookup(name)
     base_url = dataset.base_url if base_url is None else _check_mirror(base_url)
-    dest_dir = _make_folder(Path(dest_dir).expanduser())
+    dest_dir, advice = _destination(name, dest_dir)
+    _make_folder(dest_dir, advice)
     if files is None:
         files = dataset.files
     _remove_abandoned_parts(dest_dir, files)
@@ -178,7 +181,7 @@ def download(
             path = dest_dir / filename
             if not _is_verified(path, checksum):
                 url = base_url.rstrip("/") + "/" + filename
-                _fetch(url, path, checksum, progress, timeout)
+                _fetch(url, path, checksum, progress, timeout, advice)
             paths.append(path)
     return paths
 
@@ -328,16 +331,28 @@ def _shown(url: str, parts: SplitResult) -> str:
     return parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]).geturl()
 
 
-def _make_folder(folder: Path) -> Path:
+def _destination(name: str, dest_dir) -> tuple[Path, str]:
+    """The folder to fill, and how to choose another should it fail: the advice
+    depends on what chose this one (--dir, NNTRAIN_DATA or neither)."""
+    if dest_dir is None:
+        folder = default_cache_dir(name)
+        if os.environ.get("NNTRAIN_DATA"):
+            return folder, "point NNTRAIN_DATA at another folder, or pass --dir"
+        return folder, "choose another folder with --dir or NNTRAIN_DATA"
+    if not str(dest_dir).strip():
+        raise DataError("--dir is empty; give a folder path, or leave --dir out for"
+                        " $NNTRAIN_DATA/NAME (else ~/.cache/nntrain/NAME)")
+    return Path(dest_dir).expanduser(), "choose another folder with --dir"
+
+
+def _make_folder(folder: Path, advice: str) -> None:
     """Create ``folder`` if needed; a DataError says when that is not possible."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise DataError(
-            f"Cannot create the data folder {folder} ({err.strerror}); choose "
-            "another folder or set NNTRAIN_DATA."
+            f"Cannot create the data folder {folder} ({err.strerror}); {advice}."
         ) from err
-    return folder
 
 
 def _digest(path: Path, kind: str) -> str:
@@ -359,14 +374,16 @@ def _is_verified(path: Path, checksum: Checksum) -> bool:
         return False
 
 
-def _fetch(url: str, path: Path, checksum: Checksum, progress: bool, timeout: float):
-    """Download ``url`` to ``path`` through a verified temporary file."""
+def _fetch(url: str, path: Path, checksum: Checksum, progress: bool, timeout: float,
+           advice: str):
+    """Download ``url`` to ``path`` through a verified temporary file. ``advice``:
+    how to choose another folder, for when this one cannot be written."""
     try:
         fd, tmp_name = tempfile.mkstemp(
             dir=path.parent, prefix=f".{path.name}.", suffix=".part"
         )
     except OSError as err:
-        raise _write_error(path, err) from err
+        raise _write_error(path, err, advice) from err
     tmp = Path(tmp_name)
     _lock(fd)
 
@@ -374,7 +391,7 @@ def _fetch(url: str, path: Path, checksum: Checksum, progress: bool, timeout: fl
     # name free of partial data.
     try:
         with os.fdopen(fd, "wb") as out:
-            _stream(url, out, path, progress, timeout)
+            _stream(url, out, path, progress, timeout, advice)
         _verify(tmp, url, checksum)
         publish(tmp, path)
     except BaseException:
@@ -382,12 +399,13 @@ def _fetch(url: str, path: Path, checksum: Checksum, progress: bool, timeout: fl
         raise
 
 
-def _stream(url: str, out, path: Path, progress: bool, timeout: float):
+def _stream(url: str, out, path: Path, progress: bool, timeout: float,
+            advice: str):
     """Copy the body at ``url`` into the open file ``out``; check its length."""
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
             expected = _content_length(response)
-            received = _copy(response, out, expected, path, progress)
+            received = _copy(response, out, expected, path, progress, advice)
     except urllib.error.HTTPError as err:
         err.close()  # an HTTPError holds the server's open answer
         raise _network_error(url, path, f"the server answered HTTP {err.code}") from err
@@ -414,13 +432,14 @@ def _content_length(response) -> int | None:
         return None
 
 
-def _copy(response, out, total: int | None, path: Path, progress: bool) -> int:
+def _copy(response, out, total: int | None, path: Path, progress: bool,
+          advice: str) -> int:
     """Copy ``response`` into ``out`` in chunks; return the number of bytes copied."""
     bar = _progress_bar(total, path.name) if progress else None
     received = 0
     try:
         while chunk := response.read(_CHUNK_BYTES):
-            _write(out, chunk, path)
+            _write(out, chunk, path, advice)
             received += len(chunk)
             if bar is not None:
                 bar.update(len(chunk))
@@ -430,12 +449,12 @@ def _copy(response, out, total: int | None, path: Path, progress: bool) -> int:
     return received
 
 
-def _write(out, chunk: bytes, path: Path):
+def _write(out, chunk: bytes, path: Path, advice: str):
     """Write ``chunk`` to ``out``; a local failure must not read as a network one."""
     try:
         out.write(chunk)
     except OSError as err:
-        raise _write_error(path, err) from err
+        raise _write_error(path, err, advice) from err
 
 
 def _progress_bar(total: int | None, label: str):
@@ -474,8 +493,9 @@ def _network_error(url: str, path: Path, reason: str) -> DataError:
     )
 
 
-def _write_error(path: Path, err: OSError) -> DataError:
+def _write_error(path: Path, err: OSError, advice: str) -> DataError:
+    full = "free some space or " if err.errno == errno.ENOSPC else ""
     return DataError(
-        f"Cannot write {path.name} into {path.parent} ({err.strerror}); free some "
-        "space or choose another folder with NNTRAIN_DATA."
+        f"Cannot write {path.name} into {path.parent} ({err.strerror}); {full}"
+        f"{advice}."
     )
