@@ -11,6 +11,7 @@ import io
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -67,11 +68,13 @@ def no_proxy(monkeypatch):
 
 
 @contextmanager
-def serve(routes: dict[str, bytes], short: frozenset = frozenset(), stall=None):
+def serve(routes: dict[str, bytes], short: frozenset = frozenset(), stall=None,
+          status: int = 200):
     """Serve ``routes`` on 127.0.0.1; yield (base URL, list of requested paths).
 
     Names in ``short`` announce 1000 more bytes than they send. With ``stall`` (an
-    Event), every handler waits on it and then closes without an answer.
+    Event), every handler waits on it and then closes without an answer. Another
+    ``status`` answers every request with that error.
     """
     requested = []
 
@@ -82,8 +85,8 @@ def serve(routes: dict[str, bytes], short: frozenset = frozenset(), stall=None):
             if stall is not None:
                 stall.wait(5)
                 return  # the client gave up long ago: answer nothing
-            if name not in routes:
-                self.send_error(404)
+            if status != 200 or name not in routes:
+                self.send_error(404 if status == 200 else status)
                 return
 
             body = routes[name]
@@ -300,7 +303,8 @@ def test_truncated_body_is_refused_and_leaves_no_file(tmp_path):
             download("mnist", dest, base_url=url, files=CHECKSUMS)
 
     size = len(FILES["b-labels.gz"])
-    assert f"after {size} of {size + 1000} bytes" in str(info.value)
+    assert f"after {size} of {size + 1000} bytes. Check the connection and try" \
+        " again, pass another source" in str(info.value)
     assert listing(dest) == ["a-labels.gz"]
 
 
@@ -326,7 +330,7 @@ def test_http_404_suggests_mirror_and_copying_by_hand(tmp_path):
             download("mnist", dest, base_url=url, files=checks)
 
     message = str(info.value)
-    assert f"{url}missing.gz" in message and "--mirror URL" in message
+    assert f"{url}missing.gz: the server answered HTTP 404. Pass another" in message
     assert f"copy missing.gz by hand into {dest}" in message
     assert listing(dest) == []
 
@@ -334,7 +338,8 @@ def test_http_404_suggests_mirror_and_copying_by_hand(tmp_path):
 def test_missing_file_url_is_a_data_error(tmp_path):
     base_url = (tmp_path / "no-such-folder").as_uri()
 
-    with pytest.raises(DataError, match="Could not download file://.*a-labels.gz"):
+    with pytest.raises(DataError, match="Could not download file://.*a-labels.gz:"
+                                        " No such file or directory. Pass another"):
         download("mnist", tmp_path / "dest", base_url=base_url, files=CHECKSUMS)
 
     assert listing(tmp_path / "dest") == []
@@ -480,11 +485,31 @@ def test_full_disk_suggests_space_or_another_folder(tmp_path, monkeypatch):
                  files=CHECKSUMS)
 
 
+def test_server_error_suggests_trying_again(tmp_path):
+    with serve(FILES, status=503) as (url, _):
+        with pytest.raises(DataError, match="HTTP 503. Check the connection and try"
+                                            " again, pass another source"):
+            download("mnist", tmp_path, base_url=url, files=CHECKSUMS)
+
+
+def test_refused_connection_says_so_and_suggests_trying_again(tmp_path):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))  # a port that nothing listens on once closed
+        port = probe.getsockname()[1]
+
+    with pytest.raises(DataError, match=(
+            f"^Could not download http://127.0.0.1:{port}/a-labels.gz: Connection"
+            " refused. Check the connection and try again, pass another source")):
+        download("mnist", tmp_path, base_url=f"http://127.0.0.1:{port}/",
+                 files=CHECKSUMS)
+
+
 def test_slow_server_times_out(tmp_path):
     stall = threading.Event()
 
     with serve(FILES, stall=stall) as (url, _):
-        with pytest.raises(DataError, match="timed out"):
+        with pytest.raises(DataError, match="timed out. Check the connection and"
+                                            " try again"):
             download("mnist", tmp_path, base_url=url, files=CHECKSUMS, timeout=0.2)
 
     assert listing(tmp_path) == []

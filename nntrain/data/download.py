@@ -408,10 +408,13 @@ def _stream(url: str, out, path: Path, progress: bool, timeout: float,
             received = _copy(response, out, expected, path, progress, advice)
     except urllib.error.HTTPError as err:
         err.close()  # an HTTPError holds the server's open answer
-        raise _network_error(url, path, f"the server answered HTTP {err.code}") from err
+        # A 4xx answer will not change on a retry; a 5xx one may.
+        raise _network_error(url, path, f"the server answered HTTP {err.code}",
+                             retry=err.code >= 500) from err
     except (OSError, http.client.HTTPException) as err:
-        reason = getattr(err, "reason", None) or err
-        raise _network_error(url, path, str(reason)) from err
+        reason = _reason(getattr(err, "reason", None) or err)
+        raise _network_error(url, path, reason,
+                             retry=not url.startswith("file:")) from err
     except ValueError as err:
         raise DataError(
             f"Cannot fetch {url} ({err}); give --mirror as an http://, https:// or "
@@ -420,8 +423,16 @@ def _stream(url: str, out, path: Path, progress: bool, timeout: float,
 
     if expected is not None and received != expected:
         raise _network_error(
-            url, path, f"the body stopped after {received} of {expected} bytes"
+            url, path, f"the body stopped after {received} of {expected} bytes",
+            retry=True,
         )
+
+
+def _reason(reason) -> str:
+    """Why a connection failed, without Python's "[Errno 111]" prefix."""
+    if isinstance(reason, OSError) and reason.strerror:
+        return reason.strerror
+    return str(reason)
 
 
 def _content_length(response) -> int | None:
@@ -486,10 +497,12 @@ def _verify(tmp: Path, url: str, checksum: Checksum):
         )
 
 
-def _network_error(url: str, path: Path, reason: str) -> DataError:
+def _network_error(url: str, path: Path, reason: str, retry: bool) -> DataError:
+    """``retry``: whether the failure may pass (a timeout, a dropped connection)."""
+    first = "Check the connection and try again, pass" if retry else "Pass"
     return DataError(
-        f"Could not download {url}: {reason}. Pass another source with --mirror URL, "
-        f"or copy {path.name} by hand into {path.parent}."
+        f"Could not download {url}: {reason}. {first} another source with --mirror"
+        f" URL, or copy {path.name} by hand into {path.parent}."
     )
 
 
