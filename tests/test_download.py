@@ -218,8 +218,8 @@ def test_sigterm_during_download_stops_and_leaves_no_partial_file(tmp_path,
     # Stands for the default action, which would end pytest itself.
     previous = signal.signal(signal.SIGTERM, unhandled)
     try:
-        with pytest.raises(StopRequested, match="^stopped by SIGTERM; the partial"
-                                                " file was deleted") as info:
+        with pytest.raises(StopRequested, match="^stopped by SIGTERM; the files"
+                                                " already verified were kept") as info:
             download("mnist", dest, base_url=source.as_uri(), files=CHECKSUMS)
         assert signal.getsignal(signal.SIGTERM) is unhandled
     finally:
@@ -247,8 +247,8 @@ def test_download_command_exits_143_on_sigterm_in_one_line(tmp_path):
 
     assert process.returncode == 143
     assert stderr.splitlines() == [
-        "stopped by SIGTERM; the partial file was deleted and the files already"
-        " verified were kept: rerun the command to fetch the rest"
+        "stopped by SIGTERM; the files already verified were kept and no partial"
+        " file was left: rerun the command to fetch the rest"
     ]
     assert listing(dest) == []
 

@@ -188,13 +188,14 @@ def download(
 
 @contextmanager
 def _sigterm_stops():
-    """Make SIGTERM raise StopRequested, which _fetch cleans up after as after
-    Ctrl-C; its default action would kill us and leave the temporary file behind."""
+    """Make SIGTERM raise StopRequested, so that _fetch deletes its temporary file
+    as it does on Ctrl-C; SIGTERM's default action would end the process at once and
+    leave the file behind."""
 
     def stop(signum, frame):
         raise StopRequested(
-            "stopped by SIGTERM; the partial file was deleted and the files already"
-            " verified were kept: rerun the command to fetch the rest",
+            "stopped by SIGTERM; the files already verified were kept and no partial"
+            " file was left: rerun the command to fetch the rest",
             128 + signal.SIGTERM,  # the shell's status for a process it ended
         )
 
