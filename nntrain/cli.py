@@ -433,12 +433,10 @@ def data():
                    " or file://).")
 def download(name, folder, mirror):
     """Fetch a dataset's official files and check them against known hashes."""
-    from nntrain.data.download import default_cache_dir
     from nntrain.data.download import download as fetch
 
-    target = Path(folder) if folder else default_cache_dir(name)
-    paths = fetch(name, target, base_url=mirror)
-    click.echo(f"{name}: {len(paths)} files verified in {target}")
+    paths = fetch(name, folder, base_url=mirror)
+    click.echo(f"{name}: {len(paths)} files verified in {paths[0].parent}")
 
 
 def _register_study_commands() -> None:

@@ -3,10 +3,13 @@
 Each member is rebuilt from its checkpoint alone and applies its own saved
 preprocessing to the raw split, so members may differ in architecture, preprocessing,
 update rule or seed. They must have been trained on the same data: the same dataset,
-path, class names and number of features, and the split measured must hold the same
-samples for every member (the test split always does; the validation split is drawn
-with each member's seed and data.validation). A mismatch is refused, naming the two
-members, before anything is averaged.
+class names and number of features, and the split measured must hold the same
+samples for every member (the test split does when the data is the same; the
+validation split is drawn with each member's seed and data.validation). Where the
+data was found is not compared: one copy reached through data.path, another through
+NNTRAIN_DATA, or byte-identical copies, are the same data, which the comparison of
+the samples proves. A mismatch is refused, naming the two members, before anything
+is averaged.
 
 Shapes: M members, N samples, C classes.
 """
@@ -19,7 +22,7 @@ import numpy as np
 from nntrain.errors import DataError
 from nntrain.nn.functional import log_softmax
 
-SPEC_FIELDS = ("name", "path", "class_names", "num_features")
+SPEC_FIELDS = ("name", "class_names", "num_features")
 
 
 @dataclass
@@ -68,27 +71,38 @@ def _load_member(path, split: str, data_path=None) -> _Member:
     return _Member(str(path), restored.data, raw_X, y, log_softmax(scores))
 
 
-def _show(value) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
+def _difference(field: str, mine, theirs) -> str:
+    """How two values of the data spec's ``field`` differ, short enough for one
+    line: a long list of class names is reduced to its first difference."""
+    if field != "class_names" or not (isinstance(mine, list)
+                                      and isinstance(theirs, list)):
+        return f"data {field}: {mine!r} and {theirs!r}"
+    if len(mine) != len(theirs):
+        return f"{len(mine)} and {len(theirs)} classes"
+    index = next(i for i, pair in enumerate(zip(mine, theirs)) if pair[0] != pair[1])
+    return f"class {index} is named {mine[index]!r} and {theirs[index]!r}"
 
 
 def _check_same_data(first: _Member, other: _Member, split: str) -> None:
     """Refuse ``other`` unless it was trained on ``first``'s data and its ``split``
     holds the same samples."""
     pair = f"{first.path} and {other.path}"
+    different = f"{pair} were trained on different data"
     for field in SPEC_FIELDS:
         mine, theirs = first.spec.get(field), other.spec.get(field)
         if mine != theirs:
-            raise DataError(f"{pair} were trained on different data (data {field}:"
-                            f" {_show(mine)} and {_show(theirs)}); an ensemble needs"
-                            " members of the same dataset")
+            raise DataError(f"{different} ({_difference(field, mine, theirs)}); an"
+                            " ensemble needs members of the same dataset")
     if len(first.y) != len(other.y):
         raise DataError(f"{pair} have {split} splits of {len(first.y)} and"
                         f" {len(other.y)} samples; an ensemble needs the same samples")
-    if not (np.array_equal(first.y, other.y) and np.array_equal(first.X, other.X)):
-        raise DataError(f"{pair} hold different {split} splits (another seed or"
-                        " data.validation); ensemble them on --split test")
+    if np.array_equal(first.y, other.y) and np.array_equal(first.X, other.X):
+        return
+    if split == "test":  # no seed or setting draws it: the data itself differs
+        raise DataError(f"{different} (their test splits hold other samples); an"
+                        " ensemble needs members of the same dataset")
+    raise DataError(f"{pair} hold different {split} splits (another seed,"
+                    " data.validation or other data); ensemble them on --split test")
 
 
 def _log_mean_exp(stacked: np.ndarray) -> np.ndarray:

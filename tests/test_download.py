@@ -4,18 +4,27 @@ Nothing here reaches another host: HTTP tests use a server on 127.0.0.1 started 
 stopped by the test, the rest use file:// URLs into tmp_path.
 """
 
+import errno
 import gzip
 import hashlib
 import io
+import os
+import re
+import signal
+import socket
+import subprocess
 import sys
 import threading
+import time
 import types
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from nntrain.cli import cli
 from nntrain.data import download as dl
 from nntrain.data.download import (
     CONTENT_SHA256,
@@ -25,7 +34,7 @@ from nntrain.data.download import (
     default_cache_dir,
     download,
 )
-from nntrain.errors import DataError
+from nntrain.errors import DataError, StopRequested
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 
@@ -59,11 +68,13 @@ def no_proxy(monkeypatch):
 
 
 @contextmanager
-def serve(routes: dict[str, bytes], short: frozenset = frozenset(), stall=None):
+def serve(routes: dict[str, bytes], short: frozenset = frozenset(), stall=None,
+          status: int = 200):
     """Serve ``routes`` on 127.0.0.1; yield (base URL, list of requested paths).
 
     Names in ``short`` announce 1000 more bytes than they send. With ``stall`` (an
-    Event), every handler waits on it and then closes without an answer.
+    Event), every handler waits on it and then closes without an answer. Another
+    ``status`` answers every request with that error.
     """
     requested = []
 
@@ -74,8 +85,8 @@ def serve(routes: dict[str, bytes], short: frozenset = frozenset(), stall=None):
             if stall is not None:
                 stall.wait(5)
                 return  # the client gave up long ago: answer nothing
-            if name not in routes:
-                self.send_error(404)
+            if status != 200 or name not in routes:
+                self.send_error(404 if status == 200 else status)
                 return
 
             body = routes[name]
@@ -190,6 +201,100 @@ def test_interrupted_download_leaves_no_partial_file(tmp_path, monkeypatch):
     assert listing(dest) == []
 
 
+def test_sigterm_during_download_stops_and_leaves_no_partial_file(tmp_path,
+                                                                   monkeypatch):
+    def copy_then_terminate(response, out, *args):
+        out.write(response.read(5))
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler raises before this ends
+        pytest.fail("SIGTERM did not stop the download")
+
+    def unhandled(signum, frame):
+        pytest.fail("download did not handle SIGTERM")
+
+    monkeypatch.setattr(dl, "_copy", copy_then_terminate)
+    source = folder_of(tmp_path, FILES)
+    dest = tmp_path / "dest"
+    # Stands for the default action, which would end pytest itself.
+    previous = signal.signal(signal.SIGTERM, unhandled)
+    try:
+        with pytest.raises(StopRequested, match="^stopped by SIGTERM; the files"
+                                                " already verified were kept") as info:
+            download("mnist", dest, base_url=source.as_uri(), files=CHECKSUMS)
+        assert signal.getsignal(signal.SIGTERM) is unhandled
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+    assert info.value.exit_code == 143
+    assert listing(dest) == []
+
+
+def test_download_command_exits_143_on_sigterm_in_one_line(tmp_path):
+    dest = tmp_path / "dest"
+    stall = threading.Event()
+
+    with serve(FILES, stall=stall) as (url, requested):
+        process = subprocess.Popen(
+            [sys.executable, "-m", "nntrain", "data", "download", "mnist", "--dir",
+             str(dest), "--mirror", url],
+            cwd=Path(__file__).parents[1], stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 30
+        while not requested:  # the temporary file exists before the request
+            assert process.poll() is None and time.monotonic() < deadline
+            time.sleep(0.02)
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=30)
+
+    assert process.returncode == 143
+    assert stderr.splitlines() == [
+        "stopped by SIGTERM; the files already verified were kept and no partial"
+        " file was left: rerun the command to fetch the rest"
+    ]
+    assert listing(dest) == []
+
+
+def part_file(folder: Path, name: str, age: float) -> Path:
+    """A temporary file as _fetch names it, last written ``age`` seconds ago."""
+    folder.mkdir(exist_ok=True)
+    path = folder / f".{name}.k3x_9q0z.part"
+    path.write_bytes(b"partial")
+    then = time.time() - age
+    os.utime(path, (then, then))
+    return path
+
+
+@pytest.mark.skipif(dl.fcntl is None, reason="no file locks on this system")
+def test_download_removes_temporary_files_a_killed_run_left(tmp_path):
+    source = folder_of(tmp_path, FILES)
+    dest = tmp_path / "dest"
+    part_file(dest, "a-labels.gz", age=3600)
+    part_file(dest, "b-labels.gz", age=3600)
+    kept = [part_file(dest, "other.gz", age=3600), dest / ".a-labels.gz.part",
+            dest / ".a-labels.gz.k3x_9q0z.part.keep"]
+    for path in kept[1:]:
+        path.write_bytes(b"not ours")
+
+    download("mnist", dest, base_url=source.as_uri(), files=CHECKSUMS)
+
+    assert listing(dest) == sorted(["a-labels.gz", "b-labels.gz",
+                                    *(path.name for path in kept)])
+
+
+@pytest.mark.skipif(dl.fcntl is None, reason="no file locks on this system")
+def test_download_keeps_temporary_files_that_are_new_or_in_use(tmp_path):
+    source = folder_of(tmp_path, FILES)
+    dest = tmp_path / "dest"
+    new = part_file(dest, "a-labels.gz", age=1)
+    in_use = part_file(dest, "b-labels.gz", age=3600)
+
+    with open(in_use, "rb") as held:
+        # flock locks belong to an open file, so this one stands for another process
+        dl.fcntl.flock(held, dl.fcntl.LOCK_EX)
+        download("mnist", dest, base_url=source.as_uri(), files=CHECKSUMS)
+
+    assert new.exists() and in_use.exists()
+
+
 def test_truncated_body_is_refused_and_leaves_no_file(tmp_path):
     dest = tmp_path / "dest"
 
@@ -198,7 +303,8 @@ def test_truncated_body_is_refused_and_leaves_no_file(tmp_path):
             download("mnist", dest, base_url=url, files=CHECKSUMS)
 
     size = len(FILES["b-labels.gz"])
-    assert f"after {size} of {size + 1000} bytes" in str(info.value)
+    assert f"after {size} of {size + 1000} bytes. Check the connection and try" \
+        " again, pass another source" in str(info.value)
     assert listing(dest) == ["a-labels.gz"]
 
 
@@ -224,7 +330,7 @@ def test_http_404_suggests_mirror_and_copying_by_hand(tmp_path):
             download("mnist", dest, base_url=url, files=checks)
 
     message = str(info.value)
-    assert f"{url}missing.gz" in message and "--mirror URL" in message
+    assert f"{url}missing.gz: the server answered HTTP 404. Pass another" in message
     assert f"copy missing.gz by hand into {dest}" in message
     assert listing(dest) == []
 
@@ -232,7 +338,8 @@ def test_http_404_suggests_mirror_and_copying_by_hand(tmp_path):
 def test_missing_file_url_is_a_data_error(tmp_path):
     base_url = (tmp_path / "no-such-folder").as_uri()
 
-    with pytest.raises(DataError, match="Could not download file://.*a-labels.gz"):
+    with pytest.raises(DataError, match="Could not download file://.*a-labels.gz:"
+                                        " No such file or directory. Pass another"):
         download("mnist", tmp_path / "dest", base_url=base_url, files=CHECKSUMS)
 
     assert listing(tmp_path / "dest") == []
@@ -245,6 +352,84 @@ def test_mirror_that_is_not_a_url_is_a_data_error(tmp_path):
     assert listing(tmp_path) == []
 
 
+@pytest.fixture
+def no_fetch(monkeypatch):
+    """Fail the test if anything is fetched: a refused mirror must not connect."""
+    monkeypatch.setattr(dl, "_fetch", lambda url, *args: pytest.fail(f"fetched {url}"))
+
+
+@pytest.mark.parametrize("mirror", ["", "  "])
+def test_empty_mirror_is_refused_not_replaced_by_the_official_server(
+        tmp_path, no_fetch, mirror):
+    with pytest.raises(DataError, match="^--mirror is empty; give the http://"):
+        download("fashion-mnist", tmp_path, base_url=mirror)
+
+
+def test_download_command_refuses_an_empty_mirror_in_one_line(tmp_path, no_fetch):
+    result = CliRunner().invoke(cli, ["data", "download", "fashion-mnist", "--dir",
+                                      str(tmp_path), "--mirror", ""])
+
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [
+        "error: --mirror is empty; give the http://, https:// or file:// URL of the"
+        " folder holding the files, or leave --mirror out to use the official server"
+    ]
+
+
+def test_no_mirror_fetches_from_the_official_server(tmp_path, monkeypatch):
+    urls = []
+    monkeypatch.setattr(dl, "_fetch", lambda url, *args: urls.append(url))
+
+    download("mnist", tmp_path, base_url=None, files=CHECKSUMS)
+
+    assert urls == [DATASETS["mnist"].base_url + name for name in CHECKSUMS]
+
+
+@pytest.mark.parametrize("mirror, fault", [
+    ("http://127.0.0.1:9/good?x=1", r"has a query or fragment \('\?' or '#'\)"),
+    ("http://127.0.0.1:9/good#frag", "has a query or fragment"),
+    ("http://127.0.0.1:9/good?", "has a query or fragment"),
+    ("http://", "names no host: write http://HOST"),
+    ("https:///folder", "names no host: write https://HOST"),
+    ("http://127.0.0.1:port/", "has a bad port"),
+    ("file://tmp/x", "names the host 'tmp'.*did you mean file:///tmp/x\\?$"),
+    ("file:relative/x", "holds no absolute path: write file:///ABSOLUTE/PATH"),
+])
+def test_malformed_mirror_is_refused_before_any_connection(
+        tmp_path, no_fetch, mirror, fault):
+    with pytest.raises(DataError, match=f"^--mirror {re.escape(mirror)} {fault}"):
+        download("mnist", tmp_path, base_url=mirror, files=CHECKSUMS)
+
+
+def test_mirror_with_credentials_is_refused_without_showing_them(tmp_path, no_fetch):
+    with pytest.raises(DataError, match="holds a user name or password") as info:
+        download("mnist", tmp_path, base_url="http://user:pw@127.0.0.1:9/good")
+
+    assert str(info.value).startswith("--mirror http://***@127.0.0.1:9/good ")
+    assert "pw" not in str(info.value)
+
+
+def test_unsupported_scheme_is_refused_naming_the_supported_ones(tmp_path, no_fetch):
+    with pytest.raises(DataError, match=(
+            r"ftp://127.0.0.1/x \(scheme 'ftp' is not supported\): give --mirror as"
+            r" an http://, https:// or file:// URL")):
+        download("mnist", tmp_path, base_url="ftp://127.0.0.1/x")
+
+
+def test_mirror_that_is_a_folder_path_suggests_its_file_url(tmp_path, no_fetch):
+    with pytest.raises(DataError, match=re.escape(f"write {tmp_path.as_uri()}")):
+        download("mnist", tmp_path / "dest", base_url=str(tmp_path))
+
+
+def test_file_url_on_localhost_is_accepted(tmp_path):
+    source = folder_of(tmp_path, FILES)
+
+    paths = download("mnist", tmp_path / "dest", base_url=f"file://localhost{source}",
+                     files=CHECKSUMS)
+
+    assert [p.read_bytes() for p in paths] == list(FILES.values())
+
+
 def test_destination_that_is_a_file_is_a_data_error(tmp_path):
     dest = tmp_path / "taken"
     dest.write_bytes(b"")
@@ -253,11 +438,78 @@ def test_destination_that_is_a_file_is_a_data_error(tmp_path):
         download("mnist", dest, base_url=tmp_path.as_uri(), files=CHECKSUMS)
 
 
+def test_folder_given_is_blamed_on_dir_not_on_nntrain_data(tmp_path, monkeypatch):
+    monkeypatch.setenv("NNTRAIN_DATA", str(tmp_path))
+    dest = tmp_path / "taken"
+    dest.write_bytes(b"")
+
+    with pytest.raises(DataError, match=r"\); choose another folder with --dir\.$"):
+        download("mnist", dest, base_url=tmp_path.as_uri(), files=CHECKSUMS)
+
+
+def test_folder_from_nntrain_data_is_blamed_on_it(tmp_path, monkeypatch):
+    (tmp_path / "mnist").write_bytes(b"")
+    monkeypatch.setenv("NNTRAIN_DATA", str(tmp_path))
+
+    with pytest.raises(DataError, match=(
+            f"folder {re.escape(str(tmp_path / 'mnist'))} .*; point NNTRAIN_DATA at"
+            " another folder, or pass --dir")):
+        download("mnist", base_url=tmp_path.as_uri(), files=CHECKSUMS)
+
+
+def test_default_folder_offers_dir_and_nntrain_data(tmp_path, monkeypatch):
+    monkeypatch.delenv("NNTRAIN_DATA", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / ".cache").write_bytes(b"")
+
+    with pytest.raises(DataError, match="; choose another folder with --dir or"
+                                        " NNTRAIN_DATA"):
+        download("mnist", base_url=tmp_path.as_uri(), files=CHECKSUMS)
+
+
+def test_empty_folder_is_refused_not_replaced_by_the_default(tmp_path, no_fetch):
+    with pytest.raises(DataError, match="^--dir is empty; give a folder path"):
+        download("mnist", "", base_url=tmp_path.as_uri(), files=CHECKSUMS)
+
+
+def test_full_disk_suggests_space_or_another_folder(tmp_path, monkeypatch):
+    def full(**kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(dl.tempfile, "mkstemp", full)
+
+    with pytest.raises(DataError, match=(
+            r"Cannot write a-labels.gz into .*dest \(No space left on device\); free"
+            r" some space or choose another folder with --dir\.$")):
+        download("mnist", tmp_path / "dest", base_url=tmp_path.as_uri(),
+                 files=CHECKSUMS)
+
+
+def test_server_error_suggests_trying_again(tmp_path):
+    with serve(FILES, status=503) as (url, _):
+        with pytest.raises(DataError, match="HTTP 503. Check the connection and try"
+                                            " again, pass another source"):
+            download("mnist", tmp_path, base_url=url, files=CHECKSUMS)
+
+
+def test_refused_connection_says_so_and_suggests_trying_again(tmp_path):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))  # a port that nothing listens on once closed
+        port = probe.getsockname()[1]
+
+    with pytest.raises(DataError, match=(
+            f"^Could not download http://127.0.0.1:{port}/a-labels.gz: Connection"
+            " refused. Check the connection and try again, pass another source")):
+        download("mnist", tmp_path, base_url=f"http://127.0.0.1:{port}/",
+                 files=CHECKSUMS)
+
+
 def test_slow_server_times_out(tmp_path):
     stall = threading.Event()
 
     with serve(FILES, stall=stall) as (url, _):
-        with pytest.raises(DataError, match="timed out"):
+        with pytest.raises(DataError, match="timed out. Check the connection and"
+                                            " try again"):
             download("mnist", tmp_path, base_url=url, files=CHECKSUMS, timeout=0.2)
 
     assert listing(tmp_path) == []

@@ -16,6 +16,7 @@ from conftest import tiny_arrays, tiny_config_dict
 from nntrain.cli import Group
 from nntrain.cli_search import ensemble, search
 from nntrain.config import apply_overrides, resolve_config
+from nntrain.ensemble import _difference
 from nntrain.ensemble import ensemble as average
 from nntrain.errors import DataError
 from nntrain.pipeline import fit
@@ -36,18 +37,30 @@ def train(folder, name, npz, *overrides):
 
 @pytest.fixture(scope="module")
 def members(tmp_path_factory):
-    """{name: best.npz}: softmax seeds 0 and 1, an SVM, and one of other data."""
+    """{name: best.npz}: softmax seeds 0 and 1, an SVM, one of other data, one like
+    b trained on a byte-identical copy of the data, and one with named classes."""
     folder = tmp_path_factory.mktemp("members")
     npz = folder / "tiny.npz"
     np.savez(npz, **tiny_arrays())
     other = folder / "other.npz"
     np.savez(other, **tiny_arrays(seed=5))
+    copy = folder / "copy" / "tiny.npz"
+    copy.parent.mkdir()
+    copy.write_bytes(npz.read_bytes())
+    named = folder / "named.npz"
+    np.savez(named, class_names=np.array(LONG_NAMES), **tiny_arrays())
     return {
         "a": train(folder, "a", npz),
         "b": train(folder, "b", npz, "seed=1"),
         "svm": train(folder, "svm", npz, "model.loss=svm"),
         "other": train(folder, "other", other),
+        "b_copy": train(folder, "b_copy", copy, "seed=1"),
+        "named": train(folder, "named", named),
     }
+
+
+LONG_NAMES = ["a class with a long name", "another class with a long name",
+              "the last class, also with a long name"]
 
 
 def manual_probabilities(path, X):
@@ -106,8 +119,43 @@ def test_an_svm_member_contributes_the_softmax_of_its_scores(members):
 def test_members_of_other_data_are_refused_naming_both(members):
     with pytest.raises(DataError, match=(
             rf"^{re.escape(str(members['a']))} and {re.escape(str(members['other']))}"
-            r" were trained on different data \(data path: ")):
+            r" were trained on different data \(their test splits hold other"
+            r" samples\); an ensemble needs members of the same dataset$")):
         average([members["a"], members["other"]])
+
+
+def test_a_copy_of_the_data_at_another_path_is_the_same_data(members):
+    expected = average([members["a"], members["b"]])
+    for data_path in (None, members["a"].parents[2] / "copy" / "tiny.npz"):
+        result = average([members["a"], members["b_copy"]], data_path=data_path)
+        np.testing.assert_array_equal(result.probabilities, expected.probabilities)
+
+
+def test_data_found_through_nntrain_data_is_the_data_of_data_path(
+        tmp_path, monkeypatch, write_idx_dataset):
+    rng = np.random.default_rng(0)
+    folder = write_idx_dataset(
+        tmp_path / "datasets" / "mnist",
+        train=(rng.integers(0, 256, (40, 2, 2)), np.arange(40) % 10),
+        test=(rng.integers(0, 256, (10, 2, 2)), np.arange(10) % 10))
+    given = train(tmp_path, "given", folder, "data.name=mnist", "train.epochs=1")
+    monkeypatch.setenv("NNTRAIN_DATA", str(tmp_path / "datasets"))
+    found = train(tmp_path, "found", folder, "data.name=mnist", "data.path=null",
+                  "train.epochs=1")
+
+    assert average([given, found]).samples == 10
+
+
+def test_other_class_names_are_shown_where_they_differ(members):
+    with pytest.raises(DataError, match=re.escape(
+            "were trained on different data (class 0 is named '0' and 'a class with"
+            " a long name'); an ensemble needs members of the same dataset")):
+        average([members["a"], members["named"]])
+
+
+def test_other_numbers_of_classes_are_shown_as_counts():
+    names = [str(index) for index in range(10)]
+    assert _difference("class_names", names, names[:3]) == "10 and 3 classes"
 
 
 def test_members_with_other_validation_splits_are_refused_on_val(members):

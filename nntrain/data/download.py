@@ -2,28 +2,40 @@
 
 Every file is streamed into a temporary file beside its final name, checked against
 its known hash, then renamed into place, so a failed or interrupted download never
-leaves a partial file under the final name.
+leaves a partial file under the final name. Ctrl-C and SIGTERM delete the temporary
+file; one a killed process left behind is deleted by the next download.
 """
 
 from __future__ import annotations
 
 import difflib
+import errno
 import gzip
 import hashlib
 import http.client
 import os
+import re
+import signal
 import sys
 import tempfile
+import time
 import urllib.error
 import urllib.request
 import zlib
 from collections.abc import Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import SplitResult, urlsplit
 
 from nntrain.data.idx import is_gzip
-from nntrain.errors import DataError
+from nntrain.errors import DataError, StopRequested
 from nntrain.fileio import publish
+
+try:
+    import fcntl
+except ImportError:  # Windows: no locks, so abandoned temporary files stay
+    fcntl = None
 
 # What a checksum is computed over. CONTENT_SHA256 hashes the decompressed IDX bytes,
 # so a copy that was gzipped again (Debian ships such copies) still verifies; we use
@@ -39,6 +51,13 @@ _HASHERS = {
 }
 
 _CHUNK_BYTES = 1 << 16
+
+_SCHEMES = ("http", "https", "file")
+
+# A temporary file is ".NAME.XXXXXXXX.part" (mkstemp's 8 random characters). Its
+# writer holds a lock on it; an unlocked one older than this many seconds was left by
+# a killed process. The age spares a new file in the instant before it is locked.
+_ABANDONED_SECONDS = 60
 
 
 @dataclass(frozen=True)
@@ -119,7 +138,7 @@ def default_cache_dir(name: str) -> Path:
 
 def download(
     name: str,
-    dest_dir: str | os.PathLike,
+    dest_dir: str | os.PathLike | None = None,
     base_url: str | None = None,
     progress: bool = True,
     timeout: float = 30,
@@ -130,9 +149,11 @@ def download(
     Parameters
     ----------
     name : a key of ``DATASETS``.
-    dest_dir : folder the files land in; created if missing.
+    dest_dir : folder the files land in; created if missing. None for
+        ``default_cache_dir(name)``; an empty one is refused.
     base_url : where to fetch from instead of the dataset's own address (a mirror):
-        http, https or file URL of the folder holding the files.
+        http, https or file URL of the folder holding the files; None for the
+        dataset's own address. An empty or malformed one is refused.
     progress : show a progress bar on stderr when stderr is a terminal.
     timeout : seconds to wait for a server before giving up.
     files : file names and checksums to use instead of the dataset's own.
@@ -143,25 +164,87 @@ def download(
 
     Raises
     ------
-    DataError : unknown name, unreachable server, truncated body or wrong hash.
+    DataError : unknown name, bad mirror URL, unreachable server, truncated body or
+        wrong hash.
     """
     dataset = _lookup(name)
-    base_url = base_url or dataset.base_url
-    if base_url.split(":", 1)[0].lower() not in ("http", "https", "file"):
-        raise DataError(f"cannot fetch from {base_url}: give --mirror as an http://,"
-                        " https:// or file:// URL of the folder holding the files")
-    dest_dir = _make_folder(Path(dest_dir).expanduser())
+    base_url = dataset.base_url if base_url is None else _check_mirror(base_url)
+    dest_dir, advice = _destination(name, dest_dir)
+    _make_folder(dest_dir, advice)
     if files is None:
         files = dataset.files
+    _remove_abandoned_parts(dest_dir, files)
 
     paths = []
-    for filename, checksum in files.items():
-        path = dest_dir / filename
-        if not _is_verified(path, checksum):
-            url = base_url.rstrip("/") + "/" + filename
-            _fetch(url, path, checksum, progress, timeout)
-        paths.append(path)
+    with _sigterm_stops():
+        for filename, checksum in files.items():
+            path = dest_dir / filename
+            if not _is_verified(path, checksum):
+                url = base_url.rstrip("/") + "/" + filename
+                _fetch(url, path, checksum, progress, timeout, advice)
+            paths.append(path)
     return paths
+
+
+@contextmanager
+def _sigterm_stops():
+    """Make SIGTERM raise StopRequested, so that _fetch deletes its temporary file
+    as it does on Ctrl-C; SIGTERM's default action would end the process at once and
+    leave the file behind."""
+
+    def stop(signum, frame):
+        raise StopRequested(
+            "stopped by SIGTERM; the files already verified were kept and no partial"
+            " file was left: rerun the command to fetch the rest",
+            128 + signal.SIGTERM,  # the shell's status for a process it ended
+        )
+
+    try:
+        previous = signal.signal(signal.SIGTERM, stop)
+    except ValueError:  # not the main thread: leave signals alone
+        previous = None
+    try:
+        yield
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _remove_abandoned_parts(folder: Path, names) -> None:
+    """Delete the temporary files of ``names`` that a killed run left in ``folder``
+    (SIGKILL, a power cut), so that they do not pile up."""
+    if fcntl is None:
+        return
+    pattern = re.compile(
+        "|".join(rf"\.{re.escape(name)}\.[a-z0-9_]{{8}}\.part" for name in names)
+    )
+    for entry in folder.iterdir():
+        if pattern.fullmatch(entry.name):
+            _remove_if_abandoned(entry)
+
+
+def _remove_if_abandoned(part: Path) -> None:
+    """Delete ``part`` unless it is new or a live download holds its lock."""
+    try:
+        if time.time() - part.stat().st_mtime < _ABANDONED_SECONDS:
+            return
+        with open(part, "rb") as file:
+            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            part.unlink()
+    except OSError:  # locked (BlockingIOError), gone, or not ours to delete
+        pass
+
+
+def _lock(fd: int) -> None:
+    """Mark the temporary file as in use for as long as this process lives."""
+    if fcntl is None:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        # No locks here (some network file systems): a later run cannot take one
+        # either, so it leaves the file alone.
+        pass
 
 
 def _lookup(name: str) -> Dataset:
@@ -175,16 +258,102 @@ def _lookup(name: str) -> Dataset:
     raise DataError(f"Unknown dataset {name!r} (choose one of: {known}){hint}")
 
 
-def _make_folder(folder: Path) -> Path:
+def _check_mirror(url: str) -> str:
+    """``url`` when it can be the folder the file names are appended to, else a
+    DataError naming the fault. Checked before any connection: an empty or malformed
+    mirror must never fall back to the official server or reach another host."""
+    if not url.strip():
+        raise DataError("--mirror is empty; give the http://, https:// or file:// URL"
+                        " of the folder holding the files, or leave --mirror out to"
+                        " use the official server")
+    parts = urlsplit(url)
+    if parts.scheme not in _SCHEMES:
+        raise _bad_scheme(url, parts.scheme)
+
+    fault = _mirror_fault(url, parts)
+    if fault:
+        raise DataError(f"--mirror {_shown(url, parts)} {fault}")
+    return url
+
+
+def _bad_scheme(url: str, scheme: str) -> DataError:
+    what = f"scheme {scheme!r} is not supported" if scheme else "it is not a URL"
+    hint = ""
+    folder = Path(url).expanduser()
+    if not scheme and folder.is_dir():
+        hint = f"; for this folder write {folder.resolve().as_uri()}"
+    return DataError(f"cannot fetch from {url} ({what}): give --mirror as an http://,"
+                     f" https:// or file:// URL of the folder holding the files{hint}")
+
+
+def _mirror_fault(url: str, parts: SplitResult) -> str | None:
+    """What makes ``url`` unusable as a mirror, as the end of a sentence, or None."""
+    if "?" in url or "#" in url:
+        # The file names are appended to the URL, so they would land in the query.
+        return ("has a query or fragment ('?' or '#'): give the folder's URL alone,"
+                " the file names are appended to it (write a '?' or '#' of a folder"
+                " name as %3F or %23)")
+    if "@" in parts.netloc:
+        return ("holds a user name or password, which nntrain does not send: use a"
+                " mirror that needs none, or fetch the files yourself and pass"
+                " --mirror file:///FOLDER")
+    if parts.scheme == "file":
+        return _file_fault(parts)
+    return _host_fault(parts)
+
+
+def _host_fault(parts: SplitResult) -> str | None:
+    form = f"write {parts.scheme}://HOST[:PORT]/FOLDER"
+    if not parts.hostname:
+        return f"names no host: {form}"
+    try:
+        parts.port  # noqa: B018 (reading it is what parses the port)
+    except ValueError as err:
+        return f"has a bad port ({err}): {form}"
+    return None
+
+
+def _file_fault(parts: SplitResult) -> str | None:
+    # urllib would quietly drop the host of file://tmp/x and read /x.
+    form = "write file:///ABSOLUTE/PATH (three slashes)"
+    if parts.netloc not in ("", "localhost"):
+        return (f"names the host {parts.netloc!r}, but a file URL reads this"
+                f" machine's files: {form}; did you mean"
+                f" file:///{parts.netloc}{parts.path}?")
+    if not parts.path.startswith("/"):
+        return f"holds no absolute path: {form}"
+    return None
+
+
+def _shown(url: str, parts: SplitResult) -> str:
+    """``url`` as an error may print it: without a user name or password."""
+    if "@" not in parts.netloc:
+        return url
+    return parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]).geturl()
+
+
+def _destination(name: str, dest_dir) -> tuple[Path, str]:
+    """The folder to fill, and how to choose another should it fail: the advice
+    depends on what chose this one (--dir, NNTRAIN_DATA or neither)."""
+    if dest_dir is None:
+        folder = default_cache_dir(name)
+        if os.environ.get("NNTRAIN_DATA"):
+            return folder, "point NNTRAIN_DATA at another folder, or pass --dir"
+        return folder, "choose another folder with --dir or NNTRAIN_DATA"
+    if not str(dest_dir).strip():
+        raise DataError("--dir is empty; give a folder path, or leave --dir out for"
+                        " $NNTRAIN_DATA/NAME (else ~/.cache/nntrain/NAME)")
+    return Path(dest_dir).expanduser(), "choose another folder with --dir"
+
+
+def _make_folder(folder: Path, advice: str) -> None:
     """Create ``folder`` if needed; a DataError says when that is not possible."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise DataError(
-            f"Cannot create the data folder {folder} ({err.strerror}); choose "
-            "another folder or set NNTRAIN_DATA."
+            f"Cannot create the data folder {folder} ({err.strerror}); {advice}."
         ) from err
-    return folder
 
 
 def _digest(path: Path, kind: str) -> str:
@@ -206,21 +375,24 @@ def _is_verified(path: Path, checksum: Checksum) -> bool:
         return False
 
 
-def _fetch(url: str, path: Path, checksum: Checksum, progress: bool, timeout: float):
-    """Download ``url`` to ``path`` through a verified temporary file."""
+def _fetch(url: str, path: Path, checksum: Checksum, progress: bool, timeout: float,
+           advice: str):
+    """Download ``url`` to ``path`` through a verified temporary file. ``advice``:
+    how to choose another folder, for when this one cannot be written."""
     try:
         fd, tmp_name = tempfile.mkstemp(
             dir=path.parent, prefix=f".{path.name}.", suffix=".part"
         )
     except OSError as err:
-        raise _write_error(path, err) from err
+        raise _write_error(path, err, advice) from err
     tmp = Path(tmp_name)
+    _lock(fd)
 
     # Any failure, Ctrl-C included, removes the temporary file and keeps the final
     # name free of partial data.
     try:
         with os.fdopen(fd, "wb") as out:
-            _stream(url, out, path, progress, timeout)
+            _stream(url, out, path, progress, timeout, advice)
         _verify(tmp, url, checksum)
         publish(tmp, path)
     except BaseException:
@@ -228,18 +400,22 @@ def _fetch(url: str, path: Path, checksum: Checksum, progress: bool, timeout: fl
         raise
 
 
-def _stream(url: str, out, path: Path, progress: bool, timeout: float):
+def _stream(url: str, out, path: Path, progress: bool, timeout: float,
+            advice: str):
     """Copy the body at ``url`` into the open file ``out``; check its length."""
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
             expected = _content_length(response)
-            received = _copy(response, out, expected, path, progress)
+            received = _copy(response, out, expected, path, progress, advice)
     except urllib.error.HTTPError as err:
         err.close()  # an HTTPError holds the server's open answer
-        raise _network_error(url, path, f"the server answered HTTP {err.code}") from err
+        # A 4xx answer will not change on a retry; a 5xx one may.
+        raise _network_error(url, path, f"the server answered HTTP {err.code}",
+                             retry=err.code >= 500) from err
     except (OSError, http.client.HTTPException) as err:
-        reason = getattr(err, "reason", None) or err
-        raise _network_error(url, path, str(reason)) from err
+        reason = _reason(getattr(err, "reason", None) or err)
+        raise _network_error(url, path, reason,
+                             retry=not url.startswith("file:")) from err
     except ValueError as err:
         raise DataError(
             f"Cannot fetch {url} ({err}); give --mirror as an http://, https:// or "
@@ -248,8 +424,16 @@ def _stream(url: str, out, path: Path, progress: bool, timeout: float):
 
     if expected is not None and received != expected:
         raise _network_error(
-            url, path, f"the body stopped after {received} of {expected} bytes"
+            url, path, f"the body stopped after {received} of {expected} bytes",
+            retry=True,
         )
+
+
+def _reason(reason) -> str:
+    """Why a connection failed, without Python's "[Errno 111]" prefix."""
+    if isinstance(reason, OSError) and reason.strerror:
+        return reason.strerror
+    return str(reason)
 
 
 def _content_length(response) -> int | None:
@@ -260,13 +444,14 @@ def _content_length(response) -> int | None:
         return None
 
 
-def _copy(response, out, total: int | None, path: Path, progress: bool) -> int:
+def _copy(response, out, total: int | None, path: Path, progress: bool,
+          advice: str) -> int:
     """Copy ``response`` into ``out`` in chunks; return the number of bytes copied."""
     bar = _progress_bar(total, path.name) if progress else None
     received = 0
     try:
         while chunk := response.read(_CHUNK_BYTES):
-            _write(out, chunk, path)
+            _write(out, chunk, path, advice)
             received += len(chunk)
             if bar is not None:
                 bar.update(len(chunk))
@@ -276,12 +461,12 @@ def _copy(response, out, total: int | None, path: Path, progress: bool) -> int:
     return received
 
 
-def _write(out, chunk: bytes, path: Path):
+def _write(out, chunk: bytes, path: Path, advice: str):
     """Write ``chunk`` to ``out``; a local failure must not read as a network one."""
     try:
         out.write(chunk)
     except OSError as err:
-        raise _write_error(path, err) from err
+        raise _write_error(path, err, advice) from err
 
 
 def _progress_bar(total: int | None, label: str):
@@ -313,15 +498,18 @@ def _verify(tmp: Path, url: str, checksum: Checksum):
         )
 
 
-def _network_error(url: str, path: Path, reason: str) -> DataError:
+def _network_error(url: str, path: Path, reason: str, retry: bool) -> DataError:
+    """``retry``: whether the failure may pass (a timeout, a dropped connection)."""
+    first = "Check the connection and try again, pass" if retry else "Pass"
     return DataError(
-        f"Could not download {url}: {reason}. Pass another source with --mirror URL, "
-        f"or copy {path.name} by hand into {path.parent}."
+        f"Could not download {url}: {reason}. {first} another source with --mirror"
+        f" URL, or copy {path.name} by hand into {path.parent}."
     )
 
 
-def _write_error(path: Path, err: OSError) -> DataError:
+def _write_error(path: Path, err: OSError, advice: str) -> DataError:
+    full = "free some space or " if err.errno == errno.ENOSPC else ""
     return DataError(
-        f"Cannot write {path.name} into {path.parent} ({err.strerror}); free some "
-        "space or choose another folder with NNTRAIN_DATA."
+        f"Cannot write {path.name} into {path.parent} ({err.strerror}); {full}"
+        f"{advice}."
     )
