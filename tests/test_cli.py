@@ -373,6 +373,36 @@ def test_fit_force_starts_over_and_keeps_foreign_files(tmp_path, tiny_config):
     assert (out / "train.log").read_text().count("Done:") == 1
 
 
+@pytest.mark.parametrize("name, content", [
+    ("config.yaml", "# my notes\ntrain: {epochs: 2}\n"),
+    ("metrics.jsonl", "my own log\n"),
+    ("train.log", "my own log\n"),
+])
+def test_fit_force_leaves_a_users_file_of_a_runs_name_alone(tmp_path, tiny_config,
+                                                            name, content):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / name).write_text(content)
+
+    result = invoke("fit", tiny_config, "--out", out, "--quiet", "--force")
+
+    assert_one_line_error(result, 2, rf"^error: {re.escape(str(out / name))} is not a"
+                                     rf" run's {re.escape(name)} \(nntrain did not"
+                                     r" write it\); --force removes only what a run"
+                                     r" wrote")
+    assert (out / name).read_text() == content
+
+
+def test_fit_force_reruns_a_runs_own_config_in_its_folder(tmp_path, tiny_config):
+    out = tmp_path / "run"
+    assert invoke("fit", tiny_config, "--out", out, "--quiet").exit_code == 0
+
+    again = invoke("fit", out / "config.yaml", "--out", out, "--quiet", "--force")
+
+    assert again.exit_code == 0, again.output
+    assert (out / "train.log").read_text().count("Done:") == 1
+
+
 def test_same_config_and_seed_give_identical_parameters(tmp_path, tiny_config):
     for name in ("a", "b"):
         assert invoke("fit", tiny_config, "--out", tmp_path / name,

@@ -16,8 +16,9 @@ import tempfile
 from pathlib import Path
 
 from nntrain.config import config_to_yaml
-from nntrain.errors import RunDirectoryError, TrainingError
+from nntrain.errors import ConfigError, RunDirectoryError, TrainingError
 from nntrain.fileio import write_text_atomically
+from nntrain.yamlio import parse_yaml
 
 # What nntrain itself writes; --force removes these and nothing else.
 OWN_FILES = ("config.yaml", "metrics.jsonl", "train.log")
@@ -71,6 +72,14 @@ class RunDirectory:
                     f"{self.path / folder} is a symbolic link; nntrain will not clear"
                     " it with --force: remove it or choose another --out"
                 )
+        for name in OWN_FILES:
+            path = self.path / name
+            if path.exists() and not self._written_by_nntrain(name):
+                raise RunDirectoryError(
+                    f"{path} is not a run's {name} (nntrain did not write it);"
+                    " --force removes only what a run wrote: move the file, or give"
+                    " --out another folder"
+                )
         doomed = [self.path / name for name in OWN_FILES]
         for folder, patterns in (("checkpoints", OWN_CHECKPOINT_PATTERNS),
                                  ("plots", OWN_PLOT_PATTERNS)):
@@ -84,6 +93,32 @@ class RunDirectory:
                 (self.path / folder).rmdir()  # only when nothing else is left in it
             except OSError:
                 pass
+
+    def _written_by_nntrain(self, name: str) -> bool:
+        """Whether the run's file ``name`` looks like what a run writes, so that
+        --force never deletes a user's own file of that name (a hand-written
+        config.yaml in the folder, say, which may be the very config being run).
+        config.yaml: a mapping holding every section of a resolved config and no
+        comment; metrics.jsonl: JSON records with a "kind"; train.log: beside
+        either of those, or beside checkpoints."""
+        path = self.path / name
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            return False
+        if not text:
+            return True  # a run stopped at once leaves its logs empty
+        if name == "config.yaml":
+            return _is_resolved_config(text)
+        if name == "metrics.jsonl":
+            first = text.splitlines()[0]
+            try:
+                return "kind" in json.loads(first)
+            except (ValueError, TypeError):
+                return False
+        return (any(self._written_by_nntrain(other) and (self.path / other).exists()
+                    for other in ("config.yaml", "metrics.jsonl"))
+                or any((self.path / "checkpoints").glob("*.npz")))
 
     def _check_writable(self) -> None:
         try:
@@ -135,3 +170,17 @@ class RunDirectory:
     def close(self) -> None:
         self._metrics.close()
         self._log.close()
+
+
+RESOLVED_SECTIONS = {"seed", "data", "model", "optimizer", "schedule", "train",
+                     "output"}
+
+
+def _is_resolved_config(text: str) -> bool:
+    if any(line.lstrip().startswith("#") for line in text.splitlines()):
+        return False
+    try:
+        parsed = parse_yaml(text, "config.yaml")
+    except ConfigError:
+        return False
+    return isinstance(parsed, dict) and RESOLVED_SECTIONS <= set(parsed)
