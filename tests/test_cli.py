@@ -1089,3 +1089,19 @@ def test_more_threads_than_cores_is_a_warning_naming_the_cores(
                " cores; extra BLAS threads slow training down: set train.threads to"
                " 2 or null")
     assert (warning in result.output) == warned
+
+
+def test_a_second_run_on_a_folder_in_use_is_refused(tmp_path, tiny_config):
+    from nntrain.train.rundir import RunDirectory
+
+    out = tmp_path / "run"
+    holder = RunDirectory(out)  # as a run in progress holds it
+    try:
+        result = invoke("fit", tiny_config, "--out", out, "--quiet", "--force")
+    finally:
+        holder.close()
+
+    assert_one_line_error(result, 2, rf"^error: another nntrain process is writing"
+                                     rf" to {re.escape(str(out))}; wait for it")
+    assert invoke("fit", tiny_config, "--out", out, "--quiet",
+                  "--force").exit_code == 0

@@ -12,6 +12,7 @@ renamed, except the two logs, which are appended to line by line.
 """
 
 import json
+import os
 import tempfile
 from pathlib import Path
 
@@ -19,6 +20,11 @@ from nntrain.config import config_to_yaml
 from nntrain.errors import ConfigError, RunDirectoryError, TrainingError
 from nntrain.fileio import write_text_atomically
 from nntrain.yamlio import parse_yaml
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
 
 # What nntrain itself writes; --force removes these and nothing else.
 OWN_FILES = ("config.yaml", "metrics.jsonl", "train.log")
@@ -38,11 +44,20 @@ class RunDirectory:
 
     def __init__(self, path, force: bool = False, resume_iteration=None):
         self.path = Path(path)
-        if resume_iteration is None:
-            self._prepare(force)
-        else:
-            self._check_writable()
-            self._truncate_metrics(resume_iteration)
+        self._lock = None
+        try:
+            if self.path.is_dir():
+                self._take_lock()  # before --force removes anything
+            if resume_iteration is None:
+                self._prepare(force)
+            else:
+                self._check_writable()
+                self._truncate_metrics(resume_iteration)
+            if self._lock is None:
+                self._take_lock()
+        except BaseException:
+            self._release_lock()
+            raise
         self.checkpoints = self.path / "checkpoints"
         self.plots = self.path / "plots"
         self.checkpoints.mkdir(exist_ok=True)
@@ -120,6 +135,26 @@ class RunDirectory:
                     for other in ("config.yaml", "metrics.jsonl"))
                 or any((self.path / "checkpoints").glob("*.npz")))
 
+    def _take_lock(self) -> None:
+        """Hold a lock on the folder while the run writes to it, so that a second
+        run started on the same folder (with --force or --resume) is refused
+        instead of mixing its files with this one's. The operating system drops
+        the lock when the process ends, however it ends."""
+        if fcntl is None:
+            return  # Windows: not guarded
+        try:
+            descriptor = os.open(self.path, os.O_RDONLY)
+        except OSError:
+            return  # not readable: _check_writable says what is wrong
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(descriptor)
+            raise RunDirectoryError(
+                f"another nntrain process is writing to {self.path}; wait for it to"
+                " end, or give --out another folder") from None
+        self._lock = descriptor
+
     def _check_writable(self) -> None:
         try:
             self.path.mkdir(parents=True, exist_ok=True)
@@ -170,6 +205,12 @@ class RunDirectory:
     def close(self) -> None:
         self._metrics.close()
         self._log.close()
+        self._release_lock()
+
+    def _release_lock(self) -> None:
+        if self._lock is not None:
+            os.close(self._lock)  # which releases the lock
+            self._lock = None
 
 
 RESOLVED_SECTIONS = {"seed", "data", "model", "optimizer", "schedule", "train",
