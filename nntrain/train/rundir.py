@@ -114,7 +114,7 @@ class RunDirectory:
         --force never deletes a user's own file of that name (a hand-written
         config.yaml in the folder, say, which may be the very config being run).
         config.yaml: a mapping holding every section of a resolved config and no
-        comment; metrics.jsonl: JSON records with a "kind"; train.log: beside
+        comment; metrics.jsonl: records that start with "kind"; train.log: beside
         either of those, or beside checkpoints."""
         path = self.path / name
         try:
@@ -126,11 +126,10 @@ class RunDirectory:
         if name == "config.yaml":
             return _is_resolved_config(text)
         if name == "metrics.jsonl":
-            first = text.splitlines()[0]
-            try:
-                return "kind" in json.loads(first)
-            except (ValueError, TypeError):
-                return False
+            # Every record starts so (the Solver puts "kind" first); a crash may
+            # have cut even the first one short.
+            marker = '{"kind": "'
+            return text.startswith(marker) or marker.startswith(text)
         return (any(self._written_by_nntrain(other) and (self.path / other).exists()
                     for other in ("config.yaml", "metrics.jsonl"))
                 or any((self.path / "checkpoints").glob("*.npz")))
