@@ -3,6 +3,7 @@ determinism."""
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -283,3 +284,88 @@ def test_fit_fills_in_the_defaults_of_a_hand_made_config(tmp_path, tiny_npz):
     saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
     assert saved["schedule"] == {"name": "constant"}
     assert result.history[-1]["epoch"] == 3
+
+
+@pytest.fixture
+def finished_run(tmp_path, tiny_npz, write_config):
+    """A finished 2-epoch run of the tiny data: (its config file, its folder)."""
+    raw = tiny_config_dict(tiny_npz)
+    raw["train"].update(epochs=2, plots=False)
+    config = write_config(raw)
+    run = tmp_path / "run"
+    result = invoke("fit", config, "--out", run, "--quiet")
+    assert result.exit_code == 0, result.output
+    return config, run
+
+
+def _append(path, data: bytes):
+    with open(path, "ab") as file:
+        file.write(data)
+
+
+def _replace_line(path, number, text):
+    lines = path.read_text().splitlines()
+    lines[number - 1] = text
+    path.write_text("".join(line + "\n" for line in lines))
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda m: _append(m, b"\x80\xb3\xff junk\n\x00\x9c\n"),
+     r"metrics\.jsonl, line 4: not a JSON object, as every metrics record is; the"
+     r" file is damaged: fix or delete that line, or start over with --force"),
+    (lambda m: _append(m, b"[1, 2]\n"), r"metrics\.jsonl, line 4: not a JSON object"),
+    (lambda m: _replace_line(m, 2, '{"kind": "epoch", "iteration": "x"}'),
+     r'metrics\.jsonl, line 2: "iteration" is "x", not a count of updates'),
+    (lambda m: _replace_line(m, 1, '{"kind": "iter", "iteration": -3}'),
+     r'metrics\.jsonl, line 1: "iteration" is -3, not a count of updates'),
+    # Only a last line without its newline can be a write cut short by a kill.
+    (lambda m: _append(m, b'{"kind": "iter", "itera\n'),
+     r"metrics\.jsonl, line 4: not a JSON object"),
+    (lambda m: (m.unlink(), m.mkdir()),
+     r"metrics\.jsonl is not a file; the run's metrics\.jsonl must be one"),
+])
+def test_a_resume_refuses_a_damaged_metrics_file_naming_the_line(finished_run,
+                                                                 damage, message):
+    config, run = finished_run
+    metrics = run / "metrics.jsonl"
+    # Epoch records at iterations 4 and 8, an iter record at 5.
+    assert len(metrics.read_text().splitlines()) == 3
+    damage(metrics)
+    before = metrics.read_bytes() if metrics.is_file() else None
+
+    result = invoke("fit", config, "--resume", run, "--set", "train.epochs=3")
+
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1
+    assert re.search(message, result.stderr), result.stderr
+    if before is not None:
+        assert metrics.read_bytes() == before
+
+
+def test_a_resume_drops_a_last_line_cut_short_by_a_kill(finished_run):
+    config, run = finished_run
+    metrics = run / "metrics.jsonl"
+    whole = metrics.read_text()
+    _append(metrics, b'{"kind": "iter", "iteration": 9, "lo')
+
+    result = invoke("fit", config, "--resume", run, "--set", "train.epochs=3",
+                    "--quiet")
+
+    assert result.exit_code == 0, result.output
+    text = metrics.read_text()
+    assert text.startswith(whole) and text.endswith("}\n")
+    assert [json.loads(line)["iteration"] for line in text.splitlines()] == [
+        4, 5, 8, 10, 12]
+
+
+def test_a_resume_without_metrics_says_that_file_is_missing(finished_run):
+    config, run = finished_run
+    (run / "metrics.jsonl").unlink()
+
+    result = invoke("fit", config, "--resume", run, "--set", "train.epochs=3")
+
+    assert result.exit_code == 2
+    assert result.stderr == (
+        f"error: {(run / 'metrics.jsonl').resolve()} is missing, so the run's"
+        " records are gone; put the file back, or start over with --force (an"
+        " empty metrics.jsonl resumes the run without its earlier records)\n")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from nntrain.checkpoint import load_checkpoint
 from nntrain.config import apply_overrides, override_setting, yaml_text
-from nntrain.errors import CheckpointError, ConfigError
+from nntrain.errors import CheckpointError, ConfigError, RunDirectoryError
 from nntrain.pipeline import migrate_config
 from nntrain.train.solver import count_iterations
 
@@ -92,10 +92,19 @@ def is_finished(config: dict, checkpoint) -> bool:
 def run_directory_of(checkpoint_path: Path) -> Path:
     """checkpoints/last.npz lives in RUN_DIR/checkpoints: the run is its parent."""
     folder = checkpoint_path.resolve().parent
-    if folder.name != "checkpoints" or not (folder.parent / "metrics.jsonl").exists():
+    if folder.name != "checkpoints":
         raise CheckpointError(
             f"{checkpoint_path} is not inside a run directory's checkpoints folder;"
             " resume a run directory (or a checkpoint in its checkpoints/ folder)"
+        )
+    metrics = folder.parent / "metrics.jsonl"
+    if not (metrics.exists() or metrics.is_symlink()):
+        # The resumed run extends the records; without them it would look whole
+        # but lack everything before the stop.
+        raise RunDirectoryError(
+            f"{metrics} is missing, so the run's records are gone; put the file"
+            " back, or start over with --force (an empty metrics.jsonl resumes"
+            " the run without its earlier records)"
         )
     return folder.parent
 
