@@ -23,6 +23,7 @@ from nntrain.train import checks
 from nntrain.train.report import Reporter
 from nntrain.train.rundir import RunDirectory
 from nntrain.train.solver import Solver, count_iterations
+from nntrain.train.state import check_solver_state
 
 
 @dataclass
@@ -120,10 +121,14 @@ def fit(config: dict, run_dir, force: bool = False, quiet: bool = False,
     input_width = prepared.preprocessor.output_width(dataset.num_features)
     model = build_model(config, input_width, dataset.num_classes)
     rule = build_rule(config["optimizer"])
-    _, total = count_iterations(config["train"], len(prepared.splits["train"][1]),
-                                full_batch=rule.name == "lbfgs")
+    per_epoch, total = count_iterations(config["train"],
+                                        len(prepared.splits["train"][1]),
+                                        full_batch=rule.name == "lbfgs")
     schedule = build_schedule(config["schedule"], rule.lr, total)
     solver_meta = resume.meta["solver"] if resume else None
+    if resume is not None:
+        # Before the run directory changes: its metrics are cut to the checkpoint.
+        check_solver_state(resume, per_epoch, schedule.state())
 
     run = RunDirectory(run_dir, force=force, resume_iteration=(
         solver_meta["progress"]["iteration"] if resume else None))

@@ -13,6 +13,7 @@ from nntrain.config import apply_overrides, override_setting, yaml_text
 from nntrain.errors import CheckpointError, ConfigError, RunDirectoryError
 from nntrain.pipeline import migrate_config
 from nntrain.train.solver import count_iterations
+from nntrain.train.state import check_solver_state
 
 # What --set may change in a resumed run: its length, and its BLAS threads (for a
 # smaller or busier machine; the results may then differ in the last bits).
@@ -25,7 +26,7 @@ def find_checkpoint(path) -> tuple[Path, object, list[str]]:
     skipped as damaged)."""
     path = Path(path)
     if not path.is_dir():
-        return path, load_checkpoint(path), []
+        return path, _resumable(path), []
 
     folder = path / "checkpoints" if (path / "checkpoints").is_dir() else path
     candidates = sorted(folder.glob("*.npz"))
@@ -35,7 +36,7 @@ def find_checkpoint(path) -> tuple[Path, object, list[str]]:
     loaded, notes = [], []
     for candidate in candidates:
         try:
-            checkpoint = load_checkpoint(candidate)
+            checkpoint = _resumable(candidate)
         except CheckpointError as error:
             notes.append(f"skipped {candidate.name}: {error}")
             continue
@@ -48,6 +49,14 @@ def find_checkpoint(path) -> tuple[Path, object, list[str]]:
     if notes:
         notes.append(f"resuming from {chosen.name}, the newest good checkpoint")
     return chosen, checkpoint, notes
+
+
+def _resumable(path):
+    """The checkpoint at ``path``, holding solver state a run can resume from."""
+    checkpoint = load_checkpoint(path)
+    _iteration(checkpoint, path)
+    check_solver_state(checkpoint)
+    return checkpoint
 
 
 def _iteration(checkpoint, path) -> int:
