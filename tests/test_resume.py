@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import yaml
 from click.testing import CliRunner
-from conftest import tiny_config_dict
+from conftest import tiny_arrays, tiny_config_dict
 
 from nntrain.checkpoint import load_checkpoint
 from nntrain.cli import cli
@@ -133,7 +133,8 @@ def test_resume_through_the_cli_extends_epochs_and_refuses_other_changes(
 
     refused = invoke("fit", config, "--resume", run, "--set", "optimizer.lr=1")
     assert refused.exit_code == 2
-    assert "only train.epochs, train.iterations and train.threads" in refused.stderr
+    assert ("only train.epochs, train.iterations, train.threads and data.path (where"
+            " the data lies now) may change") in refused.stderr
 
     # A bad new length is the override's fault, not the checkpoint's.
     bad_length = invoke("fit", config, "--resume", run, "--set", "train.epochs=0")
@@ -369,3 +370,65 @@ def test_a_resume_without_metrics_says_that_file_is_missing(finished_run):
         f"error: {(run / 'metrics.jsonl').resolve()} is missing, so the run's"
         " records are gone; put the file back, or start over with --force (an"
         " empty metrics.jsonl resumes the run without its earlier records)\n")
+
+
+def _move_data(tiny_npz, tmp_path):
+    moved = tmp_path / "moved" / "tiny.npz"
+    moved.parent.mkdir()
+    tiny_npz.rename(moved)
+    return moved
+
+
+def test_a_resumed_run_finds_its_moved_data_through_set_data_path(
+        finished_run, tiny_npz, tmp_path, monkeypatch):
+    config, run = finished_run
+    moved = _move_data(tiny_npz, tmp_path)
+
+    lost = invoke("fit", config, "--resume", run, "--set", "train.epochs=3")
+    assert lost.exit_code == 2
+    assert lost.stderr == (f"error: npz file not found: {tiny_npz}; if the data"
+                           " moved, pass its new place with --set data.path=NEW\n")
+
+    monkeypatch.chdir(moved.parent)  # a relative path is stored absolute
+    resumed = invoke("fit", config, "--resume", run, "--set", "train.epochs=3",
+                     "--set", "data.path=tiny.npz", "--quiet")
+    assert resumed.exit_code == 0, resumed.output
+    meta = load_checkpoint(run / "checkpoints" / "last.npz").meta
+    assert meta["solver"]["progress"]["epoch"] == 3
+    assert meta["config"]["data"]["path"] == str(moved)
+    assert yaml.safe_load((run / "config.yaml").read_text())["data"]["path"] == str(
+        moved)
+
+
+def test_a_resume_refuses_other_data_of_the_same_shape(finished_run, tiny_npz,
+                                                       write_npz):
+    config, run = finished_run
+    other = write_npz("other.npz", **tiny_arrays(seed=1))
+    records = (run / "metrics.jsonl").read_bytes()
+
+    result = invoke("fit", config, "--resume", run, "--set", "train.epochs=3",
+                    "--set", f"data.path={other}")
+
+    assert result.exit_code == 2
+    assert result.stderr == (
+        f"error: the data in {other} is not the data the checkpoint was trained on"
+        " (its train split holds other samples or labels); resume with --set"
+        " data.path=NEW pointing at the data the run was trained on\n")
+    assert (run / "metrics.jsonl").read_bytes() == records
+
+
+def test_eval_of_a_run_whose_data_moved_says_to_pass_data(finished_run, tiny_npz,
+                                                          tmp_path, write_npz):
+    _, run = finished_run
+    best = run / "checkpoints" / "best.npz"
+    moved = _move_data(tiny_npz, tmp_path)
+
+    lost = invoke("eval", best)
+    assert lost.exit_code == 2
+    assert lost.stderr == (f"error: npz file not found: {tiny_npz}; if the data"
+                           " moved, pass its new place with --data PATH\n")
+    assert invoke("eval", best, "--data", moved).exit_code == 0
+    other = invoke("eval", best, "--data", write_npz("o.npz", **tiny_arrays(seed=1)))
+    assert other.exit_code == 2
+    assert ("(its test split holds other samples or labels); point --data at the"
+            " data the checkpoint was trained on") in other.stderr

@@ -1,8 +1,10 @@
 """Finding the checkpoint to resume from, and the config a resumed run uses.
 
 The checkpoint's config wins: a resumed run is the same run. Only its length may
-change, through ``--set train.epochs=N`` or ``--set train.iterations=N``, and the
-BLAS threads it uses, through ``--set train.threads=N``.
+change, through ``--set train.epochs=N`` or ``--set train.iterations=N``, the
+BLAS threads it uses, through ``--set train.threads=N``, and where its data lies
+now, through ``--set data.path=NEW`` (the data found there must be the same, which
+the checkpoint's data fingerprints check).
 """
 
 import copy
@@ -15,9 +17,10 @@ from nntrain.pipeline import migrate_config
 from nntrain.train.solver import count_iterations
 from nntrain.train.state import check_solver_state
 
-# What --set may change in a resumed run: its length, and its BLAS threads (for a
-# smaller or busier machine; the results may then differ in the last bits).
-CHANGEABLE = ("train.epochs", "train.iterations", "train.threads")
+# What --set may change in a resumed run: its length, its BLAS threads (for a
+# smaller or busier machine; the results may then differ in the last bits), and
+# where its data lies now (it must be the same data).
+CHANGEABLE = ("train.epochs", "train.iterations", "train.threads", "data.path")
 
 
 def find_checkpoint(path) -> tuple[Path, object, list[str]]:
@@ -71,14 +74,15 @@ def _iteration(checkpoint, path) -> int:
 
 
 def resumed_config(checkpoint, overrides: list[str], path) -> dict:
-    """The checkpoint's config with only its length (and threads) changed by
-    ``overrides``."""
+    """The checkpoint's config with only its length, threads or data.path changed
+    by ``overrides``."""
     for text in overrides:
         key = text.partition("=")[0].strip()
         if key not in CHANGEABLE:
             raise ConfigError(
                 f"--set {key}: a resumed run keeps its checkpoint's config; only"
-                " train.epochs, train.iterations and train.threads may change"
+                " train.epochs, train.iterations, train.threads and data.path (where"
+                " the data lies now) may change"
             )
     _iteration(checkpoint, path)
     saved = checkpoint.meta.get("config")
