@@ -196,10 +196,7 @@ def _resume(config_path, overrides, out, resume, print_config, quiet):
     for note in notes:
         click.echo(f"note: {note}", err=True)
     if resuming.is_finished(config, checkpoint):
-        progress = checkpoint.meta["solver"]["progress"]
-        click.echo(f"{path} is from a finished run ({progress['iteration']}"
-                   f" iterations, epoch {progress['epoch']}): nothing to do. To"
-                   " train longer, extend it past those, e.g. --set train.epochs=N")
+        click.echo(resuming.finished_note(path, config, checkpoint))
         return
     run_fit(config, run_dir, quiet=quiet, resume=checkpoint)
 

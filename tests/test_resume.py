@@ -432,3 +432,43 @@ def test_eval_of_a_run_whose_data_moved_says_to_pass_data(finished_run, tiny_npz
     assert other.exit_code == 2
     assert ("(its test split holds other samples or labels); point --data at the"
             " data the checkpoint was trained on") in other.stderr
+
+
+def test_a_finished_run_of_iterations_is_told_to_set_train_iterations(
+        tmp_path, tiny_npz, write_config):
+    raw = tiny_config_dict(tiny_npz)
+    raw["train"].update(epochs=None, iterations=6, plots=False)
+    config = write_config(raw)
+    run = tmp_path / "run"
+    assert invoke("fit", config, "--out", run, "--quiet").exit_code == 0
+
+    result = invoke("fit", config, "--resume", run)
+
+    assert result.exit_code == 0
+    assert result.stdout == (
+        f"{run / 'checkpoints' / 'last.npz'} is from a finished run (6 iterations,"
+        " epoch 2): nothing to do. To train longer, extend it past those: --set"
+        " train.iterations=N with N > 6\n")
+    extended = invoke("fit", config, "--resume", run, "--set", "train.iterations=7",
+                      "--quiet")
+    assert extended.exit_code == 0, extended.output
+
+
+def test_a_run_early_stopping_ended_is_not_told_to_extend_it(tmp_path, tiny_npz,
+                                                              write_config):
+    raw = tiny_config_dict(tiny_npz)
+    # No evaluation gains more than 1.0 in accuracy: the second one ends the run.
+    raw["train"].update(epochs=5, plots=False,
+                        early_stopping={"patience": 1, "min_delta": 1.0})
+    config = write_config(raw)
+    run = tmp_path / "run"
+    assert invoke("fit", config, "--out", run, "--quiet").exit_code == 0
+
+    result = invoke("fit", config, "--resume", run, "--set", "train.epochs=9")
+
+    assert result.exit_code == 0
+    assert result.stdout == (
+        f"{run / 'checkpoints' / 'last.npz'} is from a run that early stopping"
+        " ended (8 iterations, epoch 2): nothing to do, and it cannot train on. To"
+        " train longer, start it over with --force and a larger"
+        " train.early_stopping.patience (or none)\n")

@@ -102,6 +102,25 @@ def is_finished(config: dict, checkpoint) -> bool:
     return progress["iteration"] >= total or stopped_early
 
 
+def finished_note(path, config: dict, checkpoint) -> str:
+    """What to tell a user who resumes a finished run: how to lengthen it, in the
+    unit its length is set in. A run early stopping ended cannot go on: its config,
+    early stopping included, is the checkpoint's."""
+    solver = checkpoint.meta["solver"]
+    progress = solver["progress"]
+    done = f"{progress['iteration']} iterations, epoch {progress['epoch']}"
+    if solver.get("stopped_early"):
+        return (f"{path} is from a run that early stopping ended ({done}): nothing"
+                " to do, and it cannot train on. To train longer, start it over"
+                " with --force and a larger train.early_stopping.patience (or"
+                " none)")
+    unit = "epochs" if config["train"]["iterations"] is None else "iterations"
+    reached = progress["epoch"] if unit == "epochs" else progress["iteration"]
+    return (f"{path} is from a finished run ({done}): nothing to do. To train"
+            f" longer, extend it past those: --set train.{unit}=N with N >"
+            f" {reached}")
+
+
 def run_directory_of(checkpoint_path: Path) -> Path:
     """checkpoints/last.npz lives in RUN_DIR/checkpoints: the run is its parent."""
     folder = checkpoint_path.resolve().parent
