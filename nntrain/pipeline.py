@@ -5,6 +5,7 @@ Each step is one call with plain data between them; the CLI and notebooks both u
 these functions.
 """
 
+import shlex
 import time
 import zlib
 from dataclasses import dataclass
@@ -236,7 +237,8 @@ def _write_plots(path, reporter) -> None:
 
     if not plots.plots_available():
         reporter.line("plots: skipped, matplotlib is not installed (pip install"
-                      f" 'nntrain[plot]', then: nntrain plot {path})")
+                      " 'nntrain[plot]', then: nntrain plot"
+                      f" {shlex.quote(str(path))})")
         return
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", plots.PlotWarning)
@@ -312,7 +314,8 @@ def _summarize(reporter, config, progress, path, seconds, solver) -> None:
         f"Done: {epochs}, {progress.iteration} iterations in"
         f" {seconds:.1f} s. Best {monitor} {progress.best_value:.4f} at epoch"
         f" {progress.best_epoch} (iteration {progress.best_iteration}), saved in"
-        f" {best}. Measure it on the test split with: nntrain eval {best}"
+        f" {best}. Measure it on the test split with: nntrain eval"
+        f" {shlex.quote(str(best))}"
     )
 
 

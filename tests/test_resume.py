@@ -4,6 +4,7 @@ determinism."""
 import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -472,3 +473,38 @@ def test_a_run_early_stopping_ended_is_not_told_to_extend_it(tmp_path, tiny_npz,
         " ended (8 iterations, epoch 2): nothing to do, and it cannot train on. To"
         " train longer, start it over with --force and a larger"
         " train.early_stopping.patience (or none)\n")
+
+
+def test_commands_printed_to_paste_quote_their_paths(tmp_path, tiny_npz,
+                                                     write_config, monkeypatch):
+    raw = tiny_config_dict(tiny_npz)
+    raw["train"].update(epochs=2, plots=False)
+    config = write_config(raw)
+    run = tmp_path / "my run's"
+    done = invoke("fit", config, "--out", run)
+    assert done.exit_code == 0, done.output
+    best = shlex.quote(str(run / "checkpoints" / "best.npz"))
+    assert f"Measure it on the test split with: nntrain eval {best}\n" in done.stdout
+
+    other = tmp_path / "stopped run"
+    with monkeypatch.context() as patch:
+        _interrupt_at(patch, 3)
+        stopped = invoke("fit", config, "--out", other, "--quiet")
+    assert stopped.exit_code == 130
+    command = stopped.stderr.split("Resume with: ")[1].strip()
+    assert shlex.split(command) == ["nntrain", "fit", str(other / "config.yaml"),
+                                    "--resume", str(other)]
+
+
+@pytest.mark.plots
+def test_the_plot_command_printed_without_matplotlib_quotes_its_path(tmp_path,
+                                                                     monkeypatch):
+    import nntrain.plots
+    from nntrain.pipeline import _write_plots
+
+    monkeypatch.setattr(nntrain.plots, "plots_available", lambda: False)
+    lines = []
+    reporter = type("Lines", (), {"line": staticmethod(lines.append)})()
+    _write_plots(tmp_path / "a run", reporter)
+    assert lines[0].endswith(
+        f"then: nntrain plot {shlex.quote(str(tmp_path / 'a run'))})")
