@@ -144,6 +144,10 @@ def fit(config_path, overrides, out, force, resume, print_config, quiet):
 
     if out == "":
         raise BadInputError("--out is empty; give a folder path")
+    if resume == "":
+        # Path("") is the current folder, whose newest .npz would be taken.
+        raise BadInputError("--resume is empty; give a checkpoint file or a run"
+                            " directory")
     if resume is not None:
         if force:
             raise BadInputError("--force starts over and --resume continues: give"

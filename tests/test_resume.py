@@ -508,3 +508,15 @@ def test_the_plot_command_printed_without_matplotlib_quotes_its_path(tmp_path,
     _write_plots(tmp_path / "a run", reporter)
     assert lines[0].endswith(
         f"then: nntrain plot {shlex.quote(str(tmp_path / 'a run'))})")
+
+
+def test_an_empty_resume_is_refused_not_taken_for_the_current_folder(
+        finished_run, monkeypatch):
+    config, run = finished_run
+    monkeypatch.chdir(run / "checkpoints")  # holds .npz files a resume could take
+
+    result = invoke("fit", config, "--resume", "", "--set", "train.epochs=3")
+
+    assert result.exit_code == 2
+    assert result.stderr == ("error: --resume is empty; give a checkpoint file or a"
+                             " run directory\n")
