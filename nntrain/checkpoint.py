@@ -36,6 +36,7 @@ class Checkpoint:
 
     meta: dict
     arrays: dict = field(default_factory=dict)  # prefix -> {name: array}
+    path: Path | None = field(default=None, compare=False)  # for messages
 
     def group(self, prefix: str) -> dict:
         return self.arrays.get(prefix, {})
@@ -125,7 +126,7 @@ def load_checkpoint(path) -> Checkpoint:
             " truncated or corrupt: use another checkpoint (best.npz or last.npz)"
         ) from None
 
-    return Checkpoint(meta, _group_and_verify(arrays, meta, path))
+    return Checkpoint(meta, _group_and_verify(arrays, meta, path), path)
 
 
 def _check_members(headers: dict, path: Path) -> None:

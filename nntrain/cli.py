@@ -134,14 +134,20 @@ def _default_run_dir(config: dict, config_path) -> Path:
 def fit(config_path, overrides, out, force, resume, print_config, quiet):
     """Train the network CONFIG describes and write a run directory.
 
-    With --resume the checkpoint's config wins; --set may only extend
-    train.epochs or train.iterations, or change train.threads.
+    With --resume the checkpoint's config wins; --set may change only the
+    run's length (train.epochs or train.iterations; one it has already reached
+    leaves nothing to do), train.threads, and data.path (where the data lies
+    now, if it moved; it must be the same data).
     """
     from nntrain.config import config_to_yaml
     from nntrain.pipeline import fit as run_fit
 
     if out == "":
         raise BadInputError("--out is empty; give a folder path")
+    if resume == "":
+        # Path("") is the current folder, whose newest .npz would be taken.
+        raise BadInputError("--resume is empty; give a checkpoint file or a run"
+                            " directory")
     if resume is not None:
         if force:
             raise BadInputError("--force starts over and --resume continues: give"
@@ -152,23 +158,28 @@ def fit(config_path, overrides, out, force, resume, print_config, quiet):
     run_dir = Path(out) if out else _default_run_dir(config, config_path)
     config["output"] = str(run_dir)
     if config["data"]["path"]:
-        # Stored absolute, so that eval and predict find the data from anywhere.
-        config["data"]["path"] = str(Path(config["data"]["path"]).expanduser()
-                                     .resolve())
+        config["data"]["path"] = _absolute(config["data"]["path"])
     if print_config:
         click.echo(config_to_yaml(config), nl=False)
         return
     run_fit(config, run_dir, force=force, quiet=quiet)
 
 
+def _absolute(data_path: str) -> str:
+    # Stored absolute, so that eval and predict find the data from anywhere.
+    return str(Path(data_path).expanduser().resolve())
+
+
 def _resume(config_path, overrides, out, resume, print_config, quiet):
-    from nntrain.config import config_to_yaml
+    from nntrain.config import config_to_yaml, override_setting
     from nntrain.pipeline import fit as run_fit
     from nntrain.train import resume as resuming
 
     given = _load(config_path, [])  # CONFIG must still be a valid config
     path, checkpoint, notes = resuming.find_checkpoint(resume)
     config = resuming.resumed_config(checkpoint, list(overrides), path)
+    if override_setting("data.path", overrides) and config["data"]["path"]:
+        config["data"]["path"] = _absolute(config["data"]["path"])
     run_dir = resuming.run_directory_of(path)
     if out and Path(out).resolve() != run_dir:
         raise BadInputError(
@@ -189,10 +200,7 @@ def _resume(config_path, overrides, out, resume, print_config, quiet):
     for note in notes:
         click.echo(f"note: {note}", err=True)
     if resuming.is_finished(config, checkpoint):
-        progress = checkpoint.meta["solver"]["progress"]
-        click.echo(f"{path} is from a finished run ({progress['iteration']}"
-                   f" iterations, epoch {progress['epoch']}): nothing to do. To"
-                   " train longer, extend it past those, e.g. --set train.epochs=N")
+        click.echo(resuming.finished_note(path, config, checkpoint))
         return
     run_fit(config, run_dir, quiet=quiet, resume=checkpoint)
 

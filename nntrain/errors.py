@@ -34,6 +34,26 @@ class DataError(BadInputError):
     """A dataset is missing, truncated, inconsistent or otherwise unreadable."""
 
 
+class DataLocationError(DataError):
+    """The data is not where the run looks for it (``missing``), or what is there
+    is other data than a checkpoint was trained on. ``problem`` and ``fix`` are kept
+    apart so that a caller that knows how the place was given (a resumed run's
+    ``--set data.path``, eval's ``--data``) can say how to give another."""
+
+    def __init__(self, problem: str, fix: str, missing: bool = True,
+                 also: str | None = None):
+        super().__init__(f"{problem}; {fix}")
+        self.problem, self.fix, self.missing, self.also = problem, fix, missing, also
+
+    def with_fix(self, if_missing: str, if_other: str) -> "DataLocationError":
+        """The same problem, with the fix for how the caller's place was given;
+        ``also``, a remedy that holds whatever the place (a download), is kept."""
+        fix = if_missing if self.missing else if_other
+        if self.also:
+            fix = f"{fix}, or {self.also}"
+        return DataLocationError(self.problem, fix, self.missing, self.also)
+
+
 class CheckpointError(BadInputError):
     """A checkpoint file is missing, corrupt, foreign or of an unknown format."""
 

@@ -5,7 +5,9 @@ Each step is one call with plain data between them; the CLI and notebooks both u
 these functions.
 """
 
+import shlex
 import time
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +17,12 @@ from nntrain.checkpoint import load_checkpoint
 from nntrain.config import blamed_on_override, resolve_config, yaml_text
 from nntrain.data.datasets import Dataset, load_dataset
 from nntrain.data.preprocess import Preprocessor
-from nntrain.errors import CheckpointError, ConfigError, DataError, NNTrainError
+from nntrain.errors import (
+    CheckpointError,
+    ConfigError,
+    DataLocationError,
+    NNTrainError,
+)
 from nntrain.nn.model import Model, build_model
 from nntrain.optim.rules import build_rule
 from nntrain.optim.schedules import build_schedule
@@ -23,6 +30,7 @@ from nntrain.train import checks
 from nntrain.train.report import Reporter
 from nntrain.train.rundir import RunDirectory
 from nntrain.train.solver import Solver, count_iterations
+from nntrain.train.state import check_solver_state
 
 
 @dataclass
@@ -32,6 +40,18 @@ class Prepared:
     dataset: Dataset
     preprocessor: Preprocessor
     splits: dict  # name -> (X float (N, D), y (N,))
+    fingerprints: dict  # name -> CRC32 of the split as loaded (data_fingerprints)
+
+
+SPLITS = ("train", "val", "test")
+
+# How to point a resumed run, or eval, at the data when it is not where the run
+# found it: (when it is missing, when it is other data).
+RESUME_DATA_FIX = ("if the data moved, pass its new place with --set data.path=NEW",
+                   "resume with --set data.path=NEW pointing at the data the run"
+                   " was trained on")
+EVAL_DATA_FIX = ("if the data moved, pass its new place with --data PATH",
+                 "point --data at the data the checkpoint was trained on")
 
 
 def prepare_data(config: dict, preprocessor: Preprocessor | None = None,
@@ -44,8 +64,9 @@ def prepare_data(config: dict, preprocessor: Preprocessor | None = None,
     exist (training needs only those: 47 MB less for Fashion-MNIST)."""
     dtype = np.dtype(config["train"]["dtype"])
     dataset = load_dataset(config["data"], config["seed"], dtype)
+    fingerprints = data_fingerprints(dataset)
     if spec is not None:
-        _check_data_matches(dataset, spec)
+        _check_data_matches(dataset, spec, fingerprints, splits, config["data"])
     transformed = {}
     if preprocessor is None:
         preprocessor, X_train = Preprocessor.fit_transform(
@@ -59,17 +80,48 @@ def prepare_data(config: dict, preprocessor: Preprocessor | None = None,
             transformed[name] = (preprocessor.transform(X, dtype), y)
     if not keep_raw:
         dataset.release_features()
-    return Prepared(dataset, preprocessor, transformed)
+    return Prepared(dataset, preprocessor, transformed, fingerprints)
 
 
-def _check_data_matches(dataset, spec: dict) -> None:
+def data_fingerprints(dataset: Dataset) -> dict:
+    """A CRC32 of each split's samples and labels as loaded: a checkpoint keeps
+    them to tell its data, wherever it lies now, from other data of its shape."""
+    fingerprints = {}
+    for name in SPLITS:
+        crc = 0
+        for array in dataset.split(name):
+            crc = zlib.crc32(np.ascontiguousarray(array).view(np.uint8), crc)
+        fingerprints[name] = format(crc, "08x")
+    return fingerprints
+
+
+def _check_data_matches(dataset, spec: dict, fingerprints: dict, splits,
+                        data_config: dict) -> None:
+    """Refuse data other than the checkpoint's: by shape, then by the sizes and
+    fingerprints of ``splits`` (checkpoints before fingerprints lack them)."""
+    fix = "point --data at the dataset it was trained on"
     found = (dataset.num_features, dataset.num_classes)
     if found != (spec["num_features"], spec["num_classes"]):
-        raise DataError(
+        raise DataLocationError(
             f"the data has {found[0]} features and {found[1]} classes, the checkpoint"
-            f" was trained on {spec['num_features']} and {spec['num_classes']}; point"
-            " --data at the dataset it was trained on"
-        )
+            f" was trained on {spec['num_features']} and {spec['num_classes']}", fix,
+            missing=False)
+    place = data_config["path"] or data_config["name"]
+    for name in splits:
+        found = (len(dataset.split(name)[1]), fingerprints[name])
+        saved = tuple(_saved(spec, key, name, value)
+                      for key, value in zip(("sizes", "fingerprints"), found))
+        if saved != found:
+            raise DataLocationError(
+                f"the data in {place} is not the data the checkpoint was trained on"
+                f" (its {name} split holds other samples or labels)", fix,
+                missing=False)
+
+
+def _saved(spec: dict, key: str, name: str, default):
+    """spec[key][name], or ``default`` where an older checkpoint lacks it."""
+    table = spec.get(key)
+    return table.get(name, default) if isinstance(table, dict) else default
 
 
 def data_spec(prepared: Prepared, config: dict) -> dict:
@@ -83,8 +135,9 @@ def data_spec(prepared: Prepared, config: dict) -> dict:
         "class_names": list(dataset.class_names),
         "input_shape": list(dataset.input_shape),
         "sizes": {
-            name: len(dataset.split(name)[1]) for name in ("train", "val", "test")
+            name: len(dataset.split(name)[1]) for name in SPLITS
         },
+        "fingerprints": prepared.fingerprints,
     }
 
 
@@ -113,17 +166,26 @@ def fit(config: dict, run_dir, force: bool = False, quiet: bool = False,
         saved_prep = Preprocessor.from_state(config["data"]["preprocess"],
                                              resume.group("prep"),
                                              resume.meta["data"]["num_features"])
-    prepared = prepare_data(config, saved_prep, splits=("train", "val"),
-                            spec=resume.meta["data"] if resume else None,
-                            keep_raw=False)
+    try:
+        prepared = prepare_data(config, saved_prep, splits=("train", "val"),
+                                spec=resume.meta["data"] if resume else None,
+                                keep_raw=False)
+    except DataLocationError as error:
+        if resume is None:
+            raise
+        raise error.with_fix(*RESUME_DATA_FIX) from None
     dataset = prepared.dataset
     input_width = prepared.preprocessor.output_width(dataset.num_features)
     model = build_model(config, input_width, dataset.num_classes)
     rule = build_rule(config["optimizer"])
-    _, total = count_iterations(config["train"], len(prepared.splits["train"][1]),
-                                full_batch=rule.name == "lbfgs")
+    per_epoch, total = count_iterations(config["train"],
+                                        len(prepared.splits["train"][1]),
+                                        full_batch=rule.name == "lbfgs")
     schedule = build_schedule(config["schedule"], rule.lr, total)
     solver_meta = resume.meta["solver"] if resume else None
+    if resume is not None:
+        # Before the run directory changes: its metrics are cut to the checkpoint.
+        check_solver_state(resume, per_epoch, schedule.state())
 
     run = RunDirectory(run_dir, force=force, resume_iteration=(
         solver_meta["progress"]["iteration"] if resume else None))
@@ -175,7 +237,8 @@ def _write_plots(path, reporter) -> None:
 
     if not plots.plots_available():
         reporter.line("plots: skipped, matplotlib is not installed (pip install"
-                      f" 'nntrain[plot]', then: nntrain plot {path})")
+                      " 'nntrain[plot]', then: nntrain plot"
+                      f" {shlex.quote(str(path))})")
         return
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", plots.PlotWarning)
@@ -251,7 +314,8 @@ def _summarize(reporter, config, progress, path, seconds, solver) -> None:
         f"Done: {epochs}, {progress.iteration} iterations in"
         f" {seconds:.1f} s. Best {monitor} {progress.best_value:.4f} at epoch"
         f" {progress.best_epoch} (iteration {progress.best_iteration}), saved in"
-        f" {best}. Measure it on the test split with: nntrain eval {best}"
+        f" {best}. Measure it on the test split with: nntrain eval"
+        f" {shlex.quote(str(best))}"
     )
 
 
@@ -265,8 +329,11 @@ def evaluate_checkpoint(path, split: str = "test", data_path=None,
     config = restored.config
     if data_path:
         config = {**config, "data": {**config["data"], "path": str(data_path)}}
-    prepared = prepare_data(config, restored.preprocessor, splits=(split,),
-                            spec=restored.data)
+    try:
+        prepared = prepare_data(config, restored.preprocessor, splits=(split,),
+                                spec=restored.data)
+    except DataLocationError as error:
+        raise error.with_fix(*EVAL_DATA_FIX) from None
     X, y = prepared.splits[split]
     scores = restored.model.predict(X)
     return restored, prepared, scores, measure(scores, y, config["model"]["loss"])

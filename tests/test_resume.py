@@ -3,6 +3,8 @@ determinism."""
 
 import json
 import os
+import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -12,7 +14,7 @@ import numpy as np
 import pytest
 import yaml
 from click.testing import CliRunner
-from conftest import tiny_config_dict
+from conftest import tiny_arrays, tiny_config_dict
 
 from nntrain.checkpoint import load_checkpoint
 from nntrain.cli import cli
@@ -132,7 +134,8 @@ def test_resume_through_the_cli_extends_epochs_and_refuses_other_changes(
 
     refused = invoke("fit", config, "--resume", run, "--set", "optimizer.lr=1")
     assert refused.exit_code == 2
-    assert "only train.epochs, train.iterations and train.threads" in refused.stderr
+    assert ("only train.epochs, train.iterations, train.threads and data.path (where"
+            " the data lies now) may change") in refused.stderr
 
     # A bad new length is the override's fault, not the checkpoint's.
     bad_length = invoke("fit", config, "--resume", run, "--set", "train.epochs=0")
@@ -283,3 +286,237 @@ def test_fit_fills_in_the_defaults_of_a_hand_made_config(tmp_path, tiny_npz):
     saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
     assert saved["schedule"] == {"name": "constant"}
     assert result.history[-1]["epoch"] == 3
+
+
+@pytest.fixture
+def finished_run(tmp_path, tiny_npz, write_config):
+    """A finished 2-epoch run of the tiny data: (its config file, its folder)."""
+    raw = tiny_config_dict(tiny_npz)
+    raw["train"].update(epochs=2, plots=False)
+    config = write_config(raw)
+    run = tmp_path / "run"
+    result = invoke("fit", config, "--out", run, "--quiet")
+    assert result.exit_code == 0, result.output
+    return config, run
+
+
+def _append(path, data: bytes):
+    with open(path, "ab") as file:
+        file.write(data)
+
+
+def _replace_line(path, number, text):
+    lines = path.read_text().splitlines()
+    lines[number - 1] = text
+    path.write_text("".join(line + "\n" for line in lines))
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda m: _append(m, b"\x80\xb3\xff junk\n\x00\x9c\n"),
+     r"metrics\.jsonl, line 4: not a JSON object, as every metrics record is; the"
+     r" file is damaged: fix or delete that line, or start over with --force"),
+    (lambda m: _append(m, b"[1, 2]\n"), r"metrics\.jsonl, line 4: not a JSON object"),
+    (lambda m: _replace_line(m, 2, '{"kind": "epoch", "iteration": "x"}'),
+     r'metrics\.jsonl, line 2: "iteration" is "x", not a count of updates'),
+    (lambda m: _replace_line(m, 1, '{"kind": "iter", "iteration": -3}'),
+     r'metrics\.jsonl, line 1: "iteration" is -3, not a count of updates'),
+    # Only a last line without its newline can be a write cut short by a kill.
+    (lambda m: _append(m, b'{"kind": "iter", "itera\n'),
+     r"metrics\.jsonl, line 4: not a JSON object"),
+    (lambda m: (m.unlink(), m.mkdir()),
+     r"metrics\.jsonl is not a file; the run's metrics\.jsonl must be one"),
+])
+def test_a_resume_refuses_a_damaged_metrics_file_naming_the_line(finished_run,
+                                                                 damage, message):
+    config, run = finished_run
+    metrics = run / "metrics.jsonl"
+    # Epoch records at iterations 4 and 8, an iter record at 5.
+    assert len(metrics.read_text().splitlines()) == 3
+    damage(metrics)
+    before = metrics.read_bytes() if metrics.is_file() else None
+
+    result = invoke("fit", config, "--resume", run, "--set", "train.epochs=3")
+
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1
+    assert re.search(message, result.stderr), result.stderr
+    if before is not None:
+        assert metrics.read_bytes() == before
+
+
+def test_a_resume_drops_a_last_line_cut_short_by_a_kill(finished_run):
+    config, run = finished_run
+    metrics = run / "metrics.jsonl"
+    whole = metrics.read_text()
+    _append(metrics, b'{"kind": "iter", "iteration": 9, "lo')
+
+    result = invoke("fit", config, "--resume", run, "--set", "train.epochs=3",
+                    "--quiet")
+
+    assert result.exit_code == 0, result.output
+    text = metrics.read_text()
+    assert text.startswith(whole) and text.endswith("}\n")
+    assert [json.loads(line)["iteration"] for line in text.splitlines()] == [
+        4, 5, 8, 10, 12]
+
+
+def test_a_resume_without_metrics_says_that_file_is_missing(finished_run):
+    config, run = finished_run
+    (run / "metrics.jsonl").unlink()
+
+    result = invoke("fit", config, "--resume", run, "--set", "train.epochs=3")
+
+    assert result.exit_code == 2
+    assert result.stderr == (
+        f"error: {(run / 'metrics.jsonl').resolve()} is missing, so the run's"
+        " records are gone; put the file back, or start over with --force (an"
+        " empty metrics.jsonl resumes the run without its earlier records)\n")
+
+
+def _move_data(tiny_npz, tmp_path):
+    moved = tmp_path / "moved" / "tiny.npz"
+    moved.parent.mkdir()
+    tiny_npz.rename(moved)
+    return moved
+
+
+def test_a_resumed_run_finds_its_moved_data_through_set_data_path(
+        finished_run, tiny_npz, tmp_path, monkeypatch):
+    config, run = finished_run
+    moved = _move_data(tiny_npz, tmp_path)
+
+    lost = invoke("fit", config, "--resume", run, "--set", "train.epochs=3")
+    assert lost.exit_code == 2
+    assert lost.stderr == (f"error: npz file not found: {tiny_npz}; if the data"
+                           " moved, pass its new place with --set data.path=NEW\n")
+
+    monkeypatch.chdir(moved.parent)  # a relative path is stored absolute
+    resumed = invoke("fit", config, "--resume", run, "--set", "train.epochs=3",
+                     "--set", "data.path=tiny.npz", "--quiet")
+    assert resumed.exit_code == 0, resumed.output
+    meta = load_checkpoint(run / "checkpoints" / "last.npz").meta
+    assert meta["solver"]["progress"]["epoch"] == 3
+    assert meta["config"]["data"]["path"] == str(moved)
+    assert yaml.safe_load((run / "config.yaml").read_text())["data"]["path"] == str(
+        moved)
+
+
+def test_a_resume_refuses_other_data_of_the_same_shape(finished_run, tiny_npz,
+                                                       write_npz):
+    config, run = finished_run
+    other = write_npz("other.npz", **tiny_arrays(seed=1))
+    records = (run / "metrics.jsonl").read_bytes()
+
+    result = invoke("fit", config, "--resume", run, "--set", "train.epochs=3",
+                    "--set", f"data.path={other}")
+
+    assert result.exit_code == 2
+    assert result.stderr == (
+        f"error: the data in {other} is not the data the checkpoint was trained on"
+        " (its train split holds other samples or labels); resume with --set"
+        " data.path=NEW pointing at the data the run was trained on\n")
+    assert (run / "metrics.jsonl").read_bytes() == records
+
+
+def test_eval_of_a_run_whose_data_moved_says_to_pass_data(finished_run, tiny_npz,
+                                                          tmp_path, write_npz):
+    _, run = finished_run
+    best = run / "checkpoints" / "best.npz"
+    moved = _move_data(tiny_npz, tmp_path)
+
+    lost = invoke("eval", best)
+    assert lost.exit_code == 2
+    assert lost.stderr == (f"error: npz file not found: {tiny_npz}; if the data"
+                           " moved, pass its new place with --data PATH\n")
+    assert invoke("eval", best, "--data", moved).exit_code == 0
+    other = invoke("eval", best, "--data", write_npz("o.npz", **tiny_arrays(seed=1)))
+    assert other.exit_code == 2
+    assert ("(its test split holds other samples or labels); point --data at the"
+            " data the checkpoint was trained on") in other.stderr
+
+
+def test_a_finished_run_of_iterations_is_told_to_set_train_iterations(
+        tmp_path, tiny_npz, write_config):
+    raw = tiny_config_dict(tiny_npz)
+    raw["train"].update(epochs=None, iterations=6, plots=False)
+    config = write_config(raw)
+    run = tmp_path / "run"
+    assert invoke("fit", config, "--out", run, "--quiet").exit_code == 0
+
+    result = invoke("fit", config, "--resume", run)
+
+    assert result.exit_code == 0
+    assert result.stdout == (
+        f"{run / 'checkpoints' / 'last.npz'} is from a finished run (6 iterations,"
+        " epoch 2): nothing to do. To train longer, extend it past those: --set"
+        " train.iterations=N with N > 6\n")
+    extended = invoke("fit", config, "--resume", run, "--set", "train.iterations=7",
+                      "--quiet")
+    assert extended.exit_code == 0, extended.output
+
+
+def test_a_run_early_stopping_ended_is_not_told_to_extend_it(tmp_path, tiny_npz,
+                                                              write_config):
+    raw = tiny_config_dict(tiny_npz)
+    # No evaluation gains more than 1.0 in accuracy: the second one ends the run.
+    raw["train"].update(epochs=5, plots=False,
+                        early_stopping={"patience": 1, "min_delta": 1.0})
+    config = write_config(raw)
+    run = tmp_path / "run"
+    assert invoke("fit", config, "--out", run, "--quiet").exit_code == 0
+
+    result = invoke("fit", config, "--resume", run, "--set", "train.epochs=9")
+
+    assert result.exit_code == 0
+    assert result.stdout == (
+        f"{run / 'checkpoints' / 'last.npz'} is from a run that early stopping"
+        " ended (8 iterations, epoch 2): nothing to do, and it cannot train on. To"
+        " train longer, start it over with --force and a larger"
+        " train.early_stopping.patience (or none)\n")
+
+
+def test_commands_printed_to_paste_quote_their_paths(tmp_path, tiny_npz,
+                                                     write_config, monkeypatch):
+    raw = tiny_config_dict(tiny_npz)
+    raw["train"].update(epochs=2, plots=False)
+    config = write_config(raw)
+    run = tmp_path / "my run's"
+    done = invoke("fit", config, "--out", run)
+    assert done.exit_code == 0, done.output
+    best = shlex.quote(str(run / "checkpoints" / "best.npz"))
+    assert f"Measure it on the test split with: nntrain eval {best}\n" in done.stdout
+
+    other = tmp_path / "stopped run"
+    with monkeypatch.context() as patch:
+        _interrupt_at(patch, 3)
+        stopped = invoke("fit", config, "--out", other, "--quiet")
+    assert stopped.exit_code == 130
+    command = stopped.stderr.split("Resume with: ")[1].strip()
+    assert shlex.split(command) == ["nntrain", "fit", str(other / "config.yaml"),
+                                    "--resume", str(other)]
+
+
+@pytest.mark.plots
+def test_the_plot_command_printed_without_matplotlib_quotes_its_path(tmp_path,
+                                                                     monkeypatch):
+    import nntrain.plots
+    from nntrain.pipeline import _write_plots
+
+    monkeypatch.setattr(nntrain.plots, "plots_available", lambda: False)
+    lines = []
+    reporter = type("Lines", (), {"line": staticmethod(lines.append)})()
+    _write_plots(tmp_path / "a run", reporter)
+    assert lines[0].endswith(
+        f"then: nntrain plot {shlex.quote(str(tmp_path / 'a run'))})")
+
+
+def test_an_empty_resume_is_refused_not_taken_for_the_current_folder(
+        finished_run, monkeypatch):
+    config, run = finished_run
+    monkeypatch.chdir(run / "checkpoints")  # holds .npz files a resume could take
+
+    result = invoke("fit", config, "--resume", "", "--set", "train.epochs=3")
+
+    assert result.exit_code == 2
+    assert result.stderr == ("error: --resume is empty; give a checkpoint file or a"
+                             " run directory\n")

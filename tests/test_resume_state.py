@@ -115,7 +115,7 @@ def test_old_adam_slots_with_nan_name_the_stored_array(adam_run):
     (lambda c: c.arrays["optim"].update({"junk": np.zeros(2, np.float32)}),
      "optim/junk names no parameter and slot"),
     (lambda c: c.meta["solver"].update(optimizer_steps=-1),
-     "its step count -1 is not a count"),
+     "solver.optimizer_steps is -1, not a count (an integer >= 0)"),
 ])
 def test_a_resume_refuses_malformed_optimizer_entries(adam_run, change, message):
     config, last = adam_run
@@ -125,6 +125,84 @@ def test_a_resume_refuses_malformed_optimizer_entries(adam_run, change, message)
     result = invoke("fit", config, "--resume", last, "--set", "train.epochs=3")
     assert result.exit_code == 2, result.output
     assert message in result.stderr
+
+
+SHUFFLE = "shuffle_state_at_epoch_start"
+
+
+def _set(*keys_and_value):
+    """A change that puts the last argument at solver[keys...] of the meta."""
+    *keys, last, value = keys_and_value
+
+    def change(checkpoint):
+        place = checkpoint.meta["solver"]
+        for key in keys:
+            place = place[key]
+        place[last] = value
+    return change
+
+
+@pytest.mark.parametrize("change, message", [
+    (_set(SHUFFLE, "bit_generator", "MT19937"),
+     f'solver.{SHUFFLE}.bit_generator is "MT19937", not "PCG64"'),
+    (_set(SHUFFLE, "state", -1), f"solver.{SHUFFLE}.state is -1, not a JSON object"),
+    (_set(SHUFFLE, "state", "state", -1),
+     f"solver.{SHUFFLE}.state.state is -1, not a 128-bit count"),
+    (_set("dropout_state", {"bit_generator": "PCG64"}),
+     "solver.dropout_state.state is missing"),
+    (_set("curve", "abc"), 'solver.curve is "abc", not a list'),
+    (_set("curve", [[0.5, 0.5, 0.5]]), "solver.curve[0] is [0.5, 0.5, 0.5], not a"
+     " list of 2"),
+    (_set("progress", "best_value", "x"),
+     'solver.progress.best_value is "x", not a finite number'),
+    (_set("progress", "iteration", -1),
+     "solver.progress.iteration is -1, not a count (an integer >= 0)"),
+    (_set("progress", "epoch", True), "solver.progress.epoch is true, not a count"),
+    (_set("progress", "last_eval_iteration", 99),
+     "solver.progress.last_eval_iteration is 99, past solver.progress.iteration (8)"),
+    (_set("progress", "batch_in_epoch", 7),
+     "solver.progress.batch_in_epoch is 7, but an epoch of this run has 4 updates"),
+    (_set("progress", "speed", 1), "solver.progress.speed is no key nntrain writes"),
+    (_set("schedule", {"current": 0.1}),
+     'solver.schedule holds ["current"], but the run\'s schedule keeps nothing'),
+    (_set("running_means", "sums", "loss", None),
+     "solver.running_means.sums.loss is null, not a finite number"),
+    (_set("history", [1]), "solver.history[0] is 1, not a JSON object"),
+    (_set("seconds", -1.0), "solver.seconds is -1.0, not a number of seconds >= 0"),
+    (lambda c: c.meta["solver"].pop("divergence"), "solver.divergence is missing"),
+])
+def test_a_resume_refuses_forged_solver_state_naming_the_key(adam_run, change,
+                                                            message):
+    config, last = adam_run
+    checkpoint = load_checkpoint(last)
+    change(checkpoint)
+    save_checkpoint(last, checkpoint.meta, checkpoint.arrays)
+    metrics = last.parent.parent / "metrics.jsonl"
+    records = metrics.read_bytes()
+
+    result = invoke("fit", config, "--resume", last, "--set", "train.epochs=3")
+
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith(f"error: {last}: {message}")
+    assert result.stderr.endswith("; the checkpoint is damaged or was edited: resume"
+                                  " from another checkpoint, or start over with"
+                                  " --force\n")
+    assert result.stderr.count("\n") == 1
+    assert metrics.read_bytes() == records
+
+
+def test_a_run_directory_resumes_past_a_last_checkpoint_with_forged_state(adam_run):
+    config, last = adam_run
+    _set("curve", "abc")(checkpoint := load_checkpoint(last))
+    save_checkpoint(last, checkpoint.meta, checkpoint.arrays)
+
+    result = invoke("fit", config, "--resume", last.parent.parent, "--set",
+                    "train.epochs=3", "--quiet")
+
+    assert result.exit_code == 0, result.output
+    assert 'note: skipped last.npz: ' in result.stderr
+    assert 'solver.curve is "abc", not a list' in result.stderr
+    assert "resuming from best.npz" in result.stderr
 
 
 def test_a_resume_without_the_averages_it_needs_exits_2(tmp_path, tiny_npz,

@@ -22,7 +22,7 @@ import numpy as np
 
 from nntrain.data.idx import load_idx_pair, same_data
 from nntrain.data.npfile import load_numpy_file
-from nntrain.errors import DataError, DataWarning
+from nntrain.errors import DataError, DataLocationError, DataWarning
 from nntrain.random import SPLIT_STREAM, generator
 
 FASHION_CLASSES = (
@@ -144,9 +144,10 @@ def find_idx_folder(name: str, path: str | None) -> Path:
                     f" four IDX files; using the copy in {folder}"), stacklevel=2)
             return folder
     searched = ", ".join(str(place) for place in places)
-    raise DataError(
-        f"{name} not found (searched: {searched}); run `nntrain data download {name}`,"
-        f" or set data.path to the folder holding its four IDX files"
+    download = f"run `nntrain data download {name}`"
+    raise DataLocationError(
+        f"{name} not found (searched: {searched})", f"{download}, or set data.path"
+        " to the folder holding its four IDX files", also=download
     )
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nntrain.errors import DataError
+from nntrain.errors import DataError, DataLocationError
 
 NPY_MAGIC = b"\x93NUMPY"
 ZIP_MAGIC = b"PK\x03\x04"
@@ -201,7 +201,8 @@ def load_numpy_file(path, what="input file", kinds=".npy/.npz") -> np.ndarray | 
         with open(path, "rb") as file:
             magic = file.read(6)
     except FileNotFoundError:
-        raise DataError(f"{what} not found: {path}; check the path") from None
+        raise DataLocationError(f"{what} not found: {path}", "check the path"
+                                ) from None
     except IsADirectoryError:
         raise DataError(f"{path} is a folder; give an .npy or .npz file") from None
     except OSError as error:

@@ -1,8 +1,10 @@
 """Finding the checkpoint to resume from, and the config a resumed run uses.
 
 The checkpoint's config wins: a resumed run is the same run. Only its length may
-change, through ``--set train.epochs=N`` or ``--set train.iterations=N``, and the
-BLAS threads it uses, through ``--set train.threads=N``.
+change, through ``--set train.epochs=N`` or ``--set train.iterations=N``, the
+BLAS threads it uses, through ``--set train.threads=N``, and where its data lies
+now, through ``--set data.path=NEW`` (the data found there must be the same, which
+the checkpoint's data fingerprints check).
 """
 
 import copy
@@ -10,13 +12,15 @@ from pathlib import Path
 
 from nntrain.checkpoint import load_checkpoint
 from nntrain.config import apply_overrides, override_setting, yaml_text
-from nntrain.errors import CheckpointError, ConfigError
+from nntrain.errors import CheckpointError, ConfigError, RunDirectoryError
 from nntrain.pipeline import migrate_config
 from nntrain.train.solver import count_iterations
+from nntrain.train.state import check_solver_state
 
-# What --set may change in a resumed run: its length, and its BLAS threads (for a
-# smaller or busier machine; the results may then differ in the last bits).
-CHANGEABLE = ("train.epochs", "train.iterations", "train.threads")
+# What --set may change in a resumed run: its length, its BLAS threads (for a
+# smaller or busier machine; the results may then differ in the last bits), and
+# where its data lies now (it must be the same data).
+CHANGEABLE = ("train.epochs", "train.iterations", "train.threads", "data.path")
 
 
 def find_checkpoint(path) -> tuple[Path, object, list[str]]:
@@ -25,7 +29,7 @@ def find_checkpoint(path) -> tuple[Path, object, list[str]]:
     skipped as damaged)."""
     path = Path(path)
     if not path.is_dir():
-        return path, load_checkpoint(path), []
+        return path, _resumable(path), []
 
     folder = path / "checkpoints" if (path / "checkpoints").is_dir() else path
     candidates = sorted(folder.glob("*.npz"))
@@ -35,7 +39,7 @@ def find_checkpoint(path) -> tuple[Path, object, list[str]]:
     loaded, notes = [], []
     for candidate in candidates:
         try:
-            checkpoint = load_checkpoint(candidate)
+            checkpoint = _resumable(candidate)
         except CheckpointError as error:
             notes.append(f"skipped {candidate.name}: {error}")
             continue
@@ -50,6 +54,14 @@ def find_checkpoint(path) -> tuple[Path, object, list[str]]:
     return chosen, checkpoint, notes
 
 
+def _resumable(path):
+    """The checkpoint at ``path``, holding solver state a run can resume from."""
+    checkpoint = load_checkpoint(path)
+    _iteration(checkpoint, path)
+    check_solver_state(checkpoint)
+    return checkpoint
+
+
 def _iteration(checkpoint, path) -> int:
     try:
         iteration = checkpoint.meta["solver"]["progress"]["iteration"]
@@ -62,14 +74,15 @@ def _iteration(checkpoint, path) -> int:
 
 
 def resumed_config(checkpoint, overrides: list[str], path) -> dict:
-    """The checkpoint's config with only its length (and threads) changed by
-    ``overrides``."""
+    """The checkpoint's config with only its length, threads or data.path changed
+    by ``overrides``."""
     for text in overrides:
         key = text.partition("=")[0].strip()
         if key not in CHANGEABLE:
             raise ConfigError(
                 f"--set {key}: a resumed run keeps its checkpoint's config; only"
-                " train.epochs, train.iterations and train.threads may change"
+                " train.epochs, train.iterations, train.threads and data.path (where"
+                " the data lies now) may change"
             )
     _iteration(checkpoint, path)
     saved = checkpoint.meta.get("config")
@@ -89,13 +102,41 @@ def is_finished(config: dict, checkpoint) -> bool:
     return progress["iteration"] >= total or stopped_early
 
 
+def finished_note(path, config: dict, checkpoint) -> str:
+    """What to tell a user who resumes a finished run: how to lengthen it, in the
+    unit its length is set in. A run early stopping ended cannot go on: its config,
+    early stopping included, is the checkpoint's."""
+    solver = checkpoint.meta["solver"]
+    progress = solver["progress"]
+    done = f"{progress['iteration']} iterations, epoch {progress['epoch']}"
+    if solver.get("stopped_early"):
+        return (f"{path} is from a run that early stopping ended ({done}): nothing"
+                " to do, and it cannot train on. To train longer, start it over"
+                " with --force and a larger train.early_stopping.patience (or"
+                " none)")
+    unit = "epochs" if config["train"]["iterations"] is None else "iterations"
+    reached = progress["epoch"] if unit == "epochs" else progress["iteration"]
+    return (f"{path} is from a finished run ({done}): nothing to do. To train"
+            f" longer, extend it past those: --set train.{unit}=N with N >"
+            f" {reached}")
+
+
 def run_directory_of(checkpoint_path: Path) -> Path:
     """checkpoints/last.npz lives in RUN_DIR/checkpoints: the run is its parent."""
     folder = checkpoint_path.resolve().parent
-    if folder.name != "checkpoints" or not (folder.parent / "metrics.jsonl").exists():
+    if folder.name != "checkpoints":
         raise CheckpointError(
             f"{checkpoint_path} is not inside a run directory's checkpoints folder;"
             " resume a run directory (or a checkpoint in its checkpoints/ folder)"
+        )
+    metrics = folder.parent / "metrics.jsonl"
+    if not (metrics.exists() or metrics.is_symlink()):
+        # The resumed run extends the records; without them it would look whole
+        # but lack everything before the stop.
+        raise RunDirectoryError(
+            f"{metrics} is missing, so the run's records are gone; put the file"
+            " back, or start over with --force (an empty metrics.jsonl resumes"
+            " the run without its earlier records)"
         )
     return folder.parent
 

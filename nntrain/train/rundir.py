@@ -167,15 +167,11 @@ class RunDirectory:
 
     def _truncate_metrics(self, iteration: int) -> None:
         path = self.path / "metrics.jsonl"
-        if not path.exists():
+        if not (path.exists() or path.is_symlink()):
             return
         kept = []
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                break  # a line cut short by a crash: nothing after it is trusted
-            if record.get("iteration", 0) > iteration:
+        for line, record in read_records(path):
+            if record["iteration"] > iteration:
                 break
             kept.append(line)
         write_text_atomically(path, "".join(line + "\n" for line in kept))
@@ -224,3 +220,71 @@ def _is_resolved_config(text: str) -> bool:
     except ConfigError:
         return False
     return isinstance(parsed, dict) and RESOLVED_SECTIONS <= set(parsed)
+
+
+# How the message for a damaged metrics file ends: what the user can do about it.
+METRICS_FIX = "fix or delete that line, or start over with --force"
+
+
+def read_records(path: Path) -> list[tuple[str, dict]]:
+    """(line, record) for each record of a run's metrics.jsonl, in order.
+
+    Every line must be a JSON object with an integer "iteration" (RunDirectoryError
+    naming the line otherwise), but one: a last line without its newline that is
+    not valid JSON was cut short by a run killed while writing it, and is left out.
+    Blank lines are skipped.
+    """
+    lines = _read_bytes(path).split(b"\n")
+    torn = lines.pop()  # what follows the last newline: empty unless cut short
+    records = [_parse_record(raw, number, path)
+               for number, raw in enumerate(lines, 1) if raw.strip()]
+    if torn.strip() and not _cut_short(torn):
+        records.append(_parse_record(torn, len(lines) + 1, path))
+    return records
+
+
+def _read_bytes(path: Path) -> bytes:
+    # A folder, a pipe or a device in its place would fail or block the read.
+    if not path.is_file():
+        raise RunDirectoryError(
+            f"{path} is not a file; the run's metrics.jsonl must be one: put the"
+            " run's file back, or start over with --force"
+        )
+    try:
+        return path.read_bytes()
+    except OSError as error:
+        raise RunDirectoryError(f"cannot read {path} ({error.strerror}); check its"
+                                " permissions") from None
+
+
+def _cut_short(raw: bytes) -> bool:
+    """Whether ``raw`` can be the start of a record whose write was cut short:
+    text that opens a JSON object but does not parse (records are ASCII)."""
+    try:
+        text = raw.decode("ascii")
+        json.loads(text)
+    except UnicodeDecodeError:
+        return False
+    except (ValueError, RecursionError):
+        return text.lstrip().startswith("{")
+    return False
+
+
+def _parse_record(raw: bytes, number: int, path: Path) -> tuple[str, dict]:
+    where = f"{path}, line {number}"
+    try:
+        line = raw.decode("utf-8")
+        record = json.loads(line)
+    except (ValueError, RecursionError):  # bad UTF-8 or JSON, a huge integer
+        record = None
+    if not isinstance(record, dict):
+        raise RunDirectoryError(f"{where}: not a JSON object, as every metrics"
+                                f" record is; the file is damaged: {METRICS_FIX}")
+    iteration = record.get("iteration")
+    # bool is a subclass of int, but true is no count of updates.
+    if type(iteration) is not int or iteration < 0:
+        shown = json.dumps(iteration)
+        shown = shown if len(shown) <= 40 else shown[:37] + "..."
+        raise RunDirectoryError(f'{where}: "iteration" is {shown}, not a count of'
+                                f" updates; the file is damaged: {METRICS_FIX}")
+    return line, record

@@ -13,6 +13,7 @@ At each evaluation the Solver writes an "epoch" record, saves ``last.npz``, and 
 """
 
 import math
+import shlex
 import signal
 import time
 from dataclasses import dataclass
@@ -454,14 +455,16 @@ class Solver:
         self.reporter.line(f"{seen}{train}{val}  {record['seconds']:.1f}s{mark}")
 
     def _stop(self, signum: int) -> None:
-        last = None
+        where = ""
         if self.run:
             last = self.run.checkpoints / "last.npz"
             self.save(last)
+            # A command to paste: a path with spaces or quotes must survive the shell.
+            config, run = (shlex.quote(str(path)) for path in
+                           (self.run.path / "config.yaml", self.run.path))
+            where = (f"; the state is saved in {last}. Resume with: nntrain fit"
+                     f" {config} --resume {run}")
         name = signal.Signals(signum).name
-        where = (f"; the state is saved in {last}. Resume with: nntrain fit"
-                 f" {self.run.path / 'config.yaml'} --resume {self.run.path}"
-                 ) if last else ""
         raise StopRequested(
             f"stopped by {name} at iteration {self.progress.iteration}{where}",
             SIGNAL_EXIT_CODES[signum],
