@@ -369,7 +369,9 @@ def _check_config(config_path, overrides, samples, rng):
     X, y = prepared.splits["train"]
     rows = rng.choice(len(X), size=min(samples, len(X)), replace=False)
     dataset = prepared.dataset
-    model = build_model(config, dataset.num_features, dataset.num_classes)
+    # PCA and whitening narrow the samples: the model sees the transformed width.
+    input_width = prepared.preprocessor.output_width(dataset.num_features)
+    model = build_model(config, input_width, dataset.num_classes)
     title = (f"{config_path} ({config['data']['name']}, {len(rows)} samples,"
              f" l2={config['model']['l2']:g}, float64)")
     return check_model(model, X[rows], y[rows], rng), title

@@ -855,6 +855,15 @@ def test_gradcheck_with_l2_passes(tiny_config):
     assert "l2=0.5" in result.stdout.splitlines()[0]
 
 
+def test_gradcheck_builds_the_model_for_the_width_pca_leaves(tiny_config):
+    result = invoke("gradcheck", tiny_config, "--set",
+                    "data.preprocess=[{pca: {components: 2}}]")
+
+    assert result.exit_code == 0, result.output
+    assert re.search(r"^affine1\.W +16/16 ", result.stdout, re.M)  # 2 x 8 units
+    assert result.stdout.splitlines()[-1] == "PASSED: all 4 arrays agree"
+
+
 def test_gradcheck_set_without_config_is_bad_input():
     result = invoke("gradcheck", "--set", "model.l2=0.5")
 
