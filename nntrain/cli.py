@@ -5,7 +5,6 @@ Exit status: 0 ok; 1 a failure at run time (non-finite loss, failed gradient che
 """
 
 import csv
-import json
 import os
 import sys
 import warnings
@@ -210,6 +209,7 @@ def _resume(config_path, overrides, out, resume, print_config, quiet):
               help="Use the averaged weights the run kept (train.average).")
 def evaluate(checkpoint, split, data_path, as_json, plots_dir, average):
     """Measure CHECKPOINT on a split: loss, accuracy, per class, confusion matrix."""
+    from nntrain.evaluate import json_text
     from nntrain.pipeline import evaluate_checkpoint
 
     restored, prepared, scores, metrics = evaluate_checkpoint(
@@ -225,7 +225,7 @@ def evaluate(checkpoint, split, data_path, as_json, plots_dir, average):
                                   restored.data["input_shape"], Path(plots_dir))
         result["plots"] = [str(path) for path in written.paths]
     if as_json:
-        click.echo(json.dumps(result))
+        click.echo(json_text(result))
     else:
         for line in _format_evaluation(result, prepared.dataset.class_names):
             click.echo(line)

@@ -878,23 +878,51 @@ def test_gradcheck_of_a_bad_config_exits_2(write_config):
 
 
 
-@pytest.fixture
-def zero_weights_checkpoint(trained, tmp_path):
-    """best.npz with every parameter set to 0: all class scores tie at 0."""
+def rewritten_params(source, path, change):
+    """Save ``source`` as ``path`` with every parameter array replaced by
+    ``change(array)``; everything else is kept."""
     from nntrain.checkpoint import save_checkpoint
 
-    _, _, run_dir, _ = trained
-    arrays, meta = read_checkpoint(run_dir / "checkpoints" / "best.npz")
+    arrays, meta = read_checkpoint(source)
     for key in ("checksums", "format", "nntrain_version"):
         meta.pop(key)
     groups = {}
     for key, value in arrays.items():
         prefix, _, name = key.partition("/")
         groups.setdefault(prefix, {})[name] = (
-            np.zeros_like(value) if prefix == "param" else value)
-    path = tmp_path / "zero.npz"
+            change(value) if prefix == "param" else value)
     save_checkpoint(path, meta, groups)
     return path
+
+
+@pytest.fixture
+def zero_weights_checkpoint(trained, tmp_path):
+    """best.npz with every parameter set to 0: all class scores tie at 0."""
+    _, _, run_dir, _ = trained
+    return rewritten_params(run_dir / "checkpoints" / "best.npz",
+                            tmp_path / "zero.npz", np.zeros_like)
+
+
+def strict_json(text):
+    """json.loads, refusing NaN and Infinity as JSON itself does."""
+    def refuse(name):
+        raise ValueError(f"{name} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_eval_json_writes_null_for_a_non_finite_loss(trained, tmp_path):
+    _, _, run_dir, _ = trained
+    # Weights of 1e30 are finite, but the class scores overflow: the loss is NaN.
+    huge = rewritten_params(run_dir / "checkpoints" / "best.npz",
+                            tmp_path / "huge.npz", lambda W: np.full_like(W, 1e30))
+
+    result = invoke("eval", huge, "--json")
+
+    assert result.exit_code == 0, result.output
+    measured = strict_json(result.stdout)
+    assert measured["loss"] is None
+    assert measured["samples"] == TINY_TEST
 
 
 def test_eval_of_tied_scores_predicts_the_lowest_class(zero_weights_checkpoint):
