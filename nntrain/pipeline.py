@@ -6,6 +6,7 @@ these functions.
 """
 
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +16,13 @@ from nntrain.checkpoint import load_checkpoint
 from nntrain.config import blamed_on_override, resolve_config, yaml_text
 from nntrain.data.datasets import Dataset, load_dataset
 from nntrain.data.preprocess import Preprocessor
-from nntrain.errors import CheckpointError, ConfigError, DataError, NNTrainError
+from nntrain.errors import (
+    CheckpointError,
+    ConfigError,
+    DataError,
+    DataWarning,
+    NNTrainError,
+)
 from nntrain.nn.model import Model, build_model
 from nntrain.optim.rules import build_rule
 from nntrain.optim.schedules import build_schedule
@@ -268,8 +275,22 @@ def evaluate_checkpoint(path, split: str = "test", data_path=None,
     prepared = prepare_data(config, restored.preprocessor, splits=(split,),
                             spec=restored.data)
     X, y = prepared.splits[split]
+    _warn_of_other_sizes(restored.data, split, len(y), data_path)
     scores = restored.model.predict(X)
     return restored, prepared, scores, measure(scores, y, config["model"]["loss"])
+
+
+def _warn_of_other_sizes(spec: dict, split: str, found: int, data_path) -> None:
+    """Data of the same width and classes passes the checks; a split of another
+    size than the checkpoint recorded says it is likely other data all the same."""
+    recorded = (spec.get("sizes") or {}).get(split)
+    if recorded is None or recorded == found:
+        return
+    where = f"--data {data_path}" if data_path else f"data {spec.get('name')}"
+    warnings.warn(DataWarning(
+        f"the {split} split has {found} samples, but the checkpoint's run had"
+        f" {recorded}: {where} is likely not the data it was trained on; the"
+        " results are for the data given"), stacklevel=3)
 
 
 def migrate_config(saved, path, overrides=()) -> dict:

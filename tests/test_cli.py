@@ -618,6 +618,25 @@ def test_eval_data_option_finds_moved_data(trained, tmp_path):
     assert json.loads(found.stdout)["accuracy"] == before["accuracy"]
 
 
+def test_eval_warns_when_the_split_has_another_size_than_recorded(trained,
+                                                                    tmp_path):
+    _, _, run_dir, _ = trained
+    arrays = tiny_arrays()
+    arrays["X_test"], arrays["y_test"] = arrays["X_test"][:9], arrays["y_test"][:9]
+    other = tmp_path / "other.npz"
+    np.savez(other, **arrays)
+
+    result = invoke("eval", run_dir / "checkpoints" / "best.npz", "--data", other,
+                    "--json")
+
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["samples"] == 9
+    assert result.stderr == (
+        f"warning: the test split has 9 samples, but the checkpoint's run had"
+        f" {TINY_TEST}: --data {other} is likely not the data it was trained on;"
+        " the results are for the data given\n")
+
+
 def test_eval_refuses_data_of_another_width(trained, tmp_path):
     _, _, run_dir, _ = trained
     arrays = tiny_arrays()
