@@ -295,7 +295,8 @@ def predict(checkpoint, input_path, out_path):
     restored = restore(checkpoint)
     spec = restored.data
     dtype = np.dtype(restored.config["train"]["dtype"])
-    X = read_samples(input_path, spec["num_features"], dtype)
+    X = read_samples(input_path, spec["num_features"], dtype,
+                     spec.get("input_shape"))
     X = restored.preprocessor.transform(X, dtype)
     probabilities = softmax(restored.model.predict(X).astype(np.float64))
     classes = probabilities.argmax(axis=1)

@@ -810,7 +810,9 @@ def test_predict_one_sample_of_d_values(trained, tmp_path):
 
 
 @pytest.mark.parametrize("make, pattern", [
-    (lambda p: np.save(p, np.zeros((3, 5))), r"do not have the 4 features"),
+    (lambda p: np.save(p, np.zeros((3, 5))),
+     r"samples of shape \(3, 5\) do not match the model's input of 4 features;"
+     r" give an \(N, 4\) array, or one sample of shape \(4,\)$"),
     (lambda p: np.save(p, np.full((3, 4), np.nan)), r"NaN or infinite"),
     (lambda p: np.save(p, np.full((3, 4), -1e39)),
      r"samples hold values up to 1e\+39 in magnitude, beyond float32's range"),
@@ -825,6 +827,52 @@ def test_predict_refuses_bad_input_with_exit_2(trained, tmp_path, make, pattern)
     result = invoke("predict", run_dir / "checkpoints" / "best.npz", samples)
 
     assert_one_line_error(result, 2, pattern)
+
+
+@pytest.fixture(scope="module")
+def image_checkpoint(tmp_path_factory):
+    """best.npz of a run on the tiny data as 2x2 images: input_shape (2, 2)."""
+    folder = tmp_path_factory.mktemp("images")
+    arrays = tiny_arrays()
+    for key in ("X_train", "X_test"):
+        arrays[key] = arrays[key].reshape(-1, 2, 2)
+    np.savez(folder / "images.npz", **arrays)
+    raw = tiny_config_dict(folder / "images.npz")
+    raw["train"].update(epochs=1, plots=False)
+    (folder / "images.yaml").write_text(yaml.safe_dump(raw))
+
+    result = invoke("fit", folder / "images.yaml", "--out", folder / "run", "-q")
+
+    assert result.exit_code == 0, result.output
+    return folder / "run" / "checkpoints" / "best.npz"
+
+
+@pytest.mark.parametrize("shape, rows", [
+    ((5, 4), 5), ((5, 2, 2), 5), ((4,), 1), ((2, 2), 1), ((1, 4), 1),
+])
+def test_predict_takes_rows_images_or_one_sample(image_checkpoint, tmp_path, shape,
+                                                 rows):
+    samples = tmp_path / "samples.npy"
+    np.save(samples, np.zeros(shape))
+
+    result = invoke("predict", image_checkpoint, samples)
+
+    assert result.exit_code == 0, result.output
+    assert len(result.stdout.splitlines()) == 1 + rows
+
+
+@pytest.mark.parametrize("shape", [(5, 1, 4), (4, 1), (1, 1, 4), (5, 4, 1), (2,)])
+def test_predict_refuses_shapes_the_model_was_not_trained_on(image_checkpoint,
+                                                             tmp_path, shape):
+    samples = tmp_path / "samples.npy"
+    np.save(samples, np.zeros(shape))
+
+    result = invoke("predict", image_checkpoint, samples)
+
+    assert_one_line_error(
+        result, 2, re.escape(f"samples of shape {shape} do not match the model's"
+                             " input of 4 features; give an (N, 4) or (N, 2, 2)"
+                             " array, or one sample of shape (4,) or (2, 2)"))
 
 
 def test_predict_refuses_a_truncated_npz_input_with_exit_2(trained, tmp_path):
