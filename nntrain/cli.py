@@ -246,6 +246,9 @@ def plot(run_dir, out, data_path):
 
     from nntrain import plots
 
+    if data_path is not None and not Path(data_path).exists():
+        raise BadInputError(f"--data {data_path} not found; give the file or folder"
+                            " where the run's data lies now")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", plots.PlotWarning)
         written = plots.plot_run(run_dir, out, data_path=data_path)

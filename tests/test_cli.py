@@ -637,6 +637,35 @@ def test_eval_warns_when_the_split_has_another_size_than_recorded(trained,
         " the results are for the data given\n")
 
 
+def test_plot_with_a_data_path_that_does_not_exist_is_bad_input(trained, tmp_path):
+    pytest.importorskip("matplotlib")
+    _, _, run_dir, _ = trained
+    missing = tmp_path / "nonexist.npz"
+
+    result = invoke("plot", run_dir, "--data", missing, "--out", tmp_path / "plots")
+
+    assert_one_line_error(result, 2, rf"--data {re.escape(str(missing))} not found")
+    assert not (tmp_path / "plots").exists()
+
+
+@pytest.mark.parametrize("command, option", [
+    ("eval", "--plots"), ("plot", "--out"),
+])
+def test_an_output_folder_that_cannot_be_made_is_bad_input(trained, tmp_path,
+                                                           command, option):
+    pytest.importorskip("matplotlib")
+    _, _, run_dir, _ = trained
+    target = run_dir / "checkpoints" / "best.npz" if command == "eval" else run_dir
+    blocked = tmp_path / "a-file"
+    blocked.write_text("in the way")
+
+    result = invoke(command, target, option, blocked / "plots")
+
+    assert_one_line_error(
+        result, 2, re.escape(f"cannot create the output folder {blocked / 'plots'}"
+                             f" (Not a directory); give {option} a folder"))
+
+
 def test_eval_refuses_data_of_another_width(trained, tmp_path):
     _, _, run_dir, _ = trained
     arrays = tiny_arrays()
