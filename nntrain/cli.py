@@ -53,6 +53,15 @@ class Group(click.Group):
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
+        except click.exceptions.UsageError as error:
+            # The option parser's errors ("Option '--split' requires an argument")
+            # come without a context; give them the subcommand's, so that the
+            # hint names its help, not the group's.
+            if error.ctx is None and ctx.invoked_subcommand:
+                name = ctx.invoked_subcommand
+                error.ctx = click.Context(self.get_command(ctx, name),
+                                          info_name=name, parent=ctx)
+            raise
         except (click.exceptions.ClickException, click.exceptions.Exit,
                 click.exceptions.Abort):
             raise

@@ -133,6 +133,19 @@ def test_unknown_command_is_a_usage_error():
     assert "No such command 'fly'" in result.stderr
 
 
+@pytest.mark.parametrize("args, command", [
+    (["eval", "best.npz", "--split"], "nntrain eval"),
+    (["eval", "--bogus"], "nntrain eval"),
+    (["data", "download", "--dir"], "nntrain data download"),
+    (["fly"], "nntrain"),
+])
+def test_a_usage_error_points_at_the_help_of_its_command(args, command):
+    result = CliRunner().invoke(cli, args, prog_name="nntrain")
+
+    assert result.exit_code == 2
+    assert result.stderr.endswith(f" (see: {command} --help)\n"), result.stderr
+
+
 
 
 def test_fit_writes_the_run_directory_layout(trained):
