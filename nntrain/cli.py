@@ -4,6 +4,7 @@ Exit status: 0 ok; 1 a failure at run time (non-finite loss, failed gradient che
 2 bad input (usage, config, data, checkpoint); 130 / 143 stopped by SIGINT / SIGTERM.
 """
 
+import contextlib
 import csv
 import os
 import sys
@@ -138,24 +139,41 @@ def _default_run_dir(config: dict, config_path) -> Path:
                    " a run directory.")
 @click.option("--print-config", is_flag=True,
               help="Print the resolved config, every default filled in, and exit.")
-@click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
+@click.option("--quiet", "-q", is_flag=True,
+              help="Print nothing but errors: no progress, notes or warnings.")
 def fit(config_path, overrides, out, force, resume, print_config, quiet):
     """Train the network CONFIG describes and write a run directory.
 
     With --resume the checkpoint's config wins; --set may only extend
     train.epochs or train.iterations, or change train.threads.
     """
-    from nntrain.config import config_to_yaml
-    from nntrain.pipeline import fit as run_fit
-
     if out == "":
         raise BadInputError("--out is empty; give a folder path")
     if resume is not None:
         if force:
             raise BadInputError("--force starts over and --resume continues: give"
                                 " one of them")
-        _resume(config_path, overrides, out, resume, print_config, quiet)
+        with _silenced(quiet):
+            _resume(config_path, overrides, out, resume, print_config, quiet)
         return
+    with _silenced(quiet):
+        _fit(config_path, overrides, out, force, print_config, quiet)
+
+
+@contextlib.contextmanager
+def _silenced(quiet: bool):
+    """--quiet prints nothing but errors: Python's warnings (the data loaders',
+    NumPy's) are dropped too; the Reporter still logs its own to train.log."""
+    with warnings.catch_warnings():
+        if quiet:
+            warnings.simplefilter("ignore")
+        yield
+
+
+def _fit(config_path, overrides, out, force, print_config, quiet):
+    from nntrain.config import config_to_yaml
+    from nntrain.pipeline import fit as run_fit
+
     config = _load(config_path, overrides)
     run_dir = Path(out) if out else _default_run_dir(config, config_path)
     config["output"] = str(run_dir)
@@ -194,9 +212,12 @@ def _resume(config_path, overrides, out, resume, print_config, quiet):
     if print_config:
         click.echo(config_to_yaml(config), nl=False)
         return
-    for note in notes:
-        click.echo(f"note: {note}", err=True)
+    if not quiet:
+        for note in notes:
+            click.echo(f"note: {note}", err=True)
     if resuming.is_finished(config, checkpoint):
+        if quiet:
+            return
         progress = checkpoint.meta["solver"]["progress"]
         click.echo(f"{path} is from a finished run ({progress['iteration']}"
                    f" iterations, epoch {progress['epoch']}): nothing to do. To"

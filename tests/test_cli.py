@@ -306,6 +306,25 @@ def test_fit_quiet_prints_nothing_but_still_logs(tmp_path, tiny_config):
     assert "Done: 3 epochs" in (tmp_path / "run" / "train.log").read_text()
 
 
+def test_fit_quiet_drops_notes_and_warnings_and_says_nothing_when_done(
+        tmp_path, tiny_config, write_config):
+    out = tmp_path / "run"
+    assert invoke("fit", tiny_config, "--out", out, "--quiet").exit_code == 0
+    other = yaml.safe_load(tiny_config.read_text())
+    other["seed"] = 1  # a config that differs from the checkpoint's: a note
+
+    finished = invoke("fit", write_config(other, "other.yaml"), "--resume", out,
+                      "-q")
+    # Starting weights of 1e30 overflow: NumPy warns before the error.
+    overflowing = invoke("fit", tiny_config, "--out", tmp_path / "nan", "-q",
+                         "--set", "model.init=small", "--set", "model.init_std=1e30")
+
+    assert finished.exit_code == 0, finished.output
+    assert finished.stdout == "" and finished.stderr == ""
+    assert overflowing.exit_code == 1
+    assert_one_line_error(overflowing, 1, r"^error: the loss became nan")
+
+
 def test_fit_without_out_uses_runs_and_the_config_stem(tmp_path, tiny_config,
                                                        monkeypatch):
     monkeypatch.chdir(tmp_path)
