@@ -442,7 +442,8 @@ SCHEMA = {
                     " (each entry); null: none"),
         "early_stopping": Key(None, early_stopping_setting, "mapping or null",
                               "{patience: N, min_delta: D}: stop after N evaluations"
-                              " without a train.monitor gain above D; null: never"),
+                              " without a train.monitor gain above D (< 1 for an"
+                              " accuracy); null: never"),
         "average": Key(None, average_setting, "mapping or null",
                        "keep averaged weights beside the raw ones: {kind:"
                        " exponential, decay: D} or {kind: polyak}; null: none"),
@@ -617,6 +618,20 @@ def _check_cross_keys(config: dict, raw_model: dict) -> None:
                           ("model.batchnorm", "model.layernorm"))
     if config["optimizer"]["name"] == "lbfgs":
         _check_lbfgs(config)
+    _check_min_delta(train)
+
+
+def _check_min_delta(train: dict) -> None:
+    """An accuracy lies in [0, 1], so it never gains 1 or more between two
+    evaluations: such a min_delta would stop every run after ``patience``
+    evaluations, whatever it learns."""
+    stopping, monitor = train["early_stopping"], train["monitor"]
+    if stopping and monitor.endswith("accuracy") and stopping["min_delta"] >= 1:
+        raise ConfigError(
+            f"invalid train.early_stopping.min_delta: {stopping['min_delta']:g} (an"
+            f" accuracy, train.monitor {monitor}, lies in [0, 1] and never gains"
+            " that much); give a gain below 1, such as 0.001",
+            ("train.early_stopping.min_delta", "train.monitor"))
 
 
 def _check_lbfgs(config: dict) -> None:

@@ -366,6 +366,28 @@ def test_huge_counts_are_refused_naming_the_maximum(write_config, text, key,
         load_text(write_config, text.replace("HUGE", str(HUGE)))
 
 
+@pytest.mark.parametrize("monitor", ["val_accuracy", "train_accuracy"])
+def test_min_delta_of_1_or_more_is_refused_for_an_accuracy(write_config, monitor):
+    text = (f"train: {{epochs: 1, monitor: {monitor},"
+            " early_stopping: {patience: 3, min_delta: 10}}")
+
+    with pytest.raises(ConfigError, match=re.escape(
+            f"invalid train.early_stopping.min_delta: 10 (an accuracy, train.monitor"
+            f" {monitor}, lies in [0, 1] and never gains that much); give a gain"
+            " below 1")):
+        load_text(write_config, text)
+
+
+@pytest.mark.parametrize("monitor, min_delta", [
+    ("val_accuracy", 0.5), ("val_loss", 10), ("loss", 1),
+])
+def test_min_delta_fits_its_monitor(write_config, monitor, min_delta):
+    config = load_text(write_config, f"train: {{epochs: 1, monitor: {monitor},"
+                       f" early_stopping: {{patience: 3, min_delta: {min_delta}}}}}")
+
+    assert config["train"]["early_stopping"]["min_delta"] == min_delta
+
+
 @pytest.mark.parametrize("value", ["1", "5000", "0.5", "1e-1"])
 def test_validation_accepts_counts_and_fractions(write_config, value):
     config = load_text(write_config, f"data: {{validation: {value}}}\n"
