@@ -4,8 +4,8 @@ Exit status: 0 ok; 1 a failure at run time (non-finite loss, failed gradient che
 2 bad input (usage, config, data, checkpoint); 130 / 143 stopped by SIGINT / SIGTERM.
 """
 
+import contextlib
 import csv
-import json
 import os
 import sys
 import warnings
@@ -54,6 +54,15 @@ class Group(click.Group):
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
+        except click.exceptions.UsageError as error:
+            # The option parser's errors ("Option '--split' requires an argument")
+            # come without a context; give them the subcommand's, so that the
+            # hint names its help, not the group's.
+            if error.ctx is None and ctx.invoked_subcommand:
+                name = ctx.invoked_subcommand
+                error.ctx = click.Context(self.get_command(ctx, name),
+                                          info_name=name, parent=ctx)
+            raise
         except (click.exceptions.ClickException, click.exceptions.Exit,
                 click.exceptions.Abort):
             raise
@@ -130,7 +139,8 @@ def _default_run_dir(config: dict, config_path) -> Path:
                    " a run directory.")
 @click.option("--print-config", is_flag=True,
               help="Print the resolved config, every default filled in, and exit.")
-@click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
+@click.option("--quiet", "-q", is_flag=True,
+              help="Print nothing but errors: no progress, notes or warnings.")
 def fit(config_path, overrides, out, force, resume, print_config, quiet):
     """Train the network CONFIG describes and write a run directory.
 
@@ -139,9 +149,6 @@ def fit(config_path, overrides, out, force, resume, print_config, quiet):
     leaves nothing to do), train.threads, and data.path (where the data lies
     now, if it moved; it must be the same data).
     """
-    from nntrain.config import config_to_yaml
-    from nntrain.pipeline import fit as run_fit
-
     if out == "":
         raise BadInputError("--out is empty; give a folder path")
     if resume == "":
@@ -152,8 +159,27 @@ def fit(config_path, overrides, out, force, resume, print_config, quiet):
         if force:
             raise BadInputError("--force starts over and --resume continues: give"
                                 " one of them")
-        _resume(config_path, overrides, out, resume, print_config, quiet)
+        with _silenced(quiet):
+            _resume(config_path, overrides, out, resume, print_config, quiet)
         return
+    with _silenced(quiet):
+        _fit(config_path, overrides, out, force, print_config, quiet)
+
+
+@contextlib.contextmanager
+def _silenced(quiet: bool):
+    """--quiet prints nothing but errors: Python's warnings (the data loaders',
+    NumPy's) are dropped too; the Reporter still logs its own to train.log."""
+    with warnings.catch_warnings():
+        if quiet:
+            warnings.simplefilter("ignore")
+        yield
+
+
+def _fit(config_path, overrides, out, force, print_config, quiet):
+    from nntrain.config import config_to_yaml
+    from nntrain.pipeline import fit as run_fit
+
     config = _load(config_path, overrides)
     run_dir = Path(out) if out else _default_run_dir(config, config_path)
     config["output"] = str(run_dir)
@@ -197,10 +223,12 @@ def _resume(config_path, overrides, out, resume, print_config, quiet):
     if print_config:
         click.echo(config_to_yaml(config), nl=False)
         return
-    for note in notes:
-        click.echo(f"note: {note}", err=True)
+    if not quiet:
+        for note in notes:
+            click.echo(f"note: {note}", err=True)
     if resuming.is_finished(config, checkpoint):
-        click.echo(resuming.finished_note(path, config, checkpoint))
+        if not quiet:
+            click.echo(resuming.finished_note(path, config, checkpoint))
         return
     run_fit(config, run_dir, quiet=quiet, resume=checkpoint)
 
@@ -218,6 +246,7 @@ def _resume(config_path, overrides, out, resume, print_config, quiet):
               help="Use the averaged weights the run kept (train.average).")
 def evaluate(checkpoint, split, data_path, as_json, plots_dir, average):
     """Measure CHECKPOINT on a split: loss, accuracy, per class, confusion matrix."""
+    from nntrain.evaluate import json_text
     from nntrain.pipeline import evaluate_checkpoint
 
     restored, prepared, scores, metrics = evaluate_checkpoint(
@@ -233,7 +262,7 @@ def evaluate(checkpoint, split, data_path, as_json, plots_dir, average):
                                   restored.data["input_shape"], Path(plots_dir))
         result["plots"] = [str(path) for path in written.paths]
     if as_json:
-        click.echo(json.dumps(result))
+        click.echo(json_text(result))
     else:
         for line in _format_evaluation(result, prepared.dataset.class_names):
             click.echo(line)
@@ -254,6 +283,9 @@ def plot(run_dir, out, data_path):
 
     from nntrain import plots
 
+    if data_path is not None and not Path(data_path).exists():
+        raise BadInputError(f"--data {data_path} not found; give the file or folder"
+                            " where the run's data lies now")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", plots.PlotWarning)
         written = plots.plot_run(run_dir, out, data_path=data_path)
@@ -303,7 +335,8 @@ def predict(checkpoint, input_path, out_path):
     restored = restore(checkpoint)
     spec = restored.data
     dtype = np.dtype(restored.config["train"]["dtype"])
-    X = read_samples(input_path, spec["num_features"], dtype)
+    X = read_samples(input_path, spec["num_features"], dtype,
+                     spec.get("input_shape"))
     X = restored.preprocessor.transform(X, dtype)
     probabilities = softmax(restored.model.predict(X).astype(np.float64))
     classes = probabilities.argmax(axis=1)
@@ -377,7 +410,9 @@ def _check_config(config_path, overrides, samples, rng):
     X, y = prepared.splits["train"]
     rows = rng.choice(len(X), size=min(samples, len(X)), replace=False)
     dataset = prepared.dataset
-    model = build_model(config, dataset.num_features, dataset.num_classes)
+    # PCA and whitening narrow the samples: the model sees the transformed width.
+    input_width = prepared.preprocessor.output_width(dataset.num_features)
+    model = build_model(config, input_width, dataset.num_classes)
     title = (f"{config_path} ({config['data']['name']}, {len(rows)} samples,"
              f" l2={config['model']['l2']:g}, float64)")
     return check_model(model, X[rows], y[rows], rng), title

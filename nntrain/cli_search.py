@@ -5,7 +5,6 @@ cli.py registers them on the main group (``cli.add_command(search)``,
 an exit status. Progress goes to stderr, results to stdout.
 """
 
-import json
 import sys
 from pathlib import Path
 
@@ -189,10 +188,11 @@ def ensemble(checkpoints, split, data_path, as_json):
     """
     from nntrain.ensemble import ensemble as average
     from nntrain.ensemble import format_report
+    from nntrain.evaluate import json_text
 
     result = average(list(checkpoints), split, data_path)
     if as_json:
-        click.echo(json.dumps(result.to_json()))
+        click.echo(json_text(result.to_json()))
     else:
         for line in format_report(result):
             click.echo(line)

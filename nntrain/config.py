@@ -21,6 +21,14 @@ MAX_CONFIG_BYTES = 1_000_000
 # Bounds that keep a typo (an extra zero, a pasted array) from hanging a run.
 MAX_LAYERS = 1000
 MAX_UNITS = 1_000_000
+# Maxout allocates units x pieces columns piece by piece; papers use 2 to 5.
+MAX_PIECES = 1000
+# Epochs, iterations, batch sizes and intervals: far past any real run, yet small
+# enough that no count overflows a float or rounds an epoch down to 0 batches.
+MAX_COUNT = 10**9
+COUNT = "int in [1, 10^9]"
+# L-BFGS keeps 2 x history vectors as long as all the parameters together.
+MAX_HISTORY = 1000
 
 
 @dataclass(frozen=True)
@@ -243,7 +251,7 @@ def early_stopping_setting(value, key):
     if not isinstance(value, dict):
         _fail(key, "null or {patience: N, min_delta: D}", value)
     table = {
-        "patience": Key(3, integer(1), "int >= 1", ""),
+        "patience": Key(3, integer(1, maximum=MAX_COUNT), COUNT, ""),
         "min_delta": Key(0.0, number(0), "float >= 0", ""),
     }
     return _check_section(value, table, key)
@@ -315,7 +323,8 @@ LAYER_OPTIONS = {
         "units": Key(None, integer(1, nullable=True, maximum=MAX_UNITS,
                                    null_in_message=False), "int >= 1",
                      "maxout units"),
-        "pieces": Key(2, integer(2), "int >= 2", "affine pieces per unit"),
+        "pieces": Key(2, integer(2, maximum=MAX_PIECES), "int in [2, 1000]",
+                      "affine pieces per unit"),
         **_weight_options(),
     },
     "relu": {},
@@ -369,7 +378,8 @@ SCHEMA = {
                            "leaky_relu's slope for x < 0"),
         "elu_alpha": Key(1.0, number(0, open_minimum=True), "float > 0",
                          "elu's alpha"),
-        "pieces": Key(2, integer(2), "int >= 2", "maxout's pieces per unit"),
+        "pieces": Key(2, integer(2, maximum=MAX_PIECES), "int in [2, 1000]",
+                      "maxout's pieces per unit"),
         "batchnorm": Key(False, boolean, "bool",
                          "batch norm after each hidden affine layer (not with"
                          " layernorm)"),
@@ -409,16 +419,20 @@ SCHEMA = {
                     "learning-rate schedule: " + " | ".join(SCHEDULE_NAMES)),
     },
     "train": {
-        "epochs": Key(None, integer(1, nullable=True), "int >= 1 or null",
+        "epochs": Key(None, integer(1, nullable=True, maximum=MAX_COUNT),
+                      f"{COUNT} or null",
                       "passes over the training split (exactly one of epochs,"
                       " iterations)"),
-        "iterations": Key(None, integer(1, nullable=True), "int >= 1 or null",
+        "iterations": Key(None, integer(1, nullable=True, maximum=MAX_COUNT),
+                          f"{COUNT} or null",
                           "parameter updates in all (exactly one of epochs,"
                           " iterations)"),
-        "batch_size": Key(128, integer(1), "int >= 1", "samples per update"),
-        "eval_every": Key(None, integer(1, nullable=True), "int >= 1 or null",
+        "batch_size": Key(128, integer(1, maximum=MAX_COUNT), COUNT,
+                          "samples per update"),
+        "eval_every": Key(None, integer(1, nullable=True, maximum=MAX_COUNT),
+                          f"{COUNT} or null",
                           "iterations between evaluations; null: once per epoch"),
-        "log_every": Key(10, integer(1), "int >= 1",
+        "log_every": Key(10, integer(1, maximum=MAX_COUNT), COUNT,
                          "iterations between 'iter' records in metrics.jsonl"),
         "monitor": Key("val_accuracy", choice(*MONITORS), "choice",
                        "metric that picks best.npz: val_accuracy | val_loss |"
@@ -428,11 +442,13 @@ SCHEMA = {
                     " (each entry); null: none"),
         "early_stopping": Key(None, early_stopping_setting, "mapping or null",
                               "{patience: N, min_delta: D}: stop after N evaluations"
-                              " without a train.monitor gain above D; null: never"),
+                              " without a train.monitor gain above D (< 1 for an"
+                              " accuracy); null: never"),
         "average": Key(None, average_setting, "mapping or null",
                        "keep averaged weights beside the raw ones: {kind:"
                        " exponential, decay: D} or {kind: polyak}; null: none"),
-        "snapshot_every": Key(None, integer(1, nullable=True), "int >= 1 or null",
+        "snapshot_every": Key(None, integer(1, nullable=True, maximum=MAX_COUNT),
+                              f"{COUNT} or null",
                               "also keep checkpoints/snapshot-epoch-NNNN.npz every"
                               " N epochs (for ensembles)"),
         "diagnostics": Key(True, boolean, "bool",
@@ -484,24 +500,24 @@ OPTIMIZER_KEYS = {
     "adamw": {**_ADAM_KEYS,
               "weight_decay": Key(1e-2, number(0), "float >= 0",
                                   "decoupled decay: w -= lr * weight_decay * w")},
-    "lbfgs": {"history": Key(10, integer(1), "int >= 1",
+    "lbfgs": {"history": Key(10, integer(1, maximum=MAX_HISTORY), "int in [1, 1000]",
                              "curvature pairs L-BFGS keeps (scipy's maxcor)")},
 }
 
 # Settings of each schedule, beside `name`.
 SCHEDULE_KEYS = {
     "constant": {},
-    "step": {"step_epochs": Key(10, integer(1), "int >= 1",
+    "step": {"step_epochs": Key(10, integer(1, maximum=MAX_COUNT), COUNT,
                                 "epochs between multiplications by gamma"),
              "gamma": _positive(0.1, "factor applied every step_epochs")},
     "exponential": {"gamma": _positive(0.95, "factor applied every epoch")},
     "inverse_time": {"decay": Key(0.5, number(0), "float >= 0",
                                   "lr / (1 + decay * (epoch - 1))")},
     "cosine": {"floor": Key(0.0, number(0), "float >= 0", "the last rate"),
-               "warmup": Key(0, integer(0), "int >= 0",
+               "warmup": Key(0, integer(0, maximum=MAX_COUNT), "int in [0, 10^9]",
                              "updates of linear warmup before the cosine")},
     "plateau": {"factor": _fraction(0.1, "multiplies the rate on a plateau"),
-                "patience": Key(3, integer(1), "int >= 1",
+                "patience": Key(3, integer(1, maximum=MAX_COUNT), COUNT,
                                 "evaluations without improvement before reducing"),
                 "floor": Key(0.0, number(0), "float >= 0", "the lowest rate")},
 }
@@ -602,6 +618,20 @@ def _check_cross_keys(config: dict, raw_model: dict) -> None:
                           ("model.batchnorm", "model.layernorm"))
     if config["optimizer"]["name"] == "lbfgs":
         _check_lbfgs(config)
+    _check_min_delta(train)
+
+
+def _check_min_delta(train: dict) -> None:
+    """An accuracy lies in [0, 1], so it never gains 1 or more between two
+    evaluations: such a min_delta would stop every run after ``patience``
+    evaluations, whatever it learns."""
+    stopping, monitor = train["early_stopping"], train["monitor"]
+    if stopping and monitor.endswith("accuracy") and stopping["min_delta"] >= 1:
+        raise ConfigError(
+            f"invalid train.early_stopping.min_delta: {stopping['min_delta']:g} (an"
+            f" accuracy, train.monitor {monitor}, lies in [0, 1] and never gains"
+            " that much); give a gain below 1, such as 0.001",
+            ("train.early_stopping.min_delta", "train.monitor"))
 
 
 def _check_lbfgs(config: dict) -> None:

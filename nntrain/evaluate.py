@@ -4,6 +4,9 @@ Predictions are the argmax of the scores; ``np.argmax`` returns the first maximu
 ties go to the lowest class index, everywhere in nntrain.
 """
 
+import json
+import math
+
 import numpy as np
 
 from nntrain.nn.model import LOSSES
@@ -35,3 +38,20 @@ def measure(scores: np.ndarray, y: np.ndarray, loss_name: str = "softmax") -> di
         "per_class_accuracy": per_class,
         "confusion_matrix": confusion.tolist(),
     }
+
+
+def json_text(value) -> str:
+    """``value`` as one line of JSON, with null for every NaN or infinite float:
+    JSON has no such numbers, and ``json.dumps`` would write ``NaN`` that strict
+    readers refuse."""
+    return json.dumps(_finite_or_none(value), allow_nan=False)
+
+
+def _finite_or_none(value):
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite_or_none(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_none(item) for item in value]
+    return value

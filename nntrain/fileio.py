@@ -1,9 +1,12 @@
 """Writing files so that a crash never leaves half of one: a temporary file in the
-same folder, flushed, fsynced, then renamed over the target."""
+same folder, flushed, fsynced, then renamed over the target. And output folders
+that cannot be made, reported as bad input."""
 
 import os
 import tempfile
 from pathlib import Path
+
+from nntrain.errors import BadInputError
 
 
 def _umask() -> int:
@@ -31,3 +34,20 @@ def write_text_atomically(path: Path, text: str) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def make_output_folder(path, option: str) -> Path:
+    """Create the folder ``path`` and its parents; one that cannot be made (a file
+    in the way, a read-only place) is bad input naming it and ``option``, the
+    command-line option that chooses it."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise BadInputError(f"output folder {path} is a file; give {option} a"
+                            " folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise BadInputError(f"cannot create the output folder {path} ({reason});"
+                            f" give {option} a folder that can be written") from None
+    return path

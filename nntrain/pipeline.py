@@ -7,6 +7,7 @@ these functions.
 
 import shlex
 import time
+import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -231,7 +232,6 @@ def fit(config: dict, run_dir, force: bool = False, quiet: bool = False,
 
 def _write_plots(path, reporter) -> None:
     """The run's PNGs, when matplotlib is there; otherwise how to get them."""
-    import warnings
 
     from nntrain import plots
 

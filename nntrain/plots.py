@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from nntrain.errors import BadInputError, CheckpointError, DataError, NNTrainError
+from nntrain.fileio import make_output_folder
 
 UPDATE_RATIO_REFERENCE = 1e-3  # the rule of thumb for update norm / weight norm
 ACTIVATION_SAMPLES = 1000  # training samples pushed through for the histograms
@@ -71,7 +72,12 @@ def _new_figure(width: float, height: float):
 
 
 def _save(figure, path: Path) -> Path:
-    figure.savefig(path, dpi=DPI)
+    try:
+        figure.savefig(path, dpi=DPI)
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise BadInputError(f"cannot write {path} ({reason}); choose a folder that"
+                            " can be written") from None
     return path
 
 
@@ -163,15 +169,18 @@ def _evaluation_axis(evaluations: list[dict]) -> tuple[str, str]:
     return "iteration", "iteration (updates)"
 
 
-def plot_run(run_dir, out_dir=None, *, data_path=None) -> list[Path]:
+def plot_run(run_dir, out_dir=None, *, data_path=None,
+             out_option: str = "--out") -> list[Path]:
     """Write the figures of a run directory as PNGs; return the paths written.
 
-    ``out_dir`` defaults to ``run_dir/plots``. ``data_path`` says where the run's
-    data lies now if it moved (as ``nntrain eval --data``); the activation
-    histograms need it. Figures whose inputs are absent are left out: the learning
-    rate for L-BFGS, update ratios when the run logged none, and (with a
-    ``PlotWarning``) activations and first-layer weights when there is no readable
-    checkpoint or the data cannot be found.
+    ``out_dir`` defaults to ``run_dir/plots``; ``out_option`` names what chose it
+    in the error when it cannot be made. ``data_path`` says where the run's data
+    lies now if it moved (as ``nntrain eval --data``); the activation histograms
+    need it, and one given that does not exist, or holds other data, is an error.
+    Figures whose inputs are absent are left out: the learning rate for L-BFGS,
+    update ratios when the run logged none, and (with a ``PlotWarning``)
+    activations and first-layer weights when there is no readable checkpoint or
+    the run's data cannot be found.
     """
     _figure_tools()
     run_dir = Path(run_dir)
@@ -180,16 +189,19 @@ def plot_run(run_dir, out_dir=None, *, data_path=None) -> list[Path]:
                             " nntrain fit wrote")
     records = read_metrics(run_dir / "metrics.jsonl")
     out_dir = run_dir / "plots" if out_dir is None else Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_output_folder(out_dir, out_option)
 
     steps = [record for record in records if record.get("kind") == "iter"]
     evaluations = [record for record in records if record.get("kind") == "epoch"]
+    # The checkpoint's figures first: a --data that holds other data stops the
+    # command before any figure is written.
+    from_checkpoint = _plot_checkpoint(run_dir, out_dir, data_path)
     written = [
         _plot_loss(steps or evaluations, out_dir / "loss.png"),
         _plot_accuracy(evaluations, out_dir / "accuracy.png"),
         _plot_learning_rate(steps or evaluations, out_dir / "learning_rate.png"),
         _plot_update_ratios(evaluations, out_dir / "update_ratios.png"),
-        *_plot_checkpoint(run_dir, out_dir, data_path),
+        *from_checkpoint,
     ]
     return [path for path in written if path is not None]
 
@@ -305,8 +317,10 @@ def _plot_checkpoint(run_dir: Path, out_dir: Path, data_path) -> list:
     try:
         X = training_sample(restored, data_path)
     except DataError as error:
-        warnings.warn(f"{error}; activations.png is left out (pass the data's new"
-                      " place as data_path)", PlotWarning, stacklevel=3)
+        if data_path is not None:
+            raise  # the data the user pointed at is wrong: say so, draw nothing
+        warnings.warn(f"{error}; activations.png is left out (if the data moved,"
+                      " give its new place with --data)", PlotWarning, stacklevel=3)
     else:
         written.append(_plot_activations(restored.model, X,
                                          out_dir / "activations.png"))
@@ -489,8 +503,10 @@ def worst_examples(scores: np.ndarray, y: np.ndarray,
 
 
 def plot_evaluation(scores: np.ndarray, y: np.ndarray, class_names, X_raw: np.ndarray,
-                    input_shape, out_dir, per_class: int = 5) -> EvaluationPlots:
-    """Write confusion_matrix.png and worst_examples.png into ``out_dir``.
+                    input_shape, out_dir, per_class: int = 5,
+                    out_option: str = "--plots") -> EvaluationPlots:
+    """Write confusion_matrix.png and worst_examples.png into ``out_dir``
+    (``out_option`` names what chose it in the error when it cannot be made).
 
     scores: (N, C) class scores; y: (N,) true labels; class_names: C names;
     X_raw: (N, D) or (N, *input_shape) samples before preprocessing, to show;
@@ -505,8 +521,7 @@ def plot_evaluation(scores: np.ndarray, y: np.ndarray, class_names, X_raw: np.nd
                          " names do not match: need (N, C), (N,) and C names")
     if per_class < 1:
         raise ValueError(f"per_class must be >= 1, not {per_class}")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = make_output_folder(out_dir, out_option)
 
     predictions = scores.argmax(axis=1)
     p_true = true_class_probability(scores, y)

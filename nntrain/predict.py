@@ -12,17 +12,20 @@ from nntrain.errors import DataError
 NPZ_SAMPLE_KEYS = ("X", "X_test", "images")
 
 
-def read_samples(path, num_features: int, dtype=None) -> np.ndarray:
+def read_samples(path, num_features: int, dtype=None,
+                 input_shape=None) -> np.ndarray:
     """Samples from a .npy or .npz file as an (N, D) array, D = ``num_features``.
 
-    Accepts (N, D), (N, H, W) images with H * W = D, or one sample of D values.
+    Accepts (N, D) rows or (N, *input_shape) images (the shape the model was
+    trained on, such as (N, H, W)), or one sample: (D,) or ``input_shape``.
     ``dtype``: the float type the model computes in; values beyond its range are
     refused (None skips that check).
     """
     path = Path(path)
     loaded = load_numpy_file(path)
     X = _pick_array(loaded, path) if isinstance(loaded, dict) else loaded
-    X = _as_rows(np.asarray(X), num_features, path)
+    shape = tuple(input_shape) if input_shape else (num_features,)
+    X = _as_rows(np.asarray(X), num_features, shape, path)
     # Cast, such values would be infinite and their probabilities NaN.
     problem = dtype is not None and beyond_dtype(X, dtype)
     if problem:
@@ -43,20 +46,35 @@ def _pick_array(arrays: dict, path: Path) -> np.ndarray:
     )
 
 
-def _as_rows(X: np.ndarray, num_features: int, path: Path) -> np.ndarray:
+def _as_rows(X: np.ndarray, num_features: int, input_shape: tuple,
+             path: Path) -> np.ndarray:
     if X.dtype.kind not in "fiu":
         raise DataError(f"{path}: samples must be numbers, not {X.dtype}")
     if X.size == 0:
         raise DataError(f"{path} holds no samples")
-    if X.size == num_features:
+    # Only the shapes the model was trained on: a reshape of anything with the
+    # right number of values would classify scrambled images without a word.
+    sample_shapes = {(num_features,), input_shape}
+    if X.shape in sample_shapes:
         X = X.reshape(1, num_features)
-    elif X.ndim >= 2 and int(np.prod(X.shape[1:])) == num_features:
+    elif X.ndim >= 2 and X.shape[1:] in sample_shapes:
         X = X.reshape(len(X), num_features)
     else:
-        raise DataError(
-            f"{path}: samples of shape {X.shape} do not have the {num_features}"
-            " features the model takes"
-        )
+        raise DataError(f"{path}: samples of shape {X.shape} do not match the"
+                        f" model's input of {num_features} features; give"
+                        f" {_expected_shapes(num_features, input_shape)}")
     if X.dtype.kind == "f" and not np.isfinite(X).all():
         raise DataError(f"{path}: samples hold NaN or infinite values")
     return X
+
+
+def _expected_shapes(num_features: int, input_shape: tuple) -> str:
+    """'an (N, 64) or (N, 8, 8) array, or one sample of shape (64,) or (8, 8)'."""
+    flat = (num_features,)
+    rows = [f"(N, {num_features})"]
+    one = [str(flat)]
+    if input_shape != flat:
+        rows.append("(N, " + ", ".join(map(str, input_shape)) + ")")
+        one.append(str(input_shape))
+    return (f"an {' or '.join(rows)} array, or one sample of shape"
+            f" {' or '.join(one)}")

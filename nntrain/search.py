@@ -76,6 +76,7 @@ from nntrain.errors import (
     RunDirectoryError,
     StopRequested,
 )
+from nntrain.fileio import make_output_folder
 from nntrain.random import SEARCH_STREAM, generator
 from nntrain.train.checks import usable_cores
 from nntrain.train.rundir import write_text_atomically
@@ -651,7 +652,7 @@ class Study:
                 raise RunDirectoryError(
                     f"{self.out} is not an empty folder and holds no {PLAN_FILE}; give"
                     " --out a new or empty folder for the study")
-            self.out.mkdir(parents=True, exist_ok=True)
+            make_output_folder(self.out, "--out")
             self._save(fresh)
             return fresh
         try:

@@ -3,6 +3,7 @@ stopping and the non-finite guard."""
 
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -77,6 +78,32 @@ def test_diverging_sgd_on_digits_exits_1_in_the_first_epoch(tmp_path):
     assert "became nan" in message or "became inf" in message
     assert "(epoch 1)" in message and "lower optimizer.lr" in message
     assert not (out / "checkpoints" / "last.npz").exists()
+
+
+@pytest.mark.parametrize("overrides, cause", [
+    (["model.init=small", "model.init_std=1e30"],
+     r"the loss became nan at iteration 1 \(epoch 1\); no update has run yet, so"
+     r" the starting weights are likely too large \(model.init small,"
+     r" model.init_std 1e\+30\): lower model.init_std"),
+    (["model.l2=1e308"],
+     r"the loss became inf at iteration 1 .*; no update has run yet, but the L2"
+     r" penalty on affine1.W overflows: l2 = 1e\+308 is far too strong; lower"
+     r" model.l2"),
+    (["model.l1=1e300"],
+     r"the gradient of affine1.W became inf at iteration 1 .*; no update has run"
+     r" yet, but the L1 penalty on affine1.W overflows: l1 = 1e\+300 .*lower"
+     r" model.l1"),
+])
+def test_non_finite_before_any_update_blames_init_or_penalty_not_the_rate(
+        tmp_path, tiny_config, overrides, cause):
+    settings = [arg for override in overrides for arg in ("--set", override)]
+    result = invoke("fit", tiny_config, "--out", tmp_path / "run", "--quiet",
+                    *settings)
+
+    assert result.exit_code == 1, result.output
+    message = result.stderr.splitlines()[-1]
+    assert re.search(cause, message), message
+    assert "optimizer.lr" not in message
 
 
 def test_a_good_checkpoint_survives_a_later_divergence(tmp_path, tiny_npz,

@@ -133,6 +133,19 @@ def test_unknown_command_is_a_usage_error():
     assert "No such command 'fly'" in result.stderr
 
 
+@pytest.mark.parametrize("args, command", [
+    (["eval", "best.npz", "--split"], "nntrain eval"),
+    (["eval", "--bogus"], "nntrain eval"),
+    (["data", "download", "--dir"], "nntrain data download"),
+    (["fly"], "nntrain"),
+])
+def test_a_usage_error_points_at_the_help_of_its_command(args, command):
+    result = CliRunner().invoke(cli, args, prog_name="nntrain")
+
+    assert result.exit_code == 2
+    assert result.stderr.endswith(f" (see: {command} --help)\n"), result.stderr
+
+
 
 
 def test_fit_writes_the_run_directory_layout(trained):
@@ -291,6 +304,25 @@ def test_fit_quiet_prints_nothing_but_still_logs(tmp_path, tiny_config):
     assert result.exit_code == 0
     assert result.stdout == "" and result.stderr == ""
     assert "Done: 3 epochs" in (tmp_path / "run" / "train.log").read_text()
+
+
+def test_fit_quiet_drops_notes_and_warnings_and_says_nothing_when_done(
+        tmp_path, tiny_config, write_config):
+    out = tmp_path / "run"
+    assert invoke("fit", tiny_config, "--out", out, "--quiet").exit_code == 0
+    other = yaml.safe_load(tiny_config.read_text())
+    other["seed"] = 1  # a config that differs from the checkpoint's: a note
+
+    finished = invoke("fit", write_config(other, "other.yaml"), "--resume", out,
+                      "-q")
+    # Starting weights of 1e30 overflow: NumPy warns before the error.
+    overflowing = invoke("fit", tiny_config, "--out", tmp_path / "nan", "-q",
+                         "--set", "model.init=small", "--set", "model.init_std=1e30")
+
+    assert finished.exit_code == 0, finished.output
+    assert finished.stdout == "" and finished.stderr == ""
+    assert overflowing.exit_code == 1
+    assert_one_line_error(overflowing, 1, r"^error: the loss became nan")
 
 
 def test_fit_without_out_uses_runs_and_the_config_stem(tmp_path, tiny_config,
@@ -648,6 +680,51 @@ def test_eval_data_option_finds_moved_data(trained, tmp_path):
     assert json.loads(found.stdout)["accuracy"] == before["accuracy"]
 
 
+def test_eval_refuses_data_whose_split_differs_from_the_recorded_one(trained,
+                                                                     tmp_path):
+    _, _, run_dir, _ = trained
+    arrays = tiny_arrays()
+    arrays["X_test"], arrays["y_test"] = arrays["X_test"][:9], arrays["y_test"][:9]
+    other = tmp_path / "other.npz"
+    np.savez(other, **arrays)
+
+    result = invoke("eval", run_dir / "checkpoints" / "best.npz", "--data", other,
+                    "--json")
+
+    assert_one_line_error(result, 2, rf"the data in {re.escape(str(other))} is not"
+                                     r" the data the checkpoint was trained on \(its"
+                                     r" test split holds other samples or labels\)")
+
+
+def test_plot_with_a_data_path_that_does_not_exist_is_bad_input(trained, tmp_path):
+    pytest.importorskip("matplotlib")
+    _, _, run_dir, _ = trained
+    missing = tmp_path / "nonexist.npz"
+
+    result = invoke("plot", run_dir, "--data", missing, "--out", tmp_path / "plots")
+
+    assert_one_line_error(result, 2, rf"--data {re.escape(str(missing))} not found")
+    assert not (tmp_path / "plots").exists()
+
+
+@pytest.mark.parametrize("command, option", [
+    ("eval", "--plots"), ("plot", "--out"),
+])
+def test_an_output_folder_that_cannot_be_made_is_bad_input(trained, tmp_path,
+                                                           command, option):
+    pytest.importorskip("matplotlib")
+    _, _, run_dir, _ = trained
+    target = run_dir / "checkpoints" / "best.npz" if command == "eval" else run_dir
+    blocked = tmp_path / "a-file"
+    blocked.write_text("in the way")
+
+    result = invoke(command, target, option, blocked / "plots")
+
+    assert_one_line_error(
+        result, 2, re.escape(f"cannot create the output folder {blocked / 'plots'}"
+                             f" (Not a directory); give {option} a folder"))
+
+
 def test_eval_refuses_data_of_another_width(trained, tmp_path):
     _, _, run_dir, _ = trained
     arrays = tiny_arrays()
@@ -821,7 +898,9 @@ def test_predict_one_sample_of_d_values(trained, tmp_path):
 
 
 @pytest.mark.parametrize("make, pattern", [
-    (lambda p: np.save(p, np.zeros((3, 5))), r"do not have the 4 features"),
+    (lambda p: np.save(p, np.zeros((3, 5))),
+     r"samples of shape \(3, 5\) do not match the model's input of 4 features;"
+     r" give an \(N, 4\) array, or one sample of shape \(4,\)$"),
     (lambda p: np.save(p, np.full((3, 4), np.nan)), r"NaN or infinite"),
     (lambda p: np.save(p, np.full((3, 4), -1e39)),
      r"samples hold values up to 1e\+39 in magnitude, beyond float32's range"),
@@ -836,6 +915,52 @@ def test_predict_refuses_bad_input_with_exit_2(trained, tmp_path, make, pattern)
     result = invoke("predict", run_dir / "checkpoints" / "best.npz", samples)
 
     assert_one_line_error(result, 2, pattern)
+
+
+@pytest.fixture(scope="module")
+def image_checkpoint(tmp_path_factory):
+    """best.npz of a run on the tiny data as 2x2 images: input_shape (2, 2)."""
+    folder = tmp_path_factory.mktemp("images")
+    arrays = tiny_arrays()
+    for key in ("X_train", "X_test"):
+        arrays[key] = arrays[key].reshape(-1, 2, 2)
+    np.savez(folder / "images.npz", **arrays)
+    raw = tiny_config_dict(folder / "images.npz")
+    raw["train"].update(epochs=1, plots=False)
+    (folder / "images.yaml").write_text(yaml.safe_dump(raw))
+
+    result = invoke("fit", folder / "images.yaml", "--out", folder / "run", "-q")
+
+    assert result.exit_code == 0, result.output
+    return folder / "run" / "checkpoints" / "best.npz"
+
+
+@pytest.mark.parametrize("shape, rows", [
+    ((5, 4), 5), ((5, 2, 2), 5), ((4,), 1), ((2, 2), 1), ((1, 4), 1),
+])
+def test_predict_takes_rows_images_or_one_sample(image_checkpoint, tmp_path, shape,
+                                                 rows):
+    samples = tmp_path / "samples.npy"
+    np.save(samples, np.zeros(shape))
+
+    result = invoke("predict", image_checkpoint, samples)
+
+    assert result.exit_code == 0, result.output
+    assert len(result.stdout.splitlines()) == 1 + rows
+
+
+@pytest.mark.parametrize("shape", [(5, 1, 4), (4, 1), (1, 1, 4), (5, 4, 1), (2,)])
+def test_predict_refuses_shapes_the_model_was_not_trained_on(image_checkpoint,
+                                                             tmp_path, shape):
+    samples = tmp_path / "samples.npy"
+    np.save(samples, np.zeros(shape))
+
+    result = invoke("predict", image_checkpoint, samples)
+
+    assert_one_line_error(
+        result, 2, re.escape(f"samples of shape {shape} do not match the model's"
+                             " input of 4 features; give an (N, 4) or (N, 2, 2)"
+                             " array, or one sample of shape (4,) or (2, 2)"))
 
 
 def test_predict_refuses_a_truncated_npz_input_with_exit_2(trained, tmp_path):
@@ -885,6 +1010,15 @@ def test_gradcheck_with_l2_passes(tiny_config):
     assert "l2=0.5" in result.stdout.splitlines()[0]
 
 
+def test_gradcheck_builds_the_model_for_the_width_pca_leaves(tiny_config):
+    result = invoke("gradcheck", tiny_config, "--set",
+                    "data.preprocess=[{pca: {components: 2}}]")
+
+    assert result.exit_code == 0, result.output
+    assert re.search(r"^affine1\.W +16/16 ", result.stdout, re.M)  # 2 x 8 units
+    assert result.stdout.splitlines()[-1] == "PASSED: all 4 arrays agree"
+
+
 def test_gradcheck_set_without_config_is_bad_input():
     result = invoke("gradcheck", "--set", "model.l2=0.5")
 
@@ -899,23 +1033,51 @@ def test_gradcheck_of_a_bad_config_exits_2(write_config):
 
 
 
-@pytest.fixture
-def zero_weights_checkpoint(trained, tmp_path):
-    """best.npz with every parameter set to 0: all class scores tie at 0."""
+def rewritten_params(source, path, change):
+    """Save ``source`` as ``path`` with every parameter array replaced by
+    ``change(array)``; everything else is kept."""
     from nntrain.checkpoint import save_checkpoint
 
-    _, _, run_dir, _ = trained
-    arrays, meta = read_checkpoint(run_dir / "checkpoints" / "best.npz")
+    arrays, meta = read_checkpoint(source)
     for key in ("checksums", "format", "nntrain_version"):
         meta.pop(key)
     groups = {}
     for key, value in arrays.items():
         prefix, _, name = key.partition("/")
         groups.setdefault(prefix, {})[name] = (
-            np.zeros_like(value) if prefix == "param" else value)
-    path = tmp_path / "zero.npz"
+            change(value) if prefix == "param" else value)
     save_checkpoint(path, meta, groups)
     return path
+
+
+@pytest.fixture
+def zero_weights_checkpoint(trained, tmp_path):
+    """best.npz with every parameter set to 0: all class scores tie at 0."""
+    _, _, run_dir, _ = trained
+    return rewritten_params(run_dir / "checkpoints" / "best.npz",
+                            tmp_path / "zero.npz", np.zeros_like)
+
+
+def strict_json(text):
+    """json.loads, refusing NaN and Infinity as JSON itself does."""
+    def refuse(name):
+        raise ValueError(f"{name} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_eval_json_writes_null_for_a_non_finite_loss(trained, tmp_path):
+    _, _, run_dir, _ = trained
+    # Weights of 1e30 are finite, but the class scores overflow: the loss is NaN.
+    huge = rewritten_params(run_dir / "checkpoints" / "best.npz",
+                            tmp_path / "huge.npz", lambda W: np.full_like(W, 1e30))
+
+    result = invoke("eval", huge, "--json")
+
+    assert result.exit_code == 0, result.output
+    measured = strict_json(result.stdout)
+    assert measured["loss"] is None
+    assert measured["samples"] == TINY_TEST
 
 
 def test_eval_of_tied_scores_predicts_the_lowest_class(zero_weights_checkpoint):

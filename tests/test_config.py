@@ -279,11 +279,14 @@ def test_unknown_top_level_key_lists_each_valid_key_once(write_config):
 
 @pytest.mark.parametrize("text, message", [
     ("train: {epochs: 2, batch_size: '16'}",
-     "invalid train.batch_size: '16' (expected an integer >= 1)"),
+     "invalid train.batch_size: '16' (expected an integer >= 1 and <="
+     " 1,000,000,000)"),
     ("train: {epochs: 2.5}",
-     "invalid train.epochs: 2.5 (expected an integer >= 1 or null)"),
+     "invalid train.epochs: 2.5 (expected an integer >= 1 and <= 1,000,000,000"
+     " or null)"),
     ("train: {epochs: 0}",
-     "invalid train.epochs: 0 (expected an integer >= 1 or null)"),
+     "invalid train.epochs: 0 (expected an integer >= 1 and <= 1,000,000,000 or"
+     " null)"),
     ("train: {epochs: 2, threads: 2000}",
      "invalid train.threads: 2000 (expected an integer >= 1 and <= 1,024 or null)"),
     ("seed: true\ntrain: {epochs: 2}",
@@ -329,6 +332,60 @@ def test_wrong_type_is_an_error_naming_key_and_value(write_config, text, message
 def test_out_of_range_value_is_an_error_naming_the_key(write_config, text, key):
     with pytest.raises(ConfigError, match=rf"invalid {re.escape(key)}: "):
         load_text(write_config, text)
+
+
+HUGE = 10**26  # a typo's worth of zeros: would allocate or loop until killed
+BILLION = "1,000,000,000"
+
+
+@pytest.mark.parametrize("text, key, maximum", [
+    ("model: {hidden: [10], activation: maxout, pieces: HUGE}", "model.pieces",
+     "1,000"),
+    ("model: {layers: [{maxout: {units: 4, pieces: HUGE}}, {affine: {}}]}",
+     "model.layers[0].maxout.pieces", "1,000"),
+    ("train: {epochs: HUGE}", "train.epochs", BILLION),
+    ("train: {iterations: HUGE}", "train.iterations", BILLION),
+    ("train: {epochs: 1, batch_size: HUGE}", "train.batch_size", BILLION),
+    ("train: {epochs: 1, eval_every: HUGE}", "train.eval_every", BILLION),
+    ("train: {epochs: 1, log_every: HUGE}", "train.log_every", BILLION),
+    ("train: {epochs: 1, snapshot_every: HUGE}", "train.snapshot_every", BILLION),
+    ("train: {epochs: 1, early_stopping: {patience: HUGE}}",
+     "train.early_stopping.patience", BILLION),
+    ("optimizer: {name: lbfgs, history: HUGE}", "optimizer.history", "1,000"),
+    ("schedule: {name: step, step_epochs: HUGE}", "schedule.step_epochs", BILLION),
+    ("schedule: {name: cosine, warmup: HUGE}", "schedule.warmup", BILLION),
+    ("schedule: {name: plateau, patience: HUGE}", "schedule.patience", BILLION),
+])
+def test_huge_counts_are_refused_naming_the_maximum(write_config, text, key,
+                                                    maximum):
+    if "train" not in text:
+        text += "\ntrain: {epochs: 1}"
+
+    with pytest.raises(ConfigError, match=rf"invalid {re.escape(key)}: {HUGE} "
+                                          rf"\(expected an integer .*<= {maximum}"):
+        load_text(write_config, text.replace("HUGE", str(HUGE)))
+
+
+@pytest.mark.parametrize("monitor", ["val_accuracy", "train_accuracy"])
+def test_min_delta_of_1_or_more_is_refused_for_an_accuracy(write_config, monitor):
+    text = (f"train: {{epochs: 1, monitor: {monitor},"
+            " early_stopping: {patience: 3, min_delta: 10}}")
+
+    with pytest.raises(ConfigError, match=re.escape(
+            f"invalid train.early_stopping.min_delta: 10 (an accuracy, train.monitor"
+            f" {monitor}, lies in [0, 1] and never gains that much); give a gain"
+            " below 1")):
+        load_text(write_config, text)
+
+
+@pytest.mark.parametrize("monitor, min_delta", [
+    ("val_accuracy", 0.5), ("val_loss", 10), ("loss", 1),
+])
+def test_min_delta_fits_its_monitor(write_config, monitor, min_delta):
+    config = load_text(write_config, f"train: {{epochs: 1, monitor: {monitor},"
+                       f" early_stopping: {{patience: 3, min_delta: {min_delta}}}}}")
+
+    assert config["train"]["early_stopping"]["min_delta"] == min_delta
 
 
 @pytest.mark.parametrize("value", ["1", "5000", "0.5", "1e-1"])

@@ -291,6 +291,28 @@ def test_npz_object_array_is_refused_without_unpickling(write_npz):
         load_dataset(data_config(path=path), seed=0)
 
 
+def test_npz_object_class_names_are_told_to_be_saved_as_strings(write_npz):
+    arrays = tiny_arrays()
+    arrays["class_names"] = np.array(["a", "b", "c"], dtype=object)
+    path = write_npz(**arrays)
+
+    with pytest.raises(DataError) as caught:
+        load_dataset(data_config(path=path), seed=0)
+
+    message = str(caught.value)
+    assert "class_names holds object arrays" in message
+    assert message.endswith("text as a string array: np.array(names, dtype=str)")
+    assert "save numeric arrays" not in message
+
+
+def test_an_empty_npz_is_said_to_hold_no_arrays(write_npz):
+    path = write_npz("empty.npz")
+
+    with pytest.raises(DataError, match=rf"^{re.escape(str(path))} is an \.npz that"
+                                        r" holds no arrays; save the arrays in it"):
+        load_dataset(data_config(path=path), seed=0)
+
+
 def test_npz_string_features_are_refused(write_npz):
     arrays = tiny_arrays()
     arrays["X_train"] = arrays["X_train"].astype(str)

@@ -16,7 +16,7 @@ from conftest import tiny_arrays, tiny_config_dict
 from nntrain.cli import Group
 from nntrain.cli_search import ensemble, search
 from nntrain.config import apply_overrides, resolve_config
-from nntrain.ensemble import _difference
+from nntrain.ensemble import EnsembleResult, MemberResult, _difference
 from nntrain.ensemble import ensemble as average
 from nntrain.errors import DataError
 from nntrain.pipeline import fit
@@ -185,6 +185,23 @@ def test_ensemble_command_json(members):
         str(members["a"]), str(members["b"])]
     assert report["ensemble"] == {"accuracy": expected.accuracy,
                                   "loss": expected.loss}
+
+
+def test_ensemble_command_json_writes_null_for_non_finite_numbers(monkeypatch):
+    import nntrain.ensemble
+
+    def nan_ensemble(paths, split, data_path):
+        member = MemberResult(paths[0], 0.5, float("nan"))
+        return EnsembleResult(split, 2, [member], 0.5, float("inf"), None, None)
+
+    monkeypatch.setattr(nntrain.ensemble, "ensemble", nan_ensemble)
+    result = invoke("ensemble", "a.npz", "--json")
+
+    assert result.exit_code == 0, result.output
+    assert "NaN" not in result.stdout and "Infinity" not in result.stdout
+    report = json.loads(result.stdout)
+    assert report["members"][0]["loss"] is None
+    assert report["ensemble"] == {"accuracy": 0.5, "loss": None}
 
 
 def test_ensemble_command_refuses_mismatched_members_in_one_line(members):

@@ -11,7 +11,7 @@ import pytest
 from conftest import tiny_config_dict
 
 from nntrain.config import resolve_config
-from nntrain.errors import BadInputError
+from nntrain.errors import BadInputError, DataError
 from nntrain.pipeline import fit, prepare_data, restore
 from nntrain.plots import (
     PlotsUnavailable,
@@ -173,6 +173,29 @@ def test_plot_run_from_metrics_alone_warns_and_skips_checkpoint_figures(tmp_path
     assert {path.name for path in paths} == {"loss.png", "accuracy.png",
                                              "update_ratios.png"}
     assert_pngs(paths, run_dir / "plots")
+
+
+def test_plot_run_of_moved_data_warns_naming_the_data_option(tiny_npz, tmp_path):
+    run_dir = fit_run(tmp_path, tiny_npz)
+    tiny_npz.rename(tmp_path / "moved.npz")
+
+    with pytest.warns(PlotWarning, match=r"activations\.png is left out \(if the"
+                                         r" data moved, give its new place with"
+                                         r" --data\)"):
+        paths = plot_run(run_dir)
+
+    assert "activations.png" not in {path.name for path in paths}
+
+
+def test_plot_run_with_data_of_another_width_is_an_error(tiny_npz, tmp_path,
+                                                         write_npz):
+    run_dir = fit_run(tmp_path, tiny_npz)
+    other = write_npz("other.npz", X_train=np.zeros((20, 3)),
+                      y_train=np.arange(20) % 3)
+
+    with pytest.raises(DataError, match="the data has 3 features"):
+        plot_run(run_dir, tmp_path / "figures", data_path=other)
+    assert not list((tmp_path / "figures").glob("*.png"))
 
 
 def test_plot_run_of_a_missing_folder_is_bad_input(tmp_path):

@@ -458,9 +458,9 @@ def test_a_finished_run_of_iterations_is_told_to_set_train_iterations(
 def test_a_run_early_stopping_ended_is_not_told_to_extend_it(tmp_path, tiny_npz,
                                                               write_config):
     raw = tiny_config_dict(tiny_npz)
-    # No evaluation gains more than 1.0 in accuracy: the second one ends the run.
-    raw["train"].update(epochs=5, plots=False,
-                        early_stopping={"patience": 1, "min_delta": 1.0})
+    # No evaluation lowers the validation loss by 100: the second one ends the run.
+    raw["train"].update(epochs=5, plots=False, monitor="val_loss",
+                        early_stopping={"patience": 1, "min_delta": 100.0})
     config = write_config(raw)
     run = tmp_path / "run"
     assert invoke("fit", config, "--out", run, "--quiet").exit_code == 0

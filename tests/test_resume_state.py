@@ -197,7 +197,7 @@ def test_a_run_directory_resumes_past_a_last_checkpoint_with_forged_state(adam_r
     save_checkpoint(last, checkpoint.meta, checkpoint.arrays)
 
     result = invoke("fit", config, "--resume", last.parent.parent, "--set",
-                    "train.epochs=3", "--quiet")
+                    "train.epochs=3")
 
     assert result.exit_code == 0, result.output
     assert 'note: skipped last.npz: ' in result.stderr

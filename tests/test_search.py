@@ -643,6 +643,15 @@ def test_a_non_empty_folder_without_a_plan_is_refused(study, tmp_path):
                         result.stderr)
 
 
+def test_a_study_folder_that_cannot_be_made_is_refused(study, tmp_path):
+    (tmp_path / "a-file").write_text("in the way")
+    result = invoke("search", study[1], "--out", tmp_path / "a-file" / "study")
+    assert result.exit_code == 2
+    assert re.fullmatch(r"error: cannot create the output folder .*study \(Not a"
+                        r" directory\); give --out a folder that can be written\n",
+                        result.stderr)
+
+
 def test_workers_and_scheduler_together_are_refused(study, tmp_path):
     result = invoke("search", study[1], "--out", tmp_path / "x", "--workers", 2,
                     "--scheduler", "tcp://127.0.0.1:8786")

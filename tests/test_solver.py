@@ -89,7 +89,7 @@ def test_non_finite_loss_stops_with_training_error():
     solver, _ = _solver(["train.epochs=1", "train.batch_size=4"])
     solver.X_train[0, 0] = np.inf
     solver.X_train[1:] = np.inf
-    with pytest.raises(TrainingError, match="learning rate"):
+    with pytest.raises(TrainingError, match="no update has run yet.*the data"):
         solver.train()
 
 

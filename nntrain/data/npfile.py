@@ -20,6 +20,8 @@ from nntrain.errors import DataError, DataLocationError
 
 NPY_MAGIC = b"\x93NUMPY"
 ZIP_MAGIC = b"PK\x03\x04"
+# A zip without members starts with its end-of-directory record: np.savez(path).
+EMPTY_ZIP_MAGIC = b"PK\x05\x06"
 
 # NumPy's own limit on a header it parses without trusting the file.
 MAX_HEADER_BYTES = 10_000
@@ -67,7 +69,8 @@ def read_header(stream, size: int, where: str, error=DataError,
 
     if dtype.hasobject:
         raise error(f"{where} holds object arrays, which nntrain refuses to load"
-                    " (unpickling them could run code); save numeric arrays")
+                    " (unpickling them could run code); save numbers as numeric"
+                    " arrays and text as a string array: np.array(names, dtype=str)")
     header = ArrayHeader(shape, dtype, head.tell())
     room = size - header.offset
     wrong = header.nbytes != room if exact else header.nbytes > room
@@ -207,6 +210,9 @@ def load_numpy_file(path, what="input file", kinds=".npy/.npz") -> np.ndarray | 
         raise DataError(f"{path} is a folder; give an .npy or .npz file") from None
     except OSError as error:
         raise DataError(f"cannot read {path} ({error.strerror})") from None
+    if magic.startswith(EMPTY_ZIP_MAGIC):
+        raise DataError(f"{path} is an .npz that holds no arrays; save the arrays"
+                        " in it with np.savez(path, NAME=array, ...)")
     if not (magic.startswith(NPY_MAGIC) or magic.startswith(ZIP_MAGIC)):
         raise DataError(f"{path} is not a readable {kinds} file (it is neither .npy"
                         " nor .npz); save arrays with np.save or np.savez")

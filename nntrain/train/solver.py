@@ -24,6 +24,7 @@ from threadpoolctl import threadpool_limits
 from nntrain.checkpoint import save_checkpoint
 from nntrain.errors import StopRequested, TrainingError
 from nntrain.evaluate import measure
+from nntrain.nn import functional as F
 from nntrain.optim.clipping import clip_gradients
 from nntrain.random import SHUFFLE_STREAM, generator
 from nntrain.train.averaging import WeightAverage
@@ -60,6 +61,25 @@ def _finiteness(array: np.ndarray) -> float:
     if np.isfinite(array).all():
         return 0.0
     return float("nan") if np.isnan(array).any() else float("inf")
+
+
+def _overflowing_penalty(model) -> tuple | None:
+    """(kind, strength, weight name) of the first L2 or L1 penalty that overflows
+    on weights that are themselves sane: its value (as a float) or its gradient
+    (l2 * W, l1 * sign(W), in the weights' dtype) is not finite. None if none."""
+    for penalty in model.penalties:
+        W = model.params[penalty.name]
+        largest = float(np.abs(W).max(initial=0.0))
+        limit = float(np.finfo(W.dtype).max)
+        for kind, strength, term, scale in (
+                ("l2", penalty.l2, F.l2_penalty, largest),
+                ("l1", penalty.l1, F.l1_penalty, 1.0)):
+            # At strength 1 the penalty is finite: the weights are not to blame.
+            if not strength or not math.isfinite(term(W, 1.0)):
+                continue
+            if not math.isfinite(term(W, strength)) or strength * scale > limit:
+                return kind, strength, penalty.name
+    return None
 
 
 def monitor_improved(monitor: str, value: float, best: float | None) -> bool:
@@ -214,6 +234,12 @@ class Solver:
             # name them if that is what happened.
             self._check_parameters()
             self._check_finite(result.loss, "the loss")
+        if progress.iteration == 0:
+            # Once, before the first update: a gradient that overflows here (an L1
+            # strength beyond the dtype, say) would turn the weights into NaN and
+            # be blamed on the learning rate.
+            for name, grad in result.grads.items():
+                self._check_finite(_finiteness(grad), f"the gradient of {name}")
         logged = (progress.iteration + 1) % self.config["log_every"] == 0
         grad_norm = None
         if self.config["clip"] or logged:
@@ -256,21 +282,54 @@ class Solver:
         return upcoming % self.eval_every == 0 or upcoming == self.total_iterations
 
     def _check_finite(self, value: float, quantity: str,
-                      iteration: int | None = None) -> None:
+                      iteration: int | None = None,
+                      updated: bool | None = None) -> None:
         """Stop the run when ``value`` is NaN or infinite. ``iteration``: the one
-        that made it so (default: the one under way)."""
+        that made it so (default: the one under way); ``updated``: whether any
+        update has changed the weights yet (default: whether one has completed)."""
         if math.isfinite(value):
             return
         progress = self.progress
         iteration = progress.iteration + 1 if iteration is None else iteration
-        cause = (f"the learning rate {self.rule.lr:g} is likely too high: lower"
-                 " optimizer.lr" if self.rule.lr is not None else
-                 "the data or the model is likely at fault")
+        updated = progress.iteration > 0 if updated is None else updated
         raise TrainingError(
             f"{quantity} became {value} at iteration {iteration} (epoch"
-            f" {progress.epoch}); {cause}. No checkpoint holds it; any earlier"
-            " checkpoint is untouched."
+            f" {progress.epoch}); {self._cause(updated)}. No checkpoint holds it;"
+            " any earlier checkpoint is untouched."
         )
+
+    def _cause(self, updated: bool) -> str:
+        """The likeliest culprit of a non-finite value, with its fix."""
+        if not updated:
+            return self._cause_before_updates()
+        if self.rule.lr is not None:
+            return (f"the learning rate {self.rule.lr:g} is likely too high: lower"
+                    " optimizer.lr")
+        return "the data or the model is likely at fault"
+
+    def _cause_before_updates(self) -> str:
+        """No update has run, so the learning rate is blameless: either a penalty
+        strength overflows on sane weights, or the starting weights (or the data)
+        are too large for the scores and penalties to stay finite."""
+        culprit = _overflowing_penalty(self.model)
+        if culprit:
+            kind, strength, name = culprit
+            return (f"no update has run yet, but the {kind.upper()} penalty on"
+                    f" {name} overflows: {kind} = {strength:g} is far too strong;"
+                    f" lower model.{kind} (or that layer's {kind})")
+        return ("no update has run yet, so the starting weights are likely too"
+                f" large ({self._init_text()}): lower model.init_std or use init he"
+                " or xavier; if they are not, the data's scale is at fault:"
+                " preprocess it (center, scale)")
+
+    def _init_text(self) -> str:
+        """The model's initializer as its config names it, when the config is known."""
+        model = self.checkpoint_meta.get("config", {}).get("model")
+        if not model:
+            return "model.init, model.init_std"
+        if model["init"] == "small":
+            return f"model.init small, model.init_std {model['init_std']:g}"
+        return f"model.init {model['init']}"
 
     def _check_parameters(self) -> None:
         """Stop the run if a parameter is NaN or infinite, naming it.
@@ -308,7 +367,9 @@ class Solver:
         def objective(vector):
             lbfgs.assign(params, vector)
             result = self.model.forward_backward(self.X_train, self.y_train)
-            self._check_finite(result.loss, "the loss")
+            # The first evaluation is at the starting weights, before any step.
+            self._check_finite(result.loss, "the loss",
+                               updated=bool(last) or self.progress.iteration > 0)
             last.update(vector=vector.copy(), result=result)
             return result.loss, lbfgs.flatten(result.grads)
 
