@@ -72,9 +72,11 @@ class Group(click.Group):
         except NNTrainError as error:
             click.echo(f"error: {error}", err=True)
             ctx.exit(error.exit_code)
-        except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
-            ctx.exit(130)
+        except KeyboardInterrupt as error:
+            # A second signal (train/signals.py) carries its own status: 143 for
+            # SIGTERM; Python's own KeyboardInterrupt is a Ctrl-C.
+            click.echo(str(error) or "interrupted", err=True)
+            ctx.exit(getattr(error, "exit_code", 130))
         except BrokenPipeError:
             # The reader went away (`nntrain eval ... | head`): stop quietly, and
             # point stdout at nothing so the interpreter's final flush cannot fail.

@@ -750,9 +750,10 @@ def load_config(path=None, overrides: list[str] | None = None) -> dict:
 
     >>> cfg = load_config("configs/digits.yaml", ["train.epochs=5"])
     """
-    if isinstance(overrides, str):
-        raise TypeError(f"overrides is the string {overrides!r}; give a list of"
-                        " KEY=VALUE strings, like [\"train.epochs=5\"]")
+    if isinstance(overrides, (str, bytes)) or not all(
+            isinstance(item, str) for item in overrides or []):
+        raise TypeError(f"overrides is {overrides!r}; give a list of KEY=VALUE"
+                        " strings, like [\"train.epochs=5\"]")
     raw = read_config_file(path) if path is not None else {}
     raw = apply_overrides(raw, overrides or [])
     try:

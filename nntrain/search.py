@@ -80,7 +80,7 @@ from nntrain.fileio import make_output_folder
 from nntrain.random import SEARCH_STREAM, generator
 from nntrain.train.checks import usable_cores
 from nntrain.train.rundir import write_text_atomically
-from nntrain.train.signals import StopFlag
+from nntrain.train.signals import SIGNAL_EXIT_CODES, StopFlag
 from nntrain.yamlio import one_line_yaml
 
 PLAN_FILE = "study.json"
@@ -499,12 +499,34 @@ def _well_formed(result: dict) -> bool:
 
 
 def _start_worker() -> None:
-    """Ctrl-C reaches every process of the terminal, and the parent forwards a
-    signal it gets to its workers as SIGINT, again and again until they are done:
-    an idle worker ignores it; a training one stops after its current update (the
-    Solver's own handler), and takes the repeats for the same request."""
+    """Ctrl-C (or SIGTERM to the process group) reaches every process, and the
+    parent forwards a signal it gets to its workers as SIGINT, again and again until
+    they are done: an idle worker ignores both signals (dying, it would break the
+    pool); a training one stops after its current update (the Solver's own
+    handler), and takes the repeated SIGINTs for the same request. The worker was
+    spawned with both signals blocked (_signals_held); they are unblocked only now
+    that they are ignored."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    StopFlag.repeats_abort = False
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    StopFlag.ignored_repeats = frozenset({signal.SIGINT})
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNAL_EXIT_CODES)
+
+
+@contextmanager
+def _signals_held():
+    """SIGINT and SIGTERM blocked while workers are spawned: a new process inherits
+    the mask, so a signal during its start-up (seconds of imports, before
+    _start_worker) cannot kill it with a traceback. A signal to this process
+    meanwhile is delivered when the mask is restored."""
+    if not hasattr(signal, "pthread_sigmask"):  # Windows
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNAL_EXIT_CODES)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _tell_workers_to_stop() -> None:
@@ -560,7 +582,8 @@ def _drain(pool, waiting: list, width: int, runner, stop: StopFlag):
         while (waiting and not broken and stop.signum is None
                and len(running) < width):
             try:
-                running[pool.submit(runner, waiting[0])] = waiting[0]
+                with _signals_held():  # submit may spawn a worker
+                    running[pool.submit(runner, waiting[0])] = waiting[0]
             except BrokenProcessPool:
                 broken = True
             else:
@@ -726,10 +749,12 @@ class Study:
                 self._read_new_results()
                 self.write_results()
         if stop.signum is not None:
+            saved = sum(read_result(self.trial_dir(trial)) is not None
+                        for trial in self._rows)
             raise StopRequested(
-                f"stopped by {stop.name}: {self.finished()} of {self.spec.trials}"
-                f" trials have a result (in {self.out / CSV_FILE}); rerun the same"
-                " command to run the rest", stop.exit_code)
+                f"stopped by {stop.name}: {saved} of {self.spec.trials} trials have"
+                f" a result (in {self.out / CSV_FILE}); rerun the same command to"
+                " run the rest", stop.exit_code)
         return self.rows
 
     def _run_round(self, number, workers, scheduler, runner, stop, on_trial):

@@ -407,6 +407,10 @@ def test_fit_force_starts_over_and_keeps_foreign_files(tmp_path, tiny_config):
 
 @pytest.mark.parametrize("name, content", [
     ("config.yaml", "# my notes\ntrain: {epochs: 2}\n"),
+    # Every section, no comment, but not laid out as nntrain writes a config.
+    ("config.yaml", "seed: 7\ndata: {name: digits}\nmodel: {hidden: [32]}\n"
+                    "optimizer: {name: sgd}\nschedule: {name: constant}\n"
+                    "train: {epochs: 1}\noutput: A\n"),
     ("metrics.jsonl", "my own log\n"),
     ("train.log", "my own log\n"),
 ])
@@ -423,6 +427,19 @@ def test_fit_force_leaves_a_users_file_of_a_runs_name_alone(tmp_path, tiny_confi
                                      r" write it\); --force removes only what a run"
                                      r" wrote")
     assert (out / name).read_text() == content
+
+
+def test_fit_force_keeps_a_train_log_beside_checkpoints_no_run_wrote(tmp_path,
+                                                                     tiny_config):
+    out = tmp_path / "run"
+    (out / "checkpoints").mkdir(parents=True)
+    (out / "checkpoints" / "mine.npz").write_bytes(b"x")
+    (out / "train.log").write_text("my notes\n")
+
+    result = invoke("fit", tiny_config, "--out", out, "--quiet", "--force")
+
+    assert result.exit_code == 2
+    assert (out / "train.log").read_text() == "my notes\n"
 
 
 def test_fit_force_reruns_a_runs_own_config_in_its_folder(tmp_path, tiny_config):

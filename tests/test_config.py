@@ -663,7 +663,8 @@ def test_resolve_config_is_idempotent():
     assert twice == once
 
 
-def test_load_config_refuses_overrides_given_as_one_string():
-    with pytest.raises(TypeError, match=r"^overrides is the string 'train\.epochs=5';"
+@pytest.mark.parametrize("overrides", ["train.epochs=5", b"train.epochs=5", [5]])
+def test_load_config_refuses_overrides_that_are_not_a_list_of_strings(overrides):
+    with pytest.raises(TypeError, match=rf"^overrides is {re.escape(repr(overrides))};"
                        r" give a list of KEY=VALUE strings"):
-        load_config(None, "train.epochs=5")
+        load_config(None, overrides)

@@ -183,6 +183,8 @@ def _api_model():
     ((2, 4), [0, 3], r"^y holds labels from 0 to 3"),
     ((2, 5), [0, 1], r"^X has shape \(2, 5\); give \(N, 4\) samples"),
     ((4,), None, r"^X has shape \(4,\); give \(N, 4\) samples"),
+    ((0, 4), None, r"^X has shape \(0, 4\); give \(N, 4\) samples, one per row,"
+                   r" N >= 1"),
 ])
 def test_model_loss_refuses_inputs_of_the_wrong_shape_or_range(X_shape, y, message):
     model = _api_model()
@@ -215,3 +217,19 @@ def test_build_model_takes_the_shape_of_one_sample():
 
     model = build_model(resolve_config({"train": {"epochs": 1}}), (2, 3), 4)
     assert model.input_width == 6 and model.num_classes == 4
+
+
+def test_model_loss_takes_nested_lists_and_refuses_text():
+    model = _api_model()
+    assert model.loss([[0.0, 1.0, 2.0, 3.0]]).shape == (1, 3)
+    with pytest.raises(ValueError, match=r"^X holds <U1 values; give real numbers"):
+        model.loss([["a", "b", "c", "d"]])
+
+
+def test_build_model_fills_in_the_defaults_of_a_hand_made_config():
+    from nntrain.nn.model import build_model
+
+    model = build_model({"train": {"epochs": 1}, "model": {"hidden": [5]}}, 4, 3)
+    assert model.params["affine1.W"].shape == (4, 5)
+    with pytest.raises(TypeError, match=r"^config is str; give a config dict"):
+        build_model("configs/digits.yaml", 4, 3)

@@ -529,12 +529,15 @@ def test_a_dead_worker_fails_its_trial_and_the_study_goes_on(study, tmp_path):
 
 
 def _slow_runner(task):
-    """Runs in a worker process: marks its start, then takes a second."""
+    """Runs in a worker process: marks its start, takes a second, and writes its
+    result.json as run_trial does."""
     run_dir = Path(task["run_dir"])
     run_dir.mkdir(parents=True)
     (run_dir / "started").touch()
     time.sleep(1.0)
-    return {**GOOD_RESULT, "trial": task["trial"]}
+    result = {**GOOD_RESULT, "trial": task["trial"]}
+    (run_dir / "result.json").write_text(json.dumps(result))
+    return result
 
 
 def _signal_when(path: Path, signum: int) -> threading.Thread:
@@ -607,6 +610,44 @@ def test_a_signal_to_the_search_process_alone_stops_its_training_workers(
         assert (out / f"trial-{trial:04d}" / "checkpoints" / "last.npz").exists()
         assert not (out / f"trial-{trial:04d}" / "result.json").exists()
     assert [row["status"] for row in read_rows(out)] == ["stopped", "stopped"]
+    deadline = time.monotonic() + 30
+    while any(Path(f"/proc/{pid}").exists() for pid in workers) and (
+            time.monotonic() < deadline):
+        time.sleep(0.1)
+    assert not [pid for pid in workers if Path(f"/proc/{pid}").exists()]
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux /proc")
+def test_sigterm_to_the_process_group_with_a_worker_idle_stops_the_study(
+        write_config, tiny_npz, tmp_path):
+    # Seed 5 plans two short trials and a long one, so that one worker is idle
+    # when the signal reaches every process of the group.
+    config = study_config(tiny_npz, trials=3, seed=5,
+                          params={"train.epochs": {"choice": [3, 400_000]}})
+    path = write_config(config)
+    _, spec = load_search_config(path)
+    assert [values["train.epochs"] for values in first_round(spec)] == [3, 3, 400_000]
+    out = tmp_path / "study"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "nntrain", "search", str(path), "--out", str(out),
+         "--workers", "2"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True)
+    wanted = [out / "trial-0000" / "result.json", out / "trial-0001" / "result.json",
+              out / "trial-0002" / "metrics.jsonl"]
+    deadline = time.monotonic() + 120
+    while not all(p.exists() for p in wanted) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    workers = _children(process.pid)
+
+    os.killpg(process.pid, signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+
+    assert process.returncode == 143, stderr
+    assert stderr.splitlines()[-1].startswith("stopped by SIGTERM: 2 of 3 trials have"
+                                              " a result")
+    statuses = {row["trial"]: row["status"] for row in read_rows(out)}
+    assert statuses == {"0": "ok", "1": "ok", "2": "stopped"}
     deadline = time.monotonic() + 30
     while any(Path(f"/proc/{pid}").exists() for pid in workers) and (
             time.monotonic() < deadline):

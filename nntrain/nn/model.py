@@ -176,6 +176,7 @@ class Model:
         """With labels: (loss, grads) in training mode, where grads is the model's
         own gradient storage, overwritten by the next call. Without: scores (N, C)
         in evaluation mode."""
+        X = np.asarray(X)
         self._check_inputs(X, y)
         if y is None:
             return self.scores(X, training=False)
@@ -186,10 +187,12 @@ class Model:
         """ValueError unless X is (N, D) and y, if given, (N,) labels in [0, C).
         Only the public entry checks: the Solver's batches come from data checked
         once, when it was loaded."""
-        shape = np.shape(X)
-        if len(shape) != 2 or shape[1] != self.input_width:
+        shape = X.shape
+        if len(shape) != 2 or shape[1] != self.input_width or shape[0] == 0:
             raise ValueError(f"X has shape {shape}; give (N, {self.input_width})"
-                             " samples, one per row")
+                             " samples, one per row, N >= 1")
+        if X.dtype.kind not in "fiu":
+            raise ValueError(f"X holds {X.dtype} values; give real numbers")
         if y is None:
             return
         y = np.asarray(y)
@@ -258,8 +261,13 @@ def build_model(config: dict, input_width, num_classes: int) -> Model:
 
     ``input_width``: D, or the shape of one sample (flattened to D).
     """
+    from nntrain.config import resolve_config
     from nntrain.errors import ConfigError
 
+    if not isinstance(config, dict):
+        raise TypeError(f"config is {type(config).__name__}; give a config dict, as"
+                        " nntrain.load_config(path) returns")
+    config = resolve_config(config)  # a hand-made dict gets checked, and defaults
     shape = tuple(np.atleast_1d(input_width))
     if not shape or not all(_is_count(n) and n >= 1 for n in shape):
         raise ValueError(f"input_width is {input_width!r}; give D, the number of"

@@ -113,9 +113,9 @@ class RunDirectory:
         """Whether the run's file ``name`` looks like what a run writes, so that
         --force never deletes a user's own file of that name (a hand-written
         config.yaml in the folder, say, which may be the very config being run).
-        config.yaml: a mapping holding every section of a resolved config and no
-        comment; metrics.jsonl: records that start with "kind"; train.log: beside
-        either of those, or beside checkpoints."""
+        config.yaml: a resolved config, laid out exactly as nntrain writes one;
+        metrics.jsonl: records that start with "kind"; train.log: beside either of
+        those, or beside a run's last.npz or best.npz."""
         path = self.path / name
         try:
             text = path.read_text(encoding="utf-8")
@@ -132,7 +132,8 @@ class RunDirectory:
             return text.startswith(marker) or marker.startswith(text)
         return (any(self._written_by_nntrain(other) and (self.path / other).exists()
                     for other in ("config.yaml", "metrics.jsonl"))
-                or any((self.path / "checkpoints").glob("*.npz")))
+                or any((self.path / "checkpoints" / name).is_file()
+                       for name in ("last.npz", "best.npz")))
 
     def _take_lock(self) -> None:
         """Hold a lock on the folder while the run writes to it, so that a second
@@ -213,13 +214,15 @@ RESOLVED_SECTIONS = {"seed", "data", "model", "optimizer", "schedule", "train",
 
 
 def _is_resolved_config(text: str) -> bool:
-    if any(line.lstrip().startswith("#") for line in text.splitlines()):
-        return False
+    """Whether ``text`` holds every section of a resolved config and is laid out as
+    config_to_yaml lays it out (block style, its order, no comments): a file written
+    by hand almost never is, and one nntrain wrote always is, whatever its version."""
     try:
         parsed = parse_yaml(text, "config.yaml")
     except ConfigError:
         return False
-    return isinstance(parsed, dict) and RESOLVED_SECTIONS <= set(parsed)
+    return (isinstance(parsed, dict) and RESOLVED_SECTIONS <= set(parsed)
+            and config_to_yaml(parsed) == text)
 
 
 # How the message for a damaged metrics file ends: what the user can do about it.

@@ -11,16 +11,26 @@ import signal
 SIGNAL_EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 
+class Interrupted(KeyboardInterrupt):
+    """A second signal: stop at once, leaving the files as the last save left them.
+    A KeyboardInterrupt, so that no ``except Exception`` on the way swallows it;
+    ``exit_code`` is the signal's (130 for SIGINT, 143 for SIGTERM)."""
+
+    def __init__(self, signum: int):
+        super().__init__(f"stopped at once by a second {signal.Signals(signum).name}")
+        self.exit_code = SIGNAL_EXIT_CODES[signum]
+
+
 class StopFlag:
     """A context in which SIGINT and SIGTERM set ``signum`` instead of stopping.
 
-    A second signal stops at once (KeyboardInterrupt), without waiting for the
-    loop, unless ``repeats_abort`` is off: a search's worker process turns it off,
-    because its parent forwards the user's signal, so the worker may receive the
-    same Ctrl-C twice (once from the terminal, once from the parent).
+    A second signal stops at once (Interrupted), without waiting for the loop,
+    unless it is one of ``ignored_repeats``: a search's worker process ignores a
+    repeated SIGINT, because its parent forwards the user's signal as SIGINT, so the
+    worker may receive one Ctrl-C twice (from the terminal and from the parent).
     """
 
-    repeats_abort = True
+    ignored_repeats: frozenset = frozenset()
 
     def __init__(self):
         self.signum = None
@@ -37,8 +47,8 @@ class StopFlag:
     def _handle(self, signum, frame):
         if self.signum is None:
             self.signum = signum
-        elif self.repeats_abort:
-            raise KeyboardInterrupt
+        elif signum not in self.ignored_repeats:
+            raise Interrupted(signum)
 
     def __exit__(self, *exc):
         for signum, handler in self._previous.items():
