@@ -279,7 +279,33 @@ def parse_search(raw, config: dict) -> SearchSpec:
     searched = {param.key for param in parsed}
     for param in parsed:
         _check_values_fit(param, config, searched)
-    return SearchSpec(trials, seed, metric, mode, rounds, keep, parsed)
+    spec = SearchSpec(trials, seed, metric, mode, rounds, keep, parsed)
+    _check_some_trial_fits(spec, config)
+    return spec
+
+
+# How many of round 1's trials _check_some_trial_fits tries (each is a validation of
+# the whole config, about a millisecond).
+FIT_CHECK_TRIALS = 200
+
+
+def _check_some_trial_fits(spec: SearchSpec, config: dict) -> None:
+    """Refuse a study none of whose first-round trials has a valid config: keys
+    that fit one by one may not together (optimizer.beta1 with optimizer.name
+    drawn from [sgd], train.epochs with train.iterations)."""
+    count = min(spec.round_sizes()[0], FIT_CHECK_TRIALS)
+    bounds = {param.key: param.bounds for param in spec.params}
+    first_error = None
+    for values in sample(spec.params, unit_draws(spec)[:count], bounds):
+        try:
+            trial_config(config, values, run_dir="")
+            return
+        except ConfigError as error:
+            first_error = first_error or error
+    raise ConfigError(f"invalid search.params: none of the first {count} trials"
+                      f" planned has a valid config (the first fails with: "
+                      f"{first_error}); search keys that fit together",
+                      "search.params")
 
 
 def _check_values_fit(param: Param, config: dict, searched: set) -> None:

@@ -309,6 +309,29 @@ def test_a_setting_of_an_update_rule_the_study_does_not_use_is_refused_up_front(
         spec_of(trials=2, params={"optimizer.momentum": {"uniform": [0.5, 0.9]}})
 
 
+@pytest.mark.parametrize("params, problem", [
+    ({"optimizer.beta1": {"uniform": [0.5, 0.99]},
+      "optimizer.name": {"choice": ["sgd"]}},
+     "optimizer.beta1 is not a setting of 'sgd'"),
+    ({"train.epochs": {"int": [1, 2]}, "train.iterations": {"int": [5, 6]}},
+     "set exactly one of train.epochs and train.iterations"),
+])
+def test_searched_keys_that_never_fit_together_are_refused_up_front(params,
+                                                                     problem):
+    with pytest.raises(ConfigError) as caught:
+        spec_of(trials=4, params=params)
+    assert str(caught.value).startswith(
+        "invalid search.params: none of the first 4 trials planned has a valid"
+        f" config (the first fails with: {problem}")
+
+
+def test_searched_keys_that_fit_together_in_some_trials_are_accepted():
+    spec = spec_of(trials=9, params={
+        "optimizer.momentum": {"uniform": [0.5, 0.9]},
+        "optimizer.name": {"choice": ["sgd", "momentum"]}})
+    assert len(spec.params) == 2
+
+
 def test_a_trial_that_switches_the_rule_keeps_only_the_studys_own_settings():
     # The study's config is resolved: it holds Adam's beta1, beta2 and eps, which
     # sgd refuses and adagrad would take for its own eps (its default is 1e-10).
