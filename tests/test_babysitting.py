@@ -106,6 +106,24 @@ def test_non_finite_before_any_update_blames_init_or_penalty_not_the_rate(
     assert "optimizer.lr" not in message
 
 
+@pytest.mark.parametrize("overrides, kind", [
+    (["model.l2=1e38", "optimizer.lr=1e-10"], "l2"),
+    (["model.l1=1e38"], "l1"),
+])
+def test_non_finite_after_updates_blames_a_huge_penalty_not_the_rate(
+        tmp_path, overrides, kind):
+    settings = [arg for override in overrides for arg in ("--set", override)]
+    result = invoke("fit", "configs/digits.yaml", "--out", tmp_path / "run",
+                    "--quiet", *settings)
+
+    assert result.exit_code == 1, result.output
+    message = result.stderr.splitlines()[-1]
+    assert re.search(rf"became (nan|inf) at iteration [2-9]\d* .*; {kind} = 1e\+38"
+                     rf" is far stronger than any useful penalty .*: lower"
+                     rf" model\.{kind}", message), message
+    assert "optimizer.lr" not in message
+
+
 def test_a_good_checkpoint_survives_a_later_divergence(tmp_path, tiny_npz,
                                                        write_config):
     raw = tiny_config_dict(tiny_npz)

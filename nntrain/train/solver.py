@@ -37,6 +37,9 @@ from nntrain.train.diagnostics import (
 )
 from nntrain.train.signals import SIGNAL_EXIT_CODES, StopFlag
 
+# A penalty strength (l2 or l1) at least this large is blamed for a non-finite value
+# before the learning rate: useful ones are 1e-6 to 1e-1.
+HUGE_PENALTY = 1e3
 # A loss above this multiple of its first value for this many updates is diverging.
 DIVERGENCE_FACTOR = 3
 DIVERGENCE_ITERATIONS = 100
@@ -302,6 +305,17 @@ class Solver:
         """The likeliest culprit of a non-finite value, with its fix."""
         if not updated:
             return self._cause_before_updates()
+        strongest = max([(strength, kind) for penalty in self.model.penalties
+                         for strength, kind in ((penalty.l2, "l2"),
+                                                (penalty.l1, "l1"))],
+                        default=(0.0, ""))
+        if strongest[0] >= HUGE_PENALTY:
+            # No learning rate steadies a penalty this strong: its gradient alone
+            # swamps the data's, and with plain SGD lr * l2 > 2 makes it diverge.
+            strength, kind = strongest
+            return (f"{kind} = {strength:g} is far stronger than any useful penalty"
+                    f" (useful ones are below 1): lower model.{kind} (or the"
+                    f" layer's {kind})")
         if self.rule.lr is not None:
             return (f"the learning rate {self.rule.lr:g} is likely too high: lower"
                     " optimizer.lr")
