@@ -31,7 +31,7 @@ from nntrain.train import checks
 from nntrain.train.report import Reporter
 from nntrain.train.rundir import RunDirectory
 from nntrain.train.solver import Solver, count_iterations
-from nntrain.train.state import check_solver_state
+from nntrain.train.state import check_data_spec, check_solver_state
 
 
 @dataclass
@@ -166,6 +166,7 @@ def fit(config: dict, run_dir, force: bool = False, quiet: bool = False,
     started = time.perf_counter()
     saved_prep = None
     if resume is not None:
+        check_data_spec(resume)
         saved_prep = Preprocessor.from_state(config["data"]["preprocess"],
                                              resume.group("prep"),
                                              resume.meta["data"]["num_features"])
@@ -368,6 +369,8 @@ def restore(path, average: bool = False) -> Restored:
     """Rebuild the model and preprocessing of a checkpoint from the file alone;
     ``average``: with the averaged weights (train.average) instead of the raw ones."""
     checkpoint = load_checkpoint(path)
+    check_data_spec(checkpoint, "the checkpoint is damaged or was edited: use"
+                    " another checkpoint")
     meta = checkpoint.meta
     try:
         config, data = migrate_config(meta["config"], path), meta["data"]

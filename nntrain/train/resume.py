@@ -15,7 +15,7 @@ from nntrain.config import apply_overrides, override_setting, yaml_text
 from nntrain.errors import CheckpointError, ConfigError, RunDirectoryError
 from nntrain.pipeline import migrate_config
 from nntrain.train.solver import count_iterations
-from nntrain.train.state import check_solver_state
+from nntrain.train.state import check_data_spec, check_solver_state
 
 # What --set may change in a resumed run: its length, its BLAS threads (for a
 # smaller or busier machine; the results may then differ in the last bits), and
@@ -55,10 +55,12 @@ def find_checkpoint(path) -> tuple[Path, object, list[str]]:
 
 
 def _resumable(path):
-    """The checkpoint at ``path``, holding solver state a run can resume from."""
+    """The checkpoint at ``path``, holding solver state and a data spec a run can
+    resume from."""
     checkpoint = load_checkpoint(path)
     _iteration(checkpoint, path)
     check_solver_state(checkpoint)
+    check_data_spec(checkpoint)
     return checkpoint
 
 
