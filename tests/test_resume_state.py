@@ -269,6 +269,24 @@ def test_a_run_directory_resumes_past_a_last_checkpoint_with_forged_state(adam_r
     assert "resuming from best.npz" in result.stderr
 
 
+def test_a_run_directory_whose_checkpoints_are_all_damaged_names_each_fault(
+        adam_run):
+    config, last = adam_run
+    _set("progress", "iteration", -1)(checkpoint := load_checkpoint(last))
+    save_checkpoint(last, checkpoint.meta, checkpoint.arrays)
+    (last.parent / "best.npz").write_bytes(b"junk")
+
+    result = invoke("fit", config, "--resume", last.parent.parent, "--set",
+                    "train.epochs=3")
+
+    assert result.exit_code == 2, result.output
+    assert result.stderr == (
+        f"error: every checkpoint in {last.parent} is damaged (best.npz is not a"
+        " readable checkpoint (File is not a zip file); last.npz:"
+        " solver.progress.iteration is -1, not a count (an integer >= 0)); start"
+        " over with --force\n")
+
+
 def test_a_resume_without_the_averages_it_needs_exits_2(tmp_path, tiny_npz,
                                                          write_config):
     raw = tiny_config_dict(tiny_npz)
