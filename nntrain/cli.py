@@ -235,6 +235,16 @@ def _resume(config_path, overrides, out, resume, print_config, quiet):
     run_fit(config, run_dir, quiet=quiet, resume=checkpoint)
 
 
+def _refuse_empty(option: str, value, give: str) -> None:
+    """Path("") is the current folder: an empty option must not quietly mean it,
+    nor be taken for the option left out."""
+    if value == "":
+        raise BadInputError(f"{option} is empty; give {give}")
+
+
+DATA_GIVE = "the file or folder where the data lies now, or leave --data out"
+
+
 @cli.command("eval")
 @click.argument("checkpoint", type=click.Path(dir_okay=False))
 @click.option("--split", type=click.Choice(SPLITS), default="test", show_default=True,
@@ -251,6 +261,9 @@ def evaluate(checkpoint, split, data_path, as_json, plots_dir, average):
     from nntrain.evaluate import json_text
     from nntrain.pipeline import evaluate_checkpoint
 
+    _refuse_empty("--data", data_path, DATA_GIVE)
+    _refuse_empty("--plots", plots_dir, "a folder path for the PNGs, or leave"
+                  " --plots out")
     restored, prepared, scores, metrics = evaluate_checkpoint(
         checkpoint, split, data_path, average)
     y = prepared.splits[split][1]
@@ -285,6 +298,9 @@ def plot(run_dir, out, data_path):
 
     from nntrain import plots
 
+    _refuse_empty("--out", out, "a folder path, or leave --out out for"
+                  " RUN_DIR/plots")
+    _refuse_empty("--data", data_path, DATA_GIVE)
     if data_path is not None and not Path(data_path).exists():
         raise BadInputError(f"--data {data_path} not found; give the file or folder"
                             " where the run's data lies now")
@@ -334,6 +350,7 @@ def predict(checkpoint, input_path, out_path):
     from nntrain.pipeline import restore
     from nntrain.predict import read_samples
 
+    _check_predictions_path(out_path)
     restored = restore(checkpoint)
     spec = restored.data
     dtype = np.dtype(restored.config["train"]["dtype"])
@@ -345,10 +362,21 @@ def predict(checkpoint, input_path, out_path):
     _write_predictions(classes, probabilities, spec["class_names"], out_path)
 
 
+def _check_predictions_path(out_path) -> None:
+    """--out must say which of the two formats to write, before any work."""
+    stdout = "or leave --out out for CSV on stdout"
+    _refuse_empty("--out", out_path, f"a .csv or .npz file, {stdout}")
+    if out_path and Path(out_path).suffix.lower() not in (".csv", ".npz"):
+        raise BadInputError(f"--out {out_path}: predict writes .csv or .npz files;"
+                            f" give a name ending in one of those, {stdout}")
+
+
 def _write_predictions(classes, probabilities, class_names, out_path) -> None:
     try:
-        if out_path and out_path.endswith(".npz"):
-            np.savez(out_path, classes=classes, probabilities=probabilities)
+        if out_path and Path(out_path).suffix.lower() == ".npz":
+            # Through a file: np.savez would add .npz to a name ending in .NPZ.
+            with open(out_path, "wb") as file:
+                np.savez(file, classes=classes, probabilities=probabilities)
         else:
             _write_csv(classes, probabilities, class_names, out_path)
     except OSError as error:

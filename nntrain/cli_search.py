@@ -190,6 +190,9 @@ def ensemble(checkpoints, split, data_path, as_json):
     from nntrain.ensemble import format_report
     from nntrain.evaluate import json_text
 
+    if data_path == "":
+        raise BadInputError("--data is empty; give the file or folder where the data"
+                            " lies now, or leave --data out")
     result = average(list(checkpoints), split, data_path)
     if as_json:
         click.echo(json_text(result.to_json()))

@@ -31,7 +31,7 @@ from nntrain.train import checks
 from nntrain.train.report import Reporter
 from nntrain.train.rundir import RunDirectory
 from nntrain.train.solver import Solver, count_iterations
-from nntrain.train.state import check_solver_state
+from nntrain.train.state import check_data_spec, check_solver_state
 
 
 @dataclass
@@ -99,7 +99,9 @@ def data_fingerprints(dataset: Dataset) -> dict:
 def _check_data_matches(dataset, spec: dict, fingerprints: dict, splits,
                         data_config: dict) -> None:
     """Refuse data other than the checkpoint's: by shape, then by the sizes and
-    fingerprints of ``splits`` (checkpoints before fingerprints lack them)."""
+    fingerprints of every split (checkpoints before fingerprints lack them), those
+    in ``splits`` first. Data with another test split is other data, even to a
+    resumed run that reads only train and val."""
     fix = "point --data at the dataset it was trained on"
     found = (dataset.num_features, dataset.num_classes)
     if found != (spec["num_features"], spec["num_classes"]):
@@ -108,7 +110,7 @@ def _check_data_matches(dataset, spec: dict, fingerprints: dict, splits,
             f" was trained on {spec['num_features']} and {spec['num_classes']}", fix,
             missing=False)
     place = data_config["path"] or data_config["name"]
-    for name in splits:
+    for name in sorted(SPLITS, key=lambda split: split not in splits):
         found = (len(dataset.split(name)[1]), fingerprints[name])
         saved = tuple(_saved(spec, key, name, value)
                       for key, value in zip(("sizes", "fingerprints"), found))
@@ -164,6 +166,7 @@ def fit(config: dict, run_dir, force: bool = False, quiet: bool = False,
     started = time.perf_counter()
     saved_prep = None
     if resume is not None:
+        check_data_spec(resume)
         saved_prep = Preprocessor.from_state(config["data"]["preprocess"],
                                              resume.group("prep"),
                                              resume.meta["data"]["num_features"])
@@ -366,6 +369,8 @@ def restore(path, average: bool = False) -> Restored:
     """Rebuild the model and preprocessing of a checkpoint from the file alone;
     ``average``: with the averaged weights (train.average) instead of the raw ones."""
     checkpoint = load_checkpoint(path)
+    check_data_spec(checkpoint, "the checkpoint is damaged or was edited: use"
+                    " another checkpoint")
     meta = checkpoint.meta
     try:
         config, data = migrate_config(meta["config"], path), meta["data"]

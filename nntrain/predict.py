@@ -35,9 +35,14 @@ def read_samples(path, num_features: int, dtype=None,
 
 
 def _pick_array(arrays: dict, path: Path) -> np.ndarray:
-    for key in NPZ_SAMPLE_KEYS:
-        if key in arrays:
-            return arrays[key]
+    found = [key for key in NPZ_SAMPLE_KEYS if key in arrays]
+    if len(found) > 1:
+        # Which one the user meant is a guess: X_test beside X may be other data.
+        names = f"{', '.join(found[:-1])} and {found[-1]}"
+        raise DataError(f"{path} holds {names}, each of which predict would take"
+                        " for the samples; save only the array to classify")
+    if found:
+        return arrays[found[0]]
     if len(arrays) == 1:
         return next(iter(arrays.values()))
     raise DataError(

@@ -710,6 +710,7 @@ class Study:
             raise RunDirectoryError(f"cannot read {path} ({error}); give --out another"
                                     " folder") from None
         _check_same_plan(saved, fresh, path)
+        _check_planned_trials(saved, self.spec, path)
         return saved
 
     def _new_plan(self) -> dict:
@@ -865,8 +866,9 @@ def _check_same_plan(saved, fresh: dict, path: Path) -> None:
         raise RunDirectoryError(f"{path}: its config is not valid here ({error});"
                                 " give --out another folder") from None
     first = len(fresh["trials"])  # round 1, planned before anything ran
-    old = {"config": {**saved_config, "output": None},
-           "search": saved.get("search"), "trials": saved.get("trials", [])[:first]}
+    trials = saved.get("trials", [])
+    old = {"config": {**saved_config, "output": None}, "search": saved.get("search"),
+           "trials": trials[:first] if isinstance(trials, list) else trials}
     new = {"config": {**fresh["config"], "output": None}, "search": fresh["search"],
            "trials": fresh["trials"]}
     where = _first_difference(old, new, "")
@@ -874,6 +876,78 @@ def _check_same_plan(saved, fresh: dict, path: Path) -> None:
         raise RunDirectoryError(
             f"{path} plans another study ({where} differs); rerun it with the config"
             " and --set options it was planned with, or give --out another folder")
+
+
+def _check_planned_trials(saved: dict, spec: SearchSpec, path: Path) -> None:
+    """Refuse a plan whose later rounds were edited or damaged: the study would
+    run, rank and narrow on them. Round r plans the trials that round_sizes gives
+    it, numbered on from the rounds before, each with a value of every searched
+    key that its distribution can give."""
+    problem = _plan_problem(saved, spec)
+    if problem:
+        raise RunDirectoryError(f"{path} is damaged ({problem}); give --out another"
+                                " folder")
+
+
+def _plan_problem(saved: dict, spec: SearchSpec) -> str | None:
+    rounds, trials = saved.get("rounds"), saved["trials"]
+    if not isinstance(rounds, list):
+        return f"rounds is {_short_json(rounds)}, not a list"
+    if not 1 <= len(rounds) <= spec.rounds:
+        return f"rounds holds {len(rounds)} rounds, not 1 to {spec.rounds}"
+    # The round of each planned trial, by trial number.
+    planned = [number for number, size in
+               enumerate(spec.round_sizes()[:len(rounds)], start=1)
+               for _ in range(size)]
+    if len(trials) != len(planned):
+        return (f"trials holds {len(trials)} trials, but its {len(rounds)} planned"
+                f" round(s) hold {len(planned)}")
+    for trial, (number, entry) in enumerate(zip(planned, trials)):
+        problem = _trial_problem(entry, trial, number, spec.params)
+        if problem:
+            return f"trials[{trial}] {problem}"
+    return None
+
+
+def _trial_problem(entry, trial: int, number: int, params) -> str | None:
+    """What is wrong with one planned trial, expected as ``trial`` of round
+    ``number``, or None."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("values"), dict):
+        return f"is {_short_json(entry)}, not a trial with its values"
+    if (entry.get("trial"), entry.get("round")) != (trial, number):
+        return (f"is trial {_short_json(entry.get('trial'))} of round"
+                f" {_short_json(entry.get('round'))}, not trial {trial} of round"
+                f" {number}")
+    values, keys = entry["values"], [param.key for param in params]
+    if sorted(values) != sorted(keys):
+        return (f"has values for {_short_json(sorted(values))}, not for the searched"
+                f" keys {_short_json(keys)}")
+    for param in params:
+        if not _could_draw(param, values[param.key]):
+            return (f"has {param.key} {_short_json(values[param.key])}, which its"
+                    f" {param.kind} distribution cannot give")
+    return None
+
+
+def _could_draw(param: Param, value) -> bool:
+    """Whether ``value`` lies within ``param``'s original bounds (narrowed ones lie
+    inside them), with slack for the rounding of a drawn float."""
+    if param.kind == "choice":
+        return value in param.bounds
+    number = type(value) is int or (type(value) is float and math.isfinite(value))
+    if not number or (param.kind == "int" and type(value) is not int):
+        return False
+    if param.kind == "loguniform" and value <= 0:
+        return False
+    to_space = math.log if param.kind == "loguniform" else float
+    low, high = (to_space(bound) for bound in param.bounds)
+    slack = 1e-9 * (high - low)
+    return low - slack <= to_space(value) <= high + slack
+
+
+def _short_json(value) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 _MISSING = object()

@@ -742,6 +742,30 @@ def test_an_output_folder_that_cannot_be_made_is_bad_input(trained, tmp_path,
                              f" (Not a directory); give {option} a folder"))
 
 
+@pytest.mark.parametrize("command, option, give", [
+    ("eval", "--plots", "give a folder path for the PNGs"),
+    ("eval", "--data", "give the file or folder where the data lies now"),
+    ("plot", "--out", "give a folder path, or leave --out out for RUN_DIR/plots"),
+    ("plot", "--data", "give the file or folder where the data lies now"),
+    ("predict", "--out", "give a .csv or .npz file, or leave --out out"),
+    ("ensemble", "--data", "give the file or folder where the data lies now"),
+])
+def test_an_empty_output_or_data_option_is_refused(trained, tmp_path, monkeypatch,
+                                                   command, option, give):
+    _, _, run_dir, _ = trained
+    best = run_dir / "checkpoints" / "best.npz"
+    samples = tmp_path / "samples.npy"
+    np.save(samples, tiny_arrays()["X_test"][:3])
+    targets = {"eval": [best], "plot": [run_dir], "predict": [best, samples],
+               "ensemble": [best]}[command]
+    monkeypatch.chdir(tmp_path)  # where an empty path would write
+
+    result = invoke(command, *targets, option, "")
+
+    assert_one_line_error(result, 2, re.escape(f"{option} is empty; {give}"))
+    assert sorted(tmp_path.iterdir()) == [samples]
+
+
 def test_eval_refuses_data_of_another_width(trained, tmp_path):
     _, _, run_dir, _ = trained
     arrays = tiny_arrays()
@@ -932,6 +956,49 @@ def test_predict_refuses_bad_input_with_exit_2(trained, tmp_path, make, pattern)
     result = invoke("predict", run_dir / "checkpoints" / "best.npz", samples)
 
     assert_one_line_error(result, 2, pattern)
+
+
+@pytest.mark.parametrize("name", ["pred.npy", "pred", "pred.txt"])
+def test_predict_refuses_an_out_file_of_another_format(trained, tmp_path, name):
+    _, _, run_dir, _ = trained
+    samples = tmp_path / "samples.npy"
+    np.save(samples, tiny_arrays()["X_test"][:3])
+    out = tmp_path / name
+
+    result = invoke("predict", run_dir / "checkpoints" / "best.npz", samples,
+                    "--out", out)
+
+    assert_one_line_error(result, 2, re.escape(
+        f"--out {out}: predict writes .csv or .npz files; give a name ending in one"
+        " of those, or leave --out out for CSV on stdout"))
+    assert not out.exists()
+
+
+def test_predict_writes_npz_under_an_upper_case_suffix_as_given(trained, tmp_path):
+    _, _, run_dir, _ = trained
+    samples = tmp_path / "samples.npy"
+    np.save(samples, tiny_arrays()["X_test"][:3])
+    out = tmp_path / "pred.NPZ"
+
+    result = invoke("predict", run_dir / "checkpoints" / "best.npz", samples,
+                    "--out", out)
+
+    assert result.exit_code == 0, result.output
+    assert sorted(np.load(out).files) == ["classes", "probabilities"]
+    assert not (tmp_path / "pred.NPZ.npz").exists()
+
+
+def test_predict_refuses_an_npz_holding_several_sample_arrays(trained, tmp_path):
+    _, _, run_dir, _ = trained
+    X = tiny_arrays()["X_test"]
+    samples = tmp_path / "samples.npz"
+    np.savez(samples, X=X[:3], X_test=X[3:], y=np.zeros(3))
+
+    result = invoke("predict", run_dir / "checkpoints" / "best.npz", samples)
+
+    assert_one_line_error(result, 2, re.escape(
+        f"{samples} holds X and X_test, each of which predict would take for the"
+        " samples; save only the array to classify"))
 
 
 @pytest.fixture(scope="module")

@@ -394,11 +394,20 @@ def test_no_mirror_fetches_from_the_official_server(tmp_path, monkeypatch):
     ("http://127.0.0.1:port/", "has a bad port"),
     ("file://tmp/x", "names the host 'tmp'.*did you mean file:///tmp/x\\?$"),
     ("file:relative/x", "holds no absolute path: write file:///ABSOLUTE/PATH"),
+    ("http://[::1/", r"is not a valid URL \(Invalid IPv6 URL\): give the http://"),
+    ("file://[::1/x", r"is not a valid URL \(Invalid IPv6 URL\)"),
 ])
 def test_malformed_mirror_is_refused_before_any_connection(
         tmp_path, no_fetch, mirror, fault):
     with pytest.raises(DataError, match=f"^--mirror {re.escape(mirror)} {fault}"):
         download("mnist", tmp_path, base_url=mirror, files=CHECKSUMS)
+
+
+def test_an_unparsable_mirror_is_shown_without_its_password(tmp_path, no_fetch):
+    with pytest.raises(DataError, match=re.escape("--mirror http://***@[::1/data is"
+                                                  " not a valid URL")):
+        download("mnist", tmp_path, base_url="http://me:secret@[::1/data",
+                 files=CHECKSUMS)
 
 
 def test_mirror_with_credentials_is_refused_without_showing_them(tmp_path, no_fetch):

@@ -418,6 +418,21 @@ def test_a_resume_refuses_other_data_of_the_same_shape(finished_run, tiny_npz,
     assert (run / "metrics.jsonl").read_bytes() == records
 
 
+def test_a_resume_refuses_data_whose_test_split_alone_differs(finished_run,
+                                                               write_npz):
+    config, run = finished_run
+    arrays = tiny_arrays()
+    arrays["X_test"][0, 0] += 1.0  # the split a resumed run does not load
+    other = write_npz("other.npz", **arrays)
+
+    result = invoke("fit", config, "--resume", run, "--set", "train.epochs=3",
+                    "--set", f"data.path={other}")
+
+    assert result.exit_code == 2, result.output
+    assert ("(its test split holds other samples or labels); resume with --set"
+            " data.path=NEW") in result.stderr
+
+
 def test_eval_of_a_run_whose_data_moved_says_to_pass_data(finished_run, tiny_npz,
                                                           tmp_path, write_npz):
     _, run = finished_run

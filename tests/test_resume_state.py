@@ -191,6 +191,70 @@ def test_a_resume_refuses_forged_solver_state_naming_the_key(adam_run, change,
     assert metrics.read_bytes() == records
 
 
+def _set_data(*keys_and_value):
+    """A change that puts the last argument at data[keys...] of the meta."""
+    *keys, last, value = keys_and_value
+
+    def change(checkpoint):
+        place = checkpoint.meta
+        for key in ["data", *keys]:
+            place = place[key]
+        place[last] = value
+    return change
+
+
+DATA_FORGERIES = [
+    (lambda c: c.meta.update(data=None), "data is null, not a JSON object"),
+    (lambda c: c.meta.pop("data"), "data is missing"),
+    (_set_data("sizes", "train", "x"),
+     'data.sizes.train is "x", not a count (an integer >= 0)'),
+    (lambda c: c.meta["data"].pop("sizes"), "data.sizes is missing"),
+    (_set_data("num_features", "x"), 'data.num_features is "x", not a count >= 1'),
+    (_set_data("num_classes", 2.5), "data.num_classes is 2.5, not a count >= 1"),
+    (_set_data("class_names", 5), "data.class_names is 5, not a list"),
+    (_set_data("class_names", ["a"]),
+     "data.class_names holds 1 names, but data.num_classes is 3"),
+    (_set_data("input_shape", [5]), "data.input_shape is [5], which does not hold"
+     " data.num_features (4) values"),
+    (_set_data("fingerprints", "train", 5), "data.fingerprints.train is 5, not a"
+     " string"),
+    (_set_data("path", 7), "data.path is 7, not a string"),
+]
+
+
+@pytest.mark.parametrize("change, message", DATA_FORGERIES)
+def test_a_resume_refuses_a_forged_data_spec_naming_the_key(adam_run, change,
+                                                            message):
+    config, last = adam_run
+    checkpoint = load_checkpoint(last)
+    change(checkpoint)
+    save_checkpoint(last, checkpoint.meta, checkpoint.arrays)
+
+    result = invoke("fit", config, "--resume", last, "--set", "train.epochs=3")
+
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith(f"error: {last}: {message}; the checkpoint is"
+                                    " damaged or was edited")
+    assert result.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("change, message", DATA_FORGERIES[6:8])
+def test_predict_refuses_a_forged_data_spec_naming_the_key(adam_run, tmp_path,
+                                                           change, message):
+    _, last = adam_run
+    checkpoint = load_checkpoint(last)
+    change(checkpoint)
+    save_checkpoint(last, checkpoint.meta, checkpoint.arrays)
+    samples = tmp_path / "x.npy"
+    np.save(samples, np.zeros((2, 4)))
+
+    result = invoke("predict", last, samples)
+
+    assert result.exit_code == 2, result.output
+    assert result.stderr == (f"error: {last}: {message}; the checkpoint is damaged"
+                             " or was edited: use another checkpoint\n")
+
+
 def test_a_run_directory_resumes_past_a_last_checkpoint_with_forged_state(adam_run):
     config, last = adam_run
     _set("curve", "abc")(checkpoint := load_checkpoint(last))
@@ -203,6 +267,24 @@ def test_a_run_directory_resumes_past_a_last_checkpoint_with_forged_state(adam_r
     assert 'note: skipped last.npz: ' in result.stderr
     assert 'solver.curve is "abc", not a list' in result.stderr
     assert "resuming from best.npz" in result.stderr
+
+
+def test_a_run_directory_whose_checkpoints_are_all_damaged_names_each_fault(
+        adam_run):
+    config, last = adam_run
+    _set("progress", "iteration", -1)(checkpoint := load_checkpoint(last))
+    save_checkpoint(last, checkpoint.meta, checkpoint.arrays)
+    (last.parent / "best.npz").write_bytes(b"junk")
+
+    result = invoke("fit", config, "--resume", last.parent.parent, "--set",
+                    "train.epochs=3")
+
+    assert result.exit_code == 2, result.output
+    assert result.stderr == (
+        f"error: every checkpoint in {last.parent} is damaged (best.npz is not a"
+        " readable checkpoint (File is not a zip file); last.npz:"
+        " solver.progress.iteration is -1, not a count (an integer >= 0)); start"
+        " over with --force\n")
 
 
 def test_a_resume_without_the_averages_it_needs_exits_2(tmp_path, tiny_npz,

@@ -30,7 +30,7 @@ from conftest import tiny_arrays, tiny_config_dict
 from nntrain.cli import Group
 from nntrain.cli_search import ensemble, search
 from nntrain.config import resolve_config
-from nntrain.errors import ConfigError, StopRequested
+from nntrain.errors import ConfigError, RunDirectoryError, StopRequested
 from nntrain.search import (
     Study,
     load_search_config,
@@ -686,6 +686,64 @@ def test_a_study_folder_of_another_plan_is_refused(study, tmp_path):
         f"error: {copy / 'study.json'} plans another study (search.seed differs);"
         " rerun it with the config and --set options it was planned with, or give"
         " --out another folder\n")
+
+
+@pytest.mark.parametrize("edit, problem", [
+    (lambda plan: plan["trials"].append({"trial": 99, "round": 1, "values": {}}),
+     "trials holds 4 trials, but its 1 planned round(s) hold 3"),
+    (lambda plan: plan["rounds"].append({"round": 2, "bounds": {}}),
+     "rounds holds 2 rounds, not 1 to 1"),
+    (lambda plan: plan.update(rounds=None), "rounds is null, not a list"),
+])
+def test_a_study_plan_with_forged_rounds_or_trials_is_refused(study, tmp_path,
+                                                              edit, problem):
+    copy, config_path = copy_study(study, tmp_path)
+    plan = json.loads((copy / "study.json").read_text())
+    edit(plan)
+    (copy / "study.json").write_text(json.dumps(plan))
+
+    result = invoke("search", config_path, "--out", copy)
+
+    assert result.exit_code == 2, result.output
+    assert result.stderr == (f"error: {copy / 'study.json'} is damaged ({problem});"
+                             " give --out another folder\n")
+
+
+def _value(key, value):
+    return lambda trial: trial["values"].update({key: value})
+
+
+@pytest.mark.parametrize("change, problem", [
+    (lambda trial: trial.update(round=3),
+     "is trial 3 of round 3, not trial 3 of round 2"),
+    (lambda trial: trial.update(trial=1),
+     "is trial 1 of round 2, not trial 3 of round 2"),
+    (lambda trial: trial.update(values={}),
+     "has values for [], not for the searched keys"),
+    (_value("optimizer.lr", "x"),
+     'has optimizer.lr "x", which its loguniform distribution cannot give'),
+    (_value("optimizer.lr", -1.0), "has optimizer.lr -1.0, which its loguniform"),
+    (_value("optimizer.lr", 0.5), "has optimizer.lr 0.5, which its loguniform"),
+    (_value("model.activation", "sigmoid"),
+     'has model.activation "sigmoid", which its choice distribution'),
+])
+def test_a_later_round_with_a_forged_trial_is_refused(tmp_path, change, problem):
+    config, spec = base_config(), spec_of(trials=4, rounds=2, params=PARAMS)
+    Study(tmp_path, config, spec)  # plans round 1: trials 0 and 1
+    path = tmp_path / "study.json"
+    plan = json.loads(path.read_text())
+    plan["rounds"].append({"round": 2, "bounds": plan["rounds"][0]["bounds"]})
+    plan["trials"] += [{"trial": trial["trial"] + 2, "round": 2,
+                        "values": dict(trial["values"])} for trial in plan["trials"]]
+    path.write_text(json.dumps(plan))
+    assert len(Study(tmp_path, config, spec).rows) == 4  # a well-formed round 2
+
+    change(plan["trials"][3])
+    path.write_text(json.dumps(plan))
+
+    with pytest.raises(RunDirectoryError, match=re.escape(
+            f"{path} is damaged (trials[3] {problem}")):
+        Study(tmp_path, config, spec)
 
 
 def test_a_plan_from_before_a_config_key_existed_still_resumes(study, tmp_path):

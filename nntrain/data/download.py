@@ -266,13 +266,18 @@ def _check_mirror(url: str) -> str:
         raise DataError("--mirror is empty; give the http://, https:// or file:// URL"
                         " of the folder holding the files, or leave --mirror out to"
                         " use the official server")
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as error:  # an unclosed or malformed [IPv6] host
+        raise DataError(f"--mirror {_shown(url)} is not a valid URL ({error}): give"
+                        " the http://, https:// or file:// URL of the folder holding"
+                        " the files") from None
     if parts.scheme not in _SCHEMES:
         raise _bad_scheme(url, parts.scheme)
 
     fault = _mirror_fault(url, parts)
     if fault:
-        raise DataError(f"--mirror {_shown(url, parts)} {fault}")
+        raise DataError(f"--mirror {_shown(url)} {fault}")
     return url
 
 
@@ -325,11 +330,14 @@ def _file_fault(parts: SplitResult) -> str | None:
     return None
 
 
-def _shown(url: str, parts: SplitResult) -> str:
-    """``url`` as an error may print it: without a user name or password."""
-    if "@" not in parts.netloc:
+def _shown(url: str) -> str:
+    """``url`` as an error may print it: without a user name or password. Split by
+    hand, as a URL urlsplit refuses must be shown too."""
+    head, sep, rest = url.partition("://")
+    netloc, slash, path = rest.partition("/")
+    if not sep or "@" not in netloc:
         return url
-    return parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]).geturl()
+    return f"{head}{sep}***@{netloc.rpartition('@')[2]}{slash}{path}"
 
 
 def _destination(name: str, dest_dir) -> tuple[Path, str]:

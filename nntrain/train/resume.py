@@ -15,7 +15,7 @@ from nntrain.config import apply_overrides, override_setting, yaml_text
 from nntrain.errors import CheckpointError, ConfigError, RunDirectoryError
 from nntrain.pipeline import migrate_config
 from nntrain.train.solver import count_iterations
-from nntrain.train.state import check_solver_state
+from nntrain.train.state import check_data_spec, check_solver_state
 
 # What --set may change in a resumed run: its length, its BLAS threads (for a
 # smaller or busier machine; the results may then differ in the last bits), and
@@ -36,29 +36,38 @@ def find_checkpoint(path) -> tuple[Path, object, list[str]]:
     if not candidates:
         raise CheckpointError(f"no checkpoint in {folder}; give a checkpoint file or"
                               " the run directory of a run that saved one")
-    loaded, notes = [], []
+    loaded, notes, reasons = [], [], []
     for candidate in candidates:
         try:
             checkpoint = _resumable(candidate)
         except CheckpointError as error:
             notes.append(f"skipped {candidate.name}: {error}")
+            reasons.append(_reason(error, candidate))
             continue
         loaded.append((_iteration(checkpoint, candidate),
                        candidate.name == "last.npz", candidate, checkpoint))
     if not loaded:
-        raise CheckpointError(f"every checkpoint in {folder} is damaged; start over"
-                              " with --force")
+        raise CheckpointError(f"every checkpoint in {folder} is damaged"
+                              f" ({'; '.join(reasons)}); start over with --force")
     _, _, chosen, checkpoint = max(loaded, key=lambda item: item[:2])
     if notes:
         notes.append(f"resuming from {chosen.name}, the newest good checkpoint")
     return chosen, checkpoint, notes
 
 
+def _reason(error: CheckpointError, path: Path) -> str:
+    """What is wrong with the checkpoint at ``path``, naming the file alone: the
+    error's first clause (the rest says what to do about one file)."""
+    return str(error).replace(str(path), path.name).split("; ")[0]
+
+
 def _resumable(path):
-    """The checkpoint at ``path``, holding solver state a run can resume from."""
+    """The checkpoint at ``path``, holding solver state and a data spec a run can
+    resume from."""
     checkpoint = load_checkpoint(path)
     _iteration(checkpoint, path)
     check_solver_state(checkpoint)
+    check_data_spec(checkpoint)
     return checkpoint
 
 

@@ -1,4 +1,5 @@
-"""Checking the solver state in a checkpoint's meta before a run resumes from it.
+"""Checking the solver state and data spec in a checkpoint's meta before a run
+resumes from it (the data spec also before eval or predict uses it).
 
 The meta is JSON that no checksum covers: a hand edit or another writer can put any
 value under any key. Each value the Solver reads back is checked here against one
@@ -47,6 +48,10 @@ def _is_number(value) -> bool:
     return type(value) in (int, float) and math.isfinite(value)
 
 
+def _is_positive(value) -> bool:
+    return _is_count(value) and value > 0
+
+
 def _below(limit: int):
     return lambda value: _is_count(value) and value < limit
 
@@ -54,6 +59,7 @@ def _below(limit: int):
 COUNT = _leaf("a count (an integer >= 0)", _is_count)
 NUMBER = _leaf("a finite number", _is_number)
 DURATION = _leaf("a number of seconds >= 0", lambda v: _is_number(v) and v >= 0)
+POSITIVE = _leaf("a count >= 1", _is_positive)
 TEXT = _leaf("a string", lambda value: isinstance(value, str))
 FLAG = _leaf("true or false", lambda value: isinstance(value, bool))
 
@@ -136,6 +142,49 @@ SOLVER = _record({
 }, required=("progress", "optimizer_steps", "schedule",
              "shuffle_state_at_epoch_start", "dropout_state", "running_means",
              "divergence", "warned", "curve", "seconds", "history"), closed=False)
+
+
+SPLITS = ("train", "val", "test")
+
+# What pipeline.data_spec writes: the config's data section, then what the data
+# held. Checkpoints before fingerprints lack them; config keys are let through.
+DATA = _record({
+    "name": TEXT,
+    "path": _optional(TEXT),
+    "num_features": POSITIVE,
+    "model_input_width": POSITIVE,
+    "num_classes": POSITIVE,
+    "class_names": _list_of(TEXT),
+    "input_shape": _list_of(POSITIVE),
+    "sizes": _record(dict.fromkeys(SPLITS, COUNT), SPLITS),
+    "fingerprints": _record(dict.fromkeys(SPLITS, TEXT)),
+}, required=("num_features", "num_classes", "class_names", "input_shape", "sizes"),
+    closed=False)
+
+
+def check_data_spec(checkpoint, fix: str = FIX) -> None:
+    """Refuse a checkpoint whose ``data`` meta (what resume, eval and predict read
+    about the data) is malformed, naming the key; ``fix`` ends the message."""
+    where = checkpoint.path or "the checkpoint"
+    try:
+        if "data" not in checkpoint.meta:
+            raise _Bad("data", "is missing")
+        DATA(checkpoint.meta["data"], "data")
+        _check_data_agrees(checkpoint.meta["data"])
+    except _Bad as bad:
+        raise CheckpointError(f"{where}: {bad}; {fix}") from None
+
+
+def _check_data_agrees(data: dict) -> None:
+    """The class names and the input shape must fit the counts the model uses."""
+    names, classes = data["class_names"], data["num_classes"]
+    if len(names) != classes:
+        raise _Bad("data.class_names", f"holds {len(names)} names, but"
+                   f" data.num_classes is {classes}")
+    shape, features = data["input_shape"], data["num_features"]
+    if math.prod(shape) != features:
+        raise _Bad("data.input_shape", f"is {_shown(shape)}, which does not hold"
+                   f" data.num_features ({features}) values")
 
 
 def check_solver_state(checkpoint, per_epoch: int | None = None,
