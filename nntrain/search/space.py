@@ -1,0 +1,378 @@
+"""The search space: the ``search:`` section validated into a SearchSpec, the
+draws that fix every trial's values, the narrowing of ranges between rounds, and each
+trial's config (see the package's docstring for the rules)."""
+
+import copy
+import difflib
+import json
+import math
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import NoReturn
+
+from nntrain.config import (
+    OPTIMIZER_KEYS,
+    SCHEDULE_KEYS,
+    apply_overrides,
+    blamed_on_override,
+    choice,
+    integer,
+    key_within,
+    read_config_file,
+    resolve_config,
+)
+from nntrain.errors import ConfigError
+from nntrain.random import SEARCH_STREAM, generator
+from nntrain.yamlio import one_line_yaml
+
+DISTRIBUTIONS = ("loguniform", "uniform", "int", "choice")
+METRICS = ("val_accuracy", "val_loss", "train_accuracy", "loss", "data_loss",
+           "reg_loss")
+SEARCH_KEYS = ("trials", "seed", "metric", "mode", "rounds", "keep", "params")
+MAX_TRIALS = 10_000
+DEFAULT_KEEP = 5
+# A later round's range reaches this fraction of the original range beyond its best
+# trials on each side, so that a best value at the edge of the top-k span can still
+# move outwards.
+WIDEN = 0.1
+
+
+@dataclass(frozen=True)
+class Param:
+    """One searched config key. ``bounds``: [low, high] for the numeric kinds, the
+    list of options for choice."""
+
+    key: str
+    kind: str
+    bounds: list
+
+
+@dataclass(frozen=True)
+class SearchSpec:
+    """A validated ``search:`` section."""
+
+    trials: int
+    seed: int
+    metric: str
+    mode: str
+    rounds: int
+    keep: int
+    params: tuple
+
+    def round_sizes(self) -> list[int]:
+        """Trials per round: as even as possible, earlier rounds taking the rest."""
+        base, extra = divmod(self.trials, self.rounds)
+        return [base + (1 if r < extra else 0) for r in range(self.rounds)]
+
+    def to_json(self) -> dict:
+        return {"trials": self.trials, "seed": self.seed, "metric": self.metric,
+                "mode": self.mode, "rounds": self.rounds, "keep": self.keep,
+                "params": [[p.key, p.kind, p.bounds] for p in self.params]}
+
+
+def _invalid(key: str, expected: str, value):
+    raise ConfigError(f"invalid {key}: {value!r} (expected {expected})", key)
+
+
+def is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _number_pair(bounds, key: str, positive: bool = False) -> list:
+    wanted = "[low, high] with " + ("0 < low < high" if positive else "low < high")
+    if not (isinstance(bounds, list) and len(bounds) == 2
+            and all(is_number(b) and math.isfinite(b) for b in bounds)):
+        _invalid(key, wanted, bounds)
+    low, high = float(bounds[0]), float(bounds[1])
+    if low >= high or (positive and low <= 0):
+        _invalid(key, wanted, bounds)
+    return [low, high]
+
+
+def _int_pair(bounds, key: str) -> list:
+    wanted = "[low, high], integers with low <= high"
+    if not (isinstance(bounds, list) and len(bounds) == 2 and all(
+            isinstance(b, int) and not isinstance(b, bool) for b in bounds)):
+        _invalid(key, wanted, bounds)
+    if bounds[0] > bounds[1]:
+        _invalid(key, wanted, bounds)
+    return list(bounds)
+
+
+def _options(bounds, key: str) -> list:
+    if not isinstance(bounds, list) or not bounds:
+        _invalid(key, "a non-empty list of values", bounds)
+    return list(bounds)
+
+
+BOUNDS_CHECKS = {"loguniform": partial(_number_pair, positive=True),
+                 "uniform": _number_pair, "int": _int_pair, "choice": _options}
+
+
+def searchable_keys(config: dict) -> list[str]:
+    """Dotted keys a search may set: every key of the resolved config but
+    ``output``, and every setting of any update rule or schedule (so a search may
+    switch optimizer.name too)."""
+    keys = set()
+
+    def walk(node, prefix):
+        for name, value in node.items():
+            keys.add(prefix + name)
+            if isinstance(value, dict):
+                walk(value, f"{prefix}{name}.")
+
+    walk(config, "")
+    for section, tables in (("optimizer", OPTIMIZER_KEYS), ("schedule", SCHEDULE_KEYS)):
+        keys.update(f"{section}.{key}" for table in tables.values() for key in table)
+    return sorted(keys - {"output"})
+
+
+def _parse_param(key, spec, known: list[str]) -> Param:
+    if key not in known:
+        close = difflib.get_close_matches(str(key), known, n=1)
+        hint = (f"did you mean '{close[0]}'?" if close
+                else "give a dotted config key like optimizer.lr")
+        raise ConfigError(f"invalid search.params: {key!r} is not a config key"
+                          f" ({hint})")
+    where = f"search.params.{key}"
+    if (isinstance(spec, dict) and spec and not set(spec) & set(DISTRIBUTIONS)
+            and any(name.startswith(f"{key}.") for name in known)):
+        _refuse_nested(key, spec, known)
+    if not isinstance(spec, dict) or len(spec) != 1:
+        _invalid(where, "one distribution: {loguniform: [low, high]}, {uniform: [low,"
+                 " high]}, {int: [low, high]} or {choice: [a, b, ...]}", spec)
+    (kind, bounds), = spec.items()
+    choice(*DISTRIBUTIONS)(kind, f"{where} distribution")
+    return Param(key, kind, BOUNDS_CHECKS[kind](bounds, f"{where}.{kind}"))
+
+
+def _refuse_nested(key: str, spec: dict, known: list[str]) -> NoReturn:
+    """Refuse search.params written as nested keys ({optimizer: {lr: ...}}), as
+    YAML nesting or a --set path (which splits at every dot) makes them, naming the
+    dotted key meant and the line that would give it."""
+    meant = key
+    while isinstance(spec, dict) and len(spec) >= 1 and not set(spec) & set(
+            DISTRIBUTIONS):
+        name, spec = next(iter(spec.items()))
+        meant = f"{meant}.{name}"
+    if meant not in known:
+        close = difflib.get_close_matches(meant, known, n=1)
+        unknown = f" ({meant} is not a config key" + (
+            f"; did you mean '{close[0]}'?)" if close else ")")
+    else:
+        unknown = ""
+    is_distribution = (isinstance(spec, dict) and len(spec) == 1
+                       and next(iter(spec)) in DISTRIBUTIONS)
+    example = one_line_yaml(spec) if is_distribution else "{choice: [A, B]}"
+    raise ConfigError(
+        f"invalid search.params: {key!r} holds nested keys{unknown}; write each"
+        " searched key whole, as one dotted key of search.params"
+        f" ({meant}: {example}); with --set, give the whole mapping:"
+        f" --set 'search.params={{{meant}: {example}}}'", f"search.params.{key}")
+
+
+def parse_search(raw, config: dict) -> SearchSpec:
+    """Validate a ``search:`` section for the resolved ``config`` it searches; a
+    problem is a one-line ConfigError naming the key."""
+    if not isinstance(raw, dict):
+        _invalid("search", "a mapping with trials, metric and params", raw)
+    for name in raw:
+        if name not in SEARCH_KEYS:
+            close = difflib.get_close_matches(str(name), SEARCH_KEYS, n=1)
+            hint = f"did you mean '{close[0]}'?" if close else \
+                f"valid keys: {', '.join(SEARCH_KEYS)}"
+            raise ConfigError(f"unknown key search.{name} ({hint})", f"search.{name}")
+    for name in ("trials", "params"):
+        if name not in raw:
+            raise ConfigError(f"search.{name} is missing; see"
+                              " configs/digits-search.yaml for an example")
+    trials = integer(1, maximum=MAX_TRIALS)(raw["trials"], "search.trials")
+    metric = choice(*METRICS)(raw.get("metric", "val_accuracy"), "search.metric")
+    default_mode = "max" if metric.endswith("accuracy") else "min"
+    mode = choice("max", "min")(raw.get("mode", default_mode), "search.mode")
+    rounds = integer(1, maximum=trials)(raw.get("rounds", 1), "search.rounds")
+    keep = integer(1)(raw.get("keep", DEFAULT_KEEP), "search.keep")
+    seed = integer(0)(raw.get("seed", config["seed"]), "search.seed")
+
+    params = raw["params"]
+    if not isinstance(params, dict) or not params:
+        _invalid("search.params", "a mapping of config keys to distributions, like"
+                 " {optimizer.lr: {loguniform: [1.0e-4, 1.0e-1]}}", params)
+    known = searchable_keys(config)
+    parsed = tuple(_parse_param(key, spec, known) for key, spec in params.items())
+    searched = {param.key for param in parsed}
+    for param in parsed:
+        _check_values_fit(param, config, searched)
+    spec = SearchSpec(trials, seed, metric, mode, rounds, keep, parsed)
+    _check_some_trial_fits(spec, config)
+    return spec
+
+
+# How many of round 1's trials _check_some_trial_fits tries (each is a validation of
+# the whole config, about a millisecond).
+FIT_CHECK_TRIALS = 200
+
+
+def _check_some_trial_fits(spec: SearchSpec, config: dict) -> None:
+    """Refuse a study none of whose first-round trials has a valid config: keys
+    that fit one by one may not together (optimizer.beta1 with optimizer.name
+    drawn from [sgd], train.epochs with train.iterations)."""
+    count = min(spec.round_sizes()[0], FIT_CHECK_TRIALS)
+    bounds = {param.key: param.bounds for param in spec.params}
+    first_error = None
+    for values in sample(spec.params, unit_draws(spec)[:count], bounds):
+        try:
+            trial_config(config, values, run_dir="")
+            return
+        except ConfigError as error:
+            first_error = first_error or error
+    raise ConfigError(f"invalid search.params: none of the first {count} trials"
+                      f" planned has a valid config (the first fails with: "
+                      f"{first_error}); search keys that fit together",
+                      "search.params")
+
+
+def _check_values_fit(param: Param, config: dict, searched: set) -> None:
+    """Set the key to each end of its range (each option of a choice) and validate.
+    When none of them fits the key, every trial would fail: say so now, once. When
+    some fit, the trials that draw the others fail and are recorded as failed, like
+    any other failing trial. Only errors about the key itself count; one that
+    depends on another searched key (an optimizer setting while optimizer.name is
+    searched too) is left to the trials."""
+    errors = []
+    for value in param.bounds:
+        try:
+            trial_config(config, {param.key: value}, run_dir="")
+            return
+        except ConfigError as error:
+            if not _blames(error, param, searched):
+                return
+            errors.append(error)
+    raise ConfigError(f"invalid search.params.{param.key}: no value of it fits the"
+                      f" key ({errors[0]})", f"search.params.{param.key}")
+
+
+def _blames(error: ConfigError, param: Param, searched: set) -> bool:
+    """Whether ``error`` is about ``param``'s value alone. An error about a rule
+    between keys (a tuple of keys, such as a setting and the optimizer.name that
+    lacks it) is, unless another of its keys is searched too: then a trial that
+    draws the other key's fitting value may pass."""
+    keys = error.key if isinstance(error.key, tuple) else (error.key or "",)
+    if not any(key_within(key, param.key) for key in keys):
+        return False
+    others = [key for key in keys if not key_within(key, param.key)]
+    return not any(key_within(key, other) or key_within(other, key)
+                   for key in others for other in searched)
+
+
+def load_search_config(path, overrides=()) -> tuple[dict, SearchSpec]:
+    """Read a study's config file: ``--set`` overrides apply first (they may set
+    search keys too, e.g. search.trials=5), then the search section is taken out
+    and the rest validated like any config. data.path is made absolute, because
+    trials may run in other folders or on other machines."""
+    raw = apply_overrides(read_config_file(path), list(overrides))
+    search = raw.pop("search", None)
+    if search is None:
+        raise ConfigError(f"{path} has no search: section; add one (see"
+                          " configs/digits-search.yaml)")
+    try:
+        config = resolve_config(raw)
+        spec = parse_search(search, config)
+    except ConfigError as error:
+        raise blamed_on_override(error, overrides) or ConfigError(
+            f"{path}: {error}", error.key) from None
+    if config["data"]["path"]:
+        config["data"]["path"] = str(Path(config["data"]["path"]).expanduser()
+                                     .resolve())
+    return config, spec
+
+
+def unit_draws(spec: SearchSpec):
+    """(trials, params) numbers in [0, 1): every trial's draws, fixed by the seed."""
+    return generator(spec.seed, SEARCH_STREAM).random((spec.trials, len(spec.params)))
+
+
+def value_at(param: Param, u: float, bounds: list):
+    """The value a draw ``u`` in [0, 1) gives within ``bounds`` (see the module)."""
+    if param.kind == "choice":
+        return bounds[min(int(u * len(bounds)), len(bounds) - 1)]
+    low, high = bounds
+    if param.kind == "loguniform":
+        return math.exp(math.log(low) + u * (math.log(high) - math.log(low)))
+    if param.kind == "uniform":
+        return low + u * (high - low)
+    return min(low + math.floor(u * (high - low + 1)), high)
+
+
+def sample(params, draws, bounds: dict) -> list[dict]:
+    """Each row of ``draws`` (T, P) as a trial's values {key: value}."""
+    return [{p.key: value_at(p, float(u), bounds[p.key]) for p, u in zip(params, row)}
+            for row in draws]
+
+
+def narrow_bounds(spec: SearchSpec, rows) -> dict:
+    """The next round's bounds: each numeric range shrunk around the ``keep`` best
+    finished trials of ``rows`` (see the module); the original ones when none
+    finished."""
+    top = [row for row in rank(rows, spec.mode) if row["status"] == "ok"][:spec.keep]
+    bounds = {}
+    for param in spec.params:
+        if param.kind == "choice" or not top:
+            bounds[param.key] = list(param.bounds)
+            continue
+        to_space, from_space = ((math.log, math.exp) if param.kind == "loguniform"
+                                else (float, float))
+        low, high = (to_space(b) for b in param.bounds)
+        values = [to_space(row["values"][param.key]) for row in top]
+        margin = WIDEN * (high - low)
+        new_low = param.bounds[0] if min(values) - margin <= low else \
+            from_space(min(values) - margin)
+        new_high = param.bounds[1] if max(values) + margin >= high else \
+            from_space(max(values) + margin)
+        if param.kind == "int":
+            new_low, new_high = math.floor(new_low), math.ceil(new_high)
+        bounds[param.key] = [new_low, new_high]
+    return bounds
+
+
+def rank(rows, mode: str) -> list[dict]:
+    """Finished trials best first (ties: the lower trial number), then the others
+    by trial number."""
+    ok = [row for row in rows if row["status"] == "ok"]
+    sign = -1.0 if mode == "max" else 1.0
+    ok.sort(key=lambda row: (sign * row["metric"], row["trial"]))
+    others = sorted((row for row in rows if row["status"] != "ok"),
+                    key=lambda row: row["trial"])
+    return ok + others
+
+
+def trial_config(config: dict, values: dict, run_dir) -> dict:
+    """One trial's config: the study's with the trial's values set and validated
+    again, plots off, and output pointing at the trial's folder."""
+    overrides = [f"{key}={json.dumps(value)}" for key, value in values.items()]
+    raw = apply_overrides(_renamed_sections(config, values),
+                          overrides + ["train.plots=false"])
+    raw["output"] = str(run_dir)
+    return resolve_config(raw)
+
+
+def _renamed_sections(config: dict, values: dict) -> dict:
+    """A copy of the study's config in which an optimizer or schedule section
+    whose ``name`` the trial changes starts afresh. The study's config is resolved,
+    so it holds every default of its own rule (Adam's beta1, ...), which another
+    rule would refuse or (eps) read as a setting. A value carries over only where
+    the new rule has the key and the value is not the old rule's default, i.e.
+    where the study chose it (an lr set equal to the old default is taken for a
+    default too, and the new rule's default applies)."""
+    config = copy.deepcopy(config)
+    for section, tables in (("optimizer", OPTIMIZER_KEYS),
+                            ("schedule", SCHEDULE_KEYS)):
+        name, old = values.get(f"{section}.name"), config[section]
+        if name == old["name"] or name not in tables:
+            continue  # unchanged, or a name the validation will refuse
+        old_table, new_table = tables[old["name"]], tables[name]
+        config[section] = {"name": name, **{
+            key: value for key, value in old.items()
+            if key in new_table and value != old_table[key].default}}
+    return config

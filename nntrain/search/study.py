@@ -1,0 +1,334 @@
+"""A study folder: its plan (study.json), one row per planned trial, results.csv,
+and the checks that a folder holds the study asked for."""
+
+import csv
+import io
+import json
+import math
+from pathlib import Path
+
+from nntrain.config import resolve_config
+from nntrain.errors import ConfigError, RunDirectoryError, StopRequested
+from nntrain.fileio import make_output_folder
+from nntrain.search.report import short_value
+from nntrain.search.space import (
+    Param,
+    SearchSpec,
+    narrow_bounds,
+    rank,
+    sample,
+    unit_draws,
+)
+from nntrain.search.trials import (
+    FINISHED,
+    read_result,
+    run_locally,
+    run_on_dask,
+    run_trial,
+)
+from nntrain.train.checks import usable_cores
+from nntrain.train.rundir import write_text_atomically
+from nntrain.train.signals import StopFlag
+
+PLAN_FILE = "study.json"
+CSV_FILE = "results.csv"
+PLAN_FORMAT = 1
+
+
+class Study:
+    """A study folder: its plan (study.json) and one row per planned trial.
+
+    A row: trial, round, status (ok | failed | stopped | pending), values {key:
+    value}, metric, best_epoch, epochs, seconds, reason.
+
+    Opening a folder that holds a study.json continues that study, which must be the
+    one ``config`` and ``spec`` plan; a non-empty folder without one is refused.
+    """
+
+    def __init__(self, out, config: dict, spec: SearchSpec):
+        self.out = Path(out).resolve()
+        self.config, self.spec = config, spec
+        self.plan = self._open()
+        self._rows = {}
+        for trial in self.plan["trials"]:
+            self._add_row(trial)
+
+    def _open(self) -> dict:
+        path = self.out / PLAN_FILE
+        fresh = json.loads(json.dumps(self._new_plan()))
+        if not path.exists():
+            if self.out.is_file() or (self.out.is_dir() and any(self.out.iterdir())):
+                raise RunDirectoryError(
+                    f"{self.out} is not an empty folder and holds no {PLAN_FILE}; give"
+                    " --out a new or empty folder for the study")
+            make_output_folder(self.out, "--out")
+            self._save(fresh)
+            return fresh
+        try:
+            saved = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
+            raise RunDirectoryError(f"cannot read {path} ({error}); give --out another"
+                                    " folder") from None
+        _check_same_plan(saved, fresh, path)
+        _check_planned_trials(saved, self.spec, path)
+        return saved
+
+    def _new_plan(self) -> dict:
+        plan = {"format": PLAN_FORMAT, "config": self.config,
+                "search": self.spec.to_json(), "rounds": [], "trials": []}
+        self._plan_round(plan, {p.key: list(p.bounds) for p in self.spec.params})
+        return plan
+
+    def _plan_round(self, plan: dict, bounds: dict) -> None:
+        number = len(plan["rounds"]) + 1
+        sizes = self.spec.round_sizes()
+        start = sum(sizes[:number - 1])
+        draws = unit_draws(self.spec)[start:start + sizes[number - 1]]
+        plan["rounds"].append({"round": number, "bounds": bounds})
+        plan["trials"] += [{"trial": start + i, "round": number, "values": values}
+                           for i, values in enumerate(sample(self.spec.params, draws,
+                                                             bounds))]
+
+    def _save(self, plan: dict) -> None:
+        text = json.dumps(plan, indent=1) + "\n"
+        write_text_atomically(self.out / PLAN_FILE, text)
+
+    def trial_dir(self, trial: int) -> Path:
+        return self.out / f"trial-{trial:04d}"
+
+    def _add_row(self, trial: dict) -> None:
+        row = {"trial": trial["trial"], "round": trial["round"], "status": "pending",
+               "values": trial["values"], "metric": None, "best_epoch": None,
+               "epochs": None, "seconds": None, "reason": ""}
+        result = read_result(self.trial_dir(trial["trial"]))
+        self._rows[trial["trial"]] = _merged(row, result or {})
+
+    @property
+    def rows(self) -> list[dict]:
+        """Every planned trial's row, best first."""
+        return rank(self._rows.values(), self.spec.mode)
+
+    def finished(self) -> int:
+        return sum(row["status"] in FINISHED for row in self._rows.values())
+
+    def run(self, workers: int | None = None, scheduler: str | None = None,
+            on_trial=None, on_note=None, runner=run_trial) -> list[dict]:
+        """Run every trial without a result, round by round, then return the rows.
+
+        ``workers``: processes on this machine (default: the usable cores);
+        ``scheduler``: a Dask scheduler address instead. ``on_trial(row)`` is called
+        as each trial ends, ``on_note(text)`` when a round is planned; ``runner``
+        is the function each trial runs (tests replace it). The worker processes
+        are spawned, so a script that calls this must guard its entry point with
+        ``if __name__ == "__main__":``, as multiprocessing asks."""
+        workers = workers or usable_cores()
+        with StopFlag() as stop:
+            try:
+                for number in range(1, self.spec.rounds + 1):
+                    if stop.signum is not None:
+                        break
+                    if number > len(self.plan["rounds"]):
+                        self._plan_next_round(on_note)
+                    self._run_round(number, workers, scheduler, runner, stop, on_trial)
+            finally:
+                # Trials that ended while the study was being stopped (by a second
+                # signal) have written a result that no outcome brought back.
+                self._read_new_results()
+                self.write_results()
+        if stop.signum is not None:
+            saved = sum(read_result(self.trial_dir(trial)) is not None
+                        for trial in self._rows)
+            raise StopRequested(
+                f"stopped by {stop.name}: {saved} of {self.spec.trials} trials have"
+                f" a result (in {self.out / CSV_FILE}); rerun the same command to"
+                " run the rest", stop.exit_code)
+        return self.rows
+
+    def _run_round(self, number, workers, scheduler, runner, stop, on_trial):
+        tasks = self._tasks(number)
+        if not tasks:
+            return
+        outcomes = (run_on_dask(tasks, scheduler, runner, stop) if scheduler
+                    else run_locally(tasks, workers, runner, stop))
+        for task, result in outcomes:
+            row = self._rows[task["trial"]]
+            self._rows[task["trial"]] = row = _merged(row, result)
+            self.write_results()
+            if on_trial:
+                on_trial(row)
+
+    def _read_new_results(self) -> None:
+        for trial, row in self._rows.items():
+            if row["status"] not in FINISHED:
+                self._rows[trial] = _merged(row, read_result(self.trial_dir(trial))
+                                            or {})
+
+    def _plan_next_round(self, on_note) -> None:
+        bounds = narrow_bounds(self.spec, self._rows.values())
+        self._plan_round(self.plan, bounds)
+        self._save(self.plan)
+        number = len(self.plan["rounds"])
+        for trial in self.plan["trials"]:
+            if trial["round"] == number:
+                self._add_row(trial)
+        if on_note:
+            shown = ", ".join(f"{key} in {short_value(value)}" for key, value in
+                              bounds.items())
+            on_note(f"round {number}: {shown}")
+
+    def _tasks(self, number: int) -> list[dict]:
+        spec = self.spec
+        return [{"trial": row["trial"], "values": row["values"], "config": self.config,
+                 "run_dir": str(self.trial_dir(row["trial"])), "metric": spec.metric,
+                 "mode": spec.mode}
+                for row in sorted(self._rows.values(), key=lambda row: row["trial"])
+                if row["round"] == number and row["status"] not in FINISHED]
+
+    def write_results(self) -> Path:
+        """results.csv: one row per planned trial, best first, written atomically so
+        that an interrupted study leaves a file that parses."""
+        keys = [param.key for param in self.spec.params]
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(["trial", "round", "status", *keys, self.spec.metric,
+                         "best_epoch", "epochs", "seconds", "reason"])
+        for row in self.rows:
+            writer.writerow([row["trial"], row["round"], row["status"],
+                             *(_cell(row["values"][key]) for key in keys),
+                             *(_cell(row[name]) for name in
+                               ("metric", "best_epoch", "epochs", "seconds")),
+                             row["reason"]])
+        path = self.out / CSV_FILE
+        write_text_atomically(path, buffer.getvalue())
+        return path
+
+    def best_checkpoints(self, count: int) -> list[Path]:
+        """best.npz of the ``count`` best finished trials (fewer if fewer finished)."""
+        best = [row for row in self.rows if row["status"] == "ok"][:count]
+        return [self.trial_dir(row["trial"]) / "checkpoints" / "best.npz"
+                for row in best]
+
+
+def _merged(row: dict, result: dict) -> dict:
+    fields = ("status", "metric", "best_epoch", "epochs", "seconds", "reason")
+    return {**row, **{name: result[name] for name in fields if name in result}}
+
+
+def _check_same_plan(saved, fresh: dict, path: Path) -> None:
+    """Refuse a study.json that another config or search section planned."""
+    if not isinstance(saved, dict) or saved.get("format") != PLAN_FORMAT:
+        raise RunDirectoryError(f"{path} is not a study plan of this nntrain version;"
+                                " give --out another folder")
+    try:
+        # Validated again, so that keys a later nntrain added get their defaults.
+        saved_config = resolve_config(saved.get("config"))
+    except ConfigError as error:
+        raise RunDirectoryError(f"{path}: its config is not valid here ({error});"
+                                " give --out another folder") from None
+    first = len(fresh["trials"])  # round 1, planned before anything ran
+    trials = saved.get("trials", [])
+    old = {"config": {**saved_config, "output": None}, "search": saved.get("search"),
+           "trials": trials[:first] if isinstance(trials, list) else trials}
+    new = {"config": {**fresh["config"], "output": None}, "search": fresh["search"],
+           "trials": fresh["trials"]}
+    where = _first_difference(old, new, "")
+    if where is not None:
+        raise RunDirectoryError(
+            f"{path} plans another study ({where} differs); rerun it with the config"
+            " and --set options it was planned with, or give --out another folder")
+
+
+def _check_planned_trials(saved: dict, spec: SearchSpec, path: Path) -> None:
+    """Refuse a plan whose later rounds were edited or damaged: the study would
+    run, rank and narrow on them. Round r plans the trials that round_sizes gives
+    it, numbered on from the rounds before, each with a value of every searched
+    key that its distribution can give."""
+    problem = _plan_problem(saved, spec)
+    if problem:
+        raise RunDirectoryError(f"{path} is damaged ({problem}); give --out another"
+                                " folder")
+
+
+def _plan_problem(saved: dict, spec: SearchSpec) -> str | None:
+    rounds, trials = saved.get("rounds"), saved["trials"]
+    if not isinstance(rounds, list):
+        return f"rounds is {_short_json(rounds)}, not a list"
+    if not 1 <= len(rounds) <= spec.rounds:
+        return f"rounds holds {len(rounds)} rounds, not 1 to {spec.rounds}"
+    # The round of each planned trial, by trial number.
+    planned = [number for number, size in
+               enumerate(spec.round_sizes()[:len(rounds)], start=1)
+               for _ in range(size)]
+    if len(trials) != len(planned):
+        return (f"trials holds {len(trials)} trials, but its {len(rounds)} planned"
+                f" round(s) hold {len(planned)}")
+    for trial, (number, entry) in enumerate(zip(planned, trials)):
+        problem = _trial_problem(entry, trial, number, spec.params)
+        if problem:
+            return f"trials[{trial}] {problem}"
+    return None
+
+
+def _trial_problem(entry, trial: int, number: int, params) -> str | None:
+    """What is wrong with one planned trial, expected as ``trial`` of round
+    ``number``, or None."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("values"), dict):
+        return f"is {_short_json(entry)}, not a trial with its values"
+    if (entry.get("trial"), entry.get("round")) != (trial, number):
+        return (f"is trial {_short_json(entry.get('trial'))} of round"
+                f" {_short_json(entry.get('round'))}, not trial {trial} of round"
+                f" {number}")
+    values, keys = entry["values"], [param.key for param in params]
+    if sorted(values) != sorted(keys):
+        return (f"has values for {_short_json(sorted(values))}, not for the searched"
+                f" keys {_short_json(keys)}")
+    for param in params:
+        if not _could_draw(param, values[param.key]):
+            return (f"has {param.key} {_short_json(values[param.key])}, which its"
+                    f" {param.kind} distribution cannot give")
+    return None
+
+
+def _could_draw(param: Param, value) -> bool:
+    """Whether ``value`` lies within ``param``'s original bounds (narrowed ones lie
+    inside them), with slack for the rounding of a drawn float."""
+    if param.kind == "choice":
+        return value in param.bounds
+    number = type(value) is int or (type(value) is float and math.isfinite(value))
+    if not number or (param.kind == "int" and type(value) is not int):
+        return False
+    if param.kind == "loguniform" and value <= 0:
+        return False
+    to_space = math.log if param.kind == "loguniform" else float
+    low, high = (to_space(bound) for bound in param.bounds)
+    slack = 1e-9 * (high - low)
+    return low - slack <= to_space(value) <= high + slack
+
+
+def _short_json(value) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+_MISSING = object()
+
+
+def _first_difference(old, new, prefix: str) -> str | None:
+    """The dotted key of the first difference between two JSON values, or None."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in [*old, *(key for key in new if key not in old)]:
+            where = f"{prefix}.{key}" if prefix else str(key)
+            found = _first_difference(old.get(key, _MISSING), new.get(key, _MISSING),
+                                      where)
+            if found is not None:
+                return found
+        return None
+    return None if old == new else prefix
+
+
+def _cell(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, (list, dict)):
+        return json.dumps(value)
+    return str(value)

@@ -1,0 +1,254 @@
+"""Running trials: one trial in its folder (run_trial, result.json), and many on
+worker processes of this machine or on a Dask cluster, stopping cleanly on SIGINT
+or SIGTERM."""
+
+import json
+import math
+import multiprocessing
+import os
+import signal
+import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
+from pathlib import Path
+
+from nntrain.errors import BadInputError, NNTrainError, StopRequested
+from nntrain.search.space import is_number, trial_config
+from nntrain.train.rundir import write_text_atomically
+from nntrain.train.signals import SIGNAL_EXIT_CODES, StopFlag
+
+RESULT_FILE = "result.json"
+FINISHED = ("ok", "failed")  # statuses a result.json can hold
+# Read by OpenBLAS, MKL and OpenMP when they load, which in a worker happens before
+# any initializer runs (unpickling the trial function imports numpy): so they are set
+# in the parent while it spawns the pool. One BLAS thread per worker keeps N workers
+# from fighting over the cores.
+BLAS_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+LOST_WORKER = ("its worker process died (killed, or out of memory; the trials beside"
+               " it stop with it); rerun the study to retry it")
+DASK_CONNECT_SECONDS = 10
+# How often a study waiting for its trials looks for a stop request.
+POLL_SECONDS = 0.25
+
+
+def _best_record(history: list, metric: str, mode: str) -> dict:
+    """A finished trial's result from its 'epoch' records."""
+    measured = [record for record in history if metric in record]
+    finite = [record for record in measured if math.isfinite(record[metric])]
+    if not finite:
+        reason = (f"{metric} was not finite in any evaluation" if measured
+                  else f"no evaluation measured {metric}")
+        return {"status": "failed", "reason": reason}
+    pick = max if mode == "max" else min
+    best = pick(finite, key=lambda record: record[metric])  # the earliest of equals
+    return {"status": "ok", "metric": best[metric], "best_epoch": best["epoch"],
+            "epochs": history[-1]["epoch"], "reason": ""}
+
+
+def run_trial(task: dict) -> dict:
+    """Train one trial in its folder and write its result.json; what each worker
+    runs. ``task`` holds plain data (trial, values, config, run_dir, metric, mode) so
+    that it pickles for a process pool or a Dask cluster. Returns the result."""
+    from nntrain.pipeline import fit
+
+    run_dir = Path(task["run_dir"])
+    started = time.perf_counter()
+    try:
+        config = trial_config(task["config"], task["values"], run_dir)
+        history = fit(config, run_dir, force=True, quiet=True).history
+        result = _best_record(history, task["metric"], task["mode"])
+    except StopRequested as error:
+        first_clause = str(error).split(";")[0]
+        return {"status": "stopped",
+                "reason": f"{first_clause}; rerun the study to run it again"}
+    except NNTrainError as error:
+        result = {"status": "failed", "reason": str(error)}
+    result["seconds"] = round(time.perf_counter() - started, 3)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    saved = {"trial": task["trial"], "values": task["values"], **result}
+    write_text_atomically(run_dir / RESULT_FILE, json.dumps(saved, indent=1) + "\n")
+    return result
+
+
+def read_result(run_dir: Path) -> dict | None:
+    """A trial's result.json, or None when it has none (or an unreadable one)."""
+    try:
+        result = json.loads((run_dir / RESULT_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(result, dict) or not _well_formed(result):
+        return None
+    return result
+
+
+def _well_formed(result: dict) -> bool:
+    """Whether a result.json holds what _best_record and run_trial write: anything
+    else (a hand-edited or foreign file) is treated as no result, so the trial
+    runs again."""
+    def count(name):
+        value = result.get(name)
+        return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+    def seconds():
+        value = result.get("seconds")
+        return (is_number(value) and math.isfinite(value) and value >= 0)
+
+    if not (isinstance(result.get("reason", ""), str) and seconds()):
+        return False
+    if result.get("status") == "failed":
+        return True
+    return (result.get("status") == "ok" and is_number(result.get("metric"))
+            and math.isfinite(result["metric"]) and count("best_epoch")
+            and count("epochs"))
+
+
+def _start_worker() -> None:
+    """Ctrl-C (or SIGTERM to the process group) reaches every process, and the
+    parent forwards a signal it gets to its workers as SIGINT, again and again until
+    they are done: an idle worker ignores both signals (dying, it would break the
+    pool); a training one stops after its current update (the Solver's own
+    handler), and takes the repeated SIGINTs for the same request. The worker was
+    spawned with both signals blocked (_signals_held); they are unblocked only now
+    that they are ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    StopFlag.ignored_repeats = frozenset({signal.SIGINT})
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNAL_EXIT_CODES)
+
+
+@contextmanager
+def _signals_held():
+    """SIGINT and SIGTERM blocked while workers are spawned: a new process inherits
+    the mask, so a signal during its start-up (seconds of imports, before
+    _start_worker) cannot kill it with a traceback. A signal to this process
+    meanwhile is delivered when the mask is restored."""
+    if not hasattr(signal, "pthread_sigmask"):  # Windows
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNAL_EXIT_CODES)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _tell_workers_to_stop() -> None:
+    """SIGINT to each worker process of this one (see _start_worker)."""
+    for child in multiprocessing.active_children():
+        try:
+            os.kill(child.pid, signal.SIGINT)
+        except ProcessLookupError:  # it ended meanwhile
+            pass
+
+
+@contextmanager
+def _worker_pool(size: int):
+    """``size`` fresh processes (spawned: forking a parent that runs threads can
+    deadlock), with one BLAS thread each."""
+    saved = {name: os.environ.get(name) for name in BLAS_THREAD_VARIABLES}
+    os.environ.update({name: "1" for name in BLAS_THREAD_VARIABLES})
+    try:
+        with ProcessPoolExecutor(size, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_start_worker) as pool:
+            yield pool
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _failure(error: BaseException) -> dict:
+    """The row of a trial that ended by something other than its own training."""
+    name = type(error).__name__
+    # KilledWorker is Dask's BrokenProcessPool; matched by name, as dask is optional.
+    if isinstance(error, BrokenProcessPool) or name == "KilledWorker":
+        return {"status": "failed", "reason": LOST_WORKER}
+    return {"status": "failed",
+            "reason": f"{name}: {error} (rerun the study to retry this trial)"}
+
+
+def _outcome(future) -> dict:
+    error = future.exception()
+    return future.result() if error is None else _failure(error)
+
+
+def _drain(pool, waiting: list, width: int, runner, stop: StopFlag):
+    """Run trials from ``waiting`` on ``pool`` until none is left, the pool breaks
+    or a stop is asked for (then the running trials are told to stop, and
+    awaited), yielding (task, result). No more than ``width`` trials are in flight,
+    so every trial in flight when a worker dies had started: those are the ones
+    failed."""
+    running, broken = {}, False
+    while (waiting and not broken and stop.signum is None) or running:
+        while (waiting and not broken and stop.signum is None
+               and len(running) < width):
+            try:
+                with _signals_held():  # submit may spawn a worker
+                    running[pool.submit(runner, waiting[0])] = waiting[0]
+            except BrokenProcessPool:
+                broken = True
+            else:
+                waiting.pop(0)
+        if not running:
+            return
+        done, _ = wait(running, timeout=POLL_SECONDS, return_when=FIRST_COMPLETED)
+        if stop.signum is not None:
+            _tell_workers_to_stop()
+        for future in done:
+            broken |= isinstance(future.exception(), BrokenProcessPool)
+            yield running.pop(future), _outcome(future)
+
+
+def run_locally(tasks: list, workers: int, runner, stop: StopFlag):
+    """(task, result) as trials end on worker processes of this machine; a pool
+    broken by a dying worker is replaced for the trials that had not started."""
+    waiting = list(tasks)
+    while waiting and stop.signum is None:
+        before, size = len(waiting), min(workers, len(waiting))
+        with _worker_pool(size) as pool:
+            yield from _drain(pool, waiting, size, runner, stop)
+        if len(waiting) == before:
+            raise RuntimeError("the worker pool broke before it took any trial")
+
+
+def require_dask():
+    """Client and as_completed of dask.distributed, or a one-line error saying how
+    to install it (it is the optional extra nntrain[dask])."""
+    try:
+        from distributed import Client, as_completed
+    except ImportError:
+        raise BadInputError("--scheduler needs dask.distributed, which is not"
+                            " installed; install it with: pip install"
+                            " 'nntrain[dask]'") from None
+    return Client, as_completed
+
+
+def run_on_dask(tasks: list, address: str, runner, stop: StopFlag):
+    """(task, result) as trials end on the Dask cluster at ``address``. Its workers
+    need nntrain installed and must see the study folder and the data at the same
+    paths (a shared file system). Dask retries a task whose worker died a few times
+    before it gives up (KilledWorker). On a stop the trials are cancelled: one
+    already running on a worker cannot be interrupted from here, and may still
+    finish and write its result."""
+    Client, as_completed = require_dask()
+    try:
+        client = Client(address, timeout=DASK_CONNECT_SECONDS)
+    except (OSError, ValueError, TypeError) as error:
+        raise BadInputError(f"cannot reach the Dask scheduler at {address} ({error});"
+                            " check --scheduler tcp://HOST:PORT") from None
+    with client:
+        futures = {client.submit(runner, task, pure=False): task for task in tasks}
+        finished = as_completed(futures)
+        while not finished.is_empty():
+            if stop.signum is not None:
+                client.cancel(list(futures))
+                return
+            if not finished.has_ready():
+                time.sleep(POLL_SECONDS)
+                continue
+            for future in finished.next_batch(block=False):
+                yield futures[future], _outcome(future)
