@@ -233,3 +233,19 @@ def test_build_model_fills_in_the_defaults_of_a_hand_made_config():
     assert model.params["affine1.W"].shape == (4, 5)
     with pytest.raises(TypeError, match=r"^config is str; give a config dict"):
         build_model("configs/digits.yaml", 4, 3)
+
+
+@pytest.mark.parametrize("factor, passes", [(1.0, True), (1.1, False)])
+def test_a_tiny_gradient_is_judged_above_the_noise_not_on_it(factor, passes, rng):
+    # f(w) = c sum(w^3) has the gradient 3 c w^2; with c = 1e-7 its RMS is about
+    # 5e-7, like the vanishing gradients of a deep net: rounding noise must not fail
+    # it, and a 10 % error must.
+    w = rng.standard_normal(50)
+    c = 1e-7
+
+    def objective():
+        return float(c * np.sum(w ** 3)) + 3.0  # a loss of the usual size
+
+    check = check_array("w", w, factor * 3 * c * w ** 2, objective, rng)
+
+    assert check.passed is passes, (check.norm_error, check.worst_error)
