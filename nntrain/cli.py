@@ -6,6 +6,7 @@ Exit status: 0 ok; 1 a failure at run time (non-finite loss, failed gradient che
 
 import contextlib
 import csv
+import io
 import os
 import sys
 import warnings
@@ -16,6 +17,7 @@ import numpy as np
 
 from nntrain import __version__
 from nntrain.errors import BadInputError, NNTrainError, StopRequested
+from nntrain.fileio import write_bytes_atomically
 
 SPLITS = ("test", "val", "train")
 
@@ -350,7 +352,7 @@ def predict(checkpoint, input_path, out_path):
     from nntrain.pipeline import restore
     from nntrain.predict import read_samples
 
-    _check_predictions_path(out_path)
+    _check_predictions_path(out_path, checkpoint, input_path)
     restored = restore(checkpoint)
     spec = restored.data
     dtype = np.dtype(restored.config["train"]["dtype"])
@@ -362,21 +364,45 @@ def predict(checkpoint, input_path, out_path):
     _write_predictions(classes, probabilities, spec["class_names"], out_path)
 
 
-def _check_predictions_path(out_path) -> None:
-    """--out must say which of the two formats to write, before any work."""
+def _check_predictions_path(out_path, checkpoint, input_path) -> None:
+    """--out must say which of the two formats to write, and must not replace the
+    files predict reads or any checkpoint: checked before any work."""
     stdout = "or leave --out out for CSV on stdout"
     _refuse_empty("--out", out_path, f"a .csv or .npz file, {stdout}")
-    if out_path and Path(out_path).suffix.lower() not in (".csv", ".npz"):
+    if not out_path:
+        return
+    if Path(out_path).suffix.lower() not in (".csv", ".npz"):
         raise BadInputError(f"--out {out_path}: predict writes .csv or .npz files;"
                             f" give a name ending in one of those, {stdout}")
+    out = Path(out_path)
+    for role, path in (("CHECKPOINT", checkpoint), ("INPUT", input_path)):
+        if out.exists() and Path(path).exists() and out.samefile(path):
+            raise BadInputError(f"--out {out_path} is the {role} file, which the"
+                                " predictions would replace; give another file")
+    if out.is_file() and _is_checkpoint(out):
+        raise BadInputError(f"--out {out_path} is an nntrain checkpoint, which the"
+                            " predictions would replace; give another file")
+
+
+def _is_checkpoint(path: Path) -> bool:
+    """Whether ``path`` is an .npz holding a checkpoint's meta entry."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return "meta.npy" in archive.namelist()
+    except (OSError, zipfile.BadZipFile):
+        return False
 
 
 def _write_predictions(classes, probabilities, class_names, out_path) -> None:
     try:
         if out_path and Path(out_path).suffix.lower() == ".npz":
-            # Through a file: np.savez would add .npz to a name ending in .NPZ.
-            with open(out_path, "wb") as file:
-                np.savez(file, classes=classes, probabilities=probabilities)
+            # Into a buffer, then written whole (np.savez would add .npz to a name
+            # ending in .NPZ, and a failure must not leave half a file).
+            buffer = io.BytesIO()
+            np.savez(buffer, classes=classes, probabilities=probabilities)
+            write_bytes_atomically(Path(out_path), buffer.getvalue())
         else:
             _write_csv(classes, probabilities, class_names, out_path)
     except OSError as error:

@@ -24,10 +24,15 @@ def publish(temporary, path) -> None:
 
 def write_text_atomically(path: Path, text: str) -> None:
     """Write ``text`` through a temporary file in the same folder and a rename."""
+    write_bytes_atomically(path, text.encode("utf-8"))
+
+
+def write_bytes_atomically(path: Path, data: bytes) -> None:
+    """Write ``data`` through a temporary file in the same folder and a rename."""
     descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as file:
-            file.write(text)
+        with os.fdopen(descriptor, "wb") as file:
+            file.write(data)
             file.flush()
             os.fsync(file.fileno())
         publish(Path(temporary), path)

@@ -1351,3 +1351,40 @@ def test_a_second_run_on_a_folder_in_use_is_refused(tmp_path, tiny_config):
                                      rf" to {re.escape(str(out))}; wait for it")
     assert invoke("fit", tiny_config, "--out", out, "--quiet",
                   "--force").exit_code == 0
+
+
+@pytest.mark.parametrize("target, role", [
+    ("checkpoint", "is the CHECKPOINT file"), ("input", "is the INPUT file"),
+    ("other checkpoint", "is an nntrain checkpoint"),
+])
+def test_predict_never_writes_over_what_it_reads_or_a_checkpoint(trained, tmp_path,
+                                                                 target, role):
+    _, _, run_dir, _ = trained
+    best = run_dir / "checkpoints" / "best.npz"
+    samples = tmp_path / "samples.npz"
+    np.savez(samples, X=tiny_arrays()["X_test"][:3])
+    other = tmp_path / "other.npz"
+    shutil.copy(run_dir / "checkpoints" / "last.npz", other)
+    out = {"checkpoint": best, "input": samples, "other checkpoint": other}[target]
+    before = out.read_bytes()
+
+    result = invoke("predict", best, samples, "--out", out)
+
+    assert_one_line_error(result, 2, rf"^error: --out {re.escape(str(out))} {role},"
+                                     r" which the predictions would replace")
+    assert out.read_bytes() == before
+
+
+def test_predict_npz_holds_classes_and_probabilities(trained, tmp_path):
+    _, _, run_dir, _ = trained
+    samples = tmp_path / "samples.npz"
+    np.savez(samples, X=tiny_arrays()["X_test"][:3])
+    out = tmp_path / "PRED.NPZ"
+
+    result = invoke("predict", run_dir / "checkpoints" / "best.npz", samples,
+                    "--out", out)
+
+    assert result.exit_code == 0, result.output
+    saved = np.load(out)
+    assert saved["classes"].shape == (3,) and saved["probabilities"].shape == (3, 3)
+    np.testing.assert_allclose(saved["probabilities"].sum(axis=1), 1.0, rtol=1e-12)
