@@ -23,6 +23,8 @@ MAX_LAYERS = 1000
 MAX_UNITS = 1_000_000
 # Maxout allocates units x pieces columns piece by piece; papers use 2 to 5.
 MAX_PIECES = 1000
+# elu's alpha scales its negative side; beyond this it only overflows float32.
+MAX_ELU_ALPHA = 100.0
 # Epochs, iterations, batch sizes and intervals: far past any real run, yet small
 # enough that no count overflows a float or rounds an epoch down to 0 batches.
 MAX_COUNT = 10**9
@@ -114,9 +116,10 @@ def choice(*options: str):
 
 
 def optional_text(value, key):
-    if value is None or isinstance(value, str):
+    # An empty string is no path: null says "the default" unambiguously.
+    if value is None or (isinstance(value, str) and value.strip()):
         return value
-    _fail(key, "a string or null", value)
+    _fail(key, "a non-empty string, or null for the default", value)
 
 
 def list_of(item_check, allow_empty=True, nullable=False, max_items=MAX_LAYERS):
@@ -268,6 +271,12 @@ def average_setting(value, key):
         "kind": Key("exponential", choice("exponential", "polyak"), "choice", ""),
         "decay": Key(0.999, number(0, 1, open_maximum=True), "float in [0, 1)", ""),
     }
+    # A resolved config holds the default decay for polyak too (checkpoints do), so
+    # only another value is refused: it would be silently ignored.
+    if value.get("kind") == "polyak" and value.get("decay", 0.999) != 0.999:
+        raise ConfigError(f"{key}.decay is a setting of exponential averaging; the"
+                          " polyak average (the plain mean) has none: remove it",
+                          f"{key}.decay")
     return _check_section(value, table, key)
 
 
@@ -329,10 +338,11 @@ LAYER_OPTIONS = {
     },
     "relu": {},
     "leaky_relu": {
-        "slope": Key(0.01, number(0), "float >= 0", "slope for x < 0"),
+        "slope": Key(0.01, number(0, 1), "float in [0, 1]", "slope for x < 0"),
     },
     "elu": {
-        "alpha": Key(1.0, number(0, open_minimum=True), "float > 0",
+        "alpha": Key(1.0, number(0, MAX_ELU_ALPHA, open_minimum=True),
+                     "float in (0, 100]",
                      "alpha (exp(x) - 1) for x < 0"),
     },
     "sigmoid": {},
@@ -374,9 +384,10 @@ SCHEMA = {
                       "hidden widths: affine -> [norm] -> activation -> [dropout]"),
         "activation": Key("relu", choice(*ACTIVATIONS), "choice",
                           "relu | leaky_relu | elu | sigmoid | tanh | maxout"),
-        "leaky_slope": Key(0.01, number(0), "float >= 0",
+        "leaky_slope": Key(0.01, number(0, 1), "float in [0, 1]",
                            "leaky_relu's slope for x < 0"),
-        "elu_alpha": Key(1.0, number(0, open_minimum=True), "float > 0",
+        "elu_alpha": Key(1.0, number(0, MAX_ELU_ALPHA, open_minimum=True),
+                         "float in (0, 100]",
                          "elu's alpha"),
         "pieces": Key(2, integer(2, maximum=MAX_PIECES), "int in [2, 1000]",
                       "maxout's pieces per unit"),
@@ -619,6 +630,17 @@ def _check_cross_keys(config: dict, raw_model: dict) -> None:
     if config["optimizer"]["name"] == "lbfgs":
         _check_lbfgs(config)
     _check_min_delta(train)
+    _check_schedule_floor(config)
+
+
+def _check_schedule_floor(config: dict) -> None:
+    """A decaying schedule's floor above the starting rate would make it rise."""
+    floor, lr = config["schedule"].get("floor"), config["optimizer"].get("lr")
+    if floor is not None and lr is not None and floor > lr:
+        raise ConfigError(
+            f"invalid schedule.floor: {floor:g} is above optimizer.lr {lr:g}, so the"
+            f" {config['schedule']['name']} schedule would raise the rate; give a"
+            " floor <= the learning rate", ("schedule.floor", "optimizer.lr"))
 
 
 def _check_min_delta(train: dict) -> None:

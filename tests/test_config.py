@@ -300,7 +300,7 @@ def test_unknown_top_level_key_lists_each_valid_key_once(write_config):
     ("optimizer: adam\ntrain: {epochs: 2}",
      "invalid optimizer: 'adam' (expected a mapping of keys)"),
     ("data: {path: 5}\ntrain: {epochs: 2}",
-     "invalid data.path: 5 (expected a string or null)"),
+     "invalid data.path: 5 (expected a non-empty string, or null for the default)"),
     ("optimizer: {lr: fast}\ntrain: {epochs: 2}",
      "invalid optimizer.lr: 'fast' (expected a number in (0, inf))"),
 ])
@@ -668,3 +668,28 @@ def test_load_config_refuses_overrides_that_are_not_a_list_of_strings(overrides)
     with pytest.raises(TypeError, match=rf"^overrides is {re.escape(repr(overrides))};"
                        r" give a list of KEY=VALUE strings"):
         load_config(None, overrides)
+
+
+@pytest.mark.parametrize("raw, message", [
+    ({"schedule": {"name": "cosine", "floor": 0.01}},
+     r"^invalid schedule\.floor: 0\.01 is above optimizer\.lr 0\.001, so the cosine"
+     r" schedule would raise the rate"),
+    ({"schedule": {"name": "plateau", "floor": 0.5}, "optimizer": {"lr": 0.1}},
+     r"^invalid schedule\.floor: 0\.5 is above optimizer\.lr 0\.1"),
+    ({"model": {"activation": "leaky_relu", "leaky_slope": 1e308}},
+     r"^invalid model\.leaky_slope: 1e\+308 \(expected a number in \[0, 1\]\)"),
+    ({"model": {"activation": "elu", "elu_alpha": 1e308}},
+     r"^invalid model\.elu_alpha: 1e\+308 \(expected a number in \(0, 100\.0\]\)"),
+    ({"train": {"epochs": 1, "average": {"kind": "polyak", "decay": 0.9}}},
+     r"^train\.average\.decay is a setting of exponential averaging"),
+    ({"output": ""}, r"^invalid output: '' \(expected a non-empty string"),
+])
+def test_settings_that_would_be_ignored_or_overflow_are_refused(raw, message):
+    raw = {"train": {"epochs": 1}, **raw}
+    with pytest.raises(ConfigError, match=message):
+        resolve_config(raw)
+
+
+def test_a_resolved_polyak_average_resolves_again():
+    resolved = resolve_config({"train": {"epochs": 1, "average": {"kind": "polyak"}}})
+    assert resolve_config(resolved) == resolved

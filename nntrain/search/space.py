@@ -223,7 +223,7 @@ def _check_some_trial_fits(spec: SearchSpec, config: dict) -> None:
     first_error = None
     for values in sample(spec.params, unit_draws(spec)[:count], bounds):
         try:
-            trial_config(config, values, run_dir="")
+            trial_config(config, values, run_dir="trial")
             return
         except ConfigError as error:
             first_error = first_error or error
@@ -243,7 +243,7 @@ def _check_values_fit(param: Param, config: dict, searched: set) -> None:
     errors = []
     for value in param.bounds:
         try:
-            trial_config(config, {param.key: value}, run_dir="")
+            trial_config(config, {param.key: value}, run_dir="trial")
             return
         except ConfigError as error:
             if not _blames(error, param, searched):
