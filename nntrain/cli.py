@@ -18,6 +18,7 @@ import numpy as np
 from nntrain import __version__
 from nntrain.errors import BadInputError, NNTrainError, StopRequested
 from nntrain.fileio import write_bytes_atomically
+from nntrain.train.report import counted
 
 SPLITS = ("test", "val", "train")
 
@@ -319,7 +320,7 @@ def _format_evaluation(result: dict, class_names) -> list[str]:
     weights = " (averaged weights)" if result["weights"] == "average" else ""
     lines = [
         f"{result['split']} split of {result['checkpoint']}{weights}:"
-        f" {result['samples']} samples",
+        f" {counted(result['samples'], 'sample')}",
         f"loss      {result['loss']:.4f}",
         f"accuracy  {result['accuracy']:.4f}",
         "",
@@ -496,24 +497,25 @@ def sanity(config_path, overrides, samples, max_iterations):
     X, y = prepared.splits["train"]
     X, y = X[:samples], y[:samples]
     result = overfit(config, X, y, prepared.dataset.num_classes, max_iterations)
-    samples_text = f"{result.samples} training sample" + (
-        "" if result.samples == 1 else "s")
-    click.echo(f"sanity check: {samples_text}, no regularization"
+    samples, updates = (counted(result.samples, "sample"),
+                        counted(result.iterations, "update"))
+    click.echo(f"sanity check: {counted(result.samples, 'training sample')}, no"
+               " regularization"
                f" or dropout, {config['optimizer']['name']}")
     if not np.isfinite(result.loss):
         raise TrainingError(
-            f"the loss became {result.loss} after {result.iterations} updates on"
-            f" {result.samples} samples: lower optimizer.lr, or check the gradients"
+            f"the loss became {result.loss} after {updates} on {samples}: lower"
+            " optimizer.lr, or check the gradients"
             " (nntrain gradcheck)"
         )
     if not result.reached:
         raise TrainingError(
-            f"the network did not reach 100% training accuracy on {result.samples}"
-            f" samples in {result.iterations} updates (accuracy {result.accuracy:.4f},"
+            f"the network did not reach 100% training accuracy on {samples} in"
+            f" {updates} (accuracy {result.accuracy:.4f},"
             f" loss {result.loss:.4g}): check the learning rate, the loss and the"
             " gradients (nntrain gradcheck)"
         )
-    click.echo(f"passed: 100% training accuracy after {result.iterations} updates"
+    click.echo(f"passed: 100% training accuracy after {updates}"
                f" (loss {result.loss:.4g})")
 
 

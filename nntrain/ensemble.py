@@ -21,6 +21,7 @@ import numpy as np
 
 from nntrain.errors import DataError
 from nntrain.nn.functional import log_softmax
+from nntrain.train.report import counted
 
 SPEC_FIELDS = ("name", "class_names", "num_features")
 
@@ -156,7 +157,8 @@ def format_report(result: EnsembleResult) -> list[str]:
     """Each member's accuracy and loss, then the ensemble's, as text lines."""
     count = len(result.members)
     title = (f"ensemble of {count} checkpoint{'s' if count > 1 else ''} on the"
-             f" {result.split} split ({result.samples} samples); loss: mean -log"
+             f" {result.split} split ({counted(result.samples, 'sample')}); loss:"
+             " mean -log"
              " p(true class)")
     lines = [title, "  accuracy  loss     model"]
     for member in result.members:

@@ -257,7 +257,9 @@ def format_report(checks: list[ParamCheck]) -> list[str]:
         at = ",".join(map(str, check.worst_index))
         line = (f"{check.name:<{width}}  {probed:>11}  {check.norm_error:9.2e}"
                 f"  {check.worst_error:11.2e}  {at:<10}  {verdict}")
-        extra = [f"{check.kinks} probes crossed a kink and were skipped"] \
+        skipped = ("1 probe crossed a kink and was skipped" if check.kinks == 1 else
+                   f"{check.kinks} probes crossed a kink and were skipped")
+        extra = [skipped] \
             if check.kinks else []
         for note in extra + check.notes:
             line += f"  ({note})"

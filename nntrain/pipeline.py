@@ -28,7 +28,7 @@ from nntrain.nn.model import Model, build_model
 from nntrain.optim.rules import build_rule
 from nntrain.optim.schedules import build_schedule
 from nntrain.train import checks
-from nntrain.train.report import Reporter
+from nntrain.train.report import Reporter, counted
 from nntrain.train.rundir import RunDirectory
 from nntrain.train.solver import Solver, count_iterations
 from nntrain.train.state import check_data_spec, check_solver_state
@@ -312,9 +312,9 @@ def _start_of_run_checks(reporter, config, prepared, model, input_width) -> None
 def _summarize(reporter, config, progress, path, seconds, solver) -> None:
     monitor = config["train"]["monitor"]
     best = path / "checkpoints" / "best.npz"
-    epochs = f"{progress.epoch} epoch{'s' if progress.epoch != 1 else ''}"
     reporter.line(
-        f"Done: {epochs}, {progress.iteration} iterations in"
+        f"Done: {counted(progress.epoch, 'epoch')},"
+        f" {counted(progress.iteration, 'iteration')} in"
         f" {seconds:.1f} s. Best {monitor} {progress.best_value:.4f} at epoch"
         f" {progress.best_epoch} (iteration {progress.best_iteration}), saved in"
         f" {best}. Measure it on the test split with: nntrain eval"

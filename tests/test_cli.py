@@ -1318,7 +1318,7 @@ def test_sanity_of_a_diverging_run_says_the_loss_became_nan(tiny_config):
 
     # One line: NumPy's overflow warnings are not shown.
     assert_one_line_error(result, 1, r"^error: the loss became (nan|inf) after \d+"
-                                     r" updates on \d+ samples: lower optimizer\.lr")
+                                     r" updates? on \d+ samples?: lower optimizer\.lr")
 
 
 @pytest.mark.parametrize("threads, warned", [(1, False), (1024, True)])
@@ -1388,3 +1388,12 @@ def test_predict_npz_holds_classes_and_probabilities(trained, tmp_path):
     saved = np.load(out)
     assert saved["classes"].shape == (3,) and saved["probabilities"].shape == (3, 3)
     np.testing.assert_allclose(saved["probabilities"].sum(axis=1), 1.0, rtol=1e-12)
+
+
+@pytest.mark.parametrize("count, noun, text", [
+    (0, "sample", "0 samples"), (1, "sample", "1 sample"), (2, "update", "2 updates"),
+])
+def test_counts_take_the_number_of_their_noun(count, noun, text):
+    from nntrain.train.report import counted
+
+    assert counted(count, noun) == text

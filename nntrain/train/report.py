@@ -11,6 +11,11 @@ import click
 from tqdm import tqdm
 
 
+def counted(count: int, noun: str) -> str:
+    """"1 sample", "2 samples": a count with its noun in the right number."""
+    return f"{count} {noun}" + ("" if count == 1 else "s")
+
+
 class Reporter:
     def __init__(self, quiet: bool = False, log=None):
         self.quiet = quiet
