@@ -206,7 +206,8 @@ def fit(config: dict, run_dir, force: bool = False, quiet: bool = False,
         )
         if resume is None:
             reporter.line(f"run directory: {run.path}")
-            _start_of_run_checks(reporter, config, prepared, model, input_width)
+            _start_of_run_checks(reporter, config, prepared, model, input_width,
+                                 total)
         else:
             _load_arrays(model, "params", resume.group("param"), "the checkpoint")
             _load_arrays(model, "buffers", resume.group("buffer"), "the checkpoint")
@@ -298,15 +299,17 @@ def _check_threads(reporter, threads) -> None:
                       f" slow training down: set train.threads to {cores} or null")
 
 
-def _start_of_run_checks(reporter, config, prepared, model, input_width) -> None:
+def _start_of_run_checks(reporter, config, prepared, model, input_width,
+                         total: int) -> None:
     lines = checks.describe_data(prepared.dataset)
     lines += checks.describe_model(model, input_width)
     loss_lines, warning = checks.first_loss_check(config, model,
                                                   *prepared.splits["train"])
     for line in lines + loss_lines:
         reporter.line(line)
-    if warning:
-        reporter.warn(warning)
+    for text in (warning, checks.warmup_check(config["schedule"], total)):
+        if text:
+            reporter.warn(text)
 
 
 def _summarize(reporter, config, progress, path, seconds, solver) -> None:

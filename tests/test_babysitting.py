@@ -215,3 +215,17 @@ def test_watcher_warns_once_per_problem():
     for train, val in [(0.8, 0.9), (0.85, 0.88), (0.9, 0.86)]:
         watcher.check_curve(train, val)
     assert "overfitting" in said[-1]
+
+
+@pytest.mark.parametrize("warmup, warned", [(11, False), (12, True)])
+def test_a_warmup_as_long_as_the_run_is_a_warning(tmp_path, tiny_npz, write_config,
+                                                  warmup, warned):
+    raw = tiny_config_dict(tiny_npz)  # 3 epochs of 4 updates: 12 in all
+    raw["schedule"] = {"name": "cosine", "warmup": warmup}
+    result = invoke("fit", write_config(raw), "--out", tmp_path / "run")
+
+    assert result.exit_code == 0, result.output
+    expected = (f"warning: schedule.warmup is {warmup} updates but the run has 12: the"
+                " rate climbs all run and the cosine never starts; lower"
+                " schedule.warmup")
+    assert (expected in result.stderr.splitlines()) is warned

@@ -87,3 +87,13 @@ def first_loss_check(config, model, X_train, y_train) -> tuple[list[str], str | 
                    f" {expected:.4f} although the weights start small: check the"
                    " loss, the labels and the preprocessing")
     return [line], warning
+
+
+def warmup_check(schedule: dict, total: int) -> str | None:
+    """A warning when the cosine schedule's warmup takes the whole run: the rate
+    then only ever climbs, and never reaches optimizer.lr."""
+    warmup = schedule.get("warmup") or 0
+    if schedule["name"] != "cosine" or warmup < total:
+        return None
+    return (f"schedule.warmup is {warmup} updates but the run has {total}: the rate"
+            " climbs all run and the cosine never starts; lower schedule.warmup")
