@@ -412,17 +412,19 @@ def _write_predictions(classes, probabilities, class_names, out_path) -> None:
 
 
 def _write_csv(classes, probabilities, class_names, out_path) -> None:
+    # Built whole, then written through a temporary file: a failure leaves no half
+    # file, and a symbolic link at --out is replaced, not written through.
     header = ["index", "class", "name"] + [f"p_{name}" for name in class_names]
-    file = open(out_path, "w", newline="") if out_path else sys.stdout
-    try:
-        writer = csv.writer(file)
-        writer.writerow(header)
-        for index, (label, row) in enumerate(zip(classes, probabilities)):
-            writer.writerow([index, int(label), class_names[label]]
-                            + [f"{p:.6f}" for p in row])
-    finally:
-        if out_path:
-            file.close()
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(header)
+    for index, (label, row) in enumerate(zip(classes, probabilities)):
+        writer.writerow([index, int(label), class_names[label]]
+                        + [f"{p:.6f}" for p in row])
+    if out_path:
+        write_bytes_atomically(Path(out_path), text.getvalue().encode("utf-8"))
+    else:
+        sys.stdout.write(text.getvalue())
 
 
 @cli.command()

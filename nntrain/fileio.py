@@ -2,6 +2,7 @@
 same folder, flushed, fsynced, then renamed over the target. And output folders
 that cannot be made, reported as bad input."""
 
+import io
 import os
 import tempfile
 from pathlib import Path
@@ -25,6 +26,15 @@ def publish(temporary, path) -> None:
 def write_text_atomically(path: Path, text: str) -> None:
     """Write ``text`` through a temporary file in the same folder and a rename."""
     write_bytes_atomically(path, text.encode("utf-8"))
+
+
+def save_figure(figure, path: Path, dpi: int) -> None:
+    """A matplotlib figure as a PNG at ``path``, written whole through a temporary
+    file: a symbolic link already at ``path`` is replaced, never written through
+    (it might point at a checkpoint)."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi)
+    write_bytes_atomically(Path(path), buffer.getvalue())
 
 
 def write_bytes_atomically(path: Path, data: bytes) -> None:

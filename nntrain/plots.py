@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from nntrain.errors import BadInputError, CheckpointError, DataError, NNTrainError
-from nntrain.fileio import make_output_folder
+from nntrain.fileio import make_output_folder, save_figure
 
 UPDATE_RATIO_REFERENCE = 1e-3  # the rule of thumb for update norm / weight norm
 ACTIVATION_SAMPLES = 1000  # training samples pushed through for the histograms
@@ -73,7 +73,7 @@ def _new_figure(width: float, height: float):
 
 def _save(figure, path: Path) -> Path:
     try:
-        figure.savefig(path, dpi=DPI)
+        save_figure(figure, path, DPI)
     except OSError as error:
         reason = error.strerror or type(error).__name__
         raise BadInputError(f"cannot write {path} ({reason}); choose a folder that"

@@ -1397,3 +1397,21 @@ def test_counts_take_the_number_of_their_noun(count, noun, text):
     from nntrain.train.report import counted
 
     assert counted(count, noun) == text
+
+
+def test_predict_replaces_a_symbolic_link_at_out_instead_of_writing_through_it(
+        trained, tmp_path):
+    _, _, run_dir, _ = trained
+    samples = tmp_path / "samples.npz"
+    np.savez(samples, X=tiny_arrays()["X_test"][:3])
+    victim = tmp_path / "metrics.jsonl"
+    victim.write_text('{"kind": "epoch"}\n')
+    out = tmp_path / "pred.csv"
+    out.symlink_to(victim)
+
+    result = invoke("predict", run_dir / "checkpoints" / "best.npz", samples,
+                    "--out", out)
+
+    assert result.exit_code == 0, result.output
+    assert victim.read_text() == '{"kind": "epoch"}\n'
+    assert not out.is_symlink() and len(out.read_text().splitlines()) == 4

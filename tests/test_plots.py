@@ -276,3 +276,18 @@ def test_smooth_is_a_bias_corrected_moving_average():
     # series staying constant.
     np.testing.assert_allclose(smoothed[:2], [4.0, (weight * 4.0 + 1.0) / (1 + weight)])
     np.testing.assert_allclose(smooth(np.full(5, 3.0), 0.9), np.full(5, 3.0))
+
+
+def test_a_figure_replaces_a_symbolic_link_instead_of_writing_through_it(
+        image_run, tmp_path):
+    out = tmp_path / "figures"
+    out.mkdir()
+    victim = tmp_path / "victim.npz"
+    victim.write_bytes(b"a checkpoint")
+    (out / "loss.png").symlink_to(victim)
+
+    plot_run(image_run, out)
+
+    assert victim.read_bytes() == b"a checkpoint"
+    assert not (out / "loss.png").is_symlink()
+    assert (out / "loss.png").read_bytes().startswith(b"\x89PNG")

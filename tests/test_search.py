@@ -632,7 +632,11 @@ def test_a_signal_to_the_search_process_alone_stops_its_training_workers(
     for trial in (0, 1):
         assert (out / f"trial-{trial:04d}" / "checkpoints" / "last.npz").exists()
         assert not (out / f"trial-{trial:04d}" / "result.json").exists()
-    assert [row["status"] for row in read_rows(out)] == ["stopped", "stopped"]
+    rows = read_rows(out)
+    assert [row["status"] for row in rows] == ["stopped", "stopped"]
+    name = signal.Signals(signum).name
+    assert all(row["reason"].startswith(f"stopped by {name} at iteration")
+               for row in rows), [row["reason"] for row in rows]
     deadline = time.monotonic() + 30
     while any(Path(f"/proc/{pid}").exists() for pid in workers) and (
             time.monotonic() < deadline):
@@ -676,6 +680,19 @@ def test_sigterm_to_the_process_group_with_a_worker_idle_stops_the_study(
             time.monotonic() < deadline):
         time.sleep(0.1)
     assert not [pid for pid in workers if Path(f"/proc/{pid}").exists()]
+
+
+def test_search_png_is_drawn_when_no_trial_finished_on_a_log_axis(tmp_path):
+    pytest.importorskip("matplotlib")
+    from nntrain.search import plot_study
+
+    spec = spec_of(trials=2, params={"optimizer.lr": {"loguniform": [10.0, 1000.0]}})
+    rows = [{"trial": t, "round": 1, "status": "failed", "metric": None,
+             "values": {"optimizer.lr": 10.0 * (t + 1)}} for t in range(2)]
+
+    path = plot_study(rows, spec, tmp_path / "search.png")
+
+    assert path.read_bytes().startswith(b"\x89PNG")
 
 
 def test_a_study_folder_of_another_plan_is_refused(study, tmp_path):

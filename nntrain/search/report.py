@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+from nntrain.fileio import save_figure
 from nntrain.search.space import Param, SearchSpec
 
 PLOT_FILE = "search.png"
@@ -55,7 +56,7 @@ def plot_study(rows: list[dict], spec: SearchSpec, path) -> Path | None:
         _scatter(ax, param, finished, spec)
     figure.suptitle(f"{len(finished)} of {len(rows)} trials finished; the best"
                     " circled")
-    figure.savefig(path, dpi=110)
+    save_figure(figure, path, dpi=110)
     return Path(path)
 
 
@@ -74,6 +75,7 @@ def _scatter(ax, param: Param, rows: list[dict], spec: SearchSpec) -> None:
     if param.kind == "choice":
         ax.set_xticks(range(len(param.bounds)), [short_value(o) for o in param.bounds])
     if param.kind == "loguniform":
+        ax.set_xlim(*param.bounds)  # also when no trial finished: log needs limits
         ax.set_xscale("log")
     if spec.rounds > 1:
         ax.legend(fontsize="small")

@@ -105,15 +105,15 @@ def _well_formed(result: dict) -> bool:
 
 def _start_worker() -> None:
     """Ctrl-C (or SIGTERM to the process group) reaches every process, and the
-    parent forwards a signal it gets to its workers as SIGINT, again and again until
-    they are done: an idle worker ignores both signals (dying, it would break the
-    pool); a training one stops after its current update (the Solver's own
-    handler), and takes the repeated SIGINTs for the same request. The worker was
-    spawned with both signals blocked (_signals_held); they are unblocked only now
-    that they are ignored."""
+    parent forwards the signal it gets to its workers, again and again until they
+    are done: an idle worker ignores both signals (dying, it would break the pool);
+    a training one stops after its current update (the Solver's own handler), and
+    takes the repeats for the same request (the parent, not the worker, stops at
+    once on a second signal). The worker was spawned with both signals blocked
+    (_signals_held); they are unblocked only now that they are ignored."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    StopFlag.ignored_repeats = frozenset({signal.SIGINT})
+    StopFlag.ignored_repeats = frozenset(SIGNAL_EXIT_CODES)
     if hasattr(signal, "pthread_sigmask"):
         signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNAL_EXIT_CODES)
 
@@ -134,11 +134,11 @@ def _signals_held():
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
-def _tell_workers_to_stop() -> None:
-    """SIGINT to each worker process of this one (see _start_worker)."""
+def _tell_workers_to_stop(signum: int) -> None:
+    """``signum`` to each worker process of this one (see _start_worker)."""
     for child in multiprocessing.active_children():
         try:
-            os.kill(child.pid, signal.SIGINT)
+            os.kill(child.pid, signum)
         except ProcessLookupError:  # it ended meanwhile
             pass
 
@@ -197,7 +197,7 @@ def _drain(pool, waiting: list, width: int, runner, stop: StopFlag):
             return
         done, _ = wait(running, timeout=POLL_SECONDS, return_when=FIRST_COMPLETED)
         if stop.signum is not None:
-            _tell_workers_to_stop()
+            _tell_workers_to_stop(stop.signum)
         for future in done:
             broken |= isinstance(future.exception(), BrokenProcessPool)
             yield running.pop(future), _outcome(future)

@@ -25,8 +25,8 @@ class StopFlag:
     """A context in which SIGINT and SIGTERM set ``signum`` instead of stopping.
 
     A second signal stops at once (Interrupted), without waiting for the loop,
-    unless it is one of ``ignored_repeats``: a search's worker process ignores a
-    repeated SIGINT, because its parent forwards the user's signal as SIGINT, so the
+    unless it is one of ``ignored_repeats``: a search's worker process ignores
+    repeats, because its parent forwards the user's signal to it, so the
     worker may receive one Ctrl-C twice (from the terminal and from the parent).
     """
 
