@@ -159,7 +159,8 @@ def _ensemble_best(study, count: int) -> None:
     from nntrain.ensemble import ensemble as average
     from nntrain.ensemble import format_report
 
-    paths = study.best_checkpoints(count)
+    paths = study.best_checkpoints(
+        count, on_note=lambda text: click.echo(f"note: {text}", err=True))
     if not paths:
         click.echo("note: no trial finished, so there is nothing to ensemble",
                    err=True)

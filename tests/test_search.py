@@ -495,6 +495,23 @@ def test_search_prints_the_table_best_first_and_the_ensemble(study):
     assert "3 trials, 3 to run on 2 worker processes" in result.stderr
 
 
+def test_ensemble_skips_a_finished_trial_whose_checkpoint_was_deleted(study,
+                                                                       tmp_path):
+    copy, config_path = copy_study(study, tmp_path)
+    best = [row for row in read_rows(copy) if row["status"] == "ok"]
+    missing = copy / f"trial-{int(best[0]['trial']):04d}" / "checkpoints" / "best.npz"
+    missing.unlink()
+
+    result = invoke("search", config_path, "--out", copy, "--workers", 1,
+                    "--ensemble", 2)
+
+    assert result.exit_code == 0, result.output
+    assert (f"note: trial {best[0]['trial']} finished but its {missing} is missing;"
+            " skipped (delete its result.json to run it again)") in result.stderr
+    assert any(line.startswith("ensemble of 1 checkpoint on the test split")
+               for line in result.stdout.splitlines())
+
+
 def test_rerunning_a_finished_study_runs_nothing(study, tmp_path):
     copy, config_path = copy_study(study, tmp_path)
     results = sorted(copy.glob("trial-*/result.json"))

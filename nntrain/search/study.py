@@ -21,6 +21,7 @@ from nntrain.search.space import (
 )
 from nntrain.search.trials import (
     FINISHED,
+    RESULT_FILE,
     read_result,
     run_locally,
     run_on_dask,
@@ -202,11 +203,20 @@ class Study:
         write_text_atomically(path, buffer.getvalue())
         return path
 
-    def best_checkpoints(self, count: int) -> list[Path]:
-        """best.npz of the ``count`` best finished trials (fewer if fewer finished)."""
-        best = [row for row in self.rows if row["status"] == "ok"][:count]
-        return [self.trial_dir(row["trial"]) / "checkpoints" / "best.npz"
-                for row in best]
+    def best_checkpoints(self, count: int, on_note=None) -> list[Path]:
+        """best.npz of the ``count`` best finished trials whose file is there (fewer
+        if fewer finished); ``on_note(text)`` hears of each one missing."""
+        paths = []
+        for row in self.rows:
+            if row["status"] != "ok" or len(paths) == count:
+                continue
+            path = self.trial_dir(row["trial"]) / "checkpoints" / "best.npz"
+            if path.is_file():
+                paths.append(path)
+            elif on_note:
+                on_note(f"trial {row['trial']} finished but its {path} is missing;"
+                        f" skipped (delete its {RESULT_FILE} to run it again)")
+        return paths
 
 
 def _merged(row: dict, result: dict) -> dict:
