@@ -452,12 +452,14 @@ SCHEMA = {
                     "gradient clipping: {norm: MAX} (global L2 norm) or {value: MAX}"
                     " (each entry); null: none"),
         "early_stopping": Key(None, early_stopping_setting, "mapping or null",
-                              "{patience: N, min_delta: D}: stop after N evaluations"
-                              " without a train.monitor gain above D (< 1 for an"
-                              " accuracy); null: never"),
+                              "{patience: N, min_delta: D} (defaults 3 and 0.0; {}"
+                              " turns it on): stop after N evaluations without a"
+                              " train.monitor gain above D (< 1 for an accuracy);"
+                              " null: never"),
         "average": Key(None, average_setting, "mapping or null",
                        "keep averaged weights beside the raw ones: {kind:"
-                       " exponential, decay: D} or {kind: polyak}; null: none"),
+                       " exponential, decay: D} (the default kind; D defaults to"
+                       " 0.999, so {} turns it on) or {kind: polyak}; null: none"),
         "snapshot_every": Key(None, integer(1, nullable=True, maximum=MAX_COUNT),
                               f"{COUNT} or null",
                               "also keep checkpoints/snapshot-epoch-NNNN.npz every"
