@@ -1415,3 +1415,20 @@ def test_predict_replaces_a_symbolic_link_at_out_instead_of_writing_through_it(
     assert result.exit_code == 0, result.output
     assert victim.read_text() == '{"kind": "epoch"}\n'
     assert not out.is_symlink() and len(out.read_text().splitlines()) == 4
+
+
+def test_a_ctrl_c_while_the_command_loads_is_one_line_and_exit_130():
+    # A finder that raises where a Ctrl-C during the import of the commands would.
+    code = ("import sys\n"
+            "class Interrupting:\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name == 'nntrain.cli':\n"
+            "            raise KeyboardInterrupt\n"
+            "sys.meta_path.insert(0, Interrupting())\n"
+            "from nntrain.__main__ import main\n"
+            "main()\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                            text=True, timeout=120)
+
+    assert result.returncode == 130
+    assert result.stderr == "interrupted\n"
