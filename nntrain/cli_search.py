@@ -161,13 +161,21 @@ def _ensemble_best(study, count: int) -> None:
 
     paths = study.best_checkpoints(
         count, on_note=lambda text: click.echo(f"note: {text}", err=True))
+    finished = sum(row["status"] == "ok" for row in study.rows)
+    if not paths and finished:
+        from nntrain.errors import TrainingError
+
+        raise TrainingError(f"--ensemble {count}: none of the {finished} finished"
+                            " trials has its best.npz any more, so there is nothing"
+                            " to ensemble (see the notes above)")
     if not paths:
         click.echo("note: no trial finished, so there is nothing to ensemble",
                    err=True)
         return
     if len(paths) < count:
         click.echo(f"note: --ensemble {count} asked for the {count} best trials, but"
-                   f" only {len(paths)} finished; ensembling those", err=True)
+                   f" only {len(paths)} finished with a best.npz; ensembling those",
+                   err=True)
     for line in format_report(average(paths, "test")):
         click.echo(line)
 

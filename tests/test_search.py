@@ -512,6 +512,37 @@ def test_ensemble_skips_a_finished_trial_whose_checkpoint_was_deleted(study,
                for line in result.stdout.splitlines())
 
 
+def test_ensemble_of_a_study_whose_checkpoints_were_all_deleted_exits_1(study,
+                                                                         tmp_path):
+    copy, config_path = copy_study(study, tmp_path)
+    for path in copy.glob("trial-*/checkpoints/best.npz"):
+        path.unlink()
+
+    result = invoke("search", config_path, "--out", copy, "--ensemble", 2)
+
+    assert result.exit_code == 1
+    assert result.stderr.splitlines()[-1] == (
+        "error: --ensemble 2: none of the 2 finished trials has its best.npz any"
+        " more, so there is nothing to ensemble (see the notes above)")
+
+
+@pytest.mark.parametrize("name", ["results.csv", "search.png"])
+def test_a_folder_in_the_place_of_a_study_file_is_one_line_and_exit_2(study,
+                                                                      tmp_path, name):
+    if name == "search.png":
+        pytest.importorskip("matplotlib")
+    copy, config_path = copy_study(study, tmp_path)
+    (copy / name).unlink()
+    (copy / name).mkdir()
+
+    result = invoke("search", config_path, "--out", copy)
+
+    assert result.exit_code == 2
+    assert result.stderr.splitlines()[-1] == (
+        f"error: cannot write {copy / name} (Is a directory); make room for the file"
+        " or give --out another folder")
+
+
 def test_rerunning_a_finished_study_runs_nothing(study, tmp_path):
     copy, config_path = copy_study(study, tmp_path)
     results = sorted(copy.glob("trial-*/result.json"))

@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+from nntrain.errors import RunDirectoryError
 from nntrain.fileio import save_figure
 from nntrain.search.space import Param, SearchSpec
 
@@ -56,7 +57,12 @@ def plot_study(rows: list[dict], spec: SearchSpec, path) -> Path | None:
         _scatter(ax, param, finished, spec)
     figure.suptitle(f"{len(finished)} of {len(rows)} trials finished; the best"
                     " circled")
-    save_figure(figure, path, dpi=110)
+    try:
+        save_figure(figure, path, dpi=110)
+    except OSError as error:
+        raise RunDirectoryError(f"cannot write {path} ({error.strerror or error});"
+                                " make room for the file or give --out another"
+                                " folder") from None
     return Path(path)
 
 

@@ -200,7 +200,12 @@ class Study:
                                ("metric", "best_epoch", "epochs", "seconds")),
                              row["reason"]])
         path = self.out / CSV_FILE
-        write_text_atomically(path, buffer.getvalue())
+        try:
+            write_text_atomically(path, buffer.getvalue())
+        except OSError as error:
+            raise RunDirectoryError(f"cannot write {path} ({error.strerror or error});"
+                                    " make room for the file or give --out another"
+                                    " folder") from None
         return path
 
     def best_checkpoints(self, count: int, on_note=None) -> list[Path]:
