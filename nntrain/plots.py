@@ -313,15 +313,18 @@ def _plot_checkpoint(run_dir: Path, out_dir: Path, data_path) -> list:
                       " left out", PlotWarning, stacklevel=3)
         return []
 
-    written = [_plot_first_layer_weights(restored, out_dir / "first_layer_weights.png")]
+    # The data first: a --data the user pointed at that is wrong stops the command
+    # before any figure is drawn.
     try:
         X = training_sample(restored, data_path)
     except DataError as error:
         if data_path is not None:
-            raise  # the data the user pointed at is wrong: say so, draw nothing
+            raise
         warnings.warn(f"{error}; activations.png is left out (if the data moved,"
                       " give its new place with --data)", PlotWarning, stacklevel=3)
-    else:
+        X = None
+    written = [_plot_first_layer_weights(restored, out_dir / "first_layer_weights.png")]
+    if X is not None:
         written.append(_plot_activations(restored.model, X,
                                          out_dir / "activations.png"))
     return written

@@ -1432,3 +1432,18 @@ def test_a_ctrl_c_while_the_command_loads_is_one_line_and_exit_130():
 
     assert result.returncode == 130
     assert result.stderr == "interrupted\n"
+
+
+def test_plot_with_other_data_draws_nothing(trained, tmp_path):
+    pytest.importorskip("matplotlib")
+    _, _, run_dir, _ = trained
+    arrays = tiny_arrays(seed=1)  # same shapes, other samples
+    other = tmp_path / "other.npz"
+    np.savez(other, **arrays)
+    out = tmp_path / "plots"
+
+    result = invoke("plot", run_dir, "--data", other, "--out", out)
+
+    assert result.exit_code == 2
+    assert "is not the data the checkpoint was trained on" in result.stderr
+    assert not out.exists() or not list(out.glob("*.png"))
