@@ -42,6 +42,14 @@ def _rewrite(path, change):
     save_checkpoint(path, checkpoint.meta, arrays)
 
 
+def _forge(path, change):
+    """Rewrite the checkpoint at ``path`` with ``change(checkpoint)`` applied to the
+    loaded Checkpoint (its meta or arrays), with fresh checksums."""
+    checkpoint = load_checkpoint(path)
+    change(checkpoint)
+    save_checkpoint(path, checkpoint.meta, checkpoint.arrays)
+
+
 def _digest(path):
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -119,9 +127,7 @@ def test_old_adam_slots_with_nan_name_the_stored_array(adam_run):
 ])
 def test_a_resume_refuses_malformed_optimizer_entries(adam_run, change, message):
     config, last = adam_run
-    checkpoint = load_checkpoint(last)
-    change(checkpoint)
-    save_checkpoint(last, checkpoint.meta, checkpoint.arrays)
+    _forge(last, change)
     result = invoke("fit", config, "--resume", last, "--set", "train.epochs=3")
     assert result.exit_code == 2, result.output
     assert message in result.stderr
@@ -174,9 +180,7 @@ def _set(*keys_and_value):
 def test_a_resume_refuses_forged_solver_state_naming_the_key(adam_run, change,
                                                             message):
     config, last = adam_run
-    checkpoint = load_checkpoint(last)
-    change(checkpoint)
-    save_checkpoint(last, checkpoint.meta, checkpoint.arrays)
+    _forge(last, change)
     metrics = last.parent.parent / "metrics.jsonl"
     records = metrics.read_bytes()
 
@@ -226,9 +230,7 @@ DATA_FORGERIES = [
 def test_a_resume_refuses_a_forged_data_spec_naming_the_key(adam_run, change,
                                                             message):
     config, last = adam_run
-    checkpoint = load_checkpoint(last)
-    change(checkpoint)
-    save_checkpoint(last, checkpoint.meta, checkpoint.arrays)
+    _forge(last, change)
 
     result = invoke("fit", config, "--resume", last, "--set", "train.epochs=3")
 
@@ -242,9 +244,7 @@ def test_a_resume_refuses_a_forged_data_spec_naming_the_key(adam_run, change,
 def test_predict_refuses_a_forged_data_spec_naming_the_key(adam_run, tmp_path,
                                                            change, message):
     _, last = adam_run
-    checkpoint = load_checkpoint(last)
-    change(checkpoint)
-    save_checkpoint(last, checkpoint.meta, checkpoint.arrays)
+    _forge(last, change)
     samples = tmp_path / "x.npy"
     np.save(samples, np.zeros((2, 4)))
 
@@ -257,8 +257,7 @@ def test_predict_refuses_a_forged_data_spec_naming_the_key(adam_run, tmp_path,
 
 def test_a_run_directory_resumes_past_a_last_checkpoint_with_forged_state(adam_run):
     config, last = adam_run
-    _set("curve", "abc")(checkpoint := load_checkpoint(last))
-    save_checkpoint(last, checkpoint.meta, checkpoint.arrays)
+    _forge(last, _set("curve", "abc"))
 
     result = invoke("fit", config, "--resume", last.parent.parent, "--set",
                     "train.epochs=3")
@@ -272,8 +271,7 @@ def test_a_run_directory_resumes_past_a_last_checkpoint_with_forged_state(adam_r
 def test_a_run_directory_whose_checkpoints_are_all_damaged_names_each_fault(
         adam_run):
     config, last = adam_run
-    _set("progress", "iteration", -1)(checkpoint := load_checkpoint(last))
-    save_checkpoint(last, checkpoint.meta, checkpoint.arrays)
+    _forge(last, _set("progress", "iteration", -1))
     (last.parent / "best.npz").write_bytes(b"junk")
 
     result = invoke("fit", config, "--resume", last.parent.parent, "--set",
