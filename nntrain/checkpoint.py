@@ -129,6 +129,16 @@ def load_checkpoint(path) -> Checkpoint:
     return Checkpoint(meta, _group_and_verify(arrays, meta, path), path)
 
 
+def is_checkpoint(path) -> bool:
+    """Whether ``path`` is an .npz archive with a checkpoint's meta entry, intact or
+    not beyond that: a file that no command should write over."""
+    try:
+        with NpzReader(path, CheckpointError) as archive:
+            return "meta" in archive.headers
+    except Exception:  # not an archive, or a damaged one: fails in many ways
+        return False
+
+
 def _check_members(headers: dict, path: Path) -> None:
     """Refuse unknown names and dtypes other than numbers, from the headers alone."""
     if "meta" not in headers:

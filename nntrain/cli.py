@@ -380,20 +380,11 @@ def _check_predictions_path(out_path, checkpoint, input_path) -> None:
         if out.exists() and Path(path).exists() and out.samefile(path):
             raise BadInputError(f"--out {out_path} is the {role} file, which the"
                                 " predictions would replace; give another file")
-    if out.is_file() and _is_checkpoint(out):
+    from nntrain.checkpoint import is_checkpoint
+
+    if out.is_file() and is_checkpoint(out):
         raise BadInputError(f"--out {out_path} is an nntrain checkpoint, which the"
                             " predictions would replace; give another file")
-
-
-def _is_checkpoint(path: Path) -> bool:
-    """Whether ``path`` is an .npz holding a checkpoint's meta entry."""
-    import zipfile
-
-    try:
-        with zipfile.ZipFile(path) as archive:
-            return "meta.npy" in archive.namelist()
-    except (OSError, zipfile.BadZipFile):
-        return False
 
 
 def _write_predictions(classes, probabilities, class_names, out_path) -> None:
