@@ -1,7 +1,8 @@
 """The command line: parse, call the library, print. Nothing here trains or measures.
 
-Exit status: 0 ok; 1 a failure at run time (non-finite loss, failed gradient check);
-2 bad input (usage, config, data, checkpoint); 130 / 143 stopped by SIGINT / SIGTERM.
+Exit status: 0 ok; 1 a failure at run time (non-finite loss, failed gradient check,
+a download server that fails); 2 bad input (usage, config, data, checkpoint, a
+malformed --mirror); 130 / 143 stopped by SIGINT / SIGTERM.
 """
 
 import contextlib

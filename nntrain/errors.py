@@ -68,6 +68,14 @@ class TrainingError(NNTrainError):
     exit_code = 1
 
 
+class DownloadError(NNTrainError):
+    """A dataset's server could not be reached, answered an error or stopped in the
+    middle of a file (exit status 1). The URL was well formed, so nothing the user
+    typed is at fault; the same command may work later, or with another --mirror."""
+
+    exit_code = 1
+
+
 class GradientCheckError(NNTrainError):
     """Analytic and numeric gradients disagree beyond the thresholds (exit status 1)."""
 

@@ -34,7 +34,7 @@ from nntrain.data.download import (
     default_cache_dir,
     download,
 )
-from nntrain.errors import DataError, StopRequested
+from nntrain.errors import DataError, DownloadError, StopRequested
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 
@@ -299,7 +299,8 @@ def test_truncated_body_is_refused_and_leaves_no_file(tmp_path):
     dest = tmp_path / "dest"
 
     with serve(FILES, short=frozenset({"b-labels.gz"})) as (url, _):
-        with pytest.raises(DataError, match="b-labels.gz: the body stopped") as info:
+        with pytest.raises(DownloadError,
+                           match="b-labels.gz: the body stopped") as info:
             download("mnist", dest, base_url=url, files=CHECKSUMS)
 
     size = len(FILES["b-labels.gz"])
@@ -326,7 +327,7 @@ def test_http_404_suggests_mirror_and_copying_by_hand(tmp_path):
     checks = {"missing.gz": CHECKSUMS["a-labels.gz"]}
 
     with serve(FILES) as (url, _):
-        with pytest.raises(DataError, match="HTTP 404") as info:
+        with pytest.raises(DownloadError, match="HTTP 404") as info:
             download("mnist", dest, base_url=url, files=checks)
 
     message = str(info.value)
@@ -496,17 +497,22 @@ def test_full_disk_suggests_space_or_another_folder(tmp_path, monkeypatch):
 
 def test_server_error_suggests_trying_again(tmp_path):
     with serve(FILES, status=503) as (url, _):
-        with pytest.raises(DataError, match="HTTP 503. Check the connection and try"
-                                            " again, pass another source"):
+        with pytest.raises(DownloadError, match="HTTP 503. Check the connection and"
+                                                " try again, pass another source"):
             download("mnist", tmp_path, base_url=url, files=CHECKSUMS)
 
 
-def test_refused_connection_says_so_and_suggests_trying_again(tmp_path):
+def unused_port() -> int:
+    """A loopback port that nothing listens on once the probe that found it closes."""
     with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))  # a port that nothing listens on once closed
-        port = probe.getsockname()[1]
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
-    with pytest.raises(DataError, match=(
+
+def test_refused_connection_says_so_and_suggests_trying_again(tmp_path):
+    port = unused_port()
+
+    with pytest.raises(DownloadError, match=(
             f"^Could not download http://127.0.0.1:{port}/a-labels.gz: Connection"
             " refused. Check the connection and try again, pass another source")):
         download("mnist", tmp_path, base_url=f"http://127.0.0.1:{port}/",
@@ -517,10 +523,86 @@ def test_slow_server_times_out(tmp_path):
     stall = threading.Event()
 
     with serve(FILES, stall=stall) as (url, _):
-        with pytest.raises(DataError, match="timed out. Check the connection and"
-                                            " try again"):
+        with pytest.raises(DownloadError, match="timed out. Check the connection"
+                                                " and try again"):
             download("mnist", tmp_path, base_url=url, files=CHECKSUMS, timeout=0.2)
 
+    assert listing(tmp_path) == []
+
+
+# The exit status of `nntrain data download`: 1 when a well-formed mirror fails at
+# run time, 2 when what the user pointed at is wrong.
+
+MNIST_FIRST = next(iter(DATASETS["mnist"].files))  # the file fetched first
+
+
+def download_command(dest: Path, mirror: str):
+    return CliRunner().invoke(cli, ["data", "download", "mnist", "--dir", str(dest),
+                                    "--mirror", mirror])
+
+
+def test_download_command_exits_1_when_nothing_listens_at_the_mirror(tmp_path):
+    port = unused_port()
+
+    result = download_command(tmp_path, f"http://127.0.0.1:{port}/")
+
+    assert result.exit_code == 1
+    assert result.stderr.splitlines() == [
+        f"error: Could not download http://127.0.0.1:{port}/{MNIST_FIRST}: Connection"
+        " refused. Check the connection and try again, pass another source with"
+        f" --mirror URL, or copy {MNIST_FIRST} by hand into {tmp_path}."
+    ]
+
+
+def hung_up() -> threading.Event:
+    """For serve's ``stall``: already set, so every request is closed unanswered."""
+    event = threading.Event()
+    event.set()
+    return event
+
+
+@pytest.mark.parametrize("routes, failure, reason", [
+    ({}, {"status": 500}, "the server answered HTTP 500. Check the connection"),
+    ({}, {}, "the server answered HTTP 404. Pass another source"),
+    ({MNIST_FIRST: b"0123456789"}, {"short": frozenset({MNIST_FIRST})},
+     "the body stopped after 10 of 1010 bytes. Check the connection"),
+    ({}, {"stall": hung_up()}, "Remote end closed connection without response."),
+], ids=["http-500", "http-404", "truncated", "no-answer"])
+def test_download_command_exits_1_when_the_mirror_server_fails(tmp_path, routes,
+                                                               failure, reason):
+    with serve(routes, **failure) as (url, _):
+        result = download_command(tmp_path, url)
+
+    assert result.exit_code == 1
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"error: Could not download {url}{MNIST_FIRST}: {reason}")
+    assert line.endswith(f"copy {MNIST_FIRST} by hand into {tmp_path}.")
+    assert listing(tmp_path) == []
+
+
+def test_download_command_exits_2_when_a_file_mirror_lacks_the_files(tmp_path):
+    source = folder_of(tmp_path, {})
+
+    result = download_command(tmp_path / "dest", source.as_uri())
+
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [
+        f"error: Could not download {source.as_uri()}/{MNIST_FIRST}: No such file or"
+        f" directory. Pass another source with --mirror URL, or copy {MNIST_FIRST} by"
+        f" hand into {tmp_path / 'dest'}."
+    ]
+
+
+def test_download_command_exits_2_when_the_mirror_holds_another_file(tmp_path):
+    with serve({MNIST_FIRST: FILES["a-labels.gz"]}) as (url, _):
+        result = download_command(tmp_path, url)
+
+    assert result.exit_code == 2
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"error: The file downloaded from {url}{MNIST_FIRST} has"
+                           " the wrong gz-md5 hash: expected ")
+    assert line.endswith(f"; it was deleted. Pass another source with --mirror URL,"
+                         f" or copy {MNIST_FIRST} by hand into {tmp_path}.")
     assert listing(tmp_path) == []
 
 

@@ -7,6 +7,7 @@ it again work on a copy of its folder, which plans the same study.
 """
 
 import csv
+import errno
 import json
 import math
 import multiprocessing
@@ -42,6 +43,7 @@ from nntrain.search import (
     trial_config,
     unit_draws,
 )
+from nntrain.search import trials as trial_module
 
 CLI = Group(name="nntrain", commands=[search, ensemble])
 PARAMS = {"optimizer.lr": {"loguniform": [1e-3, 1e-1]},
@@ -397,6 +399,49 @@ def test_a_failing_trial_records_its_reason_in_result_json(tmp_path, write_confi
     assert saved["values"] == values
 
 
+def blocked_reason(path: Path, what: str = "a file") -> str:
+    return (f"{path} is {what}, not the trial's folder; remove or rename it, then"
+            " rerun the study to run this trial")
+
+
+@pytest.mark.parametrize("kind", ["a file", "a broken symbolic link"])
+def test_something_in_the_place_of_a_trial_folder_fails_it_naming_the_fix(
+        tmp_path, write_config, tiny_npz, kind):
+    run_dir = tmp_path / "trial-0000"
+    if kind == "a file":
+        run_dir.write_text("notes\n")
+    else:
+        run_dir.symlink_to(tmp_path / "nowhere")
+    task = trial_task(write_config, tiny_npz, run_dir,
+                      {"optimizer.lr": 0.01, "model.activation": "relu"})
+
+    result = run_trial(task)
+
+    assert result == {"status": "failed", "reason": blocked_reason(run_dir, kind)}
+    assert sorted(path.name for path in tmp_path.iterdir()) == [
+        "config.yaml", "tiny.npz", "trial-0000"]
+    if kind == "a file":
+        assert run_dir.read_text() == "notes\n"
+
+
+def test_a_result_json_that_cannot_be_written_fails_the_trial_in_one_line(
+        tmp_path, write_config, tiny_npz, monkeypatch):
+    def disk_full(path, text):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(trial_module, "write_text_atomically", disk_full)
+    run_dir = tmp_path / "trial-0000"
+    task = trial_task(write_config, tiny_npz, run_dir,
+                      {"optimizer.lr": 0.01, "model.activation": "relu"})
+
+    result = run_trial(task)
+
+    assert result["status"] == "failed"
+    assert result["reason"] == (
+        f"cannot write {run_dir / 'result.json'} (No space left on device); make"
+        " room or make the folder writable, then rerun the study to run this trial")
+
+
 GOOD_RESULT = {"trial": 0, "values": {}, "status": "ok", "metric": 0.5,
                "best_epoch": 1, "epochs": 2, "reason": "", "seconds": 1.5}
 
@@ -573,6 +618,47 @@ def test_a_study_reruns_only_the_trials_without_a_result(study, tmp_path):
     first = {row["trial"]: row for row in read_rows(study[0])}
     assert rerun["2"]["status"] == "ok"
     assert rerun["2"]["val_accuracy"] == first["2"]["val_accuracy"]  # same training
+
+
+def test_a_file_in_the_place_of_a_trial_folder_fails_that_trial_alone(study,
+                                                                     tmp_path):
+    copy, config_path = copy_study(study, tmp_path)
+    blocker = copy / "trial-0002"
+    shutil.rmtree(blocker)
+    blocker.write_text("notes\n")
+
+    result = invoke("search", config_path, "--out", copy, "--workers", 1)
+
+    assert result.exit_code == 0, result.output
+    assert f"trial 2 (round 1): failed: {blocked_reason(blocker)}\n" in result.stderr
+    assert "Error" not in result.output
+    rows = {row["trial"]: row for row in read_rows(copy)}
+    assert rows["2"]["status"] == "failed"
+    assert rows["2"]["reason"] == blocked_reason(blocker)
+    assert rows["0"]["status"] == "ok"
+    assert blocker.read_text() == "notes\n"
+
+    blocker.unlink()  # the fix the reason names: the next run trains the trial
+    result = invoke("search", config_path, "--out", copy, "--workers", 1)
+    assert result.exit_code == 0, result.output
+    assert "3 trials, 1 to run" in result.stderr
+    assert {row["trial"]: row["status"] for row in read_rows(copy)}["2"] == "ok"
+
+
+def test_a_study_whose_every_trial_folder_is_a_file_exits_1(study, tmp_path):
+    copy, config_path = copy_study(study, tmp_path)
+    for trial in range(3):
+        shutil.rmtree(copy / f"trial-{trial:04d}")
+        (copy / f"trial-{trial:04d}").write_text("")
+
+    result = invoke("search", config_path, "--out", copy, "--workers", 1)
+
+    assert result.exit_code == 1
+    assert result.stderr.splitlines()[-1] == (
+        "error: no trial of the study finished; the table above says why each one"
+        " failed")
+    assert [row["reason"] for row in read_rows(copy)] == [
+        blocked_reason(copy / f"trial-{trial:04d}") for trial in range(3)]
 
 
 def _dying_runner(task):

@@ -29,7 +29,7 @@ from pathlib import Path
 from urllib.parse import SplitResult, urlsplit
 
 from nntrain.data.idx import is_gzip
-from nntrain.errors import DataError, StopRequested
+from nntrain.errors import DataError, DownloadError, StopRequested
 from nntrain.fileio import publish
 
 try:
@@ -164,8 +164,11 @@ def download(
 
     Raises
     ------
-    DataError : unknown name, bad mirror URL, unreachable server, truncated body or
-        wrong hash.
+    DataError : unknown name, malformed mirror URL, a file a file:// mirror lacks or
+        cannot give, a file with the wrong hash, or a folder that cannot be written
+        (exit status 2).
+    DownloadError : a server that cannot be reached, times out, answers an HTTP
+        error or stops in the middle of a file (exit status 1).
     """
     dataset = _lookup(name)
     base_url = dataset.base_url if base_url is None else _check_mirror(base_url)
@@ -401,7 +404,7 @@ def _fetch(url: str, path: Path, checksum: Checksum, progress: bool, timeout: fl
     try:
         with os.fdopen(fd, "wb") as out:
             _stream(url, out, path, progress, timeout, advice)
-        _verify(tmp, url, checksum)
+        _verify(tmp, url, path, checksum)
         publish(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -422,8 +425,7 @@ def _stream(url: str, out, path: Path, progress: bool, timeout: float,
                              retry=err.code >= 500) from err
     except (OSError, http.client.HTTPException) as err:
         reason = _reason(getattr(err, "reason", None) or err)
-        raise _network_error(url, path, reason,
-                             retry=not url.startswith("file:")) from err
+        raise _network_error(url, path, reason, retry=not _is_local(url)) from err
     except ValueError as err:
         raise DataError(
             f"Cannot fetch {url} ({err}); give --mirror as an http://, https:// or "
@@ -488,31 +490,54 @@ def _progress_bar(total: int | None, label: str):
     return tqdm(total=total, desc=label, unit="B", unit_scale=True, file=sys.stderr)
 
 
-def _verify(tmp: Path, url: str, checksum: Checksum):
-    """Raise a DataError unless the downloaded ``tmp`` matches ``checksum``."""
+def _verify(tmp: Path, url: str, path: Path, checksum: Checksum):
+    """Raise a DataError unless the downloaded ``tmp`` matches ``checksum``.
+
+    Bad input (exit status 2), not a failure at run time: the body arrived whole
+    (_stream checked its announced length), so these are the bytes the source
+    holds, a wrong or damaged copy that fetching again from it would give again.
+    A body cut short without a Content-Length to show it lands here too; that is
+    rare, and another source is the fix either way.
+    """
+    fix = (f"it was deleted. Pass another source with --mirror URL, or copy"
+           f" {path.name} by hand into {path.parent}.")
     try:
         actual = _digest(tmp, checksum.kind)
     except (OSError, EOFError, zlib.error) as err:
         raise DataError(
-            f"The file downloaded from {url} is not a valid gzip file ({err}); it "
-            "was deleted. Try again, or pass another source with --mirror URL."
+            f"The file downloaded from {url} is not a valid gzip file ({err}); {fix}"
         ) from err
 
     if actual != checksum.digest:
         raise DataError(
             f"The file downloaded from {url} has the wrong {checksum.kind} hash: "
-            f"expected {checksum.digest}, got {actual}; it was deleted. Try again, "
-            "or pass another source with --mirror URL."
+            f"expected {checksum.digest}, got {actual}; {fix}"
         )
 
 
-def _network_error(url: str, path: Path, reason: str, retry: bool) -> DataError:
-    """``retry``: whether the failure may pass (a timeout, a dropped connection)."""
+def _network_error(url: str, path: Path, reason: str,
+                   retry: bool) -> DataError | DownloadError:
+    """Why ``url`` could not be read, as the error of its exit status. ``retry``:
+    whether the failure may pass (a timeout, a dropped connection).
+
+    A file:// mirror is a folder on this machine that the user named, so a file
+    missing or unreadable there is bad input, like any missing file (DataError,
+    exit status 2). A server that cannot be reached, answers an error or stops
+    mid-file is a failure at run time (DownloadError, exit status 1): its URL was
+    checked before any connection, and only the server's state, not the command,
+    decides whether the same command works later. An HTTP 404 counts as run time
+    too: from here a mirror not yet filled, a moved official file and a mistyped
+    folder look alike.
+    """
     first = "Check the connection and try again, pass" if retry else "Pass"
-    return DataError(
-        f"Could not download {url}: {reason}. {first} another source with --mirror"
-        f" URL, or copy {path.name} by hand into {path.parent}."
-    )
+    message = (f"Could not download {url}: {reason}. {first} another source with"
+               f" --mirror URL, or copy {path.name} by hand into {path.parent}.")
+    return DataError(message) if _is_local(url) else DownloadError(message)
+
+
+def _is_local(url: str) -> bool:
+    """Whether ``url`` is a file:// URL (the scheme may be written in capitals)."""
+    return urlsplit(url).scheme == "file"
 
 
 def _write_error(path: Path, err: OSError, advice: str) -> DataError:

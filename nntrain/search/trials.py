@@ -49,10 +49,18 @@ def _best_record(history: list, metric: str, mode: str) -> dict:
 def run_trial(task: dict) -> dict:
     """Train one trial in its folder and write its result.json; what each worker
     runs. ``task`` holds plain data (trial, values, config, run_dir, metric, mode) so
-    that it pickles for a process pool or a Dask cluster. Returns the result."""
+    that it pickles for a process pool or a Dask cluster. Returns the result, a
+    failed one naming the fix when the folder cannot be made or written."""
     from nntrain.pipeline import fit
 
     run_dir = Path(task["run_dir"])
+    problem = _folder_problem(run_dir)
+    if problem:
+        # Its result.json would go inside the very place the file holds: so this
+        # failure is recorded in results.csv alone, and the next run of the study
+        # tries the trial again, once the file is gone.
+        return {"status": "failed", "reason": problem}
+
     started = time.perf_counter()
     try:
         config = trial_config(task["config"], task["values"], run_dir)
@@ -65,10 +73,40 @@ def run_trial(task: dict) -> dict:
     except NNTrainError as error:
         result = {"status": "failed", "reason": str(error)}
     result["seconds"] = round(time.perf_counter() - started, 3)
-    run_dir.mkdir(parents=True, exist_ok=True)
+
     saved = {"trial": task["trial"], "values": task["values"], **result}
-    write_text_atomically(run_dir / RESULT_FILE, json.dumps(saved, indent=1) + "\n")
+    problem = _save_result(run_dir, saved)
+    if problem:
+        # A trial without its result.json runs again on the study's next run, so
+        # it is not counted as finished, whatever its training gave.
+        return {"status": "failed", "reason": problem, "seconds": result["seconds"]}
     return result
+
+
+def _save_result(run_dir: Path, saved: dict) -> str | None:
+    """Write ``saved`` as the trial's result.json; None, or why it could not be
+    written, as a reason naming the fix."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_text_atomically(run_dir / RESULT_FILE,
+                              json.dumps(saved, indent=1) + "\n")
+    except OSError as error:
+        return _folder_problem(run_dir) or (
+            f"cannot write {run_dir / RESULT_FILE} ({error.strerror or error}); make"
+            " room or make the folder writable, then rerun the study to run this"
+            " trial")
+    return None
+
+
+def _folder_problem(run_dir: Path) -> str | None:
+    """What stands where the trial's folder ``run_dir`` should be, as a reason
+    naming the fix, or None when the folder is there or can be made. A symbolic
+    link to a folder is a folder; one to nothing is in the way."""
+    if run_dir.is_dir() or not (run_dir.exists() or run_dir.is_symlink()):
+        return None
+    what = "a file" if run_dir.exists() else "a broken symbolic link"
+    return (f"{run_dir} is {what}, not the trial's folder; remove or rename it,"
+            " then rerun the study to run this trial")
 
 
 def read_result(run_dir: Path) -> dict | None:
