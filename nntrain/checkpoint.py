@@ -5,7 +5,8 @@ Array names by prefix (DESIGN.md's contract):
   buffer/<layer>.<name>    non-trainable layer state (batch-norm statistics)
   optim/<param>/<slot>     update-rule state         (optim/affine1.W/velocity)
   prep/<step>.<name>       preprocessing state       (prep/center.mean)
-  average/<param>          averaged weights, when kept
+  average/<param>          averaged weights, when kept, and beside them
+  average/<layer>.<name>   batch-norm statistics measured for them
   meta                     0-d unicode array holding JSON: format, version, config,
                            data spec, counters, generator states, history, checksums
 Writing goes to a temporary file in the same folder, which is flushed, fsynced and

@@ -459,7 +459,10 @@ SCHEMA = {
         "average": Key(None, average_setting, "mapping or null",
                        "keep averaged weights beside the raw ones: {kind:"
                        " exponential, decay: D} (the default kind; D defaults to"
-                       " 0.999, so {} turns it on) or {kind: polyak}; null: none"),
+                       " 0.999, so {} turns it on) or {kind: polyak}; null: none."
+                       " Batch norm layers get statistics of their own for the"
+                       " averages: one pass over the training split before each"
+                       " evaluation or save of them"),
         "snapshot_every": Key(None, integer(1, nullable=True, maximum=MAX_COUNT),
                               f"{COUNT} or null",
                               "also keep checkpoints/snapshot-epoch-NNNN.npz every"

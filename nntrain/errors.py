@@ -96,3 +96,7 @@ class NNTrainWarning(UserWarning):
 
 class DataWarning(NNTrainWarning):
     """The data was found or read in a way the user may not expect."""
+
+
+class CheckpointWarning(NNTrainWarning):
+    """A checkpoint was read, but lacks something a newer one keeps."""

@@ -20,6 +20,7 @@ from nntrain.data.datasets import Dataset, load_dataset
 from nntrain.data.preprocess import Preprocessor
 from nntrain.errors import (
     CheckpointError,
+    CheckpointWarning,
     ConfigError,
     DataLocationError,
     NNTrainError,
@@ -212,12 +213,13 @@ def fit(config: dict, run_dir, force: bool = False, quiet: bool = False,
             _load_arrays(model, "params", resume.group("param"), "the checkpoint")
             _load_arrays(model, "buffers", resume.group("buffer"), "the checkpoint")
             _restore_optimizer(solver, model, resume.group("optim"), solver_meta)
-            if resume.group("average") or (
-                    solver.average and solver_meta.get("average_count", 0)):
-                _check_arrays(model.params, resume.group("average"), "average",
-                              "the checkpoint")
-            solver.restore_average(resume.group("average"),
-                                   solver_meta.get("average_count", 0))
+            averaged, statistics = _average_groups(model, resume.group("average"))
+            count = solver_meta.get("average_count", 0)
+            if averaged or (solver.average and count):
+                _check_arrays(model.params, averaged, "average", "the checkpoint")
+            if statistics:
+                _check_arrays(model.buffers, statistics, "average", "the checkpoint")
+            solver.restore_average(averaged, count, statistics)
             _describe_resume(reporter, run.path, solver, resume.meta)
         _check_threads(reporter, config["train"]["threads"])
         progress = solver.train()
@@ -387,21 +389,52 @@ def restore(path, average: bool = False) -> Restored:
         raise CheckpointError(f"{path}: its meta is incomplete or malformed"
                               f" ({type(error).__name__}: {error}); the file is not a"
                               " complete nntrain checkpoint") from None
-    params = checkpoint.group("param")
     if average:
-        params = checkpoint.group("average")
-        if not params:
-            raise CheckpointError(f"{path} holds no averaged weights: its run did not"
-                                  " set train.average")
-    _load_arrays(model, "params", params, path)
-    _load_arrays(model, "buffers", checkpoint.group("buffer"), path)
+        _load_average(model, checkpoint, path)
+    else:
+        _load_arrays(model, "params", checkpoint.group("param"), path)
+        _load_arrays(model, "buffers", checkpoint.group("buffer"), path)
     return Restored(config, data, model, preprocessor, checkpoint)
 
 
-def _load_arrays(model: Model, kind: str, arrays: dict, path) -> None:
+def _average_groups(model: Model, arrays: dict) -> tuple[dict, dict]:
+    """A checkpoint's ``average/`` arrays split into the averaged weights and the
+    batch norm statistics measured for them (names of the model's buffers)."""
+    statistics = {name: value for name, value in arrays.items()
+                  if name in model.buffers}
+    weights = {name: value for name, value in arrays.items()
+               if name not in statistics}
+    return weights, statistics
+
+
+def _load_average(model: Model, checkpoint, path) -> None:
+    """Put a checkpoint's averaged weights and their batch norm statistics into
+    ``model``. A checkpoint written before the statistics were kept falls back on
+    the raw weights' statistics, with a warning."""
+    weights, statistics = _average_groups(model, checkpoint.group("average"))
+    if not weights:
+        raise CheckpointError(f"{path} holds no averaged weights: its run did not"
+                              " set train.average")
+    if model.buffers and not statistics:
+        warnings.warn(CheckpointWarning(
+            f"{path} keeps no batch norm statistics for its averaged weights (it was"
+            " written before nntrain measured them), so they are used with the raw"
+            " weights' running statistics, which can cost much accuracy; a run"
+            " trained with this nntrain keeps the right ones"), stacklevel=3)
+        statistics = checkpoint.group("buffer")
+        prefix = "buffer"
+    else:
+        prefix = "average"
+    _load_arrays(model, "params", weights, path, "average")
+    _load_arrays(model, "buffers", statistics, path, prefix)
+
+
+def _load_arrays(model: Model, kind: str, arrays: dict, path,
+                 prefix: str | None = None) -> None:
     """Check ``arrays`` against the model's ``params`` or ``buffers`` by name,
-    shape, dtype and finiteness, then copy them in."""
-    prefix = {"params": "param", "buffers": "buffer"}[kind]
+    shape, dtype and finiteness, then copy them in. ``prefix``: the checkpoint
+    group they come from, for messages (default: the kind's own)."""
+    prefix = prefix or {"params": "param", "buffers": "buffer"}[kind]
     _check_arrays(getattr(model, kind), arrays, prefix, path)
     model.set_arrays(kind, arrays)
 

@@ -447,6 +447,7 @@ class Solver:
         self._running = _RunningMeans()
         averaged = {}
         if self.average and self.average.count:
+            self._measure_average_buffers()
             with self.average.swapped_in(self.model) as model:
                 scores = model.predict(self.X_val)
             result = measure(scores, self.y_val, self.model.loss_name)
@@ -601,16 +602,37 @@ class Solver:
             self.watcher.history = [tuple(pair) for pair in meta["curve"]]
         self.elapsed_before = meta["seconds"]
 
-    def restore_average(self, arrays: dict, count: int) -> None:
+    def restore_average(self, arrays: dict, count: int,
+                        buffers: dict | None = None) -> None:
+        """Continue the average from a checkpoint's ``average/`` arrays: the
+        weights, and the batch norm statistics saved with them (None or empty for
+        a checkpoint older than them: they are measured again when needed)."""
         if self.average and count:
-            self.average.load(arrays, count)
+            self.average.load(arrays, count, buffers)
+
+    def _measure_average_buffers(self) -> None:
+        """Give the averaged weights batch norm statistics of their own, measured
+        on the training split in the run's batches (one pass, only when batch norm
+        is there and the averages moved since the last time)."""
+        batch_size = self.config["batch_size"]
+        if self.full_batch:  # L-BFGS normalizes the whole split as one batch
+            batch_size = len(self.X_train)
+        self.average.measure_buffers(self.model, self.X_train, batch_size)
+
+    def _average_arrays(self) -> dict:
+        """What a checkpoint keeps under ``average/`` (nothing before the first
+        update)."""
+        if not (self.average and self.average.count):
+            return {}
+        self._measure_average_buffers()
+        return self.average.state_arrays()
 
     def save(self, path) -> None:
         arrays = {
             "param": self.model.params,
             "buffer": self.model.buffers,
             "optim": self.rule.state_arrays(),
-            "average": self.average.arrays if self.average else {},
+            "average": self._average_arrays(),
             **self.checkpoint_arrays,
         }
         for group in ("param", "buffer", "optim", "average"):
