@@ -462,7 +462,7 @@ SCHEMA = {
                        " 0.999, so {} turns it on) or {kind: polyak}; null: none."
                        " Batch norm layers get statistics of their own for the"
                        " averages: one pass over the training split before each"
-                       " evaluation or save of them"),
+                       " evaluation or save of them. Not with optimizer lbfgs"),
         "snapshot_every": Key(None, integer(1, nullable=True, maximum=MAX_COUNT),
                               f"{COUNT} or null",
                               "also keep checkpoints/snapshot-epoch-NNNN.npz every"
@@ -675,6 +675,11 @@ def _check_lbfgs(config: dict) -> None:
     if config["train"]["clip"] is not None:
         raise ConfigError("optimizer lbfgs does not clip gradients: set train.clip"
                           " to null", ("optimizer.name", "train.clip"))
+    if config["train"]["average"] is not None:
+        # SciPy's minimizer moves the weights by itself, with no step at which
+        # nntrain could fold them into an average.
+        raise ConfigError("optimizer lbfgs does not average weights: set"
+                          " train.average to null", ("optimizer.name", "train.average"))
 
 
 def resolve_config(raw) -> dict:

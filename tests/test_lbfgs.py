@@ -61,6 +61,7 @@ def test_lbfgs_run_logs_every_iteration_and_its_checkpoint_evaluates(tiny_npz,
     (["model.drop_probability=0.2"], "remove dropout"),
     (["schedule.name=cosine"], "schedule.name to constant"),
     (["train.clip={norm: 1.0}"], "train.clip"),
+    (["train.average={kind: polyak}"], "train.average to null"),
 ])
 def test_lbfgs_refuses_settings_it_cannot_honour(overrides, message):
     with pytest.raises(ConfigError, match=message):
