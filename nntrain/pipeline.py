@@ -31,7 +31,7 @@ from nntrain.optim.schedules import build_schedule
 from nntrain.train import checks
 from nntrain.train.report import Reporter, counted
 from nntrain.train.rundir import RunDirectory
-from nntrain.train.solver import Solver, count_iterations
+from nntrain.train.solver import Solver, count_iterations, drops_final_evaluation
 from nntrain.train.state import check_data_spec, check_solver_state
 
 
@@ -188,12 +188,16 @@ def fit(config: dict, run_dir, force: bool = False, quiet: bool = False,
                                         full_batch=rule.name == "lbfgs")
     schedule = build_schedule(config["schedule"], rule.lr, total)
     solver_meta = resume.meta["solver"] if resume else None
+    resume_iteration, drop_evaluation = None, False
     if resume is not None:
-        # Before the run directory changes: its metrics are cut to the checkpoint.
+        # Before the run directory changes: its metrics are cut to the checkpoint,
+        # and lose the final evaluation of a shorter run that this one extends.
         check_solver_state(resume, per_epoch, schedule.state())
+        resume_iteration = solver_meta["progress"]["iteration"]
+        drop_evaluation = drops_final_evaluation(solver_meta, total)
 
-    run = RunDirectory(run_dir, force=force, resume_iteration=(
-        solver_meta["progress"]["iteration"] if resume else None))
+    run = RunDirectory(run_dir, force=force, resume_iteration=resume_iteration,
+                       drop_evaluation=drop_evaluation)
     reporter = Reporter(quiet=quiet, log=run.log)
     try:
         run.write_config(config)
@@ -273,6 +277,11 @@ def _describe_resume(reporter, path, solver, meta) -> None:
     reporter.line(f"run directory: {path}")
     reporter.line(f"resuming at iteration {progress.iteration} (epoch"
                   f" {progress.epoch}, {progress.batch_in_epoch} batches into it)")
+    if drops_final_evaluation(meta["solver"], solver.total_iterations):
+        reporter.line("note: the evaluation the shorter run made after its last"
+                      f" update (iteration {progress.iteration}) is dropped: this run"
+                      f" evaluates every {solver.eval_every} iterations, as one this"
+                      " long from the start would")
     if solver.full_batch:
         reporter.line("note: L-BFGS resumes from its saved parameters with a fresh,"
                       " empty curvature history (scipy keeps it to itself), so it"
@@ -317,12 +326,20 @@ def _start_of_run_checks(reporter, config, prepared, model, input_width,
 def _summarize(reporter, config, progress, path, seconds, solver) -> None:
     monitor = config["train"]["monitor"]
     best = path / "checkpoints" / "best.npz"
+    saved = f"saved in {best}"
+    if solver.best_file_iteration != progress.best_iteration:
+        # An extended run whose shorter run's dropped final evaluation was the best:
+        # those weights replaced the best ones before them, which are gone.
+        saved = (f"but {best} holds the weights of iteration"
+                 f" {solver.best_file_iteration}, which the shorter run's final"
+                 " evaluation found better (those of the best iteration were not"
+                 " kept)")
     reporter.line(
         f"Done: {counted(progress.epoch, 'epoch')},"
         f" {counted(progress.iteration, 'iteration')} in"
         f" {seconds:.1f} s. Best {monitor} {progress.best_value:.4f} at epoch"
-        f" {progress.best_epoch} (iteration {progress.best_iteration}), saved in"
-        f" {best}. Measure it on the test split with: nntrain eval"
+        f" {progress.best_epoch} (iteration {progress.best_iteration}), {saved}."
+        f" Measure it on the test split with: nntrain eval"
         f" {shlex.quote(str(best))}"
     )
 

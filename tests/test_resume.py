@@ -16,12 +16,13 @@ import yaml
 from click.testing import CliRunner
 from conftest import tiny_arrays, tiny_config_dict
 
-from nntrain.checkpoint import load_checkpoint
+from nntrain.checkpoint import load_checkpoint, save_checkpoint
 from nntrain.cli import cli
 from nntrain.config import resolve_config
 from nntrain.errors import StopRequested
 from nntrain.pipeline import fit
 from nntrain.train.resume import find_checkpoint, resumed_config, threads_note
+from nntrain.train.rundir import RunDirectory
 from nntrain.train.solver import Solver
 
 
@@ -35,8 +36,9 @@ def _raw(tiny_npz, **train):
     # and statistics, Adam's moments, a plateau schedule, early stopping.
     raw["model"] = {"hidden": [8], "batchnorm": True, "drop_probability": 0.2}
     raw["schedule"] = {"name": "plateau", "patience": 1, "factor": 0.5}
-    raw["train"].update(early_stopping={"patience": 50}, log_every=1, eval_every=3,
-                        average={"kind": "exponential", "decay": 0.9}, **train)
+    raw["train"].update({"early_stopping": {"patience": 50}, "log_every": 1,
+                         "eval_every": 3,
+                         "average": {"kind": "exponential", "decay": 0.9}, **train})
     return raw
 
 
@@ -115,6 +117,117 @@ def test_a_finished_run_extended_trains_on_from_where_it_ended(tmp_path, tiny_np
     assert meta["progress"]["iteration"] == 20
     iterations = [r["iteration"] for r in _records(part) if r["kind"] == "iter"]
     assert iterations == list(range(1, 21))
+
+
+def _extend(run_dir, *overrides):
+    """Resume the run in ``run_dir`` with ``overrides`` (its new length)."""
+    _, checkpoint, _ = find_checkpoint(run_dir)
+    config = resumed_config(checkpoint, list(overrides), run_dir)
+    fit(config, run_dir, quiet=True, resume=checkpoint)
+
+
+@pytest.mark.parametrize("short, longer", [
+    # eval_every 3 (from _raw): neither 10 nor 20 updates is an evaluation point,
+    # so both runs end with a final evaluation.
+    ({"epochs": None, "iterations": 10}, {"iterations": 20}),
+    # 4 updates an epoch: 8 and 16 updates, neither a multiple of 3.
+    ({"epochs": 2}, {"epochs": 4}),
+    # Evaluated once an epoch: 10 updates end mid-epoch, 20 at an epoch's end.
+    ({"epochs": None, "iterations": 10, "eval_every": None}, {"iterations": 20}),
+    # The shorter run ends at an evaluation point: there is nothing to drop.
+    ({"epochs": 2, "eval_every": None}, {"epochs": 4}),
+])
+def test_a_finished_run_extended_equals_one_that_long_from_the_start(
+        tmp_path, tiny_npz, short, longer):
+    part = tmp_path / "part"
+    fit(resolve_config(_raw(tiny_npz, **short)), part, quiet=True)
+    _extend(part, *(f"train.{key}={value}" for key, value in longer.items()))
+
+    whole = tmp_path / "whole"
+    fit(resolve_config(_raw(tiny_npz, **{**short, **longer})), whole, quiet=True)
+
+    _assert_same_run(whole, part)
+
+
+def test_an_extended_run_stopped_and_resumed_equals_the_uninterrupted_one(
+        tmp_path, tiny_npz, monkeypatch):
+    part = tmp_path / "part"
+    fit(resolve_config(_raw(tiny_npz, epochs=None, iterations=10)), part, quiet=True)
+    with monkeypatch.context() as patch:
+        _interrupt_at(patch, 14)  # mid-epoch, between evaluation points
+        with pytest.raises(StopRequested):
+            _extend(part, "train.iterations=20")
+    _extend(part)
+
+    whole = tmp_path / "whole"
+    fit(resolve_config(_raw(tiny_npz, epochs=None, iterations=20)), whole, quiet=True)
+
+    _assert_same_run(whole, part)
+
+
+def test_an_extended_run_drops_the_final_evaluation_of_the_shorter_one(
+        tmp_path, tiny_npz, write_config):
+    config = write_config(_raw(tiny_npz, epochs=None, iterations=10, plots=False))
+    run = tmp_path / "run"
+    assert invoke("fit", config, "--out", run, "--quiet").exit_code == 0
+    assert [r["iteration"] for r in _records(run) if r["kind"] == "epoch"] == [
+        3, 6, 9, 10]
+
+    result = invoke("fit", config, "--resume", run, "--set", "train.iterations=20")
+
+    assert result.exit_code == 0, result.output
+    assert ("note: the evaluation the shorter run made after its last update"
+            " (iteration 10) is dropped: this run evaluates every 3 iterations, as"
+            " one this long from the start would\n") in result.stdout
+    records = _records(run)
+    assert [r["iteration"] for r in records if r["kind"] == "epoch"] == [
+        3, 6, 9, 12, 15, 18, 20]
+    # The "iter" record of update 10 stays: that update is part of the longer run.
+    assert [r["iteration"] for r in records if r["kind"] == "iter"] == list(
+        range(1, 21))
+
+
+def test_a_resume_dropping_an_evaluation_keeps_the_iter_record_before_it(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    written = [{"kind": "iter", "iteration": 9}, {"kind": "epoch", "iteration": 9},
+               {"kind": "iter", "iteration": 10}, {"kind": "epoch", "iteration": 10},
+               {"kind": "event", "iteration": 10, "event": "early_stop"}]
+    metrics = run / "metrics.jsonl"
+    metrics.write_text("".join(json.dumps(record) + "\n" for record in written))
+
+    RunDirectory(run, resume_iteration=10, drop_evaluation=True).close()
+
+    assert [json.loads(line) for line in metrics.read_text().splitlines()] == (
+        written[:3])
+
+
+def test_an_extension_says_when_best_npz_holds_a_dropped_evaluations_weights(
+        tmp_path, tiny_npz, write_config):
+    raw = tiny_config_dict(tiny_npz)
+    raw["train"].update(epochs=None, iterations=10, eval_every=3, plots=False,
+                        monitor="val_loss")
+    config = write_config(raw)
+    run = tmp_path / "run"
+    assert invoke("fit", config, "--out", run, "--quiet").exit_code == 0
+    last, best = run / "checkpoints" / "last.npz", run / "checkpoints" / "best.npz"
+    assert load_checkpoint(best).meta["solver"]["progress"]["iteration"] == 10
+    # The final evaluation had the lowest validation loss. Had the loss risen after
+    # iteration 9, no evaluation of the longer run would beat iteration 9's; a best
+    # value of 0 from before the final evaluation stands for that.
+    checkpoint = load_checkpoint(last)
+    before = checkpoint.meta["solver"]["before_final_evaluation"]["progress"]
+    before.update(best_value=0.0, best_epoch=3, best_iteration=9)
+    save_checkpoint(last, checkpoint.meta, checkpoint.arrays)
+
+    result = invoke("fit", config, "--resume", run, "--set", "train.iterations=20")
+
+    assert result.exit_code == 0, result.output
+    assert (f"Best val_loss 0.0000 at epoch 3 (iteration 9), but {best} holds the"
+            " weights of iteration 10, which the shorter run's final evaluation"
+            " found better (those of the best iteration were not kept).") in (
+        result.stdout)
+    assert load_checkpoint(best).meta["solver"]["progress"]["iteration"] == 10
 
 
 def test_same_config_and_seed_give_identical_files(tmp_path, tiny_npz):
@@ -488,6 +601,38 @@ def test_a_run_early_stopping_ended_is_not_told_to_extend_it(tmp_path, tiny_npz,
         " ended (8 iterations, epoch 2): nothing to do, and it cannot train on. To"
         " train longer, start it over with --force and a larger"
         " train.early_stopping.patience (or none)\n")
+
+
+def test_a_run_its_final_evaluation_stopped_early_can_be_extended(
+        tmp_path, tiny_npz, write_config):
+    raw = tiny_config_dict(tiny_npz)
+    # No evaluation lowers the validation loss by 100, so the second one ends the
+    # run: with 4 updates and eval_every 3 that is the final evaluation, after
+    # update 4, which a run of 8 updates does not make; it stops after update 6.
+    raw["train"].update(epochs=None, iterations=4, eval_every=3, plots=False,
+                        log_every=1, monitor="val_loss",
+                        early_stopping={"patience": 1, "min_delta": 100.0})
+    config = write_config(raw)
+    part, whole = tmp_path / "part", tmp_path / "whole"
+    assert invoke("fit", config, "--out", part, "--quiet").exit_code == 0
+    assert [r["kind"] for r in _records(part) if r["iteration"] == 4] == [
+        "iter", "epoch", "event"]
+
+    unchanged = invoke("fit", config, "--resume", part)
+    assert unchanged.exit_code == 0
+    assert ("is from a finished run (4 iterations, epoch 1): nothing to do. To"
+            " train longer, extend it past those: --set train.iterations=N with"
+            " N > 4") in unchanged.stdout
+    extended = invoke("fit", config, "--resume", part, "--set", "train.iterations=8",
+                      "--quiet")
+    assert extended.exit_code == 0, extended.output
+    straight = invoke("fit", config, "--out", whole, "--quiet", "--set",
+                      "train.iterations=8")
+    assert straight.exit_code == 0, straight.output
+
+    assert _records(part) == _records(whole)
+    assert [r["kind"] for r in _records(whole) if r["kind"] != "iter"] == [
+        "epoch", "epoch", "event"]
 
 
 def test_commands_printed_to_paste_quote_their_paths(tmp_path, tiny_npz,

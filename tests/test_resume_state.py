@@ -16,6 +16,7 @@ from nntrain.cli import cli
 from nntrain.config import load_config
 from nntrain.nn.model import build_model
 from nntrain.optim.rules import Adam
+from nntrain.train.solver import EVALUATED_STATE
 
 
 def invoke(*args):
@@ -148,6 +149,17 @@ def _set(*keys_and_value):
     return change
 
 
+def _before_final(**progress):
+    """A change that gives the checkpoint a state from before a final evaluation:
+    a copy of its own, with ``progress`` counters changed."""
+    def change(checkpoint):
+        solver = checkpoint.meta["solver"]
+        before = copy.deepcopy({key: solver[key] for key in EVALUATED_STATE})
+        before["progress"].update(progress)
+        solver["before_final_evaluation"] = before
+    return change
+
+
 @pytest.mark.parametrize("change, message", [
     (_set(SHUFFLE, "bit_generator", "MT19937"),
      f'solver.{SHUFFLE}.bit_generator is "MT19937", not "PCG64"'),
@@ -176,6 +188,13 @@ def _set(*keys_and_value):
     (_set("history", [1]), "solver.history[0] is 1, not a JSON object"),
     (_set("seconds", -1.0), "solver.seconds is -1.0, not a number of seconds >= 0"),
     (lambda c: c.meta["solver"].pop("divergence"), "solver.divergence is missing"),
+    (_set("before_final_evaluation", 5),
+     "solver.before_final_evaluation is 5, not a JSON object"),
+    (_before_final(iteration=7), "solver.before_final_evaluation.progress.iteration"
+     " is 7, not solver.progress.iteration (8)"),
+    (_before_final(best_iteration=9),
+     "solver.before_final_evaluation.progress.best_iteration is 9, past"
+     " solver.before_final_evaluation.progress.iteration (8)"),
 ])
 def test_a_resume_refuses_forged_solver_state_naming_the_key(adam_run, change,
                                                             message):

@@ -107,8 +107,16 @@ def is_finished(config: dict, checkpoint) -> bool:
     full_batch = config["optimizer"]["name"] == "lbfgs"
     _, total = count_iterations(config["train"],
                                 checkpoint.meta["data"]["sizes"]["train"], full_batch)
-    stopped_early = checkpoint.meta["solver"].get("stopped_early", False)
-    return progress["iteration"] >= total or stopped_early
+    return (progress["iteration"] >= total
+            or _ended_by_early_stopping(checkpoint.meta["solver"]))
+
+
+def _ended_by_early_stopping(solver: dict) -> bool:
+    """Whether early stopping ended the run for good. Not when the final evaluation
+    (``Solver._final_evaluation``) ended it: that evaluation belongs to the run's
+    length alone, and an extension drops it, with its early-stopping count."""
+    return (solver.get("stopped_early", False)
+            and solver.get("before_final_evaluation") is None)
 
 
 def finished_note(path, config: dict, checkpoint) -> str:
@@ -118,7 +126,7 @@ def finished_note(path, config: dict, checkpoint) -> str:
     solver = checkpoint.meta["solver"]
     progress = solver["progress"]
     done = f"{progress['iteration']} iterations, epoch {progress['epoch']}"
-    if solver.get("stopped_early"):
+    if _ended_by_early_stopping(solver):
         return (f"{path} is from a run that early stopping ended ({done}): nothing"
                 " to do, and it cannot train on. To train longer, start it over"
                 " with --force and a larger train.early_stopping.patience (or"

@@ -40,9 +40,12 @@ class RunDirectory:
     ``resume_iteration``: continue an existing run from a checkpoint taken after
     that many updates; records written after it (by a run killed later) are dropped
     from metrics.jsonl, so the file reads as if the run had never stopped.
+    ``drop_evaluation``: drop the evaluation records at ``resume_iteration`` too (an
+    extended run drops the final evaluation of the shorter run it continues).
     """
 
-    def __init__(self, path, force: bool = False, resume_iteration=None):
+    def __init__(self, path, force: bool = False, resume_iteration=None,
+                 drop_evaluation: bool = False):
         self.path = Path(path)
         self._lock = None
         try:
@@ -52,7 +55,7 @@ class RunDirectory:
                 self._prepare(force)
             else:
                 self._check_writable()
-                self._truncate_metrics(resume_iteration)
+                self._truncate_metrics(resume_iteration, drop_evaluation)
             if self._lock is None:
                 self._take_lock()
         except BaseException:
@@ -166,7 +169,7 @@ class RunDirectory:
                 " choose another folder with --out"
             ) from None
 
-    def _truncate_metrics(self, iteration: int) -> None:
+    def _truncate_metrics(self, iteration: int, drop_evaluation: bool) -> None:
         path = self.path / "metrics.jsonl"
         if not (path.exists() or path.is_symlink()):
             return
@@ -174,6 +177,11 @@ class RunDirectory:
         for line, record in read_records(path):
             if record["iteration"] > iteration:
                 break
+            # The last update's own "iter" record stays: only the evaluation after
+            # it (its "epoch" record and an early-stopping "event") goes.
+            if (drop_evaluation and record["iteration"] == iteration
+                    and record.get("kind") != "iter"):
+                continue
             kept.append(line)
         write_text_atomically(path, "".join(line + "\n" for line in kept))
 

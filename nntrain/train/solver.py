@@ -7,11 +7,13 @@ Counting (the same in epochs and iterations mode):
 - ``iteration`` counts updates done so far; ``epoch`` counts epochs begun (1-based);
 - evaluation runs every ``eval_every`` iterations, by default at the end of every
   epoch (iterations mode: every ceil(N / batch_size) iterations), and once more after
-  the last update if that was not an evaluation point.
+  the last update if that was not an evaluation point (the final evaluation, which
+  a run extended later drops: see ``Solver._final_evaluation``).
 At each evaluation the Solver writes an "epoch" record, saves ``last.npz``, and saves
 ``best.npz`` when ``train.monitor`` improved.
 """
 
+import copy
 import math
 import shlex
 import signal
@@ -43,6 +45,20 @@ HUGE_PENALTY = 1e3
 # A loss above this multiple of its first value for this many updates is diverging.
 DIVERGENCE_FACTOR = 3
 DIVERGENCE_ITERATIONS = 100
+
+
+# The parts of the solver state (keys of Solver.state_meta) that an evaluation
+# changes, besides the history it adds its record to.
+EVALUATED_STATE = ("progress", "running_means", "schedule", "warned", "curve")
+
+
+def drops_final_evaluation(solver_meta: dict, total_iterations: int) -> bool:
+    """Whether a run resumed from ``solver_meta`` (a checkpoint's solver state) with
+    a budget of ``total_iterations`` updates drops the final evaluation that the
+    checkpoint's run made when its shorter budget ran out between evaluation points.
+    """
+    return (solver_meta.get("before_final_evaluation") is not None
+            and total_iterations > solver_meta["progress"]["iteration"])
 
 
 def iterations_per_epoch(num_samples: int, batch_size: int) -> int:
@@ -165,6 +181,13 @@ class Solver:
         self.average = WeightAverage(**average) if average else None
         self.elapsed_before = 0.0  # seconds of the run before a resume
         self._resume_epoch_state = None  # the shuffle state to redraw on resume
+        # EVALUATED_STATE as it was before the final evaluation, once it has begun.
+        self._before_final_evaluation = None
+        # The iteration whose weights best.npz holds. It differs from
+        # progress.best_iteration only in a run extended after a final evaluation
+        # that was the best, whose weights stay there until a later evaluation beats
+        # the best before it (see restore_state).
+        self.best_file_iteration = None
 
         self.full_batch = rule.name == "lbfgs"
         self.per_epoch, self.total_iterations = count_iterations(
@@ -186,7 +209,7 @@ class Solver:
                 while self.progress.iteration < self.total_iterations:
                     self._train_epoch(stop)
                 if self.progress.last_eval_iteration != self.progress.iteration:
-                    self._evaluate()
+                    self._final_evaluation()
         except _EarlyStop:
             pass
         finally:
@@ -478,7 +501,25 @@ class Solver:
             self.save(self.run.checkpoints / "last.npz")
             if improved:
                 self.save(self.run.checkpoints / "best.npz")
+                self.best_file_iteration = progress.iteration
         self._check_early_stopping(record[monitor])
+
+    def _final_evaluation(self) -> None:
+        """Evaluate the weights the run ends with, which no evaluation point measured.
+
+        The evaluation belongs to this run's length alone: a run extended later, like
+        one that long from the start, trains on past this iteration without
+        evaluating it. So the checkpoints saved from here on also keep the state that
+        this evaluation changes as it was before it; an extension continues from that
+        state and drops this evaluation's records (``restore_state``), so that its
+        records, schedule, early stopping and training means are those of an
+        uninterrupted run.
+        """
+        state = self.state_meta()
+        # A deep copy: the watcher's curve is a list the evaluation appends to.
+        self._before_final_evaluation = copy.deepcopy(
+            {key: state[key] for key in EVALUATED_STATE})
+        self._evaluate()
 
     def _snapshot(self) -> None:
         """Keep this epoch's weights apart every train.snapshot_every epochs."""
@@ -568,6 +609,7 @@ class Solver:
             "history": self.history,
             "stopped_early": self.stop_reason is not None,
             "average_count": self.average.count if self.average else 0,
+            "before_final_evaluation": self._before_final_evaluation,
         }
 
     def _dropout_generator(self):
@@ -580,7 +622,18 @@ class Solver:
 
     def restore_state(self, meta: dict, optim_arrays: dict) -> None:
         """Continue from a checkpoint's solver state (its arrays are already in the
-        model). L-BFGS keeps only its parameters: its history starts empty."""
+        model). L-BFGS keeps only its parameters: its history starts empty.
+
+        A run extended past the final evaluation of a shorter one continues from the
+        state before that evaluation, without its history record: the evaluation
+        measured an iteration that is no evaluation point of the longer run.
+        """
+        self.best_file_iteration = meta["progress"].get("best_iteration")
+        if drops_final_evaluation(meta, self.total_iterations):
+            iteration = meta["progress"]["iteration"]
+            history = [record for record in meta["history"]
+                       if record.get("iteration") != iteration]
+            meta = {**meta, **meta["before_final_evaluation"], "history": history}
         self.progress = Progress(**meta["progress"])
         if self.full_batch:
             self.rule.steps = meta["optimizer_steps"]

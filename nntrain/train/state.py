@@ -119,26 +119,38 @@ PROGRESS = _record({
 
 SUMS = ("loss", "data_loss", "reg_loss", "correct")
 
+SCHEDULE = _record({"current": NUMBER, "bad_evaluations": COUNT}, closed=False)
+RUNNING_MEANS = _record({"samples": COUNT,
+                         "sums": _record(dict.fromkeys(SUMS, NUMBER), SUMS)},
+                        required=("samples", "sums"))
+WARNED = _list_of(TEXT)
+CURVE = _list_of(_list_of(_optional(NUMBER), length=2))
+
+# What the Solver keeps of its state from before the final evaluation of a run
+# (solver.EVALUATED_STATE), for an extension of the run to continue from.
+BEFORE_FINAL_EVALUATION = _record({
+    "progress": PROGRESS, "running_means": RUNNING_MEANS, "schedule": SCHEDULE,
+    "warned": WARNED, "curve": CURVE,
+}, required=("progress", "running_means", "schedule", "warned", "curve"))
+
 # What Solver.state_meta writes. Keys a later nntrain may add are let through.
 SOLVER = _record({
     "progress": PROGRESS,
     "optimizer_steps": COUNT,
     "lr": _optional(NUMBER),
-    "schedule": _record({"current": NUMBER, "bad_evaluations": COUNT},
-                        closed=False),
+    "schedule": SCHEDULE,
     "shuffle_state_at_epoch_start": _optional(GENERATOR),
     "dropout_state": _optional(GENERATOR),
-    "running_means": _record({"samples": COUNT,
-                              "sums": _record(dict.fromkeys(SUMS, NUMBER), SUMS)},
-                             required=("samples", "sums")),
+    "running_means": RUNNING_MEANS,
     "divergence": _record({"first_loss": _optional(NUMBER), "high_streak": COUNT},
                           required=("first_loss", "high_streak")),
-    "warned": _list_of(TEXT),
-    "curve": _list_of(_list_of(_optional(NUMBER), length=2)),
+    "warned": WARNED,
+    "curve": CURVE,
     "seconds": DURATION,
     "history": _list_of(_record({}, closed=False)),
     "stopped_early": FLAG,
     "average_count": COUNT,
+    "before_final_evaluation": _optional(BEFORE_FINAL_EVALUATION),
 }, required=("progress", "optimizer_steps", "schedule",
              "shuffle_state_at_epoch_start", "dropout_state", "running_means",
              "divergence", "warned", "curve", "seconds", "history"), closed=False)
@@ -202,6 +214,10 @@ def check_solver_state(checkpoint, per_epoch: int | None = None,
         _check_progress(solver["progress"], per_epoch)
         if schedule_state is not None:
             _check_schedule(solver["schedule"], schedule_state)
+        before = solver.get("before_final_evaluation")
+        if before is not None:
+            _check_before_final_evaluation(before, solver["progress"], per_epoch,
+                                           schedule_state)
     except _Bad as bad:
         raise CheckpointError(f"{where}: {bad}; {FIX}") from None
 
@@ -217,21 +233,37 @@ def _check_generators(solver: dict) -> None:
             raise _Bad(f"solver.{key}", f"is not a generator state ({error})") from None
 
 
-def _check_progress(progress: dict, per_epoch: int | None) -> None:
+def _check_progress(progress: dict, per_epoch: int | None,
+                    key: str = "solver.progress") -> None:
     iteration = progress["iteration"]
     for name in ("batch_in_epoch", "last_eval_iteration", "best_iteration"):
         value = progress.get(name)
         if value is not None and value > iteration:
-            raise _Bad(f"solver.progress.{name}", f"is {value}, past"
-                       f" solver.progress.iteration ({iteration})")
+            raise _Bad(f"{key}.{name}", f"is {value}, past {key}.iteration"
+                       f" ({iteration})")
     batch = progress.get("batch_in_epoch", 0)
     if per_epoch is not None and batch > per_epoch:
-        raise _Bad("solver.progress.batch_in_epoch", f"is {batch}, but an epoch of this"
+        raise _Bad(f"{key}.batch_in_epoch", f"is {batch}, but an epoch of this"
                    f" run has {per_epoch} updates")
 
 
-def _check_schedule(saved: dict, wanted: dict) -> None:
+def _check_schedule(saved: dict, wanted: dict, key: str = "solver.schedule") -> None:
     if set(saved) != set(wanted):
         kept = ", ".join(sorted(wanted)) or "nothing"
-        raise _Bad("solver.schedule", f"holds {_shown(sorted(saved))}, but the run's"
+        raise _Bad(key, f"holds {_shown(sorted(saved))}, but the run's"
                    f" schedule keeps {kept}")
+
+
+def _check_before_final_evaluation(before: dict, progress: dict,
+                                   per_epoch: int | None,
+                                   schedule_state: dict | None) -> None:
+    """The state from before the final evaluation is the same point of training:
+    the same update, with the same counters a resume checks."""
+    key = "solver.before_final_evaluation"
+    iteration = before["progress"]["iteration"]
+    if iteration != progress["iteration"]:
+        raise _Bad(f"{key}.progress.iteration", f"is {iteration}, not"
+                   f" solver.progress.iteration ({progress['iteration']})")
+    _check_progress(before["progress"], per_epoch, f"{key}.progress")
+    if schedule_state is not None:
+        _check_schedule(before["schedule"], schedule_state, f"{key}.schedule")
