@@ -1,9 +1,10 @@
 """Tests of nntrain.search and `nntrain search`: sampling, coarse-to-fine ranges, the
 search section's validation, and small studies on the tiny npz data.
 
-One study (3 trials of 2 epochs, hidden [8], 2 worker processes, one trial given an
-invalid activation) is shared by the tests that only read its files; tests that run
-it again work on a copy of its folder, which plans the same study.
+One study (3 trials of 2 epochs, hidden [8], 2 worker processes, one trial given a
+validation split the data cannot spare, which the config accepts but the run does
+not) is shared by the tests that only read its files; tests that run it again work
+on a copy of its folder, which plans the same study.
 """
 
 import csv
@@ -46,8 +47,9 @@ from nntrain.search import (
 from nntrain.search import trials as trial_module
 
 CLI = Group(name="nntrain", commands=[search, ensemble])
+# data.validation 100 is a valid config, but the tiny data has only 60 training rows.
 PARAMS = {"optimizer.lr": {"loguniform": [1e-3, 1e-1]},
-          "model.activation": {"choice": ["relu", "tanh", "bogus"]}}
+          "data.validation": {"choice": [10, 20, 100]}}
 
 
 def invoke(*args):
@@ -195,8 +197,8 @@ def test_a_later_round_keeps_the_ranges_when_no_trial_finished():
     spec = spec_of(trials=4, rounds=2, params=PARAMS)
     failed = {**finished_row(0, None, **{"optimizer.lr": 0.01}), "status": "failed"}
     assert narrow_bounds(spec, [failed]) == {"optimizer.lr": [1e-3, 1e-1],
-                                             "model.activation": PARAMS[
-                                                 "model.activation"]["choice"]}
+                                             "data.validation": PARAMS[
+                                                 "data.validation"]["choice"]}
 
 
 # The search section.
@@ -315,8 +317,8 @@ def test_a_setting_of_an_update_rule_the_study_does_not_use_is_refused_up_front(
     ({"optimizer.beta1": {"uniform": [0.5, 0.99]},
       "optimizer.name": {"choice": ["sgd"]}},
      "optimizer.beta1 is not a setting of 'sgd'"),
-    ({"train.epochs": {"int": [1, 2]}, "train.iterations": {"int": [5, 6]}},
-     "set exactly one of train.epochs and train.iterations"),
+    ({"model.batchnorm": {"choice": [True]}, "model.layernorm": {"choice": [True]}},
+     "set at most one of model.batchnorm and model.layernorm"),
 ])
 def test_searched_keys_that_never_fit_together_are_refused_up_front(params,
                                                                      problem):
@@ -373,6 +375,175 @@ def test_the_rest_of_the_config_is_validated_as_usual(write_config, tiny_npz):
     config["model"]["hiden"] = [8]
     with pytest.raises(ConfigError, match=r"unknown key model\.hiden"):
         load_search_config(write_config(config))
+
+
+# Every option and both ends checked before any trial.
+
+
+@pytest.mark.parametrize("changes, params, problem", [
+    ({}, {"optimizer.name": {"choice": ["adam", "adamm"]}},
+     "invalid search.params.optimizer.name: the option 'adamm' gives no valid config"
+     " (invalid optimizer.name: 'adamm' (choose one of: sgd, momentum, nesterov,"
+     " adagrad, rmsprop, adam, adamw, lbfgs; did you mean 'adam'?)); remove or"
+     " correct that option"),
+    ({}, {"optimizer.lr": {"choice": [0.01, -0.1]}},
+     "invalid search.params.optimizer.lr: the option -0.1 gives no valid config"
+     " (invalid optimizer.lr: -0.1 (expected a number in (0, inf))); remove or"
+     " correct that option"),
+    ({}, {"model.hidden": {"choice": [[8], [16, 0]]}},
+     "invalid search.params.model.hidden: the option [16, 0] gives no valid config"
+     " (invalid model.hidden[1]: 0 (expected an integer >= 1 and <= 1,000,000));"
+     " remove or correct that option"),
+    # 1 == True in Python, but a YAML 1 is no boolean: each option is tried.
+    ({}, {"model.batchnorm": {"choice": [True, 1]}},
+     "invalid search.params.model.batchnorm: the option 1 gives no valid config"),
+    ({}, {"model.drop_probability": {"uniform": [0.2, 1.5]}},
+     "invalid search.params.model.drop_probability: the high end 1.5 gives no valid"
+     " config (invalid model.drop_probability: 1.5 (expected a number in [0, 1)));"
+     " give a range whose ends the key accepts"),
+    ({}, {"optimizer.lr": {"uniform": [0.0, 0.1]}},
+     "invalid search.params.optimizer.lr: the low end 0.0 gives no valid config"
+     " (invalid optimizer.lr: 0.0 (expected a number in (0, inf))); give a range"
+     " whose ends the key accepts"),
+    ({}, {"train.batch_size": {"int": [0, 64]}},
+     "invalid search.params.train.batch_size: the low end 0 gives no valid config"),
+    # lbfgs sets its own steps: with the config's cosine schedule, never valid.
+    ({"schedule": {"name": "cosine"}},
+     {"optimizer.name": {"choice": ["adam", "lbfgs"]}},
+     "invalid search.params.optimizer.name: the option 'lbfgs' gives no valid config"
+     " (optimizer lbfgs chooses its own step sizes: set schedule.name to constant)"),
+    # sgd's default rate, 0.01, carries no floor trouble; adam's 0.001 does.
+    ({"optimizer": {"name": "sgd"}, "schedule": {"name": "cosine", "floor": 0.005}},
+     {"optimizer.name": {"choice": ["sgd", "adam"]}},
+     "invalid search.params.optimizer.name: the option 'adam' gives no valid config"
+     " (invalid schedule.floor: 0.005 is above optimizer.lr 0.001"),
+    ({}, {"train.epochs": {"int": [1, 2]}, "train.iterations": {"int": [5, 6]}},
+     "invalid search.params.train.iterations: no value of it fits the key (set"
+     " exactly one of train.epochs and train.iterations (got epochs=1,"
+     " iterations=5); set the other to null)"),
+    # No rule the search draws has momentum.
+    ({}, {"optimizer.name": {"choice": ["sgd", "adam"]},
+          "optimizer.momentum": {"uniform": [0.5, 0.9]}},
+     "invalid search.params.optimizer.momentum: no value of it fits the key"
+     " (optimizer.momentum is not a setting of 'sgd'"),
+    # rmsprop has decay, but not 1.5.
+    ({}, {"optimizer.name": {"choice": ["rmsprop", "adam"]},
+          "optimizer.decay": {"choice": [0.9, 1.5]}},
+     "invalid search.params.optimizer.decay: the option 1.5 gives no valid config"
+     " (invalid optimizer.decay: 1.5 (expected a number in [0, 1)))"),
+])
+def test_an_option_or_range_end_no_trial_could_run_with_is_refused_up_front(
+        changes, params, problem):
+    config = resolve_config({"train": {"epochs": 2}, **changes})
+    with pytest.raises(ConfigError) as caught:
+        parse_search({"trials": 4, "params": params}, config)
+    assert str(caught.value).startswith(problem)
+
+
+@pytest.mark.parametrize("params", [
+    # momentum is no setting of the config's adam, but of both rules drawn.
+    {"optimizer.name": {"choice": ["momentum", "nesterov"]},
+     "optimizer.momentum": {"uniform": [0.5, 0.9]}},
+    # floor is no setting of the config's constant schedule, but of cosine.
+    {"schedule.name": {"choice": ["cosine", "plateau"]},
+     "schedule.floor": {"uniform": [0.0, 1e-4]}},
+    # The floor above sgd's rate is no trouble for the trials with lr searched...
+    {"optimizer.name": {"choice": ["adam", "sgd"]},
+     "schedule.floor": {"choice": [0.0, 0.005]},
+     "schedule.name": {"choice": ["cosine", "constant"]},
+     "optimizer.lr": {"loguniform": [0.01, 0.1]}},
+    # ... nor, with adam's default rate, for those that draw the constant schedule
+    # (it starts afresh, without the floor).
+    {"optimizer.name": {"choice": ["sgd", "adam"]},
+     "schedule.floor": {"choice": [0.0, 0.005]},
+     "schedule.name": {"choice": ["cosine", "constant"]}},
+    # Draws stay below a range's high end: up to 1.0, which the key excludes.
+    {"model.drop_probability": {"uniform": [0.0, 1.0]}},
+    {"train.early_stopping.min_delta": {"uniform": [0.0, 1.0]}},
+])
+def test_options_that_fit_with_values_of_the_other_searched_keys_are_accepted(
+        params):
+    config = resolve_config({"train": {"epochs": 2, "early_stopping": {}}})
+    spec = parse_search({"trials": 8, "params": params}, config)
+    assert [param.key for param in spec.params] == list(params)
+
+
+def floor_above_lr(npz_path, **search) -> dict:
+    """A study config whose optimizer.lr is below its cosine schedule's floor."""
+    config = study_config(npz_path, trials=2, **search)
+    config["optimizer"]["lr"] = 0.001
+    config["schedule"] = {"name": "cosine", "floor": 0.005}
+    return config
+
+
+def test_a_config_value_every_trial_replaces_need_not_be_valid(write_config,
+                                                               tiny_npz):
+    path = write_config(floor_above_lr(
+        tiny_npz, params={"optimizer.lr": {"loguniform": [0.01, 0.1]}}))
+
+    config, spec = load_search_config(path)
+
+    # The config keeps a stand-in: the first end of the range that makes it valid.
+    assert config["optimizer"]["lr"] == 0.01
+    assert config["schedule"] == {"name": "cosine", "floor": 0.005, "warmup": 0}
+    for values in first_round(spec):
+        assert trial_config(config, values, "trial")["optimizer"]["lr"] >= 0.01
+
+
+def test_a_config_value_of_a_key_not_searched_must_be_valid(write_config, tiny_npz):
+    path = write_config(floor_above_lr(
+        tiny_npz, params={"model.l2": {"uniform": [0.0, 0.01]}}))
+
+    with pytest.raises(ConfigError) as caught:
+        load_search_config(path)
+
+    assert str(caught.value) == (
+        f"{path}: invalid schedule.floor: 0.005 is above optimizer.lr 0.001, so the"
+        " cosine schedule would raise the rate; give a floor <= the learning rate")
+
+
+@pytest.mark.parametrize("changes, params, problem", [
+    # No end of the range is above the floor.
+    ({"schedule": {"name": "cosine", "floor": 0.5}},
+     {"optimizer.lr": {"loguniform": [0.01, 0.1]}},
+     "invalid search.params.optimizer.lr: no value of it fits the key (invalid"
+     " schedule.floor: 0.5 is above optimizer.lr 0.01, so the cosine schedule would"
+     " raise the rate; give a floor <= the learning rate)"),
+    # The high end is, the low end is not.
+    ({"schedule": {"name": "cosine", "floor": 0.05}},
+     {"optimizer.lr": {"loguniform": [0.01, 0.1]}},
+     "invalid search.params.optimizer.lr: the low end 0.01 gives no valid config"
+     " (invalid schedule.floor: 0.05 is above optimizer.lr 0.01"),
+    # Mended in the searched key, the config shows a fault of its own.
+    ({"model": {"hidden": [8], "batchnorm": True, "layernorm": True}},
+     {"optimizer.lr": {"loguniform": [0.01, 0.1]}},
+     "set at most one of model.batchnorm and model.layernorm"),
+])
+def test_a_config_invalid_in_a_searched_key_is_refused_when_no_value_mends_it(
+        write_config, tiny_npz, changes, params, problem):
+    raw = {**study_config(tiny_npz, trials=2, params=params), **changes}
+    raw["optimizer"]["lr"] = -1.0
+    path = write_config(raw)
+
+    with pytest.raises(ConfigError) as caught:
+        load_search_config(path)
+
+    assert str(caught.value).startswith(f"{path}: {problem}")
+
+
+def test_a_searched_rule_name_may_mend_a_setting_the_configs_rule_lacks(
+        write_config, tiny_npz):
+    raw = study_config(tiny_npz, trials=2,
+                       params={"optimizer.name": {"choice": ["adam", "adamw"]}})
+    raw["optimizer"] = {"name": "sgd", "beta1": 0.8}
+    path = write_config(raw)
+
+    config, _ = load_search_config(path)
+
+    trials = [trial_config(config, {"optimizer.name": name}, "trial")["optimizer"]
+              for name in ("adam", "adamw")]
+    assert [(rule["name"], rule["beta1"]) for rule in trials] == [("adam", 0.8),
+                                                                  ("adamw", 0.8)]
 
 
 # One trial, in this process.
@@ -504,21 +675,66 @@ def test_search_writes_the_plan_results_and_trial_folders(study):
 def test_a_failed_trial_is_recorded_and_the_others_finish(study):
     out = study[0]
     rows = {row["trial"]: row for row in read_rows(out)}
-    # Seed 2 draws tanh, bogus, tanh (test_search_writes_the_plan... checks the plan).
-    assert [rows[str(t)]["model.activation"] for t in range(3)] == [
-        "tanh", "bogus", "tanh"]
+    # Seed 2 draws 20, 100, 20 (test_search_writes_the_plan... checks the plan).
+    assert [rows[str(t)]["data.validation"] for t in range(3)] == ["20", "100", "20"]
     assert rows["1"]["status"] == "failed"
-    assert "invalid model.activation: 'bogus'" in rows["1"]["reason"]
+    assert rows["1"]["reason"].startswith(
+        "data.validation=100 leaves no samples for training or validation")
     assert rows["0"]["status"] == rows["2"]["status"] == "ok"
     assert 0 <= float(rows["0"]["val_accuracy"]) <= 1
     assert rows["0"]["epochs"] == "2"
+
+
+@pytest.mark.parametrize("params, problem", [
+    ({"optimizer.name": {"choice": ["adam", "adamm"]}},
+     "invalid search.params.optimizer.name: the option 'adamm' gives no valid"),
+    ({"optimizer.lr": {"choice": [0.01, -0.1]}},
+     "invalid search.params.optimizer.lr: the option -0.1 gives no valid config"),
+    ({"model.drop_probability": {"uniform": [0.2, 1.5]}},
+     "invalid search.params.model.drop_probability: the high end 1.5 gives no"),
+])
+def test_a_study_with_a_bad_option_exits_2_before_any_trial(write_config, tiny_npz,
+                                                              tmp_path, params,
+                                                              problem):
+    path = write_config(study_config(tiny_npz, trials=4, params=params))
+    out = tmp_path / "study"
+
+    result = invoke("search", path, "--out", out, "--workers", 1)
+
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"error: {path}: {problem}")
+    assert len(result.stderr.splitlines()) == 1
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("changes, params", [
+    ({"schedule": {"name": "cosine", "floor": 0.005}},
+     {"optimizer.lr": {"loguniform": [0.01, 0.1]}}),
+    ({}, {"optimizer.name": {"choice": ["momentum", "nesterov"]},
+          "optimizer.momentum": {"uniform": [0.5, 0.9]}}),
+])
+def test_a_study_whose_keys_fit_only_as_trials_set_them_runs(write_config,
+                                                             tiny_npz, tmp_path,
+                                                             changes, params):
+    raw = {**study_config(tiny_npz, trials=2, params=params), **changes}
+    raw["optimizer"]["lr"] = 0.001
+    path = write_config(raw)
+    out = tmp_path / "study"
+
+    result = invoke("search", path, "--out", out, "--workers", 1)
+
+    assert result.exit_code == 0, result.output
+    assert [row["status"] for row in read_rows(out)] == ["ok", "ok"]
+    rerun = invoke("search", path, "--out", out, "--workers", 1)
+    assert rerun.exit_code == 0, rerun.output
+    assert "2 trials, 0 to run" in rerun.stderr
 
 
 def test_results_csv_has_the_columns_and_is_sorted_best_first(study):
     out, _, _ = study
     with open(out / "results.csv", newline="") as file:
         header = next(csv.reader(file))
-    assert header == ["trial", "round", "status", "optimizer.lr", "model.activation",
+    assert header == ["trial", "round", "status", "optimizer.lr", "data.validation",
                       "val_accuracy", "best_epoch", "epochs", "seconds", "reason"]
     rows = read_rows(out)
     assert [row["status"] for row in rows] == ["ok", "ok", "failed"]
@@ -875,8 +1091,8 @@ def _value(key, value):
      'has optimizer.lr "x", which its loguniform distribution cannot give'),
     (_value("optimizer.lr", -1.0), "has optimizer.lr -1.0, which its loguniform"),
     (_value("optimizer.lr", 0.5), "has optimizer.lr 0.5, which its loguniform"),
-    (_value("model.activation", "sigmoid"),
-     'has model.activation "sigmoid", which its choice distribution'),
+    (_value("data.validation", 50),
+     "has data.validation 50, which its choice distribution"),
 ])
 def test_a_later_round_with_a_forged_trial_is_refused(tmp_path, change, problem):
     config, spec = base_config(), spec_of(trials=4, rounds=2, params=PARAMS)
@@ -954,7 +1170,7 @@ def test_a_dask_cluster_samples_the_same_table_as_the_process_pool(study, tmp_pa
     assert result.exit_code == 0, result.output
 
     def table(folder):
-        keys = ("trial", "status", "optimizer.lr", "model.activation", "val_accuracy")
+        keys = ("trial", "status", "optimizer.lr", "data.validation", "val_accuracy")
         return sorted(tuple(row[key] for key in keys) for row in read_rows(folder))
 
     assert table(tmp_path / "dask") == table(out)

@@ -25,6 +25,12 @@ the ``keep`` best trials finished so far, widened by ``WIDEN`` of the original r
 on each side (in log space for loguniform) and clipped to it; a choice keeps all its
 options. The metric of a trial is the best value of ``metric`` over its evaluations.
 
+Before anything runs, too, every option of a choice and both ends of a range are set
+on the config and validated, alone and with the options and ends of the other
+searched keys their error names; one that never gives a valid config refuses the
+study. The config is validated as the trials see it: a searched key's own value,
+which every trial replaces, need not be valid.
+
 The study folder:
 
     DIR/study.json      the plan: config, search section, each round's ranges and
@@ -51,6 +57,7 @@ from nntrain.search.space import (
     narrow_bounds,
     parse_search,
     rank,
+    resolve_study_config,
     sample,
     searchable_keys,
     trial_config,
@@ -62,6 +69,6 @@ from nntrain.search.trials import RESULT_FILE, read_result, require_dask, run_tr
 __all__ = [
     "CSV_FILE", "PLAN_FILE", "PLOT_FILE", "RESULT_FILE", "SearchSpec", "Study",
     "format_table", "load_search_config", "narrow_bounds", "parse_search",
-    "plot_study", "rank", "read_result", "require_dask", "run_trial", "sample",
-    "searchable_keys", "trial_config", "unit_draws",
+    "plot_study", "rank", "read_result", "require_dask", "resolve_study_config",
+    "run_trial", "sample", "searchable_keys", "trial_config", "unit_draws",
 ]

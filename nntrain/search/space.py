@@ -118,7 +118,7 @@ def searchable_keys(config: dict) -> list[str]:
 
     def walk(node, prefix):
         for name, value in node.items():
-            keys.add(prefix + name)
+            keys.add(f"{prefix}{name}")
             if isinstance(value, dict):
                 walk(value, f"{prefix}{name}.")
 
@@ -174,7 +174,9 @@ def _refuse_nested(key: str, spec: dict, known: list[str]) -> NoReturn:
 
 def parse_search(raw, config: dict) -> SearchSpec:
     """Validate a ``search:`` section for the resolved ``config`` it searches; a
-    problem is a one-line ConfigError naming the key."""
+    problem is a one-line ConfigError naming the key. Every option of a choice and
+    each end of a range is tried on ``config`` before anything runs (see
+    _check_every_value_fits)."""
     if not isinstance(raw, dict):
         _invalid("search", "a mapping with trials, metric and params", raw)
     for name in raw:
@@ -195,18 +197,18 @@ def parse_search(raw, config: dict) -> SearchSpec:
     keep = integer(1)(raw.get("keep", DEFAULT_KEEP), "search.keep")
     seed = integer(0)(raw.get("seed", config["seed"]), "search.seed")
 
-    params = raw["params"]
+    params = _parse_params(raw["params"], searchable_keys(config))
+    _check_every_value_fits(params, config)
+    spec = SearchSpec(trials, seed, metric, mode, rounds, keep, params)
+    _check_some_trial_fits(spec, config)
+    return spec
+
+
+def _parse_params(params, known: list[str]) -> tuple:
     if not isinstance(params, dict) or not params:
         _invalid("search.params", "a mapping of config keys to distributions, like"
                  " {optimizer.lr: {loguniform: [1.0e-4, 1.0e-1]}}", params)
-    known = searchable_keys(config)
-    parsed = tuple(_parse_param(key, spec, known) for key, spec in params.items())
-    searched = {param.key for param in parsed}
-    for param in parsed:
-        _check_values_fit(param, config, searched)
-    spec = SearchSpec(trials, seed, metric, mode, rounds, keep, parsed)
-    _check_some_trial_fits(spec, config)
-    return spec
+    return tuple(_parse_param(key, spec, known) for key, spec in params.items())
 
 
 # How many of round 1's trials _check_some_trial_fits tries (each is a validation of
@@ -233,51 +235,198 @@ def _check_some_trial_fits(spec: SearchSpec, config: dict) -> None:
                       "search.params")
 
 
-def _check_values_fit(param: Param, config: dict, searched: set) -> None:
-    """Set the key to each end of its range (each option of a choice) and validate.
-    When none of them fits the key, every trial would fail: say so now, once. When
-    some fit, the trials that draw the others fail and are recorded as failed, like
-    any other failing trial. Only errors about the key itself count; one that
-    depends on another searched key (an optimizer setting while optimizer.name is
-    searched too) is left to the trials."""
-    errors = []
+def _check_every_value_fits(params, config: dict) -> None:
+    """Refuse an option of a choice or an end of a range with which no trial could
+    run: each is set on ``config`` alone and, where the error names other searched
+    keys (optimizer.momentum on an adam config, with optimizer.name searched too),
+    together with each end or option of those keys (see _Mender). So a typo among
+    the options, or a range reaching past what its key accepts, stops the study
+    before any trial instead of failing the trials that draw it. Values inside a
+    range are not tried one by one; keys that fit one by one but never together
+    are _check_some_trial_fits' concern."""
+    candidates = {param.key: _ends(param) for param in params}
+    validate = partial(trial_config, config, run_dir="trial")
+    for param in params:
+        refused = []
+        for value in candidates[param.key]:
+            error = _refusal(validate, param, value, candidates)
+            if error is not None:
+                refused.append((value, error))
+        where = f"search.params.{param.key}"
+        if refused and len(refused) == len(candidates[param.key]):
+            raise ConfigError(f"invalid {where}: no value of it fits the key"
+                              f" ({refused[0][1]})", where)
+        if refused:
+            value, error = refused[0]
+            fix = ("remove or correct that option" if param.kind == "choice"
+                   else "give a range whose ends the key accepts")
+            raise ConfigError(f"invalid {where}: {_which(param, value)} gives no"
+                              f" valid config ({error}); {fix}", where)
+
+
+def _refusal(validate, param: Param, value, candidates: dict):
+    """The error that rules ``value`` of ``param`` out, or None when some
+    combination fits (or the search for one ran out of budget). Draws from a
+    uniform or log-uniform range stay below its high end, so a high end that is
+    refused but a value just below it is not (model.drop_probability up to 1.0,
+    which the key excludes) is accepted."""
+    _, error = _Mender(validate, candidates).fit({param.key: value})
+    if error is None:
+        return None
+    if param.kind in ("uniform", "loguniform") and value == param.bounds[1]:
+        below = math.nextafter(value, param.bounds[0])
+        config, _ = _Mender(validate, candidates).fit({param.key: below})
+        if config is not None:
+            return None
+    return error
+
+
+def _ends(param: Param) -> list:
+    """The values tried for ``param``: each option of a choice once, the ends of a
+    range."""
+    values, seen = [], set()
     for value in param.bounds:
+        text = json.dumps(value, sort_keys=True)  # tells 1 from true and 1.0
+        if text not in seen:
+            seen.add(text)
+            values.append(value)
+    return values
+
+
+def _which(param: Param, value) -> str:
+    if param.kind == "choice":
+        return f"the option {value!r}"
+    return f"the {'low' if value == param.bounds[0] else 'high'} end {value!r}"
+
+
+# Validations that one _Mender may make. Past them a value is given the benefit of
+# the doubt, and its trials tell.
+MEND_BUDGET = 500
+# Sections whose name decides their other keys: a trial that changes the name
+# starts the section afresh (_renamed_sections), so it may mend any key in it.
+NAMED_SECTIONS = ("optimizer", "schedule")
+
+
+class _Mender:
+    """A search for values of the searched keys that make a config valid.
+
+    ``validate(values)`` returns the config with ``values`` set, or raises a
+    ConfigError; ``candidates`` maps each searched key to the values to try (its
+    ends or options). Starting from some values, when the config is invalid and
+    its error names searched keys not set yet, each of those is set to each of
+    its candidates in turn, depth first."""
+
+    def __init__(self, validate, candidates: dict, budget: int = MEND_BUDGET):
+        self.validate, self.candidates, self.budget = validate, candidates, budget
+
+    def fit(self, values: dict) -> tuple:
+        """(config, None) for the first valid combination found; (None, error)
+        when there is none, with the first error that no unset searched key could
+        mend; (None, None) when the budget ran out first."""
+        if self.budget <= 0:
+            return None, None
+        self.budget -= 1
         try:
-            trial_config(config, {param.key: value}, run_dir="trial")
-            return
+            return self.validate(values), None
         except ConfigError as error:
-            if not _blames(error, param, searched):
-                return
-            errors.append(error)
-    raise ConfigError(f"invalid search.params.{param.key}: no value of it fits the"
-                      f" key ({errors[0]})", f"search.params.{param.key}")
+            root = error
+        first = None
+        for key in self.menders(root, values):
+            for value in self.candidates[key]:
+                config, error = self.fit({**values, key: value})
+                if config is not None or error is None:
+                    return config, error
+                first = first or error
+        return None, first or root
+
+    def menders(self, error: ConfigError, values: dict) -> list[str]:
+        """The searched keys not in ``values`` whose value may decide ``error``."""
+        return [key for key in self.candidates
+                if key not in values and _may_mend(key, error)]
 
 
-def _blames(error: ConfigError, param: Param, searched: set) -> bool:
-    """Whether ``error`` is about ``param``'s value alone. An error about a rule
-    between keys (a tuple of keys, such as a setting and the optimizer.name that
-    lacks it) is, unless another of its keys is searched too: then a trial that
-    draws the other key's fitting value may pass."""
-    keys = error.key if isinstance(error.key, tuple) else (error.key or "",)
-    if not any(key_within(key, param.key) for key in keys):
-        return False
-    others = [key for key in keys if not key_within(key, param.key)]
-    return not any(key_within(key, other) or key_within(other, key)
-                   for key in others for other in searched)
+def _may_mend(key: str, error: ConfigError) -> bool:
+    """Whether setting the searched ``key`` may change ``error``'s verdict: the
+    error names the key, a key inside it or a section holding it, or, for
+    optimizer.name and schedule.name, any key of that section."""
+    keys = error.key if isinstance(error.key, tuple) else (error.key,)
+    section, _, rest = key.partition(".")
+    for named in keys:
+        if not isinstance(named, str) or not named:
+            continue
+        named = named.split(" ")[0]  # some add a word: "train.clip mode"
+        if key_within(named, key) or key_within(key, named):
+            return True
+        if rest == "name" and section in NAMED_SECTIONS and key_within(named, section):
+            return True
+    return False
+
+
+def resolve_study_config(raw: dict, search) -> dict:
+    """A study's config (``raw``, its search section taken out) validated as its
+    trials will see it. Every trial replaces the values of the searched keys, so
+    the config's own value of one need not be valid: where it is not (an
+    optimizer.lr below schedule.floor, with optimizer.lr drawn from a range above
+    it), the config takes a stand-in, the first end or option of the searched keys
+    the error names that makes it valid (see _Mender), and keeps it in study.json.
+    An error that names no searched key is raised as it is; one that none of
+    their ends and options mends is raised naming the first of those keys."""
+    try:
+        return resolve_config(raw)
+    except ConfigError as error:
+        base_error = error
+    searched = search.get("params") if isinstance(search, dict) else None
+    keys = [key for key in searched if isinstance(key, str)] if isinstance(
+        searched, dict) else []
+    if not any(_may_mend(key, base_error) for key in keys):
+        raise base_error
+    params = _parse_params(searched, _known_keys(raw))
+    mender = _Mender(lambda values: resolve_config(_with_values(raw, values)),
+                     {param.key: _ends(param) for param in params})
+    config, error = mender.fit({})
+    if config is not None:
+        return config
+    # Out of budget, or a searched key that cannot be set where the config holds
+    # no mapping (model: 3, with model.hidden searched): the config's own error
+    # says more.
+    if error is None or error.key is None:
+        raise base_error
+    if not any(_may_mend(key, error) for key in mender.candidates):
+        raise error  # a fault of its own, found once the searched keys were mended
+    key = mender.menders(base_error, {})[0]
+    raise ConfigError(f"invalid search.params.{key}: no value of it fits the key"
+                      f" ({error})", f"search.params.{key}")
+
+
+def _known_keys(raw: dict) -> list[str]:
+    """searchable_keys for a config that does not resolve: the keys of a default
+    config, and every key ``raw`` writes."""
+    defaults = resolve_config({"train": {"epochs": 1}})
+    return sorted(set(searchable_keys(defaults)) | set(searchable_keys(raw)))
+
+
+def _with_values(raw: dict, values: dict) -> dict:
+    """A copy of ``raw`` with the searched ``values`` set, as --set would."""
+    return apply_overrides(copy.deepcopy(raw), _overrides(values))
+
+
+def _overrides(values: dict) -> list[str]:
+    return [f"{key}={json.dumps(value)}" for key, value in values.items()]
 
 
 def load_search_config(path, overrides=()) -> tuple[dict, SearchSpec]:
     """Read a study's config file: ``--set`` overrides apply first (they may set
     search keys too, e.g. search.trials=5), then the search section is taken out
-    and the rest validated like any config. data.path is made absolute, because
-    trials may run in other folders or on other machines."""
+    and the rest validated as its trials will see it (resolve_study_config).
+    data.path is made absolute, because trials may run in other folders or on
+    other machines."""
     raw = apply_overrides(read_config_file(path), list(overrides))
     search = raw.pop("search", None)
     if search is None:
         raise ConfigError(f"{path} has no search: section; add one (see"
                           " configs/digits-search.yaml)")
     try:
-        config = resolve_config(raw)
+        config = resolve_study_config(raw, search)
         spec = parse_search(search, config)
     except ConfigError as error:
         raise blamed_on_override(error, overrides) or ConfigError(
@@ -350,9 +499,8 @@ def rank(rows, mode: str) -> list[dict]:
 def trial_config(config: dict, values: dict, run_dir) -> dict:
     """One trial's config: the study's with the trial's values set and validated
     again, plots off, and output pointing at the trial's folder."""
-    overrides = [f"{key}={json.dumps(value)}" for key, value in values.items()]
     raw = apply_overrides(_renamed_sections(config, values),
-                          overrides + ["train.plots=false"])
+                          _overrides(values) + ["train.plots=false"])
     raw["output"] = str(run_dir)
     return resolve_config(raw)
 
