@@ -76,6 +76,14 @@ class DownloadError(NNTrainError):
     exit_code = 1
 
 
+class ClusterError(NNTrainError):
+    """The Dask scheduler that --scheduler names could not be reached (exit status
+    1). The address was well formed, so, as with a dataset's server, the cluster's
+    state, not the command, decides whether the same command works later."""
+
+    exit_code = 1
+
+
 class GradientCheckError(NNTrainError):
     """Analytic and numeric gradients disagree beyond the thresholds (exit status 1)."""
 

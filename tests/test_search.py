@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -1157,6 +1158,23 @@ def test_scheduler_without_dask_says_how_to_install_it(study, tmp_path, monkeypa
     assert result.stderr == ("error: --scheduler needs dask.distributed, which is not"
                              " installed; install it with: pip install"
                              " 'nntrain[dask]'\n")
+
+
+def test_an_unreachable_scheduler_is_a_run_time_failure(study, tmp_path,
+                                                        monkeypatch):
+    pytest.importorskip("dask.distributed")
+    from nntrain.search import trials
+
+    monkeypatch.setattr(trials, "DASK_CONNECT_SECONDS", 1)
+    with socket.socket() as probe:  # a loopback port that nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        address = f"tcp://127.0.0.1:{probe.getsockname()[1]}"
+    result = invoke("search", study[1], "--out", tmp_path / "x",
+                    "--scheduler", address)
+    assert result.exit_code == 1
+    assert re.fullmatch(rf"error: cannot reach the Dask scheduler at {address} \(.*\);"
+                        r" start it, or check --scheduler tcp://HOST:PORT",
+                        result.stderr.splitlines()[-1])
 
 
 def test_a_dask_cluster_samples_the_same_table_as_the_process_pool(study, tmp_path):

@@ -13,7 +13,7 @@ from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from pathlib import Path
 
-from nntrain.errors import BadInputError, NNTrainError, StopRequested
+from nntrain.errors import BadInputError, ClusterError, NNTrainError, StopRequested
 from nntrain.search.space import is_number, trial_config
 from nntrain.train.rundir import write_text_atomically
 from nntrain.train.signals import SIGNAL_EXIT_CODES, StopFlag
@@ -275,9 +275,12 @@ def run_on_dask(tasks: list, address: str, runner, stop: StopFlag):
     Client, as_completed = require_dask()
     try:
         client = Client(address, timeout=DASK_CONNECT_SECONDS)
-    except (OSError, ValueError, TypeError) as error:
-        raise BadInputError(f"cannot reach the Dask scheduler at {address} ({error});"
-                            " check --scheduler tcp://HOST:PORT") from None
+    except OSError as error:  # refused or timed out
+        raise ClusterError(f"cannot reach the Dask scheduler at {address} ({error});"
+                           " start it, or check --scheduler tcp://HOST:PORT") from None
+    except (ValueError, TypeError) as error:
+        raise BadInputError(f"--scheduler {address} is not usable ({error}); give"
+                            " tcp://HOST:PORT") from None
     with client:
         futures = {client.submit(runner, task, pure=False): task for task in tasks}
         finished = as_completed(futures)
