@@ -17,16 +17,21 @@ import click
 import numpy as np
 
 from nntrain import __version__
-from nntrain.errors import BadInputError, NNTrainError, StopRequested
+from nntrain.errors import BadInputError, NNTrainError, StopRequested, one_line
 from nntrain.fileio import write_bytes_atomically
 from nntrain.train.report import counted
 
 SPLITS = ("test", "val", "train")
 
 
+def _say(text: str) -> None:
+    """Print an error or warning to stderr as one line, whatever it quotes."""
+    click.echo(one_line(text), err=True)
+
+
 def _show_warning(message, category, filename, lineno, file=None, line=None):
     """Warnings as one plain line on stderr, without the source location."""
-    click.echo(f"warning: {message}", err=True)
+    _say(f"warning: {message}")
 
 
 class Group(click.Group):
@@ -45,13 +50,13 @@ class Group(click.Group):
         except click.exceptions.UsageError as error:
             where = error.ctx.command_path if error.ctx else "nntrain"
             message = " ".join(error.format_message().split())
-            click.echo(f"error: {message} (see: {where} --help)", err=True)
+            _say(f"error: {message} (see: {where} --help)")
             sys.exit(2)
         except click.exceptions.ClickException as error:
-            click.echo(f"error: {error.format_message()}", err=True)
+            _say(f"error: {error.format_message()}")
             sys.exit(error.exit_code)
         except click.exceptions.Abort:
-            click.echo("interrupted", err=True)
+            _say("interrupted")
             sys.exit(130)
         sys.exit(code if isinstance(code, int) else 0)
 
@@ -71,15 +76,15 @@ class Group(click.Group):
                 click.exceptions.Abort):
             raise
         except StopRequested as error:
-            click.echo(f"{error}", err=True)
+            _say(f"{error}")
             ctx.exit(error.exit_code)
         except NNTrainError as error:
-            click.echo(f"error: {error}", err=True)
+            _say(f"error: {error}")
             ctx.exit(error.exit_code)
         except KeyboardInterrupt as error:
             # A second signal (train/signals.py) carries its own status: 143 for
             # SIGTERM; Python's own KeyboardInterrupt is a Ctrl-C.
-            click.echo(str(error) or "interrupted", err=True)
+            _say(str(error) or "interrupted")
             ctx.exit(getattr(error, "exit_code", 130))
         except BrokenPipeError:
             # The reader went away (`nntrain eval ... | head`): stop quietly, and
@@ -89,17 +94,15 @@ class Group(click.Group):
         except MemoryError as error:
             # NumPy's message says how much it wanted for what shape.
             detail = f" ({error})" if str(error) else ""
-            click.echo(f"error: out of memory{detail}; use a smaller network, batch"
-                       " or data set", err=True)
+            _say(f"error: out of memory{detail}; use a smaller network, batch or"
+                 " data set")
             ctx.exit(1)
         except Exception as error:
             if os.environ.get("NNTRAIN_DEBUG"):
                 raise
-            click.echo(
-                f"internal error: {type(error).__name__}: {error} (this is a bug in"
-                " nntrain; rerun with NNTRAIN_DEBUG=1 for the traceback and report it)",
-                err=True,
-            )
+            _say(f"internal error: {type(error).__name__}: {error} (this is a bug in"
+                 " nntrain; rerun with NNTRAIN_DEBUG=1 for the traceback and report"
+                 " it)")
             ctx.exit(1)
 
 

@@ -7,10 +7,25 @@ raise the built-in ``ValueError`` / ``RuntimeError`` instead.
 """
 
 
+def one_line(text: str) -> str:
+    """``text`` with each character that str.isprintable refuses written as repr
+    writes it: a newline as \\n, ESC as \\x1b. A message may quote what a user or a
+    server gave (a URL, an HTTP status line); escaped, it stays on one line and
+    cannot move the cursor or recolour the terminal. Backslashes already there are
+    left alone, so applying this twice changes nothing."""
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
+
+
 class NNTrainError(Exception):
-    """Base of every error meant for the user; ``exit_code`` is the CLI's status."""
+    """Base of every error meant for the user; ``exit_code`` is the CLI's status.
+    Its text is always one line (see one_line), whatever its parts held."""
 
     exit_code = 1
+
+    def __str__(self) -> str:
+        return one_line(super().__str__())
 
 
 class BadInputError(NNTrainError):

@@ -14,6 +14,7 @@ import shutil
 import struct
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -32,6 +33,7 @@ import nntrain
 from nntrain.cli import cli
 from nntrain.config import load_config
 from nntrain.data.datasets import load_dataset
+from nntrain.errors import DataError, DataWarning, DownloadError, one_line
 
 TRAIN_ROWS = TINY_TRAIN - TINY_VALIDATION  # 50
 PER_EPOCH = -(-TRAIN_ROWS // TINY_BATCH)  # ceil(50 / 16) = 4
@@ -144,6 +146,52 @@ def test_a_usage_error_points_at_the_help_of_its_command(args, command):
 
     assert result.exit_code == 2
     assert result.stderr.endswith(f" (see: {command} --help)\n"), result.stderr
+
+
+# What a message quotes (a URL, a server's words) may hold a newline or a terminal
+# escape; the CLI prints it escaped, on one line.
+
+def raise_from_download(monkeypatch, error):
+    def fail(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr("nntrain.data.download.download", fail)
+
+
+@pytest.mark.parametrize("error, code, line", [
+    (DownloadError("bad\nnews\x1b[2J"), 1, r"error: bad\nnews\x1b[2J"),
+    (DataError("tab\there"), 2, r"error: tab\there"),
+    (RuntimeError("two\nlines"), 1, r"internal error: RuntimeError: two\nlines (this"),
+], ids=["run-time", "bad-input", "internal"])
+def test_an_error_holding_a_newline_or_escape_is_printed_on_one_line(
+        tmp_path, monkeypatch, error, code, line):
+    raise_from_download(monkeypatch, error)
+
+    result = invoke("data", "download", "mnist", "--dir", tmp_path)
+
+    assert result.exit_code == code
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert result.stderr.startswith(line)
+
+
+def test_a_warning_holding_a_newline_is_printed_on_one_line(tmp_path, monkeypatch):
+    def warn(*args, **kwargs):
+        warnings.warn("first\nsecond", DataWarning, stacklevel=1)
+        return [tmp_path / "a-labels.gz"]
+
+    monkeypatch.setattr("nntrain.data.download.download", warn)
+
+    result = invoke("data", "download", "mnist", "--dir", tmp_path)
+
+    assert result.exit_code == 0
+    assert result.stderr == "warning: first\\nsecond\n"
+
+
+def test_one_line_escapes_only_what_cannot_be_printed():
+    assert one_line("plain text, café, C:\\data") == "plain text, café, C:\\data"
+    assert one_line("a\nb\r\tc\x1b[0m\u2028\xa0") == r"a\nb\r\tc\x1b[0m\u2028\xa0"
+    assert one_line(one_line("a\nb")) == r"a\nb"
+    assert str(DataError("one\ntwo")) == r"one\ntwo"
 
 
 

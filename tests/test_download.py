@@ -113,6 +113,34 @@ def serve(routes: dict[str, bytes], short: frozenset = frozenset(), stall=None,
         thread.join()
 
 
+@contextmanager
+def serve_raw(answer: bytes):
+    """Answer every connection to 127.0.0.1 with ``answer`` as it is, HTTP or not;
+    yield the base URL."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.05)
+    done = threading.Event()
+
+    def answer_all():
+        while not done.is_set():
+            try:
+                connection, _ = listener.accept()
+            except TimeoutError:
+                continue
+            with connection:
+                connection.recv(4096)
+                connection.sendall(answer)
+
+    thread = threading.Thread(target=answer_all, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}/"
+    finally:
+        done.set()
+        thread.join()
+        listener.close()
+
+
 def folder_of(parent: Path, files: dict[str, bytes]) -> Path:
     """A new folder ``parent/source`` holding ``files``."""
     source = parent / "source"
@@ -578,6 +606,20 @@ def test_download_command_exits_1_when_the_mirror_server_fails(tmp_path, routes,
     assert line.startswith(f"error: Could not download {url}{MNIST_FIRST}: {reason}")
     assert line.endswith(f"copy {MNIST_FIRST} by hand into {tmp_path}.")
     assert listing(tmp_path) == []
+
+
+def test_download_command_shows_a_malformed_status_line_escaped_on_one_line(
+        tmp_path):
+    with serve_raw(b"FOO\x1b[2J BAR\nHTTP/1.0 200 OK\r\n\r\n") as url:
+        result = download_command(tmp_path, url)
+
+    assert result.exit_code == 1
+    assert result.stderr.splitlines() == [
+        f"error: Could not download {url}{MNIST_FIRST}: the answer is not HTTP: it"
+        " began 'FOO\\x1b[2J BAR\\n'. Check the connection and try again, pass"
+        f" another source with --mirror URL, or copy {MNIST_FIRST} by hand into"
+        f" {tmp_path}."
+    ]
 
 
 def test_download_command_exits_2_when_a_file_mirror_lacks_the_files(tmp_path):

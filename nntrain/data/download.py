@@ -443,6 +443,9 @@ def _reason(reason) -> str:
     """Why a connection failed, without Python's "[Errno 111]" prefix."""
     if isinstance(reason, OSError) and reason.strerror:
         return reason.strerror
+    if type(reason) is http.client.BadStatusLine:  # not its RemoteDisconnected
+        # Alone, the line the server sent would read as nntrain's own words.
+        return f"the answer is not HTTP: it began {reason.line[:80]!r}"
     return str(reason)
 
 
