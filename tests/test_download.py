@@ -432,6 +432,42 @@ def test_malformed_mirror_is_refused_before_any_connection(
         download("mnist", tmp_path, base_url=mirror, files=CHECKSUMS)
 
 
+@pytest.mark.parametrize("mirror, fault", [
+    ("http://127.0.0.1:9/e404/ ", "ends with a space (character 25): remove it"),
+    ("http://127.0.0.1:9/e404/  ", "ends with a space (character 25): remove it"),
+    (" http://127.0.0.1:9/e404/", "starts with a space: remove it"),
+    ("http://127.0.0.1:9/my folder/",
+     "holds a space at character 22: write a space in a folder name as %20"),
+    ("https://127.0.0.1:9/e404/ x", "holds a space at character 26"),
+    ("http://127.0.0.1:9/e4\t04/", "holds an unprintable character, '\\t', at"
+                                   " character 22: type or paste the URL again"),
+    ("http://127.0.0.1:9/e4\n04/", "holds an unprintable character, '\\n', at"
+                                   " character 22"),
+    ("http://127.0.0.1\n:9/e404/", "holds an unprintable character, '\\n', at"
+                                   " character 17"),
+    ("http://[::1\n/x", "holds an unprintable character, '\\n', at character 12"),
+    ("file:///tmp/my\nfolder/", "holds an unprintable character, '\\n'"),
+    ("http://127.0.0.1:9/e404/\x1b[2J", "holds an unprintable character, '\\x1b'"),
+    ("http://127.0.0.1:9/e404/\u00a0", "holds an unprintable character, '\\xa0', at"
+                                       " character 25"),
+])
+def test_mirror_with_a_space_or_control_character_is_refused_before_any_connection(
+        tmp_path, no_fetch, mirror, fault):
+    with pytest.raises(DataError) as info:
+        download("mnist", tmp_path, base_url=mirror, files=CHECKSUMS)
+
+    assert str(info.value).startswith(f"--mirror {mirror!r} {fault}")
+
+
+def test_file_url_may_name_a_folder_with_a_space(tmp_path):
+    source = folder_of(tmp_path / "my data", FILES)
+
+    paths = download("mnist", tmp_path / "dest", base_url=f"file://{source}",
+                     files=CHECKSUMS)
+
+    assert [p.read_bytes() for p in paths] == list(FILES.values())
+
+
 def test_an_unparsable_mirror_is_shown_without_its_password(tmp_path, no_fetch):
     with pytest.raises(DataError, match=re.escape("--mirror http://***@[::1/data is"
                                                   " not a valid URL")):
@@ -606,6 +642,32 @@ def test_download_command_exits_1_when_the_mirror_server_fails(tmp_path, routes,
     assert line.startswith(f"error: Could not download {url}{MNIST_FIRST}: {reason}")
     assert line.endswith(f"copy {MNIST_FIRST} by hand into {tmp_path}.")
     assert listing(tmp_path) == []
+
+
+def test_download_command_exits_2_on_a_trailing_space_without_connecting(
+        tmp_path):
+    with serve(FILES) as (url, requested):
+        result = download_command(tmp_path, f"{url}e404/ ")
+
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [
+        f"error: --mirror '{url}e404/ ' ends with a space (character {len(url) + 6}):"
+        " remove it"
+    ]
+    assert requested == []
+
+
+@pytest.mark.parametrize("mirror", ["http://127.0.0.1:9/e4\n04/",
+                                    "http://127.0.0.1\n:9/e404/",
+                                    "http://[::1\n/x"])
+def test_download_command_shows_a_newline_in_the_mirror_escaped_on_one_line(
+        tmp_path, no_fetch, mirror):
+    result = download_command(tmp_path, mirror)
+
+    assert result.exit_code == 2
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"error: --mirror {mirror!r} holds an unprintable"
+                           " character, '\\n', at character ")
 
 
 def test_download_command_shows_a_malformed_status_line_escaped_on_one_line(

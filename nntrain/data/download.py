@@ -269,6 +269,11 @@ def _check_mirror(url: str) -> str:
         raise DataError("--mirror is empty; give the http://, https:// or file:// URL"
                         " of the folder holding the files, or leave --mirror out to"
                         " use the official server")
+    # Checked before urlsplit, which quietly drops tabs and newlines and strips
+    # leading spaces, while urlopen would send the URL as given.
+    fault = _character_fault(url)
+    if fault:
+        raise DataError(f"--mirror {_shown(url)} {fault}")
     try:
         parts = urlsplit(url)
     except ValueError as error:  # an unclosed or malformed [IPv6] host
@@ -282,6 +287,28 @@ def _check_mirror(url: str) -> str:
     if fault:
         raise DataError(f"--mirror {_shown(url)} {fault}")
     return url
+
+
+def _character_fault(url: str) -> str | None:
+    """What character makes ``url`` unusable in any scheme, as the end of a
+    sentence, or None.
+
+    An unprintable character (a tab, a newline, ESC, a no-break space) is never
+    typed on purpose. A space at either end is a slip of copy and paste; it is
+    refused, not stripped, as nntrain fetches from no URL other than the one given.
+    Without this check urlopen would fail on them only once the download started,
+    and the error would blame the network.
+    """
+    for index, char in enumerate(url):
+        if not char.isprintable():
+            return (f"holds an unprintable character, {char!r}, at character"
+                    f" {index + 1}: type or paste the URL again without it")
+    if url.startswith(" "):
+        return "starts with a space: remove it"
+    if url.endswith(" "):
+        return (f"ends with a space (character {len(url.rstrip(' ')) + 1}):"
+                " remove it")
+    return None
 
 
 def _bad_scheme(url: str, scheme: str) -> DataError:
@@ -307,10 +334,17 @@ def _mirror_fault(url: str, parts: SplitResult) -> str | None:
                 " --mirror file:///FOLDER")
     if parts.scheme == "file":
         return _file_fault(parts)
-    return _host_fault(parts)
+    return _host_fault(url, parts)
 
 
-def _host_fault(parts: SplitResult) -> str | None:
+def _host_fault(url: str, parts: SplitResult) -> str | None:
+    # A space inside an http(s) URL is not allowed, and is refused rather than
+    # encoded for the same reason as one at either end. Inside a file:// URL it
+    # stays allowed: urllib reads the path as written, so it names a folder such as
+    # "my data", as it always did.
+    if " " in url:
+        return (f"holds a space at character {url.index(' ') + 1}: write a space"
+                " in a folder name as %20")
     form = f"write {parts.scheme}://HOST[:PORT]/FOLDER"
     if not parts.hostname:
         return f"names no host: {form}"
@@ -334,13 +368,17 @@ def _file_fault(parts: SplitResult) -> str | None:
 
 
 def _shown(url: str) -> str:
-    """``url`` as an error may print it: without a user name or password. Split by
-    hand, as a URL urlsplit refuses must be shown too."""
+    """``url`` as an error may print it: without a user name or password, and, when
+    it holds a space or an unprintable character, quoted and escaped as repr does,
+    so that the reader sees them and where the URL ends. Split by hand, as a URL
+    urlsplit refuses must be shown too."""
     head, sep, rest = url.partition("://")
     netloc, slash, path = rest.partition("/")
-    if not sep or "@" not in netloc:
-        return url
-    return f"{head}{sep}***@{netloc.rpartition('@')[2]}{slash}{path}"
+    if sep and "@" in netloc:
+        url = f"{head}{sep}***@{netloc.rpartition('@')[2]}{slash}{path}"
+    if " " in url or not url.isprintable():
+        return repr(url)
+    return url
 
 
 def _destination(name: str, dest_dir) -> tuple[Path, str]:
