@@ -69,12 +69,13 @@ def no_proxy(monkeypatch):
 
 @contextmanager
 def serve(routes: dict[str, bytes], short: frozenset = frozenset(), stall=None,
-          status: int = 200):
+          status: int = 200, pause: float = 0):
     """Serve ``routes`` on 127.0.0.1; yield (base URL, list of requested paths).
 
     Names in ``short`` announce 1000 more bytes than they send. With ``stall`` (an
     Event), every handler waits on it and then closes without an answer. Another
-    ``status`` answers every request with that error.
+    ``status`` answers every request with that error. A ``pause`` (seconds) sends
+    bodies a byte at a time, that long apart, until the client hangs up.
     """
     requested = []
 
@@ -94,7 +95,15 @@ def serve(routes: dict[str, bytes], short: frozenset = frozenset(), stall=None,
             extra = 1000 if name in short else 0
             self.send_header("Content-Length", str(len(body) + extra))
             self.end_headers()
-            self.wfile.write(body)
+            if not pause:
+                self.wfile.write(body)
+                return
+            try:
+                for byte in body:
+                    self.wfile.write(bytes([byte]))
+                    time.sleep(pause)
+            except OSError:
+                pass  # the client gave up on the drip
 
         def log_message(self, *args):
             pass  # keep pytest's output free of access logs
@@ -592,6 +601,37 @@ def test_slow_server_times_out(tmp_path):
             download("mnist", tmp_path, base_url=url, files=CHECKSUMS, timeout=0.2)
 
     assert listing(tmp_path) == []
+
+
+def test_server_that_drips_bytes_times_out(tmp_path, monkeypatch):
+    monkeypatch.setattr(dl, "_SLOW_SECONDS", 0.3)
+    monkeypatch.setattr(dl, "_SLOW_BYTES", 1000)  # 3333 bytes/s at least
+    start = time.monotonic()
+
+    # 40 bytes 0.05 s apart, 1040 announced: each read gets a byte well within the
+    # read timeout, so only the pace can stop it before the 2 s the drip lasts.
+    with serve({"a-labels.gz": bytes(40)}, short=frozenset({"a-labels.gz"}),
+               pause=0.05) as (url, _):
+        with pytest.raises(DownloadError, match=(
+                r"a-labels.gz: timed out: only \d+ bytes arrived in [\d.]+ s \(nntrain"
+                r" gives up below 3333 bytes per second\). Check the connection and"
+                r" try again")):
+            download("mnist", tmp_path, base_url=url, files=CHECKSUMS, timeout=5,
+                     progress=False)
+
+    assert time.monotonic() - start < 1.5
+    assert listing(tmp_path) == []
+
+
+def test_slow_but_steady_server_is_waited_for(tmp_path, monkeypatch):
+    monkeypatch.setattr(dl, "_SLOW_SECONDS", 0.1)
+    monkeypatch.setattr(dl, "_SLOW_BYTES", 2)  # 20 bytes/s; the server sends ~200
+
+    with serve(FILES, pause=0.005) as (url, _):
+        paths = download("mnist", tmp_path, base_url=url, files=CHECKSUMS,
+                         progress=False)
+
+    assert [p.read_bytes() for p in paths] == list(FILES.values())
 
 
 # The exit status of `nntrain data download`: 1 when a well-formed mirror fails at

@@ -52,6 +52,14 @@ _HASHERS = {
 
 _CHUNK_BYTES = 1 << 16
 
+# The read timeout alone never ends a transfer that a server drips out a byte at a
+# time, each within the timeout. So a transfer that brings fewer than _SLOW_BYTES in
+# _SLOW_SECONDS (1 KiB/s, far below any working link: the largest file would take
+# hours) times out too. A window, not a deadline for the whole file, so that a slow
+# but steady link still gets there, and a server that sends no length is judged too.
+_SLOW_SECONDS = 60
+_SLOW_BYTES = 60 * 1024
+
 _SCHEMES = ("http", "https", "file")
 
 # A temporary file is ".NAME.XXXXXXXX.part" (mkstemp's 8 random characters). Its
@@ -155,7 +163,8 @@ def download(
         http, https or file URL of the folder holding the files; None for the
         dataset's own address. An empty or malformed one is refused.
     progress : show a progress bar on stderr when stderr is a terminal.
-    timeout : seconds to wait for a server before giving up.
+    timeout : seconds any one connection or read may wait for the server. A file
+        that comes slower than 1 KiB/s over a minute times out as well.
     files : file names and checksums to use instead of the dataset's own.
 
     Returns
@@ -499,17 +508,43 @@ def _copy(response, out, total: int | None, path: Path, progress: bool,
           advice: str) -> int:
     """Copy ``response`` into ``out`` in chunks; return the number of bytes copied."""
     bar = _progress_bar(total, path.name) if progress else None
+    pace = _Pace()
     received = 0
     try:
-        while chunk := response.read(_CHUNK_BYTES):
+        # read1 returns what has arrived; read would wait to fill the whole chunk,
+        # and the pace could not be checked while a server drips.
+        while chunk := response.read1(_CHUNK_BYTES):
             _write(out, chunk, path, advice)
             received += len(chunk)
+            pace.add(len(chunk))
             if bar is not None:
                 bar.update(len(chunk))
     finally:
         if bar is not None:
             bar.close()
     return received
+
+
+class _Pace:
+    """Counts the bytes of a transfer in windows of _SLOW_SECONDS and raises
+    TimeoutError when a window ends with fewer than _SLOW_BYTES. It sees time pass
+    only when bytes arrive; a silent server is the read timeout's to catch."""
+
+    def __init__(self):
+        self.start, self.count = time.monotonic(), 0
+
+    def add(self, count: int) -> None:
+        self.count += count
+        elapsed = time.monotonic() - self.start
+        if elapsed < _SLOW_SECONDS:
+            return
+        if self.count < _SLOW_BYTES:
+            floor = _SLOW_BYTES / _SLOW_SECONDS
+            raise TimeoutError(
+                f"timed out: only {self.count} bytes arrived in {elapsed:.3g} s"
+                f" (nntrain gives up below {floor:.0f} bytes per second)"
+            )
+        self.start, self.count = time.monotonic(), 0
 
 
 def _write(out, chunk: bytes, path: Path, advice: str):
