@@ -370,10 +370,26 @@ def migrate_config(saved, path, overrides=()) -> dict:
     the ``--set`` texts already applied to ``saved``; a bad value one of them gave
     is blamed on it, not on the checkpoint."""
     try:
-        return resolve_config(saved)
+        return resolve_config(without_lbfgs_average(saved))
     except ConfigError as error:
         raise blamed_on_override(error, overrides) or CheckpointError(
             f"{path}: its config is not valid here ({error})") from None
+
+
+def without_lbfgs_average(saved):
+    """``saved``, a checkpoint's config, with train.average null where it sets one
+    beside optimizer lbfgs, a pair that earlier nntrain accepted and config
+    validation now refuses. Such a run never averaged anything (the minimizer moves
+    the weights with no step at which to fold them in), so without the setting the
+    config describes the run that was. Anything else is returned as it is."""
+    try:
+        lbfgs = saved["optimizer"]["name"] == "lbfgs"
+        average = saved["train"]["average"]
+    except (KeyError, TypeError):
+        return saved
+    if not lbfgs or average is None:
+        return saved
+    return {**saved, "train": {**saved["train"], "average": None}}
 
 
 @dataclass
@@ -407,7 +423,7 @@ def restore(path, average: bool = False) -> Restored:
                               f" ({type(error).__name__}: {error}); the file is not a"
                               " complete nntrain checkpoint") from None
     if average:
-        _load_average(model, checkpoint, path)
+        _load_average(model, checkpoint, config, path)
     else:
         _load_arrays(model, "params", checkpoint.group("param"), path)
         _load_arrays(model, "buffers", checkpoint.group("buffer"), path)
@@ -424,14 +440,14 @@ def _average_groups(model: Model, arrays: dict) -> tuple[dict, dict]:
     return weights, statistics
 
 
-def _load_average(model: Model, checkpoint, path) -> None:
+def _load_average(model: Model, checkpoint, config: dict, path) -> None:
     """Put a checkpoint's averaged weights and their batch norm statistics into
     ``model``. A checkpoint written before the statistics were kept falls back on
     the raw weights' statistics, with a warning."""
     weights, statistics = _average_groups(model, checkpoint.group("average"))
     if not weights:
-        raise CheckpointError(f"{path} holds no averaged weights: its run did not"
-                              " set train.average")
+        raise CheckpointError(_why_no_average(checkpoint.meta["config"], config,
+                                              path))
     if model.buffers and not statistics:
         warnings.warn(CheckpointWarning(
             f"{path} keeps no batch norm statistics for its averaged weights (it was"
@@ -444,6 +460,22 @@ def _load_average(model: Model, checkpoint, path) -> None:
         prefix = "average"
     _load_arrays(model, "params", weights, path, "average")
     _load_arrays(model, "buffers", statistics, path, prefix)
+
+
+def _why_no_average(saved: dict, config: dict, path) -> str:
+    """Why a checkpoint whose config is ``saved`` (``config`` once migrated) holds
+    no averaged weights, for eval --average."""
+    if config["train"]["average"] is not None:
+        # Every save of such a run follows an update, which starts the average.
+        return (f"{path} lacks its averaged weights (average/<parameter>) although"
+                " its run set train.average; the file is damaged or was edited: use"
+                " another checkpoint, or leave out --average")
+    if without_lbfgs_average(saved) is not saved:
+        return (f"{path} holds no averaged weights: its run used optimizer lbfgs,"
+                " which never averages them (its train.average setting did nothing);"
+                " leave out --average")
+    return (f"{path} holds no averaged weights: its run did not set train.average;"
+            " leave out --average")
 
 
 def _load_arrays(model: Model, kind: str, arrays: dict, path,
