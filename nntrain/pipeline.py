@@ -187,6 +187,11 @@ def fit(config: dict, run_dir, force: bool = False, quiet: bool = False,
                                         len(prepared.splits["train"][1]),
                                         full_batch=rule.name == "lbfgs")
     schedule = build_schedule(config["schedule"], rule.lr, total)
+    # A resumed run that has such batches was begun by an earlier nntrain: it goes
+    # on, with the warning of _describe_resume.
+    if resume is None:
+        checks.refuse_lone_sample_batches(model, len(prepared.splits["train"][1]),
+                                          config["train"], rule.name == "lbfgs")
     solver_meta = resume.meta["solver"] if resume else None
     resume_iteration, drop_evaluation = None, False
     if resume is not None:
@@ -286,6 +291,13 @@ def _describe_resume(reporter, path, solver, meta) -> None:
         reporter.line("note: L-BFGS resumes from its saved parameters with a fresh,"
                       " empty curvature history (scipy keeps it to itself), so it"
                       " does not continue exactly where it stopped")
+    lone = checks.lone_sample_batch(solver.model, len(solver.X_train),
+                                    solver.config["batch_size"], solver.full_batch)
+    if lone:
+        reporter.warn(f"{lone[0]}, which an earlier nntrain let this run start"
+                      " with: it gets no gradient before batch norm, and a zero"
+                      " variance in the running statistics, once an epoch; to"
+                      f" avoid it, start the run over and {lone[1]}")
     threads = [(meta.get("config") or {}).get("train", {}).get("threads"),
                solver.config["threads"]]
     if threads[0] != threads[1]:
