@@ -146,7 +146,7 @@ def test_an_older_lbfgs_checkpoint_with_train_average_resumes_without_it(
                 if line.startswith("warning:")]
     assert warnings == [f"warning: {old / 'checkpoints' / 'last.npz'} sets"
                         " train.average with optimizer lbfgs, which never averaged"
-                        " its weights; the resumed run goes on without"
+                        " its weights; it is resumed as a run without"
                         " train.average"]
     ends = [load_checkpoint(run / "checkpoints" / "last.npz") for run in lbfgs_runs]
     assert ends[1].meta["config"]["train"]["average"] is None

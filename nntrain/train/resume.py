@@ -108,7 +108,7 @@ def resumed_config(checkpoint, overrides: list[str], path) -> dict:
     if without_lbfgs_average(raw) is not raw:
         warnings.warn(CheckpointWarning(
             f"{path} sets train.average with optimizer lbfgs, which never averaged"
-            " its weights; the resumed run goes on without train.average"),
+            " its weights; it is resumed as a run without train.average"),
             stacklevel=2)
     return migrate_config(raw, path, overrides)
 
