@@ -210,7 +210,7 @@ def _resume(config_path, overrides, out, resume, print_config, quiet):
     from nntrain.pipeline import fit as run_fit
     from nntrain.train import resume as resuming
 
-    given = _load(config_path, [])  # CONFIG must still be a valid config
+    given = _resume_config_file(config_path)
     path, checkpoint, notes = resuming.find_checkpoint(resume)
     config = resuming.resumed_config(checkpoint, list(overrides), path)
     if override_setting("data.path", overrides) and config["data"]["path"]:
@@ -240,6 +240,27 @@ def _resume(config_path, overrides, out, resume, print_config, quiet):
             click.echo(resuming.finished_note(path, config, checkpoint))
         return
     run_fit(config, run_dir, quiet=quiet, resume=checkpoint)
+
+
+def _resume_config_file(config_path) -> dict:
+    """CONFIG of a resumed run, which must still be a valid config. The run's own
+    config.yaml from an earlier nntrain may set train.average beside optimizer
+    lbfgs; it is read as the run's checkpoint is, without the setting."""
+    from nntrain.config import read_config_file, resolve_config
+    from nntrain.errors import ConfigError
+    from nntrain.pipeline import without_lbfgs_average
+
+    try:
+        return _load(config_path, [])
+    except ConfigError as error:
+        raw = read_config_file(config_path)
+        migrated = without_lbfgs_average(raw)
+        if migrated is raw:
+            raise
+        try:
+            return resolve_config(migrated)
+        except ConfigError:
+            raise error from None
 
 
 def _refuse_empty(option: str, value, give: str) -> None:

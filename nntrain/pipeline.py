@@ -187,6 +187,11 @@ def fit(config: dict, run_dir, force: bool = False, quiet: bool = False,
                                         len(prepared.splits["train"][1]),
                                         full_batch=rule.name == "lbfgs")
     schedule = build_schedule(config["schedule"], rule.lr, total)
+    # A resumed run that has such batches was begun by an earlier nntrain: it goes
+    # on, with the warning of _describe_resume.
+    if resume is None:
+        checks.refuse_lone_sample_batches(model, len(prepared.splits["train"][1]),
+                                          config["train"], rule.name == "lbfgs")
     solver_meta = resume.meta["solver"] if resume else None
     resume_iteration, drop_evaluation = None, False
     if resume is not None:
@@ -286,6 +291,13 @@ def _describe_resume(reporter, path, solver, meta) -> None:
         reporter.line("note: L-BFGS resumes from its saved parameters with a fresh,"
                       " empty curvature history (scipy keeps it to itself), so it"
                       " does not continue exactly where it stopped")
+    lone = checks.lone_sample_batch(solver.model, len(solver.X_train),
+                                    solver.config["batch_size"], solver.full_batch)
+    if lone:
+        reporter.warn(f"{lone[0]}, which an earlier nntrain let this run start"
+                      " with: it gets no gradient before batch norm, and a zero"
+                      " variance in the running statistics, once an epoch; to"
+                      f" avoid it, start the run over and {lone[1]}")
     threads = [(meta.get("config") or {}).get("train", {}).get("threads"),
                solver.config["threads"]]
     if threads[0] != threads[1]:
@@ -370,10 +382,26 @@ def migrate_config(saved, path, overrides=()) -> dict:
     the ``--set`` texts already applied to ``saved``; a bad value one of them gave
     is blamed on it, not on the checkpoint."""
     try:
-        return resolve_config(saved)
+        return resolve_config(without_lbfgs_average(saved))
     except ConfigError as error:
         raise blamed_on_override(error, overrides) or CheckpointError(
             f"{path}: its config is not valid here ({error})") from None
+
+
+def without_lbfgs_average(saved):
+    """``saved``, a checkpoint's config, with train.average null where it sets one
+    beside optimizer lbfgs, a pair that earlier nntrain accepted and config
+    validation now refuses. Such a run never averaged anything (the minimizer moves
+    the weights with no step at which to fold them in), so without the setting the
+    config describes the run that was. Anything else is returned as it is."""
+    try:
+        lbfgs = saved["optimizer"]["name"] == "lbfgs"
+        average = saved["train"]["average"]
+    except (KeyError, TypeError):
+        return saved
+    if not lbfgs or average is None:
+        return saved
+    return {**saved, "train": {**saved["train"], "average": None}}
 
 
 @dataclass
@@ -407,7 +435,7 @@ def restore(path, average: bool = False) -> Restored:
                               f" ({type(error).__name__}: {error}); the file is not a"
                               " complete nntrain checkpoint") from None
     if average:
-        _load_average(model, checkpoint, path)
+        _load_average(model, checkpoint, config, path)
     else:
         _load_arrays(model, "params", checkpoint.group("param"), path)
         _load_arrays(model, "buffers", checkpoint.group("buffer"), path)
@@ -424,14 +452,14 @@ def _average_groups(model: Model, arrays: dict) -> tuple[dict, dict]:
     return weights, statistics
 
 
-def _load_average(model: Model, checkpoint, path) -> None:
+def _load_average(model: Model, checkpoint, config: dict, path) -> None:
     """Put a checkpoint's averaged weights and their batch norm statistics into
     ``model``. A checkpoint written before the statistics were kept falls back on
     the raw weights' statistics, with a warning."""
     weights, statistics = _average_groups(model, checkpoint.group("average"))
     if not weights:
-        raise CheckpointError(f"{path} holds no averaged weights: its run did not"
-                              " set train.average")
+        raise CheckpointError(_why_no_average(checkpoint.meta["config"], config,
+                                              path))
     if model.buffers and not statistics:
         warnings.warn(CheckpointWarning(
             f"{path} keeps no batch norm statistics for its averaged weights (it was"
@@ -444,6 +472,22 @@ def _load_average(model: Model, checkpoint, path) -> None:
         prefix = "average"
     _load_arrays(model, "params", weights, path, "average")
     _load_arrays(model, "buffers", statistics, path, prefix)
+
+
+def _why_no_average(saved: dict, config: dict, path) -> str:
+    """Why a checkpoint whose config is ``saved`` (``config`` once migrated) holds
+    no averaged weights, for eval --average."""
+    if config["train"]["average"] is not None:
+        # Every save of such a run follows an update, which starts the average.
+        return (f"{path} lacks its averaged weights (average/<parameter>) although"
+                " its run set train.average; the file is damaged or was edited: use"
+                " another checkpoint, or leave out --average")
+    if without_lbfgs_average(saved) is not saved:
+        return (f"{path} holds no averaged weights: its run used optimizer lbfgs,"
+                " which never averages them (its train.average setting did nothing);"
+                " leave out --average")
+    return (f"{path} holds no averaged weights: its run did not set train.average;"
+            " leave out --average")
 
 
 def _load_arrays(model: Model, kind: str, arrays: dict, path,

@@ -234,6 +234,26 @@ def test_a_resume_from_an_older_checkpoint_measures_the_statistics_again(tmp_pat
         assert np.array_equal(ends[1]["average"][name], value), name
 
 
+@pytest.mark.parametrize("kept", ["statistics", "nothing"])
+def test_eval_average_names_missing_averaged_weights_of_a_run_that_kept_them(
+        tmp_path, tiny_npz, kept):
+    fit(_batchnorm_config(tiny_npz, epochs=2), tmp_path / "run", quiet=True)
+    last = tmp_path / "run" / "checkpoints" / "last.npz"
+    checkpoint = load_checkpoint(last)
+    average = checkpoint.arrays["average"]
+    for name in list(average):
+        if kept == "nothing" or ".running_" not in name:
+            del average[name]
+    save_checkpoint(last, checkpoint.meta, checkpoint.arrays)
+
+    result = CliRunner().invoke(cli, ["eval", str(last), "--average"])
+    assert result.exit_code == 2
+    assert result.stderr == (f"error: {last} lacks its averaged weights"
+                             " (average/<parameter>) although its run set"
+                             " train.average; the file is damaged or was edited:"
+                             " use another checkpoint, or leave out --average\n")
+
+
 def test_population_statistics_weigh_each_batch_by_its_size():
     config = resolve_config({"model": {"hidden": [3], "batchnorm": True,
                                        "drop_probability": 0.5},

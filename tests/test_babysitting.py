@@ -13,7 +13,9 @@ from conftest import tiny_config_dict
 from nntrain.checkpoint import load_checkpoint
 from nntrain.cli import cli
 from nntrain.config import resolve_config
+from nntrain.nn.model import build_model
 from nntrain.pipeline import fit
+from nntrain.train import checks
 from nntrain.train.checks import expected_first_loss
 from nntrain.train.diagnostics import Watcher, layer_statistics
 
@@ -229,3 +231,116 @@ def test_a_warmup_as_long_as_the_run_is_a_warning(tmp_path, tiny_npz, write_conf
                 " rate climbs all run and the cosine never starts; lower"
                 " schedule.warmup")
     assert (expected in result.stderr.splitlines()) is warned
+
+
+# Batch norm and batches of one sample. The tiny dataset keeps 50 training rows
+# (60 less 10 for validation): batches of 7 leave 1 for the last batch of an epoch.
+def _batchnorm_run(tiny_npz, write_config, **train):
+    raw = tiny_config_dict(tiny_npz)
+    raw["model"] = {"hidden": [8], "batchnorm": True}
+    raw["train"].update(plots=False, **train)
+    return write_config(raw)
+
+
+@pytest.mark.parametrize("samples, batch_size, full_batch, found", [
+    (50, 7, False, ("the last batch of each epoch holds 1 (50 training samples,"
+                    " train.batch_size 7)", "such as 6 or 8")),
+    (41, 8, False, ("holds 1 (41 training samples, train.batch_size 8)",
+                    "such as 7 or 9")),
+    (41, 2, False, ("holds 1 (41 training samples, train.batch_size 2)",
+                    "such as 3")),
+    (50, 1, False, ("train.batch_size is 1", "set train.batch_size to 2 or more")),
+    (1, 8, False, ("the training split holds 1 sample", "data.validation")),
+    (1, 8, True, ("the training split holds 1 sample", "data.validation")),
+    (50, 16, False, None),
+    (50, 64, False, None),  # one batch of all 50
+    (50, 7, True, None),  # L-BFGS: the whole split is one batch
+])
+def test_lone_sample_batch_names_the_batch_of_one_and_a_batch_size_without(
+        samples, batch_size, full_batch, found):
+    config = resolve_config({"model": {"hidden": [3], "batchnorm": True},
+                             "train": {"epochs": 1}})
+    model = build_model(config, 4, 2)
+    result = checks.lone_sample_batch(model, samples, batch_size, full_batch)
+    if found is None:
+        assert result is None
+        return
+    problem, fix = result
+    assert problem.startswith("batch norm needs at least 2 samples per batch: ")
+    assert found[0] in problem and found[1] in fix
+
+
+@pytest.mark.parametrize("model", [{"hidden": [3]},
+                                   {"hidden": [3], "layernorm": True}])
+def test_lone_sample_batch_concerns_batch_norm_alone(model):
+    config = resolve_config({"model": model, "train": {"epochs": 1}})
+    assert checks.lone_sample_batch(build_model(config, 4, 2), 50, 7, False) is None
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["train.batch_size=7"], r"the last batch of each epoch holds 1 \(50 training"
+                             r" samples, train.batch_size 7\); choose another"
+                             r" train.batch_size, such as 6 or 8$"),
+    # Iterations mode batches its epochs the same way, even a run too short to
+    # reach the last batch (extended later, it would).
+    (["train.batch_size=7", "train.epochs=null", "train.iterations=3"],
+     r"holds 1 \(50 training samples, train.batch_size 7\)"),
+    # The training split is what the validation split leaves: 51 rows here.
+    (["train.batch_size=10", "data.validation=9"],
+     r"holds 1 \(51 training samples, train.batch_size 10\)"),
+    (["train.batch_size=1"], r"train.batch_size is 1; set train.batch_size to 2"),
+])
+def test_fit_refuses_batch_norm_with_a_batch_of_one_sample(tmp_path, tiny_npz,
+                                                           write_config, overrides,
+                                                           message):
+    config = _batchnorm_run(tiny_npz, write_config)
+    args = [arg for text in overrides for arg in ("--set", text)]
+    result = invoke("fit", config, "--out", tmp_path / "run", *args)
+
+    assert result.exit_code == 2, result.output
+    assert result.stderr.count("\n") == 1
+    assert re.search(r"^error: batch norm needs at least 2 samples per batch: .*"
+                     + message, result.stderr.strip()), result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_batch_norm_with_a_batch_size_that_leaves_no_batch_of_one_trains(
+        tmp_path, tiny_npz, write_config):
+    config = _batchnorm_run(tiny_npz, write_config, batch_size=8, epochs=1)
+    result = invoke("fit", config, "--out", tmp_path / "run", "--quiet")
+    assert result.exit_code == 0, result.output
+
+
+def test_lbfgs_trains_batch_norm_on_the_whole_split(tmp_path, tiny_npz):
+    raw = tiny_config_dict(tiny_npz)
+    raw["model"] = {"hidden": [8], "batchnorm": True}
+    raw["optimizer"] = {"name": "lbfgs"}
+    raw["train"] = {"iterations": 2, "batch_size": 7, "dtype": "float64",
+                    "plots": False}
+    fit(resolve_config(raw), tmp_path / "run", quiet=True)
+    assert (tmp_path / "run" / "checkpoints" / "last.npz").is_file()
+
+
+def test_a_run_begun_with_a_batch_of_one_resumes_with_a_warning(
+        tmp_path, tiny_npz, write_config, monkeypatch):
+    config = _batchnorm_run(tiny_npz, write_config, batch_size=7, epochs=1)
+    with monkeypatch.context() as earlier:  # an nntrain that did not refuse it
+        earlier.setattr(checks, "refuse_lone_sample_batches", lambda *args: None)
+        begun = invoke("fit", config, "--out", tmp_path / "run", "--quiet")
+    assert begun.exit_code == 0, begun.output
+
+    result = invoke("fit", config, "--resume", tmp_path / "run", "--set",
+                    "train.epochs=2")
+
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.stderr.splitlines()
+                if line.startswith("warning: batch norm")]
+    assert warnings == [
+        "warning: batch norm needs at least 2 samples per batch: the last batch of"
+        " each epoch holds 1 (50 training samples, train.batch_size 7), which an"
+        " earlier nntrain let this run start with: it gets no gradient before batch"
+        " norm, and a zero variance in the running statistics, once an epoch; to"
+        " avoid it, start the run over and choose another train.batch_size, such as"
+        " 6 or 8"]
+    meta = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.npz").meta
+    assert meta["solver"]["progress"]["epoch"] == 2

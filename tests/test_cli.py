@@ -490,6 +490,83 @@ def test_fit_force_keeps_a_train_log_beside_checkpoints_no_run_wrote(tmp_path,
     assert (out / "train.log").read_text() == "my notes\n"
 
 
+def _put_in_the_way(path, kind):
+    """Replace whatever is at ``path`` by ``kind``: a file, a folder (holding a
+    file) or a broken symbolic link."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+    if kind == "a file":
+        path.write_text("mine\n")
+    elif kind == "a folder":
+        path.mkdir()
+        (path / "mine.txt").write_text("mine\n")
+    else:
+        path.symlink_to(path.parent / "nowhere" / "at-all")
+
+
+MISPLACED = [
+    ("checkpoints", "a file", "where nntrain keeps the run's checkpoints"),
+    ("checkpoints", "a broken symbolic link",
+     "where nntrain keeps the run's checkpoints"),
+    ("plots", "a file", "where nntrain keeps the run's plots"),
+    ("config.yaml", "a folder", "where nntrain writes a file of that name"),
+    ("metrics.jsonl", "a folder", "where nntrain writes a file of that name"),
+    ("train.log", "a folder", "where nntrain writes a file of that name"),
+    ("checkpoints/last.npz", "a folder", "where nntrain writes a file of that name"),
+    ("checkpoints/best.npz", "a folder", "where nntrain writes a file of that name"),
+    ("checkpoints/snapshot-epoch-0002.npz", "a folder",
+     "where nntrain writes a file of that name"),
+    ("plots/loss.png", "a folder", "where nntrain writes a file of that name"),
+]
+
+
+@pytest.mark.parametrize("name, kind, where", MISPLACED)
+def test_fit_force_refuses_a_run_folder_entry_of_the_wrong_kind_before_removing(
+        tmp_path, tiny_config, name, kind, where):
+    out = tmp_path / "run"
+    assert invoke("fit", tiny_config, "--out", out, "--quiet").exit_code == 0
+    (out / "plots").mkdir(exist_ok=True)
+    _put_in_the_way(out / name, kind)
+    before = sorted(path.relative_to(out) for path in out.rglob("*"))
+
+    result = invoke("fit", tiny_config, "--out", out, "--quiet", "--force")
+
+    assert_one_line_error(result, 2, rf"^error: {re.escape(str(out / name))} is"
+                                     rf" {kind}, {where}; remove or rename it$")
+    assert sorted(path.relative_to(out) for path in out.rglob("*")) == before
+
+
+@pytest.mark.parametrize("name, kind, where", [
+    entry for entry in MISPLACED if entry[0] not in ("checkpoints", "metrics.jsonl")])
+def test_a_resume_refuses_a_run_folder_entry_of_the_wrong_kind(
+        tmp_path, tiny_config, name, kind, where):
+    out = tmp_path / "run"
+    assert invoke("fit", tiny_config, "--out", out, "--quiet").exit_code == 0
+    (out / "plots").mkdir(exist_ok=True)
+    _put_in_the_way(out / name, kind)
+
+    result = invoke("fit", tiny_config, "--resume", out, "--set", "train.epochs=4",
+                    "--quiet")
+
+    assert_one_line_error(result, 2, rf"^error: {re.escape(str(out / name))} is"
+                                     rf" {kind}, {where}; remove or rename it$")
+
+
+def test_a_resume_refuses_a_train_log_that_is_a_broken_link(tmp_path, tiny_config):
+    out = tmp_path / "run"
+    assert invoke("fit", tiny_config, "--out", out, "--quiet").exit_code == 0
+    _put_in_the_way(out / "train.log", "a broken symbolic link")
+
+    result = invoke("fit", tiny_config, "--resume", out, "--set", "train.epochs=4",
+                    "--quiet")
+
+    assert_one_line_error(result, 2, rf"^error: cannot append to"
+                                     rf" {re.escape(str(out / 'train.log'))} \(a"
+                                     r" broken symbolic link\); remove or rename it")
+
+
 def test_fit_force_reruns_a_runs_own_config_in_its_folder(tmp_path, tiny_config):
     out = tmp_path / "run"
     assert invoke("fit", tiny_config, "--out", out, "--quiet").exit_code == 0

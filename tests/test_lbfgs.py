@@ -2,12 +2,17 @@
 checkpoints as every other run."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
+import yaml
+from click.testing import CliRunner
 from conftest import tiny_config_dict
 
-from nntrain.config import load_config, resolve_config
+from nntrain.checkpoint import load_checkpoint, save_checkpoint
+from nntrain.cli import cli
+from nntrain.config import config_to_yaml, load_config, resolve_config
 from nntrain.errors import ConfigError
 from nntrain.optim import lbfgs
 from nntrain.pipeline import fit, restore
@@ -66,3 +71,87 @@ def test_lbfgs_run_logs_every_iteration_and_its_checkpoint_evaluates(tiny_npz,
 def test_lbfgs_refuses_settings_it_cannot_honour(overrides, message):
     with pytest.raises(ConfigError, match=message):
         load_config(None, ["optimizer.name=lbfgs", "train.iterations=5", *overrides])
+
+
+# Before train.average was refused with optimizer lbfgs, such runs were accepted and
+# kept no average (the average of L-BFGS was never updated). Their checkpoints are
+# forged here from a current one by setting train.average in its stored config.
+OLD_AVERAGE = {"kind": "polyak", "decay": 0.999}
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli, [str(arg) for arg in args])
+
+
+@pytest.fixture
+def lbfgs_runs(tmp_path, tiny_npz):
+    """Two copies of a finished 4-iteration L-BFGS run: (as written, with its
+    checkpoints' config setting train.average as an older nntrain let it)."""
+    raw = tiny_config_dict(tiny_npz)
+    raw["optimizer"] = {"name": "lbfgs", "history": 5}
+    raw["train"] = {"iterations": 4, "dtype": "float64", "plots": False}
+    fit(resolve_config(raw), tmp_path / "plain", quiet=True)
+    old = tmp_path / "old"
+    shutil.copytree(tmp_path / "plain", old)
+    for path in (old / "checkpoints").glob("*.npz"):
+        checkpoint = load_checkpoint(path)
+        checkpoint.meta["config"]["train"]["average"] = OLD_AVERAGE
+        save_checkpoint(path, checkpoint.meta, checkpoint.arrays)
+    config = yaml.safe_load((old / "config.yaml").read_text())
+    config["train"]["average"] = OLD_AVERAGE
+    (old / "config.yaml").write_text(config_to_yaml(config))
+    return tmp_path / "plain", old
+
+
+def test_an_older_lbfgs_checkpoint_with_train_average_evaluates_and_predicts(
+        lbfgs_runs, tmp_path, tiny_npz):
+    plain, old = (run / "checkpoints" / "best.npz" for run in lbfgs_runs)
+    results = [invoke("eval", path, "--json") for path in (plain, old)]
+    assert results[1].exit_code == 0, results[1].output
+    assert results[1].stderr == ""
+    evaluations = [json.loads(result.stdout) for result in results]
+    evaluations[1]["checkpoint"] = str(plain)
+    assert evaluations[1] == evaluations[0]
+
+    np.save(tmp_path / "samples.npy", np.load(tiny_npz)["X_test"])
+    predictions = [invoke("predict", path, tmp_path / "samples.npy")
+                   for path in (plain, old)]
+    assert predictions[1].exit_code == 0, predictions[1].output
+    assert predictions[1].stdout == predictions[0].stdout
+    assert restore(old).config["train"]["average"] is None
+
+
+def test_eval_average_of_an_older_lbfgs_checkpoint_says_it_has_no_average(
+        lbfgs_runs):
+    result = invoke("eval", lbfgs_runs[1] / "checkpoints" / "last.npz", "--average")
+    assert result.exit_code == 2
+    assert result.stderr.count("\n") == 1
+    assert ("holds no averaged weights: its run used optimizer lbfgs, which never"
+            " averages them") in result.stderr
+    assert "leave out --average" in result.stderr
+
+
+def test_an_older_lbfgs_checkpoint_with_train_average_resumes_without_it(
+        lbfgs_runs):
+    plain, old = lbfgs_runs
+    with pytest.raises(ConfigError, match="set train.average to null"):
+        load_config(old / "config.yaml")  # a new run may not use it
+
+    # The command an interrupted run prints: its own config.yaml, the run folder.
+    results = [invoke("fit", run / "config.yaml", "--resume", run, "--set",
+                      "train.iterations=7") for run in (plain, old)]
+
+    assert results[1].exit_code == 0, results[1].output
+    warnings = [line for line in results[1].stderr.splitlines()
+                if line.startswith("warning:")]
+    assert warnings == [f"warning: {old / 'checkpoints' / 'last.npz'} sets"
+                        " train.average with optimizer lbfgs, which never averaged"
+                        " its weights; it is resumed as a run without"
+                        " train.average"]
+    ends = [load_checkpoint(run / "checkpoints" / "last.npz") for run in lbfgs_runs]
+    assert ends[1].meta["config"]["train"]["average"] is None
+    assert ends[1].meta["solver"]["progress"]["iteration"] == 7
+    assert not ends[1].group("average")
+    for name, value in ends[0].group("param").items():
+        assert np.array_equal(ends[1].group("param")[name], value), name
+    assert load_config(old / "config.yaml")["train"]["average"] is None

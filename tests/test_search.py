@@ -862,6 +862,33 @@ def test_a_file_in_the_place_of_a_trial_folder_fails_that_trial_alone(study,
     assert {row["trial"]: row["status"] for row in read_rows(copy)}["2"] == "ok"
 
 
+def test_a_file_where_a_trial_keeps_its_checkpoints_fails_that_trial_alone(
+        study, tmp_path):
+    copy, config_path = copy_study(study, tmp_path)
+    trial = copy / "trial-0002"
+    (trial / "result.json").unlink()  # as a trial a killed worker left
+    blocker = trial / "checkpoints"
+    shutil.rmtree(blocker)
+    blocker.write_text("notes\n")
+    reason = (f"{blocker} is a file, where nntrain keeps the run's checkpoints;"
+              " remove or rename it, then rerun the study to run this trial")
+
+    result = invoke("search", config_path, "--out", copy, "--workers", 1)
+
+    assert result.exit_code == 0, result.output
+    assert f"trial 2 (round 1): failed: {reason}\n" in result.stderr
+    assert "Error" not in result.output
+    assert {row["trial"]: row["reason"] for row in read_rows(copy)}["2"] == reason
+    assert not (trial / "result.json").exists()
+    assert blocker.read_text() == "notes\n"
+
+    blocker.unlink()  # the fix the reason names: the next run trains the trial
+    result = invoke("search", config_path, "--out", copy, "--workers", 1)
+    assert result.exit_code == 0, result.output
+    assert "3 trials, 1 to run" in result.stderr
+    assert {row["trial"]: row["status"] for row in read_rows(copy)}["2"] == "ok"
+
+
 def test_a_study_whose_every_trial_folder_is_a_file_exits_1(study, tmp_path):
     copy, config_path = copy_study(study, tmp_path)
     for trial in range(3):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from nntrain.errors import BadInputError, ClusterError, NNTrainError, StopRequested
 from nntrain.search.space import is_number, trial_config
-from nntrain.train.rundir import write_text_atomically
+from nntrain.train.rundir import misplaced_entry, write_text_atomically
 from nntrain.train.signals import SIGNAL_EXIT_CODES, StopFlag
 
 RESULT_FILE = "result.json"
@@ -99,10 +99,15 @@ def _save_result(run_dir: Path, saved: dict) -> str | None:
 
 
 def _folder_problem(run_dir: Path) -> str | None:
-    """What stands where the trial's folder ``run_dir`` should be, as a reason
-    naming the fix, or None when the folder is there or can be made. A symbolic
-    link to a folder is a folder; one to nothing is in the way."""
-    if run_dir.is_dir() or not (run_dir.exists() or run_dir.is_symlink()):
+    """What stands where the trial's folder ``run_dir`` should be, or where its run
+    keeps a folder or file inside it, as a reason naming the fix, or None when the
+    folder is there or can be made. A symbolic link to a folder is a folder; one to
+    nothing is in the way."""
+    if run_dir.is_dir():
+        misplaced = misplaced_entry(run_dir)
+        return misplaced and (f"{misplaced}; remove or rename it, then rerun the"
+                              " study to run this trial")
+    if not (run_dir.exists() or run_dir.is_symlink()):
         return None
     what = "a file" if run_dir.exists() else "a broken symbolic link"
     return (f"{run_dir} is {what}, not the trial's folder; remove or rename it,"

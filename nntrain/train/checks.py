@@ -1,5 +1,6 @@
 """Start-of-run checks, printed before training: the data, the network, whether
-the first loss is the one small random weights should give, and the cores.
+the first loss is the one small random weights should give, and the cores; and
+batches too small for batch norm, refused before training.
 
 With weights near zero every class score is near zero, the softmax is uniform and
 the data loss is ln C; every SVM margin is 1, so the hinge loss is C - 1. Plus the
@@ -11,7 +12,9 @@ import os
 
 import numpy as np
 
+from nntrain.errors import ConfigError
 from nntrain.evaluate import measure
+from nntrain.nn.layers import BatchNorm
 
 FIRST_LOSS_SAMPLES = 1000
 FAR_OFF = 0.1  # relative difference from the expected first loss that is "far off"
@@ -97,3 +100,50 @@ def warmup_check(schedule: dict, total: int) -> str | None:
         return None
     return (f"schedule.warmup is {warmup} updates but the run has {total}: the rate"
             " climbs all run and the cosine never starts; lower schedule.warmup")
+
+
+def lone_sample_batch(model, num_samples: int, batch_size: int,
+                      full_batch: bool) -> tuple[str, str] | None:
+    """(what is wrong, how to fix it) when some training batch of the run holds a
+    single sample and the model has batch norm, else None. Such a batch has zero
+    variance: normalized, every unit is 0 whatever its input, so no gradient
+    reaches the layers before batch norm, and the zero variance is folded into the
+    running statistics. Every epoch is batched the same way (the last batch holds
+    N mod batch_size samples), and so is the statistics pass of train.average;
+    L-BFGS takes the whole split as one batch."""
+    if not any(isinstance(layer, BatchNorm) for layer in model.layers):
+        return None
+    needs = "batch norm needs at least 2 samples per batch"
+    if num_samples == 1:
+        return (f"{needs}: the training split holds 1 sample",
+                "give the run more data, or a smaller data.validation")
+    if full_batch:
+        return None
+    if batch_size == 1:
+        return f"{needs}: train.batch_size is 1", "set train.batch_size to 2 or more"
+    if num_samples % batch_size != 1:
+        return None
+    others = [size for size in (_other_size(num_samples, batch_size, -1),
+                                _other_size(num_samples, batch_size, 1)) if size]
+    return (f"{needs}: the last batch of each epoch holds 1 ({num_samples} training"
+            f" samples, train.batch_size {batch_size})",
+            f"choose another train.batch_size, such as"
+            f" {' or '.join(map(str, others))}")
+
+
+def _other_size(num_samples: int, batch_size: int, step: int) -> int | None:
+    """The nearest batch size from ``batch_size`` in the direction ``step`` that
+    leaves no batch of one sample, or None below 2."""
+    size = batch_size + step
+    while size >= 2 and num_samples % size == 1:
+        size += step
+    return size if size >= 2 else None
+
+
+def refuse_lone_sample_batches(model, num_samples: int, train_config: dict,
+                               full_batch: bool) -> None:
+    """A ConfigError when batch norm would get a batch of one sample in training."""
+    found = lone_sample_batch(model, num_samples, train_config["batch_size"],
+                              full_batch)
+    if found:
+        raise ConfigError(f"{found[0]}; {found[1]}", "train.batch_size")

@@ -8,12 +8,18 @@ the checkpoint's data fingerprints check).
 """
 
 import copy
+import warnings
 from pathlib import Path
 
 from nntrain.checkpoint import load_checkpoint
 from nntrain.config import apply_overrides, override_setting, yaml_text
-from nntrain.errors import CheckpointError, ConfigError, RunDirectoryError
-from nntrain.pipeline import migrate_config
+from nntrain.errors import (
+    CheckpointError,
+    CheckpointWarning,
+    ConfigError,
+    RunDirectoryError,
+)
+from nntrain.pipeline import migrate_config, without_lbfgs_average
 from nntrain.train.solver import count_iterations
 from nntrain.train.state import check_data_spec, check_solver_state
 
@@ -99,6 +105,11 @@ def resumed_config(checkpoint, overrides: list[str], path) -> dict:
         raise CheckpointError(f"{path} holds no config; it is not a checkpoint nntrain"
                               " fit wrote")
     raw = apply_overrides(copy.deepcopy(saved), list(overrides))
+    if without_lbfgs_average(raw) is not raw:
+        warnings.warn(CheckpointWarning(
+            f"{path} sets train.average with optimizer lbfgs, which never averaged"
+            " its weights; it is resumed as a run without train.average"),
+            stacklevel=2)
     return migrate_config(raw, path, overrides)
 
 

@@ -11,6 +11,7 @@ Every file is written through a temporary file in the same folder, fsynced and
 renamed, except the two logs, which are appended to line by line.
 """
 
+import contextlib
 import json
 import os
 import tempfile
@@ -28,7 +29,8 @@ except ImportError:  # Windows
 
 # What nntrain itself writes; --force removes these and nothing else.
 OWN_FILES = ("config.yaml", "metrics.jsonl", "train.log")
-OWN_CHECKPOINT_PATTERNS = ("last.npz", "best.npz", "snapshot-*.npz", ".*.npz.*.tmp")
+CHECKPOINT_PATTERNS = ("last.npz", "best.npz", "snapshot-*.npz")
+OWN_CHECKPOINT_PATTERNS = (*CHECKPOINT_PATTERNS, ".*.npz.*.tmp")
 OWN_PLOT_PATTERNS = ("loss.png", "accuracy.png", "learning_rate.png",
                      "update_ratios.png", "activations.png", "first_layer_weights.png",
                      "confusion_matrix.png", "worst_examples.png")
@@ -56,6 +58,7 @@ class RunDirectory:
             else:
                 self._check_writable()
                 self._truncate_metrics(resume_iteration, drop_evaluation)
+                _refuse_misplaced(self.path)
             if self._lock is None:
                 self._take_lock()
         except BaseException:
@@ -63,9 +66,12 @@ class RunDirectory:
             raise
         self.checkpoints = self.path / "checkpoints"
         self.plots = self.path / "plots"
-        self.checkpoints.mkdir(exist_ok=True)
-        self._metrics = open(self.path / "metrics.jsonl", "a", encoding="utf-8")
-        self._log = open(self.path / "train.log", "a", encoding="utf-8")
+        with contextlib.ExitStack() as opened:  # undone if any step fails
+            opened.callback(self._release_lock)
+            self.checkpoints.mkdir(exist_ok=True)
+            self._metrics = opened.enter_context(_open_log(self.path / "metrics.jsonl"))
+            self._log = opened.enter_context(_open_log(self.path / "train.log"))
+            opened.pop_all()
 
     def _prepare(self, force: bool) -> None:
         if self.path.exists() and not self.path.is_dir():
@@ -84,6 +90,7 @@ class RunDirectory:
 
     def _remove_own_files(self) -> None:
         """--force: delete what an earlier run wrote, and nothing else."""
+        _refuse_misplaced(self.path)  # before anything is deleted
         for folder in ("checkpoints", "plots"):
             if (self.path / folder).is_symlink():
                 raise RunDirectoryError(
@@ -215,6 +222,58 @@ class RunDirectory:
         if self._lock is not None:
             os.close(self._lock)  # which releases the lock
             self._lock = None
+
+
+def misplaced_entry(path) -> str | None:
+    """What in the run directory ``path`` has the name of a folder the run keeps
+    (checkpoints, plots) or of a file it writes (config.yaml, the logs, checkpoints,
+    plots) but is of another kind, as "PATH is a file, where ..."; None if nothing.
+    Checked before a run starts: writing there later would fail."""
+    path = Path(path)
+    for name in ("checkpoints", "plots"):
+        folder = path / name
+        if (folder.exists() or folder.is_symlink()) and not folder.is_dir():
+            return f"{folder} is {_kind(folder)}, where nntrain keeps the run's {name}"
+    files = [path / name for name in OWN_FILES]
+    for folder, patterns in (("checkpoints", CHECKPOINT_PATTERNS),
+                             ("plots", OWN_PLOT_PATTERNS)):
+        if (path / folder).is_dir():
+            files += sorted(item for pattern in patterns
+                            for item in (path / folder).glob(pattern))
+    for file in files:
+        # Not a broken symbolic link: --force removes it, a file written through
+        # a temporary one replaces it, and a log is appended to through it.
+        if file.exists() and not file.is_file():
+            return f"{file} is {_kind(file)}, where nntrain writes a file of that name"
+    return None
+
+
+def _kind(path: Path) -> str:
+    if path.is_dir():
+        return "a folder"
+    if path.is_file():
+        return "a file"
+    if not path.exists():
+        return "a broken symbolic link"
+    return "a special file (a pipe or a device)"
+
+
+def _open_log(path: Path):
+    """``path`` opened for appending lines; failing that, bad input naming it."""
+    try:
+        return open(path, "a", encoding="utf-8")
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        if path.is_symlink() and not path.exists():
+            reason = "a broken symbolic link"
+        raise RunDirectoryError(f"cannot append to {path} ({reason}); remove or"
+                                " rename it, or make it writable") from None
+
+
+def _refuse_misplaced(path: Path) -> None:
+    problem = misplaced_entry(path)
+    if problem:
+        raise RunDirectoryError(f"{problem}; remove or rename it")
 
 
 RESOLVED_SECTIONS = {"seed", "data", "model", "optimizer", "schedule", "train",
