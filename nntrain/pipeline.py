@@ -193,19 +193,13 @@ def fit(config: dict, run_dir, force: bool = False, quiet: bool = False,
         checks.refuse_lone_sample_batches(model, len(prepared.splits["train"][1]),
                                           config["train"], rule.name == "lbfgs")
     solver_meta = resume.meta["solver"] if resume else None
-    resume_iteration, drop_evaluation = None, False
     if resume is not None:
-        # Before the run directory changes: its metrics are cut to the checkpoint,
-        # and lose the final evaluation of a shorter run that this one extends.
         check_solver_state(resume, per_epoch, schedule.state())
-        resume_iteration = solver_meta["progress"]["iteration"]
-        drop_evaluation = drops_final_evaluation(solver_meta, total)
 
-    run = RunDirectory(run_dir, force=force, resume_iteration=resume_iteration,
-                       drop_evaluation=drop_evaluation)
+    run = RunDirectory(run_dir, force=force, resume=resume is not None)
     reporter = Reporter(quiet=quiet, log=run.log)
     try:
-        run.write_config(config)
+        run.write_config(config)  # a resumed run's: once it saves a checkpoint
         solver = Solver(
             model, rule, schedule,
             (*prepared.splits["train"], *prepared.splits["val"]),
@@ -229,6 +223,10 @@ def fit(config: dict, run_dir, force: bool = False, quiet: bool = False,
             if statistics:
                 _check_arrays(model.buffers, statistics, "average", "the checkpoint")
             solver.restore_average(averaged, count, statistics)
+            # The records the run directory keeps once this run commits: those of
+            # the evaluations it continues from, which drop any it does not.
+            run.continue_after(solver.progress.iteration,
+                               [record["iteration"] for record in solver.history])
             _describe_resume(reporter, run.path, solver, resume.meta)
         _check_threads(reporter, config["train"]["threads"])
         progress = solver.train()
@@ -236,7 +234,7 @@ def fit(config: dict, run_dir, force: bool = False, quiet: bool = False,
             _write_plots(run.path, reporter)
         # A resumed run reports its whole time, the part before the stop included.
         seconds = time.perf_counter() - started + solver.elapsed_before
-        _summarize(reporter, config, progress, run.path, seconds, solver)
+        _summarize(reporter, config, progress, run.path, seconds)
     except NNTrainError as error:
         run.log(f"error: {error}")
         raise
@@ -287,6 +285,10 @@ def _describe_resume(reporter, path, solver, meta) -> None:
                       f" update (iteration {progress.iteration}) is dropped: this run"
                       f" evaluates every {solver.eval_every} iterations, as one this"
                       " long from the start would")
+    elif (progress.iteration >= solver.total_iterations
+          and progress.last_eval_iteration != progress.iteration):
+        reporter.line("note: the run was stopped after its last update, before the"
+                      " evaluation that follows it; it makes that evaluation now")
     if solver.full_batch:
         reporter.line("note: L-BFGS resumes from its saved parameters with a fresh,"
                       " empty curvature history (scipy keeps it to itself), so it"
@@ -335,17 +337,18 @@ def _start_of_run_checks(reporter, config, prepared, model, input_width,
             reporter.warn(text)
 
 
-def _summarize(reporter, config, progress, path, seconds, solver) -> None:
+def _summarize(reporter, config, progress, path, seconds) -> None:
     monitor = config["train"]["monitor"]
     best = path / "checkpoints" / "best.npz"
     saved = f"saved in {best}"
-    if solver.best_file_iteration != progress.best_iteration:
-        # An extended run whose shorter run's dropped final evaluation was the best:
-        # those weights replaced the best ones before them, which are gone.
-        saved = (f"but {best} holds the weights of iteration"
-                 f" {solver.best_file_iteration}, which the shorter run's final"
-                 " evaluation found better (those of the best iteration were not"
-                 " kept)")
+    held = _saved_iteration(best)
+    if held is not None and held != progress.best_iteration:
+        # A run extended after a shorter one whose final evaluation, dropped by the
+        # extension, was the best: those weights replaced the best ones before
+        # them, which are gone.
+        saved = (f"but {best} holds the weights of iteration {held}, which the"
+                 " shorter run's final evaluation found better (those of the best"
+                 " iteration were not kept)")
     reporter.line(
         f"Done: {counted(progress.epoch, 'epoch')},"
         f" {counted(progress.iteration, 'iteration')} in"
@@ -354,6 +357,16 @@ def _summarize(reporter, config, progress, path, seconds, solver) -> None:
         f" Measure it on the test split with: nntrain eval"
         f" {shlex.quote(str(best))}"
     )
+
+
+def _saved_iteration(path) -> int | None:
+    """The update whose weights the checkpoint at ``path`` holds, read from the file
+    itself: after any number of resumes it is what the file holds. None when it
+    cannot be read."""
+    try:
+        return load_checkpoint(path).meta["solver"]["progress"]["iteration"]
+    except (CheckpointError, KeyError, TypeError):
+        return None
 
 
 def evaluate_checkpoint(path, split: str = "test", data_path=None,

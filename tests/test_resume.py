@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,7 +20,7 @@ from conftest import tiny_arrays, tiny_config_dict
 from nntrain.checkpoint import load_checkpoint, save_checkpoint
 from nntrain.cli import cli
 from nntrain.config import resolve_config
-from nntrain.errors import StopRequested
+from nntrain.errors import StopRequested, TrainingError
 from nntrain.pipeline import fit
 from nntrain.train.resume import find_checkpoint, resumed_config, threads_note
 from nntrain.train.rundir import RunDirectory
@@ -196,14 +197,20 @@ def test_a_resume_dropping_an_evaluation_keeps_the_iter_record_before_it(tmp_pat
     metrics = run / "metrics.jsonl"
     metrics.write_text("".join(json.dumps(record) + "\n" for record in written))
 
-    RunDirectory(run, resume_iteration=10, drop_evaluation=True).close()
+    directory = RunDirectory(run, resume=True)
+    directory.continue_after(10, [9])  # the evaluation at 10 is dropped
+    directory.record({"kind": "iter", "iteration": 11})
+    directory.checkpoint_saved()
+    directory.close()
 
     assert [json.loads(line) for line in metrics.read_text().splitlines()] == (
-        written[:3])
+        written[:3] + [{"kind": "iter", "iteration": 11}])
 
 
-def test_an_extension_says_when_best_npz_holds_a_dropped_evaluations_weights(
-        tmp_path, tiny_npz, write_config):
+def _best_from_a_dropped_evaluation(tmp_path, tiny_npz, write_config):
+    """A finished run of 10 updates (eval_every 3) whose best.npz holds the weights
+    of its final evaluation, at 10, though the best evaluation an extension keeps
+    is at 9: (its config file, its folder, its best.npz)."""
     raw = tiny_config_dict(tiny_npz)
     raw["train"].update(epochs=None, iterations=10, eval_every=3, plots=False,
                         monitor="val_loss")
@@ -219,15 +226,225 @@ def test_an_extension_says_when_best_npz_holds_a_dropped_evaluations_weights(
     before = checkpoint.meta["solver"]["before_final_evaluation"]["progress"]
     before.update(best_value=0.0, best_epoch=3, best_iteration=9)
     save_checkpoint(last, checkpoint.meta, checkpoint.arrays)
+    return config, run, best
+
+
+def _holds_iteration_10(best):
+    return (f"Best val_loss 0.0000 at epoch 3 (iteration 9), but {best} holds the"
+            " weights of iteration 10, which the shorter run's final evaluation"
+            " found better (those of the best iteration were not kept).")
+
+
+def test_an_extension_says_when_best_npz_holds_a_dropped_evaluations_weights(
+        tmp_path, tiny_npz, write_config):
+    config, run, best = _best_from_a_dropped_evaluation(tmp_path, tiny_npz,
+                                                        write_config)
 
     result = invoke("fit", config, "--resume", run, "--set", "train.iterations=20")
 
     assert result.exit_code == 0, result.output
-    assert (f"Best val_loss 0.0000 at epoch 3 (iteration 9), but {best} holds the"
-            " weights of iteration 10, which the shorter run's final evaluation"
-            " found better (those of the best iteration were not kept).") in (
-        result.stdout)
+    assert _holds_iteration_10(best) in result.stdout
     assert load_checkpoint(best).meta["solver"]["progress"]["iteration"] == 10
+
+
+@pytest.mark.parametrize("how", ["extended again", "stopped and resumed"])
+def test_the_summary_says_what_best_npz_holds_after_any_number_of_resumes(
+        tmp_path, tiny_npz, write_config, monkeypatch, how):
+    config, run, best = _best_from_a_dropped_evaluation(tmp_path, tiny_npz,
+                                                        write_config)
+    if how == "extended again":
+        first = invoke("fit", config, "--resume", run, "--set",
+                       "train.iterations=20", "--quiet")
+        assert first.exit_code == 0, first.output
+        result = invoke("fit", config, "--resume", run, "--set",
+                        "train.iterations=30")
+    else:
+        with monkeypatch.context() as patch:
+            _interrupt_at(patch, 14)
+            stopped = invoke("fit", config, "--resume", run, "--set",
+                             "train.iterations=20", "--quiet")
+        assert stopped.exit_code == 130, stopped.output
+        result = invoke("fit", config, "--resume", run)
+
+    assert result.exit_code == 0, result.output
+    assert _holds_iteration_10(best) in result.stdout
+    assert load_checkpoint(best).meta["solver"]["progress"]["iteration"] == 10
+
+
+def _short_run(tiny_npz, write_config, run):
+    """A finished run of 10 updates that ends with a final evaluation (eval_every
+    3): (its config file, its files as they were)."""
+    config = write_config(_raw(tiny_npz, epochs=None, iterations=10, plots=False))
+    assert invoke("fit", config, "--out", run, "--quiet").exit_code == 0
+    return config, _run_files(run)
+
+
+def _run_files(run):
+    return {name: (run / name).read_bytes()
+            for name in ("config.yaml", "metrics.jsonl")}
+
+
+def _fail_after_update_11(monkeypatch, run):
+    original = Solver._step
+
+    def step(self, rows):
+        original(self, rows)
+        if self.progress.iteration == 11:  # recorded, before the save at 12
+            raise TrainingError("the loss became inf at iteration 12")
+
+    monkeypatch.setattr(Solver, "_step", step)
+
+
+def _put_nan_in_last_npz(monkeypatch, run):
+    last = run / "checkpoints" / "last.npz"
+    checkpoint = load_checkpoint(last)
+    next(iter(checkpoint.arrays["param"].values()))[...] = np.nan
+    save_checkpoint(last, checkpoint.meta, checkpoint.arrays)  # refused on resume
+
+
+@pytest.mark.parametrize("fail, code", [(_fail_after_update_11, 1),
+                                        (_put_nan_in_last_npz, 2)])
+def test_a_failed_extension_leaves_the_run_directory_as_it_was(
+        tmp_path, tiny_npz, write_config, monkeypatch, fail, code):
+    run = tmp_path / "run"
+    config, files = _short_run(tiny_npz, write_config, run)
+    fail(monkeypatch, run)
+
+    result = invoke("fit", config, "--resume", run, "--set", "train.iterations=20")
+
+    assert result.exit_code == code, result.output
+    # Its final evaluation's records kept, its config still the one of 10 updates.
+    assert _run_files(run) == files
+
+
+# Runs nntrain's command line with argv[2:], killing itself with SIGKILL at the
+# point argv[1] names, in an extension from 10 updates to 20 (eval_every 3).
+KILLED_AT = """
+import os, signal, sys
+from nntrain.cli import main
+from nntrain.train import rundir, solver
+
+def kill(*args):
+    os.kill(os.getpid(), signal.SIGKILL)
+
+point = sys.argv[1]
+if point == "update 12":  # update 11 recorded; the first save is at 12
+    step = solver.Solver._step
+    def killing_step(self, rows):
+        if self.progress.iteration == 11:
+            kill()
+        step(self, rows)
+    solver.Solver._step = killing_step
+elif point == "first save":  # last.npz at 12 saved; metrics.jsonl not cut yet
+    rundir.RunDirectory.checkpoint_saved = kill
+elif point == "config":  # metrics.jsonl cut; config.yaml not written yet
+    write = rundir.write_text_atomically
+    def killing_write(path, text):
+        if path.name == "config.yaml":
+            kill()
+        write(path, text)
+    rundir.write_text_atomically = killing_write
+sys.argv = ["nntrain", *sys.argv[2:]]
+main()
+"""
+
+
+@pytest.mark.parametrize("point", ["update 12", "first save", "config"])
+def test_an_extension_killed_at_any_point_leaves_a_run_that_resumes(
+        tmp_path, tiny_npz, write_config, point):
+    run, whole = tmp_path / "run", tmp_path / "whole"
+    config, files = _short_run(tiny_npz, write_config, run)
+    records = _records(run)
+
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED_AT, point, "fit", str(config), "--resume",
+         str(run), "--set", "train.iterations=20", "--quiet"],
+        cwd=Path(__file__).parents[1], capture_output=True, text=True, timeout=120)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+
+    longer = ["--set", "train.iterations=20"]
+    if point == "update 12":
+        # Killed before its first save: the run of 10 updates, as it was, but for
+        # the killed run's record of update 11, which the next resume drops.
+        again = invoke("fit", config, "--resume", run)
+        assert "is from a finished run (10 iterations" in again.stdout
+        assert [r for r in _records(run) if r["iteration"] <= 10] == records
+        assert (run / "config.yaml").read_bytes() == files["config.yaml"]
+    else:
+        longer = []  # last.npz holds the longer run, which goes on by itself
+    resumed = invoke("fit", config, "--resume", run, "--quiet", *longer)
+    assert resumed.exit_code == 0, resumed.output
+
+    straight = invoke("fit", config, "--out", whole, "--quiet", "--set",
+                      "train.iterations=20")
+    assert straight.exit_code == 0, straight.output
+    _assert_same_run(whole, run)
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["train"]["iterations"] == 20
+
+
+def test_a_checkpoint_saved_at_an_evaluation_holds_its_early_stopping_count(
+        tmp_path, tiny_npz, write_config):
+    raw = tiny_config_dict(tiny_npz)
+    # No evaluation gains 100 on the first: the ones at 6, 9 and 12 are bad, and
+    # the third ends the run at 12.
+    raw["train"].update(epochs=None, iterations=6, eval_every=3, plots=False,
+                        monitor="val_loss",
+                        early_stopping={"patience": 3, "min_delta": 100.0})
+    config = write_config(raw)
+    part, whole = tmp_path / "part", tmp_path / "whole"
+    assert invoke("fit", config, "--out", part, "--quiet").exit_code == 0
+    saved = load_checkpoint(part / "checkpoints" / "last.npz").meta["solver"]
+    assert saved["progress"]["bad_evaluations"] == 1
+
+    extended = invoke("fit", config, "--resume", part, "--set", "train.iterations=30",
+                      "--quiet")
+    assert extended.exit_code == 0, extended.output
+    straight = invoke("fit", config, "--out", whole, "--quiet", "--set",
+                      "train.iterations=30")
+    assert straight.exit_code == 0, straight.output
+
+    _assert_same_run(whole, part)
+    assert [r["iteration"] for r in _records(part) if r["kind"] == "event"] == [12]
+
+
+def test_a_stop_during_the_last_update_waits_for_the_final_evaluation(
+        tmp_path, tiny_npz, monkeypatch):
+    config = resolve_config(_raw(tiny_npz, epochs=None, iterations=10, plots=False))
+    part, whole = tmp_path / "part", tmp_path / "whole"
+    with monkeypatch.context() as patch:
+        _interrupt_at(patch, 10)  # not an evaluation point: eval_every is 3
+        with pytest.raises(StopRequested) as stopped:
+            fit(config, part, quiet=True)
+    assert stopped.value.exit_code == 130
+    fit(config, whole, quiet=True)
+
+    _assert_same_run(whole, part)
+    best = [_arrays(run / "checkpoints" / "best.npz") for run in (whole, part)]
+    assert all(np.array_equal(best[0][key], best[1][key]) for key in best[0])
+
+
+def test_a_resume_makes_the_final_evaluation_its_checkpoint_lacks(
+        tmp_path, tiny_npz, write_config, monkeypatch):
+    # Without diagnostics: the final record's are measured during the last update,
+    # and no checkpoint keeps them.
+    config = write_config(_raw(tiny_npz, epochs=None, iterations=10, plots=False,
+                               diagnostics=False))
+    part, whole = tmp_path / "part", tmp_path / "whole"
+    with monkeypatch.context() as patch:
+        # A checkpoint saved after the last update, before the final evaluation:
+        # what a stop there left before, or a kill after a snapshot there.
+        patch.setattr(Solver, "_final_evaluation",
+                      lambda self: self.save(self.run.checkpoints / "last.npz"))
+        assert invoke("fit", config, "--out", part, "--quiet").exit_code == 0
+
+    result = invoke("fit", config, "--resume", part)
+
+    assert result.exit_code == 0, result.output
+    assert ("note: the run was stopped after its last update, before the evaluation"
+            " that follows it; it makes that evaluation now\n") in result.stdout
+    assert invoke("fit", config, "--out", whole, "--quiet").exit_code == 0
+    _assert_same_run(whole, part)
 
 
 def test_same_config_and_seed_give_identical_files(tmp_path, tiny_npz):

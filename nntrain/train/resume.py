@@ -118,6 +118,11 @@ def is_finished(config: dict, checkpoint) -> bool:
     full_batch = config["optimizer"]["name"] == "lbfgs"
     _, total = count_iterations(config["train"],
                                 checkpoint.meta["data"]["sizes"]["train"], full_batch)
+    if (progress["iteration"] == total
+            and progress.get("last_eval_iteration", 0) != total):
+        # Saved after its last update but before the final evaluation (a snapshot,
+        # or a stop on a signal in older versions): that evaluation is still to do.
+        return False
     return (progress["iteration"] >= total
             or _ended_by_early_stopping(checkpoint.meta["solver"]))
 

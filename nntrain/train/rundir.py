@@ -39,26 +39,28 @@ OWN_PLOT_PATTERNS = ("loss.png", "accuracy.png", "learning_rate.png",
 class RunDirectory:
     """Creates the folder layout and appends to the run's log files.
 
-    ``resume_iteration``: continue an existing run from a checkpoint taken after
-    that many updates; records written after it (by a run killed later) are dropped
-    from metrics.jsonl, so the file reads as if the run had never stopped.
-    ``drop_evaluation``: drop the evaluation records at ``resume_iteration`` too (an
-    extended run drops the final evaluation of the shorter run it continues).
+    ``resume``: continue the existing run in the folder. Until the resumed run's
+    first checkpoint save, which commits its state, the folder keeps the state of
+    the checkpoint it resumes from: config.yaml is written only then, and so is
+    metrics.jsonl cut to the checkpoint (``continue_after``). A resumed run that
+    fails before that save removes the records it appended (``close``), and one
+    killed before it leaves records past its checkpoint, which the next resume's
+    cut drops. So the folder always resumes correctly, with the old length or the
+    new one.
     """
 
-    def __init__(self, path, force: bool = False, resume_iteration=None,
-                 drop_evaluation: bool = False):
+    def __init__(self, path, force: bool = False, resume: bool = False):
         self.path = Path(path)
         self._lock = None
         try:
             if self.path.is_dir():
                 self._take_lock()  # before --force removes anything
-            if resume_iteration is None:
-                self._prepare(force)
-            else:
+            if resume:
                 self._check_writable()
-                self._truncate_metrics(resume_iteration, drop_evaluation)
+                earlier = self._seal_metrics()
                 _refuse_misplaced(self.path)
+            else:
+                self._prepare(force)
             if self._lock is None:
                 self._take_lock()
         except BaseException:
@@ -66,12 +68,20 @@ class RunDirectory:
             raise
         self.checkpoints = self.path / "checkpoints"
         self.plots = self.path / "plots"
+        metrics = self.path / "metrics.jsonl"
         with contextlib.ExitStack() as opened:  # undone if any step fails
             opened.callback(self._release_lock)
             self.checkpoints.mkdir(exist_ok=True)
-            self._metrics = opened.enter_context(_open_log(self.path / "metrics.jsonl"))
+            self._metrics = opened.enter_context(_open_log(metrics))
             self._log = opened.enter_context(_open_log(self.path / "train.log"))
             opened.pop_all()
+        # A resumed run's commit, waiting for its first checkpoint save: how many
+        # records metrics.jsonl held before this run appended to it, and its size
+        # then; which of those records to keep (continue_after); the config to write
+        # (write_config).
+        self._uncommitted = None
+        if resume:
+            self._uncommitted = {"records": earlier, "size": metrics.stat().st_size}
 
     def _prepare(self, force: bool) -> None:
         if self.path.exists() and not self.path.is_dir():
@@ -176,24 +186,71 @@ class RunDirectory:
                 " choose another folder with --out"
             ) from None
 
-    def _truncate_metrics(self, iteration: int, drop_evaluation: bool) -> None:
+    def _seal_metrics(self) -> int:
+        """Check metrics.jsonl (RunDirectoryError naming a damaged line), and drop a
+        last line cut short by a kill, which holds no record: each record a resumed
+        run appends must start a line of its own. Returns how many records it
+        holds, one per line."""
         path = self.path / "metrics.jsonl"
         if not (path.exists() or path.is_symlink()):
-            return
-        kept = []
-        for line, record in read_records(path):
-            if record["iteration"] > iteration:
-                break
-            # The last update's own "iter" record stays: only the evaluation after
-            # it (its "epoch" record and an early-stopping "event") goes.
-            if (drop_evaluation and record["iteration"] == iteration
-                    and record.get("kind") != "iter"):
-                continue
-            kept.append(line)
-        write_text_atomically(path, "".join(line + "\n" for line in kept))
+            return 0
+        lines = [line for line, _ in read_records(path)]
+        text = "".join(line + "\n" for line in lines)
+        if path.read_bytes() != text.encode("utf-8"):
+            write_text_atomically(path, text)
+        return len(lines)
+
+    def continue_after(self, iteration: int, evaluations) -> None:
+        """Which records from before it a resumed run keeps once it commits: those
+        of its checkpoint's ``iteration`` updates (a run killed after the checkpoint
+        wrote more), and of the evaluation records ("epoch", "event") only those at
+        ``evaluations``, the iterations of the evaluations it continues from. That
+        drops an evaluation a killed run made after its checkpoint, and the final
+        evaluation of a shorter run that this one extends (the "iter" record of
+        that update stays: the update is part of the longer run)."""
+        self._uncommitted["keep"] = (iteration, frozenset(evaluations))
 
     def write_config(self, config: dict) -> None:
-        write_text_atomically(self.path / "config.yaml", config_to_yaml(config))
+        """Write config.yaml; a resumed run's, at its first checkpoint save."""
+        text = config_to_yaml(config)
+        if self._uncommitted is None:
+            write_text_atomically(self.path / "config.yaml", text)
+        else:
+            self._uncommitted["config"] = text
+
+    def checkpoint_saved(self) -> None:
+        """A checkpoint of this run was saved: a resumed run commits to its own
+        state now, cutting metrics.jsonl (continue_after) and writing its config."""
+        if self._uncommitted is None:
+            return
+        # Committed from here on, even if the rewrite fails: the records this run
+        # appended belong to the checkpoint just saved, and close() must keep them.
+        uncommitted, self._uncommitted = self._uncommitted, None
+        path = self.path / "metrics.jsonl"
+        self._metrics.close()
+        try:
+            earlier = uncommitted["records"]
+            records = read_records(path)
+            iteration, evaluations = uncommitted["keep"]
+            kept = [line for line, record in records[:earlier]
+                    if record["iteration"] <= iteration
+                    and (record.get("kind") == "iter"
+                         or record["iteration"] in evaluations)]
+            kept += [line for line, _ in records[earlier:]]
+            write_text_atomically(path, "".join(line + "\n" for line in kept))
+            # A kill before this write leaves the old config.yaml beside the new
+            # checkpoint, whose config a resume uses anyway; it writes this one.
+            if "config" in uncommitted:
+                write_text_atomically(self.path / "config.yaml",
+                                      uncommitted["config"])
+        except OSError as error:
+            raise TrainingError(
+                f"cannot rewrite {path} ({error.strerror or error}): free some space"
+                " and resume the run again"
+            ) from None
+        finally:
+            # The file was replaced: append to the new one.
+            self._metrics = open(path, "a", encoding="utf-8")
 
     def record(self, record: dict) -> None:
         """Append one metrics record (a flat dict) to metrics.jsonl. Its numbers
@@ -216,6 +273,13 @@ class RunDirectory:
     def close(self) -> None:
         self._metrics.close()
         self._log.close()
+        if self._uncommitted is not None:
+            # A resumed run that saved no checkpoint (it failed, or had nothing to
+            # do) leaves metrics.jsonl as it found it.
+            try:
+                os.truncate(self.path / "metrics.jsonl", self._uncommitted["size"])
+            except OSError:
+                pass  # the records past the checkpoint go at the next resume
         self._release_lock()
 
     def _release_lock(self) -> None:

@@ -183,11 +183,6 @@ class Solver:
         self._resume_epoch_state = None  # the shuffle state to redraw on resume
         # EVALUATED_STATE as it was before the final evaluation, once it has begun.
         self._before_final_evaluation = None
-        # The iteration whose weights best.npz holds. It differs from
-        # progress.best_iteration only in a run extended after a final evaluation
-        # that was the best, whose weights stay there until a later evaluation beats
-        # the best before it (see restore_state).
-        self.best_file_iteration = None
 
         self.full_batch = rule.name == "lbfgs"
         self.per_epoch, self.total_iterations = count_iterations(
@@ -210,6 +205,11 @@ class Solver:
                     self._train_epoch(stop)
                 if self.progress.last_eval_iteration != self.progress.iteration:
                     self._final_evaluation()
+                if stop.signum is not None:
+                    # Asked to stop during the last update (or the final
+                    # evaluation): the loops leave that stop to here, so that the
+                    # run ends complete, as an uninterrupted one does.
+                    self._stop(stop.signum)
         except _EarlyStop:
             pass
         finally:
@@ -240,10 +240,10 @@ class Solver:
                 self._evaluate()
             if progress.batch_in_epoch == self.per_epoch:
                 self._snapshot()
+            if progress.iteration >= self.total_iterations:
+                break  # a stop asked for now waits for the final evaluation
             if stop.signum is not None:
                 self._stop(stop.signum)
-            if progress.iteration >= self.total_iterations:
-                break
 
     def _step(self, rows: np.ndarray) -> None:
         progress = self.progress
@@ -426,7 +426,9 @@ class Solver:
                 self.reporter.advance(1, loss=f"{loss:.4f}")
             if self.progress.iteration % self.eval_every == 0:
                 self._evaluate()
-            if stop.signum is not None:
+            # A stop asked for during the last update waits for the final evaluation.
+            if (stop.signum is not None
+                    and self.progress.iteration < self.total_iterations):
                 self._stop(stop.signum)
 
         outcome = lbfgs.minimize(objective, lbfgs.flatten(params),
@@ -497,12 +499,17 @@ class Solver:
             progress.best_epoch = progress.epoch
             progress.best_iteration = progress.iteration
         self._report(record, improved)
+        # Counted before the saves, so that the checkpoints of this evaluation hold
+        # all it changed: a run resumed from them goes on as this one does.
+        self._count_for_early_stopping(record[monitor])
         if self.run:
             self.save(self.run.checkpoints / "last.npz")
             if improved:
                 self.save(self.run.checkpoints / "best.npz")
-                self.best_file_iteration = progress.iteration
-        self._check_early_stopping(record[monitor])
+        if self.stop_reason is not None:
+            if self.reporter:
+                self.reporter.line(self.stop_reason)
+            raise _EarlyStop
 
     def _final_evaluation(self) -> None:
         """Evaluate the weights the run ends with, which no evaluation point measured.
@@ -528,9 +535,10 @@ class Solver:
             name = f"snapshot-epoch-{self.progress.epoch:04d}.npz"
             self.save(self.run.checkpoints / name)
 
-    def _check_early_stopping(self, value: float) -> None:
+    def _count_for_early_stopping(self, value: float) -> None:
         """Count evaluations without a gain of more than min_delta over the best
-        value so far; after ``patience`` of them, end the run."""
+        value so far; after ``patience`` of them, set ``stop_reason`` (the run ends
+        once this evaluation is saved, and its checkpoints say so)."""
         setting = self.config["early_stopping"]
         if not setting:
             return
@@ -552,11 +560,6 @@ class Solver:
             )
             self._record({"kind": "event", "event": "early_stop",
                           "reason": self.stop_reason})
-            if self.run:  # so that --resume knows the run is over
-                self.save(self.run.checkpoints / "last.npz")
-            if self.reporter:
-                self.reporter.line(self.stop_reason)
-            raise _EarlyStop
 
     def _report(self, record: dict, improved: bool) -> None:
         if not self.reporter:
@@ -628,7 +631,6 @@ class Solver:
         state before that evaluation, without its history record: the evaluation
         measured an iteration that is no evaluation point of the longer run.
         """
-        self.best_file_iteration = meta["progress"].get("best_iteration")
         if drops_final_evaluation(meta, self.total_iterations):
             iteration = meta["progress"]["iteration"]
             history = [record for record in meta["history"]
@@ -640,6 +642,10 @@ class Solver:
         else:
             self.rule.load_state_arrays(optim_arrays, meta["optimizer_steps"])
         self.schedule.load_state(meta["schedule"])
+        if meta.get("lr") is not None:
+            # The rate of the last update, which each update sets anew: the final
+            # evaluation of a run resumed after its last update records it.
+            self.rule.lr = meta["lr"]
         self.history = list(meta["history"])
         if meta["shuffle_state_at_epoch_start"] is not None:
             self._resume_epoch_state = meta["shuffle_state_at_epoch_start"]
@@ -701,3 +707,6 @@ class Solver:
                 f"cannot write {path} ({error.strerror or error}): free some space or"
                 " choose another --out; the previous checkpoint is intact"
             ) from None
+        if self.run:
+            # The run's state is on disk: a resumed run's folder may now follow it.
+            self.run.checkpoint_saved()

@@ -147,7 +147,10 @@ SOLVER = _record({
     "warned": WARNED,
     "curve": CURVE,
     "seconds": DURATION,
-    "history": _list_of(_record({}, closed=False)),
+    # The evaluation records; a resume keeps in metrics.jsonl the evaluations of
+    # these iterations alone (RunDirectory.continue_after).
+    "history": _list_of(_record({"iteration": COUNT}, required=("iteration",),
+                                closed=False)),
     "stopped_early": FLAG,
     "average_count": COUNT,
     "before_final_evaluation": _optional(BEFORE_FINAL_EVALUATION),
@@ -212,6 +215,7 @@ def check_solver_state(checkpoint, per_epoch: int | None = None,
         SOLVER(solver, "solver")
         _check_generators(solver)
         _check_progress(solver["progress"], per_epoch)
+        _check_history(solver["history"], solver["progress"]["iteration"])
         if schedule_state is not None:
             _check_schedule(solver["schedule"], schedule_state)
         before = solver.get("before_final_evaluation")
@@ -245,6 +249,15 @@ def _check_progress(progress: dict, per_epoch: int | None,
     if per_epoch is not None and batch > per_epoch:
         raise _Bad(f"{key}.batch_in_epoch", f"is {batch}, but an epoch of this"
                    f" run has {per_epoch} updates")
+
+
+def _check_history(history: list, iteration: int) -> None:
+    """Every evaluation record is of an update already done."""
+    for index, record in enumerate(history):
+        if record["iteration"] > iteration:
+            raise _Bad(f"solver.history[{index}].iteration", f"is"
+                       f" {record['iteration']}, past solver.progress.iteration"
+                       f" ({iteration})")
 
 
 def _check_schedule(saved: dict, wanted: dict, key: str = "solver.schedule") -> None:
