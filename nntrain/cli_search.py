@@ -14,6 +14,7 @@ from nntrain.errors import BadInputError
 from nntrain.train.checks import usable_cores
 
 SPLITS = ("test", "val", "train")
+MAX_PORT = 65535
 
 set_option = click.option(
     "--set", "overrides", multiple=True, metavar="KEY=VALUE",
@@ -79,6 +80,10 @@ def _check_scheduler_address(address: str) -> None:
         raise BadInputError(f"--scheduler {address!r} is not a Dask scheduler"
                             " address; write tcp://HOST:PORT (as dask-scheduler"
                             " prints it)")
+    if not 1 <= int(port) <= MAX_PORT:
+        raise BadInputError(f"--scheduler {address!r} has a bad port ({port}, not in"
+                            f" 1..{MAX_PORT}); write tcp://HOST:PORT with the port"
+                            " dask-scheduler prints")
 
 
 def _default_dir(config: dict, config_path) -> Path:

@@ -1187,6 +1187,20 @@ def test_scheduler_without_dask_says_how_to_install_it(study, tmp_path, monkeypa
                              " 'nntrain[dask]'\n")
 
 
+@pytest.mark.parametrize("port", ["99999", "0", "65536"])
+def test_a_scheduler_port_out_of_range_is_refused_at_once(study, tmp_path,
+                                                          monkeypatch, port):
+    monkeypatch.setitem(sys.modules, "distributed", None)  # refused before dask
+    address = f"tcp://127.0.0.1:{port}"
+    result = invoke("search", study[1], "--out", tmp_path / "x",
+                    "--scheduler", address)
+    assert result.exit_code == 2
+    assert result.stderr == (f"error: --scheduler '{address}' has a bad port ({port},"
+                             " not in 1..65535); write tcp://HOST:PORT with the"
+                             " port dask-scheduler prints\n")
+    assert not (tmp_path / "x").exists()
+
+
 def test_an_unreachable_scheduler_is_a_run_time_failure(study, tmp_path,
                                                         monkeypatch):
     pytest.importorskip("dask.distributed")
