@@ -1281,3 +1281,38 @@ def test_search_warns_when_workers_threads_outnumber_the_cores(
             " cores; set train.threads to null (one BLAS thread per worker) or use"
             " fewer --workers") == warned
     assert (warning is None) == (not warned)
+
+
+def _bad_beta1_study(npz_path, names, **optimizer) -> dict:
+    config = tiny_config_dict(npz_path)
+    config["optimizer"] = {"name": "adam", "beta1": 1.5, **optimizer}
+    config["search"] = {"trials": 4, "params": {"optimizer.name": {"choice": names}}}
+    return config
+
+
+def test_a_searched_rule_that_drops_a_bad_setting_is_accepted(write_config,
+                                                              tiny_npz):
+    path = write_config(_bad_beta1_study(tiny_npz, ["sgd"]))
+    config, spec = load_search_config(path)
+    assert config["optimizer"] == {"name": "sgd", "lr": 0.01}
+    assert {values["optimizer.name"] for values in first_round(spec)} == {"sgd"}
+
+
+def test_only_the_option_that_keeps_a_bad_setting_is_refused(write_config,
+                                                             tiny_npz):
+    path = write_config(_bad_beta1_study(tiny_npz, ["adam", "sgd"]))
+    with pytest.raises(ConfigError) as caught:
+        load_search_config(path)
+    assert str(caught.value) == (
+        f"{path}: invalid search.params.optimizer.name: the option 'adam' gives no"
+        " valid config (invalid optimizer.beta1: 1.5 (expected a number in [0, 1)));"
+        " remove or correct that option")
+
+
+def test_a_stand_in_rule_that_would_lose_a_setting_is_refused(write_config,
+                                                              tiny_npz):
+    path = write_config(_bad_beta1_study(tiny_npz, ["sgd", "rmsprop"], eps=1e-6))
+    with pytest.raises(ConfigError) as caught:
+        load_search_config(path)
+    assert "trials drawing 'rmsprop' would run without eps" in str(caught.value)
+

@@ -14,6 +14,7 @@ from typing import NoReturn
 from nntrain.config import (
     OPTIMIZER_KEYS,
     SCHEDULE_KEYS,
+    SCHEMA,
     apply_overrides,
     blamed_on_override,
     choice,
@@ -172,11 +173,13 @@ def _refuse_nested(key: str, spec: dict, known: list[str]) -> NoReturn:
         f" --set 'search.params={{{meant}: {example}}}'", f"search.params.{key}")
 
 
-def parse_search(raw, config: dict) -> SearchSpec:
+def parse_search(raw, config: dict, written: dict | None = None) -> SearchSpec:
     """Validate a ``search:`` section for the resolved ``config`` it searches; a
     problem is a one-line ConfigError naming the key. Every option of a choice and
-    each end of a range is tried on ``config`` before anything runs (see
-    _check_every_value_fits)."""
+    each end of a range is tried before anything runs (see
+    _check_every_value_fits), on ``written``, the config as written, where it is
+    given (a stand-in in ``config`` may have dropped settings of its rule that a
+    trial drawing that rule keeps), else on ``config``."""
     if not isinstance(raw, dict):
         _invalid("search", "a mapping with trials, metric and params", raw)
     for name in raw:
@@ -198,9 +201,10 @@ def parse_search(raw, config: dict) -> SearchSpec:
     seed = integer(0)(raw.get("seed", config["seed"]), "search.seed")
 
     params = _parse_params(raw["params"], searchable_keys(config))
-    _check_every_value_fits(params, config)
+    base = config if written is None else written
+    _check_every_value_fits(params, base)
     spec = SearchSpec(trials, seed, metric, mode, rounds, keep, params)
-    _check_some_trial_fits(spec, config)
+    _check_some_trial_fits(spec, base)
     return spec
 
 
@@ -297,6 +301,7 @@ def _which(param: Param, value) -> str:
     if param.kind == "choice":
         return f"the option {value!r}"
     return f"the {'low' if value == param.bounds[0] else 'high'} end {value!r}"
+
 
 
 # Validations that one _Mender may make. Past them a value is given the benefit of
@@ -406,8 +411,10 @@ def _known_keys(raw: dict) -> list[str]:
 
 
 def _with_values(raw: dict, values: dict) -> dict:
-    """A copy of ``raw`` with the searched ``values`` set, as --set would."""
-    return apply_overrides(copy.deepcopy(raw), _overrides(values))
+    """A copy of ``raw`` with the searched ``values`` set as a trial sets them: a
+    section whose name changes starts afresh (_renamed_sections), then each value
+    is set as --set would."""
+    return apply_overrides(_renamed_sections(raw, values), _overrides(values))
 
 
 def _overrides(values: dict) -> list[str]:
@@ -427,7 +434,8 @@ def load_search_config(path, overrides=()) -> tuple[dict, SearchSpec]:
                           " configs/digits-search.yaml)")
     try:
         config = resolve_study_config(raw, search)
-        spec = parse_search(search, config)
+        spec = parse_search(search, config, written=raw)
+        _check_stand_in_keeps_settings(raw, config, spec)
     except ConfigError as error:
         raise blamed_on_override(error, overrides) or ConfigError(
             f"{path}: {error}", error.key) from None
@@ -435,6 +443,37 @@ def load_search_config(path, overrides=()) -> tuple[dict, SearchSpec]:
         config["data"]["path"] = str(Path(config["data"]["path"]).expanduser()
                                      .resolve())
     return config, spec
+
+
+def _check_stand_in_keeps_settings(raw: dict, config: dict, spec: SearchSpec):
+    """Refuse a study whose config took a stand-in rule (resolve_study_config)
+    that would make trials drawing another rule lose settings the config gives:
+    trials are built from the resolved config, which holds no setting of the rule
+    as written (optimizer {name: adam, beta1: 1.5, eps: 1.0e-6} stood in by sgd,
+    with rmsprop searched too, would lose eps)."""
+    for section in NAMED_SECTIONS:
+        key = f"{section}.name"
+        written = raw.get(section)
+        if key not in {p.key for p in spec.params} or not isinstance(written, dict):
+            continue
+        stand_in = config[section]["name"]
+        if written.get("name", SCHEMA[section]["name"].default) == stand_in:
+            continue
+        options = next(p.bounds for p in spec.params if p.key == key)
+        for option in options:
+            try:
+                as_written = trial_config(raw, {key: option}, "trial")[section]
+                as_run = trial_config(config, {key: option}, "trial")[section]
+            except ConfigError:
+                continue  # the checks before have judged this option
+            lost = sorted(k for k in as_written if as_written[k] != as_run.get(k))
+            if lost:
+                raise ConfigError(
+                    f"invalid {section}: its settings are no valid"
+                    f" '{written.get('name', stand_in)}' section, and trials drawing"
+                    f" '{option}' would run without {', '.join(lost)} as written"
+                    f" (the study stands in '{stand_in}'); correct the section's"
+                    " settings", section)
 
 
 def unit_draws(spec: SearchSpec):
@@ -499,28 +538,33 @@ def rank(rows, mode: str) -> list[dict]:
 def trial_config(config: dict, values: dict, run_dir) -> dict:
     """One trial's config: the study's with the trial's values set and validated
     again, plots off, and output pointing at the trial's folder."""
-    raw = apply_overrides(_renamed_sections(config, values),
-                          _overrides(values) + ["train.plots=false"])
+    raw = apply_overrides(_with_values(config, values), ["train.plots=false"])
     raw["output"] = str(run_dir)
     return resolve_config(raw)
 
 
 def _renamed_sections(config: dict, values: dict) -> dict:
-    """A copy of the study's config in which an optimizer or schedule section
-    whose ``name`` the trial changes starts afresh. The study's config is resolved,
-    so it holds every default of its own rule (Adam's beta1, ...), which another
-    rule would refuse or (eps) read as a setting. A value carries over only where
-    the new rule has the key and the value is not the old rule's default, i.e.
-    where the study chose it (an lr set equal to the old default is taken for a
-    default too, and the new rule's default applies)."""
+    """A copy of ``config`` in which an optimizer or schedule section whose
+    ``name`` the trial changes starts afresh. ``config`` is the study's resolved
+    config, or the config as written when checks build the trials from it
+    (load_search_config); a resolved one holds every default of its own rule
+    (Adam's beta1, ...), which another rule would refuse or (eps) read as a
+    setting. A value carries over only where the new rule has the key and the
+    value is not the old rule's default, i.e. where the study chose it (an lr set
+    equal to the old default is taken for a default too, and the new rule's
+    default applies)."""
     config = copy.deepcopy(config)
     for section, tables in (("optimizer", OPTIMIZER_KEYS),
                             ("schedule", SCHEDULE_KEYS)):
-        name, old = values.get(f"{section}.name"), config[section]
-        if name == old["name"] or name not in tables:
+        old = config.get(section) or {}
+        if not isinstance(old, dict):
+            continue  # not a mapping: the validation says so
+        old_name = old.get("name", SCHEMA[section]["name"].default)
+        name = values.get(f"{section}.name", old_name)
+        if name == old_name or name not in tables:
             continue  # unchanged, or a name the validation will refuse
-        old_table, new_table = tables[old["name"]], tables[name]
+        old_table, new_table = tables.get(old_name, {}), tables[name]
         config[section] = {"name": name, **{
-            key: value for key, value in old.items()
-            if key in new_table and value != old_table[key].default}}
+            key: value for key, value in old.items() if key in new_table
+            and (key not in old_table or value != old_table[key].default)}}
     return config
