@@ -36,6 +36,7 @@ from nntrain.config import resolve_config
 from nntrain.errors import ConfigError, RunDirectoryError, StopRequested
 from nntrain.search import (
     Study,
+    format_table,
     load_search_config,
     narrow_bounds,
     parse_search,
@@ -1316,3 +1317,25 @@ def test_a_stand_in_rule_that_would_lose_a_setting_is_refused(write_config,
         load_search_config(path)
     assert "trials drawing 'rmsprop' would run without eps" in str(caught.value)
 
+
+def test_a_refused_boolean_option_is_named_as_yaml_writes_it():
+    config = resolve_config({"train": {"epochs": 2}, "model": {"layernorm": True}})
+    with pytest.raises(ConfigError) as caught:
+        parse_search({"trials": 2, "params": {
+            "model.batchnorm": {"choice": [False, True]}}}, config)
+    assert str(caught.value).startswith(
+        "invalid search.params.model.batchnorm: the option true gives no valid"
+        " config (")
+
+
+def test_results_csv_writes_booleans_as_the_config_does(tmp_path):
+    config = base_config()
+    spec = parse_search({"trials": 4, "seed": 1, "params": {
+        "model.batchnorm": {"choice": [False, True]}}}, config)
+    study = Study(tmp_path / "bools", config, spec)
+    with open(study.write_results(), newline="", encoding="utf-8") as handle:
+        cells = {row["model.batchnorm"] for row in csv.DictReader(handle)}
+    assert cells == {"true", "false"}
+    assert {yaml.safe_load(cell) for cell in cells} == {True, False}
+    shown = {line.split()[2] for line in format_table(study.rows, spec)[1:]}
+    assert shown == {"true", "false"}

@@ -11,6 +11,8 @@ PLOT_FILE = "search.png"
 
 def short_value(value) -> str:
     """A value as the table and the round notes show it: floats to 3 digits."""
+    if isinstance(value, bool):
+        return "true" if value else "false"  # as the config writes it
     if isinstance(value, float):
         return f"{value:.3g}"
     if isinstance(value, list):

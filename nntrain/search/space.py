@@ -22,6 +22,7 @@ from nntrain.config import (
     key_within,
     read_config_file,
     resolve_config,
+    yaml_text,
 )
 from nntrain.errors import ConfigError
 from nntrain.random import SEARCH_STREAM, generator
@@ -73,7 +74,7 @@ class SearchSpec:
 
 
 def _invalid(key: str, expected: str, value):
-    raise ConfigError(f"invalid {key}: {value!r} (expected {expected})", key)
+    raise ConfigError(f"invalid {key}: {shown(value)} (expected {expected})", key)
 
 
 def is_number(value) -> bool:
@@ -299,9 +300,19 @@ def _ends(param: Param) -> list:
 
 def _which(param: Param, value) -> str:
     if param.kind == "choice":
-        return f"the option {value!r}"
-    return f"the {'low' if value == param.bounds[0] else 'high'} end {value!r}"
+        return f"the option {shown(value)}"
+    return f"the {'low' if value == param.bounds[0] else 'high'} end {shown(value)}"
 
+
+def shown(value) -> str:
+    """``value`` for a message: booleans, null and lists as the config's YAML
+    writes them (true, null, [relu, true]); numbers and strings as Python's repr,
+    as the messages of config.py show them."""
+    if isinstance(value, str) or is_number(value):
+        return repr(value)
+    if isinstance(value, (list, dict)):
+        return one_line_yaml(value)
+    return yaml_text(value)
 
 
 # Validations that one _Mender may make. Past them a value is given the benefit of

@@ -342,8 +342,12 @@ def _first_difference(old, new, prefix: str) -> str | None:
 
 
 def _cell(value) -> str:
+    """A value as results.csv writes it: booleans as YAML and JSON write them
+    (true, false), lists and mappings as JSON, nothing for None."""
     if value is None:
         return ""
+    if isinstance(value, bool):
+        return json.dumps(value)
     if isinstance(value, (list, dict)):
         return json.dumps(value)
     return str(value)
