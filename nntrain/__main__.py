@@ -4,13 +4,17 @@ import sys
 
 
 def main() -> None:
-    # Importing the commands (click, NumPy) takes a moment: a Ctrl-C meanwhile ends
-    # the process as one during a command does, in one line, not a traceback.
+    # Importing the commands (click, NumPy) takes a moment: a Ctrl-C or SIGTERM
+    # meanwhile ends the process as one during a command does, in one line with
+    # its status, not a traceback or a silent death.
     try:
+        from nntrain.train.signals import stop_on_sigterm
+
+        stop_on_sigterm()
         from nntrain.cli import main as run
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
+    except KeyboardInterrupt as error:
+        print(str(error) or "interrupted", file=sys.stderr)
+        sys.exit(getattr(error, "exit_code", 130))
     run()
 
 

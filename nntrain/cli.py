@@ -55,9 +55,12 @@ class Group(click.Group):
         except click.exceptions.ClickException as error:
             _say(f"error: {error.format_message()}")
             sys.exit(error.exit_code)
-        except click.exceptions.Abort:
-            _say("interrupted")
-            sys.exit(130)
+        except click.exceptions.Abort as error:
+            # Click turns a KeyboardInterrupt outside a command into Abort; a
+            # SIGTERM's (train/signals.py) keeps its own text and status.
+            cause = error.__cause__
+            _say(str(cause or "") or "interrupted")
+            sys.exit(getattr(cause, "exit_code", 130))
         sys.exit(code if isinstance(code, int) else 0)
 
     def invoke(self, ctx):
@@ -232,6 +235,7 @@ def _resume(config_path, overrides, out, resume, print_config, quiet):
     if print_config:
         click.echo(config_to_yaml(config), nl=False)
         return
+    notes += resuming.complete_saves(path, checkpoint)
     if not quiet:
         for note in notes:
             click.echo(f"note: {note}", err=True)

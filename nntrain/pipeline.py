@@ -24,6 +24,7 @@ from nntrain.errors import (
     ConfigError,
     DataLocationError,
     NNTrainError,
+    StopRequested,
 )
 from nntrain.nn.model import Model, build_model
 from nntrain.optim.rules import build_rule
@@ -228,19 +229,39 @@ def fit(config: dict, run_dir, force: bool = False, quiet: bool = False,
             run.continue_after(solver.progress.iteration,
                                [record["iteration"] for record in solver.history])
             _describe_resume(reporter, run.path, solver, resume.meta)
+            _note_newer_last(reporter, run, resume)
         _check_threads(reporter, config["train"]["threads"])
         progress = solver.train()
         if config["train"]["plots"]:
             _write_plots(run.path, reporter)
         # A resumed run reports its whole time, the part before the stop included.
         seconds = time.perf_counter() - started + solver.elapsed_before
-        _summarize(reporter, config, progress, run.path, seconds)
+        _summarize(reporter, config, progress, run.path, seconds, solver.eval_every)
     except NNTrainError as error:
         run.log(f"error: {error}")
         raise
+    except KeyboardInterrupt as error:
+        if run.saved:
+            raise
+        # Stopped before its first checkpoint (while it started, or at once by a
+        # second signal): there is no state to resume from.
+        stopped = _stopped_before_saving(error, run.path, resume is not None)
+        run.log(stopped)
+        raise StopRequested(stopped, getattr(error, "exit_code", 130)) from None
     finally:
         run.close()
     return FitResult(run.path, progress, seconds, solver.history)
+
+
+def _stopped_before_saving(error: KeyboardInterrupt, path, resumed: bool) -> str:
+    """What to tell a user whose run a signal stopped before it saved anything."""
+    stopped = str(error) or "stopped by SIGINT"
+    if resumed:
+        # The run directory changes only at the first save (RunDirectory).
+        return (f"{stopped} before the resumed run saved a checkpoint: {path} is as"
+                " it was; resume it again with the same command")
+    return (f"{stopped} before the run saved its first checkpoint: {path} holds"
+            " nothing to resume; start over with the same command and --force")
 
 
 def _write_plots(path, reporter) -> None:
@@ -337,18 +358,23 @@ def _start_of_run_checks(reporter, config, prepared, model, input_width,
             reporter.warn(text)
 
 
-def _summarize(reporter, config, progress, path, seconds) -> None:
+def _summarize(reporter, config, progress, path, seconds, eval_every) -> None:
     monitor = config["train"]["monitor"]
     best = path / "checkpoints" / "best.npz"
     saved = f"saved in {best}"
     held = _saved_iteration(best)
-    if held is not None and held != progress.best_iteration:
-        # A run extended after a shorter one whose final evaluation, dropped by the
-        # extension, was the best: those weights replaced the best ones before
-        # them, which are gone.
+    if held is None:
+        saved = f"but {best} is missing or unreadable"
+    elif held != progress.best_iteration and held % eval_every:
+        # Only a final evaluation measures an iteration off the evaluation points:
+        # that of a shorter run, which the extension that followed it dropped. It
+        # was the best then, and its weights replaced the best ones before them.
         saved = (f"but {best} holds the weights of iteration {held}, which the"
                  " shorter run's final evaluation found better (those of the best"
                  " iteration were not kept)")
+    elif held != progress.best_iteration:
+        saved = (f"but {best} holds the weights of iteration {held} (those of the"
+                 " best iteration were not kept)")
     reporter.line(
         f"Done: {counted(progress.epoch, 'epoch')},"
         f" {counted(progress.iteration, 'iteration')} in"
@@ -356,6 +382,32 @@ def _summarize(reporter, config, progress, path, seconds) -> None:
         f" {progress.best_epoch} (iteration {progress.best_iteration}), {saved}."
         f" Measure it on the test split with: nntrain eval"
         f" {shlex.quote(str(best))}"
+    )
+
+
+def _in_run(checkpoint, run) -> bool:
+    """Whether ``checkpoint`` was loaded from the checkpoints folder of ``run``."""
+    return (checkpoint.path is not None
+            and Path(checkpoint.path).resolve().parent == run.checkpoints.resolve())
+
+
+def _note_newer_last(reporter, run, checkpoint) -> None:
+    """Tell a run resumed from an older checkpoint of its own run (best.npz, a
+    snapshot) what it discards at its first save: the newer last.npz, and the
+    records past the checkpoint."""
+    last = run.checkpoints / "last.npz"
+    if not _in_run(checkpoint, run) or Path(checkpoint.path).name == last.name:
+        return
+    iteration = checkpoint.meta["solver"]["progress"]["iteration"]
+    newer = _saved_iteration(last)
+    if newer is None or newer <= iteration:
+        return
+    dropped = run.records_after(iteration)
+    reporter.line(
+        f"note: {Path(checkpoint.path).name} (iteration {iteration}) is older than"
+        f" last.npz (iteration {newer}); at its first save this run replaces"
+        f" last.npz and drops the {counted(dropped, 'record')} of metrics.jsonl"
+        f" past iteration {iteration}"
     )
 
 

@@ -572,8 +572,9 @@ def test_a_full_disk_while_saving_is_one_line_and_exit_1(tmp_path, tiny_npz,
     result = invoke("fit", write_config(_raw(tiny_npz, epochs=2)), "--out",
                     tmp_path / "run", "--quiet")
     assert result.exit_code == 1
+    # The first evaluation is the best so far: best.npz is saved before last.npz.
     assert result.stderr.strip().splitlines() == [
-        f"error: cannot write {tmp_path / 'run' / 'checkpoints' / 'last.npz'} (No"
+        f"error: cannot write {tmp_path / 'run' / 'checkpoints' / 'best.npz'} (No"
         " space left on device): free some space or choose another --out; the"
         " previous checkpoint is intact"]
 
@@ -897,3 +898,155 @@ def test_an_empty_resume_is_refused_not_taken_for_the_current_folder(
     assert result.exit_code == 2
     assert result.stderr == ("error: --resume is empty; give a checkpoint file or a"
                              " run directory\n")
+
+
+# Runs nntrain's command line with argv[4:]; at the save of the file argv[1] names
+# at iteration argv[2], argv[3] says what happens: "kill" (SIGKILL before that
+# save), "full disk" (that write fails), or "old order" (last.npz saved first and a
+# kill before best.npz: what an earlier nntrain left).
+KILLED_AT_SAVE = """
+import errno, os, sys
+from nntrain.cli import main
+from nntrain.train import solver
+
+name, at, how = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+save, write = solver.Solver.save, solver.save_checkpoint
+
+def killing_save(self, path):
+    if path.name == name and self.progress.iteration == at:
+        if how == "old order":
+            save(self, path.parent / "last.npz")
+        os._exit(137)
+    save(self, path)
+
+def failing_write(path, meta, arrays):
+    if path.name == name and meta["solver"]["progress"]["iteration"] == at:
+        raise OSError(errno.ENOSPC, "No space left on device")
+    write(path, meta, arrays)
+
+if how == "full disk":
+    solver.save_checkpoint = failing_write
+else:
+    solver.Solver.save = killing_save
+sys.argv = ["nntrain", *sys.argv[4:]]
+main()
+"""
+
+
+@pytest.mark.parametrize("at", [9, 15])  # each evaluation improves; 15 is the last
+@pytest.mark.parametrize("name, how, code", [
+    ("best.npz", "kill", 137), ("last.npz", "kill", 137),
+    ("best.npz", "full disk", 1), ("last.npz", "full disk", 1),
+    ("best.npz", "old order", 137)])
+def test_a_stop_between_an_evaluations_saves_leaves_a_run_that_resumes(
+        tmp_path, tiny_npz, write_config, name, how, code, at):
+    raw = tiny_config_dict(tiny_npz)
+    raw["train"].update(epochs=None, iterations=15, eval_every=3, plots=False,
+                        monitor="val_loss")
+    config = write_config(raw)
+    run, whole = tmp_path / "run", tmp_path / "whole"
+    assert invoke("fit", config, "--out", whole, "--quiet").exit_code == 0
+    history = load_checkpoint(whole / "checkpoints" / "last.npz").meta["solver"][
+        "history"]
+    losses = [record["val_loss"] for record in history]
+    assert losses == sorted(losses, reverse=True)
+
+    stopped = subprocess.run(
+        [sys.executable, "-c", KILLED_AT_SAVE, name, str(at), how, "fit",
+         str(config), "--out", str(run), "--quiet"],
+        cwd=Path(__file__).parents[1], capture_output=True, text=True, timeout=120)
+    assert stopped.returncode == code, stopped.stderr
+    resumed = invoke("fit", config, "--resume", run)
+
+    assert resumed.exit_code == 0, resumed.output
+    best = run / "checkpoints" / "best.npz"
+    if "is from a finished run (15 iterations" not in resumed.stdout:
+        assert f"(iteration 15), saved in {best}." in resumed.stdout
+    _assert_same_run(whole, run)
+    held = [_arrays(folder / "checkpoints" / "best.npz") for folder in (whole, run)]
+    assert sorted(held[0]) == sorted(held[1])
+    assert all(np.array_equal(held[0][key], held[1][key]) for key in held[0])
+    assert load_checkpoint(best).meta["solver"]["progress"]["iteration"] == 15
+
+
+def test_a_resume_from_an_older_checkpoint_says_what_it_discards(
+        tmp_path, tiny_npz, write_config):
+    raw = tiny_config_dict(tiny_npz)
+    raw["train"].update(epochs=None, iterations=12, eval_every=3, plots=False,
+                        snapshot_every=1)
+    config = write_config(raw)
+    run = tmp_path / "run"
+    assert invoke("fit", config, "--out", run, "--quiet").exit_code == 0
+    snapshot = sorted((run / "checkpoints").glob("snapshot-*.npz"))[0]
+    at = load_checkpoint(snapshot).meta["solver"]["progress"]["iteration"]
+    past = sum(record["iteration"] > at for record in _records(run))
+    assert at < 12 and past > 1
+
+    result = invoke("fit", config, "--resume", snapshot, "--set",
+                    "train.iterations=20")
+
+    assert result.exit_code == 0, result.output
+    assert (f"note: {snapshot.name} (iteration {at}) is older than last.npz"
+            f" (iteration 12); at its first save this run replaces last.npz and"
+            f" drops the {past} records of metrics.jsonl past iteration {at}\n"
+            ) in result.stdout
+    again = invoke("fit", config, "--resume", run, "--set", "train.iterations=30")
+    assert again.exit_code == 0, again.output
+    assert "is older than last.npz" not in again.stdout
+
+
+# Runs ``python -m nntrain`` with argv[2:], sending itself the signal argv[1]
+# names once the run directory is made, before the first update.
+SIGNALLED_AT_START = """
+import os, signal, sys, time
+from nntrain import __main__ as entry
+from nntrain.train import solver
+
+signum = getattr(signal, sys.argv[1])
+
+def train(self):
+    os.kill(os.getpid(), signum)
+    time.sleep(60)
+
+solver.Solver.train = train
+sys.argv = ["nntrain", *sys.argv[2:]]
+entry.main()
+"""
+
+
+def _signalled_at_start(name, *args):
+    return subprocess.run(
+        [sys.executable, "-c", SIGNALLED_AT_START, name, *map(str, args)],
+        cwd=Path(__file__).parents[1], capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("name, code", [("SIGTERM", 143), ("SIGINT", 130)])
+def test_a_run_stopped_before_its_first_checkpoint_says_it_has_none(
+        tmp_path, tiny_config, name, code):
+    run = tmp_path / "run"
+    stopped = _signalled_at_start(name, "fit", tiny_config, "--out", run, "--quiet")
+
+    assert stopped.returncode == code, stopped.stderr
+    assert stopped.stderr.splitlines() == [
+        f"stopped by {name} before the run saved its first checkpoint: {run} holds"
+        " nothing to resume; start over with the same command and --force"]
+    assert list((run / "checkpoints").iterdir()) == []
+
+
+def test_a_resume_stopped_before_its_first_checkpoint_leaves_the_run_as_it_was(
+        tmp_path, tiny_npz, write_config):
+    run = tmp_path / "run"
+    config, files = _short_run(tiny_npz, write_config, run)
+    saved = {path.name: path.read_bytes()
+             for path in (run / "checkpoints").iterdir()}
+
+    stopped = _signalled_at_start("SIGTERM", "fit", config, "--resume", run, "--set",
+                                  "train.iterations=20", "--quiet")
+
+    assert stopped.returncode == 143, stopped.stderr
+    assert stopped.stderr.splitlines() == [
+        f"stopped by SIGTERM before the resumed run saved a checkpoint: {run} is as"
+        " it was; resume it again with the same command"]
+    assert _run_files(run) == files
+    assert saved == {path.name: path.read_bytes()
+                     for path in (run / "checkpoints").iterdir()}

@@ -18,7 +18,9 @@ from nntrain.errors import (
     CheckpointWarning,
     ConfigError,
     RunDirectoryError,
+    TrainingError,
 )
+from nntrain.fileio import write_bytes_atomically
 from nntrain.pipeline import migrate_config, without_lbfgs_average
 from nntrain.train.solver import count_iterations
 from nntrain.train.state import check_data_spec, check_solver_state
@@ -86,6 +88,47 @@ def _iteration(checkpoint, path) -> int:
         raise CheckpointError(f"{path} has no solver state to resume from; it is not"
                               " a checkpoint nntrain fit wrote")
     return iteration
+
+
+def complete_saves(path: Path, checkpoint) -> list[str]:
+    """Bring the run's best.npz and last.npz up to ``checkpoint`` (loaded from
+    ``path``, in the run's checkpoints folder) where it counts its own evaluation
+    as the best and either file holds an older iteration. A run stopped between
+    the two saves of such an evaluation (a kill, a full disk; nntrain before this
+    check saved last.npz first) leaves one of them behind, and a resume that has
+    nothing to do, or never beats that best, would leave it so for good. Returns
+    a note for each file rewritten."""
+    progress = checkpoint.meta["solver"]["progress"]
+    iteration = progress["iteration"]
+    if not (progress.get("best_iteration") == iteration
+            == progress.get("last_eval_iteration")):
+        return []
+    notes = []
+    for name in ("best.npz", "last.npz"):
+        target = path.parent / name
+        held = _held_iteration(target)
+        if name == path.name or held is None or held >= iteration:
+            continue
+        try:
+            write_bytes_atomically(target, path.read_bytes())
+        except OSError as error:
+            raise TrainingError(
+                f"cannot write {target} ({error.strerror or error}): free some"
+                " space and resume again; the file is as it was") from None
+        notes.append(f"{target} held iteration {held}, older than the best"
+                     f" evaluation {path.name} holds (iteration {iteration}): the"
+                     " run stopped between saving the two; it holds that"
+                     " evaluation now")
+    return notes
+
+
+def _held_iteration(path: Path) -> int | None:
+    """The iteration of the checkpoint at ``path``; None if it is missing or
+    damaged (such a file is left alone)."""
+    try:
+        return _iteration(load_checkpoint(path), path)
+    except CheckpointError:
+        return None
 
 
 def resumed_config(checkpoint, overrides: list[str], path) -> dict:

@@ -80,6 +80,7 @@ class RunDirectory:
         # then; which of those records to keep (continue_after); the config to write
         # (write_config).
         self._uncommitted = None
+        self.saved = False  # whether this run has saved a checkpoint yet
         if resume:
             self._uncommitted = {"records": earlier, "size": metrics.stat().st_size}
 
@@ -210,6 +211,13 @@ class RunDirectory:
         that update stays: the update is part of the longer run)."""
         self._uncommitted["keep"] = (iteration, frozenset(evaluations))
 
+    def records_after(self, iteration: int) -> int:
+        """How many records a resumed run found in metrics.jsonl past ``iteration``
+        (those its first save drops)."""
+        records = read_records(self.path / "metrics.jsonl")
+        earlier = records[:self._uncommitted["records"]]
+        return sum(record["iteration"] > iteration for _, record in earlier)
+
     def write_config(self, config: dict) -> None:
         """Write config.yaml; a resumed run's, at its first checkpoint save."""
         text = config_to_yaml(config)
@@ -221,6 +229,7 @@ class RunDirectory:
     def checkpoint_saved(self) -> None:
         """A checkpoint of this run was saved: a resumed run commits to its own
         state now, cutting metrics.jsonl (continue_after) and writing its config."""
+        self.saved = True
         if self._uncommitted is None:
             return
         # Committed from here on, even if the rewrite fails: the records this run

@@ -21,6 +21,26 @@ class Interrupted(KeyboardInterrupt):
         self.exit_code = SIGNAL_EXIT_CODES[signum]
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM outside a StopFlag (while the command starts): raised where the
+    program is, as Python raises KeyboardInterrupt for SIGINT, so that it ends
+    with one line and status 143 rather than dying silently."""
+
+    exit_code = SIGNAL_EXIT_CODES[signal.SIGTERM]
+
+    def __init__(self):
+        super().__init__("stopped by SIGTERM")
+
+
+def _terminate(signum, frame):
+    raise Terminated()
+
+
+def stop_on_sigterm() -> None:
+    """Make SIGTERM raise Terminated, until a StopFlag takes it over."""
+    signal.signal(signal.SIGTERM, _terminate)
+
+
 class StopFlag:
     """A context in which SIGINT and SIGTERM set ``signum`` instead of stopping.
 

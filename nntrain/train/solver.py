@@ -9,8 +9,8 @@ Counting (the same in epochs and iterations mode):
   epoch (iterations mode: every ceil(N / batch_size) iterations), and once more after
   the last update if that was not an evaluation point (the final evaluation, which
   a run extended later drops: see ``Solver._final_evaluation``).
-At each evaluation the Solver writes an "epoch" record, saves ``last.npz``, and saves
-``best.npz`` when ``train.monitor`` improved.
+At each evaluation the Solver writes an "epoch" record, saves ``best.npz`` when
+``train.monitor`` improved, and then ``last.npz``.
 """
 
 import copy
@@ -503,9 +503,14 @@ class Solver:
         # all it changed: a run resumed from them goes on as this one does.
         self._count_for_early_stopping(record[monitor])
         if self.run:
-            self.save(self.run.checkpoints / "last.npz")
+            # best.npz first: a kill or a failed write between the two saves then
+            # leaves last.npz before this evaluation, so a resume (from best.npz,
+            # the newer of the two, or from last.npz, which makes the evaluation
+            # again) ends as this run does. The other order would leave last.npz
+            # counting these weights as the best and best.npz without them.
             if improved:
                 self.save(self.run.checkpoints / "best.npz")
+            self.save(self.run.checkpoints / "last.npz")
         if self.stop_reason is not None:
             if self.reporter:
                 self.reporter.line(self.stop_reason)
