@@ -969,6 +969,39 @@ def test_a_stop_between_an_evaluations_saves_leaves_a_run_that_resumes(
     assert load_checkpoint(best).meta["solver"]["progress"]["iteration"] == 15
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="no folder lock on Windows")
+def test_the_repair_of_an_unfinished_save_waits_for_the_folders_lock(
+        tmp_path, tiny_npz, write_config):
+    from nntrain.train.rundir import lock_folder
+
+    raw = tiny_config_dict(tiny_npz)
+    raw["train"].update(epochs=None, iterations=15, eval_every=3, plots=False,
+                        monitor="val_loss")
+    config = write_config(raw)
+    run = tmp_path / "run"
+    stopped = subprocess.run(
+        [sys.executable, "-c", KILLED_AT_SAVE, "best.npz", "9", "old order", "fit",
+         str(config), "--out", str(run), "--quiet"],
+        cwd=Path(__file__).parents[1], capture_output=True, text=True, timeout=120)
+    assert stopped.returncode == 137, stopped.stderr
+    best = run / "checkpoints" / "best.npz"
+    before = best.read_bytes()
+
+    lock = lock_folder(run)  # as a run still writing to the folder holds it
+    try:
+        blocked = invoke("fit", config, "--resume", run)
+    finally:
+        os.close(lock)
+
+    assert blocked.exit_code == 2
+    assert blocked.stderr.splitlines()[-1] == (
+        f"error: another nntrain process is writing to {run.resolve()}; wait for it"
+        " to end, or give --out another folder")
+    assert best.read_bytes() == before
+    assert invoke("fit", config, "--resume", run).exit_code == 0
+    assert load_checkpoint(best).meta["solver"]["progress"]["iteration"] >= 9
+
+
 def test_a_resume_from_an_older_checkpoint_says_what_it_discards(
         tmp_path, tiny_npz, write_config):
     raw = tiny_config_dict(tiny_npz)

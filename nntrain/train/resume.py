@@ -8,6 +8,7 @@ the checkpoint's data fingerprints check).
 """
 
 import copy
+import os
 import warnings
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from nntrain.errors import (
 )
 from nntrain.fileio import write_bytes_atomically
 from nntrain.pipeline import migrate_config, without_lbfgs_average
+from nntrain.train.rundir import lock_folder
 from nntrain.train.solver import count_iterations
 from nntrain.train.state import check_data_spec, check_solver_state
 
@@ -104,22 +106,33 @@ def complete_saves(path: Path, checkpoint) -> list[str]:
             == progress.get("last_eval_iteration")):
         return []
     notes = []
-    for name in ("best.npz", "last.npz"):
-        target = path.parent / name
-        held = _held_iteration(target)
-        if name == path.name or held is None or held >= iteration:
-            continue
-        try:
-            write_bytes_atomically(target, path.read_bytes())
-        except OSError as error:
-            raise TrainingError(
-                f"cannot write {target} ({error.strerror or error}): free some"
-                " space and resume again; the file is as it was") from None
-        notes.append(f"{target} held iteration {held}, older than the best"
-                     f" evaluation {path.name} holds (iteration {iteration}): the"
-                     " run stopped between saving the two; it holds that"
-                     " evaluation now")
+    # Under the run folder's lock: a run still writing there is refused, not
+    # overwritten.
+    lock = lock_folder(run_directory_of(path))
+    try:
+        for name in ("best.npz", "last.npz"):
+            target = path.parent / name
+            held = _held_iteration(target)
+            if name == path.name or held is None or held >= iteration:
+                continue
+            _copy_checkpoint(path, target)
+            notes.append(f"{target} held iteration {held}, older than the best"
+                         f" evaluation {path.name} holds (iteration {iteration}):"
+                         " the run stopped between saving the two; it holds"
+                         " that evaluation now")
+    finally:
+        if lock is not None:
+            os.close(lock)
     return notes
+
+
+def _copy_checkpoint(source: Path, target: Path) -> None:
+    try:
+        write_bytes_atomically(target, source.read_bytes())
+    except OSError as error:
+        raise TrainingError(
+            f"cannot write {target} ({error.strerror or error}): free some space"
+            " and resume again; the file is as it was") from None
 
 
 def _held_iteration(path: Path) -> int | None:

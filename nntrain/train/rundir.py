@@ -159,22 +159,8 @@ class RunDirectory:
     def _take_lock(self) -> None:
         """Hold a lock on the folder while the run writes to it, so that a second
         run started on the same folder (with --force or --resume) is refused
-        instead of mixing its files with this one's. The operating system drops
-        the lock when the process ends, however it ends."""
-        if fcntl is None:
-            return  # Windows: not guarded
-        try:
-            descriptor = os.open(self.path, os.O_RDONLY)
-        except OSError:
-            return  # not readable: _check_writable says what is wrong
-        try:
-            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(descriptor)
-            raise RunDirectoryError(
-                f"another nntrain process is writing to {self.path}; wait for it to"
-                " end, or give --out another folder") from None
-        self._lock = descriptor
+        instead of mixing its files with this one's."""
+        self._lock = lock_folder(self.path)
 
     def _check_writable(self) -> None:
         try:
@@ -295,6 +281,28 @@ class RunDirectory:
         if self._lock is not None:
             os.close(self._lock)  # which releases the lock
             self._lock = None
+
+
+def lock_folder(path: Path) -> int | None:
+    """An exclusive lock on the folder ``path``: the descriptor that holds it
+    (os.close releases it), or None where it cannot be taken (Windows has no
+    flock; an unreadable folder is reported by the caller's own checks).
+    RunDirectoryError when another process holds it. The operating system drops
+    the lock when the process ends, however it ends."""
+    if fcntl is None:
+        return None
+    try:
+        descriptor = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(descriptor)
+        raise RunDirectoryError(
+            f"another nntrain process is writing to {path}; wait for it to end, or"
+            " give --out another folder") from None
+    return descriptor
 
 
 def misplaced_entry(path) -> str | None:
