@@ -147,8 +147,8 @@ def _default_run_dir(config: dict, config_path) -> Path:
 @click.option("--force", is_flag=True,
               help="Start over in a non-empty run directory (removes its old files).")
 @click.option("--resume", type=click.Path(), metavar="CKPT|RUN_DIR",
-              help="Continue a run from a checkpoint, or from the newest good one of"
-                   " a run directory.")
+              help="Continue a run from a checkpoint, or from a run directory's"
+                   " last.npz (if damaged, its newest good checkpoint).")
 @click.option("--print-config", is_flag=True,
               help="Print the resolved config, every default filled in, and exit.")
 @click.option("--quiet", "-q", is_flag=True,

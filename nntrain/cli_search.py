@@ -76,7 +76,9 @@ def _check_scheduler_address(address: str) -> None:
     """Refuse, before a study folder is made, an address Dask could not dial."""
     scheme, _, rest = address.rpartition("://")
     host, _, port = rest.rpartition(":")
-    if scheme not in ("tcp", "tls", "") or not host or not port.isdigit():
+    # isdigit alone passes "²" and other scripts' digits, which int() refuses.
+    numeric = port.isascii() and port.isdigit()
+    if scheme not in ("tcp", "tls", "") or not host or not numeric:
         raise BadInputError(f"--scheduler {address!r} is not a Dask scheduler"
                             " address; write tcp://HOST:PORT (as dask-scheduler"
                             " prints it)")

@@ -5,6 +5,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -1000,6 +1001,38 @@ def test_the_repair_of_an_unfinished_save_waits_for_the_folders_lock(
     assert best.read_bytes() == before
     assert invoke("fit", config, "--resume", run).exit_code == 0
     assert load_checkpoint(best).meta["solver"]["progress"]["iteration"] >= 9
+
+
+def test_a_run_directory_resumes_from_last_npz_before_newer_files_and_keeps_it(
+        tmp_path, tiny_npz, write_config):
+    # A resume from an older snapshot that stopped early leaves last.npz older
+    # than the snapshots and best.npz of the part of the run it dropped.
+    from nntrain.train import resume as resuming
+
+    raw = tiny_config_dict(tiny_npz)
+    raw["train"].update(epochs=None, iterations=12, eval_every=3, plots=False,
+                        snapshot_every=1, monitor="val_loss")
+    config = write_config(raw)
+    run = tmp_path / "run"
+    assert invoke("fit", config, "--out", run, "--quiet").exit_code == 0
+    checkpoints = run / "checkpoints"
+    snapshot = sorted(checkpoints.glob("snapshot-*.npz"))[0]
+    shutil.copyfile(snapshot, checkpoints / "last.npz")
+    at = load_checkpoint(snapshot).meta["solver"]["progress"]["iteration"]
+    best = load_checkpoint(checkpoints / "best.npz")
+    assert best.meta["solver"]["progress"]["iteration"] > at
+    before = (checkpoints / "last.npz").read_bytes()
+
+    chosen, _, notes = resuming.find_checkpoint(run)
+    repaired = resuming.complete_saves(checkpoints / "best.npz", best)
+
+    assert chosen == checkpoints / "last.npz"
+    assert len(notes) == 1
+    assert notes[0].startswith(f"resuming from last.npz (iteration {at}), the run's"
+                               " latest state; newer ")
+    assert "best.npz" in notes[0] and notes[0].endswith(" not used")
+    assert repaired == []
+    assert (checkpoints / "last.npz").read_bytes() == before
 
 
 def test_a_resume_from_an_older_checkpoint_says_what_it_discards(

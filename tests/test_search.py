@@ -1188,17 +1188,27 @@ def test_scheduler_without_dask_says_how_to_install_it(study, tmp_path, monkeypa
                              " 'nntrain[dask]'\n")
 
 
-@pytest.mark.parametrize("port", ["99999", "0", "65536"])
-def test_a_scheduler_port_out_of_range_is_refused_at_once(study, tmp_path,
-                                                          monkeypatch, port):
+@pytest.mark.parametrize("port, fault", [
+    ("99999", "has a bad port (99999, not in 1..65535); write tcp://HOST:PORT with"
+     " the port dask-scheduler prints"),
+    ("0", "has a bad port (0, not in 1..65535); write tcp://HOST:PORT with the port"
+     " dask-scheduler prints"),
+    ("65536", "has a bad port (65536, not in 1..65535); write tcp://HOST:PORT with"
+     " the port dask-scheduler prints"),
+    # isdigit() is true for these, int() refuses them.
+    ("8\u00b2", "is not a Dask scheduler address; write tcp://HOST:PORT (as"
+     " dask-scheduler prints it)"),
+    ("\u0668\u0660", "is not a Dask scheduler address; write tcp://HOST:PORT (as"
+     " dask-scheduler prints it)"),
+])
+def test_a_scheduler_port_that_dask_cannot_dial_is_refused_at_once(
+        study, tmp_path, monkeypatch, port, fault):
     monkeypatch.setitem(sys.modules, "distributed", None)  # refused before dask
     address = f"tcp://127.0.0.1:{port}"
     result = invoke("search", study[1], "--out", tmp_path / "x",
                     "--scheduler", address)
     assert result.exit_code == 2
-    assert result.stderr == (f"error: --scheduler '{address}' has a bad port ({port},"
-                             " not in 1..65535); write tcp://HOST:PORT with the"
-                             " port dask-scheduler prints\n")
+    assert result.stderr == f"error: --scheduler {address!r} {fault}\n"
     assert not (tmp_path / "x").exists()
 
 

@@ -35,8 +35,8 @@ CHANGEABLE = ("train.epochs", "train.iterations", "train.threads", "data.path")
 
 def find_checkpoint(path) -> tuple[Path, object, list[str]]:
     """(path, checkpoint, notes) for ``--resume PATH``: a checkpoint file, or a run
-    directory, whose newest checkpoint that loads is taken (notes say which were
-    skipped as damaged)."""
+    directory, whose last.npz is taken, or when it is missing or damaged the
+    newest checkpoint that loads (notes say which were skipped and why)."""
     path = Path(path)
     if not path.is_dir():
         return path, _resumable(path), []
@@ -59,6 +59,18 @@ def find_checkpoint(path) -> tuple[Path, object, list[str]]:
     if not loaded:
         raise CheckpointError(f"every checkpoint in {folder} is damaged"
                               f" ({'; '.join(reasons)}); start over with --force")
+    last = [item for item in loaded if item[1]]
+    if last:
+        # last.npz is the run's latest state, the one a stop message names. A
+        # newer file is the best.npz of an evaluation whose last.npz a stop cut
+        # short (resuming from last.npz redoes it), or a file left from a part of
+        # the run that a resume from an older checkpoint dropped.
+        iteration, _, chosen, checkpoint = last[0]
+        newer = [item[2].name for item in loaded if item[0] > iteration]
+        if newer:
+            notes.append(f"resuming from last.npz (iteration {iteration}), the run's"
+                         f" latest state; newer {', '.join(newer)} not used")
+        return chosen, checkpoint, notes
     _, _, chosen, checkpoint = max(loaded, key=lambda item: item[:2])
     if notes:
         notes.append(f"resuming from {chosen.name}, the newest good checkpoint")
@@ -93,37 +105,35 @@ def _iteration(checkpoint, path) -> int:
 
 
 def complete_saves(path: Path, checkpoint) -> list[str]:
-    """Bring the run's best.npz and last.npz up to ``checkpoint`` (loaded from
-    ``path``, in the run's checkpoints folder) where it counts its own evaluation
-    as the best and either file holds an older iteration. A run stopped between
-    the two saves of such an evaluation (a kill, a full disk; nntrain before this
-    check saved last.npz first) leaves one of them behind, and a resume that has
-    nothing to do, or never beats that best, would leave it so for good. Returns
-    a note for each file rewritten."""
+    """Bring the run's best.npz up to ``checkpoint`` when that is the run's
+    last.npz (loaded from ``path``), counts its own evaluation as the best, and
+    best.npz holds an older iteration: a run that nntrain before this check
+    stopped between the two saves of such an evaluation (it saved last.npz first)
+    left best.npz behind, and a resume that has nothing to do, or never beats that
+    best, would leave it so for good. Only that direction: a last.npz older than
+    best.npz is the run's latest state (a stop, or a resume from an older
+    checkpoint, put it there), never to be overwritten. Returns a note if
+    best.npz was rewritten."""
     progress = checkpoint.meta["solver"]["progress"]
     iteration = progress["iteration"]
-    if not (progress.get("best_iteration") == iteration
+    best = path.parent / "best.npz"
+    if not (path.name == "last.npz" and progress.get("best_iteration") == iteration
             == progress.get("last_eval_iteration")):
         return []
-    notes = []
     # Under the run folder's lock: a run still writing there is refused, not
     # overwritten.
     lock = lock_folder(run_directory_of(path))
     try:
-        for name in ("best.npz", "last.npz"):
-            target = path.parent / name
-            held = _held_iteration(target)
-            if name == path.name or held is None or held >= iteration:
-                continue
-            _copy_checkpoint(path, target)
-            notes.append(f"{target} held iteration {held}, older than the best"
-                         f" evaluation {path.name} holds (iteration {iteration}):"
-                         " the run stopped between saving the two; it holds"
-                         " that evaluation now")
+        held = _held_iteration(best)
+        if held is None or held >= iteration:
+            return []
+        _copy_checkpoint(path, best)
     finally:
         if lock is not None:
             os.close(lock)
-    return notes
+    return [f"{best} held iteration {held}, older than the best evaluation last.npz"
+            f" holds (iteration {iteration}): the run stopped between saving the"
+            " two; it holds that evaluation now"]
 
 
 def _copy_checkpoint(source: Path, target: Path) -> None:
