@@ -1349,3 +1349,11 @@ def test_results_csv_writes_booleans_as_the_config_does(tmp_path):
     assert {yaml.safe_load(cell) for cell in cells} == {True, False}
     shown = {line.split()[2] for line in format_table(study.rows, spec)[1:]}
     assert shown == {"true", "false"}
+
+
+def test_the_table_shows_a_drawn_mapping_as_the_config_writes_it():
+    from nntrain.search.report import short_value
+
+    assert short_value({"patience": 2, "min_delta": 0.5}) == (
+        "{min_delta: 0.5, patience: 2}")
+    assert short_value([{"patience": 2}, True]) == "[{patience: 2}, true]"

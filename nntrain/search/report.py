@@ -5,6 +5,7 @@ from pathlib import Path
 from nntrain.errors import RunDirectoryError
 from nntrain.fileio import save_figure
 from nntrain.search.space import Param, SearchSpec
+from nntrain.yamlio import one_line_yaml
 
 PLOT_FILE = "search.png"
 
@@ -17,6 +18,8 @@ def short_value(value) -> str:
         return f"{value:.3g}"
     if isinstance(value, list):
         return "[" + ", ".join(short_value(item) for item in value) + "]"
+    if isinstance(value, dict):
+        return one_line_yaml(value)  # {patience: 2}, as the config writes it
     return "" if value is None else str(value)
 
 
