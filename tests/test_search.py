@@ -838,6 +838,16 @@ def test_a_study_reruns_only_the_trials_without_a_result(study, tmp_path):
     assert rerun["2"]["val_accuracy"] == first["2"]["val_accuracy"]  # same training
 
 
+def assert_the_fix_runs_trial_2(blocker, copy, config_path):
+    """Remove ``blocker``, the fix a failed trial 2's reason names: the next run
+    of the study trains that trial alone."""
+    blocker.unlink()
+    result = invoke("search", config_path, "--out", copy, "--workers", 1)
+    assert result.exit_code == 0, result.output
+    assert "3 trials, 1 to run" in result.stderr
+    assert {row["trial"]: row["status"] for row in read_rows(copy)}["2"] == "ok"
+
+
 def test_a_file_in_the_place_of_a_trial_folder_fails_that_trial_alone(study,
                                                                      tmp_path):
     copy, config_path = copy_study(study, tmp_path)
@@ -856,11 +866,7 @@ def test_a_file_in_the_place_of_a_trial_folder_fails_that_trial_alone(study,
     assert rows["0"]["status"] == "ok"
     assert blocker.read_text() == "notes\n"
 
-    blocker.unlink()  # the fix the reason names: the next run trains the trial
-    result = invoke("search", config_path, "--out", copy, "--workers", 1)
-    assert result.exit_code == 0, result.output
-    assert "3 trials, 1 to run" in result.stderr
-    assert {row["trial"]: row["status"] for row in read_rows(copy)}["2"] == "ok"
+    assert_the_fix_runs_trial_2(blocker, copy, config_path)
 
 
 def test_a_file_where_a_trial_keeps_its_checkpoints_fails_that_trial_alone(
@@ -883,11 +889,7 @@ def test_a_file_where_a_trial_keeps_its_checkpoints_fails_that_trial_alone(
     assert not (trial / "result.json").exists()
     assert blocker.read_text() == "notes\n"
 
-    blocker.unlink()  # the fix the reason names: the next run trains the trial
-    result = invoke("search", config_path, "--out", copy, "--workers", 1)
-    assert result.exit_code == 0, result.output
-    assert "3 trials, 1 to run" in result.stderr
-    assert {row["trial"]: row["status"] for row in read_rows(copy)}["2"] == "ok"
+    assert_the_fix_runs_trial_2(blocker, copy, config_path)
 
 
 def test_a_study_whose_every_trial_folder_is_a_file_exits_1(study, tmp_path):

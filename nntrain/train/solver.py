@@ -504,10 +504,10 @@ class Solver:
         self._count_for_early_stopping(record[monitor])
         if self.run:
             # best.npz first: a kill or a failed write between the two saves then
-            # leaves last.npz before this evaluation, so a resume (from best.npz,
-            # the newer of the two, or from last.npz, which makes the evaluation
-            # again) ends as this run does. The other order would leave last.npz
-            # counting these weights as the best and best.npz without them.
+            # leaves last.npz before this evaluation, and a resume from it makes
+            # the evaluation again and ends as this run does. The other order
+            # would leave last.npz counting these weights as the best and best.npz
+            # without them.
             if improved:
                 self.save(self.run.checkpoints / "best.npz")
             self.save(self.run.checkpoints / "last.npz")
@@ -677,11 +677,10 @@ class Solver:
     def _measure_average_buffers(self) -> None:
         """Give the averaged weights batch norm statistics of their own, measured
         on the training split in the run's batches (one pass, only when batch norm
-        is there and the averages moved since the last time)."""
-        batch_size = self.config["batch_size"]
-        if self.full_batch:  # L-BFGS normalizes the whole split as one batch
-            batch_size = len(self.X_train)
-        self.average.measure_buffers(self.model, self.X_train, batch_size)
+        is there and the averages moved since the last time). L-BFGS, whose one
+        batch is the whole split, never averages (config.py refuses the pair)."""
+        self.average.measure_buffers(self.model, self.X_train,
+                                     self.config["batch_size"])
 
     def _average_arrays(self) -> dict:
         """What a checkpoint keeps under ``average/`` (nothing before the first
