@@ -177,6 +177,25 @@ def test_diagnostics_join_the_epoch_records(tmp_path, tiny_npz):
     assert 0 < epoch["update_ratio/affine1.W"] < 1
 
 
+def test_diagnostic_gradient_norms_are_taken_before_clipping(tmp_path, tiny_npz):
+    # The per-array norms of an evaluation's last update add up (in squares) to
+    # that update's logged grad_norm, which is the norm before clipping: clipped
+    # ones would add up to the threshold, 1e-6.
+    raw = tiny_config_dict(tiny_npz)
+    raw["train"].update(clip={"norm": 1e-6}, log_every=1)
+    fit(resolve_config(raw), tmp_path / "run", quiet=True)
+    logged = {r["iteration"]: r["grad_norm"] for r in records(tmp_path / "run")
+              if r["kind"] == "iter"}
+    epochs = [r for r in records(tmp_path / "run") if r["kind"] == "epoch"]
+    assert len(epochs) == 3
+    for epoch in epochs:
+        squares = sum(value**2 for key, value in epoch.items()
+                      if key.startswith("grad_norm/"))
+        assert math.sqrt(squares) == pytest.approx(logged[epoch["iteration"]],
+                                                   rel=1e-5)
+        assert math.sqrt(squares) > 1e-3
+
+
 def test_diagnostics_can_be_switched_off(tmp_path, tiny_npz):
     raw = tiny_config_dict(tiny_npz)
     raw["train"]["diagnostics"] = False

@@ -267,6 +267,9 @@ class Solver:
             for name, grad in result.grads.items():
                 self._check_finite(_finiteness(grad), f"the gradient of {name}")
         logged = (progress.iteration + 1) % self.config["log_every"] == 0
+        # Taken before clipping changes the gradients in place, like grad_norm:
+        # clipped norms would always add up to the threshold and hide a blow-up.
+        norms = gradient_norms(result.grads) if diagnose else None
         grad_norm = None
         if self.config["clip"] or logged:
             # The global norm costs a pass over the gradients, so it is taken only
@@ -288,7 +291,7 @@ class Solver:
             self._diagnostics = {
                 **update_ratios(self.model, before),
                 **layer_statistics(self.model, self.model.outputs),
-                **gradient_norms(result.grads),
+                **norms,
             }
             self.model.outputs = None
 
