@@ -310,6 +310,7 @@ def _describe_resume(reporter, path, solver, meta) -> None:
           and progress.last_eval_iteration != progress.iteration):
         reporter.line("note: the run was stopped after its last update, before the"
                       " evaluation that follows it; it makes that evaluation now")
+    _note_cosine_length(reporter, solver, meta)
     if solver.full_batch:
         reporter.line("note: L-BFGS resumes from its saved parameters with a fresh,"
                       " empty curvature history (scipy keeps it to itself), so it"
@@ -333,6 +334,34 @@ def _describe_resume(reporter, path, solver, meta) -> None:
         reporter.warn("this checkpoint was written with another NumPy or BLAS"
                       f" setup ({saved}); the resumed run may differ from an"
                       " uninterrupted one in the last bits")
+
+
+def _note_cosine_length(reporter, solver, meta) -> None:
+    """A cosine schedule spans the whole run, so a run extended (or shortened)
+    cannot follow the curve of one that long from the start: say where its rate
+    jumps."""
+    schedule = solver.schedule
+    saved_train = (meta.get("config") or {}).get("train")
+    if schedule.name != "cosine" or not isinstance(saved_train, dict):
+        return
+    try:
+        _, saved_total = count_iterations(saved_train, len(solver.X_train),
+                                          solver.full_batch)
+    except (KeyError, TypeError):  # a config from an older nntrain
+        return
+    if saved_total == solver.total_iterations:
+        return
+    done = solver.progress.iteration
+    saved_curve = build_schedule({"name": "cosine", "floor": schedule.floor,
+                                  "warmup": schedule.warmup},
+                                 schedule.base_lr, saved_total)
+    reporter.line(
+        f"note: the cosine schedule now spans {solver.total_iterations} updates"
+        f" instead of {saved_total}: from iteration {done + 1} its rate is"
+        f" {schedule.rate(solver.progress.epoch, done):.4g} (the shorter curve's"
+        f" {saved_curve.rate(solver.progress.epoch, done):.4g}); the updates before"
+        " followed the shorter curve, so this run differs from one this long from"
+        " the start")
 
 
 def _check_threads(reporter, threads) -> None:

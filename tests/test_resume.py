@@ -167,6 +167,30 @@ def test_an_extended_run_stopped_and_resumed_equals_the_uninterrupted_one(
     _assert_same_run(whole, part)
 
 
+def test_an_extended_cosine_run_notes_where_its_rate_jumps(tmp_path, tiny_npz,
+                                                          write_config):
+    # A cosine spans the whole run: extended from 10 updates to 20, the 11th uses
+    # 0.1 (1 + cos(pi 10 / 20)) / 2 = 0.05, where the shorter curve had reached 0.
+    raw = _raw(tiny_npz, epochs=None, iterations=10, plots=False)
+    raw["schedule"] = {"name": "cosine"}
+    raw["optimizer"] = {"name": "sgd", "lr": 0.1}
+    config = write_config(raw)
+    run = tmp_path / "run"
+    assert invoke("fit", config, "--out", run, "--quiet").exit_code == 0
+
+    result = invoke("fit", config, "--resume", run, "--set", "train.iterations=20")
+
+    assert result.exit_code == 0, result.output
+    assert ("note: the cosine schedule now spans 20 updates instead of 10: from"
+            " iteration 11 its rate is 0.05 (the shorter curve's 0)") in result.output
+    rates = {r["iteration"]: r["lr"] for r in _records(run) if r["kind"] == "iter"}
+    assert rates[10] == pytest.approx(0.1 * (1 + np.cos(np.pi * 9 / 10)) / 2)
+    assert rates[11] == pytest.approx(0.05)
+
+    same_length = invoke("fit", config, "--resume", run)
+    assert "cosine schedule" not in same_length.output
+
+
 def test_an_extended_run_drops_the_final_evaluation_of_the_shorter_one(
         tmp_path, tiny_npz, write_config):
     config = write_config(_raw(tiny_npz, epochs=None, iterations=10, plots=False))
