@@ -15,7 +15,7 @@ from nntrain.cli import cli
 from nntrain.config import config_to_yaml, load_config, resolve_config
 from nntrain.errors import ConfigError
 from nntrain.optim import lbfgs
-from nntrain.pipeline import fit, restore
+from nntrain.pipeline import fit, prepare_data, restore
 
 pytest.importorskip("scipy")
 
@@ -155,3 +155,25 @@ def test_an_older_lbfgs_checkpoint_with_train_average_resumes_without_it(
     for name, value in ends[0].group("param").items():
         assert np.array_equal(ends[1].group("param")[name], value), name
     assert load_config(old / "config.yaml")["train"]["average"] is None
+
+
+def test_lbfgs_with_batch_norm_keeps_the_full_batch_statistics_of_its_weights(
+        tiny_npz, tmp_path):
+    # One batch: the running statistics must be that batch's own mean and biased
+    # variance at the final weights (a momentum average over a handful of passes
+    # would still hold much of the initial 0 and 1).
+    raw = tiny_config_dict(tiny_npz)
+    raw["optimizer"] = {"name": "lbfgs"}
+    raw["model"] = {"hidden": [8], "batchnorm": True}
+    raw["train"] = {"iterations": 5, "dtype": "float64"}
+    config = resolve_config(raw)
+    fit(config, tmp_path / "run", quiet=True)
+
+    saved = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.npz")
+    params, buffers = saved.group("param"), saved.group("buffer")
+    X_train = prepare_data(config, splits=("train",)).splits["train"][0]
+    hidden = X_train @ params["affine1.W"] + params["affine1.b"]
+    np.testing.assert_allclose(buffers["batchnorm1.running_mean"],
+                               hidden.mean(axis=0), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(buffers["batchnorm1.running_var"],
+                               hidden.var(axis=0), rtol=1e-10)

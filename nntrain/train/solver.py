@@ -403,6 +403,15 @@ class Solver:
 
         params = self.model.params
         last = {}
+        # Batch norm: with one batch, the running statistics should be that
+        # batch's own at the accepted weights, the network L-BFGS minimized. With
+        # momentum 0 each pass sets them so; a line search's trial point that
+        # was not accepted gets them recomputed below.
+        batch_norms = [layer for layer in self.model.layers
+                       if layer.kind == "batchnorm"]
+        momenta = [layer.momentum for layer in batch_norms]
+        for layer in batch_norms:
+            layer.momentum = 0.0
 
         def objective(vector):
             lbfgs.assign(params, vector)
@@ -421,6 +430,8 @@ class Solver:
             result = last["result"]
             if np.array_equal(last["vector"], vector):
                 self._running.add(result, self.y_train)
+            elif batch_norms:
+                self.model.scores(self.X_train, training=True)
             if self.progress.iteration % self.config["log_every"] == 0:
                 self._record({"kind": "iter", "loss": loss,
                               "data_loss": result.data_loss,
@@ -434,10 +445,17 @@ class Solver:
                     and self.progress.iteration < self.total_iterations):
                 self._stop(stop.signum)
 
-        outcome = lbfgs.minimize(objective, lbfgs.flatten(params),
-                                 self.total_iterations - self.progress.iteration,
-                                 self.rule.history, after_iteration)
-        lbfgs.assign(params, outcome.x)
+        try:
+            outcome = lbfgs.minimize(objective, lbfgs.flatten(params),
+                                     self.total_iterations - self.progress.iteration,
+                                     self.rule.history, after_iteration)
+            lbfgs.assign(params, outcome.x)
+            # A line search that found no better point ends the run on a trial.
+            if batch_norms and not np.array_equal(last["vector"], outcome.x):
+                self.model.scores(self.X_train, training=True)
+        finally:
+            for layer, momentum in zip(batch_norms, momenta):
+                layer.momentum = momentum
         if self.reporter and self.progress.iteration < self.total_iterations:
             self.reporter.line(f"L-BFGS stopped after {self.progress.iteration}"
                                f" iterations: {outcome.message}")
