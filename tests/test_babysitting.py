@@ -196,6 +196,28 @@ def test_diagnostic_gradient_norms_are_taken_before_clipping(tmp_path, tiny_npz)
         assert math.sqrt(squares) > 1e-3
 
 
+def test_diagnostics_skip_a_short_last_batch_for_the_update_before(tmp_path,
+                                                                    tiny_npz):
+    # 50 training samples in batches of 32 and 18: 18 samples are too few for the
+    # dead fraction, so each evaluation's diagnostics come from the epoch's first
+    # update. Its logged gradient norm is the root of their squared sum.
+    raw = tiny_config_dict(tiny_npz)
+    raw["train"].update(batch_size=32, log_every=1)
+    fit(resolve_config(raw), tmp_path / "run", quiet=True)
+    logged = {r["iteration"]: r["grad_norm"] for r in records(tmp_path / "run")
+              if r["kind"] == "iter"}
+    epochs = [r for r in records(tmp_path / "run") if r["kind"] == "epoch"]
+    assert [r["iteration"] for r in epochs] == [2, 4, 6]
+    for epoch in epochs:
+        assert "dead_fraction/relu1" in epoch
+        squares = sum(value**2 for key, value in epoch.items()
+                      if key.startswith("grad_norm/"))
+        assert math.sqrt(squares) == pytest.approx(
+            logged[epoch["iteration"] - 1], rel=1e-5)
+        assert math.sqrt(squares) != pytest.approx(logged[epoch["iteration"]],
+                                                   rel=1e-3)
+
+
 def test_diagnostics_can_be_switched_off(tmp_path, tiny_npz):
     raw = tiny_config_dict(tiny_npz)
     raw["train"]["diagnostics"] = False

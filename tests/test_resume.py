@@ -89,10 +89,15 @@ def _interrupt_at(monkeypatch, iteration):
     monkeypatch.setattr(Solver, "_step", step)
 
 
-@pytest.mark.parametrize("stop_at", [8, 10])  # an epoch boundary (4 per epoch), mid
+@pytest.mark.parametrize("stop_at, train", [
+    (8, {}), (10, {}),  # an epoch boundary (4 updates an epoch), mid-epoch
+    # Batches of 32 and 18: the diagnostics of each epoch's evaluation come from
+    # its first update, which the stop falls after.
+    (3, {"batch_size": 32, "eval_every": None}),
+])
 def test_resumed_run_equals_the_uninterrupted_one(tmp_path, tiny_npz, monkeypatch,
-                                                  stop_at):
-    config = resolve_config(_raw(tiny_npz, epochs=5))
+                                                  stop_at, train):
+    config = resolve_config(_raw(tiny_npz, epochs=5, **train))
     whole = tmp_path / "whole"
     fit(config, whole, quiet=True)
 
@@ -138,6 +143,10 @@ def _extend(run_dir, *overrides):
     ({"epochs": None, "iterations": 10, "eval_every": None}, {"iterations": 20}),
     # The shorter run ends at an evaluation point: there is nothing to drop.
     ({"epochs": 2, "eval_every": None}, {"epochs": 4}),
+    # Batches of 32 and 18: the longer run measures the diagnostics of its first
+    # evaluation at update 1, where the shorter one ended.
+    ({"epochs": None, "iterations": 1, "eval_every": None, "batch_size": 32},
+     {"iterations": 4}),
 ])
 def test_a_finished_run_extended_equals_one_that_long_from_the_start(
         tmp_path, tiny_npz, short, longer):

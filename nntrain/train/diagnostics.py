@@ -1,7 +1,8 @@
 """Watching a run: per-layer statistics, and plain-words warnings when they look wrong.
 
 At the last update before each evaluation the Solver captures, from that update's
-own training-mode pass (no extra pass over the data):
+own training-mode pass (no extra pass over the data; when that update has an
+epoch's short last batch, of fewer than MIN_BATCH samples, the update before it):
 - ``update_ratio/<param>``: ||W_after - W_before|| / ||W_before|| for each weight
   array; around 1e-3 is healthy, far below means the rate is too low, far above too
   high;

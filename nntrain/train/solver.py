@@ -31,6 +31,7 @@ from nntrain.optim.clipping import clip_gradients
 from nntrain.random import SHUFFLE_STREAM, generator
 from nntrain.train.averaging import WeightAverage
 from nntrain.train.diagnostics import (
+    MIN_BATCH,
     Watcher,
     gradient_norms,
     layer_statistics,
@@ -250,7 +251,7 @@ class Solver:
         X, y = self.X_train[rows], self.y_train[rows]
         lr = self.schedule.rate(progress.epoch, progress.iteration)
         self.rule.lr = lr
-        diagnose = self.config["diagnostics"] and self._evaluation_follows()
+        diagnose = self._diagnoses(len(rows))
         self.model.capture_outputs = diagnose
 
         result = self.model.forward_backward(X, y)
@@ -305,10 +306,41 @@ class Solver:
             postfix = {"epoch": progress.epoch, "loss": f"{result.loss:.4f}"}
             self.reporter.advance(1, **postfix)
 
-    def _evaluation_follows(self) -> bool:
-        """True when the update about to happen is the last before an evaluation."""
-        upcoming = self.progress.iteration + 1
+    def _evaluation_follows(self, ahead: int = 1) -> bool:
+        """True when the update ``ahead`` updates from now (1: the one about to
+        happen) is the last before an evaluation."""
+        upcoming = self.progress.iteration + ahead
         return upcoming % self.eval_every == 0 or upcoming == self.total_iterations
+
+    def _batch_size(self, index: int) -> int:
+        """The size of an epoch's batch ``index`` (0-based; the last may be short)."""
+        size = self.config["batch_size"]
+        index %= self.per_epoch
+        if index < self.per_epoch - 1:
+            return size
+        return len(self.X_train) - (self.per_epoch - 1) * size
+
+    def _diagnoses(self, batch: int) -> bool:
+        """Whether this update (of ``batch`` samples) gives the diagnostics of the
+        next evaluation: the last update before it, or the one before that when
+        the last has too small a batch for the dead and saturated fractions (an
+        epoch's short last batch) and this one has not. Those are then kept
+        (``_diagnostics``) for the evaluation, checkpoints included."""
+        if not self.config["diagnostics"]:
+            return False
+        if self._evaluation_follows():
+            return not self._diagnostics  # unless kept from the update before
+        return (self._evaluation_follows(ahead=2) and batch >= MIN_BATCH
+                and self._batch_size(self.progress.batch_in_epoch + 1) < MIN_BATCH)
+
+    def _keeps_diagnostics(self) -> bool:
+        """Whether the update just done was diagnosed for the evaluation after the
+        next one (see ``_diagnoses``), for a resume to decide what to keep."""
+        done = self.progress.batch_in_epoch - 1
+        return (self.config["diagnostics"] and not self._evaluation_follows(ahead=0)
+                and self._evaluation_follows()
+                and self._batch_size(done) >= MIN_BATCH
+                and self._batch_size(done + 1) < MIN_BATCH)
 
     def _check_finite(self, value: float, quantity: str,
                       iteration: int | None = None,
@@ -552,6 +584,9 @@ class Solver:
         # A deep copy: the watcher's curve is a list the evaluation appends to.
         self._before_final_evaluation = copy.deepcopy(
             {key: state[key] for key in EVALUATED_STATE})
+        # The last update's diagnostics, which a longer run may measure for its
+        # next evaluation (_diagnoses).
+        self._before_final_evaluation["pending_diagnostics"] = dict(self._diagnostics)
         self._evaluate()
 
     def _snapshot(self) -> None:
@@ -639,6 +674,8 @@ class Solver:
             "stopped_early": self.stop_reason is not None,
             "average_count": self.average.count if self.average else 0,
             "before_final_evaluation": self._before_final_evaluation,
+            # Diagnostics measured one update before the evaluation they belong to.
+            "pending_diagnostics": self._diagnostics or None,
         }
 
     def _dropout_generator(self):
@@ -657,12 +694,16 @@ class Solver:
         state before that evaluation, without its history record: the evaluation
         measured an iteration that is no evaluation point of the longer run.
         """
+        pending = meta.get("pending_diagnostics")
         if drops_final_evaluation(meta, self.total_iterations):
             iteration = meta["progress"]["iteration"]
             history = [record for record in meta["history"]
                        if record.get("iteration") != iteration]
             meta = {**meta, **meta["before_final_evaluation"], "history": history}
+            pending = meta.get("pending_diagnostics")
         self.progress = Progress(**meta["progress"])
+        if pending and self._keeps_diagnostics():
+            self._diagnostics = dict(pending)
         if self.full_batch:
             self.rule.steps = meta["optimizer_steps"]
         else:

@@ -126,11 +126,26 @@ RUNNING_MEANS = _record({"samples": COUNT,
 WARNED = _list_of(TEXT)
 CURVE = _list_of(_list_of(_optional(NUMBER), length=2))
 
+
+
+def _diagnostics(value, key):
+    """Diagnostics by name: numbers, NaN or infinite ones included (an update
+    ratio of all-zero weights), which Python's JSON keeps."""
+    if not isinstance(value, dict):
+        raise _Bad(key, f"is {_shown(value)}, not a JSON object")
+    for name, item in value.items():
+        if type(item) not in (int, float):
+            raise _Bad(f"{key}.{name}", f"is {_shown(item)}, not a number")
+
+
+DIAGNOSTICS = _optional(_diagnostics)
+
 # What the Solver keeps of its state from before the final evaluation of a run
-# (solver.EVALUATED_STATE), for an extension of the run to continue from.
+# (solver.EVALUATED_STATE, and the last update's diagnostics), for an extension
+# of the run to continue from.
 BEFORE_FINAL_EVALUATION = _record({
     "progress": PROGRESS, "running_means": RUNNING_MEANS, "schedule": SCHEDULE,
-    "warned": WARNED, "curve": CURVE,
+    "warned": WARNED, "curve": CURVE, "pending_diagnostics": DIAGNOSTICS,
 }, required=("progress", "running_means", "schedule", "warned", "curve"))
 
 # What Solver.state_meta writes. Keys a later nntrain may add are let through.
@@ -154,6 +169,7 @@ SOLVER = _record({
     "stopped_early": FLAG,
     "average_count": COUNT,
     "before_final_evaluation": _optional(BEFORE_FINAL_EVALUATION),
+    "pending_diagnostics": DIAGNOSTICS,
 }, required=("progress", "optimizer_steps", "schedule",
              "shuffle_state_at_epoch_start", "dropout_state", "running_means",
              "divergence", "warned", "curve", "seconds", "history"), closed=False)
