@@ -233,10 +233,13 @@ def fit(config: dict, run_dir, force: bool = False, quiet: bool = False,
         _check_threads(reporter, config["train"]["threads"])
         progress = solver.train()
         if config["train"]["plots"]:
-            _write_plots(run.path, reporter)
+            _write_plots_or_stop(run, reporter)
         # A resumed run reports its whole time, the part before the stop included.
         seconds = time.perf_counter() - started + solver.elapsed_before
         _summarize(reporter, config, progress, run.path, seconds, solver.eval_every)
+    except StopRequested as error:
+        run.log(str(error))  # as the terminal shows it
+        raise
     except NNTrainError as error:
         run.log(f"error: {error}")
         raise
@@ -262,6 +265,19 @@ def _stopped_before_saving(error: KeyboardInterrupt, path, resumed: bool) -> str
                 " it was; resume it again with the same command")
     return (f"{stopped} before the run saved its first checkpoint: {path} holds"
             " nothing to resume; start over with the same command and --force")
+
+
+def _write_plots_or_stop(run, reporter) -> None:
+    """The end-of-run plots; a signal while they are drawn stops them, but the run
+    itself is complete, and the message says so."""
+    try:
+        _write_plots(run.path, reporter)
+    except KeyboardInterrupt as error:
+        stopped = str(error) or "stopped by SIGINT"
+        message = (f"{stopped} while drawing the plots: the run is complete, its"
+                   f" checkpoints saved; draw them with: nntrain plot"
+                   f" {shlex.quote(str(run.path))}")
+        raise StopRequested(message, getattr(error, "exit_code", 130)) from None
 
 
 def _write_plots(path, reporter) -> None:

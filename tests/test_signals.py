@@ -57,3 +57,34 @@ def test_the_cli_exits_with_the_interrupting_signals_status(raised, code, messag
 
     assert result.exit_code == code
     assert result.stderr == message + "\n"
+
+
+@pytest.mark.plots
+def test_a_signal_while_the_plots_are_drawn_says_the_run_is_complete(
+        tmp_path, tiny_npz, write_config, monkeypatch):
+    # SIGTERM after the last checkpoint, while matplotlib draws: exit 143, and a
+    # message (on the terminal and in train.log) that the run is whole.
+    from conftest import tiny_config_dict
+
+    from nntrain import plots
+    from nntrain.cli import cli
+    from nntrain.train.signals import Terminated
+
+    def interrupted(path):
+        raise Terminated()
+
+    monkeypatch.setattr(plots, "plots_available", lambda: True)
+    monkeypatch.setattr(plots, "plot_run", interrupted)
+    config = write_config(tiny_config_dict(tiny_npz))
+    run = tmp_path / "run"
+
+    result = CliRunner().invoke(cli, ["fit", str(config), "--out", str(run)])
+
+    assert result.exit_code == 143, result.output
+    expected = ("stopped by SIGTERM while drawing the plots: the run is complete, its"
+                f" checkpoints saved; draw them with: nntrain plot {run}")
+    assert result.stderr.strip().splitlines()[-1] == expected
+    assert (run / "train.log").read_text().strip().splitlines()[-1] == expected
+    assert (run / "checkpoints" / "last.npz").is_file()
+    resumed = CliRunner().invoke(cli, ["fit", str(config), "--resume", str(run)])
+    assert resumed.exit_code == 0, resumed.output
