@@ -120,10 +120,16 @@ def cli():
     """
 
 
-set_option = click.option(
-    "--set", "overrides", multiple=True, metavar="KEY=VALUE",
-    help="Override a config key (dotted path, YAML value), e.g. train.epochs=5.",
-)
+def overrides_option(example: str):
+    """The --set option; its help shows ``example``, an override that matters to
+    the command."""
+    return click.option(
+        "--set", "overrides", multiple=True, metavar="KEY=VALUE",
+        help=f"Override a config key (dotted path, YAML value), e.g. {example}.",
+    )
+
+
+set_option = overrides_option("train.epochs=5")
 
 
 def _load(config_path, overrides):
@@ -450,10 +456,15 @@ def _write_csv(classes, probabilities, class_names, out_path) -> None:
 @cli.command()
 @click.argument("config_path", metavar="[CONFIG]", required=False,
                 type=click.Path(dir_okay=False))
-@set_option
+@overrides_option("model.l2=0.01")
 @click.option("--samples", default=8, show_default=True, type=click.IntRange(1),
-              help="Training samples in the batch the check runs on.")
-def gradcheck(config_path, overrides, samples):
+              help="Samples in the batch the check runs on: training samples of"
+                   " CONFIG, else random ones (batch norm needs 2 or more).")
+@click.option("--layer", metavar="NAME",
+              help="Check one layer only: with CONFIG, the parameters of the layer"
+                   " so named (affine1); without, the library's layer of that type"
+                   " (maxout), its input and its parameters.")
+def gradcheck(config_path, overrides, samples, layer):
     """Compare analytic gradients with numeric ones, in float64.
 
     With CONFIG: every parameter of its network on a small batch of its data.
@@ -461,25 +472,42 @@ def gradcheck(config_path, overrides, samples):
     Exits 1 when any array fails; thresholds are printed below the table.
     """
     from nntrain.errors import GradientCheckError
-    from nntrain.gradcheck import check_library, format_report
+    from nntrain.gradcheck import format_report
     from nntrain.random import generator
 
+    _refuse_empty("--layer", layer, "a layer name, or leave --layer out")
     rng = generator(0, 99)
     if config_path is None:
         if overrides:
             raise BadInputError("--set needs a CONFIG to apply to")
-        checks = check_library(rng)
-        title = "every layer and loss of the library, on random inputs"
+        checks, title = _check_library(samples, layer, rng)
     else:
-        checks, title = _check_config(config_path, overrides, samples, rng)
+        checks, title = _check_config(config_path, overrides, samples, layer, rng)
     click.echo(f"gradient check: {title}")
     for line in format_report(checks):
         click.echo(line)
     if not all(check.passed for check in checks):
         raise GradientCheckError("the gradient check failed (see the table above)")
+    if not any(check.measured for check in checks):
+        raise GradientCheckError("the gradient check measured nothing: every probe"
+                                 " crossed a kink (see the table above)")
 
 
-def _check_config(config_path, overrides, samples, rng):
+def _check_library(samples, layer, rng):
+    from nntrain.gradcheck import check_library
+    from nntrain.nn.layers import LAYERS
+
+    if layer is not None:
+        _refuse_unknown_layer(layer, list(LAYERS), "the library")
+    if layer in (None, "batchnorm"):
+        _refuse_one_sample_batchnorm(samples)
+    checks = check_library(rng, samples, layer)
+    what = ("every layer and loss of the library" if layer is None else
+            f"the library's {layer} layer")
+    return checks, f"{what}, on {counted(samples, 'random sample')}"
+
+
+def _check_config(config_path, overrides, samples, layer, rng):
     from nntrain.gradcheck import check_model
     from nntrain.nn.model import build_model
     from nntrain.pipeline import prepare_data
@@ -492,14 +520,53 @@ def _check_config(config_path, overrides, samples, rng):
     # PCA and whitening narrow the samples: the model sees the transformed width.
     input_width = prepared.preprocessor.output_width(dataset.num_features)
     model = build_model(config, input_width, dataset.num_classes)
-    title = (f"{config_path} ({config['data']['name']}, {len(rows)} samples,"
-             f" l2={config['model']['l2']:g}, float64)")
-    return check_model(model, X[rows], y[rows], rng), title
+    if layer is not None:
+        _refuse_unknown_layer(layer, [each.name for each in model.layers],
+                              config_path)
+        checked = [each.name for each in model.layers if each.params]
+        if layer not in checked:
+            raise BadInputError(f"--layer {layer} has no parameters to check; give"
+                                f" one that has: {', '.join(checked)}")
+    if any(each.kind == "batchnorm" for each in model.layers):
+        _refuse_one_sample_batchnorm(len(rows))
+    title = (f"{config_path} ({config['data']['name']},"
+             f" {counted(len(rows), 'sample')}{_penalties(config, model)}, float64)")
+    return check_model(model, X[rows], y[rows], rng, layer), title
+
+
+def _refuse_unknown_layer(layer, names, owner) -> None:
+    import difflib
+
+    if layer in names:
+        return
+    close = difflib.get_close_matches(layer, names, n=1)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    raise BadInputError(f"--layer {layer}: {owner} has no layer of that name (its"
+                        f" layers: {', '.join(names)}{hint})")
+
+
+def _refuse_one_sample_batchnorm(samples) -> None:
+    # Batch norm of one sample outputs beta whatever its input: every gradient
+    # through it is 0, so the check would measure nothing there and pass.
+    if samples < 2:
+        raise BadInputError(f"batch norm needs at least 2 samples in the gradient"
+                            f" check, not {samples}; give --samples 2 or more")
+
+
+def _penalties(config, model) -> str:
+    """", l2=0.001" for the title, and the L1 strength when any weight has one."""
+    text = f", l2={config['model']['l2']:g}"
+    strengths = sorted({penalty.l1 for penalty in model.penalties if penalty.l1})
+    if len(strengths) == 1:
+        text += f", l1={strengths[0]:g}"
+    elif strengths:
+        text += f", l1={strengths[0]:g} to {strengths[-1]:g}"
+    return text
 
 
 @cli.command()
 @click.argument("config_path", metavar="CONFIG", type=click.Path(dir_okay=False))
-@set_option
+@overrides_option("optimizer.lr=0.01")
 @click.option("--samples", default=50, show_default=True, type=click.IntRange(1),
               help="Training samples to overfit.")
 @click.option("--max-iterations", default=2000, show_default=True,

@@ -34,8 +34,10 @@ of an affine layer followed by batch norm, which cancels any shift.)
 Probed entries: all of them for arrays with fewer than 1,000 entries, otherwise
 SAMPLED_ENTRIES (40) drawn at random. A probe whose +h and -h evaluations fall on
 different sides of a kink (a relu, leaky_relu or elu input crossing 0, a change of
-the winning maxout piece, a hinge margin crossing 0) measures no derivative; such
-probes are counted, reported and left out of the errors.
+the winning maxout piece, a hinge margin crossing 0, a weight under an L1 penalty
+crossing 0) measures no derivative; such probes are counted, reported and left out of
+the errors. An array whose every probe crossed a kink was not measured: the report
+says so, and never counts it among the arrays that agree.
 """
 
 from dataclasses import dataclass, field
@@ -68,6 +70,10 @@ class ParamCheck:
     @property
     def passed(self) -> bool:
         return self.norm_error <= NORM_THRESHOLD and self.worst_error <= WORST_THRESHOLD
+
+    @property
+    def measured(self) -> bool:
+        return self.probed > 0
 
 
 def probe_indices(shape: tuple, rng: np.random.Generator) -> list[tuple]:
@@ -118,8 +124,7 @@ def _summarize(name, size, measured, analytic_values, numeric_values, kinks):
     n = np.array(numeric_values, dtype=np.float64)
     notes = []
     if len(a) == 0:
-        return ParamCheck(name, size, 0, 0.0, 0.0, (), kinks,
-                          ["every probe crossed a kink; nothing was measured"])
+        return ParamCheck(name, size, 0, 0.0, 0.0, (), kinks)  # not measured
     entry_errors = np.abs(a - n) / np.maximum(np.abs(a) + np.abs(n), FLOOR)
     worst = int(entry_errors.argmax())
     rms = max(np.sqrt(np.mean(a * a)), np.sqrt(np.mean(n * n)))
@@ -133,8 +138,9 @@ def _summarize(name, size, measured, analytic_values, numeric_values, kinks):
                       tuple(int(i) for i in measured[worst]), kinks, notes)
 
 
-def check_model(model, X, y, rng) -> list[ParamCheck]:
-    """Check every parameter of ``model`` (float64) on the batch X: (N, D), y: (N,).
+def check_model(model, X, y, rng, layer_name=None) -> list[ParamCheck]:
+    """Check every parameter of ``model`` (float64) on the batch X: (N, D), y: (N,),
+    or only those of the layer named ``layer_name`` (``affine1``).
 
     Training mode throughout: batch norm uses the batch's statistics, and dropout
     keeps the masks of the first pass (a fixed function to differentiate).
@@ -146,6 +152,9 @@ def check_model(model, X, y, rng) -> list[ParamCheck]:
     for layer in dropouts:
         layer.freeze_mask = True
     last = {}
+    # |w| has a kink at w = 0: the signs of every weight under an L1 penalty.
+    l1_weights = [model.params[penalty.name] for penalty in model.penalties
+                  if penalty.l1]
 
     def objective():
         last["scores"] = model.scores(X, training=True)
@@ -155,26 +164,28 @@ def check_model(model, X, y, rng) -> list[ParamCheck]:
         states = model.kink_state()
         if model.loss_name == "svm":  # the hinge's kink: a margin crossing 0
             states.append(F.svm_margins(last["scores"], y) > 0)
-        return states
+        return states + [np.sign(W) for W in l1_weights]
 
     try:
         grads = model.forward_backward(X, y).grads
         return [check_array(name, param, grads[name], objective, rng, region)
-                for name, param in model.params.items()]
+                for name, param in model.params.items()
+                if layer_name in (None, name.partition(".")[0])]
     finally:
         for layer in dropouts:
             layer.freeze_mask = False
 
 
-def check_library(rng) -> list[ParamCheck]:
-    """Check every layer and loss of the library on small random float64 inputs,
-    then two small networks with every regularizer."""
+def check_library(rng, samples=8, layer_kind=None) -> list[ParamCheck]:
+    """Check every layer and loss of the library on random float64 batches of
+    ``samples`` rows, then two small networks with every regularizer; or only the
+    layer of kind ``layer_kind`` (``maxout``), its input and its parameters."""
     from nntrain.nn import functional as F
     from nntrain.nn.layers import LAYERS, BuildContext
     from nntrain.nn.model import Model
 
     context = BuildContext(rng, rng, np.dtype(np.float64), init="xavier")
-    x = rng.standard_normal((5, 6))
+    x = rng.standard_normal((samples, 6))
     # Keep inputs at least 0.1 away from 0, where relu, leaky_relu and elu have
     # kinks, so that no probe of the input crosses one.
     x += np.where(x >= 0, 0.1, -0.1)
@@ -185,18 +196,22 @@ def check_library(rng) -> list[ParamCheck]:
     }
     checks = []
     for kind, layer_class in LAYERS.items():
+        if layer_kind not in (None, kind):
+            continue
         options = layer_options.get(kind, {})
         if layer_class.sized:
-            layer = layer_class(kind, 6, options.pop("units"), context, **options)
+            built = layer_class(kind, 6, options.pop("units"), context, **options)
         else:
-            layer = layer_class(kind, 6, context, **options)
+            built = layer_class(kind, 6, context, **options)
         for key in ("b", "beta"):  # non-zero starting values test more of the maths
-            if key in layer.params:
-                layer.params[key][...] = rng.standard_normal(layer.params[key].shape)
-        checks += _check_layer(layer, x, rng)
+            if key in built.params:
+                built.params[key][...] = rng.standard_normal(built.params[key].shape)
+        checks += _check_layer(built, x, rng)
+    if layer_kind is not None:
+        return checks
 
-    scores = rng.standard_normal((6, 4)) * 3
-    labels = rng.integers(0, 4, size=6)
+    scores = rng.standard_normal((samples, 4)) * 3
+    labels = rng.integers(0, 4, size=samples)
     checks.append(check_array(
         "softmax_loss.scores", scores, F.softmax_cross_entropy(scores, labels)[1],
         lambda: F.softmax_cross_entropy(scores, labels)[0], rng,
@@ -215,7 +230,7 @@ def check_library(rng) -> list[ParamCheck]:
                   LAYERS["affine"]("affine2", 7, 4, context)]
         model = Model(layers, loss_name, l2=0.1, l1=0.01)
         title = f"net({loss_name}, l2=0.1, l1=0.01)"
-        for check in check_model(model, x, rng.integers(0, 4, size=5), rng):
+        for check in check_model(model, x, rng.integers(0, 4, size=samples), rng):
             check.name = f"{title}.{check.name}"
             checks.append(check)
     return checks
@@ -248,15 +263,18 @@ def _check_layer(layer, x, rng) -> list[ParamCheck]:
 
 def format_report(checks: list[ParamCheck]) -> list[str]:
     """Lines of a table: one per array, then the verdict."""
-    width = max(len(check.name) for check in checks)
+    width = max(len("parameter"), *(len(check.name) for check in checks))
     lines = [f"{'parameter':<{width}}  {'probed':>11}  {'norm-wise':>9}"
              f"  {'worst entry':>11}  {'at':<10}  verdict"]
     for check in checks:
-        verdict = "ok" if check.passed else "FAIL"
+        verdict = ("FAIL" if not check.passed else
+                   "ok" if check.measured else "not measured")
         probed = f"{check.probed}/{check.size}"
         at = ",".join(map(str, check.worst_index))
-        line = (f"{check.name:<{width}}  {probed:>11}  {check.norm_error:9.2e}"
-                f"  {check.worst_error:11.2e}  {at:<10}  {verdict}")
+        norm, worst = ((f"{check.norm_error:.2e}", f"{check.worst_error:.2e}")
+                       if check.measured else ("-", "-"))
+        line = (f"{check.name:<{width}}  {probed:>11}  {norm:>9}  {worst:>11}"
+                f"  {at:<10}  {verdict}")
         skipped = ("1 probe crossed a kink and was skipped" if check.kinks == 1 else
                    f"{check.kinks} probes crossed a kink and were skipped")
         extra = [skipped] \
@@ -265,13 +283,26 @@ def format_report(checks: list[ParamCheck]) -> list[str]:
             line += f"  ({note})"
         lines.append(line)
     failed = [check.name for check in checks if not check.passed]
+    unmeasured = [check.name for check in checks if not check.measured]
+    measured = len(checks) - len(unmeasured)
     thresholds = (f"thresholds: norm-wise <= {NORM_THRESHOLD:g}, worst entry <="
                   f" {WORST_THRESHOLD:g} (floors {NORM_FLOOR:g} and {FLOOR:g}, step"
                   f" {STEP:g}, float64)")
     lines.append(thresholds)
+    if unmeasured:
+        lines.append(f"not measured (every probe crossed a kink): {len(unmeasured)}"
+                     f" of {len(checks)} arrays: " + ", ".join(unmeasured))
     if failed:
         lines.append(f"FAILED: {len(failed)} of {len(checks)} arrays: "
                      + ", ".join(failed))
+    elif not measured:
+        lines.append("NOT CHECKED: no array was measured")
     else:
-        lines.append(f"PASSED: all {len(checks)} arrays agree")
+        lines.append("PASSED: " + _agree(measured, " measured" if unmeasured else ""))
     return lines
+
+
+def _agree(count: int, kind: str) -> str:
+    if count == 1:
+        return f"the 1{kind} array agrees"
+    return f"all {count}{kind} arrays agree"

@@ -1192,7 +1192,7 @@ def test_gradcheck_without_config_checks_the_library_and_passes():
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert lines[0] == ("gradient check: every layer and loss of the library, on"
-                        " random inputs")
+                        " 8 random samples")
     assert lines[-1].startswith("PASSED: all ")
     for name in ("affine.x", "affine.W", "affine.b", "relu.x", "softmax_loss.scores"):
         assert any(line.split()[0] == name and line.split()[-1] == "ok"
@@ -1232,6 +1232,116 @@ def test_gradcheck_set_without_config_is_bad_input():
     result = invoke("gradcheck", "--set", "model.l2=0.5")
 
     assert_one_line_error(result, 2, r"--set needs a CONFIG")
+
+
+def test_gradcheck_with_l1_skips_the_weights_within_the_step_of_zero(tiny_config):
+    # Weights of std 1e-5 lie mostly within h = 1e-5 of 0, where |w| has a kink.
+    result = invoke("gradcheck", tiny_config, "--set", "model.init=small", "--set",
+                    "model.init_std=1e-5", "--set", "model.l1=0.001")
+
+    assert result.exit_code == 0, result.output
+    assert ", l2=0, l1=0.001, float64)" in result.stdout.splitlines()[0]
+    assert re.search(r"^affine1\.W .* ok  \(\d+ probes crossed a kink and were"
+                     r" skipped\)$", result.stdout, re.M)
+
+
+def test_gradcheck_title_shows_no_l1_when_none_is_set(tiny_config):
+    result = invoke("gradcheck", tiny_config)
+
+    assert result.exit_code == 0, result.output
+    assert "l1=" not in result.stdout.splitlines()[0]
+
+
+def test_gradcheck_layer_checks_only_that_layers_parameters(tiny_config):
+    result = invoke("gradcheck", tiny_config, "--layer", "affine2")
+
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert [line.split()[:2] for line in lines[2:4]] == [["affine2.W", "24/24"],
+                                                          ["affine2.b", "3/3"]]
+    assert lines[-1] == "PASSED: all 2 arrays agree"
+
+
+@pytest.mark.parametrize("layer, message", [
+    ("afine1", r"^error: --layer afine1: .*tiny\.yaml has no layer of that name \(its"
+               r" layers: affine1, relu1, affine2; did you mean 'affine1'\?\)$"),
+    ("relu1", r"^error: --layer relu1 has no parameters to check; give one that"
+              r" has: affine1, affine2$"),
+    ("", r"^error: --layer is empty; give a layer name"),
+])
+def test_gradcheck_layer_not_in_the_config_exits_2(tiny_config, layer, message):
+    result = invoke("gradcheck", tiny_config, "--layer", layer)
+
+    assert_one_line_error(result, 2, message)
+
+
+def test_gradcheck_without_config_checks_one_layer_type_on_the_given_samples():
+    result = invoke("gradcheck", "--layer", "maxout", "--samples", "3")
+
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0] == "gradient check: the library's maxout layer, on 3 random samples"
+    # x: (3, 6); 3 pieces of 6 x 4 weights and of 4 biases.
+    assert [line.split()[:2] for line in lines[2:5]] == [
+        ["maxout.x", "18/18"], ["maxout.W", "72/72"], ["maxout.b", "12/12"]]
+
+
+def test_gradcheck_without_config_honours_samples():
+    result = invoke("gradcheck", "--samples", "3")
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[0].endswith("on 3 random samples")
+    assert re.search(r"^affine\.x +18/18 ", result.stdout, re.M)  # (3, 6)
+
+
+def test_gradcheck_unknown_library_layer_exits_2_naming_the_types():
+    result = invoke("gradcheck", "--layer", "relu1")
+
+    assert_one_line_error(result, 2, r"^error: --layer relu1: the library has no"
+                                     r" layer of that name \(its layers: affine,"
+                                     r" maxout, relu, .*; did you mean 'relu'\?\)$")
+
+
+@pytest.mark.parametrize("args", [
+    ["--samples", "1"],
+    ["--samples", "1", "--layer", "batchnorm"],
+    ["CONFIG", "--samples", "1", "--set", "model.batchnorm=true"],
+])
+def test_gradcheck_of_batchnorm_on_one_sample_exits_2(tiny_config, args):
+    args = [tiny_config if arg == "CONFIG" else arg for arg in args]
+
+    result = invoke("gradcheck", *args)
+
+    assert_one_line_error(result, 2, r"^error: batch norm needs at least 2 samples in"
+                                     r" the gradient check, not 1; give --samples 2")
+
+
+def test_gradcheck_of_one_sample_without_batchnorm_runs(tiny_config):
+    assert invoke("gradcheck", "--samples", "1", "--layer", "relu").exit_code == 0
+    assert invoke("gradcheck", tiny_config, "--samples", "1").exit_code == 0
+
+
+def test_gradcheck_that_measured_nothing_exits_1(monkeypatch):
+    from nntrain import gradcheck
+
+    unmeasured = gradcheck.ParamCheck("relu.x", 6, 0, 0.0, 0.0, (), kinks=6)
+    monkeypatch.setattr(gradcheck, "check_library", lambda *args: [unmeasured])
+
+    result = invoke("gradcheck")
+
+    assert_one_line_error(result, 1, r"^error: the gradient check measured nothing")
+    assert result.stdout.splitlines()[-1] == "NOT CHECKED: no array was measured"
+
+
+@pytest.mark.parametrize("command, example", [("gradcheck", "model.l2=0.01"),
+                                              ("sanity", "optimizer.lr=0.01")])
+def test_set_help_of_checks_shows_an_override_that_matters_there(command, example):
+    result = invoke(command, "--help")
+
+    assert result.exit_code == 0, result.output
+    help_text = " ".join(result.stdout.split())
+    assert f"e.g. {example}." in help_text
+    assert "train.epochs" not in help_text
 
 
 def test_gradcheck_of_a_bad_config_exits_2(write_config):

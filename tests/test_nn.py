@@ -6,10 +6,16 @@ import warnings
 import numpy as np
 import pytest
 
-from nntrain.gradcheck import check_array, check_library
+from nntrain.gradcheck import (
+    ParamCheck,
+    check_array,
+    check_library,
+    check_model,
+    format_report,
+)
 from nntrain.nn import functional as F
 from nntrain.nn.init import init_weights
-from nntrain.nn.layers import Affine, BuildContext, ReLU
+from nntrain.nn.layers import Affine, BuildContext, Dropout, ReLU
 from nntrain.nn.model import Model
 
 
@@ -150,6 +156,68 @@ def test_gradcheck_zero_analytic_gradient_against_nonzero_numeric_fails(rng):
     check = check_array("x", x, np.zeros(10), lambda: float(np.sum(x**2)), rng)
     assert not check.passed
     assert check.worst_error == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("model_l1, layer_l1", [(0.1, None), (0.0, 0.1)])
+def test_gradcheck_skips_probes_where_an_l1_weight_crosses_zero(rng, model_l1,
+                                                                 layer_l1):
+    # One affine layer and softmax: smooth but for |W| at 0. Three weights lie
+    # within the step h = 1e-5 of 0, where (|w + h| - |w - h|) / 2h is not sign(w).
+    layer = Affine("affine1", 4, 3, _context(rng), l1=layer_l1)
+    model = Model([layer], "softmax", l1=model_l1)
+    model.params["affine1.W"][...] = rng.uniform(0.5, 1.0, (4, 3))
+    model.params["affine1.W"][[0, 1, 2], [0, 1, 2]] = [3e-6, -5e-6, 0.0]
+    X, y = rng.standard_normal((5, 4)), rng.integers(0, 3, 5)
+
+    check = check_model(model, X, y, rng)[0]
+
+    assert check.name == "affine1.W"
+    assert (check.kinks, check.probed) == (3, 12 - 3)
+    assert check.passed
+
+
+def test_check_model_checks_only_the_parameters_of_the_named_layer(rng):
+    context = _context(rng)
+    model = Model([Affine("affine1", 4, 5, context), ReLU("relu1", 5),
+                   Dropout("dropout1", 5, context, drop_probability=0.5),
+                   Affine("affine2", 5, 3, context)])
+    X, y = rng.standard_normal((6, 4)), rng.integers(0, 3, 6)
+
+    checks = check_model(model, X, y, rng, layer_name="affine2")
+
+    assert [check.name for check in checks] == ["affine2.W", "affine2.b"]
+    assert [check.probed for check in checks] == [15, 3]
+
+
+def test_check_library_of_one_layer_kind_uses_the_given_samples(rng):
+    checks = check_library(rng, samples=3, layer_kind="affine")
+
+    # 3 samples of width 6 into 4 units: x (3, 6), W (6, 4), b (4,).
+    assert [(check.name, check.size) for check in checks] == [
+        ("affine.x", 18), ("affine.W", 24), ("affine.b", 4)]
+
+
+def test_gradcheck_array_whose_every_probe_crosses_a_kink_is_not_measured(rng):
+    x = rng.standard_normal(3)
+    flips = iter(range(100))
+
+    check = check_array("x", x, 2 * x, lambda: float(np.sum(x**2)), rng,
+                        lambda: [next(flips)])  # a new region at every evaluation
+
+    assert (check.probed, check.kinks, check.measured) == (0, 3, False)
+
+
+def test_gradcheck_report_never_counts_an_unmeasured_array_as_agreeing():
+    measured = ParamCheck("a", 4, 4, 1e-12, 1e-11, (0,))
+    unmeasured = ParamCheck("b", 3, 0, 0.0, 0.0, (), kinks=3)
+
+    lines = format_report([measured, unmeasured])
+
+    assert lines[2].endswith("  not measured  (3 probes crossed a kink and were"
+                             " skipped)")
+    assert lines[-2] == "not measured (every probe crossed a kink): 1 of 2 arrays: b"
+    assert lines[-1] == "PASSED: the 1 measured array agrees"
+    assert format_report([unmeasured])[-1] == "NOT CHECKED: no array was measured"
 
 
 def test_model_loss_api_training_and_evaluation_modes(rng):
