@@ -80,7 +80,8 @@ def prepare_data(config: dict, preprocessor: Preprocessor | None = None,
     for name in splits:
         if name not in transformed:
             X, y = dataset.split(name)
-            transformed[name] = (preprocessor.transform(X, dtype), y)
+            transformed[name] = (preprocessor.transform(X, dtype,
+                                                        f"the {name} split"), y)
     if not keep_raw:
         dataset.release_features()
     return Prepared(dataset, preprocessor, transformed, fingerprints)
@@ -171,7 +172,8 @@ def fit(config: dict, run_dir, force: bool = False, quiet: bool = False,
         check_data_spec(resume)
         saved_prep = Preprocessor.from_state(config["data"]["preprocess"],
                                              resume.group("prep"),
-                                             resume.meta["data"]["num_features"])
+                                             resume.meta["data"]["num_features"],
+                                             resume.path or "the checkpoint")
     try:
         prepared = prepare_data(config, saved_prep, splits=("train", "val"),
                                 spec=resume.meta["data"] if resume else None,
@@ -520,7 +522,7 @@ def restore(path, average: bool = False) -> Restored:
         config, data = migrate_config(meta["config"], path), meta["data"]
         num_features, num_classes = data["num_features"], data["num_classes"]
         preprocessor = Preprocessor.from_state(
-            config["data"]["preprocess"], checkpoint.group("prep"), num_features
+            config["data"]["preprocess"], checkpoint.group("prep"), num_features, path
         )
         input_width = preprocessor.output_width(num_features)
         model = build_model(config, input_width, num_classes)

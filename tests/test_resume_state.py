@@ -342,6 +342,18 @@ def test_a_resume_refuses_non_finite_weights_with_exit_2(adam_run):
     assert "param/affine2.b holds NaN or infinite values" in result.stderr
 
 
+def test_a_resume_refuses_a_non_finite_preprocessing_state_with_exit_2(adam_run):
+    config, last = adam_run
+    _rewrite(last, lambda a: a["prep"]["scale.factor"].__setitem__(1, np.nan))
+    before = _digest(last)
+
+    result = invoke("fit", config, "--resume", last, "--set", "train.epochs=3")
+
+    assert result.exit_code == 2, result.output
+    assert f"{last}: prep/scale.factor holds NaN or infinite values" in result.stderr
+    assert _digest(last) == before
+
+
 def test_a_resume_reads_adam_moments_under_their_old_names(adam_run):
     config, last = adam_run
     reference = load_checkpoint(last).arrays["optim"]
