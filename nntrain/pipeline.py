@@ -26,7 +26,7 @@ from nntrain.errors import (
     NNTrainError,
     StopRequested,
 )
-from nntrain.nn.model import Model, build_model
+from nntrain.nn.model import Model, array_shapes, build_model
 from nntrain.optim.rules import build_rule
 from nntrain.optim.schedules import build_schedule
 from nntrain.train import checks
@@ -184,7 +184,12 @@ def fit(config: dict, run_dir, force: bool = False, quiet: bool = False,
         raise error.with_fix(*RESUME_DATA_FIX) from None
     dataset = prepared.dataset
     input_width = prepared.preprocessor.output_width(dataset.num_features)
-    model = build_model(config, input_width, dataset.num_classes)
+    if resume is not None:
+        _check_fits_network(config, input_width, dataset.num_classes, resume,
+                            resume.path or "the checkpoint")
+    # A resumed run's weights come from the checkpoint: no random draw.
+    model = build_model(config, input_width, dataset.num_classes,
+                        initialize=resume is None)
     rule = build_rule(config["optimizer"])
     per_epoch, total = count_iterations(config["train"],
                                         len(prepared.splits["train"][1]),
@@ -525,7 +530,8 @@ def restore(path, average: bool = False) -> Restored:
             config["data"]["preprocess"], checkpoint.group("prep"), num_features, path
         )
         input_width = preprocessor.output_width(num_features)
-        model = build_model(config, input_width, num_classes)
+        _check_fits_network(config, input_width, num_classes, checkpoint, path)
+        model = build_model(config, input_width, num_classes, initialize=False)
     except (KeyError, TypeError) as error:
         raise CheckpointError(f"{path}: its meta is incomplete or malformed"
                               f" ({type(error).__name__}: {error}); the file is not a"
@@ -610,19 +616,44 @@ def _restore_optimizer(solver, model: Model, arrays: dict, meta: dict) -> None:
                               " resume from another checkpoint or start over") from None
 
 
-def _check_arrays(reference: dict, arrays: dict, prefix: str, path) -> None:
-    """``arrays`` must hold exactly the names of ``reference``, each with its shape
-    and dtype, and only finite values."""
-    for name, target in reference.items():
+def _check_fits_network(config: dict, input_width: int, num_classes: int,
+                        checkpoint, path) -> None:
+    """Refuse a checkpoint whose param/ and buffer/ arrays are not those of the
+    network its config describes, before that network is built: a config edited
+    to a wider network would otherwise fail allocating it, blamed on memory."""
+    dtype = np.dtype(config["train"]["dtype"])
+    for prefix, shapes in zip(("param", "buffer"),
+                              array_shapes(config, input_width, num_classes)):
+        layout = {name: (shape, dtype) for name, shape in shapes.items()}
+        _check_layout(layout, checkpoint.group(prefix), prefix, path)
+
+
+def _check_layout(layout: dict, arrays: dict, prefix: str, path) -> None:
+    """``arrays`` must hold exactly the names of ``layout`` (name -> (shape,
+    dtype)), each with its shape and dtype."""
+    for name, (shape, dtype) in layout.items():
         if name not in arrays:
             raise CheckpointError(f"{path} lacks {prefix}/{name}; it does not match"
                                   " its config")
         array = arrays[name]
-        if array.shape != target.shape or array.dtype != target.dtype:
+        if array.shape != shape or array.dtype != dtype:
             raise CheckpointError(
                 f"{path}: {prefix}/{name} is {array.dtype} {array.shape}, the model"
-                f" needs {target.dtype} {target.shape}"
+                f" its config describes needs {dtype} {shape}; the file is damaged or"
+                " was edited: use another checkpoint"
             )
+    extra = sorted(set(arrays) - set(layout))
+    if extra:
+        raise CheckpointError(f"{path} holds {prefix}/{extra[0]}, which its model"
+                              " lacks")
+
+
+def _check_arrays(reference: dict, arrays: dict, prefix: str, path) -> None:
+    """``arrays`` must hold exactly the names of ``reference``, each with its shape
+    and dtype, and only finite values."""
+    _check_layout({name: (target.shape, target.dtype)
+                   for name, target in reference.items()}, arrays, prefix, path)
+    for name, array in arrays.items():
         if not np.isfinite(array).all():
             raise CheckpointError(f"{path}: {prefix}/{name} holds NaN or infinite"
                                   " values; the file is damaged: use an earlier"
@@ -631,7 +662,3 @@ def _check_arrays(reference: dict, arrays: dict, prefix: str, path) -> None:
             raise CheckpointError(f"{path}: {prefix}/{name} holds negative"
                                   " variances; the file is damaged: use an earlier"
                                   " checkpoint")
-    extra = sorted(set(arrays) - set(reference))
-    if extra:
-        raise CheckpointError(f"{path} holds {prefix}/{extra[0]}, which its model"
-                              " lacks")

@@ -1362,6 +1362,44 @@ def test_a_forged_preprocessing_state_is_refused_with_exit_2(trained, tmp_path,
     assert_one_line_error(result, 2, r"forged\.npz:? " + message)
 
 
+def test_a_config_edited_to_a_huge_network_is_refused_before_building_it(
+        trained, tmp_path):
+    _, _, run_dir, _ = trained
+
+    def widen(groups, meta):
+        meta["config"]["model"]["hidden"] = [100_000, 100_000]
+
+    path = forged(run_dir / "checkpoints" / "best.npz", tmp_path / "wide.npz",
+                  widen)
+    result = invoke("eval", path)
+
+    # 100000 x 100000 float64 would be 74.5 GiB: refused from the shapes alone.
+    assert_one_line_error(result, 2, re.escape(
+        "param/affine1.W is float32 (4, 8), the model its config describes needs"
+        " float32 (4, 100000)"))
+
+
+def test_restore_draws_no_random_weights_it_would_overwrite(trained, monkeypatch):
+    import nntrain.nn.layers
+    from nntrain.pipeline import restore
+
+    _, _, run_dir, _ = trained
+    generators = []
+    real = nntrain.nn.layers.init_weights
+
+    def recording(scheme, fan_in, fan_out, rng, *args):
+        generators.append(rng)
+        return real(scheme, fan_in, fan_out, rng, *args)
+
+    monkeypatch.setattr(nntrain.nn.layers, "init_weights", recording)
+    restored = restore(run_dir / "checkpoints" / "best.npz")
+
+    assert generators == [None, None]  # affine1 and affine2, no generator
+    arrays, _ = read_checkpoint(run_dir / "checkpoints" / "best.npz")
+    np.testing.assert_array_equal(restored.model.params["affine2.W"],
+                                  arrays["param/affine2.W"])
+
+
 def test_fit_refuses_features_that_centering_overflows(tmp_path, write_npz,
                                                        write_config):
     arrays = tiny_arrays()
