@@ -168,13 +168,9 @@ def _read_meta(value: np.ndarray, path: Path) -> dict:
         raise CheckpointError(
             f"{path}: 'meta' is not valid JSON; the file is corrupt"
         ) from None
-    if not isinstance(meta, dict) or not isinstance(meta.get("format"), int):
+    if not isinstance(meta, dict) or "format" not in meta:
         raise CheckpointError(f"{path}: 'meta' has no format version")
-    if meta["format"] > FORMAT:
-        raise CheckpointError(
-            f"{path} has checkpoint format {meta['format']}, newer than this nntrain"
-            f" ({__version__}, format {FORMAT}) reads; upgrade nntrain"
-        )
+    _check_format(meta["format"], path)
     checksums = meta.get("checksums", {})
     if not isinstance(checksums, dict) or not all(
         isinstance(value, str) for value in checksums.values()
@@ -182,6 +178,24 @@ def _read_meta(value: np.ndarray, path: Path) -> dict:
         raise CheckpointError(f"{path}: 'meta' has malformed checksums; the file is"
                               " corrupt")
     return meta
+
+
+def _check_format(version, path: Path) -> None:
+    """A format version is an integer from 1 (the first) to FORMAT."""
+    damaged = "the file is damaged or was edited: use another checkpoint"
+    shown = json.dumps(version)
+    shown = shown if len(shown) <= 40 else shown[:37] + "..."
+    if type(version) is not int:  # bool is a subclass of int, but true is no version
+        raise CheckpointError(f"{path}: 'meta' has format {shown}, not an integer"
+                              f" version; {damaged}")
+    if version < 1:
+        raise CheckpointError(f"{path} has checkpoint format {shown}, but formats"
+                              f" start at 1; {damaged}")
+    if version > FORMAT:
+        raise CheckpointError(
+            f"{path} has checkpoint format {shown}, newer than this nntrain"
+            f" ({__version__}, format {FORMAT}) reads; upgrade nntrain"
+        )
 
 
 def _check_complete(meta: dict, headers: dict, path: Path) -> None:

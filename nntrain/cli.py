@@ -394,7 +394,7 @@ def predict(checkpoint, input_path, out_path):
     dtype = np.dtype(restored.config["train"]["dtype"])
     X = read_samples(input_path, spec["num_features"], dtype,
                      spec.get("input_shape"))
-    X = restored.preprocessor.transform(X, dtype)
+    X = restored.preprocessor.transform(X, dtype, input_path)
     probabilities = softmax(restored.model.predict(X).astype(np.float64))
     classes = probabilities.argmax(axis=1)
     _write_predictions(classes, probabilities, spec["class_names"], out_path)

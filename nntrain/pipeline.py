@@ -26,7 +26,7 @@ from nntrain.errors import (
     NNTrainError,
     StopRequested,
 )
-from nntrain.nn.model import Model, build_model
+from nntrain.nn.model import Model, array_shapes, build_model
 from nntrain.optim.rules import build_rule
 from nntrain.optim.schedules import build_schedule
 from nntrain.train import checks
@@ -80,7 +80,8 @@ def prepare_data(config: dict, preprocessor: Preprocessor | None = None,
     for name in splits:
         if name not in transformed:
             X, y = dataset.split(name)
-            transformed[name] = (preprocessor.transform(X, dtype), y)
+            transformed[name] = (preprocessor.transform(X, dtype,
+                                                        f"the {name} split"), y)
     if not keep_raw:
         dataset.release_features()
     return Prepared(dataset, preprocessor, transformed, fingerprints)
@@ -171,7 +172,8 @@ def fit(config: dict, run_dir, force: bool = False, quiet: bool = False,
         check_data_spec(resume)
         saved_prep = Preprocessor.from_state(config["data"]["preprocess"],
                                              resume.group("prep"),
-                                             resume.meta["data"]["num_features"])
+                                             resume.meta["data"]["num_features"],
+                                             resume.path or "the checkpoint")
     try:
         prepared = prepare_data(config, saved_prep, splits=("train", "val"),
                                 spec=resume.meta["data"] if resume else None,
@@ -182,7 +184,12 @@ def fit(config: dict, run_dir, force: bool = False, quiet: bool = False,
         raise error.with_fix(*RESUME_DATA_FIX) from None
     dataset = prepared.dataset
     input_width = prepared.preprocessor.output_width(dataset.num_features)
-    model = build_model(config, input_width, dataset.num_classes)
+    if resume is not None:
+        _check_fits_network(config, input_width, dataset.num_classes, resume,
+                            resume.path or "the checkpoint")
+    # A resumed run's weights come from the checkpoint: no random draw.
+    model = build_model(config, input_width, dataset.num_classes,
+                        initialize=resume is None)
     rule = build_rule(config["optimizer"])
     per_epoch, total = count_iterations(config["train"],
                                         len(prepared.splits["train"][1]),
@@ -536,10 +543,11 @@ def restore(path, average: bool = False) -> Restored:
         config, data = migrate_config(meta["config"], path), meta["data"]
         num_features, num_classes = data["num_features"], data["num_classes"]
         preprocessor = Preprocessor.from_state(
-            config["data"]["preprocess"], checkpoint.group("prep"), num_features
+            config["data"]["preprocess"], checkpoint.group("prep"), num_features, path
         )
         input_width = preprocessor.output_width(num_features)
-        model = build_model(config, input_width, num_classes)
+        _check_fits_network(config, input_width, num_classes, checkpoint, path)
+        model = build_model(config, input_width, num_classes, initialize=False)
     except (KeyError, TypeError) as error:
         raise CheckpointError(f"{path}: its meta is incomplete or malformed"
                               f" ({type(error).__name__}: {error}); the file is not a"
@@ -624,19 +632,44 @@ def _restore_optimizer(solver, model: Model, arrays: dict, meta: dict) -> None:
                               " resume from another checkpoint or start over") from None
 
 
-def _check_arrays(reference: dict, arrays: dict, prefix: str, path) -> None:
-    """``arrays`` must hold exactly the names of ``reference``, each with its shape
-    and dtype, and only finite values."""
-    for name, target in reference.items():
+def _check_fits_network(config: dict, input_width: int, num_classes: int,
+                        checkpoint, path) -> None:
+    """Refuse a checkpoint whose param/ and buffer/ arrays are not those of the
+    network its config describes, before that network is built: a config edited
+    to a wider network would otherwise fail allocating it, blamed on memory."""
+    dtype = np.dtype(config["train"]["dtype"])
+    for prefix, shapes in zip(("param", "buffer"),
+                              array_shapes(config, input_width, num_classes)):
+        layout = {name: (shape, dtype) for name, shape in shapes.items()}
+        _check_layout(layout, checkpoint.group(prefix), prefix, path)
+
+
+def _check_layout(layout: dict, arrays: dict, prefix: str, path) -> None:
+    """``arrays`` must hold exactly the names of ``layout`` (name -> (shape,
+    dtype)), each with its shape and dtype."""
+    for name, (shape, dtype) in layout.items():
         if name not in arrays:
             raise CheckpointError(f"{path} lacks {prefix}/{name}; it does not match"
                                   " its config")
         array = arrays[name]
-        if array.shape != target.shape or array.dtype != target.dtype:
+        if array.shape != shape or array.dtype != dtype:
             raise CheckpointError(
                 f"{path}: {prefix}/{name} is {array.dtype} {array.shape}, the model"
-                f" needs {target.dtype} {target.shape}"
+                f" its config describes needs {dtype} {shape}; the file is damaged or"
+                " was edited: use another checkpoint"
             )
+    extra = sorted(set(arrays) - set(layout))
+    if extra:
+        raise CheckpointError(f"{path} holds {prefix}/{extra[0]}, which its model"
+                              " lacks")
+
+
+def _check_arrays(reference: dict, arrays: dict, prefix: str, path) -> None:
+    """``arrays`` must hold exactly the names of ``reference``, each with its shape
+    and dtype, and only finite values."""
+    _check_layout({name: (target.shape, target.dtype)
+                   for name, target in reference.items()}, arrays, prefix, path)
+    for name, array in arrays.items():
         if not np.isfinite(array).all():
             raise CheckpointError(f"{path}: {prefix}/{name} holds NaN or infinite"
                                   " values; the file is damaged: use an earlier"
@@ -645,7 +678,3 @@ def _check_arrays(reference: dict, arrays: dict, prefix: str, path) -> None:
             raise CheckpointError(f"{path}: {prefix}/{name} holds negative"
                                   " variances; the file is damaged: use an earlier"
                                   " checkpoint")
-    extra = sorted(set(arrays) - set(reference))
-    if extra:
-        raise CheckpointError(f"{path} holds {prefix}/{extra[0]}, which its model"
-                              " lacks")

@@ -1,6 +1,8 @@
 """Checkpoints: round trip, no pickle, and corrupt or foreign files refused."""
 
 import json
+import re
+import zlib
 
 import numpy as np
 import pytest
@@ -88,3 +90,35 @@ def test_missing_file_and_folder_are_refused(tmp_path):
         load_checkpoint(tmp_path / "nope.npz")
     with pytest.raises(CheckpointError, match="folder"):
         load_checkpoint(tmp_path)
+
+
+def _with_format(path, version):
+    """A checkpoint at ``path`` whose meta format is ``version``, with the true
+    checksums of its one array: a well-formed file but for the format."""
+    array = np.zeros(2, dtype=np.float32)
+    checksum = format(zlib.crc32(array.view(np.uint8)), "08x")
+    meta = json.dumps({"format": version, "checksums": {"param/x": checksum}})
+    np.savez(path, meta=np.array(meta), **{"param/x": array})
+
+
+@pytest.mark.parametrize("version, message", [
+    (-3, "has checkpoint format -3, but formats start at 1"),
+    (0, "has checkpoint format 0, but formats start at 1"),
+    (True, "'meta' has format true, not an integer version"),
+    ("1", "'meta' has format \"1\", not an integer version"),
+    (1.0, "'meta' has format 1.0, not an integer version"),
+])
+def test_a_format_that_is_no_version_is_refused_naming_it(tmp_path, version,
+                                                          message):
+    path = tmp_path / "ck.npz"
+    _with_format(path, version)
+
+    with pytest.raises(CheckpointError, match=re.escape(message)):
+        load_checkpoint(path)
+
+
+def test_format_one_with_true_checksums_loads(tmp_path):
+    path = tmp_path / "ck.npz"
+    _with_format(path, 1)
+
+    assert load_checkpoint(path).group("param")["x"].tolist() == [0.0, 0.0]

@@ -1424,6 +1424,109 @@ def test_predict_of_tied_scores_gives_uniform_probabilities(zero_weights_checkpo
     assert all(row[3:] == ["0.333333"] * 3 for row in rows)
 
 
+def forged(source, path, change):
+    """Save ``source`` as ``path`` after ``change(groups, meta)``, where groups is
+    {prefix: {name: array}}; the checksums are computed afresh, so the file is
+    well formed and only its content is wrong."""
+    from nntrain.checkpoint import save_checkpoint
+
+    arrays, meta = read_checkpoint(source)
+    groups = {}
+    for key, value in arrays.items():
+        prefix, _, name = key.partition("/")
+        groups.setdefault(prefix, {})[name] = value
+    change(groups, meta)
+    save_checkpoint(path, meta, groups)
+    return path
+
+
+def _set_prep(name, value):
+    return lambda groups, meta: groups["prep"].__setitem__(name, value)
+
+
+@pytest.mark.parametrize("change, message", [
+    (_set_prep("scale.factor", np.full(4, np.nan)),
+     r"prep/scale\.factor holds NaN or infinite values"),
+    (_set_prep("center.mean", np.array([0.0, np.inf, 0.0, 0.0])),
+     r"prep/center\.mean holds NaN or infinite values"),
+    (_set_prep("pca.components", np.zeros((4, 2))),
+     r"holds prep/pca\.components, which no step of its data\.preprocess"
+     r" \(center, scale\) keeps"),
+    (_set_prep("center.mean", np.array([3, 0, 0, 50])),
+     r"prep/center\.mean is int64, but preprocessing statistics are float64"),
+])
+@pytest.mark.parametrize("command", ["eval", "predict", "ensemble"])
+def test_a_forged_preprocessing_state_is_refused_with_exit_2(trained, tmp_path,
+                                                             change, message,
+                                                             command):
+    _, _, run_dir, _ = trained
+    best = run_dir / "checkpoints" / "best.npz"
+    path = forged(best, tmp_path / "forged.npz", change)
+    samples = tmp_path / "samples.npy"
+    np.save(samples, tiny_arrays()["X_test"][:2])
+    arguments = {"eval": [path], "predict": [path, samples],
+                 "ensemble": [best, path]}[command]
+
+    result = invoke(command, *arguments)
+
+    assert_one_line_error(result, 2, r"forged\.npz:? " + message)
+
+
+def test_a_config_edited_to_a_huge_network_is_refused_before_building_it(
+        trained, tmp_path):
+    _, _, run_dir, _ = trained
+
+    def widen(groups, meta):
+        meta["config"]["model"]["hidden"] = [100_000, 100_000]
+
+    path = forged(run_dir / "checkpoints" / "best.npz", tmp_path / "wide.npz",
+                  widen)
+    result = invoke("eval", path)
+
+    # 100000 x 100000 float64 would be 74.5 GiB: refused from the shapes alone.
+    assert_one_line_error(result, 2, re.escape(
+        "param/affine1.W is float32 (4, 8), the model its config describes needs"
+        " float32 (4, 100000)"))
+
+
+def test_restore_draws_no_random_weights_it_would_overwrite(trained, monkeypatch):
+    import nntrain.nn.layers
+    from nntrain.pipeline import restore
+
+    _, _, run_dir, _ = trained
+    generators = []
+    real = nntrain.nn.layers.init_weights
+
+    def recording(scheme, fan_in, fan_out, rng, *args):
+        generators.append(rng)
+        return real(scheme, fan_in, fan_out, rng, *args)
+
+    monkeypatch.setattr(nntrain.nn.layers, "init_weights", recording)
+    restored = restore(run_dir / "checkpoints" / "best.npz")
+
+    assert generators == [None, None]  # affine1 and affine2, no generator
+    arrays, _ = read_checkpoint(run_dir / "checkpoints" / "best.npz")
+    np.testing.assert_array_equal(restored.model.params["affine2.W"],
+                                  arrays["param/affine2.W"])
+
+
+def test_fit_refuses_features_that_centering_overflows(tmp_path, write_npz,
+                                                       write_config):
+    arrays = tiny_arrays()
+    # Feature 2 is 3e38 twice and -3e38 once, repeated: its mean is 1e38, and
+    # -3e38 - 1e38 is past float32's largest value, 3.4e38.
+    for split in ("X_train", "X_test"):
+        rows = len(arrays[split])
+        arrays[split][:, 2] = np.where(np.arange(rows) % 3 == 2, -3e38, 3e38)
+    config = write_config(tiny_config_dict(write_npz("huge.npz", **arrays)))
+
+    result = invoke("fit", config, "--out", tmp_path / "run")
+
+    assert_one_line_error(result, 2, re.escape(
+        "preprocessing step center made feature 2 (counted from 0) of the training"
+        " split NaN or infinite") + ".*scale the data down")
+
+
 
 
 def test_gradcheck_exits_1_when_one_gradient_is_wrong(monkeypatch):

@@ -317,3 +317,45 @@ def test_a_tiny_gradient_is_judged_above_the_noise_not_on_it(factor, passes, rng
     check = check_array("w", w, factor * 3 * c * w ** 2, objective, rng)
 
     assert check.passed is passes, (check.norm_error, check.worst_error)
+
+
+@pytest.mark.parametrize("model", [
+    {"hidden": [5, 4], "batchnorm": True},
+    {"hidden": [5], "activation": "maxout", "pieces": 3, "layernorm": True,
+     "drop_probability": 0.5},
+    {"layers": [{"maxout": {"units": 6, "pieces": 4}}, {"batchnorm": {}},
+                {"affine": {"units": 2}}, {"layernorm": {}}, {"tanh": {}},
+                {"affine": {}}]},
+])
+def test_array_shapes_are_those_of_the_built_model(model):
+    from nntrain.nn.model import array_shapes, build_model
+
+    config = {"train": {"epochs": 1}, "model": model}
+    built = build_model(config, 4, 3)
+
+    params, buffers = array_shapes(config, 4, 3)
+    assert params == {name: W.shape for name, W in built.params.items()}
+    assert buffers == {name: b.shape for name, b in built.buffers.items()}
+
+
+def test_array_shapes_of_a_wide_network_allocate_nothing():
+    from nntrain.nn.model import array_shapes
+
+    config = {"train": {"epochs": 1}, "model": {"hidden": [100_000, 100_000]}}
+
+    params, _ = array_shapes(config, 4, 3)
+    assert params == {"affine1.W": (4, 100_000), "affine1.b": (100_000,),
+                      "affine2.W": (100_000, 100_000), "affine2.b": (100_000,),
+                      "affine3.W": (100_000, 3), "affine3.b": (3,)}
+
+
+def test_a_model_built_to_restore_weights_starts_at_zero_without_a_draw():
+    from nntrain.nn.model import build_model
+
+    config = {"train": {"epochs": 1}, "model": {"hidden": [5],
+                                                 "activation": "maxout"}}
+    model = build_model(config, 4, 3, initialize=False)
+
+    assert {name: W.dtype for name, W in model.params.items()} == dict.fromkeys(
+        model.params, np.dtype(np.float32))
+    assert all(not W.any() for W in model.params.values())

@@ -10,7 +10,7 @@ from conftest import TINY_VALIDATION, tiny_arrays, tiny_config_dict
 
 from nntrain.config import resolve_config
 from nntrain.data.preprocess import Center, Preprocessor, Scale
-from nntrain.errors import CheckpointError
+from nntrain.errors import CheckpointError, DataError
 from nntrain.pipeline import prepare_data
 
 # Three samples of three features: feature 0 has mean 3 and population standard
@@ -163,6 +163,71 @@ def test_missing_state_is_a_checkpoint_error():
 
     with pytest.raises(CheckpointError, match=r"lacks prep/scale\.factor"):
         Preprocessor.from_state(["center", "scale"], state, 3)
+
+
+CENTER_SCALE = {"center.mean": np.array([3.0, 10.0, 0.0]),
+                "scale.factor": np.array([1 / STD0, 0.0, 1 / STD2])}
+
+
+@pytest.mark.parametrize("name, value, message", [
+    ("scale.factor", np.array([1.0, np.nan, 1.0]),
+     "ck.npz: prep/scale.factor holds NaN or infinite values"),
+    ("center.mean", np.array([-np.inf, 0.0, 0.0]),
+     "ck.npz: prep/center.mean holds NaN or infinite values"),
+    ("center.mean", np.array([3, 10, 0]),
+     "ck.npz: prep/center.mean is int64, but preprocessing statistics are float64"),
+    ("center.mean", np.array([3, 10, 0], dtype=np.float32),
+     "ck.npz: prep/center.mean is float32, but preprocessing statistics are"
+     " float64"),
+    ("center.mean", np.array(3.0), "ck.npz: prep/center.mean has shape (), but it"
+     " is a vector"),
+    ("pca.basis", np.eye(3), "ck.npz holds prep/pca.basis, which no step of its"
+     " data.preprocess (center, scale) keeps"),
+    ("scale.mean", np.zeros(3), "ck.npz holds prep/scale.mean, which no step of its"
+     " data.preprocess (center, scale) keeps"),
+])
+def test_a_forged_state_array_is_refused_naming_it(name, value, message):
+    state = {**CENTER_SCALE, name: value}
+
+    with pytest.raises(CheckpointError, match=re.escape(message)):
+        Preprocessor.from_state(["center", "scale"], state, 3, "ck.npz")
+
+
+def test_a_pca_basis_of_one_dimension_is_refused():
+    state = {"pca.mean": np.zeros(3), "pca.basis": np.zeros(3),
+             "pca.scale": np.ones(1)}
+
+    with pytest.raises(CheckpointError, match=re.escape(
+            "prep/pca.basis has shape (3,), but it is a matrix")):
+        Preprocessor.from_state([{"pca": {"components": 1}}], state, 3)
+
+
+# Feature 1 holds 3e38 twice and -3e38 once: its mean is 1e38 (in float64), and
+# -3e38 - 1e38 = -4e38 is past float32's largest value, 3.4e38.
+X_NEAR_FLOAT32_LIMIT = np.array([[0.0, 3e38], [1.0, 3e38], [2.0, -3e38]])
+
+
+def test_a_step_that_overflows_the_training_split_is_a_data_error():
+    with pytest.raises(DataError, match=re.escape(
+            "preprocessing step center made feature 1 (counted from 0) of the"
+            " training split NaN or infinite: its values are too large for float32"
+            " arithmetic; scale the data down")):
+        Preprocessor.fit(["center", "scale"], X_NEAR_FLOAT32_LIMIT, np.float32)
+
+
+def test_the_same_features_fit_in_float64():
+    prep, X = Preprocessor.fit_transform(["center"], X_NEAR_FLOAT32_LIMIT,
+                                         np.float64)
+
+    np.testing.assert_allclose(X[:, 1], [2e38, 2e38, -4e38], rtol=1e-15)
+
+
+def test_a_saved_step_that_overflows_new_samples_names_them():
+    center = Preprocessor([Center.from_state({"mean": np.array([0.0, 1e38])})])
+
+    with pytest.raises(DataError, match=re.escape(
+            "step center made feature 1 (counted from 0) of samples.npy NaN")):
+        center.transform(np.array([[0.0, -3e38]]), np.float32, "samples.npy")
 
 
 def test_prepare_data_fits_on_the_training_split_only(tiny_npz):

@@ -342,6 +342,36 @@ def test_a_resume_refuses_non_finite_weights_with_exit_2(adam_run):
     assert "param/affine2.b holds NaN or infinite values" in result.stderr
 
 
+def test_a_resume_refuses_a_non_finite_preprocessing_state_with_exit_2(adam_run):
+    config, last = adam_run
+    _rewrite(last, lambda a: a["prep"]["scale.factor"].__setitem__(1, np.nan))
+    before = _digest(last)
+
+    result = invoke("fit", config, "--resume", last, "--set", "train.epochs=3")
+
+    assert result.exit_code == 2, result.output
+    assert f"{last}: prep/scale.factor holds NaN or infinite values" in result.stderr
+    assert _digest(last) == before
+
+
+def test_a_resume_checks_the_weights_against_the_config_before_building(
+        adam_run, monkeypatch):
+    import nntrain.pipeline
+
+    def refuse_to_build(*args, **kwargs):
+        raise AssertionError("the network was built before its weights were checked")
+
+    monkeypatch.setattr(nntrain.pipeline, "build_model", refuse_to_build)
+    config, last = adam_run
+    _forge(last, lambda c: c.meta["config"]["model"].update(hidden=[100_000]))
+
+    result = invoke("fit", config, "--resume", last, "--set", "train.epochs=3")
+
+    assert result.exit_code == 2, result.output
+    assert ("param/affine1.W is float32 (4, 8), the model its config describes"
+            " needs float32 (4, 100000)") in result.stderr
+
+
 def test_a_resume_reads_adam_moments_under_their_old_names(adam_run):
     config, last = adam_run
     reference = load_checkpoint(last).arrays["optim"]

@@ -12,7 +12,7 @@ Shapes: X is (N, D); ``pca`` and ``whiten`` map D features to K components.
 
 import numpy as np
 
-from nntrain.errors import CheckpointError, ConfigError
+from nntrain.errors import CheckpointError, ConfigError, DataError
 
 # Rows per chunk when accumulating statistics, so that no step ever holds a float64
 # copy of the whole training split (345 MB for Fashion-MNIST).
@@ -43,6 +43,8 @@ class Center:
     """Subtract the per-feature mean of the training split: x - mean."""
 
     name = "center"
+    # The arrays ``state`` gives, with their number of dimensions (None: any).
+    kept = {"mean": 1}
 
     def fit(self, X: np.ndarray, input_shape=None) -> "Center":
         """X: (N, D) training features."""
@@ -77,6 +79,7 @@ class ImageMean(Center):
     """
 
     name = "image_mean"
+    kept = {"image": None}
 
     def fit(self, X, input_shape=None) -> "ImageMean":
         self.mean = column_mean(X)
@@ -104,6 +107,7 @@ class Scale:
     """
 
     name = "scale"
+    kept = {"factor": 1}
     RELATIVE_TOLERANCE = 1e-8
 
     def fit(self, X: np.ndarray, input_shape=None) -> "Scale":
@@ -139,6 +143,7 @@ class PCA:
     whose eigenvalues hold at least that fraction of the total variance."""
 
     name = "pca"
+    kept = {"mean": 1, "basis": 2, "scale": 1}
     whiten = False
 
     def __init__(self, components=0.99, epsilon=1e-2):
@@ -257,16 +262,17 @@ class Preprocessor:
             else:
                 (name, options), = entry.items()
             step = STEPS[name](**options).fit(X, input_shape)
-            X = step.transform(X)
+            X = _transformed(step, X, "the training split")
             input_shape = X.shape[1:]
             steps.append(step)
         return cls(steps), X
 
-    def transform(self, X: np.ndarray, dtype) -> np.ndarray:
-        """A new (N, K) array of ``dtype``: X with every step applied."""
+    def transform(self, X: np.ndarray, dtype, what: str = "the data") -> np.ndarray:
+        """A new (N, K) array of ``dtype``: X with every step applied. ``what``
+        names X in the error when a step overflows (the test split)."""
         X = np.array(X, dtype=dtype)
         for step in self.steps:
-            X = step.transform(X)
+            X = _transformed(step, X, what)
         return X
 
     def output_width(self, input_width: int) -> int:
@@ -284,11 +290,15 @@ class Preprocessor:
         }
 
     @classmethod
-    def from_state(cls, steps_config: list, arrays: dict, num_features: int):
+    def from_state(cls, steps_config: list, arrays: dict, num_features: int,
+                   where="the checkpoint"):
         """Rebuild the steps from checkpoint arrays, checking that their widths
-        chain from ``num_features`` to the model's input."""
+        chain from ``num_features`` to the model's input. ``where``: the
+        checkpoint's path, for messages."""
+        names = step_names(steps_config)
+        _check_state_arrays(names, arrays, where)
         steps, width = [], num_features
-        for name in step_names(steps_config):
+        for name in names:
             prefix = f"{name}."
             state = {
                 key[len(prefix):]: value
@@ -299,25 +309,77 @@ class Preprocessor:
                 step = STEPS[name].from_state(state)
             except KeyError as missing:
                 raise CheckpointError(
-                    f"the checkpoint lacks prep/{name}.{missing.args[0]}"
+                    f"{where} lacks prep/{name}.{missing.args[0]}"
                 ) from None
             step_in, step_out = step.widths()
             if step_in != width or any(value.size == 0 for value in state.values()):
                 raise CheckpointError(
-                    f"prep/{name} takes {step_in} features where {width} arrive: the"
-                    " checkpoint does not match its data"
+                    f"{where}: prep/{name} takes {step_in} features where {width}"
+                    " arrive: the checkpoint does not match its data"
                 )
-            _check_vector_shapes(name, state, step_in, step_out)
+            _check_vector_shapes(name, state, step_in, step_out, where)
             steps.append(step)
             width = step_out
         return cls(steps)
 
 
-def _check_vector_shapes(name: str, state: dict, step_in: int, step_out: int) -> None:
+def _transformed(step, X: np.ndarray, what: str) -> np.ndarray:
+    """``step.transform(X)``, refused with a DataError when it made a value NaN or
+    infinite: features near the dtype's limit overflow when shifted or projected
+    (3e38 - -1e38 is past float32's 3.4e38), and training would stop on a NaN loss
+    blamed on the weights. X: (N, D)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        X = step.transform(X)
+    if X.size == 0:
+        return X
+    # NaN and infinities survive min and max: two (K,) vectors, no (N, K) mask.
+    finite = np.isfinite(X.min(axis=0)) & np.isfinite(X.max(axis=0))
+    if not finite.all():
+        feature = int(np.argmin(finite))
+        raise DataError(
+            f"preprocessing step {step.name} made feature {feature} (counted from"
+            f" 0) of {what} NaN or infinite: its values are too large for"
+            f" {X.dtype} arithmetic; scale the data down (divide it by a power of"
+            " ten)"
+        )
+    return X
+
+
+# How every message about a forged or damaged prep/ array ends.
+_DAMAGED = "the file is damaged or was edited: use another checkpoint"
+_SHAPE_WORDS = {1: "a vector", 2: "a matrix", None: "an array of one or more"
+                " dimensions"}
+
+
+def _check_state_arrays(names: list[str], arrays: dict, where) -> None:
+    """Each of ``arrays`` (named ``<step>.<name>``) must be one that a step of
+    ``names`` keeps, float64 as every statistic is computed, with its number of
+    dimensions, and finite."""
+    kept = {f"{name}.{key}": ndim for name in names
+            for key, ndim in STEPS[name].kept.items()}
+    for key, value in arrays.items():
+        if key not in kept:
+            listed = ", ".join(names) or "none"
+            raise CheckpointError(f"{where} holds prep/{key}, which no step of its"
+                                  f" data.preprocess ({listed}) keeps; {_DAMAGED}")
+        if value.dtype != np.float64:
+            raise CheckpointError(f"{where}: prep/{key} is {value.dtype}, but"
+                                  f" preprocessing statistics are float64; {_DAMAGED}")
+        ndim = kept[key]
+        if value.ndim != ndim and not (ndim is None and value.ndim >= 1):
+            raise CheckpointError(f"{where}: prep/{key} has shape {value.shape}, but"
+                                  f" it is {_SHAPE_WORDS[ndim]}; {_DAMAGED}")
+        if not np.isfinite(value).all():
+            raise CheckpointError(f"{where}: prep/{key} holds NaN or infinite"
+                                  f" values; {_DAMAGED}")
+
+
+def _check_vector_shapes(name: str, state: dict, step_in: int, step_out: int,
+                         where) -> None:
     expected = {"mean": (step_in,), "factor": (step_in,), "scale": (step_out,)}
     for key, value in state.items():
         if key in expected and value.shape != expected[key]:
             raise CheckpointError(
-                f"prep/{name}.{key} has shape {value.shape}, expected"
+                f"{where}: prep/{name}.{key} has shape {value.shape}, expected"
                 f" {expected[key]}: the checkpoint does not match its data"
             )

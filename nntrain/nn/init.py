@@ -29,6 +29,10 @@ def weight_std(scheme: str, fan_in: int, fan_out: int, std: float) -> float:
 
 
 def init_weights(scheme, fan_in, fan_out, rng, std=0.01, dtype=np.float32):
-    """A new (fan_in, fan_out) weight matrix of ``dtype``."""
+    """A new (fan_in, fan_out) weight matrix of ``dtype``; zeros when ``rng`` is
+    None, for weights about to be overwritten (a checkpoint's): no draw, and no
+    float64 copy twice their size."""
+    if rng is None:
+        return np.zeros((fan_in, fan_out), dtype)
     scale = weight_std(scheme, fan_in, fan_out, std)
     return (rng.standard_normal((fan_in, fan_out)) * scale).astype(dtype)

@@ -29,7 +29,7 @@ from nntrain.nn.init import init_weights
 class BuildContext:
     """What every layer may need when it is built."""
 
-    init_rng: np.random.Generator
+    init_rng: np.random.Generator | None  # None: zero weights, to be overwritten
     dropout_rng: np.random.Generator
     dtype: np.dtype
     init: str = "he"
@@ -54,6 +54,13 @@ class Layer:
     def kink_state(self):
         return None
 
+    @classmethod
+    def shapes(cls, in_width: int, units: int | None = None,
+               **options) -> tuple[dict, dict]:
+        """(params, buffers): the shape of each array a layer built with these
+        arguments keeps, known without building it."""
+        return {}, {}
+
 
 class Affine(Layer):
     """out = x W + b, with W: (D, H) and b: (H,)."""
@@ -73,6 +80,10 @@ class Affine(Layer):
         self.grads = {key: np.zeros_like(value) for key, value in self.params.items()}
         self.l2, self.l1, self.max_norm = l2, l1, max_norm
         self.x = None  # the input of the last forward pass, (N, D)
+
+    @classmethod
+    def shapes(cls, in_width, units=None, **options):
+        return {"W": (in_width, units), "b": (units,)}, {}
 
     def forward(self, x, training):
         self.x = x
@@ -110,6 +121,10 @@ class Maxout(Layer):
         self.pieces = pieces
         self.l2, self.l1, self.max_norm = l2, l1, max_norm
         self.x = self.winner = None  # (N, D) input; (N, H) index of the winning piece
+
+    @classmethod
+    def shapes(cls, in_width, units=None, pieces=2, **options):
+        return {"W": (in_width, units * pieces), "b": (units * pieces,)}, {}
 
     def forward(self, x, training):
         self.x = x
@@ -243,6 +258,12 @@ class BatchNorm(Layer):
         self.momentum, self.epsilon = momentum, epsilon
         self.x_hat = self.inv_std = None  # (N, H) and (H,) from the last training pass
 
+    @classmethod
+    def shapes(cls, in_width, units=None, **options):
+        vector = (in_width,)
+        return ({"gamma": vector, "beta": vector},
+                {"running_mean": vector, "running_var": vector})
+
     def forward(self, x, training):
         gamma, beta = self.params["gamma"], self.params["beta"]
         if not training:
@@ -275,6 +296,10 @@ class LayerNorm(Layer):
                        "beta": np.zeros(in_width, dtype)}
         self.epsilon = epsilon
         self.x_hat = self.inv_std = None
+
+    @classmethod
+    def shapes(cls, in_width, units=None, **options):
+        return {"gamma": (in_width,), "beta": (in_width,)}, {}
 
     def forward(self, x, training):
         out, self.x_hat, self.inv_std = F.layernorm_forward(

@@ -256,13 +256,52 @@ def layer_specs(model_config: dict) -> list[tuple[str, dict]]:
     return specs
 
 
-def build_model(config: dict, input_width, num_classes: int) -> Model:
+def build_model(config: dict, input_width, num_classes: int,
+                initialize: bool = True) -> Model:
     """Build the network a resolved config describes, with fresh seeded weights.
 
     ``input_width``: D, or the shape of one sample (flattened to D).
+    ``initialize=False``: zero weights instead, for a model whose weights a
+    checkpoint is about to replace (no random draw).
     """
+    config, flat_width = _checked_build_arguments(config, input_width, num_classes)
+    model_config = config["model"]
+    context = BuildContext(
+        init_rng=generator(config["seed"], INIT_STREAM) if initialize else None,
+        dropout_rng=generator(config["seed"], DROPOUT_STREAM),
+        dtype=np.dtype(config["train"]["dtype"]),
+        init=model_config["init"],
+        init_std=model_config["init_std"],
+    )
+    layers = []
+    for name, kind, width, units, options in _layer_plan(model_config, flat_width,
+                                                         num_classes):
+        if units is None:
+            layers.append(LAYERS[kind](name, width, context, **options))
+        else:
+            layers.append(LAYERS[kind](name, width, units, context, **options))
+    return Model(layers, model_config["loss"], model_config["l2"], model_config["l1"],
+                 model_config["max_norm"])
+
+
+def array_shapes(config: dict, input_width, num_classes: int) -> tuple[dict, dict]:
+    """(params, buffers): name -> shape of every array ``build_model`` would
+    make, found without making any (a checkpoint's edited config may describe a
+    network larger than memory)."""
+    config, flat_width = _checked_build_arguments(config, input_width, num_classes)
+    params, buffers = {}, {}
+    for name, kind, width, units, options in _layer_plan(config["model"],
+                                                         flat_width, num_classes):
+        layer_params, layer_buffers = LAYERS[kind].shapes(width, units, **options)
+        params.update({f"{name}.{key}": shape for key, shape in layer_params.items()})
+        buffers.update({f"{name}.{key}": shape
+                        for key, shape in layer_buffers.items()})
+    return params, buffers
+
+
+def _checked_build_arguments(config, input_width, num_classes) -> tuple[dict, int]:
+    """(the resolved config, D) after checking what build_model was given."""
     from nntrain.config import resolve_config
-    from nntrain.errors import ConfigError
 
     if not isinstance(config, dict):
         raise TypeError(f"config is {type(config).__name__}; give a config dict, as"
@@ -275,23 +314,21 @@ def build_model(config: dict, input_width, num_classes: int) -> Model:
     if not _is_count(num_classes) or num_classes < 2:
         raise ValueError(f"num_classes is {num_classes!r}; a classifier needs an"
                          " integer number of classes >= 2")
+    return config, int(np.prod(input_width))
 
-    model_config = config["model"]
-    context = BuildContext(
-        init_rng=generator(config["seed"], INIT_STREAM),
-        dropout_rng=generator(config["seed"], DROPOUT_STREAM),
-        dtype=np.dtype(config["train"]["dtype"]),
-        init=model_config["init"],
-        init_std=model_config["init_std"],
-    )
-    width = int(np.prod(input_width))
+
+def _layer_plan(model_config: dict, width: int, num_classes: int):
+    """Yield (name, layer type, input width, units or None, options) for each
+    layer of the network, ``units`` for the sized layers alone."""
+    from nntrain.errors import ConfigError
+
     specs = layer_specs(model_config)
     counts = {}
-    layers = []
     for position, (kind, options) in enumerate(specs):
         counts[kind] = counts.get(kind, 0) + 1
         name = f"{kind}{counts[kind]}"
         options = {key: value for key, value in options.items() if value is not None}
+        units = None
         if LAYERS[kind].sized:
             is_last = position == len(specs) - 1
             units = options.pop("units", None)
@@ -304,13 +341,8 @@ def build_model(config: dict, input_width, num_classes: int) -> Model:
                     f"model.layers: the last layer has {units} units but the data has"
                     f" {num_classes} classes; leave its units out"
                 )
-            layer = LAYERS[kind](name, width, units, context, **options)
-        else:
-            layer = LAYERS[kind](name, width, context, **options)
-        layers.append(layer)
-        width = layer.out_width
-    return Model(layers, model_config["loss"], model_config["l2"], model_config["l1"],
-                 model_config["max_norm"])
+        yield name, kind, width, units, options
+        width = width if units is None else units
 
 
 def _is_count(value) -> bool:
