@@ -191,3 +191,15 @@ def test_eval_where_nntrain_data_leads_to_other_data_names_it(
         f" the checkpoint's {TRAIN_IMAGES}); point --data at the data the checkpoint"
         " was trained on\n")
 
+
+def test_eval_of_an_npz_run_with_a_folder_as_data_asks_for_an_npz_file(
+        tmp_path, tiny_config):
+    run = tmp_path / "run"
+    assert invoke("fit", tiny_config, "--out", run, "--quiet").exit_code == 0
+    folder = tmp_path / "moved"
+    folder.mkdir()
+
+    result = invoke("eval", run / "checkpoints" / "best.npz", "--data", folder)
+
+    assert result.exit_code == 2
+    assert result.stderr == f"error: {folder} is a folder; give an .npz file\n"
