@@ -23,6 +23,7 @@ from nntrain.errors import (
     CheckpointWarning,
     ConfigError,
     DataLocationError,
+    DataWarning,
     NNTrainError,
     StopRequested,
 )
@@ -59,17 +60,20 @@ EVAL_DATA_FIX = ("if the data moved, pass its new place with --data PATH",
 
 def prepare_data(config: dict, preprocessor: Preprocessor | None = None,
                  splits=("train", "val", "test"), spec: dict | None = None,
-                 keep_raw: bool = True) -> Prepared:
+                 keep_raw: bool = True,
+                 given_as: str | None = "data.path") -> Prepared:
     """Load the config's dataset and preprocess it; fit the preprocessing on the
     training split unless a fitted ``preprocessor`` is given (from a checkpoint).
     ``spec``, a checkpoint's data spec, is checked against the data first.
     ``keep_raw=False`` drops the raw feature arrays once the preprocessed copies
-    exist (training needs only those: 47 MB less for Fashion-MNIST)."""
+    exist (training needs only those: 47 MB less for Fashion-MNIST).
+    ``given_as``: how data.path was given now, or None for the path ``spec``
+    recorded (see datasets.find_idx_folder)."""
     dtype = np.dtype(config["train"]["dtype"])
-    dataset = load_dataset(config["data"], config["seed"], dtype)
+    dataset = load_dataset(config["data"], config["seed"], dtype, given_as, spec)
     fingerprints = data_fingerprints(dataset)
     if spec is not None:
-        _check_data_matches(dataset, spec, fingerprints, splits, config["data"])
+        _check_data_matches(dataset, spec, fingerprints, splits)
     transformed = {}
     if preprocessor is None:
         preprocessor, X_train = Preprocessor.fit_transform(
@@ -99,28 +103,20 @@ def data_fingerprints(dataset: Dataset) -> dict:
     return fingerprints
 
 
-def _check_data_matches(dataset, spec: dict, fingerprints: dict, splits,
-                        data_config: dict) -> None:
-    """Refuse data other than the checkpoint's: by shape, then by the sizes and
-    fingerprints of every split (checkpoints before fingerprints lack them), those
-    in ``splits`` first. Data with another test split is other data, even to a
-    resumed run that reads only train and val."""
+def _check_data_matches(dataset, spec: dict, fingerprints: dict, splits) -> None:
+    """Refuse data other than the checkpoint's by the sizes and fingerprints of
+    every split (checkpoints before fingerprints lack them), those in ``splits``
+    first; load_dataset has checked its shape. Data with another test split is
+    other data, even to a resumed run that reads only train and val."""
     fix = "point --data at the dataset it was trained on"
-    found = (dataset.num_features, dataset.num_classes)
-    if found != (spec["num_features"], spec["num_classes"]):
-        raise DataLocationError(
-            f"the data has {found[0]} features and {found[1]} classes, the checkpoint"
-            f" was trained on {spec['num_features']} and {spec['num_classes']}", fix,
-            missing=False)
-    place = data_config["path"] or data_config["name"]
     for name in sorted(SPLITS, key=lambda split: split not in splits):
         found = (len(dataset.split(name)[1]), fingerprints[name])
         saved = tuple(_saved(spec, key, name, value)
                       for key, value in zip(("sizes", "fingerprints"), found))
         if saved != found:
             raise DataLocationError(
-                f"the data in {place} is not the data the checkpoint was trained on"
-                f" (its {name} split holds other samples or labels)", fix,
+                f"the data in {dataset.source} is not the data the checkpoint was"
+                f" trained on (its {name} split holds other samples or labels)", fix,
                 missing=False)
 
 
@@ -174,14 +170,7 @@ def fit(config: dict, run_dir, force: bool = False, quiet: bool = False,
                                              resume.group("prep"),
                                              resume.meta["data"]["num_features"],
                                              resume.path or "the checkpoint")
-    try:
-        prepared = prepare_data(config, saved_prep, splits=("train", "val"),
-                                spec=resume.meta["data"] if resume else None,
-                                keep_raw=False)
-    except DataLocationError as error:
-        if resume is None:
-            raise
-        raise error.with_fix(*RESUME_DATA_FIX) from None
+    prepared, data_warnings = _prepare_run_data(config, saved_prep, resume)
     dataset = prepared.dataset
     input_width = prepared.preprocessor.output_width(dataset.num_features)
     if resume is not None:
@@ -206,6 +195,8 @@ def fit(config: dict, run_dir, force: bool = False, quiet: bool = False,
 
     run = RunDirectory(run_dir, force=force, resume=resume is not None)
     reporter = Reporter(quiet=quiet, log=run.log)
+    for text in data_warnings:
+        reporter.warn(text)
     try:
         run.write_config(config)  # a resumed run's: once it saves a checkpoint
         solver = Solver(
@@ -263,6 +254,36 @@ def fit(config: dict, run_dir, force: bool = False, quiet: bool = False,
     return FitResult(run.path, progress, seconds, solver.history)
 
 
+def _prepare_run_data(config: dict, saved_prep,
+                      resume) -> tuple[Prepared, list[str]]:
+    """The run's data, and the texts of the DataWarnings loading it gave, for the
+    run's reporter to show and log (it does not exist yet). A resumed run's
+    data.path is given now, by --set data.path, when it is not the path its
+    checkpoint recorded."""
+    spec = resume.meta["data"] if resume else None
+    given_as = "data.path"
+    if resume is not None:
+        recorded = config["data"]["path"] == spec.get("path")
+        given_as = None if recorded else "--set data.path"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DataWarning)
+        try:
+            prepared = prepare_data(config, saved_prep, splits=("train", "val"),
+                                    spec=spec, keep_raw=False, given_as=given_as)
+        except DataLocationError as error:
+            if resume is None:
+                raise
+            raise error.with_fix(*RESUME_DATA_FIX) from None
+    texts = []
+    for warning in caught:
+        if issubclass(warning.category, DataWarning):
+            texts.append(str(warning.message))
+        else:  # not the run's to report: as if it had not been caught
+            warnings.warn_explicit(warning.message, warning.category,
+                                   warning.filename, warning.lineno)
+    return prepared, texts
+
+
 def _stopped_before_saving(error: KeyboardInterrupt, path, resumed: bool) -> str:
     """What to tell a user whose run a signal stopped before it saved anything."""
     stopped = str(error) or "stopped by SIGINT"
@@ -299,6 +320,8 @@ def _write_plots(path, reporter) -> None:
         return
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", plots.PlotWarning)
+        # Where the data was found the run told at its start: not twice.
+        warnings.simplefilter("ignore", DataWarning)
         written = plots.plot_run(path)
     for warning in caught:
         reporter.warn(str(warning.message))
@@ -485,7 +508,8 @@ def evaluate_checkpoint(path, split: str = "test", data_path=None,
         config = {**config, "data": {**config["data"], "path": str(data_path)}}
     try:
         prepared = prepare_data(config, restored.preprocessor, splits=(split,),
-                                spec=restored.data)
+                                spec=restored.data,
+                                given_as="--data" if data_path else None)
     except DataLocationError as error:
         raise error.with_fix(*EVAL_DATA_FIX) from None
     X, y = prepared.splits[split]

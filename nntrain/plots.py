@@ -339,7 +339,8 @@ def training_sample(restored, data_path=None, count: int = ACTIVATION_SAMPLES):
     if data_path is not None:
         config = {**config, "data": {**config["data"], "path": str(data_path)}}
     prepared = prepare_data(config, restored.preprocessor, splits=("train",),
-                            spec=restored.data)
+                            spec=restored.data,
+                            given_as=None if data_path is None else "--data")
     X, _ = prepared.splits["train"]
     if len(X) > count:
         rows = np.random.default_rng(SAMPLE_SEED).choice(len(X), count, replace=False)

@@ -32,6 +32,7 @@ from conftest import (
 import nntrain
 from nntrain.cli import cli
 from nntrain.config import load_config
+from nntrain.data import datasets
 from nntrain.data.datasets import load_dataset
 from nntrain.errors import DataError, DataWarning, DownloadError, one_line
 
@@ -655,14 +656,15 @@ def test_missing_config_file_exits_2(tmp_path):
 def test_missing_dataset_exits_2_listing_the_places(tmp_path, write_config,
                                                     monkeypatch):
     monkeypatch.setenv("NNTRAIN_DATA", str(tmp_path / "env"))
-    config = write_config({"data": {"name": "mnist", "path": str(tmp_path / "none")},
-                           "train": {"epochs": 1}})
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(datasets, "SYSTEM_DATA", tmp_path / "system")
+    config = write_config({"data": {"name": "mnist"}, "train": {"epochs": 1}})
 
     result = invoke("fit", config, "--out", tmp_path / "run")
 
     assert_one_line_error(result, 2, r"mnist not found \(searched: ")
-    assert str(tmp_path / "none") in result.stderr
     assert str(tmp_path / "env" / "mnist") in result.stderr
+    assert str(tmp_path / "system" / "mnist") in result.stderr
     assert not (tmp_path / "run").exists()
 
 

@@ -13,8 +13,9 @@ import pytest
 from conftest import tiny_arrays, tiny_config_dict
 
 from nntrain.config import resolve_config
+from nntrain.data import datasets
 from nntrain.data.datasets import FASHION_CLASSES, load_dataset, search_paths
-from nntrain.errors import BadInputError, DataError
+from nntrain.errors import BadInputError, DataError, DataWarning
 from nntrain.pipeline import prepare_data
 
 
@@ -667,18 +668,25 @@ def test_search_covers_every_documented_place(tmp_path, monkeypatch, isolated_ho
     ]
 
 
-def test_missing_dataset_lists_the_places_searched(tmp_path, isolated_home):
-    if Path("/usr/share/datasets/mnist").exists():
-        pytest.skip("this machine has mnist installed system-wide")
-    given = tmp_path / "nowhere"
+@pytest.fixture
+def system_data(tmp_path, monkeypatch, isolated_home):
+    """The system-wide datasets folder (/usr/share/datasets) moved into tmp_path,
+    empty, so that no test depends on what this machine has installed."""
+    folder = tmp_path / "system"
+    monkeypatch.setattr(datasets, "SYSTEM_DATA", folder)
+    return folder
+
+
+def test_missing_dataset_lists_the_places_searched(tmp_path, system_data):
+    recorded = tmp_path / "nowhere"  # where a checkpoint's run found the data
 
     with pytest.raises(DataError) as caught:
-        load_dataset(data_config("mnist", given), seed=0)
+        load_dataset(data_config("mnist", recorded), seed=0, given_as=None)
 
     message = str(caught.value)
     assert message.startswith("mnist not found (searched: ")
-    for place in (given, isolated_home / ".cache" / "nntrain" / "mnist",
-                  Path("/usr/share/datasets/mnist")):
+    for place in (recorded, tmp_path / "home" / ".cache" / "nntrain" / "mnist",
+                  system_data / "mnist"):
         assert str(place) in message
     assert "nntrain data download mnist" in message
     assert "\n" not in message
@@ -686,21 +694,80 @@ def test_missing_dataset_lists_the_places_searched(tmp_path, isolated_home):
 
 
 def test_missing_dataset_names_nntrain_data_when_set(tmp_path, monkeypatch,
-                                                     isolated_home):
-    if Path("/usr/share/datasets/mnist").exists():
-        pytest.skip("this machine has mnist installed system-wide")
+                                                     system_data):
     monkeypatch.setenv("NNTRAIN_DATA", str(tmp_path / "env"))
 
     with pytest.raises(DataError, match=re.escape(str(tmp_path / "env" / "mnist"))):
         load_dataset(data_config("mnist", None), seed=0)
 
 
-def test_folder_with_only_some_idx_files_is_not_a_dataset(tmp_path, write_idx_dataset,
-                                                          isolated_home):
-    if Path("/usr/share/datasets/mnist").exists():
-        pytest.skip("this machine has mnist installed system-wide")
+IDX_NAMES = ("train-images-idx3-ubyte, train-labels-idx1-ubyte,"
+             " t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte")
+
+
+def test_folder_with_only_some_idx_files_is_refused_naming_the_missing_one(
+        tmp_path, write_idx_dataset, system_data):
     folder = write_idx_dataset(tmp_path / "m", tiny_idx(20, 0), tiny_idx(5, 1))
     (folder / "t10k-labels-idx1-ubyte.gz").unlink()
 
-    with pytest.raises(DataError, match=r"mnist not found \(searched: "):
+    with pytest.raises(DataError) as caught:
         load_dataset(data_config("mnist", folder), seed=0)
+
+    assert str(caught.value) == (
+        f"mnist: data.path {folder} lacks t10k-labels-idx1-ubyte (or .gz); point it"
+        f" at the folder holding the four IDX files ({IDX_NAMES}, each may be"
+        " gzipped), or run `nntrain data download mnist` and drop data.path")
+    assert caught.value.exit_code == 2
+
+
+@pytest.mark.parametrize("make, problem", [
+    (lambda path: None, "does not exist"),
+    (lambda path: path.write_bytes(b"x"), "is a file, not a folder"),
+    (lambda path: path.mkdir(), "holds none of the IDX files"),
+])
+def test_a_data_path_without_the_data_is_refused_though_a_copy_exists(
+        tmp_path, write_idx_dataset, monkeypatch, system_data, make, problem):
+    copy = write_idx_dataset(tmp_path / "env" / "fashion-mnist", tiny_idx(20, 0),
+                             tiny_idx(5, 1))
+    monkeypatch.setenv("NNTRAIN_DATA", str(tmp_path / "env"))
+    given = tmp_path / "given"
+    make(given)
+
+    with pytest.raises(DataError) as caught:
+        load_dataset(data_config("fashion-mnist", given), seed=0)
+
+    assert str(caught.value) == (
+        f"fashion-mnist: data.path {given} {problem}; point it at the folder"
+        f" holding the four IDX files ({IDX_NAMES}, each may be gzipped), or drop"
+        f" data.path to use the copy in {copy}")
+    assert caught.value.exit_code == 2
+
+
+def test_an_option_overriding_a_recorded_path_hints_at_the_recorded_data(
+        tmp_path, write_idx_dataset, system_data):
+    recorded = write_idx_dataset(tmp_path / "recorded", tiny_idx(20, 0),
+                                 tiny_idx(5, 1))
+
+    with pytest.raises(DataError, match=re.escape(
+            f"mnist: --set data.path={tmp_path / 'typo'} does not exist; point it")
+            ) as caught:
+        datasets.find_idx_folder("mnist", str(tmp_path / "typo"), "--set data.path",
+                                 recorded=str(recorded))
+
+    assert str(caught.value).endswith(
+        f"or drop --set data.path to use the copy in {recorded}")
+
+
+def test_a_recorded_path_the_data_left_falls_back_on_a_copy_with_a_warning(
+        tmp_path, write_idx_dataset, monkeypatch, system_data):
+    copy = write_idx_dataset(system_data / "mnist", tiny_idx(20, 0), tiny_idx(5, 1))
+    recorded = tmp_path / "moved-away"
+
+    with pytest.warns(DataWarning) as caught:
+        data = load_dataset(data_config("mnist", recorded), seed=0, given_as=None)
+
+    assert [str(warning.message) for warning in caught] == [
+        f"mnist: {recorded}, where the run found its data, no longer holds the four"
+        f" IDX files; using the copy in {copy}"]
+    np.testing.assert_array_equal(data.X_test, tiny_idx(5, 1)[0].reshape(5, 6))
+    assert data.source == str(copy)

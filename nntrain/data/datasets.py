@@ -36,6 +36,9 @@ IDX_FILES = {
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
 
+# Where a system package installs datasets (Debian's dataset-fashion-mnist).
+SYSTEM_DATA = Path("/usr/share/datasets")
+
 # Every fifth digits image is a test image: fixed, documented, independent of seed.
 DIGITS_TEST_EVERY = 5
 
@@ -57,6 +60,7 @@ class Dataset:
     y_test: np.ndarray
     class_names: tuple[str, ...]
     input_shape: tuple[int, ...]
+    source: str = ""  # where the arrays were read, for messages
 
     @property
     def num_classes(self) -> int:
@@ -83,13 +87,21 @@ class Dataset:
         }[name]
 
 
-def load_dataset(data_config: dict, seed: int, dtype=None) -> Dataset:
+def load_dataset(data_config: dict, seed: int, dtype=None,
+                 given_as: str | None = "data.path",
+                 checkpoint: dict | None = None) -> Dataset:
     """Load the dataset a config's ``data`` section names, with its three splits.
 
     ``dtype``: the float type training will cast the features to (train.dtype);
     features beyond its range are refused. None skips that check.
+    ``given_as``: how data.path was given now, for errors ("data.path", "--data",
+    "--set data.path"); None when it is the place a checkpoint's run found its
+    data, given by no one now (see find_idx_folder). ``checkpoint``: the data spec
+    of the checkpoint the data is loaded for; data with another number of training
+    samples is refused before data.validation is drawn from it.
     """
     name = data_config["name"]
+    recorded = checkpoint.get("path") if checkpoint else None
     if name == "digits":
         if data_config["path"]:
             raise DataError("the digits data is bundled with nntrain: data.path (and"
@@ -99,11 +111,36 @@ def load_dataset(data_config: dict, seed: int, dtype=None) -> Dataset:
     elif name == "npz":
         parts = _load_npz(data_config["path"], dtype)
     else:
-        parts = _load_idx_dataset(name, data_config["path"])
+        parts = _load_idx_dataset(name, data_config["path"], given_as, recorded)
 
+    if checkpoint is not None:
+        _check_before_split(parts, checkpoint)
     if parts.get("X_val") is None:
         parts.update(_hold_out(parts, data_config["validation"], seed))
     return Dataset(**parts)
+
+
+def _check_before_split(parts: dict, checkpoint: dict) -> None:
+    """Refuse data other than the checkpoint's by its shape, then by the size of the
+    training split it drew its validation split from: data.validation, which the
+    user of a checkpoint cannot change, may not even fit in other data. (The
+    pipeline compares each split's samples once they are drawn.)"""
+    fix = "point --data at the dataset it was trained on"
+    found = (parts["X_train"].shape[1], len(parts["class_names"]))
+    if found != (checkpoint["num_features"], checkpoint["num_classes"]):
+        raise DataLocationError(
+            f"the data has {found[0]} features and {found[1]} classes, the checkpoint"
+            f" was trained on {checkpoint['num_features']} and"
+            f" {checkpoint['num_classes']}", fix, missing=False)
+    if parts.get("X_val") is not None:
+        return  # an npz's own validation split: no split to draw
+    sizes = checkpoint["sizes"]
+    expected, found = sizes["train"] + sizes["val"], len(parts["y_train"])
+    if found != expected:
+        raise DataLocationError(
+            f"the data in {parts['source']} is not the data the checkpoint was"
+            f" trained on (it holds {found} training samples, the checkpoint's"
+            f" {expected})", fix, missing=False)
 
 
 def _load_digits() -> dict:
@@ -118,36 +155,89 @@ def _load_digits() -> dict:
         "X_train": X[~is_test], "y_train": y[~is_test],
         "X_test": X[is_test], "y_test": y[is_test],
         "class_names": DIGIT_CLASSES, "input_shape": images.shape[1:],
+        "source": "the bundled digits",
     }
 
 
 def search_paths(name: str, path: str | None) -> list[Path]:
-    """Folders searched, in order, for the IDX files of dataset ``name``: data.path,
-    $NNTRAIN_DATA/<name> (when set), ~/.cache/nntrain/<name>,
-    /usr/share/datasets/<name>."""
+    """Folders searched, in order, for the IDX files of dataset ``name``: ``path``
+    (data.path), $NNTRAIN_DATA/<name> (when set), ~/.cache/nntrain/<name>,
+    /usr/share/datasets/<name>. A data.path given now is the only place looked
+    at (find_idx_folder)."""
     places = [Path(path).expanduser()] if path else []
     if os.environ.get("NNTRAIN_DATA"):
         places.append(Path(os.environ["NNTRAIN_DATA"]).expanduser() / name)
     places.append(Path.home() / ".cache" / "nntrain" / name)
-    places.append(Path("/usr/share/datasets") / name)
+    places.append(SYSTEM_DATA / name)
     return list(dict.fromkeys(places))
 
 
-def find_idx_folder(name: str, path: str | None) -> Path:
-    """The first folder that holds all four IDX files, gzipped or not."""
+def find_idx_folder(name: str, path: str | None, given_as: str | None = "data.path",
+                    recorded: str | None = None) -> Path:
+    """The folder whose four IDX files (gzipped or not) are read.
+
+    A ``path`` given now (``given_as`` names how: "data.path", "--data") must hold
+    them: a place the user names is never swapped for another copy. ``given_as``
+    None: ``path`` is where a checkpoint's run found the data, which may have moved
+    since; the other places are searched then, with a warning. ``recorded``, that
+    place when ``path`` overrides it, is where the error's hint looks first.
+    """
+    if path and given_as:
+        folder = Path(path).expanduser()
+        if not _holds_idx_files(folder):
+            raise _not_an_idx_folder(name, folder, given_as, recorded)
+        return folder
     places = search_paths(name, path)
-    for folder in places:
-        if all(_idx_file(folder, stem) for pair in IDX_FILES.values() for stem in pair):
-            if path and folder != places[0]:
-                warnings.warn(DataWarning(
-                    f"{name}: {places[0]} (data.path or --data) does not hold the"
-                    f" four IDX files; using the copy in {folder}"), stacklevel=2)
-            return folder
-    searched = ", ".join(str(place) for place in places)
-    download = f"run `nntrain data download {name}`"
-    raise DataLocationError(
-        f"{name} not found (searched: {searched})", f"{download}, or set data.path"
-        " to the folder holding its four IDX files", also=download
+    folder = _first_idx_folder(places)
+    if folder is None:
+        searched = ", ".join(str(place) for place in places)
+        download = f"run `nntrain data download {name}`"
+        raise DataLocationError(
+            f"{name} not found (searched: {searched})", f"{download}, or set"
+            " data.path to the folder holding its four IDX files", also=download
+        )
+    if path and folder != places[0]:
+        warnings.warn(DataWarning(
+            f"{name}: {places[0]}, where the run found its data, no longer holds"
+            f" the four IDX files; using the copy in {folder}"), stacklevel=2)
+    return folder
+
+
+def _first_idx_folder(places) -> Path | None:
+    return next((folder for folder in places if _holds_idx_files(folder)), None)
+
+
+def _idx_stems() -> list[str]:
+    return [stem for pair in IDX_FILES.values() for stem in pair]
+
+
+def _holds_idx_files(folder: Path) -> bool:
+    return all(_idx_file(folder, stem) for stem in _idx_stems())
+
+
+def _not_an_idx_folder(name: str, folder: Path, given_as: str,
+                       recorded: str | None) -> DataError:
+    """The error for a folder the user gave that does not hold the IDX files: what
+    is wrong with it, the files wanted, and where a copy is if there is one."""
+    missing = [stem for stem in _idx_stems() if not _idx_file(folder, stem)]
+    if not folder.exists():
+        problem = "does not exist"
+    elif not folder.is_dir():
+        problem = "is a file, not a folder"
+    elif len(missing) == len(_idx_stems()):
+        problem = "holds none of the IDX files"
+    else:
+        problem = f"lacks {', '.join(missing)} (or .gz)"
+    copy = _first_idx_folder(search_paths(name, recorded))
+    if copy is not None:
+        other = f"drop {given_as} to use the copy in {copy}"
+    else:
+        other = f"run `nntrain data download {name}` and drop {given_as}"
+    given = f"{given_as}={folder}" if given_as.startswith("--set") else (
+        f"{given_as} {folder}")
+    return DataError(
+        f"{name}: {given} {problem}; point it at the folder holding the four IDX"
+        f" files ({', '.join(_idx_stems())}, each may be gzipped), or {other}"
     )
 
 
@@ -176,8 +266,9 @@ def _chosen_idx_file(folder: Path, stem: str) -> Path:
     return _idx_file(folder, stem)
 
 
-def _load_idx_dataset(name: str, path: str | None) -> dict:
-    folder = find_idx_folder(name, path)
+def _load_idx_dataset(name: str, path: str | None, given_as: str | None,
+                      recorded: str | None) -> dict:
+    folder = find_idx_folder(name, path, given_as, recorded)
     parts, shapes = {}, {}
     for split, (images_stem, labels_stem) in IDX_FILES.items():
         images_file = _chosen_idx_file(folder, images_stem)
@@ -191,7 +282,19 @@ def _load_idx_dataset(name: str, path: str | None) -> dict:
     classes = FASHION_CLASSES if name == "fashion-mnist" else DIGIT_CLASSES
     _check_labels(parts, len(classes), folder)
     _check_two_classes(parts["y_train"], folder)
-    return {**parts, "class_names": classes, "input_shape": input_shape}
+    source = str(folder) if path and given_as else _described(folder, name)
+    return {**parts, "class_names": classes, "input_shape": input_shape,
+            "source": source}
+
+
+def _described(folder: Path, name: str) -> str:
+    """The folder the search found, saying so when $NNTRAIN_DATA led to it: a user
+    who set it long ago may not think of it when the data there is not the data
+    expected."""
+    variable = os.environ.get("NNTRAIN_DATA")
+    if variable and folder == Path(variable).expanduser() / name:
+        return f"{folder} (found through NNTRAIN_DATA)"
+    return str(folder)
 
 
 def _check_same_image_shape(shapes: dict) -> None:
@@ -245,7 +348,8 @@ def _load_npz(path: str | None, dtype=None) -> dict:
     for key in ("y_train", "y_val", "y_test"):
         if parts.get(key) is not None:
             parts[key] = parts[key].astype(np.int64)
-    return {**parts, "class_names": class_names, "input_shape": input_shape}
+    return {**parts, "class_names": class_names, "input_shape": input_shape,
+            "source": str(file)}
 
 
 def _npz_class_names(names, y_train: np.ndarray, file: Path) -> tuple[str, ...]:

@@ -197,9 +197,10 @@ def load_numpy_file(path, what="input file", kinds=".npy/.npz") -> np.ndarray | 
     ``what`` and ``kinds`` word the errors: "npz file not found: ...".
     """
     path = Path(path)
+    wanted = f"an {' or '.join(kinds.split('/'))} file"  # "an .npy or .npz file"
     if path.exists() and not (path.is_file() or path.is_dir()):
         # A pipe or device would block or never end; folders get the message below.
-        raise DataError(f"{path} is not a regular file; give an .npy or .npz file")
+        raise DataError(f"{path} is not a regular file; give {wanted}")
     try:
         with open(path, "rb") as file:
             magic = file.read(6)
@@ -207,7 +208,7 @@ def load_numpy_file(path, what="input file", kinds=".npy/.npz") -> np.ndarray | 
         raise DataLocationError(f"{what} not found: {path}", "check the path"
                                 ) from None
     except IsADirectoryError:
-        raise DataError(f"{path} is a folder; give an .npy or .npz file") from None
+        raise DataError(f"{path} is a folder; give {wanted}") from None
     except OSError as error:
         raise DataError(f"cannot read {path} ({error.strerror})") from None
     if magic.startswith(EMPTY_ZIP_MAGIC):

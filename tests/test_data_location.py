@@ -1,0 +1,205 @@
+"""Where eval, fit and resume look for IDX data, end to end through the CLI.
+
+A place the user gives now (a new run's data.path, eval's --data, a resume's --set
+data.path) must hold the data; only the place a checkpoint recorded, given by no
+one now, falls back on another copy, with one warning. Every folder searched is in
+tmp_path: HOME, NNTRAIN_DATA and the system folder are moved there.
+"""
+
+import numpy as np
+import pytest
+import yaml
+from click.testing import CliRunner
+from conftest import tiny_config_dict
+
+from nntrain.cli import cli
+from nntrain.data import datasets
+
+IDX_NAMES = ("train-images-idx3-ubyte, train-labels-idx1-ubyte,"
+             " t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte")
+TRAIN_IMAGES, TEST_IMAGES, VALIDATION = 40, 10, 10
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli, [str(arg) for arg in args])
+
+
+def images(count: int, seed: int):
+    """(X (count, 2, 2) uint8, y (count,) labels 0..9 in turn)."""
+    X = np.random.default_rng(seed).integers(0, 256, (count, 2, 2), dtype=np.uint8)
+    return X, (np.arange(count) % 10).astype(np.uint8)
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("NNTRAIN_DATA", raising=False)
+    monkeypatch.setattr(datasets, "SYSTEM_DATA", tmp_path / "system")
+
+
+@pytest.fixture
+def mnist(tmp_path, write_idx_dataset):
+    """The run's data: 40 training and 10 test images of 2x2 pixels."""
+    return write_idx_dataset(tmp_path / "mnist", images(TRAIN_IMAGES, 0),
+                             images(TEST_IMAGES, 1))
+
+
+def fit_config(tmp_path, path, plots: bool = False):
+    raw = tiny_config_dict(None)
+    raw["data"].update(name="mnist", path=None if path is None else str(path))
+    raw["train"].update(epochs=1, plots=plots)
+    config = tmp_path / "mnist.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    return config
+
+
+def train(tmp_path, path, plots: bool = False):
+    """Fit a one-epoch run on the data at ``path``; -> its run directory."""
+    run = tmp_path / "run"
+    result = invoke("fit", fit_config(tmp_path, path, plots), "--out", run, "--quiet")
+    assert result.exit_code == 0, result.output
+    return run
+
+
+def a_copy(tmp_path, monkeypatch, write_idx_dataset):
+    """The run's data copied into $NNTRAIN_DATA/mnist."""
+    monkeypatch.setenv("NNTRAIN_DATA", str(tmp_path / "env"))
+    return write_idx_dataset(tmp_path / "env" / "mnist", images(TRAIN_IMAGES, 0),
+                             images(TEST_IMAGES, 1))
+
+
+def lacks_data(option: str, place, problem: str, copy) -> str:
+    return (f"error: mnist: {option}{place} {problem}; point it at the folder"
+            f" holding the four IDX files ({IDX_NAMES}, each may be gzipped), or"
+            f" drop {option.strip(' =')} to use the copy in {copy}\n")
+
+
+@pytest.mark.parametrize("make, problem", [
+    (lambda path: None, "does not exist"),
+    (lambda path: path.write_bytes(b"x"), "is a file, not a folder"),
+    (lambda path: (path / "t10k-images-idx3-ubyte.gz").unlink(),
+     "lacks t10k-images-idx3-ubyte (or .gz)"),
+])
+def test_eval_with_a_data_option_without_the_data_exits_2(
+        tmp_path, mnist, monkeypatch, write_idx_dataset, make, problem):
+    run = train(tmp_path, mnist)
+    a_copy(tmp_path, monkeypatch, write_idx_dataset)
+    given = tmp_path / "given"
+    if "lacks" in problem:
+        write_idx_dataset(given, images(TRAIN_IMAGES, 0), images(TEST_IMAGES, 1))
+    make(given)
+
+    result = invoke("eval", run / "checkpoints" / "best.npz", "--data", given)
+
+    assert result.exit_code == 2
+    # Without --data the run's own data.path is searched first: that is the copy.
+    assert result.stderr == lacks_data("--data ", given, problem, mnist)
+
+
+def test_a_new_run_whose_data_path_lacks_the_data_exits_2(
+        tmp_path, monkeypatch, write_idx_dataset):
+    copy = a_copy(tmp_path, monkeypatch, write_idx_dataset)
+    config = fit_config(tmp_path, tmp_path / "nonexistent")
+
+    result = invoke("fit", config, "--out", tmp_path / "run")
+
+    assert result.exit_code == 2
+    assert result.stderr == lacks_data("data.path ", tmp_path / "nonexistent",
+                                       "does not exist", copy)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_resume_whose_set_data_path_lacks_the_data_exits_2(
+        tmp_path, mnist, monkeypatch, write_idx_dataset):
+    run = train(tmp_path, mnist)
+    records = (run / "metrics.jsonl").read_bytes()
+
+    result = invoke("fit", fit_config(tmp_path, mnist), "--resume", run, "--set",
+                    "train.epochs=2", "--set", f"data.path={tmp_path / 'typo'}")
+
+    assert result.exit_code == 2
+    assert result.stderr.splitlines()[-1] + "\n" == lacks_data(
+        "--set data.path=", tmp_path / "typo", "does not exist", mnist)
+    assert (run / "metrics.jsonl").read_bytes() == records
+
+
+def test_eval_of_a_run_whose_data_moved_uses_a_copy_with_one_warning(
+        tmp_path, mnist, monkeypatch, write_idx_dataset):
+    run = train(tmp_path, mnist)
+    copy = a_copy(tmp_path, monkeypatch, write_idx_dataset)
+    mnist.rename(tmp_path / "moved")
+
+    result = invoke("eval", run / "checkpoints" / "best.npz")
+
+    assert result.exit_code == 0, result.output
+    assert result.stderr == (
+        f"warning: mnist: {mnist}, where the run found its data, no longer holds the"
+        f" four IDX files; using the copy in {copy}\n")
+    assert f"{TEST_IMAGES} samples" in result.stdout.splitlines()[0]
+
+
+@pytest.mark.plots
+def test_a_resumed_run_whose_data_moved_warns_once_and_logs_it(
+        tmp_path, mnist, monkeypatch, write_idx_dataset):
+    run = train(tmp_path, mnist, plots=True)
+    copy = a_copy(tmp_path, monkeypatch, write_idx_dataset)
+    mnist.rename(tmp_path / "moved")
+
+    result = invoke("fit", fit_config(tmp_path, mnist, plots=True), "--resume", run,
+                    "--set", "train.epochs=2")
+
+    assert result.exit_code == 0, result.output
+    warning = (f"warning: mnist: {mnist}, where the run found its data, no longer"
+               f" holds the four IDX files; using the copy in {copy}")
+    assert result.stderr.count("warning:") == 1
+    assert warning in result.stderr.splitlines()
+    log = (run / "train.log").read_text().splitlines()
+    assert log.count(warning) == 1
+    assert (run / "plots" / "activations.png").is_file()
+
+
+def test_eval_with_other_idx_data_says_it_is_not_the_checkpoints_data(
+        tmp_path, mnist, write_idx_dataset):
+    run = train(tmp_path, mnist)
+    # Fewer training images than the run's data.validation: no split can be drawn.
+    other = write_idx_dataset(tmp_path / "other", images(VALIDATION - 2, 2),
+                              images(4, 3))
+
+    result = invoke("eval", run / "checkpoints" / "best.npz", "--data", other)
+
+    assert result.exit_code == 2
+    assert result.stderr == (
+        f"error: the data in {other} is not the data the checkpoint was trained on"
+        f" (it holds {VALIDATION - 2} training samples, the checkpoint's"
+        f" {TRAIN_IMAGES}); point --data at the data the checkpoint was trained on\n")
+
+
+def test_eval_where_nntrain_data_leads_to_other_data_names_it(
+        tmp_path, monkeypatch, write_idx_dataset):
+    a_copy(tmp_path, monkeypatch, write_idx_dataset)
+    run = train(tmp_path, None)  # found through NNTRAIN_DATA, data.path null
+    other = write_idx_dataset(tmp_path / "elsewhere" / "mnist",
+                              images(VALIDATION - 2, 2), images(4, 3))
+    monkeypatch.setenv("NNTRAIN_DATA", str(tmp_path / "elsewhere"))
+
+    result = invoke("eval", run / "checkpoints" / "best.npz")
+
+    assert result.exit_code == 2
+    assert result.stderr == (
+        f"error: the data in {other} (found through NNTRAIN_DATA) is not the data"
+        f" the checkpoint was trained on (it holds {VALIDATION - 2} training samples,"
+        f" the checkpoint's {TRAIN_IMAGES}); point --data at the data the checkpoint"
+        " was trained on\n")
+
+
+def test_eval_of_an_npz_run_with_a_folder_as_data_asks_for_an_npz_file(
+        tmp_path, tiny_config):
+    run = tmp_path / "run"
+    assert invoke("fit", tiny_config, "--out", run, "--quiet").exit_code == 0
+    folder = tmp_path / "moved"
+    folder.mkdir()
+
+    result = invoke("eval", run / "checkpoints" / "best.npz", "--data", folder)
+
+    assert result.exit_code == 2
+    assert result.stderr == f"error: {folder} is a folder; give an .npz file\n"
