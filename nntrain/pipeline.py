@@ -69,6 +69,7 @@ def prepare_data(config: dict, preprocessor: Preprocessor | None = None,
     exist (training needs only those: 47 MB less for Fashion-MNIST).
     ``given_as``: how data.path was given now, or None for the path ``spec``
     recorded (see datasets.find_idx_folder)."""
+    config = resolve_config(config)  # a hand-made dict gets checked, and defaults
     dtype = np.dtype(config["train"]["dtype"])
     dataset = load_dataset(config["data"], config["seed"], dtype, given_as, spec)
     fingerprints = data_fingerprints(dataset)

@@ -771,3 +771,16 @@ def test_a_recorded_path_the_data_left_falls_back_on_a_copy_with_a_warning(
         f" IDX files; using the copy in {copy}"]
     np.testing.assert_array_equal(data.X_test, tiny_idx(5, 1)[0].reshape(5, 6))
     assert data.source == str(copy)
+
+
+def test_prepare_data_checks_a_hand_made_config_and_fills_its_defaults():
+    # Like fit: an unknown name is a ConfigError naming the key; a partial config
+    # gets the defaults (float32, 1293 digits training rows after the test fifth).
+    from nntrain.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="invalid data.name: 'nope'"):
+        prepare_data({"data": {"name": "nope"}})
+    prepared = prepare_data({"data": {"name": "digits"}, "train": {"epochs": 1}},
+                            splits=("train",))
+    X_train = prepared.splits["train"][0]
+    assert X_train.dtype == np.float32 and X_train.shape == (1293, 64)
