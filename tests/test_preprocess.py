@@ -222,6 +222,25 @@ def test_the_same_features_fit_in_float64():
     np.testing.assert_allclose(X[:, 1], [2e38, 2e38, -4e38], rtol=1e-15)
 
 
+# Finite float64 values whose squares (1e400) or sums (2e308) do not fit float64.
+@pytest.mark.parametrize("steps, magnitude", [
+    (["scale"], 1e200),  # the std would be inf, and 1 / inf a factor of 0
+    (["center"], 1e308),
+    ([{"pca": {"components": 1}}], 1e200),
+    (["whiten"], 1e200),
+])
+def test_statistics_that_overflow_float64_are_a_data_error(steps, magnitude):
+    X = np.array([[1.0, -1.0], [1.0, 1.0], [1.0, 1.0]]) * magnitude
+    name = steps[0] if isinstance(steps[0], str) else "pca"
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # and no NumPy overflow warning either
+        with pytest.raises(DataError, match=re.escape(
+                f"preprocessing step {name} cannot fit the training split: its"
+                " statistics overflow float64")):
+            Preprocessor.fit(steps, X, np.float64)
+
+
 def test_a_saved_step_that_overflows_new_samples_names_them():
     center = Preprocessor([Center.from_state({"mean": np.array([0.0, 1e38])})])
 

@@ -19,12 +19,24 @@ from nntrain.errors import CheckpointError, ConfigError, DataError
 _CHUNK_ROWS = 1024
 
 
+class _Overflow(Exception):
+    """A statistic of the training split came out NaN or infinite: values near
+    float64's limit (1e200, squared) overflow. The Preprocessor names the step."""
+
+
+def _finite(statistic: np.ndarray) -> np.ndarray:
+    """``statistic`` ((D,) or (D, D)), unless any of it overflowed."""
+    if not np.isfinite(statistic).all():
+        raise _Overflow
+    return statistic
+
+
 def column_mean(X: np.ndarray) -> np.ndarray:
     """Per-feature mean of X: (N, D) in float64, summed over chunks of rows."""
     total = np.zeros(X.shape[1])
     for start in range(0, len(X), _CHUNK_ROWS):
         total += X[start:start + _CHUNK_ROWS].sum(axis=0, dtype=np.float64)
-    return total / len(X)
+    return _finite(total / len(X))
 
 
 def column_mean_std(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -36,7 +48,8 @@ def column_mean_std(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         centered = X[start:start + _CHUNK_ROWS].astype(np.float64)
         centered -= mean
         squares += np.einsum("ij,ij->j", centered, centered)
-    return mean, np.sqrt(squares / len(X))
+    # An infinite std would make Scale's factor 0: every feature silently zeroed.
+    return mean, _finite(np.sqrt(squares / len(X)))
 
 
 class Center:
@@ -158,7 +171,11 @@ class PCA:
             covariance += chunk.T @ chunk
         covariance /= len(X)
 
-        eigenvalues, eigenvectors = np.linalg.eigh(covariance)
+        try:
+            eigenvalues, eigenvectors = np.linalg.eigh(_finite(covariance))
+        except np.linalg.LinAlgError:  # entries too large to decompose
+            raise _Overflow from None
+        _finite(eigenvalues)
         order = np.argsort(eigenvalues)[::-1]
         eigenvalues = np.clip(eigenvalues[order], 0, None)
         keep = self._count(eigenvalues)
@@ -261,7 +278,14 @@ class Preprocessor:
                 name, options = entry, {}
             else:
                 (name, options), = entry.items()
-            step = STEPS[name](**options).fit(X, input_shape)
+            try:
+                with np.errstate(over="ignore", invalid="ignore"):
+                    step = STEPS[name](**options).fit(X, input_shape)
+            except _Overflow:
+                raise DataError(
+                    f"preprocessing step {name} cannot fit the training split: its"
+                    " statistics overflow float64, as the values are too large;"
+                    " scale the data down (divide it by a power of ten)") from None
             X = _transformed(step, X, "the training split")
             input_shape = X.shape[1:]
             steps.append(step)
