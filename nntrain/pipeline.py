@@ -398,17 +398,20 @@ def _note_cosine_length(reporter, solver, meta) -> None:
         return
     if saved_total == solver.total_iterations:
         return
-    done = solver.progress.iteration
+    done, epoch = solver.progress.iteration, solver.progress.epoch
     saved_curve = build_schedule({"name": "cosine", "floor": schedule.floor,
                                   "warmup": schedule.warmup},
                                  schedule.base_lr, saved_total)
+    # Up to the warmup's end, or with the floor at lr, the two curves are one: the
+    # run is then the same as one this long from the start.
+    if done <= schedule.warmup or schedule.floor == schedule.base_lr:
+        return
     reporter.line(
         f"note: the cosine schedule now spans {solver.total_iterations} updates"
         f" instead of {saved_total}: from iteration {done + 1} its rate is"
-        f" {schedule.rate(solver.progress.epoch, done):.4g} (the shorter curve's"
-        f" {saved_curve.rate(solver.progress.epoch, done):.4g}); the updates before"
-        " followed the shorter curve, so this run differs from one this long from"
-        " the start")
+        f" {schedule.rate(epoch, done):.4g} (the shorter curve's"
+        f" {saved_curve.rate(epoch, done):.4g}); the updates before followed the"
+        " shorter curve, so this run differs from one this long from the start")
 
 
 def _check_threads(reporter, threads) -> None:

@@ -200,6 +200,29 @@ def test_an_extended_cosine_run_notes_where_its_rate_jumps(tmp_path, tiny_npz,
     assert "cosine schedule" not in same_length.output
 
 
+@pytest.mark.parametrize("schedule", [{"name": "cosine", "warmup": 12},
+                                      {"name": "cosine", "floor": 0.1}])
+def test_an_extended_cosine_run_that_matches_a_longer_one_gives_no_note(
+        tmp_path, tiny_npz, write_config, schedule):
+    # Ended within its warmup, or with its floor at lr, the shorter run followed
+    # the longer one's curve: the extension equals a run that long from the start.
+    raw = _raw(tiny_npz, epochs=None, iterations=10, plots=False)
+    raw["schedule"] = schedule
+    raw["optimizer"] = {"name": "sgd", "lr": 0.1}
+    part, whole = tmp_path / "part", tmp_path / "whole"
+    assert invoke("fit", write_config(raw, "short.yaml"), "--out", part,
+                  "--quiet").exit_code == 0
+
+    result = invoke("fit", write_config(raw, "short.yaml"), "--resume", part,
+                    "--set", "train.iterations=20")
+
+    assert result.exit_code == 0, result.output
+    assert "cosine schedule" not in result.output
+    raw["train"]["iterations"] = 20
+    fit(resolve_config(raw), whole, quiet=True)
+    _assert_same_run(whole, part)
+
+
 def test_an_extended_run_drops_the_final_evaluation_of_the_shorter_one(
         tmp_path, tiny_npz, write_config):
     config = write_config(_raw(tiny_npz, epochs=None, iterations=10, plots=False))
