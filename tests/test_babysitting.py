@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import tiny_config_dict
+from conftest import tiny_arrays, tiny_config_dict
 
 from nntrain.checkpoint import load_checkpoint
 from nntrain.cli import cli
@@ -106,6 +106,26 @@ def test_non_finite_before_any_update_blames_init_or_penalty_not_the_rate(
     message = result.stderr.splitlines()[-1]
     assert re.search(cause, message), message
     assert "optimizer.lr" not in message
+
+
+def test_non_finite_before_any_update_with_scaled_init_blames_the_data(
+        tmp_path, write_npz, write_config):
+    # he weights are scaled to the inputs: features of 3e38 overflow float32 in
+    # the first product, which no smaller init_std would cure.
+    arrays = tiny_arrays()
+    arrays["X_train"] = arrays["X_train"] / np.abs(arrays["X_train"]).max() * 3e38
+    raw = tiny_config_dict(write_npz("huge.npz", **arrays))
+    raw["data"]["preprocess"] = []
+    raw["model"]["init"] = "he"
+
+    result = invoke("fit", write_config(raw), "--out", tmp_path / "run", "--quiet")
+
+    assert result.exit_code == 1, result.output
+    message = result.stderr.splitlines()[-1]
+    assert ("no update has run yet, and model.init he scales the starting weights"
+            " to the inputs, so the data's scale is at fault: its values reach"
+            " 3e+38, too large for float32 arithmetic") in message, message
+    assert "init_std" not in message
 
 
 @pytest.mark.parametrize("overrides, kind", [

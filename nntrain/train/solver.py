@@ -389,6 +389,16 @@ class Solver:
             return (f"no update has run yet, but the {kind.upper()} penalty on"
                     f" {name} overflows: {kind} = {strength:g} is far too strong;"
                     f" lower model.{kind} (or that layer's {kind})")
+        model = self.checkpoint_meta.get("config", {}).get("model")
+        if model and model["init"] != "small":
+            # he, xavier and glorot scale the weights to the layer's width: what
+            # overflows then is the data.
+            largest = float(np.abs(self.X_train).max(initial=0.0))
+            return (f"no update has run yet, and model.init {model['init']} scales"
+                    " the starting weights to the inputs, so the data's scale is at"
+                    f" fault: its values reach {largest:.3g}, too large for"
+                    f" {self.X_train.dtype} arithmetic; preprocess them (center,"
+                    " scale) or divide them by a power of ten")
         return ("no update has run yet, so the starting weights are likely too"
                 f" large ({self._init_text()}): lower model.init_std or use init he"
                 " or xavier; if they are not, the data's scale is at fault:"
