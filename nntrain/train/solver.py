@@ -251,7 +251,7 @@ class Solver:
         X, y = self.X_train[rows], self.y_train[rows]
         lr = self.schedule.rate(progress.epoch, progress.iteration)
         self.rule.lr = lr
-        diagnose = self._diagnoses(len(rows))
+        diagnose = self._diagnoses()
         self.model.capture_outputs = diagnose
 
         result = self.model.forward_backward(X, y)
@@ -320,27 +320,28 @@ class Solver:
             return size
         return len(self.X_train) - (self.per_epoch - 1) * size
 
-    def _diagnoses(self, batch: int) -> bool:
-        """Whether this update (of ``batch`` samples) gives the diagnostics of the
-        next evaluation: the last update before it, or the one before that when
-        the last has too small a batch for the dead and saturated fractions (an
-        epoch's short last batch) and this one has not. Those are then kept
-        (``_diagnostics``) for the evaluation, checkpoints included."""
+    def _diagnoses(self) -> bool:
+        """Whether the update about to happen gives the diagnostics of the next
+        evaluation: the last update before it, unless the update before that
+        already did (``_diagnosed_early``); they are kept in ``_diagnostics`` for
+        the evaluation, checkpoints included."""
         if not self.config["diagnostics"]:
             return False
         if self._evaluation_follows():
-            return not self._diagnostics  # unless kept from the update before
-        return (self._evaluation_follows(ahead=2) and batch >= MIN_BATCH
-                and self._batch_size(self.progress.batch_in_epoch + 1) < MIN_BATCH)
+            return not self._diagnostics
+        return self._diagnosed_early(1, self.progress.batch_in_epoch)
 
-    def _keeps_diagnostics(self) -> bool:
-        """Whether the update just done was diagnosed for the evaluation after the
-        next one (see ``_diagnoses``), for a resume to decide what to keep."""
-        done = self.progress.batch_in_epoch - 1
-        return (self.config["diagnostics"] and not self._evaluation_follows(ahead=0)
-                and self._evaluation_follows()
-                and self._batch_size(done) >= MIN_BATCH
-                and self._batch_size(done + 1) < MIN_BATCH)
+    def _diagnosed_early(self, ahead: int, batch_index: int) -> bool:
+        """Whether the update ``ahead`` updates from now (1: the one about to
+        happen; 0: the one just done), on the epoch's batch ``batch_index``, gives
+        the diagnostics of the evaluation after the update that follows it: that
+        update has an epoch's short last batch, too small for the dead and
+        saturated fractions (MIN_BATCH), and this one has not."""
+        return (self.config["diagnostics"]
+                and not self._evaluation_follows(ahead)
+                and self._evaluation_follows(ahead + 1)
+                and self._batch_size(batch_index) >= MIN_BATCH
+                and self._batch_size(batch_index + 1) < MIN_BATCH)
 
     def _check_finite(self, value: float, quantity: str,
                       iteration: int | None = None,
@@ -712,7 +713,7 @@ class Solver:
             meta = {**meta, **meta["before_final_evaluation"], "history": history}
             pending = meta.get("pending_diagnostics")
         self.progress = Progress(**meta["progress"])
-        if pending and self._keeps_diagnostics():
+        if pending and self._diagnosed_early(0, self.progress.batch_in_epoch - 1):
             self._diagnostics = dict(pending)
         if self.full_batch:
             self.rule.steps = meta["optimizer_steps"]
