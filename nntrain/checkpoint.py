@@ -24,7 +24,7 @@ import numpy as np
 
 from nntrain import __version__
 from nntrain.data.npfile import NPY_MAGIC, NpzReader, first_line
-from nntrain.errors import CheckpointError
+from nntrain.errors import EDITED_CHECKPOINT_FIX, CheckpointError
 from nntrain.fileio import publish
 
 FORMAT = 1
@@ -182,7 +182,7 @@ def _read_meta(value: np.ndarray, path: Path) -> dict:
 
 def _check_format(version, path: Path) -> None:
     """A format version is an integer from 1 (the first) to FORMAT."""
-    damaged = "the file is damaged or was edited: use another checkpoint"
+    damaged = EDITED_CHECKPOINT_FIX
     shown = json.dumps(version)
     shown = shown if len(shown) <= 40 else shown[:37] + "..."
     if type(version) is not int:  # bool is a subclass of int, but true is no version

@@ -18,6 +18,10 @@ def one_line(text: str) -> str:
     return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
 
 
+# How a message about a checkpoint array or meta value that cannot be right ends.
+EDITED_CHECKPOINT_FIX = "the file is damaged or was edited: use another checkpoint"
+
+
 class NNTrainError(Exception):
     """Base of every error meant for the user; ``exit_code`` is the CLI's status.
     Its text is always one line (see one_line), whatever its parts held."""

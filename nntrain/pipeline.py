@@ -19,6 +19,7 @@ from nntrain.config import blamed_on_override, resolve_config, yaml_text
 from nntrain.data.datasets import Dataset, load_dataset
 from nntrain.data.preprocess import Preprocessor
 from nntrain.errors import (
+    EDITED_CHECKPOINT_FIX,
     CheckpointError,
     CheckpointWarning,
     ConfigError,
@@ -258,7 +259,8 @@ def fit(config: dict, run_dir, force: bool = False, quiet: bool = False,
 def _prepare_run_data(config: dict, saved_prep,
                       resume) -> tuple[Prepared, list[str]]:
     """The run's data, and the texts of the DataWarnings loading it gave, for the
-    run's reporter to show and log (it does not exist yet). A resumed run's
+    run's reporter to show and log (it does not exist yet): they are caught here
+    whatever the caller's warning filters say. A resumed run's
     data.path is given now, by --set data.path, when it is not the path its
     checkpoint recorded."""
     spec = resume.meta["data"] if resume else None
@@ -683,8 +685,7 @@ def _check_layout(layout: dict, arrays: dict, prefix: str, path) -> None:
         if array.shape != shape or array.dtype != dtype:
             raise CheckpointError(
                 f"{path}: {prefix}/{name} is {array.dtype} {array.shape}, the model"
-                f" its config describes needs {dtype} {shape}; the file is damaged or"
-                " was edited: use another checkpoint"
+                f" its config describes needs {dtype} {shape}; {EDITED_CHECKPOINT_FIX}"
             )
     extra = sorted(set(arrays) - set(layout))
     if extra:

@@ -12,7 +12,12 @@ Shapes: X is (N, D); ``pca`` and ``whiten`` map D features to K components.
 
 import numpy as np
 
-from nntrain.errors import CheckpointError, ConfigError, DataError
+from nntrain.errors import (
+    EDITED_CHECKPOINT_FIX,
+    CheckpointError,
+    ConfigError,
+    DataError,
+)
 
 # Rows per chunk when accumulating statistics, so that no step ever holds a float64
 # copy of the whole training split (345 MB for Fashion-MNIST).
@@ -370,7 +375,7 @@ def _transformed(step, X: np.ndarray, what: str) -> np.ndarray:
 
 
 # How every message about a forged or damaged prep/ array ends.
-_DAMAGED = "the file is damaged or was edited: use another checkpoint"
+_DAMAGED = EDITED_CHECKPOINT_FIX
 _SHAPE_WORDS = {1: "a vector", 2: "a matrix", None: "an array of one or more"
                 " dimensions"}
 

@@ -127,7 +127,6 @@ WARNED = _list_of(TEXT)
 CURVE = _list_of(_list_of(_optional(NUMBER), length=2))
 
 
-
 def _diagnostics(value, key):
     """Diagnostics by name: numbers, NaN or infinite ones included (an update
     ratio of all-zero weights), which Python's JSON keeps."""
