@@ -222,7 +222,9 @@ def _resume(config_path, overrides, out, resume, print_config, quiet):
     given = _resume_config_file(config_path)
     path, checkpoint, notes = resuming.find_checkpoint(resume)
     config = resuming.resumed_config(checkpoint, list(overrides), path)
-    if override_setting("data.path", overrides) and config["data"]["path"]:
+    # A data.path given now must hold the data, even the one the run recorded.
+    data_path_given = override_setting("data.path", overrides) is not None
+    if data_path_given and config["data"]["path"]:
         config["data"]["path"] = _absolute(config["data"]["path"])
     run_dir = resuming.run_directory_of(path)
     if out and Path(out).resolve() != run_dir:
@@ -249,7 +251,8 @@ def _resume(config_path, overrides, out, resume, print_config, quiet):
         if not quiet:
             click.echo(resuming.finished_note(path, config, checkpoint))
         return
-    run_fit(config, run_dir, quiet=quiet, resume=checkpoint)
+    run_fit(config, run_dir, quiet=quiet, resume=checkpoint,
+            data_path_given=data_path_given)
 
 
 def _resume_config_file(config_path) -> dict:

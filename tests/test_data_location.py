@@ -123,6 +123,24 @@ def test_a_resume_whose_set_data_path_lacks_the_data_exits_2(
     assert (run / "metrics.jsonl").read_bytes() == records
 
 
+def test_a_resume_whose_set_data_path_is_the_recorded_one_lacking_data_exits_2(
+        tmp_path, mnist, monkeypatch, write_idx_dataset):
+    # Given now, the recorded folder must hold the data as any other would: no
+    # quiet fall-back on the copy in NNTRAIN_DATA.
+    run = train(tmp_path, mnist)
+    copy = a_copy(tmp_path, monkeypatch, write_idx_dataset)
+    (mnist / "t10k-images-idx3-ubyte.gz").unlink()
+    records = (run / "metrics.jsonl").read_bytes()
+
+    result = invoke("fit", fit_config(tmp_path, mnist), "--resume", run, "--set",
+                    "train.epochs=2", "--set", f"data.path={mnist}")
+
+    assert result.exit_code == 2
+    assert result.stderr.splitlines()[-1] + "\n" == lacks_data(
+        "--set data.path=", mnist, "lacks t10k-images-idx3-ubyte (or .gz)", copy)
+    assert (run / "metrics.jsonl").read_bytes() == records
+
+
 def test_eval_of_a_run_whose_data_moved_uses_a_copy_with_one_warning(
         tmp_path, mnist, monkeypatch, write_idx_dataset):
     run = train(tmp_path, mnist)
