@@ -17,7 +17,13 @@ import click
 import numpy as np
 
 from nntrain import __version__
-from nntrain.errors import BadInputError, NNTrainError, StopRequested, one_line
+from nntrain.errors import (
+    BadInputError,
+    DataError,
+    NNTrainError,
+    StopRequested,
+    one_line,
+)
 from nntrain.fileio import write_bytes_atomically
 from nntrain.train.report import counted
 
@@ -222,7 +228,9 @@ def _resume(config_path, overrides, out, resume, print_config, quiet):
     given = _resume_config_file(config_path)
     path, checkpoint, notes = resuming.find_checkpoint(resume)
     config = resuming.resumed_config(checkpoint, list(overrides), path)
-    if override_setting("data.path", overrides) and config["data"]["path"]:
+    # A data.path given now must hold the data, even the one the run recorded.
+    data_path_given = override_setting("data.path", overrides) is not None
+    if data_path_given and config["data"]["path"]:
         config["data"]["path"] = _absolute(config["data"]["path"])
     run_dir = resuming.run_directory_of(path)
     if out and Path(out).resolve() != run_dir:
@@ -249,7 +257,8 @@ def _resume(config_path, overrides, out, resume, print_config, quiet):
         if not quiet:
             click.echo(resuming.finished_note(path, config, checkpoint))
         return
-    run_fit(config, run_dir, quiet=quiet, resume=checkpoint)
+    run_fit(config, run_dir, quiet=quiet, resume=checkpoint,
+            data_path_given=data_path_given)
 
 
 def _resume_config_file(config_path) -> dict:
@@ -528,6 +537,8 @@ def _check_config(config_path, overrides, samples, layer, rng):
             raise BadInputError(f"--layer {layer} has no parameters to check; give"
                                 f" one that has: {', '.join(checked)}")
     if any(each.kind == "batchnorm" for each in model.layers):
+        _refuse_one_sample_training_split(config_path, len(X), samples,
+                                          len(prepared.dataset.y_val))
         _refuse_one_sample_batchnorm(len(rows))
     title = (f"{config_path} ({config['data']['name']},"
              f" {counted(len(rows), 'sample')}{_penalties(config, model)}, float64)")
@@ -551,6 +562,20 @@ def _refuse_one_sample_batchnorm(samples) -> None:
     if samples < 2:
         raise BadInputError(f"batch norm needs at least 2 samples in the gradient"
                             f" check, not {samples}; give --samples 2 or more")
+
+
+def _refuse_one_sample_training_split(config_path, num_train: int, samples: int,
+                                      num_val: int) -> None:
+    """Batch norm on one sample (see below), when the training split is what
+    limits the batch: no --samples can help then."""
+    if num_train >= 2:
+        return
+    fix = "give its data more training samples"
+    if num_val >= 2:
+        fix += f", or hold out fewer of its samples for validation (now {num_val})"
+    raise DataError(f"batch norm needs at least 2 samples in the gradient check, but"
+                    f" the training split of {config_path} holds only {num_train}"
+                    f" (--samples asks for {samples}); {fix}")
 
 
 def _penalties(config, model) -> str:

@@ -148,6 +148,8 @@ def check_model(model, X, y, rng, layer_name=None) -> list[ParamCheck]:
     from nntrain.nn import functional as F
     from nntrain.nn.model import LOSSES
 
+    if layer_name is not None:
+        _check_layer_name(model, layer_name)
     dropouts = [layer for layer in model.layers if layer.kind == "dropout"]
     for layer in dropouts:
         layer.freeze_mask = True
@@ -176,6 +178,15 @@ def check_model(model, X, y, rng, layer_name=None) -> list[ParamCheck]:
             layer.freeze_mask = False
 
 
+def _check_layer_name(model, layer_name: str) -> None:
+    """Refuse a ``layer_name`` that names no layer of ``model`` with parameters:
+    checking nothing must not pass for a check that passed."""
+    checked = [layer.name for layer in model.layers if layer.params]
+    if layer_name not in checked:
+        raise ValueError(f"layer_name {layer_name!r} names no layer of the model"
+                         f" with parameters; give one of: {', '.join(checked)}")
+
+
 def check_library(rng, samples=8, layer_kind=None) -> list[ParamCheck]:
     """Check every layer and loss of the library on random float64 batches of
     ``samples`` rows, then two small networks with every regularizer; or only the
@@ -184,6 +195,9 @@ def check_library(rng, samples=8, layer_kind=None) -> list[ParamCheck]:
     from nntrain.nn.layers import LAYERS, BuildContext
     from nntrain.nn.model import Model
 
+    if layer_kind is not None and layer_kind not in LAYERS:
+        raise ValueError(f"layer_kind {layer_kind!r} is no layer type of the"
+                         f" library; give one of: {', '.join(LAYERS)}")
     context = BuildContext(rng, rng, np.dtype(np.float64), init="xavier")
     x = rng.standard_normal((samples, 6))
     # Keep inputs at least 0.1 away from 0, where relu, leaky_relu and elu have
@@ -263,7 +277,7 @@ def _check_layer(layer, x, rng) -> list[ParamCheck]:
 
 def format_report(checks: list[ParamCheck]) -> list[str]:
     """Lines of a table: one per array, then the verdict."""
-    width = max(len("parameter"), *(len(check.name) for check in checks))
+    width = max([len("parameter")] + [len(check.name) for check in checks])
     lines = [f"{'parameter':<{width}}  {'probed':>11}  {'norm-wise':>9}"
              f"  {'worst entry':>11}  {'at':<10}  verdict"]
     for check in checks:

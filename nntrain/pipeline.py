@@ -154,11 +154,15 @@ class FitResult:
 
 
 def fit(config: dict, run_dir, force: bool = False, quiet: bool = False,
-        resume=None) -> FitResult:
+        resume=None, data_path_given: bool | None = None) -> FitResult:
     """Train the network ``config`` describes; write everything into ``run_dir``.
 
     ``resume``: a loaded Checkpoint of this run to continue from (its config is
     ``config``, with train.epochs or train.iterations possibly extended).
+    ``data_path_given``: for a resumed run, whether data.path was given now (the
+    CLI's --set data.path), which must then hold the data; otherwise a data.path
+    moved from the checkpoint's may fall back on another copy. None: given when
+    it differs from the path the checkpoint recorded.
     """
     if not isinstance(config, dict):
         raise TypeError(f"config is {type(config).__name__}; give a config dict, as"
@@ -172,7 +176,8 @@ def fit(config: dict, run_dir, force: bool = False, quiet: bool = False,
                                              resume.group("prep"),
                                              resume.meta["data"]["num_features"],
                                              resume.path or "the checkpoint")
-    prepared, data_warnings = _prepare_run_data(config, saved_prep, resume)
+    prepared, data_warnings = _prepare_run_data(config, saved_prep, resume,
+                                                data_path_given)
     dataset = prepared.dataset
     input_width = prepared.preprocessor.output_width(dataset.num_features)
     if resume is not None:
@@ -256,18 +261,19 @@ def fit(config: dict, run_dir, force: bool = False, quiet: bool = False,
     return FitResult(run.path, progress, seconds, solver.history)
 
 
-def _prepare_run_data(config: dict, saved_prep,
-                      resume) -> tuple[Prepared, list[str]]:
+def _prepare_run_data(config: dict, saved_prep, resume,
+                      data_path_given: bool | None) -> tuple[Prepared, list[str]]:
     """The run's data, and the texts of the DataWarnings loading it gave, for the
     run's reporter to show and log (it does not exist yet): they are caught here
-    whatever the caller's warning filters say. A resumed run's
-    data.path is given now, by --set data.path, when it is not the path its
-    checkpoint recorded."""
+    whatever the caller's warning filters say. A resumed run's data.path is given
+    now, by --set data.path, when ``data_path_given`` says so, or, when that is
+    None, when it is not the path its checkpoint recorded."""
     spec = resume.meta["data"] if resume else None
     given_as = "data.path"
     if resume is not None:
-        recorded = config["data"]["path"] == spec.get("path")
-        given_as = None if recorded else "--set data.path"
+        if data_path_given is None:
+            data_path_given = config["data"]["path"] != spec.get("path")
+        given_as = "--set data.path" if data_path_given else None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", DataWarning)
         try:

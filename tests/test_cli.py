@@ -1318,6 +1318,33 @@ def test_gradcheck_of_batchnorm_on_one_sample_exits_2(tiny_config, args):
                                      r" the gradient check, not 1; give --samples 2")
 
 
+@pytest.mark.parametrize("validation, fix", [
+    (1, "give its data more training samples"),
+    (2, "give its data more training samples, or hold out fewer of its samples for"
+        " validation (now 2)"),
+])
+@pytest.mark.parametrize("samples", ["5", "1"])
+def test_gradcheck_of_batchnorm_on_a_one_sample_training_split_names_the_split(
+        write_npz, write_config, validation, fix, samples):
+    # 1 + validation training rows, validation of them held out: 1 is left, which
+    # no --samples can make 2.
+    rows = 1 + validation
+    X = np.arange(rows * 2, dtype=np.float64).reshape(rows, 2)
+    data = write_npz(X_train=X, y_train=np.arange(rows) % 2, X_test=X[:2],
+                     y_test=np.array([0, 1]))
+    config = write_config({"data": {"name": "npz", "path": str(data),
+                                    "validation": validation},
+                           "model": {"hidden": [4], "batchnorm": True},
+                           "train": {"epochs": 1}})
+
+    result = invoke("gradcheck", config, "--samples", samples)
+
+    assert_one_line_error(result, 2, "^" + re.escape(
+        "error: batch norm needs at least 2 samples in the gradient check, but the"
+        f" training split of {config} holds only 1 (--samples asks for {samples});"
+        f" {fix}") + "$")
+
+
 def test_gradcheck_of_one_sample_without_batchnorm_runs(tiny_config):
     assert invoke("gradcheck", "--samples", "1", "--layer", "relu").exit_code == 0
     assert invoke("gradcheck", tiny_config, "--samples", "1").exit_code == 0

@@ -123,6 +123,49 @@ def test_a_resume_whose_set_data_path_lacks_the_data_exits_2(
     assert (run / "metrics.jsonl").read_bytes() == records
 
 
+def test_a_resume_whose_set_data_path_is_the_recorded_one_lacking_data_exits_2(
+        tmp_path, mnist, monkeypatch, write_idx_dataset):
+    # Given now, the recorded folder must hold the data as any other would: no
+    # quiet fall-back on the copy in NNTRAIN_DATA.
+    run = train(tmp_path, mnist)
+    copy = a_copy(tmp_path, monkeypatch, write_idx_dataset)
+    (mnist / "t10k-images-idx3-ubyte.gz").unlink()
+    records = (run / "metrics.jsonl").read_bytes()
+
+    result = invoke("fit", fit_config(tmp_path, mnist), "--resume", run, "--set",
+                    "train.epochs=2", "--set", f"data.path={mnist}")
+
+    assert result.exit_code == 2
+    assert result.stderr.splitlines()[-1] + "\n" == lacks_data(
+        "--set data.path=", mnist, "lacks t10k-images-idx3-ubyte (or .gz)", copy)
+    assert (run / "metrics.jsonl").read_bytes() == records
+
+
+@pytest.mark.parametrize("given", [None, False, True])
+def test_fit_api_resume_says_whether_the_recorded_data_path_was_given(
+        tmp_path, mnist, monkeypatch, write_idx_dataset, given):
+    # None, the Python API's default: a data.path equal to the recorded one was
+    # not given now, so a copy stands in for the data it lost.
+    from nntrain.checkpoint import load_checkpoint
+    from nntrain.errors import DataError
+    from nntrain.pipeline import fit
+    from nntrain.train.resume import resumed_config
+
+    run = train(tmp_path, mnist)
+    copy = a_copy(tmp_path, monkeypatch, write_idx_dataset)
+    (mnist / "t10k-images-idx3-ubyte.gz").unlink()
+    path = run / "checkpoints" / "last.npz"
+    checkpoint = load_checkpoint(path)
+    config = resumed_config(checkpoint, ["train.epochs=2"], path)
+
+    if given:
+        with pytest.raises(DataError, match="--set data.path="):
+            fit(config, run, quiet=True, resume=checkpoint, data_path_given=given)
+        return
+    fit(config, run, quiet=True, resume=checkpoint, data_path_given=given)
+    assert f"using the copy in {copy}" in (run / "train.log").read_text()
+
+
 def test_eval_of_a_run_whose_data_moved_uses_a_copy_with_one_warning(
         tmp_path, mnist, monkeypatch, write_idx_dataset):
     run = train(tmp_path, mnist)

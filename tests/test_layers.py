@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from nntrain.nn import functional as F
+from nntrain.nn import layers
 from nntrain.nn.init import init_weights
-from nntrain.nn.layers import LAYERS, BatchNorm, BuildContext, Dropout, Maxout
+from nntrain.nn.layers import LAYERS, BatchNorm, BuildContext, Dropout, Layer, Maxout
 from nntrain.nn.model import Model
 
 
@@ -158,3 +159,76 @@ def test_max_norm_rescales_only_too_long_columns():
     W = np.array([[3.0, 0.1], [4.0, 0.1]])  # column norms 5 and 0.14
     F.max_norm_inplace(W, 2.0)
     np.testing.assert_allclose(W, [[1.2, 0.1], [1.6, 0.1]])
+
+
+# (input width, units or None, options) of layers to build, per layer type.
+BUILDS = {
+    "affine": [(5, 3, {}), (1, 1, {"l2": 0.1})],
+    "maxout": [(5, 3, {}), (5, 3, {"pieces": 1}), (2, 4, {"pieces": 5})],
+    "relu": [(5, None, {})],
+    "leaky_relu": [(5, None, {"slope": 0.2})],
+    "elu": [(5, None, {"alpha": 0.5})],
+    "sigmoid": [(5, None, {})],
+    "tanh": [(5, None, {})],
+    "batchnorm": [(5, None, {}), (1, None, {"momentum": 0.5})],
+    "layernorm": [(5, None, {}), (3, None, {"epsilon": 1e-3})],
+    "dropout": [(5, None, {"drop_probability": 0.3})],
+}
+
+
+def test_the_shape_table_covers_every_layer_type():
+    assert set(BUILDS) == set(LAYERS)
+
+
+@pytest.mark.parametrize("init_rng", [np.random.default_rng(0), None])
+@pytest.mark.parametrize("kind, in_width, units, options", [
+    (kind, *build) for kind, builds in BUILDS.items() for build in builds])
+def test_layer_shapes_are_those_of_the_built_layers_arrays(kind, in_width, units,
+                                                            options, init_rng):
+    context = BuildContext(init_rng, np.random.default_rng(1), np.dtype(np.float32))
+    sized = () if units is None else (units,)
+    built = LAYERS[kind](kind, in_width, *sized, context, **options)
+
+    params, buffers = LAYERS[kind].shapes(in_width, units, **options)
+
+    assert params == {key: value.shape for key, value in built.params.items()}
+    assert buffers == {key: value.shape for key, value in built.buffers.items()}
+    assert LAYERS[kind].keeps_arrays == bool(built.params or built.buffers)
+
+
+def test_a_layer_keeping_arrays_without_its_own_shapes_raises():
+    class Scaled(Layer):
+        kind = "scaled"
+
+        def __init__(self, name, in_width, context=None):
+            super().__init__(name, in_width)
+            self.params = {"factor": np.ones(in_width)}
+
+    with pytest.raises(NotImplementedError, match="Scaled keeps params or buffers"
+                       r" but does not define shapes\(\)"):
+        Scaled.shapes(4)
+
+
+def test_maxout_without_an_init_generator_builds_only_zeros(monkeypatch):
+    def no_draw(*args, **kwargs):
+        raise AssertionError("init_weights called for weights to be replaced")
+
+    monkeypatch.setattr(layers, "init_weights", no_draw)
+    context = BuildContext(None, np.random.default_rng(0), np.dtype(np.float32))
+
+    layer = Maxout("maxout1", 4, 3, context, pieces=5)
+
+    assert layer.params["W"].shape == (4, 15)
+    assert layer.params["W"].dtype == np.float32
+    assert not layer.params["W"].any()
+
+
+def test_maxout_pieces_of_a_unit_are_its_adjacent_columns():
+    # Piece j of unit h is drawn j-th, as an ordinary affine layer's weights.
+    context = BuildContext(np.random.default_rng(7), np.random.default_rng(0),
+                           np.dtype(np.float64), init="small", init_std=1.0)
+    layer = Maxout("maxout1", 4, 3, context, pieces=2)
+
+    draws = np.random.default_rng(7).standard_normal((2, 4, 3))
+    np.testing.assert_array_equal(layer.params["W"][:, 0::2], draws[0])
+    np.testing.assert_array_equal(layer.params["W"][:, 1::2], draws[1])

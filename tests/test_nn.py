@@ -197,6 +197,25 @@ def test_check_library_of_one_layer_kind_uses_the_given_samples(rng):
         ("affine.x", 18), ("affine.W", 24), ("affine.b", 4)]
 
 
+def test_check_model_of_a_layer_name_without_parameters_raises(rng):
+    context = _context(rng)
+    model = Model([Affine("affine1", 4, 5, context), ReLU("relu1", 5),
+                   Affine("affine2", 5, 3, context)])
+    X, y = rng.standard_normal((6, 4)), rng.integers(0, 3, 6)
+
+    for name in ("nope", "relu1"):
+        with pytest.raises(ValueError, match=rf"^layer_name '{name}' names no layer"
+                           r" of the model with parameters; give one of: affine1,"
+                           r" affine2$"):
+            check_model(model, X, y, rng, layer_name=name)
+
+
+def test_check_library_of_an_unknown_layer_kind_raises_naming_the_kinds(rng):
+    with pytest.raises(ValueError, match=r"^layer_kind 'relu1' is no layer type of"
+                       r" the library; give one of: affine, maxout, relu, .*elu"):
+        check_library(rng, samples=3, layer_kind="relu1")
+
+
 def test_gradcheck_array_whose_every_probe_crosses_a_kink_is_not_measured(rng):
     x = rng.standard_normal(3)
     flips = iter(range(100))
@@ -218,6 +237,15 @@ def test_gradcheck_report_never_counts_an_unmeasured_array_as_agreeing():
     assert lines[-2] == "not measured (every probe crossed a kink): 1 of 2 arrays: b"
     assert lines[-1] == "PASSED: the 1 measured array agrees"
     assert format_report([unmeasured])[-1] == "NOT CHECKED: no array was measured"
+
+
+def test_gradcheck_report_of_no_arrays_says_nothing_was_checked():
+    lines = format_report([])
+
+    assert lines[0].split() == ["parameter", "probed", "norm-wise", "worst", "entry",
+                                "at", "verdict"]
+    assert lines[1].startswith("thresholds: ")
+    assert lines[2:] == ["NOT CHECKED: no array was measured"]
 
 
 def test_model_loss_api_training_and_evaluation_modes(rng):

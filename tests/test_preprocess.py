@@ -9,7 +9,7 @@ import pytest
 from conftest import TINY_VALIDATION, tiny_arrays, tiny_config_dict
 
 from nntrain.config import resolve_config
-from nntrain.data.preprocess import Center, Preprocessor, Scale
+from nntrain.data.preprocess import STEPS, Center, Preprocessor, Scale
 from nntrain.errors import CheckpointError, DataError
 from nntrain.pipeline import prepare_data
 
@@ -363,3 +363,26 @@ def test_test_split_is_transformed_with_training_statistics_never_its_own(steps)
     # Rebuilt from its saved state, the preprocessing gives the same numbers.
     restored = Preprocessor.from_state(steps, prep.state(), 2)
     np.testing.assert_array_equal(restored.transform(X_test, np.float64), from_training)
+
+
+# Options of each preprocessing step to fit, per step.
+STEP_OPTIONS = {
+    "center": [{}], "scale": [{}], "image_mean": [{}],
+    "pca": [{}, {"components": 2}], "whiten": [{}, {"components": 0.5}],
+}
+
+
+def test_the_step_option_table_covers_every_step():
+    assert set(STEP_OPTIONS) == set(STEPS)
+
+
+@pytest.mark.parametrize("name, options", [
+    (name, options) for name, each in STEP_OPTIONS.items() for options in each])
+def test_each_steps_kept_arrays_are_those_its_state_gives(name, options):
+    X = np.random.default_rng(0).standard_normal((8, 4))
+
+    state = STEPS[name](**options).fit(X, (2, 2)).state()
+
+    kept = STEPS[name].kept
+    assert set(kept) == set(state)
+    assert all(kept[key] in (None, array.ndim) for key, array in state.items())

@@ -14,7 +14,10 @@ The maths lives in ``functional.py``; a layer only stores named arrays between
   ``(dx, grads)`` with ``grads`` keyed like ``params``;
 - ``kink_state()``: which side of each non-differentiable point the last forward
   pass was on (None for smooth layers), so the gradient checker can skip probes
-  that cross one.
+  that cross one;
+- ``shapes(in_width, units, **options)``: the shapes of its params and buffers,
+  known without building it (a layer that keeps neither sets ``keeps_arrays =
+  False`` instead).
 """
 
 from dataclasses import dataclass
@@ -40,6 +43,9 @@ class Layer:
     kind = ""
     regularized: tuple[str, ...] = ()
     sized = False  # True: the output width is the ``units`` option, not the input's
+    # False: the layer keeps no params or buffers. A layer that keeps any must
+    # define shapes(), which checkpoints are checked against before it is built.
+    keeps_arrays = True
 
     def __init__(self, name: str, width: int):
         self.name = name
@@ -59,6 +65,10 @@ class Layer:
                **options) -> tuple[dict, dict]:
         """(params, buffers): the shape of each array a layer built with these
         arguments keeps, known without building it."""
+        if cls.keeps_arrays:
+            raise NotImplementedError(f"{cls.__name__} keeps params or buffers but"
+                                      " does not define shapes(); define it, or set"
+                                      " keeps_arrays = False if it keeps none")
         return {}, {}
 
 
@@ -107,15 +117,8 @@ class Maxout(Layer):
     def __init__(self, name, in_width, units, context: BuildContext, pieces=2,
                  init=None, init_std=None, l2=None, l1=None, max_norm=None):
         super().__init__(name, units)
-        # Each piece is an ordinary affine unit, so it is initialized like one, with
-        # fan_out = units (the pieces of a unit compete; they do not add up).
-        W = np.concatenate([
-            init_weights(init or context.init, in_width, units, context.init_rng,
-                         init_std or context.init_std, context.dtype)[:, :, None]
-            for _ in range(pieces)
-        ], axis=2)
         self.params = {
-            "W": W.reshape(in_width, units * pieces),
+            "W": _maxout_weights(in_width, units, pieces, context, init, init_std),
             "b": np.zeros(units * pieces, dtype=context.dtype),
         }
         self.pieces = pieces
@@ -141,10 +144,27 @@ class Maxout(Layer):
         return self.winner
 
 
+def _maxout_weights(in_width, units, pieces, context: BuildContext, init,
+                    init_std) -> np.ndarray:
+    """W: (D, H * k), the k pieces of unit h in columns h * k to h * k + k - 1;
+    zeros when there is no init generator (a checkpoint's weights replace them)."""
+    if context.init_rng is None:
+        return np.zeros((in_width, units * pieces), context.dtype)
+    # Each piece is an ordinary affine unit, so it is initialized like one, with
+    # fan_out = units (the pieces of a unit compete; they do not add up).
+    W = np.stack([
+        init_weights(init or context.init, in_width, units, context.init_rng,
+                     init_std or context.init_std, context.dtype)
+        for _ in range(pieces)
+    ], axis=2)
+    return W.reshape(in_width, units * pieces)
+
+
 class ReLU(Layer):
     """max(x, 0)."""
 
     kind = "relu"
+    keeps_arrays = False
 
     def __init__(self, name, in_width, context=None):
         super().__init__(name, in_width)
@@ -165,6 +185,7 @@ class LeakyReLU(Layer):
     """x for x > 0, slope * x otherwise (slope 0.01 by default)."""
 
     kind = "leaky_relu"
+    keeps_arrays = False
 
     def __init__(self, name, in_width, context=None, slope=0.01):
         super().__init__(name, in_width)
@@ -186,6 +207,7 @@ class ELU(Layer):
     """x for x > 0, alpha (exp(x) - 1) otherwise (alpha 1 by default)."""
 
     kind = "elu"
+    keeps_arrays = False
 
     def __init__(self, name, in_width, context=None, alpha=1.0):
         super().__init__(name, in_width)
@@ -206,6 +228,7 @@ class ELU(Layer):
 
 class Sigmoid(Layer):
     kind = "sigmoid"
+    keeps_arrays = False
 
     def __init__(self, name, in_width, context=None):
         super().__init__(name, in_width)
@@ -221,6 +244,7 @@ class Sigmoid(Layer):
 
 class Tanh(Layer):
     kind = "tanh"
+    keeps_arrays = False
 
     def __init__(self, name, in_width, context=None):
         super().__init__(name, in_width)
@@ -322,6 +346,7 @@ class Dropout(Layer):
     """
 
     kind = "dropout"
+    keeps_arrays = False
 
     def __init__(self, name, in_width, context: BuildContext, drop_probability=0.5):
         super().__init__(name, in_width)
