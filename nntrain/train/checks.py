@@ -116,7 +116,8 @@ def lone_sample_batch(model, num_samples: int, batch_size: int,
     needs = "batch norm needs at least 2 samples per batch"
     if num_samples == 1:
         return (f"{needs}: the training split holds 1 sample",
-                "give the run more data, or a smaller data.validation")
+                "give the run more training samples: more data, or fewer of them"
+                " held out by data.validation (which holds out at least 1)")
     if full_batch:
         return None
     if batch_size == 1:
