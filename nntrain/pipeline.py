@@ -176,13 +176,15 @@ def fit(config: dict, run_dir, force: bool = False, quiet: bool = False,
                                              resume.group("prep"),
                                              resume.meta["data"]["num_features"],
                                              resume.path or "the checkpoint")
+        # Before the data is read: the data must match the checkpoint's widths.
+        saved = resume.meta["data"]
+        _check_fits_network(config, saved_prep.output_width(saved["num_features"]),
+                            saved["num_classes"], resume,
+                            resume.path or "the checkpoint")
     prepared, data_warnings = _prepare_run_data(config, saved_prep, resume,
                                                 data_path_given)
     dataset = prepared.dataset
     input_width = prepared.preprocessor.output_width(dataset.num_features)
-    if resume is not None:
-        _check_fits_network(config, input_width, dataset.num_classes, resume,
-                            resume.path or "the checkpoint")
     # A resumed run's weights come from the checkpoint: no random draw.
     model = build_model(config, input_width, dataset.num_classes,
                         initialize=resume is None)
