@@ -88,6 +88,18 @@ def _check_scheduler_address(address: str) -> None:
                             " dask-scheduler prints")
 
 
+def _check_data_found(config: dict, spec) -> None:
+    """Find the study's data once before any trial: unless data.name or data.path
+    is searched, every trial looks in this same place, and data that is not there
+    would fail each of them, as results a rerun keeps. (On a Dask cluster the data
+    is where the workers are: each trial finds it there.)"""
+    from nntrain.data.datasets import check_location
+
+    if any(param.key in ("data", "data.name", "data.path") for param in spec.params):
+        return
+    check_location(config["data"])
+
+
 def _default_dir(config: dict, config_path) -> Path:
     if config["output"]:
         return Path(config["output"])
@@ -126,6 +138,8 @@ def search(config_path, overrides, out, workers, scheduler, ensemble_size):
         _check_scheduler_address(scheduler)
         searching.require_dask()
     config, spec = searching.load_search_config(config_path, overrides)
+    if not scheduler:
+        _check_data_found(config, spec)
     study = searching.Study(Path(out) if out else _default_dir(config, config_path),
                             config, spec)
     done = study.finished()

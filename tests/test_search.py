@@ -1359,3 +1359,35 @@ def test_the_table_shows_a_drawn_mapping_as_the_config_writes_it():
     assert short_value({"patience": 2, "min_delta": 0.5}) == (
         "{min_delta: 0.5, patience: 2}")
     assert short_value([{"patience": 2}, True]) == "[{patience: 2}, true]"
+
+
+def test_data_that_is_not_found_is_refused_before_any_trial(tmp_path,
+                                                                write_config):
+    # Every trial would load the same missing file and fail, leaving results a
+    # rerun keeps: the study refuses it once, up front, and plans nothing.
+    config = write_config(study_config(tmp_path / "moved.npz"))
+    out = tmp_path / "out"
+
+    result = invoke("search", config, "--out", out, "--workers", 1)
+
+    assert result.exit_code == 2, result.output
+    assert "moved.npz" in result.stderr and len(result.stderr.splitlines()) == 1
+    assert not out.exists()
+
+
+def test_a_searched_data_key_leaves_the_data_to_the_trials(tmp_path, write_config,
+                                                           write_npz):
+    # data.path itself is searched: one option is missing, so only the trials that
+    # draw it fail.
+    present = write_npz("present.npz", **tiny_arrays())
+    raw = study_config(present)
+    raw["search"]["params"] = {"data.path": {"choice": [str(present),
+                                                        str(tmp_path / "no.npz")]}}
+    raw["search"]["trials"] = 4
+    out = tmp_path / "out"
+
+    result = invoke("search", write_config(raw), "--out", out, "--workers", 1)
+
+    assert result.exit_code == 0, result.output
+    statuses = sorted(row["status"] for row in read_rows(out))
+    assert "ok" in statuses and "failed" in statuses
