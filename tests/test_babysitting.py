@@ -128,6 +128,28 @@ def test_non_finite_before_any_update_with_scaled_init_blames_the_data(
     assert "init_std" not in message
 
 
+def test_non_finite_after_updates_with_a_huge_first_loss_blames_the_data(
+        tmp_path, write_npz, write_config):
+    # float64 features of 1e155 give a first loss near 1e155 and gradients whose
+    # squared norm overflows a few updates later: no learning rate is at fault.
+    arrays = tiny_arrays()
+    arrays["X_train"] = arrays["X_train"] * 1e155
+    raw = tiny_config_dict(write_npz("huge.npz", **arrays))
+    raw["data"]["preprocess"] = []
+    raw["train"]["dtype"] = "float64"
+
+    result = invoke("fit", write_config(raw), "--out", tmp_path / "run", "--quiet")
+
+    assert result.exit_code == 1, result.output
+    message = result.stderr.splitlines()[-1]
+    assert re.search(r"the first loss was \d\.\d+e\+15\d, far above the 1\.1"
+                     r" \(ln\(3\)\) of small starting weights: the data's scale"
+                     r" \(its values reach \d\.\d+e\+15\d\) or the starting"
+                     r" weights \(model.init he\) are at fault, not the learning"
+                     r" rate", message), message
+    assert "lower optimizer.lr" not in message
+
+
 @pytest.mark.parametrize("overrides, kind", [
     (["model.l2=1e38", "optimizer.lr=1e-10"], "l2"),
     (["model.l1=1e38"], "l1"),

@@ -30,6 +30,7 @@ from nntrain.nn import functional as F
 from nntrain.optim.clipping import clip_gradients
 from nntrain.random import SHUFFLE_STREAM, generator
 from nntrain.train.averaging import WeightAverage
+from nntrain.train.checks import expected_first_loss
 from nntrain.train.diagnostics import (
     MIN_BATCH,
     Watcher,
@@ -43,6 +44,9 @@ from nntrain.train.signals import SIGNAL_EXIT_CODES, StopFlag
 # A penalty strength (l2 or l1) at least this large is blamed for a non-finite value
 # before the learning rate: useful ones are 1e-6 to 1e-1.
 HUGE_PENALTY = 1e3
+# A first loss this many times the one small weights give (ln C for softmax) says
+# the scores started huge: the data's scale, not the learning rate, is at fault.
+HUGE_FIRST_LOSS_FACTOR = 1e3
 # A loss above this multiple of its first value for this many updates is diverging.
 DIVERGENCE_FACTOR = 3
 DIVERGENCE_ITERATIONS = 100
@@ -375,6 +379,17 @@ class Solver:
             return (f"{kind} = {strength:g} is far stronger than any useful penalty"
                     f" (useful ones are below 1): lower model.{kind} (or the"
                     f" layer's {kind})")
+        expected, derivation = expected_first_loss(self.model.loss_name,
+                                                   self.model.num_classes)
+        first = self._first_loss
+        if first is not None and first > HUGE_FIRST_LOSS_FACTOR * max(expected, 1.0):
+            largest = float(np.abs(self.X_train).max(initial=0.0))
+            return (f"the first loss was {first:.3g}, far above the {expected:.3g}"
+                    f" ({derivation}) of small starting weights: the data's scale"
+                    f" (its values reach {largest:.3g}) or the starting weights"
+                    f" ({self._init_text()}) are at fault, not the learning rate;"
+                    " preprocess the data (center, scale) or divide it by a power"
+                    " of ten")
         if self.rule.lr is not None:
             return (f"the learning rate {self.rule.lr:g} is likely too high: lower"
                     " optimizer.lr")
