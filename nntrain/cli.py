@@ -8,6 +8,7 @@ malformed --mirror); 130 / 143 stopped by SIGINT / SIGTERM.
 import contextlib
 import csv
 import io
+import math
 import os
 import sys
 import warnings
@@ -542,7 +543,29 @@ def _check_config(config_path, overrides, samples, layer, rng):
         _refuse_one_sample_batchnorm(len(rows))
     title = (f"{config_path} ({config['data']['name']},"
              f" {counted(len(rows), 'sample')}{_penalties(config, model)}, float64)")
-    return check_model(model, X[rows], y[rows], rng, layer), title
+    try:
+        return check_model(model, X[rows], y[rows], rng, layer), title
+    except FloatingPointError:
+        raise _overflow_error(config_path, config, X) from None
+
+
+def _overflow_error(config_path, config, X) -> DataError:
+    """Why the check overflowed float64, and the fix: an overflow measures no
+    gradient, so it must not be reported as one that disagrees."""
+    scale = float(np.abs(X).max())
+    steps = [step if isinstance(step, str) else next(iter(step))
+             for step in config["data"]["preprocess"]]
+    seen = f" (after data.preprocess [{', '.join(steps)}])" if steps else ""
+    problem = (f"the gradient check overflows float64 on {config_path}, so it"
+               " measures no gradient")
+    if scale < 1e3:
+        return DataError(f"{problem}; its data is no larger than {scale:.3g}{seen},"
+                         " so the network's starting weights are too large: check"
+                         " model.init and model.init_std")
+    # Not data.preprocess scale: its statistics square values this large, and
+    # overflow as well.
+    fix = f"divide the data by a power of ten such as 1e{math.ceil(math.log10(scale))}"
+    return DataError(f"{problem}: its data reaches {scale:.3g}{seen}; {fix}")
 
 
 def _refuse_unknown_layer(layer, names, owner) -> None:

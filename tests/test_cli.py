@@ -1345,6 +1345,35 @@ def test_gradcheck_of_batchnorm_on_a_one_sample_training_split_names_the_split(
         f" {fix}") + "$")
 
 
+def test_gradcheck_that_overflows_on_huge_data_exits_2_naming_the_scale(
+        write_npz, write_config):
+    # Scores of order 1e157 overflow float64 once squared: the check could only
+    # report noise, as a false "FAILED", with NumPy's overflow warnings.
+    arrays = tiny_arrays()
+    for split in ("X_train", "X_test"):
+        arrays[split] = arrays[split] * 1e155
+        arrays[split][:, 3] = 3e157  # the largest absolute value, in every row
+    raw = tiny_config_dict(write_npz(**arrays))
+    raw["data"]["preprocess"] = []
+    config = write_config(raw)
+
+    result = invoke("gradcheck", config, "--set", "train.dtype=float64")
+
+    assert_one_line_error(result, 2, "^" + re.escape(
+        f"error: the gradient check overflows float64 on {config}, so it measures"
+        " no gradient: its data reaches 3e+157; divide the data by a power of ten"
+        " such as 1e158") + "$")
+    assert "FAILED" not in result.stdout
+
+
+def test_gradcheck_that_overflows_on_small_data_blames_the_weights(tiny_config):
+    result = invoke("gradcheck", tiny_config, "--set", "model.init=small",
+                    "--set", "model.init_std=1e160")
+
+    assert_one_line_error(result, 2, r"overflows float64 on .*: check model\.init"
+                          r" and model\.init_std$")
+
+
 def test_gradcheck_of_one_sample_without_batchnorm_runs(tiny_config):
     assert invoke("gradcheck", "--samples", "1", "--layer", "relu").exit_code == 0
     assert invoke("gradcheck", tiny_config, "--samples", "1").exit_code == 0
