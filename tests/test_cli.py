@@ -1717,6 +1717,52 @@ def test_sanity_of_a_diverging_run_says_the_loss_became_nan(tiny_config):
                                      r" updates? on \d+ samples?: lower optimizer\.lr")
 
 
+@pytest.mark.parametrize("sets", [[], ["model.batchnorm=true"],
+                                  ["optimizer={name: lbfgs}"], ["model.loss=svm"]])
+def test_sanity_on_a_one_sample_training_split_exits_2(write_npz, write_config,
+                                                       sets):
+    # 3 rows, 2 held out: one training sample, which the biases alone fit.
+    X = np.arange(6, dtype=np.float64).reshape(3, 2)
+    data = write_npz(X_train=X, y_train=np.array([0, 1, 0]), X_test=X[:2],
+                     y_test=np.array([0, 1]))
+    config = write_config({"data": {"name": "npz", "path": str(data),
+                                    "validation": 2},
+                           "model": {"hidden": [4]}, "train": {"epochs": 1}})
+
+    result = invoke("sanity", config, *[arg for text in sets
+                                        for arg in ("--set", text)])
+
+    assert_one_line_error(result, 2, "^" + re.escape(
+        "error: the sanity check needs at least 2 training samples, but the training"
+        f" split of {config} holds only 1 (one is fitted by the biases alone); give"
+        " its data more training samples, or hold out fewer of its samples for"
+        " validation (now 2)") + "$")
+
+
+def test_sanity_on_samples_of_one_class_exits_2(write_npz, write_config):
+    # Sorted by class: whichever row is held out, the first 3 training samples are
+    # all of class 0.
+    X = np.arange(16, dtype=np.float64).reshape(8, 2)
+    data = write_npz(X_train=X, y_train=np.repeat([0, 1], 4), X_test=X[:2],
+                     y_test=np.array([0, 1]), class_names=np.array(["cat", "dog"]))
+    config = write_config({"data": {"name": "npz", "path": str(data),
+                                    "validation": 1},
+                           "model": {"hidden": [4]}, "train": {"epochs": 1}})
+
+    result = invoke("sanity", config, "--samples", "3")
+
+    assert_one_line_error(result, 2, "^" + re.escape(
+        f"error: the 3 sanity samples (the first of the training split of {config})"
+        " are all of class cat, which the biases alone fit; give --samples more, or"
+        " shuffle the data's training samples") + "$")
+
+
+def test_sanity_of_one_sample_is_a_usage_error(tiny_config):
+    result = invoke("sanity", tiny_config, "--samples", "1")
+
+    assert_one_line_error(result, 2, r"'--samples': 1 is not in the range x>=2")
+
+
 @pytest.mark.parametrize("threads, warned", [(1, False), (1024, True)])
 def test_more_threads_than_cores_is_a_warning_naming_the_cores(
         tmp_path, tiny_npz, write_config, monkeypatch, threads, warned):
