@@ -8,6 +8,7 @@ malformed --mirror); 130 / 143 stopped by SIGINT / SIGTERM.
 import contextlib
 import csv
 import io
+import math
 import os
 import sys
 import warnings
@@ -542,7 +543,29 @@ def _check_config(config_path, overrides, samples, layer, rng):
         _refuse_one_sample_batchnorm(len(rows))
     title = (f"{config_path} ({config['data']['name']},"
              f" {counted(len(rows), 'sample')}{_penalties(config, model)}, float64)")
-    return check_model(model, X[rows], y[rows], rng, layer), title
+    try:
+        return check_model(model, X[rows], y[rows], rng, layer), title
+    except FloatingPointError:
+        raise _overflow_error(config_path, config, X) from None
+
+
+def _overflow_error(config_path, config, X) -> DataError:
+    """Why the check overflowed float64, and the fix: an overflow measures no
+    gradient, so it must not be reported as one that disagrees."""
+    scale = float(np.abs(X).max())
+    steps = [step if isinstance(step, str) else next(iter(step))
+             for step in config["data"]["preprocess"]]
+    seen = f" (after data.preprocess [{', '.join(steps)}])" if steps else ""
+    problem = (f"the gradient check overflows float64 on {config_path}, so it"
+               " measures no gradient")
+    if scale < 1e3:
+        return DataError(f"{problem}; its data is no larger than {scale:.3g}{seen},"
+                         " so the network's starting weights are too large: check"
+                         " model.init and model.init_std")
+    # Not data.preprocess scale: its statistics square values this large, and
+    # overflow as well.
+    fix = f"divide the data by a power of ten such as 1e{math.ceil(math.log10(scale))}"
+    return DataError(f"{problem}: its data reaches {scale:.3g}{seen}; {fix}")
 
 
 def _refuse_unknown_layer(layer, names, owner) -> None:
@@ -570,12 +593,18 @@ def _refuse_one_sample_training_split(config_path, num_train: int, samples: int,
     limits the batch: no --samples can help then."""
     if num_train >= 2:
         return
+    raise DataError(f"batch norm needs at least 2 samples in the gradient check, but"
+                    f" the training split of {config_path} holds only {num_train}"
+                    f" (--samples asks for {samples});"
+                    f" {_more_training_samples(num_val)}")
+
+
+def _more_training_samples(num_val: int) -> str:
+    """How to give a config's training split more samples."""
     fix = "give its data more training samples"
     if num_val >= 2:
         fix += f", or hold out fewer of its samples for validation (now {num_val})"
-    raise DataError(f"batch norm needs at least 2 samples in the gradient check, but"
-                    f" the training split of {config_path} holds only {num_train}"
-                    f" (--samples asks for {samples}); {fix}")
+    return fix
 
 
 def _penalties(config, model) -> str:
@@ -592,8 +621,8 @@ def _penalties(config, model) -> str:
 @cli.command()
 @click.argument("config_path", metavar="CONFIG", type=click.Path(dir_okay=False))
 @overrides_option("optimizer.lr=0.01")
-@click.option("--samples", default=50, show_default=True, type=click.IntRange(1),
-              help="Training samples to overfit.")
+@click.option("--samples", default=50, show_default=True, type=click.IntRange(2),
+              help="Training samples to overfit (2 or more).")
 @click.option("--max-iterations", default=2000, show_default=True,
               type=click.IntRange(1), help="Updates allowed before giving up.")
 def sanity(config_path, overrides, samples, max_iterations):
@@ -610,6 +639,8 @@ def sanity(config_path, overrides, samples, max_iterations):
     prepared = prepare_data(config, splits=("train",))
     X, y = prepared.splits["train"]
     X, y = X[:samples], y[:samples]
+    _refuse_trivial_sanity(config_path, y, len(prepared.dataset.y_val),
+                           prepared.dataset.class_names)
     result = overfit(config, X, y, prepared.dataset.num_classes, max_iterations)
     samples, updates = (counted(result.samples, "sample"),
                         counted(result.iterations, "update"))
@@ -631,6 +662,21 @@ def sanity(config_path, overrides, samples, max_iterations):
         )
     click.echo(f"passed: 100% training accuracy after {updates}"
                f" (loss {result.loss:.4g})")
+
+
+def _refuse_trivial_sanity(config_path, y, num_val: int, class_names) -> None:
+    """Refuse sanity samples that any network fits by its biases alone: one
+    sample, or several of one class. Reaching 100% on them shows nothing."""
+    if len(y) < 2:
+        raise DataError(f"the sanity check needs at least 2 training samples, but"
+                        f" the training split of {config_path} holds only {len(y)}"
+                        f" (one is fitted by the biases alone);"
+                        f" {_more_training_samples(num_val)}")
+    if np.all(y == y[0]):
+        raise DataError(f"the {len(y)} sanity samples (the first of the training"
+                        f" split of {config_path}) are all of class"
+                        f" {class_names[y[0]]}, which the biases alone fit; give"
+                        " --samples more, or shuffle the data's training samples")
 
 
 @cli.group(cls=Group)

@@ -792,9 +792,22 @@ def load_config(path=None, overrides: list[str] | None = None) -> dict:
     try:
         return resolve_config(raw)
     except ConfigError as error:
+        if path is None and _no_length_given(error, overrides or []):
+            # The defaults set no length on purpose: a run's length is a choice.
+            raise ConfigError("the default config (no path) sets no length: give"
+                              " train.epochs or train.iterations, as in"
+                              " load_config(None, [\"train.epochs=5\"])",
+                              error.key) from None
         where = f"{path}: " if path is not None else ""
         raise blamed_on_override(error, overrides or []) or ConfigError(
             f"{where}{error}", error.key) from None
+
+
+def _no_length_given(error: ConfigError, overrides) -> bool:
+    """Whether ``error`` is the one the defaults give when no override sets the
+    run's length."""
+    length = ("train.epochs", "train.iterations")
+    return error.key == length and override_setting(length, overrides) is None
 
 
 def blamed_on_override(error: ConfigError, overrides) -> ConfigError | None:

@@ -144,6 +144,10 @@ def check_model(model, X, y, rng, layer_name=None) -> list[ParamCheck]:
 
     Training mode throughout: batch norm uses the batch's statistics, and dropout
     keeps the masks of the first pass (a fixed function to differentiate).
+
+    Raises FloatingPointError when any of the check's float64 arithmetic overflows
+    or makes a NaN (data of scale 1e155, say): the errors it would report then say
+    nothing about the gradients.
     """
     from nntrain.nn import functional as F
     from nntrain.nn.model import LOSSES
@@ -169,10 +173,11 @@ def check_model(model, X, y, rng, layer_name=None) -> list[ParamCheck]:
         return states + [np.sign(W) for W in l1_weights]
 
     try:
-        grads = model.forward_backward(X, y).grads
-        return [check_array(name, param, grads[name], objective, rng, region)
-                for name, param in model.params.items()
-                if layer_name in (None, name.partition(".")[0])]
+        with np.errstate(over="raise", invalid="raise"):
+            grads = model.forward_backward(X, y).grads
+            return [check_array(name, param, grads[name], objective, rng, region)
+                    for name, param in model.params.items()
+                    if layer_name in (None, name.partition(".")[0])]
     finally:
         for layer in dropouts:
             layer.freeze_mask = False

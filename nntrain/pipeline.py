@@ -5,6 +5,7 @@ Each step is one call with plain data between them; the CLI and notebooks both u
 these functions.
 """
 
+import os
 import shlex
 import time
 import warnings
@@ -14,12 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
-from nntrain.checkpoint import load_checkpoint
+from nntrain.checkpoint import Checkpoint, load_checkpoint
 from nntrain.config import blamed_on_override, resolve_config, yaml_text
 from nntrain.data.datasets import Dataset, load_dataset
 from nntrain.data.preprocess import Preprocessor
 from nntrain.errors import (
     EDITED_CHECKPOINT_FIX,
+    BadInputError,
     CheckpointError,
     CheckpointWarning,
     ConfigError,
@@ -157,18 +159,20 @@ def fit(config: dict, run_dir, force: bool = False, quiet: bool = False,
         resume=None, data_path_given: bool | None = None) -> FitResult:
     """Train the network ``config`` describes; write everything into ``run_dir``.
 
-    ``resume``: a loaded Checkpoint of this run to continue from (its config is
-    ``config``, with train.epochs or train.iterations possibly extended).
+    ``resume``: the run to continue, as a loaded Checkpoint or the path of one or
+    of its run directory (as ``nntrain fit --resume`` takes it). ``config`` must
+    then be the checkpoint's, as ``train.resume.resumed_config`` gives it: only
+    train.epochs, train.iterations, train.threads and data.path may differ (a
+    ConfigError names any other setting that does).
     ``data_path_given``: for a resumed run, whether data.path was given now (the
     CLI's --set data.path), which must then hold the data; otherwise a data.path
     moved from the checkpoint's may fall back on another copy. None: given when
     it differs from the path the checkpoint recorded.
     """
-    if not isinstance(config, dict):
-        raise TypeError(f"config is {type(config).__name__}; give a config dict, as"
-                        " nntrain.load_config(path) returns")
+    _check_fit_arguments(config, run_dir, force, quiet, data_path_given)
     config = resolve_config(config)  # a hand-made dict gets checked, and defaults
     started = time.perf_counter()
+    resume, resume_notes = _resume_from(resume, config)
     saved_prep = None
     if resume is not None:
         check_data_spec(resume)
@@ -204,6 +208,8 @@ def fit(config: dict, run_dir, force: bool = False, quiet: bool = False,
 
     run = RunDirectory(run_dir, force=force, resume=resume is not None)
     reporter = Reporter(quiet=quiet, log=run.log)
+    for text in resume_notes:
+        reporter.line(f"note: {text}")
     for text in data_warnings:
         reporter.warn(text)
     try:
@@ -261,6 +267,49 @@ def fit(config: dict, run_dir, force: bool = False, quiet: bool = False,
     finally:
         run.close()
     return FitResult(run.path, progress, seconds, solver.history)
+
+
+def _check_fit_arguments(config, run_dir, force, quiet, data_path_given) -> None:
+    """TypeErrors for arguments of fit of the wrong type: a truthy "no" must not
+    pass for force=True, which removes a run's files."""
+    if not isinstance(config, dict):
+        raise TypeError(f"config is {type(config).__name__}; give a config dict, as"
+                        " nntrain.load_config(path) returns")
+    _check_path_argument("run_dir", run_dir, "the run directory's path, a str or"
+                         " pathlib.Path")
+    for name, value in (("force", force), ("quiet", quiet),
+                        ("data_path_given", data_path_given)):
+        if not isinstance(value, (bool, np.bool_)) and not (
+                name == "data_path_given" and value is None):
+            raise TypeError(f"{name} is {value!r}; give True or False")
+
+
+def _check_path_argument(name: str, value, give: str) -> None:
+    """A TypeError unless ``value`` is a path (a str or os.PathLike), and a
+    BadInputError for an empty one, which would mean the current folder; ``give``
+    says what to give instead."""
+    if not isinstance(value, (str, os.PathLike)):
+        raise TypeError(f"{name} is {type(value).__name__}; give {give}")
+    if str(value) == "":
+        raise BadInputError(f"{name} is empty; give {give}")
+
+
+def _resume_from(resume, config: dict) -> tuple[object, list[str]]:
+    """fit's ``resume`` as a Checkpoint (None: a new run), after checking that
+    ``config`` is its config, and notes on the checkpoints a run directory's search
+    skipped."""
+    from nntrain.train import resume as resuming  # it imports this module
+
+    if resume is None:
+        return None, []
+    notes = []
+    if not isinstance(resume, Checkpoint):
+        _check_path_argument("resume", resume, "a loaded Checkpoint"
+                             " (nntrain.checkpoint.load_checkpoint), or the path of"
+                             " a checkpoint or of a run directory")
+        _, resume, notes = resuming.find_checkpoint(resume)
+    resuming.refuse_changed_config(config, resume, resume.path or "the checkpoint")
+    return resume, notes
 
 
 def _prepare_run_data(config: dict, saved_prep, resume,
@@ -573,6 +622,8 @@ class Restored:
 def restore(path, average: bool = False) -> Restored:
     """Rebuild the model and preprocessing of a checkpoint from the file alone;
     ``average``: with the averaged weights (train.average) instead of the raw ones."""
+    _check_path_argument("path", path, "the checkpoint's path, a str or"
+                         " pathlib.Path")
     checkpoint = load_checkpoint(path)
     check_data_spec(checkpoint, "the checkpoint is damaged or was edited: use"
                     " another checkpoint")

@@ -1345,6 +1345,35 @@ def test_gradcheck_of_batchnorm_on_a_one_sample_training_split_names_the_split(
         f" {fix}") + "$")
 
 
+def test_gradcheck_that_overflows_on_huge_data_exits_2_naming_the_scale(
+        write_npz, write_config):
+    # Scores of order 1e157 overflow float64 once squared: the check could only
+    # report noise, as a false "FAILED", with NumPy's overflow warnings.
+    arrays = tiny_arrays()
+    for split in ("X_train", "X_test"):
+        arrays[split] = arrays[split] * 1e155
+        arrays[split][:, 3] = 3e157  # the largest absolute value, in every row
+    raw = tiny_config_dict(write_npz(**arrays))
+    raw["data"]["preprocess"] = []
+    config = write_config(raw)
+
+    result = invoke("gradcheck", config, "--set", "train.dtype=float64")
+
+    assert_one_line_error(result, 2, "^" + re.escape(
+        f"error: the gradient check overflows float64 on {config}, so it measures"
+        " no gradient: its data reaches 3e+157; divide the data by a power of ten"
+        " such as 1e158") + "$")
+    assert "FAILED" not in result.stdout
+
+
+def test_gradcheck_that_overflows_on_small_data_blames_the_weights(tiny_config):
+    result = invoke("gradcheck", tiny_config, "--set", "model.init=small",
+                    "--set", "model.init_std=1e160")
+
+    assert_one_line_error(result, 2, r"overflows float64 on .*: check model\.init"
+                          r" and model\.init_std$")
+
+
 def test_gradcheck_of_one_sample_without_batchnorm_runs(tiny_config):
     assert invoke("gradcheck", "--samples", "1", "--layer", "relu").exit_code == 0
     assert invoke("gradcheck", tiny_config, "--samples", "1").exit_code == 0
@@ -1686,6 +1715,52 @@ def test_sanity_of_a_diverging_run_says_the_loss_became_nan(tiny_config):
     # One line: NumPy's overflow warnings are not shown.
     assert_one_line_error(result, 1, r"^error: the loss became (nan|inf) after \d+"
                                      r" updates? on \d+ samples?: lower optimizer\.lr")
+
+
+@pytest.mark.parametrize("sets", [[], ["model.batchnorm=true"],
+                                  ["optimizer={name: lbfgs}"], ["model.loss=svm"]])
+def test_sanity_on_a_one_sample_training_split_exits_2(write_npz, write_config,
+                                                       sets):
+    # 3 rows, 2 held out: one training sample, which the biases alone fit.
+    X = np.arange(6, dtype=np.float64).reshape(3, 2)
+    data = write_npz(X_train=X, y_train=np.array([0, 1, 0]), X_test=X[:2],
+                     y_test=np.array([0, 1]))
+    config = write_config({"data": {"name": "npz", "path": str(data),
+                                    "validation": 2},
+                           "model": {"hidden": [4]}, "train": {"epochs": 1}})
+
+    result = invoke("sanity", config, *[arg for text in sets
+                                        for arg in ("--set", text)])
+
+    assert_one_line_error(result, 2, "^" + re.escape(
+        "error: the sanity check needs at least 2 training samples, but the training"
+        f" split of {config} holds only 1 (one is fitted by the biases alone); give"
+        " its data more training samples, or hold out fewer of its samples for"
+        " validation (now 2)") + "$")
+
+
+def test_sanity_on_samples_of_one_class_exits_2(write_npz, write_config):
+    # Sorted by class: whichever row is held out, the first 3 training samples are
+    # all of class 0.
+    X = np.arange(16, dtype=np.float64).reshape(8, 2)
+    data = write_npz(X_train=X, y_train=np.repeat([0, 1], 4), X_test=X[:2],
+                     y_test=np.array([0, 1]), class_names=np.array(["cat", "dog"]))
+    config = write_config({"data": {"name": "npz", "path": str(data),
+                                    "validation": 1},
+                           "model": {"hidden": [4]}, "train": {"epochs": 1}})
+
+    result = invoke("sanity", config, "--samples", "3")
+
+    assert_one_line_error(result, 2, "^" + re.escape(
+        f"error: the 3 sanity samples (the first of the training split of {config})"
+        " are all of class cat, which the biases alone fit; give --samples more, or"
+        " shuffle the data's training samples") + "$")
+
+
+def test_sanity_of_one_sample_is_a_usage_error(tiny_config):
+    result = invoke("sanity", tiny_config, "--samples", "1")
+
+    assert_one_line_error(result, 2, r"'--samples': 1 is not in the range x>=2")
 
 
 @pytest.mark.parametrize("threads, warned", [(1, False), (1024, True)])

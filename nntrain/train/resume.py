@@ -31,6 +31,9 @@ from nntrain.train.state import check_data_spec, check_solver_state
 # smaller or busier machine; the results may then differ in the last bits), and
 # where its data lies now (it must be the same data).
 CHANGEABLE = ("train.epochs", "train.iterations", "train.threads", "data.path")
+KEEPS_CONFIG = ("a resumed run keeps its checkpoint's config; only train.epochs,"
+                " train.iterations, train.threads and data.path (where the data lies"
+                " now) may change")
 
 
 def find_checkpoint(path) -> tuple[Path, object, list[str]]:
@@ -160,23 +163,37 @@ def resumed_config(checkpoint, overrides: list[str], path) -> dict:
     for text in overrides:
         key = text.partition("=")[0].strip()
         if key not in CHANGEABLE:
-            raise ConfigError(
-                f"--set {key}: a resumed run keeps its checkpoint's config; only"
-                " train.epochs, train.iterations, train.threads and data.path (where"
-                " the data lies now) may change"
-            )
+            raise ConfigError(f"--set {key}: {KEEPS_CONFIG}")
     _iteration(checkpoint, path)
-    saved = checkpoint.meta.get("config")
-    if not isinstance(saved, dict):
-        raise CheckpointError(f"{path} holds no config; it is not a checkpoint nntrain"
-                              " fit wrote")
-    raw = apply_overrides(copy.deepcopy(saved), list(overrides))
+    raw = apply_overrides(copy.deepcopy(saved_config(checkpoint, path)),
+                          list(overrides))
     if without_lbfgs_average(raw) is not raw:
         warnings.warn(CheckpointWarning(
             f"{path} sets train.average with optimizer lbfgs, which never averaged"
             " its weights; it is resumed as a run without train.average"),
             stacklevel=2)
     return migrate_config(raw, path, overrides)
+
+
+def saved_config(checkpoint, path) -> dict:
+    """The config ``checkpoint`` (loaded from ``path``) was trained with, as saved."""
+    saved = checkpoint.meta.get("config")
+    if not isinstance(saved, dict):
+        raise CheckpointError(f"{path} holds no config; it is not a checkpoint nntrain"
+                              " fit wrote")
+    return saved
+
+
+def refuse_changed_config(config: dict, checkpoint, path) -> None:
+    """A ConfigError naming the first setting of ``config`` (resolved) that
+    differs from the checkpoint's own beyond what a resume may change."""
+    saved = migrate_config(saved_config(checkpoint, path), path)
+    found = first_difference(config, saved)
+    if found:
+        key, given, kept = found
+        raise ConfigError(f"{key} is {yaml_text(given)}, but {yaml_text(kept)} in"
+                          f" {path}: {KEEPS_CONFIG} (resumed_config(checkpoint,"
+                          " overrides, path) gives the config to resume with)", key)
 
 
 def is_finished(config: dict, checkpoint) -> bool:
@@ -256,12 +273,27 @@ def threads_note(given: dict, resumed: dict, overrides) -> str | None:
 def differs(given: dict, saved: dict) -> bool:
     """Whether two configs differ in anything but what a resume may change (the
     length, the threads, the output folder, where the data lies)."""
-    def essentials(config):
-        config = copy.deepcopy(config)
-        for section, key in (("train", "epochs"), ("train", "iterations"),
-                             ("train", "threads"), ("data", "path")):
-            config[section][key] = None
-        config["output"] = None
-        return config
+    return first_difference(given, saved) is not None
 
-    return essentials(given) != essentials(saved)
+
+_ABSENT = object()
+
+
+def first_difference(given: dict, saved: dict, prefix: str = ""):
+    """(dotted key, given value, saved value) of the first setting in which two
+    resolved configs differ, leaving out what a resume may change (CHANGEABLE) and
+    the output folder; None when they agree. A key one of them lacks has the
+    value None there."""
+    for key in [*given, *(key for key in saved if key not in given)]:
+        dotted = f"{prefix}{key}"
+        if dotted in (*CHANGEABLE, "output"):
+            continue
+        mine, theirs = given.get(key, _ABSENT), saved.get(key, _ABSENT)
+        if isinstance(mine, dict) and isinstance(theirs, dict):
+            found = first_difference(mine, theirs, f"{dotted}.")
+            if found:
+                return found
+        elif mine != theirs:
+            return (dotted, None if mine is _ABSENT else mine,
+                    None if theirs is _ABSENT else theirs)
+    return None

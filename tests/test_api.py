@@ -1,0 +1,121 @@
+"""The Python API's arguments: fit, restore and load_config called from a notebook
+refuse what the command line cannot be given (a changed config on resume, a
+truthy string for a flag, no path) with an error naming the argument."""
+
+import re
+
+import pytest
+
+from nntrain.checkpoint import load_checkpoint
+from nntrain.config import load_config
+from nntrain.errors import ConfigError
+from nntrain.pipeline import fit, restore
+
+# tiny_config: 50 training rows in batches of 16, so 4 updates an epoch.
+PER_EPOCH = 4
+
+
+@pytest.fixture
+def one_epoch_run(tmp_path, tiny_config):
+    """(config path, run directory) of the tiny config trained for 1 epoch."""
+    run = tmp_path / "run"
+    fit(load_config(tiny_config, ["train.epochs=1"]), run, quiet=True)
+    return tiny_config, run
+
+
+def _iteration(run) -> int:
+    meta = load_checkpoint(run / "checkpoints" / "last.npz").meta
+    return meta["solver"]["progress"]["iteration"]
+
+
+@pytest.mark.parametrize("override, key, given, saved", [
+    ("optimizer.lr=0.5", "optimizer.lr", "0.5", "0.01"),
+    ("model.l2=0.5", "model.l2", "0.5", "0.0"),
+    ("train.batch_size=7", "train.batch_size", "7", "16"),
+    ("model.hidden=[5]", "model.hidden", "[5]", "[8]"),
+])
+def test_fit_refuses_a_resume_whose_config_differs_from_the_checkpoints(
+        one_epoch_run, override, key, given, saved):
+    config_path, run = one_epoch_run
+    last = run / "checkpoints" / "last.npz"
+    config = load_config(config_path, ["train.epochs=2", override])
+
+    with pytest.raises(ConfigError, match="^" + re.escape(
+            f"{key} is {given}, but {saved} in {last}: a resumed run keeps its"
+            " checkpoint's config; only train.epochs, train.iterations,"
+            " train.threads and data.path (where the data lies now) may change")
+            ) as refused:
+        fit(config, run, quiet=True, resume=load_checkpoint(last))
+
+    assert refused.value.key == key
+    assert _iteration(run) == PER_EPOCH
+
+
+def test_fit_resumes_with_what_a_resume_may_change(one_epoch_run, tmp_path):
+    config_path, run = one_epoch_run
+    moved = tmp_path / "moved.npz"
+    moved.write_bytes((tmp_path / "tiny.npz").read_bytes())  # the same data
+    config = load_config(config_path, ["train.epochs=2", "train.threads=1",
+                                       f"data.path={moved}", "output=elsewhere"])
+
+    fit(config, run, quiet=True, resume=load_checkpoint(run / "checkpoints"
+                                                        / "last.npz"))
+
+    assert _iteration(run) == 2 * PER_EPOCH
+
+
+@pytest.mark.parametrize("where", ["file", "run directory"])
+def test_fit_resumes_from_a_path(one_epoch_run, where):
+    config_path, run = one_epoch_run
+    resume = str(run / "checkpoints" / "last.npz") if where == "file" else run
+
+    fit(load_config(config_path, ["train.epochs=2"]), run, quiet=True,
+        resume=resume)
+
+    assert _iteration(run) == 2 * PER_EPOCH
+
+
+def test_fit_refuses_a_resume_that_is_no_checkpoint_nor_path(one_epoch_run):
+    config_path, run = one_epoch_run
+
+    with pytest.raises(TypeError, match=r"^resume is int; give a loaded Checkpoint"):
+        fit(load_config(config_path, ["train.epochs=2"]), run, resume=3)
+
+
+@pytest.mark.parametrize("name, value", [("force", "no"), ("quiet", "yes"),
+                                         ("force", 1), ("data_path_given", "no")])
+def test_fit_flags_must_be_bools(one_epoch_run, name, value):
+    config_path, run = one_epoch_run
+    before = (run / "metrics.jsonl").read_bytes()
+
+    with pytest.raises(TypeError, match=f"^{name} is {re.escape(repr(value))};"
+                       " give True or False$"):
+        fit(load_config(config_path), run, **{name: value})
+
+    assert (run / "metrics.jsonl").read_bytes() == before  # "no" wiped nothing
+
+
+def test_fit_without_a_run_directory_is_a_type_error(tiny_config):
+    with pytest.raises(TypeError, match=r"^run_dir is NoneType; give the run"
+                       r" directory's path, a str or pathlib\.Path$"):
+        fit(load_config(tiny_config), None)
+
+
+@pytest.mark.parametrize("path, kind", [(None, "NoneType"), (3, "int")])
+def test_restore_without_a_path_is_a_type_error(path, kind):
+    with pytest.raises(TypeError, match=rf"^path is {kind}; give the checkpoint's"
+                       r" path, a str or pathlib\.Path$"):
+        restore(path)
+
+
+def test_load_config_without_a_path_says_the_defaults_set_no_length():
+    with pytest.raises(ConfigError, match=re.escape(
+            "the default config (no path) sets no length: give train.epochs or"
+            ' train.iterations, as in load_config(None, ["train.epochs=5"])')):
+        load_config(None)
+
+
+def test_load_config_without_a_path_blames_an_override_that_unsets_the_length():
+    with pytest.raises(ConfigError, match=r"^--set train\.epochs=null: set exactly"
+                       r" one of train\.epochs and train\.iterations"):
+        load_config(None, ["train.epochs=null"])
