@@ -46,7 +46,7 @@ from nntrain.train.signals import SIGNAL_EXIT_CODES, StopFlag
 HUGE_PENALTY = 1e3
 # A first loss this many times the one small weights give (ln C for softmax) says
 # the scores started huge: the data's scale, not the learning rate, is at fault.
-HUGE_FIRST_LOSS_FACTOR = 1e3
+HUGE_FIRST_LOSS_FACTOR = 1e6
 # A loss above this multiple of its first value for this many updates is diverging.
 DIVERGENCE_FACTOR = 3
 DIVERGENCE_ITERATIONS = 100
