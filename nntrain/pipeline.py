@@ -172,7 +172,7 @@ def fit(config: dict, run_dir, force: bool = False, quiet: bool = False,
     _check_fit_arguments(config, run_dir, force, quiet, data_path_given)
     config = resolve_config(config)  # a hand-made dict gets checked, and defaults
     started = time.perf_counter()
-    resume, resume_notes = _resume_from(resume, config)
+    resume, resume_notes = _resume_from(resume, config, run_dir)
     saved_prep = None
     if resume is not None:
         check_data_spec(resume)
@@ -294,10 +294,10 @@ def _check_path_argument(name: str, value, give: str) -> None:
         raise BadInputError(f"{name} is empty; give {give}")
 
 
-def _resume_from(resume, config: dict) -> tuple[object, list[str]]:
+def _resume_from(resume, config: dict, run_dir) -> tuple[object, list[str]]:
     """fit's ``resume`` as a Checkpoint (None: a new run), after checking that
-    ``config`` is its config, and notes on the checkpoints a run directory's search
-    skipped."""
+    ``config`` is its config and ``run_dir`` its run directory, and notes on the
+    checkpoints a run directory's search skipped."""
     from nntrain.train import resume as resuming  # it imports this module
 
     if resume is None:
@@ -308,6 +308,14 @@ def _resume_from(resume, config: dict) -> tuple[object, list[str]]:
                              " (nntrain.checkpoint.load_checkpoint), or the path of"
                              " a checkpoint or of a run directory")
         _, resume, notes = resuming.find_checkpoint(resume)
+    if resume.path is not None:
+        # Its metrics and best.npz are the ones the resumed run extends: another
+        # folder's would be overwritten with this run's.
+        own = resuming.run_directory_of(Path(resume.path))
+        if Path(run_dir).resolve() != own:
+            raise BadInputError(f"a resumed run continues in its own run directory"
+                                f" ({own}), not in {run_dir}; give that one as"
+                                " run_dir, or copy it and resume the copy")
     resuming.refuse_changed_config(config, resume, resume.path or "the checkpoint")
     return resume, notes
 

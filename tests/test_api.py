@@ -119,3 +119,24 @@ def test_load_config_without_a_path_blames_an_override_that_unsets_the_length():
     with pytest.raises(ConfigError, match=r"^--set train\.epochs=null: set exactly"
                        r" one of train\.epochs and train\.iterations"):
         load_config(None, ["train.epochs=null"])
+
+
+def test_fit_refuses_to_resume_a_run_into_another_runs_folder(one_epoch_run,
+                                                              tmp_path):
+    # The other folder's metrics and checkpoints would be overwritten with this
+    # run's continuation.
+    from nntrain.errors import BadInputError
+
+    config_path, run = one_epoch_run
+    other = tmp_path / "other"
+    fit(load_config(config_path, ["train.epochs=1", "seed=7"]), other, quiet=True)
+    before = (other / "metrics.jsonl").read_bytes()
+    last = load_checkpoint(run / "checkpoints" / "last.npz")
+
+    with pytest.raises(BadInputError, match=re.escape(
+            f"a resumed run continues in its own run directory ({run.resolve()}),"
+            f" not in {other}")):
+        fit(load_config(config_path, ["train.epochs=2"]), other, quiet=True,
+            resume=last)
+
+    assert (other / "metrics.jsonl").read_bytes() == before
