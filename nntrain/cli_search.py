@@ -138,11 +138,14 @@ def search(config_path, overrides, out, workers, scheduler, ensemble_size):
         _check_scheduler_address(scheduler)
         searching.require_dask()
     config, spec = searching.load_search_config(config_path, overrides)
-    if not scheduler:
+    folder = Path(out) if out else _default_dir(config, config_path)
+    planned = (folder / searching.PLAN_FILE).exists()
+    if not scheduler and not planned:
         _check_data_found(config, spec)
-    study = searching.Study(Path(out) if out else _default_dir(config, config_path),
-                            config, spec)
+    study = searching.Study(folder, config, spec)
     done = study.finished()
+    if not scheduler and planned and done < spec.trials:
+        _check_data_found(config, spec)  # a finished study reads no data
     if not scheduler:
         workers = workers or usable_cores()
     where = (f"the Dask cluster at {scheduler}" if scheduler

@@ -1391,3 +1391,28 @@ def test_a_searched_data_key_leaves_the_data_to_the_trials(tmp_path, write_confi
     assert result.exit_code == 0, result.output
     statuses = sorted(row["status"] for row in read_rows(out))
     assert "ok" in statuses and "failed" in statuses
+
+
+def test_a_study_whose_data_moved_reruns_with_its_new_place(tmp_path, write_config,
+                                                            write_npz):
+    # Finished, the rerun reads no data; with a trial to run, it needs the data,
+    # and --set data.path says where it lies now (the study is still the same).
+    data = write_npz("data.npz", **tiny_arrays())
+    config = write_config(study_config(data))
+    out = tmp_path / "out"
+    assert invoke("search", config, "--out", out, "--workers", 1).exit_code == 0
+    moved = data.rename(tmp_path / "moved.npz")
+
+    finished = invoke("search", config, "--out", out, "--workers", 1)
+    assert finished.exit_code == 0, finished.output
+    assert "3 trials, 0 to run" in finished.stderr
+
+    shutil.rmtree(out / "trial-0002")
+    missing = invoke("search", config, "--out", out, "--workers", 1)
+    assert missing.exit_code == 2 and "npz file not found" in missing.stderr
+
+    rerun = invoke("search", config, "--out", out, "--workers", 1, "--set",
+                   f"data.path={moved}")
+    assert rerun.exit_code == 0, rerun.output
+    assert "3 trials, 1 to run" in rerun.stderr
+    assert [row["status"] for row in read_rows(out)] == ["ok"] * 3

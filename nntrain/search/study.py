@@ -242,15 +242,22 @@ def _check_same_plan(saved, fresh: dict, path: Path) -> None:
                                 " give --out another folder") from None
     first = len(fresh["trials"])  # round 1, planned before anything ran
     trials = saved.get("trials", [])
-    old = {"config": {**saved_config, "output": None}, "search": saved.get("search"),
+    old = {"config": _identity(saved_config), "search": saved.get("search"),
            "trials": trials[:first] if isinstance(trials, list) else trials}
-    new = {"config": {**fresh["config"], "output": None}, "search": fresh["search"],
+    new = {"config": _identity(fresh["config"]), "search": fresh["search"],
            "trials": fresh["trials"]}
     where = _first_difference(old, new, "")
     if where is not None:
         raise RunDirectoryError(
             f"{path} plans another study ({where} differs); rerun it with the config"
             " and --set options it was planned with, or give --out another folder")
+
+
+def _identity(config: dict) -> dict:
+    """What makes a study's config that study's: not the output folder, and not
+    where the data lies, which a rerun may say anew if it moved (as a resume may;
+    it must be the same data)."""
+    return {**config, "output": None, "data": {**config["data"], "path": None}}
 
 
 def _check_planned_trials(saved: dict, spec: SearchSpec, path: Path) -> None:
