@@ -142,12 +142,27 @@ def test_non_finite_after_updates_with_a_huge_first_loss_blames_the_data(
 
     assert result.exit_code == 1, result.output
     message = result.stderr.splitlines()[-1]
-    assert re.search(r"the first loss was \d\.\d+e\+15\d, far above the 1\.1"
+    assert re.search(r"the first data loss was \d\.\d+e\+15\d, far above the 1\.1"
                      r" \(ln\(3\)\) of small starting weights: the data's scale"
                      r" \(its values reach \d\.\d+e\+15\d\) or the starting"
                      r" weights \(model.init he\) are at fault, not the learning"
                      r" rate", message), message
     assert "lower optimizer.lr" not in message
+
+
+def test_a_huge_first_loss_from_the_penalty_alone_still_blames_the_rate(
+        tmp_path, tiny_config):
+    # l2 = 999 on 1024 x 1024 he weights: a first loss near 2e6, nearly all of it
+    # the penalty's; lr * l2 = 10 then makes plain SGD blow the weights up. The
+    # data (its loss near ln 3) is not at fault, the rate is.
+    result = invoke("fit", tiny_config, "--out", tmp_path / "run", "--quiet",
+                    "--set", "model.hidden=[1024, 1024]", "--set", "model.l2=999",
+                    "--set", "optimizer={name: sgd, lr: 0.01}")
+
+    assert result.exit_code == 1, result.output
+    message = result.stderr.splitlines()[-1]
+    assert "the learning rate 0.01 is likely too high" in message, message
+    assert "first data loss" not in message
 
 
 @pytest.mark.parametrize("overrides, kind", [

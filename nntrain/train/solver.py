@@ -179,6 +179,7 @@ class Solver:
         self.watcher = Watcher(reporter.warn) if reporter else None
         self._diagnostics = {}
         self._first_loss = None
+        self._first_data_loss = None  # without the penalties: the scores' own
         self._high_streak = 0
         self._running = _RunningMeans()
         self.train_seconds = 0.0  # time spent in updates alone (no evaluation)
@@ -291,6 +292,8 @@ class Solver:
         progress.iteration += 1
         progress.batch_in_epoch += 1
         self._running.add(result, y)
+        if self._first_data_loss is None:
+            self._first_data_loss = result.data_loss
         self._watch_divergence(result.loss)
         if diagnose:
             self._diagnostics = {
@@ -381,11 +384,12 @@ class Solver:
                     f" layer's {kind})")
         expected, derivation = expected_first_loss(self.model.loss_name,
                                                    self.model.num_classes)
-        first = self._first_loss
+        first = self._first_data_loss
         if first is not None and first > HUGE_FIRST_LOSS_FACTOR * max(expected, 1.0):
             largest = float(np.abs(self.X_train).max(initial=0.0))
-            return (f"the first loss was {first:.3g}, far above the {expected:.3g}"
-                    f" ({derivation}) of small starting weights: the data's scale"
+            return (f"the first data loss was {first:.3g}, far above the"
+                    f" {expected:.3g} ({derivation}) of small starting weights:"
+                    " the data's scale"
                     f" (its values reach {largest:.3g}) or the starting weights"
                     f" ({self._init_text()}) are at fault, not the learning rate;"
                     " preprocess the data (center, scale) or divide it by a power"
@@ -692,6 +696,7 @@ class Solver:
             "running_means": {"samples": self._running.samples,
                               "sums": self._running.sums},
             "divergence": {"first_loss": self._first_loss,
+                           "first_data_loss": self._first_data_loss,
                            "high_streak": self._high_streak},
             "warned": sorted(self.watcher.said) if self.watcher else [],
             "curve": self.watcher.history if self.watcher else [],
@@ -748,6 +753,9 @@ class Solver:
         self._running.samples = meta["running_means"]["samples"]
         self._running.sums = dict(meta["running_means"]["sums"])
         self._first_loss = meta["divergence"]["first_loss"]
+        # None in checkpoints written before it was kept: the rule it feeds
+        # (_cause) then falls back on the learning rate.
+        self._first_data_loss = meta["divergence"].get("first_data_loss")
         self._high_streak = meta["divergence"]["high_streak"]
         if self.watcher:
             self.watcher.said = set(meta["warned"])
