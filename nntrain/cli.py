@@ -546,10 +546,10 @@ def _check_config(config_path, overrides, samples, layer, rng):
     try:
         return check_model(model, X[rows], y[rows], rng, layer), title
     except FloatingPointError:
-        raise _overflow_error(config_path, config, X) from None
+        raise _overflow_error(config_path, config, X, model) from None
 
 
-def _overflow_error(config_path, config, X) -> DataError:
+def _overflow_error(config_path, config, X, model) -> DataError:
     """Why the check overflowed float64, and the fix: an overflow measures no
     gradient, so it must not be reported as one that disagrees."""
     scale = float(np.abs(X).max())
@@ -558,10 +558,23 @@ def _overflow_error(config_path, config, X) -> DataError:
     seen = f" (after data.preprocess [{', '.join(steps)}])" if steps else ""
     problem = (f"the gradient check overflows float64 on {config_path}, so it"
                " measures no gradient")
+    from nntrain.train.solver import HUGE_PENALTY
+
+    strength, kind = max([(strength, kind) for penalty in model.penalties
+                          for strength, kind in ((penalty.l2, "l2"),
+                                                 (penalty.l1, "l1"))],
+                         default=(0.0, ""))
+    if strength >= HUGE_PENALTY:
+        return DataError(f"{problem}: {kind} = {strength:g} is far stronger than any"
+                         f" useful penalty (useful ones are below 1); lower"
+                         f" model.{kind} (or the layer's {kind})")
     if scale < 1e3:
+        init = config["model"]["init"]
+        check = ("model.init_std" if init == "small" else
+                 f"the layers' init (model.init is {init})")
         return DataError(f"{problem}; its data is no larger than {scale:.3g}{seen},"
-                         " so the network's starting weights are too large: check"
-                         " model.init and model.init_std")
+                         f" so the network's starting weights are too large: check"
+                         f" {check}")
     # Not data.preprocess scale: its statistics square values this large, and
     # overflow as well.
     fix = f"divide the data by a power of ten such as 1e{math.ceil(math.log10(scale))}"

@@ -1370,8 +1370,19 @@ def test_gradcheck_that_overflows_on_small_data_blames_the_weights(tiny_config):
     result = invoke("gradcheck", tiny_config, "--set", "model.init=small",
                     "--set", "model.init_std=1e160")
 
-    assert_one_line_error(result, 2, r"overflows float64 on .*: check model\.init"
-                          r" and model\.init_std$")
+    assert_one_line_error(result, 2, r"overflows float64 on .*so the network's"
+                          r" starting weights are too large: check model\.init_std$")
+
+
+@pytest.mark.parametrize("kind, strength", [("l2", "1e+300"), ("l1", "1e+308")])
+def test_gradcheck_that_overflows_with_a_huge_penalty_names_it(tiny_config, kind,
+                                                               strength):
+    result = invoke("gradcheck", tiny_config, "--set", f"model.{kind}={strength}")
+
+    assert_one_line_error(result, 2, re.escape(
+        f"overflows float64 on {tiny_config}, so it measures no gradient: {kind} ="
+        f" {strength} is far stronger than any useful penalty (useful ones are"
+        f" below 1); lower model.{kind} (or the layer's {kind})") + "$")
 
 
 def test_gradcheck_of_one_sample_without_batchnorm_runs(tiny_config):
