@@ -36,7 +36,12 @@ from nntrain.optim.schedules import build_schedule
 from nntrain.train import checks
 from nntrain.train.report import Reporter, counted
 from nntrain.train.rundir import RunDirectory
-from nntrain.train.solver import Solver, count_iterations, drops_final_evaluation
+from nntrain.train.solver import (
+    Progress,
+    Solver,
+    count_iterations,
+    drops_final_evaluation,
+)
 from nntrain.train.state import check_data_spec, check_solver_state
 
 
@@ -173,6 +178,10 @@ def fit(config: dict, run_dir, force: bool = False, quiet: bool = False,
     config = resolve_config(config)  # a hand-made dict gets checked, and defaults
     started = time.perf_counter()
     resume, resume_notes = _resume_from(resume, config, run_dir)
+    if resume is not None and _finished(config, resume, quiet):
+        solver = resume.meta["solver"]
+        return FitResult(Path(run_dir), Progress(**solver["progress"]), 0.0,
+                         list(solver["history"]))
     saved_prep = None
     if resume is not None:
         check_data_spec(resume)
@@ -318,6 +327,22 @@ def _resume_from(resume, config: dict, run_dir) -> tuple[object, list[str]]:
                                 " run_dir, or copy it and resume the copy")
     resuming.refuse_changed_config(config, resume, resume.path or "the checkpoint")
     return resume, notes
+
+
+def _finished(config: dict, checkpoint, quiet: bool) -> bool:
+    """Whether ``checkpoint``'s run has nothing left to do at ``config``'s length;
+    then, unless quiet, say so as the CLI does (the run directory is untouched)."""
+    from nntrain.train import resume as resuming  # it imports this module
+
+    try:
+        if not resuming.is_finished(config, checkpoint):
+            return False
+    except (KeyError, TypeError):  # a malformed meta: fit's own checks name it
+        return False
+    if not quiet:
+        print(resuming.finished_note(checkpoint.path or "the checkpoint", config,
+                                     checkpoint))
+    return True
 
 
 def _prepare_run_data(config: dict, saved_prep, resume,

@@ -140,3 +140,18 @@ def test_fit_refuses_to_resume_a_run_into_another_runs_folder(one_epoch_run,
             resume=last)
 
     assert (other / "metrics.jsonl").read_bytes() == before
+
+
+def test_fit_resuming_a_finished_run_does_nothing_and_says_so(one_epoch_run,
+                                                              capsys):
+    config_path, run = one_epoch_run
+    files = {path: path.read_bytes() for path in run.rglob("*") if path.is_file()}
+    last = run / "checkpoints" / "last.npz"
+
+    result = fit(load_config(config_path, ["train.epochs=1"]), run, resume=last)
+
+    assert f"{last} is from a finished run ({PER_EPOCH} iterations, epoch 1): nothing"\
+        " to do" in capsys.readouterr().out
+    assert result.progress.iteration == PER_EPOCH and len(result.history) == 1
+    assert {path: path.read_bytes() for path in run.rglob("*")
+            if path.is_file()} == files
