@@ -177,3 +177,25 @@ def test_lbfgs_with_batch_norm_keeps_the_full_batch_statistics_of_its_weights(
                                hidden.mean(axis=0), rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(buffers["batchnorm1.running_var"],
                                hidden.var(axis=0), rtol=1e-10)
+
+
+def test_lbfgs_keeps_the_first_data_loss_for_the_non_finite_guard(tiny_npz,
+                                                                  tmp_path):
+    # The data loss at the starting weights, penalty left out: that of a fresh
+    # model of the same seed, on the same training split.
+    from nntrain.nn.model import build_model
+
+    raw = tiny_config_dict(tiny_npz)
+    raw["optimizer"] = {"name": "lbfgs"}
+    raw["model"] = {"hidden": [8], "l2": 0.5}
+    raw["train"] = {"iterations": 3, "dtype": "float64"}
+    config = resolve_config(raw)
+    fit(config, tmp_path / "run", quiet=True)
+
+    X, y = prepare_data(config, splits=("train",)).splits["train"]
+    model = build_model(config, X.shape[1], 3)
+    saved = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.npz")
+    result = model.forward_backward(X, y)
+    assert saved.meta["solver"]["divergence"]["first_data_loss"] == pytest.approx(
+        result.data_loss, rel=1e-12)
+    assert result.reg_loss > 0.01  # so the total would not match

@@ -1172,3 +1172,21 @@ def test_a_resume_stopped_before_its_first_checkpoint_leaves_the_run_as_it_was(
     assert _run_files(run) == files
     assert saved == {path.name: path.read_bytes()
                      for path in (run / "checkpoints").iterdir()}
+
+
+def test_a_checkpoint_without_the_first_data_loss_resumes_without_one(tmp_path,
+                                                                      tiny_npz):
+    # Written before nntrain kept it: the resumed run's first update is not the
+    # run's, so its loss must not pass for the first one in later checkpoints.
+    run = tmp_path / "run"
+    fit(resolve_config(_raw(tiny_npz, epochs=1)), run, quiet=True)
+    last = run / "checkpoints" / "last.npz"
+    checkpoint = load_checkpoint(last)
+    first = checkpoint.meta["solver"]["divergence"].pop("first_data_loss")
+    assert first > 0
+    save_checkpoint(last, checkpoint.meta, checkpoint.arrays)
+
+    _extend(run, "train.epochs=2")
+
+    divergence = load_checkpoint(last).meta["solver"]["divergence"]
+    assert divergence["first_data_loss"] is None

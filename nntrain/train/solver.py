@@ -292,7 +292,7 @@ class Solver:
         progress.iteration += 1
         progress.batch_in_epoch += 1
         self._running.add(result, y)
-        if self._first_data_loss is None:
+        if progress.iteration == 1:  # the run's first update, never a resumed one
             self._first_data_loss = result.data_loss
         self._watch_divergence(result.loss)
         if diagnose:
@@ -478,6 +478,8 @@ class Solver:
         def objective(vector):
             lbfgs.assign(params, vector)
             result = self.model.forward_backward(self.X_train, self.y_train)
+            if not last and self.progress.iteration == 0:
+                self._first_data_loss = result.data_loss
             # The first evaluation is at the starting weights, before any step.
             self._check_finite(result.loss, "the loss",
                                updated=bool(last) or self.progress.iteration > 0)
@@ -753,8 +755,8 @@ class Solver:
         self._running.samples = meta["running_means"]["samples"]
         self._running.sums = dict(meta["running_means"]["sums"])
         self._first_loss = meta["divergence"]["first_loss"]
-        # None in checkpoints written before it was kept: the rule it feeds
-        # (_cause) then falls back on the learning rate.
+        # None in checkpoints written before it was kept, for the rest of the run:
+        # the rule it feeds (_cause) then falls back on the learning rate.
         self._first_data_loss = meta["divergence"].get("first_data_loss")
         self._high_streak = meta["divergence"]["high_streak"]
         if self.watcher:
