@@ -1393,10 +1393,10 @@ def test_a_searched_data_key_leaves_the_data_to_the_trials(tmp_path, write_confi
     assert "ok" in statuses and "failed" in statuses
 
 
-def test_a_study_whose_data_moved_reruns_with_its_new_place(tmp_path, write_config,
-                                                            write_npz):
-    # Finished, the rerun reads no data; with a trial to run, it needs the data,
-    # and --set data.path says where it lies now (the study is still the same).
+def test_a_study_whose_data_moved_reruns_once_it_is_back(tmp_path, write_config,
+                                                         write_npz):
+    # Finished, the rerun reads no data; with a trial to run, it needs the data
+    # where the study planned it: data elsewhere could be other data.
     data = write_npz("data.npz", **tiny_arrays())
     config = write_config(study_config(data))
     out = tmp_path / "out"
@@ -1411,8 +1411,14 @@ def test_a_study_whose_data_moved_reruns_with_its_new_place(tmp_path, write_conf
     missing = invoke("search", config, "--out", out, "--workers", 1)
     assert missing.exit_code == 2 and "npz file not found" in missing.stderr
 
-    rerun = invoke("search", config, "--out", out, "--workers", 1, "--set",
-                   f"data.path={moved}")
+    elsewhere = invoke("search", config, "--out", out, "--workers", 1, "--set",
+                       f"data.path={moved}")
+    assert elsewhere.exit_code == 2
+    assert (f"plans its trials on the data at data.path {data}: put the data back"
+            " there") in elsewhere.stderr
+
+    moved.rename(data)
+    rerun = invoke("search", config, "--out", out, "--workers", 1)
     assert rerun.exit_code == 0, rerun.output
     assert "3 trials, 1 to run" in rerun.stderr
     assert [row["status"] for row in read_rows(out)] == ["ok"] * 3

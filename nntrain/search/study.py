@@ -247,6 +247,12 @@ def _check_same_plan(saved, fresh: dict, path: Path) -> None:
     new = {"config": _identity(fresh["config"]), "search": fresh["search"],
            "trials": fresh["trials"]}
     where = _first_difference(old, new, "")
+    if where == "config.data.path":
+        raise RunDirectoryError(
+            f"{path} plans its trials on the data at data.path"
+            f" {saved_config['data']['path']}: put the data back there to run the"
+            " rest of the study (trials must all train on the same data), or give"
+            " --out another folder")
     if where is not None:
         raise RunDirectoryError(
             f"{path} plans another study ({where} differs); rerun it with the config"
@@ -254,10 +260,10 @@ def _check_same_plan(saved, fresh: dict, path: Path) -> None:
 
 
 def _identity(config: dict) -> dict:
-    """What makes a study's config that study's: not the output folder, and not
-    where the data lies, which a rerun may say anew if it moved (as a resume may;
-    it must be the same data)."""
-    return {**config, "output": None, "data": {**config["data"], "path": None}}
+    """What makes a study's config that study's: all but the output folder. Where
+    the data lies is part of it: nothing checks that data found elsewhere is the
+    data the finished trials trained on."""
+    return {**config, "output": None}
 
 
 def _check_planned_trials(saved: dict, spec: SearchSpec, path: Path) -> None:
