@@ -28,6 +28,7 @@ from nntrain.errors import (
     DataLocationError,
     DataWarning,
     NNTrainError,
+    NNTrainWarning,
     StopRequested,
 )
 from nntrain.nn.model import Model, array_shapes, build_model
@@ -178,10 +179,13 @@ def fit(config: dict, run_dir, force: bool = False, quiet: bool = False,
     config = resolve_config(config)  # a hand-made dict gets checked, and defaults
     started = time.perf_counter()
     resume, resume_notes = _resume_from(resume, config, run_dir)
-    if resume is not None and _finished(config, resume, quiet):
-        solver = resume.meta["solver"]
-        return FitResult(Path(run_dir), Progress(**solver["progress"]), 0.0,
-                         list(solver["history"]))
+    finished = _finished_run(config, resume, run_dir)
+    if finished:
+        result, note = finished
+        if not quiet:
+            for text in [*resume_notes, note]:
+                warnings.warn(NNTrainWarning(text), stacklevel=2)
+        return result
     saved_prep = None
     if resume is not None:
         check_data_spec(resume)
@@ -326,23 +330,30 @@ def _resume_from(resume, config: dict, run_dir) -> tuple[object, list[str]]:
                                 f" ({own}), not in {run_dir}; give that one as"
                                 " run_dir, or copy it and resume the copy")
     resuming.refuse_changed_config(config, resume, resume.path or "the checkpoint")
+    if resume.path is not None:
+        notes += resuming.complete_saves(Path(resume.path), resume)
     return resume, notes
 
 
-def _finished(config: dict, checkpoint, quiet: bool) -> bool:
-    """Whether ``checkpoint``'s run has nothing left to do at ``config``'s length;
-    then, unless quiet, say so as the CLI does (the run directory is untouched)."""
+def _finished_run(config: dict, checkpoint, run_dir) -> tuple | None:
+    """(the FitResult, a note saying so) when ``checkpoint``'s run has nothing
+    left to do at ``config``'s length, as the CLI finds before it calls fit: the
+    run directory stays untouched. None otherwise, and for a malformed solver
+    state, which fit's own checks then name."""
     from nntrain.train import resume as resuming  # it imports this module
 
+    if checkpoint is None:
+        return None
     try:
         if not resuming.is_finished(config, checkpoint):
-            return False
-    except (KeyError, TypeError):  # a malformed meta: fit's own checks name it
-        return False
-    if not quiet:
-        print(resuming.finished_note(checkpoint.path or "the checkpoint", config,
-                                     checkpoint))
-    return True
+            return None
+        solver = checkpoint.meta["solver"]
+        result = FitResult(Path(run_dir), Progress(**solver["progress"]), 0.0,
+                           list(solver["history"]))
+    except (KeyError, TypeError):
+        return None
+    return result, resuming.finished_note(checkpoint.path or "the checkpoint",
+                                          config, checkpoint, setting="")
 
 
 def _prepare_run_data(config: dict, saved_prep, resume,

@@ -142,16 +142,41 @@ def test_fit_refuses_to_resume_a_run_into_another_runs_folder(one_epoch_run,
     assert (other / "metrics.jsonl").read_bytes() == before
 
 
-def test_fit_resuming_a_finished_run_does_nothing_and_says_so(one_epoch_run,
-                                                              capsys):
+def test_fit_resuming_a_finished_run_does_nothing_and_says_so(one_epoch_run):
+    from nntrain.errors import NNTrainWarning
+
     config_path, run = one_epoch_run
     files = {path: path.read_bytes() for path in run.rglob("*") if path.is_file()}
     last = run / "checkpoints" / "last.npz"
 
-    result = fit(load_config(config_path, ["train.epochs=1"]), run, resume=last)
+    with pytest.warns(NNTrainWarning, match=re.escape(
+            f"{last} is from a finished run ({PER_EPOCH} iterations, epoch 1):"
+            " nothing to do. To train longer, extend it past those:"
+            " train.epochs=N with N > 1")):
+        result = fit(load_config(config_path, ["train.epochs=1"]), run, resume=last)
 
-    assert f"{last} is from a finished run ({PER_EPOCH} iterations, epoch 1): nothing"\
-        " to do" in capsys.readouterr().out
     assert result.progress.iteration == PER_EPOCH and len(result.history) == 1
     assert {path: path.read_bytes() for path in run.rglob("*")
             if path.is_file()} == files
+
+
+def test_fit_resuming_brings_a_stale_best_npz_up_to_last_npz(tmp_path, tiny_config):
+    # As `fit --resume` does: a best.npz older than a last.npz that counts its own
+    # evaluation as the best (an old nntrain stopped between the two saves).
+    import shutil
+
+    run = tmp_path / "run"
+    fit(load_config(tiny_config, ["train.epochs=3", "train.snapshot_every=1",
+                                  "train.monitor=val_loss"]), run, quiet=True)
+    checkpoints = run / "checkpoints"
+    progress = load_checkpoint(checkpoints / "last.npz").meta["solver"]["progress"]
+    assert progress["best_iteration"] == progress["iteration"] == 3 * PER_EPOCH
+    shutil.copyfile(checkpoints / "snapshot-epoch-0001.npz", checkpoints / "best.npz")
+
+    # The run is finished: nothing trains, so only the repair can move best.npz.
+    fit(load_config(tiny_config, ["train.epochs=3", "train.snapshot_every=1",
+                                  "train.monitor=val_loss"]), run, quiet=True,
+        resume=run)
+
+    best = load_checkpoint(checkpoints / "best.npz").meta["solver"]["progress"]
+    assert best["iteration"] == 3 * PER_EPOCH

@@ -218,10 +218,11 @@ def _ended_by_early_stopping(solver: dict) -> bool:
             and solver.get("before_final_evaluation") is None)
 
 
-def finished_note(path, config: dict, checkpoint) -> str:
+def finished_note(path, config: dict, checkpoint, setting: str = "--set ") -> str:
     """What to tell a user who resumes a finished run: how to lengthen it, in the
-    unit its length is set in. A run early stopping ended cannot go on: its config,
-    early stopping included, is the checkpoint's."""
+    unit its length is set in (``setting`` comes before ``train.epochs=N``: the
+    command line's --set, or nothing for the Python API). A run early stopping
+    ended cannot go on: its config, early stopping included, is the checkpoint's."""
     solver = checkpoint.meta["solver"]
     progress = solver["progress"]
     done = f"{progress['iteration']} iterations, epoch {progress['epoch']}"
@@ -233,7 +234,7 @@ def finished_note(path, config: dict, checkpoint) -> str:
     unit = "epochs" if config["train"]["iterations"] is None else "iterations"
     reached = progress["epoch"] if unit == "epochs" else progress["iteration"]
     return (f"{path} is from a finished run ({done}): nothing to do. To train"
-            f" longer, extend it past those: --set train.{unit}=N with N >"
+            f" longer, extend it past those: {setting}train.{unit}=N with N >"
             f" {reached}")
 
 
