@@ -2,6 +2,7 @@
 checkpoints as every other run."""
 
 import json
+import re
 import shutil
 
 import numpy as np
@@ -199,3 +200,21 @@ def test_lbfgs_keeps_the_first_data_loss_for_the_non_finite_guard(tiny_npz,
     assert saved.meta["solver"]["divergence"]["first_data_loss"] == pytest.approx(
         result.data_loss, rel=1e-12)
     assert result.reg_loss > 0.01  # so the total would not match
+
+
+def test_lbfgs_without_scipy_is_refused_before_the_run_folder_is_written(
+        tiny_npz, tmp_path, monkeypatch):
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *args: None
+                        if name == "scipy" else real_find_spec(name, *args))
+    raw = tiny_config_dict(tiny_npz)
+    raw["optimizer"] = {"name": "lbfgs"}
+    raw["train"] = {"iterations": 3}
+
+    with pytest.raises(ConfigError, match=re.escape(
+            "optimizer.name lbfgs needs scipy: pip install 'nntrain[lbfgs]'")):
+        fit(resolve_config(raw), tmp_path / "run", quiet=True)
+
+    assert not (tmp_path / "run").exists()

@@ -6,9 +6,13 @@ history to itself, so a resumed L-BFGS run starts from its saved parameters with
 fresh, empty history: it does not continue exactly where it stopped.
 """
 
+import importlib.util
+
 import numpy as np
 
 from nntrain.errors import ConfigError
+
+NEEDS_SCIPY = "optimizer.name lbfgs needs scipy: pip install 'nntrain[lbfgs]'"
 
 
 class LBFGS:
@@ -17,6 +21,10 @@ class LBFGS:
     name = "lbfgs"
 
     def __init__(self, history: int = 10):
+        # Checked here, as the run is set up, before its folder is written: scipy
+        # itself is imported only when the solver starts (it takes a moment).
+        if importlib.util.find_spec("scipy") is None:
+            raise ConfigError(NEEDS_SCIPY)
         self.history = history
         self.lr = None  # L-BFGS chooses its own step by line search
         self.steps = 0
@@ -48,9 +56,7 @@ def minimize(objective, start: np.ndarray, iterations: int, history: int, callba
     try:
         from scipy.optimize import minimize as scipy_minimize
     except ImportError:
-        raise ConfigError(
-            "optimizer.name lbfgs needs scipy: pip install 'nntrain[lbfgs]'"
-        ) from None
+        raise ConfigError(NEEDS_SCIPY) from None
 
     def after_iteration(intermediate_result):
         callback(intermediate_result.x, float(intermediate_result.fun))
