@@ -317,6 +317,24 @@ def test_watcher_warns_once_per_problem():
     assert "overfitting" in said[-1]
 
 
+@pytest.mark.parametrize("lr, schedule, warned", [
+    (1e-6, {"name": "constant"}, True),
+    # The schedule takes 0.01 to 1e-6 from epoch 2: its own doing, no warning.
+    (0.01, {"name": "step", "step_epochs": 1, "gamma": 1e-4}, False),
+])
+def test_a_tiny_update_ratio_is_blamed_on_the_rate_unless_the_schedule_lowered_it(
+        tmp_path, tiny_npz, write_config, lr, schedule, warned):
+    raw = tiny_config_dict(tiny_npz)
+    raw["optimizer"] = {"name": "sgd", "lr": lr}
+    raw["schedule"] = schedule
+    raw["train"]["plots"] = False
+
+    result = invoke("fit", write_config(raw), "--out", tmp_path / "run")
+
+    assert result.exit_code == 0, result.output
+    assert ("the learning rate looks too low" in result.stderr) == warned
+
+
 @pytest.mark.parametrize("warmup, warned", [(11, False), (12, True)])
 def test_a_warmup_as_long_as_the_run_is_a_warning(tmp_path, tiny_npz, write_config,
                                                   warmup, warned):

@@ -88,10 +88,14 @@ class Watcher:
             self.said.add(key)
             self.warn(text)
 
-    def check_diagnostics(self, stats: dict) -> None:
+    def check_diagnostics(self, stats: dict, rate_lowered: bool = False) -> None:
+        """``rate_lowered``: the schedule has brought the rate far below its start
+        (a cosine near its end), so tiny update ratios are its intent, not a rate
+        set too low."""
         for key, value in stats.items():
             kind, _, name = key.partition("/")
-            if kind == "update_ratio" and value < RATIO_TARGET / RATIO_FACTOR:
+            if (kind == "update_ratio" and value < RATIO_TARGET / RATIO_FACTOR
+                    and not rate_lowered):
                 self._once(key, f"the update/weight ratio of {name} is {value:.1e},"
                            " far below ~1e-3: the learning rate looks too low (raise"
                            " optimizer.lr)")

@@ -47,6 +47,9 @@ HUGE_PENALTY = 1e3
 # A first loss this many times the one small weights give (ln C for softmax) says
 # the scores started huge: the data's scale, not the learning rate, is at fault.
 HUGE_FIRST_LOSS_FACTOR = 1e6
+# A rate below this fraction of the schedule's starting one was lowered on purpose:
+# the update ratios it gives are not blamed on optimizer.lr.
+LOWERED_RATE = 0.1
 # A loss above this multiple of its first value for this many updates is diverging.
 DIVERGENCE_FACTOR = 3
 DIVERGENCE_ITERATIONS = 100
@@ -569,7 +572,10 @@ class Solver:
             **self._diagnostics,
         })
         if self.watcher:
-            self.watcher.check_diagnostics(self._diagnostics)
+            lr, base = self.rule.lr, self.schedule.base_lr
+            self.watcher.check_diagnostics(
+                self._diagnostics,
+                rate_lowered=lr is not None and lr < LOWERED_RATE * base)
             self.watcher.check_curve(record.get("train_accuracy"),
                                      record["val_accuracy"])
         self._diagnostics = {}
