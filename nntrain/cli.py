@@ -294,7 +294,7 @@ DATA_GIVE = "the file or folder where the data lies now, or leave --data out"
 
 
 @cli.command("eval")
-@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.argument("checkpoint", type=click.Path())
 @click.option("--split", type=click.Choice(SPLITS), default="test", show_default=True,
               help="Which split to measure.")
 @click.option("--data", "data_path", type=click.Path(),
@@ -312,6 +312,10 @@ def evaluate(checkpoint, split, data_path, as_json, plots_dir, average):
     _refuse_empty("--data", data_path, DATA_GIVE)
     _refuse_empty("--plots", plots_dir, "a folder path for the PNGs, or leave"
                   " --plots out")
+    if Path(checkpoint).is_dir():
+        raise BadInputError(f"{checkpoint} is a folder, not a checkpoint; give one of"
+                            " its checkpoints, such as"
+                            f" {Path(checkpoint) / 'checkpoints' / 'best.npz'}")
     restored, prepared, scores, metrics = evaluate_checkpoint(
         checkpoint, split, data_path, average)
     y = prepared.splits[split][1]

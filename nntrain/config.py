@@ -616,7 +616,8 @@ def _check_cross_keys(config: dict, raw_model: dict) -> None:
         hint = "" if train["epochs"] is None else "; set the other to null"
         raise ConfigError(
             "set exactly one of train.epochs and train.iterations"
-            f" (got epochs={train['epochs']}, iterations={train['iterations']}){hint}",
+            f" (got epochs={yaml_text(train['epochs'])},"
+            f" iterations={yaml_text(train['iterations'])}){hint}",
             ("train.epochs", "train.iterations"),
         )
     model = config["model"]

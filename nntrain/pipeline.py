@@ -449,8 +449,10 @@ def environment() -> dict:
 def _describe_resume(reporter, path, solver, meta) -> None:
     progress = solver.progress
     reporter.line(f"run directory: {path}")
-    reporter.line(f"resuming at iteration {progress.iteration} (epoch"
-                  f" {progress.epoch}, {progress.batch_in_epoch} batches into it)")
+    where = (f"the end of epoch {progress.epoch}"
+             if progress.batch_in_epoch == solver.per_epoch else
+             f"epoch {progress.epoch}, {progress.batch_in_epoch} batches into it")
+    reporter.line(f"resuming at iteration {progress.iteration} ({where})")
     if drops_final_evaluation(meta["solver"], solver.total_iterations):
         reporter.line("note: the evaluation the shorter run made after its last"
                       f" update (iteration {progress.iteration}) is dropped: this run"

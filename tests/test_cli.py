@@ -1900,3 +1900,14 @@ def test_plot_with_other_data_draws_nothing(trained, tmp_path):
     assert result.exit_code == 2
     assert "is not the data the checkpoint was trained on" in result.stderr
     assert not out.exists() or not list(out.glob("*.png"))
+
+
+def test_eval_of_a_run_folder_names_a_checkpoint_to_give(tmp_path):
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+
+    result = invoke("eval", run)
+
+    assert_one_line_error(result, 2, "^" + re.escape(
+        f"error: {run} is a folder, not a checkpoint; give one of its checkpoints,"
+        f" such as {run / 'checkpoints' / 'best.npz'}") + "$")

@@ -1190,3 +1190,19 @@ def test_a_checkpoint_without_the_first_data_loss_resumes_without_one(tmp_path,
 
     divergence = load_checkpoint(last).meta["solver"]["divergence"]
     assert divergence["first_data_loss"] is None
+
+
+@pytest.mark.parametrize("stop_at, where", [
+    (8, "the end of epoch 2"), (10, "epoch 3, 2 batches into it")])
+def test_a_resume_says_where_in_its_epoch_it_starts(tmp_path, tiny_npz, monkeypatch,
+                                                    write_config, stop_at, where):
+    config = write_config(_raw(tiny_npz, epochs=5, plots=False))
+    run = tmp_path / "run"
+    with monkeypatch.context() as patch:
+        _interrupt_at(patch, stop_at)
+        assert invoke("fit", config, "--out", run).exit_code == 130
+
+    result = invoke("fit", config, "--resume", run)
+
+    assert result.exit_code == 0, result.output
+    assert f"resuming at iteration {stop_at} ({where})" in result.output
