@@ -28,6 +28,9 @@ from nntrain.errors import (
 from nntrain.fileio import write_bytes_atomically
 from nntrain.train.report import counted
 
+# Data no larger than this cannot by itself overflow a float64 gradient check.
+SANE_DATA_SCALE = 1e3
+
 SPLITS = ("test", "val", "train")
 
 
@@ -562,17 +565,14 @@ def _overflow_error(config_path, config, X, model) -> DataError:
     seen = f" (after data.preprocess [{', '.join(steps)}])" if steps else ""
     problem = (f"the gradient check overflows float64 on {config_path}, so it"
                " measures no gradient")
-    from nntrain.train.solver import HUGE_PENALTY
+    from nntrain.train.checks import huge_penalty
 
-    strength, kind = max([(strength, kind) for penalty in model.penalties
-                          for strength, kind in ((penalty.l2, "l2"),
-                                                 (penalty.l1, "l1"))],
-                         default=(0.0, ""))
-    if strength >= HUGE_PENALTY:
-        return DataError(f"{problem}: {kind} = {strength:g} is far stronger than any"
-                         f" useful penalty (useful ones are below 1); lower"
-                         f" model.{kind} (or the layer's {kind})")
-    if scale < 1e3:
+    penalty = huge_penalty(model)
+    if penalty:
+        return DataError(f"{problem}: {penalty}")
+    # Inputs up to 1e3 (pixels, counts, standardized data) keep a network with
+    # sane starting weights far from float64's 1e308: the weights are to blame.
+    if scale < SANE_DATA_SCALE:
         init = config["model"]["init"]
         check = ("model.init_std" if init == "small" else
                  f"the layers' init (model.init is {init})")

@@ -1382,7 +1382,7 @@ def test_gradcheck_that_overflows_with_a_huge_penalty_names_it(tiny_config, kind
     assert_one_line_error(result, 2, re.escape(
         f"overflows float64 on {tiny_config}, so it measures no gradient: {kind} ="
         f" {strength} is far stronger than any useful penalty (useful ones are"
-        f" below 1); lower model.{kind} (or the layer's {kind})") + "$")
+        f" below 1): lower model.{kind} (or the layer's {kind})") + "$")
 
 
 def test_gradcheck_of_one_sample_without_batchnorm_runs(tiny_config):

@@ -148,3 +148,22 @@ def refuse_lone_sample_batches(model, num_samples: int, train_config: dict,
                               full_batch)
     if found:
         raise ConfigError(f"{found[0]}; {found[1]}", "train.batch_size")
+
+
+# A penalty strength (l2 or l1) at least this large is blamed for a non-finite value
+# before the learning rate or the data: useful ones are 1e-6 to 1e-1.
+HUGE_PENALTY = 1e3
+
+
+def huge_penalty(model) -> str | None:
+    """What to say of the model's strongest penalty when it is HUGE_PENALTY or
+    more (a non-finite value is then its doing), else None."""
+    strength, kind = max([(strength, kind) for penalty in model.penalties
+                          for strength, kind in ((penalty.l2, "l2"),
+                                                 (penalty.l1, "l1"))],
+                         default=(0.0, ""))
+    if strength < HUGE_PENALTY:
+        return None
+    return (f"{kind} = {strength:g} is far stronger than any useful penalty (useful"
+            f" ones are below 1): lower model.{kind} (or the layer's {kind})")
+

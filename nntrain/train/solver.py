@@ -30,7 +30,7 @@ from nntrain.nn import functional as F
 from nntrain.optim.clipping import clip_gradients
 from nntrain.random import SHUFFLE_STREAM, generator
 from nntrain.train.averaging import WeightAverage
-from nntrain.train.checks import expected_first_loss
+from nntrain.train.checks import expected_first_loss, huge_penalty
 from nntrain.train.diagnostics import (
     MIN_BATCH,
     Watcher,
@@ -41,9 +41,6 @@ from nntrain.train.diagnostics import (
 )
 from nntrain.train.signals import SIGNAL_EXIT_CODES, StopFlag
 
-# A penalty strength (l2 or l1) at least this large is blamed for a non-finite value
-# before the learning rate: useful ones are 1e-6 to 1e-1.
-HUGE_PENALTY = 1e3
 # A first loss this many times the one small weights give (ln C for softmax) says
 # the scores started huge: the data's scale, not the learning rate, is at fault.
 HUGE_FIRST_LOSS_FACTOR = 1e6
@@ -374,17 +371,11 @@ class Solver:
         """The likeliest culprit of a non-finite value, with its fix."""
         if not updated:
             return self._cause_before_updates()
-        strongest = max([(strength, kind) for penalty in self.model.penalties
-                         for strength, kind in ((penalty.l2, "l2"),
-                                                (penalty.l1, "l1"))],
-                        default=(0.0, ""))
-        if strongest[0] >= HUGE_PENALTY:
-            # No learning rate steadies a penalty this strong: its gradient alone
-            # swamps the data's, and with plain SGD lr * l2 > 2 makes it diverge.
-            strength, kind = strongest
-            return (f"{kind} = {strength:g} is far stronger than any useful penalty"
-                    f" (useful ones are below 1): lower model.{kind} (or the"
-                    f" layer's {kind})")
+        # No learning rate steadies a huge penalty: its gradient alone swamps the
+        # data's, and with plain SGD lr * l2 > 2 makes it diverge.
+        penalty = huge_penalty(self.model)
+        if penalty:
+            return penalty
         expected, derivation = expected_first_loss(self.model.loss_name,
                                                    self.model.num_classes)
         first = self._first_data_loss
