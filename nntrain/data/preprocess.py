@@ -24,15 +24,20 @@ from nntrain.errors import (
 _CHUNK_ROWS = 1024
 
 
-class _Overflow(Exception):
+class _Overflow(DataError):
     """A statistic of the training split came out NaN or infinite: values near
     float64's limit (1e200, squared) overflow. The Preprocessor names the step."""
+
+    def __init__(self):
+        super().__init__("a statistic of the training data overflows float64, as"
+                         " its values are too large; scale the data down (divide"
+                         " it by a power of ten)")
 
 
 def _finite(statistic: np.ndarray) -> np.ndarray:
     """``statistic`` ((D,) or (D, D)), unless any of it overflowed."""
     if not np.isfinite(statistic).all():
-        raise _Overflow
+        raise _Overflow()
     return statistic
 
 
@@ -179,7 +184,7 @@ class PCA:
         try:
             eigenvalues, eigenvectors = np.linalg.eigh(_finite(covariance))
         except np.linalg.LinAlgError:  # entries too large to decompose
-            raise _Overflow from None
+            raise _Overflow() from None
         _finite(eigenvalues)
         order = np.argsort(eigenvalues)[::-1]
         eigenvalues = np.clip(eigenvalues[order], 0, None)
