@@ -182,15 +182,14 @@ def _read_meta(value: np.ndarray, path: Path) -> dict:
 
 def _check_format(version, path: Path) -> None:
     """A format version is an integer from 1 (the first) to FORMAT."""
-    damaged = EDITED_CHECKPOINT_FIX
     shown = json.dumps(version)
     shown = shown if len(shown) <= 40 else shown[:37] + "..."
     if type(version) is not int:  # bool is a subclass of int, but true is no version
         raise CheckpointError(f"{path}: 'meta' has format {shown}, not an integer"
-                              f" version; {damaged}")
+                              f" version; {EDITED_CHECKPOINT_FIX}")
     if version < 1:
         raise CheckpointError(f"{path} has checkpoint format {shown}, but formats"
-                              f" start at 1; {damaged}")
+                              f" start at 1; {EDITED_CHECKPOINT_FIX}")
     if version > FORMAT:
         raise CheckpointError(
             f"{path} has checkpoint format {shown}, newer than this nntrain"

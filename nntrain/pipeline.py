@@ -671,8 +671,7 @@ def restore(path, average: bool = False) -> Restored:
     _check_path_argument("path", path, "the checkpoint's path, a str or"
                          " pathlib.Path")
     checkpoint = load_checkpoint(path)
-    check_data_spec(checkpoint, "the checkpoint is damaged or was edited: use"
-                    " another checkpoint")
+    check_data_spec(checkpoint, EDITED_CHECKPOINT_FIX)
     meta = checkpoint.meta
     try:
         config, data = migrate_config(meta["config"], path), meta["data"]
@@ -733,8 +732,8 @@ def _why_no_average(saved: dict, config: dict, path) -> str:
     if config["train"]["average"] is not None:
         # Every save of such a run follows an update, which starts the average.
         return (f"{path} lacks its averaged weights (average/<parameter>) although"
-                " its run set train.average; the file is damaged or was edited: use"
-                " another checkpoint, or leave out --average")
+                f" its run set train.average; {EDITED_CHECKPOINT_FIX}, or leave out"
+                " --average")
     if without_lbfgs_average(saved) is not saved:
         return (f"{path} holds no averaged weights: its run used optimizer lbfgs,"
                 " which never averages them (its train.average setting did nothing);"

@@ -280,7 +280,8 @@ def differs(given: dict, saved: dict) -> bool:
 _ABSENT = object()
 
 
-def first_difference(given: dict, saved: dict, prefix: str = ""):
+def first_difference(given: dict, saved: dict,
+                     prefix: str = "") -> tuple[str, object, object] | None:
     """(dotted key, given value, saved value) of the first setting in which two
     resolved configs differ, leaving out what a resume may change (CHANGEABLE) and
     the output folder; None when they agree. A key one of them lacks has the
