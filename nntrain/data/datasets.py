@@ -122,19 +122,14 @@ def load_dataset(data_config: dict, seed: int, dtype=None,
 
 def check_location(data_config: dict) -> None:
     """Raise the error ``load_dataset`` would give when the data cannot be found
-    where the config says (no data.path for digits, an npz file that exists, a
-    folder of IDX files), without reading the data itself."""
+    where the config says (no data.path for digits, a readable npz file of the
+    arrays it needs, a folder of IDX files), without reading IDX images."""
     name, path = data_config["name"], data_config["path"]
     if name == "digits":
         if path:
             load_dataset(data_config, 0)  # its own refusal of data.path
     elif name == "npz":
-        if not path:
-            raise DataError("data.name is npz but data.path is not set; set it to"
-                            " the file")
-        if not Path(path).expanduser().is_file():
-            raise DataError(f"npz file not found: {Path(path).expanduser()}; set"
-                            " data.path to the file")
+        _load_npz(path)  # an npz is read whole: this is its loader's own check
     else:
         find_idx_folder(name, path)
 
