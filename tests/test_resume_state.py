@@ -273,7 +273,7 @@ def test_predict_refuses_a_forged_data_spec_naming_the_key(adam_run, tmp_path,
     result = invoke("predict", last, samples)
 
     assert result.exit_code == 2, result.output
-    assert result.stderr == (f"error: {last}: {message}; the checkpoint is damaged"
+    assert result.stderr == (f"error: {last}: {message}; the file is damaged"
                              " or was edited: use another checkpoint\n")
 
 
