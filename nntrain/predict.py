@@ -69,7 +69,8 @@ def _as_rows(X: np.ndarray, num_features: int, input_shape: tuple,
                         f" model's input of {num_features} features; give"
                         f" {_expected_shapes(num_features, input_shape)}")
     if X.dtype.kind == "f" and not np.isfinite(X).all():
-        raise DataError(f"{path}: samples hold NaN or infinite values")
+        raise DataError(f"{path}: samples hold NaN or infinite values; remove those"
+                        " samples, or replace the values, before predicting")
     return X
 
 

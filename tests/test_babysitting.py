@@ -47,15 +47,28 @@ def test_digits_with_small_weights_starts_within_0_05_of_ln_10(tmp_path):
     assert "affine1" in result.stdout  # parameters per layer
 
 
-def test_small_weights_with_a_far_off_first_loss_warn(tmp_path, tiny_npz,
+def test_small_weights_with_a_far_off_first_loss_warn(tmp_path, write_npz,
                                                       write_config):
-    raw = tiny_config_dict(tiny_npz)
-    # Huge unscaled inputs make even 'small' weights give large scores.
+    # Huge unscaled inputs make even small weights (std 0.01) give large scores.
+    arrays = tiny_arrays()
+    arrays["X_train"] = arrays["X_train"] * 1e4
+    raw = tiny_config_dict(write_npz("big.npz", **arrays))
     raw["data"]["preprocess"] = []
-    raw["model"].update(init="small", init_std=5.0)
+    raw["model"].update(init="small", init_std=0.01)
     result = invoke("fit", write_config(raw), "--out", tmp_path / "run")
     assert result.exit_code == 0, result.output
     assert "far from ln(3)" in result.stderr
+    assert "although the weights start small" in result.stderr
+
+
+def test_a_large_init_std_is_not_called_small(tmp_path, tiny_npz, write_config):
+    # init 'small' with std 5 starts large: the far-off first loss is its doing,
+    # not the loss's, the labels' or the preprocessing's.
+    raw = tiny_config_dict(tiny_npz)
+    raw["model"].update(init="small", init_std=5.0)
+    result = invoke("fit", write_config(raw), "--out", tmp_path / "run")
+    assert result.exit_code == 0, result.output
+    assert "although the weights start small" not in result.stderr
 
 
 def test_sanity_reaches_100_percent_on_50_digits():
@@ -333,6 +346,30 @@ def test_a_tiny_update_ratio_is_blamed_on_the_rate_unless_the_schedule_lowered_i
 
     assert result.exit_code == 0, result.output
     assert ("the learning rate looks too low" in result.stderr) == warned
+
+
+def test_a_tiny_update_ratio_under_clipping_names_the_clip_too(tmp_path, tiny_npz,
+                                                               write_config):
+    raw = tiny_config_dict(tiny_npz)
+    raw["optimizer"] = {"name": "sgd", "lr": 0.1}
+    raw["train"].update(clip={"norm": 1e-6}, plots=False)
+
+    result = invoke("fit", write_config(raw), "--out", tmp_path / "run")
+
+    assert result.exit_code == 0, result.output
+    assert ("far below ~1e-3: the learning rate looks too low (raise optimizer.lr),"
+            " or train.clip holds the steps back (raise its threshold)"
+            ) in result.stderr
+
+
+def test_no_overfitting_warning_without_a_gap_between_the_accuracies():
+    # Validation accuracy slipping a sample while train accuracy, still below or
+    # level with it, rises, is noise.
+    said = []
+    watcher = Watcher(said.append)
+    for train, val in [(0.9167, 0.9792), (0.9479, 0.9722), (0.9792, 0.9653)]:
+        watcher.check_curve(train, val)
+    assert said == []
 
 
 @pytest.mark.parametrize("warmup, warned", [(11, False), (12, True)])

@@ -1069,7 +1069,8 @@ def test_predict_one_sample_of_d_values(trained, tmp_path):
     (lambda p: np.save(p, np.zeros((3, 5))),
      r"samples of shape \(3, 5\) do not match the model's input of 4 features;"
      r" give an \(N, 4\) array, or one sample of shape \(4,\)$"),
-    (lambda p: np.save(p, np.full((3, 4), np.nan)), r"NaN or infinite"),
+    (lambda p: np.save(p, np.full((3, 4), np.nan)),
+     r"NaN or infinite values; remove those samples, or replace the values"),
     (lambda p: np.save(p, np.full((3, 4), -1e39)),
      r"samples hold values up to 1e\+39 in magnitude, beyond float32's range"),
     (lambda p: p.write_bytes(b"not numbers at all"), r"not a readable \.npy/\.npz"),

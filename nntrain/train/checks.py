@@ -35,15 +35,23 @@ def expected_first_loss(loss_name: str, num_classes: int) -> tuple[float, str]:
     return math.log(num_classes), f"ln({num_classes})"
 
 
+# The largest init_std of the 'small' initializer under which the scores start
+# near 0, so that the first loss is the one small weights give (ln C): the default.
+SMALL_INIT_STD = 0.01
+
+
 def starts_small(config: dict) -> bool:
-    """True when every weight layer starts with the 'small' initializer."""
+    """True when every weight layer starts with the 'small' initializer and a
+    std of at most SMALL_INIT_STD (model.init_std 1 is 'small' by name only)."""
     model = config["model"]
     if model["layers"] is None:
-        return model["init"] == "small"
-    inits = [options.get("init") or model["init"]
-             for entry in model["layers"] for kind, options in entry.items()
-             if kind in ("affine", "maxout")]
-    return all(init == "small" for init in inits)
+        settings = [(model["init"], model["init_std"])]
+    else:
+        settings = [(options.get("init") or model["init"],
+                     options.get("init_std") or model["init_std"])
+                    for entry in model["layers"] for kind, options in entry.items()
+                    if kind in ("affine", "maxout")]
+    return all(init == "small" and std <= SMALL_INIT_STD for init, std in settings)
 
 
 def describe_data(dataset) -> list[str]:

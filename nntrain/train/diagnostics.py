@@ -23,6 +23,8 @@ RATIO_TARGET = 1e-3
 RATIO_FACTOR = 100
 MOSTLY = 0.5  # "most units": more than half
 MIN_BATCH = 32
+# Overfitting needs train accuracy this far above validation accuracy.
+OVERFIT_GAP = 0.02
 SATURATION_BOUNDS = {"sigmoid": (0.0, 1.0), "tanh": (-1.0, 1.0)}
 
 
@@ -88,17 +90,22 @@ class Watcher:
             self.said.add(key)
             self.warn(text)
 
-    def check_diagnostics(self, stats: dict, rate_lowered: bool = False) -> None:
+    def check_diagnostics(self, stats: dict, rate_lowered: bool = False,
+                          clipping: bool = False) -> None:
         """``rate_lowered``: the schedule has brought the rate far below its start
         (a cosine near its end), so tiny update ratios are its intent, not a rate
-        set too low."""
+        set too low. ``clipping``: train.clip is on, and may be what holds the
+        steps back."""
         for key, value in stats.items():
             kind, _, name = key.partition("/")
             if (kind == "update_ratio" and value < RATIO_TARGET / RATIO_FACTOR
                     and not rate_lowered):
+                cause = ("the learning rate looks too low (raise optimizer.lr), or"
+                         " train.clip holds the steps back (raise its threshold)"
+                         if clipping else
+                         "the learning rate looks too low (raise optimizer.lr)")
                 self._once(key, f"the update/weight ratio of {name} is {value:.1e},"
-                           " far below ~1e-3: the learning rate looks too low (raise"
-                           " optimizer.lr)")
+                           f" far below ~1e-3: {cause}")
             elif kind == "update_ratio" and value > RATIO_TARGET * RATIO_FACTOR:
                 self._once(key, f"the update/weight ratio of {name} is {value:.1e},"
                            " far above ~1e-3: the learning rate looks too high (lower"
@@ -119,7 +126,9 @@ class Watcher:
         if len(self.history) < 3 or train_accuracy is None:
             return
         (t0, v0), (t1, v1), (t2, v2) = self.history[-3:]
-        if t0 < t1 < t2 and v0 > v1 > v2:
+        # A gap too makes it memorizing: the train accuracy (a running mean over
+        # noisy batches) and a small validation split can drift a sample apart.
+        if t0 < t1 < t2 and v0 > v1 > v2 and t2 - v2 > OVERFIT_GAP:
             self._once("overfitting", "validation accuracy has fallen for two"
                        " evaluations while train accuracy rose (overfitting): try"
                        " more model.l2, dropout (model.drop_probability) or"

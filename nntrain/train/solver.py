@@ -566,7 +566,8 @@ class Solver:
             lr, base = self.rule.lr, self.schedule.base_lr
             self.watcher.check_diagnostics(
                 self._diagnostics,
-                rate_lowered=lr is not None and lr < LOWERED_RATE * base)
+                rate_lowered=lr is not None and lr < LOWERED_RATE * base,
+                clipping=bool(self.config["clip"]))
             self.watcher.check_curve(record.get("train_accuracy"),
                                      record["val_accuracy"])
         self._diagnostics = {}
