@@ -655,8 +655,9 @@ def sanity(config_path, overrides, samples, max_iterations):
     config = _load(config_path, overrides)
     prepared = prepare_data(config, splits=("train",))
     X, y = prepared.splits["train"]
+    num_train = len(y)
     X, y = X[:samples], y[:samples]
-    _refuse_trivial_sanity(config_path, y, len(prepared.dataset.y_val),
+    _refuse_trivial_sanity(config_path, y, num_train, len(prepared.dataset.y_val),
                            prepared.dataset.class_names)
     result = overfit(config, X, y, prepared.dataset.num_classes, max_iterations)
     samples, updates = (counted(result.samples, "sample"),
@@ -681,7 +682,8 @@ def sanity(config_path, overrides, samples, max_iterations):
                f" (loss {result.loss:.4g})")
 
 
-def _refuse_trivial_sanity(config_path, y, num_val: int, class_names) -> None:
+def _refuse_trivial_sanity(config_path, y, num_train: int, num_val: int,
+                           class_names) -> None:
     """Refuse sanity samples that any network fits by its biases alone: one
     sample, or several of one class. Reaching 100% on them shows nothing."""
     if len(y) < 2:
@@ -690,10 +692,14 @@ def _refuse_trivial_sanity(config_path, y, num_val: int, class_names) -> None:
                         f" (one is fitted by the biases alone);"
                         f" {_more_training_samples(num_val)}")
     if np.all(y == y[0]):
+        # More samples help only while the split has more to give.
+        fix = (f"give --samples more (the split holds {num_train}), or shuffle the"
+               " data's training samples" if len(y) < num_train else
+               f"the split holds no other; {_more_training_samples(num_val)}, of"
+               " other classes")
         raise DataError(f"the {len(y)} sanity samples (the first of the training"
                         f" split of {config_path}) are all of class"
-                        f" {class_names[y[0]]}, which the biases alone fit; give"
-                        " --samples more, or shuffle the data's training samples")
+                        f" {class_names[y[0]]}, which the biases alone fit; {fix}")
 
 
 @cli.group(cls=Group)

@@ -1765,8 +1765,28 @@ def test_sanity_on_samples_of_one_class_exits_2(write_npz, write_config):
 
     assert_one_line_error(result, 2, "^" + re.escape(
         f"error: the 3 sanity samples (the first of the training split of {config})"
-        " are all of class cat, which the biases alone fit; give --samples more, or"
-        " shuffle the data's training samples") + "$")
+        " are all of class cat, which the biases alone fit; give --samples more (the"
+        " split holds 7), or shuffle the data's training samples") + "$")
+
+
+def test_sanity_on_a_one_class_training_split_asks_for_other_samples(
+        write_npz, write_config):
+    # 4 rows of classes 0, 1, 0, 1, of which seed 1 holds out the two of class 0:
+    # the 2 training samples left (50 asked for) are both of class 1, and no
+    # --samples can add another class.
+    X = np.arange(8, dtype=np.float64).reshape(4, 2)
+    data = write_npz(X_train=X, y_train=np.array([0, 1, 0, 1]), X_test=X[:2],
+                     y_test=np.array([0, 1]))
+    config = write_config({"seed": 1, "data": {"name": "npz", "path": str(data),
+                                               "validation": 2},
+                           "model": {"hidden": [4]}, "train": {"epochs": 1}})
+
+    result = invoke("sanity", config)
+
+    assert result.exit_code == 2, result.output
+    assert "give --samples more" not in result.stderr
+    assert "the split holds no other; give its data more training samples" in (
+        result.stderr)
 
 
 def test_sanity_of_one_sample_is_a_usage_error(tiny_config):
