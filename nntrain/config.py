@@ -600,10 +600,14 @@ def _check_named_section(raw, section: str, tables: dict, default: str) -> dict:
             continue
         owners = [owner for owner, keys in tables.items() if key in keys]
         if owners:
+            # The example names the key's owner: switching to it is the likelier
+            # intent than dropping the key.
+            example = (f"{section}={{name: {owners[0]}, {key}:"
+                       f" {yaml_text(settings[key])}}}")
             raise ConfigError(
                 f"{section}.{key} is not a setting of '{name}' (it belongs to"
                 f" {', '.join(owners)}); remove it or change {section}.name (with"
-                f" --set, '{section}={{name: {name}}}' replaces the whole section)",
+                f" --set, '{example}' replaces the whole section)",
                 (f"{section}.{key}", f"{section}.name"),
             )
         raise _unknown_key(f"{section}.{key}", ["name", *table])

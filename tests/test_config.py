@@ -532,8 +532,6 @@ def test_apply_overrides_leaves_other_keys_alone():
     assert out == {"train": {"epochs": 5, "batch_size": 4}}
 
 
-
-
 @pytest.mark.parametrize("rule, key, owners", [
     ("sgd", "beta1", "adam, adamw"),
     ("sgd", "momentum", "momentum, nesterov"),
@@ -541,8 +539,11 @@ def test_apply_overrides_leaves_other_keys_alone():
     ("adam", "momentum", "momentum, nesterov"),
 ])
 def test_key_of_another_update_rule_is_named(write_config, rule, key, owners):
+    first_owner = owners.split(",")[0]
     message = (f"optimizer.{key} is not a setting of '{rule}' (it belongs to"
-               f" {owners}); remove it or change optimizer.name")
+               f" {owners}); remove it or change optimizer.name (with --set,"
+               f" 'optimizer={{name: {first_owner}, {key}: 0.5}}' replaces the whole"
+               " section)")
 
     with pytest.raises(ConfigError, match=re.escape(message)):
         load_text(write_config,
