@@ -1422,3 +1422,16 @@ def test_a_study_whose_data_moved_reruns_once_it_is_back(tmp_path, write_config,
     assert rerun.exit_code == 0, rerun.output
     assert "3 trials, 1 to run" in rerun.stderr
     assert [row["status"] for row in read_rows(out)] == ["ok"] * 3
+
+
+def test_an_unknown_key_given_by_set_in_search_params_names_the_set(
+        tmp_path, write_config, tiny_npz):
+    config = write_config(study_config(tiny_npz))
+    override = "search.params={optimizer.lrr: {loguniform: [1.0e-3, 1.0e-1]}}"
+
+    result = invoke("search", config, "--out", tmp_path / "out", "--set", override)
+
+    assert result.exit_code == 2
+    assert result.stderr == (f"error: --set {override}: invalid search.params:"
+                             " 'optimizer.lrr' is not a config key (did you mean"
+                             " 'optimizer.lr'?)\n")

@@ -136,7 +136,7 @@ def _parse_param(key, spec, known: list[str]) -> Param:
         hint = (f"did you mean '{close[0]}'?" if close
                 else "give a dotted config key like optimizer.lr")
         raise ConfigError(f"invalid search.params: {key!r} is not a config key"
-                          f" ({hint})")
+                          f" ({hint})", "search.params")
     where = f"search.params.{key}"
     if (isinstance(spec, dict) and spec and not set(spec) & set(DISTRIBUTIONS)
             and any(name.startswith(f"{key}.") for name in known)):
