@@ -542,8 +542,10 @@ SCHEDULE_KEYS = {
 
 def _unknown_key(key: str, options) -> ConfigError:
     if key == "search":
-        return ConfigError("unknown key search: this is a search study's config; run"
-                           " it with nntrain search", key)
+        # Worded for a file with a search: section and for a --set that adds one.
+        return ConfigError("unknown key search: a search: section makes a study,"
+                           " which nntrain search runs; run it so, or leave the"
+                           " search keys out", key)
     if ":" in key:
         return ConfigError(
             f"unknown key {key}: write a space after the colon ('KEY: VALUE'), or YAML"

@@ -511,8 +511,8 @@ def test_error_names_the_override_that_gave_the_bad_value(write_config, override
     ("train:\n  epochs:1\n", "invalid train: 'epochs:1' (expected a mapping of keys;"
      " write a space after the colon, 'KEY: VALUE')"),
     ("search: {trials: 2}\ntrain: {epochs: 1}\n",
-     "unknown key search: this is a search study's config; run it with nntrain"
-     " search"),
+     "unknown key search: a search: section makes a study, which nntrain search"
+     " runs; run it so, or leave the search keys out"),
 ])
 def test_file_mistakes_are_named_with_their_fix(write_config, text, problem):
     path = write_config(text)
