@@ -17,7 +17,7 @@ import numpy as np
 
 from nntrain.checkpoint import Checkpoint, load_checkpoint
 from nntrain.config import blamed_on_override, resolve_config, yaml_text
-from nntrain.data.datasets import Dataset, load_dataset
+from nntrain.data.datasets import OTHER_DATA_FIX, Dataset, load_dataset
 from nntrain.data.preprocess import Preprocessor
 from nntrain.errors import (
     EDITED_CHECKPOINT_FIX,
@@ -118,7 +118,7 @@ def _check_data_matches(dataset, spec: dict, fingerprints: dict, splits) -> None
     every split (checkpoints before fingerprints lack them), those in ``splits``
     first; load_dataset has checked its shape. Data with another test split is
     other data, even to a resumed run that reads only train and val."""
-    fix = "point --data at the dataset it was trained on"
+    fix = OTHER_DATA_FIX
     for name in sorted(SPLITS, key=lambda split: split not in splits):
         found = (len(dataset.split(name)[1]), fingerprints[name])
         saved = tuple(_saved(spec, key, name, value)
@@ -290,10 +290,11 @@ def _check_fit_arguments(config, run_dir, force, quiet, data_path_given) -> None
                         " nntrain.load_config(path) returns")
     _check_path_argument("run_dir", run_dir, "the run directory's path, a str or"
                          " pathlib.Path")
-    for name, value in (("force", force), ("quiet", quiet),
-                        ("data_path_given", data_path_given)):
-        if not isinstance(value, (bool, np.bool_)) and not (
-                name == "data_path_given" and value is None):
+    flags = [("force", force), ("quiet", quiet)]
+    if data_path_given is not None:  # None: decided from the checkpoint
+        flags.append(("data_path_given", data_path_given))
+    for name, value in flags:
+        if not isinstance(value, (bool, np.bool_)):
             raise TypeError(f"{name} is {value!r}; give True or False")
 
 

@@ -76,6 +76,20 @@ def _assert_same_run(first, second):
                             for r in meta_b["history"]]
 
 
+def _extend_by_cli(config, run, iterations: int) -> None:
+    """`fit --resume RUN --set train.iterations=N`, which must succeed."""
+    extended = invoke("fit", config, "--resume", run, "--set",
+                      f"train.iterations={iterations}", "--quiet")
+    assert extended.exit_code == 0, extended.output
+
+
+def _fit_straight(config, run, iterations: int) -> None:
+    """The same config trained that long from the start, into ``run``."""
+    straight = invoke("fit", config, "--out", run, "--quiet", "--set",
+                      f"train.iterations={iterations}")
+    assert straight.exit_code == 0, straight.output
+
+
 def _interrupt_at(monkeypatch, iteration):
     """Send this process a real SIGINT right after update ``iteration``: the run
     stops through the same path as a Ctrl-C."""
@@ -432,9 +446,7 @@ def test_an_extension_killed_at_any_point_leaves_a_run_that_resumes(
     resumed = invoke("fit", config, "--resume", run, "--quiet", *longer)
     assert resumed.exit_code == 0, resumed.output
 
-    straight = invoke("fit", config, "--out", whole, "--quiet", "--set",
-                      "train.iterations=20")
-    assert straight.exit_code == 0, straight.output
+    _fit_straight(config, whole, iterations=20)
     _assert_same_run(whole, run)
     saved = yaml.safe_load((run / "config.yaml").read_text())
     assert saved["train"]["iterations"] == 20
@@ -454,12 +466,8 @@ def test_a_checkpoint_saved_at_an_evaluation_holds_its_early_stopping_count(
     saved = load_checkpoint(part / "checkpoints" / "last.npz").meta["solver"]
     assert saved["progress"]["bad_evaluations"] == 1
 
-    extended = invoke("fit", config, "--resume", part, "--set", "train.iterations=30",
-                      "--quiet")
-    assert extended.exit_code == 0, extended.output
-    straight = invoke("fit", config, "--out", whole, "--quiet", "--set",
-                      "train.iterations=30")
-    assert straight.exit_code == 0, straight.output
+    _extend_by_cli(config, part, iterations=30)
+    _fit_straight(config, whole, iterations=30)
 
     _assert_same_run(whole, part)
     assert [r["iteration"] for r in _records(part) if r["kind"] == "event"] == [12]
@@ -898,12 +906,8 @@ def test_a_run_its_final_evaluation_stopped_early_can_be_extended(
     assert ("is from a finished run (4 iterations, epoch 1): nothing to do. To"
             " train longer, extend it past those: --set train.iterations=N with"
             " N > 4") in unchanged.stdout
-    extended = invoke("fit", config, "--resume", part, "--set", "train.iterations=8",
-                      "--quiet")
-    assert extended.exit_code == 0, extended.output
-    straight = invoke("fit", config, "--out", whole, "--quiet", "--set",
-                      "train.iterations=8")
-    assert straight.exit_code == 0, straight.output
+    _extend_by_cli(config, part, iterations=8)
+    _fit_straight(config, whole, iterations=8)
 
     assert _records(part) == _records(whole)
     assert [r["kind"] for r in _records(whole) if r["kind"] != "iter"] == [

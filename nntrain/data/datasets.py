@@ -89,19 +89,19 @@ class Dataset:
 
 def load_dataset(data_config: dict, seed: int, dtype=None,
                  given_as: str | None = "data.path",
-                 checkpoint: dict | None = None) -> Dataset:
+                 spec: dict | None = None) -> Dataset:
     """Load the dataset a config's ``data`` section names, with its three splits.
 
     ``dtype``: the float type training will cast the features to (train.dtype);
     features beyond its range are refused. None skips that check.
     ``given_as``: how data.path was given now, for errors ("data.path", "--data",
     "--set data.path"); None when it is the place a checkpoint's run found its
-    data, given by no one now (see find_idx_folder). ``checkpoint``: the data spec
+    data, given by no one now (see find_idx_folder). ``spec``: the data spec
     of the checkpoint the data is loaded for; data with another number of training
     samples is refused before data.validation is drawn from it.
     """
     name = data_config["name"]
-    recorded = checkpoint.get("path") if checkpoint else None
+    recorded = spec.get("path") if spec else None
     if name == "digits":
         if data_config["path"]:
             raise DataError("the digits data is bundled with nntrain: data.path (and"
@@ -113,8 +113,8 @@ def load_dataset(data_config: dict, seed: int, dtype=None,
     else:
         parts = _load_idx_dataset(name, data_config["path"], given_as, recorded)
 
-    if checkpoint is not None:
-        _check_before_split(parts, checkpoint)
+    if spec is not None:
+        _check_before_split(parts, spec)
     if parts.get("X_val") is None:
         parts.update(_hold_out(parts, data_config["validation"], seed))
     return Dataset(**parts)
@@ -134,21 +134,25 @@ def check_location(data_config: dict) -> None:
         find_idx_folder(name, path)
 
 
-def _check_before_split(parts: dict, checkpoint: dict) -> None:
+# The fix for data that is not the data a checkpoint was trained on.
+OTHER_DATA_FIX = "point --data at the dataset it was trained on"
+
+
+def _check_before_split(parts: dict, spec: dict) -> None:
     """Refuse data other than the checkpoint's by its shape, then by the size of the
     training split it drew its validation split from: data.validation, which the
     user of a checkpoint cannot change, may not even fit in other data. (The
     pipeline compares each split's samples once they are drawn.)"""
-    fix = "point --data at the dataset it was trained on"
+    fix = OTHER_DATA_FIX
     found = (parts["X_train"].shape[1], len(parts["class_names"]))
-    if found != (checkpoint["num_features"], checkpoint["num_classes"]):
+    if found != (spec["num_features"], spec["num_classes"]):
         raise DataLocationError(
             f"the data has {found[0]} features and {found[1]} classes, the checkpoint"
-            f" was trained on {checkpoint['num_features']} and"
-            f" {checkpoint['num_classes']}", fix, missing=False)
+            f" was trained on {spec['num_features']} and"
+            f" {spec['num_classes']}", fix, missing=False)
     if parts.get("X_val") is not None:
         return  # an npz's own validation split: no split to draw
-    sizes = checkpoint["sizes"]
+    sizes = spec["sizes"]
     expected, found = sizes["train"] + sizes["val"], len(parts["y_train"])
     if found != expected:
         raise DataLocationError(
