@@ -331,7 +331,7 @@ def _resume_from(resume, config: dict, run_dir) -> tuple[object, list[str]]:
                                 f" ({own}), not in {run_dir}; give that one as"
                                 " run_dir, or copy it and resume the copy")
     resuming.refuse_changed_config(config, resume, resume.path or "the checkpoint")
-    if resume.path is not None:
+    if resume.path is not None:  # as the CLI's resume does
         notes += resuming.complete_saves(Path(resume.path), resume)
     return resume, notes
 
