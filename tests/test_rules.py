@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from nntrain.nn.flat import FlatArrays
 from nntrain.optim.rules import (
     RULES,
     SGD,
@@ -120,3 +121,53 @@ def test_every_rule_keeps_state_arrays_named_for_what_they_hold():
         rule.step({"w": np.ones(2)}, {"w": np.ones(2)})
         assert {key.split("/")[1] for key in rule.state_arrays()} == slots, name
         assert rule.steps == 1
+
+
+def _subnormal_count(array) -> int:
+    return int(((array != 0) & (np.abs(array) < np.finfo(array.dtype).tiny)).sum())
+
+
+@pytest.mark.parametrize("flat", [False, True], ids=["dict", "flat"])
+@pytest.mark.parametrize("rule_class", [Adam, Momentum])
+def test_state_of_a_parameter_whose_gradient_stopped_never_stays_subnormal(
+        rule_class, flat):
+    # After one gradient of 1, w[0]'s state shrinks by 0.9 a step: it is
+    # subnormal in float32 from about step 830, and 0.9 times its last values
+    # rounds back to them, so left alone it would stay subnormal. w[1] gets a
+    # gradient of 1 at every step; its state must be untouched by the flush.
+    from nntrain.optim.rules import FLUSH_SUBNORMALS_EVERY
+
+    rule = rule_class(lr=0.1)
+    params = {"w": np.zeros(2, np.float32)}
+    gradient = {"w": np.ones(2, np.float32)}
+    if flat:
+        params, gradient = FlatArrays.holding(params), FlatArrays.holding(gradient)
+    rule.step(params, gradient)
+    gradient["w"][0] = 0
+    steps = 1000 // FLUSH_SUBNORMALS_EVERY * FLUSH_SUBNORMALS_EVERY + 2
+    for _ in range(2, steps + 1):
+        rule.step(params, gradient)
+
+    first_slot = rule.state["w"][rule.slots[0]]
+    assert first_slot[0] == 0
+    assert all(_subnormal_count(value) == 0 for value in rule.state["w"].values())
+    if rule_class is Adam:  # a decayed sum of ones: (1 - 0.9^t) / 0.1
+        assert first_slot[1] == pytest.approx(10 * (1 - 0.9 ** steps), rel=1e-5)
+    else:  # the velocity of a constant gradient: -lr / (1 - 0.9)
+        assert first_slot[1] == pytest.approx(-1.0, rel=1e-5)
+
+
+def test_flushing_zeroes_exactly_the_subnormal_values():
+    rule = Adam()
+    tiny = np.finfo(np.float32).tiny
+    values = np.array([tiny, tiny / 2, -tiny / 4, -tiny, 1e-45, 0, 3.5],
+                      np.float32)
+    rule.state = {"w": {"decayed_gradient_sum": values.copy(),
+                        "decayed_square_sum": np.abs(values)}}
+    rule.flush_subnormals()
+    np.testing.assert_array_equal(rule.state["w"]["decayed_gradient_sum"],
+                                  np.array([tiny, 0, 0, -tiny, 0, 0, 3.5],
+                                           np.float32))
+    np.testing.assert_array_equal(rule.state["w"]["decayed_square_sum"],
+                                  np.array([tiny, 0, 0, tiny, 0, 0, 3.5],
+                                           np.float32))

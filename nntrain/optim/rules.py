@@ -35,6 +35,20 @@ from nntrain.nn.flat import FlatArrays
 # core showed no change either way.
 UPDATE_BLOCK = 32768
 
+# Every this many steps, the state's subnormal values are set to zero. State that
+# decays (Adam's sums, momentum's velocity, RMSProp's average) of a parameter whose
+# gradient stays zero, such as the weights of a dead ReLU unit, shrinks into
+# float32's subnormal numbers and stays there for good: 0.9 times a few of the
+# smallest ones rounds back to the same value. Intel processors take a slow path
+# for every vector instruction that meets one, and NumPy cannot turn on the
+# processor's flush-to-zero mode, so the rule flushes them itself. On Fashion-MNIST
+# (784-512-256-10, Adam, no L2), after six epochs 0.9% of Adam's first sums were
+# subnormal, a count that only grows, and the update took 1.23 ms a step instead
+# of 0.82. A flush costs about 0.5 ms (two slots of 535,818 values), 0.016 ms a
+# step at this period, and changes nothing else: a subnormal sum moves a weight by
+# far less than the weight's own rounding.
+FLUSH_SUBNORMALS_EVERY = 32
+
 
 class UpdateRule:
     """Base of every rule. Settings are constructor arguments; state is arrays."""
@@ -64,11 +78,25 @@ class UpdateRule:
         self.steps += 1
         if isinstance(params, FlatArrays) and params.same_layout(grads):
             self._step_vectors(params, grads)
-            return
-        for name, param in params.items():
-            if name not in self.state:
-                self.state[name] = {slot: np.zeros_like(param) for slot in self.slots}
-            self.update(param, grads[name], self.state[name], self.scratch(param))
+        else:
+            for name, param in params.items():
+                if name not in self.state:
+                    self.state[name] = {slot: np.zeros_like(param)
+                                        for slot in self.slots}
+                self.update(param, grads[name], self.state[name],
+                            self.scratch(param))
+        if self.steps % FLUSH_SUBNORMALS_EVERY == 0:
+            self.flush_subnormals()
+
+    def flush_subnormals(self) -> None:
+        """Set the state's subnormal values to zero (see FLUSH_SUBNORMALS_EVERY)."""
+        if self._flat_state is not None:
+            arrays = [flat.vector for flat in self._flat_state.values()]
+        else:
+            arrays = [value for slots in self.state.values()
+                      for value in slots.values()]
+        for value in arrays:
+            value[np.abs(value) < np.finfo(value.dtype).tiny] = 0
 
     def _step_vectors(self, params: FlatArrays, grads: FlatArrays) -> None:
         if self._flat_state is None:
