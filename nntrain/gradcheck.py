@@ -6,7 +6,11 @@ For a scalar function f and an entry w_i of one of its arrays, the numeric gradi
 
 whose error is O(h^2) from truncation plus about eps * |f| / h from rounding; h = 1e-5
 balances the two, and for losses of order 1 to 10 a correct gradient agrees to about
-1e-11 to 1e-10 absolute (the rounding noise). Per parameter array two errors are
+1e-11 to 1e-10 absolute (the rounding noise). A model's penalty (0.5 l2 W^2 + l1 |W|)
+is differenced apart from the data loss, and only the probed array's own: a penalty
+of 1e6 in the sum would add noise of 1e-5 to every gradient, the biases' included,
+while apart it adds none where it is constant and, on a weight, noise in proportion
+to its own gradient, whatever the strength. Per parameter array two errors are
 reported against the analytic gradient a, over the probed entries:
 
 - norm-wise:   ||a - n|| / max(||a|| + ||n||, NORM_FLOOR sqrt(k)), over k probes;
@@ -90,6 +94,10 @@ def check_array(name, array, analytic, objective, rng, region=None) -> ParamChec
     """Compare ``analytic`` (the gradient of ``objective()`` with respect to ``array``,
     same shape) with centred differences, perturbing ``array`` in place.
 
+    ``objective()`` returns the function's value, or a tuple of terms that add up to
+    it; the terms are then differenced one by one and the differences summed, so a
+    large term (a penalty) adds its rounding noise to no other term's derivative.
+
     ``region()``, when given, returns a hashable/comparable description of which
     side of every kink the function is on; probes that change it are left out.
     """
@@ -107,7 +115,7 @@ def check_array(name, array, analytic, objective, rng, region=None) -> ParamChec
         if region and not _same_region(side_plus, side_minus):
             kinks += 1
             continue
-        numeric_values.append((plus - minus) / (2 * STEP))
+        numeric_values.append(float(np.sum(np.subtract(plus, minus))) / (2 * STEP))
         analytic_values.append(float(analytic[index]))
         measured.append(index)
 
@@ -162,9 +170,16 @@ def check_model(model, X, y, rng, layer_name=None) -> list[ParamCheck]:
     l1_weights = [model.params[penalty.name] for penalty in model.penalties
                   if penalty.l1]
 
-    def objective():
-        last["scores"] = model.scores(X, training=True)
-        return LOSSES[model.loss_name](last["scores"], y)[0] + model.regularization()
+    def objective_of(name):
+        # The data loss and the array's own penalty, differenced apart: another
+        # array's penalty is a constant here, and the penalty's rounding noise,
+        # eps * penalty / h, would swamp small gradients such as the biases'.
+        def objective():
+            last["scores"] = model.scores(X, training=True)
+            return (LOSSES[model.loss_name](last["scores"], y)[0],
+                    model.regularization(name))
+
+        return objective
 
     def region():
         states = model.kink_state()
@@ -175,7 +190,8 @@ def check_model(model, X, y, rng, layer_name=None) -> list[ParamCheck]:
     try:
         with np.errstate(over="raise", invalid="raise"):
             grads = model.forward_backward(X, y).grads
-            return [check_array(name, param, grads[name], objective, rng, region)
+            return [check_array(name, param, grads[name], objective_of(name), rng,
+                                region)
                     for name, param in model.params.items()
                     if layer_name in (None, name.partition(".")[0])]
     finally:

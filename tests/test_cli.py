@@ -1222,6 +1222,41 @@ def test_gradcheck_with_l2_passes(tiny_config):
     assert "l2=0.5" in result.stdout.splitlines()[0]
 
 
+@pytest.mark.parametrize("penalty", ["model.l2=300", "model.l1=100"])
+def test_gradcheck_of_digits_with_a_strong_penalty_passes(penalty):
+    # The biases carry no penalty: its rounding noise must not fail them.
+    from pathlib import Path
+
+    config = Path(__file__).resolve().parents[1] / "configs" / "digits.yaml"
+    result = invoke("gradcheck", config, "--set", penalty)
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[-1] == "PASSED: all 4 arrays agree"
+
+
+def test_gradcheck_with_l2_catches_a_doubled_penalty_gradient(monkeypatch,
+                                                             tiny_config):
+    from nntrain.nn.model import Model
+
+    right = Model.forward_backward
+
+    def doubled_l2_gradient(self, X, y):
+        result = right(self, X, y)
+        for penalty in self.penalties:
+            result.grads[penalty.name] += penalty.l2 * self.params[penalty.name]
+        return result
+
+    monkeypatch.setattr(Model, "forward_backward", doubled_l2_gradient)
+
+    result = invoke("gradcheck", tiny_config, "--set", "model.l2=300")
+
+    assert result.exit_code == 1
+    rows = {line.split()[0]: line.split()[-1]
+            for line in result.stdout.splitlines()[2:6]}
+    assert rows == {"affine1.W": "FAIL", "affine1.b": "ok", "affine2.W": "FAIL",
+                    "affine2.b": "ok"}
+
+
 def test_gradcheck_builds_the_model_for_the_width_pca_leaves(tiny_config):
     result = invoke("gradcheck", tiny_config, "--set",
                     "data.preprocess=[{pca: {components: 2}}]")

@@ -107,11 +107,11 @@ def test_biases_start_at_zero(rng):
     np.testing.assert_array_equal(layer.params["b"], np.zeros(3))
 
 
-def _tiny_model(rng, l2=0.0):
+def _tiny_model(rng, l2=0.0, l1=0.0):
     context = _context(rng)
     layers = [Affine("affine1", 4, 5, context), ReLU("relu1", 5),
               Affine("affine2", 5, 3, context)]
-    return Model(layers, "softmax", l2=l2)
+    return Model(layers, "softmax", l2=l2, l1=l1)
 
 
 def test_l2_convention_is_half_lambda_sum_of_squared_weights(rng):
@@ -122,6 +122,9 @@ def test_l2_convention_is_half_lambda_sum_of_squared_weights(rng):
     expected = 0.5 * 0.3 * (np.sum(W1**2) + np.sum(W2**2))
     assert result.reg_loss == pytest.approx(expected, rel=1e-12)
     assert result.loss == pytest.approx(result.data_loss + expected, rel=1e-12)
+    assert model.regularization("affine1.W") == pytest.approx(
+        0.5 * 0.3 * np.sum(W1**2), rel=1e-12)
+    assert model.regularization("affine1.b") == 0.0
 
     # Biases are not decayed: their gradient is the same with and without l2.
     plain = Model(model.layers, "softmax", l2=0.0).forward_backward(X, y)
@@ -156,6 +159,20 @@ def test_gradcheck_zero_analytic_gradient_against_nonzero_numeric_fails(rng):
     check = check_array("x", x, np.zeros(10), lambda: float(np.sum(x**2)), rng)
     assert not check.passed
     assert check.worst_error == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("l2, l1", [(1e6, 0.0), (0.0, 1e6)])
+def test_gradcheck_of_biases_ignores_the_noise_of_a_huge_penalty(rng, l2, l1):
+    # The penalty (about 1e6 here) is constant in the biases; in the sum, its
+    # rounding noise eps * 1e6 / h ~ 1e-5 would swamp their gradients.
+    model = _tiny_model(rng, l2=l2, l1=l1)
+    X, y = rng.standard_normal((6, 4)), rng.integers(0, 3, 6)
+
+    checks = {check.name: check for check in check_model(model, X, y, rng)}
+
+    assert all(check.passed for check in checks.values())
+    for name in ("affine1.b", "affine2.b"):
+        assert checks[name].worst_error < 1e-7, name
 
 
 @pytest.mark.parametrize("model_l1, layer_l1", [(0.1, None), (0.0, 0.1)])

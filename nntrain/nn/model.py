@@ -125,10 +125,13 @@ class Model:
         self.outputs = outputs
         return out
 
-    def regularization(self) -> float:
-        """The regularization loss of the current weights."""
+    def regularization(self, name: str | None = None) -> float:
+        """The regularization loss of the current weights, or of the array ``name``
+        alone (0.0 for one without a penalty, such as a bias)."""
         total = 0.0
         for penalty in self.penalties:
+            if name not in (None, penalty.name):
+                continue
             W = self.params[penalty.name]
             if penalty.l2:
                 total += F.l2_penalty(W, penalty.l2)
