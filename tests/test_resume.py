@@ -190,6 +190,31 @@ def test_an_extended_run_stopped_and_resumed_equals_the_uninterrupted_one(
     _assert_same_run(whole, part)
 
 
+def test_a_per_epoch_schedule_in_iterations_mode_resumes_and_extends_exactly(
+        tmp_path, tiny_npz, monkeypatch):
+    # Its "epoch" is the eval_every period (3 updates), not the pass over the data
+    # (4 updates): a stop at 5 and an end at 10 both fall inside a period.
+    def config(iterations):
+        raw = _raw(tiny_npz, epochs=None, iterations=iterations)
+        raw["schedule"] = {"name": "exponential", "gamma": 0.5}
+        return resolve_config(raw)
+
+    part = tmp_path / "part"
+    with monkeypatch.context() as patch:
+        _interrupt_at(patch, 5)
+        with pytest.raises(StopRequested):
+            fit(config(10), part, quiet=True)
+    _extend(part)
+    _extend(part, "train.iterations=20")
+
+    whole = tmp_path / "whole"
+    fit(config(20), whole, quiet=True)
+
+    _assert_same_run(whole, part)
+    rates = [r["lr"] for r in _records(whole) if r["kind"] == "iter"]
+    assert rates == pytest.approx([0.01 * 0.5 ** (i // 3) for i in range(20)])
+
+
 def test_an_extended_cosine_run_notes_where_its_rate_jumps(tmp_path, tiny_npz,
                                                           write_config):
     # A cosine spans the whole run: extended from 10 updates to 20, the 11th uses

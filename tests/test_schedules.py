@@ -1,11 +1,13 @@
 """Learning-rate schedules and gradient clipping against hand-computed values."""
 
+import json
 import math
 
 import numpy as np
 import pytest
+from conftest import tiny_config_dict
 
-from nntrain.config import load_config
+from nntrain.config import load_config, resolve_config
 from nntrain.optim.clipping import clip_gradients
 from nntrain.optim.schedules import build_schedule
 
@@ -61,6 +63,53 @@ def test_solver_logs_the_rate_each_epoch_uses(tmp_path):
     result = fit(config, tmp_path / "run", quiet=True)
     assert [record["lr"] for record in result.history] == pytest.approx(
         [0.1, 0.05, 0.025])
+
+
+def _rates_per_update(tmp_path, tiny_npz, schedule, **train):
+    """The rate of each update of an SGD run on the tiny data (4 updates an epoch:
+    50 training samples in batches of 16), from its "iter" records."""
+    from nntrain.pipeline import fit
+
+    raw = tiny_config_dict(tiny_npz)
+    raw["optimizer"] = {"name": "sgd", "lr": 0.1}
+    raw["schedule"] = schedule
+    raw["train"].update({"log_every": 1, "plots": False, **train})
+    fit(resolve_config(raw), tmp_path / "run", quiet=True)
+    records = [json.loads(line) for line in
+               (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    return [record["lr"] for record in records if record["kind"] == "iter"]
+
+
+HALVING = {"name": "exponential", "gamma": 0.5}
+
+
+def test_iterations_mode_steps_a_per_epoch_schedule_every_eval_every(tmp_path,
+                                                                     tiny_npz):
+    rates = _rates_per_update(tmp_path, tiny_npz, HALVING, epochs=None,
+                              iterations=10, eval_every=3)
+    assert rates == pytest.approx([0.1] * 3 + [0.05] * 3 + [0.025] * 3 + [0.0125])
+
+
+def test_iterations_mode_step_schedule_counts_eval_every_periods(tmp_path,
+                                                                 tiny_npz):
+    step = {"name": "step", "step_epochs": 2, "gamma": 0.1}
+    rates = _rates_per_update(tmp_path, tiny_npz, step, epochs=None, iterations=7,
+                              eval_every=2)
+    assert rates == pytest.approx([0.1] * 4 + [0.01] * 3)
+
+
+@pytest.mark.parametrize("train", [
+    # By default iterations mode evaluates once an epoch: its periods are epochs.
+    {"epochs": None, "iterations": 10},
+    # Epochs mode keeps true epochs, however often it evaluates.
+    {"epochs": 3, "eval_every": 3},
+])
+def test_per_epoch_schedule_steps_on_true_epochs_otherwise(tmp_path, tiny_npz,
+                                                          train):
+    rates = _rates_per_update(tmp_path, tiny_npz, HALVING, **train)
+    expected = [0.1] * 4 + [0.05] * 4 + [0.025] * 4
+    assert rates == pytest.approx(expected[:len(rates)])
+    assert len(rates) == (train.get("iterations") or 12)
 
 
 def test_clip_by_global_norm_scales_every_array_and_reports_the_norm_before():

@@ -2,11 +2,12 @@
 
 A schedule is asked ``rate(epoch, iteration)`` before every update, with the 1-based
 epoch in progress and the number of updates done before this one, so every schedule
-counts the same iterations, in epochs mode and in iterations mode alike. Per-epoch
-schedules give epoch e the rate for e: halving each epoch from 1.0 gives 1.0, 0.5,
-0.25 for epochs 1, 2, 3. ``observe(value)`` is told the monitored metric after each
-evaluation (only ``plateau`` uses it); ``state()`` / ``load_state()`` carry what a
-resumed run needs.
+counts the same iterations, in epochs mode and in iterations mode alike (where the
+Solver's "epoch" is the ``train.eval_every`` period in progress: an epoch's updates
+by default). Per-epoch schedules give epoch e the rate for e: halving each epoch
+from 1.0 gives 1.0, 0.5, 0.25 for epochs 1, 2, 3. ``observe(value)`` is told the
+monitored metric after each evaluation (only ``plateau`` uses it); ``state()`` /
+``load_state()`` carry what a resumed run needs.
 """
 
 import math

@@ -8,7 +8,9 @@ Counting (the same in epochs and iterations mode):
 - evaluation runs every ``eval_every`` iterations, by default at the end of every
   epoch (iterations mode: every ceil(N / batch_size) iterations), and once more after
   the last update if that was not an evaluation point (the final evaluation, which
-  a run extended later drops: see ``Solver._final_evaluation``).
+  a run extended later drops: see ``Solver._final_evaluation``);
+- in iterations mode a per-epoch schedule's epoch is the ``eval_every`` period in
+  progress, not the pass over the data (the same with the default ``eval_every``).
 At each evaluation the Solver writes an "epoch" record, saves ``best.npz`` when
 ``train.monitor`` improved, and then ``last.npz``.
 """
@@ -251,10 +253,19 @@ class Solver:
             if stop.signum is not None:
                 self._stop(stop.signum)
 
+    def _schedule_epoch(self) -> int:
+        """The epoch a per-epoch schedule is in: the true one in epochs mode; in
+        iterations mode the eval_every period in progress (1-based), so that the
+        rate steps with the evaluations, as early stopping does. With the default
+        eval_every (an epoch's updates) the two are the same."""
+        if self.config["iterations"] is None:
+            return self.progress.epoch
+        return self.progress.iteration // self.eval_every + 1
+
     def _step(self, rows: np.ndarray) -> None:
         progress = self.progress
         X, y = self.X_train[rows], self.y_train[rows]
-        lr = self.schedule.rate(progress.epoch, progress.iteration)
+        lr = self.schedule.rate(self._schedule_epoch(), progress.iteration)
         self.rule.lr = lr
         diagnose = self._diagnoses()
         self.model.capture_outputs = diagnose
