@@ -33,7 +33,12 @@ from conftest import tiny_arrays, tiny_config_dict
 from nntrain.cli import Group
 from nntrain.cli_search import ensemble, search
 from nntrain.config import resolve_config
-from nntrain.errors import ConfigError, RunDirectoryError, StopRequested
+from nntrain.errors import (
+    ConfigError,
+    RunDirectoryError,
+    StopRequested,
+    TrainingError,
+)
 from nntrain.search import (
     Study,
     format_table,
@@ -930,6 +935,68 @@ def test_a_dead_worker_fails_its_trial_and_the_study_goes_on(study, tmp_path):
 
     rows = Study(out, config, spec).run(workers=1)  # the next run retries it
     assert {row["status"] for row in rows} == {"ok"}
+
+
+def _scored_runner(task):
+    """Runs in a worker process: fails as run_trial does, leaving no result.json,
+    where a file stands in the trial's place; else scores the trial by how close
+    its lr is to 1e-2 and writes its result.json."""
+    run_dir = Path(task["run_dir"])
+    if run_dir.is_file():
+        return {"status": "failed", "reason": "a file stands there"}
+    run_dir.mkdir(parents=True, exist_ok=True)
+    metric = -abs(math.log10(task["values"]["optimizer.lr"]) + 2.0)
+    result = {**GOOD_RESULT, "trial": task["trial"], "metric": metric}
+    (run_dir / "result.json").write_text(json.dumps(result))
+    return result
+
+
+TWO_ROUNDS = {"trials": 6, "rounds": 2, "keep": 2, "seed": 1,
+              "params": {"optimizer.lr": {"loguniform": [1e-5, 1e-1]}}}
+
+
+def test_a_round_with_a_trial_left_without_result_is_not_planned_on(tmp_path):
+    config, spec = base_config(), spec_of(**TWO_ROUNDS)
+    whole = tmp_path / "whole"
+    Study(whole, config, spec).run(workers=1, runner=_scored_runner)
+    hitch = tmp_path / "hitch"
+    Study(hitch, config, spec)  # plans round 1
+    (hitch / "trial-0002").write_text("")
+
+    with pytest.raises(TrainingError) as caught:
+        Study(hitch, config, spec).run(workers=1, runner=_scored_runner)
+
+    assert caught.value.exit_code == 1
+    assert str(caught.value) == (
+        f"trial 2 of round 1 failed without a result (see the reasons above and in"
+        f" {hitch / 'results.csv'}), so round 2 is not planned yet: fix what the"
+        " reasons say, then rerun the same command to retry them and go on")
+    plan = json.loads((hitch / "study.json").read_text())
+    assert (len(plan["rounds"]), len(plan["trials"])) == (1, 3)
+    assert not (hitch / "trial-0003").exists()
+
+    (hitch / "trial-0002").unlink()
+    rows = Study(hitch, config, spec).run(workers=1, runner=_scored_runner)
+    assert [row["status"] for row in rows] == ["ok"] * 6
+    planned = json.loads((hitch / "study.json").read_text())
+    expected = json.loads((whole / "study.json").read_text())
+    assert planned["rounds"] == expected["rounds"]
+    assert planned["trials"] == expected["trials"]
+
+
+def test_a_trial_failed_by_its_own_training_does_not_hold_up_the_next_round(
+        tmp_path):
+    config, spec = base_config(), spec_of(**TWO_ROUNDS)
+    Study(tmp_path, config, spec)  # plans round 1
+    (tmp_path / "trial-0002").mkdir()
+    failed = {"trial": 2, "values": {}, "status": "failed", "reason": "diverged",
+              "seconds": 0.1}
+    (tmp_path / "trial-0002" / "result.json").write_text(json.dumps(failed))
+
+    rows = Study(tmp_path, config, spec).run(workers=1, runner=_scored_runner)
+
+    assert sorted(row["status"] for row in rows) == ["failed"] + ["ok"] * 5
+    assert len(json.loads((tmp_path / "study.json").read_text())["rounds"]) == 2
 
 
 def _slow_runner(task):

@@ -8,7 +8,12 @@ import math
 from pathlib import Path
 
 from nntrain.config import resolve_config
-from nntrain.errors import ConfigError, RunDirectoryError, StopRequested
+from nntrain.errors import (
+    ConfigError,
+    RunDirectoryError,
+    StopRequested,
+    TrainingError,
+)
 from nntrain.fileio import make_output_folder
 from nntrain.search.report import short_value
 from nntrain.search.space import (
@@ -131,6 +136,8 @@ class Study:
                     if number > len(self.plan["rounds"]):
                         self._plan_next_round(on_note)
                     self._run_round(number, workers, scheduler, runner, stop, on_trial)
+                    if number < self.spec.rounds and stop.signum is None:
+                        self._check_round_has_results(number)
             finally:
                 # Trials that ended while the study was being stopped (by a second
                 # signal) have written a result that no outcome brought back.
@@ -157,6 +164,24 @@ class Study:
             self.write_results()
             if on_trial:
                 on_trial(row)
+
+    def _check_round_has_results(self, number: int) -> None:
+        """Refuse to plan on from round ``number`` while a trial of it lacks its
+        result.json (its worker died, something stood in its folder's place): the
+        next round's ranges would leave it out for good, and the study would differ
+        from one that ran without the hitch. A trial that failed by its own training
+        has a result, and counts as failed."""
+        missing = [trial for trial, row in sorted(self._rows.items())
+                   if row["round"] == number
+                   and read_result(self.trial_dir(trial)) is None]
+        if missing:
+            listed = ", ".join(str(trial) for trial in missing)
+            plural = "s" if len(missing) > 1 else ""
+            raise TrainingError(
+                f"trial{plural} {listed} of round {number} failed without a result"
+                f" (see the reasons above and in {self.out / CSV_FILE}), so round"
+                f" {number + 1} is not planned yet: fix what the reasons say, then"
+                " rerun the same command to retry them and go on")
 
     def _read_new_results(self) -> None:
         for trial, row in self._rows.items():
