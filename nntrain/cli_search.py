@@ -10,11 +10,19 @@ from pathlib import Path
 
 import click
 
-from nntrain.errors import BadInputError
+from nntrain.errors import BadInputError, DataLocationError
 from nntrain.train.checks import usable_cores
 
 SPLITS = ("test", "val", "train")
 MAX_PORT = 65535
+# search has no --data: how --ensemble's members find data that is not where the
+# study trained (when it is missing, when it is other data).
+ENSEMBLE_DATA_FIX = (
+    "if the data moved, put it back where the study's data.path says, or ensemble"
+    " the trials' checkpoints/best.npz with: nntrain ensemble CKPT... --data PATH",
+    "put the data the study trained on back where its data.path says, or ensemble"
+    " the trials' checkpoints/best.npz with: nntrain ensemble CKPT... --data PATH"
+    " pointing at that data")
 
 set_option = click.option(
     "--set", "overrides", multiple=True, metavar="KEY=VALUE",
@@ -200,7 +208,11 @@ def _ensemble_best(study, count: int) -> None:
         click.echo(f"note: --ensemble {count} asked for the {count} best trials, but"
                    f" only {len(paths)} finished with a best.npz; ensembling those",
                    err=True)
-    for line in format_report(average(paths, "test")):
+    try:
+        result = average(paths, "test")
+    except DataLocationError as error:
+        raise error.with_fix(*ENSEMBLE_DATA_FIX) from None
+    for line in format_report(result):
         click.echo(line)
 
 

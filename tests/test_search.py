@@ -794,6 +794,24 @@ def test_ensemble_of_a_study_whose_checkpoints_were_all_deleted_exits_1(study,
         " more, so there is nothing to ensemble (see the notes above)")
 
 
+def test_ensemble_of_a_study_whose_data_moved_says_what_search_can_do(
+        write_config, tiny_npz, tmp_path):
+    config_path = write_config(study_config(tiny_npz, trials=1))
+    out = tmp_path / "out"
+    assert invoke("search", config_path, "--out", out, "--workers", 1).exit_code == 0
+    moved = tiny_npz.rename(tmp_path / "moved.npz")
+
+    result = invoke("search", config_path, "--out", out, "--ensemble", 1)
+
+    assert result.exit_code == 2
+    assert result.stderr.splitlines()[-1] == (
+        f"error: npz file not found: {tiny_npz}; if the data moved, put it back where"
+        " the study's data.path says, or ensemble the trials' checkpoints/best.npz"
+        " with: nntrain ensemble CKPT... --data PATH")
+    best = out / "trial-0000" / "checkpoints" / "best.npz"
+    assert invoke("ensemble", best, "--data", moved).exit_code == 0
+
+
 @pytest.mark.parametrize("name", ["results.csv", "search.png"])
 def test_a_folder_in_the_place_of_a_study_file_is_one_line_and_exit_2(study,
                                                                       tmp_path, name):
