@@ -86,7 +86,11 @@ def _check_scheduler_address(address: str) -> None:
     host, _, port = rest.rpartition(":")
     # isdigit alone passes "²" and other scripts' digits, which int() refuses.
     numeric = port.isascii() and port.isdigit()
-    if scheme not in ("tcp", "tls", "") or not host or not numeric:
+    if scheme == "tls":
+        raise BadInputError(f"--scheduler {address!r}: nntrain dials tcp:// schedulers"
+                            " only (tls:// needs certificates that search has no"
+                            " option for); write tcp://HOST:PORT")
+    if scheme not in ("tcp", "") or not host or not numeric:
         raise BadInputError(f"--scheduler {address!r} is not a Dask scheduler"
                             " address; write tcp://HOST:PORT (as dask-scheduler"
                             " prints it)")
@@ -142,6 +146,9 @@ def search(config_path, overrides, out, workers, scheduler, ensemble_size):
                             " --scheduler on a Dask cluster: give one of them")
     if out == "":
         raise BadInputError("--out is empty; give a folder path")
+    if scheduler == "":
+        raise BadInputError("--scheduler is empty; give tcp://HOST:PORT, or leave it"
+                            " out to run the trials on this machine")
     if scheduler:
         _check_scheduler_address(scheduler)
         searching.require_dask()

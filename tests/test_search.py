@@ -1299,6 +1299,22 @@ def test_a_scheduler_port_that_dask_cannot_dial_is_refused_at_once(
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.parametrize("address, fault", [
+    ("", "--scheduler is empty; give tcp://HOST:PORT, or leave it out to run the"
+     " trials on this machine"),
+    ("tls://127.0.0.1:1", "--scheduler 'tls://127.0.0.1:1': nntrain dials tcp://"
+     " schedulers only (tls:// needs certificates that search has no option for);"
+     " write tcp://HOST:PORT"),
+])
+def test_an_empty_or_tls_scheduler_is_refused_before_the_folder_is_made(
+        study, tmp_path, address, fault):
+    result = invoke("search", study[1], "--out", tmp_path / "x",
+                    "--scheduler", address)
+    assert result.exit_code == 2
+    assert result.stderr == f"error: {fault}\n"
+    assert not (tmp_path / "x").exists()
+
+
 def test_an_unreachable_scheduler_is_a_run_time_failure(study, tmp_path,
                                                         monkeypatch):
     pytest.importorskip("dask.distributed")
