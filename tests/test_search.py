@@ -1229,6 +1229,40 @@ def test_a_later_round_with_a_forged_trial_is_refused(tmp_path, change, problem)
         Study(tmp_path, config, spec)
 
 
+@pytest.mark.parametrize("change, problem", [
+    (lambda plan: plan["trials"][3]["values"].update({"optimizer.lr": 0.05}),
+     "trials[3] has optimizer.lr 0.05, outside round 2's range [0.001, 0.01]"),
+    (lambda plan: plan["rounds"][1]["bounds"].update({"optimizer.lr": [1e-4, 1e-2]}),
+     "rounds[1] has the range [0.0001, 0.01] for optimizer.lr, which is not inside"
+     " its loguniform range [0.001, 0.1]"),
+    (lambda plan: plan["rounds"][1]["bounds"].update({"optimizer.lr": [1e-2, 1e-3]}),
+     "rounds[1] has the range [0.01, 0.001] for optimizer.lr, which is not inside"),
+    (lambda plan: plan["rounds"][1]["bounds"].update({"data.validation": [10, 20]}),
+     "rounds[1] has the range [10, 20] for data.validation, which is not inside its"
+     " choice range [10, 20, 100]"),
+])
+def test_a_later_round_value_or_range_outside_its_own_range_is_refused(
+        tmp_path, change, problem):
+    config, spec = base_config(), spec_of(trials=4, rounds=2, params=PARAMS)
+    Study(tmp_path, config, spec)  # plans round 1: trials 0 and 1
+    path = tmp_path / "study.json"
+    plan = json.loads(path.read_text())
+    bounds = {**plan["rounds"][0]["bounds"], "optimizer.lr": [1e-3, 1e-2]}
+    plan["rounds"].append({"round": 2, "bounds": bounds})
+    plan["trials"] += [{"trial": trial["trial"] + 2, "round": 2,
+                        "values": {**trial["values"], "optimizer.lr": 5e-3}}
+                       for trial in plan["trials"]]
+    path.write_text(json.dumps(plan))
+    assert len(Study(tmp_path, config, spec).rows) == 4  # a well-formed round 2
+
+    change(plan)
+    path.write_text(json.dumps(plan))
+
+    with pytest.raises(RunDirectoryError, match=re.escape(
+            f"{path} is damaged ({problem}")):
+        Study(tmp_path, config, spec)
+
+
 def test_a_plan_from_before_a_config_key_existed_still_resumes(study, tmp_path):
     copy, config_path = copy_study(study, tmp_path)
     plan = json.loads((copy / "study.json").read_text())

@@ -5,6 +5,7 @@ import csv
 import io
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 from nntrain.config import resolve_config
@@ -315,16 +316,51 @@ def _plan_problem(saved: dict, spec: SearchSpec) -> str | None:
     if len(trials) != len(planned):
         return (f"trials holds {len(trials)} trials, but its {len(rounds)} planned"
                 f" round(s) hold {len(planned)}")
+    for number, entry in enumerate(rounds, start=1):
+        problem = _round_problem(entry, number, spec.params)
+        if problem:
+            return f"rounds[{number - 1}] {problem}"
     for trial, (number, entry) in enumerate(zip(planned, trials)):
-        problem = _trial_problem(entry, trial, number, spec.params)
+        problem = _trial_problem(entry, trial, number, spec.params,
+                                 rounds[number - 1]["bounds"])
         if problem:
             return f"trials[{trial}] {problem}"
     return None
 
 
-def _trial_problem(entry, trial: int, number: int, params) -> str | None:
+def _round_problem(entry, number: int, params) -> str | None:
+    """What is wrong with one planned round, expected as round ``number``, or None:
+    each of its ranges must lie inside the original one (a choice keeps all its
+    options)."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("bounds"), dict):
+        return f"is {_short_json(entry)}, not a round with its ranges"
+    if entry.get("round") != number:
+        return f"is round {_short_json(entry.get('round'))}, not round {number}"
+    bounds, keys = entry["bounds"], [param.key for param in params]
+    if sorted(bounds) != sorted(keys):
+        return (f"has ranges for {_short_json(sorted(bounds))}, not for the searched"
+                f" keys {_short_json(keys)}")
+    for param in params:
+        if not _could_narrow(param, bounds[param.key]):
+            return (f"has the range {_short_json(bounds[param.key])} for"
+                    f" {param.key}, which is not inside its {param.kind} range"
+                    f" {_short_json(list(param.bounds))}")
+    return None
+
+
+def _could_narrow(param: Param, bounds) -> bool:
+    """Whether ``bounds`` could be a round's range of ``param``."""
+    if param.kind == "choice":
+        return bounds == list(param.bounds)
+    return (isinstance(bounds, list) and len(bounds) == 2
+            and all(_could_draw(param, bound) for bound in bounds)
+            and bounds[0] <= bounds[1])
+
+
+def _trial_problem(entry, trial: int, number: int, params,
+                   bounds: dict) -> str | None:
     """What is wrong with one planned trial, expected as ``trial`` of round
-    ``number``, or None."""
+    ``number`` whose ranges are ``bounds``, or None."""
     if not isinstance(entry, dict) or not isinstance(entry.get("values"), dict):
         return f"is {_short_json(entry)}, not a trial with its values"
     if (entry.get("trial"), entry.get("round")) != (trial, number):
@@ -336,9 +372,13 @@ def _trial_problem(entry, trial: int, number: int, params) -> str | None:
         return (f"has values for {_short_json(sorted(values))}, not for the searched"
                 f" keys {_short_json(keys)}")
     for param in params:
-        if not _could_draw(param, values[param.key]):
-            return (f"has {param.key} {_short_json(values[param.key])}, which its"
+        value = values[param.key]
+        if not _could_draw(param, value):
+            return (f"has {param.key} {_short_json(value)}, which its"
                     f" {param.kind} distribution cannot give")
+        if not _could_draw(replace(param, bounds=bounds[param.key]), value):
+            return (f"has {param.key} {_short_json(value)}, outside round"
+                    f" {number}'s range {_short_json(bounds[param.key])}")
     return None
 
 
