@@ -59,11 +59,13 @@ class _TrialProgress:
 
 
 def _describe(row: dict) -> str:
+    from nntrain.search.report import short_seconds
+
     where = f"trial {row['trial']} (round {row['round']})"
     if row["status"] != "ok":
         return f"{where}: {row['status']}: {row['reason']}"
     return (f"{where}: ok, {row['metric']:.4f} at epoch {row['best_epoch']} of"
-            f" {row['epochs']}, {row['seconds']:.1f} s")
+            f" {row['epochs']}, {short_seconds(row['seconds'])} s")
 
 
 def _threads_warning(config: dict, spec, workers: int) -> str | None:

@@ -1496,6 +1496,20 @@ def test_the_table_shows_a_drawn_mapping_as_the_config_writes_it():
     assert short_value([{"patience": 2}, True]) == "[{patience: 2}, true]"
 
 
+@pytest.mark.parametrize("seconds, shown", [
+    (0.023, "0.023"), (0.04, "0.04"), (0.5, "0.5"), (0.0, "0"), (1.5, "1.5"),
+    (12.34, "12.3"),
+])
+def test_a_trial_time_shows_two_digits_below_a_second(seconds, shown):
+    from nntrain.cli_search import _describe
+
+    spec = spec_of(trials=1, params={"optimizer.lr": PARAMS["optimizer.lr"]})
+    row = {**GOOD_RESULT, "round": 1, "values": {"optimizer.lr": 0.01},
+           "seconds": seconds}
+    assert format_table([row], spec)[1].split()[-1] == shown
+    assert _describe(row).endswith(f", {shown} s")
+
+
 def test_data_that_is_not_found_is_refused_before_any_trial(tmp_path,
                                                                 write_config):
     # Every trial would load the same missing file and fail, leaving results a
