@@ -10,11 +10,19 @@ from pathlib import Path
 
 import click
 
-from nntrain.errors import BadInputError
+from nntrain.errors import BadInputError, DataLocationError
 from nntrain.train.checks import usable_cores
 
 SPLITS = ("test", "val", "train")
 MAX_PORT = 65535
+# search has no --data: how --ensemble's members find data that is not where the
+# study trained (when it is missing, when it is other data).
+ENSEMBLE_DATA_FIX = (
+    "if the data moved, put it back where the study's data.path says, or ensemble"
+    " the trials' checkpoints/best.npz with: nntrain ensemble CKPT... --data PATH",
+    "put the data the study trained on back where its data.path says, or ensemble"
+    " the trials' checkpoints/best.npz with: nntrain ensemble CKPT... --data PATH"
+    " pointing at that data")
 
 set_option = click.option(
     "--set", "overrides", multiple=True, metavar="KEY=VALUE",
@@ -51,11 +59,13 @@ class _TrialProgress:
 
 
 def _describe(row: dict) -> str:
+    from nntrain.search.report import short_seconds
+
     where = f"trial {row['trial']} (round {row['round']})"
     if row["status"] != "ok":
         return f"{where}: {row['status']}: {row['reason']}"
     return (f"{where}: ok, {row['metric']:.4f} at epoch {row['best_epoch']} of"
-            f" {row['epochs']}, {row['seconds']:.1f} s")
+            f" {row['epochs']}, {short_seconds(row['seconds'])} s")
 
 
 def _threads_warning(config: dict, spec, workers: int) -> str | None:
@@ -78,7 +88,11 @@ def _check_scheduler_address(address: str) -> None:
     host, _, port = rest.rpartition(":")
     # isdigit alone passes "²" and other scripts' digits, which int() refuses.
     numeric = port.isascii() and port.isdigit()
-    if scheme not in ("tcp", "tls", "") or not host or not numeric:
+    if scheme == "tls":
+        raise BadInputError(f"--scheduler {address!r}: nntrain dials tcp:// schedulers"
+                            " only (tls:// needs certificates that search has no"
+                            " option for); write tcp://HOST:PORT")
+    if scheme not in ("tcp", "") or not host or not numeric:
         raise BadInputError(f"--scheduler {address!r} is not a Dask scheduler"
                             " address; write tcp://HOST:PORT (as dask-scheduler"
                             " prints it)")
@@ -134,6 +148,9 @@ def search(config_path, overrides, out, workers, scheduler, ensemble_size):
                             " --scheduler on a Dask cluster: give one of them")
     if out == "":
         raise BadInputError("--out is empty; give a folder path")
+    if scheduler == "":
+        raise BadInputError("--scheduler is empty; give tcp://HOST:PORT, or leave it"
+                            " out to run the trials on this machine")
     if scheduler:
         _check_scheduler_address(scheduler)
         searching.require_dask()
@@ -200,7 +217,11 @@ def _ensemble_best(study, count: int) -> None:
         click.echo(f"note: --ensemble {count} asked for the {count} best trials, but"
                    f" only {len(paths)} finished with a best.npz; ensembling those",
                    err=True)
-    for line in format_report(average(paths, "test")):
+    try:
+        result = average(paths, "test")
+    except DataLocationError as error:
+        raise error.with_fix(*ENSEMBLE_DATA_FIX) from None
+    for line in format_report(result):
         click.echo(line)
 
 

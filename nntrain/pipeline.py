@@ -104,13 +104,34 @@ def prepare_data(config: dict, preprocessor: Preprocessor | None = None,
 def data_fingerprints(dataset: Dataset) -> dict:
     """A CRC32 of each split's samples and labels as loaded: a checkpoint keeps
     them to tell its data, wherever it lies now, from other data of its shape."""
-    fingerprints = {}
-    for name in SPLITS:
-        crc = 0
-        for array in dataset.split(name):
-            crc = zlib.crc32(np.ascontiguousarray(array).view(np.uint8), crc)
-        fingerprints[name] = format(crc, "08x")
-    return fingerprints
+    return {name: _fingerprint(dataset.split(name)) for name in SPLITS}
+
+
+def _fingerprint(arrays) -> str:
+    crc = 0
+    for array in arrays:
+        crc = zlib.crc32(np.ascontiguousarray(array).view(np.uint8), crc)
+    return format(crc, "08x")
+
+
+# The feature types a data file may hold: when a split's fingerprint differs, its
+# features are tried in the others, to tell the same values saved in another type
+# (whose bytes, and so fingerprint, differ) from other data.
+FEATURE_DTYPES = ("float32", "float64", "float16", "uint8", "int64", "int32")
+
+
+def _saved_as(arrays, fingerprint: str) -> np.dtype | None:
+    """The type in which the features X of a split's ``arrays`` (X, y) hold the
+    same values and give ``fingerprint``, or None."""
+    X, y = arrays
+    for dtype in map(np.dtype, FEATURE_DTYPES):
+        if dtype == X.dtype:
+            continue
+        with np.errstate(all="ignore"):
+            cast = X.astype(dtype)
+        if np.array_equal(cast, X) and _fingerprint((cast, y)) == fingerprint:
+            return dtype
+    return None
 
 
 def _check_data_matches(dataset, spec: dict, fingerprints: dict, splits) -> None:
@@ -124,10 +145,21 @@ def _check_data_matches(dataset, spec: dict, fingerprints: dict, splits) -> None
         saved = tuple(_saved(spec, key, name, value)
                       for key, value in zip(("sizes", "fingerprints"), found))
         if saved != found:
-            raise DataLocationError(
-                f"the data in {dataset.source} is not the data the checkpoint was"
-                f" trained on (its {name} split holds other samples or labels)", fix,
-                missing=False)
+            raise DataLocationError(_other_data(dataset, name, saved), fix,
+                                    missing=False)
+
+
+def _other_data(dataset, name: str, saved: tuple) -> str:
+    """Why the data's split ``name`` is not the one whose (size, fingerprint) the
+    checkpoint ``saved``."""
+    arrays = dataset.split(name)
+    dtype = saved[0] == len(arrays[1]) and _saved_as(arrays, saved[1])
+    if dtype:
+        return (f"the data in {dataset.source} holds the values of the checkpoint's"
+                f" {name} split, but as {arrays[0].dtype}, where its run read"
+                f" {dtype} (save the arrays again as {dtype}: X.astype(np.{dtype}))")
+    return (f"the data in {dataset.source} is not the data the checkpoint was"
+            f" trained on (its {name} split holds other samples or labels)")
 
 
 def _saved(spec: dict, key: str, name: str, default):

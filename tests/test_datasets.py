@@ -205,6 +205,17 @@ def test_npz_empty_class_names_are_refused(write_npz):
         load_dataset(data_config(path=path), seed=0)
 
 
+@pytest.mark.parametrize("name", ["big\ncat", "tab\there", "line\u2028sep"])
+def test_npz_class_names_with_a_control_character_are_refused(write_npz, name):
+    path = write_npz(**tiny_arrays(), class_names=np.array(["ant", name, "cow"]))
+
+    with pytest.raises(DataError, match=re.escape(
+            f"{path}: class_names[1] is {name!r}, which holds a line break or another"
+            " control character that would break the tables eval prints; save the"
+            " names without them")):
+        load_dataset(data_config(path=path), seed=0)
+
+
 def test_npz_uint64_label_past_int64_is_shown_as_stored(write_npz):
     arrays = tiny_arrays()
     arrays["y_train"] = arrays["y_train"].astype(np.uint64)

@@ -871,6 +871,28 @@ def test_eval_of_a_run_whose_data_moved_says_to_pass_data(finished_run, tiny_npz
             " data the checkpoint was trained on") in other.stderr
 
 
+def test_eval_of_the_same_values_saved_in_another_dtype_names_the_dtypes(
+        tmp_path, write_npz, write_config):
+    as_float32 = {key: value.astype(np.float32) if key.startswith("X") else value
+                  for key, value in tiny_arrays().items()}
+    raw = tiny_config_dict(write_npz("f32.npz", **as_float32))
+    raw["train"].update(epochs=1, plots=False)
+    run = tmp_path / "run"
+    assert invoke("fit", write_config(raw), "--out", run, "--quiet").exit_code == 0
+    as_float64 = {key: value.astype(np.float64) if key.startswith("X") else value
+                  for key, value in as_float32.items()}
+    wider = write_npz("f64.npz", **as_float64)
+
+    result = invoke("eval", run / "checkpoints" / "best.npz", "--data", wider)
+
+    assert result.exit_code == 2
+    assert result.stderr == (
+        f"error: the data in {wider} holds the values of the checkpoint's test split,"
+        " but as float64, where its run read float32 (save the arrays again as"
+        " float32: X.astype(np.float32)); point --data at the data the checkpoint"
+        " was trained on\n")
+
+
 def test_a_finished_run_of_iterations_is_told_to_set_train_iterations(
         tmp_path, tiny_npz, write_config):
     raw = tiny_config_dict(tiny_npz)

@@ -33,7 +33,12 @@ from conftest import tiny_arrays, tiny_config_dict
 from nntrain.cli import Group
 from nntrain.cli_search import ensemble, search
 from nntrain.config import resolve_config
-from nntrain.errors import ConfigError, RunDirectoryError, StopRequested
+from nntrain.errors import (
+    ConfigError,
+    RunDirectoryError,
+    StopRequested,
+    TrainingError,
+)
 from nntrain.search import (
     Study,
     format_table,
@@ -789,6 +794,24 @@ def test_ensemble_of_a_study_whose_checkpoints_were_all_deleted_exits_1(study,
         " more, so there is nothing to ensemble (see the notes above)")
 
 
+def test_ensemble_of_a_study_whose_data_moved_says_what_search_can_do(
+        write_config, tiny_npz, tmp_path):
+    config_path = write_config(study_config(tiny_npz, trials=1))
+    out = tmp_path / "out"
+    assert invoke("search", config_path, "--out", out, "--workers", 1).exit_code == 0
+    moved = tiny_npz.rename(tmp_path / "moved.npz")
+
+    result = invoke("search", config_path, "--out", out, "--ensemble", 1)
+
+    assert result.exit_code == 2
+    assert result.stderr.splitlines()[-1] == (
+        f"error: npz file not found: {tiny_npz}; if the data moved, put it back where"
+        " the study's data.path says, or ensemble the trials' checkpoints/best.npz"
+        " with: nntrain ensemble CKPT... --data PATH")
+    best = out / "trial-0000" / "checkpoints" / "best.npz"
+    assert invoke("ensemble", best, "--data", moved).exit_code == 0
+
+
 @pytest.mark.parametrize("name", ["results.csv", "search.png"])
 def test_a_folder_in_the_place_of_a_study_file_is_one_line_and_exit_2(study,
                                                                       tmp_path, name):
@@ -930,6 +953,68 @@ def test_a_dead_worker_fails_its_trial_and_the_study_goes_on(study, tmp_path):
 
     rows = Study(out, config, spec).run(workers=1)  # the next run retries it
     assert {row["status"] for row in rows} == {"ok"}
+
+
+def _scored_runner(task):
+    """Runs in a worker process: fails as run_trial does, leaving no result.json,
+    where a file stands in the trial's place; else scores the trial by how close
+    its lr is to 1e-2 and writes its result.json."""
+    run_dir = Path(task["run_dir"])
+    if run_dir.is_file():
+        return {"status": "failed", "reason": "a file stands there"}
+    run_dir.mkdir(parents=True, exist_ok=True)
+    metric = -abs(math.log10(task["values"]["optimizer.lr"]) + 2.0)
+    result = {**GOOD_RESULT, "trial": task["trial"], "metric": metric}
+    (run_dir / "result.json").write_text(json.dumps(result))
+    return result
+
+
+TWO_ROUNDS = {"trials": 6, "rounds": 2, "keep": 2, "seed": 1,
+              "params": {"optimizer.lr": {"loguniform": [1e-5, 1e-1]}}}
+
+
+def test_a_round_with_a_trial_left_without_result_is_not_planned_on(tmp_path):
+    config, spec = base_config(), spec_of(**TWO_ROUNDS)
+    whole = tmp_path / "whole"
+    Study(whole, config, spec).run(workers=1, runner=_scored_runner)
+    hitch = tmp_path / "hitch"
+    Study(hitch, config, spec)  # plans round 1
+    (hitch / "trial-0002").write_text("")
+
+    with pytest.raises(TrainingError) as caught:
+        Study(hitch, config, spec).run(workers=1, runner=_scored_runner)
+
+    assert caught.value.exit_code == 1
+    assert str(caught.value) == (
+        f"trial 2 of round 1 failed without a result (see the reasons above and in"
+        f" {hitch / 'results.csv'}), so round 2 is not planned yet: fix what the"
+        " reasons say, then rerun the same command to retry them and go on")
+    plan = json.loads((hitch / "study.json").read_text())
+    assert (len(plan["rounds"]), len(plan["trials"])) == (1, 3)
+    assert not (hitch / "trial-0003").exists()
+
+    (hitch / "trial-0002").unlink()
+    rows = Study(hitch, config, spec).run(workers=1, runner=_scored_runner)
+    assert [row["status"] for row in rows] == ["ok"] * 6
+    planned = json.loads((hitch / "study.json").read_text())
+    expected = json.loads((whole / "study.json").read_text())
+    assert planned["rounds"] == expected["rounds"]
+    assert planned["trials"] == expected["trials"]
+
+
+def test_a_trial_failed_by_its_own_training_does_not_hold_up_the_next_round(
+        tmp_path):
+    config, spec = base_config(), spec_of(**TWO_ROUNDS)
+    Study(tmp_path, config, spec)  # plans round 1
+    (tmp_path / "trial-0002").mkdir()
+    failed = {"trial": 2, "values": {}, "status": "failed", "reason": "diverged",
+              "seconds": 0.1}
+    (tmp_path / "trial-0002" / "result.json").write_text(json.dumps(failed))
+
+    rows = Study(tmp_path, config, spec).run(workers=1, runner=_scored_runner)
+
+    assert sorted(row["status"] for row in rows) == ["failed"] + ["ok"] * 5
+    assert len(json.loads((tmp_path / "study.json").read_text())["rounds"]) == 2
 
 
 def _slow_runner(task):
@@ -1144,6 +1229,40 @@ def test_a_later_round_with_a_forged_trial_is_refused(tmp_path, change, problem)
         Study(tmp_path, config, spec)
 
 
+@pytest.mark.parametrize("change, problem", [
+    (lambda plan: plan["trials"][3]["values"].update({"optimizer.lr": 0.05}),
+     "trials[3] has optimizer.lr 0.05, outside round 2's range [0.001, 0.01]"),
+    (lambda plan: plan["rounds"][1]["bounds"].update({"optimizer.lr": [1e-4, 1e-2]}),
+     "rounds[1] has the range [0.0001, 0.01] for optimizer.lr, which is not inside"
+     " its loguniform range [0.001, 0.1]"),
+    (lambda plan: plan["rounds"][1]["bounds"].update({"optimizer.lr": [1e-2, 1e-3]}),
+     "rounds[1] has the range [0.01, 0.001] for optimizer.lr, which is not inside"),
+    (lambda plan: plan["rounds"][1]["bounds"].update({"data.validation": [10, 20]}),
+     "rounds[1] has the range [10, 20] for data.validation, which is not inside its"
+     " choice range [10, 20, 100]"),
+])
+def test_a_later_round_value_or_range_outside_its_own_range_is_refused(
+        tmp_path, change, problem):
+    config, spec = base_config(), spec_of(trials=4, rounds=2, params=PARAMS)
+    Study(tmp_path, config, spec)  # plans round 1: trials 0 and 1
+    path = tmp_path / "study.json"
+    plan = json.loads(path.read_text())
+    bounds = {**plan["rounds"][0]["bounds"], "optimizer.lr": [1e-3, 1e-2]}
+    plan["rounds"].append({"round": 2, "bounds": bounds})
+    plan["trials"] += [{"trial": trial["trial"] + 2, "round": 2,
+                        "values": {**trial["values"], "optimizer.lr": 5e-3}}
+                       for trial in plan["trials"]]
+    path.write_text(json.dumps(plan))
+    assert len(Study(tmp_path, config, spec).rows) == 4  # a well-formed round 2
+
+    change(plan)
+    path.write_text(json.dumps(plan))
+
+    with pytest.raises(RunDirectoryError, match=re.escape(
+            f"{path} is damaged ({problem}")):
+        Study(tmp_path, config, spec)
+
+
 def test_a_plan_from_before_a_config_key_existed_still_resumes(study, tmp_path):
     copy, config_path = copy_study(study, tmp_path)
     plan = json.loads((copy / "study.json").read_text())
@@ -1211,6 +1330,22 @@ def test_a_scheduler_port_that_dask_cannot_dial_is_refused_at_once(
                     "--scheduler", address)
     assert result.exit_code == 2
     assert result.stderr == f"error: --scheduler {address!r} {fault}\n"
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("address, fault", [
+    ("", "--scheduler is empty; give tcp://HOST:PORT, or leave it out to run the"
+     " trials on this machine"),
+    ("tls://127.0.0.1:1", "--scheduler 'tls://127.0.0.1:1': nntrain dials tcp://"
+     " schedulers only (tls:// needs certificates that search has no option for);"
+     " write tcp://HOST:PORT"),
+])
+def test_an_empty_or_tls_scheduler_is_refused_before_the_folder_is_made(
+        study, tmp_path, address, fault):
+    result = invoke("search", study[1], "--out", tmp_path / "x",
+                    "--scheduler", address)
+    assert result.exit_code == 2
+    assert result.stderr == f"error: {fault}\n"
     assert not (tmp_path / "x").exists()
 
 
@@ -1359,6 +1494,20 @@ def test_the_table_shows_a_drawn_mapping_as_the_config_writes_it():
     assert short_value({"patience": 2, "min_delta": 0.5}) == (
         "{min_delta: 0.5, patience: 2}")
     assert short_value([{"patience": 2}, True]) == "[{patience: 2}, true]"
+
+
+@pytest.mark.parametrize("seconds, shown", [
+    (0.023, "0.023"), (0.04, "0.04"), (0.5, "0.5"), (0.0, "0"), (1.5, "1.5"),
+    (12.34, "12.3"),
+])
+def test_a_trial_time_shows_two_digits_below_a_second(seconds, shown):
+    from nntrain.cli_search import _describe
+
+    spec = spec_of(trials=1, params={"optimizer.lr": PARAMS["optimizer.lr"]})
+    row = {**GOOD_RESULT, "round": 1, "values": {"optimizer.lr": 0.01},
+           "seconds": seconds}
+    assert format_table([row], spec)[1].split()[-1] == shown
+    assert _describe(row).endswith(f", {shown} s")
 
 
 def test_data_that_is_not_found_is_refused_before_any_trial(tmp_path,

@@ -13,6 +13,7 @@ Splits:
 """
 
 import os
+import unicodedata
 import warnings
 from dataclasses import dataclass
 from importlib import resources
@@ -370,6 +371,11 @@ def _load_npz(path: str | None, dtype=None) -> dict:
             "source": str(file)}
 
 
+# Unicode categories of characters no class name may hold: control characters (a
+# newline, a tab, ESC) and line and paragraph separators.
+CONTROL_CATEGORIES = ("Cc", "Zl", "Zp")
+
+
 def _npz_class_names(names, y_train: np.ndarray, file: Path) -> tuple[str, ...]:
     """The npz's class_names, or "0".."C-1" for C = the largest training label + 1."""
     if names is not None:
@@ -377,6 +383,12 @@ def _npz_class_names(names, y_train: np.ndarray, file: Path) -> tuple[str, ...]:
         if not names:
             raise DataError(f"{file}: class_names is empty; save one name per class,"
                             " or leave it out to number the classes 0..C-1")
+        for index, name in enumerate(names):
+            if any(unicodedata.category(char) in CONTROL_CATEGORIES for char in name):
+                raise DataError(f"{file}: class_names[{index}] is {name!r}, which holds"
+                                " a line break or another control character that"
+                                " would break the tables eval prints; save the names"
+                                " without them")
         # Declared classes stand even when few have samples: the user said so.
         return names
     return tuple(str(label) for label in range(_inferred_class_count(y_train, file)))

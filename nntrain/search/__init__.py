@@ -43,7 +43,9 @@ A trial writes its result.json (atomically) when its training ends, successfully
 with a failure of its own (an invalid config, a non-finite loss). Anything else that
 ends a trial (its worker process dying, Ctrl-C, a lost Dask worker, a bug) is reported
 as failed for this run but leaves no result.json, so the next run of the same study
-retries it. Trials with a result.json never run again.
+retries it; the study then stops after that trial's round (exit status 1) rather than
+plan the next round without it, so that an interrupted study plans as an
+uninterrupted one. Trials with a result.json never run again.
 
 The package: space.py validates the search section and draws, narrows and applies
 the values; trials.py runs one trial, and many on worker processes or Dask; study.py

@@ -23,6 +23,12 @@ def short_value(value) -> str:
     return "" if value is None else str(value)
 
 
+def short_seconds(seconds: float) -> str:
+    """A trial's time: tenths of a second, or 2 significant digits below one
+    second, so that 0.023 s shows as 0.023, not 0.0."""
+    return f"{seconds:.1f}" if seconds >= 1 else f"{seconds:.2g}"
+
+
 def format_table(rows: list[dict], spec: SearchSpec,
                  reason_width: int = 60) -> list[str]:
     """The rows (already ranked) as an aligned text table, one line per trial."""
@@ -32,7 +38,7 @@ def format_table(rows: list[dict], spec: SearchSpec,
     lines = [header]
     for row in rows:
         metric = "" if row["metric"] is None else f"{row['metric']:.4f}"
-        seconds = "" if row["seconds"] is None else f"{row['seconds']:.1f}"
+        seconds = "" if row["seconds"] is None else short_seconds(row["seconds"])
         reason = row["reason"]
         if len(reason) > reason_width:
             reason = reason[:reason_width - 3] + "..."

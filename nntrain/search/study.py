@@ -5,10 +5,16 @@ import csv
 import io
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 from nntrain.config import resolve_config
-from nntrain.errors import ConfigError, RunDirectoryError, StopRequested
+from nntrain.errors import (
+    ConfigError,
+    RunDirectoryError,
+    StopRequested,
+    TrainingError,
+)
 from nntrain.fileio import make_output_folder
 from nntrain.search.report import short_value
 from nntrain.search.space import (
@@ -131,6 +137,8 @@ class Study:
                     if number > len(self.plan["rounds"]):
                         self._plan_next_round(on_note)
                     self._run_round(number, workers, scheduler, runner, stop, on_trial)
+                    if number < self.spec.rounds and stop.signum is None:
+                        self._check_round_has_results(number)
             finally:
                 # Trials that ended while the study was being stopped (by a second
                 # signal) have written a result that no outcome brought back.
@@ -157,6 +165,24 @@ class Study:
             self.write_results()
             if on_trial:
                 on_trial(row)
+
+    def _check_round_has_results(self, number: int) -> None:
+        """Refuse to plan on from round ``number`` while a trial of it lacks its
+        result.json (its worker died, something stood in its folder's place): the
+        next round's ranges would leave it out for good, and the study would differ
+        from one that ran without the hitch. A trial that failed by its own training
+        has a result, and counts as failed."""
+        missing = [trial for trial, row in sorted(self._rows.items())
+                   if row["round"] == number
+                   and read_result(self.trial_dir(trial)) is None]
+        if missing:
+            listed = ", ".join(str(trial) for trial in missing)
+            plural = "s" if len(missing) > 1 else ""
+            raise TrainingError(
+                f"trial{plural} {listed} of round {number} failed without a result"
+                f" (see the reasons above and in {self.out / CSV_FILE}), so round"
+                f" {number + 1} is not planned yet: fix what the reasons say, then"
+                " rerun the same command to retry them and go on")
 
     def _read_new_results(self) -> None:
         for trial, row in self._rows.items():
@@ -290,16 +316,51 @@ def _plan_problem(saved: dict, spec: SearchSpec) -> str | None:
     if len(trials) != len(planned):
         return (f"trials holds {len(trials)} trials, but its {len(rounds)} planned"
                 f" round(s) hold {len(planned)}")
+    for number, entry in enumerate(rounds, start=1):
+        problem = _round_problem(entry, number, spec.params)
+        if problem:
+            return f"rounds[{number - 1}] {problem}"
     for trial, (number, entry) in enumerate(zip(planned, trials)):
-        problem = _trial_problem(entry, trial, number, spec.params)
+        problem = _trial_problem(entry, trial, number, spec.params,
+                                 rounds[number - 1]["bounds"])
         if problem:
             return f"trials[{trial}] {problem}"
     return None
 
 
-def _trial_problem(entry, trial: int, number: int, params) -> str | None:
+def _round_problem(entry, number: int, params) -> str | None:
+    """What is wrong with one planned round, expected as round ``number``, or None:
+    each of its ranges must lie inside the original one (a choice keeps all its
+    options)."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("bounds"), dict):
+        return f"is {_short_json(entry)}, not a round with its ranges"
+    if entry.get("round") != number:
+        return f"is round {_short_json(entry.get('round'))}, not round {number}"
+    bounds, keys = entry["bounds"], [param.key for param in params]
+    if sorted(bounds) != sorted(keys):
+        return (f"has ranges for {_short_json(sorted(bounds))}, not for the searched"
+                f" keys {_short_json(keys)}")
+    for param in params:
+        if not _could_narrow(param, bounds[param.key]):
+            return (f"has the range {_short_json(bounds[param.key])} for"
+                    f" {param.key}, which is not inside its {param.kind} range"
+                    f" {_short_json(list(param.bounds))}")
+    return None
+
+
+def _could_narrow(param: Param, bounds) -> bool:
+    """Whether ``bounds`` could be a round's range of ``param``."""
+    if param.kind == "choice":
+        return bounds == list(param.bounds)
+    return (isinstance(bounds, list) and len(bounds) == 2
+            and all(_could_draw(param, bound) for bound in bounds)
+            and bounds[0] <= bounds[1])
+
+
+def _trial_problem(entry, trial: int, number: int, params,
+                   bounds: dict) -> str | None:
     """What is wrong with one planned trial, expected as ``trial`` of round
-    ``number``, or None."""
+    ``number`` whose ranges are ``bounds``, or None."""
     if not isinstance(entry, dict) or not isinstance(entry.get("values"), dict):
         return f"is {_short_json(entry)}, not a trial with its values"
     if (entry.get("trial"), entry.get("round")) != (trial, number):
@@ -311,9 +372,13 @@ def _trial_problem(entry, trial: int, number: int, params) -> str | None:
         return (f"has values for {_short_json(sorted(values))}, not for the searched"
                 f" keys {_short_json(keys)}")
     for param in params:
-        if not _could_draw(param, values[param.key]):
-            return (f"has {param.key} {_short_json(values[param.key])}, which its"
+        value = values[param.key]
+        if not _could_draw(param, value):
+            return (f"has {param.key} {_short_json(value)}, which its"
                     f" {param.kind} distribution cannot give")
+        if not _could_draw(replace(param, bounds=bounds[param.key]), value):
+            return (f"has {param.key} {_short_json(value)}, outside round"
+                    f" {number}'s range {_short_json(bounds[param.key])}")
     return None
 
 
