@@ -267,17 +267,17 @@ def _resume(config_path, overrides, out, resume, print_config, quiet):
 
 def _resume_config_file(config_path) -> dict:
     """CONFIG of a resumed run, which must still be a valid config. The run's own
-    config.yaml from an earlier nntrain may set train.average beside optimizer
-    lbfgs; it is read as the run's checkpoint is, without the setting."""
+    config.yaml from an earlier nntrain may set train.average or max_norm beside
+    optimizer lbfgs; it is read as the run's checkpoint is, without them."""
     from nntrain.config import read_config_file, resolve_config
     from nntrain.errors import ConfigError
-    from nntrain.pipeline import without_lbfgs_average
+    from nntrain.pipeline import without_lbfgs_ignored
 
     try:
         return _load(config_path, [])
     except ConfigError as error:
         raw = read_config_file(config_path)
-        migrated = without_lbfgs_average(raw)
+        migrated = without_lbfgs_ignored(raw)
         if migrated is raw:
             raise
         try:

@@ -688,6 +688,23 @@ def _check_lbfgs(config: dict) -> None:
         # nntrain could fold them into an average.
         raise ConfigError("optimizer lbfgs does not average weights: set"
                           " train.average to null", ("optimizer.name", "train.average"))
+    _check_lbfgs_max_norm(config["model"])
+
+
+def _check_lbfgs_max_norm(model: dict) -> None:
+    """A max-norm constraint is applied after each update step, and L-BFGS takes
+    none that nntrain sees (the same reason it cannot average): it would be
+    silently ignored."""
+    if model["max_norm"] is not None:
+        raise ConfigError("optimizer lbfgs does not apply max-norm constraints: set"
+                          " model.max_norm to null",
+                          ("optimizer.name", "model.max_norm"))
+    for i, entry in enumerate(model["layers"] or []):
+        (kind, options), = entry.items()
+        if options.get("max_norm") is not None:
+            key = f"model.layers[{i}].{kind}.max_norm"
+            raise ConfigError(f"optimizer lbfgs does not apply max-norm constraints:"
+                              f" remove {key}", ("optimizer.name", key))
 
 
 def resolve_config(raw) -> dict:

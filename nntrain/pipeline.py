@@ -633,7 +633,7 @@ def migrate_config(saved, path, overrides=()) -> dict:
     the ``--set`` texts already applied to ``saved``; a bad value one of them gave
     is blamed on it, not on the checkpoint."""
     try:
-        return resolve_config(without_lbfgs_average(saved))
+        return resolve_config(without_lbfgs_ignored(saved))
     except ConfigError as error:
         raise blamed_on_override(error, overrides) or CheckpointError(
             f"{path}: its config is not valid here ({error})") from None
@@ -653,6 +653,42 @@ def without_lbfgs_average(saved):
     if not lbfgs or average is None:
         return saved
     return {**saved, "train": {**saved["train"], "average": None}}
+
+
+def without_lbfgs_max_norm(saved):
+    """``saved``, a checkpoint's config, with model.max_norm and each layer's
+    max_norm null where set beside optimizer lbfgs, which earlier nntrain accepted
+    and config validation now refuses. The minimizer takes no step after which the
+    constraint could be applied, so such a run never applied it: without it the
+    config describes the run that was. Anything else is returned as it is."""
+    try:
+        lbfgs = saved["optimizer"]["name"] == "lbfgs"
+        model = saved["model"]
+        layers = [_without_max_norm(entry) for entry in model.get("layers") or []]
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return saved
+    capped = model.get("max_norm") is not None or layers != (model.get("layers")
+                                                             or [])
+    if not lbfgs or not capped:
+        return saved
+    model = {**model, "max_norm": None}
+    if layers:
+        model["layers"] = layers
+    return {**saved, "model": model}
+
+
+def _without_max_norm(entry: dict) -> dict:
+    """A ``{kind: options}`` layer entry with its max_norm, if set, null."""
+    (kind, options), = entry.items()
+    if isinstance(options, dict) and options.get("max_norm") is not None:
+        return {kind: {**options, "max_norm": None}}
+    return entry
+
+
+def without_lbfgs_ignored(saved):
+    """``saved`` without the settings earlier nntrain accepted beside optimizer
+    lbfgs but never applied: train.average and max_norm."""
+    return without_lbfgs_max_norm(without_lbfgs_average(saved))
 
 
 @dataclass
