@@ -18,6 +18,7 @@ import click
 import numpy as np
 
 from nntrain import __version__
+from nntrain.cli_paths import UserPath
 from nntrain.errors import (
     BadInputError,
     DataError,
@@ -156,13 +157,13 @@ def _default_run_dir(config: dict, config_path) -> Path:
 
 
 @cli.command()
-@click.argument("config_path", metavar="CONFIG", type=click.Path(dir_okay=False))
+@click.argument("config_path", metavar="CONFIG", type=UserPath(dir_okay=False))
 @set_option
-@click.option("--out", type=click.Path(file_okay=False),
+@click.option("--out", type=UserPath(file_okay=False),
               help="Run directory (default: the config's output, else runs/<stem>).")
 @click.option("--force", is_flag=True,
               help="Start over in a non-empty run directory (removes its old files).")
-@click.option("--resume", type=click.Path(), metavar="CKPT|RUN_DIR",
+@click.option("--resume", type=UserPath(), metavar="CKPT|RUN_DIR",
               help="Continue a run from a checkpoint, or from a run directory's"
                    " last.npz (if damaged, its newest good checkpoint).")
 @click.option("--print-config", is_flag=True,
@@ -297,13 +298,13 @@ DATA_GIVE = "the file or folder where the data lies now, or leave --data out"
 
 
 @cli.command("eval")
-@click.argument("checkpoint", type=click.Path())
+@click.argument("checkpoint", type=UserPath())
 @click.option("--split", type=click.Choice(SPLITS), default="test", show_default=True,
               help="Which split to measure.")
-@click.option("--data", "data_path", type=click.Path(),
+@click.option("--data", "data_path", type=UserPath(),
               help="Where the data lies now, if not where the run found it.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-@click.option("--plots", "plots_dir", type=click.Path(file_okay=False),
+@click.option("--plots", "plots_dir", type=UserPath(file_okay=False),
               help="Also write confusion_matrix.png and worst_examples.png here.")
 @click.option("--average", is_flag=True,
               help="Use the averaged weights the run kept (train.average).")
@@ -341,10 +342,10 @@ def evaluate(checkpoint, split, data_path, as_json, plots_dir, average):
 
 
 @cli.command()
-@click.argument("run_dir", type=click.Path(file_okay=False))
-@click.option("--out", type=click.Path(file_okay=False),
+@click.argument("run_dir", type=UserPath(file_okay=False))
+@click.option("--out", type=UserPath(file_okay=False),
               help="Where to write the PNGs (default: RUN_DIR/plots).")
-@click.option("--data", "data_path", type=click.Path(),
+@click.option("--data", "data_path", type=UserPath(),
               help="Where the data lies now, if not where the run found it.")
 def plot(run_dir, out, data_path):
     """Draw a run's PNGs: loss, accuracy, learning rate, update ratios,
@@ -395,9 +396,9 @@ def _format_evaluation(result: dict, class_names) -> list[str]:
 
 
 @cli.command()
-@click.argument("checkpoint", type=click.Path(dir_okay=False))
-@click.argument("input_path", metavar="INPUT", type=click.Path(dir_okay=False))
-@click.option("--out", "out_path", type=click.Path(dir_okay=False),
+@click.argument("checkpoint", type=UserPath(dir_okay=False))
+@click.argument("input_path", metavar="INPUT", type=UserPath(dir_okay=False))
+@click.option("--out", "out_path", type=UserPath(dir_okay=False),
               help="Write .csv or .npz here (default: CSV on stdout).")
 def predict(checkpoint, input_path, out_path):
     """Predict the class of each sample in INPUT (.npy or .npz) with CHECKPOINT."""
@@ -472,7 +473,7 @@ def _write_csv(classes, probabilities, class_names, out_path) -> None:
 
 @cli.command()
 @click.argument("config_path", metavar="[CONFIG]", required=False,
-                type=click.Path(dir_okay=False))
+                type=UserPath(dir_okay=False))
 @overrides_option("model.l2=0.01")
 @click.option("--samples", default=8, show_default=True, type=click.IntRange(1),
               help="Samples in the batch the check runs on: training samples of"
@@ -636,7 +637,7 @@ def _penalties(config, model) -> str:
 
 
 @cli.command()
-@click.argument("config_path", metavar="CONFIG", type=click.Path(dir_okay=False))
+@click.argument("config_path", metavar="CONFIG", type=UserPath(dir_okay=False))
 @overrides_option("optimizer.lr=0.01")
 @click.option("--samples", default=50, show_default=True, type=click.IntRange(2),
               help="Training samples to overfit (2 or more).")
@@ -709,7 +710,7 @@ def data():
 
 @data.command()
 @click.argument("name", type=click.Choice(["fashion-mnist", "mnist"]))
-@click.option("--dir", "folder", type=click.Path(file_okay=False),
+@click.option("--dir", "folder", type=UserPath(file_okay=False),
               help="Where to put the files (default: $NNTRAIN_DATA/NAME, else"
                    " ~/.cache/nntrain/NAME).")
 @click.option("--mirror", metavar="URL",

@@ -9,6 +9,7 @@ whose one-line message names the key and the fix.
 
 import difflib
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -120,6 +121,25 @@ def optional_text(value, key):
     if value is None or (isinstance(value, str) and value.strip()):
         return value
     _fail(key, "a non-empty string, or null for the default", value)
+
+
+def path_text(value, key):
+    """A path, or null for the default. A leading ``~`` is expanded as a shell
+    would (YAML and ``--set`` values reach no shell); a NUL is refused, as no
+    file name can hold one."""
+    value = optional_text(value, key)
+    if value is None:
+        return None
+    if "\x00" in value:
+        raise ConfigError(f"invalid {key}: {value!r} holds a NUL character (\\x00),"
+                          " which no path can; remove it", key)
+    expanded = os.path.expanduser(value)
+    if expanded.startswith("~"):
+        user = expanded.split("/")[0]
+        raise ConfigError(f"invalid {key}: {value!r} starts with {user}, but there"
+                          f" is no home folder to expand it to; write the folder"
+                          f" out in full (or ./{value} for a folder so named)", key)
+    return expanded
 
 
 def list_of(item_check, allow_empty=True, nullable=False, max_items=MAX_LAYERS):
@@ -370,7 +390,7 @@ SCHEMA = {
     "data": {
         "name": Key("digits", choice(*DATASETS), "choice",
                     "digits (bundled) | fashion-mnist | mnist | npz"),
-        "path": Key(None, optional_text, "path or null",
+        "path": Key(None, path_text, "path or null",
                     "folder (IDX datasets) or .npz file; null: the default search"),
         "validation": Key(0.1, validation_size, "int >= 1 or float in (0, 1)",
                           "validation split held out of train: a count or a fraction"),
@@ -478,7 +498,7 @@ SCHEMA = {
         "dtype": Key("float32", choice("float32", "float64"), "choice",
                      "floating type of parameters and data"),
     },
-    "output": Key(None, optional_text, "path or null",
+    "output": Key(None, path_text, "path or null",
                   "run directory; null: runs/<config file stem>"),
 }
 
