@@ -794,6 +794,11 @@ def _set_dotted(raw: dict, key: str, value) -> None:
 
 def read_config_file(path) -> dict:
     """Read a YAML config file into a raw (unvalidated) mapping."""
+    if str(path) == "":  # Path("") is the current folder
+        raise ConfigError("the config path is empty; give the path of a YAML file")
+    if "\x00" in str(path):
+        raise ConfigError(f"the config path {str(path)!r} holds a NUL character"
+                          " (\\x00), which no path can; give the path of a YAML file")
     path = Path(path)
     if path.exists() and not path.is_file() and not path.is_dir():
         raise ConfigError(f"{path} is not a regular file (a pipe or a device?); give"
@@ -827,24 +832,40 @@ def load_config(path=None, overrides: list[str] | None = None) -> dict:
 
     >>> cfg = load_config("configs/digits.yaml", ["train.epochs=5"])
     """
-    if isinstance(overrides, (str, bytes)) or not all(
-            isinstance(item, str) for item in overrides or []):
-        raise TypeError(f"overrides is {overrides!r}; give a list of KEY=VALUE"
-                        " strings, like [\"train.epochs=5\"]")
+    if path is not None and not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path is {type(path).__name__}; give the config file's"
+                        " path, a str or pathlib.Path, or None for the defaults")
+    overrides = checked_overrides(overrides)
     raw = read_config_file(path) if path is not None else {}
-    raw = apply_overrides(raw, overrides or [])
+    raw = apply_overrides(raw, overrides)
     try:
         return resolve_config(raw)
     except ConfigError as error:
-        if path is None and _no_length_given(error, overrides or []):
+        if path is None and _no_length_given(error, overrides):
             # The defaults set no length on purpose: a run's length is a choice.
             raise ConfigError("the default config (no path) sets no length: give"
                               " train.epochs or train.iterations, as in"
                               " load_config(None, [\"train.epochs=5\"])",
                               error.key) from None
         where = f"{path}: " if path is not None else ""
-        raise blamed_on_override(error, overrides or []) or ConfigError(
+        raise blamed_on_override(error, overrides) or ConfigError(
             f"{where}{error}", error.key) from None
+
+
+def checked_overrides(overrides) -> list[str]:
+    """``overrides`` (None, or an iterable of KEY=VALUE strings) as a list; a
+    TypeError for a string, which would be read character by character, or a
+    mapping, whose keys alone would be read."""
+    wrong = isinstance(overrides, (str, bytes, dict))
+    if not wrong:
+        try:
+            overrides = list(overrides or [])
+        except TypeError:
+            wrong = True
+    if wrong or not all(isinstance(item, str) for item in overrides):
+        raise TypeError(f"overrides is {overrides!r}; give a list of KEY=VALUE"
+                        " strings, like [\"train.epochs=5\"]")
+    return overrides
 
 
 def _no_length_given(error: ConfigError, overrides) -> bool:

@@ -173,9 +173,14 @@ def fit(config: dict, run_dir, force: bool = False, quiet: bool = False,
     ``data_path_given``: for a resumed run, whether data.path was given now (the
     CLI's --set data.path), which must then hold the data; otherwise a data.path
     moved from the checkpoint's may fall back on another copy. None: given when
-    it differs from the path the checkpoint recorded.
+    it differs from the path the checkpoint recorded. ``force`` and ``resume``
+    together are refused, as the CLI refuses --force --resume.
     """
     _check_fit_arguments(config, run_dir, force, quiet, data_path_given)
+    if force and resume is not None:
+        # As the CLI's --force --resume: force would remove the run resume extends.
+        raise BadInputError("force=True starts over and resume continues: give one"
+                            " of them")
     config = resolve_config(config)  # a hand-made dict gets checked, and defaults
     started = time.perf_counter()
     resume, resume_notes = _resume_from(resume, config, run_dir)
@@ -294,18 +299,26 @@ def _check_fit_arguments(config, run_dir, force, quiet, data_path_given) -> None
     if data_path_given is not None:  # None: decided from the checkpoint
         flags.append(("data_path_given", data_path_given))
     for name, value in flags:
-        if not isinstance(value, (bool, np.bool_)):
-            raise TypeError(f"{name} is {value!r}; give True or False")
+        _check_flag(name, value)
+
+
+def _check_flag(name: str, value) -> None:
+    """A TypeError unless ``value`` is a bool: a truthy "no" must not pass."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} is {value!r}; give True or False")
 
 
 def _check_path_argument(name: str, value, give: str) -> None:
     """A TypeError unless ``value`` is a path (a str or os.PathLike), and a
-    BadInputError for an empty one, which would mean the current folder; ``give``
-    says what to give instead."""
+    BadInputError for an empty one, which would mean the current folder, or one
+    holding a NUL; ``give`` says what to give instead."""
     if not isinstance(value, (str, os.PathLike)):
         raise TypeError(f"{name} is {type(value).__name__}; give {give}")
     if str(value) == "":
         raise BadInputError(f"{name} is empty; give {give}")
+    if "\x00" in str(value):
+        raise BadInputError(f"{name} {str(value)!r} holds a NUL character (\\x00),"
+                            f" which no path can; give {give}")
 
 
 def _resume_from(resume, config: dict, run_dir) -> tuple[object, list[str]]:
@@ -612,6 +625,8 @@ def evaluate_checkpoint(path, split: str = "test", data_path=None,
     rebuilt from the file alone; ``data_path`` says where the data lies now."""
     from nntrain.evaluate import measure
 
+    if split not in SPLITS:
+        raise ValueError(f"split is {split!r}; give one of {', '.join(SPLITS)}")
     restored = restore(path, average=average)
     config = restored.config
     if data_path:
@@ -707,6 +722,7 @@ def restore(path, average: bool = False) -> Restored:
     ``average``: with the averaged weights (train.average) instead of the raw ones."""
     _check_path_argument("path", path, "the checkpoint's path, a str or"
                          " pathlib.Path")
+    _check_flag("average", average)
     checkpoint = load_checkpoint(path)
     check_data_spec(checkpoint, EDITED_CHECKPOINT_FIX)
     meta = checkpoint.meta

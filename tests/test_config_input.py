@@ -100,3 +100,96 @@ def test_eval_expands_a_tilde_in_its_checkpoint_argument(monkeypatch, tmp_path,
 
     assert result.exit_code == 0, result.output
     assert str(Path(tmp_path, "run", "checkpoints", "last.npz")) in result.stdout
+
+
+def test_load_config_refuses_an_empty_path():
+    with pytest.raises(ConfigError, match="^the config path is empty; give the path"
+                       " of a YAML file$"):
+        load_config("")
+
+
+def test_fit_refuses_an_empty_config_path():
+    assert_exit_2(invoke("fit", ""), "error: the config path is empty; give the"
+                  " path of a YAML file")
+
+
+@pytest.mark.parametrize("path, kind", [(5, "int"), ({"train": {"epochs": 1}},
+                                                     "dict"), (b"a.yaml", "bytes")])
+def test_load_config_refuses_a_path_of_another_type(path, kind):
+    with pytest.raises(TypeError, match=f"^path is {kind}; give the config file's"
+                       r" path, a str or pathlib\.Path, or None for the defaults$"):
+        load_config(path)
+
+
+def test_load_config_reads_overrides_from_any_iterable_but_a_string():
+    config = load_config(None, (text for text in ["train.epochs=2"]))
+
+    assert config["train"]["epochs"] == 2
+    with pytest.raises(TypeError, match="^overrides is {'train.epochs': 2}; give a"
+                       " list of KEY=VALUE strings"):
+        load_config(None, {"train.epochs": 2})
+
+
+@pytest.fixture
+def one_epoch_run(tmp_path, tiny_config):
+    from nntrain.pipeline import fit
+
+    run = tmp_path / "run"
+    fit(load_config(tiny_config, ["train.epochs=1"]), run, quiet=True)
+    return run
+
+
+def test_resumed_config_refuses_a_string_of_overrides(one_epoch_run):
+    from nntrain.checkpoint import load_checkpoint
+    from nntrain.train.resume import resumed_config
+
+    last = one_epoch_run / "checkpoints" / "last.npz"
+    with pytest.raises(TypeError, match="^overrides is 'train.epochs=9'; give a list"
+                       " of KEY=VALUE strings"):
+        resumed_config(load_checkpoint(last), "train.epochs=9", last)
+
+
+@pytest.mark.parametrize("call", ["restore", "evaluate_checkpoint"])
+def test_restore_and_evaluate_refuse_a_truthy_string_for_average(one_epoch_run,
+                                                                 call):
+    from nntrain import pipeline
+
+    last = one_epoch_run / "checkpoints" / "last.npz"
+    with pytest.raises(TypeError, match="^average is 'no'; give True or False$"):
+        getattr(pipeline, call)(last, average="no")
+
+
+def test_evaluate_checkpoint_refuses_an_unknown_split(one_epoch_run):
+    from nntrain.pipeline import evaluate_checkpoint
+
+    with pytest.raises(ValueError, match="^split is 'bogus'; give one of train, val,"
+                       " test$"):
+        evaluate_checkpoint(one_epoch_run / "checkpoints" / "last.npz",
+                            split="bogus")
+
+
+def test_fit_refuses_force_with_resume_as_the_cli_does(one_epoch_run, tiny_config):
+    from nntrain.errors import BadInputError
+    from nntrain.pipeline import fit
+
+    before = (one_epoch_run / "metrics.jsonl").read_bytes()
+    config = load_config(tiny_config, ["train.epochs=2"])
+
+    with pytest.raises(BadInputError, match="^force=True starts over and resume"
+                       " continues: give one of them$"):
+        fit(config, one_epoch_run, force=True, resume=one_epoch_run, quiet=True)
+
+    assert (one_epoch_run / "metrics.jsonl").read_bytes() == before
+
+
+@pytest.mark.parametrize("name", ["run_dir", "resume"])
+def test_fit_refuses_a_nul_in_a_path_argument(one_epoch_run, tiny_config, name):
+    from nntrain.errors import BadInputError
+    from nntrain.pipeline import fit
+
+    config = load_config(tiny_config, ["train.epochs=2"])
+    paths = {"run_dir": one_epoch_run, "resume": None, name: "a\x00b"}
+
+    with pytest.raises(BadInputError, match=re.escape(
+            f"{name} 'a\\x00b' holds a NUL character (\\x00), which no path can")):
+        fit(config, paths["run_dir"], resume=paths["resume"], quiet=True)

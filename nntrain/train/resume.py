@@ -13,7 +13,12 @@ import warnings
 from pathlib import Path
 
 from nntrain.checkpoint import load_checkpoint
-from nntrain.config import apply_overrides, override_setting, yaml_text
+from nntrain.config import (
+    apply_overrides,
+    checked_overrides,
+    override_setting,
+    yaml_text,
+)
 from nntrain.errors import (
     CheckpointError,
     CheckpointWarning,
@@ -164,6 +169,7 @@ def _held_iteration(path: Path) -> int | None:
 def resumed_config(checkpoint, overrides: list[str], path) -> dict:
     """The checkpoint's config with only its length, threads or data.path changed
     by ``overrides``."""
+    overrides = checked_overrides(overrides)
     for text in overrides:
         key = text.partition("=")[0].strip()
         if key not in CHANGEABLE:
