@@ -159,8 +159,19 @@ def parse_yaml(text: str, source: str):
         fix = "indent with spaces (YAML refuses tabs)" if "\\t" in problem else \
             "fix the YAML syntax there"
         raise ConfigError(f"{source}: {problem} at {where}; {fix}") from None
+    except yaml.reader.ReaderError as error:
+        # It has no mark, only an offset into the text: shown as a line and column.
+        line = text.count("\n", 0, error.position) + 1
+        column = error.position - (text.rfind("\n", 0, error.position) + 1) + 1
+        character = (f"U+{error.character:04X}" if isinstance(error.character, int)
+                     else repr(error.character))
+        raise ConfigError(f"{source}: YAML does not allow the non-printable character"
+                          f" {character} (line {line}, column {column}); remove it"
+                          ) from None
     except yaml.YAMLError as error:
-        raise ConfigError(f"{source}: invalid YAML ({error})") from None
+        # Other errors may span lines ("... in <unicode string>"): one line here.
+        raise ConfigError(f"{source}: invalid YAML ({' '.join(str(error).split())})"
+                          ) from None
 
 
 class _ConfigDumper(yaml.SafeDumper):

@@ -193,3 +193,19 @@ def test_fit_refuses_a_nul_in_a_path_argument(one_epoch_run, tiny_config, name):
     with pytest.raises(BadInputError, match=re.escape(
             f"{name} 'a\\x00b' holds a NUL character (\\x00), which no path can")):
         fit(config, paths["run_dir"], resume=paths["resume"], quiet=True)
+
+
+def test_a_control_character_in_a_file_is_named_by_line_and_column(write_config):
+    config = write_config("train:\n  epochs: 1\noutput: a\x01b\n")
+
+    result = invoke("fit", config)
+
+    assert_exit_2(result, f"error: {config}: YAML does not allow the non-printable"
+                  " character U+0001 (line 3, column 10); remove it\n")
+
+
+def test_a_control_character_in_a_set_value_gives_a_one_line_error(tiny_config):
+    result = invoke("fit", tiny_config, "--set", "output=a\x01b")
+
+    assert_exit_2(result, "error: --set output: YAML does not allow the non-printable"
+                  " character U+0001 (line 1, column 2); remove it\n")
