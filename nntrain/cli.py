@@ -149,6 +149,23 @@ def _load(config_path, overrides):
     return load_config(config_path, list(overrides))
 
 
+def _load_unlimited(config_path, overrides):
+    """The config of a command that trains no run of its length (gradcheck,
+    sanity): one that sets neither train.epochs nor train.iterations gets
+    train.epochs 1, which they never read."""
+    from nntrain.config import apply_overrides, read_config_file
+    from nntrain.errors import ConfigError
+
+    try:
+        train = apply_overrides(read_config_file(config_path),
+                                list(overrides)).get("train") or {}
+        unset = isinstance(train, dict) and all(
+            train.get(key) is None for key in ("epochs", "iterations"))
+    except ConfigError:
+        unset = False  # _load reports it, naming the file or the --set at fault
+    return _load(config_path, [*overrides, "train.epochs=1"] if unset else overrides)
+
+
 def _default_run_dir(config: dict, config_path) -> Path:
     if config["output"]:
         return Path(config["output"])
@@ -530,7 +547,7 @@ def _check_config(config_path, overrides, samples, layer, rng):
     from nntrain.nn.model import build_model
     from nntrain.pipeline import prepare_data
 
-    config = _load(config_path, [*overrides, "train.dtype=float64"])
+    config = _load_unlimited(config_path, [*overrides, "train.dtype=float64"])
     prepared = prepare_data(config, splits=("train",))
     X, y = prepared.splits["train"]
     rows = rng.choice(len(X), size=min(samples, len(X)), replace=False)
@@ -653,7 +670,7 @@ def sanity(config_path, overrides, samples, max_iterations):
     from nntrain.pipeline import prepare_data
     from nntrain.train.sanity import overfit
 
-    config = _load(config_path, overrides)
+    config = _load_unlimited(config_path, overrides)
     prepared = prepare_data(config, splits=("train",))
     X, y = prepared.splits["train"]
     num_train = len(y)

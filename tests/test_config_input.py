@@ -209,3 +209,27 @@ def test_a_control_character_in_a_set_value_gives_a_one_line_error(tiny_config):
 
     assert_exit_2(result, "error: --set output: YAML does not allow the non-printable"
                   " character U+0001 (line 1, column 2); remove it\n")
+
+
+@pytest.mark.parametrize("command", ["gradcheck", "sanity"])
+def test_a_check_needs_no_run_length_in_its_config(write_config, tiny_npz,
+                                                   command):
+    raw = tiny_config_dict(tiny_npz)
+    del raw["train"]
+    config = write_config(raw)
+
+    result = invoke(command, config, "--samples", 6)
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[-1].startswith(
+        {"gradcheck": "PASSED: all 4 arrays agree",
+         "sanity": "passed: 100% training accuracy"}[command])
+
+
+def test_a_check_still_refuses_both_run_lengths(write_config, tiny_npz):
+    raw = tiny_config_dict(tiny_npz)
+    raw["train"] = {"epochs": 1, "iterations": 3}
+
+    result = invoke("gradcheck", write_config(raw))
+
+    assert_exit_2(result, "set exactly one of train.epochs and train.iterations")
