@@ -10,6 +10,7 @@ whose one-line message names the key and the fix.
 import difflib
 import math
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -47,7 +48,14 @@ class Key:
 # Validators take (value, dotted key) and return the normalized value or raise.
 
 
+# What YAML 1.1 reads as octal (017) or base 60 (1:30); yamlio reads it as text.
+_YAML11_INTEGER = re.compile(r"[-+]?(?:0[0-9_]+|[0-9][0-9_]*(?::[0-5]?[0-9])+)")
+
+
 def _fail(key: str, expected: str, value) -> None:
+    if isinstance(value, str) and _YAML11_INTEGER.fullmatch(value.strip()):
+        expected += ("; write a plain decimal number: nntrain reads a leading 0"
+                     " (octal in YAML 1.1) or a colon (base 60) as text")
     raise ConfigError(f"invalid {key}: {value!r} (expected {expected})", key)
 
 

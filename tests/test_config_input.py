@@ -233,3 +233,28 @@ def test_a_check_still_refuses_both_run_lengths(write_config, tiny_npz):
     result = invoke("gradcheck", write_config(raw))
 
     assert_exit_2(result, "set exactly one of train.epochs and train.iterations")
+
+
+YAML11_HINT = ("; write a plain decimal number: nntrain reads a leading 0 (octal in"
+               " YAML 1.1) or a colon (base 60) as text)")
+
+
+@pytest.mark.parametrize("text", ["017", "1:30", "-010"])
+def test_yaml_1_1_octal_and_base_60_integers_are_refused_with_a_hint(text):
+    # YAML 1.1 reads 017 as 15, 1:30 as 90 and -010 as -8: values nobody meant.
+    with pytest.raises(ConfigError, match=re.escape(
+            f"--set seed={text}: invalid seed: '{text}' (expected an integer >= 0"
+            f"{YAML11_HINT}")):
+        load_config(None, ["train.epochs=1", f"seed={text}"])
+
+
+@pytest.mark.parametrize("text, value", [("0", 0), ("17", 17), ("0x11", 17),
+                                         ("0b101", 5), ("1_000", 1000), ("+5", 5)])
+def test_plain_hex_and_binary_integers_still_read_as_numbers(text, value):
+    assert load_config(None, ["train.epochs=1", f"seed={text}"])["seed"] == value
+
+
+def test_a_text_key_keeps_a_leading_zero(write_config):
+    config = load_config(write_config("train: {epochs: 1}\noutput: 017\n"))
+
+    assert config["output"] == "017"
