@@ -18,6 +18,7 @@ import click
 import numpy as np
 
 from nntrain import __version__
+from nntrain.cli_paths import UserPath
 from nntrain.errors import (
     BadInputError,
     DataError,
@@ -148,6 +149,23 @@ def _load(config_path, overrides):
     return load_config(config_path, list(overrides))
 
 
+def _load_unlimited(config_path, overrides):
+    """The config of a command that trains no run of its length (gradcheck,
+    sanity): one that sets neither train.epochs nor train.iterations gets
+    train.epochs 1, which they never read."""
+    from nntrain.config import apply_overrides, read_config_file
+    from nntrain.errors import ConfigError
+
+    try:
+        train = apply_overrides(read_config_file(config_path),
+                                list(overrides)).get("train") or {}
+        unset = isinstance(train, dict) and all(
+            train.get(key) is None for key in ("epochs", "iterations"))
+    except ConfigError:
+        unset = False  # _load reports it, naming the file or the --set at fault
+    return _load(config_path, [*overrides, "train.epochs=1"] if unset else overrides)
+
+
 def _default_run_dir(config: dict, config_path) -> Path:
     if config["output"]:
         return Path(config["output"])
@@ -156,13 +174,13 @@ def _default_run_dir(config: dict, config_path) -> Path:
 
 
 @cli.command()
-@click.argument("config_path", metavar="CONFIG", type=click.Path(dir_okay=False))
+@click.argument("config_path", metavar="CONFIG", type=UserPath(dir_okay=False))
 @set_option
-@click.option("--out", type=click.Path(file_okay=False),
+@click.option("--out", type=UserPath(file_okay=False),
               help="Run directory (default: the config's output, else runs/<stem>).")
 @click.option("--force", is_flag=True,
               help="Start over in a non-empty run directory (removes its old files).")
-@click.option("--resume", type=click.Path(), metavar="CKPT|RUN_DIR",
+@click.option("--resume", type=UserPath(), metavar="CKPT|RUN_DIR",
               help="Continue a run from a checkpoint, or from a run directory's"
                    " last.npz (if damaged, its newest good checkpoint).")
 @click.option("--print-config", is_flag=True,
@@ -267,17 +285,17 @@ def _resume(config_path, overrides, out, resume, print_config, quiet):
 
 def _resume_config_file(config_path) -> dict:
     """CONFIG of a resumed run, which must still be a valid config. The run's own
-    config.yaml from an earlier nntrain may set train.average beside optimizer
-    lbfgs; it is read as the run's checkpoint is, without the setting."""
+    config.yaml from an earlier nntrain may set train.average or max_norm beside
+    optimizer lbfgs; it is read as the run's checkpoint is, without them."""
     from nntrain.config import read_config_file, resolve_config
     from nntrain.errors import ConfigError
-    from nntrain.pipeline import without_lbfgs_average
+    from nntrain.pipeline import without_lbfgs_ignored
 
     try:
         return _load(config_path, [])
     except ConfigError as error:
         raw = read_config_file(config_path)
-        migrated = without_lbfgs_average(raw)
+        migrated = without_lbfgs_ignored(raw)
         if migrated is raw:
             raise
         try:
@@ -297,13 +315,13 @@ DATA_GIVE = "the file or folder where the data lies now, or leave --data out"
 
 
 @cli.command("eval")
-@click.argument("checkpoint", type=click.Path())
+@click.argument("checkpoint", type=UserPath())
 @click.option("--split", type=click.Choice(SPLITS), default="test", show_default=True,
               help="Which split to measure.")
-@click.option("--data", "data_path", type=click.Path(),
+@click.option("--data", "data_path", type=UserPath(),
               help="Where the data lies now, if not where the run found it.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-@click.option("--plots", "plots_dir", type=click.Path(file_okay=False),
+@click.option("--plots", "plots_dir", type=UserPath(file_okay=False),
               help="Also write confusion_matrix.png and worst_examples.png here.")
 @click.option("--average", is_flag=True,
               help="Use the averaged weights the run kept (train.average).")
@@ -341,10 +359,10 @@ def evaluate(checkpoint, split, data_path, as_json, plots_dir, average):
 
 
 @cli.command()
-@click.argument("run_dir", type=click.Path(file_okay=False))
-@click.option("--out", type=click.Path(file_okay=False),
+@click.argument("run_dir", type=UserPath(file_okay=False))
+@click.option("--out", type=UserPath(file_okay=False),
               help="Where to write the PNGs (default: RUN_DIR/plots).")
-@click.option("--data", "data_path", type=click.Path(),
+@click.option("--data", "data_path", type=UserPath(),
               help="Where the data lies now, if not where the run found it.")
 def plot(run_dir, out, data_path):
     """Draw a run's PNGs: loss, accuracy, learning rate, update ratios,
@@ -395,9 +413,9 @@ def _format_evaluation(result: dict, class_names) -> list[str]:
 
 
 @cli.command()
-@click.argument("checkpoint", type=click.Path(dir_okay=False))
-@click.argument("input_path", metavar="INPUT", type=click.Path(dir_okay=False))
-@click.option("--out", "out_path", type=click.Path(dir_okay=False),
+@click.argument("checkpoint", type=UserPath(dir_okay=False))
+@click.argument("input_path", metavar="INPUT", type=UserPath(dir_okay=False))
+@click.option("--out", "out_path", type=UserPath(dir_okay=False),
               help="Write .csv or .npz here (default: CSV on stdout).")
 def predict(checkpoint, input_path, out_path):
     """Predict the class of each sample in INPUT (.npy or .npz) with CHECKPOINT."""
@@ -472,7 +490,7 @@ def _write_csv(classes, probabilities, class_names, out_path) -> None:
 
 @cli.command()
 @click.argument("config_path", metavar="[CONFIG]", required=False,
-                type=click.Path(dir_okay=False))
+                type=UserPath(dir_okay=False))
 @overrides_option("model.l2=0.01")
 @click.option("--samples", default=8, show_default=True, type=click.IntRange(1),
               help="Samples in the batch the check runs on: training samples of"
@@ -529,7 +547,7 @@ def _check_config(config_path, overrides, samples, layer, rng):
     from nntrain.nn.model import build_model
     from nntrain.pipeline import prepare_data
 
-    config = _load(config_path, [*overrides, "train.dtype=float64"])
+    config = _load_unlimited(config_path, [*overrides, "train.dtype=float64"])
     prepared = prepare_data(config, splits=("train",))
     X, y = prepared.splits["train"]
     rows = rng.choice(len(X), size=min(samples, len(X)), replace=False)
@@ -636,7 +654,7 @@ def _penalties(config, model) -> str:
 
 
 @cli.command()
-@click.argument("config_path", metavar="CONFIG", type=click.Path(dir_okay=False))
+@click.argument("config_path", metavar="CONFIG", type=UserPath(dir_okay=False))
 @overrides_option("optimizer.lr=0.01")
 @click.option("--samples", default=50, show_default=True, type=click.IntRange(2),
               help="Training samples to overfit (2 or more).")
@@ -652,7 +670,7 @@ def sanity(config_path, overrides, samples, max_iterations):
     from nntrain.pipeline import prepare_data
     from nntrain.train.sanity import overfit
 
-    config = _load(config_path, overrides)
+    config = _load_unlimited(config_path, overrides)
     prepared = prepare_data(config, splits=("train",))
     X, y = prepared.splits["train"]
     num_train = len(y)
@@ -709,7 +727,7 @@ def data():
 
 @data.command()
 @click.argument("name", type=click.Choice(["fashion-mnist", "mnist"]))
-@click.option("--dir", "folder", type=click.Path(file_okay=False),
+@click.option("--dir", "folder", type=UserPath(file_okay=False),
               help="Where to put the files (default: $NNTRAIN_DATA/NAME, else"
                    " ~/.cache/nntrain/NAME).")
 @click.option("--mirror", metavar="URL",

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from nntrain.cli_paths import UserPath
 from nntrain.errors import BadInputError, DataLocationError
 from nntrain.train.checks import usable_cores
 
@@ -121,9 +122,9 @@ def _default_dir(config: dict, config_path) -> Path:
 
 
 @click.command()
-@click.argument("config_path", metavar="CONFIG", type=click.Path(dir_okay=False))
+@click.argument("config_path", metavar="CONFIG", type=UserPath(dir_okay=False))
 @set_option
-@click.option("--out", type=click.Path(file_okay=False),
+@click.option("--out", type=UserPath(file_okay=False),
               help="Study folder (default: the config's output, else runs/<stem>).")
 @click.option("--workers", type=click.IntRange(1),
               help="Worker processes on this machine (default: the cores this"
@@ -227,10 +228,10 @@ def _ensemble_best(study, count: int) -> None:
 
 @click.command()
 @click.argument("checkpoints", metavar="CKPT...", nargs=-1, required=True,
-                type=click.Path(dir_okay=False))
+                type=UserPath(dir_okay=False))
 @click.option("--split", type=click.Choice(SPLITS), default="test", show_default=True,
               help="Which split to measure.")
-@click.option("--data", "data_path", type=click.Path(),
+@click.option("--data", "data_path", type=UserPath(),
               help="Where the data lies now, if not where the runs found it.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def ensemble(checkpoints, split, data_path, as_json):

@@ -9,6 +9,8 @@ whose one-line message names the key and the fix.
 
 import difflib
 import math
+import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -46,7 +48,14 @@ class Key:
 # Validators take (value, dotted key) and return the normalized value or raise.
 
 
+# What YAML 1.1 reads as octal (017) or base 60 (1:30); yamlio reads it as text.
+_YAML11_INTEGER = re.compile(r"[-+]?(?:0[0-9_]+|[0-9][0-9_]*(?::[0-5]?[0-9])+)")
+
+
 def _fail(key: str, expected: str, value) -> None:
+    if isinstance(value, str) and _YAML11_INTEGER.fullmatch(value.strip()):
+        expected += ("; write a plain decimal number: nntrain reads a leading 0"
+                     " (octal in YAML 1.1) or a colon (base 60) as text")
     raise ConfigError(f"invalid {key}: {value!r} (expected {expected})", key)
 
 
@@ -120,6 +129,25 @@ def optional_text(value, key):
     if value is None or (isinstance(value, str) and value.strip()):
         return value
     _fail(key, "a non-empty string, or null for the default", value)
+
+
+def path_text(value, key):
+    """A path, or null for the default. A leading ``~`` is expanded as a shell
+    would (YAML and ``--set`` values reach no shell); a NUL is refused, as no
+    file name can hold one."""
+    value = optional_text(value, key)
+    if value is None:
+        return None
+    if "\x00" in value:
+        raise ConfigError(f"invalid {key}: {value!r} holds a NUL character (\\x00),"
+                          " which no path can; remove it", key)
+    expanded = os.path.expanduser(value)
+    if expanded.startswith("~"):
+        user = expanded.split("/")[0]
+        raise ConfigError(f"invalid {key}: {value!r} starts with {user}, but there"
+                          f" is no home folder to expand it to; write the folder"
+                          f" out in full (or ./{value} for a folder so named)", key)
+    return expanded
 
 
 def list_of(item_check, allow_empty=True, nullable=False, max_items=MAX_LAYERS):
@@ -370,7 +398,7 @@ SCHEMA = {
     "data": {
         "name": Key("digits", choice(*DATASETS), "choice",
                     "digits (bundled) | fashion-mnist | mnist | npz"),
-        "path": Key(None, optional_text, "path or null",
+        "path": Key(None, path_text, "path or null",
                     "folder (IDX datasets) or .npz file; null: the default search"),
         "validation": Key(0.1, validation_size, "int >= 1 or float in (0, 1)",
                           "validation split held out of train: a count or a fraction"),
@@ -478,7 +506,7 @@ SCHEMA = {
         "dtype": Key("float32", choice("float32", "float64"), "choice",
                      "floating type of parameters and data"),
     },
-    "output": Key(None, optional_text, "path or null",
+    "output": Key(None, path_text, "path or null",
                   "run directory; null: runs/<config file stem>"),
 }
 
@@ -688,6 +716,23 @@ def _check_lbfgs(config: dict) -> None:
         # nntrain could fold them into an average.
         raise ConfigError("optimizer lbfgs does not average weights: set"
                           " train.average to null", ("optimizer.name", "train.average"))
+    _check_lbfgs_max_norm(config["model"])
+
+
+def _check_lbfgs_max_norm(model: dict) -> None:
+    """A max-norm constraint is applied after each update step, and L-BFGS takes
+    none that nntrain sees (the same reason it cannot average): it would be
+    silently ignored."""
+    if model["max_norm"] is not None:
+        raise ConfigError("optimizer lbfgs does not apply max-norm constraints: set"
+                          " model.max_norm to null",
+                          ("optimizer.name", "model.max_norm"))
+    for i, entry in enumerate(model["layers"] or []):
+        (kind, options), = entry.items()
+        if options.get("max_norm") is not None:
+            key = f"model.layers[{i}].{kind}.max_norm"
+            raise ConfigError(f"optimizer lbfgs does not apply max-norm constraints:"
+                              f" remove {key}", ("optimizer.name", key))
 
 
 def resolve_config(raw) -> dict:
@@ -757,6 +802,11 @@ def _set_dotted(raw: dict, key: str, value) -> None:
 
 def read_config_file(path) -> dict:
     """Read a YAML config file into a raw (unvalidated) mapping."""
+    if str(path) == "":  # Path("") is the current folder
+        raise ConfigError("the config path is empty; give the path of a YAML file")
+    if "\x00" in str(path):
+        raise ConfigError(f"the config path {str(path)!r} holds a NUL character"
+                          " (\\x00), which no path can; give the path of a YAML file")
     path = Path(path)
     if path.exists() and not path.is_file() and not path.is_dir():
         raise ConfigError(f"{path} is not a regular file (a pipe or a device?); give"
@@ -790,24 +840,40 @@ def load_config(path=None, overrides: list[str] | None = None) -> dict:
 
     >>> cfg = load_config("configs/digits.yaml", ["train.epochs=5"])
     """
-    if isinstance(overrides, (str, bytes)) or not all(
-            isinstance(item, str) for item in overrides or []):
-        raise TypeError(f"overrides is {overrides!r}; give a list of KEY=VALUE"
-                        " strings, like [\"train.epochs=5\"]")
+    if path is not None and not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path is {type(path).__name__}; give the config file's"
+                        " path, a str or pathlib.Path, or None for the defaults")
+    overrides = checked_overrides(overrides)
     raw = read_config_file(path) if path is not None else {}
-    raw = apply_overrides(raw, overrides or [])
+    raw = apply_overrides(raw, overrides)
     try:
         return resolve_config(raw)
     except ConfigError as error:
-        if path is None and _no_length_given(error, overrides or []):
+        if path is None and _no_length_given(error, overrides):
             # The defaults set no length on purpose: a run's length is a choice.
             raise ConfigError("the default config (no path) sets no length: give"
                               " train.epochs or train.iterations, as in"
                               " load_config(None, [\"train.epochs=5\"])",
                               error.key) from None
         where = f"{path}: " if path is not None else ""
-        raise blamed_on_override(error, overrides or []) or ConfigError(
+        raise blamed_on_override(error, overrides) or ConfigError(
             f"{where}{error}", error.key) from None
+
+
+def checked_overrides(overrides) -> list[str]:
+    """``overrides`` (None, or an iterable of KEY=VALUE strings) as a list; a
+    TypeError for a string, which would be read character by character, or a
+    mapping, whose keys alone would be read."""
+    wrong = isinstance(overrides, (str, bytes, dict))
+    if not wrong:
+        try:
+            overrides = list(overrides or [])
+        except TypeError:
+            wrong = True
+    if wrong or not all(isinstance(item, str) for item in overrides):
+        raise TypeError(f"overrides is {overrides!r}; give a list of KEY=VALUE"
+                        " strings, like [\"train.epochs=5\"]")
+    return overrides
 
 
 def _no_length_given(error: ConfigError, overrides) -> bool:

@@ -205,9 +205,14 @@ def fit(config: dict, run_dir, force: bool = False, quiet: bool = False,
     ``data_path_given``: for a resumed run, whether data.path was given now (the
     CLI's --set data.path), which must then hold the data; otherwise a data.path
     moved from the checkpoint's may fall back on another copy. None: given when
-    it differs from the path the checkpoint recorded.
+    it differs from the path the checkpoint recorded. ``force`` and ``resume``
+    together are refused, as the CLI refuses --force --resume.
     """
     _check_fit_arguments(config, run_dir, force, quiet, data_path_given)
+    if force and resume is not None:
+        # As the CLI's --force --resume: force would remove the run resume extends.
+        raise BadInputError("force=True starts over and resume continues: give one"
+                            " of them")
     config = resolve_config(config)  # a hand-made dict gets checked, and defaults
     started = time.perf_counter()
     resume, resume_notes = _resume_from(resume, config, run_dir)
@@ -326,18 +331,26 @@ def _check_fit_arguments(config, run_dir, force, quiet, data_path_given) -> None
     if data_path_given is not None:  # None: decided from the checkpoint
         flags.append(("data_path_given", data_path_given))
     for name, value in flags:
-        if not isinstance(value, (bool, np.bool_)):
-            raise TypeError(f"{name} is {value!r}; give True or False")
+        _check_flag(name, value)
+
+
+def _check_flag(name: str, value) -> None:
+    """A TypeError unless ``value`` is a bool: a truthy "no" must not pass."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} is {value!r}; give True or False")
 
 
 def _check_path_argument(name: str, value, give: str) -> None:
     """A TypeError unless ``value`` is a path (a str or os.PathLike), and a
-    BadInputError for an empty one, which would mean the current folder; ``give``
-    says what to give instead."""
+    BadInputError for an empty one, which would mean the current folder, or one
+    holding a NUL; ``give`` says what to give instead."""
     if not isinstance(value, (str, os.PathLike)):
         raise TypeError(f"{name} is {type(value).__name__}; give {give}")
     if str(value) == "":
         raise BadInputError(f"{name} is empty; give {give}")
+    if "\x00" in str(value):
+        raise BadInputError(f"{name} {str(value)!r} holds a NUL character (\\x00),"
+                            f" which no path can; give {give}")
 
 
 def _resume_from(resume, config: dict, run_dir) -> tuple[object, list[str]]:
@@ -644,6 +657,8 @@ def evaluate_checkpoint(path, split: str = "test", data_path=None,
     rebuilt from the file alone; ``data_path`` says where the data lies now."""
     from nntrain.evaluate import measure
 
+    if split not in SPLITS:
+        raise ValueError(f"split is {split!r}; give one of {', '.join(SPLITS)}")
     restored = restore(path, average=average)
     config = restored.config
     if data_path:
@@ -665,7 +680,7 @@ def migrate_config(saved, path, overrides=()) -> dict:
     the ``--set`` texts already applied to ``saved``; a bad value one of them gave
     is blamed on it, not on the checkpoint."""
     try:
-        return resolve_config(without_lbfgs_average(saved))
+        return resolve_config(without_lbfgs_ignored(saved))
     except ConfigError as error:
         raise blamed_on_override(error, overrides) or CheckpointError(
             f"{path}: its config is not valid here ({error})") from None
@@ -687,6 +702,42 @@ def without_lbfgs_average(saved):
     return {**saved, "train": {**saved["train"], "average": None}}
 
 
+def without_lbfgs_max_norm(saved):
+    """``saved``, a checkpoint's config, with model.max_norm and each layer's
+    max_norm null where set beside optimizer lbfgs, which earlier nntrain accepted
+    and config validation now refuses. The minimizer takes no step after which the
+    constraint could be applied, so such a run never applied it: without it the
+    config describes the run that was. Anything else is returned as it is."""
+    try:
+        lbfgs = saved["optimizer"]["name"] == "lbfgs"
+        model = saved["model"]
+        layers = [_without_max_norm(entry) for entry in model.get("layers") or []]
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return saved
+    capped = model.get("max_norm") is not None or layers != (model.get("layers")
+                                                             or [])
+    if not lbfgs or not capped:
+        return saved
+    model = {**model, "max_norm": None}
+    if layers:
+        model["layers"] = layers
+    return {**saved, "model": model}
+
+
+def _without_max_norm(entry: dict) -> dict:
+    """A ``{kind: options}`` layer entry with its max_norm, if set, null."""
+    (kind, options), = entry.items()
+    if isinstance(options, dict) and options.get("max_norm") is not None:
+        return {kind: {**options, "max_norm": None}}
+    return entry
+
+
+def without_lbfgs_ignored(saved):
+    """``saved`` without the settings earlier nntrain accepted beside optimizer
+    lbfgs but never applied: train.average and max_norm."""
+    return without_lbfgs_max_norm(without_lbfgs_average(saved))
+
+
 @dataclass
 class Restored:
     """Everything a checkpoint rebuilds: its config, data spec, model and steps."""
@@ -703,6 +754,7 @@ def restore(path, average: bool = False) -> Restored:
     ``average``: with the averaged weights (train.average) instead of the raw ones."""
     _check_path_argument("path", path, "the checkpoint's path, a str or"
                          " pathlib.Path")
+    _check_flag("average", average)
     checkpoint = load_checkpoint(path)
     check_data_spec(checkpoint, EDITED_CHECKPOINT_FIX)
     meta = checkpoint.meta

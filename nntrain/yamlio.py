@@ -1,7 +1,9 @@
 """YAML reading for configs and ``--set`` values: safe, strict, and numeric-friendly.
 
 PyYAML follows YAML 1.1, where ``1e-3`` (no dot) is a string, not a float; people write
-learning rates that way, so this loader also reads ``1e-3`` and ``5E-4`` as floats. It
+learning rates that way, so this loader also reads ``1e-3`` and ``5E-4`` as floats.
+YAML 1.1 also reads ``017`` as octal 15 and ``1:30`` as base-60 90; this loader leaves
+them text, so that a number key refuses them instead of taking a value nobody meant. It
 refuses duplicated keys instead of keeping the last one silently, and it never builds
 Python objects (``!!python/...`` tags are errors), because it extends ``SafeLoader``.
 
@@ -25,6 +27,17 @@ _FLOAT_PATTERN = re.compile(
     |\.[0-9][0-9_]*(?:[eE][-+]?[0-9]+)?
     |[-+]?\.(?:inf|Inf|INF)
     |\.(?:nan|NaN|NAN))$""",
+    re.X,
+)
+
+
+# A YAML 1.2 integer, with YAML 1.1's 0b and 0x forms: no octal "017" (1.1 reads 15)
+# and no base 60 "1:30" (1.1 reads 90). Such text stays text, which a number key
+# refuses (config._fail says why).
+_INT_PATTERN = re.compile(
+    r"""^(?:[-+]?0b[0-1_]+
+    |[-+]?(?:0|[1-9][0-9_]*)
+    |[-+]?0x[0-9a-fA-F_]+)$""",
     re.X,
 )
 
@@ -129,15 +142,18 @@ def _line(event) -> int:
     return event.start_mark.line + 1
 
 
-# Replace the YAML 1.1 float resolver with the wider pattern above.
+# Replace the YAML 1.1 float and int resolvers with the patterns above.
 StrictLoader.yaml_implicit_resolvers = {
     first: [(tag, pattern) for tag, pattern in resolvers
-            if tag != "tag:yaml.org,2002:float"]
+            if tag not in ("tag:yaml.org,2002:float", "tag:yaml.org,2002:int")]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
 StrictLoader.add_constructor(None, StrictLoader.construct_undefined)
 StrictLoader.add_implicit_resolver(
     "tag:yaml.org,2002:float", _FLOAT_PATTERN, list("-+0123456789.")
+)
+StrictLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:int", _INT_PATTERN, list("-+0123456789")
 )
 
 
@@ -159,8 +175,19 @@ def parse_yaml(text: str, source: str):
         fix = "indent with spaces (YAML refuses tabs)" if "\\t" in problem else \
             "fix the YAML syntax there"
         raise ConfigError(f"{source}: {problem} at {where}; {fix}") from None
+    except yaml.reader.ReaderError as error:
+        # It has no mark, only an offset into the text: shown as a line and column.
+        line = text.count("\n", 0, error.position) + 1
+        column = error.position - (text.rfind("\n", 0, error.position) + 1) + 1
+        character = (f"U+{error.character:04X}" if isinstance(error.character, int)
+                     else repr(error.character))
+        raise ConfigError(f"{source}: YAML does not allow the non-printable character"
+                          f" {character} (line {line}, column {column}); remove it"
+                          ) from None
     except yaml.YAMLError as error:
-        raise ConfigError(f"{source}: invalid YAML ({error})") from None
+        # Other errors may span lines ("... in <unicode string>"): one line here.
+        raise ConfigError(f"{source}: invalid YAML ({' '.join(str(error).split())})"
+                          ) from None
 
 
 class _ConfigDumper(yaml.SafeDumper):

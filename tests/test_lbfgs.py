@@ -14,9 +14,10 @@ from conftest import tiny_config_dict
 from nntrain.checkpoint import load_checkpoint, save_checkpoint
 from nntrain.cli import cli
 from nntrain.config import config_to_yaml, load_config, resolve_config
-from nntrain.errors import ConfigError
+from nntrain.errors import CheckpointWarning, ConfigError
 from nntrain.optim import lbfgs
 from nntrain.pipeline import fit, prepare_data, restore
+from nntrain.train.resume import resumed_config
 
 pytest.importorskip("scipy")
 
@@ -68,6 +69,9 @@ def test_lbfgs_run_logs_every_iteration_and_its_checkpoint_evaluates(tiny_npz,
     (["schedule.name=cosine"], "schedule.name to constant"),
     (["train.clip={norm: 1.0}"], "train.clip"),
     (["train.average={kind: polyak}"], "train.average to null"),
+    (["model.max_norm=0.1"], "set model.max_norm to null"),
+    (["model.hidden=null", "model.layers=[{affine: {units: 5}}, {relu: {}},"
+      " {affine: {max_norm: 2}}]"], r"remove model\.layers\[2\]\.affine\.max_norm"),
 ])
 def test_lbfgs_refuses_settings_it_cannot_honour(overrides, message):
     with pytest.raises(ConfigError, match=message):
@@ -156,6 +160,30 @@ def test_an_older_lbfgs_checkpoint_with_train_average_resumes_without_it(
     for name, value in ends[0].group("param").items():
         assert np.array_equal(ends[1].group("param")[name], value), name
     assert load_config(old / "config.yaml")["train"]["average"] is None
+
+
+def test_an_older_lbfgs_checkpoint_with_max_norm_evaluates_and_resumes_without_it(
+        lbfgs_runs):
+    # Earlier nntrain accepted max_norm beside lbfgs and never applied it (the
+    # weights reached norms above the cap); forged here as in lbfgs_runs.
+    plain, old = lbfgs_runs
+    shutil.rmtree(old)
+    shutil.copytree(plain, old)
+    for path in (old / "checkpoints").glob("*.npz"):
+        checkpoint = load_checkpoint(path)
+        checkpoint.meta["config"]["model"]["max_norm"] = 0.001
+        save_checkpoint(path, checkpoint.meta, checkpoint.arrays)
+    last = old / "checkpoints" / "last.npz"
+
+    assert restore(last).config["model"]["max_norm"] is None
+    with pytest.warns(CheckpointWarning, match=re.escape(
+            f"{last} sets max_norm with optimizer lbfgs, which never applied it; it"
+            " is resumed as a run without max_norm")):
+        config = resumed_config(load_checkpoint(last), ["train.iterations=6"], last)
+    result = fit(config, old, resume=old, quiet=True)
+
+    assert result.progress.iteration == 6
+    assert load_checkpoint(last).meta["config"]["model"]["max_norm"] is None
 
 
 def test_lbfgs_with_batch_norm_keeps_the_full_batch_statistics_of_its_weights(

@@ -13,7 +13,12 @@ import warnings
 from pathlib import Path
 
 from nntrain.checkpoint import load_checkpoint
-from nntrain.config import apply_overrides, override_setting, yaml_text
+from nntrain.config import (
+    apply_overrides,
+    checked_overrides,
+    override_setting,
+    yaml_text,
+)
 from nntrain.errors import (
     CheckpointError,
     CheckpointWarning,
@@ -22,7 +27,11 @@ from nntrain.errors import (
     TrainingError,
 )
 from nntrain.fileio import write_bytes_atomically
-from nntrain.pipeline import migrate_config, without_lbfgs_average
+from nntrain.pipeline import (
+    migrate_config,
+    without_lbfgs_average,
+    without_lbfgs_max_norm,
+)
 from nntrain.train.rundir import lock_folder
 from nntrain.train.solver import count_iterations
 from nntrain.train.state import check_data_spec, check_solver_state
@@ -160,6 +169,7 @@ def _held_iteration(path: Path) -> int | None:
 def resumed_config(checkpoint, overrides: list[str], path) -> dict:
     """The checkpoint's config with only its length, threads or data.path changed
     by ``overrides``."""
+    overrides = checked_overrides(overrides)
     for text in overrides:
         key = text.partition("=")[0].strip()
         if key not in CHANGEABLE:
@@ -172,6 +182,10 @@ def resumed_config(checkpoint, overrides: list[str], path) -> dict:
             f"{path} sets train.average with optimizer lbfgs, which never averaged"
             " its weights; it is resumed as a run without train.average"),
             stacklevel=2)
+    if without_lbfgs_max_norm(raw) is not raw:
+        warnings.warn(CheckpointWarning(
+            f"{path} sets max_norm with optimizer lbfgs, which never applied it; it"
+            " is resumed as a run without max_norm"), stacklevel=2)
     return migrate_config(raw, path, overrides)
 
 

@@ -1,0 +1,260 @@
+"""Config input that reaches past the schema's types: paths (a NUL, a leading
+``~``), YAML's error messages and its YAML 1.1 integers, the Python API's
+arguments, and a gradient check's config."""
+
+import re
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from conftest import tiny_config_dict
+
+from nntrain.cli import cli
+from nntrain.config import load_config
+from nntrain.errors import ConfigError
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli, [str(arg) for arg in args])
+
+
+def assert_exit_2(result, message):
+    assert result.exit_code == 2, result.output
+    assert isinstance(result.exception, SystemExit), repr(result.exception)
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert message in result.stderr
+
+
+NUL_PATH = "invalid {key}: '{value}' holds a NUL character (\\x00), which no path" \
+    " can; remove it"
+
+
+@pytest.mark.parametrize("key, text", [("output", "'a\\x00b'"),
+                                       ("data.path", "'/tmp/a\\x00b.npz'")])
+@pytest.mark.parametrize("command", ["fit", "gradcheck"])
+def test_a_nul_in_a_path_key_is_refused_naming_the_key(write_config, command, key,
+                                                       text):
+    section, _, name = key.rpartition(".")
+    yaml_value = '"' + text.strip("'") + '"'  # YAML's double quotes read \x00
+    content = f"{section}: {{{name}: {yaml_value}}}" if section else \
+        f"{name}: {yaml_value}"
+    config = write_config(content + "\ntrain: {epochs: 1}\n")
+
+    from_file = invoke(command, config)
+    from_set = invoke(command, write_config("train: {epochs: 1}\n", "plain.yaml"),
+                      "--set", f"{key}={yaml_value}")
+
+    message = NUL_PATH.format(key=key, value=text.strip("'"))
+    assert_exit_2(from_file, f"{config}: {message}")
+    assert_exit_2(from_set, f"--set {key}={yaml_value}: {message}")
+
+
+@pytest.mark.parametrize("key", ["output", "data.path"])
+def test_a_leading_tilde_in_a_path_key_is_the_home_folder(monkeypatch, tmp_path,
+                                                          key):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+
+    config = load_config(None, ["train.epochs=1", f"{key}=~/x"])
+
+    section, _, name = key.rpartition(".")
+    value = config[section][name] if section else config[name]
+    assert value == str(tmp_path / "home" / "x")
+
+
+def test_a_tilde_of_an_unknown_user_is_refused():
+    with pytest.raises(ConfigError, match=re.escape(
+            "invalid output: '~nntrain-no-such-user/x' starts with"
+            " ~nntrain-no-such-user, but there is no home folder to expand it to;"
+            " write the folder out in full (or ./~nntrain-no-such-user/x for a folder"
+            " so named)")):
+        load_config(None, ["train.epochs=1", "output=~nntrain-no-such-user/x"])
+
+
+@pytest.mark.parametrize("how", ["file", "set", "--out"])
+def test_fit_writes_a_run_given_with_a_tilde_into_the_home_folder(
+        monkeypatch, tmp_path, tiny_npz, write_config, how):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    raw = tiny_config_dict(tiny_npz)
+    raw["train"] = {"epochs": 1, "plots": False}
+    if how == "file":
+        raw["output"] = "~/run"
+    options = {"file": [], "set": ["--set", "output=~/run"],
+               "--out": ["--out=~/run"]}[how]
+
+    result = invoke("fit", write_config(raw), *options, "--quiet")
+
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "home" / "run" / "checkpoints" / "last.npz").is_file()
+    assert not (tmp_path / "~").exists()
+
+
+def test_eval_expands_a_tilde_in_its_checkpoint_argument(monkeypatch, tmp_path,
+                                                          tiny_config):
+    from nntrain.pipeline import fit
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    fit(load_config(tiny_config, ["train.epochs=1"]), tmp_path / "run", quiet=True)
+
+    result = invoke("eval", "~/run/checkpoints/last.npz", "--json")
+
+    assert result.exit_code == 0, result.output
+    assert str(Path(tmp_path, "run", "checkpoints", "last.npz")) in result.stdout
+
+
+def test_load_config_refuses_an_empty_path():
+    with pytest.raises(ConfigError, match="^the config path is empty; give the path"
+                       " of a YAML file$"):
+        load_config("")
+
+
+def test_fit_refuses_an_empty_config_path():
+    assert_exit_2(invoke("fit", ""), "error: the config path is empty; give the"
+                  " path of a YAML file")
+
+
+@pytest.mark.parametrize("path, kind", [(5, "int"), ({"train": {"epochs": 1}},
+                                                     "dict"), (b"a.yaml", "bytes")])
+def test_load_config_refuses_a_path_of_another_type(path, kind):
+    with pytest.raises(TypeError, match=f"^path is {kind}; give the config file's"
+                       r" path, a str or pathlib\.Path, or None for the defaults$"):
+        load_config(path)
+
+
+def test_load_config_reads_overrides_from_any_iterable_but_a_string():
+    config = load_config(None, (text for text in ["train.epochs=2"]))
+
+    assert config["train"]["epochs"] == 2
+    with pytest.raises(TypeError, match="^overrides is {'train.epochs': 2}; give a"
+                       " list of KEY=VALUE strings"):
+        load_config(None, {"train.epochs": 2})
+
+
+@pytest.fixture
+def one_epoch_run(tmp_path, tiny_config):
+    from nntrain.pipeline import fit
+
+    run = tmp_path / "run"
+    fit(load_config(tiny_config, ["train.epochs=1"]), run, quiet=True)
+    return run
+
+
+def test_resumed_config_refuses_a_string_of_overrides(one_epoch_run):
+    from nntrain.checkpoint import load_checkpoint
+    from nntrain.train.resume import resumed_config
+
+    last = one_epoch_run / "checkpoints" / "last.npz"
+    with pytest.raises(TypeError, match="^overrides is 'train.epochs=9'; give a list"
+                       " of KEY=VALUE strings"):
+        resumed_config(load_checkpoint(last), "train.epochs=9", last)
+
+
+@pytest.mark.parametrize("call", ["restore", "evaluate_checkpoint"])
+def test_restore_and_evaluate_refuse_a_truthy_string_for_average(one_epoch_run,
+                                                                 call):
+    from nntrain import pipeline
+
+    last = one_epoch_run / "checkpoints" / "last.npz"
+    with pytest.raises(TypeError, match="^average is 'no'; give True or False$"):
+        getattr(pipeline, call)(last, average="no")
+
+
+def test_evaluate_checkpoint_refuses_an_unknown_split(one_epoch_run):
+    from nntrain.pipeline import evaluate_checkpoint
+
+    with pytest.raises(ValueError, match="^split is 'bogus'; give one of train, val,"
+                       " test$"):
+        evaluate_checkpoint(one_epoch_run / "checkpoints" / "last.npz",
+                            split="bogus")
+
+
+def test_fit_refuses_force_with_resume_as_the_cli_does(one_epoch_run, tiny_config):
+    from nntrain.errors import BadInputError
+    from nntrain.pipeline import fit
+
+    before = (one_epoch_run / "metrics.jsonl").read_bytes()
+    config = load_config(tiny_config, ["train.epochs=2"])
+
+    with pytest.raises(BadInputError, match="^force=True starts over and resume"
+                       " continues: give one of them$"):
+        fit(config, one_epoch_run, force=True, resume=one_epoch_run, quiet=True)
+
+    assert (one_epoch_run / "metrics.jsonl").read_bytes() == before
+
+
+@pytest.mark.parametrize("name", ["run_dir", "resume"])
+def test_fit_refuses_a_nul_in_a_path_argument(one_epoch_run, tiny_config, name):
+    from nntrain.errors import BadInputError
+    from nntrain.pipeline import fit
+
+    config = load_config(tiny_config, ["train.epochs=2"])
+    paths = {"run_dir": one_epoch_run, "resume": None, name: "a\x00b"}
+
+    with pytest.raises(BadInputError, match=re.escape(
+            f"{name} 'a\\x00b' holds a NUL character (\\x00), which no path can")):
+        fit(config, paths["run_dir"], resume=paths["resume"], quiet=True)
+
+
+def test_a_control_character_in_a_file_is_named_by_line_and_column(write_config):
+    config = write_config("train:\n  epochs: 1\noutput: a\x01b\n")
+
+    result = invoke("fit", config)
+
+    assert_exit_2(result, f"error: {config}: YAML does not allow the non-printable"
+                  " character U+0001 (line 3, column 10); remove it\n")
+
+
+def test_a_control_character_in_a_set_value_gives_a_one_line_error(tiny_config):
+    result = invoke("fit", tiny_config, "--set", "output=a\x01b")
+
+    assert_exit_2(result, "error: --set output: YAML does not allow the non-printable"
+                  " character U+0001 (line 1, column 2); remove it\n")
+
+
+@pytest.mark.parametrize("command", ["gradcheck", "sanity"])
+def test_a_check_needs_no_run_length_in_its_config(write_config, tiny_npz,
+                                                   command):
+    raw = tiny_config_dict(tiny_npz)
+    del raw["train"]
+    config = write_config(raw)
+
+    result = invoke(command, config, "--samples", 6)
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[-1].startswith(
+        {"gradcheck": "PASSED: all 4 arrays agree",
+         "sanity": "passed: 100% training accuracy"}[command])
+
+
+def test_a_check_still_refuses_both_run_lengths(write_config, tiny_npz):
+    raw = tiny_config_dict(tiny_npz)
+    raw["train"] = {"epochs": 1, "iterations": 3}
+
+    result = invoke("gradcheck", write_config(raw))
+
+    assert_exit_2(result, "set exactly one of train.epochs and train.iterations")
+
+
+YAML11_HINT = ("; write a plain decimal number: nntrain reads a leading 0 (octal in"
+               " YAML 1.1) or a colon (base 60) as text)")
+
+
+@pytest.mark.parametrize("text", ["017", "1:30", "-010"])
+def test_yaml_1_1_octal_and_base_60_integers_are_refused_with_a_hint(text):
+    # YAML 1.1 reads 017 as 15, 1:30 as 90 and -010 as -8: values nobody meant.
+    with pytest.raises(ConfigError, match=re.escape(
+            f"--set seed={text}: invalid seed: '{text}' (expected an integer >= 0"
+            f"{YAML11_HINT}")):
+        load_config(None, ["train.epochs=1", f"seed={text}"])
+
+
+@pytest.mark.parametrize("text, value", [("0", 0), ("17", 17), ("0x11", 17),
+                                         ("0b101", 5), ("1_000", 1000), ("+5", 5)])
+def test_plain_hex_and_binary_integers_still_read_as_numbers(text, value):
+    assert load_config(None, ["train.epochs=1", f"seed={text}"])["seed"] == value
+
+
+def test_a_text_key_keeps_a_leading_zero(write_config):
+    config = load_config(write_config("train: {epochs: 1}\noutput: 017\n"))
+
+    assert config["output"] == "017"
