@@ -45,8 +45,9 @@ UPDATE_BLOCK = 32768
 # (784-512-256-10, Adam, no L2), after six epochs 0.9% of Adam's first sums were
 # subnormal, a count that only grows, and the update took 1.23 ms a step instead
 # of 0.82. A flush costs about 0.5 ms (two slots of 535,818 values), 0.016 ms a
-# step at this period, and changes nothing else: a subnormal sum moves a weight by
-# far less than the weight's own rounding.
+# step at this period. Trained weights are the same to the last bit, except those
+# within about 1e-36 of zero (those of an input that is always 0, say), which a
+# subnormal sum could still move.
 FLUSH_SUBNORMALS_EVERY = 32
 
 
