@@ -184,3 +184,30 @@ def test_a_resumed_run_that_cannot_replace_a_file_names_that_file(
                    "--quiet")
     assert again.exit_code == 0, again.output
     assert _iterations(run) == [4, 5, 8, 10, 12, 15, 16]
+
+
+@pytest.mark.parametrize("name, at, kept", [
+    ("best.npz", 4, "the run has no checkpoint yet to resume from"),
+    # best.npz was saved before it, at the same evaluation.
+    ("last.npz", 4, "the checkpoints saved before are intact"),
+    ("last.npz", 8, "the previous last.npz is intact"),
+])
+def test_a_failed_save_says_which_checkpoint_is_left(tmp_path, config, monkeypatch,
+                                                      name, at, kept):
+    from nntrain.train import solver
+
+    write = solver.save_checkpoint
+
+    def failing(path, meta, arrays):
+        if path.name == name and meta["solver"]["progress"]["iteration"] == at:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        write(path, meta, arrays)
+
+    monkeypatch.setattr(solver, "save_checkpoint", failing)
+    run = tmp_path / "run"
+
+    result = invoke("fit", config, "--out", run, "--quiet")
+
+    assert_one_line_error(result, 1, f"cannot write {run / 'checkpoints' / name}"
+                                     f" ({os.strerror(errno.ENOSPC)}): free some"
+                                     f" space, or choose another --out; {kept}")
