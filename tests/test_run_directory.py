@@ -14,6 +14,7 @@ import pytest
 from click.testing import CliRunner
 from conftest import tiny_config_dict
 
+from nntrain.checkpoint import load_checkpoint
 from nntrain.cli import cli
 from nntrain.train import rundir
 
@@ -211,3 +212,52 @@ def test_a_failed_save_says_which_checkpoint_is_left(tmp_path, config, monkeypat
     assert_one_line_error(result, 1, f"cannot write {run / 'checkpoints' / name}"
                                      f" ({os.strerror(errno.ENOSPC)}): free some"
                                      f" space, or choose another --out; {kept}")
+
+
+DAMAGES = {"missing": lambda path: path.unlink(),
+           "unreadable": lambda path: path.write_bytes(b"PK\x03\x04 cut short")}
+
+
+@pytest.mark.parametrize("lost", DAMAGES)
+def test_a_resume_rebuilds_a_lost_best_npz_from_a_last_npz_that_holds_the_best(
+        run, config, lost):
+    best, last = run / "checkpoints" / "best.npz", run / "checkpoints" / "last.npz"
+    progress = load_checkpoint(last).meta["solver"]["progress"]
+    # Validation accuracy 1.0 at the last evaluation: none can beat it.
+    assert (progress["best_iteration"], progress["best_value"]) == (12, 1.0)
+    weights = load_checkpoint(best).arrays["param"]
+    DAMAGES[lost](best)
+
+    result = invoke("fit", config, "--resume", run, "--set", "train.epochs=4")
+
+    assert result.exit_code == 0, result.output
+    assert (f"note: {best} was {lost}; it is rebuilt from last.npz, which holds the"
+            " run's best evaluation (iteration 12)\n") in result.stderr
+    assert f"(iteration 12), saved in {best}." in result.stdout
+    rebuilt = load_checkpoint(best)
+    assert rebuilt.meta["solver"]["progress"]["iteration"] == 12
+    assert all((rebuilt.arrays["param"][name] == value).all()
+               for name, value in weights.items())
+
+
+@pytest.mark.parametrize("lost", DAMAGES)
+def test_a_resume_warns_that_a_lost_best_npz_is_lost_and_points_eval_elsewhere(
+        tmp_path, config, lost):
+    run = tmp_path / "run"
+    assert invoke("fit", config, "--out", run, "--quiet", "--set",
+                  "train.epochs=5").exit_code == 0
+    best, last = run / "checkpoints" / "best.npz", run / "checkpoints" / "last.npz"
+    progress = load_checkpoint(last).meta["solver"]["progress"]
+    assert (progress["best_iteration"], progress["iteration"]) == (12, 20)
+    DAMAGES[lost](best)
+
+    result = invoke("fit", config, "--resume", run, "--set", "train.epochs=6")
+
+    assert result.exit_code == 0, result.output
+    assert (f"warning: {best} is {lost}: the weights of the run's best evaluation"
+            " (iteration 12) are lost; this run saves best.npz again when an"
+            " evaluation beats its val_accuracy of 1.0000\n") in result.stderr
+    assert (f"(iteration 12), but {best} is missing or unreadable (those weights"
+            " are lost). Measure the final weights on the test split with:"
+            f" nntrain eval {last}\n") in result.stdout
+    assert invoke("eval", last).exit_code == 0
