@@ -255,6 +255,9 @@ def fit(config: dict, run_dir, force: bool = False, quiet: bool = False,
             run.continue_after(solver.progress.iteration,
                                [record["iteration"] for record in solver.history])
             _describe_resume(reporter, run.path, solver, resume.meta)
+            cut_short = run.cut_short_note(solver.progress.iteration)
+            if cut_short:
+                reporter.line(f"note: {cut_short}")
             _note_newer_last(reporter, run, resume)
             _warn_lost_best(reporter, run, solver.progress, config)
         _check_threads(reporter, config["train"]["threads"])

@@ -261,3 +261,49 @@ def test_a_resume_warns_that_a_lost_best_npz_is_lost_and_points_eval_elsewhere(
             " are lost). Measure the final weights on the test split with:"
             f" nntrain eval {last}\n") in result.stdout
     assert invoke("eval", last).exit_code == 0
+
+
+def _cut_last_line(metrics, keep: int) -> None:
+    """Cut the last line of ``metrics`` after its first ``keep`` bytes."""
+    lines = metrics.read_bytes().splitlines(True)
+    metrics.write_bytes(b"".join(lines[:-1]) + lines[-1][:keep])
+
+
+def test_a_resume_notes_a_record_the_checkpoint_covers_that_was_cut_short(
+        run, config):
+    metrics = run / "metrics.jsonl"
+    _cut_last_line(metrics, 39)  # the evaluation at update 12, the checkpoint's
+    assert metrics.read_bytes().endswith(b'{"kind": "epoch", "iteration": 12, "epo')
+
+    result = invoke("fit", config, "--resume", run, "--set", "train.epochs=4")
+
+    assert result.exit_code == 0, result.output
+    assert (f"note: dropped the last line of {metrics}, a record cut short: the"
+            " record of iteration 12, which the checkpoint (iteration 12) covers,"
+            " is lost\n") in result.stdout
+    assert _iterations(run) == [4, 5, 8, 10, 15, 16]
+
+
+def test_a_resume_notes_a_line_cut_short_before_its_iteration(run, config):
+    metrics = run / "metrics.jsonl"
+    _cut_last_line(metrics, 12)
+
+    result = invoke("fit", config, "--resume", run, "--set", "train.epochs=4")
+
+    assert result.exit_code == 0, result.output
+    assert (f"note: dropped the last line of {metrics}, a record cut short too"
+            " soon to tell its iteration: if the checkpoint (iteration 12) covers"
+            " it, that record is lost\n") in result.stdout
+
+
+def test_a_resume_drops_a_record_past_its_checkpoint_cut_short_without_a_note(
+        run, config):
+    metrics = run / "metrics.jsonl"
+    with open(metrics, "ab") as file:  # a kill while the run wrote update 13's
+        file.write(b'{"kind": "iter", "iteration": 13, "epoch": 4, "lr"')
+
+    result = invoke("fit", config, "--resume", run, "--set", "train.epochs=4")
+
+    assert result.exit_code == 0, result.output
+    assert "dropped the last line" not in result.output
+    assert _iterations(run) == [4, 5, 8, 10, 12, 15, 16]

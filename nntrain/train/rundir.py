@@ -14,6 +14,7 @@ renamed, except the two logs, which are appended to line by line.
 import contextlib
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -52,6 +53,7 @@ class RunDirectory:
     def __init__(self, path, force: bool = False, resume: bool = False):
         self.path = Path(path)
         self._lock = None
+        self._cut_short = None  # a last line of metrics.jsonl a resume dropped
         try:
             if self.path.is_dir():
                 self._take_lock()  # before --force removes anything
@@ -188,9 +190,33 @@ class RunDirectory:
             return 0
         lines = [line for line, _ in read_records(path)]
         text = "".join(line + "\n" for line in lines)
-        if path.read_bytes() != text.encode("utf-8"):
+        found = path.read_bytes()
+        if found != text.encode("utf-8"):
+            torn = found.split(b"\n")[-1]
+            self._cut_short = torn if torn.strip() and _cut_short(torn) else None
             write_text_atomically(path, text)
         return len(lines)
+
+    def cut_short_note(self, iteration: int) -> str | None:
+        """What to tell a resumed run whose checkpoint holds ``iteration`` updates
+        about the last line of metrics.jsonl cut short that it dropped: nothing
+        when that line was a record past the checkpoint (a kill while it was
+        written, which the resume redoes); otherwise its record is lost, since
+        only the checkpoint's evaluations could rebuild it. Damage to the file can
+        cut any record short."""
+        if self._cut_short is None:
+            return None
+        path = self.path / "metrics.jsonl"
+        found = re.match(rb'\{"kind": "[a-z]+", "iteration": (\d+),', self._cut_short)
+        if found is None:
+            return (f"dropped the last line of {path}, a record cut short too soon to"
+                    " tell its iteration: if the checkpoint (iteration"
+                    f" {iteration}) covers it, that record is lost")
+        if int(found[1]) > iteration:
+            return None
+        return (f"dropped the last line of {path}, a record cut short: the record of"
+                f" iteration {int(found[1])}, which the checkpoint (iteration"
+                f" {iteration}) covers, is lost")
 
     def continue_after(self, iteration: int, evaluations) -> None:
         """Which records from before it a resumed run keeps once it commits: those
