@@ -307,3 +307,18 @@ def test_a_resume_drops_a_record_past_its_checkpoint_cut_short_without_a_note(
     assert result.exit_code == 0, result.output
     assert "dropped the last line" not in result.output
     assert _iterations(run) == [4, 5, 8, 10, 12, 15, 16]
+
+
+def test_a_new_run_that_cannot_write_its_config_says_so(tmp_path, config,
+                                                        monkeypatch):
+    def full_disk(path, text):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(rundir, "write_text_atomically", full_disk)
+    run = tmp_path / "run"
+
+    result = invoke("fit", config, "--out", run, "--quiet")
+
+    assert_one_line_error(result, 1, f"cannot write {run / 'config.yaml'}"
+                                     f" ({os.strerror(errno.ENOSPC)}): free some"
+                                     " space, or choose another --out")

@@ -239,7 +239,11 @@ class RunDirectory:
         """Write config.yaml; a resumed run's, at its first checkpoint save."""
         text = config_to_yaml(config)
         if self._uncommitted is None:
-            write_text_atomically(self.path / "config.yaml", text)
+            path = self.path / "config.yaml"
+            try:
+                write_text_atomically(path, text)
+            except OSError as error:
+                raise _write_error(path, error) from None
         else:
             self._uncommitted["config"] = text
 
