@@ -2,12 +2,30 @@
 same folder, flushed, fsynced, then renamed over the target. And output folders
 that cannot be made, reported as bad input."""
 
+import errno
 import io
 import os
 import tempfile
 from pathlib import Path
 
 from nntrain.errors import BadInputError
+
+# What to do about a file that cannot be written or removed, by the error's errno.
+WRITE_FIXES = {
+    errno.ENOSPC: "free some space",
+    errno.EDQUOT: "free some space (the disk quota is full)",
+    errno.EFBIG: "raise the file size limit (ulimit -f) or free some space",
+    errno.EROFS: "remount its file system read-write",
+    errno.EACCES: "check the permissions of the file and its folder",
+    errno.EPERM: "check the permissions of the file and its folder",
+    errno.EBUSY: "free it (a mount point or a file another program holds)",
+}
+
+
+def write_fix(error: OSError) -> str:
+    """What the user can do about ``error``, an OSError writing or removing a
+    file: free space for a full disk, permissions for a refused write, ..."""
+    return WRITE_FIXES.get(error.errno, "check the file, its folder and the disk")
 
 
 def _umask() -> int:

@@ -292,7 +292,11 @@ def fit(config: dict, run_dir, force: bool = False, quiet: bool = False,
             run.continue_after(solver.progress.iteration,
                                [record["iteration"] for record in solver.history])
             _describe_resume(reporter, run.path, solver, resume.meta)
+            cut_short = run.cut_short_note(solver.progress.iteration)
+            if cut_short:
+                reporter.line(f"note: {cut_short}")
             _note_newer_last(reporter, run, resume)
+            _warn_lost_best(reporter, run, solver.progress, config)
         _check_threads(reporter, config["train"]["threads"])
         progress = solver.train()
         if config["train"]["plots"]:
@@ -593,8 +597,12 @@ def _summarize(reporter, config, progress, path, seconds, eval_every) -> None:
     best = path / "checkpoints" / "best.npz"
     saved = f"saved in {best}"
     held = _saved_iteration(best)
+    measure = f"it on the test split with: nntrain eval {shlex.quote(str(best))}"
     if held is None:
-        saved = f"but {best} is missing or unreadable"
+        last = path / "checkpoints" / "last.npz"
+        saved = f"but {best} is missing or unreadable (those weights are lost)"
+        measure = ("the final weights on the test split with: nntrain eval"
+                   f" {shlex.quote(str(last))}")
     elif held != progress.best_iteration and held % eval_every:
         # Only a final evaluation measures an iteration off the evaluation points:
         # that of a shorter run, which the extension that followed it dropped. It
@@ -610,8 +618,7 @@ def _summarize(reporter, config, progress, path, seconds, eval_every) -> None:
         f" {counted(progress.iteration, 'iteration')} in"
         f" {seconds:.1f} s. Best {monitor} {progress.best_value:.4f} at epoch"
         f" {progress.best_epoch} (iteration {progress.best_iteration}), {saved}."
-        f" Measure it on the test split with: nntrain eval"
-        f" {shlex.quote(str(best))}"
+        f" Measure {measure}"
     )
 
 
@@ -639,6 +646,20 @@ def _note_newer_last(reporter, run, checkpoint) -> None:
         f" last.npz and drops the {counted(dropped, 'record')} of metrics.jsonl"
         f" past iteration {iteration}"
     )
+
+
+def _warn_lost_best(reporter, run, progress, config) -> None:
+    """Warn a resumed run whose best.npz is missing or does not load, and was
+    not rebuilt from last.npz (resume.complete_saves): the best weights are lost
+    until an evaluation beats them."""
+    best = run.checkpoints / "best.npz"
+    if progress.best_iteration is None or _saved_iteration(best) is not None:
+        return
+    lost = "missing" if not (best.exists() or best.is_symlink()) else "unreadable"
+    reporter.warn(f"{best} is {lost}: the weights of the run's best evaluation"
+                  f" (iteration {progress.best_iteration}) are lost; this run saves"
+                  f" best.npz again when an evaluation beats its"
+                  f" {config['train']['monitor']} of {progress.best_value:.4f}")
 
 
 def _saved_iteration(path) -> int | None:

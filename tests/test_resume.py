@@ -665,8 +665,8 @@ def test_a_full_disk_while_saving_is_one_line_and_exit_1(tmp_path, tiny_npz,
     # The first evaluation is the best so far: best.npz is saved before last.npz.
     assert result.stderr.strip().splitlines() == [
         f"error: cannot write {tmp_path / 'run' / 'checkpoints' / 'best.npz'} (No"
-        " space left on device): free some space or choose another --out; the"
-        " previous checkpoint is intact"]
+        " space left on device): free some space, or choose another --out; the run"
+        " has no checkpoint yet to resume from"]
 
 
 def test_resume_refuses_to_continue_in_another_folder(tmp_path, tiny_npz,

@@ -124,8 +124,9 @@ def complete_saves(path: Path, checkpoint) -> list[str]:
     left best.npz behind, and a resume that has nothing to do, or never beats that
     best, would leave it so for good. Only that direction: a last.npz older than
     best.npz is the run's latest state (a stop, or a resume from an older
-    checkpoint, put it there), never to be overwritten. Returns a note if
-    best.npz was rewritten."""
+    checkpoint, put it there), never to be overwritten. A best.npz that is
+    missing or does not load is rebuilt the same way, from such a last.npz.
+    Returns a note if best.npz was rewritten."""
     progress = checkpoint.meta["solver"]["progress"]
     iteration = progress["iteration"]
     best = path.parent / "best.npz"
@@ -137,12 +138,17 @@ def complete_saves(path: Path, checkpoint) -> list[str]:
     lock = lock_folder(run_directory_of(path))
     try:
         held = _held_iteration(best)
-        if held is None or held >= iteration:
+        # A folder in its place is refused with the run directory's checks.
+        if held is not None and held >= iteration or best.is_dir():
             return []
+        lost = "missing" if not (best.exists() or best.is_symlink()) else "unreadable"
         _copy_checkpoint(path, best)
     finally:
         if lock is not None:
             os.close(lock)
+    if held is None:
+        return [f"{best} was {lost}; it is rebuilt from last.npz, which holds the"
+                f" run's best evaluation (iteration {iteration})"]
     return [f"{best} held iteration {held}, older than the best evaluation last.npz"
             f" holds (iteration {iteration}): the run stopped between saving the"
             " two; it holds that evaluation now"]
@@ -159,7 +165,7 @@ def _copy_checkpoint(source: Path, target: Path) -> None:
 
 def _held_iteration(path: Path) -> int | None:
     """The iteration of the checkpoint at ``path``; None if it is missing or
-    damaged (such a file is left alone)."""
+    damaged."""
     try:
         return _iteration(load_checkpoint(path), path)
     except CheckpointError:

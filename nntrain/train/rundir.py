@@ -14,12 +14,13 @@ renamed, except the two logs, which are appended to line by line.
 import contextlib
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 
 from nntrain.config import config_to_yaml
 from nntrain.errors import ConfigError, RunDirectoryError, TrainingError
-from nntrain.fileio import write_text_atomically
+from nntrain.fileio import write_fix, write_text_atomically
 from nntrain.yamlio import parse_yaml
 
 try:
@@ -52,6 +53,7 @@ class RunDirectory:
     def __init__(self, path, force: bool = False, resume: bool = False):
         self.path = Path(path)
         self._lock = None
+        self._cut_short = None  # a last line of metrics.jsonl a resume dropped
         try:
             if self.path.is_dir():
                 self._take_lock()  # before --force removes anything
@@ -81,6 +83,7 @@ class RunDirectory:
         # (write_config).
         self._uncommitted = None
         self.saved = False  # whether this run has saved a checkpoint yet
+        self._write_failed = False  # whether appending to a log failed
         if resume:
             self._uncommitted = {"records": earlier, "size": metrics.stat().st_size}
 
@@ -121,9 +124,13 @@ class RunDirectory:
                                  ("plots", OWN_PLOT_PATTERNS)):
             for pattern in patterns:
                 doomed += (self.path / folder).glob(pattern)
-        for path in doomed:
-            if path.is_file() or path.is_symlink():
-                path.unlink()
+        _remove_all_or_none([path for path in doomed
+                             if path.is_file() or path.is_symlink()])
+        for folder in (".", "checkpoints", "plots"):
+            # Files an earlier --force, killed while it removed them, set aside.
+            for path in (self.path / folder).glob(f".*{ASIDE}"):
+                with contextlib.suppress(OSError):
+                    path.unlink()
         for folder in ("checkpoints", "plots"):
             try:
                 (self.path / folder).rmdir()  # only when nothing else is left in it
@@ -183,9 +190,33 @@ class RunDirectory:
             return 0
         lines = [line for line, _ in read_records(path)]
         text = "".join(line + "\n" for line in lines)
-        if path.read_bytes() != text.encode("utf-8"):
+        found = path.read_bytes()
+        if found != text.encode("utf-8"):
+            torn = found.split(b"\n")[-1]
+            self._cut_short = torn if torn.strip() and _cut_short(torn) else None
             write_text_atomically(path, text)
         return len(lines)
+
+    def cut_short_note(self, iteration: int) -> str | None:
+        """What to tell a resumed run whose checkpoint holds ``iteration`` updates
+        about the last line of metrics.jsonl cut short that it dropped: nothing
+        when that line was a record past the checkpoint (a kill while it was
+        written, which the resume redoes); otherwise its record is lost, since
+        only the checkpoint's evaluations could rebuild it. Damage to the file can
+        cut any record short."""
+        if self._cut_short is None:
+            return None
+        path = self.path / "metrics.jsonl"
+        found = re.match(rb'\{"kind": "[a-z]+", "iteration": (\d+),', self._cut_short)
+        if found is None:
+            return (f"dropped the last line of {path}, a record cut short too soon to"
+                    " tell its iteration: if the checkpoint (iteration"
+                    f" {iteration}) covers it, that record is lost")
+        if int(found[1]) > iteration:
+            return None
+        return (f"dropped the last line of {path}, a record cut short: the record of"
+                f" iteration {int(found[1])}, which the checkpoint (iteration"
+                f" {iteration}) covers, is lost")
 
     def continue_after(self, iteration: int, evaluations) -> None:
         """Which records from before it a resumed run keeps once it commits: those
@@ -208,7 +239,11 @@ class RunDirectory:
         """Write config.yaml; a resumed run's, at its first checkpoint save."""
         text = config_to_yaml(config)
         if self._uncommitted is None:
-            write_text_atomically(self.path / "config.yaml", text)
+            path = self.path / "config.yaml"
+            try:
+                write_text_atomically(path, text)
+            except OSError as error:
+                raise _write_error(path, error) from None
         else:
             self._uncommitted["config"] = text
 
@@ -222,30 +257,42 @@ class RunDirectory:
         # appended belong to the checkpoint just saved, and close() must keep them.
         uncommitted, self._uncommitted = self._uncommitted, None
         path = self.path / "metrics.jsonl"
-        self._metrics.close()
         try:
-            earlier = uncommitted["records"]
-            records = read_records(path)
-            iteration, evaluations = uncommitted["keep"]
-            kept = [line for line, record in records[:earlier]
-                    if record["iteration"] <= iteration
-                    and (record.get("kind") == "iter"
-                         or record["iteration"] in evaluations)]
-            kept += [line for line, _ in records[earlier:]]
-            write_text_atomically(path, "".join(line + "\n" for line in kept))
-            # A kill before this write leaves the old config.yaml beside the new
-            # checkpoint, whose config a resume uses anyway; it writes this one.
-            if "config" in uncommitted:
-                write_text_atomically(self.path / "config.yaml",
-                                      uncommitted["config"])
-        except OSError as error:
-            raise TrainingError(
-                f"cannot rewrite {path} ({error.strerror or error}): free some space"
-                " and resume the run again"
-            ) from None
+            self._write_committed(path, uncommitted)
         finally:
             # The file was replaced: append to the new one.
-            self._metrics = open(path, "a", encoding="utf-8")
+            try:
+                self._metrics = open(path, "a", encoding="utf-8")
+            except OSError as error:
+                raise _rewrite_error(path, error) from None
+
+    def _write_committed(self, path: Path, uncommitted: dict) -> None:
+        """Cut metrics.jsonl to the records a committed resumed run keeps, then
+        write its config.yaml; a TrainingError names the file that failed."""
+        try:
+            self._metrics.close()
+        except OSError as error:
+            raise _write_error(path, error) from None
+        earlier = uncommitted["records"]
+        records = read_records(path)
+        iteration, evaluations = uncommitted["keep"]
+        kept = [line for line, record in records[:earlier]
+                if record["iteration"] <= iteration
+                and (record.get("kind") == "iter"
+                     or record["iteration"] in evaluations)]
+        kept += [line for line, _ in records[earlier:]]
+        try:
+            write_text_atomically(path, "".join(line + "\n" for line in kept))
+        except OSError as error:
+            raise _rewrite_error(path, error) from None
+        # A kill before this write leaves the old config.yaml beside the new
+        # checkpoint, whose config a resume uses anyway; it writes this one.
+        if "config" in uncommitted:
+            config = self.path / "config.yaml"
+            try:
+                write_text_atomically(config, uncommitted["config"])
+            except OSError as error:
+                raise _rewrite_error(config, error) from None
 
     def record(self, record: dict) -> None:
         """Append one metrics record (a flat dict) to metrics.jsonl. Its numbers
@@ -260,14 +307,19 @@ class RunDirectory:
             file.write(line + "\n")
             file.flush()
         except OSError as error:
-            raise TrainingError(
-                f"cannot write to {file.name} ({error.strerror or error}): free some"
-                " space or choose another --out"
-            ) from None
+            self._write_failed = True
+            raise _write_error(file.name, error) from None
 
     def close(self) -> None:
-        self._metrics.close()
-        self._log.close()
+        """Close the logs and release the folder. A log whose write failed still
+        holds what it could not write, and fails again as it is closed: that
+        failure was reported then. One seen first here is a TrainingError."""
+        failed = None
+        for file in (self._metrics, self._log):
+            try:
+                file.close()  # closed even when its last flush fails
+            except OSError as error:
+                failed = failed or _write_error(file.name, error)
         if self._uncommitted is not None:
             # A resumed run that saved no checkpoint (it failed, or had nothing to
             # do) leaves metrics.jsonl as it found it.
@@ -276,11 +328,41 @@ class RunDirectory:
             except OSError:
                 pass  # the records past the checkpoint go at the next resume
         self._release_lock()
+        if failed and not self._write_failed:
+            raise failed
 
     def _release_lock(self) -> None:
         if self._lock is not None:
             os.close(self._lock)  # which releases the lock
             self._lock = None
+
+
+# What --force appends to the name of a file it is about to delete.
+ASIDE = ".nntrain-removing"
+
+
+def _remove_all_or_none(paths: list[Path]) -> None:
+    """Delete ``paths``, or, when one of them cannot go, none of them
+    (RunDirectoryError naming it): --force must not leave a run it could not clear
+    without the files that resume it. Each is first renamed aside in its own
+    folder, which fails as its removal would (a read-only folder or file system,
+    a mount point); if one fails, those already renamed are put back."""
+    aside = []
+    for path in paths:
+        target = path.with_name(f".{path.name}{ASIDE}")
+        try:
+            path.rename(target)
+        except OSError as error:
+            for original, renamed in reversed(aside):
+                renamed.rename(original)
+            raise RunDirectoryError(
+                f"--force cannot remove {path} ({error.strerror or error}):"
+                f" {write_fix(error)}, or choose another --out; nothing was removed"
+            ) from None
+        aside.append((path, target))
+    for _, renamed in aside:
+        with contextlib.suppress(OSError):  # a later --force removes what is left
+            renamed.unlink()
 
 
 def lock_folder(path: Path) -> int | None:
@@ -337,6 +419,18 @@ def _kind(path: Path) -> str:
     if not path.exists():
         return "a broken symbolic link"
     return "a special file (a pipe or a device)"
+
+
+def _rewrite_error(path, error: OSError) -> TrainingError:
+    """A resumed run's file that cannot be replaced at its first save."""
+    return TrainingError(f"cannot rewrite {path} ({error.strerror or error}):"
+                         f" {write_fix(error)}, and resume the run again")
+
+
+def _write_error(path, error: OSError) -> TrainingError:
+    """A log that cannot be written: a run-time failure, as a full disk is."""
+    return TrainingError(f"cannot write {path} ({error.strerror or error}):"
+                         f" {write_fix(error)}, or choose another --out")
 
 
 def _open_log(path: Path):

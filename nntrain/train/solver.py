@@ -21,6 +21,7 @@ import shlex
 import signal
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -28,6 +29,7 @@ from threadpoolctl import threadpool_limits
 from nntrain.checkpoint import save_checkpoint
 from nntrain.errors import StopRequested, TrainingError
 from nntrain.evaluate import measure
+from nntrain.fileio import write_fix
 from nntrain.nn import functional as F
 from nntrain.optim.clipping import clip_gradients
 from nntrain.random import SHUFFLE_STREAM, generator
@@ -811,13 +813,25 @@ class Solver:
                 self._check_finite(_finiteness(value), f"{group}/{name}",
                                    self.progress.iteration)
         meta = {**self.checkpoint_meta, "solver": self.state_meta()}
+        kept = _kept_checkpoints(Path(path))  # before the write, which may fail
         try:
             save_checkpoint(path, meta, arrays)
         except OSError as error:
             raise TrainingError(
-                f"cannot write {path} ({error.strerror or error}): free some space or"
-                " choose another --out; the previous checkpoint is intact"
+                f"cannot write {path} ({error.strerror or error}): {write_fix(error)},"
+                f" or choose another --out; {kept}"
             ) from None
         if self.run:
             # The run's state is on disk: a resumed run's folder may now follow it.
             self.run.checkpoint_saved()
+
+
+def _kept_checkpoints(path: Path) -> str:
+    """What a failed write of the checkpoint ``path`` leaves the run to resume
+    from, as its message says it: the file it was to replace, the checkpoints
+    saved before, or none at all."""
+    if path.is_file():
+        return f"the previous {path.name} is intact"
+    if any(path.parent.glob("*.npz")):
+        return "the checkpoints saved before are intact"
+    return "the run has no checkpoint yet to resume from"

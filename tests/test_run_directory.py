@@ -1,0 +1,324 @@
+"""The run directory when its files cannot be written or removed, or were damaged:
+one line naming the file and what to do, and a folder that still resumes.
+
+The tests run as root, whom permissions do not stop, so a read-only folder, a
+mount point or a full disk is simulated by making the call fail with its errno.
+"""
+
+import errno
+import json
+import os
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from conftest import tiny_config_dict
+
+from nntrain.checkpoint import load_checkpoint
+from nntrain.cli import cli
+from nntrain.train import rundir
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli, [str(arg) for arg in args])
+
+
+def assert_one_line_error(result, code, message):
+    """Exit status ``code`` and exactly ``message`` on stderr, after "error: "."""
+    assert result.exit_code == code, result.output
+    assert isinstance(result.exception, SystemExit), repr(result.exception)
+    assert result.stderr.splitlines() == [f"error: {message}"]
+
+
+def _files(run):
+    return {path.relative_to(run): path.read_bytes()
+            for path in sorted(run.rglob("*")) if path.is_file()}
+
+
+def _iterations(run):
+    text = (run / "metrics.jsonl").read_text()
+    return [json.loads(line)["iteration"] for line in text.splitlines()]
+
+
+@pytest.fixture
+def config(tiny_npz, write_config):
+    """The tiny config, 3 epochs of 4 updates, an evaluation at each epoch's end
+    and an "iter" record every 5 updates: records at 4, 5, 8, 10, 12."""
+    raw = tiny_config_dict(tiny_npz)
+    raw["train"]["plots"] = False
+    return write_config(raw)
+
+
+@pytest.fixture
+def run(tmp_path, config):
+    """A finished run of ``config``."""
+    run = tmp_path / "run"
+    result = invoke("fit", config, "--out", run, "--quiet")
+    assert result.exit_code == 0, result.output
+    assert _iterations(run) == [4, 5, 8, 10, 12]
+    return run
+
+
+def _refuse_changes_in(monkeypatch, folder, code):
+    """Renaming or deleting an entry of ``folder`` fails with errno ``code``, as
+    in a read-only folder (EROFS) or for a mount point (EBUSY)."""
+
+    def refusing(original):
+        def call(self, *args, **kwargs):
+            if self.parent == folder:
+                raise OSError(code, os.strerror(code), str(self))
+            return original(self, *args, **kwargs)
+        return call
+
+    for name in ("rename", "replace", "unlink"):
+        monkeypatch.setattr(Path, name, refusing(getattr(Path, name)))
+
+
+@pytest.mark.parametrize("name, code, fix", [
+    ("checkpoints/last.npz", errno.EROFS, "remount its file system read-write"),
+    ("config.yaml", errno.EBUSY,
+     "free it (a mount point or a file another program holds)"),
+])
+def test_force_that_cannot_clear_the_folder_removes_nothing(
+        run, config, monkeypatch, name, code, fix):
+    before = _files(run)
+    _refuse_changes_in(monkeypatch, (run / name).parent, code)
+
+    result = invoke("fit", config, "--out", run, "--quiet", "--force")
+
+    assert_one_line_error(result, 2, f"--force cannot remove {run / name}"
+                                     f" ({os.strerror(code)}): {fix}, or choose"
+                                     " another --out; nothing was removed")
+    assert _files(run) == before
+
+
+def test_force_removes_what_a_force_killed_while_removing_set_aside(run, config):
+    for name in ("config.yaml", "checkpoints/best.npz"):
+        path = run / name
+        path.rename(path.with_name(f".{path.name}{rundir.ASIDE}"))
+
+    result = invoke("fit", config, "--out", run, "--quiet", "--force")
+
+    assert result.exit_code == 0, result.output
+    assert not list(run.rglob(f".*{rundir.ASIDE}"))
+    assert _iterations(run) == [4, 5, 8, 10, 12]
+
+
+class _SizeLimited:
+    """A log opened under a file size limit (ulimit -f) of ``limit`` bytes, as a
+    buffered file behaves: a flush past the limit writes what fits and fails with
+    EFBIG, keeping the rest buffered, and so does its close."""
+
+    def __init__(self, file, limit: int):
+        self._file, self._limit, self._pending = file, limit, ""
+        self.name = file.name
+
+    def write(self, text: str) -> None:
+        self._pending += text
+
+    def flush(self) -> None:
+        room = max(self._limit - self._file.tell(), 0)
+        self._file.write(self._pending[:room])
+        self._file.flush()
+        self._pending = self._pending[room:]
+        if self._pending:
+            raise OSError(errno.EFBIG, os.strerror(errno.EFBIG))
+
+    def close(self) -> None:
+        try:
+            self.flush()
+        finally:
+            self._file.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *error):
+        self.close()
+
+
+def test_a_full_metrics_file_is_one_line_exit_1_and_the_run_resumes(
+        tmp_path, run, config, monkeypatch):
+    limited = tmp_path / "limited"
+    # Room for the records of updates 4 and 5 and part of the next one.
+    limit = len(b"".join((run / "metrics.jsonl").read_bytes().splitlines(True)[:2]))
+    open_log = rundir._open_log
+    with monkeypatch.context() as patch:
+        patch.setattr(rundir, "_open_log", lambda path: (
+            _SizeLimited(open_log(path), limit + 20) if path.name == "metrics.jsonl"
+            else open_log(path)))
+        result = invoke("fit", config, "--out", limited, "--quiet")
+
+    metrics = limited / "metrics.jsonl"
+    assert_one_line_error(result, 1, f"cannot write {metrics} (File too large):"
+                                     " raise the file size limit (ulimit -f) or"
+                                     " free some space, or choose another --out")
+    assert metrics.stat().st_size == limit + 20  # its last line cut short
+    resumed = invoke("fit", config, "--resume", limited, "--quiet")
+    assert resumed.exit_code == 0, resumed.output
+    assert _iterations(limited) == [4, 5, 8, 10, 12]
+
+
+@pytest.mark.parametrize("name, code, fix", [
+    ("config.yaml", errno.EROFS, "remount its file system read-write"),
+    ("config.yaml", errno.EACCES, "check the permissions of the file and its folder"),
+    ("metrics.jsonl", errno.ENOSPC, "free some space"),
+])
+def test_a_resumed_run_that_cannot_replace_a_file_names_that_file(
+        run, config, monkeypatch, name, code, fix):
+    write = rundir.write_text_atomically
+
+    def failing(path, text):
+        if path.name == name:
+            raise OSError(code, os.strerror(code))
+        write(path, text)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(rundir, "write_text_atomically", failing)
+        result = invoke("fit", config, "--resume", run, "--set", "train.epochs=4",
+                        "--quiet")
+
+    assert_one_line_error(result, 1, f"cannot rewrite {run / name}"
+                                     f" ({os.strerror(code)}): {fix}, and resume the"
+                                     " run again")
+    again = invoke("fit", config, "--resume", run, "--set", "train.epochs=4",
+                   "--quiet")
+    assert again.exit_code == 0, again.output
+    assert _iterations(run) == [4, 5, 8, 10, 12, 15, 16]
+
+
+@pytest.mark.parametrize("name, at, kept", [
+    ("best.npz", 4, "the run has no checkpoint yet to resume from"),
+    # best.npz was saved before it, at the same evaluation.
+    ("last.npz", 4, "the checkpoints saved before are intact"),
+    ("last.npz", 8, "the previous last.npz is intact"),
+])
+def test_a_failed_save_says_which_checkpoint_is_left(tmp_path, config, monkeypatch,
+                                                      name, at, kept):
+    from nntrain.train import solver
+
+    write = solver.save_checkpoint
+
+    def failing(path, meta, arrays):
+        if path.name == name and meta["solver"]["progress"]["iteration"] == at:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        write(path, meta, arrays)
+
+    monkeypatch.setattr(solver, "save_checkpoint", failing)
+    run = tmp_path / "run"
+
+    result = invoke("fit", config, "--out", run, "--quiet")
+
+    assert_one_line_error(result, 1, f"cannot write {run / 'checkpoints' / name}"
+                                     f" ({os.strerror(errno.ENOSPC)}): free some"
+                                     f" space, or choose another --out; {kept}")
+
+
+DAMAGES = {"missing": lambda path: path.unlink(),
+           "unreadable": lambda path: path.write_bytes(b"PK\x03\x04 cut short")}
+
+
+@pytest.mark.parametrize("lost", DAMAGES)
+def test_a_resume_rebuilds_a_lost_best_npz_from_a_last_npz_that_holds_the_best(
+        run, config, lost):
+    best, last = run / "checkpoints" / "best.npz", run / "checkpoints" / "last.npz"
+    progress = load_checkpoint(last).meta["solver"]["progress"]
+    # Validation accuracy 1.0 at the last evaluation: none can beat it.
+    assert (progress["best_iteration"], progress["best_value"]) == (12, 1.0)
+    weights = load_checkpoint(best).arrays["param"]
+    DAMAGES[lost](best)
+
+    result = invoke("fit", config, "--resume", run, "--set", "train.epochs=4")
+
+    assert result.exit_code == 0, result.output
+    assert (f"note: {best} was {lost}; it is rebuilt from last.npz, which holds the"
+            " run's best evaluation (iteration 12)\n") in result.stderr
+    assert f"(iteration 12), saved in {best}." in result.stdout
+    rebuilt = load_checkpoint(best)
+    assert rebuilt.meta["solver"]["progress"]["iteration"] == 12
+    assert all((rebuilt.arrays["param"][name] == value).all()
+               for name, value in weights.items())
+
+
+@pytest.mark.parametrize("lost", DAMAGES)
+def test_a_resume_warns_that_a_lost_best_npz_is_lost_and_points_eval_elsewhere(
+        tmp_path, config, lost):
+    run = tmp_path / "run"
+    assert invoke("fit", config, "--out", run, "--quiet", "--set",
+                  "train.epochs=5").exit_code == 0
+    best, last = run / "checkpoints" / "best.npz", run / "checkpoints" / "last.npz"
+    progress = load_checkpoint(last).meta["solver"]["progress"]
+    assert (progress["best_iteration"], progress["iteration"]) == (12, 20)
+    DAMAGES[lost](best)
+
+    result = invoke("fit", config, "--resume", run, "--set", "train.epochs=6")
+
+    assert result.exit_code == 0, result.output
+    assert (f"warning: {best} is {lost}: the weights of the run's best evaluation"
+            " (iteration 12) are lost; this run saves best.npz again when an"
+            " evaluation beats its val_accuracy of 1.0000\n") in result.stderr
+    assert (f"(iteration 12), but {best} is missing or unreadable (those weights"
+            " are lost). Measure the final weights on the test split with:"
+            f" nntrain eval {last}\n") in result.stdout
+    assert invoke("eval", last).exit_code == 0
+
+
+def _cut_last_line(metrics, keep: int) -> None:
+    """Cut the last line of ``metrics`` after its first ``keep`` bytes."""
+    lines = metrics.read_bytes().splitlines(True)
+    metrics.write_bytes(b"".join(lines[:-1]) + lines[-1][:keep])
+
+
+def test_a_resume_notes_a_record_the_checkpoint_covers_that_was_cut_short(
+        run, config):
+    metrics = run / "metrics.jsonl"
+    _cut_last_line(metrics, 39)  # the evaluation at update 12, the checkpoint's
+    assert metrics.read_bytes().endswith(b'{"kind": "epoch", "iteration": 12, "epo')
+
+    result = invoke("fit", config, "--resume", run, "--set", "train.epochs=4")
+
+    assert result.exit_code == 0, result.output
+    assert (f"note: dropped the last line of {metrics}, a record cut short: the"
+            " record of iteration 12, which the checkpoint (iteration 12) covers,"
+            " is lost\n") in result.stdout
+    assert _iterations(run) == [4, 5, 8, 10, 15, 16]
+
+
+def test_a_resume_notes_a_line_cut_short_before_its_iteration(run, config):
+    metrics = run / "metrics.jsonl"
+    _cut_last_line(metrics, 12)
+
+    result = invoke("fit", config, "--resume", run, "--set", "train.epochs=4")
+
+    assert result.exit_code == 0, result.output
+    assert (f"note: dropped the last line of {metrics}, a record cut short too"
+            " soon to tell its iteration: if the checkpoint (iteration 12) covers"
+            " it, that record is lost\n") in result.stdout
+
+
+def test_a_resume_drops_a_record_past_its_checkpoint_cut_short_without_a_note(
+        run, config):
+    metrics = run / "metrics.jsonl"
+    with open(metrics, "ab") as file:  # a kill while the run wrote update 13's
+        file.write(b'{"kind": "iter", "iteration": 13, "epoch": 4, "lr"')
+
+    result = invoke("fit", config, "--resume", run, "--set", "train.epochs=4")
+
+    assert result.exit_code == 0, result.output
+    assert "dropped the last line" not in result.output
+    assert _iterations(run) == [4, 5, 8, 10, 12, 15, 16]
+
+
+def test_a_new_run_that_cannot_write_its_config_says_so(tmp_path, config,
+                                                        monkeypatch):
+    def full_disk(path, text):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(rundir, "write_text_atomically", full_disk)
+    run = tmp_path / "run"
+
+    result = invoke("fit", config, "--out", run, "--quiet")
+
+    assert_one_line_error(result, 1, f"cannot write {run / 'config.yaml'}"
+                                     f" ({os.strerror(errno.ENOSPC)}): free some"
+                                     " space, or choose another --out")
