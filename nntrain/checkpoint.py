@@ -26,6 +26,7 @@ from nntrain import __version__
 from nntrain.data.npfile import NPY_MAGIC, NpzReader, first_line
 from nntrain.errors import EDITED_CHECKPOINT_FIX, CheckpointError
 from nntrain.fileio import publish
+from nntrain.train.signals import signals_deferred
 
 FORMAT = 1
 PREFIXES = ("param", "buffer", "optim", "prep", "average")
@@ -71,7 +72,10 @@ def save_checkpoint(path, meta: dict, arrays: dict) -> None:
     )
     try:
         with os.fdopen(descriptor, "wb") as file:
-            np.savez(file, **flat)
+            # A signal raised inside np.savez breaks its zip file, which then
+            # reports a ValueError; after it, the stop is as clean as anywhere.
+            with signals_deferred():
+                np.savez(file, **flat)
             file.flush()
             os.fsync(file.fileno())
         publish(temporary, path)

@@ -4,6 +4,10 @@ matplotlib is the optional extra ``nntrain[plot]``. It is imported inside the
 functions, never when this module is, and figures are drawn on matplotlib's Agg
 canvas through ``matplotlib.figure.Figure`` rather than ``pyplot``: plotting needs
 no display, switches no global backend and leaves a notebook's own figures alone.
+Each figure is drawn whole, and matplotlib imported whole, before a Ctrl-C or
+SIGTERM takes effect (``signals_deferred``): raised inside matplotlib's compiled
+drawing, or inside a class's creation, the KeyboardInterrupt would turn into an
+unrelated error.
 
 Shapes: N samples, D input features, C classes, H hidden units; an image sample has
 ``input_shape`` (height, width) with height * width = D.
@@ -19,6 +23,7 @@ import numpy as np
 
 from nntrain.errors import BadInputError, CheckpointError, DataError, NNTrainError
 from nntrain.fileio import make_output_folder, save_figure
+from nntrain.train.signals import signals_deferred
 
 UPDATE_RATIO_REFERENCE = 1e-3  # the rule of thumb for update norm / weight norm
 ACTIVATION_SAMPLES = 1000  # training samples pushed through for the histograms
@@ -51,6 +56,7 @@ def plots_available() -> bool:
     return True
 
 
+@signals_deferred()  # the import too (see the docstring at the top)
 def _figure_tools():
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -206,6 +212,7 @@ def plot_run(run_dir, out_dir=None, *, data_path=None,
     return [path for path in written if path is not None]
 
 
+@signals_deferred()
 def _plot_loss(records: list[dict], path: Path) -> Path | None:
     x, loss = _series(records, "loss")
     if not len(loss):
@@ -225,6 +232,7 @@ def _plot_loss(records: list[dict], path: Path) -> Path | None:
     return _save(figure, path)
 
 
+@signals_deferred()
 def _plot_accuracy(evaluations: list[dict], path: Path) -> Path | None:
     axis, label = _evaluation_axis(evaluations)
     train_x, train = _series(evaluations, "train_accuracy", axis)
@@ -250,6 +258,7 @@ def _plot_accuracy(evaluations: list[dict], path: Path) -> Path | None:
     return _save(figure, path)
 
 
+@signals_deferred()
 def _plot_learning_rate(records: list[dict], path: Path) -> Path | None:
     x, lr = _series(records, "lr")
     if not len(lr):
@@ -264,6 +273,7 @@ def _plot_learning_rate(records: list[dict], path: Path) -> Path | None:
     return _save(figure, path)
 
 
+@signals_deferred()
 def _plot_update_ratios(evaluations: list[dict], path: Path) -> Path | None:
     names = sorted({key.partition("/")[2] for record in evaluations for key in record
                     if key.startswith("update_ratio/")})
@@ -368,6 +378,7 @@ def _grid(count: int, max_columns: int) -> tuple[int, int]:
     return math.ceil(count / columns), columns
 
 
+@signals_deferred()
 def _plot_activations(model, X: np.ndarray, path: Path) -> Path | None:
     outputs = hidden_activations(model, X)
     if not outputs:
@@ -436,6 +447,7 @@ def _draw_tiles(figure, tiles: list[Tile], grid: tuple[int, int],
     ax.set_axis_off()
 
 
+@signals_deferred()
 def _plot_first_layer_weights(restored, path: Path) -> Path | None:
     """The first layer's weight columns as images, for image data seen whole."""
     shape = tuple(restored.data.get("input_shape") or ())
@@ -542,6 +554,7 @@ def plot_evaluation(scores: np.ndarray, y: np.ndarray, class_names, X_raw: np.nd
     return EvaluationPlots(paths, worst, p_true)
 
 
+@signals_deferred()
 def _plot_confusion(y, predictions, names, path: Path) -> Path:
     from nntrain.evaluate import confusion_matrix
 
@@ -567,6 +580,7 @@ def _plot_confusion(y, predictions, names, path: Path) -> Path:
     return _save(figure, path)
 
 
+@signals_deferred()
 def _plot_worst_images(images, worst, predictions, p_true, names, per_class,
                        path: Path) -> Path:
     tiles = [
@@ -584,6 +598,7 @@ def _plot_worst_images(images, worst, predictions, p_true, names, per_class,
     return _save(figure, path)
 
 
+@signals_deferred()
 def _plot_worst_table(worst, predictions, p_true, names, path: Path) -> Path:
     rows = [
         [names[c], str(index), names[predictions[index]], f"{p_true[index]:.4f}"]

@@ -3,8 +3,12 @@ that signal's status; and the CLI's exit status for each."""
 
 import os
 import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import click
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -88,3 +92,236 @@ def test_a_signal_while_the_plots_are_drawn_says_the_run_is_complete(
     assert (run / "checkpoints" / "last.npz").is_file()
     resumed = CliRunner().invoke(cli, ["fit", str(config), "--resume", str(run)])
     assert resumed.exit_code == 0, resumed.output
+
+
+@pytest.fixture
+def command_line_signals(monkeypatch):
+    """The command line's handlers (as __main__ installs them) for one test."""
+    from nntrain.train import signals
+
+    before = {signum: signal.getsignal(signum)
+              for signum in (signal.SIGINT, signal.SIGTERM)}
+    monkeypatch.setattr(signals, "_stopping", False)
+    signals.stop_on_signals()
+    yield
+    for signum, handler in before.items():
+        signal.signal(signum, handler)
+
+
+def test_a_signal_in_a_deferred_block_is_delivered_at_its_end():
+    from nntrain.train.signals import signals_deferred
+
+    before = signal.getsignal(signal.SIGINT)
+    done = []
+    with pytest.raises(KeyboardInterrupt):
+        with signals_deferred():
+            signal.raise_signal(signal.SIGINT)
+            done.append("the rest of the block")
+
+    assert done == ["the rest of the block"]
+    assert signal.getsignal(signal.SIGINT) is before
+
+
+@pytest.mark.parametrize("first, code", [(signal.SIGINT, 130),
+                                         (signal.SIGTERM, 143)])
+def test_the_command_lines_first_signal_raises_and_later_ones_are_ignored(
+        command_line_signals, first, code):
+    with pytest.raises(KeyboardInterrupt) as caught:
+        signal.raise_signal(first)
+    signal.raise_signal(signal.SIGINT)
+    signal.raise_signal(signal.SIGTERM)
+
+    assert getattr(caught.value, "exit_code", 130) == code
+
+
+def test_after_a_stop_flags_signal_the_command_lines_handlers_ignore_more(
+        command_line_signals):
+    with StopFlag() as stop:
+        signal.raise_signal(signal.SIGINT)
+    signal.raise_signal(signal.SIGTERM)  # as the stop is being reported
+
+    assert stop.signum == signal.SIGINT
+
+
+def test_a_second_signal_while_a_checkpoint_is_zipped_stops_after_the_zip(
+        tmp_path, monkeypatch):
+    # Raised inside np.savez, the Interrupted became the ValueError of a zip file
+    # closed while written: an internal error instead of a stop.
+    from nntrain.checkpoint import load_checkpoint, save_checkpoint
+
+    savez = np.savez
+
+    def interrupted_savez(file, **arrays):
+        try:
+            signal.raise_signal(signal.SIGTERM)
+        except KeyboardInterrupt:
+            raise ValueError("Can't close the ZIP file while there is an open"
+                             " writing handle on it") from None
+        savez(file, **arrays)
+
+    monkeypatch.setattr(np, "savez", interrupted_savez)
+    path = tmp_path / "last.npz"
+    with pytest.raises(Interrupted) as caught:
+        with StopFlag():
+            signal.raise_signal(signal.SIGINT)
+            save_checkpoint(path, {}, {"param": {"W": np.ones(2)}})
+
+    assert caught.value.exit_code == 143
+    assert not path.exists() and list(tmp_path.iterdir()) == []
+    monkeypatch.undo()
+    save_checkpoint(path, {}, {"param": {"W": np.ones(2)}})
+    assert load_checkpoint(path).group("param")["W"].tolist() == [1.0, 1.0]
+
+
+@pytest.mark.plots
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130),
+                                          (signal.SIGTERM, 143)])
+def test_a_signal_inside_matplotlibs_drawing_finishes_that_figure_then_stops(
+        tmp_path, tiny_npz, write_config, monkeypatch, command_line_signals,
+        signum, code):
+    # Raised inside matplotlib's compiled drawing, the KeyboardInterrupt became a
+    # ValueError ("Invalid bounding box"): an internal error instead of a stop.
+    pytest.importorskip("matplotlib")
+    from conftest import tiny_config_dict
+
+    from nntrain import plots
+    from nntrain.cli import cli
+
+    save_figure = plots.save_figure
+
+    def interrupted_drawing(figure, path, dpi):
+        try:
+            signal.raise_signal(signum)
+        except KeyboardInterrupt:
+            raise ValueError("Invalid bounding box") from None
+        save_figure(figure, path, dpi)
+
+    monkeypatch.setattr(plots, "save_figure", interrupted_drawing)
+    config = write_config(tiny_config_dict(tiny_npz))
+    run = tmp_path / "run"
+
+    result = CliRunner().invoke(cli, ["fit", str(config), "--out", str(run)])
+
+    assert result.exit_code == code, result.output
+    name = signal.Signals(signum).name
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"stopped by {name} while drawing the plots: the run is complete, its"
+        f" checkpoints saved; draw them with: nntrain plot {run}")
+    assert len(list((run / "plots").glob("*.png"))) == 1
+
+
+@pytest.mark.plots
+def test_a_signal_while_matplotlib_is_imported_stops_as_one_while_drawing(
+        tmp_path, tiny_npz, write_config, monkeypatch, command_line_signals):
+    # Python 3.11 turns a KeyboardInterrupt raised while an imported module creates
+    # a class into "RuntimeError: Error calling __set_name__": an internal error.
+    pytest.importorskip("matplotlib")
+    import builtins
+
+    from conftest import tiny_config_dict
+
+    from nntrain.cli import cli
+
+    real_import = builtins.__import__
+
+    def interrupted_import(name, *args, **kwargs):
+        if name == "matplotlib.backends.backend_agg":
+            try:
+                signal.raise_signal(signal.SIGINT)
+            except KeyboardInterrupt as error:
+                raise RuntimeError("Error calling __set_name__") from error
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", interrupted_import)
+    config = write_config(tiny_config_dict(tiny_npz))
+    run = tmp_path / "run"
+
+    result = CliRunner().invoke(cli, ["fit", str(config), "--out", str(run)])
+
+    assert result.exit_code == 130, result.output
+    assert result.stderr.strip().splitlines()[-1] == (
+        "stopped by SIGINT while drawing the plots: the run is complete, its"
+        f" checkpoints saved; draw them with: nntrain plot {run}")
+    assert list(run.glob("plots/*.png")) == []
+
+
+# Runs ``python -m nntrain`` with argv[4:]. The signal argv[1] names ("-" for none)
+# comes as the first epoch starts; the one argv[2] names, as the stop is logged
+# ("log") or as the interpreter exits ("exit").
+SIGNALLED_TWICE = """
+import atexit, signal, sys
+from nntrain import __main__ as entry
+from nntrain.train import rundir, solver
+
+first, second, when = sys.argv[1:4]
+
+def train_epoch(self, stop, train_epoch=solver.Solver._train_epoch):
+    if first != "-" and self.progress.iteration == 0:
+        signal.raise_signal(getattr(signal, first))
+    train_epoch(self, stop)
+
+def log(self, line, log=rundir.RunDirectory.log):
+    if when == "log" and line.startswith("stopped by"):
+        signal.raise_signal(getattr(signal, second))
+    log(self, line)
+
+solver.Solver._train_epoch = train_epoch
+rundir.RunDirectory.log = log
+if when == "exit":
+    atexit.register(signal.raise_signal, getattr(signal, second))
+sys.argv = ["nntrain", *sys.argv[4:]]
+entry.main()
+"""
+
+
+def _signalled_twice(first, second, when, *args):
+    return subprocess.run(
+        [sys.executable, "-c", SIGNALLED_TWICE, first, second, when, *map(str, args)],
+        cwd=Path(__file__).parents[1], capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("when", ["log", "exit"])
+def test_a_signal_after_a_stop_leaves_the_stop_as_it_was(tmp_path, tiny_config,
+                                                          when):
+    run = tmp_path / "run"
+    stopped = _signalled_twice("SIGINT", "SIGTERM", when, "fit", tiny_config,
+                               "--out", run, "--quiet")
+
+    assert stopped.returncode == 130, stopped.stderr
+    assert stopped.stderr.splitlines() == [
+        f"stopped by SIGINT at iteration 1; the state is saved in"
+        f" {run / 'checkpoints' / 'last.npz'}. Resume with: nntrain fit"
+        f" {run / 'config.yaml'} --resume {run}"]
+
+
+def test_a_signal_as_a_finished_command_exits_changes_nothing(tmp_path,
+                                                              tiny_config):
+    done = _signalled_twice("-", "SIGINT", "exit", "fit", tiny_config, "--out",
+                            tmp_path / "run", "--quiet", "--set", "train.plots=false")
+
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+
+
+def test_a_signal_while_a_ctrl_c_at_start_is_reported_is_ignored():
+    # A Ctrl-C while the commands are imported, then SIGTERM as it is reported.
+    code = ("import signal, sys\n"
+            "class Interrupting:\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name == 'nntrain.cli':\n"
+            "            signal.raise_signal(signal.SIGINT)\n"
+            "class Stderr:\n"
+            "    def write(self, text):\n"
+            "        signal.raise_signal(signal.SIGTERM)\n"
+            "        sys.__stderr__.write(text)\n"
+            "    def flush(self):\n"
+            "        sys.__stderr__.flush()\n"
+            "sys.meta_path.insert(0, Interrupting())\n"
+            "sys.stderr = Stderr()\n"
+            "from nntrain.__main__ import main\n"
+            "main()\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                            text=True, timeout=120)
+
+    assert result.returncode == 130
+    assert result.stderr == "interrupted\n"

@@ -4,11 +4,20 @@ A long loop (the Solver's updates, a search's trials) runs inside ``StopFlag``. 
 signal handlers only record which signal came; the loop looks at ``stop.signum``
 where stopping is safe, saves what it has, and raises StopRequested with the exit
 status of SIGNAL_EXIT_CODES (128 + the signal's number, as shells report it).
+
+Outside those loops the command line (__main__.py) makes the first signal raise
+where the program is (``stop_on_signals``); once a signal has stopped the command,
+later ones are ignored: the command is only saying how it stopped and exiting,
+and an exception raised meanwhile would end it with a traceback instead.
 """
 
 import signal
+from contextlib import contextmanager
 
 SIGNAL_EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+# The command line's: a signal has stopped the command (see stop_on_signals).
+_stopping = False
 
 
 class Interrupted(KeyboardInterrupt):
@@ -22,8 +31,8 @@ class Interrupted(KeyboardInterrupt):
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM outside a StopFlag (while the command starts): raised where the
-    program is, as Python raises KeyboardInterrupt for SIGINT, so that it ends
+    """SIGTERM outside a StopFlag, under the command line's handlers: raised where
+    the program is, as Python raises KeyboardInterrupt for SIGINT, so that it ends
     with one line and status 143 rather than dying silently."""
 
     exit_code = SIGNAL_EXIT_CODES[signal.SIGTERM]
@@ -32,13 +41,48 @@ class Terminated(KeyboardInterrupt):
         super().__init__("stopped by SIGTERM")
 
 
-def _terminate(signum, frame):
-    raise Terminated()
+def _stop_the_command(signum, frame):
+    global _stopping
+    if _stopping:
+        return
+    _stopping = True
+    raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
 
 
-def stop_on_sigterm() -> None:
-    """Make SIGTERM raise Terminated, until a StopFlag takes it over."""
-    signal.signal(signal.SIGTERM, _terminate)
+def stop_on_signals() -> None:
+    """The command line's handlers, outside a StopFlag: the first SIGINT or SIGTERM
+    raises KeyboardInterrupt or Terminated; after it, or after a StopFlag has
+    recorded one, a signal is ignored."""
+    for signum in SIGNAL_EXIT_CODES:
+        signal.signal(signum, _stop_the_command)
+
+
+@contextmanager
+def signals_deferred():
+    """A block that SIGINT and SIGTERM do not interrupt: one that arrives in it is
+    delivered at its end, to whatever handles it then.
+
+    For code that an exception raised in its middle breaks instead of stopping:
+    matplotlib's compiled drawing turns a KeyboardInterrupt into another error
+    ("ValueError: Invalid bounding box"), and so does the closing of the zip file
+    that np.savez was writing. Usable as a decorator."""
+    pending, previous = [], {}
+
+    def record(signum, frame):
+        pending.append(signum)
+
+    try:
+        try:
+            for signum in SIGNAL_EXIT_CODES:
+                previous[signum] = signal.signal(signum, record)
+        except ValueError:  # not the main thread, which alone receives signals
+            pass
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        for signum in pending:
+            signal.raise_signal(signum)
 
 
 class StopFlag:
@@ -65,8 +109,10 @@ class StopFlag:
         return self
 
     def _handle(self, signum, frame):
+        global _stopping
         if self.signum is None:
             self.signum = signum
+            _stopping = True  # the command line's handlers ignore later ones
         elif signum not in self.ignored_repeats:
             raise Interrupted(signum)
 
