@@ -1619,10 +1619,12 @@ def test_fit_refuses_features_that_centering_overflows(tmp_path, write_npz,
                                                        write_config):
     arrays = tiny_arrays()
     # Feature 2 is 3e38 twice and -3e38 once, repeated: its mean is 1e38, and
-    # -3e38 - 1e38 is past float32's largest value, 3.4e38.
+    # -3e38 - 1e38 is past float32's largest value, 3.4e38. Stored as float32,
+    # the features are centred in float32 (float64 ones would be in float64).
     for split in ("X_train", "X_test"):
         rows = len(arrays[split])
         arrays[split][:, 2] = np.where(np.arange(rows) % 3 == 2, -3e38, 3e38)
+        arrays[split] = arrays[split].astype(np.float32)
     config = write_config(tiny_config_dict(write_npz("huge.npz", **arrays)))
 
     result = invoke("fit", config, "--out", tmp_path / "run")

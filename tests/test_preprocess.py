@@ -202,17 +202,114 @@ def test_a_pca_basis_of_one_dimension_is_refused():
         Preprocessor.from_state([{"pca": {"components": 1}}], state, 3)
 
 
+# A float32 result of a float64 closed form is within one float32 unit in the last
+# place of it: half of that for the rounding, the rest for float64's own.
+FLOAT32_ROUNDING = 2.0**-23
+
+# Around 1e8, float32's values are 8 apart: cast to float32 first, feature 0 is
+# one constant; in float64 it is 1e8 + [-1.5, -0.5, 0.5, 1.5] exactly, std
+# sqrt(1.25). Feature 1 is small, and exact in float32 either way.
+X_OFFSET = np.array([[1e8 - 1.5, 1.0], [1e8 - 0.5, 2.0], [1e8 + 0.5, 3.0],
+                     [1e8 + 1.5, 4.0]])
+STANDARDIZED_OFFSET = np.column_stack([[-1.5, -0.5, 0.5, 1.5],
+                                       [-1.5, -0.5, 0.5, 1.5]]) / math.sqrt(1.25)
+
+
+@pytest.mark.parametrize("steps", [["center", "scale"], ["scale", "center"]])
+def test_float64_features_are_preprocessed_before_the_cast_to_float32(steps):
+    prep, X = Preprocessor.fit_transform(steps, X_OFFSET, np.float32)
+
+    assert X.dtype == np.float32
+    np.testing.assert_allclose(X, STANDARDIZED_OFFSET, rtol=FLOAT32_ROUNDING)
+
+
+def test_saved_statistics_apply_to_float64_samples_before_the_cast():
+    saved = {"center.mean": np.array([1e8, 2.5]),
+             "scale.factor": 1 / np.sqrt([1.25, 1.25])}
+    prep = Preprocessor.from_state(["center", "scale"], saved, 2)
+
+    X = prep.transform(np.array([[1e8 - 1.5, 1.0], [1e8 + 2.5, 5.0]]), np.float32)
+
+    expected = np.array([[-1.5, -1.5], [2.5, 2.5]]) / math.sqrt(1.25)
+    np.testing.assert_allclose(X, expected, rtol=FLOAT32_ROUNDING)
+
+
+@pytest.mark.parametrize("name", ["pca", "whiten"])
+def test_pca_of_float64_features_with_a_large_offset_keeps_their_spread(name):
+    X = _points_on_a_line(np.random.default_rng(3))
+    steps = [{name: {"components": 2}}]
+    # Float64 arithmetic on the points themselves: the closed form's numbers.
+    expected = Preprocessor.fit(steps, X, np.float64).transform(X, np.float64)
+
+    _, Z = Preprocessor.fit_transform(steps, X + 1e8, np.float32)
+
+    # Each direction is known up to its sign.
+    signs = np.sign(np.sum(Z * expected, axis=0))
+    np.testing.assert_allclose(Z * signs, expected, rtol=1e-6, atol=1e-6)
+
+
+def test_float64_features_that_float32_holds_take_the_float32_path():
+    # Values exact in float32 give the same bits whichever type they are stored in.
+    X = np.array([[1.0, 2.0], [3.0, 5.0], [4.0, 9.0]])
+    steps = ["center", "scale", {"whiten": {"components": 2}}]
+
+    _, from_float64 = Preprocessor.fit_transform(steps, X, np.float32)
+    _, from_float32 = Preprocessor.fit_transform(steps, X.astype(np.float32),
+                                                 np.float32)
+
+    np.testing.assert_array_equal(from_float64, from_float32)
+
+
+def test_prepare_data_standardizes_float64_features_before_the_cast(write_npz):
+    arrays = tiny_arrays()
+    for split in ("X_train", "X_test"):
+        arrays[split][:, 3] += 1e8  # the offset feature: 1e8 + 50 + N(0, 1)
+    config = resolve_config(tiny_config_dict(write_npz("offset.npz", **arrays)))
+
+    prepared = prepare_data(config)
+
+    X_fit = prepared.dataset.X_train
+    mean, std = X_fit.mean(axis=0), X_fit.std(axis=0)
+    for split in ("train", "val", "test"):
+        X, _ = prepared.splits[split]
+        assert X.dtype == np.float32
+        expected = (prepared.dataset.split(split)[0] - mean) / std
+        np.testing.assert_allclose(X, expected, rtol=FLOAT32_ROUNDING, atol=1e-7)
+
+
 # Feature 1 holds 3e38 twice and -3e38 once: its mean is 1e38 (in float64), and
 # -3e38 - 1e38 = -4e38 is past float32's largest value, 3.4e38.
 X_NEAR_FLOAT32_LIMIT = np.array([[0.0, 3e38], [1.0, 3e38], [2.0, -3e38]])
 
 
 def test_a_step_that_overflows_the_training_split_is_a_data_error():
+    X = X_NEAR_FLOAT32_LIMIT.astype(np.float32)  # so centred in float32
+
     with pytest.raises(DataError, match=re.escape(
             "preprocessing step center made feature 1 (counted from 0) of the"
             " training split NaN or infinite: its values are too large for float32"
             " arithmetic; scale the data down")):
-        Preprocessor.fit(["center", "scale"], X_NEAR_FLOAT32_LIMIT, np.float32)
+        Preprocessor.fit(["center", "scale"], X, np.float32)
+
+
+def test_float64_features_centred_past_float32s_range_are_a_data_error():
+    # Centred in float64, feature 1 holds -4e38, which float32 cannot hold.
+    with pytest.raises(DataError, match=re.escape(
+            "preprocessing (center) made feature 1 (counted from 0) of the"
+            " training split NaN or infinite: its values are too large for"
+            " float32; scale the data down")):
+        Preprocessor.fit(["center"], X_NEAR_FLOAT32_LIMIT, np.float32)
+
+
+def test_float64_features_scaled_back_into_float32s_range_are_kept():
+    # In float64, (-3e38 - 1e38) / std never leaves the range that float32 holds.
+    std = math.sqrt(2 * 2e38**2 + 4e38**2) / math.sqrt(3)
+
+    _, X = Preprocessor.fit_transform(["center", "scale"], X_NEAR_FLOAT32_LIMIT,
+                                      np.float32)
+
+    expected = np.array([2e38, 2e38, -4e38]) / std
+    np.testing.assert_allclose(X[:, 1], expected, rtol=FLOAT32_ROUNDING)
 
 
 def test_the_same_features_fit_in_float64():
@@ -241,12 +338,17 @@ def test_statistics_that_overflow_float64_are_a_data_error(steps, magnitude):
             Preprocessor.fit(steps, X, np.float64)
 
 
-def test_a_saved_step_that_overflows_new_samples_names_them():
+@pytest.mark.parametrize("stored, blamed", [
+    (np.float32, "preprocessing step center"),  # centred in float32
+    (np.float64, "preprocessing (center)"),  # centred in float64, then rounded
+])
+def test_a_saved_step_that_overflows_new_samples_names_them(stored, blamed):
     center = Preprocessor([Center.from_state({"mean": np.array([0.0, 1e38])})])
+    samples = np.array([[0.0, -3e38]], dtype=stored)
 
     with pytest.raises(DataError, match=re.escape(
-            "step center made feature 1 (counted from 0) of samples.npy NaN")):
-        center.transform(np.array([[0.0, -3e38]]), np.float32, "samples.npy")
+            f"{blamed} made feature 1 (counted from 0) of samples.npy NaN")):
+        center.transform(samples, np.float32, "samples.npy")
 
 
 def test_prepare_data_fits_on_the_training_split_only(tiny_npz):

@@ -130,3 +130,39 @@ def test_clip_by_value_clamps_each_entry():
     grads = {"a": np.array([-5.0, 0.5, 2.0])}
     clip_gradients(grads, {"value": 1.0})
     np.testing.assert_array_equal(grads["a"], [-1.0, 0.5, 1.0])
+
+
+def test_clipping_measures_and_scales_the_gradient_with_the_l2_term_in_it(tmp_path,
+                                                                         tiny_npz):
+    from nntrain.checkpoint import load_checkpoint
+    from nntrain.nn.model import build_model
+    from nntrain.pipeline import fit, prepare_data
+
+    # One full-batch SGD update (50 training rows, batches of 64), clipped hard.
+    raw = tiny_config_dict(tiny_npz)
+    raw["model"]["l2"] = 0.5
+    raw["optimizer"] = {"name": "sgd", "lr": 0.1}
+    raw["train"].update(epochs=None, iterations=1, batch_size=64, log_every=1,
+                        dtype="float64", clip={"norm": 0.01}, plots=False)
+    fit(resolve_config(raw), tmp_path / "run", quiet=True)
+
+    # The same start without the penalty gives the data gradient g; the penalty's
+    # is 0.5 W on each weight matrix. Clipped: lr * 0.01 / (|g + 0.5 W| + 1e-6).
+    raw["model"]["l2"] = 0.0
+    config = resolve_config(raw)
+    X, y = prepare_data(config).splits["train"]
+    model = build_model(config, X.shape[1], 3)
+    start = {name: value.copy() for name, value in model.params.items()}
+    _, grads = model.loss(X, y)
+    for name in ("affine1.W", "affine2.W"):
+        grads[name] += 0.5 * start[name]
+    norm = math.sqrt(sum(np.vdot(grad, grad) for grad in grads.values()))
+    step = 0.1 * 0.01 / (norm + 1e-6)
+
+    records = [json.loads(line) for line in
+               (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert records[0]["grad_norm"] == pytest.approx(norm, rel=1e-12)
+    trained = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.npz")
+    for name, value in trained.group("param").items():
+        np.testing.assert_allclose(value, start[name] - step * grads[name],
+                                   rtol=1e-10, atol=1e-14)

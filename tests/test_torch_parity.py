@@ -59,3 +59,50 @@ def test_rule_matches_torch_for_100_steps(name):
     expected = theirs.detach().numpy()
     np.testing.assert_allclose(ours["w"], expected, rtol=1e-10, atol=1e-12)
     assert not np.allclose(ours["w"], start)  # the rules did move
+
+
+# A monitored accuracy with ties, a tiny gain (0.80 -> 0.80004) and long plateaus.
+ACCURACIES = [0.5, 0.7, 0.7, 0.6, 0.8, 0.8, 0.80004, 0.79, 0.79, 0.79, 0.79, 0.85,
+              0.85, 0.84, 0.84, 0.84, 0.84, 0.84]
+
+
+def _plateau_rates(values, patience, monitor):
+    """The rate after each evaluation of nntrain's plateau schedule."""
+    from nntrain.optim.schedules import build_schedule
+    from nntrain.train.solver import monitor_improved
+
+    schedule = build_schedule({"name": "plateau", "factor": 0.5,
+                               "patience": patience, "floor": 0.0}, 1.0)
+    best, rates = None, []
+    for value in values:
+        improved = monitor_improved(monitor, value, best)
+        best = value if improved else best
+        schedule.observe(value, improved)
+        rates.append(schedule.rate(1, 0))
+    return rates
+
+
+def _torch_plateau_rates(values, mode, **settings):
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode=mode, factor=0.5, **settings)
+    rates = []
+    for value in values:
+        scheduler.step(value)
+        rates.append(optimizer.param_groups[0]["lr"])
+    return rates
+
+
+@pytest.mark.parametrize("patience", [1, 2, 3])
+@pytest.mark.parametrize("monitor, mode, sign", [("val_accuracy", "max", 1),
+                                                  ("val_loss", "min", -1)])
+def test_plateau_is_torchs_with_one_less_patience_and_no_threshold(
+        patience, monitor, mode, sign):
+    values = [sign * value for value in ACCURACIES]
+
+    ours = _plateau_rates(values, patience, monitor)
+
+    assert ours == _torch_plateau_rates(values, mode, patience=patience - 1,
+                                        threshold=0, eps=0)
+    # With the same patience and torch's defaults, torch cuts later.
+    assert ours != _torch_plateau_rates(values, mode, patience=patience)

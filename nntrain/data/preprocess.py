@@ -7,6 +7,13 @@ them to any split with ``transform``; ``state`` gives the arrays a checkpoint st
 A split is never standardized with its own statistics: only ``fit`` computes any,
 and the Preprocessor calls it on the training split alone.
 
+Features that the cast to train.dtype leaves unchanged (uint8 pixels, float32 values)
+are cast first, one copy, and the steps work on that copy. Others (float64 values
+such as 1e8 + noise, whose float32 rounding would erase the noise) go through the
+steps in float64, chunk by chunk, and are rounded to train.dtype once, at the end;
+a step then fits on a ``_Streamed`` view instead of an array, which is why ``fit``
+reads X only through ``len``, ``shape`` and slices of rows.
+
 Shapes: X is (N, D); ``pca`` and ``whiten`` map D features to K components.
 """
 
@@ -265,6 +272,38 @@ def step_names(steps_config: list) -> list[str]:
     ]
 
 
+def _exact_in(X: np.ndarray, dtype: np.dtype) -> bool:
+    """Whether casting X: (N, D) to ``dtype`` keeps every value: always for a
+    narrower type (uint8 to float32), else checked chunk by chunk."""
+    if np.can_cast(X.dtype, dtype):
+        return True
+    return all(
+        np.array_equal(X[start:start + _CHUNK_ROWS].astype(dtype),
+                       X[start:start + _CHUNK_ROWS])
+        for start in range(0, len(X), _CHUNK_ROWS)
+    )
+
+
+class _Streamed:
+    """The rows of X: (N, D) passed through fitted ``steps`` in float64 as they
+    are read, a chunk at a time: what the next step fits on, without a float64
+    copy of the whole of X."""
+
+    def __init__(self, X: np.ndarray, steps: list):
+        self.X, self.steps = X, list(steps)
+        width = steps[-1].widths()[1] if steps else X.shape[1]
+        self.shape = (len(X), width)
+
+    def __len__(self) -> int:
+        return len(self.X)
+
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        chunk = self.X[rows].astype(np.float64)  # a copy: steps change it in place
+        for step in self.steps:
+            chunk = step.transform(chunk)
+        return chunk
+
+
 class Preprocessor:
     """The config's list of steps, applied in order."""
 
@@ -280,22 +319,21 @@ class Preprocessor:
     def fit_transform(cls, steps_config: list, X_train, dtype, input_shape=None):
         """(the fitted Preprocessor, X_train transformed), making one copy of the
         training split instead of two."""
+        X_train, dtype = np.asarray(X_train), np.dtype(dtype)
+        input_shape = input_shape or X_train.shape[1:]
+        if not _exact_in(X_train, dtype):
+            steps = []
+            for entry in steps_config:
+                steps.append(_fitted(entry, _Streamed(X_train, steps), input_shape))
+                input_shape = steps[-1].widths()[1:]
+            prep = cls(steps)
+            return prep, prep._transform_in_float64(X_train, dtype,
+                                                    "the training split")
+
         X = np.array(X_train, dtype=dtype)
-        input_shape = input_shape or X.shape[1:]
         steps = []
         for entry in steps_config:
-            if isinstance(entry, str):
-                name, options = entry, {}
-            else:
-                (name, options), = entry.items()
-            try:
-                with np.errstate(over="ignore", invalid="ignore"):
-                    step = STEPS[name](**options).fit(X, input_shape)
-            except _Overflow:
-                raise DataError(
-                    f"preprocessing step {name} cannot fit the training split: its"
-                    " statistics overflow float64, as the values are too large;"
-                    " scale the data down (divide it by a power of ten)") from None
+            step = _fitted(entry, X, input_shape)
             X = _transformed(step, X, "the training split")
             input_shape = X.shape[1:]
             steps.append(step)
@@ -304,10 +342,33 @@ class Preprocessor:
     def transform(self, X: np.ndarray, dtype, what: str = "the data") -> np.ndarray:
         """A new (N, K) array of ``dtype``: X with every step applied. ``what``
         names X in the error when a step overflows (the test split)."""
+        X, dtype = np.asarray(X), np.dtype(dtype)
+        if not _exact_in(X, dtype):
+            return self._transform_in_float64(X, dtype, what)
         X = np.array(X, dtype=dtype)
         for step in self.steps:
             X = _transformed(step, X, what)
         return X
+
+    def _transform_in_float64(self, X: np.ndarray, dtype: np.dtype,
+                              what: str) -> np.ndarray:
+        """X with every step applied in float64, chunk by chunk, each chunk
+        rounded to ``dtype`` as it is written into the (N, K) result."""
+        streamed = _Streamed(X, self.steps)
+        out = np.empty(streamed.shape, dtype=dtype)
+        with np.errstate(over="ignore", invalid="ignore"):
+            for start in range(0, len(X), _CHUNK_ROWS):
+                rows = slice(start, start + _CHUNK_ROWS)
+                out[rows] = streamed[rows]
+        feature = _non_finite_feature(out)
+        if feature is not None:
+            names = ", ".join(step.name for step in self.steps)
+            raise DataError(
+                f"preprocessing ({names}) made feature {feature} (counted from 0)"
+                f" of {what} NaN or infinite: its values are too large for"
+                f" {dtype}; scale the data down (divide it by a power of ten)"
+            )
+        return out
 
     def output_width(self, input_width: int) -> int:
         """K, the width of the features the model sees."""
@@ -357,6 +418,32 @@ class Preprocessor:
         return cls(steps)
 
 
+def _fitted(entry, X, input_shape):
+    """The step a ``data.preprocess`` entry names, fitted on X: (N, D), an array
+    or a ``_Streamed`` view."""
+    if isinstance(entry, str):
+        name, options = entry, {}
+    else:
+        (name, options), = entry.items()
+    try:
+        with np.errstate(over="ignore", invalid="ignore"):
+            return STEPS[name](**options).fit(X, input_shape)
+    except _Overflow:
+        raise DataError(
+            f"preprocessing step {name} cannot fit the training split: its"
+            " statistics overflow float64, as the values are too large;"
+            " scale the data down (divide it by a power of ten)") from None
+
+
+def _non_finite_feature(X: np.ndarray) -> int | None:
+    """The first feature of X: (N, K) holding NaN or an infinity, or None."""
+    if X.size == 0:
+        return None
+    # NaN and infinities survive min and max: two (K,) vectors, no (N, K) mask.
+    finite = np.isfinite(X.min(axis=0)) & np.isfinite(X.max(axis=0))
+    return None if finite.all() else int(np.argmin(finite))
+
+
 def _transformed(step, X: np.ndarray, what: str) -> np.ndarray:
     """``step.transform(X)``, refused with a DataError when it made a value NaN or
     infinite: features near the dtype's limit overflow when shifted or projected
@@ -364,12 +451,8 @@ def _transformed(step, X: np.ndarray, what: str) -> np.ndarray:
     blamed on the weights. X: (N, D)."""
     with np.errstate(over="ignore", invalid="ignore"):
         X = step.transform(X)
-    if X.size == 0:
-        return X
-    # NaN and infinities survive min and max: two (K,) vectors, no (N, K) mask.
-    finite = np.isfinite(X.min(axis=0)) & np.isfinite(X.max(axis=0))
-    if not finite.all():
-        feature = int(np.argmin(finite))
+    feature = _non_finite_feature(X)
+    if feature is not None:
         raise DataError(
             f"preprocessing step {step.name} made feature {feature} (counted from"
             f" 0) of {what} NaN or infinite: its values are too large for"

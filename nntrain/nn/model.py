@@ -6,9 +6,12 @@
 Regularization applies to weight matrices only (never biases or normalization
 parameters), with each layer's own strengths or the model's:
     reg_loss = sum over weights W of 0.5 * l2 * sum(W^2) + l1 * sum(|W|),
-so the gradient adds l2 * W + l1 * sign(W); l2 alone equals ``weight_decay=l2`` in
-torch's SGD. ``max_norm`` is a constraint, not a loss: after every update each unit's
-incoming weight vector (a column of W) is scaled back to at most that L2 norm.
+so the gradient adds l2 * W + l1 * sign(W). Without clipping, l2 alone gives the
+update of ``weight_decay=l2`` in torch's SGD; with ``train.clip`` it does not, as
+the solver clips the gradient with these terms in it, where torch's
+``clip_grad_norm_`` runs before SGD adds the decay. ``max_norm`` is a constraint,
+not a loss: after every update each unit's incoming weight vector (a column of W)
+is scaled back to at most that L2 norm.
 """
 
 from dataclasses import dataclass

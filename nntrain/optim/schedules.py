@@ -108,7 +108,9 @@ class Cosine(Schedule):
 
 class Plateau(Schedule):
     """Multiply the rate by ``factor`` when the monitored metric (train.monitor) has
-    not improved for ``patience`` evaluations in a row, down to ``floor``."""
+    not improved for ``patience`` evaluations in a row, down to ``floor``. Any gain
+    counts; torch's ReduceLROnPlateau(patience=patience - 1, threshold=0, eps=0)
+    gives the same rates."""
 
     name = "plateau"
 
