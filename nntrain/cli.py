@@ -604,12 +604,12 @@ def _overflow_error(config_path, config, X, model) -> DataError:
 
 
 def _refuse_unknown_layer(layer, names, owner) -> None:
-    import difflib
+    from nntrain.config import close_match
 
     if layer in names:
         return
-    close = difflib.get_close_matches(layer, names, n=1)
-    hint = f"; did you mean '{close[0]}'?" if close else ""
+    close = close_match(layer, names)
+    hint = f"; did you mean '{close}'?" if close else ""
     raise BadInputError(f"--layer {layer}: {owner} has no layer of that name (its"
                         f" layers: {', '.join(names)}{hint})")
 
