@@ -333,10 +333,6 @@ def evaluate(checkpoint, split, data_path, as_json, plots_dir, average):
     _refuse_empty("--data", data_path, DATA_GIVE)
     _refuse_empty("--plots", plots_dir, "a folder path for the PNGs, or leave"
                   " --plots out")
-    if Path(checkpoint).is_dir():
-        raise BadInputError(f"{checkpoint} is a folder, not a checkpoint; give one of"
-                            " its checkpoints, such as"
-                            f" {Path(checkpoint) / 'checkpoints' / 'best.npz'}")
     restored, prepared, scores, metrics = evaluate_checkpoint(
         checkpoint, split, data_path, average)
     y = prepared.splits[split][1]

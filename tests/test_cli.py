@@ -15,6 +15,7 @@ import struct
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -1960,12 +1961,72 @@ def test_plot_with_other_data_draws_nothing(trained, tmp_path):
     assert not out.exists() or not list(out.glob("*.png"))
 
 
-def test_eval_of_a_run_folder_names_a_checkpoint_to_give(tmp_path):
+@pytest.mark.parametrize("given", ["run", "run/checkpoints", "run/checkpoints/"])
+def test_eval_of_a_run_folder_names_its_best_checkpoint(trained, given):
+    folder, _, run_dir, _ = trained
+
+    result = invoke("eval", f"{folder}/{given}")
+
+    assert_one_line_error(result, 2, "^" + re.escape(
+        f"error: {Path(folder, given)} is a folder, not a checkpoint; give one of"
+        f" its checkpoints, such as {run_dir / 'checkpoints' / 'best.npz'}") + "$")
+
+
+def test_eval_of_a_folder_of_runs_names_a_runs_checkpoint(trained):
+    folder, _, run_dir, _ = trained  # it holds tiny.npz, data, not a checkpoint
+
+    result = invoke("eval", folder)
+
+    assert_one_line_error(result, 2, "^" + re.escape(
+        f"error: {folder} is a folder, not a checkpoint; give a run's checkpoint,"
+        f" such as {run_dir / 'checkpoints' / 'best.npz'}") + "$")
+
+
+def test_eval_of_a_run_folder_holding_only_last_npz_names_it(trained, tmp_path):
+    _, _, run_dir, _ = trained
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    shutil.copy(run_dir / "checkpoints" / "last.npz", run / "checkpoints")
+
+    from_run = invoke("eval", run)
+    from_best = invoke("eval", run / "checkpoints" / "best.npz")
+
+    assert_one_line_error(from_run, 2, "^" + re.escape(
+        f"error: {run} is a folder, not a checkpoint; give one of its checkpoints,"
+        f" such as {run / 'checkpoints' / 'last.npz'}") + "$")
+    assert_one_line_error(from_best, 2, "^" + re.escape(
+        f"error: checkpoint not found: {run / 'checkpoints' / 'best.npz'};"
+        f" {run / 'checkpoints' / 'last.npz'} is there: give that one, or check"
+        " the path") + "$")
+
+
+def test_eval_of_a_folder_without_checkpoints_says_it_holds_none(tmp_path):
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)
 
     result = invoke("eval", run)
 
     assert_one_line_error(result, 2, "^" + re.escape(
-        f"error: {run} is a folder, not a checkpoint; give one of its checkpoints,"
-        f" such as {run / 'checkpoints' / 'best.npz'}") + "$")
+        f"error: {run} is a folder, not a checkpoint; it holds no checkpoint: give"
+        f" a checkpoint (.npz), such as {Path('runs/NAME/checkpoints/best.npz')}")
+        + "$")
+
+
+@pytest.mark.parametrize("command", ["eval", "predict", "ensemble", "fit"])
+@pytest.mark.parametrize("text", ["seed: 0\ntrain: {epochs: 2}\n",
+                                  '{"kind": "iter", "iteration": 1}\n'])
+def test_a_text_file_given_as_a_checkpoint_is_named_as_text(
+        tmp_path, tiny_config, command, text):
+    given = tmp_path / "given.txt"
+    given.write_text(text)
+    samples = tmp_path / "x.npy"
+    np.save(samples, np.zeros((2, 4)))
+    args = {"eval": [given], "predict": [given, samples], "ensemble": [given],
+            "fit": [tiny_config, "--resume", given]}[command]
+
+    result = invoke(command, *args)
+
+    assert_one_line_error(result, 2, "^" + re.escape(
+        f"error: {given} is a text file (a config or a log?), not a checkpoint;"
+        " give a checkpoint (.npz), such as"
+        f" {Path('runs/NAME/checkpoints/best.npz')}") + "$")
