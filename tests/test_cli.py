@@ -464,19 +464,38 @@ def test_fit_force_starts_over_and_keeps_foreign_files(tmp_path, tiny_config):
     ("metrics.jsonl", "my own log\n"),
     ("train.log", "my own log\n"),
 ])
-def test_fit_force_leaves_a_users_file_of_a_runs_name_alone(tmp_path, tiny_config,
-                                                            name, content):
+@pytest.mark.parametrize("flags", [["--force"], []])
+def test_fit_with_or_without_force_names_a_users_file_of_a_runs_name(
+        tmp_path, tiny_config, name, content, flags):
+    # Without --force too: "pass --force" would only lead to this refusal.
     out = tmp_path / "run"
     out.mkdir()
     (out / name).write_text(content)
 
-    result = invoke("fit", tiny_config, "--out", out, "--quiet", "--force")
+    result = invoke("fit", tiny_config, "--out", out, "--quiet", *flags)
 
     assert_one_line_error(result, 2, rf"^error: {re.escape(str(out / name))} is not a"
                                      rf" run's {re.escape(name)} \(nntrain did not"
                                      r" write it\); --force removes only what a run"
                                      r" wrote")
     assert (out / name).read_text() == content
+
+
+@pytest.mark.parametrize("flags", [["--force"], []])
+def test_fit_with_or_without_force_names_a_checkpoints_folder_that_is_a_link(
+        tmp_path, tiny_config, flags):
+    out, elsewhere = tmp_path / "run", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "last.npz").write_bytes(b"mine")
+    out.mkdir()
+    (out / "checkpoints").symlink_to(elsewhere)
+
+    result = invoke("fit", tiny_config, "--out", out, "--quiet", *flags)
+
+    assert_one_line_error(result, 2, "^" + re.escape(
+        f"error: {out / 'checkpoints'} is a symbolic link; nntrain will not clear it"
+        " with --force: remove it or choose another --out") + "$")
+    assert (elsewhere / "last.npz").read_bytes() == b"mine"
 
 
 def test_fit_force_keeps_a_train_log_beside_checkpoints_no_run_wrote(tmp_path,
@@ -524,16 +543,17 @@ MISPLACED = [
 ]
 
 
+@pytest.mark.parametrize("flags", [["--force"], []])
 @pytest.mark.parametrize("name, kind, where", MISPLACED)
-def test_fit_force_refuses_a_run_folder_entry_of_the_wrong_kind_before_removing(
-        tmp_path, tiny_config, name, kind, where):
+def test_fit_refuses_a_run_folder_entry_of_the_wrong_kind_before_removing(
+        tmp_path, tiny_config, name, kind, where, flags):
     out = tmp_path / "run"
     assert invoke("fit", tiny_config, "--out", out, "--quiet").exit_code == 0
     (out / "plots").mkdir(exist_ok=True)
     _put_in_the_way(out / name, kind)
     before = sorted(path.relative_to(out) for path in out.rglob("*"))
 
-    result = invoke("fit", tiny_config, "--out", out, "--quiet", "--force")
+    result = invoke("fit", tiny_config, "--out", out, "--quiet", *flags)
 
     assert_one_line_error(result, 2, rf"^error: {re.escape(str(out / name))} is"
                                      rf" {kind}, {where}; remove or rename it$")
