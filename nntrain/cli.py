@@ -272,15 +272,15 @@ def _resume(config_path, overrides, out, resume, print_config, quiet):
         click.echo(config_to_yaml(config), nl=False)
         return
     notes += resuming.complete_saves(path, checkpoint)
-    if not quiet:
-        for note in notes:
-            click.echo(f"note: {note}", err=True)
     if resuming.is_finished(config, checkpoint):
         if not quiet:
+            for note in notes:
+                click.echo(f"note: {note}", err=True)
             click.echo(resuming.finished_note(path, config, checkpoint))
         return
+    # The run shows them, and keeps them in its train.log.
     run_fit(config, run_dir, quiet=quiet, resume=checkpoint,
-            data_path_given=data_path_given)
+            data_path_given=data_path_given, notes=notes)
 
 
 def _resume_config_file(config_path) -> dict:

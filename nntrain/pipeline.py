@@ -194,7 +194,8 @@ class FitResult:
 
 
 def fit(config: dict, run_dir, force: bool = False, quiet: bool = False,
-        resume=None, data_path_given: bool | None = None) -> FitResult:
+        resume=None, data_path_given: bool | None = None,
+        notes: list[str] | None = None) -> FitResult:
     """Train the network ``config`` describes; write everything into ``run_dir``.
 
     ``resume``: the run to continue, as a loaded Checkpoint or the path of one or
@@ -207,6 +208,9 @@ def fit(config: dict, run_dir, force: bool = False, quiet: bool = False,
     moved from the checkpoint's may fall back on another copy. None: given when
     it differs from the path the checkpoint recorded. ``force`` and ``resume``
     together are refused, as the CLI refuses --force --resume.
+    ``notes``: what the caller found to say before the run (the CLI's: a config
+    file that differs from the resumed checkpoint's), shown and logged in
+    train.log as the run's own notes are.
     """
     _check_fit_arguments(config, run_dir, force, quiet, data_path_given)
     if force and resume is not None:
@@ -216,6 +220,7 @@ def fit(config: dict, run_dir, force: bool = False, quiet: bool = False,
     config = resolve_config(config)  # a hand-made dict gets checked, and defaults
     started = time.perf_counter()
     resume, resume_notes = _resume_from(resume, config, run_dir)
+    resume_notes = [*(notes or []), *resume_notes]
     finished = _finished_run(config, resume, run_dir)
     if finished:
         result, note = finished
@@ -259,7 +264,7 @@ def fit(config: dict, run_dir, force: bool = False, quiet: bool = False,
     run = RunDirectory(run_dir, force=force, resume=resume is not None)
     reporter = Reporter(quiet=quiet, log=run.log)
     for text in resume_notes:
-        reporter.line(f"note: {text}")
+        reporter.note(text)
     for text in data_warnings:
         reporter.warn(text)
     try:

@@ -375,6 +375,26 @@ def test_fit_quiet_drops_notes_and_warnings_and_says_nothing_when_done(
     assert_one_line_error(overflowing, 1, r"^error: the loss became nan")
 
 
+@pytest.mark.parametrize("flags", [[], ["--quiet"]])
+def test_a_resumes_note_on_its_config_file_is_shown_and_kept_in_train_log(
+        tmp_path, tiny_config, write_config, flags):
+    out = tmp_path / "run"
+    assert invoke("fit", tiny_config, "--out", out, "--quiet").exit_code == 0
+    other = yaml.safe_load(tiny_config.read_text())
+    other["seed"] = 1
+    other_path = write_config(other, "other.yaml")
+    note = (f"note: {other_path} differs from the checkpoint's config; a resumed run"
+            " keeps the checkpoint's")
+
+    result = invoke("fit", other_path, "--resume", out, "--set", "train.epochs=4",
+                    *flags)
+
+    assert result.exit_code == 0, result.output
+    assert result.stderr == ("" if flags else f"{note}\n")
+    log = (out / "train.log").read_text().splitlines()
+    assert log[log.index(note) + 1] == f"run directory: {out}"
+
+
 def test_fit_without_out_uses_runs_and_the_config_stem(tmp_path, tiny_config,
                                                        monkeypatch):
     monkeypatch.chdir(tmp_path)
