@@ -240,17 +240,33 @@ def _fit(config_path, overrides, out, force, print_config,
     config = _load(config_path, overrides)
     run_dir = Path(out) if out else _default_run_dir(config, config_path)
     config["output"] = str(run_dir)
-    if config["data"]["path"]:
-        config["data"]["path"] = _absolute(config["data"]["path"])
+    given = config["data"]["path"]
+    if given:
+        config["data"]["path"] = _absolute(given)
     if print_config:
         click.echo(config_to_yaml(config), nl=False)
         return None
+    _refuse_missing_relative(config["data"], given)
     return {"config": config, "run_dir": run_dir, "force": force, "quiet": quiet}
 
 
 def _absolute(data_path: str) -> str:
     # Stored absolute, so that eval and predict find the data from anywhere.
     return str(Path(data_path).expanduser().resolve())
+
+
+def _refuse_missing_relative(data: dict, given: str | None) -> None:
+    """An npz file that a relative data.path names and that is not there: the
+    message says where it was looked for, and from where, since a path in a
+    config file may have been written relative to that file's folder."""
+    from nntrain.errors import DataLocationError
+
+    if (data["name"] != "npz" or not given or Path(given).expanduser().is_absolute()
+            or Path(data["path"]).exists()):
+        return
+    raise DataLocationError(f"npz file not found: {data['path']} (data.path {given}"
+                            " is relative, so it is read from the current folder,"
+                            " not the config file's)", "check the path")
 
 
 def _resume(config_path, overrides, out, resume, print_config,
@@ -265,8 +281,10 @@ def _resume(config_path, overrides, out, resume, print_config,
     config = resuming.resumed_config(checkpoint, list(overrides), path)
     # A data.path given now must hold the data, even the one the run recorded.
     data_path_given = override_setting("data.path", overrides) is not None
-    if data_path_given and config["data"]["path"]:
-        config["data"]["path"] = _absolute(config["data"]["path"])
+    data_path = config["data"]["path"] if data_path_given else None
+    if data_path:
+        config["data"]["path"] = _absolute(data_path)
+        _refuse_missing_relative(config["data"], data_path)
     run_dir = resuming.run_directory_of(path)
     if out and Path(out).resolve() != run_dir:
         raise BadInputError(
