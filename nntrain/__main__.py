@@ -16,8 +16,12 @@ def main() -> None:
 
         run()
     except KeyboardInterrupt as error:
+        # Only a signal before any command began gets here: commands report their
+        # own (cli.Group).
         _ignore_signals()
-        print(str(error) or "interrupted", file=sys.stderr)
+        stopped = str(error) or "stopped by SIGINT"
+        print(f"{stopped} before the command started: nothing was written",
+              file=sys.stderr)
         sys.exit(getattr(error, "exit_code", 130))
     finally:
         # The command has ended: a signal while the interpreter shuts down would

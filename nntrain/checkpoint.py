@@ -13,6 +13,7 @@ Writing goes to a temporary file in the same folder, which is flushed, fsynced a
 renamed over the target, so a crash leaves either the old file or the new one.
 """
 
+import codecs
 import json
 import os
 import tempfile
@@ -30,6 +31,10 @@ from nntrain.train.signals import signals_deferred
 
 FORMAT = 1
 PREFIXES = ("param", "buffer", "optim", "prep", "average")
+# Where a run keeps the checkpoint most commands want.
+EXAMPLE = str(Path("runs", "NAME", "checkpoints", "best.npz"))
+# Bytes enough to tell text from a zip archive, which starts with PK.
+TEXT_PROBE = 4096
 
 
 @dataclass
@@ -107,16 +112,22 @@ def load_checkpoint(path) -> Checkpoint:
     """
     path = Path(path)
     if path.is_dir():
-        raise CheckpointError(f"{path} is a folder; give a checkpoint file (.npz)")
+        raise CheckpointError(f"{path} is a folder, not a checkpoint;"
+                              f" {checkpoint_in(path)}")
     if not path.is_file():
         if path.exists():  # a pipe or a device: reading it could block forever
             raise CheckpointError(f"{path} is not a regular file; give a checkpoint"
                                   " file (.npz)")
-        raise CheckpointError(f"checkpoint not found: {path}; check the path")
+        raise CheckpointError(f"checkpoint not found: {path}; {_beside(path)}")
     try:
         with open(path, "rb") as file:
-            if file.read(len(NPY_MAGIC)) == NPY_MAGIC:
-                raise CheckpointError(f"{path} is a single array, not a checkpoint")
+            start = file.read(TEXT_PROBE)
+        if start.startswith(NPY_MAGIC):
+            raise CheckpointError(f"{path} is a single array, not a checkpoint")
+        if _is_text(start):
+            raise CheckpointError(f"{path} is a text file (a config or a log?), not"
+                                  " a checkpoint; give a checkpoint (.npz), such as"
+                                  f" {EXAMPLE}")
         with NpzReader(path, CheckpointError) as archive:
             _check_members(archive.headers, path)
             meta = _read_meta(archive.read("meta"), path)
@@ -132,6 +143,58 @@ def load_checkpoint(path) -> Checkpoint:
         ) from None
 
     return Checkpoint(meta, _group_and_verify(arrays, meta, path), path)
+
+
+def checkpoint_in(folder: Path) -> str:
+    """How to give a checkpoint instead of ``folder``: one that is there (best.npz,
+    else last.npz, else another), in the folder itself or in its checkpoints
+    folder; else that of a run one level down (a folder of runs); else that
+    there is none."""
+    own = _checkpoints_of(folder / "checkpoints") or _checkpoints_of(folder)
+    if own:
+        return f"give one of its checkpoints, such as {own[0]}"
+    try:
+        children = sorted(child for child in folder.iterdir() if child.is_dir())
+    except OSError:  # an unreadable folder: none can be named
+        children = []
+    below = [found for child in children
+             for found in _checkpoints_of(child / "checkpoints")[:1]]
+    if below:
+        return f"give a run's checkpoint, such as {below[0]}"
+    return f"it holds no checkpoint: give a checkpoint (.npz), such as {EXAMPLE}"
+
+
+def _checkpoints_of(folder: Path) -> list[Path]:
+    """The checkpoints a run saves that are in ``folder``: best.npz, last.npz,
+    then its snapshots (another .npz there may be data)."""
+    return [path for pattern in ("best.npz", "last.npz", "snapshot-*.npz")
+            for path in sorted(folder.glob(pattern)) if path.is_file()]
+
+
+def _beside(path: Path) -> str:
+    """The fix for a checkpoint that is not there: the run's other checkpoint when
+    it is beside it (best.npz for last.npz, or the other way), else to check the
+    path."""
+    other = {"best.npz": "last.npz", "last.npz": "best.npz"}.get(path.name)
+    if other and (path.parent / other).is_file():
+        return f"{path.parent / other} is there: give that one, or check the path"
+    return "check the path"
+
+
+def _is_text(start: bytes) -> bool:
+    """Whether a file that starts with ``start`` (TEXT_PROBE bytes, or all of a
+    shorter file) holds text, such as a YAML config or metrics.jsonl, rather
+    than a damaged archive: it decodes as UTF-8, without NUL bytes or the PK a
+    zip archive starts with."""
+    if not start or start.startswith(b"PK") or b"\x00" in start:
+        return False
+    # Not final when the probe may have cut a character in two.
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    try:
+        decoder.decode(start, final=len(start) < TEXT_PROBE)
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def is_checkpoint(path) -> bool:

@@ -28,6 +28,7 @@ from nntrain.errors import (
 )
 from nntrain.fileio import write_bytes_atomically
 from nntrain.train.report import counted
+from nntrain.train.signals import stopped_at_start, stopped_before_start
 
 # Data no larger than this cannot by itself overflow a float64 gradient check.
 SANE_DATA_SCALE = 1e3
@@ -67,10 +68,11 @@ class Group(click.Group):
             _say(f"error: {error.format_message()}")
             sys.exit(error.exit_code)
         except click.exceptions.Abort as error:
-            # Click turns a KeyboardInterrupt outside a command into Abort; a
-            # SIGTERM's (train/signals.py) keeps its own text and status.
+            # Click turns a KeyboardInterrupt outside a command (while it reads
+            # the arguments) into Abort; a SIGTERM's (train/signals.py) keeps its
+            # own text and status.
             cause = error.__cause__
-            _say(str(cause or "") or "interrupted")
+            _say(stopped_at_start(cause or KeyboardInterrupt()))
             sys.exit(getattr(cause, "exit_code", 130))
         sys.exit(code if isinstance(code, int) else 0)
 
@@ -201,15 +203,22 @@ def fit(config_path, overrides, out, force, resume, print_config, quiet):
         # Path("") is the current folder, whose newest .npz would be taken.
         raise BadInputError("--resume is empty; give a checkpoint file or a run"
                             " directory")
-    if resume is not None:
-        if force:
-            raise BadInputError("--force starts over and --resume continues: give"
-                                " one of them")
-        with _silenced(quiet):
-            _resume(config_path, overrides, out, resume, print_config, quiet)
-        return
+    if resume is not None and force:
+        raise BadInputError("--force starts over and --resume continues: give one"
+                            " of them")
     with _silenced(quiet):
-        _fit(config_path, overrides, out, force, print_config, quiet)
+        # A signal while the run is prepared (its modules imported, its config
+        # read) stops it in one line, and nothing was written.
+        with stopped_before_start(resumed=resume is not None):
+            from nntrain.pipeline import fit as run_fit
+
+            if resume is not None:
+                run = _resume(config_path, overrides, out, resume, print_config,
+                              quiet)
+            else:
+                run = _fit(config_path, overrides, out, force, print_config, quiet)
+        if run is not None:
+            run_fit(**run)
 
 
 @contextlib.contextmanager
@@ -222,19 +231,23 @@ def _silenced(quiet: bool):
         yield
 
 
-def _fit(config_path, overrides, out, force, print_config, quiet):
+def _fit(config_path, overrides, out, force, print_config,
+         quiet) -> dict | None:
+    """The arguments of pipeline.fit for a new run; None once --print-config has
+    printed the config."""
     from nntrain.config import config_to_yaml
-    from nntrain.pipeline import fit as run_fit
 
     config = _load(config_path, overrides)
     run_dir = Path(out) if out else _default_run_dir(config, config_path)
     config["output"] = str(run_dir)
-    if config["data"]["path"]:
-        config["data"]["path"] = _absolute(config["data"]["path"])
+    given = config["data"]["path"]
+    if given:
+        config["data"]["path"] = _absolute(given)
     if print_config:
         click.echo(config_to_yaml(config), nl=False)
-        return
-    run_fit(config, run_dir, force=force, quiet=quiet)
+        return None
+    _refuse_missing_relative(config["data"], given)
+    return {"config": config, "run_dir": run_dir, "force": force, "quiet": quiet}
 
 
 def _absolute(data_path: str) -> str:
@@ -242,9 +255,25 @@ def _absolute(data_path: str) -> str:
     return str(Path(data_path).expanduser().resolve())
 
 
-def _resume(config_path, overrides, out, resume, print_config, quiet):
+def _refuse_missing_relative(data: dict, given: str | None) -> None:
+    """An npz file that a relative data.path names and that is not there: the
+    message says where it was looked for, and from where, since a path in a
+    config file may have been written relative to that file's folder."""
+    from nntrain.errors import DataLocationError
+
+    if (data["name"] != "npz" or not given or Path(given).expanduser().is_absolute()
+            or Path(data["path"]).exists()):
+        return
+    raise DataLocationError(f"npz file not found: {data['path']} (data.path {given}"
+                            " is relative, so it is read from the current folder,"
+                            " not the config file's)", "check the path")
+
+
+def _resume(config_path, overrides, out, resume, print_config,
+            quiet) -> dict | None:
+    """The arguments of pipeline.fit for a resumed run; None when there is
+    nothing to run (--print-config, or a finished run)."""
     from nntrain.config import config_to_yaml, override_setting
-    from nntrain.pipeline import fit as run_fit
     from nntrain.train import resume as resuming
 
     given = _resume_config_file(config_path)
@@ -252,8 +281,10 @@ def _resume(config_path, overrides, out, resume, print_config, quiet):
     config = resuming.resumed_config(checkpoint, list(overrides), path)
     # A data.path given now must hold the data, even the one the run recorded.
     data_path_given = override_setting("data.path", overrides) is not None
-    if data_path_given and config["data"]["path"]:
-        config["data"]["path"] = _absolute(config["data"]["path"])
+    data_path = config["data"]["path"] if data_path_given else None
+    if data_path:
+        config["data"]["path"] = _absolute(data_path)
+        _refuse_missing_relative(config["data"], data_path)
     run_dir = resuming.run_directory_of(path)
     if out and Path(out).resolve() != run_dir:
         raise BadInputError(
@@ -270,17 +301,18 @@ def _resume(config_path, overrides, out, resume, print_config, quiet):
         notes.append(f"{config_path} {threads_note}")
     if print_config:
         click.echo(config_to_yaml(config), nl=False)
-        return
+        return None
     notes += resuming.complete_saves(path, checkpoint)
-    if not quiet:
-        for note in notes:
-            click.echo(f"note: {note}", err=True)
     if resuming.is_finished(config, checkpoint):
         if not quiet:
+            for note in notes:
+                click.echo(f"note: {note}", err=True)
             click.echo(resuming.finished_note(path, config, checkpoint))
-        return
-    run_fit(config, run_dir, quiet=quiet, resume=checkpoint,
-            data_path_given=data_path_given)
+        return None
+    # The run shows the notes, and keeps them in its train.log.
+    return {"config": config, "run_dir": run_dir, "quiet": quiet,
+            "resume": checkpoint, "data_path_given": data_path_given,
+            "notes": notes}
 
 
 def _resume_config_file(config_path) -> dict:
@@ -333,10 +365,6 @@ def evaluate(checkpoint, split, data_path, as_json, plots_dir, average):
     _refuse_empty("--data", data_path, DATA_GIVE)
     _refuse_empty("--plots", plots_dir, "a folder path for the PNGs, or leave"
                   " --plots out")
-    if Path(checkpoint).is_dir():
-        raise BadInputError(f"{checkpoint} is a folder, not a checkpoint; give one of"
-                            " its checkpoints, such as"
-                            f" {Path(checkpoint) / 'checkpoints' / 'best.npz'}")
     restored, prepared, scores, metrics = evaluate_checkpoint(
         checkpoint, split, data_path, average)
     y = prepared.splits[split][1]
@@ -604,12 +632,12 @@ def _overflow_error(config_path, config, X, model) -> DataError:
 
 
 def _refuse_unknown_layer(layer, names, owner) -> None:
-    import difflib
+    from nntrain.config import close_match
 
     if layer in names:
         return
-    close = difflib.get_close_matches(layer, names, n=1)
-    hint = f"; did you mean '{close[0]}'?" if close else ""
+    close = close_match(layer, names)
+    hint = f"; did you mean '{close}'?" if close else ""
     raise BadInputError(f"--layer {layer}: {owner} has no layer of that name (its"
                         f" layers: {', '.join(names)}{hint})")
 

@@ -79,6 +79,12 @@ def integer(minimum: int | None = None, nullable: bool = False,
         wanted = "an integer" + (f" >= {minimum}" if minimum is not None else "")
         wanted += f" and <= {maximum:,}" if maximum is not None else ""
         wanted += " or null" if nullable and null_in_message else ""
+        if isinstance(value, float) and value.is_integer():
+            # 1e3 and 1000.0 are floats in YAML: say how to write the count.
+            inside = ((minimum is None or value >= minimum)
+                      and (maximum is None or value <= maximum))
+            hint = f"; write it as an integer: {int(value)}" if inside else ""
+            _fail(key, wanted + hint, value)
         if isinstance(value, bool) or not isinstance(value, int):
             _fail(key, wanted, value)
         if minimum is not None and value < minimum:
@@ -111,14 +117,25 @@ def number(minimum=None, maximum=None, open_minimum=False, open_maximum=False):
     return check
 
 
+def close_match(given: str, options) -> str | None:
+    """The option that ``given`` most likely means, spelt as the option is, or
+    None. Case is ignored in the comparison ('Relu' means relu, not elu), never
+    in the check: the hint only says how to write it."""
+    lowered = {}
+    for option in options:
+        lowered.setdefault(option.lower(), option)
+    close = difflib.get_close_matches(given.lower(), list(lowered), n=1)
+    return lowered[close[0]] if close else None
+
+
 def choice(*options: str):
     def check(value, key):
         if value in options:
             return value
         message = f"invalid {key}: {value!r} (choose one of: {', '.join(options)}"
-        close = difflib.get_close_matches(str(value), options, n=1)
+        close = close_match(str(value), options)
         if close:
-            message += f"; did you mean '{close[0]}'?"
+            message += f"; did you mean '{close}'?"
         raise ConfigError(message + ")", key)
 
     return check
@@ -150,13 +167,29 @@ def path_text(value, key):
     return expanded
 
 
+# Numbers separated by commas, which YAML reads as text ("128, 64").
+_NUMBERS = re.compile(r"[\d\s,.eE+-]+")
+
+
+def _as_list(value) -> str:
+    """How to write a lone number, or text of numbers, as the list a key wants:
+    128 as [128]; nothing for other values."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        return ""
+    text = str(value)
+    if isinstance(value, str) and not (_NUMBERS.fullmatch(text)
+                                       and any(char.isdigit() for char in text)):
+        return ""
+    return f"; write [{text.strip()}]"
+
+
 def list_of(item_check, allow_empty=True, nullable=False, max_items=MAX_LAYERS):
     def check(value, key):
         if value is None and nullable:
             return None
         if not isinstance(value, list) or (not value and not allow_empty):
             wanted = "a list" + ("" if allow_empty else " with at least one item")
-            _fail(key, wanted, value)
+            _fail(key, wanted + _as_list(value), value)
         if len(value) > max_items:
             raise ConfigError(f"invalid {key}: {len(value):,} items, more than the"
                               f" {max_items:,} nntrain accepts", key)
@@ -580,9 +613,9 @@ def _unknown_key(key: str, options) -> ConfigError:
             " reads it as one key", key
         )
     name = key.rsplit(".", 1)[-1]
-    close = difflib.get_close_matches(name, list(options), n=1)
+    close = close_match(name, options)
     if close:
-        hint = f"did you mean '{close[0]}'?"
+        hint = f"did you mean '{close}'?"
     else:
         hint = f"valid keys: {', '.join(options)}"
     return ConfigError(f"unknown key {key} ({hint})", key)

@@ -37,6 +37,7 @@ from nntrain.optim.schedules import build_schedule
 from nntrain.train import checks
 from nntrain.train.report import Reporter, counted
 from nntrain.train.rundir import RunDirectory
+from nntrain.train.signals import stopped_before_start
 from nntrain.train.solver import (
     Progress,
     Solver,
@@ -194,7 +195,8 @@ class FitResult:
 
 
 def fit(config: dict, run_dir, force: bool = False, quiet: bool = False,
-        resume=None, data_path_given: bool | None = None) -> FitResult:
+        resume=None, data_path_given: bool | None = None,
+        notes: list[str] | None = None) -> FitResult:
     """Train the network ``config`` describes; write everything into ``run_dir``.
 
     ``resume``: the run to continue, as a loaded Checkpoint or the path of one or
@@ -207,6 +209,9 @@ def fit(config: dict, run_dir, force: bool = False, quiet: bool = False,
     moved from the checkpoint's may fall back on another copy. None: given when
     it differs from the path the checkpoint recorded. ``force`` and ``resume``
     together are refused, as the CLI refuses --force --resume.
+    ``notes``: what the caller found to say before the run (the CLI's: a config
+    file that differs from the resumed checkpoint's), shown and logged in
+    train.log as the run's own notes are.
     """
     _check_fit_arguments(config, run_dir, force, quiet, data_path_given)
     if force and resume is not None:
@@ -214,52 +219,58 @@ def fit(config: dict, run_dir, force: bool = False, quiet: bool = False,
         raise BadInputError("force=True starts over and resume continues: give one"
                             " of them")
     config = resolve_config(config)  # a hand-made dict gets checked, and defaults
-    started = time.perf_counter()
-    resume, resume_notes = _resume_from(resume, config, run_dir)
-    finished = _finished_run(config, resume, run_dir)
-    if finished:
-        result, note = finished
-        if not quiet:
-            for text in [*resume_notes, note]:
-                warnings.warn(NNTrainWarning(text), stacklevel=2)
-        return result
-    saved_prep = None
-    if resume is not None:
-        check_data_spec(resume)
-        saved_prep = Preprocessor.from_state(config["data"]["preprocess"],
-                                             resume.group("prep"),
-                                             resume.meta["data"]["num_features"],
-                                             resume.path or "the checkpoint")
-        # Before the data is read: the data must match the checkpoint's widths.
-        saved = resume.meta["data"]
-        _check_fits_network(config, saved_prep.output_width(saved["num_features"]),
-                            saved["num_classes"], resume,
-                            resume.path or "the checkpoint")
-    prepared, data_warnings = _prepare_run_data(config, saved_prep, resume,
-                                                data_path_given)
-    dataset = prepared.dataset
-    input_width = prepared.preprocessor.output_width(dataset.num_features)
-    # A resumed run's weights come from the checkpoint: no random draw.
-    model = build_model(config, input_width, dataset.num_classes,
-                        initialize=resume is None)
-    rule = build_rule(config["optimizer"])
-    per_epoch, total = count_iterations(config["train"],
-                                        len(prepared.splits["train"][1]),
-                                        full_batch=rule.name == "lbfgs")
-    schedule = build_schedule(config["schedule"], rule.lr, total)
-    # A resumed run that has such batches was begun by an earlier nntrain: it goes
-    # on, with the warning of _describe_resume.
-    if resume is None:
-        checks.refuse_lone_sample_batches(model, len(prepared.splits["train"][1]),
-                                          config["train"], rule.name == "lbfgs")
-    solver_meta = resume.meta["solver"] if resume else None
-    if resume is not None:
-        check_solver_state(resume, per_epoch, schedule.state())
+    # A signal before the run directory is opened leaves nothing to resume,
+    # and nothing written: one line says so.
+    with stopped_before_start(run_dir, resumed=resume is not None):
+        started = time.perf_counter()
+        resume, resume_notes = _resume_from(resume, config, run_dir)
+        resume_notes = [*(notes or []), *resume_notes]
+        finished = _finished_run(config, resume, run_dir)
+        if finished:
+            result, note = finished
+            if not quiet:
+                for text in [*resume_notes, note]:
+                    warnings.warn(NNTrainWarning(text), stacklevel=2)
+            return result
+        saved_prep = None
+        if resume is not None:
+            check_data_spec(resume)
+            saved = resume.meta["data"]
+            saved_prep = Preprocessor.from_state(config["data"]["preprocess"],
+                                                 resume.group("prep"),
+                                                 saved["num_features"],
+                                                 resume.path or "the checkpoint")
+            # Before the data is read: the data must match the checkpoint's widths.
+            _check_fits_network(config,
+                                saved_prep.output_width(saved["num_features"]),
+                                saved["num_classes"], resume,
+                                resume.path or "the checkpoint")
+        prepared, data_warnings = _prepare_run_data(config, saved_prep, resume,
+                                                    data_path_given)
+        dataset = prepared.dataset
+        input_width = prepared.preprocessor.output_width(dataset.num_features)
+        # A resumed run's weights come from the checkpoint: no random draw.
+        model = build_model(config, input_width, dataset.num_classes,
+                            initialize=resume is None)
+        rule = build_rule(config["optimizer"])
+        per_epoch, total = count_iterations(config["train"],
+                                            len(prepared.splits["train"][1]),
+                                            full_batch=rule.name == "lbfgs")
+        schedule = build_schedule(config["schedule"], rule.lr, total)
+        # A resumed run that has such batches was begun by an earlier nntrain: it
+        # goes on, with the warning of _describe_resume.
+        if resume is None:
+            checks.refuse_lone_sample_batches(model,
+                                              len(prepared.splits["train"][1]),
+                                              config["train"], rule.name == "lbfgs")
+        solver_meta = resume.meta["solver"] if resume else None
+        if resume is not None:
+            check_solver_state(resume, per_epoch, schedule.state())
 
     run = RunDirectory(run_dir, force=force, resume=resume is not None)
     reporter = Reporter(quiet=quiet, log=run.log)
     for text in resume_notes:
-        reporter.line(f"note: {text}")
+        reporter.note(text)
     for text in data_warnings:
         reporter.warn(text)
     try:

@@ -15,6 +15,7 @@ import struct
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -374,6 +375,26 @@ def test_fit_quiet_drops_notes_and_warnings_and_says_nothing_when_done(
     assert_one_line_error(overflowing, 1, r"^error: the loss became nan")
 
 
+@pytest.mark.parametrize("flags", [[], ["--quiet"]])
+def test_a_resumes_note_on_its_config_file_is_shown_and_kept_in_train_log(
+        tmp_path, tiny_config, write_config, flags):
+    out = tmp_path / "run"
+    assert invoke("fit", tiny_config, "--out", out, "--quiet").exit_code == 0
+    other = yaml.safe_load(tiny_config.read_text())
+    other["seed"] = 1
+    other_path = write_config(other, "other.yaml")
+    note = (f"note: {other_path} differs from the checkpoint's config; a resumed run"
+            " keeps the checkpoint's")
+
+    result = invoke("fit", other_path, "--resume", out, "--set", "train.epochs=4",
+                    *flags)
+
+    assert result.exit_code == 0, result.output
+    assert result.stderr == ("" if flags else f"{note}\n")
+    log = (out / "train.log").read_text().splitlines()
+    assert log[log.index(note) + 1] == f"run directory: {out}"
+
+
 def test_fit_without_out_uses_runs_and_the_config_stem(tmp_path, tiny_config,
                                                        monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -463,19 +484,38 @@ def test_fit_force_starts_over_and_keeps_foreign_files(tmp_path, tiny_config):
     ("metrics.jsonl", "my own log\n"),
     ("train.log", "my own log\n"),
 ])
-def test_fit_force_leaves_a_users_file_of_a_runs_name_alone(tmp_path, tiny_config,
-                                                            name, content):
+@pytest.mark.parametrize("flags", [["--force"], []])
+def test_fit_with_or_without_force_names_a_users_file_of_a_runs_name(
+        tmp_path, tiny_config, name, content, flags):
+    # Without --force too: "pass --force" would only lead to this refusal.
     out = tmp_path / "run"
     out.mkdir()
     (out / name).write_text(content)
 
-    result = invoke("fit", tiny_config, "--out", out, "--quiet", "--force")
+    result = invoke("fit", tiny_config, "--out", out, "--quiet", *flags)
 
     assert_one_line_error(result, 2, rf"^error: {re.escape(str(out / name))} is not a"
                                      rf" run's {re.escape(name)} \(nntrain did not"
                                      r" write it\); --force removes only what a run"
                                      r" wrote")
     assert (out / name).read_text() == content
+
+
+@pytest.mark.parametrize("flags", [["--force"], []])
+def test_fit_with_or_without_force_names_a_checkpoints_folder_that_is_a_link(
+        tmp_path, tiny_config, flags):
+    out, elsewhere = tmp_path / "run", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "last.npz").write_bytes(b"mine")
+    out.mkdir()
+    (out / "checkpoints").symlink_to(elsewhere)
+
+    result = invoke("fit", tiny_config, "--out", out, "--quiet", *flags)
+
+    assert_one_line_error(result, 2, "^" + re.escape(
+        f"error: {out / 'checkpoints'} is a symbolic link; nntrain will not clear it"
+        " with --force: remove it or choose another --out") + "$")
+    assert (elsewhere / "last.npz").read_bytes() == b"mine"
 
 
 def test_fit_force_keeps_a_train_log_beside_checkpoints_no_run_wrote(tmp_path,
@@ -523,16 +563,17 @@ MISPLACED = [
 ]
 
 
+@pytest.mark.parametrize("flags", [["--force"], []])
 @pytest.mark.parametrize("name, kind, where", MISPLACED)
-def test_fit_force_refuses_a_run_folder_entry_of_the_wrong_kind_before_removing(
-        tmp_path, tiny_config, name, kind, where):
+def test_fit_refuses_a_run_folder_entry_of_the_wrong_kind_before_removing(
+        tmp_path, tiny_config, name, kind, where, flags):
     out = tmp_path / "run"
     assert invoke("fit", tiny_config, "--out", out, "--quiet").exit_code == 0
     (out / "plots").mkdir(exist_ok=True)
     _put_in_the_way(out / name, kind)
     before = sorted(path.relative_to(out) for path in out.rglob("*"))
 
-    result = invoke("fit", tiny_config, "--out", out, "--quiet", "--force")
+    result = invoke("fit", tiny_config, "--out", out, "--quiet", *flags)
 
     assert_one_line_error(result, 2, rf"^error: {re.escape(str(out / name))} is"
                                      rf" {kind}, {where}; remove or rename it$")
@@ -1303,6 +1344,8 @@ def test_gradcheck_layer_checks_only_that_layers_parameters(tiny_config):
 @pytest.mark.parametrize("layer, message", [
     ("afine1", r"^error: --layer afine1: .*tiny\.yaml has no layer of that name \(its"
                r" layers: affine1, relu1, affine2; did you mean 'affine1'\?\)$"),
+    ("ReLU1", r"^error: --layer ReLU1: .*tiny\.yaml has no layer of that name \(its"
+              r" layers: affine1, relu1, affine2; did you mean 'relu1'\?\)$"),
     ("relu1", r"^error: --layer relu1 has no parameters to check; give one that"
               r" has: affine1, affine2$"),
     ("", r"^error: --layer is empty; give a layer name"),
@@ -1942,7 +1985,8 @@ def test_a_ctrl_c_while_the_command_loads_is_one_line_and_exit_130():
                             text=True, timeout=120)
 
     assert result.returncode == 130
-    assert result.stderr == "interrupted\n"
+    assert result.stderr == ("stopped by SIGINT before the command started: nothing"
+                             " was written\n")
 
 
 def test_plot_with_other_data_draws_nothing(trained, tmp_path):
@@ -1960,12 +2004,72 @@ def test_plot_with_other_data_draws_nothing(trained, tmp_path):
     assert not out.exists() or not list(out.glob("*.png"))
 
 
-def test_eval_of_a_run_folder_names_a_checkpoint_to_give(tmp_path):
+@pytest.mark.parametrize("given", ["run", "run/checkpoints", "run/checkpoints/"])
+def test_eval_of_a_run_folder_names_its_best_checkpoint(trained, given):
+    folder, _, run_dir, _ = trained
+
+    result = invoke("eval", f"{folder}/{given}")
+
+    assert_one_line_error(result, 2, "^" + re.escape(
+        f"error: {Path(folder, given)} is a folder, not a checkpoint; give one of"
+        f" its checkpoints, such as {run_dir / 'checkpoints' / 'best.npz'}") + "$")
+
+
+def test_eval_of_a_folder_of_runs_names_a_runs_checkpoint(trained):
+    folder, _, run_dir, _ = trained  # it holds tiny.npz, data, not a checkpoint
+
+    result = invoke("eval", folder)
+
+    assert_one_line_error(result, 2, "^" + re.escape(
+        f"error: {folder} is a folder, not a checkpoint; give a run's checkpoint,"
+        f" such as {run_dir / 'checkpoints' / 'best.npz'}") + "$")
+
+
+def test_eval_of_a_run_folder_holding_only_last_npz_names_it(trained, tmp_path):
+    _, _, run_dir, _ = trained
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    shutil.copy(run_dir / "checkpoints" / "last.npz", run / "checkpoints")
+
+    from_run = invoke("eval", run)
+    from_best = invoke("eval", run / "checkpoints" / "best.npz")
+
+    assert_one_line_error(from_run, 2, "^" + re.escape(
+        f"error: {run} is a folder, not a checkpoint; give one of its checkpoints,"
+        f" such as {run / 'checkpoints' / 'last.npz'}") + "$")
+    assert_one_line_error(from_best, 2, "^" + re.escape(
+        f"error: checkpoint not found: {run / 'checkpoints' / 'best.npz'};"
+        f" {run / 'checkpoints' / 'last.npz'} is there: give that one, or check"
+        " the path") + "$")
+
+
+def test_eval_of_a_folder_without_checkpoints_says_it_holds_none(tmp_path):
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)
 
     result = invoke("eval", run)
 
     assert_one_line_error(result, 2, "^" + re.escape(
-        f"error: {run} is a folder, not a checkpoint; give one of its checkpoints,"
-        f" such as {run / 'checkpoints' / 'best.npz'}") + "$")
+        f"error: {run} is a folder, not a checkpoint; it holds no checkpoint: give"
+        f" a checkpoint (.npz), such as {Path('runs/NAME/checkpoints/best.npz')}")
+        + "$")
+
+
+@pytest.mark.parametrize("command", ["eval", "predict", "ensemble", "fit"])
+@pytest.mark.parametrize("text", ["seed: 0\ntrain: {epochs: 2}\n",
+                                  '{"kind": "iter", "iteration": 1}\n'])
+def test_a_text_file_given_as_a_checkpoint_is_named_as_text(
+        tmp_path, tiny_config, command, text):
+    given = tmp_path / "given.txt"
+    given.write_text(text)
+    samples = tmp_path / "x.npy"
+    np.save(samples, np.zeros((2, 4)))
+    args = {"eval": [given], "predict": [given, samples], "ensemble": [given],
+            "fit": [tiny_config, "--resume", given]}[command]
+
+    result = invoke(command, *args)
+
+    assert_one_line_error(result, 2, "^" + re.escape(
+        f"error: {given} is a text file (a config or a log?), not a checkpoint;"
+        " give a checkpoint (.npz), such as"
+        f" {Path('runs/NAME/checkpoints/best.npz')}") + "$")

@@ -248,6 +248,8 @@ def test_config_that_is_not_a_mapping_is_an_error(write_config):
      "unknown key data.validaton (did you mean 'validation'?)"),
     ("train: {epochs: 2}\nmodel: {hiden: [8]}",
      "unknown key model.hiden (did you mean 'hidden'?)"),
+    ("train: {epochs: 2}\noptimizer: {name: adam, LR: 0.1}",
+     "unknown key optimizer.LR (did you mean 'lr'?)"),
 ])
 def test_unknown_key_names_the_nearest_valid_key(write_config, text, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
@@ -260,6 +262,21 @@ def test_unknown_choice_names_the_nearest_option(write_config):
 
     with pytest.raises(ConfigError, match=re.escape(message)):
         load_text(write_config, "model: {init: hee}\ntrain: {epochs: 2}")
+
+
+@pytest.mark.parametrize("key, value, options, meant", [
+    ("model.activation", "Relu",
+     "relu, leaky_relu, elu, sigmoid, tanh, maxout", "relu"),
+    ("optimizer.name", "SGD",
+     "sgd, momentum, nesterov, adagrad, rmsprop, adam, adamw, lbfgs", "sgd"),
+])
+def test_a_choice_in_the_wrong_case_is_refused_naming_its_spelling(
+        write_config, key, value, options, meant):
+    message = (f"invalid {key}: '{value}' (choose one of: {options}; did you mean"
+               f" '{meant}'?)")
+
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_text(write_config, "train: {epochs: 2}", [f"{key}={value}"])
 
 
 def test_unknown_key_without_a_near_one_lists_the_valid_keys(write_config):
@@ -292,7 +309,20 @@ def test_unknown_top_level_key_lists_each_valid_key_once(write_config):
     ("seed: true\ntrain: {epochs: 2}",
      "invalid seed: True (expected an integer >= 0)"),
     ("model: {hidden: 8}\ntrain: {epochs: 2}",
-     "invalid model.hidden: 8 (expected a list)"),
+     "invalid model.hidden: 8 (expected a list; write [8])"),
+    ("model: {hidden: '128, 64'}\ntrain: {epochs: 2}",
+     "invalid model.hidden: '128, 64' (expected a list; write [128, 64])"),
+    ("model: {hidden: relu}\ntrain: {epochs: 2}",
+     "invalid model.hidden: 'relu' (expected a list)"),
+    ("train: {epochs: 1e3}",
+     "invalid train.epochs: 1000.0 (expected an integer >= 1 and <= 1,000,000,000"
+     " or null; write it as an integer: 1000)"),
+    ("train: {epochs: 1e30}",
+     "invalid train.epochs: 1e+30 (expected an integer >= 1 and <= 1,000,000,000"
+     " or null)"),
+    ("train: {epochs: 0.0}",
+     "invalid train.epochs: 0.0 (expected an integer >= 1 and <= 1,000,000,000"
+     " or null)"),
     ("model: {hidden: [8, x]}\ntrain: {epochs: 2}",
      "invalid model.hidden[1]: 'x' (expected an integer >= 1 and <= 1,000,000)"),
     ("data: 3\ntrain: {epochs: 2}",

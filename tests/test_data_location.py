@@ -246,3 +246,40 @@ def test_eval_of_an_npz_run_with_a_folder_as_data_asks_for_an_npz_file(
 
     assert result.exit_code == 2
     assert result.stderr == f"error: {folder} is a folder; give an .npz file\n"
+
+
+def test_a_relative_npz_path_not_found_says_it_is_read_from_the_current_folder(
+        tmp_path, tiny_npz, monkeypatch):
+    # The config sits beside its data, but nntrain runs from another folder.
+    raw = tiny_config_dict("tiny.npz")
+    config = tiny_npz.parent / "relative.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+
+    result = invoke("fit", config, "--out", tmp_path / "run")
+
+    assert result.exit_code == 2, result.output
+    assert result.stderr == (f"error: npz file not found: {elsewhere / 'tiny.npz'}"
+                             " (data.path tiny.npz is relative, so it is read from"
+                             " the current folder, not the config file's); check"
+                             " the path\n")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_resume_given_a_relative_npz_path_not_there_says_where_it_looked(
+        tmp_path, tiny_npz, write_config, monkeypatch):
+    config = write_config(tiny_config_dict(tiny_npz))
+    run = tmp_path / "run"
+    assert invoke("fit", config, "--out", run, "--quiet").exit_code == 0
+    monkeypatch.chdir(tmp_path)
+
+    result = invoke("fit", config, "--resume", run, "--set", "train.epochs=4",
+                    "--set", "data.path=moved/tiny.npz")
+
+    assert result.exit_code == 2, result.output
+    assert result.stderr == (
+        f"error: npz file not found: {tmp_path / 'moved' / 'tiny.npz'} (data.path"
+        " moved/tiny.npz is relative, so it is read from the current folder, not"
+        " the config file's); check the path\n")

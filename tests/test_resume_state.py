@@ -301,8 +301,8 @@ def test_a_run_directory_whose_checkpoints_are_all_damaged_names_each_fault(
 
     assert result.exit_code == 2, result.output
     assert result.stderr == (
-        f"error: every checkpoint in {last.parent} is damaged (best.npz is not a"
-        " readable checkpoint (File is not a zip file); last.npz:"
+        f"error: every checkpoint in {last.parent} is damaged (best.npz is a text"
+        " file (a config or a log?), not a checkpoint; last.npz:"
         " solver.progress.iteration is -1, not a count (an integer >= 0)); start"
         " over with --force\n")
 

@@ -283,7 +283,7 @@ def test_an_error_in_an_override_names_it(write_config, tiny_npz, override, prob
 @pytest.mark.parametrize("params, problem", [
     ({"model.hidden": {"int": [1, 5]}},
      "invalid search.params.model.hidden: no value of it fits the key (invalid"
-     " model.hidden: 1 (expected a list))"),
+     " model.hidden: 1 (expected a list; write [1]))"),
     ({"model.activation": {"choice": ["relu6", "swish"]}},
      "invalid search.params.model.activation: no value of it fits the key (invalid"
      " model.activation: 'relu6'"),

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from nntrain.cli import Group
+from nntrain.cli import Group, cli
 from nntrain.train.signals import Interrupted, StopFlag
 
 
@@ -61,6 +61,22 @@ def test_the_cli_exits_with_the_interrupting_signals_status(raised, code, messag
 
     assert result.exit_code == code
     assert result.stderr == message + "\n"
+
+
+def test_a_signal_while_the_arguments_are_read_says_nothing_was_written():
+    def interrupting(ctx, param, value):
+        if value:
+            raise KeyboardInterrupt
+
+    group = Group(name="nntrain", params=[click.Option(
+        ["--slow"], is_flag=True, callback=interrupting, expose_value=False)])
+
+    result = CliRunner().invoke(group, ["--slow"])
+
+    assert result.exit_code == 130
+    # Click's own empty line, then the report.
+    assert result.stderr == ("\nstopped by SIGINT before the command started:"
+                             " nothing was written\n")
 
 
 @pytest.mark.plots
@@ -324,4 +340,71 @@ def test_a_signal_while_a_ctrl_c_at_start_is_reported_is_ignored():
                             text=True, timeout=120)
 
     assert result.returncode == 130
-    assert result.stderr == "interrupted\n"
+    assert result.stderr == ("stopped by SIGINT before the command started: nothing"
+                             " was written\n")
+
+
+# Runs ``python -m nntrain`` with argv[3:], sending itself the signal argv[1]
+# names while the run is prepared: as its config is read ("config") or its data
+# loaded ("data"), before its run directory is opened.
+SIGNALLED_WHILE_PREPARING = """
+import os, signal, sys, time
+import nntrain.config, nntrain.pipeline
+from nntrain import __main__ as entry
+
+signum, where = getattr(signal, sys.argv[1]), sys.argv[2]
+module, name = {"config": (nntrain.config, "load_config"),
+                "data": (nntrain.pipeline, "_prepare_run_data")}[where]
+
+def signalled(*args, **kwargs):
+    os.kill(os.getpid(), signum)
+    time.sleep(60)
+
+setattr(module, name, signalled)
+sys.argv = ["nntrain", *sys.argv[3:]]
+entry.main()
+"""
+
+
+def _signalled_while_preparing(name, where, *args):
+    return subprocess.run(
+        [sys.executable, "-c", SIGNALLED_WHILE_PREPARING, name, where,
+         *map(str, args)],
+        cwd=Path(__file__).parents[1], capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("name, code, where", [("SIGINT", 130, "config"),
+                                               ("SIGTERM", 143, "data")])
+def test_a_run_stopped_while_it_starts_says_nothing_was_written(
+        tmp_path, tiny_config, name, code, where):
+    run = tmp_path / "run"
+
+    stopped = _signalled_while_preparing(name, where, "fit", tiny_config, "--out",
+                                         run)
+
+    assert stopped.returncode == code, stopped.stderr
+    assert stopped.stderr.splitlines() == [
+        f"stopped by {name} before the run started: nothing was written"]
+    assert not run.exists()
+
+
+@pytest.mark.parametrize("where", ["config", "data"])
+def test_a_resume_stopped_while_it_starts_leaves_its_run_as_it_was(
+        tmp_path, tiny_config, where):
+    run = tmp_path / "run"
+    fitted = CliRunner().invoke(cli, ["fit", str(tiny_config), "--out", str(run),
+                                      "--quiet"])
+    assert fitted.exit_code == 0, fitted.output
+    before = {path: path.read_bytes() for path in run.rglob("*") if path.is_file()}
+
+    stopped = _signalled_while_preparing("SIGINT", where, "fit", tiny_config,
+                                         "--resume", run, "--set", "train.epochs=4")
+
+    # Its run directory is known once its checkpoint is read.
+    shown = "its run directory" if where == "config" else run
+    assert stopped.returncode == 130, stopped.stderr
+    assert stopped.stderr.splitlines() == [
+        f"stopped by SIGINT before the resumed run started: {shown} is as it was;"
+        " resume it again with the same command"]
+    assert before == {path: path.read_bytes() for path in run.rglob("*")
+                      if path.is_file()}

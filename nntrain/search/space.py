@@ -3,7 +3,6 @@ draws that fix every trial's values, the narrowing of ranges between rounds, and
 trial's config (see the package's docstring for the rules)."""
 
 import copy
-import difflib
 import json
 import math
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from nntrain.config import (
     apply_overrides,
     blamed_on_override,
     choice,
+    close_match,
     integer,
     key_within,
     read_config_file,
@@ -132,8 +132,8 @@ def searchable_keys(config: dict) -> list[str]:
 
 def _parse_param(key, spec, known: list[str]) -> Param:
     if key not in known:
-        close = difflib.get_close_matches(str(key), known, n=1)
-        hint = (f"did you mean '{close[0]}'?" if close
+        close = close_match(str(key), known)
+        hint = (f"did you mean '{close}'?" if close
                 else "give a dotted config key like optimizer.lr")
         raise ConfigError(f"invalid search.params: {key!r} is not a config key"
                           f" ({hint})", "search.params")
@@ -159,9 +159,9 @@ def _refuse_nested(key: str, spec: dict, known: list[str]) -> NoReturn:
         name, spec = next(iter(spec.items()))
         meant = f"{meant}.{name}"
     if meant not in known:
-        close = difflib.get_close_matches(meant, known, n=1)
+        close = close_match(meant, known)
         unknown = f" ({meant} is not a config key" + (
-            f"; did you mean '{close[0]}'?)" if close else ")")
+            f"; did you mean '{close}'?)" if close else ")")
     else:
         unknown = ""
     is_distribution = (isinstance(spec, dict) and len(spec) == 1
@@ -185,8 +185,8 @@ def parse_search(raw, config: dict, written: dict | None = None) -> SearchSpec:
         _invalid("search", "a mapping with trials, metric and params", raw)
     for name in raw:
         if name not in SEARCH_KEYS:
-            close = difflib.get_close_matches(str(name), SEARCH_KEYS, n=1)
-            hint = f"did you mean '{close[0]}'?" if close else \
+            close = close_match(str(name), SEARCH_KEYS)
+            hint = f"did you mean '{close}'?" if close else \
                 f"valid keys: {', '.join(SEARCH_KEYS)}"
             raise ConfigError(f"unknown key search.{name} ({hint})", f"search.{name}")
     for name in ("trials", "params"):

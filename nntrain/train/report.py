@@ -38,6 +38,18 @@ class Reporter:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             self.quiet = True
 
+    def note(self, text: str) -> None:
+        """Something the user may not expect, but no problem: stderr (unless
+        quiet) and the log."""
+        if self.log is not None:
+            self.log(f"note: {text}")
+        if self.quiet:
+            return
+        if self.bar is not None:
+            self.bar.write(f"note: {text}", file=sys.stderr)
+        else:
+            click.echo(f"note: {text}", err=True)
+
     def warn(self, text: str) -> None:
         """A non-fatal problem: stderr (unless quiet) and the log."""
         if self.log is not None:

@@ -91,6 +91,8 @@ class RunDirectory:
         if self.path.exists() and not self.path.is_dir():
             raise RunDirectoryError(f"--out {self.path} is a file; give a folder path")
         if self.path.is_dir() and any(self.path.iterdir()):
+            # What --force would refuse is named first: passing it cannot help.
+            self._check_clearable()
             if not force:
                 # A run stopped before its first save has nothing to resume.
                 saved = any((self.path / "checkpoints").glob("*.npz"))
@@ -102,9 +104,11 @@ class RunDirectory:
             self._remove_own_files()
         self._check_writable()
 
-    def _remove_own_files(self) -> None:
-        """--force: delete what an earlier run wrote, and nothing else."""
-        _refuse_misplaced(self.path)  # before anything is deleted
+    def _check_clearable(self) -> None:
+        """Refuse a folder that --force could not clear for a run: an entry where
+        the run keeps another kind (a file named checkpoints), a symbolic link for
+        one of its folders, or a file of a run's name that no run wrote."""
+        _refuse_misplaced(self.path)
         for folder in ("checkpoints", "plots"):
             if (self.path / folder).is_symlink():
                 raise RunDirectoryError(
@@ -119,6 +123,10 @@ class RunDirectory:
                     " --force removes only what a run wrote: move the file, or give"
                     " --out another folder"
                 )
+
+    def _remove_own_files(self) -> None:
+        """--force: delete what an earlier run wrote, and nothing else, once
+        _check_clearable has passed."""
         doomed = [self.path / name for name in OWN_FILES]
         for folder, patterns in (("checkpoints", OWN_CHECKPOINT_PATTERNS),
                                  ("plots", OWN_PLOT_PATTERNS)):

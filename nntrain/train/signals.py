@@ -14,6 +14,8 @@ and an exception raised meanwhile would end it with a traceback instead.
 import signal
 from contextlib import contextmanager
 
+from nntrain.errors import StopRequested
+
 SIGNAL_EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 # The command line's: a signal has stopped the command (see stop_on_signals).
@@ -55,6 +57,31 @@ def stop_on_signals() -> None:
     recorded one, a signal is ignored."""
     for signum in SIGNAL_EXIT_CODES:
         signal.signal(signum, _stop_the_command)
+
+
+def stopped_at_start(error: KeyboardInterrupt, what: str = "the command") -> str:
+    """The line for a signal that stopped the command before ``what`` started:
+    then nothing was written."""
+    stopped = str(error) or "stopped by SIGINT"
+    return f"{stopped} before {what} started: nothing was written"
+
+
+@contextmanager
+def stopped_before_start(run_dir=None, resumed: bool = False):
+    """A block that prepares a run (reads its config, checkpoint and data) before
+    it opens its run directory: a signal in it stops the command with one line
+    (StopRequested) saying that nothing was written, or for a resumed run that
+    its run directory (``run_dir`` when known) is as it was."""
+    try:
+        yield
+    except KeyboardInterrupt as error:
+        code = getattr(error, "exit_code", SIGNAL_EXIT_CODES[signal.SIGINT])
+        if not resumed:
+            raise StopRequested(stopped_at_start(error, "the run"), code) from None
+        stopped = str(error) or "stopped by SIGINT"
+        raise StopRequested(f"{stopped} before the resumed run started:"
+                            f" {run_dir or 'its run directory'} is as it was; resume"
+                            " it again with the same command", code) from None
 
 
 @contextmanager
