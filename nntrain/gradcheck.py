@@ -95,8 +95,8 @@ def check_array(name, array, analytic, objective, rng, region=None) -> ParamChec
     same shape) with centred differences, perturbing ``array`` in place.
 
     ``objective()`` returns the function's value, or a tuple of terms that add up to
-    it; the terms are then differenced one by one and the differences summed, so a
-    large term (a penalty) adds its rounding noise to no other term's derivative.
+    it; the terms are then differenced one by one and the differences summed (why:
+    the penalty, in the module docstring).
 
     ``region()``, when given, returns a hashable/comparable description of which
     side of every kink the function is on; probes that change it are left out.
@@ -171,9 +171,7 @@ def check_model(model, X, y, rng, layer_name=None) -> list[ParamCheck]:
                   if penalty.l1]
 
     def objective_of(name):
-        # The data loss and the array's own penalty, differenced apart: another
-        # array's penalty is a constant here, and the penalty's rounding noise,
-        # eps * penalty / h, would swamp small gradients such as the biases'.
+        # The data loss and the array's own penalty, apart (module docstring).
         def objective():
             last["scores"] = model.scores(X, training=True)
             return (LOSSES[model.loss_name](last["scores"], y)[0],
