@@ -1497,10 +1497,12 @@ def test_the_table_shows_a_drawn_mapping_as_the_config_writes_it():
 
 
 @pytest.mark.parametrize("seconds, shown", [
-    (0.023, "0.023"), (0.04, "0.04"), (0.5, "0.5"), (0.0, "0"), (1.5, "1.5"),
-    (12.34, "12.3"),
+    (0.023, "0.023"), (0.04, "0.04"), (0.5, "0.5"), (0.0, "0.0"), (1.5, "1.5"),
+    (12.34, "12.3"), (0.9996, "1.0"), (0.996, "1.0"), (0.994, "0.99"),
+    (0.00123, "0.0012"), (0.000999, "0.001"), (0.00005, "<0.001"),
 ])
-def test_a_trial_time_shows_two_digits_below_a_second(seconds, shown):
+def test_a_trial_time_is_a_plain_decimal_with_two_digits_below_a_second(seconds,
+                                                                         shown):
     from nntrain.cli_search import _describe
 
     spec = spec_of(trials=1, params={"optimizer.lr": PARAMS["optimizer.lr"]})

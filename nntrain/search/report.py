@@ -24,9 +24,13 @@ def short_value(value) -> str:
 
 
 def short_seconds(seconds: float) -> str:
-    """A trial's time: tenths of a second, or 2 significant digits below one
-    second, so that 0.023 s shows as 0.023, not 0.0."""
-    return f"{seconds:.1f}" if seconds >= 1 else f"{seconds:.2g}"
+    """A trial's time as a plain decimal: tenths of a second from one second up
+    (0.9996 is 1.0), two significant digits below it (0.023, not 0.0), and
+    "<0.001" below a millisecond (not 5e-05)."""
+    rounded = float(f"{seconds:.2g}")
+    if rounded >= 1 or seconds == 0:
+        return f"{seconds:.1f}"
+    return "<0.001" if rounded < 0.001 else str(rounded)
 
 
 def format_table(rows: list[dict], spec: SearchSpec,
