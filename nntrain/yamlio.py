@@ -190,7 +190,32 @@ def parse_yaml(text: str, source: str):
                           ) from None
 
 
-class _ConfigDumper(yaml.SafeDumper):
+class _StrictResolver(yaml.resolver.Resolver):
+    """What StrictLoader reads plain text as (its float and int patterns)."""
+
+    yaml_implicit_resolvers = StrictLoader.yaml_implicit_resolvers
+
+
+_STRICT_RESOLVER = _StrictResolver()
+
+
+class _QuotingDumper(yaml.SafeDumper):
+    """SafeDumper quoting the text that StrictLoader would read as another type.
+
+    A dumper quotes text that its resolver reads as something else; SafeDumper's
+    is YAML 1.1's, for which "1e3" is text, so it wrote 1e3 plain and StrictLoader
+    read back 1000.0. This one quotes text that either resolver reads as another
+    type: StrictLoader's, so that what it writes reads back the same; YAML 1.1's,
+    so that what earlier versions quoted ('017') is still quoted."""
+
+    def resolve(self, kind, value, implicit):
+        tag = _STRICT_RESOLVER.resolve(kind, value, implicit)
+        if tag != self.DEFAULT_SCALAR_TAG:
+            return tag
+        return super().resolve(kind, value, implicit)
+
+
+class _ConfigDumper(_QuotingDumper):
     """Sections as blocks, lists of scalars on one line: how people write configs."""
 
 
@@ -204,7 +229,8 @@ _ConfigDumper.add_representer(list, _represent_list)
 
 def one_line_yaml(data) -> str:
     """``data`` as YAML on one line, e.g. ``{uniform: [0.1, 0.2]}``."""
-    return yaml.safe_dump(data, default_flow_style=True, width=float("inf")).strip()
+    return yaml.dump(data, Dumper=_QuotingDumper, default_flow_style=True,
+                     width=float("inf")).strip()
 
 
 def dump_yaml(data) -> str:

@@ -9,10 +9,15 @@ import re
 import numpy as np
 import pytest
 
-from nntrain.config import apply_overrides, load_config, resolve_config
+from nntrain.config import (
+    apply_overrides,
+    config_to_yaml,
+    load_config,
+    resolve_config,
+)
 from nntrain.errors import BadInputError, ConfigError
 from nntrain.nn.model import build_model
-from nntrain.yamlio import parse_yaml
+from nntrain.yamlio import one_line_yaml, parse_yaml
 
 # Every default, written out by hand from the documented schema.
 EXPECTED_DEFAULTS = {
@@ -120,6 +125,23 @@ def test_yaml_scalars_with_exponents_are_floats(text, value):
 
     assert type(parsed) is float
     assert parsed == value
+
+
+@pytest.mark.parametrize("text", [
+    "1e3", "1.0e5", "+2E-4", ".5e3", "12", "0x1F", "0b11", "1_000", ".inf", ".NaN",
+    "true", "no", "null", "Null", "017", "1:30",
+])
+def test_text_that_reads_as_another_type_is_quoted_in_a_saved_config(text):
+    # Written plain, 1e3 read back as the float 1000.0 (YAML 1.1 says it is text).
+    config = resolve_config({"train": {"epochs": 1}, "output": text})
+    config["data"]["preprocess"] = [text, 1e3]
+
+    saved = config_to_yaml(config)
+
+    assert parse_yaml(saved, "config.yaml") == config
+    assert f"output: '{text}'\n" in saved
+    assert f"preprocess: ['{text}', 1000.0]\n" in saved
+    assert one_line_yaml({"a": [text]}) == f"{{a: ['{text}']}}"
 
 
 def test_exponent_numbers_in_a_file_are_floats(write_config):
