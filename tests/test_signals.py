@@ -111,13 +111,12 @@ def test_a_signal_while_the_plots_are_drawn_says_the_run_is_complete(
 
 
 @pytest.fixture
-def command_line_signals(monkeypatch):
+def command_line_signals():
     """The command line's handlers (as __main__ installs them) for one test."""
     from nntrain.train import signals
 
     before = {signum: signal.getsignal(signum)
               for signum in (signal.SIGINT, signal.SIGTERM)}
-    monkeypatch.setattr(signals, "_stopping", False)
     signals.stop_on_signals()
     yield
     for signum, handler in before.items():
@@ -263,9 +262,10 @@ def test_a_signal_while_matplotlib_is_imported_stops_as_one_while_drawing(
 
 # Runs ``python -m nntrain`` with argv[4:]. The signal argv[1] names ("-" for none)
 # comes as the first epoch starts; the one argv[2] names, as the stop is logged
-# ("log") or as the interpreter exits ("exit").
+# ("log"), as the interpreter exits ("exit") or while its exit hangs ("hang": for
+# 5 s, then exit status 99).
 SIGNALLED_TWICE = """
-import atexit, signal, sys
+import atexit, os, signal, sys, threading, time
 from nntrain import __main__ as entry
 from nntrain.train import rundir, solver
 
@@ -285,6 +285,15 @@ solver.Solver._train_epoch = train_epoch
 rundir.RunDirectory.log = log
 if when == "exit":
     atexit.register(signal.raise_signal, getattr(signal, second))
+
+def hang():
+    main = threading.main_thread().ident
+    threading.Timer(0.2, signal.pthread_kill, (main, getattr(signal, second))).start()
+    time.sleep(5)
+    os._exit(99)
+
+if when == "hang":
+    atexit.register(hang)
 sys.argv = ["nntrain", *sys.argv[4:]]
 entry.main()
 """
@@ -296,7 +305,7 @@ def _signalled_twice(first, second, when, *args):
         cwd=Path(__file__).parents[1], capture_output=True, text=True, timeout=120)
 
 
-@pytest.mark.parametrize("when", ["log", "exit"])
+@pytest.mark.parametrize("when", ["log", "exit", "hang"])
 def test_a_signal_after_a_stop_leaves_the_stop_as_it_was(tmp_path, tiny_config,
                                                           when):
     run = tmp_path / "run"
@@ -310,9 +319,12 @@ def test_a_signal_after_a_stop_leaves_the_stop_as_it_was(tmp_path, tiny_config,
         f" {run / 'config.yaml'} --resume {run}"]
 
 
+@pytest.mark.parametrize("when", ["exit", "hang"])
 def test_a_signal_as_a_finished_command_exits_changes_nothing(tmp_path,
-                                                              tiny_config):
-    done = _signalled_twice("-", "SIGINT", "exit", "fit", tiny_config, "--out",
+                                                              tiny_config, when):
+    # A shutdown that hangs (on a pool's threads, say) ends at once: a signal then
+    # was once ignored, leaving the process to hang until killed.
+    done = _signalled_twice("-", "SIGINT", when, "fit", tiny_config, "--out",
                             tmp_path / "run", "--quiet", "--set", "train.plots=false")
 
     assert done.returncode == 0, done.stderr

@@ -7,8 +7,9 @@ status of SIGNAL_EXIT_CODES (128 + the signal's number, as shells report it).
 
 Outside those loops the command line (__main__.py) makes the first signal raise
 where the program is (``stop_on_signals``); once a signal has stopped the command,
-later ones are ignored: the command is only saying how it stopped and exiting,
-and an exception raised meanwhile would end it with a traceback instead.
+later ones are ignored: the command is only saying how it stopped, and an
+exception raised meanwhile would end it with a traceback instead. Once the command
+has ended, a signal ends the process at once (__main__._exit_on_signals).
 """
 
 import signal
@@ -17,9 +18,6 @@ from contextlib import contextmanager
 from nntrain.errors import StopRequested
 
 SIGNAL_EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
-
-# The command line's: a signal has stopped the command (see stop_on_signals).
-_stopping = False
 
 
 class Interrupted(KeyboardInterrupt):
@@ -43,20 +41,28 @@ class Terminated(KeyboardInterrupt):
         super().__init__("stopped by SIGTERM")
 
 
-def _stop_the_command(signum, frame):
-    global _stopping
-    if _stopping:
-        return
-    _stopping = True
-    raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+class CommandLineHandler:
+    """The command line's handler of SIGINT and SIGTERM outside a StopFlag: the
+    first signal raises KeyboardInterrupt or Terminated; once one has stopped the
+    command (``stopping``: here, or recorded by a StopFlag), later ones are
+    ignored."""
+
+    def __init__(self):
+        self.stopping = False
+
+    def __call__(self, signum, frame):
+        if self.stopping:
+            return
+        self.stopping = True
+        raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
 
 
-def stop_on_signals() -> None:
-    """The command line's handlers, outside a StopFlag: the first SIGINT or SIGTERM
-    raises KeyboardInterrupt or Terminated; after it, or after a StopFlag has
-    recorded one, a signal is ignored."""
+def stop_on_signals() -> CommandLineHandler:
+    """Install a new CommandLineHandler for SIGINT and SIGTERM, and return it."""
+    handler = CommandLineHandler()
     for signum in SIGNAL_EXIT_CODES:
-        signal.signal(signum, _stop_the_command)
+        signal.signal(signum, handler)
+    return handler
 
 
 def stopped_at_start(error: KeyboardInterrupt, what: str = "the command") -> str:
@@ -136,10 +142,11 @@ class StopFlag:
         return self
 
     def _handle(self, signum, frame):
-        global _stopping
         if self.signum is None:
             self.signum = signum
-            _stopping = True  # the command line's handlers ignore later ones
+            outside = self._previous.get(signum)
+            if isinstance(outside, CommandLineHandler):
+                outside.stopping = True  # it ignores the signals after this one
         elif signum not in self.ignored_repeats:
             raise Interrupted(signum)
 
