@@ -343,6 +343,11 @@ class Preprocessor:
         """A new (N, K) array of ``dtype``: X with every step applied. ``what``
         names X in the error when a step overflows (the test split)."""
         X, dtype = np.asarray(X), np.dtype(dtype)
+        # Decided for each X, not once at fit: whether the cast loses values is a
+        # property of this X. A model trained on uint8 pixels may be given float64
+        # samples to predict, whose noise a float32 cast first would erase; and
+        # for values the cast keeps, the two routes differ only in the rounding
+        # of the arithmetic (a float32 unit in the last place), not in the values.
         if not _exact_in(X, dtype):
             return self._transform_in_float64(X, dtype, what)
         X = np.array(X, dtype=dtype)
