@@ -8,6 +8,7 @@ mount point or a full disk is simulated by making the call fail with its errno.
 import errno
 import json
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -102,6 +103,69 @@ def test_force_removes_what_a_force_killed_while_removing_set_aside(run, config)
     assert result.exit_code == 0, result.output
     assert not list(run.rglob(f".*{rundir.ASIDE}"))
     assert _iterations(run) == [4, 5, 8, 10, 12]
+
+
+def _rename_calling(monkeypatch, run, actions):
+    """Path.rename of a file in ``run`` first calls ``actions[n]``, when there is
+    one, on its n-th call (from 1)."""
+    original, calls = Path.rename, []
+
+    def rename(self, target):
+        if run in self.parents:
+            calls.append(self)
+            actions.get(len(calls), lambda: None)()
+        return original(self, target)
+
+    monkeypatch.setattr(Path, "rename", rename)
+
+
+def _raise(error):
+    def action():
+        raise error
+    return action
+
+
+def test_force_stopped_while_it_sets_files_aside_puts_them_back(
+        run, monkeypatch):
+    before = _files(run)
+    _rename_calling(monkeypatch, run, {3: _raise(KeyboardInterrupt())})
+
+    with pytest.raises(KeyboardInterrupt):
+        rundir.RunDirectory(run, force=True)
+
+    assert _files(run) == before
+
+
+def test_a_signal_while_force_sets_files_aside_waits_until_all_are_removed(
+        run, monkeypatch):
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        _rename_calling(monkeypatch, run,
+                        {3: lambda: signal.raise_signal(signal.SIGINT)})
+        with pytest.raises(KeyboardInterrupt):
+            rundir.RunDirectory(run, force=True)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+    assert _files(run) == {}
+
+
+def test_force_that_cannot_put_files_back_names_them(run, config, monkeypatch):
+    failing = OSError(errno.EROFS, os.strerror(errno.EROFS))
+    refused = OSError(errno.EACCES, os.strerror(errno.EACCES))
+    # config.yaml, metrics.jsonl go aside; train.log fails; metrics.jsonl comes
+    # back; config.yaml does not.
+    _rename_calling(monkeypatch, run, {3: _raise(failing), 5: _raise(refused)})
+
+    result = invoke("fit", config, "--out", run, "--quiet", "--force")
+
+    aside = run / f".config.yaml{rundir.ASIDE}"
+    assert_one_line_error(
+        result, 2, f"--force cannot remove {run / 'train.log'} (Read-only file"
+                   f" system), and cannot put back the files it had set aside:"
+                   f" rename {aside} to config.yaml (Permission denied) by hand,"
+                   " then run again")
+    assert aside.is_file() and (run / "metrics.jsonl").is_file()
 
 
 class _SizeLimited:

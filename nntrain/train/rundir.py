@@ -21,6 +21,7 @@ from pathlib import Path
 from nntrain.config import config_to_yaml
 from nntrain.errors import ConfigError, RunDirectoryError, TrainingError
 from nntrain.fileio import write_fix, write_text_atomically
+from nntrain.train.signals import signals_deferred
 from nntrain.yamlio import parse_yaml
 
 try:
@@ -354,23 +355,47 @@ def _remove_all_or_none(paths: list[Path]) -> None:
     (RunDirectoryError naming it): --force must not leave a run it could not clear
     without the files that resume it. Each is first renamed aside in its own
     folder, which fails as its removal would (a read-only folder or file system,
-    a mount point); if one fails, those already renamed are put back."""
+    a mount point); if one fails, or anything else stops the renames, those
+    already renamed are put back. A signal waits until the files are all gone or
+    all back: raised among the renames, it would leave some aside, where a
+    resume finds no checkpoint."""
     aside = []
-    for path in paths:
-        target = path.with_name(f".{path.name}{ASIDE}")
+    with signals_deferred():
         try:
-            path.rename(target)
+            for path in paths:
+                target = path.with_name(f".{path.name}{ASIDE}")
+                path.rename(target)
+                aside.append((path, target))
         except OSError as error:
-            for original, renamed in reversed(aside):
-                renamed.rename(original)
+            reason = f"{path} ({error.strerror or error})"
+            _put_back(aside, f"--force cannot remove {reason}")
             raise RunDirectoryError(
-                f"--force cannot remove {path} ({error.strerror or error}):"
-                f" {write_fix(error)}, or choose another --out; nothing was removed"
-            ) from None
-        aside.append((path, target))
-    for _, renamed in aside:
-        with contextlib.suppress(OSError):  # a later --force removes what is left
-            renamed.unlink()
+                f"--force cannot remove {reason}: {write_fix(error)}, or choose"
+                " another --out; nothing was removed") from None
+        except BaseException:
+            _put_back(aside, "--force was interrupted")
+            raise
+        for _, renamed in aside:
+            with contextlib.suppress(OSError):  # a later --force removes what is left
+                renamed.unlink()
+
+
+def _put_back(aside: list[tuple[Path, Path]], why: str) -> None:
+    """Rename each (original, renamed) pair of ``aside`` back, the last first.
+    Those that cannot go back are named in a RunDirectoryError that begins with
+    ``why``: it replaces the error in flight, whose "nothing was removed" would
+    no longer hold."""
+    stuck = []
+    for original, renamed in reversed(aside):
+        try:
+            renamed.rename(original)
+        except OSError as error:
+            stuck.append(f"{renamed} to {original.name}"
+                         f" ({error.strerror or error})")
+    if stuck:
+        raise RunDirectoryError(f"{why}, and cannot put back the files it had set"
+                                f" aside: rename {', '.join(reversed(stuck))} by"
+                                " hand, then run again") from None
 
 
 def lock_folder(path: Path) -> int | None:
