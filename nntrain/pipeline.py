@@ -10,6 +10,7 @@ import shlex
 import time
 import warnings
 import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from nntrain.errors import (
     NNTrainError,
     NNTrainWarning,
     StopRequested,
+    TrainingError,
 )
 from nntrain.nn.model import Model, array_shapes, build_model
 from nntrain.optim.rules import build_rule
@@ -273,7 +275,7 @@ def fit(config: dict, run_dir, force: bool = False, quiet: bool = False,
         reporter.note(text)
     for text in data_warnings:
         reporter.warn(text)
-    try:
+    with _ending(run, resumed=resume is not None):
         run.write_config(config)  # a resumed run's: once it saves a checkpoint
         solver = Solver(
             model, rule, schedule,
@@ -315,23 +317,41 @@ def fit(config: dict, run_dir, force: bool = False, quiet: bool = False,
         # A resumed run reports its whole time, the part before the stop included.
         seconds = time.perf_counter() - started + solver.elapsed_before
         _summarize(reporter, config, progress, run.path, seconds, solver.eval_every)
-    except StopRequested as error:
-        run.log(str(error))  # as the terminal shows it
-        raise
-    except NNTrainError as error:
-        run.log(f"error: {error}")
-        raise
-    except KeyboardInterrupt as error:
-        if run.saved:
-            raise
-        # Stopped before its first checkpoint (while it started, or at once by a
-        # second signal): there is no state to resume from.
-        stopped = _stopped_before_saving(error, run.path, resume is not None)
-        run.log(stopped)
-        raise StopRequested(stopped, getattr(error, "exit_code", 130)) from None
-    finally:
-        run.close()
     return FitResult(run.path, progress, seconds, solver.history)
+
+
+@contextmanager
+def _ending(run: RunDirectory, resumed: bool):
+    """The block in which fit trains in the run directory ``run``: the error that
+    ends it is logged in train.log as the terminal shows it, and the directory
+    is closed whatever happens. A failure to close it is that error when the
+    block succeeded; when another one ends the run it is only a warning, since
+    that error (a stop and how to resume it, say, and its exit status) is what
+    the user must see."""
+    try:
+        try:
+            yield
+        except StopRequested as error:
+            run.log(str(error))  # as the terminal shows it
+            raise
+        except NNTrainError as error:
+            run.log(f"error: {error}")
+            raise
+        except KeyboardInterrupt as error:
+            if run.saved:
+                raise
+            # Stopped before its first checkpoint (while it started, or at once by
+            # a second signal): there is no state to resume from.
+            stopped = _stopped_before_saving(error, run.path, resumed)
+            run.log(stopped)
+            raise StopRequested(stopped, getattr(error, "exit_code", 130)) from None
+    except BaseException:
+        try:
+            run.close()
+        except TrainingError as error:
+            warnings.warn(NNTrainWarning(str(error)), stacklevel=3)
+        raise
+    run.close()
 
 
 def _check_fit_arguments(config, run_dir, force, quiet, data_path_given) -> None:

@@ -386,3 +386,106 @@ def test_a_new_run_that_cannot_write_its_config_says_so(tmp_path, config,
     assert_one_line_error(result, 1, f"cannot write {run / 'config.yaml'}"
                                      f" ({os.strerror(errno.ENOSPC)}): free some"
                                      " space, or choose another --out")
+
+
+class _FailsToClose:
+    """A log whose close fails with ENOSPC, as a last flush to a full disk does."""
+
+    def __init__(self, file):
+        self._file, self.name = file, file.name
+
+    def write(self, text: str) -> None:
+        self._file.write(text)
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self._file.close()
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *error):
+        self.close()
+
+
+def _train_log_fails_to_close(monkeypatch):
+    open_log = rundir._open_log
+    monkeypatch.setattr(rundir, "_open_log", lambda path: (
+        _FailsToClose(open_log(path)) if path.name == "train.log"
+        else open_log(path)))
+
+
+def test_a_log_that_fails_to_close_after_the_run_is_one_line_exit_1(
+        tmp_path, config, monkeypatch):
+    _train_log_fails_to_close(monkeypatch)
+    run = tmp_path / "run"
+
+    result = invoke("fit", config, "--out", run, "--quiet")
+
+    assert_one_line_error(result, 1, f"cannot write {run / 'train.log'} (No space"
+                                     " left on device): free some space, or choose"
+                                     " another --out")
+
+
+def test_a_log_that_fails_to_close_as_a_stop_ends_the_run_leaves_the_stop(
+        tmp_path, config, monkeypatch):
+    from nntrain.train.solver import Solver
+
+    _train_log_fails_to_close(monkeypatch)
+    step = Solver._step
+
+    def interrupted_step(self, rows):
+        step(self, rows)
+        if self.progress.iteration == 2:
+            signal.raise_signal(signal.SIGINT)
+
+    monkeypatch.setattr(Solver, "_step", interrupted_step)
+    run = tmp_path / "run"
+
+    result = invoke("fit", config, "--out", run)
+
+    assert result.exit_code == 130, result.output
+    assert result.stderr.splitlines()[-2:] == [
+        f"warning: cannot write {run / 'train.log'} (No space left on device): free"
+        " some space, or choose another --out",
+        f"stopped by SIGINT at iteration 2; the state is saved in"
+        f" {run / 'checkpoints' / 'last.npz'}. Resume with: nntrain fit"
+        f" {run / 'config.yaml'} --resume {run}"]
+
+
+@pytest.mark.parametrize("rewrite, reopen, reported", [
+    # The rewrite fails first: its error, not the reopening's, ends the run.
+    (errno.ENOSPC, errno.EACCES, errno.ENOSPC),
+    (None, errno.EACCES, errno.EACCES),
+], ids=["rewrite-then-reopen", "reopen"])
+def test_a_resumed_run_whose_metrics_fail_twice_at_its_commit_names_the_first(
+        run, config, monkeypatch, rewrite, reopen, reported):
+    write, committing = rundir.write_text_atomically, []
+
+    def rewriting(path, text):
+        if path.name == "metrics.jsonl":
+            committing.append(path)
+            if rewrite:
+                raise OSError(rewrite, os.strerror(rewrite))
+        write(path, text)
+
+    def reopening(path, *args, **kwargs):
+        if committing and Path(path).name == "metrics.jsonl":
+            raise OSError(reopen, os.strerror(reopen))
+        return open(path, *args, **kwargs)
+
+    monkeypatch.setattr(rundir, "write_text_atomically", rewriting)
+    monkeypatch.setattr(rundir, "open", reopening, raising=False)
+
+    result = invoke("fit", config, "--resume", run, "--set", "train.epochs=4",
+                    "--quiet")
+
+    fix = {errno.ENOSPC: "free some space",
+           errno.EACCES: "check the permissions of the file and its folder"}
+    assert_one_line_error(result, 1, f"cannot rewrite {run / 'metrics.jsonl'}"
+                                     f" ({os.strerror(reported)}): {fix[reported]},"
+                                     " and resume the run again")

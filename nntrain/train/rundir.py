@@ -268,12 +268,20 @@ class RunDirectory:
         path = self.path / "metrics.jsonl"
         try:
             self._write_committed(path, uncommitted)
-        finally:
-            # The file was replaced: append to the new one.
-            try:
-                self._metrics = open(path, "a", encoding="utf-8")
-            except OSError as error:
-                raise _rewrite_error(path, error) from None
+        except BaseException:
+            # That error ends the run, and names what failed: one from reopening
+            # the file must not replace it.
+            with contextlib.suppress(TrainingError):
+                self._reopen_metrics(path)
+            raise
+        self._reopen_metrics(path)
+
+    def _reopen_metrics(self, path: Path) -> None:
+        """Append to metrics.jsonl again, once it was replaced."""
+        try:
+            self._metrics = open(path, "a", encoding="utf-8")
+        except OSError as error:
+            raise _rewrite_error(path, error) from None
 
     def _write_committed(self, path: Path, uncommitted: dict) -> None:
         """Cut metrics.jsonl to the records a committed resumed run keeps, then
