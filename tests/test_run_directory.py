@@ -304,6 +304,30 @@ def test_a_resume_rebuilds_a_lost_best_npz_from_a_last_npz_that_holds_the_best(
                for name, value in weights.items())
 
 
+@pytest.mark.parametrize("code, fix", [
+    (errno.ENOSPC, "free some space"),
+    (errno.EROFS, "remount its file system read-write"),
+])
+def test_a_resume_that_cannot_rebuild_best_npz_says_why(run, config, monkeypatch,
+                                                         code, fix):
+    from nntrain.train import resume
+
+    def failing(path, data):
+        raise OSError(code, os.strerror(code))
+
+    best = run / "checkpoints" / "best.npz"
+    best.unlink()
+    monkeypatch.setattr(resume, "write_bytes_atomically", failing)
+
+    result = invoke("fit", config, "--resume", run, "--set", "train.epochs=4",
+                    "--quiet")
+
+    assert_one_line_error(result, 1, f"cannot write {best} ({os.strerror(code)}):"
+                                     f" {fix}, and resume again; the file is as it"
+                                     " was")
+    assert not best.exists()
+
+
 @pytest.mark.parametrize("lost", DAMAGES)
 def test_a_resume_warns_that_a_lost_best_npz_is_lost_and_points_eval_elsewhere(
         tmp_path, config, lost):

@@ -26,7 +26,7 @@ from nntrain.errors import (
     RunDirectoryError,
     TrainingError,
 )
-from nntrain.fileio import write_bytes_atomically
+from nntrain.fileio import write_bytes_atomically, write_fix
 from nntrain.pipeline import (
     migrate_config,
     without_lbfgs_average,
@@ -159,7 +159,7 @@ def _copy_checkpoint(source: Path, target: Path) -> None:
         write_bytes_atomically(target, source.read_bytes())
     except OSError as error:
         raise TrainingError(
-            f"cannot write {target} ({error.strerror or error}): free some space"
+            f"cannot write {target} ({error.strerror or error}): {write_fix(error)},"
             " and resume again; the file is as it was") from None
 
 
