@@ -123,18 +123,36 @@ def _fingerprint(arrays) -> str:
 FEATURE_DTYPES = ("float32", "float64", "float16", "uint8", "int64", "int32")
 
 
+# How many feature values _saved_as casts at a time: a whole split cast at once
+# would copy it once per type tried (376 MB for Fashion-MNIST's in float64).
+CAST_CHUNK = 1 << 20
+
+
 def _saved_as(arrays, fingerprint: str) -> np.dtype | None:
     """The type in which the features X of a split's ``arrays`` (X, y) hold the
-    same values and give ``fingerprint``, or None."""
+    same values and give ``fingerprint``, or None. Each type is tried on a chunk
+    of rows at a time, and given up at the first chunk that changes in it."""
     X, y = arrays
     for dtype in map(np.dtype, FEATURE_DTYPES):
-        if dtype == X.dtype:
-            continue
-        with np.errstate(all="ignore"):
-            cast = X.astype(dtype)
-        if np.array_equal(cast, X) and _fingerprint((cast, y)) == fingerprint:
+        if dtype != X.dtype and _fingerprint_as(X, y, dtype) == fingerprint:
             return dtype
     return None
+
+
+def _fingerprint_as(X, y, dtype: np.dtype) -> str | None:
+    """_fingerprint((X.astype(dtype), y)), computed chunk by chunk, or None as soon
+    as a value of ``X`` changes in ``dtype``."""
+    rows = max(1, CAST_CHUNK // max(1, X[0].size)) if len(X) else 1
+    crc = 0
+    for start in range(0, len(X), rows):
+        chunk = X[start:start + rows]
+        with np.errstate(all="ignore"):
+            cast = chunk.astype(dtype)
+        if not np.array_equal(cast, chunk):
+            return None
+        crc = zlib.crc32(np.ascontiguousarray(cast).view(np.uint8), crc)
+    crc = zlib.crc32(np.ascontiguousarray(y).view(np.uint8), crc)
+    return format(crc, "08x")
 
 
 def _check_data_matches(dataset, spec: dict, fingerprints: dict, splits) -> None:
