@@ -54,7 +54,7 @@ class RunDirectory:
     def __init__(self, path, force: bool = False, resume: bool = False):
         self.path = Path(path)
         self._lock = None
-        self._cut_short = None  # a last line of metrics.jsonl a resume dropped
+        self._dropped_tail = None  # a last line of metrics.jsonl a resume dropped
         try:
             if self.path.is_dir():
                 self._take_lock()  # before --force removes anything
@@ -197,14 +197,12 @@ class RunDirectory:
         path = self.path / "metrics.jsonl"
         if not (path.exists() or path.is_symlink()):
             return 0
-        lines = [line for line, _ in read_records(path)]
-        text = "".join(line + "\n" for line in lines)
-        found = path.read_bytes()
+        found = _read_bytes(path)
+        records, self._dropped_tail = _parse_records(found, path)
+        text = "".join(line + "\n" for line, _ in records)
         if found != text.encode("utf-8"):
-            torn = found.split(b"\n")[-1]
-            self._cut_short = torn if torn.strip() and _cut_short(torn) else None
             write_text_atomically(path, text)
-        return len(lines)
+        return len(records)
 
     def cut_short_note(self, iteration: int) -> str | None:
         """What to tell a resumed run whose checkpoint holds ``iteration`` updates
@@ -213,10 +211,11 @@ class RunDirectory:
         written, which the resume redoes); otherwise its record is lost, since
         only the checkpoint's evaluations could rebuild it. Damage to the file can
         cut any record short."""
-        if self._cut_short is None:
+        if self._dropped_tail is None:
             return None
         path = self.path / "metrics.jsonl"
-        found = re.match(rb'\{"kind": "[a-z]+", "iteration": (\d+),', self._cut_short)
+        found = re.match(rb'\{"kind": "[a-z]+", "iteration": (\d+),',
+                         self._dropped_tail)
         if found is None:
             return (f"dropped the last line of {path}, a record cut short too soon to"
                     " tell its iteration: if the checkpoint (iteration"
@@ -462,6 +461,13 @@ def _kind(path: Path) -> str:
     return "a special file (a pipe or a device)"
 
 
+def missing_or_unreadable(path: Path) -> str:
+    """How a checkpoint at ``path`` that does not load is lost, as notes say it:
+    "missing" when nothing is there, else "unreadable" (a broken symbolic link
+    is there, and unreadable)."""
+    return "missing" if not (path.exists() or path.is_symlink()) else "unreadable"
+
+
 def _rewrite_error(path, error: OSError) -> TrainingError:
     """A resumed run's file that cannot be replaced at its first save."""
     return TrainingError(f"cannot rewrite {path} ({error.strerror or error}):"
@@ -520,13 +526,22 @@ def read_records(path: Path) -> list[tuple[str, dict]]:
     not valid JSON was cut short by a run killed while writing it, and is left out.
     Blank lines are skipped.
     """
-    lines = _read_bytes(path).split(b"\n")
+    return _parse_records(_read_bytes(path), path)[0]
+
+
+def _parse_records(text: bytes, path: Path) -> tuple[list, bytes | None]:
+    """read_records of a metrics.jsonl holding ``text``, and the last line it left
+    out as cut short (None if none)."""
+    lines = text.split(b"\n")
     torn = lines.pop()  # what follows the last newline: empty unless cut short
     records = [_parse_record(raw, number, path)
                for number, raw in enumerate(lines, 1) if raw.strip()]
-    if torn.strip() and not _cut_short(torn):
-        records.append(_parse_record(torn, len(lines) + 1, path))
-    return records
+    if not torn.strip():
+        return records, None
+    if _cut_short(torn):
+        return records, torn
+    records.append(_parse_record(torn, len(lines) + 1, path))
+    return records, None
 
 
 def _read_bytes(path: Path) -> bytes:
