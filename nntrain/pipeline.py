@@ -38,7 +38,7 @@ from nntrain.optim.rules import build_rule
 from nntrain.optim.schedules import build_schedule
 from nntrain.train import checks
 from nntrain.train.report import Reporter, counted
-from nntrain.train.rundir import RunDirectory
+from nntrain.train.rundir import RunDirectory, missing_or_unreadable
 from nntrain.train.signals import stopped_before_start
 from nntrain.train.solver import (
     Progress,
@@ -174,8 +174,10 @@ def _other_data(dataset, name: str, saved: tuple) -> str:
     """Why the data's split ``name`` is not the one whose (size, fingerprint) the
     checkpoint ``saved``."""
     arrays = dataset.split(name)
-    dtype = saved[0] == len(arrays[1]) and _saved_as(arrays, saved[1])
-    if dtype:
+    dtype = None
+    if saved[0] == len(arrays[1]):  # as many samples: the same, in another type?
+        dtype = _saved_as(arrays, saved[1])
+    if dtype is not None:
         return (f"the data in {dataset.source} holds the values of the checkpoint's"
                 f" {name} split, but as {arrays[0].dtype}, where its run read"
                 f" {dtype} (save the arrays again as {dtype}: X.astype(np.{dtype}))")
@@ -283,7 +285,6 @@ def fit(config: dict, run_dir, force: bool = False, quiet: bool = False,
             checks.refuse_lone_sample_batches(model,
                                               len(prepared.splits["train"][1]),
                                               config["train"], rule.name == "lbfgs")
-        solver_meta = resume.meta["solver"] if resume else None
         if resume is not None:
             check_solver_state(resume, per_epoch, schedule.state())
 
@@ -308,26 +309,7 @@ def fit(config: dict, run_dir, force: bool = False, quiet: bool = False,
             _start_of_run_checks(reporter, config, prepared, model, input_width,
                                  total)
         else:
-            _load_arrays(model, "params", resume.group("param"), "the checkpoint")
-            _load_arrays(model, "buffers", resume.group("buffer"), "the checkpoint")
-            _restore_optimizer(solver, model, resume.group("optim"), solver_meta)
-            averaged, statistics = _average_groups(model, resume.group("average"))
-            count = solver_meta.get("average_count", 0)
-            if averaged or (solver.average and count):
-                _check_arrays(model.params, averaged, "average", "the checkpoint")
-            if statistics:
-                _check_arrays(model.buffers, statistics, "average", "the checkpoint")
-            solver.restore_average(averaged, count, statistics)
-            # The records the run directory keeps once this run commits: those of
-            # the evaluations it continues from, which drop any it does not.
-            run.continue_after(solver.progress.iteration,
-                               [record["iteration"] for record in solver.history])
-            _describe_resume(reporter, run.path, solver, resume.meta)
-            cut_short = run.cut_short_note(solver.progress.iteration)
-            if cut_short:
-                reporter.line(f"note: {cut_short}")
-            _note_newer_last(reporter, run, resume)
-            _warn_lost_best(reporter, run, solver.progress, config)
+            _continue_run(solver, resume, run, reporter, config)
         _check_threads(reporter, config["train"]["threads"])
         progress = solver.train()
         if config["train"]["plots"]:
@@ -336,6 +318,35 @@ def fit(config: dict, run_dir, force: bool = False, quiet: bool = False,
         seconds = time.perf_counter() - started + solver.elapsed_before
         _summarize(reporter, config, progress, run.path, seconds, solver.eval_every)
     return FitResult(run.path, progress, seconds, solver.history)
+
+
+def _continue_run(solver: Solver, checkpoint, run: RunDirectory, reporter,
+                  config: dict) -> None:
+    """Give a resumed run's ``solver`` the state ``checkpoint`` saved (weights,
+    optimizer, averages), tell ``run`` which records it keeps, and say what the
+    user should know before it goes on."""
+    model, meta = solver.model, checkpoint.meta["solver"]
+    _load_arrays(model, "params", checkpoint.group("param"), "the checkpoint")
+    _load_arrays(model, "buffers", checkpoint.group("buffer"), "the checkpoint")
+    _restore_optimizer(solver, model, checkpoint.group("optim"), meta)
+    averaged, statistics = _average_groups(model, checkpoint.group("average"))
+    count = meta.get("average_count", 0)
+    if averaged or (solver.average and count):
+        _check_arrays(model.params, averaged, "average", "the checkpoint")
+    if statistics:
+        _check_arrays(model.buffers, statistics, "average", "the checkpoint")
+    solver.restore_average(averaged, count, statistics)
+
+    # The records the run directory keeps once this run commits: those of the
+    # evaluations it continues from, which drop any it does not.
+    run.continue_after(solver.progress.iteration,
+                       [record["iteration"] for record in solver.history])
+    _describe_resume(reporter, run.path, solver, checkpoint.meta)
+    cut_short = run.cut_short_note(solver.progress.iteration)
+    if cut_short:
+        reporter.line(f"note: {cut_short}")
+    _note_newer_last(reporter, run, checkpoint)
+    _warn_lost_best(reporter, run, solver.progress, config)
 
 
 @contextmanager
@@ -704,11 +715,11 @@ def _warn_lost_best(reporter, run, progress, config) -> None:
     best = run.checkpoints / "best.npz"
     if progress.best_iteration is None or _saved_iteration(best) is not None:
         return
-    lost = "missing" if not (best.exists() or best.is_symlink()) else "unreadable"
-    reporter.warn(f"{best} is {lost}: the weights of the run's best evaluation"
-                  f" (iteration {progress.best_iteration}) are lost; this run saves"
-                  f" best.npz again when an evaluation beats its"
-                  f" {config['train']['monitor']} of {progress.best_value:.4f}")
+    reporter.warn(f"{best} is {missing_or_unreadable(best)}: the weights of the"
+                  f" run's best evaluation (iteration {progress.best_iteration})"
+                  " are lost; this run saves best.npz again when an evaluation"
+                  f" beats its {config['train']['monitor']} of"
+                  f" {progress.best_value:.4f}")
 
 
 def _saved_iteration(path) -> int | None:
