@@ -1,18 +1,23 @@
 """The path type of every command-line argument and option that names a file or
 folder: a leading ``~`` is expanded as a shell expands it, also where the shell
 does not (``--out=~/runs/x``, a quoted ``'~/data'``), as the config's path keys
-are (config.path_text)."""
-
-import os
+are (config.path_text): both through fileio.expand_home."""
 
 import click
 
+from nntrain.errors import BadInputError
+from nntrain.fileio import expand_home
+
 
 class UserPath(click.Path):
-    """click.Path with ``~`` and ``~user`` expanded first (an unknown user's is
-    left as written, as the shell leaves it)."""
+    """click.Path with ``~`` and ``~user`` expanded first; an unknown user's is
+    refused as a usage error naming the option (exit 2), as the config refuses
+    it, rather than taken as a folder named ``~user``."""
 
     def convert(self, value, param, ctx):
         if isinstance(value, str):
-            value = os.path.expanduser(value)
+            try:
+                value = expand_home(value)
+            except BadInputError as error:
+                self.fail(str(error), param, ctx)
         return super().convert(value, param, ctx)

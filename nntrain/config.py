@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from nntrain.errors import ConfigError
+from nntrain.errors import BadInputError, ConfigError
+from nntrain.fileio import expand_home
 from nntrain.yamlio import dump_yaml, parse_yaml
 
 # A config file larger than this is refused before parsing; real configs are < 10 kB.
@@ -158,13 +159,10 @@ def path_text(value, key):
     if "\x00" in value:
         raise ConfigError(f"invalid {key}: {value!r} holds a NUL character (\\x00),"
                           " which no path can; remove it", key)
-    expanded = os.path.expanduser(value)
-    if expanded.startswith("~"):
-        user = expanded.split("/")[0]
-        raise ConfigError(f"invalid {key}: {value!r} starts with {user}, but there"
-                          f" is no home folder to expand it to; write the folder"
-                          f" out in full (or ./{value} for a folder so named)", key)
-    return expanded
+    try:
+        return expand_home(value)
+    except BadInputError as error:
+        raise ConfigError(f"invalid {key}: {error}", key) from None
 
 
 # Numbers separated by commas, which YAML reads as text ("128, 64").

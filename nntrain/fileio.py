@@ -1,6 +1,7 @@
 """Writing files so that a crash never leaves half of one: a temporary file in the
 same folder, flushed, fsynced, then renamed over the target. And output folders
-that cannot be made, reported as bad input."""
+that cannot be made, and a ``~`` that names no home folder, reported as bad
+input."""
 
 import errno
 import io
@@ -26,6 +27,21 @@ def write_fix(error: OSError) -> str:
     """What the user can do about ``error``, an OSError writing or removing a
     file: free space for a full disk, permissions for a refused write, ..."""
     return WRITE_FIXES.get(error.errno, "check the file, its folder and the disk")
+
+
+def expand_home(path: str) -> str:
+    """``path`` with a leading ``~`` or ``~user`` expanded as a shell expands it,
+    for every path the user gives (the config's path keys, the command line's
+    arguments and options), also where no shell did. A ``~user`` with no home
+    folder (an unknown user) is a BadInputError: a shell would leave it as
+    written, and nntrain would then make a folder named ``~user``."""
+    expanded = os.path.expanduser(path)
+    if expanded.startswith("~"):
+        user = expanded.split("/")[0]
+        raise BadInputError(f"{path!r} starts with {user}, but there is no home"
+                            " folder to expand it to; write the home folder out in"
+                            f" full (or ./{path} for a file or folder so named)")
+    return expanded
 
 
 def _umask() -> int:

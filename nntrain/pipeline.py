@@ -10,6 +10,7 @@ import shlex
 import time
 import warnings
 import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,13 +31,14 @@ from nntrain.errors import (
     NNTrainError,
     NNTrainWarning,
     StopRequested,
+    TrainingError,
 )
 from nntrain.nn.model import Model, array_shapes, build_model
 from nntrain.optim.rules import build_rule
 from nntrain.optim.schedules import build_schedule
 from nntrain.train import checks
 from nntrain.train.report import Reporter, counted
-from nntrain.train.rundir import RunDirectory
+from nntrain.train.rundir import RunDirectory, missing_or_unreadable
 from nntrain.train.signals import stopped_before_start
 from nntrain.train.solver import (
     Progress,
@@ -121,18 +123,36 @@ def _fingerprint(arrays) -> str:
 FEATURE_DTYPES = ("float32", "float64", "float16", "uint8", "int64", "int32")
 
 
+# How many feature values _saved_as casts at a time: a whole split cast at once
+# would copy it once per type tried (376 MB for Fashion-MNIST's in float64).
+CAST_CHUNK = 1 << 20
+
+
 def _saved_as(arrays, fingerprint: str) -> np.dtype | None:
     """The type in which the features X of a split's ``arrays`` (X, y) hold the
-    same values and give ``fingerprint``, or None."""
+    same values and give ``fingerprint``, or None. Each type is tried on a chunk
+    of rows at a time, and given up at the first chunk that changes in it."""
     X, y = arrays
     for dtype in map(np.dtype, FEATURE_DTYPES):
-        if dtype == X.dtype:
-            continue
-        with np.errstate(all="ignore"):
-            cast = X.astype(dtype)
-        if np.array_equal(cast, X) and _fingerprint((cast, y)) == fingerprint:
+        if dtype != X.dtype and _fingerprint_as(X, y, dtype) == fingerprint:
             return dtype
     return None
+
+
+def _fingerprint_as(X, y, dtype: np.dtype) -> str | None:
+    """_fingerprint((X.astype(dtype), y)), computed chunk by chunk, or None as soon
+    as a value of ``X`` changes in ``dtype``."""
+    rows = max(1, CAST_CHUNK // max(1, X[0].size)) if len(X) else 1
+    crc = 0
+    for start in range(0, len(X), rows):
+        chunk = X[start:start + rows]
+        with np.errstate(all="ignore"):
+            cast = chunk.astype(dtype)
+        if not np.array_equal(cast, chunk):
+            return None
+        crc = zlib.crc32(np.ascontiguousarray(cast).view(np.uint8), crc)
+    crc = zlib.crc32(np.ascontiguousarray(y).view(np.uint8), crc)
+    return format(crc, "08x")
 
 
 def _check_data_matches(dataset, spec: dict, fingerprints: dict, splits) -> None:
@@ -154,8 +174,10 @@ def _other_data(dataset, name: str, saved: tuple) -> str:
     """Why the data's split ``name`` is not the one whose (size, fingerprint) the
     checkpoint ``saved``."""
     arrays = dataset.split(name)
-    dtype = saved[0] == len(arrays[1]) and _saved_as(arrays, saved[1])
-    if dtype:
+    dtype = None
+    if saved[0] == len(arrays[1]):  # as many samples: the same, in another type?
+        dtype = _saved_as(arrays, saved[1])
+    if dtype is not None:
         return (f"the data in {dataset.source} holds the values of the checkpoint's"
                 f" {name} split, but as {arrays[0].dtype}, where its run read"
                 f" {dtype} (save the arrays again as {dtype}: X.astype(np.{dtype}))")
@@ -263,7 +285,6 @@ def fit(config: dict, run_dir, force: bool = False, quiet: bool = False,
             checks.refuse_lone_sample_batches(model,
                                               len(prepared.splits["train"][1]),
                                               config["train"], rule.name == "lbfgs")
-        solver_meta = resume.meta["solver"] if resume else None
         if resume is not None:
             check_solver_state(resume, per_epoch, schedule.state())
 
@@ -273,7 +294,7 @@ def fit(config: dict, run_dir, force: bool = False, quiet: bool = False,
         reporter.note(text)
     for text in data_warnings:
         reporter.warn(text)
-    try:
+    with _ending(run, resumed=resume is not None):
         run.write_config(config)  # a resumed run's: once it saves a checkpoint
         solver = Solver(
             model, rule, schedule,
@@ -288,26 +309,7 @@ def fit(config: dict, run_dir, force: bool = False, quiet: bool = False,
             _start_of_run_checks(reporter, config, prepared, model, input_width,
                                  total)
         else:
-            _load_arrays(model, "params", resume.group("param"), "the checkpoint")
-            _load_arrays(model, "buffers", resume.group("buffer"), "the checkpoint")
-            _restore_optimizer(solver, model, resume.group("optim"), solver_meta)
-            averaged, statistics = _average_groups(model, resume.group("average"))
-            count = solver_meta.get("average_count", 0)
-            if averaged or (solver.average and count):
-                _check_arrays(model.params, averaged, "average", "the checkpoint")
-            if statistics:
-                _check_arrays(model.buffers, statistics, "average", "the checkpoint")
-            solver.restore_average(averaged, count, statistics)
-            # The records the run directory keeps once this run commits: those of
-            # the evaluations it continues from, which drop any it does not.
-            run.continue_after(solver.progress.iteration,
-                               [record["iteration"] for record in solver.history])
-            _describe_resume(reporter, run.path, solver, resume.meta)
-            cut_short = run.cut_short_note(solver.progress.iteration)
-            if cut_short:
-                reporter.line(f"note: {cut_short}")
-            _note_newer_last(reporter, run, resume)
-            _warn_lost_best(reporter, run, solver.progress, config)
+            _continue_run(solver, resume, run, reporter, config)
         _check_threads(reporter, config["train"]["threads"])
         progress = solver.train()
         if config["train"]["plots"]:
@@ -315,23 +317,70 @@ def fit(config: dict, run_dir, force: bool = False, quiet: bool = False,
         # A resumed run reports its whole time, the part before the stop included.
         seconds = time.perf_counter() - started + solver.elapsed_before
         _summarize(reporter, config, progress, run.path, seconds, solver.eval_every)
-    except StopRequested as error:
-        run.log(str(error))  # as the terminal shows it
-        raise
-    except NNTrainError as error:
-        run.log(f"error: {error}")
-        raise
-    except KeyboardInterrupt as error:
-        if run.saved:
-            raise
-        # Stopped before its first checkpoint (while it started, or at once by a
-        # second signal): there is no state to resume from.
-        stopped = _stopped_before_saving(error, run.path, resume is not None)
-        run.log(stopped)
-        raise StopRequested(stopped, getattr(error, "exit_code", 130)) from None
-    finally:
-        run.close()
     return FitResult(run.path, progress, seconds, solver.history)
+
+
+def _continue_run(solver: Solver, checkpoint, run: RunDirectory, reporter,
+                  config: dict) -> None:
+    """Give a resumed run's ``solver`` the state ``checkpoint`` saved (weights,
+    optimizer, averages), tell ``run`` which records it keeps, and say what the
+    user should know before it goes on."""
+    model, meta = solver.model, checkpoint.meta["solver"]
+    _load_arrays(model, "params", checkpoint.group("param"), "the checkpoint")
+    _load_arrays(model, "buffers", checkpoint.group("buffer"), "the checkpoint")
+    _restore_optimizer(solver, model, checkpoint.group("optim"), meta)
+    averaged, statistics = _average_groups(model, checkpoint.group("average"))
+    count = meta.get("average_count", 0)
+    if averaged or (solver.average and count):
+        _check_arrays(model.params, averaged, "average", "the checkpoint")
+    if statistics:
+        _check_arrays(model.buffers, statistics, "average", "the checkpoint")
+    solver.restore_average(averaged, count, statistics)
+
+    # The records the run directory keeps once this run commits: those of the
+    # evaluations it continues from, which drop any it does not.
+    run.continue_after(solver.progress.iteration,
+                       [record["iteration"] for record in solver.history])
+    _describe_resume(reporter, run.path, solver, checkpoint.meta)
+    cut_short = run.cut_short_note(solver.progress.iteration)
+    if cut_short:
+        reporter.line(f"note: {cut_short}")
+    _note_newer_last(reporter, run, checkpoint)
+    _warn_lost_best(reporter, run, solver.progress, config)
+
+
+@contextmanager
+def _ending(run: RunDirectory, resumed: bool):
+    """The block in which fit trains in the run directory ``run``: the error that
+    ends it is logged in train.log as the terminal shows it, and the directory
+    is closed whatever happens. A failure to close it is that error when the
+    block succeeded; when another one ends the run it is only a warning, since
+    that error (a stop and how to resume it, say, and its exit status) is what
+    the user must see."""
+    try:
+        try:
+            yield
+        except StopRequested as error:
+            run.log(str(error))  # as the terminal shows it
+            raise
+        except NNTrainError as error:
+            run.log(f"error: {error}")
+            raise
+        except KeyboardInterrupt as error:
+            if run.saved:
+                raise
+            # Stopped before its first checkpoint (while it started, or at once by
+            # a second signal): there is no state to resume from.
+            stopped = _stopped_before_saving(error, run.path, resumed)
+            run.log(stopped)
+            raise StopRequested(stopped, getattr(error, "exit_code", 130)) from None
+    except BaseException:
+        try:
+            run.close()
+        except TrainingError as error:
+            warnings.warn(NNTrainWarning(str(error)), stacklevel=3)
+        raise
+    run.close()
 
 
 def _check_fit_arguments(config, run_dir, force, quiet, data_path_given) -> None:
@@ -666,11 +715,11 @@ def _warn_lost_best(reporter, run, progress, config) -> None:
     best = run.checkpoints / "best.npz"
     if progress.best_iteration is None or _saved_iteration(best) is not None:
         return
-    lost = "missing" if not (best.exists() or best.is_symlink()) else "unreadable"
-    reporter.warn(f"{best} is {lost}: the weights of the run's best evaluation"
-                  f" (iteration {progress.best_iteration}) are lost; this run saves"
-                  f" best.npz again when an evaluation beats its"
-                  f" {config['train']['monitor']} of {progress.best_value:.4f}")
+    reporter.warn(f"{best} is {missing_or_unreadable(best)}: the weights of the"
+                  f" run's best evaluation (iteration {progress.best_iteration})"
+                  " are lost; this run saves best.npz again when an evaluation"
+                  f" beats its {config['train']['monitor']} of"
+                  f" {progress.best_value:.4f}")
 
 
 def _saved_iteration(path) -> int | None:

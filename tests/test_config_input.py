@@ -65,9 +65,33 @@ def test_a_tilde_of_an_unknown_user_is_refused():
     with pytest.raises(ConfigError, match=re.escape(
             "invalid output: '~nntrain-no-such-user/x' starts with"
             " ~nntrain-no-such-user, but there is no home folder to expand it to;"
-            " write the folder out in full (or ./~nntrain-no-such-user/x for a folder"
-            " so named)")):
+            " write the home folder out in full (or ./~nntrain-no-such-user/x for a"
+            " file or folder so named)")):
         load_config(None, ["train.epochs=1", "output=~nntrain-no-such-user/x"])
+
+
+UNKNOWN_HOME = ("'~nntrain-no-such-user/x' starts with ~nntrain-no-such-user, but"
+                " there is no home folder to expand it to; write the home folder out"
+                " in full (or ./~nntrain-no-such-user/x for a file or folder so"
+                " named)")
+
+
+@pytest.mark.parametrize("how", ["file", "--out"])
+def test_fit_refuses_a_tilde_of_an_unknown_user_in_output_and_out_alike(
+        monkeypatch, tmp_path, tiny_npz, write_config, how):
+    monkeypatch.chdir(tmp_path)
+    raw = tiny_config_dict(tiny_npz)
+    options = ["--out", "~nntrain-no-such-user/x"]
+    if how == "file":
+        raw["output"], options = "~nntrain-no-such-user/x", []
+    config = write_config(raw)
+
+    result = invoke("fit", config, *options, "--quiet")
+
+    assert_exit_2(result, {
+        "file": f"{config}: invalid output: {UNKNOWN_HOME}",
+        "--out": f"Invalid value for '--out': {UNKNOWN_HOME} (see: "}[how])
+    assert list(tmp_path.glob("~*")) == []
 
 
 @pytest.mark.parametrize("how", ["file", "set", "--out"])

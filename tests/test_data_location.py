@@ -6,6 +6,9 @@ one now, falls back on another copy, with one warning. Every folder searched is 
 tmp_path: HOME, NNTRAIN_DATA and the system folder are moved there.
 """
 
+import tracemalloc
+import zlib
+
 import numpy as np
 import pytest
 import yaml
@@ -283,3 +286,29 @@ def test_a_resume_given_a_relative_npz_path_not_there_says_where_it_looked(
         f"error: npz file not found: {tmp_path / 'moved' / 'tiny.npz'} (data.path"
         " moved/tiny.npz is relative, so it is read from the current folder, not"
         " the config file's); check the path\n")
+
+
+def test_the_same_values_in_another_dtype_are_found_without_copying_the_split(
+        monkeypatch):
+    from nntrain import pipeline
+
+    monkeypatch.setattr(pipeline, "CAST_CHUNK", 1 << 14)  # 128 kB of float64
+    # 8 MB of float64 features whose values float32 holds exactly; the run read
+    # them as float32.
+    X = np.arange(1024 * 1024, dtype=np.float64).reshape(1024, 1024) % 4099
+    y = np.arange(1024) % 10
+    crc = zlib.crc32(X.astype(np.float32).tobytes())
+    fingerprint = format(zlib.crc32(y.tobytes(), crc), "08x")
+    other = X + 0.5
+
+    tracemalloc.start()
+    try:
+        found = (pipeline._saved_as((X, y), fingerprint),
+                 pipeline._saved_as((other, y), fingerprint))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+    assert found == (np.float32, None)
+    # A chunk's casts, where the split cast whole would take 4 MB in float32.
+    assert peak < X.nbytes // 8

@@ -8,6 +8,7 @@ mount point or a full disk is simulated by making the call fail with its errno.
 import errno
 import json
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -102,6 +103,69 @@ def test_force_removes_what_a_force_killed_while_removing_set_aside(run, config)
     assert result.exit_code == 0, result.output
     assert not list(run.rglob(f".*{rundir.ASIDE}"))
     assert _iterations(run) == [4, 5, 8, 10, 12]
+
+
+def _rename_calling(monkeypatch, run, actions):
+    """Path.rename of a file in ``run`` first calls ``actions[n]``, when there is
+    one, on its n-th call (from 1)."""
+    original, calls = Path.rename, []
+
+    def rename(self, target):
+        if run in self.parents:
+            calls.append(self)
+            actions.get(len(calls), lambda: None)()
+        return original(self, target)
+
+    monkeypatch.setattr(Path, "rename", rename)
+
+
+def _raise(error):
+    def action():
+        raise error
+    return action
+
+
+def test_force_stopped_while_it_sets_files_aside_puts_them_back(
+        run, monkeypatch):
+    before = _files(run)
+    _rename_calling(monkeypatch, run, {3: _raise(KeyboardInterrupt())})
+
+    with pytest.raises(KeyboardInterrupt):
+        rundir.RunDirectory(run, force=True)
+
+    assert _files(run) == before
+
+
+def test_a_signal_while_force_sets_files_aside_waits_until_all_are_removed(
+        run, monkeypatch):
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        _rename_calling(monkeypatch, run,
+                        {3: lambda: signal.raise_signal(signal.SIGINT)})
+        with pytest.raises(KeyboardInterrupt):
+            rundir.RunDirectory(run, force=True)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+    assert _files(run) == {}
+
+
+def test_force_that_cannot_put_files_back_names_them(run, config, monkeypatch):
+    failing = OSError(errno.EROFS, os.strerror(errno.EROFS))
+    refused = OSError(errno.EACCES, os.strerror(errno.EACCES))
+    # config.yaml, metrics.jsonl go aside; train.log fails; metrics.jsonl comes
+    # back; config.yaml does not.
+    _rename_calling(monkeypatch, run, {3: _raise(failing), 5: _raise(refused)})
+
+    result = invoke("fit", config, "--out", run, "--quiet", "--force")
+
+    aside = run / f".config.yaml{rundir.ASIDE}"
+    assert_one_line_error(
+        result, 2, f"--force cannot remove {run / 'train.log'} (Read-only file"
+                   f" system), and cannot put back the files it had set aside:"
+                   f" rename {aside} to config.yaml (Permission denied) by hand,"
+                   " then run again")
+    assert aside.is_file() and (run / "metrics.jsonl").is_file()
 
 
 class _SizeLimited:
@@ -240,6 +304,30 @@ def test_a_resume_rebuilds_a_lost_best_npz_from_a_last_npz_that_holds_the_best(
                for name, value in weights.items())
 
 
+@pytest.mark.parametrize("code, fix", [
+    (errno.ENOSPC, "free some space"),
+    (errno.EROFS, "remount its file system read-write"),
+])
+def test_a_resume_that_cannot_rebuild_best_npz_says_why(run, config, monkeypatch,
+                                                         code, fix):
+    from nntrain.train import resume
+
+    def failing(path, data):
+        raise OSError(code, os.strerror(code))
+
+    best = run / "checkpoints" / "best.npz"
+    best.unlink()
+    monkeypatch.setattr(resume, "write_bytes_atomically", failing)
+
+    result = invoke("fit", config, "--resume", run, "--set", "train.epochs=4",
+                    "--quiet")
+
+    assert_one_line_error(result, 1, f"cannot write {best} ({os.strerror(code)}):"
+                                     f" {fix}, and resume again; the file is as it"
+                                     " was")
+    assert not best.exists()
+
+
 @pytest.mark.parametrize("lost", DAMAGES)
 def test_a_resume_warns_that_a_lost_best_npz_is_lost_and_points_eval_elsewhere(
         tmp_path, config, lost):
@@ -322,3 +410,106 @@ def test_a_new_run_that_cannot_write_its_config_says_so(tmp_path, config,
     assert_one_line_error(result, 1, f"cannot write {run / 'config.yaml'}"
                                      f" ({os.strerror(errno.ENOSPC)}): free some"
                                      " space, or choose another --out")
+
+
+class _FailsToClose:
+    """A log whose close fails with ENOSPC, as a last flush to a full disk does."""
+
+    def __init__(self, file):
+        self._file, self.name = file, file.name
+
+    def write(self, text: str) -> None:
+        self._file.write(text)
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self._file.close()
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *error):
+        self.close()
+
+
+def _train_log_fails_to_close(monkeypatch):
+    open_log = rundir._open_log
+    monkeypatch.setattr(rundir, "_open_log", lambda path: (
+        _FailsToClose(open_log(path)) if path.name == "train.log"
+        else open_log(path)))
+
+
+def test_a_log_that_fails_to_close_after_the_run_is_one_line_exit_1(
+        tmp_path, config, monkeypatch):
+    _train_log_fails_to_close(monkeypatch)
+    run = tmp_path / "run"
+
+    result = invoke("fit", config, "--out", run, "--quiet")
+
+    assert_one_line_error(result, 1, f"cannot write {run / 'train.log'} (No space"
+                                     " left on device): free some space, or choose"
+                                     " another --out")
+
+
+def test_a_log_that_fails_to_close_as_a_stop_ends_the_run_leaves_the_stop(
+        tmp_path, config, monkeypatch):
+    from nntrain.train.solver import Solver
+
+    _train_log_fails_to_close(monkeypatch)
+    step = Solver._step
+
+    def interrupted_step(self, rows):
+        step(self, rows)
+        if self.progress.iteration == 2:
+            signal.raise_signal(signal.SIGINT)
+
+    monkeypatch.setattr(Solver, "_step", interrupted_step)
+    run = tmp_path / "run"
+
+    result = invoke("fit", config, "--out", run)
+
+    assert result.exit_code == 130, result.output
+    assert result.stderr.splitlines()[-2:] == [
+        f"warning: cannot write {run / 'train.log'} (No space left on device): free"
+        " some space, or choose another --out",
+        f"stopped by SIGINT at iteration 2; the state is saved in"
+        f" {run / 'checkpoints' / 'last.npz'}. Resume with: nntrain fit"
+        f" {run / 'config.yaml'} --resume {run}"]
+
+
+@pytest.mark.parametrize("rewrite, reopen, reported", [
+    # The rewrite fails first: its error, not the reopening's, ends the run.
+    (errno.ENOSPC, errno.EACCES, errno.ENOSPC),
+    (None, errno.EACCES, errno.EACCES),
+], ids=["rewrite-then-reopen", "reopen"])
+def test_a_resumed_run_whose_metrics_fail_twice_at_its_commit_names_the_first(
+        run, config, monkeypatch, rewrite, reopen, reported):
+    write, committing = rundir.write_text_atomically, []
+
+    def rewriting(path, text):
+        if path.name == "metrics.jsonl":
+            committing.append(path)
+            if rewrite:
+                raise OSError(rewrite, os.strerror(rewrite))
+        write(path, text)
+
+    def reopening(path, *args, **kwargs):
+        if committing and Path(path).name == "metrics.jsonl":
+            raise OSError(reopen, os.strerror(reopen))
+        return open(path, *args, **kwargs)
+
+    monkeypatch.setattr(rundir, "write_text_atomically", rewriting)
+    monkeypatch.setattr(rundir, "open", reopening, raising=False)
+
+    result = invoke("fit", config, "--resume", run, "--set", "train.epochs=4",
+                    "--quiet")
+
+    fix = {errno.ENOSPC: "free some space",
+           errno.EACCES: "check the permissions of the file and its folder"}
+    assert_one_line_error(result, 1, f"cannot rewrite {run / 'metrics.jsonl'}"
+                                     f" ({os.strerror(reported)}): {fix[reported]},"
+                                     " and resume the run again")

@@ -26,13 +26,13 @@ from nntrain.errors import (
     RunDirectoryError,
     TrainingError,
 )
-from nntrain.fileio import write_bytes_atomically
+from nntrain.fileio import write_bytes_atomically, write_fix
 from nntrain.pipeline import (
     migrate_config,
     without_lbfgs_average,
     without_lbfgs_max_norm,
 )
-from nntrain.train.rundir import lock_folder
+from nntrain.train.rundir import lock_folder, missing_or_unreadable
 from nntrain.train.solver import count_iterations
 from nntrain.train.state import check_data_spec, check_solver_state
 
@@ -139,19 +139,21 @@ def complete_saves(path: Path, checkpoint) -> list[str]:
     try:
         held = _held_iteration(best)
         # A folder in its place is refused with the run directory's checks.
-        if held is not None and held >= iteration or best.is_dir():
+        if (held is not None and held >= iteration) or best.is_dir():
             return []
-        lost = "missing" if not (best.exists() or best.is_symlink()) else "unreadable"
+        if held is None:  # told before the copy replaces it
+            note = (f"{best} was {missing_or_unreadable(best)}; it is rebuilt from"
+                    " last.npz, which holds the run's best evaluation (iteration"
+                    f" {iteration})")
+        else:
+            note = (f"{best} held iteration {held}, older than the best evaluation"
+                    f" last.npz holds (iteration {iteration}): the run stopped"
+                    " between saving the two; it holds that evaluation now")
         _copy_checkpoint(path, best)
     finally:
         if lock is not None:
             os.close(lock)
-    if held is None:
-        return [f"{best} was {lost}; it is rebuilt from last.npz, which holds the"
-                f" run's best evaluation (iteration {iteration})"]
-    return [f"{best} held iteration {held}, older than the best evaluation last.npz"
-            f" holds (iteration {iteration}): the run stopped between saving the"
-            " two; it holds that evaluation now"]
+    return [note]
 
 
 def _copy_checkpoint(source: Path, target: Path) -> None:
@@ -159,7 +161,7 @@ def _copy_checkpoint(source: Path, target: Path) -> None:
         write_bytes_atomically(target, source.read_bytes())
     except OSError as error:
         raise TrainingError(
-            f"cannot write {target} ({error.strerror or error}): free some space"
+            f"cannot write {target} ({error.strerror or error}): {write_fix(error)},"
             " and resume again; the file is as it was") from None
 
 

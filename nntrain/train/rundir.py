@@ -21,6 +21,7 @@ from pathlib import Path
 from nntrain.config import config_to_yaml
 from nntrain.errors import ConfigError, RunDirectoryError, TrainingError
 from nntrain.fileio import write_fix, write_text_atomically
+from nntrain.train.signals import signals_deferred
 from nntrain.yamlio import parse_yaml
 
 try:
@@ -53,7 +54,7 @@ class RunDirectory:
     def __init__(self, path, force: bool = False, resume: bool = False):
         self.path = Path(path)
         self._lock = None
-        self._cut_short = None  # a last line of metrics.jsonl a resume dropped
+        self._dropped_tail = None  # a last line of metrics.jsonl a resume dropped
         try:
             if self.path.is_dir():
                 self._take_lock()  # before --force removes anything
@@ -196,14 +197,12 @@ class RunDirectory:
         path = self.path / "metrics.jsonl"
         if not (path.exists() or path.is_symlink()):
             return 0
-        lines = [line for line, _ in read_records(path)]
-        text = "".join(line + "\n" for line in lines)
-        found = path.read_bytes()
+        found = _read_bytes(path)
+        records, self._dropped_tail = _parse_records(found, path)
+        text = "".join(line + "\n" for line, _ in records)
         if found != text.encode("utf-8"):
-            torn = found.split(b"\n")[-1]
-            self._cut_short = torn if torn.strip() and _cut_short(torn) else None
             write_text_atomically(path, text)
-        return len(lines)
+        return len(records)
 
     def cut_short_note(self, iteration: int) -> str | None:
         """What to tell a resumed run whose checkpoint holds ``iteration`` updates
@@ -212,10 +211,11 @@ class RunDirectory:
         written, which the resume redoes); otherwise its record is lost, since
         only the checkpoint's evaluations could rebuild it. Damage to the file can
         cut any record short."""
-        if self._cut_short is None:
+        if self._dropped_tail is None:
             return None
         path = self.path / "metrics.jsonl"
-        found = re.match(rb'\{"kind": "[a-z]+", "iteration": (\d+),', self._cut_short)
+        found = re.match(rb'\{"kind": "[a-z]+", "iteration": (\d+),',
+                         self._dropped_tail)
         if found is None:
             return (f"dropped the last line of {path}, a record cut short too soon to"
                     " tell its iteration: if the checkpoint (iteration"
@@ -267,12 +267,20 @@ class RunDirectory:
         path = self.path / "metrics.jsonl"
         try:
             self._write_committed(path, uncommitted)
-        finally:
-            # The file was replaced: append to the new one.
-            try:
-                self._metrics = open(path, "a", encoding="utf-8")
-            except OSError as error:
-                raise _rewrite_error(path, error) from None
+        except BaseException:
+            # That error ends the run, and names what failed: one from reopening
+            # the file must not replace it.
+            with contextlib.suppress(TrainingError):
+                self._reopen_metrics(path)
+            raise
+        self._reopen_metrics(path)
+
+    def _reopen_metrics(self, path: Path) -> None:
+        """Append to metrics.jsonl again, once it was replaced."""
+        try:
+            self._metrics = open(path, "a", encoding="utf-8")
+        except OSError as error:
+            raise _rewrite_error(path, error) from None
 
     def _write_committed(self, path: Path, uncommitted: dict) -> None:
         """Cut metrics.jsonl to the records a committed resumed run keeps, then
@@ -354,23 +362,47 @@ def _remove_all_or_none(paths: list[Path]) -> None:
     (RunDirectoryError naming it): --force must not leave a run it could not clear
     without the files that resume it. Each is first renamed aside in its own
     folder, which fails as its removal would (a read-only folder or file system,
-    a mount point); if one fails, those already renamed are put back."""
+    a mount point); if one fails, or anything else stops the renames, those
+    already renamed are put back. A signal waits until the files are all gone or
+    all back: raised among the renames, it would leave some aside, where a
+    resume finds no checkpoint."""
     aside = []
-    for path in paths:
-        target = path.with_name(f".{path.name}{ASIDE}")
+    with signals_deferred():
         try:
-            path.rename(target)
+            for path in paths:
+                target = path.with_name(f".{path.name}{ASIDE}")
+                path.rename(target)
+                aside.append((path, target))
         except OSError as error:
-            for original, renamed in reversed(aside):
-                renamed.rename(original)
+            reason = f"{path} ({error.strerror or error})"
+            _put_back(aside, f"--force cannot remove {reason}")
             raise RunDirectoryError(
-                f"--force cannot remove {path} ({error.strerror or error}):"
-                f" {write_fix(error)}, or choose another --out; nothing was removed"
-            ) from None
-        aside.append((path, target))
-    for _, renamed in aside:
-        with contextlib.suppress(OSError):  # a later --force removes what is left
-            renamed.unlink()
+                f"--force cannot remove {reason}: {write_fix(error)}, or choose"
+                " another --out; nothing was removed") from None
+        except BaseException:
+            _put_back(aside, "--force was interrupted")
+            raise
+        for _, renamed in aside:
+            with contextlib.suppress(OSError):  # a later --force removes what is left
+                renamed.unlink()
+
+
+def _put_back(aside: list[tuple[Path, Path]], why: str) -> None:
+    """Rename each (original, renamed) pair of ``aside`` back, the last first.
+    Those that cannot go back are named in a RunDirectoryError that begins with
+    ``why``: it replaces the error in flight, whose "nothing was removed" would
+    no longer hold."""
+    stuck = []
+    for original, renamed in reversed(aside):
+        try:
+            renamed.rename(original)
+        except OSError as error:
+            stuck.append(f"{renamed} to {original.name}"
+                         f" ({error.strerror or error})")
+    if stuck:
+        raise RunDirectoryError(f"{why}, and cannot put back the files it had set"
+                                f" aside: rename {', '.join(reversed(stuck))} by"
+                                " hand, then run again") from None
 
 
 def lock_folder(path: Path) -> int | None:
@@ -427,6 +459,13 @@ def _kind(path: Path) -> str:
     if not path.exists():
         return "a broken symbolic link"
     return "a special file (a pipe or a device)"
+
+
+def missing_or_unreadable(path: Path) -> str:
+    """How a checkpoint at ``path`` that does not load is lost, as notes say it:
+    "missing" when nothing is there, else "unreadable" (a broken symbolic link
+    is there, and unreadable)."""
+    return "missing" if not (path.exists() or path.is_symlink()) else "unreadable"
 
 
 def _rewrite_error(path, error: OSError) -> TrainingError:
@@ -487,13 +526,22 @@ def read_records(path: Path) -> list[tuple[str, dict]]:
     not valid JSON was cut short by a run killed while writing it, and is left out.
     Blank lines are skipped.
     """
-    lines = _read_bytes(path).split(b"\n")
+    return _parse_records(_read_bytes(path), path)[0]
+
+
+def _parse_records(text: bytes, path: Path) -> tuple[list, bytes | None]:
+    """read_records of a metrics.jsonl holding ``text``, and the last line it left
+    out as cut short (None if none)."""
+    lines = text.split(b"\n")
     torn = lines.pop()  # what follows the last newline: empty unless cut short
     records = [_parse_record(raw, number, path)
                for number, raw in enumerate(lines, 1) if raw.strip()]
-    if torn.strip() and not _cut_short(torn):
-        records.append(_parse_record(torn, len(lines) + 1, path))
-    return records
+    if not torn.strip():
+        return records, None
+    if _cut_short(torn):
+        return records, torn
+    records.append(_parse_record(torn, len(lines) + 1, path))
+    return records, None
 
 
 def _read_bytes(path: Path) -> bytes:
