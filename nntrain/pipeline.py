@@ -344,7 +344,7 @@ def _continue_run(solver: Solver, checkpoint, run: RunDirectory, reporter,
     _describe_resume(reporter, run.path, solver, checkpoint.meta)
     cut_short = run.cut_short_note(solver.progress.iteration)
     if cut_short:
-        reporter.line(f"note: {cut_short}")
+        reporter.note(cut_short)
     _note_newer_last(reporter, run, checkpoint)
     _warn_lost_best(reporter, run, solver.progress, config)
 
@@ -564,17 +564,17 @@ def _describe_resume(reporter, path, solver, meta) -> None:
              f"epoch {progress.epoch}, {progress.batch_in_epoch} batches into it")
     reporter.line(f"resuming at iteration {progress.iteration} ({where})")
     if drops_final_evaluation(meta["solver"], solver.total_iterations):
-        reporter.line("note: the evaluation the shorter run made after its last"
+        reporter.note("the evaluation the shorter run made after its last"
                       f" update (iteration {progress.iteration}) is dropped: this run"
                       f" evaluates every {solver.eval_every} iterations, as one this"
                       " long from the start would")
     elif (progress.iteration >= solver.total_iterations
           and progress.last_eval_iteration != progress.iteration):
-        reporter.line("note: the run was stopped after its last update, before the"
+        reporter.note("the run was stopped after its last update, before the"
                       " evaluation that follows it; it makes that evaluation now")
     _note_cosine_length(reporter, solver, meta)
     if solver.full_batch:
-        reporter.line("note: L-BFGS resumes from its saved parameters with a fresh,"
+        reporter.note("L-BFGS resumes from its saved parameters with a fresh,"
                       " empty curvature history (scipy keeps it to itself), so it"
                       " does not continue exactly where it stopped")
     lone = checks.lone_sample_batch(solver.model, len(solver.X_train),
@@ -621,8 +621,8 @@ def _note_cosine_length(reporter, solver, meta) -> None:
     # run is then the same as one this long from the start.
     if done <= schedule.warmup or schedule.floor == schedule.base_lr:
         return
-    reporter.line(
-        f"note: the cosine schedule now spans {solver.total_iterations} updates"
+    reporter.note(
+        f"the cosine schedule now spans {solver.total_iterations} updates"
         f" instead of {saved_total}: from iteration {done + 1} its rate is"
         f" {schedule.rate(epoch, done):.4g} (the shorter curve's"
         f" {saved_curve.rate(epoch, done):.4g}); the updates before followed the"
@@ -700,8 +700,8 @@ def _note_newer_last(reporter, run, checkpoint) -> None:
     if newer is None or newer <= iteration:
         return
     dropped = run.records_after(iteration)
-    reporter.line(
-        f"note: {Path(checkpoint.path).name} (iteration {iteration}) is older than"
+    reporter.note(
+        f"{Path(checkpoint.path).name} (iteration {iteration}) is older than"
         f" last.npz (iteration {newer}); at its first save this run replaces"
         f" last.npz and drops the {counted(dropped, 'record')} of metrics.jsonl"
         f" past iteration {iteration}"

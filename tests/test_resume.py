@@ -230,7 +230,7 @@ def test_an_extended_cosine_run_notes_where_its_rate_jumps(tmp_path, tiny_npz,
 
     assert result.exit_code == 0, result.output
     assert ("note: the cosine schedule now spans 20 updates instead of 10: from"
-            " iteration 11 its rate is 0.05 (the shorter curve's 0)") in result.output
+            " iteration 11 its rate is 0.05 (the shorter curve's 0)") in result.stderr
     rates = {r["iteration"]: r["lr"] for r in _records(run) if r["kind"] == "iter"}
     assert rates[10] == pytest.approx(0.1 * (1 + np.cos(np.pi * 9 / 10)) / 2)
     assert rates[11] == pytest.approx(0.05)
@@ -275,7 +275,7 @@ def test_an_extended_run_drops_the_final_evaluation_of_the_shorter_one(
     assert result.exit_code == 0, result.output
     assert ("note: the evaluation the shorter run made after its last update"
             " (iteration 10) is dropped: this run evaluates every 3 iterations, as"
-            " one this long from the start would\n") in result.stdout
+            " one this long from the start would\n") in result.stderr
     records = _records(run)
     assert [r["iteration"] for r in records if r["kind"] == "epoch"] == [
         3, 6, 9, 12, 15, 18, 20]
@@ -532,7 +532,7 @@ def test_a_resume_makes_the_final_evaluation_its_checkpoint_lacks(
 
     assert result.exit_code == 0, result.output
     assert ("note: the run was stopped after its last update, before the evaluation"
-            " that follows it; it makes that evaluation now\n") in result.stdout
+            " that follows it; it makes that evaluation now\n") in result.stderr
     assert invoke("fit", config, "--out", whole, "--quiet").exit_code == 0
     _assert_same_run(whole, part)
 
@@ -1162,10 +1162,10 @@ def test_a_resume_from_an_older_checkpoint_says_what_it_discards(
     assert (f"note: {snapshot.name} (iteration {at}) is older than last.npz"
             f" (iteration 12); at its first save this run replaces last.npz and"
             f" drops the {past} records of metrics.jsonl past iteration {at}\n"
-            ) in result.stdout
+            ) in result.stderr
     again = invoke("fit", config, "--resume", run, "--set", "train.iterations=30")
     assert again.exit_code == 0, again.output
-    assert "is older than last.npz" not in again.stdout
+    assert "is older than last.npz" not in again.output
 
 
 # Runs ``python -m nntrain`` with argv[2:], sending itself the signal argv[1]

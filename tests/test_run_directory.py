@@ -368,7 +368,7 @@ def test_a_resume_notes_a_record_the_checkpoint_covers_that_was_cut_short(
     assert result.exit_code == 0, result.output
     assert (f"note: dropped the last line of {metrics}, a record cut short: the"
             " record of iteration 12, which the checkpoint (iteration 12) covers,"
-            " is lost\n") in result.stdout
+            " is lost\n") in result.stderr
     assert _iterations(run) == [4, 5, 8, 10, 15, 16]
 
 
@@ -381,7 +381,7 @@ def test_a_resume_notes_a_line_cut_short_before_its_iteration(run, config):
     assert result.exit_code == 0, result.output
     assert (f"note: dropped the last line of {metrics}, a record cut short too"
             " soon to tell its iteration: if the checkpoint (iteration 12) covers"
-            " it, that record is lost\n") in result.stdout
+            " it, that record is lost\n") in result.stderr
 
 
 def test_a_resume_drops_a_record_past_its_checkpoint_cut_short_without_a_note(

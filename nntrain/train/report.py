@@ -1,7 +1,8 @@
 """What a run tells the person watching it: lines, a progress bar, the log file.
 
-Lines go to stdout (unless quiet) and always to the run's train.log; the progress bar
-goes to stderr, and only when stderr is a terminal, so logs and pipes stay clean.
+Lines go to stdout (unless quiet) and always to the run's train.log, notes and
+warnings likewise but to stderr; the progress bar goes to stderr, and only when
+stderr is a terminal, so logs and pipes stay clean.
 """
 
 import os
@@ -41,25 +42,22 @@ class Reporter:
     def note(self, text: str) -> None:
         """Something the user may not expect, but no problem: stderr (unless
         quiet) and the log."""
-        if self.log is not None:
-            self.log(f"note: {text}")
-        if self.quiet:
-            return
-        if self.bar is not None:
-            self.bar.write(f"note: {text}", file=sys.stderr)
-        else:
-            click.echo(f"note: {text}", err=True)
+        self._aside(f"note: {text}")
 
     def warn(self, text: str) -> None:
         """A non-fatal problem: stderr (unless quiet) and the log."""
+        self._aside(f"warning: {text}")
+
+    def _aside(self, text: str) -> None:
+        """A note or warning: to stderr, beside the results on stdout."""
         if self.log is not None:
-            self.log(f"warning: {text}")
+            self.log(text)
         if self.quiet:
             return
         if self.bar is not None:
-            self.bar.write(f"warning: {text}", file=sys.stderr)
+            self.bar.write(text, file=sys.stderr)
         else:
-            click.echo(f"warning: {text}", err=True)
+            click.echo(text, err=True)
 
     def start_bar(self, total: int, initial: int = 0) -> None:
         if self.quiet or not sys.stderr.isatty():
