@@ -302,17 +302,30 @@ def _resume(config_path, overrides, out, resume, print_config,
     if print_config:
         click.echo(config_to_yaml(config), nl=False)
         return None
-    notes += resuming.complete_saves(path, checkpoint)
     if resuming.is_finished(config, checkpoint):
+        _complete_saves(path, checkpoint, notes, quiet)
         if not quiet:
-            for note in notes:
-                click.echo(f"note: {note}", err=True)
             click.echo(resuming.finished_note(path, config, checkpoint))
         return None
-    # The run shows the notes, and keeps them in its train.log.
+    # The run shows the notes, and keeps them in its train.log; it rebuilds a
+    # stale best.npz once the data has passed its checks.
     return {"config": config, "run_dir": run_dir, "quiet": quiet,
             "resume": checkpoint, "data_path_given": data_path_given,
             "notes": notes}
+
+
+def _complete_saves(path, checkpoint, notes: list[str], quiet: bool) -> None:
+    """A finished run's resume: show ``notes``, then bring its best.npz up to
+    last.npz (resume.complete_saves) and say so before a signal can stop the
+    command, since the file is rewritten by then."""
+    from nntrain.train import resume as resuming
+    from nntrain.train.signals import signals_deferred
+
+    with signals_deferred():
+        notes = [*notes, *resuming.complete_saves(path, checkpoint)]
+        if not quiet:
+            for note in notes:
+                click.echo(f"note: {note}", err=True)
 
 
 def _resume_config_file(config_path) -> dict:

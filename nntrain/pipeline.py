@@ -39,7 +39,12 @@ from nntrain.optim.schedules import build_schedule
 from nntrain.train import checks
 from nntrain.train.report import Reporter, counted
 from nntrain.train.rundir import RunDirectory, missing_or_unreadable
-from nntrain.train.signals import stopped_before_start
+from nntrain.train.signals import (
+    signals_deferred,
+    stop_exit_code,
+    stopped_before_start,
+    stopped_by,
+)
 from nntrain.train.solver import (
     Progress,
     Solver,
@@ -233,7 +238,9 @@ def fit(config: dict, run_dir, force: bool = False, quiet: bool = False,
     together are refused, as the CLI refuses --force --resume.
     ``notes``: what the caller found to say before the run (the CLI's: a config
     file that differs from the resumed checkpoint's), shown and logged in
-    train.log as the run's own notes are.
+    train.log as the run's own notes are. A resumed run rebuilds a stale or lost
+    best.npz from last.npz (resume.complete_saves) once its data and checkpoint
+    have passed their checks, and says so at once.
     """
     _check_fit_arguments(config, run_dir, force, quiet, data_path_given)
     if force and resume is not None:
@@ -242,7 +249,8 @@ def fit(config: dict, run_dir, force: bool = False, quiet: bool = False,
                             " of them")
     config = resolve_config(config)  # a hand-made dict gets checked, and defaults
     # A signal before the run directory is opened leaves nothing to resume,
-    # and nothing written: one line says so.
+    # and nothing written: one line says so. RunDirectory says itself when --force
+    # had removed the earlier run's files.
     with stopped_before_start(run_dir, resumed=resume is not None):
         started = time.perf_counter()
         resume, resume_notes = _resume_from(resume, config, run_dir)
@@ -250,9 +258,9 @@ def fit(config: dict, run_dir, force: bool = False, quiet: bool = False,
         finished = _finished_run(config, resume, run_dir)
         if finished:
             result, note = finished
+            _complete_saves(resume, Reporter(quiet=quiet), resume_notes)
             if not quiet:
-                for text in [*resume_notes, note]:
-                    warnings.warn(NNTrainWarning(text), stacklevel=2)
+                warnings.warn(NNTrainWarning(note), stacklevel=2)
             return result
         saved_prep = None
         if resume is not None:
@@ -287,14 +295,13 @@ def fit(config: dict, run_dir, force: bool = False, quiet: bool = False,
                                               config["train"], rule.name == "lbfgs")
         if resume is not None:
             check_solver_state(resume, per_epoch, schedule.state())
+        run = RunDirectory(run_dir, force=force, resume=resume is not None)
 
-    run = RunDirectory(run_dir, force=force, resume=resume is not None)
-    reporter = Reporter(quiet=quiet, log=run.log)
-    for text in resume_notes:
-        reporter.note(text)
-    for text in data_warnings:
-        reporter.warn(text)
     with _ending(run, resumed=resume is not None):
+        reporter = Reporter(quiet=quiet, log=run.log)
+        _complete_saves(resume, reporter, resume_notes, locked=True)
+        for text in data_warnings:
+            reporter.warn(text)
         run.write_config(config)  # a resumed run's: once it saves a checkpoint
         solver = Solver(
             model, rule, schedule,
@@ -373,7 +380,7 @@ def _ending(run: RunDirectory, resumed: bool):
             # a second signal): there is no state to resume from.
             stopped = _stopped_before_saving(error, run.path, resumed)
             run.log(stopped)
-            raise StopRequested(stopped, getattr(error, "exit_code", 130)) from None
+            raise StopRequested(stopped, stop_exit_code(error)) from None
     except BaseException:
         try:
             run.close()
@@ -440,9 +447,24 @@ def _resume_from(resume, config: dict, run_dir) -> tuple[object, list[str]]:
                                 f" ({own}), not in {run_dir}; give that one as"
                                 " run_dir, or copy it and resume the copy")
     resuming.refuse_changed_config(config, resume, resume.path or "the checkpoint")
-    if resume.path is not None:  # as the CLI's resume does
-        notes += resuming.complete_saves(Path(resume.path), resume)
     return resume, notes
+
+
+def _complete_saves(checkpoint, reporter: Reporter, notes: list[str],
+                    locked: bool = False) -> None:
+    """Show ``notes``, then bring a resumed run's best.npz up to ``checkpoint``
+    (resume.complete_saves; ``locked``: the run directory is open) and say so
+    before a signal can stop the command: the file is rewritten by then."""
+    from nntrain.train import resume as resuming  # it imports this module
+
+    for text in notes:
+        reporter.note(text)
+    if checkpoint is None or checkpoint.path is None:
+        return
+    with signals_deferred():
+        for text in resuming.complete_saves(Path(checkpoint.path), checkpoint,
+                                            locked):
+            reporter.note(text)
 
 
 def _finished_run(config: dict, checkpoint, run_dir) -> tuple | None:
@@ -500,7 +522,7 @@ def _prepare_run_data(config: dict, saved_prep, resume,
 
 def _stopped_before_saving(error: KeyboardInterrupt, path, resumed: bool) -> str:
     """What to tell a user whose run a signal stopped before it saved anything."""
-    stopped = str(error) or "stopped by SIGINT"
+    stopped = stopped_by(error)
     if resumed:
         # The run directory changes only at the first save (RunDirectory).
         return (f"{stopped} before the resumed run saved a checkpoint: {path} is as"
@@ -515,11 +537,10 @@ def _write_plots_or_stop(run, reporter) -> None:
     try:
         _write_plots(run.path, reporter)
     except KeyboardInterrupt as error:
-        stopped = str(error) or "stopped by SIGINT"
-        message = (f"{stopped} while drawing the plots: the run is complete, its"
-                   f" checkpoints saved; draw them with: nntrain plot"
+        message = (f"{stopped_by(error)} while drawing the plots: the run is"
+                   " complete, its checkpoints saved; draw them with: nntrain plot"
                    f" {shlex.quote(str(run.path))}")
-        raise StopRequested(message, getattr(error, "exit_code", 130)) from None
+        raise StopRequested(message, stop_exit_code(error)) from None
 
 
 def _write_plots(path, reporter) -> None:

@@ -160,6 +160,24 @@ def test_fit_resuming_a_finished_run_does_nothing_and_says_so(one_epoch_run):
             if path.is_file()} == files
 
 
+def test_fit_shows_the_callers_notes_on_a_finished_run_as_notes(one_epoch_run,
+                                                                capsys):
+    from nntrain.errors import NNTrainWarning
+
+    config_path, run = one_epoch_run
+    last = run / "checkpoints" / "last.npz"
+
+    with pytest.warns(NNTrainWarning) as warned:
+        fit(load_config(config_path, ["train.epochs=1"]), run, resume=last,
+            notes=["the caller's note"])
+
+    assert capsys.readouterr().err == "note: the caller's note\n"
+    assert [str(warning.message) for warning in warned] == [
+        f"{last} is from a finished run ({PER_EPOCH} iterations, epoch 1):"
+        " nothing to do. To train longer, extend it past those: train.epochs=N"
+        " with N > 1"]
+
+
 def test_fit_resuming_brings_a_stale_best_npz_up_to_last_npz(tmp_path, tiny_config):
     # As `fit --resume` does: a best.npz older than a last.npz that counts its own
     # evaluation as the best (an old nntrain stopped between the two saves).

@@ -17,6 +17,7 @@ from conftest import tiny_config_dict
 
 from nntrain.checkpoint import load_checkpoint
 from nntrain.cli import cli
+from nntrain.errors import StopRequested
 from nntrain.train import rundir
 
 
@@ -142,12 +143,32 @@ def test_a_signal_while_force_sets_files_aside_waits_until_all_are_removed(
     try:
         _rename_calling(monkeypatch, run,
                         {3: lambda: signal.raise_signal(signal.SIGINT)})
-        with pytest.raises(KeyboardInterrupt):
+        with pytest.raises(StopRequested) as stopped:
             rundir.RunDirectory(run, force=True)
     finally:
         signal.signal(signal.SIGINT, previous)
 
     assert _files(run) == {}
+    # The old run is gone: the stop says so, not "nothing was written".
+    assert str(stopped.value) == (f"stopped by SIGINT while --force cleared {run}:"
+                                  " the earlier run's files are removed; run again")
+    assert stopped.value.exit_code == 130
+
+
+def test_fit_stopped_while_force_clears_says_the_old_run_is_gone(
+        run, config, monkeypatch):
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        _rename_calling(monkeypatch, run,
+                        {2: lambda: signal.raise_signal(signal.SIGINT)})
+        result = invoke("fit", config, "--out", run, "--force")
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+    assert result.exit_code == 130
+    assert result.stderr == (f"stopped by SIGINT while --force cleared {run}: the"
+                             " earlier run's files are removed; run again\n")
+    assert not (run / "checkpoints" / "last.npz").exists()
 
 
 def test_force_that_cannot_put_files_back_names_them(run, config, monkeypatch):
@@ -298,10 +319,54 @@ def test_a_resume_rebuilds_a_lost_best_npz_from_a_last_npz_that_holds_the_best(
     assert (f"note: {best} was {lost}; it is rebuilt from last.npz, which holds the"
             " run's best evaluation (iteration 12)\n") in result.stderr
     assert f"(iteration 12), saved in {best}." in result.stdout
+    assert (f"note: {best} was {lost}; it is rebuilt from last.npz, which holds the"
+            " run's best evaluation (iteration 12)\n"
+            ) in (run / "train.log").read_text()
     rebuilt = load_checkpoint(best)
     assert rebuilt.meta["solver"]["progress"]["iteration"] == 12
     assert all((rebuilt.arrays["param"][name] == value).all()
                for name, value in weights.items())
+
+
+def test_a_resume_refused_for_its_data_leaves_a_lost_best_npz_alone(
+        run, config, tmp_path):
+    # The rebuild waits for the data's checks: a resume that fails before it
+    # starts changes nothing, so its note cannot be lost.
+    best = run / "checkpoints" / "best.npz"
+    best.unlink()
+    before = _files(run)
+    missing = tmp_path / "missing.npz"
+
+    result = invoke("fit", config, "--resume", run, "--set", "train.epochs=4",
+                    "--set", f"data.path={missing}")
+
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith(f"error: npz file not found: {missing}")
+    assert len(result.stderr.splitlines()) == 1
+    assert _files(run) == before
+
+
+def test_a_signal_while_a_resume_shows_its_notes_says_the_run_is_as_it_was(
+        run, tiny_npz, write_config, monkeypatch):
+    from nntrain.train.report import Reporter
+
+    def interrupted(self, text):
+        raise KeyboardInterrupt
+
+    other = tiny_config_dict(tiny_npz)
+    other["seed"] += 1  # "differs from the checkpoint's config": a note
+    before = _files(run)
+    monkeypatch.setattr(Reporter, "note", interrupted)
+
+    result = invoke("fit", write_config(other), "--resume", run, "--set",
+                    "train.epochs=4")
+
+    assert result.exit_code == 130, result.output
+    assert result.stderr == ("stopped by SIGINT before the resumed run saved a"
+                             f" checkpoint: {run} is as it was; resume it again"
+                             " with the same command\n")
+    log = before.pop(Path("train.log"))  # which logs the stop
+    assert _files(run) == {**before, Path("train.log"): log + result.stderr.encode()}
 
 
 @pytest.mark.parametrize("code, fix", [

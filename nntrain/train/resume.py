@@ -116,7 +116,7 @@ def _iteration(checkpoint, path) -> int:
     return iteration
 
 
-def complete_saves(path: Path, checkpoint) -> list[str]:
+def complete_saves(path: Path, checkpoint, locked: bool = False) -> list[str]:
     """Bring the run's best.npz up to ``checkpoint`` when that is the run's
     last.npz (loaded from ``path``), counts its own evaluation as the best, and
     best.npz holds an older iteration: a run that nntrain before this check
@@ -126,6 +126,7 @@ def complete_saves(path: Path, checkpoint) -> list[str]:
     best.npz is the run's latest state (a stop, or a resume from an older
     checkpoint, put it there), never to be overwritten. A best.npz that is
     missing or does not load is rebuilt the same way, from such a last.npz.
+    ``locked``: the caller holds the run folder's lock (an open RunDirectory).
     Returns a note if best.npz was rewritten."""
     progress = checkpoint.meta["solver"]["progress"]
     iteration = progress["iteration"]
@@ -135,7 +136,7 @@ def complete_saves(path: Path, checkpoint) -> list[str]:
         return []
     # Under the run folder's lock: a run still writing there is refused, not
     # overwritten.
-    lock = lock_folder(run_directory_of(path))
+    lock = None if locked else lock_folder(run_directory_of(path))
     try:
         held = _held_iteration(best)
         # A folder in its place is refused with the run directory's checks.

@@ -19,9 +19,14 @@ import tempfile
 from pathlib import Path
 
 from nntrain.config import config_to_yaml
-from nntrain.errors import ConfigError, RunDirectoryError, TrainingError
+from nntrain.errors import (
+    ConfigError,
+    RunDirectoryError,
+    StopRequested,
+    TrainingError,
+)
 from nntrain.fileio import write_fix, write_text_atomically
-from nntrain.train.signals import signals_deferred
+from nntrain.train.signals import signals_deferred, stop_exit_code, stopped_by
 from nntrain.yamlio import parse_yaml
 
 try:
@@ -55,6 +60,20 @@ class RunDirectory:
         self.path = Path(path)
         self._lock = None
         self._dropped_tail = None  # a last line of metrics.jsonl a resume dropped
+        self._cleared = False  # whether --force has removed an earlier run's files
+        try:
+            self._open(force, resume)
+        except KeyboardInterrupt as error:
+            if not self._cleared:
+                raise  # the caller's "nothing was written" holds
+            # A signal --force deferred until the files were gone, or one after.
+            raise StopRequested(
+                f"{stopped_by(error)} while --force cleared {self.path}: the earlier"
+                " run's files are removed; run again", stop_exit_code(error)
+            ) from None
+
+    def _open(self, force: bool, resume: bool) -> None:
+        """Lock the folder, clear or check it, and open its logs."""
         try:
             if self.path.is_dir():
                 self._take_lock()  # before --force removes anything
@@ -133,8 +152,14 @@ class RunDirectory:
                                  ("plots", OWN_PLOT_PATTERNS)):
             for pattern in patterns:
                 doomed += (self.path / folder).glob(pattern)
-        _remove_all_or_none([path for path in doomed
-                             if path.is_file() or path.is_symlink()])
+        doomed = [path for path in doomed if path.is_file() or path.is_symlink()]
+        try:
+            _remove_all_or_none(doomed)
+        finally:
+            # A signal that came meanwhile is raised once they are all gone or
+            # all back, from within the call: the folder tells which.
+            self._cleared = bool(doomed) and not any(
+                path.exists() or path.is_symlink() for path in doomed)
         for folder in (".", "checkpoints", "plots"):
             # Files an earlier --force, killed while it removed them, set aside.
             for path in (self.path / folder).glob(f".*{ASIDE}"):

@@ -65,11 +65,21 @@ def stop_on_signals() -> CommandLineHandler:
     return handler
 
 
+def stopped_by(error: KeyboardInterrupt) -> str:
+    """How the signal behind ``error`` stopped the command, as "stopped by
+    SIGTERM": Python's own KeyboardInterrupt, which has no text, is a Ctrl-C."""
+    return str(error) or "stopped by SIGINT"
+
+
+def stop_exit_code(error: KeyboardInterrupt) -> int:
+    """The exit status of the signal behind ``error``."""
+    return getattr(error, "exit_code", SIGNAL_EXIT_CODES[signal.SIGINT])
+
+
 def stopped_at_start(error: KeyboardInterrupt, what: str = "the command") -> str:
     """The line for a signal that stopped the command before ``what`` started:
     then nothing was written."""
-    stopped = str(error) or "stopped by SIGINT"
-    return f"{stopped} before {what} started: nothing was written"
+    return f"{stopped_by(error)} before {what} started: nothing was written"
 
 
 @contextmanager
@@ -81,11 +91,10 @@ def stopped_before_start(run_dir=None, resumed: bool = False):
     try:
         yield
     except KeyboardInterrupt as error:
-        code = getattr(error, "exit_code", SIGNAL_EXIT_CODES[signal.SIGINT])
+        code = stop_exit_code(error)
         if not resumed:
             raise StopRequested(stopped_at_start(error, "the run"), code) from None
-        stopped = str(error) or "stopped by SIGINT"
-        raise StopRequested(f"{stopped} before the resumed run started:"
+        raise StopRequested(f"{stopped_by(error)} before the resumed run started:"
                             f" {run_dir or 'its run directory'} is as it was; resume"
                             " it again with the same command", code) from None
 
@@ -142,6 +151,9 @@ class StopFlag:
         return self
 
     def _handle(self, signum, frame):
+        # Only the handler this StopFlag replaced is marked: a StopFlag inside
+        # another would find the outer one's _handle there, and the command
+        # line's handler would not learn that a signal has stopped the command.
         if self.signum is None:
             self.signum = signum
             outside = self._previous.get(signum)
