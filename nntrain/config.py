@@ -81,9 +81,11 @@ def integer(minimum: int | None = None, nullable: bool = False,
         wanted += f" and <= {maximum:,}" if maximum is not None else ""
         wanted += " or null" if nullable and null_in_message else ""
         if isinstance(value, float) and value.is_integer():
-            # 1e3 and 1000.0 are floats in YAML: say how to write the count.
+            # 1e3 and 1000.0 are floats in YAML: say how to write the count. Past
+            # 2**53 a float is no longer the integer it was written as (1e30).
             inside = ((minimum is None or value >= minimum)
-                      and (maximum is None or value <= maximum))
+                      and (maximum is None or value <= maximum)
+                      and abs(value) < 2**53)
             hint = f"; write it as an integer: {int(value)}" if inside else ""
             _fail(key, wanted + hint, value)
         if isinstance(value, bool) or not isinstance(value, int):
@@ -169,16 +171,23 @@ def path_text(value, key):
 _NUMBERS = re.compile(r"[\d\s,.eE+-]+")
 
 
-def _as_list(value) -> str:
+def _as_list(value, item_check, key: str) -> str:
     """How to write a lone number, or text of numbers, as the list a key wants:
-    128 as [128]; nothing for other values."""
+    128 as [128]; nothing for other values, nor where that list would be refused
+    in turn (2.5 for a list of integers, "1-2")."""
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         return ""
-    text = str(value)
+    text = str(value).strip()
     if isinstance(value, str) and not (_NUMBERS.fullmatch(text)
                                        and any(char.isdigit() for char in text)):
         return ""
-    return f"; write [{text.strip()}]"
+    try:
+        items = parse_yaml(f"[{text}]", key)
+        for i, item in enumerate(items):
+            item_check(item, f"{key}[{i}]")
+    except ConfigError:
+        return ""
+    return f"; write [{text}]"
 
 
 def list_of(item_check, allow_empty=True, nullable=False, max_items=MAX_LAYERS):
@@ -187,7 +196,7 @@ def list_of(item_check, allow_empty=True, nullable=False, max_items=MAX_LAYERS):
             return None
         if not isinstance(value, list) or (not value and not allow_empty):
             wanted = "a list" + ("" if allow_empty else " with at least one item")
-            _fail(key, wanted + _as_list(value), value)
+            _fail(key, wanted + _as_list(value, item_check, key), value)
         if len(value) > max_items:
             raise ConfigError(f"invalid {key}: {len(value):,} items, more than the"
                               f" {max_items:,} nntrain accepts", key)

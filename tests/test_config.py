@@ -339,6 +339,14 @@ def test_unknown_top_level_key_lists_each_valid_key_once(write_config):
     ("train: {epochs: 1e3}",
      "invalid train.epochs: 1000.0 (expected an integer >= 1 and <= 1,000,000,000"
      " or null; write it as an integer: 1000)"),
+    ("seed: 1e30\ntrain: {epochs: 2}",
+     "invalid seed: 1e+30 (expected an integer >= 0)"),
+    ("model: {hidden: 2.5}\ntrain: {epochs: 2}",
+     "invalid model.hidden: 2.5 (expected a list)"),
+    ("model: {hidden: '1e'}\ntrain: {epochs: 2}",
+     "invalid model.hidden: '1e' (expected a list)"),
+    ("model: {hidden: '1-2'}\ntrain: {epochs: 2}",
+     "invalid model.hidden: '1-2' (expected a list)"),
     ("train: {epochs: 1e30}",
      "invalid train.epochs: 1e+30 (expected an integer >= 1 and <= 1,000,000,000"
      " or null)"),
