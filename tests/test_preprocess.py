@@ -301,6 +301,18 @@ def test_float64_features_centred_past_float32s_range_are_a_data_error():
         Preprocessor.fit(["center"], X_NEAR_FLOAT32_LIMIT, np.float32)
 
 
+def test_float64_features_past_float32s_range_without_steps_blame_the_cast():
+    X = np.array([[0.0, 1e39], [1.0, 2.0]])  # 1e39 > 3.4e38, float32's largest
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # and no NumPy overflow warning either
+        with pytest.raises(DataError, match=re.escape(
+                "the cast to train.dtype float32 made feature 1 (counted from 0)"
+                " of the training split NaN or infinite: its values are too large"
+                " for float32; scale the data down")):
+            Preprocessor.fit([], X, np.float32)
+
+
 def test_float64_features_scaled_back_into_float32s_range_are_kept():
     # In float64, (-3e38 - 1e38) / std never leaves the range that float32 holds.
     std = math.sqrt(2 * 2e38**2 + 4e38**2) / math.sqrt(3)

@@ -277,11 +277,12 @@ def _exact_in(X: np.ndarray, dtype: np.dtype) -> bool:
     narrower type (uint8 to float32), else checked chunk by chunk."""
     if np.can_cast(X.dtype, dtype):
         return True
-    return all(
-        np.array_equal(X[start:start + _CHUNK_ROWS].astype(dtype),
-                       X[start:start + _CHUNK_ROWS])
-        for start in range(0, len(X), _CHUNK_ROWS)
-    )
+    with np.errstate(over="ignore"):  # a value past dtype's range is not kept
+        return all(
+            np.array_equal(X[start:start + _CHUNK_ROWS].astype(dtype),
+                           X[start:start + _CHUNK_ROWS])
+            for start in range(0, len(X), _CHUNK_ROWS)
+        )
 
 
 class _Streamed:
@@ -368,10 +369,12 @@ class Preprocessor:
         feature = _non_finite_feature(out)
         if feature is not None:
             names = ", ".join(step.name for step in self.steps)
+            blamed = (f"preprocessing ({names})" if names else
+                      f"the cast to train.dtype {dtype}")
             raise DataError(
-                f"preprocessing ({names}) made feature {feature} (counted from 0)"
-                f" of {what} NaN or infinite: its values are too large for"
-                f" {dtype}; scale the data down (divide it by a power of ten)"
+                f"{blamed} made feature {feature} (counted from 0) of {what} NaN or"
+                f" infinite: its values are too large for {dtype}; scale the data"
+                " down (divide it by a power of ten)"
             )
         return out
 
