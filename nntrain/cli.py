@@ -235,7 +235,7 @@ def _fit(config_path, overrides, out, force, print_config,
          quiet) -> dict | None:
     """The arguments of pipeline.fit for a new run; None once --print-config has
     printed the config."""
-    from nntrain.config import config_to_yaml
+    from nntrain.config import config_to_yaml, override_setting
 
     config = _load(config_path, overrides)
     run_dir = Path(out) if out else _default_run_dir(config, config_path)
@@ -246,7 +246,8 @@ def _fit(config_path, overrides, out, force, print_config,
     if print_config:
         click.echo(config_to_yaml(config), nl=False)
         return None
-    _refuse_missing_relative(config["data"], given)
+    _refuse_missing_relative(config["data"], given,
+                             override_setting("data.path", overrides) is not None)
     return {"config": config, "run_dir": run_dir, "force": force, "quiet": quiet}
 
 
@@ -255,18 +256,23 @@ def _absolute(data_path: str) -> str:
     return str(Path(data_path).expanduser().resolve())
 
 
-def _refuse_missing_relative(data: dict, given: str | None) -> None:
+def _refuse_missing_relative(data: dict, given: str | None,
+                             from_set: bool) -> None:
     """An npz file that a relative data.path names and that is not there: the
     message says where it was looked for, and from where, since a path in a
-    config file may have been written relative to that file's folder."""
+    config file may have been written relative to that file's folder;
+    ``from_set``: the path came from --set."""
     from nntrain.errors import DataLocationError
 
     if (data["name"] != "npz" or not given or Path(given).expanduser().is_absolute()
             or Path(data["path"]).exists()):
         return
-    raise DataLocationError(f"npz file not found: {data['path']} (data.path {given}"
-                            " is relative, so it is read from the current folder,"
-                            " not the config file's)", "check the path")
+    said = f"--set data.path={given}" if from_set else f"data.path {given}"
+    # Only a path in the config file may have been meant relative to that file.
+    not_file = "" if from_set else ", not the config file's"
+    raise DataLocationError(f"npz file not found: {data['path']} ({said} is"
+                            " relative, so it is read from the current folder"
+                            f"{not_file})", "check the path")
 
 
 def _resume(config_path, overrides, out, resume, print_config,
@@ -284,7 +290,7 @@ def _resume(config_path, overrides, out, resume, print_config,
     data_path = config["data"]["path"] if data_path_given else None
     if data_path:
         config["data"]["path"] = _absolute(data_path)
-        _refuse_missing_relative(config["data"], data_path)
+        _refuse_missing_relative(config["data"], data_path, from_set=True)
     run_dir = resuming.run_directory_of(path)
     if out and Path(out).resolve() != run_dir:
         raise BadInputError(

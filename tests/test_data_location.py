@@ -283,9 +283,25 @@ def test_a_resume_given_a_relative_npz_path_not_there_says_where_it_looked(
 
     assert result.exit_code == 2, result.output
     assert result.stderr == (
-        f"error: npz file not found: {tmp_path / 'moved' / 'tiny.npz'} (data.path"
-        " moved/tiny.npz is relative, so it is read from the current folder, not"
-        " the config file's); check the path\n")
+        f"error: npz file not found: {tmp_path / 'moved' / 'tiny.npz'} (--set"
+        " data.path=moved/tiny.npz is relative, so it is read from the current"
+        " folder); check the path\n")
+
+
+def test_a_relative_npz_path_given_by_set_not_there_says_so(tmp_path, tiny_npz,
+                                                           write_config,
+                                                           monkeypatch):
+    config = write_config(tiny_config_dict(tiny_npz))
+    monkeypatch.chdir(tmp_path)
+
+    result = invoke("fit", config, "--out", tmp_path / "run", "--set",
+                    "data.path=moved/tiny.npz")
+
+    assert result.exit_code == 2, result.output
+    assert result.stderr == (
+        f"error: npz file not found: {tmp_path / 'moved' / 'tiny.npz'} (--set"
+        " data.path=moved/tiny.npz is relative, so it is read from the current"
+        " folder); check the path\n")
 
 
 def test_the_same_values_in_another_dtype_are_found_without_copying_the_split(
