@@ -128,9 +128,10 @@ def _fingerprint(arrays) -> str:
 FEATURE_DTYPES = ("float32", "float64", "float16", "uint8", "int64", "int32")
 
 
-# How many feature values _saved_as casts at a time: a whole split cast at once
-# would copy it once per type tried (376 MB for Fashion-MNIST's in float64).
-CAST_CHUNK = 1 << 20
+# How many feature values (not bytes, nor rows) _saved_as casts at a time: a whole
+# split cast at once would copy it once per type tried (376 MB for Fashion-MNIST's
+# in float64).
+_CAST_VALUES = 1 << 20
 
 
 def _saved_as(arrays, fingerprint: str) -> np.dtype | None:
@@ -147,7 +148,7 @@ def _saved_as(arrays, fingerprint: str) -> np.dtype | None:
 def _fingerprint_as(X, y, dtype: np.dtype) -> str | None:
     """_fingerprint((X.astype(dtype), y)), computed chunk by chunk, or None as soon
     as a value of ``X`` changes in ``dtype``."""
-    rows = max(1, CAST_CHUNK // max(1, X[0].size)) if len(X) else 1
+    rows = max(1, _CAST_VALUES // max(1, X[0].size)) if len(X) else 1
     crc = 0
     for start in range(0, len(X), rows):
         chunk = X[start:start + rows]

@@ -308,7 +308,7 @@ def test_the_same_values_in_another_dtype_are_found_without_copying_the_split(
         monkeypatch):
     from nntrain import pipeline
 
-    monkeypatch.setattr(pipeline, "CAST_CHUNK", 1 << 14)  # 128 kB of float64
+    monkeypatch.setattr(pipeline, "_CAST_VALUES", 1 << 14)  # 128 kB of float64
     # 8 MB of float64 features whose values float32 holds exactly; the run read
     # them as float32.
     X = np.arange(1024 * 1024, dtype=np.float64).reshape(1024, 1024) % 4099
