@@ -17,6 +17,7 @@ import codecs
 import json
 import os
 import tempfile
+import zipfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -205,6 +206,48 @@ def is_checkpoint(path) -> bool:
             return "meta" in archive.headers
     except Exception:  # not an archive, or a damaged one: fails in many ways
         return False
+
+
+def written_by_nntrain(path) -> bool:
+    """Whether the file ``path`` looks like a checkpoint nntrain saved, read from
+    the zip directory alone (no array is read), so that ``fit --force`` never
+    deletes a user's .npz of a checkpoint's name: an archive holding the meta
+    entry; or one cut short while it was saved (a save killed at once leaves an
+    empty temporary file, a later kill one with no directory yet), whose first
+    member is one a checkpoint starts with. A symbolic link counts: removing it
+    loses no file."""
+    path = Path(path)
+    if path.is_symlink():
+        return True
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return "meta.npy" in archive.namelist()
+    except (OSError, zipfile.BadZipFile, ValueError, EOFError):
+        pass
+    try:
+        with open(path, "rb") as file:
+            start = file.read(ZIP_ENTRY_START + 256)
+    except OSError:
+        return False
+    return not start or _first_member(start) is not None
+
+
+# The fixed part of a zip entry's local header, after which its name follows.
+ZIP_ENTRY_START = 30
+
+
+def _first_member(start: bytes) -> str | None:
+    """The name of the first member of the zip that begins with ``start``, when
+    it is one that a checkpoint begins with (np.savez writes the arrays in order,
+    the meta last); None otherwise."""
+    if len(start) < ZIP_ENTRY_START or not start.startswith(b"PK\x03\x04"):
+        return None
+    length = int.from_bytes(start[26:28], "little")
+    name = start[ZIP_ENTRY_START:ZIP_ENTRY_START + length].decode("ascii", "replace")
+    if name == "meta.npy" or (name.endswith(".npy") and
+                              name.split("/")[0] in PREFIXES and "/" in name):
+        return name
+    return None
 
 
 def _check_members(headers: dict, path: Path) -> None:

@@ -32,16 +32,49 @@ def write_fix(error: OSError) -> str:
 def expand_home(path: str) -> str:
     """``path`` with a leading ``~`` or ``~user`` expanded as a shell expands it,
     for every path the user gives (the config's path keys, the command line's
-    arguments and options), also where no shell did. A ``~user`` with no home
-    folder (an unknown user) is a BadInputError: a shell would leave it as
-    written, and nntrain would then make a folder named ``~user``."""
+    arguments and options), also where no shell did. A ``~user`` of no known
+    user is a BadInputError: a shell would leave it as written, and nntrain would
+    then make a folder named ``~user``.
+
+    Only text that itself starts with ``~`` is expanded. A relative path that
+    pathlib would write with a leading ``~`` (``./~x``, a file so named) is made
+    absolute instead, so that no later ``Path(...).expanduser()`` takes it for a
+    home folder: relative paths are relative to the current folder anyway."""
+    _refuse_undecodable(path)
+    if not path.startswith("~"):
+        if str(Path(path)).startswith("~"):
+            return os.path.abspath(path)
+        return path
     expanded = os.path.expanduser(path)
     if expanded.startswith("~"):
         user = expanded.split("/")[0]
-        raise BadInputError(f"{path!r} starts with {user}, but there is no home"
-                            " folder to expand it to; write the home folder out in"
-                            f" full (or ./{path} for a file or folder so named)")
+        missing = (f"there is no user {user[1:]!r} whose home folder it could be"
+                   if user != "~" else "there is no home folder (HOME is not set)")
+        raise BadInputError(f"{path!r} starts with {user}, but {missing}; write the"
+                            " home folder out in full (or ./"
+                            f"{path} for a file or folder so named)")
     return expanded
+
+
+def _refuse_undecodable(path: str) -> None:
+    """A BadInputError for a path holding bytes that are not UTF-8 (Python keeps
+    them as lone surrogates): no file of the run could name it, and writing it
+    would fail half-way through the run's files."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = path.encode("utf-8", "surrogateescape" if _escaped(path)
+                            else "backslashreplace").decode("utf-8",
+                                                            "backslashreplace")
+        raise BadInputError(f"'{shown}' holds a byte that is not UTF-8"
+                            " text; a path must be valid text: rename the file or"
+                            " folder, or choose another") from None
+
+
+def _escaped(path: str) -> bool:
+    """Whether every lone surrogate in ``path`` stands for a byte (surrogateescape)."""
+    return all(not 0xD800 <= ord(char) <= 0xDFFF or 0xDC80 <= ord(char) <= 0xDCFF
+               for char in path)
 
 
 def _umask() -> int:

@@ -64,16 +64,16 @@ def test_a_leading_tilde_in_a_path_key_is_the_home_folder(monkeypatch, tmp_path,
 def test_a_tilde_of_an_unknown_user_is_refused():
     with pytest.raises(ConfigError, match=re.escape(
             "invalid output: '~nntrain-no-such-user/x' starts with"
-            " ~nntrain-no-such-user, but there is no home folder to expand it to;"
-            " write the home folder out in full (or ./~nntrain-no-such-user/x for a"
-            " file or folder so named)")):
+            " ~nntrain-no-such-user, but there is no user 'nntrain-no-such-user'"
+            " whose home folder it could be; write the home folder out in full (or"
+            " ./~nntrain-no-such-user/x for a file or folder so named)")):
         load_config(None, ["train.epochs=1", "output=~nntrain-no-such-user/x"])
 
 
 UNKNOWN_HOME = ("'~nntrain-no-such-user/x' starts with ~nntrain-no-such-user, but"
-                " there is no home folder to expand it to; write the home folder out"
-                " in full (or ./~nntrain-no-such-user/x for a file or folder so"
-                " named)")
+                " there is no user 'nntrain-no-such-user' whose home folder it could"
+                " be; write the home folder out in full (or"
+                " ./~nntrain-no-such-user/x for a file or folder so named)")
 
 
 @pytest.mark.parametrize("how", ["file", "--out"])
@@ -111,6 +111,60 @@ def test_fit_writes_a_run_given_with_a_tilde_into_the_home_folder(
     assert result.exit_code == 0, result.output
     assert (tmp_path / "home" / "run" / "checkpoints" / "last.npz").is_file()
     assert not (tmp_path / "~").exists()
+
+
+@pytest.mark.parametrize("how", ["file", "set", "--out"])
+def test_fit_takes_a_dot_slash_tilde_path_as_a_folder_so_named(
+        monkeypatch, tmp_path, tiny_npz, write_config, how):
+    # ./~run is the folder "~run" here, never the home folder of a user "run"
+    # (pathlib drops the "./"), as ./~data.npz is the file "~data.npz".
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "~data.npz").write_bytes(tiny_npz.read_bytes())
+    raw = tiny_config_dict("./~data.npz")
+    raw["train"] = {"epochs": 1, "plots": False}
+    if how == "file":
+        raw["output"] = "./~run"
+    options = {"file": [], "set": ["--set", "output=./~run"],
+               "--out": ["--out=./~run"]}[how]
+
+    result = invoke("fit", write_config(raw), *options, "--quiet")
+
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "~run" / "checkpoints" / "last.npz").is_file()
+    written = load_config(tmp_path / "~run" / "config.yaml")
+    assert written["data"]["path"] == str(tmp_path / "~data.npz")
+
+
+@pytest.mark.parametrize("command", ["eval", "plot"])
+def test_eval_and_plot_take_data_at_a_dot_slash_tilde_path(
+        monkeypatch, tmp_path, tiny_config, command):
+    from nntrain.pipeline import fit
+
+    fit(load_config(tiny_config, ["train.epochs=1"]), tmp_path / "run", quiet=True)
+    monkeypatch.chdir(tmp_path)
+    source = Path(load_config(tmp_path / "run" / "config.yaml")["data"]["path"])
+    source.rename(tmp_path / "~moved.npz")
+    target = {"eval": tmp_path / "run" / "checkpoints" / "last.npz",
+              "plot": tmp_path / "run"}[command]
+
+    result = invoke(command, target, "--data", "./~moved.npz")
+
+    assert result.exit_code == 0, result.output
+
+
+def test_fit_refuses_an_out_that_is_not_utf8_text_writing_nothing(
+        monkeypatch, tmp_path, tiny_config):
+    # --set output=... holding such a byte is refused by YAML already.
+    monkeypatch.chdir(tmp_path)
+    before = sorted(tmp_path.rglob("*"))
+    folder = b"run\xff".decode("utf-8", "surrogateescape")  # as argv holds it
+
+    result = invoke("fit", tiny_config, "--out", folder, "--quiet")
+
+    assert_exit_2(result, "Invalid value for '--out': 'run\\xff' holds a byte that"
+                          " is not UTF-8 text; a path must be valid text: rename the"
+                          " file or folder, or choose another")
+    assert sorted(tmp_path.rglob("*")) == before
 
 
 def test_eval_expands_a_tilde_in_its_checkpoint_argument(monkeypatch, tmp_path,

@@ -11,6 +11,7 @@ import os
 import signal
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 from conftest import tiny_config_dict
@@ -578,3 +579,51 @@ def test_a_resumed_run_whose_metrics_fail_twice_at_its_commit_names_the_first(
     assert_one_line_error(result, 1, f"cannot rewrite {run / 'metrics.jsonl'}"
                                      f" ({os.strerror(reported)}): {fix[reported]},"
                                      " and resume the run again")
+
+
+@pytest.mark.parametrize("name", ["best.npz", "last.npz", "snapshot-3.npz",
+                                  ".best.npz.abc123.tmp"])
+@pytest.mark.parametrize("flags", [["--force"], []])
+def test_fit_with_or_without_force_names_a_users_npz_of_a_checkpoints_name(
+        tmp_path, config, name, flags):
+    out = tmp_path / "run"
+    (out / "checkpoints").mkdir(parents=True)
+    with open(out / "checkpoints" / name, "wb") as file:
+        np.savez(file, precious=np.arange(5))
+    kept = _files(out)
+
+    result = invoke("fit", config, "--out", out, "--quiet", *flags)
+
+    assert_one_line_error(result, 2, f"{out / 'checkpoints' / name} is not a"
+                                     " checkpoint nntrain wrote; --force removes"
+                                     " only what a run wrote: move the file, or"
+                                     " give --out another folder")
+    assert _files(out) == kept
+
+
+def test_force_removes_a_checkpoint_save_cut_short(run, config):
+    # A save killed before the zip directory was written: its first entry's local
+    # header names a checkpoint's first array; one killed at once leaves it empty.
+    whole = (run / "checkpoints" / "last.npz").read_bytes()
+    assert whole.startswith(b"PK\x03\x04") and whole[30:49] == b"param/affine1.W.npy"
+    (run / "checkpoints" / ".last.npz.cut.tmp").write_bytes(whole[:200])
+    (run / "checkpoints" / ".best.npz.none.tmp").write_bytes(b"")
+
+    result = invoke("fit", config, "--out", run, "--quiet", "--force")
+
+    assert result.exit_code == 0, result.output
+    assert sorted(path.name for path in (run / "checkpoints").iterdir()) == [
+        "best.npz", "last.npz"]
+
+
+def test_fit_without_force_offers_resume_only_for_a_runs_checkpoint(tmp_path,
+                                                                     config):
+    out = tmp_path / "run"
+    (out / "checkpoints").mkdir(parents=True)
+    (out / "checkpoints" / "mine.npz").write_bytes(b"PK\x05\x06" + bytes(18))
+
+    result = invoke("fit", config, "--out", out, "--quiet")
+
+    assert_one_line_error(result, 2, f"run directory {out} is not empty; pass"
+                                     " --force to start over, or --out to use"
+                                     " another folder")

@@ -1177,6 +1177,13 @@ def test_a_study_folder_of_another_plan_is_refused(study, tmp_path):
     (lambda plan: plan["rounds"].append({"round": 2, "bounds": {}}),
      "rounds holds 2 rounds, not 1 to 1"),
     (lambda plan: plan.update(rounds=None), "rounds is null, not a list"),
+    # Numbers equal to the right ones, but of another type.
+    (lambda plan: plan["trials"][0].update(trial=0.0),
+     "trials[0] is trial 0.0 of round 1, not trial 0 of round 1"),
+    (lambda plan: plan["trials"][1].update(round=True),
+     "trials[1] is trial 1 of round true, not trial 1 of round 1"),
+    (lambda plan: plan["rounds"][0].update(round=1.0),
+     "rounds[0] is round 1.0, not round 1"),
 ])
 def test_a_study_plan_with_forged_rounds_or_trials_is_refused(study, tmp_path,
                                                               edit, problem):

@@ -334,7 +334,8 @@ def _round_problem(entry, number: int, params) -> str | None:
     options)."""
     if not isinstance(entry, dict) or not isinstance(entry.get("bounds"), dict):
         return f"is {_short_json(entry)}, not a round with its ranges"
-    if entry.get("round") != number:
+    # 1.0 and true equal 1, but are no round number (nor a trial's below).
+    if type(entry.get("round")) is not int or entry["round"] != number:
         return f"is round {_short_json(entry.get('round'))}, not round {number}"
     bounds, keys = entry["bounds"], [param.key for param in params]
     if sorted(bounds) != sorted(keys):
@@ -363,7 +364,8 @@ def _trial_problem(entry, trial: int, number: int, params,
     ``number`` whose ranges are ``bounds``, or None."""
     if not isinstance(entry, dict) or not isinstance(entry.get("values"), dict):
         return f"is {_short_json(entry)}, not a trial with its values"
-    if (entry.get("trial"), entry.get("round")) != (trial, number):
+    marks = (entry.get("trial"), entry.get("round"))
+    if marks != (trial, number) or any(type(mark) is not int for mark in marks):
         return (f"is trial {_short_json(entry.get('trial'))} of round"
                 f" {_short_json(entry.get('round'))}, not trial {trial} of round"
                 f" {number}")

@@ -18,6 +18,7 @@ import re
 import tempfile
 from pathlib import Path
 
+from nntrain.checkpoint import written_by_nntrain
 from nntrain.config import config_to_yaml
 from nntrain.errors import (
     ConfigError,
@@ -115,7 +116,8 @@ class RunDirectory:
             self._check_clearable()
             if not force:
                 # A run stopped before its first save has nothing to resume.
-                saved = any((self.path / "checkpoints").glob("*.npz"))
+                saved = any(written_by_nntrain(path) for path in
+                            self._checkpoint_files(CHECKPOINT_PATTERNS))
                 resume = " --resume to continue it," if saved else ""
                 raise RunDirectoryError(
                     f"run directory {self.path} is not empty; pass --force to start"
@@ -143,6 +145,18 @@ class RunDirectory:
                     " --force removes only what a run wrote: move the file, or give"
                     " --out another folder"
                 )
+        for path in self._checkpoint_files(OWN_CHECKPOINT_PATTERNS):
+            if not written_by_nntrain(path):
+                raise RunDirectoryError(
+                    f"{path} is not a checkpoint nntrain wrote; --force removes only"
+                    " what a run wrote: move the file, or give --out another folder"
+                )
+
+    def _checkpoint_files(self, patterns) -> list[Path]:
+        """The files in checkpoints/ that have a name of ``patterns``."""
+        folder = self.path / "checkpoints"
+        return sorted(path for pattern in patterns for path in folder.glob(pattern)
+                      if path.is_file() or path.is_symlink())
 
     def _remove_own_files(self) -> None:
         """--force: delete what an earlier run wrote, and nothing else, once
@@ -177,7 +191,8 @@ class RunDirectory:
         config.yaml in the folder, say, which may be the very config being run).
         config.yaml: a resolved config, laid out exactly as nntrain writes one;
         metrics.jsonl: records that start with "kind"; train.log: beside either of
-        those, or beside a run's last.npz or best.npz."""
+        those, or beside a run's last.npz or best.npz (checkpoints/ files are
+        checked by checkpoint.written_by_nntrain)."""
         path = self.path / name
         try:
             text = path.read_text(encoding="utf-8")
@@ -195,6 +210,7 @@ class RunDirectory:
         return (any(self._written_by_nntrain(other) and (self.path / other).exists()
                     for other in ("config.yaml", "metrics.jsonl"))
                 or any((self.path / "checkpoints" / name).is_file()
+                       and written_by_nntrain(self.path / "checkpoints" / name)
                        for name in ("last.npz", "best.npz")))
 
     def _take_lock(self) -> None:
