@@ -262,8 +262,9 @@ def test_a_signal_while_matplotlib_is_imported_stops_as_one_while_drawing(
 
 # Runs ``python -m nntrain`` with argv[4:]. The signal argv[1] names ("-" for none)
 # comes as the first epoch starts; the one argv[2] names, as the stop is logged
-# ("log"), as the interpreter exits ("exit") or while its exit hangs ("hang": for
-# 5 s, then exit status 99).
+# ("log"), as the interpreter exits ("exit"), while its exit hangs ("hang": for
+# 5 s, then exit status 99) or once Python has put back the default handlers, as
+# it clears the modules ("late").
 SIGNALLED_TWICE = """
 import atexit, os, signal, sys, threading, time
 from nntrain import __main__ as entry
@@ -271,20 +272,12 @@ from nntrain.train import rundir, solver
 
 first, second, when = sys.argv[1:4]
 
-def train_epoch(self, stop, train_epoch=solver.Solver._train_epoch):
-    if first != "-" and self.progress.iteration == 0:
-        signal.raise_signal(getattr(signal, first))
-    train_epoch(self, stop)
-
 def log(self, line, log=rundir.RunDirectory.log):
     if when == "log" and line.startswith("stopped by"):
         signal.raise_signal(getattr(signal, second))
     log(self, line)
 
-solver.Solver._train_epoch = train_epoch
 rundir.RunDirectory.log = log
-if when == "exit":
-    atexit.register(signal.raise_signal, getattr(signal, second))
 
 def hang():
     main = threading.main_thread().ident
@@ -292,8 +285,24 @@ def hang():
     time.sleep(5)
     os._exit(99)
 
-if when == "hang":
-    atexit.register(hang)
+def train_epoch(self, stop, train_epoch=solver.Solver._train_epoch):
+    if self.progress.iteration == 0:
+        # Registered as a pool that the command starts registers its own.
+        if when == "exit":
+            atexit.register(signal.raise_signal, getattr(signal, second))
+        if when == "hang":
+            atexit.register(hang)
+        if first != "-":
+            signal.raise_signal(getattr(signal, first))
+    train_epoch(self, stop)
+
+class Late:
+    def __del__(self):
+        os.kill(os.getpid(), getattr(signal, second))
+
+if when == "late":
+    late = Late()
+solver.Solver._train_epoch = train_epoch
 sys.argv = ["nntrain", *sys.argv[4:]]
 entry.main()
 """
@@ -305,7 +314,7 @@ def _signalled_twice(first, second, when, *args):
         cwd=Path(__file__).parents[1], capture_output=True, text=True, timeout=120)
 
 
-@pytest.mark.parametrize("when", ["log", "exit", "hang"])
+@pytest.mark.parametrize("when", ["log", "exit", "hang", "late"])
 def test_a_signal_after_a_stop_leaves_the_stop_as_it_was(tmp_path, tiny_config,
                                                           when):
     run = tmp_path / "run"
@@ -319,7 +328,7 @@ def test_a_signal_after_a_stop_leaves_the_stop_as_it_was(tmp_path, tiny_config,
         f" {run / 'config.yaml'} --resume {run}"]
 
 
-@pytest.mark.parametrize("when", ["exit", "hang"])
+@pytest.mark.parametrize("when", ["exit", "hang", "late"])
 def test_a_signal_as_a_finished_command_exits_changes_nothing(tmp_path,
                                                               tiny_config, when):
     # A shutdown that hangs (on a pool's threads, say) ends at once: a signal then
@@ -329,6 +338,21 @@ def test_a_signal_as_a_finished_command_exits_changes_nothing(tmp_path,
 
     assert done.returncode == 0, done.stderr
     assert done.stderr == ""
+
+
+def test_a_ctrl_c_ignored_from_the_start_stays_ignored(tmp_path, tiny_config):
+    # As a background job of a non-interactive shell starts: SIGINT ignored.
+    code = SIGNALLED_TWICE.replace("first, second",
+                                   "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+                                   "first, second", 1)
+    done = subprocess.run(
+        [sys.executable, "-c", code, "SIGINT", "SIGINT", "exit", "fit", tiny_config,
+         "--out", tmp_path / "run", "--quiet", "--set", "train.plots=false"],
+        cwd=Path(__file__).parents[1], capture_output=True, text=True, timeout=120)
+
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    assert (tmp_path / "run" / "checkpoints" / "best.npz").exists()
 
 
 def test_a_signal_while_a_ctrl_c_at_start_is_reported_is_ignored():

@@ -19,6 +19,11 @@ from nntrain.errors import StopRequested
 
 SIGNAL_EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
+# The signals that the command line found ignored (SIG_IGN) as it started, as a
+# background job of a non-interactive shell finds SIGINT: they stay ignored, as
+# Python itself leaves them, so no handler here takes them.
+ignored_at_start: set = set()
+
 
 class Interrupted(KeyboardInterrupt):
     """A second signal: stop at once, leaving the files as the last save left them.
@@ -58,11 +63,20 @@ class CommandLineHandler:
 
 
 def stop_on_signals() -> CommandLineHandler:
-    """Install a new CommandLineHandler for SIGINT and SIGTERM, and return it."""
+    """Install a new CommandLineHandler for SIGINT and SIGTERM, except one found
+    ignored (``ignored_at_start``), and return it."""
     handler = CommandLineHandler()
     for signum in SIGNAL_EXIT_CODES:
-        signal.signal(signum, handler)
+        if signal.getsignal(signum) == signal.SIG_IGN:
+            ignored_at_start.add(signum)
+        if signum not in ignored_at_start:
+            signal.signal(signum, handler)
     return handler
+
+
+def handled_signals() -> list:
+    """SIGINT and SIGTERM, less those ignored since the start (ignored_at_start)."""
+    return [signum for signum in SIGNAL_EXIT_CODES if signum not in ignored_at_start]
 
 
 def stopped_by(error: KeyboardInterrupt) -> str:
@@ -115,7 +129,7 @@ def signals_deferred():
 
     try:
         try:
-            for signum in SIGNAL_EXIT_CODES:
+            for signum in handled_signals():
                 previous[signum] = signal.signal(signum, record)
         except ValueError:  # not the main thread, which alone receives signals
             pass
@@ -143,7 +157,7 @@ class StopFlag:
         self._previous = {}
 
     def __enter__(self):
-        for signum in SIGNAL_EXIT_CODES:
+        for signum in handled_signals():
             try:
                 self._previous[signum] = signal.signal(signum, self._handle)
             except ValueError:  # not the main thread: leave signals alone
