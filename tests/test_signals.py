@@ -16,18 +16,25 @@ from nntrain.cli import Group, cli
 from nntrain.train.signals import Interrupted, StopFlag
 
 
-@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130),
-                                          (signal.SIGTERM, 143)])
-def test_a_second_signal_stops_at_once_with_its_own_status(signum, code):
+@pytest.mark.parametrize("first, second, code, message", [
+    (signal.SIGTERM, signal.SIGTERM, 143, "stopped at once by a second SIGTERM"),
+    (signal.SIGINT, signal.SIGINT, 130, "stopped at once by a second SIGINT"),
+    # The first signal decides the status, whichever comes second.
+    (signal.SIGINT, signal.SIGTERM, 130, "stopped by SIGINT, then at once by"
+     " SIGTERM"),
+    (signal.SIGTERM, signal.SIGINT, 143, "stopped by SIGTERM, then at once by"
+     " SIGINT"),
+])
+def test_a_second_signal_stops_at_once_with_the_first_ones_status(first, second,
+                                                                  code, message):
     with pytest.raises(Interrupted) as caught:
         with StopFlag() as stop:
-            os.kill(os.getpid(), signal.SIGTERM)
-            assert stop.signum == signal.SIGTERM and stop.exit_code == 143
-            os.kill(os.getpid(), signum)
+            os.kill(os.getpid(), first)
+            assert stop.signum == first
+            os.kill(os.getpid(), second)
 
     assert caught.value.exit_code == code
-    assert str(caught.value) == (f"stopped at once by a second"
-                                 f" {signal.Signals(signum).name}")
+    assert str(caught.value) == message
 
 
 def test_an_ignored_repeat_leaves_the_first_signal_standing(monkeypatch):
@@ -48,7 +55,7 @@ def test_the_handlers_before_the_flag_are_restored():
 
 
 @pytest.mark.parametrize("raised, code, message", [
-    (KeyboardInterrupt(), 130, "interrupted"),
+    (KeyboardInterrupt(), 130, "stopped by SIGINT"),
     (Interrupted(signal.SIGINT), 130, "stopped at once by a second SIGINT"),
     (Interrupted(signal.SIGTERM), 143, "stopped at once by a second SIGTERM"),
 ])
@@ -181,7 +188,7 @@ def test_a_second_signal_while_a_checkpoint_is_zipped_stops_after_the_zip(
             signal.raise_signal(signal.SIGINT)
             save_checkpoint(path, {}, {"param": {"W": np.ones(2)}})
 
-    assert caught.value.exit_code == 143
+    assert caught.value.exit_code == 130  # the first signal's
     assert not path.exists() and list(tmp_path.iterdir()) == []
     monkeypatch.undo()
     save_checkpoint(path, {}, {"param": {"W": np.ones(2)}})
@@ -264,7 +271,8 @@ def test_a_signal_while_matplotlib_is_imported_stops_as_one_while_drawing(
 # comes as the first epoch starts; the one argv[2] names, as the stop is logged
 # ("log"), as the interpreter exits ("exit"), while its exit hangs ("hang": for
 # 5 s, then exit status 99) or once Python has put back the default handlers, as
-# it clears the modules ("late").
+# it clears the modules ("late"); or both signals, as the second epoch starts
+# ("twice").
 SIGNALLED_TWICE = """
 import atexit, os, signal, sys, threading, time
 from nntrain import __main__ as entry
@@ -292,8 +300,11 @@ def train_epoch(self, stop, train_epoch=solver.Solver._train_epoch):
             atexit.register(signal.raise_signal, getattr(signal, second))
         if when == "hang":
             atexit.register(hang)
-        if first != "-":
+        if first != "-" and when != "twice":
             signal.raise_signal(getattr(signal, first))
+    elif when == "twice" and stop.signum is None:  # both once a checkpoint is saved
+        signal.raise_signal(getattr(signal, first))
+        signal.raise_signal(getattr(signal, second))
     train_epoch(self, stop)
 
 class Late:
@@ -326,6 +337,20 @@ def test_a_signal_after_a_stop_leaves_the_stop_as_it_was(tmp_path, tiny_config,
         f"stopped by SIGINT at iteration 1; the state is saved in"
         f" {run / 'checkpoints' / 'last.npz'}. Resume with: nntrain fit"
         f" {run / 'config.yaml'} --resume {run}"]
+
+
+@pytest.mark.parametrize("first, second, code", [("SIGINT", "SIGTERM", 130),
+                                                  ("SIGTERM", "SIGINT", 143)])
+def test_a_stop_at_once_is_logged_with_the_first_signals_status(
+        tmp_path, tiny_config, first, second, code):
+    run = tmp_path / "run"
+    stopped = _signalled_twice(first, second, "twice", "fit", tiny_config,
+                               "--out", run, "--quiet")
+
+    assert stopped.returncode == code, stopped.stderr
+    line = f"stopped by {first}, then at once by {second}"
+    assert stopped.stderr.splitlines() == [line]
+    assert (run / "train.log").read_text().splitlines()[-1] == line
 
 
 @pytest.mark.parametrize("when", ["exit", "hang", "late"])

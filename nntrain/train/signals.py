@@ -26,13 +26,17 @@ ignored_at_start: set = set()
 
 
 class Interrupted(KeyboardInterrupt):
-    """A second signal: stop at once, leaving the files as the last save left them.
-    A KeyboardInterrupt, so that no ``except Exception`` on the way swallows it;
-    ``exit_code`` is the signal's (130 for SIGINT, 143 for SIGTERM)."""
+    """A second signal ``signum`` after the first, ``first``: stop at once, leaving
+    the files as the last save left them. A KeyboardInterrupt, so that no ``except
+    Exception`` on the way swallows it; ``exit_code`` is the first signal's (130
+    for SIGINT, 143 for SIGTERM), which decides how the command ends."""
 
-    def __init__(self, signum: int):
-        super().__init__(f"stopped at once by a second {signal.Signals(signum).name}")
-        self.exit_code = SIGNAL_EXIT_CODES[signum]
+    def __init__(self, signum: int, first: int | None = None):
+        first = signum if first is None else first
+        name, first_name = signal.Signals(signum).name, signal.Signals(first).name
+        super().__init__(f"stopped at once by a second {name}" if first == signum
+                         else f"stopped by {first_name}, then at once by {name}")
+        self.exit_code = SIGNAL_EXIT_CODES[first]
 
 
 class Terminated(KeyboardInterrupt):
@@ -174,7 +178,7 @@ class StopFlag:
             if isinstance(outside, CommandLineHandler):
                 outside.stopping = True  # it ignores the signals after this one
         elif signum not in self.ignored_repeats:
-            raise Interrupted(signum)
+            raise Interrupted(signum, self.signum)
 
     def __exit__(self, *exc):
         for signum, handler in self._previous.items():
