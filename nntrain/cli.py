@@ -465,7 +465,7 @@ def _format_evaluation(result: dict, class_names) -> list[str]:
 
 
 @cli.command()
-@click.argument("checkpoint", type=UserPath(dir_okay=False))
+@click.argument("checkpoint", type=UserPath())
 @click.argument("input_path", metavar="INPUT", type=UserPath(dir_okay=False))
 @click.option("--out", "out_path", type=UserPath(dir_okay=False),
               help="Write .csv or .npz here (default: CSV on stdout).")
