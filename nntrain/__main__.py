@@ -1,5 +1,6 @@
 """The ``nntrain`` command, as ``python -m nntrain`` and as the console script."""
 
+import atexit
 import os
 import signal
 import sys
@@ -11,6 +12,11 @@ def main() -> None:
     # its status, not a traceback or a silent death. The first signal decides how
     # the command ends; later ones are ignored while it says so (train/signals.py).
     status = 1  # an uncaught exception's
+    # A signal ignored from the start (a background job's SIGINT) stays ignored.
+    handled = [signum for signum in (signal.SIGINT, signal.SIGTERM)
+               if signal.getsignal(signum) != signal.SIG_IGN]
+    # Registered first, so run last (atexit runs its functions in reverse).
+    atexit.register(_ignore_signals)
     try:
         from nntrain.train.signals import stop_on_signals
 
@@ -35,7 +41,10 @@ def main() -> None:
         # The command has ended with ``status``. The interpreter's shutdown can
         # still wait, on a worker pool's threads or Dask's client: a signal then
         # cuts it short, with that status, instead of raising a traceback there.
-        _exit_on_signals(status)
+        # Past the last atexit function the shutdown waits on nothing, but Python
+        # then puts back the default handlers, which a signal would die of: it is
+        # ignored there (_ignore_signals above).
+        _exit_on_signals(status, handled)
 
 
 def _ignore_signals() -> None:
@@ -43,8 +52,8 @@ def _ignore_signals() -> None:
         signal.signal(signum, signal.SIG_IGN)
 
 
-def _exit_on_signals(code) -> None:
-    """Make SIGINT and SIGTERM end the process at once with the status that
+def _exit_on_signals(code, signums) -> None:
+    """Make the signals ``signums`` end the process at once with the status that
     ``sys.exit(code)`` gives, leaving the rest of the shutdown undone."""
     status = code if isinstance(code, int) else int(code is not None)
 
@@ -57,7 +66,7 @@ def _exit_on_signals(code) -> None:
                 pass
         os._exit(status)
 
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    for signum in signums:
         signal.signal(signum, exit_now)
 
 

@@ -28,7 +28,12 @@ from nntrain.errors import (
 )
 from nntrain.fileio import write_bytes_atomically
 from nntrain.train.report import counted
-from nntrain.train.signals import stopped_at_start, stopped_before_start
+from nntrain.train.signals import (
+    stop_exit_code,
+    stopped_at_start,
+    stopped_before_start,
+    stopped_by,
+)
 
 # Data no larger than this cannot by itself overflow a float64 gradient check.
 SANE_DATA_SCALE = 1e3
@@ -98,10 +103,10 @@ class Group(click.Group):
             _say(f"error: {error}")
             ctx.exit(error.exit_code)
         except KeyboardInterrupt as error:
-            # A second signal (train/signals.py) carries its own status: 143 for
-            # SIGTERM; Python's own KeyboardInterrupt is a Ctrl-C.
-            _say(str(error) or "interrupted")
-            ctx.exit(getattr(error, "exit_code", 130))
+            # A second signal (train/signals.py) carries the first one's status:
+            # 143 for SIGTERM; Python's own KeyboardInterrupt is a Ctrl-C.
+            _say(stopped_by(error))
+            ctx.exit(stop_exit_code(error))
         except BrokenPipeError:
             # The reader went away (`nntrain eval ... | head`): stop quietly, and
             # point stdout at nothing so the interpreter's final flush cannot fail.
@@ -460,7 +465,7 @@ def _format_evaluation(result: dict, class_names) -> list[str]:
 
 
 @cli.command()
-@click.argument("checkpoint", type=UserPath(dir_okay=False))
+@click.argument("checkpoint", type=UserPath())
 @click.argument("input_path", metavar="INPUT", type=UserPath(dir_okay=False))
 @click.option("--out", "out_path", type=UserPath(dir_okay=False),
               help="Write .csv or .npz here (default: CSV on stdout).")

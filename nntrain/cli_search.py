@@ -228,7 +228,7 @@ def _ensemble_best(study, count: int) -> None:
 
 @click.command()
 @click.argument("checkpoints", metavar="CKPT...", nargs=-1, required=True,
-                type=UserPath(dir_okay=False))
+                type=UserPath())
 @click.option("--split", type=click.Choice(SPLITS), default="test", show_default=True,
               help="Which split to measure.")
 @click.option("--data", "data_path", type=UserPath(),

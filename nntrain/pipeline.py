@@ -376,6 +376,12 @@ def _ending(run: RunDirectory, resumed: bool):
             raise
         except KeyboardInterrupt as error:
             if run.saved:
+                # Stopped at once by a second signal: logged as the terminal
+                # shows it (cli.Group), unless the log cannot be written.
+                try:
+                    run.log(stopped_by(error))
+                except TrainingError:
+                    pass
                 raise
             # Stopped before its first checkpoint (while it started, or at once by
             # a second signal): there is no state to resume from.

@@ -2015,6 +2015,21 @@ def test_eval_of_a_run_folder_names_its_best_checkpoint(trained, given):
         f" its checkpoints, such as {run_dir / 'checkpoints' / 'best.npz'}") + "$")
 
 
+@pytest.mark.parametrize("command", ["predict", "ensemble"])
+def test_predict_and_ensemble_of_a_run_folder_name_its_best_checkpoint(trained,
+                                                                        command):
+    # As eval does, rather than click's "File ... is a directory".
+    folder, _, run_dir, _ = trained
+    best = run_dir / "checkpoints" / "best.npz"
+    args = [run_dir, folder / "tiny.npz"] if command == "predict" else [best,
+                                                                         run_dir]
+    result = invoke(command, *args)
+
+    assert_one_line_error(result, 2, "^" + re.escape(
+        f"error: {run_dir} is a folder, not a checkpoint; give one of its"
+        f" checkpoints, such as {best}") + "$")
+
+
 def test_eval_of_a_folder_of_runs_names_a_runs_checkpoint(trained):
     folder, _, run_dir, _ = trained  # it holds tiny.npz, data, not a checkpoint
 

@@ -16,18 +16,25 @@ from nntrain.cli import Group, cli
 from nntrain.train.signals import Interrupted, StopFlag
 
 
-@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130),
-                                          (signal.SIGTERM, 143)])
-def test_a_second_signal_stops_at_once_with_its_own_status(signum, code):
+@pytest.mark.parametrize("first, second, code, message", [
+    (signal.SIGTERM, signal.SIGTERM, 143, "stopped at once by a second SIGTERM"),
+    (signal.SIGINT, signal.SIGINT, 130, "stopped at once by a second SIGINT"),
+    # The first signal decides the status, whichever comes second.
+    (signal.SIGINT, signal.SIGTERM, 130, "stopped by SIGINT, then at once by"
+     " SIGTERM"),
+    (signal.SIGTERM, signal.SIGINT, 143, "stopped by SIGTERM, then at once by"
+     " SIGINT"),
+])
+def test_a_second_signal_stops_at_once_with_the_first_ones_status(first, second,
+                                                                  code, message):
     with pytest.raises(Interrupted) as caught:
         with StopFlag() as stop:
-            os.kill(os.getpid(), signal.SIGTERM)
-            assert stop.signum == signal.SIGTERM and stop.exit_code == 143
-            os.kill(os.getpid(), signum)
+            os.kill(os.getpid(), first)
+            assert stop.signum == first
+            os.kill(os.getpid(), second)
 
     assert caught.value.exit_code == code
-    assert str(caught.value) == (f"stopped at once by a second"
-                                 f" {signal.Signals(signum).name}")
+    assert str(caught.value) == message
 
 
 def test_an_ignored_repeat_leaves_the_first_signal_standing(monkeypatch):
@@ -48,7 +55,7 @@ def test_the_handlers_before_the_flag_are_restored():
 
 
 @pytest.mark.parametrize("raised, code, message", [
-    (KeyboardInterrupt(), 130, "interrupted"),
+    (KeyboardInterrupt(), 130, "stopped by SIGINT"),
     (Interrupted(signal.SIGINT), 130, "stopped at once by a second SIGINT"),
     (Interrupted(signal.SIGTERM), 143, "stopped at once by a second SIGTERM"),
 ])
@@ -181,7 +188,7 @@ def test_a_second_signal_while_a_checkpoint_is_zipped_stops_after_the_zip(
             signal.raise_signal(signal.SIGINT)
             save_checkpoint(path, {}, {"param": {"W": np.ones(2)}})
 
-    assert caught.value.exit_code == 143
+    assert caught.value.exit_code == 130  # the first signal's
     assert not path.exists() and list(tmp_path.iterdir()) == []
     monkeypatch.undo()
     save_checkpoint(path, {}, {"param": {"W": np.ones(2)}})
@@ -262,8 +269,10 @@ def test_a_signal_while_matplotlib_is_imported_stops_as_one_while_drawing(
 
 # Runs ``python -m nntrain`` with argv[4:]. The signal argv[1] names ("-" for none)
 # comes as the first epoch starts; the one argv[2] names, as the stop is logged
-# ("log"), as the interpreter exits ("exit") or while its exit hangs ("hang": for
-# 5 s, then exit status 99).
+# ("log"), as the interpreter exits ("exit"), while its exit hangs ("hang": for
+# 5 s, then exit status 99) or once Python has put back the default handlers, as
+# it clears the modules ("late"); or both signals, as the second epoch starts
+# ("twice").
 SIGNALLED_TWICE = """
 import atexit, os, signal, sys, threading, time
 from nntrain import __main__ as entry
@@ -271,20 +280,12 @@ from nntrain.train import rundir, solver
 
 first, second, when = sys.argv[1:4]
 
-def train_epoch(self, stop, train_epoch=solver.Solver._train_epoch):
-    if first != "-" and self.progress.iteration == 0:
-        signal.raise_signal(getattr(signal, first))
-    train_epoch(self, stop)
-
 def log(self, line, log=rundir.RunDirectory.log):
     if when == "log" and line.startswith("stopped by"):
         signal.raise_signal(getattr(signal, second))
     log(self, line)
 
-solver.Solver._train_epoch = train_epoch
 rundir.RunDirectory.log = log
-if when == "exit":
-    atexit.register(signal.raise_signal, getattr(signal, second))
 
 def hang():
     main = threading.main_thread().ident
@@ -292,8 +293,27 @@ def hang():
     time.sleep(5)
     os._exit(99)
 
-if when == "hang":
-    atexit.register(hang)
+def train_epoch(self, stop, train_epoch=solver.Solver._train_epoch):
+    if self.progress.iteration == 0:
+        # Registered as a pool that the command starts registers its own.
+        if when == "exit":
+            atexit.register(signal.raise_signal, getattr(signal, second))
+        if when == "hang":
+            atexit.register(hang)
+        if first != "-" and when != "twice":
+            signal.raise_signal(getattr(signal, first))
+    elif when == "twice" and stop.signum is None:  # both once a checkpoint is saved
+        signal.raise_signal(getattr(signal, first))
+        signal.raise_signal(getattr(signal, second))
+    train_epoch(self, stop)
+
+class Late:
+    def __del__(self):
+        os.kill(os.getpid(), getattr(signal, second))
+
+if when == "late":
+    late = Late()
+solver.Solver._train_epoch = train_epoch
 sys.argv = ["nntrain", *sys.argv[4:]]
 entry.main()
 """
@@ -305,7 +325,7 @@ def _signalled_twice(first, second, when, *args):
         cwd=Path(__file__).parents[1], capture_output=True, text=True, timeout=120)
 
 
-@pytest.mark.parametrize("when", ["log", "exit", "hang"])
+@pytest.mark.parametrize("when", ["log", "exit", "hang", "late"])
 def test_a_signal_after_a_stop_leaves_the_stop_as_it_was(tmp_path, tiny_config,
                                                           when):
     run = tmp_path / "run"
@@ -319,7 +339,21 @@ def test_a_signal_after_a_stop_leaves_the_stop_as_it_was(tmp_path, tiny_config,
         f" {run / 'config.yaml'} --resume {run}"]
 
 
-@pytest.mark.parametrize("when", ["exit", "hang"])
+@pytest.mark.parametrize("first, second, code", [("SIGINT", "SIGTERM", 130),
+                                                  ("SIGTERM", "SIGINT", 143)])
+def test_a_stop_at_once_is_logged_with_the_first_signals_status(
+        tmp_path, tiny_config, first, second, code):
+    run = tmp_path / "run"
+    stopped = _signalled_twice(first, second, "twice", "fit", tiny_config,
+                               "--out", run, "--quiet")
+
+    assert stopped.returncode == code, stopped.stderr
+    line = f"stopped by {first}, then at once by {second}"
+    assert stopped.stderr.splitlines() == [line]
+    assert (run / "train.log").read_text().splitlines()[-1] == line
+
+
+@pytest.mark.parametrize("when", ["exit", "hang", "late"])
 def test_a_signal_as_a_finished_command_exits_changes_nothing(tmp_path,
                                                               tiny_config, when):
     # A shutdown that hangs (on a pool's threads, say) ends at once: a signal then
@@ -329,6 +363,21 @@ def test_a_signal_as_a_finished_command_exits_changes_nothing(tmp_path,
 
     assert done.returncode == 0, done.stderr
     assert done.stderr == ""
+
+
+def test_a_ctrl_c_ignored_from_the_start_stays_ignored(tmp_path, tiny_config):
+    # As a background job of a non-interactive shell starts: SIGINT ignored.
+    code = SIGNALLED_TWICE.replace("first, second",
+                                   "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+                                   "first, second", 1)
+    done = subprocess.run(
+        [sys.executable, "-c", code, "SIGINT", "SIGINT", "exit", "fit", tiny_config,
+         "--out", tmp_path / "run", "--quiet", "--set", "train.plots=false"],
+        cwd=Path(__file__).parents[1], capture_output=True, text=True, timeout=120)
+
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    assert (tmp_path / "run" / "checkpoints" / "best.npz").exists()
 
 
 def test_a_signal_while_a_ctrl_c_at_start_is_reported_is_ignored():

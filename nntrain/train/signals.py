@@ -19,15 +19,24 @@ from nntrain.errors import StopRequested
 
 SIGNAL_EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
+# The signals that the command line found ignored (SIG_IGN) as it started, as a
+# background job of a non-interactive shell finds SIGINT: they stay ignored, as
+# Python itself leaves them, so no handler here takes them.
+ignored_at_start: set = set()
+
 
 class Interrupted(KeyboardInterrupt):
-    """A second signal: stop at once, leaving the files as the last save left them.
-    A KeyboardInterrupt, so that no ``except Exception`` on the way swallows it;
-    ``exit_code`` is the signal's (130 for SIGINT, 143 for SIGTERM)."""
+    """A second signal ``signum`` after the first, ``first``: stop at once, leaving
+    the files as the last save left them. A KeyboardInterrupt, so that no ``except
+    Exception`` on the way swallows it; ``exit_code`` is the first signal's (130
+    for SIGINT, 143 for SIGTERM), which decides how the command ends."""
 
-    def __init__(self, signum: int):
-        super().__init__(f"stopped at once by a second {signal.Signals(signum).name}")
-        self.exit_code = SIGNAL_EXIT_CODES[signum]
+    def __init__(self, signum: int, first: int | None = None):
+        first = signum if first is None else first
+        name, first_name = signal.Signals(signum).name, signal.Signals(first).name
+        super().__init__(f"stopped at once by a second {name}" if first == signum
+                         else f"stopped by {first_name}, then at once by {name}")
+        self.exit_code = SIGNAL_EXIT_CODES[first]
 
 
 class Terminated(KeyboardInterrupt):
@@ -58,11 +67,20 @@ class CommandLineHandler:
 
 
 def stop_on_signals() -> CommandLineHandler:
-    """Install a new CommandLineHandler for SIGINT and SIGTERM, and return it."""
+    """Install a new CommandLineHandler for SIGINT and SIGTERM, except one found
+    ignored (``ignored_at_start``), and return it."""
     handler = CommandLineHandler()
     for signum in SIGNAL_EXIT_CODES:
-        signal.signal(signum, handler)
+        if signal.getsignal(signum) == signal.SIG_IGN:
+            ignored_at_start.add(signum)
+        if signum not in ignored_at_start:
+            signal.signal(signum, handler)
     return handler
+
+
+def handled_signals() -> list:
+    """SIGINT and SIGTERM, less those ignored since the start (ignored_at_start)."""
+    return [signum for signum in SIGNAL_EXIT_CODES if signum not in ignored_at_start]
 
 
 def stopped_by(error: KeyboardInterrupt) -> str:
@@ -115,7 +133,7 @@ def signals_deferred():
 
     try:
         try:
-            for signum in SIGNAL_EXIT_CODES:
+            for signum in handled_signals():
                 previous[signum] = signal.signal(signum, record)
         except ValueError:  # not the main thread, which alone receives signals
             pass
@@ -143,7 +161,7 @@ class StopFlag:
         self._previous = {}
 
     def __enter__(self):
-        for signum in SIGNAL_EXIT_CODES:
+        for signum in handled_signals():
             try:
                 self._previous[signum] = signal.signal(signum, self._handle)
             except ValueError:  # not the main thread: leave signals alone
@@ -160,7 +178,7 @@ class StopFlag:
             if isinstance(outside, CommandLineHandler):
                 outside.stopping = True  # it ignores the signals after this one
         elif signum not in self.ignored_repeats:
-            raise Interrupted(signum)
+            raise Interrupted(signum, self.signum)
 
     def __exit__(self, *exc):
         for signum, handler in self._previous.items():
