@@ -98,10 +98,51 @@ def write_text_atomically(path: Path, text: str) -> None:
 def save_figure(figure, path: Path, dpi: int) -> None:
     """A matplotlib figure as a PNG at ``path``, written whole through a temporary
     file: a symbolic link already at ``path`` is replaced, never written through
-    (it might point at a checkpoint)."""
+    (it might point at a checkpoint). Its "Software" text entry names nntrain, so
+    that ``fit --force`` can tell it from a user's PNG (written_by_nntrain_png)."""
+    from matplotlib import __version__ as matplotlib_version
+
+    from nntrain import __version__
+
+    software = f"nntrain {__version__} (Matplotlib {matplotlib_version})"
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=dpi)
+    figure.savefig(buffer, format="png", dpi=dpi, metadata={"Software": software})
     write_bytes_atomically(Path(path), buffer.getvalue())
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# The "Software" values of PNGs nntrain wrote: its own, and Matplotlib's default,
+# which plots written before nntrain named itself carry. A PNG a user made with
+# Matplotlib therefore counts as nntrain's too; one from any other program does not.
+NNTRAIN_PNG_SOFTWARE = (b"nntrain ", b"Matplotlib version")
+
+
+def written_by_nntrain_png(path) -> bool:
+    """Whether the file ``path`` is a PNG that nntrain wrote, read from the chunks
+    before the image data alone (a few hundred bytes; no pixel is decoded): one
+    with a "Software" text entry of NNTRAIN_PNG_SOFTWARE. A symbolic link counts:
+    removing it loses no file."""
+    path = Path(path)
+    if path.is_symlink():
+        return True
+    try:
+        with open(path, "rb") as file:
+            start = file.read(4096)
+    except OSError:
+        return False
+    if not start.startswith(PNG_SIGNATURE):
+        return False
+    offset = len(PNG_SIGNATURE)
+    while offset + 8 <= len(start):
+        length = int.from_bytes(start[offset:offset + 4], "big")
+        kind = start[offset + 4:offset + 8]
+        if kind == b"IDAT":
+            break
+        data = start[offset + 8:offset + 8 + length]
+        if kind == b"tEXt" and data.startswith(b"Software\x00"):
+            return data[len(b"Software\x00"):].startswith(NNTRAIN_PNG_SOFTWARE)
+        offset += 12 + length  # length, type, data, CRC
+    return False
 
 
 def write_bytes_atomically(path: Path, data: bytes) -> None:

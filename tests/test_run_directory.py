@@ -9,6 +9,7 @@ import errno
 import json
 import os
 import signal
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -627,3 +628,50 @@ def test_fit_without_force_offers_resume_only_for_a_runs_checkpoint(tmp_path,
     assert_one_line_error(result, 2, f"run directory {out} is not empty; pass"
                                      " --force to start over, or --out to use"
                                      " another folder")
+
+
+def _png(*chunks: tuple[bytes, bytes]) -> bytes:
+    """A PNG of a 1x1 grey image whose chunks ``chunks`` (type, data) come before
+    its image data, as a program other than nntrain may write one."""
+    def chunk(kind, data):
+        crc = zlib.crc32(kind + data).to_bytes(4, "big")
+        return len(data).to_bytes(4, "big") + kind + data + crc
+
+    header = chunk(b"IHDR", (1).to_bytes(4, "big") * 2 + bytes([8, 0, 0, 0, 0]))
+    return (b"\x89PNG\r\n\x1a\n" + header
+            + b"".join(chunk(kind, data) for kind, data in chunks)
+            + chunk(b"IDAT", zlib.compress(b"\x00\x80")) + chunk(b"IEND", b""))
+
+
+def test_force_removes_the_plots_a_run_wrote(run, config):
+    Figure = pytest.importorskip("matplotlib.figure").Figure
+
+    from nntrain.fileio import save_figure
+
+    plots = run / "plots"
+    plots.mkdir()
+    save_figure(Figure(figsize=(1, 1)), plots / "loss.png", dpi=10)
+    # What nntrain wrote before it named itself: Matplotlib's own "Software".
+    Figure(figsize=(1, 1)).savefig(plots / "accuracy.png", dpi=10)
+
+    result = invoke("fit", config, "--out", run, "--quiet", "--force")
+
+    assert result.exit_code == 0, result.output
+    assert not plots.exists()  # removed, and no plots were asked for
+
+
+@pytest.mark.parametrize("chunks", [[], [(b"tEXt", b"Software\x00GIMP 2.10")]])
+@pytest.mark.parametrize("flags", [["--force"], []])
+def test_fit_with_or_without_force_names_a_users_png_of_a_plots_name(
+        run, config, chunks, flags):
+    (run / "plots").mkdir()
+    (run / "plots" / "loss.png").write_bytes(_png(*chunks))
+    kept = _files(run)
+
+    result = invoke("fit", config, "--out", run, "--quiet", *flags)
+
+    assert_one_line_error(result, 2, f"{run / 'plots' / 'loss.png'} is not a plot"
+                                     " nntrain wrote; --force removes only what a"
+                                     " run wrote: move the file, or give --out"
+                                     " another folder")
+    assert _files(run) == kept

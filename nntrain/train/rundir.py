@@ -26,7 +26,11 @@ from nntrain.errors import (
     StopRequested,
     TrainingError,
 )
-from nntrain.fileio import write_fix, write_text_atomically
+from nntrain.fileio import (
+    write_fix,
+    write_text_atomically,
+    written_by_nntrain_png,
+)
 from nntrain.train.signals import signals_deferred, stop_exit_code, stopped_by
 from nntrain.yamlio import parse_yaml
 
@@ -151,10 +155,20 @@ class RunDirectory:
                     f"{path} is not a checkpoint nntrain wrote; --force removes only"
                     " what a run wrote: move the file, or give --out another folder"
                 )
+        for path in self._own_files("plots", OWN_PLOT_PATTERNS):
+            if not written_by_nntrain_png(path):
+                raise RunDirectoryError(
+                    f"{path} is not a plot nntrain wrote; --force removes only"
+                    " what a run wrote: move the file, or give --out another folder"
+                )
 
     def _checkpoint_files(self, patterns) -> list[Path]:
         """The files in checkpoints/ that have a name of ``patterns``."""
-        folder = self.path / "checkpoints"
+        return self._own_files("checkpoints", patterns)
+
+    def _own_files(self, folder: str, patterns) -> list[Path]:
+        """The files in the run's ``folder`` that have a name of ``patterns``."""
+        folder = self.path / folder
         return sorted(path for pattern in patterns for path in folder.glob(pattern)
                       if path.is_file() or path.is_symlink())
 
