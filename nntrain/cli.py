@@ -411,7 +411,7 @@ def evaluate(checkpoint, split, data_path, as_json, plots_dir, average):
 
 
 @cli.command()
-@click.argument("run_dir", type=UserPath(file_okay=False))
+@click.argument("run_dir", type=UserPath())
 @click.option("--out", type=UserPath(file_okay=False),
               help="Where to write the PNGs (default: RUN_DIR/plots).")
 @click.option("--data", "data_path", type=UserPath(),

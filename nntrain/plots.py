@@ -190,6 +190,10 @@ def plot_run(run_dir, out_dir=None, *, data_path=None,
     """
     _figure_tools()
     run_dir = Path(run_dir)
+    _refuse_part_of_a_run(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise BadInputError(f"{run_dir} is a file, not a run directory; give the"
+                            " folder that nntrain fit wrote")
     if not run_dir.is_dir():
         raise BadInputError(f"run directory {run_dir} not found; give the folder that"
                             " nntrain fit wrote")
@@ -210,6 +214,19 @@ def plot_run(run_dir, out_dir=None, *, data_path=None,
         *from_checkpoint,
     ]
     return [path for path in written if path is not None]
+
+
+def _refuse_part_of_a_run(path: Path) -> None:
+    """Bad input naming the run directory to give when ``path`` is a run's
+    checkpoints folder, or a file in it (a checkpoint), rather than the run's."""
+    folder = path if path.is_dir() else path.parent
+    run_dir = folder.parent
+    if folder.name != "checkpoints" or not (run_dir / "metrics.jsonl").is_file():
+        return
+    what = ("the checkpoints folder of a run" if path.is_dir()
+            else "a file in a run's checkpoints folder")
+    raise BadInputError(f"{path} is {what}, not its run directory; give the run"
+                        f" directory {run_dir}")
 
 
 @signals_deferred()

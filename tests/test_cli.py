@@ -892,6 +892,22 @@ def test_plot_with_a_data_path_that_does_not_exist_is_bad_input(trained, tmp_pat
     assert not (tmp_path / "plots").exists()
 
 
+@pytest.mark.parametrize("given, what", [
+    ("checkpoints", "the checkpoints folder of a run"),
+    ("checkpoints/best.npz", "a file in a run's checkpoints folder"),
+])
+def test_plot_of_a_runs_checkpoints_names_the_run_directory(trained, given, what):
+    pytest.importorskip("matplotlib")
+    _, _, run_dir, _ = trained
+    path = run_dir / given
+
+    result = invoke("plot", path)
+
+    assert_one_line_error(result, 2, re.escape(
+        f"{path} is {what}, not its run directory; give the run directory"
+        f" {run_dir}") + "$")
+
+
 @pytest.mark.parametrize("command, option", [
     ("eval", "--plots"), ("plot", "--out"),
 ])
