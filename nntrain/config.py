@@ -173,8 +173,9 @@ _NUMBERS = re.compile(r"[\d\s,.eE+-]+")
 
 def _as_list(value, item_check, key: str) -> str:
     """How to write a lone number, or text of numbers, as the list a key wants:
-    128 as [128]; nothing for other values, nor where that list would be refused
-    in turn (2.5 for a list of integers, "1-2")."""
+    128 as [128], and 16.0 as [16] where only integers would do; nothing for
+    other values, nor where that list would be refused in turn (2.5 for a list of
+    integers, "1-2")."""
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         return ""
     text = str(value).strip()
@@ -183,11 +184,19 @@ def _as_list(value, item_check, key: str) -> str:
         return ""
     try:
         items = parse_yaml(f"[{text}]", key)
-        for i, item in enumerate(items):
-            item_check(item, f"{key}[{i}]")
     except ConfigError:
         return ""
-    return f"; write [{text}]"
+    whole = [int(item) if isinstance(item, float) and item.is_integer() else item
+             for item in items]
+    for candidate, shown in ((items, text),
+                             (whole, ", ".join(str(item) for item in whole))):
+        try:
+            for i, item in enumerate(candidate):
+                item_check(item, f"{key}[{i}]")
+        except ConfigError:
+            continue
+        return f"; write [{shown}]"
+    return ""
 
 
 def list_of(item_check, allow_empty=True, nullable=False, max_items=MAX_LAYERS):
