@@ -389,18 +389,20 @@ def evaluate(checkpoint, split, data_path, as_json, plots_dir, average):
     _refuse_empty("--data", data_path, DATA_GIVE)
     _refuse_empty("--plots", plots_dir, "a folder path for the PNGs, or leave"
                   " --plots out")
-    restored, prepared, scores, metrics = evaluate_checkpoint(
-        checkpoint, split, data_path, average)
-    y = prepared.splits[split][1]
-    result = {"checkpoint": str(checkpoint), "split": split,
-              "weights": "average" if average else "raw", **metrics}
-    if plots_dir:
-        from nntrain.plots import plot_evaluation
+    drawing = _stop_names_plots_written() if plots_dir else contextlib.nullcontext()
+    with drawing:
+        restored, prepared, scores, metrics = evaluate_checkpoint(
+            checkpoint, split, data_path, average)
+        y = prepared.splits[split][1]
+        result = {"checkpoint": str(checkpoint), "split": split,
+                  "weights": "average" if average else "raw", **metrics}
+        if plots_dir:
+            from nntrain.plots import plot_evaluation
 
-        written = plot_evaluation(scores, y, restored.data["class_names"],
-                                  prepared.dataset.split(split)[0],
-                                  restored.data["input_shape"], Path(plots_dir))
-        result["plots"] = [str(path) for path in written.paths]
+            written = plot_evaluation(scores, y, restored.data["class_names"],
+                                      prepared.dataset.split(split)[0],
+                                      restored.data["input_shape"], Path(plots_dir))
+            result["plots"] = [str(path) for path in written.paths]
     if as_json:
         click.echo(json_text(result))
     else:
@@ -429,13 +431,34 @@ def plot(run_dir, out, data_path):
     if data_path is not None and not Path(data_path).exists():
         raise BadInputError(f"--data {data_path} not found; give the file or folder"
                             " where the run's data lies now")
-    with warnings.catch_warnings(record=True) as caught:
+    with warnings.catch_warnings(record=True) as caught, _stop_names_plots_written():
         warnings.simplefilter("always", plots.PlotWarning)
         written = plots.plot_run(run_dir, out, data_path=data_path)
     for warning in caught:
         click.echo(f"warning: {warning.message}", err=True)
     for path in written:
         click.echo(f"wrote {path}")
+
+
+@contextlib.contextmanager
+def _stop_names_plots_written():
+    """A signal that stops the block ends the command with a line that says which
+    PNGs it had written (each is written whole or not at all)."""
+    from nntrain.plots import recording
+
+    with recording() as written:
+        try:
+            yield
+        except KeyboardInterrupt as error:
+            if not written:
+                done = "no plots were written"
+            else:
+                names = [str(path) for path in written]
+                shown = ", ".join(names[:-1]) + " and " * (len(names) > 1) + names[-1]
+                done = (f"{shown} {'was' if len(names) == 1 else 'were'} written,"
+                        " the others were not")
+            raise StopRequested(f"{stopped_by(error)}: {done}",
+                                stop_exit_code(error)) from None
 
 
 def _format_evaluation(result: dict, class_names) -> list[str]:
@@ -476,14 +499,18 @@ def predict(checkpoint, input_path, out_path):
     from nntrain.predict import read_samples
 
     _check_predictions_path(out_path, checkpoint, input_path)
-    restored = restore(checkpoint)
-    spec = restored.data
-    dtype = np.dtype(restored.config["train"]["dtype"])
-    X = read_samples(input_path, spec["num_features"], dtype,
-                     spec.get("input_shape"))
-    X = restored.preprocessor.transform(X, dtype, input_path)
-    probabilities = softmax(restored.model.predict(X).astype(np.float64))
-    classes = probabilities.argmax(axis=1)
+    try:
+        restored = restore(checkpoint)
+        spec = restored.data
+        dtype = np.dtype(restored.config["train"]["dtype"])
+        X = read_samples(input_path, spec["num_features"], dtype,
+                         spec.get("input_shape"))
+        X = restored.preprocessor.transform(X, dtype, input_path)
+        probabilities = softmax(restored.model.predict(X).astype(np.float64))
+        classes = probabilities.argmax(axis=1)
+    except KeyboardInterrupt as error:
+        raise StopRequested(f"{stopped_by(error)}: no predictions were written",
+                            stop_exit_code(error)) from None
     _write_predictions(classes, probabilities, spec["class_names"], out_path)
 
 

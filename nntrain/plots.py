@@ -13,6 +13,7 @@ Shapes: N samples, D input features, C classes, H hidden units; an image sample 
 ``input_shape`` (height, width) with height * width = D.
 """
 
+import contextlib
 import json
 import math
 import warnings
@@ -77,6 +78,23 @@ def _new_figure(width: float, height: float):
     return figure
 
 
+# The lists that ``recording`` hands out: each gets the path of every PNG written
+# while it is open.
+_recorders: list[list[Path]] = []
+
+
+@contextlib.contextmanager
+def recording():
+    """A list that receives the path of each PNG written within the block, so that
+    a command a signal stops can say which it wrote."""
+    written: list[Path] = []
+    _recorders.append(written)
+    try:
+        yield written
+    finally:
+        _recorders.remove(written)
+
+
 def _save(figure, path: Path) -> Path:
     try:
         save_figure(figure, path, DPI)
@@ -84,6 +102,8 @@ def _save(figure, path: Path) -> Path:
         reason = error.strerror or type(error).__name__
         raise BadInputError(f"cannot write {path} ({reason}); choose a folder that"
                             " can be written") from None
+    for written in _recorders:
+        written.append(path)
     return path
 
 

@@ -469,3 +469,93 @@ def test_a_resume_stopped_while_it_starts_leaves_its_run_as_it_was(
         " resume it again with the same command"]
     assert before == {path: path.read_bytes() for path in run.rglob("*")
                       if path.is_file()}
+
+
+@pytest.fixture
+def finished_run(tmp_path, tiny_npz, write_config):
+    """A finished run of the tiny config, without plots."""
+    from conftest import tiny_config_dict
+
+    raw = tiny_config_dict(tiny_npz)
+    raw["train"]["plots"] = False
+    run = tmp_path / "run"
+    result = CliRunner().invoke(cli, ["fit", str(write_config(raw)), "--out",
+                                      str(run), "--quiet"])
+    assert result.exit_code == 0, result.output
+    return run
+
+
+def _signal_after_figures(monkeypatch, count, signum=signal.SIGINT):
+    """plots.save_figure sends ``signum`` once it has written ``count`` figures
+    (0: before the first); returns the list of the paths it writes."""
+    from nntrain import plots
+
+    save_figure, saved = plots.save_figure, []
+
+    def signalling(figure, path, dpi):
+        if len(saved) == count:
+            signal.raise_signal(signum)
+        save_figure(figure, path, dpi)
+        saved.append(path)
+
+    monkeypatch.setattr(plots, "save_figure", signalling)
+    return saved
+
+
+@pytest.mark.plots
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130),
+                                          (signal.SIGTERM, 143)])
+def test_plot_stopped_says_which_plots_it_wrote(
+        tmp_path, finished_run, monkeypatch, command_line_signals, signum, code):
+    pytest.importorskip("matplotlib")
+    # The signal comes as the second figure is drawn, which is finished first.
+    saved = _signal_after_figures(monkeypatch, 1, signum)
+    out = tmp_path / "plots"
+
+    result = CliRunner().invoke(cli, ["plot", str(finished_run), "--out", str(out)])
+
+    assert result.exit_code == code, result.output
+    assert len(saved) == 2 and sorted(out.iterdir()) == sorted(saved)
+    name = signal.Signals(signum).name
+    assert result.stderr == (f"stopped by {name}: {saved[0]} and {saved[1]} were"
+                             " written, the others were not\n")
+
+
+@pytest.mark.plots
+def test_eval_stopped_while_drawing_says_which_plot_it_wrote(
+        tmp_path, finished_run, monkeypatch, command_line_signals):
+    pytest.importorskip("matplotlib")
+    saved = _signal_after_figures(monkeypatch, 0)
+    out = tmp_path / "plots"
+
+    result = CliRunner().invoke(cli, ["eval", str(finished_run / "checkpoints"
+                                                  / "best.npz"), "--plots", str(out)])
+
+    assert result.exit_code == 130, result.output
+    assert len(saved) == 1 and list(out.iterdir()) == saved
+    assert result.stderr == (f"stopped by SIGINT: {saved[0]} was written, the"
+                             " others were not\n")
+
+
+def test_predict_stopped_says_no_predictions_were_written(
+        tmp_path, finished_run, tiny_npz, monkeypatch, command_line_signals):
+    from nntrain import predict
+
+    read_samples = predict.read_samples
+
+    def signalling(*args):
+        signal.raise_signal(signal.SIGTERM)
+        return read_samples(*args)
+
+    monkeypatch.setattr(predict, "read_samples", signalling)
+    samples = tmp_path / "samples.npy"
+    np.save(samples, np.load(tiny_npz)["X_test"])
+    out = tmp_path / "predictions.csv"
+
+    result = CliRunner().invoke(cli, ["predict", str(finished_run / "checkpoints"
+                                                     / "best.npz"), str(samples),
+                                      "--out", str(out)])
+
+    assert result.exit_code == 143, result.output
+    assert result.stderr == "stopped by SIGTERM: no predictions were written\n"
+    assert not out.exists()
