@@ -29,6 +29,7 @@ from nntrain.errors import (
 from nntrain.fileio import write_bytes_atomically
 from nntrain.train.report import counted
 from nntrain.train.signals import (
+    command_ended,
     stop_exit_code,
     stopped_at_start,
     stopped_before_start,
@@ -61,6 +62,7 @@ class Group(click.Group):
         try:
             code = super().main(args, prog_name or "nntrain", standalone_mode=False,
                                 **extra)
+            command_ended()
         except click.exceptions.NoArgsIsHelpError as error:
             click.echo(error.ctx.get_help())  # a bare command asks for its help
             sys.exit(0)

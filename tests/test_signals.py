@@ -271,8 +271,9 @@ def test_a_signal_while_matplotlib_is_imported_stops_as_one_while_drawing(
 # comes as the first epoch starts; the one argv[2] names, as the stop is logged
 # ("log"), as the interpreter exits ("exit"), while its exit hangs ("hang": for
 # 5 s, then exit status 99) or once Python has put back the default handlers, as
-# it clears the modules ("late"); or both signals, as the second epoch starts
-# ("twice").
+# it clears the modules ("late"); just after the command has returned
+# ("returned") or as __main__ makes signals end the process ("finally"); or both
+# signals, as the second epoch starts ("twice").
 SIGNALLED_TWICE = """
 import atexit, os, signal, sys, threading, time
 from nntrain import __main__ as entry
@@ -306,6 +307,20 @@ def train_epoch(self, stop, train_epoch=solver.Solver._train_epoch):
         signal.raise_signal(getattr(signal, first))
         signal.raise_signal(getattr(signal, second))
     train_epoch(self, stop)
+
+def exit_(code=None, exit_=sys.exit):
+    if when == "returned":  # the command has returned; the CLI exits with its code
+        signal.raise_signal(getattr(signal, second))
+    exit_(code)
+
+sys.exit = exit_
+
+def exit_on_signals(*args, exit_on_signals=entry._exit_on_signals):
+    if when == "finally":  # as __main__ sets the signals to end the process
+        signal.raise_signal(getattr(signal, second))
+    exit_on_signals(*args)
+
+entry._exit_on_signals = exit_on_signals
 
 class Late:
     def __del__(self):
@@ -353,7 +368,7 @@ def test_a_stop_at_once_is_logged_with_the_first_signals_status(
     assert (run / "train.log").read_text().splitlines()[-1] == line
 
 
-@pytest.mark.parametrize("when", ["exit", "hang", "late"])
+@pytest.mark.parametrize("when", ["returned", "finally", "exit", "hang", "late"])
 def test_a_signal_as_a_finished_command_exits_changes_nothing(tmp_path,
                                                               tiny_config, when):
     # A shutdown that hangs (on a pool's threads, say) ends at once: a signal then

@@ -9,7 +9,8 @@ Outside those loops the command line (__main__.py) makes the first signal raise
 where the program is (``stop_on_signals``); once a signal has stopped the command,
 later ones are ignored: the command is only saying how it stopped, and an
 exception raised meanwhile would end it with a traceback instead. Once the command
-has ended, a signal ends the process at once (__main__._exit_on_signals).
+has returned (``command_ended``) signals are ignored too, and then, as the command
+line exits, they end the process at once with its status (__main__._exit_on_signals).
 """
 
 import signal
@@ -76,6 +77,18 @@ def stop_on_signals() -> CommandLineHandler:
         if signum not in ignored_at_start:
             signal.signal(signum, handler)
     return handler
+
+
+def command_ended() -> None:
+    """Say that the command has ended (its output written, its status decided):
+    from now on the command line's handler ignores signals, until __main__ makes
+    them end the process with that status. Raised as the command's first signal
+    instead, one would escape the exit in progress as a traceback, or be reported
+    as the stop of a command that has finished."""
+    for signum in handled_signals():
+        handler = signal.getsignal(signum)
+        if isinstance(handler, CommandLineHandler):
+            handler.stopping = True
 
 
 def handled_signals() -> list:
