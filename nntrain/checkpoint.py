@@ -166,10 +166,11 @@ def checkpoint_in(folder: Path) -> str:
 
 
 def _checkpoints_of(folder: Path) -> list[Path]:
-    """The checkpoints a run saves that are in ``folder``: best.npz, last.npz,
-    then its snapshots (another .npz there may be data)."""
+    """The checkpoints a run saves that are in ``folder`` and read as one (not a
+    user's npz of that name, nor a damaged file): best.npz, last.npz, then its
+    snapshots (another .npz there may be data)."""
     return [path for pattern in ("best.npz", "last.npz", "snapshot-*.npz")
-            for path in sorted(folder.glob(pattern)) if path.is_file()]
+            for path in sorted(folder.glob(pattern)) if is_checkpoint(path)]
 
 
 def _beside(path: Path) -> str:
@@ -177,7 +178,7 @@ def _beside(path: Path) -> str:
     it is beside it (best.npz for last.npz, or the other way), else to check the
     path."""
     other = {"best.npz": "last.npz", "last.npz": "best.npz"}.get(path.name)
-    if other and (path.parent / other).is_file():
+    if other and is_checkpoint(path.parent / other):
         return f"{path.parent / other} is there: give that one, or check the path"
     return "check the path"
 
@@ -221,7 +222,10 @@ def written_by_nntrain(path) -> bool:
         return True
     try:
         with zipfile.ZipFile(path) as archive:
-            return "meta.npy" in archive.namelist()
+            names = archive.namelist()
+        # A user's npz may hold an array named meta too, never only prefixed ones.
+        return "meta.npy" in names and all(
+            name == "meta.npy" or _prefixed_member(name) for name in names)
     except (OSError, zipfile.BadZipFile, ValueError, EOFError):
         pass
     try:
@@ -244,10 +248,15 @@ def _first_member(start: bytes) -> str | None:
         return None
     length = int.from_bytes(start[26:28], "little")
     name = start[ZIP_ENTRY_START:ZIP_ENTRY_START + length].decode("ascii", "replace")
-    if name == "meta.npy" or (name.endswith(".npy") and
-                              name.split("/")[0] in PREFIXES and "/" in name):
+    if name == "meta.npy" or _prefixed_member(name):
         return name
     return None
+
+
+def _prefixed_member(name: str) -> bool:
+    """Whether a zip member's ``name`` is that of a checkpoint's array, such as
+    param/affine1.W.npy."""
+    return name.endswith(".npy") and "/" in name and name.split("/")[0] in PREFIXES
 
 
 def _check_members(headers: dict, path: Path) -> None:

@@ -372,7 +372,7 @@ def _refuse_empty(option: str, value, give: str) -> None:
 DATA_GIVE = "the file or folder where the data lies now, or leave --data out"
 
 
-@cli.command("eval")
+@cli.command("eval", short_help="Measure a checkpoint on a split.")
 @click.argument("checkpoint", type=UserPath())
 @click.option("--split", type=click.Choice(SPLITS), default="test", show_default=True,
               help="Which split to measure.")
@@ -414,7 +414,7 @@ def evaluate(checkpoint, split, data_path, as_json, plots_dir, average):
             click.echo(f"wrote {path}")
 
 
-@cli.command()
+@cli.command(short_help="Draw a run's PNGs (loss, accuracy, ...).")
 @click.argument("run_dir", type=UserPath())
 @click.option("--out", type=UserPath(file_okay=False),
               help="Where to write the PNGs (default: RUN_DIR/plots).")
@@ -489,7 +489,7 @@ def _format_evaluation(result: dict, class_names) -> list[str]:
     return lines
 
 
-@cli.command()
+@cli.command(short_help="Predict the classes of samples in a file.")
 @click.argument("checkpoint", type=UserPath())
 @click.argument("input_path", metavar="INPUT", type=UserPath(dir_okay=False))
 @click.option("--out", "out_path", type=UserPath(dir_okay=False),
@@ -734,7 +734,7 @@ def _penalties(config, model) -> str:
     return text
 
 
-@cli.command()
+@cli.command(short_help="Check that the network can overfit.")
 @click.argument("config_path", metavar="CONFIG", type=UserPath(dir_okay=False))
 @overrides_option("optimizer.lr=0.01")
 @click.option("--samples", default=50, show_default=True, type=click.IntRange(2),

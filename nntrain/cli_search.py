@@ -121,7 +121,7 @@ def _default_dir(config: dict, config_path) -> Path:
     return Path("runs") / Path(config_path).stem
 
 
-@click.command()
+@click.command(short_help="Random hyperparameter search.")
 @click.argument("config_path", metavar="CONFIG", type=UserPath(dir_okay=False))
 @set_option
 @click.option("--out", type=UserPath(file_okay=False),
@@ -226,7 +226,7 @@ def _ensemble_best(study, count: int) -> None:
         click.echo(line)
 
 
-@click.command()
+@click.command(short_help="Average checkpoints' class probabilities.")
 @click.argument("checkpoints", metavar="CKPT...", nargs=-1, required=True,
                 type=UserPath())
 @click.option("--split", type=click.Choice(SPLITS), default="test", show_default=True,

@@ -179,11 +179,17 @@ def parse_yaml(text: str, source: str):
         # It has no mark, only an offset into the text: shown as a line and column.
         line = text.count("\n", 0, error.position) + 1
         column = error.position - (text.rfind("\n", 0, error.position) + 1) + 1
-        character = (f"U+{error.character:04X}" if isinstance(error.character, int)
-                     else repr(error.character))
+        where = f"line {line}, column {column}"
+        code = error.character
+        if isinstance(code, int) and 0xDC80 <= code <= 0xDCFF:
+            # Python's stand-in for a byte of a command-line argument that is not
+            # UTF-8 ("surrogateescape"): name the byte the user typed.
+            raise ConfigError(f"{source}: holds the byte 0x{code - 0xDC00:02X},"
+                              f" which is not UTF-8 text ({where}); write the value"
+                              " as text") from None
+        character = f"U+{code:04X}" if isinstance(code, int) else repr(code)
         raise ConfigError(f"{source}: YAML does not allow the non-printable character"
-                          f" {character} (line {line}, column {column}); remove it"
-                          ) from None
+                          f" {character} ({where}); remove it") from None
     except yaml.YAMLError as error:
         # Other errors may span lines ("... in <unicode string>"): one line here.
         raise ConfigError(f"{source}: invalid YAML ({' '.join(str(error).split())})"

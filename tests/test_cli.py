@@ -2074,6 +2074,26 @@ def test_eval_of_a_run_folder_holding_only_last_npz_names_it(trained, tmp_path):
         " the path") + "$")
 
 
+@pytest.mark.parametrize("best", ["users-npz", "damaged"])
+def test_eval_of_a_run_folder_names_no_best_npz_that_is_not_a_checkpoint(
+        trained, tmp_path, best):
+    _, _, run_dir, _ = trained
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    shutil.copy(run_dir / "checkpoints" / "last.npz", run / "checkpoints")
+    if best == "users-npz":
+        np.savez(run / "checkpoints" / "best.npz", x=np.arange(3))
+    else:
+        (run / "checkpoints" / "best.npz").write_bytes(
+            (run_dir / "checkpoints" / "best.npz").read_bytes()[:300])
+
+    result = invoke("eval", run)
+
+    assert_one_line_error(result, 2, "^" + re.escape(
+        f"error: {run} is a folder, not a checkpoint; give one of its checkpoints,"
+        f" such as {run / 'checkpoints' / 'last.npz'}") + "$")
+
+
 def test_eval_of_a_folder_without_checkpoints_says_it_holds_none(tmp_path):
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)

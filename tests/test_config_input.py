@@ -289,6 +289,14 @@ def test_a_control_character_in_a_set_value_gives_a_one_line_error(tiny_config):
                   " character U+0001 (line 1, column 2); remove it\n")
 
 
+def test_a_byte_that_is_not_utf8_in_a_set_value_is_named(tiny_config):
+    # A shell passes $'output=bad\xff' on; Python holds the byte as U+DCFF.
+    result = invoke("fit", tiny_config, "--set", "output=bad\udcff")
+
+    assert_exit_2(result, "error: --set output: holds the byte 0xFF, which is not"
+                  " UTF-8 text (line 1, column 4); write the value as text\n")
+
+
 @pytest.mark.parametrize("command", ["gradcheck", "sanity"])
 def test_a_check_needs_no_run_length_in_its_config(write_config, tiny_npz,
                                                    command):

@@ -585,12 +585,15 @@ def test_a_resumed_run_whose_metrics_fail_twice_at_its_commit_names_the_first(
 @pytest.mark.parametrize("name", ["best.npz", "last.npz", "snapshot-3.npz",
                                   ".best.npz.abc123.tmp"])
 @pytest.mark.parametrize("flags", [["--force"], []])
+@pytest.mark.parametrize("arrays", [{"precious": np.arange(5)},
+                                    {"meta": np.array("{}"), "x": np.arange(5)}],
+                         ids=["no-meta", "a-meta-array"])
 def test_fit_with_or_without_force_names_a_users_npz_of_a_checkpoints_name(
-        tmp_path, config, name, flags):
+        tmp_path, config, name, flags, arrays):
     out = tmp_path / "run"
     (out / "checkpoints").mkdir(parents=True)
     with open(out / "checkpoints" / name, "wb") as file:
-        np.savez(file, precious=np.arange(5))
+        np.savez(file, **arrays)
     kept = _files(out)
 
     result = invoke("fit", config, "--out", out, "--quiet", *flags)
