@@ -86,6 +86,13 @@ def prepare_data(config: dict, preprocessor: Preprocessor | None = None,
     exist (training needs only those: 47 MB less for Fashion-MNIST).
     ``given_as``: how data.path was given now, or None for the path ``spec``
     recorded (see datasets.find_idx_folder)."""
+    unknown = [split for split in splits if split not in SPLITS]
+    if isinstance(splits, str) or unknown:
+        raise ValueError(f"splits is {splits!r}; give a tuple of some of"
+                         f" {', '.join(SPLITS)}")
+    if preprocessor is not None and not isinstance(preprocessor, Preprocessor):
+        raise TypeError(f"preprocessor is {type(preprocessor).__name__}; give a"
+                        " fitted Preprocessor (a restored checkpoint's), or None")
     config = resolve_config(config)  # a hand-made dict gets checked, and defaults
     dtype = np.dtype(config["train"]["dtype"])
     dataset = load_dataset(config["data"], config["seed"], dtype, given_as, spec)
@@ -243,7 +250,7 @@ def fit(config: dict, run_dir, force: bool = False, quiet: bool = False,
     best.npz from last.npz (resume.complete_saves) once its data and checkpoint
     have passed their checks, and says so at once.
     """
-    _check_fit_arguments(config, run_dir, force, quiet, data_path_given)
+    _check_fit_arguments(config, run_dir, force, quiet, data_path_given, notes)
     if force and resume is not None:
         # As the CLI's --force --resume: force would remove the run resume extends.
         raise BadInputError("force=True starts over and resume continues: give one"
@@ -397,12 +404,16 @@ def _ending(run: RunDirectory, resumed: bool):
     run.close()
 
 
-def _check_fit_arguments(config, run_dir, force, quiet, data_path_given) -> None:
+def _check_fit_arguments(config, run_dir, force, quiet, data_path_given,
+                         notes=None) -> None:
     """TypeErrors for arguments of fit of the wrong type: a truthy "no" must not
     pass for force=True, which removes a run's files."""
     if not isinstance(config, dict):
         raise TypeError(f"config is {type(config).__name__}; give a config dict, as"
                         " nntrain.load_config(path) returns")
+    if notes is not None and (not isinstance(notes, (list, tuple)) or not all(
+            isinstance(note, str) for note in notes)):
+        raise TypeError(f"notes is {notes!r}; give a list of strings, one a note")
     _check_path_argument("run_dir", run_dir, "the run directory's path, a str or"
                          " pathlib.Path")
     flags = [("force", force), ("quiet", quiet)]
@@ -768,6 +779,9 @@ def evaluate_checkpoint(path, split: str = "test", data_path=None,
 
     if split not in SPLITS:
         raise ValueError(f"split is {split!r}; give one of {', '.join(SPLITS)}")
+    if data_path is not None:
+        _check_path_argument("data_path", data_path, "the folder or npz file that"
+                             " holds the data now, a str or pathlib.Path, or None")
     restored = restore(path, average=average)
     config = restored.config
     if data_path:

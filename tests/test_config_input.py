@@ -246,6 +246,44 @@ def test_evaluate_checkpoint_refuses_an_unknown_split(one_epoch_run):
                             split="bogus")
 
 
+@pytest.mark.parametrize("data_path, error, message", [
+    (5, TypeError, "^data_path is int; give the folder or npz file"),
+    ("", "BadInputError", "^data_path is empty; give the folder or npz file"),
+])
+def test_evaluate_checkpoint_refuses_a_data_path_that_is_no_path(
+        one_epoch_run, data_path, error, message):
+    from nntrain import errors
+    from nntrain.pipeline import evaluate_checkpoint
+
+    error = getattr(errors, error) if isinstance(error, str) else error
+    with pytest.raises(error, match=message):
+        evaluate_checkpoint(one_epoch_run / "checkpoints" / "last.npz",
+                            data_path=data_path)
+
+
+@pytest.mark.parametrize("notes", ["hello", b"ab", [1, None], iter(["a"])])
+def test_fit_refuses_notes_that_are_not_a_list_of_strings(tiny_config, tmp_path,
+                                                          notes):
+    from nntrain.pipeline import fit
+
+    with pytest.raises(TypeError, match="^notes is .*; give a list of strings"):
+        fit(load_config(tiny_config), tmp_path / "run", quiet=True, notes=notes)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("arguments, error, message", [
+    ({"splits": ("bogus",)}, ValueError, "^splits is \\('bogus',\\); give a tuple"),
+    ({"splits": "test"}, ValueError, "^splits is 'test'; give a tuple"),
+    ({"preprocessor": "x"}, TypeError, "^preprocessor is str; give a fitted"),
+])
+def test_prepare_data_names_a_wrong_argument(tiny_config, arguments, error,
+                                             message):
+    from nntrain.pipeline import prepare_data
+
+    with pytest.raises(error, match=message):
+        prepare_data(load_config(tiny_config), **arguments)
+
+
 def test_fit_refuses_force_with_resume_as_the_cli_does(one_epoch_run, tiny_config):
     from nntrain.errors import BadInputError
     from nntrain.pipeline import fit
