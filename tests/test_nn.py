@@ -404,3 +404,19 @@ def test_a_model_built_to_restore_weights_starts_at_zero_without_a_draw():
     assert {name: W.dtype for name, W in model.params.items()} == dict.fromkeys(
         model.params, np.dtype(np.float32))
     assert all(not W.any() for W in model.params.values())
+
+
+@pytest.mark.parametrize("shape", [(3, 5), (784, 40), (F.L2_BLOCK + 7,)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("layout", ["contiguous", "transposed"])
+def test_add_l2_gradient_adds_strength_times_w_to_the_bit(shape, dtype, layout):
+    rng = np.random.default_rng(0)
+    W = rng.standard_normal(shape).astype(dtype)
+    grad = rng.standard_normal(shape).astype(dtype)
+    if layout == "transposed":
+        W, grad = W.T, grad.T
+    expected = grad + dtype(5e-4) * W  # every block, the last one partial
+
+    F.add_l2_gradient(grad, W, 5e-4)
+
+    np.testing.assert_array_equal(grad, expected)

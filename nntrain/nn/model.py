@@ -161,7 +161,7 @@ class Model:
         for penalty in self.penalties:
             W = self.params[penalty.name]
             if penalty.l2:
-                grads[penalty.name] += penalty.l2 * W
+                F.add_l2_gradient(grads[penalty.name], W, penalty.l2)
             if penalty.l1:
                 grads[penalty.name] += penalty.l1 * np.sign(W)
         reg_loss = self.regularization()
