@@ -393,11 +393,11 @@ class Solver:
                                                    self.model.num_classes)
         first = self._first_data_loss
         if first is not None and first > HUGE_FIRST_LOSS_FACTOR * max(expected, 1.0):
-            largest = float(np.abs(self.X_train).max(initial=0.0))
             return (f"the first data loss was {first:.3g}, far above the"
                     f" {expected:.3g} ({derivation}) of small starting weights:"
                     " the data's scale"
-                    f" (its values reach {largest:.3g}) or the starting weights"
+                    f" (its values reach {self._largest_input():.3g}) or the"
+                    " starting weights"
                     f" ({self._init_text()}) are at fault, not the learning rate;"
                     " preprocess the data (center, scale) or divide it by a power"
                     " of ten")
@@ -420,16 +420,21 @@ class Solver:
         if model and model["init"] != "small":
             # he, xavier and glorot scale the weights to the layer's width: what
             # overflows then is the data.
-            largest = float(np.abs(self.X_train).max(initial=0.0))
             return (f"no update has run yet, and model.init {model['init']} scales"
                     " the starting weights to the inputs, so the data's scale is at"
-                    f" fault: its values reach {largest:.3g}, too large for"
+                    f" fault: its values reach {self._largest_input():.3g}, too"
+                    " large for"
                     f" {self.X_train.dtype} arithmetic; preprocess them (center,"
                     " scale) or divide them by a power of ten")
         return ("no update has run yet, so the starting weights are likely too"
                 f" large ({self._init_text()}): lower model.init_std or use init he"
                 " or xavier; if they are not, the data's scale is at fault:"
                 " preprocess it (center, scale)")
+
+    def _largest_input(self) -> float:
+        """The largest magnitude among the training features, for messages that
+        blame the data's scale."""
+        return float(np.abs(self.X_train).max(initial=0.0))
 
     def _init_text(self) -> str:
         """The model's initializer as its config names it, when the config is known."""
