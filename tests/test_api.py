@@ -9,7 +9,8 @@ import pytest
 from nntrain.checkpoint import load_checkpoint
 from nntrain.config import load_config
 from nntrain.errors import ConfigError
-from nntrain.pipeline import fit, restore
+from nntrain.pipeline import fit
+from nntrain.restore import restore
 
 # tiny_config: 50 training rows in batches of 16, so 4 updates an epoch.
 PER_EPOCH = 4
