@@ -58,6 +58,7 @@ from nntrain.restore import (
     without_lbfgs_max_norm,
 )
 from nntrain.train import checks
+from nntrain.train import resume as resuming
 from nntrain.train.report import Reporter, counted
 from nntrain.train.rundir import RunDirectory, missing_or_unreadable
 from nntrain.train.signals import (
@@ -292,8 +293,6 @@ def _resume_from(resume, config: dict, run_dir) -> tuple[object, list[str]]:
     """fit's ``resume`` as a Checkpoint (None: a new run), after checking that
     ``config`` is its config and ``run_dir`` its run directory, and notes on the
     checkpoints a run directory's search skipped."""
-    from nntrain.train import resume as resuming  # it imports this module
-
     if resume is None:
         return None, []
     notes = []
@@ -319,8 +318,6 @@ def _complete_saves(checkpoint, reporter: Reporter, notes: list[str],
     """Show ``notes``, then bring a resumed run's best.npz up to ``checkpoint``
     (resume.complete_saves; ``locked``: the run directory is open) and say so
     before a signal can stop the command: the file is rewritten by then."""
-    from nntrain.train import resume as resuming  # it imports this module
-
     for text in notes:
         reporter.note(text)
     if checkpoint is None or checkpoint.path is None:
@@ -336,8 +333,6 @@ def _finished_run(config: dict, checkpoint, run_dir) -> tuple | None:
     left to do at ``config``'s length, as the CLI finds before it calls fit: the
     run directory stays untouched. None otherwise, and for a malformed solver
     state, which fit's own checks then name."""
-    from nntrain.train import resume as resuming  # it imports this module
-
     if checkpoint is None:
         return None
     try:
