@@ -685,7 +685,7 @@ def _overflow_error(config_path, config, X, model) -> DataError:
 
 
 def _refuse_unknown_layer(layer, names, owner) -> None:
-    from nntrain.config import close_match
+    from nntrain.config_checks import close_match
 
     if layer in names:
         return
