@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from nntrain.config import load_config
-from nntrain.pipeline import evaluate_checkpoint, fit
+from nntrain.pipeline import fit
+from nntrain.restore import evaluate_checkpoint
 
 RULES = {
     "sgd": ["optimizer.name=sgd", "optimizer.lr=0.05"],

@@ -13,7 +13,8 @@ from pathlib import Path
 
 from nntrain.config import load_config
 from nntrain.ensemble import ensemble
-from nntrain.pipeline import evaluate_checkpoint, fit
+from nntrain.pipeline import fit
+from nntrain.restore import evaluate_checkpoint
 
 
 def test_accuracy(checkpoint: Path, average: bool) -> float:

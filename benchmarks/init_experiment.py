@@ -20,7 +20,7 @@ import numpy as np
 
 from nntrain.config import load_config
 from nntrain.nn.model import build_model
-from nntrain.pipeline import prepare_data
+from nntrain.prepare import prepare_data
 
 INITS = ("small", "xavier", "he")
 

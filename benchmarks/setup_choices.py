@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 
 from nntrain.config import load_config
-from nntrain.pipeline import evaluate_checkpoint, fit
+from nntrain.pipeline import fit
+from nntrain.restore import evaluate_checkpoint
 
 ROWS = {
     "relu": ["model.activation=relu", "model.init=he"],

@@ -49,7 +49,7 @@ LR, BETAS, EPS = 1e-3, (0.9, 0.999), 1e-8
 def load_data():
     """Standardized float32 Fashion-MNIST, the same arrays for every library."""
     from nntrain.config import load_config
-    from nntrain.pipeline import prepare_data
+    from nntrain.prepare import prepare_data
 
     config = load_config("configs/fashion-mnist.yaml", ["data.validation=5000"])
     prepared = prepare_data(config, splits=("train", "test"), keep_raw=False)
@@ -84,7 +84,7 @@ def run_nntrain(epochs: int, threads: int) -> dict:
         "schedule={name: constant}",
         "train.diagnostics=false", "train.plots=false", "train.log_every=1000000",
     ])
-    from nntrain.pipeline import prepare_data
+    from nntrain.prepare import prepare_data
 
     prepared = prepare_data(config, splits=("train", "val", "test"), keep_raw=False)
     X, y = prepared.splits["train"]

@@ -347,7 +347,7 @@ def _resume_config_file(config_path) -> dict:
     optimizer lbfgs; it is read as the run's checkpoint is, without them."""
     from nntrain.config import read_config_file, resolve_config
     from nntrain.errors import ConfigError
-    from nntrain.pipeline import without_lbfgs_ignored
+    from nntrain.restore import without_lbfgs_ignored
 
     try:
         return _load(config_path, [])
@@ -386,7 +386,7 @@ DATA_GIVE = "the file or folder where the data lies now, or leave --data out"
 def evaluate(checkpoint, split, data_path, as_json, plots_dir, average):
     """Measure CHECKPOINT on a split: loss, accuracy, per class, confusion matrix."""
     from nntrain.evaluate import json_text
-    from nntrain.pipeline import evaluate_checkpoint
+    from nntrain.restore import evaluate_checkpoint
 
     _refuse_empty("--data", data_path, DATA_GIVE)
     _refuse_empty("--plots", plots_dir, "a folder path for the PNGs, or leave"
@@ -497,8 +497,8 @@ def _format_evaluation(result: dict, class_names) -> list[str]:
 def predict(checkpoint, input_path, out_path):
     """Predict the class of each sample in INPUT (.npy or .npz) with CHECKPOINT."""
     from nntrain.nn.functional import softmax
-    from nntrain.pipeline import restore
     from nntrain.predict import read_samples
+    from nntrain.restore import restore
 
     _check_predictions_path(out_path, checkpoint, input_path)
     try:
@@ -626,7 +626,7 @@ def _check_library(samples, layer, rng):
 def _check_config(config_path, overrides, samples, layer, rng):
     from nntrain.gradcheck import check_model
     from nntrain.nn.model import build_model
-    from nntrain.pipeline import prepare_data
+    from nntrain.prepare import prepare_data
 
     config = _load_unlimited(config_path, [*overrides, "train.dtype=float64"])
     prepared = prepare_data(config, splits=("train",))
@@ -685,7 +685,7 @@ def _overflow_error(config_path, config, X, model) -> DataError:
 
 
 def _refuse_unknown_layer(layer, names, owner) -> None:
-    from nntrain.config import close_match
+    from nntrain.config_checks import close_match
 
     if layer in names:
         return
@@ -748,7 +748,7 @@ def sanity(config_path, overrides, samples, max_iterations):
     max-norm and dropout off; exits 1 if 100% is not reached.
     """
     from nntrain.errors import TrainingError
-    from nntrain.pipeline import prepare_data
+    from nntrain.prepare import prepare_data
     from nntrain.train.sanity import overfit
 
     config = _load_unlimited(config_path, overrides)

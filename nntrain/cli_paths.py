@@ -1,7 +1,7 @@
 """The path type of every command-line argument and option that names a file or
 folder: a leading ``~`` is expanded as a shell expands it, also where the shell
 does not (``--out=~/runs/x``, a quoted ``'~/data'``), as the config's path keys
-are (config.path_text): both through fileio.expand_home."""
+are (config_checks.path_text): both through fileio.expand_home."""
 
 import click
 

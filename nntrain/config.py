@@ -4,25 +4,38 @@ A config is a plain nested dict (sections ``data``, ``model``, ``optimizer``,
 ``schedule``, ``train`` plus ``seed`` and ``output``) so that it can be written to
 YAML, stored in a checkpoint's JSON and compared. ``load_config`` reads a file, applies
 ``--set`` overrides, and returns the resolved dict; any problem is a ``ConfigError``
-whose one-line message names the key and the fix.
+whose one-line message names the key and the fix. The validators the table is built
+of (integer, number, choice, ...) are in config_checks.
 """
 
-import difflib
-import math
 import os
-import re
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
 
-from nntrain.errors import BadInputError, ConfigError
-from nntrain.fileio import expand_home
+from nntrain.config_checks import (  # every public name stays importable from here
+    MAX_LAYERS,
+    Key,
+    _fail,
+    _not_a_section,
+    boolean,
+    choice,
+    close_match,
+    components,
+    integer,
+    list_of,
+    number,
+    optional_choice,
+    optional_number,
+    optional_text,  # noqa: F401 (unused here: kept importable from nntrain.config)
+    path_text,
+    validation_size,
+)
+from nntrain.errors import ConfigError
 from nntrain.yamlio import dump_yaml, parse_yaml
 
 # A config file larger than this is refused before parsing; real configs are < 10 kB.
 MAX_CONFIG_BYTES = 1_000_000
-# Bounds that keep a typo (an extra zero, a pasted array) from hanging a run.
-MAX_LAYERS = 1000
+# Bounds that keep a typo (an extra zero, a pasted array) from hanging a run;
+# MAX_LAYERS, the longest list any key takes, is config_checks'.
 MAX_UNITS = 1_000_000
 # Maxout allocates units x pieces columns piece by piece; papers use 2 to 5.
 MAX_PIECES = 1000
@@ -34,204 +47,6 @@ MAX_COUNT = 10**9
 COUNT = "int in [1, 10^9]"
 # L-BFGS keeps 2 x history vectors as long as all the parameters together.
 MAX_HISTORY = 1000
-
-
-@dataclass(frozen=True)
-class Key:
-    """One config key: its default, a validator, and the text the docs show."""
-
-    default: Any
-    check: Callable[[Any, str], Any]
-    kind: str
-    doc: str
-
-
-# Validators take (value, dotted key) and return the normalized value or raise.
-
-
-# What YAML 1.1 reads as octal (017) or base 60 (1:30); yamlio reads it as text.
-_YAML11_INTEGER = re.compile(r"[-+]?(?:0[0-9_]+|[0-9][0-9_]*(?::[0-5]?[0-9])+)")
-
-
-def _fail(key: str, expected: str, value) -> None:
-    if isinstance(value, str) and _YAML11_INTEGER.fullmatch(value.strip()):
-        expected += ("; write a plain decimal number: nntrain reads a leading 0"
-                     " (octal in YAML 1.1) or a colon (base 60) as text")
-    raise ConfigError(f"invalid {key}: {value!r} (expected {expected})", key)
-
-
-def _not_a_section(key: str, value) -> None:
-    """Fail for a value that should be a mapping; a string holding a colon is
-    most likely ``KEY:VALUE`` written without the space YAML needs."""
-    if isinstance(value, str) and ":" in value:
-        _fail(key, "a mapping of keys; write a space after the colon, 'KEY: VALUE'",
-              value)
-    _fail(key, "a mapping of keys", value)
-
-
-def integer(minimum: int | None = None, nullable: bool = False,
-            maximum: int | None = None, null_in_message: bool = True):
-    """A check for an integer key; ``nullable``: null is accepted too, and said so
-    in the message unless ``null_in_message`` is False (where null is valid in
-    only some places, as a layer's units)."""
-    def check(value, key):
-        if value is None and nullable:
-            return None
-        wanted = "an integer" + (f" >= {minimum}" if minimum is not None else "")
-        wanted += f" and <= {maximum:,}" if maximum is not None else ""
-        wanted += " or null" if nullable and null_in_message else ""
-        if isinstance(value, float) and value.is_integer():
-            # 1e3 and 1000.0 are floats in YAML: say how to write the count. Past
-            # 2**53 a float is no longer the integer it was written as (1e30).
-            inside = ((minimum is None or value >= minimum)
-                      and (maximum is None or value <= maximum)
-                      and abs(value) < 2**53)
-            hint = f"; write it as an integer: {int(value)}" if inside else ""
-            _fail(key, wanted + hint, value)
-        if isinstance(value, bool) or not isinstance(value, int):
-            _fail(key, wanted, value)
-        if minimum is not None and value < minimum:
-            _fail(key, wanted, value)
-        if maximum is not None and value > maximum:
-            _fail(key, wanted, value)
-        return value
-
-    return check
-
-
-def number(minimum=None, maximum=None, open_minimum=False, open_maximum=False):
-    def check(value, key):
-        low = "(" if open_minimum else "["
-        high = ")" if open_maximum or maximum is None else "]"
-        wanted = f"a number in {low}{minimum}, {maximum}{high}".replace("None", "inf")
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            _fail(key, wanted, value)
-        value = float(value)
-        too_low = minimum is not None and (
-            value < minimum or (open_minimum and value == minimum)
-        )
-        too_high = maximum is not None and (
-            value > maximum or (open_maximum and value == maximum)
-        )
-        if not math.isfinite(value) or too_low or too_high:
-            _fail(key, wanted, value)
-        return value
-
-    return check
-
-
-def close_match(given: str, options) -> str | None:
-    """The option that ``given`` most likely means, spelt as the option is, or
-    None. Case is ignored in the comparison ('Relu' means relu, not elu), never
-    in the check: the hint only says how to write it."""
-    lowered = {}
-    for option in options:
-        lowered.setdefault(option.lower(), option)
-    close = difflib.get_close_matches(given.lower(), list(lowered), n=1)
-    return lowered[close[0]] if close else None
-
-
-def choice(*options: str):
-    def check(value, key):
-        if value in options:
-            return value
-        message = f"invalid {key}: {value!r} (choose one of: {', '.join(options)}"
-        close = close_match(str(value), options)
-        if close:
-            message += f"; did you mean '{close}'?"
-        raise ConfigError(message + ")", key)
-
-    return check
-
-
-def optional_text(value, key):
-    # An empty string is no path: null says "the default" unambiguously.
-    if value is None or (isinstance(value, str) and value.strip()):
-        return value
-    _fail(key, "a non-empty string, or null for the default", value)
-
-
-def path_text(value, key):
-    """A path, or null for the default. A leading ``~`` is expanded as a shell
-    would (YAML and ``--set`` values reach no shell); a NUL is refused, as no
-    file name can hold one."""
-    value = optional_text(value, key)
-    if value is None:
-        return None
-    if "\x00" in value:
-        raise ConfigError(f"invalid {key}: {value!r} holds a NUL character (\\x00),"
-                          " which no path can; remove it", key)
-    try:
-        return expand_home(value)
-    except BadInputError as error:
-        raise ConfigError(f"invalid {key}: {error}", key) from None
-
-
-# Numbers separated by commas, which YAML reads as text ("128, 64").
-_NUMBERS = re.compile(r"[\d\s,.eE+-]+")
-
-
-def _as_list(value, item_check, key: str) -> str:
-    """How to write a lone number, or text of numbers, as the list a key wants:
-    128 as [128], and 16.0 as [16] where only integers would do; nothing for
-    other values, nor where that list would be refused in turn (2.5 for a list of
-    integers, "1-2")."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        return ""
-    text = str(value).strip()
-    if isinstance(value, str) and not (_NUMBERS.fullmatch(text)
-                                       and any(char.isdigit() for char in text)):
-        return ""
-    try:
-        items = parse_yaml(f"[{text}]", key)
-    except ConfigError:
-        return ""
-    whole = [int(item) if isinstance(item, float) and item.is_integer() else item
-             for item in items]
-    for candidate, shown in ((items, text),
-                             (whole, ", ".join(str(item) for item in whole))):
-        try:
-            for i, item in enumerate(candidate):
-                item_check(item, f"{key}[{i}]")
-        except ConfigError:
-            continue
-        return f"; write [{shown}]"
-    return ""
-
-
-def list_of(item_check, allow_empty=True, nullable=False, max_items=MAX_LAYERS):
-    def check(value, key):
-        if value is None and nullable:
-            return None
-        if not isinstance(value, list) or (not value and not allow_empty):
-            wanted = "a list" + ("" if allow_empty else " with at least one item")
-            _fail(key, wanted + _as_list(value, item_check, key), value)
-        if len(value) > max_items:
-            raise ConfigError(f"invalid {key}: {len(value):,} items, more than the"
-                              f" {max_items:,} nntrain accepts", key)
-        return [item_check(item, f"{key}[{i}]") for i, item in enumerate(value)]
-
-    return check
-
-
-def validation_size(value, key):
-    """An int >= 1 is a count of samples; a float in (0, 1) a fraction of them."""
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
-        return value
-    if isinstance(value, float) and 0.0 < value < 1.0:
-        return value
-    _fail(key, "an integer >= 1 (a count) or a number in (0, 1) (a fraction)", value)
-
-
-def components(value, key):
-    """An int >= 1 is a count of components; a float in (0, 1] the fraction of the
-    variance to keep."""
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
-        return value
-    if isinstance(value, float) and 0.0 < value <= 1.0:
-        return value
-    _fail(key, "an integer >= 1 (a count) or a number in (0, 1] (a variance"
-          " fraction)", value)
 
 
 def preprocess_steps(value, key):
@@ -289,28 +104,6 @@ def _layer_entry(entry, key):
     if not isinstance(options, dict):
         _fail(f"{key}.{kind}", "a mapping of layer options", options)
     return {kind: _check_section(options, LAYER_OPTIONS[kind], f"{key}.{kind}")}
-
-
-def optional_number(minimum=None, open_minimum=False):
-    check_number = number(minimum, None, open_minimum)
-
-    def check(value, key):
-        return None if value is None else check_number(value, key)
-
-    return check
-
-
-def optional_choice(*options: str):
-    def check(value, key):
-        return None if value is None else choice(*options)(value, key)
-
-    return check
-
-
-def boolean(value, key):
-    if isinstance(value, bool):
-        return value
-    _fail(key, "true or false", value)
 
 
 def clip_setting(value, key):

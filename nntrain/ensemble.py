@@ -63,7 +63,7 @@ class _Member:
 
 
 def _load_member(path, split: str, data_path=None) -> _Member:
-    from nntrain.pipeline import evaluate_checkpoint
+    from nntrain.restore import evaluate_checkpoint
 
     restored, prepared, scores, _ = evaluate_checkpoint(path, split, data_path)
     y = prepared.splits[split][1]

@@ -1,15 +1,14 @@
-"""The data path, end to end: config -> data -> preprocessing -> model -> solver, and
-back from a checkpoint to a model that can be evaluated.
+"""The fit run: config -> data -> preprocessing -> model -> solver, into a run
+directory, from the start or resumed from a checkpoint.
 
 Each step is one call with plain data between them; the CLI and notebooks both use
-these functions.
+these functions. The data comes from nntrain.prepare, and a resumed run's arrays are
+checked and loaded by nntrain.restore's helpers, which eval and predict share.
 """
 
-import os
 import shlex
 import time
 import warnings
-import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,15 +16,11 @@ from pathlib import Path
 import numpy as np
 
 from nntrain.checkpoint import Checkpoint, load_checkpoint
-from nntrain.config import blamed_on_override, resolve_config, yaml_text
-from nntrain.data.datasets import OTHER_DATA_FIX, Dataset, load_dataset
+from nntrain.config import resolve_config, yaml_text
 from nntrain.data.preprocess import Preprocessor
 from nntrain.errors import (
-    EDITED_CHECKPOINT_FIX,
     BadInputError,
     CheckpointError,
-    CheckpointWarning,
-    ConfigError,
     DataLocationError,
     DataWarning,
     NNTrainError,
@@ -33,10 +28,37 @@ from nntrain.errors import (
     StopRequested,
     TrainingError,
 )
-from nntrain.nn.model import Model, array_shapes, build_model
+from nntrain.nn.model import build_model
 from nntrain.optim.rules import build_rule
 from nntrain.optim.schedules import build_schedule
+from nntrain.prepare import (
+    EVAL_DATA_FIX,
+    FEATURE_DTYPES,
+    RESUME_DATA_FIX,
+    SPLITS,
+    Prepared,
+    data_fingerprints,
+    data_spec,
+    prepare_data,
+)
+from nntrain.restore import (
+    Restored,
+    _average_groups,
+    _check_arrays,
+    _check_fits_network,
+    _check_flag,
+    _check_path_argument,
+    _load_arrays,
+    _restore_optimizer,
+    evaluate_checkpoint,
+    migrate_config,
+    restore,
+    without_lbfgs_average,
+    without_lbfgs_ignored,
+    without_lbfgs_max_norm,
+)
 from nntrain.train import checks
+from nntrain.train import resume as resuming
 from nntrain.train.report import Reporter, counted
 from nntrain.train.rundir import RunDirectory, missing_or_unreadable
 from nntrain.train.signals import (
@@ -53,172 +75,16 @@ from nntrain.train.solver import (
 )
 from nntrain.train.state import check_data_spec, check_solver_state
 
-
-@dataclass
-class Prepared:
-    """A dataset with its fitted preprocessing, and the splits already transformed."""
-
-    dataset: Dataset
-    preprocessor: Preprocessor
-    splits: dict  # name -> (X float (N, D), y (N,))
-    fingerprints: dict  # name -> CRC32 of the split as loaded (data_fingerprints)
-
-
-SPLITS = ("train", "val", "test")
-
-# How to point a resumed run, or eval, at the data when it is not where the run
-# found it: (when it is missing, when it is other data).
-RESUME_DATA_FIX = ("if the data moved, pass its new place with --set data.path=NEW",
-                   "resume with --set data.path=NEW pointing at the data the run"
-                   " was trained on")
-EVAL_DATA_FIX = ("if the data moved, pass its new place with --data PATH",
-                 "point --data at the data the checkpoint was trained on")
-
-
-def prepare_data(config: dict, preprocessor: Preprocessor | None = None,
-                 splits=("train", "val", "test"), spec: dict | None = None,
-                 keep_raw: bool = True,
-                 given_as: str | None = "data.path") -> Prepared:
-    """Load the config's dataset and preprocess it; fit the preprocessing on the
-    training split unless a fitted ``preprocessor`` is given (from a checkpoint).
-    ``spec``, a checkpoint's data spec, is checked against the data first.
-    ``keep_raw=False`` drops the raw feature arrays once the preprocessed copies
-    exist (training needs only those: 47 MB less for Fashion-MNIST).
-    ``given_as``: how data.path was given now, or None for the path ``spec``
-    recorded (see datasets.find_idx_folder)."""
-    unknown = [split for split in splits if split not in SPLITS]
-    if isinstance(splits, str) or unknown:
-        raise ValueError(f"splits is {splits!r}; give a tuple of some of"
-                         f" {', '.join(SPLITS)}")
-    if preprocessor is not None and not isinstance(preprocessor, Preprocessor):
-        raise TypeError(f"preprocessor is {type(preprocessor).__name__}; give a"
-                        " fitted Preprocessor (a restored checkpoint's), or None")
-    config = resolve_config(config)  # a hand-made dict gets checked, and defaults
-    dtype = np.dtype(config["train"]["dtype"])
-    dataset = load_dataset(config["data"], config["seed"], dtype, given_as, spec)
-    fingerprints = data_fingerprints(dataset)
-    if spec is not None:
-        _check_data_matches(dataset, spec, fingerprints, splits)
-    transformed = {}
-    if preprocessor is None:
-        preprocessor, X_train = Preprocessor.fit_transform(
-            config["data"]["preprocess"], dataset.X_train, dtype, dataset.input_shape)
-        if "train" in splits:
-            transformed["train"] = (X_train, dataset.y_train)
-        del X_train
-    for name in splits:
-        if name not in transformed:
-            X, y = dataset.split(name)
-            transformed[name] = (preprocessor.transform(X, dtype,
-                                                        f"the {name} split"), y)
-    if not keep_raw:
-        dataset.release_features()
-    return Prepared(dataset, preprocessor, transformed, fingerprints)
-
-
-def data_fingerprints(dataset: Dataset) -> dict:
-    """A CRC32 of each split's samples and labels as loaded: a checkpoint keeps
-    them to tell its data, wherever it lies now, from other data of its shape."""
-    return {name: _fingerprint(dataset.split(name)) for name in SPLITS}
-
-
-def _fingerprint(arrays) -> str:
-    crc = 0
-    for array in arrays:
-        crc = zlib.crc32(np.ascontiguousarray(array).view(np.uint8), crc)
-    return format(crc, "08x")
-
-
-# The feature types a data file may hold: when a split's fingerprint differs, its
-# features are tried in the others, to tell the same values saved in another type
-# (whose bytes, and so fingerprint, differ) from other data.
-FEATURE_DTYPES = ("float32", "float64", "float16", "uint8", "int64", "int32")
-
-
-# How many feature values (not bytes, nor rows) _saved_as casts at a time: a whole
-# split cast at once would copy it once per type tried (376 MB for Fashion-MNIST's
-# in float64).
-_CAST_VALUES = 1 << 20
-
-
-def _saved_as(arrays, fingerprint: str) -> np.dtype | None:
-    """The type in which the features X of a split's ``arrays`` (X, y) hold the
-    same values and give ``fingerprint``, or None. Each type is tried on a chunk
-    of rows at a time, and given up at the first chunk that changes in it."""
-    X, y = arrays
-    for dtype in map(np.dtype, FEATURE_DTYPES):
-        if dtype != X.dtype and _fingerprint_as(X, y, dtype) == fingerprint:
-            return dtype
-    return None
-
-
-def _fingerprint_as(X, y, dtype: np.dtype) -> str | None:
-    """_fingerprint((X.astype(dtype), y)), computed chunk by chunk, or None as soon
-    as a value of ``X`` changes in ``dtype``."""
-    rows = max(1, _CAST_VALUES // max(1, X[0].size)) if len(X) else 1
-    crc = 0
-    for start in range(0, len(X), rows):
-        chunk = X[start:start + rows]
-        with np.errstate(all="ignore"):
-            cast = chunk.astype(dtype)
-        if not np.array_equal(cast, chunk):
-            return None
-        crc = zlib.crc32(np.ascontiguousarray(cast).view(np.uint8), crc)
-    crc = zlib.crc32(np.ascontiguousarray(y).view(np.uint8), crc)
-    return format(crc, "08x")
-
-
-def _check_data_matches(dataset, spec: dict, fingerprints: dict, splits) -> None:
-    """Refuse data other than the checkpoint's by the sizes and fingerprints of
-    every split (checkpoints before fingerprints lack them), those in ``splits``
-    first; load_dataset has checked its shape. Data with another test split is
-    other data, even to a resumed run that reads only train and val."""
-    fix = OTHER_DATA_FIX
-    for name in sorted(SPLITS, key=lambda split: split not in splits):
-        found = (len(dataset.split(name)[1]), fingerprints[name])
-        saved = tuple(_saved(spec, key, name, value)
-                      for key, value in zip(("sizes", "fingerprints"), found))
-        if saved != found:
-            raise DataLocationError(_other_data(dataset, name, saved), fix,
-                                    missing=False)
-
-
-def _other_data(dataset, name: str, saved: tuple) -> str:
-    """Why the data's split ``name`` is not the one whose (size, fingerprint) the
-    checkpoint ``saved``."""
-    arrays = dataset.split(name)
-    dtype = None
-    if saved[0] == len(arrays[1]):  # as many samples: the same, in another type?
-        dtype = _saved_as(arrays, saved[1])
-    if dtype is not None:
-        return (f"the data in {dataset.source} holds the values of the checkpoint's"
-                f" {name} split, but as {arrays[0].dtype}, where its run read"
-                f" {dtype} (save the arrays again as {dtype}: X.astype(np.{dtype}))")
-    return (f"the data in {dataset.source} is not the data the checkpoint was"
-            f" trained on (its {name} split holds other samples or labels)")
-
-
-def _saved(spec: dict, key: str, name: str, default):
-    """spec[key][name], or ``default`` where an older checkpoint lacks it."""
-    table = spec.get(key)
-    return table.get(name, default) if isinstance(table, dict) else default
-
-
-def data_spec(prepared: Prepared, config: dict) -> dict:
-    """What a checkpoint records about its data: where it came from, never the data."""
-    dataset = prepared.dataset
-    return {
-        **config["data"],
-        "num_features": dataset.num_features,
-        "model_input_width": prepared.preprocessor.output_width(dataset.num_features),
-        "num_classes": dataset.num_classes,
-        "class_names": list(dataset.class_names),
-        "input_shape": list(dataset.input_shape),
-        "sizes": {
-            name: len(dataset.split(name)[1]) for name in SPLITS
-        },
-        "fingerprints": prepared.fingerprints,
-    }
+__all__ = [
+    "FitResult", "environment", "fit",
+    # Kept importable from here, where they were defined before data preparation
+    # and restoring moved to nntrain.prepare and nntrain.restore: notebooks import
+    # them so.
+    "EVAL_DATA_FIX", "FEATURE_DTYPES", "RESUME_DATA_FIX", "SPLITS", "Prepared",
+    "Restored", "data_fingerprints", "data_spec", "evaluate_checkpoint",
+    "migrate_config", "prepare_data", "restore", "without_lbfgs_average",
+    "without_lbfgs_ignored", "without_lbfgs_max_norm",
+]
 
 
 @dataclass
@@ -423,31 +289,10 @@ def _check_fit_arguments(config, run_dir, force, quiet, data_path_given,
         _check_flag(name, value)
 
 
-def _check_flag(name: str, value) -> None:
-    """A TypeError unless ``value`` is a bool: a truthy "no" must not pass."""
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} is {value!r}; give True or False")
-
-
-def _check_path_argument(name: str, value, give: str) -> None:
-    """A TypeError unless ``value`` is a path (a str or os.PathLike), and a
-    BadInputError for an empty one, which would mean the current folder, or one
-    holding a NUL; ``give`` says what to give instead."""
-    if not isinstance(value, (str, os.PathLike)):
-        raise TypeError(f"{name} is {type(value).__name__}; give {give}")
-    if str(value) == "":
-        raise BadInputError(f"{name} is empty; give {give}")
-    if "\x00" in str(value):
-        raise BadInputError(f"{name} {str(value)!r} holds a NUL character (\\x00),"
-                            f" which no path can; give {give}")
-
-
 def _resume_from(resume, config: dict, run_dir) -> tuple[object, list[str]]:
     """fit's ``resume`` as a Checkpoint (None: a new run), after checking that
     ``config`` is its config and ``run_dir`` its run directory, and notes on the
     checkpoints a run directory's search skipped."""
-    from nntrain.train import resume as resuming  # it imports this module
-
     if resume is None:
         return None, []
     notes = []
@@ -473,8 +318,6 @@ def _complete_saves(checkpoint, reporter: Reporter, notes: list[str],
     """Show ``notes``, then bring a resumed run's best.npz up to ``checkpoint``
     (resume.complete_saves; ``locked``: the run directory is open) and say so
     before a signal can stop the command: the file is rewritten by then."""
-    from nntrain.train import resume as resuming  # it imports this module
-
     for text in notes:
         reporter.note(text)
     if checkpoint is None or checkpoint.path is None:
@@ -490,8 +333,6 @@ def _finished_run(config: dict, checkpoint, run_dir) -> tuple | None:
     left to do at ``config``'s length, as the CLI finds before it calls fit: the
     run directory stays untouched. None otherwise, and for a malformed solver
     state, which fit's own checks then name."""
-    from nntrain.train import resume as resuming  # it imports this module
-
     if checkpoint is None:
         return None
     try:
@@ -769,253 +610,3 @@ def _saved_iteration(path) -> int | None:
         return load_checkpoint(path).meta["solver"]["progress"]["iteration"]
     except (CheckpointError, KeyError, TypeError):
         return None
-
-
-def evaluate_checkpoint(path, split: str = "test", data_path=None,
-                        average: bool = False):
-    """(restored, prepared, scores (N, C), metrics) of a checkpoint on ``split``,
-    rebuilt from the file alone; ``data_path`` says where the data lies now."""
-    from nntrain.evaluate import measure
-
-    if split not in SPLITS:
-        raise ValueError(f"split is {split!r}; give one of {', '.join(SPLITS)}")
-    if data_path is not None:
-        _check_path_argument("data_path", data_path, "the folder or npz file that"
-                             " holds the data now, a str or pathlib.Path, or None")
-    restored = restore(path, average=average)
-    config = restored.config
-    if data_path:
-        config = {**config, "data": {**config["data"], "path": str(data_path)}}
-    try:
-        prepared = prepare_data(config, restored.preprocessor, splits=(split,),
-                                spec=restored.data,
-                                given_as="--data" if data_path else None)
-    except DataLocationError as error:
-        raise error.with_fix(*EVAL_DATA_FIX) from None
-    X, y = prepared.splits[split]
-    scores = restored.model.predict(X)
-    return restored, prepared, scores, measure(scores, y, config["model"]["loss"])
-
-
-def migrate_config(saved, path, overrides=()) -> dict:
-    """A checkpoint's config brought up to this version: keys added since it was
-    written get their defaults, and the whole is validated again. ``overrides``:
-    the ``--set`` texts already applied to ``saved``; a bad value one of them gave
-    is blamed on it, not on the checkpoint."""
-    try:
-        return resolve_config(without_lbfgs_ignored(saved))
-    except ConfigError as error:
-        raise blamed_on_override(error, overrides) or CheckpointError(
-            f"{path}: its config is not valid here ({error})") from None
-
-
-def without_lbfgs_average(saved):
-    """``saved``, a checkpoint's config, with train.average null where it sets one
-    beside optimizer lbfgs, a pair that earlier nntrain accepted and config
-    validation now refuses. Such a run never averaged anything (the minimizer moves
-    the weights with no step at which to fold them in), so without the setting the
-    config describes the run that was. Anything else is returned as it is."""
-    try:
-        lbfgs = saved["optimizer"]["name"] == "lbfgs"
-        average = saved["train"]["average"]
-    except (KeyError, TypeError):
-        return saved
-    if not lbfgs or average is None:
-        return saved
-    return {**saved, "train": {**saved["train"], "average": None}}
-
-
-def without_lbfgs_max_norm(saved):
-    """``saved``, a checkpoint's config, with model.max_norm and each layer's
-    max_norm null where set beside optimizer lbfgs, which earlier nntrain accepted
-    and config validation now refuses. The minimizer takes no step after which the
-    constraint could be applied, so such a run never applied it: without it the
-    config describes the run that was. Anything else is returned as it is."""
-    try:
-        lbfgs = saved["optimizer"]["name"] == "lbfgs"
-        model = saved["model"]
-        layers = [_without_max_norm(entry) for entry in model.get("layers") or []]
-    except (KeyError, TypeError, ValueError, AttributeError):
-        return saved
-    capped = model.get("max_norm") is not None or layers != (model.get("layers")
-                                                             or [])
-    if not lbfgs or not capped:
-        return saved
-    model = {**model, "max_norm": None}
-    if layers:
-        model["layers"] = layers
-    return {**saved, "model": model}
-
-
-def _without_max_norm(entry: dict) -> dict:
-    """A ``{kind: options}`` layer entry with its max_norm, if set, null."""
-    (kind, options), = entry.items()
-    if isinstance(options, dict) and options.get("max_norm") is not None:
-        return {kind: {**options, "max_norm": None}}
-    return entry
-
-
-def without_lbfgs_ignored(saved):
-    """``saved`` without the settings earlier nntrain accepted beside optimizer
-    lbfgs but never applied: train.average and max_norm."""
-    return without_lbfgs_max_norm(without_lbfgs_average(saved))
-
-
-@dataclass
-class Restored:
-    """Everything a checkpoint rebuilds: its config, data spec, model and steps."""
-
-    config: dict
-    data: dict
-    model: Model
-    preprocessor: Preprocessor
-    checkpoint: object
-
-
-def restore(path, average: bool = False) -> Restored:
-    """Rebuild the model and preprocessing of a checkpoint from the file alone;
-    ``average``: with the averaged weights (train.average) instead of the raw ones."""
-    _check_path_argument("path", path, "the checkpoint's path, a str or"
-                         " pathlib.Path")
-    _check_flag("average", average)
-    checkpoint = load_checkpoint(path)
-    check_data_spec(checkpoint, EDITED_CHECKPOINT_FIX)
-    meta = checkpoint.meta
-    try:
-        config, data = migrate_config(meta["config"], path), meta["data"]
-        num_features, num_classes = data["num_features"], data["num_classes"]
-        preprocessor = Preprocessor.from_state(
-            config["data"]["preprocess"], checkpoint.group("prep"), num_features, path
-        )
-        input_width = preprocessor.output_width(num_features)
-        _check_fits_network(config, input_width, num_classes, checkpoint, path)
-        model = build_model(config, input_width, num_classes, initialize=False)
-    except (KeyError, TypeError) as error:
-        raise CheckpointError(f"{path}: its meta is incomplete or malformed"
-                              f" ({type(error).__name__}: {error}); the file is not a"
-                              " complete nntrain checkpoint") from None
-    if average:
-        _load_average(model, checkpoint, config, path)
-    else:
-        _load_arrays(model, "params", checkpoint.group("param"), path)
-        _load_arrays(model, "buffers", checkpoint.group("buffer"), path)
-    return Restored(config, data, model, preprocessor, checkpoint)
-
-
-def _average_groups(model: Model, arrays: dict) -> tuple[dict, dict]:
-    """A checkpoint's ``average/`` arrays split into the averaged weights and the
-    batch norm statistics measured for them (names of the model's buffers)."""
-    statistics = {name: value for name, value in arrays.items()
-                  if name in model.buffers}
-    weights = {name: value for name, value in arrays.items()
-               if name not in statistics}
-    return weights, statistics
-
-
-def _load_average(model: Model, checkpoint, config: dict, path) -> None:
-    """Put a checkpoint's averaged weights and their batch norm statistics into
-    ``model``. A checkpoint written before the statistics were kept falls back on
-    the raw weights' statistics, with a warning."""
-    weights, statistics = _average_groups(model, checkpoint.group("average"))
-    if not weights:
-        raise CheckpointError(_why_no_average(checkpoint.meta["config"], config,
-                                              path))
-    if model.buffers and not statistics:
-        warnings.warn(CheckpointWarning(
-            f"{path} keeps no batch norm statistics for its averaged weights (it was"
-            " written before nntrain measured them), so they are used with the raw"
-            " weights' running statistics, which can cost much accuracy; a run"
-            " trained with this nntrain keeps the right ones"), stacklevel=3)
-        statistics = checkpoint.group("buffer")
-        prefix = "buffer"
-    else:
-        prefix = "average"
-    _load_arrays(model, "params", weights, path, "average")
-    _load_arrays(model, "buffers", statistics, path, prefix)
-
-
-def _why_no_average(saved: dict, config: dict, path) -> str:
-    """Why a checkpoint whose config is ``saved`` (``config`` once migrated) holds
-    no averaged weights, for eval --average."""
-    if config["train"]["average"] is not None:
-        # Every save of such a run follows an update, which starts the average.
-        return (f"{path} lacks its averaged weights (average/<parameter>) although"
-                f" its run set train.average; {EDITED_CHECKPOINT_FIX}, or leave out"
-                " --average")
-    if without_lbfgs_average(saved) is not saved:
-        return (f"{path} holds no averaged weights: its run used optimizer lbfgs,"
-                " which never averages them (its train.average setting did nothing);"
-                " leave out --average")
-    return (f"{path} holds no averaged weights: its run did not set train.average;"
-            " leave out --average")
-
-
-def _load_arrays(model: Model, kind: str, arrays: dict, path,
-                 prefix: str | None = None) -> None:
-    """Check ``arrays`` against the model's ``params`` or ``buffers`` by name,
-    shape, dtype and finiteness, then copy them in. ``prefix``: the checkpoint
-    group they come from, for messages (default: the kind's own)."""
-    prefix = prefix or {"params": "param", "buffers": "buffer"}[kind]
-    _check_arrays(getattr(model, kind), arrays, prefix, path)
-    model.set_arrays(kind, arrays)
-
-
-def _restore_optimizer(solver, model: Model, arrays: dict, meta: dict) -> None:
-    """Give the solver its saved state, after checking the update rule's part."""
-    try:
-        solver.restore_state(meta, arrays)
-        if not solver.full_batch:
-            solver.rule.check_state(model.params)
-        elif arrays:
-            raise ValueError(f"optim/{next(iter(arrays))} is there, but L-BFGS"
-                             " keeps no state")
-    except ValueError as error:
-        raise CheckpointError(f"the checkpoint's optimizer state is unusable: {error};"
-                              " resume from another checkpoint or start over") from None
-
-
-def _check_fits_network(config: dict, input_width: int, num_classes: int,
-                        checkpoint, path) -> None:
-    """Refuse a checkpoint whose param/ and buffer/ arrays are not those of the
-    network its config describes, before that network is built: a config edited
-    to a wider network would otherwise fail allocating it, blamed on memory."""
-    dtype = np.dtype(config["train"]["dtype"])
-    for prefix, shapes in zip(("param", "buffer"),
-                              array_shapes(config, input_width, num_classes)):
-        layout = {name: (shape, dtype) for name, shape in shapes.items()}
-        _check_layout(layout, checkpoint.group(prefix), prefix, path)
-
-
-def _check_layout(layout: dict, arrays: dict, prefix: str, path) -> None:
-    """``arrays`` must hold exactly the names of ``layout`` (name -> (shape,
-    dtype)), each with its shape and dtype."""
-    for name, (shape, dtype) in layout.items():
-        if name not in arrays:
-            raise CheckpointError(f"{path} lacks {prefix}/{name}; it does not match"
-                                  " its config")
-        array = arrays[name]
-        if array.shape != shape or array.dtype != dtype:
-            raise CheckpointError(
-                f"{path}: {prefix}/{name} is {array.dtype} {array.shape}, the model"
-                f" its config describes needs {dtype} {shape}; {EDITED_CHECKPOINT_FIX}"
-            )
-    extra = sorted(set(arrays) - set(layout))
-    if extra:
-        raise CheckpointError(f"{path} holds {prefix}/{extra[0]}, which its model"
-                              " lacks")
-
-
-def _check_arrays(reference: dict, arrays: dict, prefix: str, path) -> None:
-    """``arrays`` must hold exactly the names of ``reference``, each with its shape
-    and dtype, and only finite values."""
-    _check_layout({name: (target.shape, target.dtype)
-                   for name, target in reference.items()}, arrays, prefix, path)
-    for name, array in arrays.items():
-        if not np.isfinite(array).all():
-            raise CheckpointError(f"{path}: {prefix}/{name} holds NaN or infinite"
-                                  " values; the file is damaged: use an earlier"
-                                  " checkpoint")
-        if name.endswith(".running_var") and (array < 0).any():
-            raise CheckpointError(f"{path}: {prefix}/{name} holds negative"
-                                  " variances; the file is damaged: use an earlier"
-                                  " checkpoint")

@@ -345,7 +345,7 @@ def _run_checkpoint(run_dir: Path) -> Path | None:
 
 def _plot_checkpoint(run_dir: Path, out_dir: Path, data_path) -> list:
     """activations.png and first_layer_weights.png, from the run's checkpoint."""
-    from nntrain.pipeline import restore
+    from nntrain.restore import restore
 
     checkpoint = _run_checkpoint(run_dir)
     if checkpoint is None:
@@ -379,8 +379,8 @@ def _plot_checkpoint(run_dir: Path, out_dir: Path, data_path) -> list:
 
 def training_sample(restored, data_path=None, count: int = ACTIVATION_SAMPLES):
     """Up to ``count`` training samples, preprocessed with the checkpoint's steps.
-    ``restored``: what ``pipeline.restore`` returns. -> X: (n, D), n <= count."""
-    from nntrain.pipeline import prepare_data
+    ``restored``: what ``restore.restore`` returns. -> X: (n, D), n <= count."""
+    from nntrain.prepare import prepare_data
 
     config = restored.config
     if data_path is not None:

@@ -1,7 +1,9 @@
 """The Python API's arguments: fit, restore and load_config called from a notebook
 refuse what the command line cannot be given (a changed config on resume, a
-truthy string for a flag, no path) with an error naming the argument."""
+truthy string for a flag, no path) with an error naming the argument. And its
+names import from the modules they were defined in before those were split."""
 
+import importlib
 import re
 
 import pytest
@@ -9,7 +11,8 @@ import pytest
 from nntrain.checkpoint import load_checkpoint
 from nntrain.config import load_config
 from nntrain.errors import ConfigError
-from nntrain.pipeline import fit, restore
+from nntrain.pipeline import fit
+from nntrain.restore import restore
 
 # tiny_config: 50 training rows in batches of 16, so 4 updates an epoch.
 PER_EPOCH = 4
@@ -198,3 +201,40 @@ def test_fit_resuming_brings_a_stale_best_npz_up_to_last_npz(tmp_path, tiny_conf
 
     best = load_checkpoint(checkpoints / "best.npz").meta["solver"]["progress"]
     assert best["iteration"] == 3 * PER_EPOCH
+
+
+# What moved out of nntrain.pipeline and nntrain.config into modules of their own,
+# by new home: notebooks may still import it from the old module.
+MOVED = {
+    "nntrain.pipeline": {
+        "nntrain.prepare": ["EVAL_DATA_FIX", "FEATURE_DTYPES", "RESUME_DATA_FIX",
+                            "SPLITS", "Prepared", "data_fingerprints", "data_spec",
+                            "prepare_data"],
+        "nntrain.restore": ["Restored", "evaluate_checkpoint", "migrate_config",
+                            "restore", "without_lbfgs_average",
+                            "without_lbfgs_ignored", "without_lbfgs_max_norm"],
+    },
+    "nntrain.config": {
+        "nntrain.config_checks": ["MAX_LAYERS", "Key", "boolean", "choice",
+                                  "close_match", "components", "integer", "list_of",
+                                  "number", "optional_choice", "optional_number",
+                                  "optional_text", "path_text", "validation_size"],
+    },
+}
+
+
+@pytest.mark.parametrize("old", sorted(MOVED))
+def test_moved_names_still_import_from_their_old_module(old):
+    module = importlib.import_module(old)
+    for home, names in MOVED[old].items():
+        for name in names:
+            assert getattr(module, name) is getattr(importlib.import_module(home),
+                                                    name), f"{old}.{name}"
+
+
+def test_pipeline_exports_the_fit_run_and_what_moved_out_of_it():
+    import nntrain.pipeline
+
+    moved = [name for names in MOVED["nntrain.pipeline"].values() for name in names]
+    assert sorted(nntrain.pipeline.__all__) == sorted(["FitResult", "environment",
+                                                       "fit", *moved])

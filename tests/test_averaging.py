@@ -11,7 +11,9 @@ from nntrain.checkpoint import load_checkpoint, save_checkpoint
 from nntrain.cli import cli
 from nntrain.config import resolve_config
 from nntrain.nn.model import build_model
-from nntrain.pipeline import fit, prepare_data, restore
+from nntrain.pipeline import fit
+from nntrain.prepare import prepare_data
+from nntrain.restore import restore
 from nntrain.train.averaging import WeightAverage, batchnorm_statistics
 from nntrain.train.resume import resumed_config
 

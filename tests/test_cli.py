@@ -1655,7 +1655,7 @@ def test_a_config_edited_to_a_huge_network_is_refused_before_building_it(
 
 def test_restore_draws_no_random_weights_it_would_overwrite(trained, monkeypatch):
     import nntrain.nn.layers
-    from nntrain.pipeline import restore
+    from nntrain.restore import restore
 
     _, _, run_dir, _ = trained
     generators = []

@@ -230,15 +230,15 @@ def test_resumed_config_refuses_a_string_of_overrides(one_epoch_run):
 @pytest.mark.parametrize("call", ["restore", "evaluate_checkpoint"])
 def test_restore_and_evaluate_refuse_a_truthy_string_for_average(one_epoch_run,
                                                                  call):
-    from nntrain import pipeline
+    import nntrain.restore
 
     last = one_epoch_run / "checkpoints" / "last.npz"
     with pytest.raises(TypeError, match="^average is 'no'; give True or False$"):
-        getattr(pipeline, call)(last, average="no")
+        getattr(nntrain.restore, call)(last, average="no")
 
 
 def test_evaluate_checkpoint_refuses_an_unknown_split(one_epoch_run):
-    from nntrain.pipeline import evaluate_checkpoint
+    from nntrain.restore import evaluate_checkpoint
 
     with pytest.raises(ValueError, match="^split is 'bogus'; give one of train, val,"
                        " test$"):
@@ -253,7 +253,7 @@ def test_evaluate_checkpoint_refuses_an_unknown_split(one_epoch_run):
 def test_evaluate_checkpoint_refuses_a_data_path_that_is_no_path(
         one_epoch_run, data_path, error, message):
     from nntrain import errors
-    from nntrain.pipeline import evaluate_checkpoint
+    from nntrain.restore import evaluate_checkpoint
 
     error = getattr(errors, error) if isinstance(error, str) else error
     with pytest.raises(error, match=message):
@@ -278,7 +278,7 @@ def test_fit_refuses_notes_that_are_not_a_list_of_strings(tiny_config, tmp_path,
 ])
 def test_prepare_data_names_a_wrong_argument(tiny_config, arguments, error,
                                              message):
-    from nntrain.pipeline import prepare_data
+    from nntrain.prepare import prepare_data
 
     with pytest.raises(error, match=message):
         prepare_data(load_config(tiny_config), **arguments)

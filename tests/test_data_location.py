@@ -306,9 +306,9 @@ def test_a_relative_npz_path_given_by_set_not_there_says_so(tmp_path, tiny_npz,
 
 def test_the_same_values_in_another_dtype_are_found_without_copying_the_split(
         monkeypatch):
-    from nntrain import pipeline
+    from nntrain import prepare
 
-    monkeypatch.setattr(pipeline, "_CAST_VALUES", 1 << 14)  # 128 kB of float64
+    monkeypatch.setattr(prepare, "_CAST_VALUES", 1 << 14)  # 128 kB of float64
     # 8 MB of float64 features whose values float32 holds exactly; the run read
     # them as float32.
     X = np.arange(1024 * 1024, dtype=np.float64).reshape(1024, 1024) % 4099
@@ -319,8 +319,8 @@ def test_the_same_values_in_another_dtype_are_found_without_copying_the_split(
 
     tracemalloc.start()
     try:
-        found = (pipeline._saved_as((X, y), fingerprint),
-                 pipeline._saved_as((other, y), fingerprint))
+        found = (prepare._saved_as((X, y), fingerprint),
+                 prepare._saved_as((other, y), fingerprint))
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()

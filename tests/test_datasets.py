@@ -16,7 +16,7 @@ from nntrain.config import resolve_config
 from nntrain.data import datasets
 from nntrain.data.datasets import FASHION_CLASSES, load_dataset, search_paths
 from nntrain.errors import BadInputError, DataError, DataWarning
-from nntrain.pipeline import prepare_data
+from nntrain.prepare import prepare_data
 
 
 def data_config(name="npz", path=None, validation=2, preprocess=("center", "scale")):

@@ -16,7 +16,9 @@ from nntrain.cli import cli
 from nntrain.config import config_to_yaml, load_config, resolve_config
 from nntrain.errors import CheckpointWarning, ConfigError
 from nntrain.optim import lbfgs
-from nntrain.pipeline import fit, prepare_data, restore
+from nntrain.pipeline import fit
+from nntrain.prepare import prepare_data
+from nntrain.restore import restore
 from nntrain.train.resume import resumed_config
 
 pytest.importorskip("scipy")

@@ -12,7 +12,7 @@ from conftest import tiny_config_dict
 
 from nntrain.config import resolve_config
 from nntrain.errors import BadInputError, DataError
-from nntrain.pipeline import fit, prepare_data, restore
+from nntrain.pipeline import fit
 from nntrain.plots import (
     PlotsUnavailable,
     PlotWarning,
@@ -23,6 +23,8 @@ from nntrain.plots import (
     smooth,
     worst_examples,
 )
+from nntrain.prepare import prepare_data
+from nntrain.restore import restore
 
 # nntrain.plots imports matplotlib only when it draws, so the imports above work
 # without it; every test here draws.

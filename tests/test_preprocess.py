@@ -11,7 +11,7 @@ from conftest import TINY_VALIDATION, tiny_arrays, tiny_config_dict
 from nntrain.config import resolve_config
 from nntrain.data.preprocess import STEPS, Center, Preprocessor, Scale
 from nntrain.errors import CheckpointError, DataError
-from nntrain.pipeline import prepare_data
+from nntrain.prepare import prepare_data
 
 # Three samples of three features: feature 0 has mean 3 and population standard
 # deviation sqrt(8/3); feature 1 is constant; feature 2 has mean 0 and std sqrt(2/3).

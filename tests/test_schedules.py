@@ -136,7 +136,8 @@ def test_clipping_measures_and_scales_the_gradient_with_the_l2_term_in_it(tmp_pa
                                                                          tiny_npz):
     from nntrain.checkpoint import load_checkpoint
     from nntrain.nn.model import build_model
-    from nntrain.pipeline import fit, prepare_data
+    from nntrain.pipeline import fit
+    from nntrain.prepare import prepare_data
 
     # One full-batch SGD update (50 training rows, batches of 64), clipped hard.
     raw = tiny_config_dict(tiny_npz)

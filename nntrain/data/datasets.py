@@ -142,8 +142,8 @@ OTHER_DATA_FIX = "point --data at the dataset it was trained on"
 def _check_before_split(parts: dict, spec: dict) -> None:
     """Refuse data other than the checkpoint's by its shape, then by the size of the
     training split it drew its validation split from: data.validation, which the
-    user of a checkpoint cannot change, may not even fit in other data. (The
-    pipeline compares each split's samples once they are drawn.)"""
+    user of a checkpoint cannot change, may not even fit in other data.
+    (prepare.prepare_data compares each split's samples once they are drawn.)"""
     fix = OTHER_DATA_FIX
     found = (parts["X_train"].shape[1], len(parts["class_names"]))
     if found != (spec["num_features"], spec["num_classes"]):

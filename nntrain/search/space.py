@@ -16,14 +16,12 @@ from nntrain.config import (
     SCHEMA,
     apply_overrides,
     blamed_on_override,
-    choice,
-    close_match,
-    integer,
     key_within,
     read_config_file,
     resolve_config,
     yaml_text,
 )
+from nntrain.config_checks import choice, close_match, integer
 from nntrain.errors import ConfigError
 from nntrain.random import SEARCH_STREAM, generator
 from nntrain.yamlio import one_line_yaml
@@ -307,7 +305,7 @@ def _which(param: Param, value) -> str:
 def shown(value) -> str:
     """``value`` for a message: booleans, null and lists as the config's YAML
     writes them (true, null, [relu, true]); numbers and strings as Python's repr,
-    as the messages of config.py show them."""
+    as the messages of config_checks.py show them."""
     if isinstance(value, str) or is_number(value):
         return repr(value)
     if isinstance(value, (list, dict)):

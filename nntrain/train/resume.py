@@ -27,7 +27,7 @@ from nntrain.errors import (
     TrainingError,
 )
 from nntrain.fileio import write_bytes_atomically, write_fix
-from nntrain.pipeline import (
+from nntrain.restore import (
     migrate_config,
     without_lbfgs_average,
     without_lbfgs_max_norm,

@@ -177,7 +177,7 @@ SOLVER = _record({
 
 SPLITS = ("train", "val", "test")
 
-# What pipeline.data_spec writes: the config's data section, then what the data
+# What prepare.data_spec writes: the config's data section, then what the data
 # held. Checkpoints before fingerprints lack them; config keys are let through.
 DATA = _record({
     "name": TEXT,
