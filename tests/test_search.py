@@ -1593,3 +1593,170 @@ def test_an_unknown_key_given_by_set_in_search_params_names_the_set(
     assert result.stderr == (f"error: --set {override}: invalid search.params:"
                              " 'optimizer.lrr' is not a config key (did you mean"
                              " 'optimizer.lr'?)\n")
+
+
+# What best.npz holds: the trials monitor search.metric where the config leaves
+# train.monitor open, and --ensemble says when their best.npz holds other epochs.
+
+
+@pytest.mark.parametrize("written, search, monitor", [
+    ({}, {"metric": "val_loss"}, "val_loss"),
+    ({}, {"metric": "loss"}, "loss"),
+    ({}, {"metric": "train_accuracy"}, "train_accuracy"),
+    ({"monitor": "val_accuracy"}, {"metric": "val_loss"}, "val_accuracy"),
+    ({"monitor": "loss"}, {"metric": "val_accuracy"}, "loss"),
+    ({}, {"metric": "data_loss"}, "val_accuracy"),  # no monitor option
+    ({}, {"metric": "val_loss", "mode": "max"}, "val_accuracy"),
+    ({}, {"metric": "val_loss", "params": {
+        "train.monitor": {"choice": ["val_accuracy", "val_loss"]}}}, "val_accuracy"),
+])
+def test_trials_monitor_the_search_metric_where_the_config_leaves_it_open(
+        write_config, tiny_npz, written, search, monitor):
+    config = study_config(tiny_npz, **search)
+    config["train"].update(written)
+
+    resolved, spec = load_search_config(write_config(config))
+
+    assert resolved["train"]["monitor"] == monitor
+    assert spec.monitor_from_metric == (monitor == search["metric"] and not written)
+    assert "monitor_from_metric" not in spec.to_json()  # study.json as before
+
+
+def _with_best_npz(task):
+    """_scored_runner, plus an empty best.npz for --ensemble to find."""
+    result = _scored_runner(task)
+    (Path(task["run_dir"]) / "checkpoints").mkdir()
+    (Path(task["run_dir"]) / "checkpoints" / "best.npz").write_bytes(b"")
+    return result
+
+
+NOT_RANKED = ("{trials} kept in best.npz the epoch of the {kept} (train.monitor), not"
+              " of the {ranked} that the table ranks (its best epoch); --ensemble"
+              " averages those checkpoints ({fix} to ensemble the ranked epochs)")
+
+
+@pytest.mark.parametrize("monitor, search, note", [
+    ("val_loss", {"metric": "val_loss"}, None),
+    ("val_accuracy", {}, None),
+    ("val_accuracy", {"metric": "val_loss"}, NOT_RANKED.format(
+        trials="trial 0", kept="highest val_accuracy", ranked="lowest val_loss",
+        fix="set train.monitor to val_loss, or leave it out,")),
+    ("val_loss", {"metric": "val_loss", "mode": "max"}, NOT_RANKED.format(
+        trials="trial 0", kept="lowest val_loss", ranked="highest val_loss",
+        fix="no train.monitor keeps the highest val_loss; leave search.mode out")),
+    ("val_accuracy", {"metric": "data_loss"}, NOT_RANKED.format(
+        trials="trial 0", kept="highest val_accuracy", ranked="lowest data_loss",
+        fix="data_loss is no train.monitor option; rank by one of val_accuracy,"
+            " val_loss, train_accuracy, loss")),
+], ids=["agree", "default", "other-monitor", "opposite-mode", "not-a-monitor"])
+def test_ensemble_says_when_best_npz_holds_other_epochs_than_the_table_ranks(
+        tmp_path, monitor, search, note):
+    config = resolve_config({"train": {"epochs": 2, "monitor": monitor}})
+    spec = parse_search({"trials": 1, "params": {"optimizer.lr": {
+        "loguniform": [1e-3, 1e-1]}}, **search}, config)
+    study = Study(tmp_path, config, spec)
+    study.run(workers=1, runner=_with_best_npz)
+    notes = []
+
+    paths = study.best_checkpoints(2, on_note=notes.append)
+
+    assert paths == [tmp_path / "trial-0000" / "checkpoints" / "best.npz"]
+    assert notes == ([] if note is None else [note])
+
+
+def test_ensemble_names_the_trials_whose_searched_monitor_is_another(tmp_path):
+    config = base_config()
+    spec = parse_search({"trials": 4, "seed": 3, "metric": "val_loss", "params": {
+        "optimizer.lr": {"loguniform": [1e-3, 1e-1]},
+        "train.monitor": {"choice": ["val_accuracy", "val_loss"]}}}, config)
+    study = Study(tmp_path, config, spec)
+    rows = study.run(workers=1, runner=_with_best_npz)
+    other = [row["trial"] for row in rows
+             if row["values"]["train.monitor"] == "val_accuracy"]
+    assert 0 < len(other) < 4  # the seed draws both monitors
+    notes = []
+
+    study.best_checkpoints(4, on_note=notes.append)
+
+    listed = ("trials " if len(other) > 1 else "trial ") + ", ".join(map(str, other))
+    assert notes == [NOT_RANKED.format(
+        trials=listed, kept="highest val_accuracy", ranked="lowest val_loss",
+        fix="set train.monitor to val_loss, or leave it out,")]
+
+
+@pytest.fixture(scope="module")
+def val_loss_study(tmp_path_factory):
+    """A study ranking by val_loss, whose config leaves train.monitor open, on data
+    where val_accuracy peaks before val_loss does: folder, config path, result."""
+    folder = tmp_path_factory.mktemp("val_loss_study")
+    npz = folder / "tiny.npz"
+    np.savez(npz, **tiny_arrays())
+    config = study_config(npz, trials=2, metric="val_loss",
+                          params={"optimizer.lr": {"choice": [0.05, 0.07]}})
+    config["train"]["epochs"] = 6
+    config_path = folder / "search.yaml"
+    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    out = folder / "out"
+    result = invoke("search", config_path, "--out", out, "--workers", 1,
+                    "--ensemble", 2)
+    return out, config_path, result
+
+
+def _first_best_epoch(run_dir: Path, metric: str) -> int:
+    """The first epoch with the highest ``metric`` in the trial's metrics.jsonl."""
+    with open(run_dir / "metrics.jsonl", encoding="utf-8") as file:
+        epochs = [record for record in map(json.loads, file)
+                  if record["kind"] == "epoch"]
+    return max(epochs, key=lambda record: record[metric])["epoch"]
+
+
+def test_best_npz_holds_the_epoch_the_table_ranks(val_loss_study):
+    from nntrain.checkpoint import load_checkpoint
+
+    out, _, result = val_loss_study
+    assert result.exit_code == 0, result.output
+    assert "kept in best.npz" not in result.stderr
+    assert json.loads((out / "study.json").read_text())["config"]["train"][
+        "monitor"] == "val_loss"
+    rows = read_rows(out)
+    assert [row["status"] for row in rows] == ["ok", "ok"]
+    for row in rows:
+        run_dir = out / f"trial-{int(row['trial']):04d}"
+        meta = load_checkpoint(run_dir / "checkpoints" / "best.npz").meta
+        progress = meta["solver"]["progress"]
+        assert meta["config"]["train"]["monitor"] == "val_loss"
+        assert progress["best_epoch"] == int(row["best_epoch"])
+        assert progress["best_value"] == float(row["val_loss"])
+    # val_accuracy, the default monitor, would have kept another epoch.
+    assert any(_first_best_epoch(out / f"trial-{int(row['trial']):04d}",
+                                 "val_accuracy") != int(row["best_epoch"])
+               for row in rows)
+
+
+def test_a_study_planned_before_trials_monitored_the_metric_resumes_as_planned(
+        val_loss_study, tmp_path):
+    out, config_path, _ = val_loss_study
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    plan = json.loads((copy / "study.json").read_text())
+    plan["config"]["train"]["monitor"] = "val_accuracy"  # as planned before
+    (copy / "study.json").write_text(json.dumps(plan))
+    (copy / "trial-0001" / "result.json").unlink()
+
+    result = invoke("search", config_path, "--out", copy, "--workers", 1,
+                    "--ensemble", 1)
+
+    assert result.exit_code == 0, result.output
+    assert "2 trials, 1 to run" in result.stderr
+    trial_config_file = copy / "trial-0001" / "config.yaml"
+    assert yaml.safe_load(trial_config_file.read_text())["train"][
+        "monitor"] == "val_accuracy"
+    assert ("(train.monitor), not of the lowest val_loss that the table ranks (its"
+            " best epoch); --ensemble averages those checkpoints (the study was"
+            " planned before trials monitored search.metric; run it again in a new"
+            " --out folder to ensemble the ranked epochs)\n") in result.stderr
+
+    changed = invoke("search", config_path, "--out", copy, "--set",
+                     "train.monitor=val_loss")
+    assert changed.exit_code == 2
+    assert "plans another study (config.train.monitor differs)" in changed.stderr

@@ -24,6 +24,9 @@ uses the ranges given; each later round narrows every numeric range to the span 
 the ``keep`` best trials finished so far, widened by ``WIDEN`` of the original range
 on each side (in log space for loguniform) and clipped to it; a choice keeps all its
 options. The metric of a trial is the best value of ``metric`` over its evaluations.
+Where ``metric`` is a train.monitor option in its own mode and the config does not set
+train.monitor, every trial monitors ``metric``, so its best.npz holds that evaluation;
+otherwise ``--ensemble`` notes which epochs the best.npz it averages hold.
 
 Before anything runs, too, every option of a choice and both ends of a range are set
 on the config and validated, alone and with the options and ends of the other

@@ -5,12 +5,13 @@ trial's config (see the package's docstring for the rules)."""
 import copy
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import NoReturn
 
 from nntrain.config import (
+    MONITORS,
     OPTIMIZER_KEYS,
     SCHEDULE_KEYS,
     SCHEMA,
@@ -59,6 +60,10 @@ class SearchSpec:
     rounds: int
     keep: int
     params: tuple
+    # Whether the config leaves train.monitor to the study, which then sets it to
+    # metric (load_search_config). Not part of the plan (to_json): it says how the
+    # config was written, not what the trials run.
+    monitor_from_metric: bool = False
 
     def round_sizes(self) -> list[int]:
         """Trials per round: as even as possible, earlier rounds taking the rest."""
@@ -445,6 +450,7 @@ def load_search_config(path, overrides=()) -> tuple[dict, SearchSpec]:
         config = resolve_study_config(raw, search)
         spec = parse_search(search, config, written=raw)
         _check_stand_in_keeps_settings(raw, config, spec)
+        config, spec = _monitor_the_metric(raw, config, spec)
     except ConfigError as error:
         raise blamed_on_override(error, overrides) or ConfigError(
             f"{path}: {error}", error.key) from None
@@ -452,6 +458,32 @@ def load_search_config(path, overrides=()) -> tuple[dict, SearchSpec]:
         config["data"]["path"] = str(Path(config["data"]["path"]).expanduser()
                                      .resolve())
     return config, spec
+
+
+def monitor_mode(monitor: str) -> str:
+    """The mode in which a train.monitor option picks best.npz: min for the
+    losses, max for the accuracies (as the Solver's monitor_improved)."""
+    return "min" if monitor.endswith("loss") else "max"
+
+
+def _monitor_the_metric(raw: dict, config: dict, spec: SearchSpec) -> tuple:
+    """``config`` and ``spec`` with train.monitor set to search.metric, so that
+    every trial's best.npz holds the epoch its row ranks (and early stopping and a
+    plateau schedule watch that metric), where the config as written (``raw``)
+    leaves train.monitor open and the metric is a monitor option of the same
+    mode. Otherwise both are returned as they are, and --ensemble says which
+    epochs the trials' best.npz hold."""
+    train = raw.get("train")
+    written = isinstance(train, dict) and "monitor" in train
+    searched = any(param.key in ("train", "train.monitor") for param in spec.params)
+    if (written or searched or spec.metric not in MONITORS
+            or spec.mode != monitor_mode(spec.metric)):
+        return config, spec
+    # The monitor was the default, val_accuracy, with which the config is valid;
+    # another metric of the same mode, or a loss, is valid wherever it is (only
+    # early stopping's min_delta depends on it, and allows more for a loss).
+    config = {**config, "train": {**config["train"], "monitor": spec.metric}}
+    return config, replace(spec, monitor_from_metric=True)
 
 
 def _check_stand_in_keeps_settings(raw: dict, config: dict, spec: SearchSpec):

@@ -8,7 +8,7 @@ import math
 from dataclasses import replace
 from pathlib import Path
 
-from nntrain.config import resolve_config
+from nntrain.config import MONITORS, resolve_config
 from nntrain.errors import (
     ConfigError,
     RunDirectoryError,
@@ -20,9 +20,11 @@ from nntrain.search.report import short_value
 from nntrain.search.space import (
     Param,
     SearchSpec,
+    monitor_mode,
     narrow_bounds,
     rank,
     sample,
+    trial_config,
     unit_draws,
 )
 from nntrain.search.trials import (
@@ -62,13 +64,13 @@ class Study:
 
     def _open(self) -> dict:
         path = self.out / PLAN_FILE
-        fresh = json.loads(json.dumps(self._new_plan()))
         if not path.exists():
             if self.out.is_file() or (self.out.is_dir() and any(self.out.iterdir())):
                 raise RunDirectoryError(
                     f"{self.out} is not an empty folder and holds no {PLAN_FILE}; give"
                     " --out a new or empty folder for the study")
             make_output_folder(self.out, "--out")
+            fresh = json.loads(json.dumps(self._new_plan()))
             self._save(fresh)
             return fresh
         try:
@@ -76,9 +78,26 @@ class Study:
         except (OSError, ValueError) as error:
             raise RunDirectoryError(f"cannot read {path} ({error}); give --out another"
                                     " folder") from None
+        self._keep_planned_monitor(saved)
+        fresh = json.loads(json.dumps(self._new_plan()))
         _check_same_plan(saved, fresh, path)
         _check_planned_trials(saved, self.spec, path)
         return saved
+
+    def _keep_planned_monitor(self, saved) -> None:
+        """Where the config leaves train.monitor to the study, go on with the
+        monitor the plan holds: a study planned before trials monitored
+        search.metric (or while the config set train.monitor) keeps the one its
+        finished trials ran with. A plan that holds no valid config is refused
+        later, by _check_same_plan."""
+        if not (self.spec.monitor_from_metric and isinstance(saved, dict)):
+            return
+        try:
+            planned = resolve_config(saved.get("config"))["train"]["monitor"]
+        except ConfigError:
+            return
+        self.config = {**self.config,
+                       "train": {**self.config["train"], "monitor": planned}}
 
     def _new_plan(self) -> dict:
         plan = {"format": PLAN_FORMAT, "config": self.config,
@@ -236,18 +255,63 @@ class Study:
 
     def best_checkpoints(self, count: int, on_note=None) -> list[Path]:
         """best.npz of the ``count`` best finished trials whose file is there (fewer
-        if fewer finished); ``on_note(text)`` hears of each one missing."""
-        paths = []
+        if fewer finished); ``on_note(text)`` hears of each one missing, and of the
+        trials whose best.npz need not hold the epoch their row ranks."""
+        paths, kept = [], {}
         for row in self.rows:
             if row["status"] != "ok" or len(paths) == count:
                 continue
             path = self.trial_dir(row["trial"]) / "checkpoints" / "best.npz"
             if path.is_file():
                 paths.append(path)
+                kept.setdefault(self._monitor_of(row), []).append(row["trial"])
             elif on_note:
                 on_note(f"trial {row['trial']} finished but its {path} is missing;"
                         f" skipped (delete its {RESULT_FILE} to run it again)")
+        for monitor, trials in kept.items():
+            note = self._other_epochs_note(monitor, trials)
+            if note and on_note:
+                on_note(note)
         return paths
+
+    def _monitor_of(self, row: dict) -> str:
+        """The train.monitor the trial of ``row`` ran with (train.monitor may be
+        searched)."""
+        try:
+            config = trial_config(self.config, row["values"],
+                                  self.trial_dir(row["trial"]))
+        except ConfigError:  # it ran, so it was valid: a later nntrain refuses it
+            config = self.config
+        return config["train"]["monitor"]
+
+    def _other_epochs_note(self, monitor: str, trials: list[int]) -> str | None:
+        """Why the best.npz of ``trials``, which monitored ``monitor``, need not
+        hold the epoch the table ranks, and how to make them; None when they do.
+        The Solver saves best.npz at each evaluation that improves train.monitor
+        in its own mode, and a row's best_epoch is the first evaluation with the
+        best metric in search.mode: the same epoch when the two agree."""
+        metric, mode = self.spec.metric, self.spec.mode
+        best = {"max": "highest", "min": "lowest"}
+        if monitor == metric and mode == monitor_mode(monitor):
+            return None
+        if metric not in MONITORS:
+            fix = (f"{metric} is no train.monitor option; rank by one of"
+                   f" {', '.join(MONITORS)} to ensemble the ranked epochs")
+        elif mode != monitor_mode(metric):
+            fix = (f"no train.monitor keeps the {best[mode]} {metric}; leave"
+                   " search.mode out to ensemble the ranked epochs")
+        elif self.spec.monitor_from_metric:
+            fix = ("the study was planned before trials monitored search.metric; run"
+                   " it again in a new --out folder to ensemble the ranked epochs")
+        else:
+            fix = (f"set train.monitor to {metric}, or leave it out, to ensemble the"
+                   " ranked epochs")
+        plural = "s" if len(trials) > 1 else ""
+        return (f"trial{plural} {', '.join(str(trial) for trial in trials)} kept in"
+                f" best.npz the epoch of the {best[monitor_mode(monitor)]} {monitor}"
+                f" (train.monitor), not of the {best[mode]} {metric} that the table"
+                f" ranks (its best epoch); --ensemble averages those checkpoints"
+                f" ({fix})")
 
 
 def _merged(row: dict, result: dict) -> dict:
