@@ -14,8 +14,6 @@ from pathlib import Path
 from nntrain.config_checks import (  # every public name stays importable from here
     MAX_LAYERS,
     Key,
-    _fail,
-    _not_a_section,
     boolean,
     choice,
     close_match,
@@ -27,6 +25,8 @@ from nntrain.config_checks import (  # every public name stays importable from h
     optional_number,
     optional_text,  # noqa: F401 (unused here: kept importable from nntrain.config)
     path_text,
+    refuse,
+    refuse_non_mapping,
     validation_size,
 )
 from nntrain.errors import ConfigError
@@ -54,14 +54,15 @@ def preprocess_steps(value, key):
     (``{pca: {components: 50}}``). Steps with options resolve to the mapping form
     with every option filled in."""
     if not isinstance(value, list):
-        _fail(key, "a list of steps like [center, scale]", value)
+        refuse(key, "a list of steps like [center, scale]", value)
     steps, names = [], []
     for i, entry in enumerate(value):
         where = f"{key}[{i}]"
         if isinstance(entry, str):
             entry = {entry: None}
         if not isinstance(entry, dict) or len(entry) != 1:
-            _fail(where, "a step name or a mapping like {pca: {components: 50}}", entry)
+            refuse(where, "a step name or a mapping like {pca: {components: 50}}",
+                   entry)
         (name, options), = entry.items()
         choice(*PREPROCESS_OPTIONS)(name, where)
         if name in names:
@@ -70,7 +71,7 @@ def preprocess_steps(value, key):
         names.append(name)
         options = {} if options is None else options
         if not isinstance(options, dict):
-            _fail(f"{where}.{name}", "a mapping of step options", options)
+            refuse(f"{where}.{name}", "a mapping of step options", options)
         table = PREPROCESS_OPTIONS[name]
         resolved = _check_section(options, table, f"{where}.{name}")
         steps.append({name: resolved} if table else name)
@@ -82,7 +83,7 @@ def layer_list(value, key):
     if value is None:
         return None
     if not isinstance(value, list) or not value:
-        _fail(key, "a non-empty list of layers like {affine: {units: 100}}", value)
+        refuse(key, "a non-empty list of layers like {affine: {units: 100}}", value)
     if len(value) > MAX_LAYERS:
         raise ConfigError(f"invalid {key}: {len(value):,} layers, more than the"
                           f" {MAX_LAYERS:,} nntrain accepts", key)
@@ -97,12 +98,12 @@ def layer_list(value, key):
 
 def _layer_entry(entry, key):
     if not isinstance(entry, dict) or len(entry) != 1:
-        _fail(key, "a mapping with one layer type, like {relu: {}}", entry)
+        refuse(key, "a mapping with one layer type, like {relu: {}}", entry)
     (kind, options), = entry.items()
     choice(*LAYER_OPTIONS)(kind, key)
     options = {} if options is None else options
     if not isinstance(options, dict):
-        _fail(f"{key}.{kind}", "a mapping of layer options", options)
+        refuse(f"{key}.{kind}", "a mapping of layer options", options)
     return {kind: _check_section(options, LAYER_OPTIONS[kind], f"{key}.{kind}")}
 
 
@@ -111,7 +112,7 @@ def clip_setting(value, key):
     if value is None:
         return None
     if not isinstance(value, dict) or len(value) != 1:
-        _fail(key, "null, {norm: MAX} or {value: MAX}", value)
+        refuse(key, "null, {norm: MAX} or {value: MAX}", value)
     (mode, limit), = value.items()
     choice("norm", "value")(mode, f"{key} mode")
     return {mode: number(0, open_minimum=True)(limit, f"{key}.{mode}")}
@@ -122,7 +123,7 @@ def early_stopping_setting(value, key):
     if value is None:
         return None
     if not isinstance(value, dict):
-        _fail(key, "null or {patience: N, min_delta: D}", value)
+        refuse(key, "null or {patience: N, min_delta: D}", value)
     table = {
         "patience": Key(3, integer(1, maximum=MAX_COUNT), COUNT, ""),
         "min_delta": Key(0.0, number(0), "float >= 0", ""),
@@ -135,8 +136,8 @@ def average_setting(value, key):
     if value is None:
         return None
     if not isinstance(value, dict):
-        _fail(key, "null or {kind: exponential, decay: 0.999} or {kind: polyak}",
-              value)
+        refuse(key, "null or {kind: exponential, decay: 0.999} or {kind: polyak}",
+               value)
     table = {
         "kind": Key("exponential", choice("exponential", "polyak"), "choice", ""),
         "decay": Key(0.999, number(0, 1, open_maximum=True), "float in [0, 1)", ""),
@@ -444,7 +445,7 @@ def _check_section(raw: dict, table: dict, prefix: str) -> dict:
             if section is None:
                 section = {}
             if not isinstance(section, dict):
-                _not_a_section(key, section)
+                refuse_non_mapping(key, section)
             resolved[name] = _check_section(section, spec, key)
         elif name in raw:
             resolved[name] = spec.check(raw[name], key)
@@ -463,7 +464,7 @@ def _check_named_section(raw, section: str, tables: dict, default: str) -> dict:
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        _not_a_section(section, raw)
+        refuse_non_mapping(section, raw)
     name = choice(*tables)(raw.get("name", default), f"{section}.name")
     settings = {k: v for k, v in raw.items() if k != "name"}
     table = tables[name]

@@ -40,20 +40,21 @@ class Key:
 _YAML11_INTEGER = re.compile(r"[-+]?(?:0[0-9_]+|[0-9][0-9_]*(?::[0-5]?[0-9])+)")
 
 
-def _fail(key: str, expected: str, value) -> None:
+def refuse(key: str, expected: str, value) -> None:
+    """Raise the ConfigError for ``key``'s bad ``value``, naming what was expected."""
     if isinstance(value, str) and _YAML11_INTEGER.fullmatch(value.strip()):
         expected += ("; write a plain decimal number: nntrain reads a leading 0"
                      " (octal in YAML 1.1) or a colon (base 60) as text")
     raise ConfigError(f"invalid {key}: {value!r} (expected {expected})", key)
 
 
-def _not_a_section(key: str, value) -> None:
+def refuse_non_mapping(key: str, value) -> None:
     """Fail for a value that should be a mapping; a string holding a colon is
     most likely ``KEY:VALUE`` written without the space YAML needs."""
     if isinstance(value, str) and ":" in value:
-        _fail(key, "a mapping of keys; write a space after the colon, 'KEY: VALUE'",
-              value)
-    _fail(key, "a mapping of keys", value)
+        refuse(key, "a mapping of keys; write a space after the colon, 'KEY: VALUE'",
+               value)
+    refuse(key, "a mapping of keys", value)
 
 
 def integer(minimum: int | None = None, nullable: bool = False,
@@ -74,13 +75,13 @@ def integer(minimum: int | None = None, nullable: bool = False,
                       and (maximum is None or value <= maximum)
                       and abs(value) < 2**53)
             hint = f"; write it as an integer: {int(value)}" if inside else ""
-            _fail(key, wanted + hint, value)
+            refuse(key, wanted + hint, value)
         if isinstance(value, bool) or not isinstance(value, int):
-            _fail(key, wanted, value)
+            refuse(key, wanted, value)
         if minimum is not None and value < minimum:
-            _fail(key, wanted, value)
+            refuse(key, wanted, value)
         if maximum is not None and value > maximum:
-            _fail(key, wanted, value)
+            refuse(key, wanted, value)
         return value
 
     return check
@@ -92,7 +93,7 @@ def number(minimum=None, maximum=None, open_minimum=False, open_maximum=False):
         high = ")" if open_maximum or maximum is None else "]"
         wanted = f"a number in {low}{minimum}, {maximum}{high}".replace("None", "inf")
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            _fail(key, wanted, value)
+            refuse(key, wanted, value)
         value = float(value)
         too_low = minimum is not None and (
             value < minimum or (open_minimum and value == minimum)
@@ -101,7 +102,7 @@ def number(minimum=None, maximum=None, open_minimum=False, open_maximum=False):
             value > maximum or (open_maximum and value == maximum)
         )
         if not math.isfinite(value) or too_low or too_high:
-            _fail(key, wanted, value)
+            refuse(key, wanted, value)
         return value
 
     return check
@@ -135,7 +136,7 @@ def optional_text(value, key):
     # An empty string is no path: null says "the default" unambiguously.
     if value is None or (isinstance(value, str) and value.strip()):
         return value
-    _fail(key, "a non-empty string, or null for the default", value)
+    refuse(key, "a non-empty string, or null for the default", value)
 
 
 def path_text(value, key):
@@ -192,7 +193,7 @@ def list_of(item_check, allow_empty=True, nullable=False, max_items=MAX_LAYERS):
             return None
         if not isinstance(value, list) or (not value and not allow_empty):
             wanted = "a list" + ("" if allow_empty else " with at least one item")
-            _fail(key, wanted + _as_list(value, item_check, key), value)
+            refuse(key, wanted + _as_list(value, item_check, key), value)
         if len(value) > max_items:
             raise ConfigError(f"invalid {key}: {len(value):,} items, more than the"
                               f" {max_items:,} nntrain accepts", key)
@@ -207,7 +208,7 @@ def validation_size(value, key):
         return value
     if isinstance(value, float) and 0.0 < value < 1.0:
         return value
-    _fail(key, "an integer >= 1 (a count) or a number in (0, 1) (a fraction)", value)
+    refuse(key, "an integer >= 1 (a count) or a number in (0, 1) (a fraction)", value)
 
 
 def components(value, key):
@@ -217,8 +218,8 @@ def components(value, key):
         return value
     if isinstance(value, float) and 0.0 < value <= 1.0:
         return value
-    _fail(key, "an integer >= 1 (a count) or a number in (0, 1] (a variance"
-          " fraction)", value)
+    refuse(key, "an integer >= 1 (a count) or a number in (0, 1] (a variance"
+           " fraction)", value)
 
 
 def optional_number(minimum=None, open_minimum=False):
@@ -240,4 +241,4 @@ def optional_choice(*options: str):
 def boolean(value, key):
     if isinstance(value, bool):
         return value
-    _fail(key, "true or false", value)
+    refuse(key, "true or false", value)

@@ -43,16 +43,16 @@ from nntrain.prepare import (
 )
 from nntrain.restore import (
     Restored,
-    _average_groups,
-    _check_arrays,
-    _check_fits_network,
-    _check_flag,
-    _check_path_argument,
-    _load_arrays,
-    _restore_optimizer,
+    average_groups,
+    check_arrays,
+    check_fits_network,
+    check_flag,
+    check_path_argument,
     evaluate_checkpoint,
+    load_arrays,
     migrate_config,
     restore,
+    restore_optimizer,
     without_lbfgs_average,
     without_lbfgs_ignored,
     without_lbfgs_max_norm,
@@ -145,7 +145,7 @@ def fit(config: dict, run_dir, force: bool = False, quiet: bool = False,
                                                  saved["num_features"],
                                                  resume.path or "the checkpoint")
             # Before the data is read: the data must match the checkpoint's widths.
-            _check_fits_network(config,
+            check_fits_network(config,
                                 saved_prep.output_width(saved["num_features"]),
                                 saved["num_classes"], resume,
                                 resume.path or "the checkpoint")
@@ -207,15 +207,15 @@ def _continue_run(solver: Solver, checkpoint, run: RunDirectory, reporter,
     optimizer, averages), tell ``run`` which records it keeps, and say what the
     user should know before it goes on."""
     model, meta = solver.model, checkpoint.meta["solver"]
-    _load_arrays(model, "params", checkpoint.group("param"), "the checkpoint")
-    _load_arrays(model, "buffers", checkpoint.group("buffer"), "the checkpoint")
-    _restore_optimizer(solver, model, checkpoint.group("optim"), meta)
-    averaged, statistics = _average_groups(model, checkpoint.group("average"))
+    load_arrays(model, "params", checkpoint.group("param"), "the checkpoint")
+    load_arrays(model, "buffers", checkpoint.group("buffer"), "the checkpoint")
+    restore_optimizer(solver, model, checkpoint.group("optim"), meta)
+    averaged, statistics = average_groups(model, checkpoint.group("average"))
     count = meta.get("average_count", 0)
     if averaged or (solver.average and count):
-        _check_arrays(model.params, averaged, "average", "the checkpoint")
+        check_arrays(model.params, averaged, "average", "the checkpoint")
     if statistics:
-        _check_arrays(model.buffers, statistics, "average", "the checkpoint")
+        check_arrays(model.buffers, statistics, "average", "the checkpoint")
     solver.restore_average(averaged, count, statistics)
 
     # The records the run directory keeps once this run commits: those of the
@@ -280,13 +280,13 @@ def _check_fit_arguments(config, run_dir, force, quiet, data_path_given,
     if notes is not None and (not isinstance(notes, (list, tuple)) or not all(
             isinstance(note, str) for note in notes)):
         raise TypeError(f"notes is {notes!r}; give a list of strings, one a note")
-    _check_path_argument("run_dir", run_dir, "the run directory's path, a str or"
+    check_path_argument("run_dir", run_dir, "the run directory's path, a str or"
                          " pathlib.Path")
     flags = [("force", force), ("quiet", quiet)]
     if data_path_given is not None:  # None: decided from the checkpoint
         flags.append(("data_path_given", data_path_given))
     for name, value in flags:
-        _check_flag(name, value)
+        check_flag(name, value)
 
 
 def _resume_from(resume, config: dict, run_dir) -> tuple[object, list[str]]:
@@ -297,7 +297,7 @@ def _resume_from(resume, config: dict, run_dir) -> tuple[object, list[str]]:
         return None, []
     notes = []
     if not isinstance(resume, Checkpoint):
-        _check_path_argument("resume", resume, "a loaded Checkpoint"
+        check_path_argument("resume", resume, "a loaded Checkpoint"
                              " (nntrain.checkpoint.load_checkpoint), or the path of"
                              " a checkpoint or of a run directory")
         _, resume, notes = resuming.find_checkpoint(resume)

@@ -39,7 +39,7 @@ def evaluate_checkpoint(path, split: str = "test", data_path=None,
     if split not in SPLITS:
         raise ValueError(f"split is {split!r}; give one of {', '.join(SPLITS)}")
     if data_path is not None:
-        _check_path_argument("data_path", data_path, "the folder or npz file that"
+        check_path_argument("data_path", data_path, "the folder or npz file that"
                              " holds the data now, a str or pathlib.Path, or None")
     restored = restore(path, average=average)
     config = restored.config
@@ -134,9 +134,9 @@ class Restored:
 def restore(path, average: bool = False) -> Restored:
     """Rebuild the model and preprocessing of a checkpoint from the file alone;
     ``average``: with the averaged weights (train.average) instead of the raw ones."""
-    _check_path_argument("path", path, "the checkpoint's path, a str or"
+    check_path_argument("path", path, "the checkpoint's path, a str or"
                          " pathlib.Path")
-    _check_flag("average", average)
+    check_flag("average", average)
     checkpoint = load_checkpoint(path)
     check_data_spec(checkpoint, EDITED_CHECKPOINT_FIX)
     meta = checkpoint.meta
@@ -147,7 +147,7 @@ def restore(path, average: bool = False) -> Restored:
             config["data"]["preprocess"], checkpoint.group("prep"), num_features, path
         )
         input_width = preprocessor.output_width(num_features)
-        _check_fits_network(config, input_width, num_classes, checkpoint, path)
+        check_fits_network(config, input_width, num_classes, checkpoint, path)
         model = build_model(config, input_width, num_classes, initialize=False)
     except (KeyError, TypeError) as error:
         raise CheckpointError(f"{path}: its meta is incomplete or malformed"
@@ -156,12 +156,12 @@ def restore(path, average: bool = False) -> Restored:
     if average:
         _load_average(model, checkpoint, config, path)
     else:
-        _load_arrays(model, "params", checkpoint.group("param"), path)
-        _load_arrays(model, "buffers", checkpoint.group("buffer"), path)
+        load_arrays(model, "params", checkpoint.group("param"), path)
+        load_arrays(model, "buffers", checkpoint.group("buffer"), path)
     return Restored(config, data, model, preprocessor, checkpoint)
 
 
-def _average_groups(model: Model, arrays: dict) -> tuple[dict, dict]:
+def average_groups(model: Model, arrays: dict) -> tuple[dict, dict]:
     """A checkpoint's ``average/`` arrays split into the averaged weights and the
     batch norm statistics measured for them (names of the model's buffers)."""
     statistics = {name: value for name, value in arrays.items()
@@ -175,7 +175,7 @@ def _load_average(model: Model, checkpoint, config: dict, path) -> None:
     """Put a checkpoint's averaged weights and their batch norm statistics into
     ``model``. A checkpoint written before the statistics were kept falls back on
     the raw weights' statistics, with a warning."""
-    weights, statistics = _average_groups(model, checkpoint.group("average"))
+    weights, statistics = average_groups(model, checkpoint.group("average"))
     if not weights:
         raise CheckpointError(_why_no_average(checkpoint.meta["config"], config,
                                               path))
@@ -189,8 +189,8 @@ def _load_average(model: Model, checkpoint, config: dict, path) -> None:
         prefix = "buffer"
     else:
         prefix = "average"
-    _load_arrays(model, "params", weights, path, "average")
-    _load_arrays(model, "buffers", statistics, path, prefix)
+    load_arrays(model, "params", weights, path, "average")
+    load_arrays(model, "buffers", statistics, path, prefix)
 
 
 def _why_no_average(saved: dict, config: dict, path) -> str:
@@ -209,17 +209,17 @@ def _why_no_average(saved: dict, config: dict, path) -> str:
             " leave out --average")
 
 
-def _load_arrays(model: Model, kind: str, arrays: dict, path,
+def load_arrays(model: Model, kind: str, arrays: dict, path,
                  prefix: str | None = None) -> None:
     """Check ``arrays`` against the model's ``params`` or ``buffers`` by name,
     shape, dtype and finiteness, then copy them in. ``prefix``: the checkpoint
     group they come from, for messages (default: the kind's own)."""
     prefix = prefix or {"params": "param", "buffers": "buffer"}[kind]
-    _check_arrays(getattr(model, kind), arrays, prefix, path)
+    check_arrays(getattr(model, kind), arrays, prefix, path)
     model.set_arrays(kind, arrays)
 
 
-def _restore_optimizer(solver, model: Model, arrays: dict, meta: dict) -> None:
+def restore_optimizer(solver, model: Model, arrays: dict, meta: dict) -> None:
     """Give the solver its saved state, after checking the update rule's part."""
     try:
         solver.restore_state(meta, arrays)
@@ -233,7 +233,7 @@ def _restore_optimizer(solver, model: Model, arrays: dict, meta: dict) -> None:
                               " resume from another checkpoint or start over") from None
 
 
-def _check_fits_network(config: dict, input_width: int, num_classes: int,
+def check_fits_network(config: dict, input_width: int, num_classes: int,
                         checkpoint, path) -> None:
     """Refuse a checkpoint whose param/ and buffer/ arrays are not those of the
     network its config describes, before that network is built: a config edited
@@ -264,7 +264,7 @@ def _check_layout(layout: dict, arrays: dict, prefix: str, path) -> None:
                               " lacks")
 
 
-def _check_arrays(reference: dict, arrays: dict, prefix: str, path) -> None:
+def check_arrays(reference: dict, arrays: dict, prefix: str, path) -> None:
     """``arrays`` must hold exactly the names of ``reference``, each with its shape
     and dtype, and only finite values."""
     _check_layout({name: (target.shape, target.dtype)
@@ -284,13 +284,13 @@ def _check_arrays(reference: dict, arrays: dict, prefix: str, path) -> None:
 # fit's (pipeline imports them from here).
 
 
-def _check_flag(name: str, value) -> None:
+def check_flag(name: str, value) -> None:
     """A TypeError unless ``value`` is a bool: a truthy "no" must not pass."""
     if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} is {value!r}; give True or False")
 
 
-def _check_path_argument(name: str, value, give: str) -> None:
+def check_path_argument(name: str, value, give: str) -> None:
     """A TypeError unless ``value`` is a path (a str or os.PathLike), and a
     BadInputError for an empty one, which would mean the current folder, or one
     holding a NUL; ``give`` says what to give instead."""

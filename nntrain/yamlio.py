@@ -33,7 +33,7 @@ _FLOAT_PATTERN = re.compile(
 
 # A YAML 1.2 integer, with YAML 1.1's 0b and 0x forms: no octal "017" (1.1 reads 15)
 # and no base 60 "1:30" (1.1 reads 90). Such text stays text, which a number key
-# refuses (config_checks._fail says why).
+# refuses (config_checks.refuse says why).
 _INT_PATTERN = re.compile(
     r"""^(?:[-+]?0b[0-1_]+
     |[-+]?(?:0|[1-9][0-9_]*)
