@@ -16,13 +16,20 @@ Shapes: N samples, D input features, C classes, H hidden units; an image sample 
 import contextlib
 import json
 import math
+import textwrap
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from nntrain.errors import BadInputError, CheckpointError, DataError, NNTrainError
+from nntrain.errors import (
+    BadInputError,
+    CheckpointError,
+    ConfigError,
+    DataError,
+    NNTrainError,
+)
 from nntrain.fileio import make_output_folder, save_figure
 from nntrain.train.signals import signals_deferred
 
@@ -122,6 +129,27 @@ def _log_y(ax) -> None:
                                                    minor_thresholds=(2, 0.5)))
 
 
+def _count_x_axis(ax) -> None:
+    """Whole-number ticks on an x axis that counts epochs or updates (matplotlib
+    would put ticks at 1.25 and 1.5 on a short run)."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def _fitted_suptitle(figure, text: str, **kwargs):
+    """``figure.suptitle(text)``, wrapped at spaces onto more lines until it is as
+    narrow as the figure (a figure of one histogram is 4 inches wide)."""
+    title = figure.suptitle(text, **kwargs)
+    renderer = figure.canvas.get_renderer()
+    room = 0.95 * figure.bbox.width  # the extent is measured, the margin a guess
+    columns = len(text)
+    while columns > 10 and title.get_window_extent(renderer).width > room:
+        columns -= 2
+        title.set_text(textwrap.fill(text, columns))
+    return title
+
+
 def read_metrics(path) -> list[dict]:
     """The records of a ``metrics.jsonl``, in order.
 
@@ -170,7 +198,8 @@ def smooth(values, weight: float) -> np.ndarray:
 
 
 def _smoothing_weight(count: int) -> float:
-    """A weight averaging over about count / 20 points; none for 20 or fewer."""
+    """A weight averaging over about count / 20 points; 0 (no smoothing) for 20
+    or fewer."""
     span = max(1.0, count / 20)
     return 1.0 - 2.0 / (span + 1.0)
 
@@ -206,7 +235,9 @@ def plot_run(run_dir, out_dir=None, *, data_path=None,
     Figures whose inputs are absent are left out: the learning rate for L-BFGS,
     update ratios when the run logged none, and (with a ``PlotWarning``)
     activations and first-layer weights when there is no readable checkpoint or
-    the run's data cannot be found.
+    the run's data cannot be found. accuracy.png stars the evaluation that the
+    ``train.monitor`` of the run's config.yaml chose for best.npz (with a
+    PlotWarning, the best val_accuracy when config.yaml does not say).
     """
     _figure_tools()
     run_dir = Path(run_dir)
@@ -228,7 +259,7 @@ def plot_run(run_dir, out_dir=None, *, data_path=None,
     from_checkpoint = _plot_checkpoint(run_dir, out_dir, data_path)
     written = [
         _plot_loss(steps or evaluations, out_dir / "loss.png"),
-        _plot_accuracy(evaluations, out_dir / "accuracy.png"),
+        _plot_accuracy(evaluations, *run_monitor(run_dir), out_dir / "accuracy.png"),
         _plot_learning_rate(steps or evaluations, out_dir / "learning_rate.png"),
         _plot_update_ratios(evaluations, out_dir / "update_ratios.png"),
         *from_checkpoint,
@@ -249,6 +280,45 @@ def _refuse_part_of_a_run(path: Path) -> None:
                         f" directory {run_dir}")
 
 
+def run_monitor(run_dir) -> tuple[str, bool]:
+    """(monitor, known): the run's ``train.monitor``, read from its config.yaml,
+    and True; the config's default and False, with a PlotWarning, when that file is
+    missing or does not say."""
+    from nntrain.config import MONITORS, SCHEMA
+    from nntrain.yamlio import parse_yaml
+
+    path = Path(run_dir) / "config.yaml"
+    default = SCHEMA["train"]["monitor"].default
+    try:
+        config = parse_yaml(path.read_text(encoding="utf-8"), str(path))
+        monitor = config["train"]["monitor"]
+    except (OSError, UnicodeDecodeError, ConfigError, KeyError, TypeError):
+        monitor = None
+    if isinstance(monitor, str) and monitor in MONITORS:
+        return monitor, True
+    warnings.warn(f"{path} does not say train.monitor; the star on accuracy.png"
+                  f" marks the best {default}, the default", PlotWarning,
+                  stacklevel=3)
+    return default, False
+
+
+def best_evaluation(evaluations: list[dict], monitor: str) -> dict | None:
+    """The evaluation record whose weights best.npz holds, found as the Solver
+    picks it: the first that beats every earlier one in ``monitor`` (lower for a
+    loss, higher for an accuracy), so a tie keeps the earlier evaluation;
+    early stopping's min_delta plays no part. None when no record has the value."""
+    from nntrain.train.solver import monitor_improved
+
+    best, best_value = None, None
+    for record in evaluations:
+        value = record.get(monitor)
+        if not isinstance(value, (int, float)) or not math.isfinite(value):
+            continue
+        if monitor_improved(monitor, value, best_value):
+            best, best_value = record, value
+    return best
+
+
 @signals_deferred()
 def _plot_loss(records: list[dict], path: Path) -> Path | None:
     x, loss = _series(records, "loss")
@@ -256,21 +326,29 @@ def _plot_loss(records: list[dict], path: Path) -> Path | None:
         return None
     figure = _new_figure(7, 4.2)
     ax = figure.add_subplot()
-    ax.plot(x, loss, ".", color="tab:blue", alpha=0.35, markersize=4,
-            label="loss (logged iterations)")
-    ax.plot(x, smooth(loss, _smoothing_weight(len(loss))), color="tab:blue",
-            linewidth=2, label="smoothed (exponential moving average)")
+    weight = _smoothing_weight(len(loss))
+    if weight > 0:
+        ax.plot(x, loss, ".", color="tab:blue", alpha=0.35, markersize=4,
+                label="loss (logged iterations)")
+        ax.plot(x, smooth(loss, weight), color="tab:blue", linewidth=2,
+                label=f"smoothed (exponential moving average, weight {weight:.2f})")
+    else:
+        # Too few points to smooth: each is shown as it was logged.
+        ax.plot(x, loss, "o-", color="tab:blue", markersize=4,
+                label="loss (logged iterations)")
     if (loss > 0).all():
         _log_y(ax)
     ax.set(title="Training loss (data + regularization)", xlabel="iteration (updates)",
            ylabel="loss")
+    _count_x_axis(ax)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     return _save(figure, path)
 
 
 @signals_deferred()
-def _plot_accuracy(evaluations: list[dict], path: Path) -> Path | None:
+def _plot_accuracy(evaluations: list[dict], monitor: str, known: bool,
+                   path: Path) -> Path | None:
     axis, label = _evaluation_axis(evaluations)
     train_x, train = _series(evaluations, "train_accuracy", axis)
     val_x, val = _series(evaluations, "val_accuracy", axis)
@@ -283,16 +361,31 @@ def _plot_accuracy(evaluations: list[dict], path: Path) -> Path | None:
                 label="train (mean over the batches since the last evaluation)")
     if len(val):
         ax.plot(val_x, val, "o-", markersize=3, label="validation")
-        best = int(np.argmax(val))
-        ax.plot(val_x[best], val[best], "*", color="tab:orange", markersize=11)
-        ax.annotate(f"best {val[best]:.4f}", (val_x[best], val[best]),
-                    xytext=(0, -16), textcoords="offset points", fontsize="small",
-                    ha="right" if best > len(val) / 2 else "left")
+    _mark_best(ax, evaluations, monitor, axis, known)
     ax.set(title="Accuracy at each evaluation", xlabel=label, ylabel="accuracy")
+    _count_x_axis(ax)
     ax.set_ylim(top=1.01)
     ax.grid(True, alpha=0.3)
     ax.legend(loc="lower right")
     return _save(figure, path)
+
+
+def _mark_best(ax, evaluations: list[dict], monitor: str, axis: str,
+               known: bool) -> None:
+    """A star at the evaluation best.npz holds (``best_evaluation``): on the curve
+    of the monitor when that is an accuracy, else on the validation curve. Not
+    ``known`` to be the run's monitor, it claims no more than the best value."""
+    best = best_evaluation(evaluations, monitor)
+    curve = monitor if monitor.endswith("accuracy") else "val_accuracy"
+    if best is None or not isinstance(best.get(curve), (int, float)):
+        return
+    x, y = best.get(axis, 0), best[curve]
+    ax.plot(x, y, "*", color="tab:orange", markersize=11,
+            label=f"best {monitor}" + (" (best.npz)" if known else ""))
+    late = evaluations.index(best) > len(evaluations) / 2
+    ax.annotate(f"{monitor} {best[monitor]:.4f}", (x, y), xytext=(0, -16),
+                textcoords="offset points", fontsize="small",
+                ha="right" if late else "left")
 
 
 @signals_deferred()
@@ -306,6 +399,7 @@ def _plot_learning_rate(records: list[dict], path: Path) -> Path | None:
     if (lr > 0).all() and lr.max() > 10 * lr.min():
         _log_y(ax)
     ax.set(title="Learning rate", xlabel="iteration (updates)", ylabel="learning rate")
+    _count_x_axis(ax)
     ax.grid(True, which="both", alpha=0.3)
     return _save(figure, path)
 
@@ -330,6 +424,7 @@ def _plot_update_ratios(evaluations: list[dict], path: Path) -> Path | None:
     _log_y(ax)
     ax.set(title="Update norm / weight norm per weight array", xlabel=label,
            ylabel="||update|| / ||W||")
+    _count_x_axis(ax)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize="small")
     return _save(figure, path)
@@ -433,8 +528,8 @@ def _plot_activations(model, X: np.ndarray, path: Path) -> Path | None:
         ax.set(xlabel="activation", ylabel="count")
     for ax in axes[len(outputs):]:
         ax.set_axis_off()
-    figure.suptitle(f"Hidden-layer activations on {len(X)} training samples"
-                    " (evaluation mode)")
+    _fitted_suptitle(figure, f"Hidden-layer activations on {len(X)} training"
+                     " samples (evaluation mode)")
     return _save(figure, path)
 
 
@@ -507,8 +602,8 @@ def _plot_first_layer_weights(restored, path: Path) -> Path | None:
     _draw_tiles(figure, tiles, (math.ceil(count / columns), columns), label_lines=1)
     what = ("one template per class" if is_output
             else f"{count} of {W.shape[1]} units")
-    figure.suptitle(f"First-layer weights ({first.name}): {what}, each scaled to"
-                    " its own range")
+    _fitted_suptitle(figure, f"First-layer weights ({first.name}): {what}, each"
+                     " scaled to its own range")
     return _save(figure, path)
 
 

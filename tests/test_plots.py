@@ -5,11 +5,15 @@ when matplotlib is missing."""
 import json
 import re
 import sys
+import warnings
 
 import numpy as np
 import pytest
+import yaml
 from conftest import tiny_config_dict
 
+from nntrain import plots
+from nntrain.checkpoint import load_checkpoint
 from nntrain.config import resolve_config
 from nntrain.errors import BadInputError, DataError
 from nntrain.pipeline import fit
@@ -169,7 +173,8 @@ def test_plot_run_from_metrics_alone_warns_and_skips_checkpoint_figures(tmp_path
     text = "\n".join(metric_lines()) + '\n{"kind": "iter", "itera'
     (run_dir / "metrics.jsonl").write_text(text, encoding="utf-8")
 
-    with pytest.warns(PlotWarning, match="no last.npz or best.npz"):
+    with pytest.warns(PlotWarning, match="no last.npz or best.npz"), \
+            pytest.warns(PlotWarning, match="config.yaml does not say train.monitor"):
         paths = plot_run(run_dir)
 
     assert {path.name for path in paths} == {"loss.png", "accuracy.png",
@@ -293,3 +298,206 @@ def test_a_figure_replaces_a_symbolic_link_instead_of_writing_through_it(
     assert victim.read_bytes() == b"a checkpoint"
     assert not (out / "loss.png").is_symlink()
     assert (out / "loss.png").read_bytes().startswith(b"\x89PNG")
+
+
+@pytest.fixture
+def drawn(monkeypatch):
+    """name -> the matplotlib Figure of each PNG written while the test runs."""
+    figures = {}
+    save = plots._save
+
+    def keep(figure, path):
+        figures[path.name] = figure
+        return save(figure, path)
+
+    monkeypatch.setattr(plots, "_save", keep)
+    return figures
+
+
+def plot_metrics(folder, records, monitor=None, **train):
+    """plot_run on a run folder of ``records`` alone (no checkpoint), with a
+    config.yaml setting ``train.monitor`` and ``train`` unless monitor is None."""
+    run_dir = folder / "run"
+    run_dir.mkdir()
+    text = "".join(json.dumps(record) + "\n" for record in records)
+    (run_dir / "metrics.jsonl").write_text(text, encoding="utf-8")
+    if monitor is not None:
+        config = {"train": {"monitor": monitor, **train}}
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", ".* holds no last.npz", PlotWarning)
+        plot_run(run_dir)
+
+
+def evaluations(**series) -> list[dict]:
+    """One "epoch" record per value, epochs 1, 2, ..., of each named series."""
+    count = len(next(iter(series.values())))
+    return [{"kind": "epoch", "epoch": epoch, "iteration": 4 * epoch,
+             **{key: values[epoch - 1] for key, values in series.items()}}
+            for epoch in range(1, count + 1)]
+
+
+def losses(count: int) -> tuple[list[dict], np.ndarray]:
+    """``count`` "iter" records of a noisy falling loss, and the losses."""
+    loss = 2.0 / np.arange(1, count + 1) + 0.1 * (np.arange(count) % 3)
+    records = [{"kind": "iter", "iteration": 10 * (t + 1), "epoch": 1,
+                "loss": float(loss[t])} for t in range(count)]
+    return records, loss
+
+
+def legend_texts(ax) -> list[str]:
+    return [text.get_text() for text in ax.get_legend().get_texts()]
+
+
+def visible_x_ticks(figure) -> np.ndarray:
+    figure.canvas.draw()
+    ax = figure.axes[0]
+    low, high = sorted(ax.get_xlim())
+    ticks = ax.get_xticks()
+    return ticks[(ticks >= low) & (ticks <= high)]
+
+
+def star(ax):
+    """The (x, y) of the star marking the best evaluation, and its legend text."""
+    [line] = [line for line in ax.get_lines() if line.get_marker() == "*"]
+    return (list(line.get_xdata()), list(line.get_ydata())), line.get_label()
+
+
+def test_loss_of_twenty_points_is_drawn_raw_without_a_smoothed_line(tmp_path,
+                                                                     drawn):
+    records, loss = losses(20)
+
+    plot_metrics(tmp_path, records, "val_accuracy")
+
+    ax = drawn["loss.png"].axes[0]
+    [line] = ax.get_lines()
+    np.testing.assert_array_equal(line.get_xdata(), 10 * np.arange(1, 21))
+    np.testing.assert_array_equal(line.get_ydata(), loss)
+    assert line.get_marker() == "o" and line.get_alpha() is None
+    assert legend_texts(ax) == ["loss (logged iterations)"]
+
+
+def test_loss_of_forty_points_gets_a_moving_average_that_names_its_weight(
+        tmp_path, drawn):
+    records, loss = losses(40)
+
+    plot_metrics(tmp_path, records, "val_accuracy")
+
+    # 40 points average over a span of 40 / 20 = 2: weight 1 - 2 / (2 + 1) = 1/3.
+    # The oracle sums the series directly: s_t = sum_k (1 - w) w^(t-k) v_k over
+    # k <= t, divided by 1 - w^t.
+    w = 1 / 3
+    t = np.arange(1, 41)
+    powers = np.tril(w ** (t[:, None] - t[None, :]))
+    expected = (1 - w) * powers @ loss / (1 - w**t)
+    ax = drawn["loss.png"].axes[0]
+    raw, smoothed = ax.get_lines()
+    np.testing.assert_array_equal(raw.get_ydata(), loss)
+    np.testing.assert_allclose(smoothed.get_ydata(), expected, rtol=1e-12)
+    assert legend_texts(ax) == [
+        "loss (logged iterations)",
+        "smoothed (exponential moving average, weight 0.33)",
+    ]
+
+
+def fitted_title(figure) -> str:
+    """The figure's title, its lines joined, once checked to lie wholly inside the
+    figure as the PNG is drawn."""
+    figure.set_dpi(plots.DPI)
+    figure.canvas.draw()
+    [title] = figure.texts
+    extent = title.get_window_extent(figure.canvas.get_renderer())
+    assert 0 <= extent.x0 and extent.x1 <= figure.bbox.width
+    assert 0 <= extent.y0 and extent.y1 <= figure.bbox.height
+    return title.get_text().replace("\n", " ")
+
+
+@pytest.mark.parametrize("hidden", [[8], [8, 8, 8, 8]])
+def test_activations_title_fits_inside_the_figure(tiny_npz, tmp_path, drawn,
+                                                  hidden):
+    run_dir = fit_run(tmp_path, tiny_npz, model={"hidden": hidden})
+
+    plot_run(run_dir)
+
+    figure = drawn["activations.png"]
+    assert fitted_title(figure) == (
+        "Hidden-layer activations on 50 training samples (evaluation mode)")
+    assert len([ax for ax in figure.axes if ax.axison]) == len(hidden)
+
+
+def test_class_template_title_fits_inside_the_figure(tmp_path, drawn):
+    np.savez(tmp_path / "images.npz", **image_arrays())
+    run_dir = fit_run(tmp_path, tmp_path / "images.npz", model={"hidden": []})
+
+    plot_run(run_dir)
+
+    assert fitted_title(drawn["first_layer_weights.png"]) == (
+        "First-layer weights (affine1): one template per class, each scaled to its"
+        " own range")
+
+
+def test_epoch_and_iteration_axes_have_whole_number_ticks(tmp_path, drawn):
+    records = evaluations(loss=[1.0, 0.8, 0.7], lr=[0.1, 0.1, 0.1],
+                          train_accuracy=[0.5, 0.6, 0.7],
+                          val_accuracy=[0.4, 0.5, 0.6],
+                          **{"update_ratio/affine1.W": [2e-3, 1e-3, 5e-4]})
+
+    plot_metrics(tmp_path, records, "val_accuracy")
+
+    assert set(drawn) == {"loss.png", "accuracy.png", "learning_rate.png",
+                          "update_ratios.png"}
+    for name, figure in drawn.items():
+        ticks = visible_x_ticks(figure)
+        assert len(ticks) >= 2, name
+        np.testing.assert_array_equal(ticks, np.round(ticks), err_msg=name)
+
+
+# Four evaluations where each monitor picks another best: val_loss ties at epochs 2
+# and 3 (the first is kept), val_accuracy at 3 and 4, and the training loss gains
+# less than early stopping's min_delta at epoch 3, which best.npz still takes.
+MONITORED = evaluations(val_loss=[0.5, 0.3, 0.3, 0.4],
+                        val_accuracy=[0.6, 0.7, 0.9, 0.9],
+                        train_accuracy=[0.6, 0.8, 0.8, 0.85],
+                        loss=[0.6, 0.4, 0.39995, 0.45])
+
+
+@pytest.mark.parametrize("monitor, epoch, y", [
+    ("val_loss", 2, 0.7),
+    ("val_accuracy", 3, 0.9),
+    ("train_accuracy", 4, 0.85),
+    ("loss", 3, 0.9),
+])
+def test_accuracy_star_marks_the_evaluation_the_monitor_chose(tmp_path, drawn,
+                                                              monitor, epoch, y):
+    plot_metrics(tmp_path, MONITORED, monitor,
+                 early_stopping={"patience": 3, "min_delta": 0.01})
+
+    ax = drawn["accuracy.png"].axes[0]
+    assert star(ax) == (([epoch], [y]), f"best {monitor} (best.npz)")
+    assert f"best {monitor} (best.npz)" in legend_texts(ax)
+
+
+def test_accuracy_star_of_a_run_without_config_claims_only_the_best_value(
+        tmp_path, drawn):
+    with pytest.warns(PlotWarning, match="config.yaml does not say train.monitor;"
+                                         " the star on accuracy.png marks the best"
+                                         " val_accuracy"):
+        plot_metrics(tmp_path, MONITORED)
+
+    assert star(drawn["accuracy.png"].axes[0]) == (([3], [0.9]), "best val_accuracy")
+
+
+def test_accuracy_star_of_a_fit_agrees_with_best_npz(tiny_npz, tmp_path, drawn):
+    raw = tiny_config_dict(tiny_npz)
+    raw["train"].update(epochs=5, monitor="val_loss")
+    run_dir = fit(resolve_config(raw), tmp_path / "run", quiet=True).run_dir
+    best = load_checkpoint(run_dir / "checkpoints" / "best.npz")
+    iteration = best.meta["solver"]["progress"]["iteration"]
+    [record] = [record for record in read_metrics(run_dir / "metrics.jsonl")
+                if record["kind"] == "epoch" and record["iteration"] == iteration]
+
+    plot_run(run_dir)
+
+    ax = drawn["accuracy.png"].axes[0]
+    assert star(ax) == (([record["epoch"]], [record["val_accuracy"]]),
+                        "best val_loss (best.npz)")
