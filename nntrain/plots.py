@@ -724,7 +724,9 @@ def _plot_worst_images(images, worst, predictions, p_true, names, per_class,
     figure = _new_figure(1, 1)
     if tiles:
         _draw_tiles(figure, tiles, (len(names), per_class), names, label_lines=2)
-    figure.suptitle("Worst-classified samples per true class (row)\n"
+    # The lowest p(true class) of a class with few errors can still be right:
+    # those samples are shown too, as the least sure (in black).
+    figure.suptitle("Lowest p(true class) per true class (row), lowest first\n"
                     "above each: predicted class (red when wrong), p = p(true class)",
                     fontsize=10)
     return _save(figure, path)
@@ -732,19 +734,25 @@ def _plot_worst_images(images, worst, predictions, p_true, names, per_class,
 
 @signals_deferred()
 def _plot_worst_table(worst, predictions, p_true, names, path: Path) -> Path:
+    listed = [(c, index) for c in range(len(names)) for index in worst[c]]
     rows = [
-        [names[c], str(index), names[predictions[index]], f"{p_true[index]:.4f}"]
-        for c in range(len(names)) for index in worst[c]
+        [names[c], str(index), names[predictions[index]],
+         "yes" if predictions[index] == c else "no", f"{p_true[index]:.4f}"]
+        for c, index in listed
     ]
     figure = _new_figure(7, 0.25 * (len(rows) + 1) + 0.6)
     ax = figure.add_subplot()
     ax.set_axis_off()
     if rows:
         table = ax.table(cellText=rows, bbox=(0, 0, 1, 1), cellLoc="left",
-                         colLabels=["true class", "sample", "predicted",
+                         colLabels=["true class", "sample", "predicted", "right",
                                     "p(true class)"])
         table.auto_set_font_size(False)
         table.set_fontsize(9)
-    ax.set_title("Worst-classified samples per true class (lowest p(true class)"
-                 " first)")
+        for row, (c, index) in enumerate(listed, start=1):
+            if predictions[index] != c:
+                for column in (2, 3):
+                    table[row, column].get_text().set_color("tab:red")
+    ax.set_title("Lowest p(true class) per true class, lowest first (right ones"
+                 " too)")
     return _save(figure, path)

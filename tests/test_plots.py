@@ -501,3 +501,24 @@ def test_accuracy_star_of_a_fit_agrees_with_best_npz(tiny_npz, tmp_path, drawn):
     ax = drawn["accuracy.png"].axes[0]
     assert star(ax) == (([record["epoch"]], [record["val_accuracy"]]),
                         "best val_loss (best.npz)")
+
+
+def test_worst_examples_table_says_which_listed_samples_are_right(tmp_path, drawn):
+    # Class 0's two samples: sample 0 predicted 0 with p 0.88 (right, but the
+    # less sure of the two), sample 1 predicted 0 with p 0.98 (right); class 1's
+    # sample 2 predicted 0 (wrong).
+    scores = np.array([[2.0, 0.0], [4.0, 0.0], [1.0, 0.0]])
+    y = np.array([0, 0, 1])
+
+    plot_evaluation(scores, y, ["a", "b"], np.zeros((3, 4)), (4,), tmp_path,
+                    per_class=1)
+
+    table = drawn["worst_examples.png"].axes[0].tables[0]
+    cells = table.get_celld()
+    rows = [[cells[row, column].get_text().get_text() for column in range(5)]
+            for row in range(3)]
+    assert rows == [["true class", "sample", "predicted", "right", "p(true class)"],
+                    ["a", "0", "a", "yes", f"{1 / (1 + np.exp(-2.0)):.4f}"],
+                    ["b", "2", "a", "no", f"{1 / (1 + np.exp(1.0)):.4f}"]]
+    assert cells[2, 2].get_text().get_color() == "tab:red"
+    assert cells[1, 2].get_text().get_color() != "tab:red"
