@@ -496,6 +496,7 @@ def _format_evaluation(result: dict, class_names) -> list[str]:
               help="Write .csv or .npz here (default: CSV on stdout).")
 def predict(checkpoint, input_path, out_path):
     """Predict the class of each sample in INPUT (.npy or .npz) with CHECKPOINT."""
+    from nntrain.evaluate import checked_scores
     from nntrain.nn.functional import softmax
     from nntrain.pipeline import restore
     from nntrain.predict import read_samples
@@ -508,7 +509,8 @@ def predict(checkpoint, input_path, out_path):
         X = read_samples(input_path, spec["num_features"], dtype,
                          spec.get("input_shape"))
         X = restored.preprocessor.transform(X, dtype, input_path)
-        probabilities = softmax(restored.model.predict(X).astype(np.float64))
+        scores = checked_scores(restored.model, X, str(input_path))
+        probabilities = softmax(scores.astype(np.float64))
         classes = probabilities.argmax(axis=1)
     except KeyboardInterrupt as error:
         raise StopRequested(f"{stopped_by(error)}: no predictions were written",
