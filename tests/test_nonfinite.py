@@ -116,3 +116,26 @@ def test_finite_scores_pass_the_check():
                        r" \(row 1\) gives NaN or infinite class scores: its values"
                        r" overflow float64 arithmetic"):
         check_finite_scores(np.array([[0.0, 1.0], [np.inf, 0.0]]), "x")
+
+
+def test_a_validation_row_that_overflows_blames_the_data_not_the_rate(
+        tmp_path, write_npz, write_config):
+    arrays = tiny_arrays()
+    arrays["X_val"] = arrays["X_test"][:10].copy()
+    arrays["y_val"] = arrays["y_test"][:10]
+    arrays["X_val"][0] = HUGE
+    largest = np.abs(arrays["X_train"].astype(np.float32)).max()
+    config = write_config(wide_config(write_npz("val.npz", **arrays)))
+
+    result = invoke("fit", config, "--out", tmp_path / "run", "--quiet")
+
+    assert result.exit_code == 1, result.output
+    [line] = result.stderr.splitlines()
+    assert re.fullmatch(
+        r"error: the validation loss became nan at iteration 4 \(epoch 1\); 1"
+        r" validation sample of 10 reaches values up to 3e\+38, far beyond the"
+        rf" training split's largest \({largest:.3g}\), and overflow float32"
+        r" arithmetic inside the network: the data's scale is at fault, not the"
+        r" learning rate; rescale the validation data as the training data, or"
+        r" leave those samples out\. No checkpoint holds it; any earlier"
+        r" checkpoint is untouched\.", line), line
