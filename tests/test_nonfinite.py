@@ -139,3 +139,21 @@ def test_a_validation_row_that_overflows_blames_the_data_not_the_rate(
         r" learning rate; rescale the validation data as the training data, or"
         r" leave those samples out\. No checkpoint holds it; any earlier"
         r" checkpoint is untouched\.", line), line
+
+
+@pytest.mark.parametrize("std, first", [
+    # The start-of-run check's pass overflows (matmul, then NaN in the softmax).
+    ("1e30", "the loss became nan at iteration 1"),
+    # Drawn in float64, the weights overflow float32 in the cast.
+    ("1e39", "parameter affine1.W became inf at iteration 0"),
+])
+def test_starting_weights_that_overflow_stop_the_run_without_numpy_warnings(
+        tmp_path, tiny_config, std, first):
+    result = invoke("fit", tiny_config, "--out", tmp_path / "run", "--set",
+                    "model.init=small", "--set", f"model.init_std={std}")
+
+    assert result.exit_code == 1, result.output
+    assert "warning" not in result.stderr, result.stderr
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"error: {first} (epoch 1); no update has run yet, so"
+                           " the starting weights are likely too large"), line

@@ -86,8 +86,11 @@ def first_loss_check(config, model, X_train, y_train) -> tuple[list[str], str | 
     the weights start small yet the loss is far off. Evaluation mode, so batch
     norm's statistics and the dropout generator are left untouched."""
     X, y = X_train[:FIRST_LOSS_SAMPLES], y_train[:FIRST_LOSS_SAMPLES]
-    data_loss = measure(model.predict(X), y, model.loss_name)["loss"]
-    reg_loss = model.regularization()
+    # Weights or data too large overflow here; the line shows the loss they give
+    # and training stops on it with the cause, so numpy's warnings add nothing.
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        data_loss = measure(model.predict(X), y, model.loss_name)["loss"]
+        reg_loss = model.regularization()
     expected, formula = expected_first_loss(model.loss_name, model.num_classes)
     line = (f"first loss: {data_loss + reg_loss:.4f} (data {data_loss:.4f} + reg"
             f" {reg_loss:.4f}) on {len(y)} training samples; small weights would"

@@ -211,8 +211,8 @@ class Solver:
         # Overflow and NaN are caught by the non-finite check after each update, with
         # a message that says what to do; numpy's own warnings would only add noise.
         try:
-            with StopFlag() as stop, np.errstate(over="ignore", invalid="ignore"), \
-                    threadpool_limits(self.config["threads"]):
+            with StopFlag() as stop, threadpool_limits(self.config["threads"]), \
+                    np.errstate(over="ignore", invalid="ignore", divide="ignore"):
                 if self.full_batch:
                     self._train_full_batch(stop)
                 while self.progress.iteration < self.total_iterations:
