@@ -27,7 +27,7 @@ from nntrain.errors import (
     one_line,
 )
 from nntrain.fileio import write_bytes_atomically
-from nntrain.train.report import counted
+from nntrain.train.report import counted, short_number
 from nntrain.train.signals import (
     command_ended,
     stop_exit_code,
@@ -468,7 +468,7 @@ def _format_evaluation(result: dict, class_names) -> list[str]:
     lines = [
         f"{result['split']} split of {result['checkpoint']}{weights}:"
         f" {counted(result['samples'], 'sample')}",
-        f"loss      {result['loss']:.4f}",
+        f"loss      {short_number(result['loss'])}",
         f"accuracy  {result['accuracy']:.4f}",
         "",
         "per-class accuracy:",

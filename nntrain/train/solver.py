@@ -43,7 +43,7 @@ from nntrain.train.diagnostics import (
     update_ratios,
     weight_snapshot,
 )
-from nntrain.train.report import counted
+from nntrain.train.report import counted, short_number
 from nntrain.train.signals import SIGNAL_EXIT_CODES, StopFlag
 
 # A first loss this many times the one small weights give (ln C for softmax) says
@@ -327,7 +327,7 @@ class Solver:
                 "grad_norm": grad_norm,
             })
         if self.reporter:
-            postfix = {"epoch": progress.epoch, "loss": f"{result.loss:.4f}"}
+            postfix = {"epoch": progress.epoch, "loss": short_number(result.loss)}
             self.reporter.advance(1, **postfix)
 
     def _evaluation_follows(self, ahead: int = 1) -> bool:
@@ -547,7 +547,7 @@ class Solver:
                               "data_loss": result.data_loss,
                               "reg_loss": result.reg_loss})
             if self.reporter:
-                self.reporter.advance(1, loss=f"{loss:.4f}")
+                self.reporter.advance(1, loss=short_number(loss))
             if self.progress.iteration % self.eval_every == 0:
                 self._evaluate()
             # A stop asked for during the last update waits for the final evaluation.
@@ -700,8 +700,8 @@ class Solver:
         if progress.bad_evaluations >= setting["patience"]:
             self.stop_reason = (
                 f"early stopping: {self.config['monitor']} has not improved by more"
-                f" than {setting['min_delta']:g} for {setting['patience']}"
-                " evaluations"
+                f" than {setting['min_delta']:g} for"
+                f" {counted(setting['patience'], 'evaluation')}"
             )
             self._record({"kind": "event", "event": "early_stop",
                           "reason": self.stop_reason})
@@ -712,9 +712,9 @@ class Solver:
         seen = f"epoch {record['epoch']:>3}  iter {record['iteration']:>6}"
         train = ""
         if "loss" in record:
-            train = (f"  loss {record['loss']:.4f}  train_acc"
+            train = (f"  loss {short_number(record['loss'])}  train_acc"
                      f" {record['train_accuracy']:.4f}")
-        val = (f"  val_loss {record['val_loss']:.4f}"
+        val = (f"  val_loss {short_number(record['val_loss'])}"
                f"  val_acc {record['val_accuracy']:.4f}")
         mark = "  *" if improved else ""
         self.reporter.line(f"{seen}{train}{val}  {record['seconds']:.1f}s{mark}")
