@@ -509,7 +509,7 @@ def predict(checkpoint, input_path, out_path):
         X = read_samples(input_path, spec["num_features"], dtype,
                          spec.get("input_shape"))
         X = restored.preprocessor.transform(X, dtype, input_path)
-        scores = checked_scores(restored.model, X, str(input_path))
+        scores = checked_scores(restored.model, X, str(input_path), checkpoint)
         probabilities = softmax(scores.astype(np.float64))
         classes = probabilities.argmax(axis=1)
     except KeyboardInterrupt as error:

@@ -9,7 +9,11 @@ import math
 
 import numpy as np
 
-from nntrain.errors import NonFiniteScoresError
+from nntrain.errors import (
+    EDITED_CHECKPOINT_FIX,
+    CheckpointError,
+    NonFiniteScoresError,
+)
 from nntrain.nn.model import LOSSES
 
 # How many rows with non-finite scores a message names; the rest are counted.
@@ -47,16 +51,34 @@ def measure(scores: np.ndarray, y: np.ndarray, loss_name: str = "softmax") -> di
     }
 
 
-def checked_scores(model, X: np.ndarray, source: str) -> np.ndarray:
+def checked_scores(model, X: np.ndarray, source: str, checkpoint) -> np.ndarray:
     """``model.predict(X)``: class scores (N, C) for samples X (N, D), refused
-    with a NonFiniteScoresError when a row of them is NaN or infinite. ``source``
-    names the samples in the message ("the test split", a file's path)."""
-    # Finite inputs too large for the model's dtype overflow in its products; the
-    # check below says so with the fix, so numpy's warnings would only add noise.
+    when a row of them is NaN or infinite: a NonFiniteScoresError when the
+    samples' scale is at fault, a CheckpointError when the weights are (they
+    overflow even on those samples scaled into [-1, 1]). ``source`` names the
+    samples in the message ("the test split", a file's path), ``checkpoint``
+    the file the model was restored from."""
+    # Finite values too large for the model's dtype overflow in its products; the
+    # checks below say so with the fix, so numpy's warnings would only add noise.
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         scores = model.predict(X)
+        bad = ~np.isfinite(scores).all(axis=1)
+        if bad.any() and _weights_overflow(model, X[bad]):
+            raise CheckpointError(
+                f"{checkpoint}: its weights give NaN or infinite class scores for"
+                f" samples of {source} even scaled into [-1, 1];"
+                f" {EDITED_CHECKPOINT_FIX}")
     check_finite_scores(scores, source)
     return scores
+
+
+def _weights_overflow(model, rows: np.ndarray) -> bool:
+    """Whether ``rows`` (M, D), each scaled so that its largest magnitude is at
+    most 1, still give non-finite scores: then no rescaling of the samples
+    helps, and the weights are what overflows."""
+    reach = np.abs(rows).max(axis=1, keepdims=True)
+    small = rows / np.maximum(reach, 1).astype(rows.dtype)
+    return not np.isfinite(model.predict(small)).all()
 
 
 def check_finite_scores(scores: np.ndarray, source: str) -> None:

@@ -793,7 +793,7 @@ def evaluate_checkpoint(path, split: str = "test", data_path=None,
     except DataLocationError as error:
         raise error.with_fix(*EVAL_DATA_FIX) from None
     X, y = prepared.splits[split]
-    scores = checked_scores(restored.model, X, f"the {split} split")
+    scores = checked_scores(restored.model, X, f"the {split} split", path)
     return restored, prepared, scores, measure(scores, y, config["model"]["loss"])
 
 

@@ -157,3 +157,26 @@ def test_starting_weights_that_overflow_stop_the_run_without_numpy_warnings(
     [line] = result.stderr.splitlines()
     assert line.startswith(f"error: {first} (epoch 1); no update has run yet, so"
                            " the starting weights are likely too large"), line
+
+
+def test_predict_blames_weights_that_overflow_even_on_small_samples(
+        huge_test_run, tmp_path):
+    from nntrain.checkpoint import load_checkpoint, save_checkpoint
+
+    loaded = load_checkpoint(huge_test_run)
+    meta = {key: value for key, value in loaded.meta.items()
+            if key not in ("checksums", "format", "nntrain_version")}
+    arrays = {group: dict(values) for group, values in loaded.arrays.items()}
+    arrays["param"] = {name: np.full_like(W, 1e30)
+                       for name, W in arrays["param"].items()}
+    edited = tmp_path / "edited.npz"
+    save_checkpoint(edited, meta, arrays)
+    samples = tmp_path / "in.npy"
+    np.save(samples, tiny_arrays()["X_test"][:2])
+
+    result = invoke("predict", edited, samples)
+
+    assert_one_line_error(
+        result, 2, f"{edited}: its weights give NaN or infinite class scores for"
+        f" samples of {samples} even scaled into [-1, 1]; the file is damaged or was"
+        " edited: use another checkpoint")
