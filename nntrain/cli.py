@@ -27,7 +27,7 @@ from nntrain.errors import (
     one_line,
 )
 from nntrain.fileio import write_bytes_atomically
-from nntrain.train.report import counted
+from nntrain.train.report import counted, short_number
 from nntrain.train.signals import (
     command_ended,
     stop_exit_code,
@@ -468,7 +468,7 @@ def _format_evaluation(result: dict, class_names) -> list[str]:
     lines = [
         f"{result['split']} split of {result['checkpoint']}{weights}:"
         f" {counted(result['samples'], 'sample')}",
-        f"loss      {result['loss']:.4f}",
+        f"loss      {short_number(result['loss'])}",
         f"accuracy  {result['accuracy']:.4f}",
         "",
         "per-class accuracy:",
@@ -496,6 +496,7 @@ def _format_evaluation(result: dict, class_names) -> list[str]:
               help="Write .csv or .npz here (default: CSV on stdout).")
 def predict(checkpoint, input_path, out_path):
     """Predict the class of each sample in INPUT (.npy or .npz) with CHECKPOINT."""
+    from nntrain.evaluate import checked_scores
     from nntrain.nn.functional import softmax
     from nntrain.predict import read_samples
     from nntrain.restore import restore
@@ -508,7 +509,8 @@ def predict(checkpoint, input_path, out_path):
         X = read_samples(input_path, spec["num_features"], dtype,
                          spec.get("input_shape"))
         X = restored.preprocessor.transform(X, dtype, input_path)
-        probabilities = softmax(restored.model.predict(X).astype(np.float64))
+        scores = checked_scores(restored.model, X, str(input_path), checkpoint)
+        probabilities = softmax(scores.astype(np.float64))
         classes = probabilities.argmax(axis=1)
     except KeyboardInterrupt as error:
         raise StopRequested(f"{stopped_by(error)}: no predictions were written",

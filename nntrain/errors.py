@@ -87,6 +87,14 @@ class TrainingError(NNTrainError):
     exit_code = 1
 
 
+class NonFiniteScoresError(NNTrainError):
+    """The network's class scores came out NaN or infinite for some of the samples
+    that eval or predict measures (exit status 1): finite values too large for the
+    model's arithmetic, which the checkpoint's weights cannot help."""
+
+    exit_code = 1
+
+
 class DownloadError(NNTrainError):
     """A dataset's server could not be reached, answered an error or stopped in the
     middle of a file (exit status 1). The URL was well formed, so nothing the user

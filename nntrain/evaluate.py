@@ -9,7 +9,15 @@ import math
 
 import numpy as np
 
+from nntrain.errors import (
+    EDITED_CHECKPOINT_FIX,
+    CheckpointError,
+    NonFiniteScoresError,
+)
 from nntrain.nn.model import LOSSES
+
+# How many rows with non-finite scores a message names; the rest are counted.
+SHOWN_ROWS = 5
 
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int):
@@ -30,7 +38,10 @@ def measure(scores: np.ndarray, y: np.ndarray, loss_name: str = "softmax") -> di
         float(confusion[c, c] / per_class_total[c]) if per_class_total[c] else None
         for c in range(num_classes)
     ]
-    loss, _ = LOSSES[loss_name](scores, y) if len(y) else (float("nan"), None)
+    # Scores too large for their dtype overflow in the loss; a caller that cares
+    # checks the loss it gets, so numpy's own warnings would only add noise.
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        loss, _ = LOSSES[loss_name](scores, y) if len(y) else (float("nan"), None)
     return {
         "loss": float(loss),
         "accuracy": float((predictions == y).mean()) if len(y) else float("nan"),
@@ -38,6 +49,63 @@ def measure(scores: np.ndarray, y: np.ndarray, loss_name: str = "softmax") -> di
         "per_class_accuracy": per_class,
         "confusion_matrix": confusion.tolist(),
     }
+
+
+def checked_scores(model, X: np.ndarray, source: str, checkpoint) -> np.ndarray:
+    """``model.predict(X)``: class scores (N, C) for samples X (N, D), refused
+    when a row of them is NaN or infinite: a NonFiniteScoresError when the
+    samples' scale is at fault, a CheckpointError when the weights are (they
+    overflow even on those samples scaled into [-1, 1]). ``source`` names the
+    samples in the message ("the test split", a file's path), ``checkpoint``
+    the file the model was restored from."""
+    # Finite values too large for the model's dtype overflow in its products; the
+    # checks below say so with the fix, so numpy's warnings would only add noise.
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        scores = model.predict(X)
+        bad = ~np.isfinite(scores).all(axis=1)
+        if bad.any() and _weights_overflow(model, X[bad]):
+            raise CheckpointError(
+                f"{checkpoint}: its weights give NaN or infinite class scores for"
+                f" samples of {source} even scaled into [-1, 1];"
+                f" {EDITED_CHECKPOINT_FIX}")
+    check_finite_scores(scores, source)
+    return scores
+
+
+def _weights_overflow(model, rows: np.ndarray) -> bool:
+    """Whether ``rows`` (M, D), each scaled so that its largest magnitude is at
+    most 1, still give non-finite scores: then no rescaling of the samples
+    helps, and the weights are what overflows."""
+    reach = np.abs(rows).max(axis=1, keepdims=True)
+    small = rows / np.maximum(reach, 1).astype(rows.dtype)
+    return not np.isfinite(model.predict(small)).all()
+
+
+def check_finite_scores(scores: np.ndarray, source: str) -> None:
+    """Raise NonFiniteScoresError naming how many rows of scores (N, C), and which
+    (the first SHOWN_ROWS, 0-based), hold NaN or infinite values. Checkpoints
+    never hold such weights (the Solver refuses to save them), so the samples'
+    own values are what overflowed."""
+    bad = np.flatnonzero(~np.isfinite(scores).all(axis=1))
+    if not bad.size:
+        return
+    rows = ", ".join(str(row) for row in bad[:SHOWN_ROWS])
+    rows += ", ..." if bad.size > SHOWN_ROWS else ""
+    total = len(scores)
+    if total == 1:
+        which, verb, values = f"the only sample of {source}", "gives", "its values"
+    elif bad.size == 1:
+        which = f"1 of the {total} samples of {source} (row {rows})"
+        verb, values = "gives", "its values"
+    else:
+        share = "all" if bad.size == total else f"{bad.size} of the"
+        which = f"{share} {total} samples of {source} (rows {rows})"
+        verb, values = "give", "their values"
+    raise NonFiniteScoresError(
+        f"{which} {verb} NaN or infinite class scores: {values} overflow"
+        f" {scores.dtype} arithmetic inside the network; rescale the samples as"
+        " the training data was scaled, or leave those out"
+    )
 
 
 def json_text(value) -> str:

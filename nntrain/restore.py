@@ -34,7 +34,7 @@ def evaluate_checkpoint(path, split: str = "test", data_path=None,
                         average: bool = False):
     """(restored, prepared, scores (N, C), metrics) of a checkpoint on ``split``,
     rebuilt from the file alone; ``data_path`` says where the data lies now."""
-    from nntrain.evaluate import measure
+    from nntrain.evaluate import checked_scores, measure
 
     if split not in SPLITS:
         raise ValueError(f"split is {split!r}; give one of {', '.join(SPLITS)}")
@@ -52,7 +52,7 @@ def evaluate_checkpoint(path, split: str = "test", data_path=None,
     except DataLocationError as error:
         raise error.with_fix(*EVAL_DATA_FIX) from None
     X, y = prepared.splits[split]
-    scores = restored.model.predict(X)
+    scores = checked_scores(restored.model, X, f"the {split} split", path)
     return restored, prepared, scores, measure(scores, y, config["model"]["loss"])
 
 

@@ -17,7 +17,12 @@ from nntrain.nn.model import build_model
 from nntrain.pipeline import fit
 from nntrain.train import checks
 from nntrain.train.checks import expected_first_loss
-from nntrain.train.diagnostics import Watcher, layer_statistics
+from nntrain.train.diagnostics import (
+    Watcher,
+    layer_statistics,
+    update_ratios,
+    weight_snapshot,
+)
 
 
 def invoke(*args):
@@ -497,3 +502,90 @@ def test_a_run_begun_with_a_batch_of_one_resumes_with_a_warning(
         " 6 or 8"]
     meta = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.npz").meta
     assert meta["solver"]["progress"]["epoch"] == 2
+
+
+class _Penalized:
+    """A model stand-in for update_ratios: one weight array and its penalty."""
+
+    def __init__(self, W):
+        self.params = {"affine1.W": W}
+        self.penalties = [type("Penalty", (), {"name": "affine1.W"})()]
+
+
+def test_update_ratios_measure_weights_too_small_for_float32_squares():
+    # Sixteen entries of 1e-30 have the norm 4e-30; their float32 squares (1e-60)
+    # underflow to 0, which made the weights look zero and the ratio infinite.
+    model = _Penalized(np.full((4, 4), 1e-30, np.float32))
+    before = weight_snapshot(model)
+    model.params["affine1.W"] *= np.float32(2.0)
+
+    stats = update_ratios(model, before)
+
+    assert stats["weight_norm/affine1.W"] == pytest.approx(4e-30, rel=1e-6)
+    assert stats["update_ratio/affine1.W"] == pytest.approx(1.0, rel=1e-6)
+
+
+BLAMES_THE_WEIGHTS = ("so the learning rate is not the cause; check model.init,"
+                      " model.init_std and model.max_norm")
+
+
+@pytest.mark.parametrize("stats, warning", [
+    ({"update_ratio/a.W": math.inf, "weight_norm/a.W": 0.0, "grad_norm/a.W": 0.0},
+     "is inf, far above ~1e-3: its weights are zero, and so is their gradient, "
+     + BLAMES_THE_WEIGHTS),
+    ({"update_ratio/a.W": 0.3, "weight_norm/a.W": 2e-30, "grad_norm/a.W": 1.0},
+     "is 3.0e-01, far above ~1e-3: its weights are nearly zero (norm 2.0e-30), "
+     + BLAMES_THE_WEIGHTS),
+    # model.max_norm holds the weights near zero and crushes the updates with them.
+    ({"update_ratio/a.W": 1e-7, "weight_norm/a.W": 4e-30, "grad_norm/a.W": 1.0},
+     "is 1.0e-07, far below ~1e-3: its weights are nearly zero (norm 4.0e-30), "
+     + BLAMES_THE_WEIGHTS),
+    ({"update_ratio/a.W": 0.0, "weight_norm/a.W": 1.0, "grad_norm/a.W": 0.0},
+     "is 0.0e+00, far below ~1e-3: its gradient is exactly zero, so no learning"
+     " rate moves it: nothing reaches it from the loss (a normalization over a"
+     " single unit, or inputs that are all zero after preprocessing?); check the"
+     " model and the data"),
+    ({"update_ratio/a.W": 0.3, "weight_norm/a.W": 1.0, "grad_norm/a.W": 1.0},
+     "is 3.0e-01, far above ~1e-3: the learning rate looks too high (lower"
+     " optimizer.lr)"),
+    # Diagnostics saved before weight norms were measured: the rate, as before.
+    ({"update_ratio/a.W": 1e-7, "grad_norm/a.W": 1.0},
+     "is 1.0e-07, far below ~1e-3: the learning rate looks too low (raise"
+     " optimizer.lr)"),
+])
+def test_update_ratio_warnings_blame_the_rate_only_when_it_can_be_the_cause(
+        stats, warning):
+    said = []
+    Watcher(said.append).check_diagnostics(stats)
+    assert said == [f"the update/weight ratio of a.W {warning}"]
+
+
+def test_a_zero_gradient_is_named_even_after_the_schedule_lowered_the_rate():
+    said = []
+    Watcher(said.append).check_diagnostics(
+        {"update_ratio/a.W": 0.0, "weight_norm/a.W": 1.0, "grad_norm/a.W": 0.0},
+        rate_lowered=True)
+    assert len(said) == 1 and "its gradient is exactly zero" in said[0]
+
+
+@pytest.mark.parametrize("overrides, cause", [
+    # 1e-300 is 0 in float32: zero weights give zero gradients through ReLU.
+    (["model.init=small", "model.init_std=1e-300"],
+     "inf, far above ~1e-3: its weights are zero, and so is their gradient"),
+    # A layer norm over one unit outputs its bias alone, 0: no gradient passes.
+    (["model.hidden=[1]", "model.layernorm=true"],
+     "0.0e+00, far below ~1e-3: its gradient is exactly zero"),
+])
+def test_runs_whose_weights_cannot_move_do_not_blame_the_rate(tmp_path, tiny_config,
+                                                              overrides, cause):
+    settings = [arg for override in overrides for arg in ("--set", override)]
+    result = invoke("fit", tiny_config, "--out", tmp_path / "run", *settings)
+
+    assert result.exit_code == 0, result.output
+    ratios = [line for line in result.stderr.splitlines() if "update/weight" in line]
+    assert [line.split(" is ", 1)[0] for line in ratios] == [
+        "warning: the update/weight ratio of affine1.W",
+        "warning: the update/weight ratio of affine2.W"]
+    for line in ratios:
+        assert cause in line, line
+        assert "optimizer.lr" not in line, line

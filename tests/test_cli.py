@@ -1549,18 +1549,28 @@ def strict_json(text):
     return json.loads(text, parse_constant=refuse)
 
 
-def test_eval_json_writes_null_for_a_non_finite_loss(trained, tmp_path):
+def test_eval_refuses_weights_whose_scores_overflow(trained, tmp_path):
     _, _, run_dir, _ = trained
-    # Weights of 1e30 are finite, but the class scores overflow: the loss is NaN.
+    # Weights of 1e30 are finite, but the class scores overflow (the loss was NaN,
+    # and predictions class 0): no scaling of the samples helps, the file is bad.
     huge = rewritten_params(run_dir / "checkpoints" / "best.npz",
                             tmp_path / "huge.npz", lambda W: np.full_like(W, 1e30))
 
     result = invoke("eval", huge, "--json")
 
-    assert result.exit_code == 0, result.output
-    measured = strict_json(result.stdout)
-    assert measured["loss"] is None
-    assert measured["samples"] == TINY_TEST
+    assert_one_line_error(result, 2, re.escape(
+        f"{huge}: its weights give NaN or infinite class scores for samples of the"
+        " test split even scaled into [-1, 1]; the file is damaged or was edited:"
+        " use another checkpoint"))
+    assert result.stdout == ""
+
+
+def test_eval_json_writes_null_for_a_non_finite_value():
+    from nntrain.evaluate import json_text
+
+    assert strict_json(json_text({"loss": float("nan"), "accuracy": [float("inf"),
+                                                                     0.5]})) == {
+        "loss": None, "accuracy": [None, 0.5]}
 
 
 def test_eval_of_tied_scores_predicts_the_lowest_class(zero_weights_checkpoint):

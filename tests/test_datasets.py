@@ -795,3 +795,28 @@ def test_prepare_data_checks_a_hand_made_config_and_fills_its_defaults():
                             splits=("train",))
     X_train = prepared.splits["train"][0]
     assert X_train.dtype == np.float32 and X_train.shape == (1293, 64)
+
+
+@pytest.mark.parametrize("names, problem", [
+    (["a", "a", "b"], "class_names[1] is 'a', as is class_names[0]: eval's tables"
+     " and predict's columns could not tell the classes apart; give each class its"
+     " own name"),
+    (["a", "b", "c", "b"], "class_names[3] is 'b', as is class_names[1]"),
+    (["a", "", "c"], "class_names[1] is '', which is blank: eval's tables and"
+     " predict's columns would not say which class it is; give every class a name"),
+    (["a", "b", "  "], "class_names[2] is '  ', which is blank"),
+    ([["a", "b"], ["c", "d"]], "class_names has shape (2, 2); save a 1-D array of"
+     " names, one per class"),
+])
+def test_npz_class_names_that_cannot_name_each_class_are_refused(write_npz, names,
+                                                                 problem):
+    path = write_npz(**tiny_arrays(), class_names=np.array(names))
+
+    with pytest.raises(DataError, match=re.escape(f"{path}: {problem}")):
+        load_dataset(data_config(path=path), seed=0)
+
+
+def test_npz_class_names_given_as_numbers_are_kept_as_text(write_npz):
+    path = write_npz(**tiny_arrays(), class_names=np.array([3, 1, 2]))
+    data = load_dataset(data_config(path=path), seed=0)
+    assert data.class_names == ("3", "1", "2")

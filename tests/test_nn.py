@@ -420,3 +420,10 @@ def test_add_l2_gradient_adds_strength_times_w_to_the_bit(shape, dtype, layout):
     F.add_l2_gradient(grad, W, 5e-4)
 
     np.testing.assert_array_equal(grad, expected)
+
+
+def test_a_perfect_fit_has_a_loss_of_plus_zero():
+    # Every log p(true class) is 0: their negated mean was -0.0, printed "-0.0000".
+    scores = np.array([[200.0, 0.0], [0.0, 200.0]], np.float32)
+    loss, _ = F.softmax_cross_entropy(scores, np.array([0, 1]))
+    assert loss == 0.0 and np.copysign(1.0, loss) == 1.0

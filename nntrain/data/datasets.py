@@ -379,19 +379,38 @@ CONTROL_CATEGORIES = ("Cc", "Zl", "Zp")
 def _npz_class_names(names, y_train: np.ndarray, file: Path) -> tuple[str, ...]:
     """The npz's class_names, or "0".."C-1" for C = the largest training label + 1."""
     if names is not None:
-        names = tuple(str(name) for name in names.reshape(-1))
+        if names.ndim != 1:
+            raise DataError(f"{file}: class_names has shape {names.shape}; save a"
+                            " 1-D array of names, one per class")
+        names = tuple(str(name) for name in names)
         if not names:
             raise DataError(f"{file}: class_names is empty; save one name per class,"
                             " or leave it out to number the classes 0..C-1")
+        first = {}  # name -> the index it first appears at
         for index, name in enumerate(names):
-            if any(unicodedata.category(char) in CONTROL_CATEGORIES for char in name):
-                raise DataError(f"{file}: class_names[{index}] is {name!r}, which holds"
-                                " a line break or another control character that"
-                                " would break the tables eval prints; save the names"
-                                " without them")
+            _check_class_name(name, index, first.setdefault(name, index), file)
         # Declared classes stand even when few have samples: the user said so.
         return names
     return tuple(str(label) for label in range(_inferred_class_count(y_train, file)))
+
+
+def _check_class_name(name: str, index: int, first: int, file: Path) -> None:
+    """Refuse class ``name``, at ``index`` and first found at ``first``, when the
+    tables eval prints and predict's CSV header (a column p_<name> per class)
+    could not show it or tell it apart."""
+    where = f"{file}: class_names[{index}] is {name!r}"
+    if any(unicodedata.category(char) in CONTROL_CATEGORIES for char in name):
+        raise DataError(f"{where}, which holds a line break or another control"
+                        " character that would break the tables eval prints; save"
+                        " the names without them")
+    if not name.strip():
+        raise DataError(f"{where}, which is blank: eval's tables and predict's"
+                        " columns would not say which class it is; give every"
+                        " class a name")
+    if first < index:
+        raise DataError(f"{where}, as is class_names[{first}]: eval's tables and"
+                        " predict's columns could not tell the classes apart; give"
+                        " each class its own name")
 
 
 def _inferred_class_count(y: np.ndarray, file: Path) -> int:

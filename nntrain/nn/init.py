@@ -35,4 +35,8 @@ def init_weights(scheme, fan_in, fan_out, rng, std=0.01, dtype=np.float32):
     if rng is None:
         return np.zeros((fan_in, fan_out), dtype)
     scale = weight_std(scheme, fan_in, fan_out, std)
-    return (rng.standard_normal((fan_in, fan_out)) * scale).astype(dtype)
+    # A std beyond dtype's range casts to inf: training stops on it before any
+    # update and names the weights and model.init_std, so numpy's warning would
+    # only add noise.
+    with np.errstate(over="ignore", invalid="ignore"):
+        return (rng.standard_normal((fan_in, fan_out)) * scale).astype(dtype)

@@ -15,6 +15,7 @@ import numpy as np
 from nntrain.errors import ConfigError
 from nntrain.evaluate import measure
 from nntrain.nn.layers import BatchNorm
+from nntrain.train.report import counted, short_number
 
 FIRST_LOSS_SAMPLES = 1000
 FAR_OFF = 0.1  # relative difference from the expected first loss that is "far off"
@@ -62,8 +63,8 @@ def describe_data(dataset) -> list[str]:
     per_class = ", ".join(f"{name}: {count}"
                           for name, count in zip(dataset.class_names, counts))
     return [
-        f"data: {dataset.num_features} features (samples of shape {shape}),"
-        f" {dataset.num_classes} classes; {sizes}",
+        f"data: {counted(dataset.num_features, 'feature')} (samples of shape"
+        f" {shape}), {dataset.num_classes} classes; {sizes}",
         f"training samples per class: {per_class}",
     ]
 
@@ -86,15 +87,20 @@ def first_loss_check(config, model, X_train, y_train) -> tuple[list[str], str | 
     the weights start small yet the loss is far off. Evaluation mode, so batch
     norm's statistics and the dropout generator are left untouched."""
     X, y = X_train[:FIRST_LOSS_SAMPLES], y_train[:FIRST_LOSS_SAMPLES]
-    data_loss = measure(model.predict(X), y, model.loss_name)["loss"]
-    reg_loss = model.regularization()
+    # Weights or data too large overflow here; the line shows the loss they give
+    # and training stops on it with the cause, so numpy's warnings add nothing.
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        data_loss = measure(model.predict(X), y, model.loss_name)["loss"]
+        reg_loss = model.regularization()
     expected, formula = expected_first_loss(model.loss_name, model.num_classes)
-    line = (f"first loss: {data_loss + reg_loss:.4f} (data {data_loss:.4f} + reg"
-            f" {reg_loss:.4f}) on {len(y)} training samples; small weights would"
-            f" give {expected + reg_loss:.4f} ({formula} + reg)")
+    total, data, reg, small = (short_number(value) for value in (
+        data_loss + reg_loss, data_loss, reg_loss, expected + reg_loss))
+    line = (f"first loss: {total} (data {data} + reg {reg}) on"
+            f" {counted(len(y), 'training sample')}; small weights would give"
+            f" {small} ({formula} + reg)")
     warning = None
     if starts_small(config) and abs(data_loss - expected) > FAR_OFF * expected:
-        warning = (f"the first data loss {data_loss:.4f} is far from {formula} ="
+        warning = (f"the first data loss {data} is far from {formula} ="
                    f" {expected:.4f} although the weights start small: check the"
                    " loss, the labels and the preprocessing")
     return [line], warning

@@ -5,7 +5,8 @@ own training-mode pass (no extra pass over the data; when that update has an
 epoch's short last batch, of fewer than MIN_BATCH samples, the update before it):
 - ``update_ratio/<param>``: ||W_after - W_before|| / ||W_before|| for each weight
   array; around 1e-3 is healthy, far below means the rate is too low, far above too
-  high;
+  high, unless the gradient is exactly zero or the weights are (nearly) zero;
+- ``weight_norm/<param>``: ||W_before||, the weights' norm before that update;
 - ``act_mean/<layer>``, ``act_std/<layer>``: the mean and std of each activation,
   normalization or dropout layer's output on that batch;
 - ``dead_fraction/<layer>`` (ReLU layers): the fraction of units that output 0
@@ -26,6 +27,15 @@ MIN_BATCH = 32
 # Overfitting needs train accuracy this far above validation accuracy.
 OVERFIT_GAP = 0.02
 SATURATION_BOUNDS = {"sigmoid": (0.0, 1.0), "tanh": (-1.0, 1.0)}
+# Weights of a smaller norm are "nearly zero": a far too high update ratio is then
+# theirs, whatever the rate (healthy starting weights have norms near 1).
+NEAR_ZERO_WEIGHTS = 1e-6
+
+
+def _norm(array: np.ndarray) -> float:
+    """The L2 norm, summed in float64: in float32 the squares of entries below
+    1e-19 underflow to 0, and weights of 1e-30 would seem to be zero."""
+    return float(np.linalg.norm(array.astype(np.float64, copy=False)))
 
 
 def weight_snapshot(model) -> dict:
@@ -34,12 +44,14 @@ def weight_snapshot(model) -> dict:
 
 
 def update_ratios(model, before: dict) -> dict:
+    """The update/weight ratio and the weight norm of each array in ``before``."""
     ratios = {}
     for name, old in before.items():
         new = model.params[name]
-        scale = float(np.linalg.norm(old))
-        change = float(np.linalg.norm(new - old))
+        scale = _norm(old)
+        change = _norm(new - old)
         ratios[f"update_ratio/{name}"] = change / scale if scale > 0 else float("inf")
+        ratios[f"weight_norm/{name}"] = scale
     return ratios
 
 
@@ -72,8 +84,7 @@ def layer_statistics(model, outputs: list) -> dict:
 
 
 def gradient_norms(grads: dict) -> dict:
-    return {f"grad_norm/{name}": float(np.linalg.norm(grad))
-            for name, grad in grads.items()}
+    return {f"grad_norm/{name}": _norm(grad) for name, grad in grads.items()}
 
 
 class Watcher:
@@ -98,18 +109,14 @@ class Watcher:
         steps back."""
         for key, value in stats.items():
             kind, _, name = key.partition("/")
-            if (kind == "update_ratio" and value < RATIO_TARGET / RATIO_FACTOR
-                    and not rate_lowered):
-                cause = ("the learning rate looks too low (raise optimizer.lr), or"
-                         " train.clip holds the steps back (raise its threshold)"
-                         if clipping else
-                         "the learning rate looks too low (raise optimizer.lr)")
-                self._once(key, f"the update/weight ratio of {name} is {value:.1e},"
-                           f" far below ~1e-3: {cause}")
-            elif kind == "update_ratio" and value > RATIO_TARGET * RATIO_FACTOR:
-                self._once(key, f"the update/weight ratio of {name} is {value:.1e},"
-                           " far above ~1e-3: the learning rate looks too high (lower"
-                           " optimizer.lr)")
+            if kind == "update_ratio":
+                cause = _ratio_cause(value, stats.get(f"weight_norm/{name}"),
+                                     stats.get(f"grad_norm/{name}"), rate_lowered,
+                                     clipping)
+                if cause:
+                    side = "below" if value < RATIO_TARGET else "above"
+                    self._once(key, f"the update/weight ratio of {name} is"
+                               f" {value:.1e}, far {side} ~1e-3: {cause}")
             elif kind == "dead_fraction" and value > MOSTLY:
                 self._once(key, f"{value:.0%} of the units of {name} never fire (dead"
                            " ReLUs): lower optimizer.lr, try model.activation ="
@@ -133,3 +140,37 @@ class Watcher:
                        " evaluations while train accuracy rose (overfitting): try"
                        " more model.l2, dropout (model.drop_probability) or"
                        " train.early_stopping")
+
+
+def _ratio_cause(ratio: float, weight_norm: float | None, grad_norm: float | None,
+                 rate_lowered: bool, clipping: bool) -> str | None:
+    """Why an update/weight ratio is far from 1e-3, and what to do, or None when
+    it is not (or when a schedule lowered the rate on purpose). The learning rate
+    is blamed only when the weights and the gradient could have given a healthy
+    ratio: not over weights that are (nearly) zero, nor for a zero gradient.
+    ``weight_norm`` is None in diagnostics saved before it was measured."""
+    zero_gradient = grad_norm == 0.0
+    low, high = RATIO_TARGET / RATIO_FACTOR, RATIO_TARGET * RATIO_FACTOR
+    if low <= ratio <= high:
+        return None
+    if weight_norm is not None and weight_norm < NEAR_ZERO_WEIGHTS:
+        # Updates are huge beside such weights, or, when model.max_norm holds
+        # them there, crushed with them: either way the rate is not the cause.
+        size = ("zero" if weight_norm == 0.0 else
+                f"nearly zero (norm {weight_norm:.1e})")
+        also = ", and so is their gradient" if zero_gradient else ""
+        return (f"its weights are {size}{also}, so the learning rate is not the"
+                " cause; check model.init, model.init_std and model.max_norm")
+    if ratio > high:
+        return "the learning rate looks too high (lower optimizer.lr)"
+    if zero_gradient:
+        return ("its gradient is exactly zero, so no learning rate moves it:"
+                " nothing reaches it from the loss (a normalization over a single"
+                " unit, or inputs that are all zero after preprocessing?); check"
+                " the model and the data")
+    if rate_lowered:
+        return None
+    if clipping:
+        return ("the learning rate looks too low (raise optimizer.lr), or"
+                " train.clip holds the steps back (raise its threshold)")
+    return "the learning rate looks too low (raise optimizer.lr)"

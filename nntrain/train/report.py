@@ -17,6 +17,17 @@ def counted(count: int, noun: str) -> str:
     return f"{count} {noun}" + ("" if count == 1 else "s")
 
 
+# From this magnitude on a loss is shown in scientific notation: with 4 decimals,
+# a loss of 1e300 (model.l2 = 1e300) would print all its 301 integer digits.
+SCIENTIFIC_FROM = 1e6
+
+
+def short_number(value: float) -> str:
+    """``value`` with 4 decimals ("0.6931"), or with 4 significant digits in
+    scientific notation ("1.235e+300") from SCIENTIFIC_FROM on."""
+    return f"{value:.4g}" if abs(value) >= SCIENTIFIC_FROM else f"{value:.4f}"
+
+
 class Reporter:
     def __init__(self, quiet: bool = False, log=None):
         self.quiet = quiet

@@ -43,6 +43,7 @@ from nntrain.train.diagnostics import (
     update_ratios,
     weight_snapshot,
 )
+from nntrain.train.report import counted, short_number
 from nntrain.train.signals import SIGNAL_EXIT_CODES, StopFlag
 
 # A first loss this many times the one small weights give (ln C for softmax) says
@@ -51,6 +52,9 @@ HUGE_FIRST_LOSS_FACTOR = 1e6
 # A rate below this fraction of the schedule's starting one was lowered on purpose:
 # the update ratios it gives are not blamed on optimizer.lr.
 LOWERED_RATE = 0.1
+# Validation samples this many times beyond the training split's largest value
+# that overflow the network are blamed for a non-finite validation loss.
+VALIDATION_SCALE_FACTOR = 10
 # A loss above this multiple of its first value for this many updates is diverging.
 DIVERGENCE_FACTOR = 3
 DIVERGENCE_ITERATIONS = 100
@@ -207,8 +211,8 @@ class Solver:
         # Overflow and NaN are caught by the non-finite check after each update, with
         # a message that says what to do; numpy's own warnings would only add noise.
         try:
-            with StopFlag() as stop, np.errstate(over="ignore", invalid="ignore"), \
-                    threadpool_limits(self.config["threads"]):
+            with StopFlag() as stop, threadpool_limits(self.config["threads"]), \
+                    np.errstate(over="ignore", invalid="ignore", divide="ignore"):
                 if self.full_batch:
                     self._train_full_batch(stop)
                 while self.progress.iteration < self.total_iterations:
@@ -323,7 +327,7 @@ class Solver:
                 "grad_norm": grad_norm,
             })
         if self.reporter:
-            postfix = {"epoch": progress.epoch, "loss": f"{result.loss:.4f}"}
+            postfix = {"epoch": progress.epoch, "loss": short_number(result.loss)}
             self.reporter.advance(1, **postfix)
 
     def _evaluation_follows(self, ahead: int = 1) -> bool:
@@ -365,10 +369,13 @@ class Solver:
 
     def _check_finite(self, value: float, quantity: str,
                       iteration: int | None = None,
-                      updated: bool | None = None) -> None:
+                      updated: bool | None = None,
+                      cause: str | None = None) -> None:
         """Stop the run when ``value`` is NaN or infinite. ``iteration``: the one
         that made it so (default: the one under way); ``updated``: whether any
-        update has changed the weights yet (default: whether one has completed)."""
+        update has changed the weights yet (default: whether one has completed);
+        ``cause``: the culprit and its fix, when the caller knows it (default:
+        the likeliest one, see _cause)."""
         if math.isfinite(value):
             return
         progress = self.progress
@@ -376,8 +383,8 @@ class Solver:
         updated = progress.iteration > 0 if updated is None else updated
         raise TrainingError(
             f"{quantity} became {value} at iteration {iteration} (epoch"
-            f" {progress.epoch}); {self._cause(updated)}. No checkpoint holds it;"
-            " any earlier checkpoint is untouched."
+            f" {progress.epoch}); {cause or self._cause(updated)}. No checkpoint"
+            " holds it; any earlier checkpoint is untouched."
         )
 
     def _cause(self, updated: bool) -> str:
@@ -430,6 +437,33 @@ class Solver:
                 f" large ({self._init_text()}): lower model.init_std or use init he"
                 " or xavier; if they are not, the data's scale is at fault:"
                 " preprocess it (center, scale)")
+
+    def _validation_scale(self, scores: np.ndarray) -> str | None:
+        """What to say when the validation samples, not the weights, made the
+        validation scores (M, C) non-finite: every sample whose scores are NaN or
+        infinite reaches values far beyond the training split's (by
+        VALIDATION_SCALE_FACTOR), and gives finite scores once scaled down to the
+        training split's largest value. None otherwise: the weights the update
+        made are then the likelier culprit, as for the training loss."""
+        bad = ~np.isfinite(scores).all(axis=1)
+        if not bad.any():
+            return None
+        rows = self.X_val[bad]
+        reach = np.abs(rows).max(axis=1)
+        largest = self._largest_input()
+        if reach.min() <= VALIDATION_SCALE_FACTOR * largest:
+            return None
+        scaled = rows * (largest / reach)[:, None].astype(rows.dtype)
+        if not np.isfinite(self.model.predict(scaled)).all():
+            return None
+        count = int(bad.sum())
+        samples = f"{counted(count, 'validation sample')} of {len(bad)}"
+        reach_verb = "reaches" if count == 1 else "reach"
+        return (f"{samples} {reach_verb} values up to {reach.max():.3g}, far"
+                f" beyond the training split's largest ({largest:.3g}), and"
+                f" overflow {rows.dtype} arithmetic inside the network: the data's"
+                " scale is at fault, not the learning rate; rescale the validation"
+                " data as the training data, or leave those samples out")
 
     def _largest_input(self) -> float:
         """The largest magnitude among the training features, for messages that
@@ -513,7 +547,7 @@ class Solver:
                               "data_loss": result.data_loss,
                               "reg_loss": result.reg_loss})
             if self.reporter:
-                self.reporter.advance(1, loss=f"{loss:.4f}")
+                self.reporter.advance(1, loss=short_number(loss))
             if self.progress.iteration % self.eval_every == 0:
                 self._evaluate()
             # A stop asked for during the last update waits for the final evaluation.
@@ -558,13 +592,15 @@ class Solver:
 
     def _evaluate(self) -> None:
         progress = self.progress
-        val = measure(self.model.predict(self.X_val), self.y_val, self.model.loss_name)
+        scores = self.model.predict(self.X_val)
+        val = measure(scores, self.y_val, self.model.loss_name)
         if not math.isfinite(val["loss"]):
             # Weights blown up past float32's range give a finite training loss
             # now and then but never a finite validation loss: stop before they
             # are recorded, marked best or saved.
             self._check_parameters()
-            self._check_finite(val["loss"], "the validation loss", progress.iteration)
+            self._check_finite(val["loss"], "the validation loss", progress.iteration,
+                               cause=self._validation_scale(scores))
         train = self._running.means()
         self._running = _RunningMeans()
         averaged = {}
@@ -664,8 +700,8 @@ class Solver:
         if progress.bad_evaluations >= setting["patience"]:
             self.stop_reason = (
                 f"early stopping: {self.config['monitor']} has not improved by more"
-                f" than {setting['min_delta']:g} for {setting['patience']}"
-                " evaluations"
+                f" than {setting['min_delta']:g} for"
+                f" {counted(setting['patience'], 'evaluation')}"
             )
             self._record({"kind": "event", "event": "early_stop",
                           "reason": self.stop_reason})
@@ -676,9 +712,9 @@ class Solver:
         seen = f"epoch {record['epoch']:>3}  iter {record['iteration']:>6}"
         train = ""
         if "loss" in record:
-            train = (f"  loss {record['loss']:.4f}  train_acc"
+            train = (f"  loss {short_number(record['loss'])}  train_acc"
                      f" {record['train_accuracy']:.4f}")
-        val = (f"  val_loss {record['val_loss']:.4f}"
+        val = (f"  val_loss {short_number(record['val_loss'])}"
                f"  val_acc {record['val_accuracy']:.4f}")
         mark = "  *" if improved else ""
         self.reporter.line(f"{seen}{train}{val}  {record['seconds']:.1f}s{mark}")

@@ -1,0 +1,92 @@
+"""What a run prints: numbers in a readable form, counts in the right number."""
+
+import re
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from conftest import tiny_config_dict
+
+from nntrain.cli import cli
+from nntrain.train.report import short_number
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli, [str(arg) for arg in args])
+
+
+@pytest.mark.parametrize("value, text", [
+    (0.69314718, "0.6931"),
+    (-0.0, "-0.0000"),
+    (999999.0, "999999.0000"),
+    (-999999.0, "-999999.0000"),
+    (1e6, "1e+06"),
+    (1234567.0, "1.235e+06"),
+    (-2.5e300, "-2.5e+300"),
+    (float("inf"), "inf"),
+    (float("nan"), "nan"),
+])
+def test_short_number_keeps_4_decimals_below_a_million(value, text):
+    assert short_number(value) == text
+
+
+def test_a_huge_first_loss_is_printed_in_scientific_notation(tmp_path, tiny_config):
+    result = invoke("fit", tiny_config, "--out", tmp_path / "run", "--set",
+                    "model.l2=1e300")
+
+    assert result.exit_code == 1, result.output
+    [line] = [line for line in result.stdout.splitlines()
+              if line.startswith("first loss:")]
+    # l2 / 2 times the squared norm of he weights: 1e300 times a few.
+    assert re.fullmatch(r"first loss: \d\.\d{3}e\+300 \(data \d\.\d{4} \+ reg"
+                        r" \d\.\d{3}e\+300\) on 50 training samples; small weights"
+                        r" would give \d\.\d{3}e\+300 \(ln\(3\) \+ reg\)", line), line
+
+
+def test_counts_of_one_are_singular(tmp_path, write_npz, write_config):
+    # Three samples of one feature, two of them held out: one training sample.
+    path = write_npz(X_train=np.array([[-1.0], [1.0], [-1.2]]),
+                     y_train=np.array([0, 1, 0]),
+                     X_test=np.array([[-1.0], [1.0]]), y_test=np.array([0, 1]))
+    raw = tiny_config_dict(path)
+    raw["data"].update(validation=2, preprocess=[])
+    raw["train"].update(epochs=5, batch_size=1, plots=False,
+                        early_stopping={"patience": 1})
+
+    result = invoke("fit", write_config(raw), "--out", tmp_path / "run")
+
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[1] == ("data: 1 feature (samples of shape 1), 2 classes; train 1,"
+                        " val 2, test 2")
+    assert " on 1 training sample; small weights" in result.stdout
+    assert ("early stopping: val_accuracy has not improved by more than 0 for 1"
+            " evaluation\n") in result.stdout
+
+
+def test_an_epoch_line_shows_a_loss_of_millions_in_scientific_notation(
+        tmp_path, tiny_config):
+    # l2 = 1e6 on he weights (squared norm near 13): a penalty near 6e6, which
+    # sgd at lr 1e-9 barely moves.
+    result = invoke("fit", tiny_config, "--out", tmp_path / "run", "--set",
+                    "model.l2=1e6", "--set", "optimizer={name: sgd, lr: 1e-9}")
+
+    assert result.exit_code == 0, result.output
+    epochs = [line for line in result.stdout.splitlines()
+              if line.startswith("epoch")]
+    assert len(epochs) == 3
+    for line in epochs:
+        assert re.search(r"  loss \d(\.\d{1,3})?e\+0[67]  train_acc 0\.\d{4}  val_loss"
+                         r" \d\.\d{4}  val_acc", line), line
+
+
+def test_eval_shows_a_huge_loss_in_scientific_notation():
+    from nntrain.cli import _format_evaluation
+
+    result = {"weights": "raw", "split": "test", "checkpoint": "c.npz",
+              "samples": 1, "loss": 3.5e200, "accuracy": 0.0,
+              "per_class_accuracy": [0.0, None], "confusion_matrix": [[0, 1],
+                                                                      [0, 0]]}
+    lines = _format_evaluation(result, ["a", "b"])
+    assert lines[:3] == ["test split of c.npz: 1 sample", "loss      3.5e+200",
+                         "accuracy  0.0000"]
