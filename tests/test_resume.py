@@ -856,6 +856,25 @@ def test_a_resume_refuses_data_whose_test_split_alone_differs(finished_run,
             " data.path=NEW") in result.stderr
 
 
+def test_a_resume_takes_a_config_file_that_sets_no_length(finished_run,
+                                                          write_config):
+    config, run = finished_run
+    raw = yaml.safe_load(config.read_text())
+    del raw["train"]["epochs"]  # the checkpoint and --set give the run's length
+    lengthless = write_config(raw, "lengthless.yaml")
+
+    finished = invoke("fit", lengthless, "--resume", run)
+    extended = invoke("fit", lengthless, "--resume", run, "--set", "train.epochs=3",
+                      "--quiet")
+
+    assert finished.exit_code == 0, finished.output
+    assert finished.stderr == ""  # no note: only the length differs
+    assert "is from a finished run" in finished.stdout
+    assert extended.exit_code == 0, extended.output
+    meta = load_checkpoint(run / "checkpoints" / "last.npz").meta
+    assert meta["solver"]["progress"]["epoch"] == 3
+
+
 def test_a_resume_refuses_the_same_arrays_with_other_class_names(finished_run,
                                                                   write_npz):
     config, run = finished_run
