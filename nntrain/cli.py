@@ -762,6 +762,10 @@ def sanity(config_path, overrides, samples, max_iterations):
     X, y = X[:samples], y[:samples]
     _refuse_trivial_sanity(config_path, y, num_train, len(prepared.dataset.y_val),
                            prepared.dataset.class_names)
+    if num_train < samples:
+        click.echo(f"note: --samples {samples} asks for more than the training split"
+                   f" of {config_path} holds; the check uses all {num_train}",
+                   err=True)
     result = overfit(config, X, y, prepared.dataset.num_classes, max_iterations)
     samples, updates = (counted(result.samples, "sample"),
                         counted(result.iterations, "update"))
