@@ -342,15 +342,19 @@ def _complete_saves(path, checkpoint, notes: list[str], quiet: bool) -> None:
 
 
 def _resume_config_file(config_path) -> dict:
-    """CONFIG of a resumed run, which must still be a valid config. The run's own
-    config.yaml from an earlier nntrain may set train.average or max_norm beside
-    optimizer lbfgs; it is read as the run's checkpoint is, without them."""
+    """CONFIG of a resumed run, read only to note where it differs from the
+    checkpoint's config, which the run keeps. It must still be a valid config, but
+    for its length: the checkpoint and --set give the resumed run's, so a CONFIG
+    that sets neither train.epochs nor train.iterations is read as sanity reads it
+    (the notes ignore the length). The run's own config.yaml from an earlier
+    nntrain may set train.average or max_norm beside optimizer lbfgs; it is read as
+    the run's checkpoint is, without them."""
     from nntrain.config import read_config_file, resolve_config
     from nntrain.errors import ConfigError
     from nntrain.restore import without_lbfgs_ignored
 
     try:
-        return _load(config_path, [])
+        return _load_unlimited(config_path, [])
     except ConfigError as error:
         raw = read_config_file(config_path)
         migrated = without_lbfgs_ignored(raw)
@@ -760,6 +764,10 @@ def sanity(config_path, overrides, samples, max_iterations):
     X, y = X[:samples], y[:samples]
     _refuse_trivial_sanity(config_path, y, num_train, len(prepared.dataset.y_val),
                            prepared.dataset.class_names)
+    if num_train < samples:
+        click.echo(f"note: --samples {samples} asks for more than the training split"
+                   f" of {config_path} holds; the check uses all {num_train}",
+                   err=True)
     result = overfit(config, X, y, prepared.dataset.num_classes, max_iterations)
     samples, updates = (counted(result.samples, "sample"),
                         counted(result.iterations, "update"))

@@ -74,14 +74,14 @@ def _load_member(path, split: str, data_path=None) -> _Member:
 
 def _difference(field: str, mine, theirs) -> str:
     """How two values of the data spec's ``field`` differ, short enough for one
-    line: a long list of class names is reduced to its first difference."""
+    line: a long list of class names is reduced to its first difference, worded
+    as eval and resume word data with other class names."""
+    from nntrain.prepare import class_names_difference
+
     if field != "class_names" or not (isinstance(mine, list)
                                       and isinstance(theirs, list)):
         return f"data {field}: {mine!r} and {theirs!r}"
-    if len(mine) != len(theirs):
-        return f"{len(mine)} and {len(theirs)} classes"
-    index = next(i for i, pair in enumerate(zip(mine, theirs)) if pair[0] != pair[1])
-    return f"class {index} is named {mine[index]!r} and {theirs[index]!r}"
+    return class_names_difference(mine, theirs, ("in the first", "in the second"))
 
 
 def _check_same_data(first: _Member, other: _Member, split: str) -> None:

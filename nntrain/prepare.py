@@ -135,8 +135,10 @@ def _fingerprint_as(X, y, dtype: np.dtype) -> str | None:
 def _check_data_matches(dataset, spec: dict, fingerprints: dict, splits) -> None:
     """Refuse data other than the checkpoint's by the sizes and fingerprints of
     every split (checkpoints before fingerprints lack them), those in ``splits``
-    first; load_dataset has checked its shape. Data with another test split is
-    other data, even to a resumed run that reads only train and val."""
+    first, then by its class names; load_dataset has checked its shape. Data with
+    another test split is other data, even to a resumed run that reads only train
+    and val; so are the same arrays with other class names, which eval would
+    print and a resumed run would save in its checkpoints."""
     fix = OTHER_DATA_FIX
     for name in sorted(SPLITS, key=lambda split: split not in splits):
         found = (len(dataset.split(name)[1]), fingerprints[name])
@@ -145,6 +147,24 @@ def _check_data_matches(dataset, spec: dict, fingerprints: dict, splits) -> None
         if saved != found:
             raise DataLocationError(_other_data(dataset, name, saved), fix,
                                     missing=False)
+    names = spec.get("class_names")  # a hand-made spec may not record them
+    if names is not None and list(names) != list(dataset.class_names):
+        difference = class_names_difference(list(dataset.class_names), list(names),
+                                            ("in the data", "in the checkpoint"))
+        raise DataLocationError(f"the data in {dataset.source} is not the data the"
+                                f" checkpoint was trained on ({difference})", fix,
+                                missing=False)
+
+
+def class_names_difference(names: list, others: list, where: tuple) -> str:
+    """How two different lists of class names differ, short enough for one line:
+    their counts, else the first class named otherwise; ``where`` says whose each
+    list is ("in the data", "in the checkpoint")."""
+    if len(names) != len(others):
+        return f"{len(names)} classes {where[0]}, {len(others)} {where[1]}"
+    index = next(i for i, pair in enumerate(zip(names, others)) if pair[0] != pair[1])
+    return (f"class {index} is named {names[index]!r} {where[0]},"
+            f" {others[index]!r} {where[1]}")
 
 
 def _other_data(dataset, name: str, saved: tuple) -> str:

@@ -148,14 +148,16 @@ def test_data_found_through_nntrain_data_is_the_data_of_data_path(
 
 def test_other_class_names_are_shown_where_they_differ(members):
     with pytest.raises(DataError, match=re.escape(
-            "were trained on different data (class 0 is named '0' and 'a class with"
-            " a long name'); an ensemble needs members of the same dataset")):
+            "were trained on different data (class 0 is named '0' in the first,"
+            " 'a class with a long name' in the second); an ensemble needs members"
+            " of the same dataset")):
         average([members["a"], members["named"]])
 
 
 def test_other_numbers_of_classes_are_shown_as_counts():
     names = [str(index) for index in range(10)]
-    assert _difference("class_names", names, names[:3]) == "10 and 3 classes"
+    assert _difference("class_names", names, names[:3]) == (
+        "10 classes in the first, 3 in the second")
 
 
 def test_members_with_other_validation_splits_are_refused_on_val(members):

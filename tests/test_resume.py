@@ -23,6 +23,8 @@ from nntrain.cli import cli
 from nntrain.config import resolve_config
 from nntrain.errors import StopRequested, TrainingError
 from nntrain.pipeline import fit
+from nntrain.prepare import prepare_data
+from nntrain.restore import restore
 from nntrain.train.resume import find_checkpoint, resumed_config, threads_note
 from nntrain.train.rundir import RunDirectory
 from nntrain.train.solver import Solver
@@ -852,6 +854,90 @@ def test_a_resume_refuses_data_whose_test_split_alone_differs(finished_run,
     assert result.exit_code == 2, result.output
     assert ("(its test split holds other samples or labels); resume with --set"
             " data.path=NEW") in result.stderr
+
+
+def test_a_resume_takes_a_config_file_that_sets_no_length(finished_run,
+                                                          write_config):
+    config, run = finished_run
+    raw = yaml.safe_load(config.read_text())
+    del raw["train"]["epochs"]  # the checkpoint and --set give the run's length
+    lengthless = write_config(raw, "lengthless.yaml")
+
+    finished = invoke("fit", lengthless, "--resume", run)
+    extended = invoke("fit", lengthless, "--resume", run, "--set", "train.epochs=3",
+                      "--quiet")
+
+    assert finished.exit_code == 0, finished.output
+    assert finished.stderr == ""  # no note: only the length differs
+    assert "is from a finished run" in finished.stdout
+    assert extended.exit_code == 0, extended.output
+    meta = load_checkpoint(run / "checkpoints" / "last.npz").meta
+    assert meta["solver"]["progress"]["epoch"] == 3
+
+
+def test_a_resume_refuses_the_same_arrays_with_other_class_names(finished_run,
+                                                                  write_npz):
+    config, run = finished_run
+    named = write_npz("named.npz", **tiny_arrays(), class_names=["a", "b", "c"])
+    last = (run / "checkpoints" / "last.npz").read_bytes()
+
+    result = invoke("fit", config, "--resume", run, "--set", "train.epochs=3",
+                    "--set", f"data.path={named}")
+
+    assert result.exit_code == 2
+    assert result.stderr == (
+        f"error: the data in {named} is not the data the checkpoint was trained on"
+        " (class 0 is named 'a' in the data, '0' in the checkpoint); resume with"
+        " --set data.path=NEW pointing at the data the run was trained on\n")
+    assert (run / "checkpoints" / "last.npz").read_bytes() == last
+
+
+def test_eval_refuses_the_same_arrays_with_other_class_names(finished_run,
+                                                             write_npz):
+    _, run = finished_run
+    best = run / "checkpoints" / "best.npz"
+    named = write_npz("named.npz", **tiny_arrays(), class_names=["0", "1", "two"])
+    same = write_npz("same.npz", **tiny_arrays(), class_names=["0", "1", "2"])
+
+    result = invoke("eval", best, "--data", named)
+
+    assert result.exit_code == 2
+    assert result.stderr == (
+        f"error: the data in {named} is not the data the checkpoint was trained on"
+        " (class 2 is named 'two' in the data, '2' in the checkpoint); point --data"
+        " at the data the checkpoint was trained on\n")
+    assert invoke("eval", best, "--data", same).exit_code == 0
+
+
+def test_predict_names_the_classes_as_the_checkpoint_recorded(
+        tmp_path, write_npz, write_config):
+    named = write_npz("named.npz", **tiny_arrays(), class_names=["a", "b", "c"])
+    raw = tiny_config_dict(named)
+    raw["train"].update(epochs=1, plots=False)
+    run = tmp_path / "run"
+    assert invoke("fit", write_config(raw), "--out", run, "--quiet").exit_code == 0
+    samples = tmp_path / "samples.npy"
+    np.save(samples, tiny_arrays()["X_test"][:2])
+
+    result = invoke("predict", run / "checkpoints" / "best.npz", samples)
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[0] == "index,class,name,p_a,p_b,p_c"
+
+
+def test_data_checks_skip_class_names_a_spec_does_not_record(finished_run,
+                                                             write_npz):
+    _, run = finished_run
+    restored = restore(run / "checkpoints" / "best.npz")
+    spec = {key: value for key, value in restored.data.items()
+            if key != "class_names"}
+    named = write_npz("named.npz", **tiny_arrays(), class_names=["a", "b", "c"])
+    config = {**restored.config, "data": {**restored.config["data"],
+                                          "path": str(named)}}
+
+    prepared = prepare_data(config, restored.preprocessor, spec=spec)
+
+    assert prepared.dataset.class_names == ("a", "b", "c")
 
 
 def test_eval_of_a_run_whose_data_moved_says_to_pass_data(finished_run, tiny_npz,
