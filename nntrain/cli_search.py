@@ -61,12 +61,14 @@ class _TrialProgress:
 
 def _describe(row: dict) -> str:
     from nntrain.search.report import short_seconds
+    from nntrain.train.report import short_number
 
     where = f"trial {row['trial']} (round {row['round']})"
     if row["status"] != "ok":
         return f"{where}: {row['status']}: {row['reason']}"
-    return (f"{where}: ok, {row['metric']:.4f} at epoch {row['best_epoch']} of"
-            f" {row['epochs']}, {short_seconds(row['seconds'])} s")
+    metric = short_number(row["metric"])
+    return (f"{where}: ok, {metric} at epoch {row['best_epoch']} of {row['epochs']},"
+            f" {short_seconds(row['seconds'])} s")
 
 
 def _threads_warning(config: dict, spec, workers: int) -> str | None:

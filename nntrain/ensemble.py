@@ -21,7 +21,7 @@ import numpy as np
 
 from nntrain.errors import DataError
 from nntrain.nn.functional import log_softmax
-from nntrain.train.report import counted
+from nntrain.train.report import counted, short_number
 
 SPEC_FIELDS = ("name", "class_names", "num_features")
 
@@ -162,8 +162,9 @@ def format_report(result: EnsembleResult) -> list[str]:
              " p(true class)")
     lines = [title, "  accuracy  loss     model"]
     for member in result.members:
-        lines.append(f"  {member.accuracy:.4f}    {member.loss:<7.4f}  "
-                     f"{member.checkpoint}")
-    lines.append(f"  {result.accuracy:.4f}    {result.loss:<7.4f}  ensemble (mean of"
-                 " the members' softmax probabilities)")
+        loss = short_number(member.loss)
+        lines.append(f"  {member.accuracy:.4f}    {loss:<7}  {member.checkpoint}")
+    loss = short_number(result.loss)
+    lines.append(f"  {result.accuracy:.4f}    {loss:<7}  ensemble (mean of the"
+                 " members' softmax probabilities)")
     return lines

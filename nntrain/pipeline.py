@@ -59,7 +59,7 @@ from nntrain.restore import (
 )
 from nntrain.train import checks
 from nntrain.train import resume as resuming
-from nntrain.train.report import Reporter, counted
+from nntrain.train.report import Reporter, counted, short_number
 from nntrain.train.rundir import RunDirectory, missing_or_unreadable
 from nntrain.train.signals import (
     signals_deferred,
@@ -556,8 +556,9 @@ def _summarize(reporter, config, progress, path, seconds, eval_every) -> None:
     reporter.line(
         f"Done: {counted(progress.epoch, 'epoch')},"
         f" {counted(progress.iteration, 'iteration')} in"
-        f" {seconds:.1f} s. Best {monitor} {progress.best_value:.4f} at epoch"
-        f" {progress.best_epoch} (iteration {progress.best_iteration}), {saved}."
+        f" {seconds:.1f} s. Best {monitor} {short_number(progress.best_value)} at"
+        f" epoch {progress.best_epoch} (iteration {progress.best_iteration}),"
+        f" {saved}."
         f" Measure {measure}"
     )
 
@@ -599,7 +600,7 @@ def _warn_lost_best(reporter, run, progress, config) -> None:
                   f" run's best evaluation (iteration {progress.best_iteration})"
                   " are lost; this run saves best.npz again when an evaluation"
                   f" beats its {config['train']['monitor']} of"
-                  f" {progress.best_value:.4f}")
+                  f" {short_number(progress.best_value)}")
 
 
 def _saved_iteration(path) -> int | None:

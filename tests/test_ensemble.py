@@ -224,3 +224,17 @@ def test_ensemble_command_refuses_a_missing_checkpoint(tmp_path, members):
     result = invoke("ensemble", members["a"], tmp_path / "nope.npz")
     assert result.exit_code == 2
     assert result.stderr.startswith("error: ")
+
+
+def test_ensemble_report_writes_a_huge_loss_in_scientific_notation():
+    from nntrain.ensemble import EnsembleResult, MemberResult, format_report
+
+    members = [MemberResult("a.npz", 0.5, 0.6931), MemberResult("b.npz", 0.25, 3.5e7)]
+    result = EnsembleResult("test", 4, members, 0.5, 1.25, np.zeros((4, 2)),
+                            np.zeros(4, dtype=int))
+
+    lines = format_report(result)
+
+    assert lines[2] == "  0.5000    0.6931   a.npz"
+    assert lines[3] == "  0.2500    3.5e+07  b.npz"
+    assert lines[4].startswith("  0.5000    1.2500   ensemble")
