@@ -473,18 +473,36 @@ def _check_named_section(raw, section: str, tables: dict, default: str) -> dict:
             continue
         owners = [owner for owner, keys in tables.items() if key in keys]
         if owners:
-            # The example names the key's owner: switching to it is the likelier
-            # intent than dropping the key.
-            example = (f"{section}={{name: {owners[0]}, {key}:"
-                       f" {yaml_text(settings[key])}}}")
-            raise ConfigError(
-                f"{section}.{key} is not a setting of '{name}' (it belongs to"
-                f" {', '.join(owners)}); remove it or change {section}.name (with"
-                f" --set, '{example}' replaces the whole section)",
-                (f"{section}.{key}", f"{section}.name"),
-            )
+            raise _foreign_setting(section, name, key, settings, owners, table)
         raise _unknown_key(f"{section}.{key}", ["name", *table])
     return {"name": name, **_check_section(settings, table, section)}
+
+
+class ForeignSettingError(ConfigError):
+    """A key of another rule or schedule than the section's ``name``. Its message
+    proposes the key's owner; ``if_renamed``, the message for a ``--set`` that
+    changed the name, proposes the new name with the settings it takes instead:
+    the user asked for that one."""
+
+    def __init__(self, message: str, key, section: str, if_renamed: str):
+        super().__init__(message, key)
+        self.section, self.if_renamed = section, if_renamed
+
+
+def _foreign_setting(section: str, name: str, key: str, settings: dict,
+                     owners: list, table: dict) -> ForeignSettingError:
+    problem = (f"{section}.{key} is not a setting of '{name}' (it belongs to"
+               f" {', '.join(owners)})")
+    # Written in the file, the key is likelier meant for its owner than dropped.
+    owner = f"{section}={{name: {owners[0]}, {key}: {yaml_text(settings[key])}}}"
+    kept = "".join(f", {other}: {yaml_text(value)}"
+                   for other, value in settings.items() if other in table)
+    renamed = f"{section}={{name: {name}{kept}}}"
+    return ForeignSettingError(
+        f"{problem}; remove it or change {section}.name (with --set, '{owner}'"
+        " replaces the whole section)",
+        (f"{section}.{key}", f"{section}.name"), section,
+        f"{problem}; remove it, or replace the whole section: --set '{renamed}'")
 
 
 def _check_cross_keys(config: dict, raw_model: dict) -> None:
@@ -732,7 +750,11 @@ def blamed_on_override(error: ConfigError, overrides) -> ConfigError | None:
     override = override_setting(error.key, overrides)
     if override is None:
         return None
-    return ConfigError(f"--set {override}: {error}", error.key)
+    message = str(error)
+    if (isinstance(error, ForeignSettingError)
+            and override.partition("=")[0].strip() == f"{error.section}.name"):
+        message = error.if_renamed
+    return ConfigError(f"--set {override}: {message}", error.key)
 
 
 def key_within(key: str, section: str) -> bool:

@@ -623,6 +623,29 @@ def test_key_of_another_rule_via_set_is_named(write_config):
                   ["optimizer.beta1=0.9"])
 
 
+@pytest.mark.parametrize("text, override, message", [
+    ("optimizer: {name: adam, lr: 0.001}", "optimizer.name=lbfgs",
+     "optimizer.lr is not a setting of 'lbfgs' (it belongs to sgd, momentum,"
+     " nesterov, adagrad, rmsprop, adam, adamw); remove it, or replace the whole"
+     " section: --set 'optimizer={name: lbfgs}'"),
+    ("optimizer: {name: adam, lr: 0.001, beta1: 0.8}", "optimizer.name=adagrad",
+     "optimizer.beta1 is not a setting of 'adagrad' (it belongs to adam, adamw);"
+     " remove it, or replace the whole section: --set 'optimizer={name: adagrad,"
+     " lr: 0.001}'"),
+    ("schedule: {name: step, step_epochs: 3, gamma: 0.5}",
+     "schedule.name=exponential",
+     "schedule.step_epochs is not a setting of 'exponential' (it belongs to"
+     " step); remove it, or replace the whole section: --set 'schedule={name:"
+     " exponential, gamma: 0.5}'"),
+])
+def test_a_set_name_is_kept_in_the_fix_for_the_old_rules_keys(write_config, text,
+                                                               override, message):
+    with pytest.raises(ConfigError) as caught:
+        load_text(write_config, f"{text}\ntrain: {{epochs: 1}}", [override])
+
+    assert str(caught.value) == f"--set {override}: {message}"
+
+
 def test_unknown_update_rule_names_the_nearest(write_config):
     with pytest.raises(ConfigError, match=re.escape(
             "invalid optimizer.name: 'adma' (choose one of: sgd, momentum, nesterov,"
