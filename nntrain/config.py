@@ -8,8 +8,11 @@ whose one-line message names the key and the fix. The validators the table is bu
 of (integer, number, choice, ...) are in config_checks.
 """
 
+import math
 import os
 from pathlib import Path
+
+import numpy as np
 
 from nntrain.config_checks import (  # every public name stays importable from here
     MAX_LAYERS,
@@ -533,6 +536,48 @@ def _check_cross_keys(config: dict, raw_model: dict) -> None:
         _check_lbfgs(config)
     _check_min_delta(train)
     _check_schedule_floor(config)
+    _check_epsilons(config)
+
+
+def _epsilon_keys(config: dict):
+    """(dotted key, value) of each epsilon added in train.dtype arithmetic: the
+    rule's eps and the normalization layers'. Whitening's epsilon is not among
+    them: it is added to the eigenvalues in float64."""
+    if "eps" in config["optimizer"]:
+        yield "optimizer.eps", config["optimizer"]["eps"]
+    model = config["model"]
+    if model["layers"] is None:
+        yield "model.norm_epsilon", model["norm_epsilon"]
+    for i, entry in enumerate(model["layers"] or []):
+        (kind, options), = entry.items()
+        if "epsilon" in options:
+            yield f"model.layers[{i}].{kind}.epsilon", options["epsilon"]
+
+
+def _check_epsilons(config: dict) -> None:
+    """An epsilon guards a division; one that rounds to 0 in train.dtype guards
+    nothing (0 / 0 is NaN, blamed later on the rate), and a subnormal one has
+    lost its precision. Both are refused, with the smallest value that holds."""
+    dtype = config["train"]["dtype"]
+    tiny = float(np.finfo(dtype).tiny)
+    for key, value in _epsilon_keys(config):
+        if value >= tiny:
+            continue
+        zero = getattr(np, dtype)(value) == 0
+        problem = (f"rounds to 0 in {dtype} (train.dtype)" if zero else
+                   f"is subnormal in {dtype} (train.dtype), with few significant"
+                   " bits left")
+        other = ", or train.dtype float64" if dtype == "float32" else ""
+        raise ConfigError(f"invalid {key}: {value!r} {problem}; give a value >="
+                          f" {_rounded_up(tiny)}{other}", (key, "train.dtype"))
+
+
+def _rounded_up(value: float) -> str:
+    """``value`` > 0 written with two significant digits, rounded up: the
+    smallest such number that is not below it."""
+    exponent = math.floor(math.log10(value))
+    mantissa = math.ceil(value / 10.0**exponent * 10) / 10
+    return f"{mantissa:.1f}e{exponent:+03d}"
 
 
 def _check_schedule_floor(config: dict) -> None:
