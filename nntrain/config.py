@@ -8,8 +8,11 @@ whose one-line message names the key and the fix. The validators the table is bu
 of (integer, number, choice, ...) are in config_checks.
 """
 
+import math
 import os
 from pathlib import Path
+
+import numpy as np
 
 from nntrain.config_checks import (  # every public name stays importable from here
     MAX_LAYERS,
@@ -37,6 +40,7 @@ MAX_CONFIG_BYTES = 1_000_000
 # Bounds that keep a typo (an extra zero, a pasted array) from hanging a run;
 # MAX_LAYERS, the longest list any key takes, is config_checks'.
 MAX_UNITS = 1_000_000
+UNITS = "int in [1, 10^6]"
 # Maxout allocates units x pieces columns piece by piece; papers use 2 to 5.
 MAX_PIECES = 1000
 # elu's alpha scales its negative side; beyond this it only overflows float32.
@@ -47,6 +51,20 @@ MAX_COUNT = 10**9
 COUNT = "int in [1, 10^9]"
 # L-BFGS keeps 2 x history vectors as long as all the parameters together.
 MAX_HISTORY = 1000
+
+
+def _rounded_up(value: float) -> str:
+    """``value`` > 0 written with two significant digits, rounded up: the
+    smallest such number that is not below it."""
+    exponent = math.floor(math.log10(value))
+    mantissa = math.ceil(value / 10.0**exponent * 10) / 10
+    return f"{mantissa:.1f}e{exponent:+03d}"
+
+
+# An epsilon below train.dtype's smallest normal number rounds to 0 or loses its
+# precision: refused (_check_epsilons), and said so in the docs.
+EPSILON_FLOOR = (f" (>= {_rounded_up(float(np.finfo(np.float32).tiny))} in float32,"
+                 f" {_rounded_up(float(np.finfo(np.float64).tiny))} in float64)")
 
 
 def preprocess_steps(value, key):
@@ -183,25 +201,25 @@ def _weight_options() -> dict:
     return {
         "init": Key(None, optional_choice(*INITIALIZERS), "choice or null",
                     "this layer's initializer"),
-        "init_std": Key(None, optional_number(0, open_minimum=True), "float or null",
-                        "this layer's std for 'small'"),
-        "l2": Key(None, optional_number(0), "float or null", "this layer's L2"),
-        "l1": Key(None, optional_number(0), "float or null", "this layer's L1"),
-        "max_norm": Key(None, optional_number(0, open_minimum=True), "float or null",
-                        "this layer's max-norm constraint"),
+        "init_std": Key(None, optional_number(0, open_minimum=True),
+                        "float > 0 or null", "this layer's std for 'small'"),
+        "l2": Key(None, optional_number(0), "float >= 0 or null", "this layer's L2"),
+        "l1": Key(None, optional_number(0), "float >= 0 or null", "this layer's L1"),
+        "max_norm": Key(None, optional_number(0, open_minimum=True),
+                        "float > 0 or null", "this layer's max-norm constraint"),
     }
 
 
 LAYER_OPTIONS = {
     "affine": {
         "units": Key(None, integer(1, nullable=True, maximum=MAX_UNITS,
-                                   null_in_message=False), "int >= 1",
+                                   null_in_message=False), UNITS,
                      "output width; may be left out on the last layer (= classes)"),
         **_weight_options(),
     },
     "maxout": {
         "units": Key(None, integer(1, nullable=True, maximum=MAX_UNITS,
-                                   null_in_message=False), "int >= 1",
+                                   null_in_message=False), UNITS,
                      "maxout units"),
         "pieces": Key(2, integer(2, maximum=MAX_PIECES), "int in [2, 1000]",
                       "affine pieces per unit"),
@@ -222,11 +240,11 @@ LAYER_OPTIONS = {
         "momentum": Key(0.9, number(0, 1, open_maximum=True), "float in [0, 1)",
                         "running = momentum * running + (1 - momentum) * batch"),
         "epsilon": Key(1e-5, number(0, open_minimum=True), "float > 0",
-                       "added to the variance"),
+                       "added to the variance" + EPSILON_FLOOR),
     },
     "layernorm": {
         "epsilon": Key(1e-5, number(0, open_minimum=True), "float > 0",
-                       "added to the variance"),
+                       "added to the variance" + EPSILON_FLOOR),
     },
     "dropout": {
         "drop_probability": Key(0.5, number(0, 1, open_maximum=True),
@@ -237,7 +255,9 @@ LAYER_OPTIONS = {
 
 SCHEMA = {
     "seed": Key(0, integer(0), "int >= 0",
-                "drives every random generator (init, split, shuffling)"),
+                "drives every random generator: init, validation split, shuffling,"
+                " dropout masks, and a search's draws unless search.seed is set"
+                " (never the test split)"),
     "data": {
         "name": Key("digits", choice(*DATASETS), "choice",
                     "digits (bundled) | fashion-mnist | mnist | npz"),
@@ -251,8 +271,9 @@ SCHEMA = {
     },
     "model": {
         "hidden": Key([100], list_of(integer(1, maximum=MAX_UNITS), nullable=True),
-                      "list of int",
-                      "hidden widths: affine -> [norm] -> activation -> [dropout]"),
+                      f"list of {UNITS}",
+                      "hidden widths, up to 1000 of them: affine -> [norm] ->"
+                      " activation -> [dropout]"),
         "activation": Key("relu", choice(*ACTIVATIONS), "choice",
                           "relu | leaky_relu | elu | sigmoid | tanh | maxout"),
         "leaky_slope": Key(0.01, number(0, 1), "float in [0, 1]",
@@ -271,7 +292,7 @@ SCHEMA = {
         "norm_momentum": Key(0.9, number(0, 1, open_maximum=True), "float in [0, 1)",
                              "batch norm: running = m * running + (1 - m) * batch"),
         "norm_epsilon": Key(1e-5, number(0, open_minimum=True), "float > 0",
-                            "batch/layer norm: added to the variance"),
+                            "batch/layer norm: added to the variance" + EPSILON_FLOOR),
         "drop_probability": Key(0.0, number(0, 1, open_maximum=True),
                                 "float in [0, 1)",
                                 "dropout after each hidden activation: the"
@@ -287,7 +308,8 @@ SCHEMA = {
                   "L2 strength: adds 0.5 * l2 * sum(W^2) over weights"),
         "l1": Key(0.0, number(0), "float >= 0",
                   "L1 strength: adds l1 * sum(|W|) over weights"),
-        "max_norm": Key(None, optional_number(0, open_minimum=True), "float or null",
+        "max_norm": Key(None, optional_number(0, open_minimum=True),
+                        "float > 0 or null",
                         "cap on each unit's incoming weight norm, after each update"),
         "layers": Key(None, layer_list, "list or null",
                       "explicit network instead of hidden (see below)"),
@@ -362,6 +384,11 @@ def _fraction(default: float, doc: str) -> Key:
     return Key(default, number(0, 1, open_maximum=True), "float in [0, 1)", doc)
 
 
+def _epsilon(default: float, doc: str) -> Key:
+    return Key(default, number(0, open_minimum=True), "float > 0",
+               doc + EPSILON_FLOOR)
+
+
 def _positive(default: float, doc: str) -> Key:
     return Key(default, number(0, open_minimum=True), "float > 0", doc)
 
@@ -370,7 +397,7 @@ _ADAM_KEYS = {
     "lr": _lr(1e-3),
     "beta1": _fraction(0.9, "decay of the first-moment average"),
     "beta2": _fraction(0.999, "decay of the second-moment average"),
-    "eps": _positive(1e-8, "added to the root of the second moment"),
+    "eps": _epsilon(1e-8, "added to the root of the second moment"),
 }
 
 # Settings of each update rule, beside `name`; keys of another rule are errors.
@@ -379,14 +406,15 @@ OPTIMIZER_KEYS = {
     "momentum": {"lr": _lr(1e-2), "momentum": _fraction(0.9, "velocity decay mu")},
     "nesterov": {"lr": _lr(1e-2), "momentum": _fraction(0.9, "velocity decay mu")},
     "adagrad": {"lr": _lr(1e-2),
-                "eps": _positive(1e-10, "added to the root of the sum of squares")},
+                "eps": _epsilon(1e-10, "added to the root of the sum of squares")},
     "rmsprop": {"lr": _lr(1e-3),
                 "decay": _fraction(0.99, "decay rho of the mean of squared gradients"),
-                "eps": _positive(1e-8, "added to the root of the mean square")},
+                "eps": _epsilon(1e-8, "added to the root of the mean square")},
     "adam": _ADAM_KEYS,
     "adamw": {**_ADAM_KEYS,
               "weight_decay": Key(1e-2, number(0), "float >= 0",
-                                  "decoupled decay: w -= lr * weight_decay * w")},
+                                  "decoupled decay of every parameter, biases"
+                                  " included: w -= lr * weight_decay * w")},
     "lbfgs": {"history": Key(10, integer(1, maximum=MAX_HISTORY), "int in [1, 1000]",
                              "curvature pairs L-BFGS keeps (scipy's maxcor)")},
 }
@@ -473,18 +501,36 @@ def _check_named_section(raw, section: str, tables: dict, default: str) -> dict:
             continue
         owners = [owner for owner, keys in tables.items() if key in keys]
         if owners:
-            # The example names the key's owner: switching to it is the likelier
-            # intent than dropping the key.
-            example = (f"{section}={{name: {owners[0]}, {key}:"
-                       f" {yaml_text(settings[key])}}}")
-            raise ConfigError(
-                f"{section}.{key} is not a setting of '{name}' (it belongs to"
-                f" {', '.join(owners)}); remove it or change {section}.name (with"
-                f" --set, '{example}' replaces the whole section)",
-                (f"{section}.{key}", f"{section}.name"),
-            )
+            raise _foreign_setting(section, name, key, settings, owners, table)
         raise _unknown_key(f"{section}.{key}", ["name", *table])
     return {"name": name, **_check_section(settings, table, section)}
+
+
+class ForeignSettingError(ConfigError):
+    """A key of another rule or schedule than the section's ``name``. Its message
+    proposes the key's owner; ``if_renamed``, the message for a ``--set`` that
+    changed the name, proposes the new name with the settings it takes instead:
+    the user asked for that one."""
+
+    def __init__(self, message: str, key, section: str, if_renamed: str):
+        super().__init__(message, key)
+        self.section, self.if_renamed = section, if_renamed
+
+
+def _foreign_setting(section: str, name: str, key: str, settings: dict,
+                     owners: list, table: dict) -> ForeignSettingError:
+    problem = (f"{section}.{key} is not a setting of '{name}' (it belongs to"
+               f" {', '.join(owners)})")
+    # Written in the file, the key is likelier meant for its owner than dropped.
+    owner = f"{section}={{name: {owners[0]}, {key}: {yaml_text(settings[key])}}}"
+    kept = "".join(f", {other}: {yaml_text(value)}"
+                   for other, value in settings.items() if other in table)
+    renamed = f"{section}={{name: {name}{kept}}}"
+    return ForeignSettingError(
+        f"{problem}; remove it or change {section}.name (with --set, '{owner}'"
+        " replaces the whole section)",
+        (f"{section}.{key}", f"{section}.name"), section,
+        f"{problem}; remove it, or replace the whole section: --set '{renamed}'")
 
 
 def _check_cross_keys(config: dict, raw_model: dict) -> None:
@@ -515,6 +561,41 @@ def _check_cross_keys(config: dict, raw_model: dict) -> None:
         _check_lbfgs(config)
     _check_min_delta(train)
     _check_schedule_floor(config)
+    _check_epsilons(config)
+
+
+def _epsilon_keys(config: dict):
+    """(dotted key, value) of each epsilon added in train.dtype arithmetic: the
+    rule's eps and the normalization layers'. Whitening's epsilon is not among
+    them: it is added to the eigenvalues in float64."""
+    if "eps" in config["optimizer"]:
+        yield "optimizer.eps", config["optimizer"]["eps"]
+    model = config["model"]
+    if model["layers"] is None:
+        yield "model.norm_epsilon", model["norm_epsilon"]
+    for i, entry in enumerate(model["layers"] or []):
+        (kind, options), = entry.items()
+        if "epsilon" in options:
+            yield f"model.layers[{i}].{kind}.epsilon", options["epsilon"]
+
+
+def _check_epsilons(config: dict) -> None:
+    """An epsilon guards a division; one that rounds to 0 in train.dtype guards
+    nothing (0 / 0 is NaN, blamed later on the rate), and a subnormal one has
+    lost its precision. Both are refused, with the smallest value that holds."""
+    dtype = config["train"]["dtype"]
+    tiny = float(np.finfo(dtype).tiny)
+    for key, value in _epsilon_keys(config):
+        if value >= tiny:
+            continue
+        zero = getattr(np, dtype)(value) == 0
+        problem = (f"rounds to 0 in {dtype} (train.dtype)" if zero else
+                   f"is subnormal in {dtype} (train.dtype), with few significant"
+                   " bits left")
+        other = ", or train.dtype float64" if dtype == "float32" else ""
+        raise ConfigError(f"invalid {key}: {value!r} {problem}; give a value >="
+                          f" {_rounded_up(tiny)}{other}", (key, "train.dtype"))
+
 
 
 def _check_schedule_floor(config: dict) -> None:
@@ -732,7 +813,11 @@ def blamed_on_override(error: ConfigError, overrides) -> ConfigError | None:
     override = override_setting(error.key, overrides)
     if override is None:
         return None
-    return ConfigError(f"--set {override}: {error}", error.key)
+    message = str(error)
+    if (isinstance(error, ForeignSettingError)
+            and override.partition("=")[0].strip() == f"{error.section}.name"):
+        message = error.if_renamed
+    return ConfigError(f"--set {override}: {message}", error.key)
 
 
 def key_within(key: str, section: str) -> bool:

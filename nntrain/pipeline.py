@@ -527,7 +527,12 @@ def _start_of_run_checks(reporter, config, prepared, model, input_width,
                                                   *prepared.splits["train"])
     for line in lines + loss_lines:
         reporter.line(line)
-    for text in (warning, checks.warmup_check(config["schedule"], total)):
+    note = checks.full_batch_note(config)
+    if note:
+        reporter.note(note)
+    for text in (*checks.ineffective_settings(config),
+                 checks.double_decay_check(config), warning,
+                 checks.warmup_check(config["schedule"], total)):
         if text:
             reporter.warn(text)
 

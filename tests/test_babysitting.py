@@ -589,3 +589,135 @@ def test_runs_whose_weights_cannot_move_do_not_blame_the_rate(tmp_path, tiny_con
     for line in ratios:
         assert cause in line, line
         assert "optimizer.lr" not in line, line
+
+
+# Settings that do not apply: warnings, not errors (a search may vary the setting
+# that decides). Each is written out from the wording.
+def _resolved(**model):
+    return resolve_config({"model": model, "train": {"epochs": 1}})
+
+
+@pytest.mark.parametrize("model, expected", [
+    ({"leaky_slope": 0.2}, "model.leaky_slope has no effect with activation relu;"
+                           " set model.activation=leaky_relu to use it"),
+    ({"activation": "tanh", "elu_alpha": 2.0},
+     "model.elu_alpha has no effect with activation tanh; set model.activation=elu"
+     " to use it"),
+    ({"pieces": 3}, "model.pieces has no effect with activation relu; set"
+                    " model.activation=maxout to use it"),
+    ({"init_std": 0.5}, "model.init_std has no effect with init he; set"
+                        " model.init=small to use it"),
+    ({"layernorm": True, "norm_momentum": 0.5},
+     "model.norm_momentum has no effect without batch norm; set"
+     " model.batchnorm=true to use it"),
+    ({"norm_epsilon": 1e-3}, "model.norm_epsilon has no effect without batch or"
+                             " layer norm; set model.batchnorm=true or"
+                             " model.layernorm=true to use it"),
+])
+def test_a_model_setting_that_does_not_apply_is_named(model, expected):
+    assert checks.ineffective_settings(_resolved(**model)) == [expected]
+
+
+@pytest.mark.parametrize("model", [
+    {"activation": "leaky_relu", "leaky_slope": 0.2},
+    {"activation": "elu", "elu_alpha": 2.0},
+    {"activation": "maxout", "pieces": 3},
+    {"init": "small", "init_std": 0.5},
+    {"batchnorm": True, "norm_momentum": 0.5, "norm_epsilon": 1e-3},
+    {"layernorm": True, "norm_epsilon": 1e-3},
+    {"leaky_slope": 0.01},  # the default: nothing was set
+])
+def test_a_model_setting_in_use_is_no_warning(model):
+    assert checks.ineffective_settings(_resolved(**model)) == []
+
+
+def test_settings_an_explicit_network_does_not_use_are_named():
+    layers = [{"affine": {"units": 8, "init_std": 0.1}}, {"relu": {}},
+              {"affine": {"init": "small", "init_std": 0.1}}]
+    config = _resolved(hidden=None, layers=layers, activation="elu", init_std=0.1)
+
+    assert checks.ineffective_settings(config) == [
+        "model.activation has no effect with model.layers (it belongs to the"
+        " model.hidden shorthand); give the layers in model.layers the options"
+        " instead",
+        "model.layers[0].affine.init_std has no effect with init he; set"
+        " model.layers[0].affine.init=small to use it",
+        "model.init_std has no effect: no layer of model.layers uses the 'small'"
+        " initializer without an init_std of its own; set model.init=small, or a"
+        " layer's init, to use it",
+    ]
+
+
+def test_the_models_init_std_is_in_use_where_a_layer_takes_it():
+    layers = [{"affine": {"units": 8, "init": "he"}}, {"relu": {}}, {"affine": {}}]
+    config = _resolved(hidden=None, layers=layers, init="small", init_std=0.1)
+
+    assert checks.ineffective_settings(config) == []
+
+
+@pytest.mark.parametrize("model, weight_decay, key", [
+    ({"l2": 1e-3}, 0.01, "model.l2"),
+    ({"hidden": None, "layers": [{"affine": {"units": 8, "l2": 0.1}}, {"relu": {}},
+                                 {"affine": {}}]}, 0.01, "model.layers[0].affine.l2"),
+    ({"l2": 1e-3}, 0.0, None),
+    ({"l2": 0.0}, 0.01, None),
+])
+def test_adamw_beside_an_l2_penalty_is_a_warning_naming_both(model, weight_decay,
+                                                             key):
+    config = resolve_config({"model": model, "train": {"epochs": 1},
+                             "optimizer": {"name": "adamw",
+                                           "weight_decay": weight_decay}})
+
+    expected = None if key is None else (
+        f"optimizer.weight_decay (adamw's decoupled decay) and {key} (an L2 penalty"
+        " in the loss) both shrink the weights, and the run applies both; set"
+        f" {key} to 0, or use optimizer adam with the L2 penalty")
+    assert checks.double_decay_check(config) == expected
+
+
+@pytest.mark.parametrize("train, expected", [
+    ({"epochs": 30, "batch_size": 32},
+     "lbfgs works on the whole training split: each iteration counts as an epoch"
+     " (train.epochs 30 = 30 L-BFGS iterations), and train.batch_size is not used;"
+     " train.dtype float64 suits its line search better"),
+    ({"iterations": 5, "dtype": "float64"},
+     "lbfgs works on the whole training split: train.iterations counts L-BFGS"
+     " iterations, and train.batch_size is not used"),
+])
+def test_lbfgs_says_how_it_counts_and_that_it_takes_no_batches(train, expected):
+    config = resolve_config({"optimizer": {"name": "lbfgs"}, "train": train})
+
+    assert checks.full_batch_note(config) == expected
+    assert checks.full_batch_note(_resolved()) is None
+
+
+@pytest.mark.parametrize("flags", [[], ["--quiet"]])
+def test_a_setting_without_effect_is_warned_once_and_logged(tmp_path, tiny_npz,
+                                                            write_config, flags):
+    raw = tiny_config_dict(tiny_npz)
+    raw["model"]["leaky_slope"] = 0.2
+    raw["train"]["plots"] = False
+    out = tmp_path / "run"
+    warning = ("warning: model.leaky_slope has no effect with activation relu; set"
+               " model.activation=leaky_relu to use it")
+
+    result = invoke("fit", write_config(raw), "--out", out, *flags)
+
+    assert result.exit_code == 0, result.output
+    assert result.stderr.splitlines().count(warning) == (0 if flags else 1)
+    assert (out / "train.log").read_text().splitlines().count(warning) == 1
+
+
+def test_an_lbfgs_run_notes_how_it_counts(tmp_path, tiny_npz, write_config):
+    raw = tiny_config_dict(tiny_npz)
+    raw["optimizer"] = {"name": "lbfgs"}
+    raw["train"].update(epochs=2, plots=False)
+
+    result = invoke("fit", write_config(raw), "--out", tmp_path / "run")
+
+    assert result.exit_code == 0, result.output
+    assert ("note: lbfgs works on the whole training split: each iteration counts"
+            " as an epoch (train.epochs 2 = 2 L-BFGS iterations), and"
+            " train.batch_size is not used; train.dtype float64 suits its line"
+            " search better") in result.stderr.splitlines()
+    assert "Done: 2 epochs, 2 iterations" in result.stdout

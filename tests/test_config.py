@@ -623,6 +623,29 @@ def test_key_of_another_rule_via_set_is_named(write_config):
                   ["optimizer.beta1=0.9"])
 
 
+@pytest.mark.parametrize("text, override, message", [
+    ("optimizer: {name: adam, lr: 0.001}", "optimizer.name=lbfgs",
+     "optimizer.lr is not a setting of 'lbfgs' (it belongs to sgd, momentum,"
+     " nesterov, adagrad, rmsprop, adam, adamw); remove it, or replace the whole"
+     " section: --set 'optimizer={name: lbfgs}'"),
+    ("optimizer: {name: adam, lr: 0.001, beta1: 0.8}", "optimizer.name=adagrad",
+     "optimizer.beta1 is not a setting of 'adagrad' (it belongs to adam, adamw);"
+     " remove it, or replace the whole section: --set 'optimizer={name: adagrad,"
+     " lr: 0.001}'"),
+    ("schedule: {name: step, step_epochs: 3, gamma: 0.5}",
+     "schedule.name=exponential",
+     "schedule.step_epochs is not a setting of 'exponential' (it belongs to"
+     " step); remove it, or replace the whole section: --set 'schedule={name:"
+     " exponential, gamma: 0.5}'"),
+])
+def test_a_set_name_is_kept_in_the_fix_for_the_old_rules_keys(write_config, text,
+                                                               override, message):
+    with pytest.raises(ConfigError) as caught:
+        load_text(write_config, f"{text}\ntrain: {{epochs: 1}}", [override])
+
+    assert str(caught.value) == f"--set {override}: {message}"
+
+
 def test_unknown_update_rule_names_the_nearest(write_config):
     with pytest.raises(ConfigError, match=re.escape(
             "invalid optimizer.name: 'adma' (choose one of: sgd, momentum, nesterov,"
@@ -760,3 +783,49 @@ def test_settings_that_would_be_ignored_or_overflow_are_refused(raw, message):
 def test_a_resolved_polyak_average_resolves_again():
     resolved = resolve_config({"train": {"epochs": 1, "average": {"kind": "polyak"}}})
     assert resolve_config(resolved) == resolved
+
+
+@pytest.mark.parametrize("text, key, value", [
+    ("optimizer: {name: adam, eps: 1.0e-50}", "optimizer.eps", "1e-50"),
+    ("optimizer: {name: adagrad, eps: 1.0e-50}", "optimizer.eps", "1e-50"),
+    ("optimizer: {name: rmsprop, eps: 1.0e-50}", "optimizer.eps", "1e-50"),
+    ("model: {norm_epsilon: 1.0e-300, batchnorm: true}", "model.norm_epsilon",
+     "1e-300"),
+    ("model: {hidden: null, layers: [{affine: {units: 4}}, {layernorm: {epsilon:"
+     " 1.0e-300}}, {affine: {}}]}", "model.layers[1].layernorm.epsilon", "1e-300"),
+])
+def test_an_epsilon_that_rounds_to_zero_in_float32_is_refused(write_config, text,
+                                                              key, value):
+    message = (f"invalid {key}: {value} rounds to 0 in float32 (train.dtype); give a"
+               " value >= 1.2e-38, or train.dtype float64")
+
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_text(write_config, f"{text}\ntrain: {{epochs: 1}}")
+
+
+def test_a_subnormal_epsilon_is_refused_and_the_smallest_normal_accepted(
+        write_config):
+    # float32's smallest normal number is 2**-126 = 1.1754944e-38.
+    with pytest.raises(ConfigError, match=re.escape(
+            "invalid optimizer.eps: 1e-40 is subnormal in float32 (train.dtype), with"
+            " few significant bits left; give a value >= 1.2e-38, or train.dtype"
+            " float64")):
+        load_text(write_config, "optimizer: {eps: 1.0e-40}\ntrain: {epochs: 1}")
+
+    smallest = load_text(write_config, "train: {epochs: 1}",
+                         [f"optimizer.eps={2.0**-126!r}"])
+    in_float64 = load_text(write_config, "train: {epochs: 1, dtype: float64}",
+                           ["optimizer.eps=1e-40"])
+
+    assert smallest["optimizer"]["eps"] == 2.0**-126
+    assert in_float64["optimizer"]["eps"] == 1e-40
+
+
+def test_a_float64_epsilon_below_its_smallest_normal_names_it(write_config):
+    # float64's smallest normal number is 2**-1022 = 2.2250738585072014e-308.
+    with pytest.raises(ConfigError, match=re.escape(
+            "--set optimizer.eps=1e-320: invalid optimizer.eps: 1e-320 is subnormal"
+            " in float64 (train.dtype), with few significant bits left; give a"
+            " value >= 2.3e-308")):
+        load_text(write_config, "train: {epochs: 1, dtype: float64}",
+                  ["optimizer.eps=1e-320"])

@@ -12,6 +12,7 @@ import os
 
 import numpy as np
 
+from nntrain.config import SCHEMA
 from nntrain.errors import ConfigError
 from nntrain.evaluate import measure
 from nntrain.nn.layers import BatchNorm
@@ -181,3 +182,109 @@ def huge_penalty(model) -> str | None:
     return (f"{kind} = {strength:g} is far stronger than any useful penalty (useful"
             f" ones are below 1): lower model.{kind} (or the layer's {kind})")
 
+
+
+def _changed(model: dict, key: str) -> bool:
+    """Whether model.``key`` holds another value than its default."""
+    return model[key] != SCHEMA["model"][key].default
+
+
+# The model keys of the hidden shorthand, each with the setting that uses it:
+# (key, setting, the values of that setting that use the key, how to set it).
+_SHORTHAND_USES = (
+    ("leaky_slope", "activation", ("leaky_relu",), "model.activation=leaky_relu"),
+    ("elu_alpha", "activation", ("elu",), "model.activation=elu"),
+    ("pieces", "activation", ("maxout",), "model.activation=maxout"),
+    ("norm_momentum", "batchnorm", (True,), "model.batchnorm=true"),
+)
+_SHORTHAND_KEYS = ("activation", "leaky_slope", "elu_alpha", "pieces", "batchnorm",
+                   "layernorm", "norm_momentum", "norm_epsilon", "drop_probability")
+
+
+def ineffective_settings(config: dict) -> list[str]:
+    """Warnings for model settings given another value than their default that
+    the network does not use (leaky_slope with relu, init_std with he, ...). Not
+    errors, as keys of another update rule are: a search may vary the setting
+    that decides whether they apply."""
+    model = config["model"]
+    if model["layers"] is not None:
+        return _ineffective_beside_layers(model)
+    warnings = []
+    for key, setting, users, fix in _SHORTHAND_USES:
+        if _changed(model, key) and model[setting] not in users:
+            used = (f"with activation {model['activation']}" if setting ==
+                    "activation" else "without batch norm")
+            warnings.append(f"model.{key} has no effect {used}; set {fix} to use it")
+    if (_changed(model, "norm_epsilon")
+            and not (model["batchnorm"] or model["layernorm"])):
+        warnings.append("model.norm_epsilon has no effect without batch or layer"
+                        " norm; set model.batchnorm=true or model.layernorm=true to"
+                        " use it")
+    if _changed(model, "init_std") and model["init"] != "small":
+        warnings.append(f"model.init_std has no effect with init {model['init']};"
+                        " set model.init=small to use it")
+    if (model["batchnorm"] and _changed(model, "norm_momentum")
+            and config["optimizer"]["name"] == "lbfgs"):
+        warnings.append("model.norm_momentum has no effect with optimizer lbfgs,"
+                        " whose running statistics are the full batch's own")
+    return warnings
+
+
+def _ineffective_beside_layers(model: dict) -> list[str]:
+    """The warnings of ineffective_settings for an explicit network: the hidden
+    shorthand's keys, and init_std where the initializer is not 'small'."""
+    warnings = [f"model.{key} has no effect with model.layers (it belongs to the"
+                " model.hidden shorthand); give the layers in model.layers the"
+                " options instead" for key in _SHORTHAND_KEYS if _changed(model, key)]
+    uses_model_std = False
+    for i, entry in enumerate(model["layers"]):
+        (kind, options), = entry.items()
+        if "init" not in options:
+            continue
+        init = options["init"] or model["init"]
+        if options["init_std"] is None:
+            uses_model_std = uses_model_std or init == "small"
+        elif init != "small":
+            where = f"model.layers[{i}].{kind}"
+            warnings.append(f"{where}.init_std has no effect with init {init}; set"
+                            f" {where}.init=small to use it")
+    if _changed(model, "init_std") and not uses_model_std:
+        warnings.append("model.init_std has no effect: no layer of model.layers"
+                        " uses the 'small' initializer without an init_std of its"
+                        " own; set model.init=small, or a layer's init, to use it")
+    return warnings
+
+
+def double_decay_check(config: dict) -> str | None:
+    """A warning when adamw's decoupled weight decay and an L2 penalty both
+    shrink the weights: each is meant to replace the other."""
+    optimizer, model = config["optimizer"], config["model"]
+    if optimizer["name"] != "adamw" or not optimizer["weight_decay"]:
+        return None
+    keys = ["model.l2"] if model["l2"] else []
+    keys += [f"model.layers[{i}].{kind}.l2"
+             for i, entry in enumerate(model["layers"] or [])
+             for kind, options in entry.items() if options.get("l2")]
+    if not keys:
+        return None
+    return (f"optimizer.weight_decay (adamw's decoupled decay) and {keys[0]} (an L2"
+            " penalty in the loss) both shrink the weights, and the run applies"
+            f" both; set {keys[0]} to 0, or use optimizer adam with the L2 penalty")
+
+
+def full_batch_note(config: dict) -> str | None:
+    """What a run with optimizer lbfgs does with the mini-batch settings: it
+    takes the whole training split as one batch, so an epoch is one iteration."""
+    if config["optimizer"]["name"] != "lbfgs":
+        return None
+    train = config["train"]
+    if train["epochs"] is not None:
+        length = (f"each iteration counts as an epoch (train.epochs {train['epochs']}"
+                  f" = {counted(train['epochs'], 'L-BFGS iteration')})")
+    else:
+        length = "train.iterations counts L-BFGS iterations"
+    note = (f"lbfgs works on the whole training split: {length}, and"
+            " train.batch_size is not used")
+    if train["dtype"] == "float32":
+        note += "; train.dtype float64 suits its line search better"
+    return note
