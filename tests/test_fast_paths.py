@@ -1,0 +1,56 @@
+"""The faster forms of the layers' maths give the results of the plain ones, to the
+bit, and keep float32 runs in float32."""
+
+import numpy as np
+import pytest
+
+from nntrain.nn import functional as F
+from nntrain.nn.layers import LAYERS, BuildContext
+
+SPECIAL = [np.nan, -np.nan, np.inf, -np.inf, 0.0, -0.0, 1e-45, -3.5, 2.0]
+
+
+def _bits(array: np.ndarray) -> bytes:
+    return array.dtype.str.encode() + array.shape.__repr__().encode() + array.tobytes()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_select_is_where_to_the_bit_with_nan_signed_zeros_and_infinities(dtype):
+    values = np.array(SPECIAL, dtype=dtype)
+    a = np.repeat(values, len(values)).reshape(len(values), -1)
+    b = a.T.copy()
+    for condition in (a > b, a >= 0, np.isnan(a), np.zeros_like(a, bool)):
+        assert _bits(F.select(condition, a, b)) == _bits(np.where(condition, a, b))
+
+
+def test_select_takes_strided_views():
+    z = np.arange(24, dtype=np.float32).reshape(3, 4, 2) - 10
+    a, b = z[..., 1], z[..., 0]
+    assert _bits(F.select(a > 5, a, b)) == _bits(np.where(a > 5, a, b))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_activations_match_their_np_where_definitions_to_the_bit(dtype):
+    rng = np.random.default_rng(0)
+    x = np.concatenate([np.array(SPECIAL), 30 * rng.standard_normal(201)])
+    x = x.astype(dtype).reshape(2, -1)
+    dout = rng.standard_normal(x.shape).astype(dtype)
+    with np.errstate(all="ignore"):
+        e = np.exp(-np.abs(x))
+        elu = np.where(x > 0, x, 1.5 * np.expm1(np.minimum(x, 0)))
+        expected = {
+            "leaky": np.where(x > 0, x, x * 0.2),
+            "leaky_back": np.where(x > 0, dout, dout * 0.2),
+            "sigmoid": np.where(x >= 0, 1, e) / (1 + e),
+            "elu": elu,
+            "elu_back": np.where(x > 0, dout, dout * (elu + 1.5)),
+        }
+        got = {
+            "leaky": F.leaky_relu_forward(x, 0.2),
+            "leaky_back": F.leaky_relu_backward(dout, x, 0.2),
+            "sigmoid": F.sigmoid_forward(x),
+            "elu": F.elu_forward(x, 1.5),
+            "elu_back": F.elu_backward(dout, x, elu, 1.5),
+        }
+    for name in expected:
+        assert _bits(got[name]) == _bits(expected[name]), name
