@@ -54,3 +54,37 @@ def test_activations_match_their_np_where_definitions_to_the_bit(dtype):
         }
     for name in expected:
         assert _bits(got[name]) == _bits(expected[name]), name
+
+
+@pytest.mark.parametrize("pieces", [2, 3])
+def test_maxout_winner_and_output_are_argmax_s_with_ties_and_nan(pieces):
+    rng = np.random.default_rng(1)
+    x = rng.integers(-2, 3, (40, 5 * pieces)).astype(np.float32)  # many ties
+    W = np.eye(5 * pieces, dtype=np.float32)  # the pieces are x itself, plus b
+    b = np.zeros(5 * pieces, np.float32)
+    b[[0, 2, -1]] = [np.nan, -np.inf, np.nan]  # a NaN piece, and a unit all NaN
+    if pieces == 3:
+        b[3:6] = np.nan
+    z = (x @ W + b).reshape(40, 5, pieces)
+    out, winner = F.maxout_forward(x, W, b, pieces)
+    expected_winner = z.argmax(axis=2)
+    expected_out = np.take_along_axis(z, expected_winner[..., None], axis=2)[..., 0]
+    np.testing.assert_array_equal(winner, expected_winner)
+    assert _bits(out) == _bits(expected_out)
+
+    dout = rng.standard_normal((40, 5)).astype(np.float32)
+    dz = np.zeros_like(z)
+    np.put_along_axis(dz, expected_winner[..., None], dout[..., None], axis=2)
+    dx, dW, db = F.maxout_backward(dout, x, W, winner, pieces)
+    assert _bits(db) == _bits(np.ones(40, np.float32) @ dz.reshape(40, -1))
+    assert _bits(dW) == _bits(x.T @ dz.reshape(40, -1))
+
+
+def test_maxout_writes_its_gradients_into_their_storage():
+    context = BuildContext(np.random.default_rng(0), np.random.default_rng(1),
+                           np.dtype(np.float32))
+    layer = LAYERS["maxout"]("maxout1", 4, 3, context, pieces=2)
+    storage = {key: grad for key, grad in layer.grads.items()}
+    layer.forward(np.ones((2, 4), np.float32), training=True)
+    _, grads = layer.backward(np.ones((2, 3), np.float32))
+    assert all(grads[key] is storage[key] for key in ("W", "b"))
