@@ -88,3 +88,68 @@ def test_maxout_writes_its_gradients_into_their_storage():
     layer.forward(np.ones((2, 4), np.float32), training=True)
     _, grads = layer.backward(np.ones((2, 3), np.float32))
     assert all(grads[key] is storage[key] for key in ("W", "b"))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("layout", ["contiguous", "transposed"])
+def test_add_l1_gradient_adds_strength_times_sign_to_the_bit(dtype, layout):
+    rng = np.random.default_rng(2)
+    W = rng.standard_normal((300, 70)).astype(dtype)  # 21,000: a partial block
+    W[0, :3] = [0.0, -0.0, np.nan]
+    grad = rng.standard_normal(W.shape).astype(dtype)
+    if layout == "transposed":
+        W, grad = W.T, grad.T
+    expected = grad + 3e-4 * np.sign(W)
+    F.add_l1_gradient(grad, W, 3e-4)
+    assert _bits(grad) == _bits(expected)
+
+
+def _normalization_reference(x, dout, gamma, beta, axis):
+    """The normalization's forward and backward as the plain formulas."""
+    keep = axis == 1
+    mean = x.mean(axis=axis, keepdims=keep)
+    centered = x - mean
+    inv_std = 1 / np.sqrt(np.mean(centered * centered, axis=axis, keepdims=keep)
+                          + 1e-5)
+    x_hat = centered * inv_std
+    count = x.shape[axis]
+    dx_hat = dout * gamma
+    dx = (count * dx_hat - dx_hat.sum(axis=axis, keepdims=keep)
+          - x_hat * np.sum(dx_hat * x_hat, axis=axis, keepdims=keep))
+    dx *= inv_std / count
+    return x_hat * gamma + beta, dx, np.sum(dout * x_hat, axis=0), dout.sum(axis=0)
+
+
+@pytest.mark.parametrize("kind, axis", [("batchnorm", 0), ("layernorm", 1)])
+def test_normalization_matches_its_formulas_to_the_bit_and_stays_float32(kind, axis):
+    rng = np.random.default_rng(3)
+    x = (3 * rng.standard_normal((16, 6)) + 1).astype(np.float32)
+    dout = rng.standard_normal(x.shape).astype(np.float32)
+    context = BuildContext(rng, rng, np.dtype(np.float32))
+    layer = LAYERS[kind](kind, 6, context)
+    layer.params["gamma"][...] = rng.uniform(0.5, 2, 6)
+    layer.params["beta"][...] = rng.uniform(-1, 1, 6)
+    out = layer.forward(x, training=True)
+    dx, grads = layer.backward(dout)
+    expected = _normalization_reference(x, dout, layer.params["gamma"],
+                                        layer.params["beta"], axis)
+    for got, want in zip((out, dx, grads["gamma"], grads["beta"]), expected):
+        assert _bits(got) == _bits(want)
+    kept = [layer.x_hat, layer.inv_std, *layer.buffers.values(),
+            layer.forward(x, training=False)]
+    assert {array.dtype for array in kept} == {np.dtype(np.float32)}
+
+
+@pytest.mark.parametrize("kind", sorted(LAYERS))
+def test_a_float32_layer_keeps_and_returns_only_float32_arrays(kind):
+    rng = np.random.default_rng(4)
+    context = BuildContext(rng, rng, np.dtype(np.float32))
+    sized = LAYERS[kind].sized
+    layer = (LAYERS[kind](kind, 8, 5, context) if sized
+             else LAYERS[kind](kind, 8, context))
+    x = rng.standard_normal((32, 8)).astype(np.float32)
+    out = layer.forward(x, training=True)
+    dx, grads = layer.backward(np.ones_like(out))
+    kept = [value for value in vars(layer).values() if isinstance(value, np.ndarray)]
+    floats = [out, dx, *grads.values(), *kept, *layer.buffers.values()]
+    assert {a.dtype for a in floats if a.dtype.kind == "f"} == {np.dtype(np.float32)}
