@@ -121,6 +121,7 @@ class Maxout(Layer):
             "W": _maxout_weights(in_width, units, pieces, context, init, init_std),
             "b": np.zeros(units * pieces, dtype=context.dtype),
         }
+        self.grads = {key: np.zeros_like(value) for key, value in self.params.items()}
         self.pieces = pieces
         self.l2, self.l1, self.max_norm = l2, l1, max_norm
         self.x = self.winner = None  # (N, D) input; (N, H) index of the winning piece
@@ -136,8 +137,10 @@ class Maxout(Layer):
         return out
 
     def backward(self, dout, need_dx=True):
+        # The weight gradients go straight into their storage, as Affine's do.
         dx, dW, db = F.maxout_backward(dout, self.x, self.params["W"], self.winner,
-                                       self.pieces, need_dx)
+                                       self.pieces, need_dx, dW=self.grads["W"],
+                                       db=self.grads["b"])
         return dx, {"W": dW, "b": db}
 
     def kink_state(self):

@@ -163,7 +163,7 @@ class Model:
             if penalty.l2:
                 F.add_l2_gradient(grads[penalty.name], W, penalty.l2)
             if penalty.l1:
-                grads[penalty.name] += penalty.l1 * np.sign(W)
+                F.add_l1_gradient(grads[penalty.name], W, penalty.l1)
         reg_loss = self.regularization()
         return LossResult(data_loss + reg_loss, data_loss, reg_loss, grads, scores)
 
