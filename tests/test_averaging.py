@@ -1,6 +1,7 @@
 """Averaged weights and snapshot checkpoints."""
 
 import json
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -10,7 +11,9 @@ from conftest import tiny_config_dict
 from nntrain.checkpoint import load_checkpoint, save_checkpoint
 from nntrain.cli import cli
 from nntrain.config import resolve_config
+from nntrain.nn.flat import FlatArrays
 from nntrain.nn.model import build_model
+from nntrain.optim.rules import UPDATE_BLOCK
 from nntrain.pipeline import fit
 from nntrain.prepare import prepare_data
 from nntrain.restore import restore
@@ -34,6 +37,89 @@ def test_exponential_average_follows_its_recurrence():
     expected = 0.9 * (0.9 * 1.0 + 0.1 * 3.0) + 0.1 * 5.0
     np.testing.assert_allclose(average.arrays["w"], [expected])
 
+
+
+# Over a Model's FlatArrays the average runs in blocks of UPDATE_BLOCK elements; a
+# layout of 2.3 blocks ends one block in the middle of a.W and one in a.b.
+FLAT_SHAPES = {"a.W": (300, 200), "a.b": (200,), "b.W": (200, 75)}
+
+
+def _iterates(count: int, dtype=np.float32) -> list:
+    rng = np.random.default_rng(7)
+    return [{name: rng.normal(size=shape).astype(dtype)
+             for name, shape in FLAT_SHAPES.items()} for _ in range(count)]
+
+
+def _reference_average(iterates: list, kind: str, decay: float) -> dict:
+    """The averaging formula in plain float32 NumPy: avg <- avg + (w - avg) x,
+    x = 1 - decay or 1 / k at the k-th update, rounded to float32 like every
+    operand."""
+    average = {name: value.copy() for name, value in iterates[0].items()}
+    for k, weights in enumerate(iterates[1:], start=2):
+        x = np.float32(1 - decay if kind == "exponential" else 1 / k)
+        average = {name: average[name] + (weights[name] - average[name]) * x
+                   for name in average}
+    return average
+
+
+def _flat(arrays: dict) -> FlatArrays:
+    flat = FlatArrays(FLAT_SHAPES, np.float32)
+    for name, value in arrays.items():
+        flat[name] = value
+    return flat
+
+
+@pytest.mark.parametrize("kind, decay", [("polyak", 0.0), ("exponential", 0.9),
+                                         ("exponential", 0.999)])
+@pytest.mark.parametrize("flat", [True, False])
+def test_averages_match_the_formula_to_the_bit_and_stay_float32(kind, decay, flat):
+    assert sum(np.prod(shape) for shape in FLAT_SHAPES.values()) > 2 * UPDATE_BLOCK
+    iterates = _iterates(6)
+    average = WeightAverage(kind, decay)
+    params = _flat(iterates[0]) if flat else dict(iterates[0])
+    for weights in iterates:
+        for name, value in weights.items():
+            params[name] = value
+        average.update(params)
+
+    expected = _reference_average(iterates, kind, decay)
+    assert list(average.state_arrays()) == list(FLAT_SHAPES)
+    for name, value in average.state_arrays().items():
+        assert value.dtype == np.float32
+        assert np.array_equal(value, expected[name]), name
+
+
+def test_averages_loaded_in_another_order_continue_to_the_bit():
+    iterates = _iterates(5)
+    first = WeightAverage("polyak")
+    for weights in iterates[:3]:
+        first.update(_flat(weights))
+    saved = first.state_arrays()
+
+    resumed = WeightAverage("polyak")
+    resumed.load({name: saved[name].copy() for name in reversed(saved)}, 3)
+    params = _flat(iterates[3])
+    resumed.update(params)
+    for name, value in iterates[4].items():
+        params[name] = value
+    resumed.update(params)
+
+    expected = _reference_average(iterates, "polyak", 0.0)
+    for name in FLAT_SHAPES:
+        assert np.array_equal(resumed.arrays[name], expected[name]), name
+
+
+def test_averaging_keeps_one_copy_of_the_weights_and_one_block_of_scratch():
+    params = _flat(_iterates(1)[0])
+    average = WeightAverage("exponential", 0.9)
+    tracemalloc.start()
+    try:
+        for _ in range(3):
+            average.update(params)
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert held < params.vector.nbytes + 4 * UPDATE_BLOCK + 32_768
 
 def test_run_keeps_averages_snapshots_and_eval_can_use_them(tmp_path, tiny_npz):
     raw = tiny_config_dict(tiny_npz)

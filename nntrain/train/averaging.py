@@ -29,15 +29,20 @@ under ``average/<layer>.running_mean`` and ``average/<layer>.running_var``;
 import numpy as np
 
 from nntrain.nn import functional as F
+from nntrain.nn.flat import FlatArrays
 from nntrain.nn.layers import BatchNorm
+from nntrain.optim.rules import UPDATE_BLOCK
 
 
 class WeightAverage:
     def __init__(self, kind: str = "exponential", decay: float = 0.999):
         self.kind, self.decay = kind, decay
         self.count = 0  # updates averaged so far
+        # The averages by parameter name: views of one vector of the parameters'
+        # layout when those are a Model's FlatArrays, else separate arrays.
         self.arrays: dict[str, np.ndarray] = {}
-        self._scratch: dict[str, np.ndarray] = {}
+        self._scratch: dict[str, np.ndarray] = {}  # one block per dtype
+        self._block_views = None  # (param vector, average vector, views): _blocks
         # Batch norm statistics of ``arrays`` (empty without batch norm), and the
         # ``count`` they were measured at: any later update makes them stale.
         self.buffers: dict[str, np.ndarray] = {}
@@ -47,22 +52,56 @@ class WeightAverage:
         """Fold the current weights into the average, in place."""
         self.count += 1
         if self.count == 1:
-            self.arrays = {name: param.copy() for name, param in params.items()}
-            self._scratch = {name: np.empty_like(param)
-                             for name, param in params.items()}
+            self.arrays = _copied(params)
             return
+        if isinstance(params, FlatArrays) and not params.same_layout(self.arrays):
+            # Averages just loaded from a checkpoint: gather them into one vector.
+            self.arrays = _gathered(params, self.arrays)
         weight = (1 - self.decay) if self.kind == "exponential" else 1 / self.count
-        for name, param in params.items():
-            step = np.subtract(param, self.arrays[name], out=self._scratch[name])
-            step *= weight
-            self.arrays[name] += step
+        # avg + (w - avg) * weight in three in-place passes, block by block: like
+        # an update rule's (optim/rules.py, UPDATE_BLOCK), the block of the
+        # weights, of the averages and the scratch block stay in the L2 cache
+        # from the first pass to the third, where array by array the
+        # 784-512-256-10 network's first weights (1.6 MB) went out to L3 between
+        # passes. Every element gets the same float32 operations as before.
+        for param, average, scratch in self._blocks(params):
+            np.subtract(param, average, out=scratch)
+            scratch *= weight
+            average += scratch
+
+    def _blocks(self, params: dict) -> list[tuple]:
+        """(weights, averages, scratch) for each block of UPDATE_BLOCK elements,
+        over the whole vectors for FlatArrays, else array by array; kept for the
+        next step, as slicing anew costs 11 us a step for the 784-512-256-10
+        network (17 blocks), 4% of the averaging."""
+        if isinstance(params, FlatArrays):
+            pairs = [(params.vector, self.arrays.vector)]
+            cached = self._block_views
+            if cached and cached[0] is pairs[0][0] and cached[1] is pairs[0][1]:
+                return cached[2]
+        else:
+            pairs = [(np.ravel(param), self.arrays[name].reshape(-1))
+                     for name, param in params.items()]
+        views = []
+        for param, average in pairs:
+            if average.dtype.str not in self._scratch:
+                self._scratch[average.dtype.str] = np.empty(UPDATE_BLOCK,
+                                                            average.dtype)
+            scratch = self._scratch[average.dtype.str]
+            for start in range(0, len(param), UPDATE_BLOCK):
+                block = slice(start, start + UPDATE_BLOCK)
+                views.append((param[block], average[block],
+                              scratch[:len(param[block])]))
+        if isinstance(params, FlatArrays):
+            self._block_views = (*pairs[0], views)
+        return views
 
     def load(self, arrays: dict, count: int, buffers: dict | None = None) -> None:
         """Continue from a checkpoint's averages after ``count`` updates, with the
         batch norm statistics saved beside them, if any."""
         self.count = count
         self.arrays = {name: value.copy() for name, value in arrays.items()}
-        self._scratch = {name: np.empty_like(value) for name, value in arrays.items()}
+        self._block_views = None
         self.buffers = {name: value.copy() for name, value in (buffers or {}).items()}
         self._buffers_count = count if buffers else None
 
@@ -144,3 +183,20 @@ class _Swap:
     def __exit__(self, *exc):
         for kind, arrays in self.saved.items():
             self.model.set_arrays(kind, arrays)
+
+
+def _copied(params: dict) -> dict:
+    """A copy of ``params``: FlatArrays again for FlatArrays, in one vector."""
+    if isinstance(params, FlatArrays):
+        copy = params.zeros_like()
+        copy.vector[...] = params.vector
+        return copy
+    return {name: param.copy() for name, param in params.items()}
+
+
+def _gathered(params: FlatArrays, arrays: dict) -> FlatArrays:
+    """``arrays`` (the same names and shapes as ``params``) in ``params``' layout."""
+    flat = params.zeros_like()
+    for name in params:
+        flat[name] = arrays[name]
+    return flat
