@@ -1465,3 +1465,42 @@ def test_a_signal_in_the_evaluation_early_stopping_ends_at_stops_the_run(
     assert solver_meta["progress"]["iteration"] == 8
     assert solver_meta["stopped_early"]
 
+
+def test_a_length_shorter_than_the_checkpoint_is_not_called_a_finished_run(
+        tmp_path, tiny_npz, write_config, monkeypatch):
+    config = write_config(_raw(tiny_npz, epochs=None, iterations=12, plots=False))
+    run = tmp_path / "run"
+    with monkeypatch.context() as patch:
+        _interrupt_at(patch, 8)
+        assert invoke("fit", config, "--out", run, "--quiet").exit_code == 130
+
+    result = invoke("fit", config, "--resume", run, "--set", "train.iterations=5")
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout == (
+        f"{run / 'checkpoints' / 'last.npz'} is at 8 iterations, epoch 2: past the"
+        " length asked for (train.iterations 5), but short of its run's own"
+        " (train.iterations 12): nothing to do. To go on, ask for more (--set"
+        " train.iterations=N with N > 8), or keep the checkpoint's own length to"
+        " train on to train.iterations 12\n")
+
+
+def test_a_checkpoint_saved_before_an_extension_says_how_to_reach_it(
+        tmp_path, tiny_npz, write_config):
+    config = write_config(_raw(tiny_npz, epochs=1, eval_every=None, snapshot_every=1,
+                               plots=False))
+    run = tmp_path / "run"
+    assert invoke("fit", config, "--out", run, "--quiet").exit_code == 0
+    assert invoke("fit", config, "--resume", run, "--set", "train.epochs=2",
+                  "--quiet").exit_code == 0
+    snapshot = run / "checkpoints" / "snapshot-epoch-0001.npz"
+
+    result = invoke("fit", config, "--resume", snapshot)
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout == (
+        f"{snapshot} is from a finished run (4 iterations, epoch 1): nothing to do."
+        " To train longer, extend it past those: --set train.epochs=N with N > 1"
+        " (its run directory's config.yaml sets train.epochs 2, a length set after"
+        " this checkpoint was saved, which keeps its own: --set train.epochs=2"
+        " trains it on to that)\n")
