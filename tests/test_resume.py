@@ -1343,3 +1343,164 @@ def test_a_resume_says_where_in_its_epoch_it_starts(tmp_path, tiny_npz, monkeypa
 
     assert result.exit_code == 0, result.output
     assert f"resuming at iteration {stop_at} ({where})" in result.output
+
+
+SNAPSHOTS = ["snapshot-epoch-0001.npz", "snapshot-epoch-0002.npz",
+             "snapshot-epoch-0003.npz"]
+
+
+def _snapshot_run(tiny_npz, write_config):
+    """A config of 3 epochs of 4 updates, evaluated and snapshot at each end."""
+    return write_config(_raw(tiny_npz, epochs=3, eval_every=None, snapshot_every=1,
+                             plots=False))
+
+
+def _assert_same_snapshots(whole, part):
+    """The snapshots of ``part`` are those of ``whole``: arrays bit for bit, and
+    the solver state but for the wall time."""
+    names = [sorted(path.name for path in (run / "checkpoints").glob("snapshot-*"))
+             for run in (whole, part)]
+    assert names == [SNAPSHOTS, SNAPSHOTS]
+    for name in SNAPSHOTS:
+        a, b = (_arrays(run / "checkpoints" / name) for run in (whole, part))
+        assert sorted(a) == sorted(b)
+        assert all(np.array_equal(a[key], b[key]) for key in a), name
+        meta = [load_checkpoint(run / "checkpoints" / name).meta["solver"]
+                for run in (whole, part)]
+        for solver_meta in meta:
+            solver_meta.pop("seconds")
+            for record in solver_meta["history"]:
+                record.pop("seconds")
+        assert meta[0] == meta[1], name
+
+
+def test_a_second_signal_before_an_epochs_snapshot_loses_no_snapshot(
+        tmp_path, tiny_npz, write_config, monkeypatch):
+    config = _snapshot_run(tiny_npz, write_config)
+    whole, part = tmp_path / "whole", tmp_path / "part"
+    assert invoke("fit", config, "--out", whole, "--quiet").exit_code == 0
+    snapshot = Solver._snapshot
+
+    def second_signal(self):
+        if self.progress.epoch == 2:  # the first one came after update 8
+            os.kill(os.getpid(), signal.SIGINT)
+        snapshot(self)
+
+    with monkeypatch.context() as patch:
+        _interrupt_at(patch, 8)
+        patch.setattr(Solver, "_snapshot", second_signal)
+        result = invoke("fit", config, "--out", part, "--quiet")
+    assert result.exit_code == 130, result.output
+    assert "stopped at once by a second SIGINT" in result.stderr
+
+    assert invoke("fit", config, "--resume", part, "--quiet").exit_code == 0
+    _assert_same_snapshots(whole, part)
+    _assert_same_run(whole, part)
+
+
+# Runs nntrain's command line with argv[2:], killing itself with SIGKILL just
+# before or after (argv[1]) it saves snapshot-epoch-0002.npz.
+KILLED_AT_SNAPSHOT = """
+import os, signal, sys
+from nntrain.cli import main
+from nntrain.train import solver
+
+save = solver.Solver.save
+
+def killing_save(self, path):
+    due = path.name == "snapshot-epoch-0002.npz"
+    if due and sys.argv[1] == "before":
+        os.kill(os.getpid(), signal.SIGKILL)
+    save(self, path)
+    if due:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+solver.Solver.save = killing_save
+sys.argv = ["nntrain", *sys.argv[2:]]
+main()
+"""
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+def test_a_kill_at_an_epochs_snapshot_loses_no_snapshot(tmp_path, tiny_npz,
+                                                        write_config, when):
+    config = _snapshot_run(tiny_npz, write_config)
+    whole, part = tmp_path / "whole", tmp_path / "part"
+    assert invoke("fit", config, "--out", whole, "--quiet").exit_code == 0
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED_AT_SNAPSHOT, when, "fit", str(config),
+         "--out", str(part), "--quiet"],
+        cwd=Path(__file__).parents[1], capture_output=True, text=True, timeout=120)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    # last.npz, the commit point, still holds epoch 1: the resume redoes epoch 2.
+    last = load_checkpoint(part / "checkpoints" / "last.npz")
+    assert last.meta["solver"]["progress"]["iteration"] == 4
+
+    assert invoke("fit", config, "--resume", part, "--quiet").exit_code == 0
+    _assert_same_snapshots(whole, part)
+    _assert_same_run(whole, part)
+
+
+def test_a_signal_in_the_evaluation_early_stopping_ends_at_stops_the_run(
+        tmp_path, tiny_npz, monkeypatch):
+    # No evaluation lowers the validation loss by 100: the second one, after
+    # update 8, ends the run. The signal comes while it is made.
+    raw = _raw(tiny_npz, epochs=10, eval_every=None, plots=False, monitor="val_loss",
+               early_stopping={"patience": 1, "min_delta": 100.0})
+    evaluate = Solver._evaluate
+
+    def signalled(self, *args):
+        if self.progress.iteration == 8:
+            os.kill(os.getpid(), signal.SIGINT)
+        evaluate(self, *args)
+
+    run = tmp_path / "run"
+    monkeypatch.setattr(Solver, "_evaluate", signalled)
+    with pytest.raises(StopRequested) as stopped:
+        fit(resolve_config(raw), run, quiet=True)
+
+    assert stopped.value.exit_code == 130
+    assert str(stopped.value).startswith("stopped by SIGINT at iteration 8;")
+    solver_meta = load_checkpoint(run / "checkpoints" / "last.npz").meta["solver"]
+    assert solver_meta["progress"]["iteration"] == 8
+    assert solver_meta["stopped_early"]
+
+
+def test_a_length_shorter_than_the_checkpoint_is_not_called_a_finished_run(
+        tmp_path, tiny_npz, write_config, monkeypatch):
+    config = write_config(_raw(tiny_npz, epochs=None, iterations=12, plots=False))
+    run = tmp_path / "run"
+    with monkeypatch.context() as patch:
+        _interrupt_at(patch, 8)
+        assert invoke("fit", config, "--out", run, "--quiet").exit_code == 130
+
+    result = invoke("fit", config, "--resume", run, "--set", "train.iterations=5")
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout == (
+        f"{run / 'checkpoints' / 'last.npz'} is at 8 iterations, epoch 2: past the"
+        " length asked for (train.iterations 5), but short of its run's own"
+        " (train.iterations 12): nothing to do. To go on, ask for more (--set"
+        " train.iterations=N with N > 8), or keep the checkpoint's own length to"
+        " train on to train.iterations 12\n")
+
+
+def test_a_checkpoint_saved_before_an_extension_says_how_to_reach_it(
+        tmp_path, tiny_npz, write_config):
+    config = write_config(_raw(tiny_npz, epochs=1, eval_every=None, snapshot_every=1,
+                               plots=False))
+    run = tmp_path / "run"
+    assert invoke("fit", config, "--out", run, "--quiet").exit_code == 0
+    assert invoke("fit", config, "--resume", run, "--set", "train.epochs=2",
+                  "--quiet").exit_code == 0
+    snapshot = run / "checkpoints" / "snapshot-epoch-0001.npz"
+
+    result = invoke("fit", config, "--resume", snapshot)
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout == (
+        f"{snapshot} is from a finished run (4 iterations, epoch 1): nothing to do."
+        " To train longer, extend it past those: --set train.epochs=N with N > 1"
+        " (its run directory's config.yaml sets train.epochs 2, a length set after"
+        " this checkpoint was saved, which keeps its own: --set train.epochs=2"
+        " trains it on to that)\n")

@@ -35,6 +35,7 @@ from nntrain.restore import (
 from nntrain.train.rundir import lock_folder, missing_or_unreadable
 from nntrain.train.solver import count_iterations
 from nntrain.train.state import check_data_spec, check_solver_state
+from nntrain.yamlio import parse_yaml
 
 # What --set may change in a resumed run: its length, its BLAS threads (for a
 # smaller or busier machine; the results may then differ in the last bits), and
@@ -74,8 +75,9 @@ def find_checkpoint(path) -> tuple[Path, object, list[str]]:
     last = [item for item in loaded if item[1]]
     if last:
         # last.npz is the run's latest state, the one a stop message names. A
-        # newer file is the best.npz of an evaluation whose last.npz a stop cut
-        # short (resuming from last.npz redoes it), or a file left from a part of
+        # newer file is the best.npz or snapshot of an evaluation whose last.npz a
+        # stop cut short (resuming from last.npz redoes it), or a file left from a
+        # part of
         # the run that a resume from an older checkpoint dropped.
         iteration, _, chosen, checkpoint = last[0]
         newer = [item[2].name for item in loaded if item[0] > iteration]
@@ -245,7 +247,9 @@ def finished_note(path, config: dict, checkpoint, setting: str = "--set ") -> st
     """What to tell a user who resumes a finished run: how to lengthen it, in the
     unit its length is set in (``setting`` comes before ``train.epochs=N``: the
     command line's --set, or nothing for the Python API). A run early stopping
-    ended cannot go on: its config, early stopping included, is the checkpoint's."""
+    ended cannot go on: its config, early stopping included, is the checkpoint's.
+    A run that ``config`` shortened to where it is, or before, is not finished:
+    its own length, the checkpoint's, goes on."""
     solver = checkpoint.meta["solver"]
     progress = solver["progress"]
     done = f"{progress['iteration']} iterations, epoch {progress['epoch']}"
@@ -256,9 +260,55 @@ def finished_note(path, config: dict, checkpoint, setting: str = "--set ") -> st
                 " none)")
     unit = "epochs" if config["train"]["iterations"] is None else "iterations"
     reached = progress["epoch"] if unit == "epochs" else progress["iteration"]
+    longer = f"{setting}train.{unit}=N with N > {reached}"
+    own = migrate_config(saved_config(checkpoint, path), path)
+    if not is_finished(own, checkpoint):
+        # Only the length asked for now is spent: the run's own goes on.
+        at = "at" if reached == config["train"][unit] else "past"
+        return (f"{path} is at {done}: {at} the length asked for"
+                f" ({_length(config)}), but short of its run's own"
+                f" ({_length(own)}): nothing to do. To go on, ask for more"
+                f" ({longer}), or keep the checkpoint's own length to train on to"
+                f" {_length(own)}")
+    extended = _extended_note(path, own, progress, setting)
     return (f"{path} is from a finished run ({done}): nothing to do. To train"
-            f" longer, extend it past those: {setting}train.{unit}=N with N >"
-            f" {reached}")
+            f" longer, extend it past those: {longer}{extended}")
+
+
+def _length(config: dict) -> str:
+    """A config's length as it sets it: "train.epochs 3" or "train.iterations
+    100"."""
+    train = config["train"]
+    unit = "epochs" if train["iterations"] is None else "iterations"
+    return f"train.{unit} {train[unit]}"
+
+
+def _extended_note(path, own: dict, progress: dict, setting: str) -> str:
+    """What to add for a finished checkpoint whose run directory's config.yaml
+    sets a length it has not reached (the run was extended after it was saved):
+    the checkpoint keeps ``own``, its config, whose length it ended at, and only
+    --set trains it on. Empty otherwise, and when config.yaml cannot be read."""
+    path = Path(path)
+    if path.parent.name != "checkpoints":
+        return ""
+    try:
+        text = (path.parent.parent / "config.yaml").read_text(encoding="utf-8")
+        train = parse_yaml(text, "config.yaml")["train"]
+        now = {"epoch": train["epochs"], "iteration": train["iterations"]}
+    except (OSError, UnicodeDecodeError, ConfigError, KeyError, TypeError):
+        return ""
+    longer = [(unit, value) for unit, value in now.items()
+              if type(value) is int and value > progress[unit]]
+    if len(longer) != 1 or None not in now.values():
+        return ""
+    (unit, value), = longer
+    switch = ""
+    if own["train"][f"{unit}s"] is None:  # the run switched between the units
+        other = "iterations" if unit == "epoch" else "epochs"
+        switch = f"{setting}train.{other}=null "
+    return (f" (its run directory's config.yaml sets train.{unit}s {value}, a"
+            " length set after this checkpoint was saved, which keeps its own:"
+            f" {switch}{setting}train.{unit}s={value} trains it on to that)")
 
 
 def run_directory_of(checkpoint_path: Path) -> Path:

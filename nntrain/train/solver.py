@@ -11,8 +11,9 @@ Counting (the same in epochs and iterations mode):
   a run extended later drops: see ``Solver._final_evaluation``);
 - in iterations mode a per-epoch schedule's epoch is the ``eval_every`` period in
   progress, not the pass over the data (the same with the default ``eval_every``).
-At each evaluation the Solver writes an "epoch" record, saves ``best.npz`` when
-``train.monitor`` improved, and then ``last.npz``.
+At each evaluation the Solver writes an "epoch" record, saves the snapshot due at
+an epoch's end (``train.snapshot_every``), ``best.npz`` when ``train.monitor``
+improved, and then ``last.npz``, the run's commit point.
 """
 
 import copy
@@ -213,23 +214,30 @@ class Solver:
         try:
             with StopFlag() as stop, threadpool_limits(self.config["threads"]), \
                     np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-                if self.full_batch:
-                    self._train_full_batch(stop)
-                while self.progress.iteration < self.total_iterations:
-                    self._train_epoch(stop)
-                if self.progress.last_eval_iteration != self.progress.iteration:
-                    self._final_evaluation()
+                try:
+                    self._train_to_the_end(stop)
+                except _EarlyStop:
+                    pass
                 if stop.signum is not None:
-                    # Asked to stop during the last update (or the final
-                    # evaluation): the loops leave that stop to here, so that the
-                    # run ends complete, as an uninterrupted one does.
+                    # Asked to stop during the last update or evaluation (the
+                    # final one, or the one early stopping ended the run at): the
+                    # loops leave that stop to here, so that the run ends
+                    # complete, as an uninterrupted one does, and then stops.
                     self._stop(stop.signum)
-        except _EarlyStop:
-            pass
         finally:
             if self.reporter:
                 self.reporter.close_bar()
         return self.progress
+
+    def _train_to_the_end(self, stop) -> None:
+        """Update until the budget is spent, then make the final evaluation if
+        the last update was no evaluation point; _EarlyStop ends it sooner."""
+        if self.full_batch:
+            self._train_full_batch(stop)
+        while self.progress.iteration < self.total_iterations:
+            self._train_epoch(stop)
+        if self.progress.last_eval_iteration != self.progress.iteration:
+            self._final_evaluation()
 
     def _train_epoch(self, stop) -> None:
         progress = self.progress
@@ -250,9 +258,10 @@ class Solver:
             started = time.perf_counter()
             self._step(order[start:start + batch_size])
             self.train_seconds += time.perf_counter() - started
+            epoch_end = progress.batch_in_epoch == self.per_epoch
             if progress.iteration % self.eval_every == 0:
-                self._evaluate()
-            if progress.batch_in_epoch == self.per_epoch:
+                self._evaluate(epoch_end)
+            elif epoch_end:
                 self._snapshot()
             if progress.iteration >= self.total_iterations:
                 break  # a stop asked for now waits for the final evaluation
@@ -590,7 +599,10 @@ class Solver:
             self.run.record(record)
         return record
 
-    def _evaluate(self) -> None:
+    def _evaluate(self, epoch_end: bool = False) -> None:
+        """Measure the weights on the validation split, record and report it, and
+        save the checkpoints: the snapshot due at an epoch's end (``epoch_end``),
+        best.npz when the monitor improved, and last.npz."""
         progress = self.progress
         scores = self.model.predict(self.X_val)
         val = measure(scores, self.y_val, self.model.loss_name)
@@ -640,11 +652,15 @@ class Solver:
         # all it changed: a run resumed from them goes on as this one does.
         self._count_for_early_stopping(record[monitor])
         if self.run:
-            # best.npz first: a kill or a failed write between the two saves then
-            # leaves last.npz before this evaluation, and a resume from it makes
-            # the evaluation again and ends as this run does. The other order
-            # would leave last.npz counting these weights as the best and best.npz
-            # without them.
+            # last.npz last, as the commit: a kill, a failed write or a second
+            # signal before it leaves last.npz before this evaluation, and a resume
+            # from it makes the evaluation again, with its snapshot and best.npz,
+            # and ends as this run does. The other order would leave last.npz
+            # counting this epoch as done without its snapshot, or these weights
+            # as the best without them in best.npz. The epoch early stopping ends
+            # gets no snapshot: last.npz and best.npz keep the run's end.
+            if epoch_end and self.stop_reason is None:
+                self._snapshot()
             if improved:
                 self.save(self.run.checkpoints / "best.npz")
             self.save(self.run.checkpoints / "last.npz")
