@@ -9,7 +9,7 @@ import pickle
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import tiny_config_dict
+from conftest import tiny_arrays, tiny_config_dict
 
 from nntrain.checkpoint import load_checkpoint, save_checkpoint
 from nntrain.cli import cli
@@ -458,3 +458,35 @@ def test_an_lbfgs_resume_refuses_optimizer_state_it_does_not_keep(tmp_path, tiny
     assert result.exit_code == 2
     assert "optim/affine1.W/velocity is there, but L-BFGS keeps no state" in (
         result.stderr)
+
+
+@pytest.mark.parametrize("names", [["a", "a", "b"], [["a"], ["a"], ["b"]],
+                                   ["a", " ", "c"]])
+def test_a_checkpoint_from_data_with_names_now_refused_still_evaluates_and_resumes(
+        adam_run, tiny_npz, names):
+    # Before nntrain refused repeated, 2-D and blank class names, runs trained on
+    # such data recorded the names flattened; the same data must still load for them.
+    config, last = adam_run
+    np.savez(tiny_npz, **tiny_arrays(), class_names=np.array(names))
+    flat = list(np.array(names).reshape(-1))
+    _forge(last, lambda c: c.meta["data"].update(class_names=flat))
+
+    evaluated = invoke("eval", last, "--json")
+    resumed = invoke("fit", config, "--resume", last, "--set", "train.epochs=3",
+                     "--quiet")
+
+    assert evaluated.exit_code == 0, evaluated.output
+    assert resumed.exit_code == 0, resumed.output
+    assert load_checkpoint(last).meta["data"]["class_names"] == flat
+
+
+def test_repeated_class_names_other_than_the_checkpoints_are_refused(adam_run,
+                                                                     tiny_npz):
+    config, last = adam_run
+    np.savez(tiny_npz, **tiny_arrays(), class_names=np.array(["a", "a", "b"]))
+
+    result = invoke("eval", last)
+
+    assert result.exit_code == 2
+    assert (f"{tiny_npz}: class_names[1] is 'a', as is class_names[0]"
+            in result.stderr)
