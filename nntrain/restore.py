@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from nntrain.checkpoint import load_checkpoint
-from nntrain.config import blamed_on_override, resolve_config
+from nntrain.config import blamed_on_override, resolve_saved_config
 from nntrain.data.preprocess import Preprocessor
 from nntrain.errors import (
     EDITED_CHECKPOINT_FIX,
@@ -56,16 +56,37 @@ def evaluate_checkpoint(path, split: str = "test", data_path=None,
     return restored, prepared, scores, measure(scores, y, config["model"]["loss"])
 
 
-def migrate_config(saved, path, overrides=()) -> dict:
+def migrate_config(saved, path, overrides=(), warn: bool = True) -> dict:
     """A checkpoint's config brought up to this version: keys added since it was
     written get their defaults, and the whole is validated again. ``overrides``:
     the ``--set`` texts already applied to ``saved``; a bad value one of them gave
-    is blamed on it, not on the checkpoint."""
+    is blamed on it, not on the checkpoint.
+
+    An epsilon below train.dtype's smallest normal number, which nntrain accepted
+    before it refused such epsilons, is raised to that number, with a
+    CheckpointWarning unless ``warn`` is False: refused, it would leave the
+    checkpoint neither evaluable nor resumable, and no --set can change it."""
     try:
-        return resolve_config(without_lbfgs_ignored(saved))
+        config, raised = resolve_saved_config(without_lbfgs_ignored(saved))
     except ConfigError as error:
         raise blamed_on_override(error, overrides) or CheckpointError(
             f"{path}: its config is not valid here ({error})") from None
+    if raised and warn:
+        warnings.warn(CheckpointWarning(_raised_epsilons(raised, path,
+                                                         config["train"]["dtype"])),
+                      stacklevel=2)
+    return config
+
+
+def _raised_epsilons(raised: list, path, dtype: str) -> str:
+    """What raising the (key, saved value, new value) epsilons in ``raised``
+    changes, for the checkpoint at ``path`` trained in ``dtype``."""
+    settings = " and ".join(f"{key} to {old!r}" for key, old, _ in raised)
+    return (f"{path} sets {settings}, below {dtype}'s smallest normal number, which"
+            f" nntrain now refuses as an epsilon; it is raised to"
+            f" {raised[0][2]:.8g}: results change only where it is added to a value"
+            " that small, but a resumed run may no longer end bit for bit where"
+            " the original run would have")
 
 
 def without_lbfgs_average(saved):
