@@ -516,6 +516,11 @@ class ForeignSettingError(ConfigError):
         super().__init__(message, key)
         self.section, self.if_renamed = section, if_renamed
 
+    def __reduce__(self):
+        # Pickle rebuilds an exception from its args, which hold only the message.
+        return (type(self), (self.args[0], self.key, self.section, self.if_renamed),
+                self.__dict__)
+
 
 def _foreign_setting(section: str, name: str, key: str, settings: dict,
                      owners: list, table: dict) -> ForeignSettingError:
