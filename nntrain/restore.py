@@ -40,7 +40,7 @@ def evaluate_checkpoint(path, split: str = "test", data_path=None,
         raise ValueError(f"split is {split!r}; give one of {', '.join(SPLITS)}")
     if data_path is not None:
         check_path_argument("data_path", data_path, "the folder or npz file that"
-                             " holds the data now, a str or pathlib.Path, or None")
+                            " holds the data now, a str or pathlib.Path, or None")
     restored = restore(path, average=average)
     config = restored.config
     if data_path:
@@ -156,7 +156,7 @@ def restore(path, average: bool = False) -> Restored:
     """Rebuild the model and preprocessing of a checkpoint from the file alone;
     ``average``: with the averaged weights (train.average) instead of the raw ones."""
     check_path_argument("path", path, "the checkpoint's path, a str or"
-                         " pathlib.Path")
+                        " pathlib.Path")
     check_flag("average", average)
     checkpoint = load_checkpoint(path)
     check_data_spec(checkpoint, EDITED_CHECKPOINT_FIX)
@@ -231,7 +231,7 @@ def _why_no_average(saved: dict, config: dict, path) -> str:
 
 
 def load_arrays(model: Model, kind: str, arrays: dict, path,
-                 prefix: str | None = None) -> None:
+                prefix: str | None = None) -> None:
     """Check ``arrays`` against the model's ``params`` or ``buffers`` by name,
     shape, dtype and finiteness, then copy them in. ``prefix``: the checkpoint
     group they come from, for messages (default: the kind's own)."""
@@ -255,7 +255,7 @@ def restore_optimizer(solver, model: Model, arrays: dict, meta: dict) -> None:
 
 
 def check_fits_network(config: dict, input_width: int, num_classes: int,
-                        checkpoint, path) -> None:
+                       checkpoint, path) -> None:
     """Refuse a checkpoint whose param/ and buffer/ arrays are not those of the
     network its config describes, before that network is built: a config edited
     to a wider network would otherwise fail allocating it, blamed on memory."""
