@@ -516,6 +516,11 @@ class ForeignSettingError(ConfigError):
         super().__init__(message, key)
         self.section, self.if_renamed = section, if_renamed
 
+    def __reduce__(self):
+        # Pickle rebuilds an exception from its args, which hold only the message.
+        return (type(self), (self.args[0], self.key, self.section, self.if_renamed),
+                self.__dict__)
+
 
 def _foreign_setting(section: str, name: str, key: str, settings: dict,
                      owners: list, table: dict) -> ForeignSettingError:
@@ -561,22 +566,22 @@ def _check_cross_keys(config: dict, raw_model: dict) -> None:
         _check_lbfgs(config)
     _check_min_delta(train)
     _check_schedule_floor(config)
-    _check_epsilons(config)
 
 
-def _epsilon_keys(config: dict):
-    """(dotted key, value) of each epsilon added in train.dtype arithmetic: the
-    rule's eps and the normalization layers'. Whitening's epsilon is not among
-    them: it is added to the eigenvalues in float64."""
+def _epsilon_places(config: dict):
+    """(dotted key, the mapping holding it, its name there) of each epsilon added
+    in train.dtype arithmetic: the rule's eps and the normalization layers'.
+    Whitening's epsilon is not among them: it is added to the eigenvalues in
+    float64."""
     if "eps" in config["optimizer"]:
-        yield "optimizer.eps", config["optimizer"]["eps"]
+        yield "optimizer.eps", config["optimizer"], "eps"
     model = config["model"]
     if model["layers"] is None:
-        yield "model.norm_epsilon", model["norm_epsilon"]
+        yield "model.norm_epsilon", model, "norm_epsilon"
     for i, entry in enumerate(model["layers"] or []):
         (kind, options), = entry.items()
         if "epsilon" in options:
-            yield f"model.layers[{i}].{kind}.epsilon", options["epsilon"]
+            yield f"model.layers[{i}].{kind}.epsilon", options, "epsilon"
 
 
 def _check_epsilons(config: dict) -> None:
@@ -585,7 +590,8 @@ def _check_epsilons(config: dict) -> None:
     lost its precision. Both are refused, with the smallest value that holds."""
     dtype = config["train"]["dtype"]
     tiny = float(np.finfo(dtype).tiny)
-    for key, value in _epsilon_keys(config):
+    for key, holder, name in _epsilon_places(config):
+        value = holder[name]
         if value >= tiny:
             continue
         zero = getattr(np, dtype)(value) == 0
@@ -596,6 +602,18 @@ def _check_epsilons(config: dict) -> None:
         raise ConfigError(f"invalid {key}: {value!r} {problem}; give a value >="
                           f" {_rounded_up(tiny)}{other}", (key, "train.dtype"))
 
+
+def _raise_epsilons(config: dict) -> list[tuple[str, float, float]]:
+    """Raise each epsilon of ``config`` (resolved) below train.dtype's smallest
+    normal number to that number, in place: (dotted key, old value, new value)
+    of each one raised."""
+    tiny = float(np.finfo(config["train"]["dtype"]).tiny)
+    raised = []
+    for key, holder, name in _epsilon_places(config):
+        if holder[name] < tiny:
+            raised.append((key, holder[name], tiny))
+            holder[name] = tiny
+    return raised
 
 
 def _check_schedule_floor(config: dict) -> None:
@@ -661,6 +679,22 @@ def _check_lbfgs_max_norm(model: dict) -> None:
 
 def resolve_config(raw) -> dict:
     """Validate a raw config mapping and return it with every default filled in."""
+    config = _resolved(raw)
+    _check_epsilons(config)
+    return config
+
+
+def resolve_saved_config(raw) -> tuple[dict, list[tuple[str, float, float]]]:
+    """A checkpoint's config resolved as resolve_config does, except that an
+    epsilon below train.dtype's smallest normal number, which nntrain accepted
+    before it refused them, is raised to that number rather than refused:
+    (config, (dotted key, saved value, new value) of each epsilon raised)."""
+    config = _resolved(raw)
+    return config, _raise_epsilons(config)
+
+
+def _resolved(raw) -> dict:
+    """resolve_config without the check of the epsilons against train.dtype."""
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):

@@ -153,6 +153,11 @@ def _accuracy(log_probabilities: np.ndarray, y: np.ndarray) -> float:
     return float((log_probabilities.argmax(axis=1) == y).mean())
 
 
+# The loss column's width: short_number's widest, a loss just below
+# SCIENTIFIC_FROM ("999999.9999"); from there on it is at most "1.235e+300".
+LOSS_WIDTH = 11
+
+
 def format_report(result: EnsembleResult) -> list[str]:
     """Each member's accuracy and loss, then the ensemble's, as text lines."""
     count = len(result.members)
@@ -160,11 +165,12 @@ def format_report(result: EnsembleResult) -> list[str]:
              f" {result.split} split ({counted(result.samples, 'sample')}); loss:"
              " mean -log"
              " p(true class)")
-    lines = [title, "  accuracy  loss     model"]
+    lines = [title, f"  accuracy  {'loss':<{LOSS_WIDTH}}  model"]
     for member in result.members:
         loss = short_number(member.loss)
-        lines.append(f"  {member.accuracy:.4f}    {loss:<7}  {member.checkpoint}")
+        lines.append(f"  {member.accuracy:.4f}    {loss:<{LOSS_WIDTH}}"
+                     f"  {member.checkpoint}")
     loss = short_number(result.loss)
-    lines.append(f"  {result.accuracy:.4f}    {loss:<7}  ensemble (mean of the"
-                 " members' softmax probabilities)")
+    lines.append(f"  {result.accuracy:.4f}    {loss:<{LOSS_WIDTH}}  ensemble (mean of"
+                 " the members' softmax probabilities)")
     return lines

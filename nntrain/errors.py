@@ -64,6 +64,12 @@ class DataLocationError(DataError):
         super().__init__(f"{problem}; {fix}")
         self.problem, self.fix, self.missing, self.also = problem, fix, missing, also
 
+    def __reduce__(self):
+        # Pickle (a search worker's error on its way back) rebuilds an exception
+        # from its args, which hold only the message.
+        return (type(self), (self.problem, self.fix, self.missing, self.also),
+                self.__dict__)
+
     def with_fix(self, if_missing: str, if_other: str) -> "DataLocationError":
         """The same problem, with the fix for how the caller's place was given;
         ``also``, a remedy that holds whatever the place (a download), is kept."""
@@ -123,6 +129,9 @@ class StopRequested(NNTrainError):
     def __init__(self, message: str, exit_code: int):
         super().__init__(message)
         self.exit_code = exit_code
+
+    def __reduce__(self):
+        return type(self), (self.args[0], self.exit_code), self.__dict__
 
 
 class NNTrainWarning(UserWarning):

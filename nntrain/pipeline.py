@@ -75,15 +75,14 @@ from nntrain.train.solver import (
 )
 from nntrain.train.state import check_data_spec, check_solver_state
 
+# FitResult, environment and fit are this module's; the others are kept
+# importable from here, where they were defined before data preparation and
+# restoring moved to nntrain.prepare and nntrain.restore: notebooks import them so.
 __all__ = [
-    "FitResult", "environment", "fit",
-    # Kept importable from here, where they were defined before data preparation
-    # and restoring moved to nntrain.prepare and nntrain.restore: notebooks import
-    # them so.
-    "EVAL_DATA_FIX", "FEATURE_DTYPES", "RESUME_DATA_FIX", "SPLITS", "Prepared",
-    "Restored", "data_fingerprints", "data_spec", "evaluate_checkpoint",
-    "migrate_config", "prepare_data", "restore", "without_lbfgs_average",
-    "without_lbfgs_ignored", "without_lbfgs_max_norm",
+    "EVAL_DATA_FIX", "FEATURE_DTYPES", "RESUME_DATA_FIX", "SPLITS", "FitResult",
+    "Prepared", "Restored", "data_fingerprints", "data_spec", "environment",
+    "evaluate_checkpoint", "fit", "migrate_config", "prepare_data", "restore",
+    "without_lbfgs_average", "without_lbfgs_ignored", "without_lbfgs_max_norm",
 ]
 
 
@@ -146,9 +145,9 @@ def fit(config: dict, run_dir, force: bool = False, quiet: bool = False,
                                                  resume.path or "the checkpoint")
             # Before the data is read: the data must match the checkpoint's widths.
             check_fits_network(config,
-                                saved_prep.output_width(saved["num_features"]),
-                                saved["num_classes"], resume,
-                                resume.path or "the checkpoint")
+                               saved_prep.output_width(saved["num_features"]),
+                               saved["num_classes"], resume,
+                               resume.path or "the checkpoint")
         prepared, data_warnings = _prepare_run_data(config, saved_prep, resume,
                                                     data_path_given)
         dataset = prepared.dataset
@@ -281,7 +280,7 @@ def _check_fit_arguments(config, run_dir, force, quiet, data_path_given,
             isinstance(note, str) for note in notes)):
         raise TypeError(f"notes is {notes!r}; give a list of strings, one a note")
     check_path_argument("run_dir", run_dir, "the run directory's path, a str or"
-                         " pathlib.Path")
+                        " pathlib.Path")
     flags = [("force", force), ("quiet", quiet)]
     if data_path_given is not None:  # None: decided from the checkpoint
         flags.append(("data_path_given", data_path_given))
@@ -298,8 +297,8 @@ def _resume_from(resume, config: dict, run_dir) -> tuple[object, list[str]]:
     notes = []
     if not isinstance(resume, Checkpoint):
         check_path_argument("resume", resume, "a loaded Checkpoint"
-                             " (nntrain.checkpoint.load_checkpoint), or the path of"
-                             " a checkpoint or of a run directory")
+                            " (nntrain.checkpoint.load_checkpoint), or the path of"
+                            " a checkpoint or of a run directory")
         _, resume, notes = resuming.find_checkpoint(resume)
     if resume.path is not None:
         # Its metrics and best.npz are the ones the resumed run extends: another

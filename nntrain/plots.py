@@ -31,6 +31,7 @@ from nntrain.errors import (
     NNTrainError,
 )
 from nntrain.fileio import make_output_folder, save_figure
+from nntrain.train.report import short_number
 from nntrain.train.signals import signals_deferred
 
 UPDATE_RATIO_REFERENCE = 1e-3  # the rule of thumb for update norm / weight norm
@@ -383,7 +384,7 @@ def _mark_best(ax, evaluations: list[dict], monitor: str, axis: str,
     ax.plot(x, y, "*", color="tab:orange", markersize=11,
             label=f"best {monitor}" + (" (best.npz)" if known else ""))
     late = evaluations.index(best) > len(evaluations) / 2
-    ax.annotate(f"{monitor} {best[monitor]:.4f}", (x, y), xytext=(0, -16),
+    ax.annotate(f"{monitor} {short_number(best[monitor])}", (x, y), xytext=(0, -16),
                 textcoords="offset points", fontsize="small",
                 ha="right" if late else "left")
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from nntrain.checkpoint import load_checkpoint
-from nntrain.config import blamed_on_override, resolve_config
+from nntrain.config import blamed_on_override, resolve_saved_config
 from nntrain.data.preprocess import Preprocessor
 from nntrain.errors import (
     EDITED_CHECKPOINT_FIX,
@@ -40,7 +40,7 @@ def evaluate_checkpoint(path, split: str = "test", data_path=None,
         raise ValueError(f"split is {split!r}; give one of {', '.join(SPLITS)}")
     if data_path is not None:
         check_path_argument("data_path", data_path, "the folder or npz file that"
-                             " holds the data now, a str or pathlib.Path, or None")
+                            " holds the data now, a str or pathlib.Path, or None")
     restored = restore(path, average=average)
     config = restored.config
     if data_path:
@@ -56,16 +56,37 @@ def evaluate_checkpoint(path, split: str = "test", data_path=None,
     return restored, prepared, scores, measure(scores, y, config["model"]["loss"])
 
 
-def migrate_config(saved, path, overrides=()) -> dict:
+def migrate_config(saved, path, overrides=(), warn: bool = True) -> dict:
     """A checkpoint's config brought up to this version: keys added since it was
     written get their defaults, and the whole is validated again. ``overrides``:
     the ``--set`` texts already applied to ``saved``; a bad value one of them gave
-    is blamed on it, not on the checkpoint."""
+    is blamed on it, not on the checkpoint.
+
+    An epsilon below train.dtype's smallest normal number, which nntrain accepted
+    before it refused such epsilons, is raised to that number, with a
+    CheckpointWarning unless ``warn`` is False: refused, it would leave the
+    checkpoint neither evaluable nor resumable, and no --set can change it."""
     try:
-        return resolve_config(without_lbfgs_ignored(saved))
+        config, raised = resolve_saved_config(without_lbfgs_ignored(saved))
     except ConfigError as error:
         raise blamed_on_override(error, overrides) or CheckpointError(
             f"{path}: its config is not valid here ({error})") from None
+    if raised and warn:
+        warnings.warn(CheckpointWarning(_raised_epsilons(raised, path,
+                                                         config["train"]["dtype"])),
+                      stacklevel=2)
+    return config
+
+
+def _raised_epsilons(raised: list, path, dtype: str) -> str:
+    """What raising the (key, saved value, new value) epsilons in ``raised``
+    changes, for the checkpoint at ``path`` trained in ``dtype``."""
+    settings = " and ".join(f"{key} to {old!r}" for key, old, _ in raised)
+    return (f"{path} sets {settings}, below {dtype}'s smallest normal number, which"
+            f" nntrain now refuses as an epsilon; it is raised to"
+            f" {raised[0][2]:.8g}: results change only where it is added to a value"
+            " that small, but a resumed run may no longer end bit for bit where"
+            " the original run would have")
 
 
 def without_lbfgs_average(saved):
@@ -135,7 +156,7 @@ def restore(path, average: bool = False) -> Restored:
     """Rebuild the model and preprocessing of a checkpoint from the file alone;
     ``average``: with the averaged weights (train.average) instead of the raw ones."""
     check_path_argument("path", path, "the checkpoint's path, a str or"
-                         " pathlib.Path")
+                        " pathlib.Path")
     check_flag("average", average)
     checkpoint = load_checkpoint(path)
     check_data_spec(checkpoint, EDITED_CHECKPOINT_FIX)
@@ -210,7 +231,7 @@ def _why_no_average(saved: dict, config: dict, path) -> str:
 
 
 def load_arrays(model: Model, kind: str, arrays: dict, path,
-                 prefix: str | None = None) -> None:
+                prefix: str | None = None) -> None:
     """Check ``arrays`` against the model's ``params`` or ``buffers`` by name,
     shape, dtype and finiteness, then copy them in. ``prefix``: the checkpoint
     group they come from, for messages (default: the kind's own)."""
@@ -234,7 +255,7 @@ def restore_optimizer(solver, model: Model, arrays: dict, meta: dict) -> None:
 
 
 def check_fits_network(config: dict, input_width: int, num_classes: int,
-                        checkpoint, path) -> None:
+                       checkpoint, path) -> None:
     """Refuse a checkpoint whose param/ and buffer/ arrays are not those of the
     network its config describes, before that network is built: a config edited
     to a wider network would otherwise fail allocating it, blamed on memory."""

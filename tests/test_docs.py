@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from nntrain.config import (
+    EPSILON_FLOOR,
     LAYER_OPTIONS,
     OPTIMIZER_KEYS,
     PREPROCESS_OPTIONS,
@@ -23,6 +24,11 @@ def test_config_reference_lists_every_key_as_the_schema_says():
     assert keys_table_markdown() in reference, (
         "docs/config.md is out of date: paste in keys_table_markdown()'s table"
     )
+
+
+def test_config_reference_states_the_epsilon_floor_the_error_asks_for():
+    reference = (ROOT / "docs" / "config.md").read_text(encoding="utf-8")
+    assert f"the error asks for one{EPSILON_FLOOR}." in " ".join(reference.split())
 
 
 # A numeric type as the docs write it: "int in [1, 10^9]", "float > 0 or null",

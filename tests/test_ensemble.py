@@ -226,15 +226,21 @@ def test_ensemble_command_refuses_a_missing_checkpoint(tmp_path, members):
     assert result.stderr.startswith("error: ")
 
 
-def test_ensemble_report_writes_a_huge_loss_in_scientific_notation():
+def test_ensemble_report_keeps_losses_of_any_width_in_their_column():
     from nntrain.ensemble import EnsembleResult, MemberResult, format_report
 
-    members = [MemberResult("a.npz", 0.5, 0.6931), MemberResult("b.npz", 0.25, 3.5e7)]
+    members = [MemberResult("a.npz", 0.5, 0.6931), MemberResult("b.npz", 0.25, 3.5e7),
+               MemberResult("c.npz", 0.25, 1234567.0),
+               MemberResult("d.npz", 0.25, 999999.0)]
     result = EnsembleResult("test", 4, members, 0.5, 1.25, np.zeros((4, 2)),
                             np.zeros(4, dtype=int))
 
     lines = format_report(result)
 
-    assert lines[2] == "  0.5000    0.6931   a.npz"
-    assert lines[3] == "  0.2500    3.5e+07  b.npz"
-    assert lines[4].startswith("  0.5000    1.2500   ensemble")
+    # Every column starts where its header does, whatever the loss's width.
+    assert lines[1] == "  accuracy  loss         model"
+    assert lines[2] == "  0.5000    0.6931       a.npz"
+    assert lines[3] == "  0.2500    3.5e+07      b.npz"
+    assert lines[4] == "  0.2500    1.235e+06    c.npz"
+    assert lines[5] == "  0.2500    999999.0000  d.npz"
+    assert lines[6].startswith("  0.5000    1.2500       ensemble")

@@ -29,6 +29,44 @@ def test_select_takes_strided_views():
     assert _bits(F.select(a > 5, a, b)) == _bits(np.where(a > 5, a, b))
 
 
+@pytest.mark.parametrize("a, b, condition", [
+    (np.zeros((2, 1), np.float32), np.zeros((2, 1), np.float64), (2, 1)),
+    (np.zeros((2, 1), np.float32), np.zeros((2, 2), np.float32), (2, 1)),
+    (np.zeros((2, 2), np.float32), np.zeros((2, 2), np.float32), (2, 1)),
+    (np.zeros(3, np.int64), np.zeros(3, np.float64), (3,)),
+])
+def test_select_refuses_arrays_whose_bits_it_would_mix(a, b, condition):
+    with pytest.raises(ValueError, match="select needs a and b of one dtype and"
+                       " shape, and the condition of that shape"):
+        F.select(np.ones(condition, bool), a, b)
+
+
+def test_activations_take_a_numpy_float64_slope_beside_float32_input():
+    x = np.array([[-2.0], [3.0]], np.float32)
+    dout = np.array([[4.0], [5.0]], np.float32)
+    out = F.elu_forward(x, np.float64(1.0))
+    expected = {
+        "elu": (out, [[np.expm1(np.float32(-2.0))], [3.0]]),
+        "elu_back": (F.elu_backward(dout, x, out, np.float64(1.0)),
+                     [[4.0 * np.exp(np.float32(-2.0))], [5.0]]),
+        "leaky": (F.leaky_relu_forward(x, np.float64(0.5)), [[-1.0], [3.0]]),
+        "leaky_back": (F.leaky_relu_backward(dout, x, np.float64(0.5)),
+                       [[2.0], [5.0]]),
+    }
+    for name, (got, values) in expected.items():
+        assert got.dtype == np.float32 and got.shape == (2, 1), name
+        np.testing.assert_allclose(got, values, rtol=1e-6, err_msg=name)
+
+
+def test_activations_of_integer_input_are_float64_as_np_where_gave():
+    x = np.array([-2, 0, 3])
+    assert _bits(F.leaky_relu_forward(x, 0.5)) == _bits(np.array([-1.0, 0.0, 3.0]))
+    assert _bits(F.leaky_relu_backward(np.array([4, 4, 4]), x, 0.5)) == _bits(
+        np.array([2.0, 2.0, 4.0]))
+    assert _bits(F.elu_forward(x, 1.0)) == _bits(
+        np.array([np.expm1(-2.0), 0.0, 3.0]))
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_activations_match_their_np_where_definitions_to_the_bit(dtype):
     rng = np.random.default_rng(0)

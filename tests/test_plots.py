@@ -477,6 +477,17 @@ def test_accuracy_star_marks_the_evaluation_the_monitor_chose(tmp_path, drawn,
     assert f"best {monitor} (best.npz)" in legend_texts(ax)
 
 
+@pytest.mark.parametrize("best, shown", [(0.25, "0.2500"), (2.5e7, "2.5e+07")])
+def test_accuracy_star_is_annotated_with_the_best_value_as_the_log_writes_it(
+        tmp_path, drawn, best, shown):
+    records = evaluations(val_loss=[4e7, best], val_accuracy=[0.5, 0.6])
+
+    plot_metrics(tmp_path, records, "val_loss")
+
+    texts = [text.get_text() for text in drawn["accuracy.png"].axes[0].texts]
+    assert texts == [f"val_loss {shown}"]
+
+
 def test_accuracy_star_of_a_run_without_config_claims_only_the_best_value(
         tmp_path, drawn):
     with pytest.warns(PlotWarning, match="config.yaml does not say train.monitor;"

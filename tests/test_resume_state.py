@@ -9,7 +9,7 @@ import pickle
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import tiny_config_dict
+from conftest import tiny_arrays, tiny_config_dict
 
 from nntrain.checkpoint import load_checkpoint, save_checkpoint
 from nntrain.cli import cli
@@ -457,4 +457,69 @@ def test_an_lbfgs_resume_refuses_optimizer_state_it_does_not_keep(tmp_path, tiny
     result = invoke("fit", config, "--resume", last, "--set", "train.epochs=3")
     assert result.exit_code == 2
     assert "optim/affine1.W/velocity is there, but L-BFGS keeps no state" in (
+        result.stderr)
+
+
+@pytest.mark.parametrize("names", [["a", "a", "b"], [["a"], ["a"], ["b"]],
+                                   ["a", " ", "c"]])
+def test_a_checkpoint_from_data_with_names_now_refused_still_evaluates_and_resumes(
+        adam_run, tiny_npz, names):
+    # Before nntrain refused repeated, 2-D and blank class names, runs trained on
+    # such data recorded the names flattened; the same data must still load for them.
+    config, last = adam_run
+    np.savez(tiny_npz, **tiny_arrays(), class_names=np.array(names))
+    flat = list(np.array(names).reshape(-1))
+    _forge(last, lambda c: c.meta["data"].update(class_names=flat))
+
+    evaluated = invoke("eval", last, "--json")
+    resumed = invoke("fit", config, "--resume", last, "--set", "train.epochs=3",
+                     "--quiet")
+
+    assert evaluated.exit_code == 0, evaluated.output
+    assert resumed.exit_code == 0, resumed.output
+    assert load_checkpoint(last).meta["data"]["class_names"] == flat
+
+
+def test_repeated_class_names_other_than_the_checkpoints_are_refused(adam_run,
+                                                                     tiny_npz):
+    config, last = adam_run
+    np.savez(tiny_npz, **tiny_arrays(), class_names=np.array(["a", "a", "b"]))
+
+    result = invoke("eval", last)
+
+    assert result.exit_code == 2
+    assert (f"{tiny_npz}: class_names[1] is 'a', as is class_names[0]"
+            in result.stderr)
+
+
+def test_a_checkpoint_with_a_subnormal_epsilon_is_evaluated_and_resumed_raised(
+        adam_run):
+    # nntrain accepted such epsilons before it refused them for new runs; a
+    # checkpoint of that time gets them raised to float32's smallest normal number.
+    config, last = adam_run
+    _forge(last, lambda c: c.meta["config"]["optimizer"].update(eps=1e-40))
+    tiny = float(np.finfo(np.float32).tiny)
+    warning = (f"{last} sets optimizer.eps to 1e-40, below float32's smallest normal"
+               " number, which nntrain now refuses as an epsilon; it is raised to"
+               " 1.1754944e-38: results change only where it is added to a value"
+               " that small, but a resumed run may no longer end bit for bit where"
+               " the original run would have")
+
+    evaluated = invoke("eval", last, "--json")
+    resumed = invoke("fit", config, "--resume", last, "--set", "train.epochs=3")
+
+    assert evaluated.exit_code == 0, evaluated.output
+    assert warning in evaluated.stderr
+    assert resumed.exit_code == 0, resumed.output
+    assert resumed.stderr.count(warning) == 1
+    assert load_checkpoint(last).meta["config"]["optimizer"]["eps"] == tiny
+
+
+def test_a_new_run_with_a_subnormal_epsilon_is_still_refused(tmp_path, tiny_npz,
+                                                             write_config):
+    raw = tiny_config_dict(tiny_npz)
+    raw["model"]["norm_epsilon"] = 1e-40
+    result = invoke("fit", write_config(raw), "--out", tmp_path / "run")
+    assert result.exit_code == 2
+    assert "invalid model.norm_epsilon: 1e-40 is subnormal in float32" in (
         result.stderr)

@@ -110,7 +110,8 @@ def load_dataset(data_config: dict, seed: int, dtype=None,
                             " remove it")
         parts = _load_digits()
     elif name == "npz":
-        parts = _load_npz(data_config["path"], dtype)
+        parts = _load_npz(data_config["path"], dtype,
+                          spec.get("class_names") if spec else None)
     else:
         parts = _load_idx_dataset(name, data_config["path"], given_as, recorded)
 
@@ -331,8 +332,10 @@ def _check_same_image_shape(shapes: dict) -> None:
 NPZ_KEYS = ("X_train", "y_train", "X_val", "y_val", "X_test", "y_test", "class_names")
 
 
-def _load_npz(path: str | None, dtype=None) -> dict:
-    """A user's arrays: X_train, y_train and optionally the val and test pairs."""
+def _load_npz(path: str | None, dtype=None, recorded_names=None) -> dict:
+    """A user's arrays: X_train, y_train and optionally the val and test pairs.
+    ``recorded_names``: the class names a checkpoint the data is loaded for
+    recorded, or None (see _npz_class_names)."""
     if not path:
         raise DataError("data.name is npz but data.path is not set; set it to the file")
     file = Path(path).expanduser()
@@ -358,7 +361,8 @@ def _load_npz(path: str | None, dtype=None) -> dict:
 
     # The classes are those of y_train as given, counted before the fixed test rows
     # move out of it; a val or test label beyond them is refused below.
-    class_names = _npz_class_names(arrays.get("class_names"), parts["y_train"], file)
+    class_names = _npz_class_names(arrays.get("class_names"), parts["y_train"], file,
+                                   recorded_names)
     _check_two_classes(parts["y_train"], file)
     if parts.get("X_test") is None:
         parts.update(_npz_fixed_test_split(parts))
@@ -376,9 +380,18 @@ def _load_npz(path: str | None, dtype=None) -> dict:
 CONTROL_CATEGORIES = ("Cc", "Zl", "Zp")
 
 
-def _npz_class_names(names, y_train: np.ndarray, file: Path) -> tuple[str, ...]:
-    """The npz's class_names, or "0".."C-1" for C = the largest training label + 1."""
+def _npz_class_names(names, y_train: np.ndarray, file: Path,
+                     recorded=None) -> tuple[str, ...]:
+    """The npz's class_names, or "0".."C-1" for C = the largest training label + 1.
+
+    Names exactly as a checkpoint ``recorded`` them, flattened, pass as they are:
+    checkpoints from before nntrain refused 2-D, repeated or blank names were
+    trained on such data, and must still evaluate and resume on it. Other names
+    are checked (and then refused as other data by prepare_data)."""
     if names is not None:
+        flat = tuple(str(name) for name in names.reshape(-1))
+        if recorded is not None and flat and list(flat) == list(recorded):
+            return flat
         if names.ndim != 1:
             raise DataError(f"{file}: class_names has shape {names.shape}; save a"
                             " 1-D array of names, one per class")

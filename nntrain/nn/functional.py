@@ -49,8 +49,9 @@ def relu_backward(dout: np.ndarray, out: np.ndarray) -> np.ndarray:
 
 
 def select(condition: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """np.where(condition, a, b), bit for bit, for float arrays a and b of one dtype
-    and shape (NaN and signed zeros included), without a branch per element.
+    """np.where(condition, a, b), bit for bit, for arrays a and b of one dtype and
+    the condition's shape (floats with their NaNs and signed zeros, or integers
+    such as maxout's winners), without a branch per element.
 
     np.where branches on each element, and the signs of a layer's inputs are close
     to random, so the processor mispredicts about half of those branches: 0.23 ms
@@ -58,6 +59,12 @@ def select(condition: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     integer passes over the arrays' bits: out = b ^ ((a ^ b) & mask), with mask
     all ones where the condition holds and 0 elsewhere.
     """
+    if a.dtype != b.dtype or a.shape != b.shape or condition.shape != a.shape:
+        # Viewed as integers of different widths or broadcast, the bits would mix
+        # into garbage, with no error from NumPy.
+        raise ValueError(f"select needs a and b of one dtype and shape, and the"
+                         f" condition of that shape; got {a.dtype} {a.shape},"
+                         f" {b.dtype} {b.shape}, condition {condition.shape}")
     bits = np.dtype(f"i{a.dtype.itemsize}")
     mask = condition.astype(bits)
     np.negative(mask, out=mask)  # 1 -> -1, whose bits are all ones
@@ -68,13 +75,28 @@ def select(condition: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return out.view(a.dtype)
 
 
+def _floating(x) -> np.ndarray:
+    """``x`` as a float array: integers become float64, the type np.where gave
+    them with a float slope. The layers pass train.dtype arrays; this is for
+    callers of these functions, on whatever they hold."""
+    x = np.asarray(x)
+    return x if x.dtype.kind == "f" else x.astype(np.float64)
+
+
+# The slopes and alphas below are cast to x's type before they multiply it, as
+# a Python float is: a NumPy float64 one would otherwise make the product
+# float64 beside a float32 x (and select refuse the pair).
+
+
 def leaky_relu_forward(x: np.ndarray, slope: float) -> np.ndarray:
     """x where x > 0, slope * x elsewhere."""
-    return select(x > 0, x, x * slope)
+    x = _floating(x)
+    return select(x > 0, x, x * x.dtype.type(slope))
 
 
 def leaky_relu_backward(dout, x, slope: float) -> np.ndarray:
-    return select(x > 0, dout, dout * slope)
+    dout = _floating(dout)
+    return select(np.asarray(x) > 0, dout, dout * dout.dtype.type(slope))
 
 
 def sigmoid_forward(x: np.ndarray) -> np.ndarray:
@@ -103,12 +125,15 @@ def tanh_backward(dout, out) -> np.ndarray:
 def elu_forward(x: np.ndarray, alpha: float) -> np.ndarray:
     """x where x > 0, alpha (exp(x) - 1) elsewhere. expm1 only ever sees min(x, 0),
     so large positive inputs cannot overflow, and it is exact near 0."""
-    return select(x > 0, x, alpha * np.expm1(np.minimum(x, 0)))
+    x = _floating(x)
+    return select(x > 0, x, x.dtype.type(alpha) * np.expm1(np.minimum(x, 0)))
 
 
 def elu_backward(dout, x, out, alpha: float) -> np.ndarray:
     """1 where x > 0; alpha exp(x) = out + alpha elsewhere."""
-    return select(x > 0, dout, dout * (out + alpha))
+    dout = _floating(dout)
+    slope = np.asarray(out, dout.dtype) + dout.dtype.type(alpha)
+    return select(np.asarray(x) > 0, dout, dout * slope)
 
 
 def maxout_forward(x, W, b, pieces: int):
@@ -130,7 +155,8 @@ def maxout_forward(x, W, b, pieces: int):
     for piece in range(1, pieces):
         candidate = z[..., piece].copy()
         # Strictly larger wins (ties keep the lower index); "not <=" is also true
-        # for a NaN candidate, which wins unless the best is NaN already.
+        # for a NaN candidate, which wins unless the best is NaN already. The NaN
+        # test is out == out, false only at a NaN (one pass, where ~isnan takes two).
         wins = ~(candidate <= out)
         wins &= out == out
         out = select(wins, candidate, out)

@@ -152,8 +152,8 @@ class Model:
             layer = self.layers[position]
             dout, layer_grads = layer.backward(dout, need_dx=position > 0)
             for key, grad in layer_grads.items():
-                # Affine layers write into their views of ``grads``; the others
-                # return new arrays, copied in here.
+                # Affine and maxout layers write into their views of ``grads``;
+                # the others return new arrays, copied in here.
                 target = grads[f"{layer.name}.{key}"]
                 if grad is not target:
                     target[...] = grad

@@ -183,7 +183,6 @@ def huge_penalty(model) -> str | None:
             f" ones are below 1): lower model.{kind} (or the layer's {kind})")
 
 
-
 def _changed(model: dict, key: str) -> bool:
     """Whether model.``key`` holds another value than its default."""
     return model[key] != SCHEMA["model"][key].default

@@ -212,7 +212,7 @@ def saved_config(checkpoint, path) -> dict:
 def refuse_changed_config(config: dict, checkpoint, path) -> None:
     """A ConfigError naming the first setting of ``config`` (resolved) that
     differs from the checkpoint's own beyond what a resume may change."""
-    saved = migrate_config(saved_config(checkpoint, path), path)
+    saved = migrate_config(saved_config(checkpoint, path), path, warn=False)
     found = first_difference(config, saved)
     if found:
         key, given, kept = found
