@@ -530,7 +530,8 @@ def _start_of_run_checks(reporter, config, prepared, model, input_width,
     if note:
         reporter.note(note)
     for text in (*checks.ineffective_settings(config),
-                 checks.double_decay_check(config), warning,
+                 checks.double_decay_check(config), checks.lbfgs_snapshot_check(config),
+                 warning,
                  checks.warmup_check(config["schedule"], total)):
         if text:
             reporter.warn(text)

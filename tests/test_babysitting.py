@@ -721,3 +721,15 @@ def test_an_lbfgs_run_notes_how_it_counts(tmp_path, tiny_npz, write_config):
             " train.batch_size is not used; train.dtype float64 suits its line"
             " search better") in result.stderr.splitlines()
     assert "Done: 2 epochs, 2 iterations" in result.stdout
+
+
+def test_snapshots_asked_of_lbfgs_are_named():
+    config = resolve_config({"optimizer": {"name": "lbfgs"},
+                             "train": {"epochs": 3, "snapshot_every": 1}})
+    mini_batch = resolve_config({"train": {"epochs": 3, "snapshot_every": 1}})
+
+    assert checks.lbfgs_snapshot_check(config) == (
+        "train.snapshot_every has no effect with optimizer lbfgs, which keeps only"
+        " best.npz and last.npz; leave it out, or use a mini-batch rule to keep"
+        " snapshots")
+    assert checks.lbfgs_snapshot_check(mini_batch) is None

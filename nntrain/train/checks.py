@@ -254,6 +254,16 @@ def _ineffective_beside_layers(model: dict) -> list[str]:
     return warnings
 
 
+def lbfgs_snapshot_check(config: dict) -> str | None:
+    """A warning when train.snapshot_every is set for lbfgs, whose full-batch loop
+    saves only best.npz and last.npz."""
+    if config["optimizer"]["name"] != "lbfgs" or not config["train"]["snapshot_every"]:
+        return None
+    return ("train.snapshot_every has no effect with optimizer lbfgs, which keeps"
+            " only best.npz and last.npz; leave it out, or use a mini-batch rule to"
+            " keep snapshots")
+
+
 def double_decay_check(config: dict) -> str | None:
     """A warning when adamw's decoupled weight decay and an L2 penalty both
     shrink the weights: each is meant to replace the other."""
