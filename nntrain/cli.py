@@ -629,6 +629,14 @@ def _check_library(samples, layer, rng):
     return checks, f"{what}, on {counted(samples, 'random sample')}"
 
 
+def _note_fewer_samples(samples: int, available: int, config_path) -> None:
+    """Say on stderr that --samples asked for more than the training split holds."""
+    if available < samples:
+        click.echo(f"note: --samples {samples} asks for more than the training split"
+                   f" of {config_path} holds; the check uses all {available}",
+                   err=True)
+
+
 def _check_config(config_path, overrides, samples, layer, rng):
     from nntrain.gradcheck import check_model
     from nntrain.nn.model import build_model
@@ -653,6 +661,7 @@ def _check_config(config_path, overrides, samples, layer, rng):
         _refuse_one_sample_training_split(config_path, len(X), samples,
                                           len(prepared.dataset.y_val))
         _refuse_one_sample_batchnorm(len(rows))
+    _note_fewer_samples(samples, len(X), config_path)
     title = (f"{config_path} ({config['data']['name']},"
              f" {counted(len(rows), 'sample')}{_penalties(config, model)}, float64)")
     try:
@@ -764,10 +773,7 @@ def sanity(config_path, overrides, samples, max_iterations):
     X, y = X[:samples], y[:samples]
     _refuse_trivial_sanity(config_path, y, num_train, len(prepared.dataset.y_val),
                            prepared.dataset.class_names)
-    if num_train < samples:
-        click.echo(f"note: --samples {samples} asks for more than the training split"
-                   f" of {config_path} holds; the check uses all {num_train}",
-                   err=True)
+    _note_fewer_samples(samples, num_train, config_path)
     result = overfit(config, X, y, prepared.dataset.num_classes, max_iterations)
     samples, updates = (counted(result.samples, "sample"),
                         counted(result.iterations, "update"))
