@@ -1076,6 +1076,43 @@ def test_eval_refuses_a_newer_checkpoint_format(tmp_path, trained):
 
 
 
+def test_fit_refuses_a_surrogate_class_name_before_making_the_run_directory(
+        write_npz, write_config, tmp_path):
+    data = write_npz(**tiny_arrays(), class_names=np.array(["a", "\ud800", "c"]))
+    config = write_config(tiny_config_dict(data))
+
+    result = invoke("fit", config, "--out", tmp_path / "run")
+
+    assert_one_line_error(result, 2, re.escape(
+        f"error: {data}: class_names[1] is '\\ud800', which holds a lone"
+        " surrogate"))
+    assert not (tmp_path / "run").exists()
+
+
+def test_bytes_class_names_are_recorded_and_shown_as_text(write_npz, write_config,
+                                                          tmp_path):
+    names = np.array([b"ant", b"bee", b"cow"])
+    data = write_npz(**tiny_arrays(), class_names=names)
+    raw = tiny_config_dict(data)
+    raw["train"]["epochs"] = 1
+    best = tmp_path / "run" / "checkpoints" / "best.npz"
+    samples, out = tmp_path / "samples.npy", tmp_path / "pred.csv"
+    np.save(samples, tiny_arrays()["X_test"][:2])
+
+    fitted = invoke("fit", write_config(raw), "--out", tmp_path / "run", "--quiet")
+    evaluated = invoke("eval", best)
+    predicted = invoke("predict", best, samples, "--out", out)
+
+    assert fitted.exit_code == 0, fitted.output
+    _, meta = read_checkpoint(best)
+    assert meta["data"]["class_names"] == ["ant", "bee", "cow"]
+    assert evaluated.exit_code == 0, evaluated.output
+    assert "  ant  " in evaluated.stdout and "b'" not in evaluated.stdout
+    assert predicted.exit_code == 0, predicted.output
+    header = next(csv.reader(io.StringIO(out.read_text())))
+    assert header == ["index", "class", "name", "p_ant", "p_bee", "p_cow"]
+
+
 def test_predict_writes_one_csv_row_per_sample_with_probabilities(trained, tmp_path):
     _, _, run_dir, _ = trained
     best = run_dir / "checkpoints" / "best.npz"

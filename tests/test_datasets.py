@@ -216,6 +216,36 @@ def test_npz_class_names_with_a_control_character_are_refused(write_npz, name):
         load_dataset(data_config(path=path), seed=0)
 
 
+def test_npz_class_name_with_a_lone_surrogate_is_refused(write_npz):
+    # NumPy stores U+D800 alone; no UTF-8 file (train.log, predict's CSV) can.
+    path = write_npz(**tiny_arrays(), class_names=np.array(["ant", "\ud800", "cow"]))
+
+    with pytest.raises(DataError, match=re.escape(
+            f"{path}: class_names[1] is '\\ud800', which holds a lone surrogate, a"
+            " code point that is no character: train.log and predict's CSV could"
+            " not hold it; save the names as valid text")):
+        load_dataset(data_config(path=path), seed=0)
+
+
+def test_npz_bytes_class_names_are_decoded_from_utf8(write_npz):
+    names = np.array(["ant".encode(), "bée".encode(), b"cow"])
+    path = write_npz(**tiny_arrays(), class_names=names)
+
+    data = load_dataset(data_config(path=path), seed=0)
+
+    assert data.class_names == ("ant", "bée", "cow")
+    assert all(type(name) is str for name in data.class_names)
+
+
+def test_npz_bytes_class_names_that_are_not_utf8_are_refused(write_npz):
+    path = write_npz(**tiny_arrays(), class_names=np.array([b"ant", b"b\xff", b"cow"]))
+
+    with pytest.raises(DataError, match=re.escape(
+            f"{path}: class_names[1] is b'b\\xff', bytes that are not UTF-8 text;"
+            " save the names as strings (np.array(['cat', 'dog', ...]))")):
+        load_dataset(data_config(path=path), seed=0)
+
+
 def test_npz_uint64_label_past_int64_is_shown_as_stored(write_npz):
     arrays = tiny_arrays()
     arrays["y_train"] = arrays["y_train"].astype(np.uint64)

@@ -480,6 +480,52 @@ def test_a_checkpoint_from_data_with_names_now_refused_still_evaluates_and_resum
     assert load_checkpoint(last).meta["data"]["class_names"] == flat
 
 
+def test_a_checkpoint_from_bytes_class_names_shown_as_bytes_still_evaluates(
+        adam_run, tiny_npz):
+    # nntrain once recorded bytes names as str() made them: "b'a'". Decoded now,
+    # the same data must still load for such a checkpoint, under its names.
+    config, last = adam_run
+    np.savez(tiny_npz, **tiny_arrays(), class_names=np.array([b"a", b"b", b"c"]))
+    _forge(last, lambda c: c.meta["data"].update(class_names=["b'a'", "b'b'",
+                                                               "b'c'"]))
+
+    evaluated = invoke("eval", last)
+
+    assert evaluated.exit_code == 0, evaluated.output
+    assert "  b'a'  " in evaluated.stdout
+
+
+@pytest.mark.parametrize("command", ["eval", "predict"])
+def test_a_checkpoint_with_a_surrogate_class_name_is_refused(adam_run, tmp_path,
+                                                             command):
+    # JSON's "\ud800" reads as a lone surrogate, which no table or CSV can write.
+    _, last = adam_run
+    _forge(last, lambda c: c.meta["data"].update(class_names=["a", "\ud800", "c"]))
+    samples = tmp_path / "samples.npy"
+    np.save(samples, tiny_arrays()["X_test"][:2])
+
+    result = invoke(command, last, *([samples] if command == "predict" else []))
+
+    assert result.exit_code == 2, result.output
+    assert (f'{last}: data.class_names[1] is "\\ud800", which holds a lone'
+            " surrogate, no text UTF-8 can write") in result.stderr
+
+
+def test_a_checkpoint_with_an_epsilon_that_rounds_to_infinity_is_refused(adam_run):
+    # Such a run trained a dead network: nothing to evaluate or resume.
+    config, last = adam_run
+    _forge(last, lambda c: c.meta["config"]["optimizer"].update(eps=1e39))
+    message = (f"{last}: its config is not valid here (invalid optimizer.eps: 1e+39"
+               " rounds to infinity in float32 (train.dtype), whose largest number"
+               " is 3.4028235e+38; train a new run with a value <= 3.4e+38)")
+
+    evaluated = invoke("eval", last)
+    resumed = invoke("fit", config, "--resume", last, "--set", "train.epochs=3")
+
+    assert evaluated.exit_code == 2 and message in evaluated.stderr
+    assert resumed.exit_code == 2 and message in resumed.stderr
+
+
 def test_repeated_class_names_other_than_the_checkpoints_are_refused(adam_run,
                                                                      tiny_npz):
     config, last = adam_run

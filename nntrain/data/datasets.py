@@ -384,18 +384,20 @@ def _npz_class_names(names, y_train: np.ndarray, file: Path,
                      recorded=None) -> tuple[str, ...]:
     """The npz's class_names, or "0".."C-1" for C = the largest training label + 1.
 
-    Names exactly as a checkpoint ``recorded`` them, flattened, pass as they are:
-    checkpoints from before nntrain refused 2-D, repeated or blank names were
-    trained on such data, and must still evaluate and resume on it. Other names
-    are checked (and then refused as other data by prepare_data)."""
+    Bytes names (np.array([b"cat", ...])) are decoded from UTF-8. Names exactly
+    as a checkpoint ``recorded`` them, flattened, pass as they are: checkpoints
+    from before nntrain refused 2-D, repeated or blank names, or decoded bytes
+    names (it recorded b'cat'), were trained on such data, and must still
+    evaluate and resume on it. Other names are checked (and then refused as
+    other data by prepare_data)."""
     if names is not None:
-        flat = tuple(str(name) for name in names.reshape(-1))
-        if recorded is not None and flat and list(flat) == list(recorded):
-            return flat
+        kept = _as_recorded(names, recorded)
+        if kept:
+            return kept
         if names.ndim != 1:
             raise DataError(f"{file}: class_names has shape {names.shape}; save a"
                             " 1-D array of names, one per class")
-        names = tuple(str(name) for name in names)
+        names = tuple(_name_text(name, index, file) for index, name in enumerate(names))
         if not names:
             raise DataError(f"{file}: class_names is empty; save one name per class,"
                             " or leave it out to number the classes 0..C-1")
@@ -407,11 +409,45 @@ def _npz_class_names(names, y_train: np.ndarray, file: Path,
     return tuple(str(label) for label in range(_inferred_class_count(y_train, file)))
 
 
+def _as_recorded(names: np.ndarray, recorded) -> tuple[str, ...] | None:
+    """``names`` flattened, as text, when a checkpoint ``recorded`` them so (bytes
+    decoded, or shown as b'cat' as nntrain once did); else None."""
+    if recorded is None:
+        return None
+    flat = names.reshape(-1)
+    forms = [tuple(str(name) for name in flat)]
+    if names.dtype.kind == "S":
+        try:
+            forms.append(tuple(name.decode("utf-8") for name in flat))
+        except UnicodeDecodeError:
+            pass  # not UTF-8: no checkpoint could have recorded them decoded
+    return next((form for form in forms if list(form) == list(recorded)), None)
+
+
+def _name_text(name, index: int, file: Path) -> str:
+    """Class ``name`` as text: bytes are decoded from UTF-8, numbers written out."""
+    if not isinstance(name, bytes):
+        return str(name)
+    try:
+        return name.decode("utf-8")
+    except UnicodeDecodeError:
+        raise DataError(f"{file}: class_names[{index}] is {bytes(name)!r}, bytes"
+                        " that are not UTF-8 text; save the names as strings"
+                        " (np.array(['cat', 'dog', ...]))") from None
+
+
 def _check_class_name(name: str, index: int, first: int, file: Path) -> None:
     """Refuse class ``name``, at ``index`` and first found at ``first``, when the
     tables eval prints and predict's CSV header (a column p_<name> per class)
-    could not show it or tell it apart."""
+    could not show it or tell it apart, or train.log could not hold it."""
     where = f"{file}: class_names[{index}] is {name!r}"
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        # A lone surrogate (U+D800 to U+DFFF): NumPy stores it, no UTF-8 file can.
+        raise DataError(f"{where}, which holds a lone surrogate, a code point that"
+                        " is no character: train.log and predict's CSV could not"
+                        " hold it; save the names as valid text") from None
     if any(unicodedata.category(char) in CONTROL_CATEGORIES for char in name):
         raise DataError(f"{where}, which holds a line break or another control"
                         " character that would break the tables eval prints; save"

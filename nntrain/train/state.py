@@ -52,6 +52,18 @@ def _is_positive(value) -> bool:
     return _is_count(value) and value > 0
 
 
+def _text(value, key):
+    """A string UTF-8 can write: JSON's \\ud800 escape reads as a lone surrogate,
+    which would fail eval's tables or predict's CSV half-way through."""
+    if not isinstance(value, str):
+        raise _Bad(key, f"is {_shown(value)}, not a string")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise _Bad(key, f"is {_shown(value)}, which holds a lone surrogate, no"
+                   " text UTF-8 can write") from None
+
+
 def _below(limit: int):
     return lambda value: _is_count(value) and value < limit
 
@@ -60,7 +72,7 @@ COUNT = _leaf("a count (an integer >= 0)", _is_count)
 NUMBER = _leaf("a finite number", _is_number)
 DURATION = _leaf("a number of seconds >= 0", lambda v: _is_number(v) and v >= 0)
 POSITIVE = _leaf("a count >= 1", _is_positive)
-TEXT = _leaf("a string", lambda value: isinstance(value, str))
+TEXT = _text
 FLAG = _leaf("true or false", lambda value: isinstance(value, bool))
 
 
