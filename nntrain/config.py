@@ -61,10 +61,20 @@ def _rounded_up(value: float) -> str:
     return f"{mantissa:.1f}e{exponent:+03d}"
 
 
+def _rounded_down(value: float) -> str:
+    """``value`` > 0 written with two significant digits, rounded down."""
+    exponent = math.floor(math.log10(value))
+    mantissa = math.floor(value / 10.0**exponent * 10) / 10
+    return f"{mantissa:.1f}e{exponent:+03d}"
+
+
 # An epsilon below train.dtype's smallest normal number rounds to 0 or loses its
 # precision: refused (_check_epsilons), and said so in the docs.
 EPSILON_FLOOR = (f" (>= {_rounded_up(float(np.finfo(np.float32).tiny))} in float32,"
                  f" {_rounded_up(float(np.finfo(np.float64).tiny))} in float64)")
+# One above float32's largest number rounds to infinity there: refused too. No
+# number YAML gives is beyond float64's (1e400 reads as infinity, refused as such).
+EPSILON_CEILING = _rounded_down(float(np.finfo(np.float32).max))
 
 
 def preprocess_steps(value, key):
@@ -587,7 +597,9 @@ def _epsilon_places(config: dict):
 def _check_epsilons(config: dict) -> None:
     """An epsilon guards a division; one that rounds to 0 in train.dtype guards
     nothing (0 / 0 is NaN, blamed later on the rate), and a subnormal one has
-    lost its precision. Both are refused, with the smallest value that holds."""
+    lost its precision. Both are refused, with the smallest value that holds;
+    so is one that rounds to infinity (_check_epsilons_finite)."""
+    _check_epsilons_finite(config, "give a value")
     dtype = config["train"]["dtype"]
     tiny = float(np.finfo(dtype).tiny)
     for key, holder, name in _epsilon_places(config):
@@ -598,9 +610,26 @@ def _check_epsilons(config: dict) -> None:
         problem = (f"rounds to 0 in {dtype} (train.dtype)" if zero else
                    f"is subnormal in {dtype} (train.dtype), with few significant"
                    " bits left")
-        other = ", or train.dtype float64" if dtype == "float32" else ""
+        # train.dtype shares the blame (and a --set of it may be named) only where
+        # changing it is a fix.
+        other, blamed = ((", or train.dtype float64", (key, "train.dtype"))
+                         if dtype == "float32" else ("", key))
         raise ConfigError(f"invalid {key}: {value!r} {problem}; give a value >="
-                          f" {_rounded_up(tiny)}{other}", (key, "train.dtype"))
+                          f" {_rounded_up(tiny)}{other}", blamed)
+
+
+def _check_epsilons_finite(config: dict, fix: str) -> None:
+    """Refuse an epsilon that rounds to infinity in train.dtype: every value it
+    divides becomes 0, a network that cannot learn. ``fix`` begins the advice."""
+    dtype = config["train"]["dtype"]
+    for key, holder, name in _epsilon_places(config):
+        with np.errstate(over="ignore"):
+            infinite = np.isinf(getattr(np, dtype)(holder[name]))
+        if infinite:
+            largest = float(np.finfo(dtype).max)
+            raise ConfigError(f"invalid {key}: {holder[name]!r} rounds to infinity"
+                              f" in {dtype} (train.dtype), whose largest number is"
+                              f" {largest:.8g}; {fix} <= {EPSILON_CEILING}", key)
 
 
 def _raise_epsilons(config: dict) -> list[tuple[str, float, float]]:
@@ -688,8 +717,10 @@ def resolve_saved_config(raw) -> tuple[dict, list[tuple[str, float, float]]]:
     """A checkpoint's config resolved as resolve_config does, except that an
     epsilon below train.dtype's smallest normal number, which nntrain accepted
     before it refused them, is raised to that number rather than refused:
-    (config, (dotted key, saved value, new value) of each epsilon raised)."""
+    (config, (dotted key, saved value, new value) of each epsilon raised).
+    One that rounds to infinity is refused: the run could not have learned."""
     config = _resolved(raw)
+    _check_epsilons_finite(config, "train a new run with a value")
     return config, _raise_epsilons(config)
 
 

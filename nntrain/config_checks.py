@@ -94,7 +94,10 @@ def number(minimum=None, maximum=None, open_minimum=False, open_maximum=False):
         wanted = f"a number in {low}{minimum}, {maximum}{high}".replace("None", "inf")
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             refuse(key, wanted, value)
-        value = float(value)
+        try:
+            value = float(value)
+        except OverflowError:  # an integer past float64's range, such as 10**400
+            refuse(key, wanted, value)
         too_low = minimum is not None and (
             value < minimum or (open_minimum and value == minimum)
         )

@@ -829,3 +829,49 @@ def test_a_float64_epsilon_below_its_smallest_normal_names_it(write_config):
             " value >= 2.3e-308")):
         load_text(write_config, "train: {epochs: 1, dtype: float64}",
                   ["optimizer.eps=1e-320"])
+
+
+def test_an_epsilon_set_before_train_dtype_is_blamed_on_its_own_override(
+        write_config):
+    # 1e-320 is subnormal in float64 too: train.dtype is no fix, so the --set of
+    # optimizer.eps is named even when the one of train.dtype comes later.
+    with pytest.raises(ConfigError, match=re.escape(
+            "--set optimizer.eps=1e-320: invalid optimizer.eps: 1e-320 is subnormal"
+            " in float64")):
+        load_text(write_config, "train: {epochs: 1}",
+                  ["optimizer.eps=1e-320", "train.dtype=float64"])
+
+
+@pytest.mark.parametrize("overrides, key", [
+    (["optimizer.eps=1e39"], "optimizer.eps"),
+    (["model.batchnorm=true", "model.norm_epsilon=1e39"], "model.norm_epsilon"),
+    (["model.hidden=null", "model.layers=[{affine: {units: 4}}, {layernorm:"
+      " {epsilon: 1.0e+39}}, {affine: {}}]"], "model.layers[1].layernorm.epsilon"),
+])
+def test_an_epsilon_that_rounds_to_infinity_in_float32_is_refused(write_config,
+                                                                  overrides, key):
+    # float32's largest number is (2 - 2**-23) * 2**127 = 3.4028235e+38.
+    message = (f"invalid {key}: 1e+39 rounds to infinity in float32 (train.dtype),"
+               " whose largest number is 3.4028235e+38; give a value <= 3.4e+38")
+
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_text(write_config, "train: {epochs: 1}", overrides)
+
+
+def test_the_largest_float32_epsilon_is_accepted_and_a_larger_one_in_float64(
+        write_config):
+    largest = (2 - 2.0**-23) * 2.0**127
+    in_float32 = load_text(write_config, "train: {epochs: 1}",
+                           [f"optimizer.eps={largest!r}"])
+    in_float64 = load_text(write_config, "train: {epochs: 1, dtype: float64}",
+                           ["optimizer.eps=1e39"])
+
+    assert in_float32["optimizer"]["eps"] == largest
+    assert in_float64["optimizer"]["eps"] == 1e39
+
+
+def test_an_integer_past_float64s_range_is_refused_for_a_float_key(write_config):
+    huge = 10**400
+    with pytest.raises(ConfigError, match=re.escape(
+            f"invalid optimizer.lr: {huge} (expected a number in (0, inf))")):
+        load_text(write_config, "train: {epochs: 1}", [f"optimizer.lr={huge}"])

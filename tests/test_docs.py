@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from nntrain.config import (
+    EPSILON_CEILING,
     EPSILON_FLOOR,
     LAYER_OPTIONS,
     OPTIMIZER_KEYS,
@@ -29,6 +30,19 @@ def test_config_reference_lists_every_key_as_the_schema_says():
 def test_config_reference_states_the_epsilon_floor_the_error_asks_for():
     reference = (ROOT / "docs" / "config.md").read_text(encoding="utf-8")
     assert f"the error asks for one{EPSILON_FLOOR}." in " ".join(reference.split())
+
+
+def test_config_reference_states_the_epsilon_ceiling_the_error_asks_for():
+    reference = " ".join((ROOT / "docs" / "config.md").read_text("utf-8").split())
+    assert f"(give one <= {EPSILON_CEILING})" in reference
+
+
+def test_config_reference_says_unused_settings_are_warnings_not_errors():
+    # The README says so too; the reference of what is an error must not leave
+    # it out, or a user expects exit status 2.
+    intro = (ROOT / "docs" / "config.md").read_text("utf-8").split("| key |")[0]
+    assert "A setting the network does not use" in intro
+    assert "is not an error but a warning" in " ".join(intro.split())
 
 
 # A numeric type as the docs write it: "int in [1, 10^9]", "float > 0 or null",
