@@ -500,7 +500,8 @@ def _format_evaluation(result: dict, class_names) -> list[str]:
               help="Write .csv or .npz here (default: CSV on stdout).")
 def predict(checkpoint, input_path, out_path):
     """Predict the class of each sample in INPUT (.npy or .npz) with CHECKPOINT."""
-    from nntrain.evaluate import checked_scores
+    from nntrain.data.preprocess import TransformOverflow
+    from nntrain.evaluate import checked_scores, preprocessing_overflow
     from nntrain.nn.functional import softmax
     from nntrain.predict import read_samples
     from nntrain.restore import restore
@@ -512,7 +513,10 @@ def predict(checkpoint, input_path, out_path):
         dtype = np.dtype(restored.config["train"]["dtype"])
         X = read_samples(input_path, spec["num_features"], dtype,
                          spec.get("input_shape"))
-        X = restored.preprocessor.transform(X, dtype, input_path)
+        try:
+            X = restored.preprocessor.transform(X, dtype, input_path)
+        except TransformOverflow as error:
+            raise preprocessing_overflow(error, str(input_path)) from None
         scores = checked_scores(restored.model, X, str(input_path), checkpoint)
         probabilities = softmax(scores.astype(np.float64))
         classes = probabilities.argmax(axis=1)
