@@ -45,7 +45,7 @@ from nntrain.train.diagnostics import (
     weight_snapshot,
 )
 from nntrain.train.report import counted, short_number
-from nntrain.train.signals import SIGNAL_EXIT_CODES, StopFlag
+from nntrain.train.signals import SIGNAL_EXIT_CODES, Interrupted, StopFlag
 
 # A first loss this many times the one small weights give (ln C for softmax) says
 # the scores started huge: the data's scale, not the learning rate, is at fault.
@@ -224,6 +224,8 @@ class Solver:
                     # loops leave that stop to here, so that the run ends
                     # complete, as an uninterrupted one does, and then stops.
                     self._stop(stop.signum)
+        except Interrupted as error:
+            raise self._stopped_at_once(error) from None
         finally:
             if self.reporter:
                 self.reporter.close_bar()
@@ -740,16 +742,30 @@ class Solver:
         if self.run:
             last = self.run.checkpoints / "last.npz"
             self.save(last)
-            # A command to paste: a path with spaces or quotes must survive the shell.
-            config, run = (shlex.quote(str(path)) for path in
-                           (self.run.path / "config.yaml", self.run.path))
-            where = (f"; the state is saved in {last}. Resume with: nntrain fit"
-                     f" {config} --resume {run}")
+            where = f"; the state is saved in {last}. {self._resume_command()}"
         name = signal.Signals(signum).name
         raise StopRequested(
             f"stopped by {name} at iteration {self.progress.iteration}{where}",
             SIGNAL_EXIT_CODES[signum],
         )
+
+    def _stopped_at_once(self, error: Interrupted) -> BaseException:
+        """What a second signal (``error``) ends the run with: a StopRequested
+        saying how to resume when the run has saved its last.npz, else ``error``
+        itself (the command line says that no checkpoint holds the run)."""
+        last = self.run.checkpoints / "last.npz" if self.run else None
+        if not (last and self.run.saved and last.is_file()):
+            return error
+        return StopRequested(
+            f"{error} after iteration {self.progress.iteration}; {last} holds"
+            f" the run's last saved state. {self._resume_command()}",
+            error.exit_code)
+
+    def _resume_command(self) -> str:
+        # A command to paste: a path with spaces or quotes must survive the shell.
+        config, run = (shlex.quote(str(path)) for path in
+                       (self.run.path / "config.yaml", self.run.path))
+        return f"Resume with: nntrain fit {config} --resume {run}"
 
     def state_meta(self) -> dict:
         """Everything, besides the arrays, that a resumed run needs to continue
