@@ -42,6 +42,7 @@ from nntrain.train.diagnostics import (
     gradient_norms,
     layer_statistics,
     update_ratios,
+    weight_decay_cause,
     weight_snapshot,
 )
 from nntrain.train.report import counted, short_number
@@ -284,6 +285,8 @@ class Solver:
         X, y = self.X_train[rows], self.y_train[rows]
         lr = self.schedule.rate(self._schedule_epoch(), progress.iteration)
         self.rule.lr = lr
+        if self.watcher:
+            self.watcher.check_weight_decay(lr, self._weight_decay())
         diagnose = self._diagnoses()
         self.model.capture_outputs = diagnose
 
@@ -419,10 +422,17 @@ class Solver:
                     f" ({self._init_text()}) are at fault, not the learning rate;"
                     " preprocess the data (center, scale) or divide it by a power"
                     " of ten")
+        decay = weight_decay_cause(self.rule.lr, self._weight_decay())
+        if decay:
+            return decay
         if self.rule.lr is not None:
             return (f"the learning rate {self.rule.lr:g} is likely too high: lower"
                     " optimizer.lr")
         return "the data or the model is likely at fault"
+
+    def _weight_decay(self) -> float | None:
+        """adamw's decoupled weight decay; None for the rules without one."""
+        return getattr(self.rule, "weight_decay", None)
 
     def _cause_before_updates(self) -> str:
         """No update has run, so the learning rate is blameless: either a penalty
@@ -509,10 +519,12 @@ class Solver:
         high = loss > DIVERGENCE_FACTOR * max(self._first_loss, 1e-12)
         self._high_streak = self._high_streak + 1 if high else 0
         if self._high_streak == DIVERGENCE_ITERATIONS and self.watcher:
+            fix = (weight_decay_cause(self.rule.lr, self._weight_decay())
+                   or "lower optimizer.lr")
             self.watcher.warn(
                 f"the loss has stayed above {DIVERGENCE_FACTOR}x its starting value"
                 f" ({self._first_loss:.3g}) for {DIVERGENCE_ITERATIONS} iterations:"
-                " the run is diverging; lower optimizer.lr"
+                f" the run is diverging; {fix}"
             )
 
     def _train_full_batch(self, stop) -> None:
@@ -635,7 +647,8 @@ class Solver:
             self.watcher.check_diagnostics(
                 self._diagnostics,
                 rate_lowered=lr is not None and lr < LOWERED_RATE * base,
-                clipping=bool(self.config["clip"]))
+                clipping=bool(self.config["clip"]),
+                decay=(lr or 0.0) * (self._weight_decay() or 0.0))
             self.watcher.check_curve(record.get("train_accuracy"),
                                      record["val_accuracy"])
         self._diagnostics = {}
