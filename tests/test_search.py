@@ -43,6 +43,7 @@ from nntrain.search import (
     Study,
     format_table,
     load_search_config,
+    mode_warning,
     narrow_bounds,
     parse_search,
     read_result,
@@ -1462,6 +1463,39 @@ def test_search_warns_when_workers_threads_outnumber_the_cores(
     assert (warning is None) == (not warned)
 
 
+@pytest.mark.parametrize("metric, mode, warned", [
+    ("val_accuracy", "max", False), ("train_accuracy", "max", False),
+    ("val_loss", "min", False), ("loss", "min", False), ("data_loss", "min", False),
+    ("reg_loss", "min", False),
+    ("val_accuracy", "min", True), ("train_accuracy", "min", True),
+    ("val_loss", "max", True), ("loss", "max", True), ("data_loss", "max", True),
+    ("reg_loss", "max", True),
+])
+def test_a_mode_that_ranks_the_worst_first_is_a_warning(metric, mode, warned):
+    spec = spec_of(trials=2, metric=metric, mode=mode, params=PARAMS)
+    better = "max" if metric.endswith("accuracy") else "min"
+    expected = (f"search.mode is {mode}, so the study ranks the"
+                f" {'lowest' if mode == 'min' else 'highest'} {metric} first,"
+                f" although a {'higher' if better == 'max' else 'lower'} {metric} is"
+                f" better; set search.mode to {better} (--set search.mode={better}),"
+                " or leave it out")
+    assert mode_warning(spec) == (expected if warned else None)
+
+
+def test_search_warns_of_a_mode_against_its_metric_at_the_start(
+        write_config, tiny_npz, tmp_path):
+    path = write_config(study_config(tiny_npz, trials=1, mode="min", params={
+        "optimizer.lr": {"choice": [0.01]}}))
+
+    result = invoke("search", path, "--out", tmp_path / "study", "--workers", 1)
+
+    assert result.exit_code == 0, result.output
+    assert result.stderr.splitlines()[1] == (
+        "warning: search.mode is min, so the study ranks the lowest val_accuracy"
+        " first, although a higher val_accuracy is better; set search.mode to max"
+        " (--set search.mode=max), or leave it out")
+
+
 def _bad_beta1_study(npz_path, names, **optimizer) -> dict:
     config = tiny_config_dict(npz_path)
     config["optimizer"] = {"name": "adam", "beta1": 1.5, **optimizer}
@@ -1667,7 +1701,8 @@ NOT_RANKED = ("{trials} kept in best.npz the epoch of the {kept} (train.monitor)
         fix="set train.monitor to val_loss, or leave it out,")),
     ("val_loss", {"metric": "val_loss", "mode": "max"}, NOT_RANKED.format(
         trials="trial 0", kept="lowest val_loss", ranked="highest val_loss",
-        fix="no train.monitor keeps the highest val_loss; leave search.mode out")),
+        fix="no train.monitor keeps the highest val_loss; set search.mode to min"
+            " (--set search.mode=min)")),
     ("val_accuracy", {"metric": "data_loss"}, NOT_RANKED.format(
         trials="trial 0", kept="highest val_accuracy", ranked="lowest data_loss",
         fix="data_loss is no train.monitor option; rank by one of val_accuracy,"

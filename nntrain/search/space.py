@@ -484,6 +484,21 @@ def monitor_mode(monitor: str) -> str:
     return "min" if monitor.endswith("loss") else "max"
 
 
+def mode_warning(spec: SearchSpec) -> str | None:
+    """A warning when search.mode ranks the worst of its metric first (mode min
+    with an accuracy, max with a loss), else None: a mode written the wrong way
+    round, since no study looks for its worst trials on purpose."""
+    better = monitor_mode(spec.metric)
+    if spec.mode == better:
+        return None
+    ranked, good = (("lowest", "higher") if spec.mode == "min" else
+                    ("highest", "lower"))
+    return (f"search.mode is {spec.mode}, so the study ranks the {ranked}"
+            f" {spec.metric} first, although a {good} {spec.metric} is better; set"
+            f" search.mode to {better} (--set search.mode={better}), or leave it"
+            " out")
+
+
 def _monitor_the_metric(raw: dict, config: dict, spec: SearchSpec) -> tuple:
     """``config`` and ``spec`` with train.monitor set to search.metric, so that
     every trial's best.npz holds the epoch its row ranks (and early stopping and a

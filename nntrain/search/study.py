@@ -298,8 +298,9 @@ class Study:
             fix = (f"{metric} is no train.monitor option; rank by one of"
                    f" {', '.join(MONITORS)} to ensemble the ranked epochs")
         elif mode != monitor_mode(metric):
-            fix = (f"no train.monitor keeps the {best[mode]} {metric}; leave"
-                   " search.mode out to ensemble the ranked epochs")
+            fix = (f"no train.monitor keeps the {best[mode]} {metric}; set"
+                   f" search.mode to {monitor_mode(metric)} (--set search.mode="
+                   f"{monitor_mode(metric)}) to ensemble the ranked epochs")
         elif self.spec.monitor_from_metric:
             fix = ("the study was planned before trials monitored search.metric; run"
                    " it again in a new --out folder to ensemble the ranked epochs")
