@@ -1079,7 +1079,7 @@ def test_sigterm_stops_a_study_after_its_trials_in_flight(study, tmp_path):
     thread.join()
     assert caught.value.exit_code == 143
     assert str(caught.value) == (
-        f"stopped by SIGTERM: 1 of 4 trials have a result (in {out / 'results.csv'});"
+        f"stopped by SIGTERM: 1 of 4 trials has a result (in {out / 'results.csv'});"
         " rerun the same command to run the rest")
     statuses = {row["trial"]: row["status"] for row in read_rows(out)}
     assert statuses == {"0": "ok", "1": "pending", "2": "pending", "3": "pending"}

@@ -166,10 +166,11 @@ class Study:
         if stop.signum is not None:
             saved = sum(read_result(self.trial_dir(trial)) is not None
                         for trial in self._rows)
+            verb = "has" if saved == 1 else "have"
             raise StopRequested(
-                f"stopped by {stop.name}: {saved} of {self.spec.trials} trials have"
-                f" a result (in {self.out / CSV_FILE}); rerun the same command to"
-                " run the rest", stop.exit_code)
+                f"stopped by {stop.name}: {saved} of {self.spec.trials} trials"
+                f" {verb} a result (in {self.out / CSV_FILE}); rerun the same"
+                " command to run the rest", stop.exit_code)
         return self.rows
 
     def _run_round(self, number, workers, scheduler, runner, stop, on_trial):
