@@ -481,15 +481,31 @@ def _format_evaluation(result: dict, class_names) -> list[str]:
     for name, accuracy in zip(class_names, result["per_class_accuracy"]):
         shown = "   n/a" if accuracy is None else f"{accuracy:.4f}"
         lines.append(f"  {name:<{width}}  {shown}")
-    lines += ["", "confusion matrix (rows: true class, columns: predicted):"]
-    matrix = result["confusion_matrix"]
-    cell = max(len(str(value)) for row in matrix for value in row) + 1
-    cell = max(cell, len(str(len(matrix) - 1)) + 1)
-    header = "".join(f"{column:>{cell}}" for column in range(len(matrix)))
-    lines.append(" " * (width + 2) + header)
-    for name, row in zip(class_names, matrix):
+    return lines + ["", *_confusion_lines(result["confusion_matrix"], class_names)]
+
+
+# Class names up to this long head the confusion matrix's columns; longer ones
+# would widen every column, so the columns then show class indices.
+SHORT_CLASS_NAME = 6
+
+
+def _confusion_lines(matrix: list, class_names) -> list[str]:
+    """The (C, C) confusion matrix as text, rows and columns labelled alike: by
+    class name when every name is short, else by class index, each row's label
+    then followed by its name as the legend."""
+    by_name = max(len(name) for name in class_names) <= SHORT_CLASS_NAME
+    columns = list(class_names) if by_name else [str(c) for c in range(len(matrix))]
+    rows = columns if by_name else [f"{index} {name}" for index, name
+                                    in zip(columns, class_names)]
+    width = max(len(label) for label in rows)
+    cell = max(len(str(value)) for row in matrix for value in row)
+    cell = max(cell, *(len(label) for label in columns)) + 1
+    how = "" if by_name else ", by class index"
+    lines = [f"confusion matrix (rows: true class, columns: predicted{how}):",
+             " " * (width + 3) + "".join(f"{label:>{cell}}" for label in columns)]
+    for label, row in zip(rows, matrix):
         counts = "".join(f"{value:>{cell}}" for value in row)
-        lines.append(f"  {name:<{width}}{counts}")
+        lines.append(f"  {label:<{width}} {counts}")
     return lines
 
 
@@ -500,7 +516,8 @@ def _format_evaluation(result: dict, class_names) -> list[str]:
               help="Write .csv or .npz here (default: CSV on stdout).")
 def predict(checkpoint, input_path, out_path):
     """Predict the class of each sample in INPUT (.npy or .npz) with CHECKPOINT."""
-    from nntrain.evaluate import checked_scores
+    from nntrain.data.preprocess import TransformOverflow
+    from nntrain.evaluate import checked_scores, preprocessing_overflow
     from nntrain.nn.functional import softmax
     from nntrain.predict import read_samples
     from nntrain.restore import restore
@@ -512,7 +529,10 @@ def predict(checkpoint, input_path, out_path):
         dtype = np.dtype(restored.config["train"]["dtype"])
         X = read_samples(input_path, spec["num_features"], dtype,
                          spec.get("input_shape"))
-        X = restored.preprocessor.transform(X, dtype, input_path)
+        try:
+            X = restored.preprocessor.transform(X, dtype, input_path)
+        except TransformOverflow as error:
+            raise preprocessing_overflow(error, str(input_path)) from None
         scores = checked_scores(restored.model, X, str(input_path), checkpoint)
         probabilities = softmax(scores.astype(np.float64))
         classes = probabilities.argmax(axis=1)

@@ -172,8 +172,9 @@ def search(config_path, overrides, out, workers, scheduler, ensemble_size):
              else f"{workers} worker process" + ("" if workers == 1 else "es"))
     click.echo(f"study {study.out}: {spec.trials} trials, {spec.trials - done} to run"
                f" on {where}", err=True)
-    warning = None if scheduler else _threads_warning(config, spec, workers)
-    if warning:
+    found = [searching.mode_warning(spec),
+             None if scheduler else _threads_warning(config, spec, workers)]
+    for warning in filter(None, found):
         click.echo(f"warning: {warning}", err=True)
     progress = _TrialProgress(spec.trials, done)
     try:

@@ -15,11 +15,12 @@ Shapes: M members, N samples, C classes.
 """
 
 import math
+import os
 from dataclasses import dataclass
 
 import numpy as np
 
-from nntrain.errors import DataError
+from nntrain.errors import BadInputError, DataError
 from nntrain.nn.functional import log_softmax
 from nntrain.train.report import counted, short_number
 
@@ -123,6 +124,7 @@ def ensemble(paths, split: str = "test", data_path=None) -> EnsembleResult:
     """
     if not paths:
         raise ValueError("an ensemble needs at least one checkpoint")
+    _check_distinct(paths)
     members = []
     for path in paths:
         member = _load_member(path, split, data_path)
@@ -145,6 +147,30 @@ def ensemble(paths, split: str = "test", data_path=None) -> EnsembleResult:
     return EnsembleResult(split, len(y), results,
                           float((predictions == y).mean()) if len(y) else math.nan,
                           float(-log_mean.mean()), probabilities, predictions)
+
+
+def _check_distinct(paths) -> None:
+    """Refuse a file given twice, by the same path or another (``./a.npz``, a
+    link): it would count twice in the average, a weighting nobody asks for by
+    repeating a name. Copies at other paths are other files, and pass: trials of
+    a search may save identical checkpoints."""
+    for index, path in enumerate(paths):
+        for earlier in paths[:index]:
+            if str(earlier) == str(path):
+                problem = f"{path} is given twice"
+            elif _same_file(earlier, path):
+                problem = f"{earlier} and {path} are the same file"
+            else:
+                continue
+            raise BadInputError(f"{problem}; give each checkpoint once (a repeated"
+                                " one would count twice in the average)")
+
+
+def _same_file(first, second) -> bool:
+    try:
+        return os.path.samefile(first, second)
+    except OSError:  # one is missing: loading it says so
+        return False
 
 
 def _accuracy(log_probabilities: np.ndarray, y: np.ndarray) -> float:

@@ -9,6 +9,7 @@ import math
 
 import numpy as np
 
+from nntrain.data.preprocess import TransformOverflow
 from nntrain.errors import (
     EDITED_CHECKPOINT_FIX,
     CheckpointError,
@@ -87,24 +88,43 @@ def check_finite_scores(scores: np.ndarray, source: str) -> None:
     never hold such weights (the Solver refuses to save them), so the samples'
     own values are what overflowed."""
     bad = np.flatnonzero(~np.isfinite(scores).all(axis=1))
-    if not bad.size:
-        return
+    if bad.size:
+        raise _samples_overflow(
+            bad, len(scores), source, ("gives", "give"), "NaN or infinite class"
+            f" scores: {{values}} overflow {scores.dtype} arithmetic inside the"
+            " network")
+
+
+def preprocessing_overflow(error: TransformOverflow,
+                           source: str) -> NonFiniteScoresError:
+    """The error for samples that a checkpoint's preprocessing made NaN or
+    infinite (``error``, from Preprocessor.transform), worded as for samples
+    that overflow inside the network: the rows at fault, and rescaling them as
+    the training data was, since the fitted steps cannot change."""
+    return _samples_overflow(
+        error.rows, error.total, source, ("becomes", "become"), "NaN or infinite"
+        f" in {error.blamed}: {{values}} overflow {error.dtype} arithmetic")
+
+
+def _samples_overflow(bad: np.ndarray, total: int, source: str, verbs: tuple,
+                      what: str) -> NonFiniteScoresError:
+    """NonFiniteScoresError naming rows ``bad`` (0-based) of the ``total``
+    samples of ``source``; ``verbs``: (singular, plural), ``what`` follows the
+    verb and holds ``{values}``."""
     rows = ", ".join(str(row) for row in bad[:SHOWN_ROWS])
     rows += ", ..." if bad.size > SHOWN_ROWS else ""
-    total = len(scores)
     if total == 1:
-        which, verb, values = f"the only sample of {source}", "gives", "its values"
+        which, verb, values = f"the only sample of {source}", verbs[0], "its values"
     elif bad.size == 1:
         which = f"1 of the {total} samples of {source} (row {rows})"
-        verb, values = "gives", "its values"
+        verb, values = verbs[0], "its values"
     else:
         share = "all" if bad.size == total else f"{bad.size} of the"
         which = f"{share} {total} samples of {source} (rows {rows})"
-        verb, values = "give", "their values"
-    raise NonFiniteScoresError(
-        f"{which} {verb} NaN or infinite class scores: {values} overflow"
-        f" {scores.dtype} arithmetic inside the network; rescale the samples as"
-        " the training data was scaled, or leave those out"
+        verb, values = verbs[1], "their values"
+    return NonFiniteScoresError(
+        f"{which} {verb} {what.format(values=values)}; rescale the samples as the"
+        " training data was scaled, or leave those out"
     )
 
 

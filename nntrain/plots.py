@@ -332,7 +332,8 @@ def _plot_loss(records: list[dict], path: Path) -> Path | None:
         ax.plot(x, loss, ".", color="tab:blue", alpha=0.35, markersize=4,
                 label="loss (logged iterations)")
         ax.plot(x, smooth(loss, weight), color="tab:blue", linewidth=2,
-                label=f"smoothed (exponential moving average, weight {weight:.2f})")
+                label=f"smoothed: {1 - weight:.2f} x point + {weight:.2f} x the"
+                      " average before it")
     else:
         # Too few points to smooth: each is shown as it was logged.
         ax.plot(x, loss, "o-", color="tab:blue", markersize=4,
@@ -374,15 +375,21 @@ def _plot_accuracy(evaluations: list[dict], monitor: str, known: bool,
 def _mark_best(ax, evaluations: list[dict], monitor: str, axis: str,
                known: bool) -> None:
     """A star at the evaluation best.npz holds (``best_evaluation``): on the curve
-    of the monitor when that is an accuracy, else on the validation curve. Not
-    ``known`` to be the run's monitor, it claims no more than the best value."""
+    of the monitor when that is an accuracy, else on the accuracy curve of the
+    monitor's split (val_loss: validation; loss: train), which its legend
+    names. Not ``known`` to be the run's monitor, it claims no more than the
+    best value."""
     best = best_evaluation(evaluations, monitor)
-    curve = monitor if monitor.endswith("accuracy") else "val_accuracy"
+    split = "validation" if monitor.startswith("val_") else "train"
+    curve = monitor if monitor.endswith("accuracy") else (
+        "val_accuracy" if split == "validation" else "train_accuracy")
     if best is None or not isinstance(best.get(curve), (int, float)):
         return
     x, y = best.get(axis, 0), best[curve]
-    ax.plot(x, y, "*", color="tab:orange", markersize=11,
-            label=f"best {monitor}" + (" (best.npz)" if known else ""))
+    label = f"best {monitor}" + (" (best.npz)" if known else "")
+    if curve != monitor:
+        label += f", marked on the {split} curve"
+    ax.plot(x, y, "*", color="tab:orange", markersize=11, label=label)
     late = evaluations.index(best) > len(evaluations) / 2
     ax.annotate(f"{monitor} {short_number(best[monitor])}", (x, y), xytext=(0, -16),
                 textcoords="offset points", fontsize="small",
@@ -623,6 +630,20 @@ class EvaluationPlots:
     true_probability: np.ndarray
 
 
+def probability_text(p: float) -> str:
+    """``p`` with three significant digits of its distance to the nearer of 0
+    and 1 (0.500, 0.9730, 0.999730, 0.00314), so that probabilities near 1 do
+    not all read 1.00; under 1e-4 from either end, that distance in scientific
+    notation (1-3.1e-08, 2.0e-09)."""
+    distance = min(p, 1.0 - p)
+    if distance <= 0:
+        return f"{p:.0f}"
+    decimals = 2 - math.floor(math.log10(distance))
+    if decimals <= 6:
+        return f"{p:.{decimals}f}"
+    return f"{p:.1e}" if p < 0.5 else f"1-{distance:.1e}"
+
+
 def true_class_probability(scores: np.ndarray, y: np.ndarray) -> np.ndarray:
     """softmax(scores)[n, y[n]].  scores: (N, C), y: (N,) -> (N,) float64.
 
@@ -718,7 +739,7 @@ def _plot_worst_images(images, worst, predictions, p_true, names, per_class,
                        path: Path) -> Path:
     tiles = [
         Tile(c, slot, images[index],
-             f"{names[predictions[index]]}\np={p_true[index]:.2f}",
+             f"{names[predictions[index]]}\np={probability_text(p_true[index])}",
              "tab:red" if predictions[index] != c else "black")
         for c in range(len(names)) for slot, index in enumerate(worst[c])
     ]
@@ -738,7 +759,7 @@ def _plot_worst_table(worst, predictions, p_true, names, path: Path) -> Path:
     listed = [(c, index) for c in range(len(names)) for index in worst[c]]
     rows = [
         [names[c], str(index), names[predictions[index]],
-         "yes" if predictions[index] == c else "no", f"{p_true[index]:.4f}"]
+         "yes" if predictions[index] == c else "no", probability_text(p_true[index])]
         for c, index in listed
     ]
     figure = _new_figure(7, 0.25 * (len(rows) + 1) + 0.6)

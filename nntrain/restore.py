@@ -16,7 +16,7 @@ import numpy as np
 
 from nntrain.checkpoint import load_checkpoint
 from nntrain.config import blamed_on_override, resolve_saved_config
-from nntrain.data.preprocess import Preprocessor
+from nntrain.data.preprocess import Preprocessor, TransformOverflow
 from nntrain.errors import (
     EDITED_CHECKPOINT_FIX,
     BadInputError,
@@ -34,7 +34,7 @@ def evaluate_checkpoint(path, split: str = "test", data_path=None,
                         average: bool = False):
     """(restored, prepared, scores (N, C), metrics) of a checkpoint on ``split``,
     rebuilt from the file alone; ``data_path`` says where the data lies now."""
-    from nntrain.evaluate import checked_scores, measure
+    from nntrain.evaluate import checked_scores, measure, preprocessing_overflow
 
     if split not in SPLITS:
         raise ValueError(f"split is {split!r}; give one of {', '.join(SPLITS)}")
@@ -51,6 +51,8 @@ def evaluate_checkpoint(path, split: str = "test", data_path=None,
                                 given_as="--data" if data_path else None)
     except DataLocationError as error:
         raise error.with_fix(*EVAL_DATA_FIX) from None
+    except TransformOverflow as error:
+        raise preprocessing_overflow(error, f"the {split} split") from None
     X, y = prepared.splits[split]
     scores = checked_scores(restored.model, X, f"the {split} split", path)
     return restored, prepared, scores, measure(scores, y, config["model"]["loss"])

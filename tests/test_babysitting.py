@@ -21,6 +21,7 @@ from nntrain.train.diagnostics import (
     Watcher,
     layer_statistics,
     update_ratios,
+    weight_decay_cause,
     weight_snapshot,
 )
 
@@ -558,6 +559,56 @@ def test_update_ratio_warnings_blame_the_rate_only_when_it_can_be_the_cause(
     said = []
     Watcher(said.append).check_diagnostics(stats)
     assert said == [f"the update/weight ratio of a.W {warning}"]
+
+
+def test_an_update_ratio_that_adamws_decay_alone_explains_blames_the_decay():
+    said = []
+    # Each update multiplies the weights by 1 - 0.5: a ratio of 0.5 by itself.
+    Watcher(said.append).check_diagnostics(
+        {"update_ratio/a.W": 0.3, "weight_norm/a.W": 1.0, "grad_norm/a.W": 1.0},
+        decay=0.5)
+    assert said == ["the update/weight ratio of a.W is 3.0e-01, far above ~1e-3:"
+                    " adamw's weight decay alone changes the weights by lr *"
+                    " optimizer.weight_decay = 0.5 of their norm at every update;"
+                    " lower optimizer.weight_decay (its default is 0.01)"]
+
+
+@pytest.mark.parametrize("weight_decay, factor, effect", [
+    (1000, "0", "zeroes them"),
+    (1500, "-0.5", "flips their sign"),
+    (1e4, "-9", "flips their sign and makes them grow"),
+])
+def test_weight_decay_at_or_past_one_over_lr_is_named_with_the_factor(
+        weight_decay, factor, effect):
+    assert weight_decay_cause(1e-3, weight_decay) == (
+        f"optimizer.weight_decay {weight_decay:g} at the learning rate 0.001 makes"
+        f" every update multiply the parameters by 1 - lr * weight_decay = {factor},"
+        f" which {effect}: lower optimizer.weight_decay below 1 / lr = 1000"
+        " (adamw's default is 0.01)")
+
+
+@pytest.mark.parametrize("lr, weight_decay", [(1e-3, 999), (1e-3, 0.0),
+                                              (1e-3, None), (None, 1e4)])
+def test_weight_decay_below_one_over_lr_is_not_blamed(lr, weight_decay):
+    assert weight_decay_cause(lr, weight_decay) is None
+
+
+def test_a_loss_that_adamws_weight_decay_blows_up_blames_the_decay_not_the_rate(
+        tmp_path, tiny_config):
+    result = invoke("fit", tiny_config, "--out", tmp_path / "run", "--set",
+                    "optimizer={name: adamw, lr: 0.01, weight_decay: 1e4}",
+                    "--set", "model.l2=0", "--set", "train.plots=false")
+
+    assert result.exit_code == 1, result.output
+    fix = ("optimizer.weight_decay 10000 at the learning rate 0.01 makes every"
+           " update multiply the parameters by 1 - lr * weight_decay = -99, which"
+           " flips their sign and makes them grow: lower optimizer.weight_decay"
+           " below 1 / lr = 100 (adamw's default is 0.01)")
+    lines = result.stderr.splitlines()
+    assert lines[0] == f"warning: {fix}"
+    assert lines[-1].startswith("error: the loss became ")
+    assert f"; {fix}. No checkpoint holds it" in lines[-1]
+    assert "optimizer.lr" not in result.stderr
 
 
 def test_a_zero_gradient_is_named_even_after_the_schedule_lowered_the_rate():

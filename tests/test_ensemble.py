@@ -214,6 +214,21 @@ def test_ensemble_command_refuses_mismatched_members_in_one_line(members):
     assert "were trained on different data" in lines[0]
 
 
+def test_ensemble_command_refuses_a_checkpoint_given_twice(members, tmp_path):
+    link = tmp_path / "link.npz"
+    link.symlink_to(members["a"])
+    fix = "give each checkpoint once (a repeated one would count twice in the average)"
+
+    twice = invoke("ensemble", members["a"], members["b"], members["a"])
+    linked = invoke("ensemble", members["a"], link)
+
+    assert twice.exit_code == 2, twice.output
+    assert twice.stderr == f"error: {members['a']} is given twice; {fix}\n"
+    assert linked.exit_code == 2, linked.output
+    assert linked.stderr == (f"error: {members['a']} and {link} are the same file;"
+                             f" {fix}\n")
+
+
 def test_ensemble_command_needs_a_checkpoint():
     result = invoke("ensemble")
     assert result.exit_code == 2

@@ -180,3 +180,43 @@ def test_predict_blames_weights_that_overflow_even_on_small_samples(
         result, 2, f"{edited}: its weights give NaN or infinite class scores for"
         f" samples of {samples} even scaled into [-1, 1]; the file is damaged or was"
         " edited: use another checkpoint")
+
+
+@pytest.fixture
+def scaled_huge_test_run(tmp_path, write_npz):
+    """A run that centres and scales the tiny data, whose test rows 3 and 7 are
+    HUGE: feature 1's std is about 0.02, so scaling takes them past float32."""
+    arrays = tiny_arrays()
+    arrays["X_test"][[3, 7]] = HUGE
+    raw = wide_config(write_npz("huge.npz", **arrays))
+    raw["data"]["preprocess"] = ["center", "scale"]
+    run = tmp_path / "run"
+    fit(resolve_config(raw), run, quiet=True)
+    return run / "checkpoints" / "last.npz"
+
+
+def test_eval_names_test_rows_that_overflow_in_preprocessing(scaled_huge_test_run):
+    result = invoke("eval", scaled_huge_test_run)
+
+    assert_one_line_error(
+        result, 1, "2 of the 15 samples of the test split (rows 3, 7) become NaN or"
+        " infinite in preprocessing (center, scale): their values overflow float32"
+        " arithmetic; rescale the samples as the training data was scaled, or"
+        " leave those out")
+
+
+def test_predict_names_samples_that_overflow_in_preprocessing(
+        scaled_huge_test_run, tmp_path):
+    X = tiny_arrays()["X_test"][:3].astype(np.float32)
+    X[1] = HUGE
+    samples = tmp_path / "in.npy"
+    np.save(samples, X)
+
+    result = invoke("predict", scaled_huge_test_run, samples)
+
+    assert_one_line_error(
+        result, 1, f"1 of the 3 samples of {samples} (row 1) becomes NaN or"
+        " infinite in preprocessing step scale: its values overflow float32"
+        " arithmetic; rescale the samples as the training data was scaled, or"
+        " leave those out")
+    assert result.stdout == ""

@@ -396,7 +396,7 @@ def test_loss_of_forty_points_gets_a_moving_average_that_names_its_weight(
     np.testing.assert_allclose(smoothed.get_ydata(), expected, rtol=1e-12)
     assert legend_texts(ax) == [
         "loss (logged iterations)",
-        "smoothed (exponential moving average, weight 0.33)",
+        "smoothed: 0.67 x point + 0.33 x the average before it",
     ]
 
 
@@ -461,20 +461,22 @@ MONITORED = evaluations(val_loss=[0.5, 0.3, 0.3, 0.4],
                         loss=[0.6, 0.4, 0.39995, 0.45])
 
 
-@pytest.mark.parametrize("monitor, epoch, y", [
-    ("val_loss", 2, 0.7),
-    ("val_accuracy", 3, 0.9),
-    ("train_accuracy", 4, 0.85),
-    ("loss", 3, 0.9),
+@pytest.mark.parametrize("monitor, epoch, y, where", [
+    ("val_loss", 2, 0.7, ", marked on the validation curve"),
+    ("val_accuracy", 3, 0.9, ""),
+    ("train_accuracy", 4, 0.85, ""),
+    # The training loss's star sits on the train curve, not the validation one.
+    ("loss", 3, 0.8, ", marked on the train curve"),
 ])
 def test_accuracy_star_marks_the_evaluation_the_monitor_chose(tmp_path, drawn,
-                                                              monitor, epoch, y):
+                                                              monitor, epoch, y,
+                                                              where):
     plot_metrics(tmp_path, MONITORED, monitor,
                  early_stopping={"patience": 3, "min_delta": 0.01})
 
     ax = drawn["accuracy.png"].axes[0]
-    assert star(ax) == (([epoch], [y]), f"best {monitor} (best.npz)")
-    assert f"best {monitor} (best.npz)" in legend_texts(ax)
+    assert star(ax) == (([epoch], [y]), f"best {monitor} (best.npz){where}")
+    assert f"best {monitor} (best.npz){where}" in legend_texts(ax)
 
 
 @pytest.mark.parametrize("best, shown", [(0.25, "0.2500"), (2.5e7, "2.5e+07")])
@@ -511,7 +513,7 @@ def test_accuracy_star_of_a_fit_agrees_with_best_npz(tiny_npz, tmp_path, drawn):
 
     ax = drawn["accuracy.png"].axes[0]
     assert star(ax) == (([record["epoch"]], [record["val_accuracy"]]),
-                        "best val_loss (best.npz)")
+                        "best val_loss (best.npz), marked on the validation curve")
 
 
 def test_worst_examples_table_says_which_listed_samples_are_right(tmp_path, drawn):
@@ -529,7 +531,29 @@ def test_worst_examples_table_says_which_listed_samples_are_right(tmp_path, draw
     rows = [[cells[row, column].get_text().get_text() for column in range(5)]
             for row in range(3)]
     assert rows == [["true class", "sample", "predicted", "right", "p(true class)"],
-                    ["a", "0", "a", "yes", f"{1 / (1 + np.exp(-2.0)):.4f}"],
-                    ["b", "2", "a", "no", f"{1 / (1 + np.exp(1.0)):.4f}"]]
+                    # 1 / (1 + e^-2) = 0.8808, 1 / (1 + e) = 0.2689.
+                    ["a", "0", "a", "yes", "0.881"],
+                    ["b", "2", "a", "no", "0.269"]]
     assert cells[2, 2].get_text().get_color() == "tab:red"
     assert cells[1, 2].get_text().get_color() != "tab:red"
+
+
+@pytest.mark.parametrize("p, shown", [
+    (0.5, "0.500"), (0.88, "0.880"), (0.973, "0.9730"), (0.99973, "0.999730"),
+    (0.00314, "0.00314"), (1 - 3.1e-8, "1-3.1e-08"), (2e-9, "2.0e-09"),
+    (1.0, "1"), (0.0, "0"),
+])
+def test_probability_text_keeps_three_digits_of_the_distance_to_0_or_1(p, shown):
+    assert plots.probability_text(p) == shown
+
+
+def test_worst_example_tiles_tell_probabilities_near_one_apart(tmp_path, drawn):
+    # p(true class) = 1 / (1 + e^-s) for scores (s, 0): s = 6 gives 0.99753,
+    # s = 8 gives 0.99966; both read p=1.00 at two decimals.
+    scores = np.array([[6.0, 0.0], [8.0, 0.0]])
+
+    plot_evaluation(scores, np.array([0, 0]), ["a", "b"], np.zeros((2, 4)),
+                    (2, 2), tmp_path, per_class=2)
+
+    texts = [text.get_text() for text in drawn["worst_examples.png"].axes[0].texts]
+    assert texts[:2] == ["a\np=0.99753", "a\np=0.999665"]

@@ -90,3 +90,36 @@ def test_eval_shows_a_huge_loss_in_scientific_notation():
     lines = _format_evaluation(result, ["a", "b"])
     assert lines[:3] == ["test split of c.npz: 1 sample", "loss      3.5e+200",
                          "accuracy  0.0000"]
+
+
+def _evaluation_lines(class_names):
+    from nntrain.cli import _format_evaluation
+
+    result = {"weights": "raw", "split": "test", "checkpoint": "c.npz",
+              "samples": 120, "loss": 0.5, "accuracy": 0.5,
+              "per_class_accuracy": [0.5, 1.0, None],
+              "confusion_matrix": [[50, 0, 1], [3, 60, 0], [0, 0, 6]]}
+    lines = _format_evaluation(result, class_names)
+    start = next(index for index, line in enumerate(lines)
+                 if line.startswith("confusion matrix"))
+    return lines[start:]
+
+
+def test_eval_labels_the_confusion_matrix_by_short_class_names_both_ways():
+    assert _evaluation_lines(["cat", "dog", "bird"]) == [
+        "confusion matrix (rows: true class, columns: predicted):",
+        "         cat  dog bird",
+        "  cat     50    0    1",
+        "  dog      3   60    0",
+        "  bird     0    0    6",
+    ]
+
+
+def test_eval_labels_the_confusion_matrix_by_index_when_names_are_long():
+    assert _evaluation_lines(["T-shirt/top", "Trouser", "Ankle boot"]) == [
+        "confusion matrix (rows: true class, columns: predicted, by class index):",
+        "                  0  1  2",
+        "  0 T-shirt/top  50  0  1",
+        "  1 Trouser       3 60  0",
+        "  2 Ankle boot    0  0  6",
+    ]

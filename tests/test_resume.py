@@ -1291,6 +1291,14 @@ def test_a_run_stopped_before_its_first_checkpoint_says_it_has_none(
         " nothing to resume; start over with the same command and --force"]
     assert list((run / "checkpoints").iterdir()) == []
 
+    resumed = CliRunner().invoke(cli, ["fit", str(tiny_config), "--resume",
+                                       str(run)])
+    assert resumed.exit_code == 2, resumed.output
+    assert resumed.stderr == (
+        f"error: no checkpoint in {run / 'checkpoints'}; give a checkpoint file or"
+        " the run directory of a run that saved one, or start over with --force"
+        " in place of --resume\n")
+
 
 def test_a_resume_stopped_before_its_first_checkpoint_leaves_the_run_as_it_was(
         tmp_path, tiny_npz, write_config):

@@ -43,6 +43,7 @@ from nntrain.search import (
     Study,
     format_table,
     load_search_config,
+    mode_warning,
     narrow_bounds,
     parse_search,
     read_result,
@@ -314,10 +315,33 @@ def test_a_setting_of_a_searched_update_rule_is_left_to_the_trials(write_config,
 def test_a_setting_of_an_update_rule_the_study_does_not_use_is_refused_up_front():
     # adam (the default) has no momentum, and optimizer.name is not searched: no
     # trial could run.
-    with pytest.raises(ConfigError, match=r"^invalid search\.params\.optimizer\."
-                       r"momentum: no value of it fits the key \(optimizer\."
-                       r"momentum is not a setting of 'adam'"):
+    with pytest.raises(ConfigError) as caught:
         spec_of(trials=2, params={"optimizer.momentum": {"uniform": [0.5, 0.9]}})
+    assert str(caught.value) == (
+        "invalid search.params.optimizer.momentum: optimizer.momentum is not a"
+        " setting of 'adam' (it belongs to momentum, nesterov), so no trial can set"
+        " it; remove optimizer.momentum from search.params, or search an"
+        " optimizer.name that takes it")
+
+
+def test_a_searched_rate_with_lbfgs_says_to_stop_searching_it(write_config,
+                                                              tiny_npz):
+    # The config's own fix, another optimizer.name with that rate, is no fix
+    # for a key that every trial sets.
+    raw = study_config(tiny_npz, params={
+        "optimizer.lr": {"loguniform": [1e-4, 1e-1]},
+        "model.l2": {"loguniform": [1e-6, 1e-1]}})
+    raw["optimizer"] = {"name": "lbfgs"}
+    raw["train"]["iterations"], raw["train"]["epochs"] = 5, None
+
+    result = invoke("search", write_config(raw), "--out", tiny_npz.parent / "s")
+
+    assert result.exit_code == 2, result.output
+    assert result.stderr.endswith(
+        "invalid search.params.optimizer.lr: optimizer.lr is not a setting of"
+        " 'lbfgs' (it belongs to sgd, momentum, nesterov, adagrad, rmsprop, adam,"
+        " adamw), so no trial can set it; remove optimizer.lr from search.params,"
+        " or search an optimizer.name that takes it\n"), result.stderr
 
 
 @pytest.mark.parametrize("params, problem", [
@@ -431,8 +455,9 @@ def test_the_rest_of_the_config_is_validated_as_usual(write_config, tiny_npz):
     # No rule the search draws has momentum.
     ({}, {"optimizer.name": {"choice": ["sgd", "adam"]},
           "optimizer.momentum": {"uniform": [0.5, 0.9]}},
-     "invalid search.params.optimizer.momentum: no value of it fits the key"
-     " (optimizer.momentum is not a setting of 'sgd'"),
+     "invalid search.params.optimizer.momentum: optimizer.momentum is not a"
+     " setting of 'sgd' (it belongs to momentum, nesterov), so no trial can set it;"
+     " remove optimizer.momentum from search.params"),
     # rmsprop has decay, but not 1.5.
     ({}, {"optimizer.name": {"choice": ["rmsprop", "adam"]},
           "optimizer.decay": {"choice": [0.9, 1.5]}},
@@ -1054,7 +1079,7 @@ def test_sigterm_stops_a_study_after_its_trials_in_flight(study, tmp_path):
     thread.join()
     assert caught.value.exit_code == 143
     assert str(caught.value) == (
-        f"stopped by SIGTERM: 1 of 4 trials have a result (in {out / 'results.csv'});"
+        f"stopped by SIGTERM: 1 of 4 trials has a result (in {out / 'results.csv'});"
         " rerun the same command to run the rest")
     statuses = {row["trial"]: row["status"] for row in read_rows(out)}
     assert statuses == {"0": "ok", "1": "pending", "2": "pending", "3": "pending"}
@@ -1438,6 +1463,39 @@ def test_search_warns_when_workers_threads_outnumber_the_cores(
     assert (warning is None) == (not warned)
 
 
+@pytest.mark.parametrize("metric, mode, warned", [
+    ("val_accuracy", "max", False), ("train_accuracy", "max", False),
+    ("val_loss", "min", False), ("loss", "min", False), ("data_loss", "min", False),
+    ("reg_loss", "min", False),
+    ("val_accuracy", "min", True), ("train_accuracy", "min", True),
+    ("val_loss", "max", True), ("loss", "max", True), ("data_loss", "max", True),
+    ("reg_loss", "max", True),
+])
+def test_a_mode_that_ranks_the_worst_first_is_a_warning(metric, mode, warned):
+    spec = spec_of(trials=2, metric=metric, mode=mode, params=PARAMS)
+    better = "max" if metric.endswith("accuracy") else "min"
+    expected = (f"search.mode is {mode}, so the study ranks the"
+                f" {'lowest' if mode == 'min' else 'highest'} {metric} first,"
+                f" although a {'higher' if better == 'max' else 'lower'} {metric} is"
+                f" better; set search.mode to {better} (--set search.mode={better}),"
+                " or leave it out")
+    assert mode_warning(spec) == (expected if warned else None)
+
+
+def test_search_warns_of_a_mode_against_its_metric_at_the_start(
+        write_config, tiny_npz, tmp_path):
+    path = write_config(study_config(tiny_npz, trials=1, mode="min", params={
+        "optimizer.lr": {"choice": [0.01]}}))
+
+    result = invoke("search", path, "--out", tmp_path / "study", "--workers", 1)
+
+    assert result.exit_code == 0, result.output
+    assert result.stderr.splitlines()[1] == (
+        "warning: search.mode is min, so the study ranks the lowest val_accuracy"
+        " first, although a higher val_accuracy is better; set search.mode to max"
+        " (--set search.mode=max), or leave it out")
+
+
 def _bad_beta1_study(npz_path, names, **optimizer) -> dict:
     config = tiny_config_dict(npz_path)
     config["optimizer"] = {"name": "adam", "beta1": 1.5, **optimizer}
@@ -1643,7 +1701,8 @@ NOT_RANKED = ("{trials} kept in best.npz the epoch of the {kept} (train.monitor)
         fix="set train.monitor to val_loss, or leave it out,")),
     ("val_loss", {"metric": "val_loss", "mode": "max"}, NOT_RANKED.format(
         trials="trial 0", kept="lowest val_loss", ranked="highest val_loss",
-        fix="no train.monitor keeps the highest val_loss; leave search.mode out")),
+        fix="no train.monitor keeps the highest val_loss; set search.mode to min"
+            " (--set search.mode=min)")),
     ("val_accuracy", {"metric": "data_loss"}, NOT_RANKED.format(
         trials="trial 0", kept="highest val_accuracy", ranked="lowest data_loss",
         fix="data_loss is no train.monitor option; rank by one of val_accuracy,"

@@ -354,16 +354,22 @@ def test_a_signal_after_a_stop_leaves_the_stop_as_it_was(tmp_path, tiny_config,
         f" {run / 'config.yaml'} --resume {run}"]
 
 
-@pytest.mark.parametrize("first, second, code", [("SIGINT", "SIGTERM", 130),
-                                                  ("SIGTERM", "SIGINT", 143)])
-def test_a_stop_at_once_is_logged_with_the_first_signals_status(
-        tmp_path, tiny_config, first, second, code):
+@pytest.mark.parametrize("first, second, code, stopped_by", [
+    ("SIGINT", "SIGTERM", 130, "stopped by SIGINT, then at once by SIGTERM"),
+    ("SIGTERM", "SIGINT", 143, "stopped by SIGTERM, then at once by SIGINT"),
+    ("SIGINT", "SIGINT", 130, "stopped at once by a second SIGINT"),
+])
+def test_a_stop_at_once_is_logged_with_the_first_signals_status_and_resume(
+        tmp_path, tiny_config, first, second, code, stopped_by):
     run = tmp_path / "run"
     stopped = _signalled_twice(first, second, "twice", "fit", tiny_config,
                                "--out", run, "--quiet")
 
     assert stopped.returncode == code, stopped.stderr
-    line = f"stopped by {first}, then at once by {second}"
+    # 50 training samples in batches of 16: the second epoch starts after 4.
+    line = (f"{stopped_by} after iteration 4; {run / 'checkpoints' / 'last.npz'}"
+            " holds the run's last saved state. Resume with: nntrain fit"
+            f" {run / 'config.yaml'} --resume {run}")
     assert stopped.stderr.splitlines() == [line]
     assert (run / "train.log").read_text().splitlines()[-1] == line
 

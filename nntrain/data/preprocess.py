@@ -41,6 +41,22 @@ class _Overflow(DataError):
                          " it by a power of ten)")
 
 
+class TransformOverflow(DataError):
+    """A fitted step, or the cast to train.dtype, made values of some samples NaN
+    or infinite. The message is the one for data being fitted (scale it down);
+    eval and predict, whose samples must be scaled as the training data was,
+    word their own from ``blamed`` and ``rows`` (the 0-based indices of the
+    samples at fault, of ``total``)."""
+
+    def __init__(self, message: str, blamed: str, X: np.ndarray):
+        super().__init__(message)
+        self.blamed, self.dtype, self.total = blamed, X.dtype, len(X)
+        self.rows = np.flatnonzero(np.concatenate([
+            ~np.isfinite(X[start:start + _CHUNK_ROWS]).all(axis=1)
+            for start in range(0, len(X), _CHUNK_ROWS)
+        ]))
+
+
 def _finite(statistic: np.ndarray) -> np.ndarray:
     """``statistic`` ((D,) or (D, D)), unless any of it overflowed."""
     if not np.isfinite(statistic).all():
@@ -371,11 +387,10 @@ class Preprocessor:
             names = ", ".join(step.name for step in self.steps)
             blamed = (f"preprocessing ({names})" if names else
                       f"the cast to train.dtype {dtype}")
-            raise DataError(
+            raise TransformOverflow(
                 f"{blamed} made feature {feature} (counted from 0) of {what} NaN or"
                 f" infinite: its values are too large for {dtype}; scale the data"
-                " down (divide it by a power of ten)"
-            )
+                " down (divide it by a power of ten)", blamed, out)
         return out
 
     def output_width(self, input_width: int) -> int:
@@ -461,12 +476,11 @@ def _transformed(step, X: np.ndarray, what: str) -> np.ndarray:
         X = step.transform(X)
     feature = _non_finite_feature(X)
     if feature is not None:
-        raise DataError(
+        raise TransformOverflow(
             f"preprocessing step {step.name} made feature {feature} (counted from"
             f" 0) of {what} NaN or infinite: its values are too large for"
             f" {X.dtype} arithmetic; scale the data down (divide it by a power of"
-            " ten)"
-        )
+            " ten)", f"preprocessing step {step.name}", X)
     return X
 
 

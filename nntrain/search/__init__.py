@@ -59,6 +59,7 @@ from nntrain.search.report import PLOT_FILE, format_table, plot_study
 from nntrain.search.space import (
     SearchSpec,
     load_search_config,
+    mode_warning,
     narrow_bounds,
     parse_search,
     rank,
@@ -73,7 +74,8 @@ from nntrain.search.trials import RESULT_FILE, read_result, require_dask, run_tr
 
 __all__ = [
     "CSV_FILE", "PLAN_FILE", "PLOT_FILE", "RESULT_FILE", "SearchSpec", "Study",
-    "format_table", "load_search_config", "narrow_bounds", "parse_search",
-    "plot_study", "rank", "read_result", "require_dask", "resolve_study_config",
-    "run_trial", "sample", "searchable_keys", "trial_config", "unit_draws",
+    "format_table", "load_search_config", "mode_warning", "narrow_bounds",
+    "parse_search", "plot_study", "rank", "read_result", "require_dask",
+    "resolve_study_config", "run_trial", "sample", "searchable_keys",
+    "trial_config", "unit_draws",
 ]

@@ -15,6 +15,7 @@ from nntrain.config import (
     OPTIMIZER_KEYS,
     SCHEDULE_KEYS,
     SCHEMA,
+    ForeignSettingError,
     apply_overrides,
     blamed_on_override,
     key_within,
@@ -262,14 +263,31 @@ def _check_every_value_fits(params, config: dict) -> None:
                 refused.append((value, error))
         where = f"search.params.{param.key}"
         if refused and len(refused) == len(candidates[param.key]):
-            raise ConfigError(f"invalid {where}: no value of it fits the key"
-                              f" ({refused[0][1]})", where)
+            raise (_not_a_setting(param.key, refused[0][1]) or ConfigError(
+                f"invalid {where}: no value of it fits the key ({refused[0][1]})",
+                where))
         if refused:
             value, error = refused[0]
             fix = ("remove or correct that option" if param.kind == "choice"
                    else "give a range whose ends the key accepts")
             raise ConfigError(f"invalid {where}: {_which(param, value)} gives no"
                               f" valid config ({error}); {fix}", where)
+
+
+def _not_a_setting(key: str, error: ConfigError) -> ConfigError | None:
+    """The error for a searched ``key`` that the config's update rule or schedule
+    does not take (optimizer.lr of lbfgs), when ``error`` says so, else None.
+    The config's own fix (another optimizer.name, with the key's value) is for a
+    key written in its section; a searched one is removed from search.params."""
+    if not (isinstance(error, ForeignSettingError) and error.key[0] == key):
+        return None
+    # The problem is the message's first clause: "optimizer.lr is not a setting
+    # of 'lbfgs' (it belongs to ...)"; what follows it is the fix.
+    problem = str(error).partition("; ")[0]
+    where = f"search.params.{key}"
+    return ConfigError(f"invalid {where}: {problem}, so no trial can set it;"
+                       f" remove {key} from search.params, or search an"
+                       f" {error.section}.name that takes it", where)
 
 
 def _refusal(validate, param: Param, value, candidates: dict):
@@ -464,6 +482,21 @@ def monitor_mode(monitor: str) -> str:
     """The mode in which a train.monitor option picks best.npz: min for the
     losses, max for the accuracies (as the Solver's monitor_improved)."""
     return "min" if monitor.endswith("loss") else "max"
+
+
+def mode_warning(spec: SearchSpec) -> str | None:
+    """A warning when search.mode ranks the worst of its metric first (mode min
+    with an accuracy, max with a loss), else None: a mode written the wrong way
+    round, since no study looks for its worst trials on purpose."""
+    better = monitor_mode(spec.metric)
+    if spec.mode == better:
+        return None
+    ranked, good = (("lowest", "higher") if spec.mode == "min" else
+                    ("highest", "lower"))
+    return (f"search.mode is {spec.mode}, so the study ranks the {ranked}"
+            f" {spec.metric} first, although a {good} {spec.metric} is better; set"
+            f" search.mode to {better} (--set search.mode={better}), or leave it"
+            " out")
 
 
 def _monitor_the_metric(raw: dict, config: dict, spec: SearchSpec) -> tuple:

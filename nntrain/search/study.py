@@ -166,10 +166,11 @@ class Study:
         if stop.signum is not None:
             saved = sum(read_result(self.trial_dir(trial)) is not None
                         for trial in self._rows)
+            verb = "has" if saved == 1 else "have"
             raise StopRequested(
-                f"stopped by {stop.name}: {saved} of {self.spec.trials} trials have"
-                f" a result (in {self.out / CSV_FILE}); rerun the same command to"
-                " run the rest", stop.exit_code)
+                f"stopped by {stop.name}: {saved} of {self.spec.trials} trials"
+                f" {verb} a result (in {self.out / CSV_FILE}); rerun the same"
+                " command to run the rest", stop.exit_code)
         return self.rows
 
     def _run_round(self, number, workers, scheduler, runner, stop, on_trial):
@@ -298,8 +299,9 @@ class Study:
             fix = (f"{metric} is no train.monitor option; rank by one of"
                    f" {', '.join(MONITORS)} to ensemble the ranked epochs")
         elif mode != monitor_mode(metric):
-            fix = (f"no train.monitor keeps the {best[mode]} {metric}; leave"
-                   " search.mode out to ensemble the ranked epochs")
+            fix = (f"no train.monitor keeps the {best[mode]} {metric}; set"
+                   f" search.mode to {monitor_mode(metric)} (--set search.mode="
+                   f"{monitor_mode(metric)}) to ensemble the ranked epochs")
         elif self.spec.monitor_from_metric:
             fix = ("the study was planned before trials monitored search.metric; run"
                    " it again in a new --out folder to ensemble the ranked epochs")

@@ -87,6 +87,23 @@ def gradient_norms(grads: dict) -> dict:
     return {f"grad_norm/{name}": _norm(grad) for name, grad in grads.items()}
 
 
+def weight_decay_cause(lr: float | None, weight_decay: float | None) -> str | None:
+    """What to say when decoupled weight decay (adamw) alone wrecks the weights:
+    every update multiplies each parameter by 1 - lr * weight_decay, which from
+    lr * weight_decay = 1 on zeroes it or flips its sign (and past 2 makes it
+    grow); None below that, or without such a decay."""
+    if not weight_decay or lr is None or lr * weight_decay < 1:
+        return None
+    factor = 1 - lr * weight_decay
+    effect = "zeroes them" if factor == 0 else "flips their sign"
+    if factor < -1:
+        effect += " and makes them grow"
+    return (f"optimizer.weight_decay {weight_decay:g} at the learning rate {lr:g}"
+            " makes every update multiply the parameters by 1 - lr * weight_decay"
+            f" = {factor:.3g}, which {effect}: lower optimizer.weight_decay below"
+            f" 1 / lr = {1 / lr:g} (adamw's default is 0.01)")
+
+
 class Watcher:
     """Turns diagnostics and the learning curve into one-line warnings, each kind
     at most once per layer per run so that a long run is not flooded."""
@@ -101,18 +118,27 @@ class Watcher:
             self.said.add(key)
             self.warn(text)
 
+    def check_weight_decay(self, lr: float | None,
+                           weight_decay: float | None) -> None:
+        """Warn, once, when adamw's weight decay zeroes or flips the weights at
+        every update (weight_decay_cause)."""
+        cause = weight_decay_cause(lr, weight_decay)
+        if cause:
+            self._once("weight_decay", cause)
+
     def check_diagnostics(self, stats: dict, rate_lowered: bool = False,
-                          clipping: bool = False) -> None:
+                          clipping: bool = False, decay: float = 0.0) -> None:
         """``rate_lowered``: the schedule has brought the rate far below its start
         (a cosine near its end), so tiny update ratios are its intent, not a rate
         set too low. ``clipping``: train.clip is on, and may be what holds the
-        steps back."""
+        steps back. ``decay``: lr * weight_decay of adamw's decoupled decay (0
+        without one), the update/weight ratio that the decay alone gives."""
         for key, value in stats.items():
             kind, _, name = key.partition("/")
             if kind == "update_ratio":
                 cause = _ratio_cause(value, stats.get(f"weight_norm/{name}"),
                                      stats.get(f"grad_norm/{name}"), rate_lowered,
-                                     clipping)
+                                     clipping, decay)
                 if cause:
                     side = "below" if value < RATIO_TARGET else "above"
                     self._once(key, f"the update/weight ratio of {name} is"
@@ -143,7 +169,8 @@ class Watcher:
 
 
 def _ratio_cause(ratio: float, weight_norm: float | None, grad_norm: float | None,
-                 rate_lowered: bool, clipping: bool) -> str | None:
+                 rate_lowered: bool, clipping: bool,
+                 decay: float = 0.0) -> str | None:
     """Why an update/weight ratio is far from 1e-3, and what to do, or None when
     it is not (or when a schedule lowered the rate on purpose). The learning rate
     is blamed only when the weights and the gradient could have given a healthy
@@ -161,6 +188,12 @@ def _ratio_cause(ratio: float, weight_norm: float | None, grad_norm: float | Non
         also = ", and so is their gradient" if zero_gradient else ""
         return (f"its weights are {size}{also}, so the learning rate is not the"
                 " cause; check model.init, model.init_std and model.max_norm")
+    if ratio > high and decay > high:
+        # Decay scales the weights by 1 - decay: a change of ``decay`` times
+        # their norm at every update, whatever the gradient.
+        return (f"adamw's weight decay alone changes the weights by lr *"
+                f" optimizer.weight_decay = {decay:.2g} of their norm at every"
+                " update; lower optimizer.weight_decay (its default is 0.01)")
     if ratio > high:
         return "the learning rate looks too high (lower optimizer.lr)"
     if zero_gradient:

@@ -58,7 +58,8 @@ def find_checkpoint(path) -> tuple[Path, object, list[str]]:
     candidates = sorted(folder.glob("*.npz"))
     if not candidates:
         raise CheckpointError(f"no checkpoint in {folder}; give a checkpoint file or"
-                              " the run directory of a run that saved one")
+                              " the run directory of a run that saved one, or start"
+                              " over with --force in place of --resume")
     loaded, notes, reasons = [], [], []
     for candidate in candidates:
         try:

@@ -42,10 +42,11 @@ from nntrain.train.diagnostics import (
     gradient_norms,
     layer_statistics,
     update_ratios,
+    weight_decay_cause,
     weight_snapshot,
 )
 from nntrain.train.report import counted, short_number
-from nntrain.train.signals import SIGNAL_EXIT_CODES, StopFlag
+from nntrain.train.signals import SIGNAL_EXIT_CODES, Interrupted, StopFlag
 
 # A first loss this many times the one small weights give (ln C for softmax) says
 # the scores started huge: the data's scale, not the learning rate, is at fault.
@@ -224,6 +225,8 @@ class Solver:
                     # loops leave that stop to here, so that the run ends
                     # complete, as an uninterrupted one does, and then stops.
                     self._stop(stop.signum)
+        except Interrupted as error:
+            raise self._stopped_at_once(error) from None
         finally:
             if self.reporter:
                 self.reporter.close_bar()
@@ -282,6 +285,8 @@ class Solver:
         X, y = self.X_train[rows], self.y_train[rows]
         lr = self.schedule.rate(self._schedule_epoch(), progress.iteration)
         self.rule.lr = lr
+        if self.watcher:
+            self.watcher.check_weight_decay(lr, self._weight_decay())
         diagnose = self._diagnoses()
         self.model.capture_outputs = diagnose
 
@@ -417,10 +422,17 @@ class Solver:
                     f" ({self._init_text()}) are at fault, not the learning rate;"
                     " preprocess the data (center, scale) or divide it by a power"
                     " of ten")
+        decay = weight_decay_cause(self.rule.lr, self._weight_decay())
+        if decay:
+            return decay
         if self.rule.lr is not None:
             return (f"the learning rate {self.rule.lr:g} is likely too high: lower"
                     " optimizer.lr")
         return "the data or the model is likely at fault"
+
+    def _weight_decay(self) -> float | None:
+        """adamw's decoupled weight decay; None for the rules without one."""
+        return getattr(self.rule, "weight_decay", None)
 
     def _cause_before_updates(self) -> str:
         """No update has run, so the learning rate is blameless: either a penalty
@@ -507,10 +519,12 @@ class Solver:
         high = loss > DIVERGENCE_FACTOR * max(self._first_loss, 1e-12)
         self._high_streak = self._high_streak + 1 if high else 0
         if self._high_streak == DIVERGENCE_ITERATIONS and self.watcher:
+            fix = (weight_decay_cause(self.rule.lr, self._weight_decay())
+                   or "lower optimizer.lr")
             self.watcher.warn(
                 f"the loss has stayed above {DIVERGENCE_FACTOR}x its starting value"
                 f" ({self._first_loss:.3g}) for {DIVERGENCE_ITERATIONS} iterations:"
-                " the run is diverging; lower optimizer.lr"
+                f" the run is diverging; {fix}"
             )
 
     def _train_full_batch(self, stop) -> None:
@@ -633,7 +647,8 @@ class Solver:
             self.watcher.check_diagnostics(
                 self._diagnostics,
                 rate_lowered=lr is not None and lr < LOWERED_RATE * base,
-                clipping=bool(self.config["clip"]))
+                clipping=bool(self.config["clip"]),
+                decay=(lr or 0.0) * (self._weight_decay() or 0.0))
             self.watcher.check_curve(record.get("train_accuracy"),
                                      record["val_accuracy"])
         self._diagnostics = {}
@@ -740,16 +755,30 @@ class Solver:
         if self.run:
             last = self.run.checkpoints / "last.npz"
             self.save(last)
-            # A command to paste: a path with spaces or quotes must survive the shell.
-            config, run = (shlex.quote(str(path)) for path in
-                           (self.run.path / "config.yaml", self.run.path))
-            where = (f"; the state is saved in {last}. Resume with: nntrain fit"
-                     f" {config} --resume {run}")
+            where = f"; the state is saved in {last}. {self._resume_command()}"
         name = signal.Signals(signum).name
         raise StopRequested(
             f"stopped by {name} at iteration {self.progress.iteration}{where}",
             SIGNAL_EXIT_CODES[signum],
         )
+
+    def _stopped_at_once(self, error: Interrupted) -> BaseException:
+        """What a second signal (``error``) ends the run with: a StopRequested
+        saying how to resume when the run has saved its last.npz, else ``error``
+        itself (the command line says that no checkpoint holds the run)."""
+        last = self.run.checkpoints / "last.npz" if self.run else None
+        if not (last and self.run.saved and last.is_file()):
+            return error
+        return StopRequested(
+            f"{error} after iteration {self.progress.iteration}; {last} holds"
+            f" the run's last saved state. {self._resume_command()}",
+            error.exit_code)
+
+    def _resume_command(self) -> str:
+        # A command to paste: a path with spaces or quotes must survive the shell.
+        config, run = (shlex.quote(str(path)) for path in
+                       (self.run.path / "config.yaml", self.run.path))
+        return f"Resume with: nntrain fit {config} --resume {run}"
 
     def state_meta(self) -> dict:
         """Everything, besides the arrays, that a resumed run needs to continue
