@@ -221,20 +221,11 @@ def _continue_run(solver: Solver, checkpoint, run: RunDirectory, reporter,
     # evaluations it continues from, which drop any it does not.
     run.continue_after(solver.progress.iteration,
                        [record["iteration"] for record in solver.history])
-    future = None
-    if _in_run(checkpoint, run):
-        # The files of the part of the run past the checkpoint go too.
-        future = resuming.dropped_future(checkpoint, run.checkpoints,
-                                         solver.progress, solver.history)
-    if future is not None:
-        run.drop_at_first_save(future)
     _describe_resume(reporter, run.path, solver, checkpoint.meta)
     cut_short = run.cut_short_note(solver.progress.iteration)
     if cut_short:
         reporter.note(cut_short)
-    if future is not None:
-        _note_dropped_future(reporter, run, checkpoint, future, solver.progress,
-                             config)
+    _note_newer_last(reporter, run, checkpoint)
     _warn_lost_best(reporter, run, solver.progress, config)
 
 
@@ -583,66 +574,24 @@ def _in_run(checkpoint, run) -> bool:
             and Path(checkpoint.path).resolve().parent == run.checkpoints.resolve())
 
 
-def _note_dropped_future(reporter, run, checkpoint, future, progress,
-                         config) -> None:
+def _note_newer_last(reporter, run, checkpoint) -> None:
     """Tell a run resumed from an older checkpoint of its own run (best.npz, a
-    snapshot) what its first save discards (``future``): the newer last.npz, the
-    records past the checkpoint, the snapshots past it and a later best.npz; and
-    warn when no checkpoint holds the weights of the best evaluation it keeps."""
-    iteration, later = future.iteration, future.later
-    checkpoints = run.checkpoints
-    newest = checkpoints / "last.npz"
-    if newest not in later:
-        newest = max(later, key=lambda path: later[path][0])
-    done = []
-    if checkpoints / "last.npz" in later:
-        done.append("replaces last.npz")
-    dropped = run.records_after(iteration)
-    if dropped:
-        done.append(f"drops the {counted(dropped, 'record')} of metrics.jsonl past"
-                    f" iteration {iteration}")
-    snapshots = [path.name for path in later if path.name.startswith("snapshot-")]
-    if snapshots:
-        done.append(f"removes the snapshot{'s' if len(snapshots) > 1 else ''} past"
-                    f" it ({_listed(snapshots)})")
-    best = checkpoints / "best.npz"
-    if best in later:
-        held = f"best.npz (iteration {later[best][0]})"
-        done.append(f"replaces {held} with {future.best_from.name}, which holds"
-                    " the best evaluation it keeps (iteration"
-                    f" {progress.best_iteration})" if future.best_from is not None
-                    else f"removes {held}")
-    actions = ", ".join(done[:-1]) + " and " + done[-1] if len(done) > 1 else done[0]
-    name = Path(checkpoint.path).name
-    reporter.note(f"{name} (iteration {iteration}) is older than {newest.name}"
-                  f" (iteration {later[newest][0]}); at its first save this run"
-                  f" {actions}")
-    if best in later and future.best_from is None:
-        _warn_best_not_kept(reporter, iteration, progress, config)
-
-
-def _warn_best_not_kept(reporter, iteration, progress, config) -> None:
-    """Warn a resumed run whose best.npz held an evaluation past its checkpoint
-    (``iteration``) when no checkpoint holds the best one it keeps."""
-    monitor = config["train"]["monitor"]
-    if progress.best_iteration is None:
-        reporter.warn(f"this run keeps no evaluation up to iteration {iteration}:"
-                      " best.npz is removed at the first save, and the next"
-                      " evaluation saves it again")
+    snapshot) what it discards at its first save: the newer last.npz, and the
+    records past the checkpoint."""
+    last = run.checkpoints / "last.npz"
+    if not _in_run(checkpoint, run) or Path(checkpoint.path).name == last.name:
         return
-    reporter.warn(f"no checkpoint holds the weights of the best evaluation this run"
-                  f" keeps (iteration {progress.best_iteration}, {monitor}"
-                  f" {short_number(progress.best_value)}): best.npz held them"
-                  " before a later evaluation replaced them, so it is removed at"
-                  " the first save, and saved again when an evaluation beats"
-                  " that")
-
-
-def _listed(names: list[str]) -> str:
-    """Names in a note: all of a few, the first and last of many."""
-    if len(names) <= 3:
-        return ", ".join(names)
-    return f"{names[0]} to {names[-1]}, {len(names)} files"
+    iteration = checkpoint.meta["solver"]["progress"]["iteration"]
+    newer = _saved_iteration(last)
+    if newer is None or newer <= iteration:
+        return
+    dropped = run.records_after(iteration)
+    reporter.note(
+        f"{Path(checkpoint.path).name} (iteration {iteration}) is older than"
+        f" last.npz (iteration {newer}); at its first save this run replaces"
+        f" last.npz and drops the {counted(dropped, 'record')} of metrics.jsonl"
+        f" past iteration {iteration}"
+    )
 
 
 def _warn_lost_best(reporter, run, progress, config) -> None:

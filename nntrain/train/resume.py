@@ -8,9 +8,7 @@ the checkpoint's data fingerprints check).
 """
 
 import copy
-import math
 import os
-import re
 import warnings
 from pathlib import Path
 
@@ -34,13 +32,7 @@ from nntrain.restore import (
     without_lbfgs_average,
     without_lbfgs_max_norm,
 )
-from nntrain.train.rundir import (
-    CHECKPOINT_PATTERNS,
-    DroppedFuture,
-    file_identity,
-    lock_folder,
-    missing_or_unreadable,
-)
+from nntrain.train.rundir import lock_folder, missing_or_unreadable
 from nntrain.train.solver import count_iterations
 from nntrain.train.state import check_data_spec, check_solver_state
 from nntrain.yamlio import parse_yaml
@@ -86,9 +78,8 @@ def find_checkpoint(path) -> tuple[Path, object, list[str]]:
         # last.npz is the run's latest state, the one a stop message names. A
         # newer file is the best.npz or snapshot of an evaluation whose last.npz a
         # stop cut short (resuming from last.npz redoes it), or a file left from a
-        # part of the run that a resume from an older checkpoint dropped (by an
-        # nntrain before it removed them, or killed before it did): the first
-        # save of a resume from last.npz removes those (dropped_future).
+        # part of
+        # the run that a resume from an older checkpoint dropped.
         iteration, _, chosen, checkpoint = last[0]
         newer = [item[2].name for item in loaded if item[0] > iteration]
         if newer:
@@ -185,102 +176,6 @@ def _held_iteration(path: Path) -> int | None:
         return _iteration(load_checkpoint(path), path)
     except CheckpointError:
         return None
-
-
-def dropped_future(checkpoint, folder: Path, progress,
-                   history: list) -> DroppedFuture | None:
-    """What a run resumed from ``checkpoint``, a checkpoint in its run's
-    checkpoints ``folder``, drops at its first save: the checkpoints of that run
-    holding later iterations (last.npz, best.npz, snapshots), from a part of the
-    run the resume leaves out. ``progress`` and ``history``: the state the resumed
-    run continues from (without the final evaluation an extension drops). Only
-    files that load and are of the same run (its config, but for what a resume
-    may change) count. None when there are none."""
-    progress_saved = checkpoint.meta["solver"]["progress"]
-    iteration = progress_saved["iteration"]
-    resumed = Path(checkpoint.path)
-    later = {}
-    for path in sorted({path for pattern in CHECKPOINT_PATTERNS
-                        for path in folder.glob(pattern)}):
-        if (path.is_symlink() or path.resolve() == resumed.resolve()
-                or _snapshot_epoch(path) < progress_saved["epoch"]):
-            continue  # an earlier epoch's snapshot is older: not loaded
-        held = _loaded(path)
-        if (held is not None and _iteration(held, path) > iteration
-                and _same_run(held, checkpoint)):
-            later[path] = (_iteration(held, path), file_identity(path))
-    if not later:
-        return None
-    future = DroppedFuture(iteration, later)
-    if folder / "last.npz" in later:
-        future.resumed = _read(resumed)
-    if folder / "best.npz" in later:
-        future.best_from = _holding_best(folder, resumed, checkpoint, progress,
-                                         history)
-        if future.best_from is not None:
-            future.best = _read(future.best_from)
-    return future
-
-
-def _snapshot_epoch(path: Path) -> float:
-    """The epoch whose end a snapshot's name says it holds; inf for another
-    name."""
-    found = re.fullmatch(r"snapshot-epoch-(\d+)\.npz", path.name)
-    return int(found[1]) if found else math.inf
-
-
-def _read(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as error:
-        raise CheckpointError(f"cannot read {path} ({error.strerror or error});"
-                              " check its permissions, and resume again") from None
-
-
-def _holding_best(folder: Path, resumed: Path, checkpoint, progress,
-                  history: list) -> Path | None:
-    """The checkpoint holding the weights of the best evaluation a resumed run
-    keeps: the resumed checkpoint when it saved that evaluation, or the snapshot
-    saved at it in the same history (its records are the resumed run's up to
-    there); None when no checkpoint holds them (best.npz alone did)."""
-    best = progress.best_iteration
-    if best is None:
-        return None
-    own = checkpoint.meta["solver"]["progress"]
-    if own["iteration"] == best == own.get("last_eval_iteration"):
-        return resumed
-    snapshot = folder / f"snapshot-epoch-{progress.best_epoch:04d}.npz"
-    held = None if snapshot.is_symlink() else _loaded(snapshot)
-    if held is None:
-        return None
-    solver = held.meta["solver"]
-    kept = [record for record in history if record["iteration"] <= best]
-    if (solver["progress"]["iteration"] == best
-            == solver["progress"].get("last_eval_iteration")
-            and solver.get("history") == kept):
-        return snapshot
-    return None
-
-
-def _loaded(path: Path):
-    """The checkpoint at ``path`` with solver state, or None."""
-    try:
-        checkpoint = load_checkpoint(path)
-        _iteration(checkpoint, path)
-    except CheckpointError:
-        return None
-    return checkpoint
-
-
-def _same_run(checkpoint, other) -> bool:
-    """Whether two checkpoints were trained with the same config, but for what a
-    resume may change."""
-    try:
-        configs = [migrate_config(saved_config(held, held.path), held.path,
-                                  warn=False) for held in (checkpoint, other)]
-    except (CheckpointError, ConfigError):
-        return False
-    return not differs(*configs)
 
 
 def resumed_config(checkpoint, overrides: list[str], path) -> dict:

@@ -16,7 +16,6 @@ import json
 import os
 import re
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 from nntrain.checkpoint import written_by_nntrain
@@ -28,7 +27,6 @@ from nntrain.errors import (
     TrainingError,
 )
 from nntrain.fileio import (
-    write_bytes_atomically,
     write_fix,
     write_text_atomically,
     written_by_nntrain_png,
@@ -50,38 +48,6 @@ OWN_PLOT_PATTERNS = ("loss.png", "accuracy.png", "learning_rate.png",
                      "confusion_matrix.png", "worst_examples.png")
 
 
-@dataclass
-class DroppedFuture:
-    """The files of the part of a run past the older checkpoint (a snapshot,
-    best.npz) that a resumed run continues from, which that run drops at its first
-    save (``RunDirectory.drop_at_first_save``).
-
-    ``later``: each checkpoint of the run holding a later iteration, as {path:
-    (that iteration, file_identity(path))}: the identity tells, at the first save,
-    whether that save has replaced the file. ``resumed``: the resumed checkpoint's
-    bytes, which replace last.npz when it is among them. ``best``: the bytes of
-    the checkpoint holding the best evaluation the resumed run keeps, which replace
-    best.npz when it is among them (``best_from`` names that file); None when no
-    checkpoint holds those weights: best.npz is then removed.
-    """
-
-    iteration: int
-    later: dict
-    resumed: bytes | None = None
-    best: bytes | None = None
-    best_from: Path | None = None
-
-
-def file_identity(path: Path) -> tuple | None:
-    """What changes when the file at ``path`` is replaced (each save renames a new
-    file into place); None when there is none."""
-    try:
-        found = path.stat()
-    except OSError:
-        return None
-    return found.st_ino, found.st_mtime_ns, found.st_size
-
-
 class RunDirectory:
     """Creates the folder layout and appends to the run's log files.
 
@@ -92,8 +58,7 @@ class RunDirectory:
     fails before that save removes the records it appended (``close``), and one
     killed before it leaves records past its checkpoint, which the next resume's
     cut drops. So the folder always resumes correctly, with the old length or the
-    new one. A run resumed from an older checkpoint drops at that save the later
-    checkpoints of its run too (``drop_at_first_save``).
+    new one.
     """
 
     def __init__(self, path, force: bool = False, resume: bool = False):
@@ -326,11 +291,6 @@ class RunDirectory:
         that update stays: the update is part of the longer run)."""
         self._uncommitted["keep"] = (iteration, frozenset(evaluations))
 
-    def drop_at_first_save(self, future: DroppedFuture) -> None:
-        """Drop at the first save the files of the part of the run past the
-        checkpoint this resumed run continues from (``_drop_future``)."""
-        self._uncommitted["future"] = future
-
     def records_after(self, iteration: int) -> int:
         """How many records a resumed run found in metrics.jsonl past ``iteration``
         (those its first save drops)."""
@@ -356,13 +316,6 @@ class RunDirectory:
         self.saved = True
         if self._uncommitted is None:
             return
-        future = self._uncommitted.get("future")
-        if future is not None:
-            # First, and before the commit (a failure leaves metrics.jsonl as it
-            # was): last.npz goes back to the resumed checkpoint. A kill at any
-            # later point leaves a folder whose last.npz resumes from there: that
-            # resume cuts the records past it and drops the later files again.
-            self._replace_later(future, "last.npz", future.resumed)
         # Committed from here on, even if the rewrite fails: the records this run
         # appended belong to the checkpoint just saved, and close() must keep them.
         uncommitted, self._uncommitted = self._uncommitted, None
@@ -376,34 +329,6 @@ class RunDirectory:
                 self._reopen_metrics(path)
             raise
         self._reopen_metrics(path)
-        if future is not None:
-            self._drop_future(future)
-
-    def _drop_future(self, future: DroppedFuture) -> None:
-        """Remove the snapshots past the resumed checkpoint, and replace best.npz
-        when it holds a later evaluation (with the kept best, or remove it when
-        no checkpoint holds that), as a run of the kept history alone would have
-        them."""
-        for path in future.later:
-            if path.name.startswith("snapshot-"):
-                self._replace_later(future, path.name, None)
-        self._replace_later(future, "best.npz", future.best)
-
-    def _replace_later(self, future: DroppedFuture, name: str,
-                       content: bytes | None) -> None:
-        """Write ``content`` to the run's checkpoint ``name`` (None: remove it),
-        when ``future`` counts it among the later files and this run's first save
-        has not replaced it."""
-        path = self.checkpoints / name
-        if path not in future.later or file_identity(path) != future.later[path][1]:
-            return
-        try:
-            if content is None:
-                path.unlink(missing_ok=True)
-            else:
-                write_bytes_atomically(path, content)
-        except OSError as error:
-            raise _rewrite_error(path, error) from None
 
     def _reopen_metrics(self, path: Path) -> None:
         """Append to metrics.jsonl again, once it was replaced."""
