@@ -59,6 +59,7 @@ from nntrain.restore import (
 )
 from nntrain.train import checks
 from nntrain.train import resume as resuming
+from nntrain.train.dropped import dropped_future
 from nntrain.train.report import Reporter, counted, short_number
 from nntrain.train.rundir import RunDirectory, missing_or_unreadable
 from nntrain.train.signals import (
@@ -226,6 +227,8 @@ def _continue_run(solver: Solver, checkpoint, run: RunDirectory, reporter,
     if cut_short:
         reporter.note(cut_short)
     _note_newer_last(reporter, run, checkpoint)
+    if _in_run(checkpoint, run):
+        _set_aside_dropped(reporter, run, checkpoint, solver.progress, config)
     _warn_lost_best(reporter, run, solver.progress, config)
 
 
@@ -592,6 +595,33 @@ def _note_newer_last(reporter, run, checkpoint) -> None:
         f" last.npz and drops the {counted(dropped, 'record')} of metrics.jsonl"
         f" past iteration {iteration}"
     )
+
+
+def _set_aside_dropped(reporter, run, checkpoint, progress, config) -> None:
+    """Move aside at the first save the files of the part of the run past
+    ``checkpoint`` (dropped.py), naming each beforehand, and warn when no
+    checkpoint then holds the best evaluation the run keeps."""
+    future = dropped_future(checkpoint, run.checkpoints, progress)
+    if future is None:
+        return
+    run.set_aside_at_first_save(future)
+    names = ", ".join(path.name for path in future.files)
+    reporter.note(f"at its first save this run moves the files of the part of the"
+                  f" run past iteration {future.iteration} into {future.folder}"
+                  f" (nothing is deleted): {names}")
+    if run.checkpoints / "best.npz" not in future.files:
+        return
+    name = Path(checkpoint.path).name
+    if future.best is not None:
+        reporter.note(f"best.npz then gets a copy of {name}, which holds the best"
+                      f" evaluation this run keeps (iteration {future.iteration})")
+        return
+    kept = ("keeps no evaluation" if progress.best_iteration is None else
+            f"keeps the best evaluation of iteration {progress.best_iteration}"
+            f" ({config['train']['monitor']} {short_number(progress.best_value)}),"
+            " whose weights no checkpoint holds")
+    reporter.warn(f"this run {kept}: best.npz stays absent until an evaluation"
+                  f" saves it (the moved one is in {future.folder})")
 
 
 def _warn_lost_best(reporter, run, progress, config) -> None:

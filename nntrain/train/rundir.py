@@ -108,6 +108,7 @@ class RunDirectory:
         # (write_config).
         self._uncommitted = None
         self.saved = False  # whether this run has saved a checkpoint yet
+        self._set_aside = None  # files to move before it (set_aside_at_first_save)
         self._write_failed = False  # whether appending to a log failed
         if resume:
             self._uncommitted = {"records": earlier, "size": metrics.stat().st_size}
@@ -149,7 +150,8 @@ class RunDirectory:
                     " --force removes only what a run wrote: move the file, or give"
                     " --out another folder"
                 )
-        for path in self._checkpoint_files(OWN_CHECKPOINT_PATTERNS):
+        for path in [*self._checkpoint_files(OWN_CHECKPOINT_PATTERNS),
+                     *self._dropped_files()]:
             if not written_by_nntrain(path):
                 raise RunDirectoryError(
                     f"{path} is not a checkpoint nntrain wrote; --force removes only"
@@ -166,6 +168,25 @@ class RunDirectory:
         """The files in checkpoints/ that have a name of ``patterns``."""
         return self._own_files("checkpoints", patterns)
 
+    def _dropped_folders(self) -> list[Path]:
+        """The folders in checkpoints/ where resumes set aside the files of a part
+        of the run they left out (dropped.py); RunDirectoryError for a symbolic
+        link of that name, which --force does not follow."""
+        found = sorted((self.path / "checkpoints").glob(f"{DROPPED_PREFIX}*"))
+        for folder in found:
+            if folder.is_symlink() or not folder.is_dir():
+                raise RunDirectoryError(
+                    f"{folder} is not a folder nntrain made; --force removes only"
+                    " what a run wrote: move it, or give --out another folder")
+        return found
+
+    def _dropped_files(self) -> list[Path]:
+        """The checkpoints a resume set aside (_dropped_folders)."""
+        return sorted(path for folder in self._dropped_folders()
+                      for pattern in OWN_CHECKPOINT_PATTERNS
+                      for path in folder.glob(pattern)
+                      if path.is_file() or path.is_symlink())
+
     def _own_files(self, folder: str, patterns) -> list[Path]:
         """The files in the run's ``folder`` that have a name of ``patterns``."""
         folder = self.path / folder
@@ -175,7 +196,7 @@ class RunDirectory:
     def _remove_own_files(self) -> None:
         """--force: delete what an earlier run wrote, and nothing else, once
         _check_clearable has passed."""
-        doomed = [self.path / name for name in OWN_FILES]
+        doomed = [self.path / name for name in OWN_FILES] + self._dropped_files()
         for folder, patterns in (("checkpoints", OWN_CHECKPOINT_PATTERNS),
                                  ("plots", OWN_PLOT_PATTERNS)):
             for pattern in patterns:
@@ -193,7 +214,7 @@ class RunDirectory:
             for path in (self.path / folder).glob(f".*{ASIDE}"):
                 with contextlib.suppress(OSError):
                     path.unlink()
-        for folder in ("checkpoints", "plots"):
+        for folder in [*self._dropped_folders(), "checkpoints", "plots"]:
             try:
                 (self.path / folder).rmdir()  # only when nothing else is left in it
             except OSError:
@@ -310,6 +331,18 @@ class RunDirectory:
         else:
             self._uncommitted["config"] = text
 
+    def set_aside_at_first_save(self, future) -> None:
+        """Move ``future`` (dropped.DroppedFuture), the files of the part of the run
+        a resume from an older checkpoint leaves out, aside just before this run's
+        first checkpoint save."""
+        self._set_aside = future
+
+    def checkpoint_saving(self) -> None:
+        """A checkpoint of this run is about to be saved."""
+        future, self._set_aside = self._set_aside, None
+        if future is not None:
+            future.set_aside()
+
     def checkpoint_saved(self) -> None:
         """A checkpoint of this run was saved: a resumed run commits to its own
         state now, cutting metrics.jsonl (continue_after) and writing its config."""
@@ -407,6 +440,9 @@ class RunDirectory:
             os.close(self._lock)  # which releases the lock
             self._lock = None
 
+
+# The folders of checkpoints/ where a resume sets aside a dropped part of the run.
+DROPPED_PREFIX = "dropped-after-iteration-"
 
 # What --force appends to the name of a file it is about to delete.
 ASIDE = ".nntrain-removing"

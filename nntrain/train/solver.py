@@ -899,6 +899,8 @@ class Solver:
                 self._check_finite(_finiteness(value), f"{group}/{name}",
                                    self.progress.iteration)
         meta = {**self.checkpoint_meta, "solver": self.state_meta()}
+        if self.run:
+            self.run.checkpoint_saving()  # a resume's dropped files go aside first
         kept = _kept_checkpoints(Path(path))  # before the write, which may fail
         try:
             save_checkpoint(path, meta, arrays)
