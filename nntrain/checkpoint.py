@@ -16,7 +16,6 @@ renamed over the target, so a crash leaves either the old file or the new one.
 import codecs
 import json
 import os
-import tempfile
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -27,7 +26,7 @@ import numpy as np
 from nntrain import __version__
 from nntrain.data.npfile import NPY_MAGIC, NpzReader, first_line
 from nntrain.errors import EDITED_CHECKPOINT_FIX, CheckpointError
-from nntrain.fileio import publish
+from nntrain.fileio import publish, temporary_file
 from nntrain.train.signals import signals_deferred
 
 FORMAT = 1
@@ -73,9 +72,7 @@ def save_checkpoint(path, meta: dict, arrays: dict) -> None:
     }
     flat["meta"] = np.array(json.dumps(meta))
 
-    descriptor, temporary = tempfile.mkstemp(
-        dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
-    )
+    descriptor, temporary = temporary_file(path)
     try:
         with os.fdopen(descriptor, "wb") as file:
             # A signal raised inside np.savez breaks its zip file, which then
@@ -86,7 +83,7 @@ def save_checkpoint(path, meta: dict, arrays: dict) -> None:
             os.fsync(file.fileno())
         publish(temporary, path)
     except BaseException:
-        Path(temporary).unlink(missing_ok=True)
+        temporary.unlink(missing_ok=True)
         raise
     _fsync_folder(path.parent)
 

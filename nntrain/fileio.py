@@ -145,17 +145,38 @@ def written_by_nntrain_png(path) -> bool:
     return False
 
 
+# Every temporary file nntrain writes on its way to a file NAME is named
+# ".NAME.XXXXXXXX.tmp" (mkstemp's random part), in NAME's folder: a kill before
+# the rename leaves one, which ``fit --force`` removes (temporary_glob) and which
+# no glob of a run's files ("*.npz", "snapshot-*.npz", "*.png") matches.
+TEMPORARY_SUFFIX = ".tmp"
+
+
+def temporary_glob(name: str) -> str:
+    """The glob pattern of the temporary files written on the way to the file
+    ``name`` (itself a name or a glob pattern, such as ``snapshot-*.npz``)."""
+    return f".{name}.*{TEMPORARY_SUFFIX}"
+
+
+def temporary_file(path: Path) -> tuple[int, Path]:
+    """(descriptor, path) of a new temporary file for ``path``, in its folder and
+    named as TEMPORARY_SUFFIX says."""
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
+                                             suffix=TEMPORARY_SUFFIX)
+    return descriptor, Path(temporary)
+
+
 def write_bytes_atomically(path: Path, data: bytes) -> None:
     """Write ``data`` through a temporary file in the same folder and a rename."""
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    descriptor, temporary = temporary_file(path)
     try:
         with os.fdopen(descriptor, "wb") as file:
             file.write(data)
             file.flush()
             os.fsync(file.fileno())
-        publish(Path(temporary), path)
+        publish(temporary, path)
     except BaseException:
-        Path(temporary).unlink(missing_ok=True)
+        temporary.unlink(missing_ok=True)
         raise
 
 

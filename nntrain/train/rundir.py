@@ -27,6 +27,7 @@ from nntrain.errors import (
     TrainingError,
 )
 from nntrain.fileio import (
+    temporary_glob,
     write_fix,
     write_text_atomically,
     written_by_nntrain_png,
@@ -42,10 +43,18 @@ except ImportError:  # Windows
 # What nntrain itself writes; --force removes these and nothing else.
 OWN_FILES = ("config.yaml", "metrics.jsonl", "train.log")
 CHECKPOINT_PATTERNS = ("last.npz", "best.npz", "snapshot-*.npz")
-OWN_CHECKPOINT_PATTERNS = (*CHECKPOINT_PATTERNS, ".*.npz.*.tmp")
+# A checkpoint's temporary file is checked as a checkpoint cut short is.
+OWN_CHECKPOINT_PATTERNS = (*CHECKPOINT_PATTERNS, temporary_glob("*.npz"))
 OWN_PLOT_PATTERNS = ("loss.png", "accuracy.png", "learning_rate.png",
                      "update_ratios.png", "activations.png", "first_layer_weights.png",
                      "confusion_matrix.png", "worst_examples.png")
+# The temporary files a kill leaves beside the run's other files (fileio's
+# TEMPORARY_SUFFIX), by folder: their names alone tell they are nntrain's, and a
+# file cut short may hold anything.
+OWN_TEMPORARY_PATTERNS = {
+    ".": tuple(temporary_glob(name) for name in ("config.yaml", "metrics.jsonl")),
+    "plots": tuple(temporary_glob(name) for name in OWN_PLOT_PATTERNS),
+}
 
 
 class RunDirectory:
@@ -198,7 +207,8 @@ class RunDirectory:
         _check_clearable has passed."""
         doomed = [self.path / name for name in OWN_FILES] + self._dropped_files()
         for folder, patterns in (("checkpoints", OWN_CHECKPOINT_PATTERNS),
-                                 ("plots", OWN_PLOT_PATTERNS)):
+                                 ("plots", OWN_PLOT_PATTERNS),
+                                 *OWN_TEMPORARY_PATTERNS.items()):
             for pattern in patterns:
                 doomed += (self.path / folder).glob(pattern)
         doomed = [path for path in doomed if path.is_file() or path.is_symlink()]
