@@ -219,14 +219,16 @@ def _continue_run(solver: Solver, checkpoint, run: RunDirectory, reporter,
     solver.restore_average(averaged, count, statistics)
 
     # The records the run directory keeps once this run commits: those of the
-    # evaluations it continues from, which drop any it does not.
+    # evaluations it continues from, which drop any it does not (an extension's
+    # only once it has saved: until then they are the checkpoint's own).
     run.continue_after(solver.progress.iteration,
-                       [record["iteration"] for record in solver.history])
+                       [record["iteration"] for record in solver.history],
+                       [record["iteration"] for record in meta["history"]])
     _describe_resume(reporter, run.path, solver, checkpoint.meta)
     cut_short = run.cut_short_note(solver.progress.iteration)
     if cut_short:
         reporter.note(cut_short)
-    _note_newer_last(reporter, run, checkpoint)
+    _replace_newer_last(reporter, run, checkpoint)
     if _in_run(checkpoint, run):
         _set_aside_dropped(reporter, run, checkpoint, solver.progress, config)
     _warn_lost_best(reporter, run, solver.progress, config)
@@ -577,10 +579,10 @@ def _in_run(checkpoint, run) -> bool:
             and Path(checkpoint.path).resolve().parent == run.checkpoints.resolve())
 
 
-def _note_newer_last(reporter, run, checkpoint) -> None:
+def _replace_newer_last(reporter, run, checkpoint) -> None:
     """Tell a run resumed from an older checkpoint of its own run (best.npz, a
-    snapshot) what it discards at its first save: the newer last.npz, and the
-    records past the checkpoint."""
+    snapshot) what it discards at its first save: the newer last.npz, which gets
+    that checkpoint just before the save, and the records past the checkpoint."""
     last = run.checkpoints / "last.npz"
     if not _in_run(checkpoint, run) or Path(checkpoint.path).name == last.name:
         return
@@ -588,6 +590,12 @@ def _note_newer_last(reporter, run, checkpoint) -> None:
     newer = _saved_iteration(last)
     if newer is None or newer <= iteration:
         return
+    try:
+        run.put_back_last_at_first_save(Path(checkpoint.path).read_bytes())
+    except OSError as error:
+        reason = error.strerror or error
+        raise CheckpointError(f"cannot read {checkpoint.path} ({reason}); check its"
+                              " permissions, and resume again") from None
     dropped = run.records_after(iteration)
     reporter.note(
         f"{Path(checkpoint.path).name} (iteration {iteration}) is older than"

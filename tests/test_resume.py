@@ -296,8 +296,10 @@ def test_a_resume_dropping_an_evaluation_keeps_the_iter_record_before_it(tmp_pat
     metrics.write_text("".join(json.dumps(record) + "\n" for record in written))
 
     directory = RunDirectory(run, resume=True)
-    directory.continue_after(10, [9])  # the evaluation at 10 is dropped
+    # The evaluation at 10, the checkpoint's own, is dropped.
+    directory.continue_after(10, [9], [9, 10])
     directory.record({"kind": "iter", "iteration": 11})
+    directory.checkpoint_saving()
     directory.checkpoint_saved()
     directory.close()
 

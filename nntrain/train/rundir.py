@@ -28,6 +28,7 @@ from nntrain.errors import (
 )
 from nntrain.fileio import (
     temporary_glob,
+    write_bytes_atomically,
     write_fix,
     write_text_atomically,
     written_by_nntrain_png,
@@ -62,12 +63,27 @@ class RunDirectory:
 
     ``resume``: continue the existing run in the folder. Until the resumed run's
     first checkpoint save, which commits its state, the folder keeps the state of
-    the checkpoint it resumes from: config.yaml is written only then, and so is
-    metrics.jsonl cut to the checkpoint (``continue_after``). A resumed run that
-    fails before that save removes the records it appended (``close``), and one
-    killed before it leaves records past its checkpoint, which the next resume's
-    cut drops. So the folder always resumes correctly, with the old length or the
-    new one.
+    the checkpoint it resumes from: the run holds its records back, and
+    config.yaml is written only then. The commit is crash-safe in two steps:
+
+    - ``checkpoint_saving``, just before the first checkpoint is written: a run
+      resumed from an older checkpoint puts that checkpoint in last.npz
+      (``put_back_last_at_first_save``) and moves the later files of its run
+      aside (``set_aside_at_first_save``); then metrics.jsonl is cut to the
+      records of the checkpoint it resumes from and the held-back records are
+      appended, in one atomic rewrite. Written after the save, a kill between
+      the two would leave last.npz past the checkpoint beside records it no
+      longer covers (those of the dropped part of the run), which no later
+      resume could tell from its own;
+    - ``checkpoint_saved``, once it is written: the evaluation an extension drops
+      goes from metrics.jsonl, and config.yaml is written.
+
+    A kill at any point leaves a folder that resumes to the same end: before the
+    rewrite, the folder as it was but for last.npz, which holds the resumed
+    checkpoint (whose resume drops the records past it); after it, last.npz holds
+    that checkpoint or the new one (whose records metrics.jsonl holds, and at
+    most the dropped evaluation besides, which its history leaves out). A resumed
+    run that fails or stops before its first save leaves metrics.jsonl as it was.
     """
 
     def __init__(self, path, force: bool = False, resume: bool = False):
@@ -93,7 +109,7 @@ class RunDirectory:
                 self._take_lock()  # before --force removes anything
             if resume:
                 self._check_writable()
-                earlier = self._seal_metrics()
+                self._seal_metrics()
                 _refuse_misplaced(self.path)
             else:
                 self._prepare(force)
@@ -111,16 +127,16 @@ class RunDirectory:
             self._metrics = opened.enter_context(_open_log(metrics))
             self._log = opened.enter_context(_open_log(self.path / "train.log"))
             opened.pop_all()
-        # A resumed run's commit, waiting for its first checkpoint save: how many
-        # records metrics.jsonl held before this run appended to it, and its size
-        # then; which of those records to keep (continue_after); the config to write
-        # (write_config).
-        self._uncommitted = None
+        # A resumed run's commit, waiting for its first checkpoint save: which of
+        # the records in metrics.jsonl to keep (continue_after); the config to
+        # write (write_config); the bytes last.npz gets back first
+        # (put_back_last_at_first_save). And the records this run holds back until
+        # then (None once they are in metrics.jsonl, and for a new run).
+        self._uncommitted = {} if resume else None
+        self._held = [] if resume else None
         self.saved = False  # whether this run has saved a checkpoint yet
         self._set_aside = None  # files to move before it (set_aside_at_first_save)
         self._write_failed = False  # whether appending to a log failed
-        if resume:
-            self._uncommitted = {"records": earlier, "size": metrics.stat().st_size}
 
     def _prepare(self, force: bool) -> None:
         if self.path.exists() and not self.path.is_dir():
@@ -275,20 +291,18 @@ class RunDirectory:
                 " choose another folder with --out"
             ) from None
 
-    def _seal_metrics(self) -> int:
+    def _seal_metrics(self) -> None:
         """Check metrics.jsonl (RunDirectoryError naming a damaged line), and drop a
         last line cut short by a kill, which holds no record: each record a resumed
-        run appends must start a line of its own. Returns how many records it
-        holds, one per line."""
+        run appends must start a line of its own."""
         path = self.path / "metrics.jsonl"
         if not (path.exists() or path.is_symlink()):
-            return 0
+            return
         found = _read_bytes(path)
         records, self._dropped_tail = _parse_records(found, path)
         text = "".join(line + "\n" for line, _ in records)
         if found != text.encode("utf-8"):
             write_text_atomically(path, text)
-        return len(records)
 
     def cut_short_note(self, iteration: int) -> str | None:
         """What to tell a resumed run whose checkpoint holds ``iteration`` updates
@@ -312,22 +326,25 @@ class RunDirectory:
                 f" iteration {int(found[1])}, which the checkpoint (iteration"
                 f" {iteration}) covers, is lost")
 
-    def continue_after(self, iteration: int, evaluations) -> None:
+    def continue_after(self, iteration: int, evaluations, saved) -> None:
         """Which records from before it a resumed run keeps once it commits: those
         of its checkpoint's ``iteration`` updates (a run killed after the checkpoint
         wrote more), and of the evaluation records ("epoch", "event") only those at
         ``evaluations``, the iterations of the evaluations it continues from. That
         drops an evaluation a killed run made after its checkpoint, and the final
         evaluation of a shorter run that this one extends (the "iter" record of
-        that update stays: the update is part of the longer run)."""
-        self._uncommitted["keep"] = (iteration, frozenset(evaluations))
+        that update stays: the update is part of the longer run). ``saved``: the
+        iterations of the evaluations the checkpoint itself holds, which the
+        extension's final evaluation is among: its record goes only once this
+        run's first checkpoint is saved (``checkpoint_saved``)."""
+        self._uncommitted["keep"] = (iteration, frozenset(evaluations),
+                                     frozenset(saved))
 
     def records_after(self, iteration: int) -> int:
         """How many records a resumed run found in metrics.jsonl past ``iteration``
         (those its first save drops)."""
         records = read_records(self.path / "metrics.jsonl")
-        earlier = records[:self._uncommitted["records"]]
-        return sum(record["iteration"] > iteration for _, record in earlier)
+        return sum(record["iteration"] > iteration for _, record in records)
 
     def write_config(self, config: dict) -> None:
         """Write config.yaml; a resumed run's, at its first checkpoint save."""
@@ -347,24 +364,81 @@ class RunDirectory:
         first checkpoint save."""
         self._set_aside = future
 
+    def put_back_last_at_first_save(self, content: bytes) -> None:
+        """Write ``content``, the older checkpoint of the run this resumed run
+        continues from, to last.npz just before this run's first checkpoint save
+        (the class docstring says why)."""
+        self._uncommitted["last"] = content
+
     def checkpoint_saving(self) -> None:
-        """A checkpoint of this run is about to be saved."""
+        """A checkpoint of this run is about to be saved: a resumed run's first one
+        puts its records in metrics.jsonl first (the class docstring says why),
+        cut to the records of the checkpoint it resumes from."""
+        if self._held is None:
+            return
+        last = self._uncommitted.pop("last", None)
+        if last is not None:
+            # First: a kill at any later point leaves a folder whose last.npz
+            # resumes from the checkpoint (or from this run's save), whose resume
+            # cuts the records past it and moves the later files aside again.
+            path = self.checkpoints / "last.npz"
+            try:
+                write_bytes_atomically(path, last)
+            except OSError as error:
+                raise _rewrite_error(path, error) from None
         future, self._set_aside = self._set_aside, None
         if future is not None:
             future.set_aside()
+        iteration, _, saved = self._uncommitted["keep"]
+        self._rewrite_metrics(lambda record: _kept(record, iteration, saved),
+                              self._held)
+        self._uncommitted["held"] = len(self._held)
+        self._held = None
 
     def checkpoint_saved(self) -> None:
         """A checkpoint of this run was saved: a resumed run commits to its own
-        state now, cutting metrics.jsonl (continue_after) and writing its config."""
+        state now, dropping the evaluation an extension drops (continue_after) and
+        writing its config."""
         self.saved = True
         if self._uncommitted is None:
             return
-        # Committed from here on, even if the rewrite fails: the records this run
-        # appended belong to the checkpoint just saved, and close() must keep them.
+        # Committed from here on, even if a rewrite fails: the records this run
+        # wrote belong to the checkpoint just saved.
         uncommitted, self._uncommitted = self._uncommitted, None
+        iteration, evaluations, saved = uncommitted["keep"]
+        if evaluations != saved:
+            # The records this run wrote (the file's last ones) stay whole.
+            self._rewrite_metrics(
+                lambda record: _kept(record, iteration, evaluations),
+                [], keep_last=uncommitted["held"])
+        # A kill before this write leaves the old config.yaml beside the new
+        # checkpoint, whose config a resume uses anyway; it writes this one.
+        if "config" in uncommitted:
+            config = self.path / "config.yaml"
+            try:
+                write_text_atomically(config, uncommitted["config"])
+            except OSError as error:
+                raise _rewrite_error(config, error) from None
+
+    def _rewrite_metrics(self, keep, added: list, keep_last: int = 0) -> None:
+        """Replace metrics.jsonl, in one atomic write, with the records ``keep``
+        (a test of a record) keeps, but for its last ``keep_last`` ones, which
+        stay, followed by the lines ``added``; a TrainingError names the file
+        when that fails."""
         path = self.path / "metrics.jsonl"
         try:
-            self._write_committed(path, uncommitted)
+            self._metrics.close()
+        except OSError as error:
+            raise _write_error(path, error) from None
+        try:
+            records = read_records(path)
+            cut = len(records) - keep_last
+            lines = [line for line, record in records[:cut] if keep(record)]
+            lines += [line for line, _ in records[cut:]] + added
+            try:
+                write_text_atomically(path, "".join(line + "\n" for line in lines))
+            except OSError as error:
+                raise _rewrite_error(path, error) from None
         except BaseException:
             # That error ends the run, and names what failed: one from reopening
             # the file must not replace it.
@@ -380,38 +454,15 @@ class RunDirectory:
         except OSError as error:
             raise _rewrite_error(path, error) from None
 
-    def _write_committed(self, path: Path, uncommitted: dict) -> None:
-        """Cut metrics.jsonl to the records a committed resumed run keeps, then
-        write its config.yaml; a TrainingError names the file that failed."""
-        try:
-            self._metrics.close()
-        except OSError as error:
-            raise _write_error(path, error) from None
-        earlier = uncommitted["records"]
-        records = read_records(path)
-        iteration, evaluations = uncommitted["keep"]
-        kept = [line for line, record in records[:earlier]
-                if record["iteration"] <= iteration
-                and (record.get("kind") == "iter"
-                     or record["iteration"] in evaluations)]
-        kept += [line for line, _ in records[earlier:]]
-        try:
-            write_text_atomically(path, "".join(line + "\n" for line in kept))
-        except OSError as error:
-            raise _rewrite_error(path, error) from None
-        # A kill before this write leaves the old config.yaml beside the new
-        # checkpoint, whose config a resume uses anyway; it writes this one.
-        if "config" in uncommitted:
-            config = self.path / "config.yaml"
-            try:
-                write_text_atomically(config, uncommitted["config"])
-            except OSError as error:
-                raise _rewrite_error(config, error) from None
-
     def record(self, record: dict) -> None:
-        """Append one metrics record (a flat dict) to metrics.jsonl. Its numbers
-        must be finite (the Solver writes null for the others): JSON has no NaN."""
-        self._append(self._metrics, json.dumps(record, allow_nan=False))
+        """Append one metrics record (a flat dict) to metrics.jsonl; a resumed run
+        holds it back until its first save (checkpoint_saving). Its numbers must be
+        finite (the Solver writes null for the others): JSON has no NaN."""
+        line = json.dumps(record, allow_nan=False)
+        if self._held is not None:
+            self._held.append(line)
+        else:
+            self._append(self._metrics, line)
 
     def log(self, line: str) -> None:
         self._append(self._log, line)
@@ -434,13 +485,6 @@ class RunDirectory:
                 file.close()  # closed even when its last flush fails
             except OSError as error:
                 failed = failed or _write_error(file.name, error)
-        if self._uncommitted is not None:
-            # A resumed run that saved no checkpoint (it failed, or had nothing to
-            # do) leaves metrics.jsonl as it found it.
-            try:
-                os.truncate(self.path / "metrics.jsonl", self._uncommitted["size"])
-            except OSError:
-                pass  # the records past the checkpoint go at the next resume
         self._release_lock()
         if failed and not self._write_failed:
             raise failed
@@ -567,6 +611,14 @@ def missing_or_unreadable(path: Path) -> str:
     "missing" when nothing is there, else "unreadable" (a broken symbolic link
     is there, and unreadable)."""
     return "missing" if not (path.exists() or path.is_symlink()) else "unreadable"
+
+
+def _kept(record: dict, iteration: int, evaluations) -> bool:
+    """Whether a resumed run keeps ``record``, one of metrics.jsonl from before
+    it, when it continues from ``iteration`` updates and the evaluations at the
+    iterations ``evaluations`` (continue_after)."""
+    return record["iteration"] <= iteration and (
+        record.get("kind") == "iter" or record["iteration"] in evaluations)
 
 
 def _rewrite_error(path, error: OSError) -> TrainingError:

@@ -900,7 +900,9 @@ class Solver:
                                    self.progress.iteration)
         meta = {**self.checkpoint_meta, "solver": self.state_meta()}
         if self.run:
-            self.run.checkpoint_saving()  # a resume's dropped files go aside first
+            # A resumed run's first save: its dropped files go aside and its
+            # records to metrics.jsonl first.
+            self.run.checkpoint_saving()
         kept = _kept_checkpoints(Path(path))  # before the write, which may fail
         try:
             save_checkpoint(path, meta, arrays)
