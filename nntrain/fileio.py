@@ -150,12 +150,14 @@ def written_by_nntrain_png(path) -> bool:
 # the rename leaves one, which ``fit --force`` removes (temporary_glob) and which
 # no glob of a run's files ("*.npz", "snapshot-*.npz", "*.png") matches.
 TEMPORARY_SUFFIX = ".tmp"
+# mkstemp's random part: 8 of these characters (tempfile._RandomNameSequence).
+_RANDOM_PART = "[abcdefghijklmnopqrstuvwxyz0123456789_]" * 8
 
 
 def temporary_glob(name: str) -> str:
     """The glob pattern of the temporary files written on the way to the file
     ``name`` (itself a name or a glob pattern, such as ``snapshot-*.npz``)."""
-    return f".{name}.*{TEMPORARY_SUFFIX}"
+    return f".{name}.{_RANDOM_PART}{TEMPORARY_SUFFIX}"
 
 
 def temporary_file(path: Path) -> tuple[int, Path]:

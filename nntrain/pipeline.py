@@ -228,9 +228,9 @@ def _continue_run(solver: Solver, checkpoint, run: RunDirectory, reporter,
     cut_short = run.cut_short_note(solver.progress.iteration)
     if cut_short:
         reporter.note(cut_short)
-    _replace_newer_last(reporter, run, checkpoint)
+    last = _replace_newer_last(reporter, run, checkpoint)
     if _in_run(checkpoint, run):
-        _set_aside_dropped(reporter, run, checkpoint, solver.progress, config)
+        _set_aside_dropped(reporter, run, checkpoint, solver.progress, config, last)
     _warn_lost_best(reporter, run, solver.progress, config)
 
 
@@ -579,19 +579,21 @@ def _in_run(checkpoint, run) -> bool:
             and Path(checkpoint.path).resolve().parent == run.checkpoints.resolve())
 
 
-def _replace_newer_last(reporter, run, checkpoint) -> None:
+def _replace_newer_last(reporter, run, checkpoint) -> bytes | None:
     """Tell a run resumed from an older checkpoint of its own run (best.npz, a
-    snapshot) what it discards at its first save: the newer last.npz, which gets
-    that checkpoint just before the save, and the records past the checkpoint."""
+    snapshot) what it replaces at its first save: the newer last.npz, which gets
+    that checkpoint just before the save (moved aside with the dropped files),
+    and the records past the checkpoint. Returns the checkpoint's bytes then,
+    otherwise None."""
     last = run.checkpoints / "last.npz"
     if not _in_run(checkpoint, run) or Path(checkpoint.path).name == last.name:
-        return
+        return None
     iteration = checkpoint.meta["solver"]["progress"]["iteration"]
     newer = _saved_iteration(last)
     if newer is None or newer <= iteration:
-        return
+        return None
     try:
-        run.put_back_last_at_first_save(Path(checkpoint.path).read_bytes())
+        content = Path(checkpoint.path).read_bytes()
     except OSError as error:
         reason = error.strerror or error
         raise CheckpointError(f"cannot read {checkpoint.path} ({reason}); check its"
@@ -603,16 +605,21 @@ def _replace_newer_last(reporter, run, checkpoint) -> None:
         f" last.npz and drops the {counted(dropped, 'record')} of metrics.jsonl"
         f" past iteration {iteration}"
     )
+    return content
 
 
-def _set_aside_dropped(reporter, run, checkpoint, progress, config) -> None:
+def _set_aside_dropped(reporter, run, checkpoint, progress, config,
+                       last: bytes | None) -> None:
     """Move aside at the first save the files of the part of the run past
     ``checkpoint`` (dropped.py), naming each beforehand, and warn when no
-    checkpoint then holds the best evaluation the run keeps."""
-    future = dropped_future(checkpoint, run.checkpoints, progress)
+    checkpoint then holds the best evaluation the run keeps. ``last``: the bytes
+    a newer last.npz gets then (_replace_newer_last), or None."""
+    future = dropped_future(checkpoint, run.checkpoints, progress, last)
     if future is None:
         return
     run.set_aside_at_first_save(future)
+    if not future.files:
+        return  # a last.npz that is a symbolic link is replaced, not moved
     names = ", ".join(path.name for path in future.files)
     reporter.note(f"at its first save this run moves the files of the part of the"
                   f" run past iteration {future.iteration} into {future.folder}"

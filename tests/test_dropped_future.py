@@ -15,7 +15,7 @@ from conftest import tiny_config_dict
 from nntrain.checkpoint import load_checkpoint
 from nntrain.cli import cli
 
-LATER = ["snapshot-epoch-0003.npz", "snapshot-epoch-0004.npz",
+LATER = ["last.npz", "snapshot-epoch-0003.npz", "snapshot-epoch-0004.npz",
          "snapshot-epoch-0005.npz", "snapshot-epoch-0006.npz", "best.npz"]
 
 
@@ -146,3 +146,32 @@ def test_a_stop_right_after_the_note_loses_no_file(tmp_path, tiny_npz,
                            if path.is_file()], name
     assert (aside / "snapshot-epoch-0004.npz").is_file()  # the stop's save moved it
     assert invoke("fit", config, "--resume", run).exit_code == 0
+
+
+def test_force_leaves_a_users_folder_that_only_looks_dropped(
+        tmp_path, tiny_npz, write_config):
+    config, run, folder = _run(tmp_path, tiny_npz, write_config)
+    assert invoke("fit", config, "--resume", folder / "snapshot-epoch-0002.npz",
+                  "--set", "train.epochs=3", "--quiet").exit_code == 0
+    again = invoke("fit", config, "--resume", folder / "snapshot-epoch-0001.npz",
+                   "--set", "train.epochs=3", "--quiet")
+    assert again.exit_code == 0, again.output
+    users = [folder / "dropped-after-iteration-mybackup",
+             folder / "dropped-after-iteration-4-2-1",
+             folder / "dropped-after-iteration-"]
+    for user in users:
+        user.mkdir()
+        shutil.copyfile(folder / "best.npz", user / "best.npz")
+    own = ["dropped-after-iteration-4", "dropped-after-iteration-8"]
+    assert sorted(path.name for path in folder.glob("dropped-*")) == sorted(
+        own + [user.name for user in users])
+    (folder / "dropped-after-iteration-4").rename(
+        folder / "dropped-after-iteration-4-2")
+
+    result = invoke("fit", config, "--out", run, "--force", "--quiet")
+
+    assert result.exit_code == 0, result.output
+    assert sorted(path.name for path in folder.glob("dropped-*")) == sorted(
+        user.name for user in users)
+    assert all(sorted(path.name for path in user.iterdir()) == ["best.npz"]
+               for user in users)

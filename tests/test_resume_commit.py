@@ -53,7 +53,7 @@ def _held(path) -> int:
 
 
 # The files of the part of a run of _six_epochs past epoch 2 (iteration 8).
-LATER = ["snapshot-epoch-0003.npz", "snapshot-epoch-0004.npz",
+LATER = ["last.npz", "snapshot-epoch-0003.npz", "snapshot-epoch-0004.npz",
          "snapshot-epoch-0005.npz", "snapshot-epoch-0006.npz", "best.npz"]
 
 
@@ -143,10 +143,10 @@ def test_a_resume_killed_around_its_first_save_keeps_no_dropped_record(
 
 
 # The run resumed from snapshot 2 (iteration 8)'s files, in order: 1 last.npz
-# (back to the snapshot), 2 best.npz (a copy of the snapshot, once the later
-# files are moved aside), 3 metrics.jsonl (cut, with the record of update 10,
-# log_every 5), 4 last.npz (its first save, at the stop after update 10), 5
-# config.yaml.
+# (back to the snapshot, the old one linked aside first), 2 best.npz (a copy of
+# the snapshot, once the later files are moved aside), 3 metrics.jsonl (cut,
+# with the record of update 10, log_every 5), 4 last.npz (its first save, at
+# the stop after update 10), 5 config.yaml.
 @pytest.mark.parametrize("killed_after", [1, 2, 3, 4, 5])
 def test_a_resume_from_a_snapshot_killed_around_its_first_save_resumes(
         tmp_path, tiny_npz, write_config, killed_after):
@@ -167,9 +167,14 @@ def test_a_resume_from_a_snapshot_killed_around_its_first_save_resumes(
                      "--quiet")
     assert resumed.exit_code == 0, resumed.output
     _assert_same_checkpoints(whole, part)
-    # Nothing of the dropped part of the run is lost: it is all set aside.
-    aside = checkpoints / "dropped-after-iteration-8"
-    assert {path.name: path.read_bytes() for path in aside.iterdir()} == later
+    # Nothing of the dropped part of the run is lost: it is all set aside (a kill
+    # after last.npz moved leaves the rest to the next resume's folder, -8-2).
+    aside = sorted(checkpoints.glob("dropped-after-iteration-8*"))
+    assert [folder.name for folder in aside] == (
+        ["dropped-after-iteration-8", "dropped-after-iteration-8-2"][
+            :2 if killed_after == 1 else 1])
+    assert {path.name: path.read_bytes() for folder in aside
+            for path in folder.iterdir()} == later
 
 
 def test_a_resume_from_a_snapshot_killed_before_its_first_save_changes_nothing(
@@ -228,3 +233,23 @@ def test_a_temporary_checkpoint_a_kill_left_is_never_taken_for_one(
     assert invoke("fit", config, "--out", run, "--force", "--quiet").exit_code == 0
     assert not leftover.exists()
     assert _held(checkpoints / "last.npz") == 4  # the new run's (4 updates)
+
+
+def test_force_leaves_a_users_file_that_only_looks_temporary(
+        tmp_path, tiny_npz, write_config):
+    config = write_config(_raw(tiny_npz, epochs=1))
+    run = tmp_path / "run"
+    assert invoke("fit", config, "--out", run, "--quiet").exit_code == 0
+    # nntrain's: 8 characters of mkstemp's alphabet; the others are a user's.
+    own = [run / ".config.yaml.ab_4z9q0.tmp", run / "plots" / ".loss.png.x1y2z3w4.tmp"]
+    users = [run / ".config.yaml.mine.tmp", run / ".metrics.jsonl.backup-01.tmp",
+             run / "plots" / ".loss.png.ABCDEFGH.tmp",
+             run / "plots" / ".loss.png.old.copy.tmp"]
+    (run / "plots").mkdir(exist_ok=True)
+    for path in own + users:
+        path.write_text("kept?\n", encoding="utf-8")
+
+    again = invoke("fit", config, "--out", run, "--force", "--quiet")
+
+    assert again.exit_code == 0, again.output
+    assert [path.exists() for path in own + users] == [False] * 2 + [True] * 4

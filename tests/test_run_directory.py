@@ -583,7 +583,7 @@ def test_a_resumed_run_whose_metrics_fail_twice_at_its_commit_names_the_first(
 
 
 @pytest.mark.parametrize("name", ["best.npz", "last.npz", "snapshot-3.npz",
-                                  ".best.npz.abc123.tmp"])
+                                  ".best.npz.abc12_yz.tmp"])
 @pytest.mark.parametrize("flags", [["--force"], []])
 @pytest.mark.parametrize("arrays", [{"precious": np.arange(5)},
                                     {"meta": np.array("{}"), "x": np.arange(5)}],
@@ -610,8 +610,8 @@ def test_force_removes_a_checkpoint_save_cut_short(run, config):
     # header names a checkpoint's first array; one killed at once leaves it empty.
     whole = (run / "checkpoints" / "last.npz").read_bytes()
     assert whole.startswith(b"PK\x03\x04") and whole[30:49] == b"param/affine1.W.npy"
-    (run / "checkpoints" / ".last.npz.cut.tmp").write_bytes(whole[:200])
-    (run / "checkpoints" / ".best.npz.none.tmp").write_bytes(b"")
+    (run / "checkpoints" / ".last.npz.cut45678.tmp").write_bytes(whole[:200])
+    (run / "checkpoints" / ".best.npz.none0000.tmp").write_bytes(b"")
 
     result = invoke("fit", config, "--out", run, "--quiet", "--force")
 

@@ -1,15 +1,18 @@
 """Setting aside the files of the part of a run that a resume from an older
 checkpoint of it (a snapshot, best.npz) leaves out.
 
-Nothing is deleted: just before the resumed run's first checkpoint save, the
-later snapshots and a best.npz holding a later evaluation are renamed into
-``checkpoints/dropped-after-iteration-N/`` (N: the resumed checkpoint's
-iteration), one atomic rename each, so a kill at any point leaves every file in
+Nothing is deleted: just before the resumed run's first checkpoint save, a
+newer last.npz goes into ``checkpoints/dropped-after-iteration-N/`` (N: the
+resumed checkpoint's iteration) as last.npz gets the resumed checkpoint, then
+the later snapshots and a best.npz holding a later evaluation are renamed into
+that folder, one atomic rename each, so a kill at any point leaves every file in
 place or in that folder. Only the run's own files move: named as the trainer
 names its snapshots, not symbolic links, loading as checkpoints of the same
 config (but for what a resume may change) trained on the same data.
 """
 
+import errno
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,21 +32,32 @@ class DroppedFuture:
     """The files a resumed run moves aside. ``folder``: where they go;
     ``files``: {path: its identity when found}, a file replaced since then stays;
     ``best``: the bytes best.npz gets once moved (the resumed checkpoint, holding
-    the best evaluation the run keeps), None to leave it absent."""
+    the best evaluation the run keeps), None to leave it absent; ``last``: the
+    bytes last.npz gets (the resumed checkpoint) when it holds a later iteration,
+    its file then among ``files``."""
 
     iteration: int
     folder: Path
     files: dict
     best: bytes | None = None
+    last: bytes | None = None
 
     def set_aside(self) -> None:
-        """Rename each file into ``folder``, never over a file already there."""
+        """Move each file into ``folder``, never over a file already there."""
         try:
             self.folder.mkdir(exist_ok=True)
-            for path, identity in self.files.items():
-                target = self.folder / path.name
-                if _identity(path) == identity and not target.exists():
-                    path.rename(target)
+            last = self.folder.parent / "last.npz"
+            if self.last is not None:
+                # First, and with no moment when last.npz is missing (a resume of
+                # the run folder would take its newest checkpoint, a dropped one):
+                # the old file gets a second name in the folder, then last.npz is
+                # replaced. From here on last.npz resumes from the checkpoint.
+                if self._movable(last):
+                    _link(last, self.folder / last.name)
+                write_bytes_atomically(last, self.last)
+            for path in self.files:
+                if path != last and self._movable(path):
+                    path.rename(self.folder / path.name)
             best = self.folder.parent / "best.npz"
             if self.best is not None and not best.exists():
                 write_bytes_atomically(best, self.best)
@@ -53,17 +67,39 @@ class DroppedFuture:
                 f" {self.folder} ({error.strerror or error}): {write_fix(error)};"
                 " every file is still in checkpoints/ or in that folder") from None
 
+    def _movable(self, path: Path) -> bool:
+        """Whether ``path`` is the file found, not yet in ``folder``."""
+        target = self.folder / path.name
+        return (path in self.files and _identity(path) == self.files[path]
+                and not (target.exists() or target.is_symlink()))
 
-def dropped_future(checkpoint, folder: Path, progress) -> DroppedFuture | None:
+
+def _link(path: Path, target: Path) -> None:
+    """Give the file at ``path`` the name ``target`` too; a copy where the file
+    system has no hard links."""
+    try:
+        os.link(path, target)
+    except OSError as error:
+        if error.errno == errno.EEXIST:
+            raise
+        write_bytes_atomically(target, path.read_bytes())
+
+
+def dropped_future(checkpoint, folder: Path, progress,
+                   last: bytes | None = None) -> DroppedFuture | None:
     """The files of the run in its checkpoints ``folder`` that hold a later
-    iteration than ``checkpoint`` (loaded from that folder): its snapshots past
-    it, and best.npz when it holds a later evaluation. ``progress``: the state
-    the resumed run continues from. None when there are none."""
+    iteration than ``checkpoint`` (loaded from that folder): last.npz when
+    ``last``, the bytes it gets, is given (its file, not a symbolic link, is
+    kept), its snapshots past it, and best.npz when it holds a later evaluation.
+    ``progress``: the state the resumed run continues from. None when there are
+    none."""
     own = checkpoint.meta["solver"]["progress"]
     resumed = Path(checkpoint.path).resolve()
     names = sorted(path for path in folder.iterdir()
                    if SNAPSHOT_NAME.fullmatch(path.name)) + [folder / "best.npz"]
     files = {}
+    if last is not None and not (folder / "last.npz").is_symlink():
+        files[folder / "last.npz"] = _identity(folder / "last.npz")
     for path in names:
         if path.is_symlink() or not path.is_file() or path.resolve() == resumed:
             continue
@@ -71,10 +107,10 @@ def dropped_future(checkpoint, folder: Path, progress) -> DroppedFuture | None:
         if (held is not None and _held_iteration(held) > own["iteration"]
                 and _same_run(held, checkpoint)):
             files[path] = _identity(path)
-    if not files:
+    if not files and last is None:
         return None
     future = DroppedFuture(own["iteration"], _free_folder(folder, own["iteration"]),
-                           files)
+                           files, last=last)
     if folder / "best.npz" in files and _holds_kept_best(own, progress):
         future.best = Path(checkpoint.path).read_bytes()
     return future

@@ -28,7 +28,6 @@ from nntrain.errors import (
 )
 from nntrain.fileio import (
     temporary_glob,
-    write_bytes_atomically,
     write_fix,
     write_text_atomically,
     written_by_nntrain_png,
@@ -67,9 +66,9 @@ class RunDirectory:
     config.yaml is written only then. The commit is crash-safe in two steps:
 
     - ``checkpoint_saving``, just before the first checkpoint is written: a run
-      resumed from an older checkpoint puts that checkpoint in last.npz
-      (``put_back_last_at_first_save``) and moves the later files of its run
-      aside (``set_aside_at_first_save``); then metrics.jsonl is cut to the
+      resumed from an older checkpoint puts that checkpoint in last.npz and
+      moves the later files of its run aside, the newer last.npz among them
+      (``set_aside_at_first_save``); then metrics.jsonl is cut to the
       records of the checkpoint it resumes from and the held-back records are
       appended, in one atomic rewrite. Written after the save, a kill between
       the two would leave last.npz past the checkpoint beside records it no
@@ -129,8 +128,7 @@ class RunDirectory:
             opened.pop_all()
         # A resumed run's commit, waiting for its first checkpoint save: which of
         # the records in metrics.jsonl to keep (continue_after); the config to
-        # write (write_config); the bytes last.npz gets back first
-        # (put_back_last_at_first_save). And the records this run holds back until
+        # write (write_config). And the records this run holds back until
         # then (None once they are in metrics.jsonl, and for a new run).
         self._uncommitted = {} if resume else None
         self._held = [] if resume else None
@@ -195,9 +193,12 @@ class RunDirectory:
 
     def _dropped_folders(self) -> list[Path]:
         """The folders in checkpoints/ where resumes set aside the files of a part
-        of the run they left out (dropped.py); RunDirectoryError for a symbolic
+        of the run they left out (dropped.py), named exactly as it names them
+        (others are not nntrain's: they stay); RunDirectoryError for a symbolic
         link of that name, which --force does not follow."""
-        found = sorted((self.path / "checkpoints").glob(f"{DROPPED_PREFIX}*"))
+        found = sorted(path for path in
+                       (self.path / "checkpoints").glob(f"{DROPPED_PREFIX}*")
+                       if DROPPED_NAME.fullmatch(path.name))
         for folder in found:
             if folder.is_symlink() or not folder.is_dir():
                 raise RunDirectoryError(
@@ -364,30 +365,17 @@ class RunDirectory:
         first checkpoint save."""
         self._set_aside = future
 
-    def put_back_last_at_first_save(self, content: bytes) -> None:
-        """Write ``content``, the older checkpoint of the run this resumed run
-        continues from, to last.npz just before this run's first checkpoint save
-        (the class docstring says why)."""
-        self._uncommitted["last"] = content
-
     def checkpoint_saving(self) -> None:
         """A checkpoint of this run is about to be saved: a resumed run's first one
         puts its records in metrics.jsonl first (the class docstring says why),
         cut to the records of the checkpoint it resumes from."""
         if self._held is None:
             return
-        last = self._uncommitted.pop("last", None)
-        if last is not None:
+        future, self._set_aside = self._set_aside, None
+        if future is not None:
             # First: a kill at any later point leaves a folder whose last.npz
             # resumes from the checkpoint (or from this run's save), whose resume
             # cuts the records past it and moves the later files aside again.
-            path = self.checkpoints / "last.npz"
-            try:
-                write_bytes_atomically(path, last)
-            except OSError as error:
-                raise _rewrite_error(path, error) from None
-        future, self._set_aside = self._set_aside, None
-        if future is not None:
             future.set_aside()
         iteration, _, saved = self._uncommitted["keep"]
         self._rewrite_metrics(lambda record: _kept(record, iteration, saved),
@@ -497,6 +485,7 @@ class RunDirectory:
 
 # The folders of checkpoints/ where a resume sets aside a dropped part of the run.
 DROPPED_PREFIX = "dropped-after-iteration-"
+DROPPED_NAME = re.compile(re.escape(DROPPED_PREFIX) + r"\d+(-\d+)?")
 
 # What --force appends to the name of a file it is about to delete.
 ASIDE = ".nntrain-removing"
