@@ -1932,25 +1932,19 @@ def test_sanity_on_a_one_class_training_split_asks_for_other_samples(
         result.stderr)
 
 
-def test_sanity_notes_that_the_split_holds_fewer_samples_than_asked(tiny_config):
-    result = invoke("sanity", tiny_config, "--samples", "5000")
+@pytest.mark.parametrize("command, shown", [
+    ("sanity", "sanity check: {} training samples,"),
+    ("gradcheck", "{} samples"),
+])
+def test_a_check_notes_that_the_split_holds_fewer_samples_than_asked(
+        tiny_config, command, shown):
+    result = invoke(command, tiny_config, "--samples", "5000")
 
     assert result.exit_code == 0, result.output
     assert result.stderr == (
         f"note: --samples 5000 asks for more than the training split of {tiny_config}"
         f" holds; the check uses all {TINY_TRAIN - TINY_VALIDATION}\n")
-    assert result.stdout.startswith(
-        f"sanity check: {TINY_TRAIN - TINY_VALIDATION} training samples,")
-
-
-def test_gradcheck_notes_that_the_split_holds_fewer_samples_than_asked(tiny_config):
-    result = invoke("gradcheck", tiny_config, "--samples", "5000")
-
-    assert result.exit_code == 0, result.output
-    assert result.stderr == (
-        f"note: --samples 5000 asks for more than the training split of {tiny_config}"
-        f" holds; the check uses all {TINY_TRAIN - TINY_VALIDATION}\n")
-    assert f"{TINY_TRAIN - TINY_VALIDATION} samples" in result.stdout
+    assert shown.format(TINY_TRAIN - TINY_VALIDATION) in result.stdout
 
 
 def test_sanity_of_one_sample_is_a_usage_error(tiny_config):
