@@ -24,3 +24,8 @@ def __getattr__(name: str):
         from nntrain.nn.model import build_model
         return build_model
     raise AttributeError(f"module 'nntrain' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    # The lazy functions too, so that tab completion offers them.
+    return sorted({*globals(), *__all__})

@@ -323,7 +323,10 @@ def _group_and_verify(arrays: dict, meta: dict, path: Path) -> dict:
     checksums = meta.get("checksums", {})
     groups: dict[str, dict] = {}
     for key, value in arrays.items():
-        if checksums.get(key) != _checksum(value):
+        if key not in checksums:
+            raise CheckpointError(f"{path}: 'meta' holds no checksum of {key};"
+                                  f" {EDITED_CHECKPOINT_FIX}")
+        if checksums[key] != _checksum(value):
             raise CheckpointError(
                 f"{path}: {key} does not match its checksum; the file is corrupt"
             )

@@ -122,6 +122,9 @@ def fit(config: dict, run_dir, force: bool = False, quiet: bool = False,
         raise BadInputError("force=True starts over and resume continues: give one"
                             " of them")
     config = resolve_config(config)  # a hand-made dict gets checked, and defaults
+    # config.yaml and the checkpoints name the folder the run is in, as the CLI's
+    # do: rerunning that config must not write into the folder of another run.
+    config["output"] = str(run_dir)
     # A signal before the run directory is opened leaves nothing to resume,
     # and nothing written: one line says so. RunDirectory says itself when --force
     # had removed the earlier run's files.

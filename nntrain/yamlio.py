@@ -174,6 +174,11 @@ def parse_yaml(text: str, source: str):
         problem = error.problem or "invalid YAML"
         fix = "indent with spaces (YAML refuses tabs)" if "\\t" in problem else \
             "fix the YAML syntax there"
+        if "another document" in problem:
+            # PyYAML's problem ("but found another document") reads on from its
+            # context; a config is one document.
+            problem = "a config is one YAML document, but another one starts"
+            fix = "remove that '---' line (or the document after it)"
         raise ConfigError(f"{source}: {problem} at {where}; {fix}") from None
     except yaml.reader.ReaderError as error:
         # It has no mark, only an offset into the text: shown as a line and column.

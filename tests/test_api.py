@@ -238,3 +238,37 @@ def test_pipeline_exports_the_fit_run_and_what_moved_out_of_it():
     moved = [name for names in MOVED["nntrain.pipeline"].values() for name in names]
     assert sorted(nntrain.pipeline.__all__) == sorted(["FitResult", "environment",
                                                        "fit", *moved])
+
+
+def test_fit_records_the_run_directory_it_wrote_as_output(tmp_path, tiny_config):
+    # The file's output names another folder: config.yaml and the checkpoint must
+    # name this run's, or rerunning the recorded config trains into that folder.
+    config = load_config(tiny_config, ["train.epochs=1", "output=elsewhere"])
+    run = tmp_path / "notebook-run"
+
+    fit(config, run, quiet=True)
+
+    recorded = load_config(run / "config.yaml")["output"]
+    saved = load_checkpoint(run / "checkpoints" / "last.npz").meta["config"]["output"]
+    assert recorded == saved == str(run)
+    assert config["output"] == "elsewhere"  # the caller's dict is left alone
+
+
+def test_resumed_config_names_a_mistyped_key_as_unknown(one_epoch_run):
+    from nntrain.train.resume import resumed_config
+
+    _, run = one_epoch_run
+    last = run / "checkpoints" / "last.npz"
+    with pytest.raises(ConfigError, match=re.escape(
+            "--set train.epochz=3: unknown key train.epochz (did you mean"
+            " 'epochs'?)")):
+        resumed_config(load_checkpoint(last), ["train.epochz=3"], last)
+    with pytest.raises(ConfigError, match=re.escape(
+            "--set model.l2: a resumed run keeps its checkpoint's config")):
+        resumed_config(load_checkpoint(last), ["model.l2=0.5"], last)
+
+
+def test_the_package_lists_its_lazy_functions():
+    import nntrain
+
+    assert {"load_config", "build_model", "__version__"} <= set(dir(nntrain))

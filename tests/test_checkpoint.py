@@ -53,6 +53,24 @@ def test_flipped_byte_in_an_array_is_detected(tmp_path):
         load_checkpoint(path)
 
 
+@pytest.mark.parametrize("checksums", [{}, None])
+def test_an_array_without_a_checksum_is_named_as_such(tmp_path, checksums):
+    path = tmp_path / "ck.npz"
+    _save(path)
+    with np.load(path, allow_pickle=False) as raw:
+        members = {key: raw[key] for key in raw.files}
+    meta = json.loads(str(members["meta"]))
+    meta["checksums"].pop("param/affine1.W")
+    if checksums is None:
+        del meta["checksums"]
+    members["meta"] = np.array(json.dumps(meta))
+    np.savez(path, **members)
+    with pytest.raises(CheckpointError, match=re.escape(
+            "'meta' holds no checksum of param/affine1.W; the file is damaged or was"
+            " edited")):
+        load_checkpoint(path)
+
+
 def test_unknown_prefix_is_refused(tmp_path):
     path = tmp_path / "ck.npz"
     meta = json.dumps({"format": 1, "checksums": {}})

@@ -234,6 +234,15 @@ def test_malformed_yaml_names_the_file_and_line(write_config, text, where):
     assert "\n" not in message
 
 
+def test_a_second_yaml_document_is_named_with_its_fix(write_config):
+    path = write_config("train:\n  epochs: 2\n---\nseed: 1\n")
+
+    with pytest.raises(ConfigError, match="^" + re.escape(
+            f"{path}: a config is one YAML document, but another one starts at line"
+            " 3, column 1; remove that '---' line (or the document after it)")):
+        load_config(path)
+
+
 def test_missing_config_file_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match=r"config file not found: .*nope\.yaml"):
         load_config(tmp_path / "nope.yaml")

@@ -17,6 +17,7 @@ from nntrain.config import (
     apply_overrides,
     checked_overrides,
     override_setting,
+    resolve_config,
     yaml_text,
 )
 from nntrain.errors import (
@@ -185,6 +186,7 @@ def resumed_config(checkpoint, overrides: list[str], path) -> dict:
     for text in overrides:
         key = text.partition("=")[0].strip()
         if key not in CHANGEABLE:
+            _refuse_unknown_key(checkpoint, path, text, key)
             raise ConfigError(f"--set {key}: {KEEPS_CONFIG}")
     _iteration(checkpoint, path)
     raw = apply_overrides(copy.deepcopy(saved_config(checkpoint, path)),
@@ -199,6 +201,17 @@ def resumed_config(checkpoint, overrides: list[str], path) -> dict:
             f"{path} sets max_norm with optimizer lbfgs, which never applied it; it"
             " is resumed as a run without max_norm"), stacklevel=2)
     return migrate_config(raw, path, overrides)
+
+
+def _refuse_unknown_key(checkpoint, path, override: str, key: str) -> None:
+    """The config's own error for an ``override`` of a ``key`` that no config has
+    (a typo), rather than the word that a resumed run keeps its config."""
+    raw = apply_overrides(copy.deepcopy(saved_config(checkpoint, path)), [override])
+    try:
+        resolve_config(raw)
+    except ConfigError as error:
+        if error.key == key and str(error).startswith("unknown key"):
+            raise ConfigError(f"--set {override}: {error}", key) from None
 
 
 def saved_config(checkpoint, path) -> dict:
