@@ -339,6 +339,20 @@ def test_model_loss_takes_nested_lists_and_refuses_text():
         model.loss([["a", "b", "c", "d"]])
 
 
+def test_model_loss_computes_in_the_networks_dtype():
+    model = _api_model()  # float32
+    X = np.random.default_rng(0).standard_normal((5, 4))  # float64
+
+    scores = model.loss(X)
+    loss, _ = model.loss(X, np.arange(5) % 3)
+
+    assert scores.dtype == np.float32
+    np.testing.assert_array_equal(scores, model.loss(X.astype(np.float32)))
+    assert loss == model.loss(X.astype(np.float32), np.arange(5) % 3)[0]
+    with pytest.raises(ValueError, match=r"^X holds values beyond float32's range"):
+        model.loss(np.full((1, 4), 1e39))
+
+
 def test_build_model_fills_in_the_defaults_of_a_hand_made_config():
     from nntrain.nn.model import build_model
 

@@ -184,6 +184,14 @@ class Model:
         in evaluation mode."""
         X = np.asarray(X)
         self._check_inputs(X, y)
+        # In the weights' dtype, as training computes: float64 or int64 samples
+        # would otherwise turn a float32 network's products into float64 ones.
+        with np.errstate(over="ignore"):  # values beyond the dtype: refused below
+            cast = X.astype(self.params.vector.dtype, copy=False)
+        if cast is not X and not np.isfinite(cast).all() and np.isfinite(X).all():
+            raise ValueError(f"X holds values beyond {cast.dtype}'s range, the"
+                             " network's dtype; rescale them as the training data")
+        X = cast
         if y is None:
             return self.scores(X, training=False)
         result = self.forward_backward(X, y)
