@@ -328,3 +328,38 @@ def test_the_same_values_in_another_dtype_are_found_without_copying_the_split(
     assert found == (np.float32, None)
     # A chunk's casts, where the split cast whole would take 4 MB in float32.
     assert peak < X.nbytes // 8
+
+
+def npz_config(tmp_path, write_config, **arrays):
+    """A tiny run's config on a new npz of ``arrays`` (validation 0.2)."""
+    data = tmp_path / "z.npz"
+    np.savez(data, **arrays)
+    raw = tiny_config_dict(data)
+    raw["data"]["validation"] = 0.2
+    return write_config(raw, "z.yaml"), data
+
+
+def test_fit_on_a_zero_dimensional_x_train_exits_2(tmp_path, write_config):
+    config, data = npz_config(tmp_path, write_config, X_train=np.float32(3),
+                              y_train=np.arange(50) % 3)
+
+    result = invoke("fit", config, "--out", tmp_path / "run")
+
+    assert result.exit_code == 2
+    assert result.stderr == (f"error: {data}: X_train must have shape (N, D...), one"
+                             " row per sample (got shape ())\n")
+    assert not (tmp_path / "run").exists()
+
+
+def test_eval_on_an_npz_with_a_zero_dimensional_x_test_exits_2(tmp_path, tiny_config):
+    run = tmp_path / "run"
+    assert invoke("fit", tiny_config, "--out", run, "--quiet").exit_code == 0
+    other = tmp_path / "other.npz"
+    np.savez(other, X_train=np.zeros((60, 4)), y_train=np.arange(60) % 3,
+             X_test=np.float32(3), y_test=np.arange(15) % 3)
+
+    result = invoke("eval", run / "checkpoints" / "best.npz", "--data", other)
+
+    assert result.exit_code == 2
+    assert result.stderr == (f"error: {other}: X_test must have shape (N, D...), one"
+                             " row per sample (got shape ())\n")

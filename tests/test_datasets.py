@@ -313,6 +313,32 @@ def test_npz_two_dimensional_labels_are_refused(write_npz):
         load_dataset(data_config(path=path), seed=0)
 
 
+@pytest.mark.parametrize("key", ["X_train", "X_val", "X_test"])
+def test_npz_zero_dimensional_features_are_refused(write_npz, key):
+    arrays = tiny_arrays()
+    arrays["X_val"], arrays["y_val"] = arrays["X_test"][:5], arrays["y_test"][:5]
+    arrays[key] = np.float32(3)
+    path = write_npz(**arrays)
+
+    with pytest.raises(DataError) as caught:
+        load_dataset(data_config(path=path), seed=0)
+
+    assert str(caught.value) == (f"{path}: {key} must have shape (N, D...), one row"
+                                 " per sample (got shape ())")
+
+
+def test_npz_zero_dimensional_labels_are_refused(write_npz):
+    arrays = tiny_arrays()
+    arrays["y_test"] = np.int64(1)
+    path = write_npz(**arrays)
+
+    with pytest.raises(DataError) as caught:
+        load_dataset(data_config(path=path), seed=0)
+
+    assert str(caught.value) == (f"{path}: y_test must be a 1-d array with one label"
+                                 " per row of X_test (got shapes (15, 4) and ())")
+
+
 @pytest.mark.parametrize("dtype", [np.float64, np.float32, np.bool_])
 def test_npz_non_integer_labels_are_refused(write_npz, dtype):
     arrays = tiny_arrays()

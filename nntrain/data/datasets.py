@@ -505,6 +505,10 @@ def _npz_pair(arrays: dict, split: str, file: Path) -> dict:
         raise DataError(f"{file} has only one of X_{split} and y_{split}; give both")
     if X is None:
         return {}
+    # Before any len(X): a 0-d array has none.
+    if X.ndim < 2:
+        raise DataError(f"{file}: X_{split} must have shape (N, D...), one row per"
+                        f" sample (got shape {X.shape})")
     if y.ndim != 1 or len(y) != len(X):
         raise DataError(
             f"{file}: y_{split} must be a 1-d array with one label per row of"
@@ -520,9 +524,7 @@ def _npz_pair(arrays: dict, split: str, file: Path) -> dict:
 
 
 def _flat_features(X, input_shape, key, file) -> np.ndarray:
-    if X.ndim < 2:
-        raise DataError(f"{file}: {key} must have shape (N, D...), one row per"
-                        f" sample (got shape {X.shape})")
+    """X: (N, D...) as _npz_pair checked it, flattened to (N, D)."""
     if len(X) == 0:
         drop = "" if key == "X_train" else f", or leave out {key} and y_{key[2:]}"
         raise DataError(f"{file}: {key} holds no samples (shape {X.shape}); save at"
