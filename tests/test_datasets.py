@@ -545,13 +545,45 @@ def test_validation_split_moves_with_the_seed_and_repeats_with_it(tiny_npz):
     assert not np.array_equal(first.X_val, other.X_val)
 
 
-@pytest.mark.parametrize("validation", [60, 61, 0.001])
-def test_validation_leaving_no_samples_is_refused(tiny_npz, validation):
-    with pytest.raises(DataError, match=rf"data\.validation={validation} leaves no"
-                                        r" samples .* \(60 training samples\)"):
+@pytest.mark.parametrize("validation, asked", [
+    (60, "it asks for 60 of the 60 training samples"),
+    (61, "it asks for 61 of the 60 training samples"),
+    (0.995, "0.995 of 60 training samples rounds to 60"),
+])
+def test_validation_leaving_no_training_samples_asks_for_a_smaller_value(
+        tiny_npz, validation, asked):
+    with pytest.raises(DataError) as caught:
         load_dataset(data_config(path=tiny_npz, validation=validation), seed=0)
 
+    assert str(caught.value) == (
+        f"data.validation={validation} leaves no samples for training ({asked});"
+        " choose a smaller value: a count of at most 59, or a smaller fraction")
 
+
+def test_validation_rounding_to_no_samples_asks_for_a_larger_value(tiny_npz):
+    with pytest.raises(DataError) as caught:
+        load_dataset(data_config(path=tiny_npz, validation=0.001), seed=0)
+
+    assert str(caught.value) == (
+        "data.validation=0.001 holds out no samples for validation (0.001 of 60"
+        " training samples rounds to 0); choose a larger value: a fraction of at"
+        " least 0.0167, or a count")
+
+
+@pytest.mark.parametrize("validation", [1, 0.5])
+def test_validation_that_no_value_can_meet_asks_for_more_samples(write_npz,
+                                                                 validation):
+    # Two rows without X_test: row 0 is the test split, one training row is left.
+    path = write_npz(X_train=np.eye(2), y_train=np.array([0, 1]))
+
+    with pytest.raises(DataError) as caught:
+        load_dataset(data_config(path=path, validation=validation), seed=0)
+
+    assert str(caught.value) == (
+        f"data.validation={validation} cannot be met: the training split of {path}"
+        " holds 1 sample once every fifth row went to the test split (it has no"
+        " X_test), and validation and training need at least 1 each; add training"
+        " samples")
 
 
 def test_digits_test_split_is_every_fifth_image():

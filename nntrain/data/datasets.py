@@ -115,10 +115,14 @@ def load_dataset(data_config: dict, seed: int, dtype=None,
     else:
         parts = _load_idx_dataset(name, data_config["path"], given_as, recorded)
 
+    # An npz without X_test gives the fixed test rows out of its training rows.
+    test_drawn = parts.get("X_test") is None
+    if test_drawn:
+        parts.update(_npz_fixed_test_split(parts))
     if spec is not None:
         _check_before_split(parts, spec)
     if parts.get("X_val") is None:
-        parts.update(_hold_out(parts, data_config["validation"], seed))
+        parts.update(_hold_out(parts, data_config["validation"], seed, test_drawn))
     return Dataset(**parts)
 
 
@@ -333,7 +337,8 @@ NPZ_KEYS = ("X_train", "y_train", "X_val", "y_val", "X_test", "y_test", "class_n
 
 
 def _load_npz(path: str | None, dtype=None, recorded_names=None) -> dict:
-    """A user's arrays: X_train, y_train and optionally the val and test pairs.
+    """A user's arrays: X_train, y_train and optionally the val and test pairs
+    (load_dataset draws the test split of an npz without X_test).
     ``recorded_names``: the class names a checkpoint the data is loaded for
     recorded, or None (see _npz_class_names)."""
     if not path:
@@ -364,8 +369,6 @@ def _load_npz(path: str | None, dtype=None, recorded_names=None) -> dict:
     class_names = _npz_class_names(arrays.get("class_names"), parts["y_train"], file,
                                    recorded_names)
     _check_two_classes(parts["y_train"], file)
-    if parts.get("X_test") is None:
-        parts.update(_npz_fixed_test_split(parts))
     _check_labels(parts, len(class_names), file)
     # Cast only now: a uint64 label past int64's range would wrap to a negative one.
     for key in ("y_train", "y_val", "y_test"):
@@ -590,18 +593,40 @@ def _check_labels(parts: dict, num_classes: int, source) -> None:
             )
 
 
-def _hold_out(parts: dict, validation, seed: int) -> dict:
-    """Move ``validation`` training samples, drawn with ``seed``, to the val split."""
+def _hold_out(parts: dict, validation, seed: int, test_drawn: bool = False) -> dict:
+    """Move ``validation`` training samples, drawn with ``seed``, to the val split.
+    ``test_drawn``: the fixed test rows have left the training split already."""
     X, y = parts["X_train"], parts["y_train"]
     count = validation if isinstance(validation, int) else round(validation * len(X))
     if not 1 <= count < len(X):
-        raise DataError(
-            f"data.validation={validation} leaves no samples for training or"
-            f" validation ({len(X)} training samples); choose a smaller value"
-        )
+        raise DataError(_validation_misfit(validation, count, len(X), test_drawn,
+                                           parts["source"]))
     order = generator(seed, SPLIT_STREAM).permutation(len(X))
     val_rows, train_rows = np.sort(order[:count]), np.sort(order[count:])
     return {
         "X_train": X[train_rows], "y_train": y[train_rows],
         "X_val": X[val_rows], "y_val": y[val_rows],
     }
+
+
+def _validation_misfit(validation, count: int, total: int, test_drawn: bool,
+                       source: str) -> str:
+    """Why data.validation, ``count`` of ``total`` training samples, leaves no
+    samples for validation or for training, and the fix for that case."""
+    said = f"data.validation={validation}"
+    if total < 2:
+        # No value fits: validation and training need a sample each.
+        after = (" once every fifth row went to the test split (it has no X_test)"
+                 if test_drawn else "")
+        return (f"{said} cannot be met: the training split of {source} holds"
+                f" {total} sample{after}, and validation and training need at"
+                " least 1 each; add training samples")
+    if isinstance(validation, int):
+        asked = f"it asks for {count} of the {total} training samples"
+    else:
+        asked = f"{validation} of {total} training samples rounds to {count}"
+    if count < 1:
+        return (f"{said} holds out no samples for validation ({asked}); choose a"
+                f" larger value: a fraction of at least {1 / total:.3g}, or a count")
+    return (f"{said} leaves no samples for training ({asked}); choose a smaller"
+            f" value: a count of at most {total - 1}, or a smaller fraction")
