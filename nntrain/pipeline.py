@@ -371,7 +371,8 @@ def _prepare_run_data(config: dict, saved_prep, resume,
         warnings.simplefilter("always", DataWarning)
         try:
             prepared = prepare_data(config, saved_prep, splits=("train", "val"),
-                                    spec=spec, keep_raw=False, given_as=given_as)
+                                    spec=spec, keep_raw=False, given_as=given_as,
+                                    training=resume is None)
         except DataLocationError as error:
             if resume is None:
                 raise

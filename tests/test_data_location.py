@@ -363,3 +363,20 @@ def test_eval_on_an_npz_with_a_zero_dimensional_x_test_exits_2(tmp_path, tiny_co
     assert result.exit_code == 2
     assert result.stderr == (f"error: {other}: X_test must have shape (N, D...), one"
                              " row per sample (got shape ())\n")
+
+
+def test_fit_whose_test_split_leaves_one_training_class_exits_2(tmp_path,
+                                                                write_config):
+    X = np.random.default_rng(0).random((10, 4), dtype=np.float32)
+    config, data = npz_config(tmp_path, write_config, X_train=X,
+                              y_train=np.array([1, 0, 0, 0, 0, 1, 0, 0, 0, 0]))
+
+    result = invoke("fit", config, "--out", tmp_path / "run")
+
+    assert result.exit_code == 2
+    assert result.stderr == (
+        f"error: {data}: every fifth training row (index % 5 == 0) goes to the test"
+        " split, as it has no X_test, which leaves 8 training samples, all of class"
+        " 0; a classifier needs samples of at least 2 classes to train on: save"
+        " X_test and y_test, or add training samples of other classes\n")
+    assert not (tmp_path / "run").exists()

@@ -90,7 +90,7 @@ class Dataset:
 
 def load_dataset(data_config: dict, seed: int, dtype=None,
                  given_as: str | None = "data.path",
-                 spec: dict | None = None) -> Dataset:
+                 spec: dict | None = None, training: bool = False) -> Dataset:
     """Load the dataset a config's ``data`` section names, with its three splits.
 
     ``dtype``: the float type training will cast the features to (train.dtype);
@@ -99,7 +99,10 @@ def load_dataset(data_config: dict, seed: int, dtype=None,
     "--set data.path"); None when it is the place a checkpoint's run found its
     data, given by no one now (see find_idx_folder). ``spec``: the data spec
     of the checkpoint the data is loaded for; data with another number of training
-    samples is refused before data.validation is drawn from it.
+    samples is refused before data.validation is drawn from it. ``training``: a
+    new run will train on the training split, which must then hold 2 classes
+    (eval, a resumed run and the checks use data that was accepted before, or
+    need no 2 classes).
     """
     name = data_config["name"]
     recorded = spec.get("path") if spec else None
@@ -121,8 +124,12 @@ def load_dataset(data_config: dict, seed: int, dtype=None,
         parts.update(_npz_fixed_test_split(parts))
     if spec is not None:
         _check_before_split(parts, spec)
+    validation = None
     if parts.get("X_val") is None:
-        parts.update(_hold_out(parts, data_config["validation"], seed, test_drawn))
+        validation = data_config["validation"]
+        parts.update(_hold_out(parts, validation, seed, test_drawn))
+    if training:
+        _check_classes_left(parts, test_drawn, validation)
     return Dataset(**parts)
 
 
@@ -630,3 +637,31 @@ def _validation_misfit(validation, count: int, total: int, test_drawn: bool,
                 f" larger value: a fraction of at least {1 / total:.3g}, or a count")
     return (f"{said} leaves no samples for training ({asked}); choose a smaller"
             f" value: a count of at most {total - 1}, or a smaller fraction")
+
+
+def _check_classes_left(parts: dict, test_drawn: bool, validation) -> None:
+    """Refuse a training split that holds one class once the test split (of an npz
+    without X_test) and the validation split (``validation``, None when given) are
+    drawn from the training rows, which _check_two_classes saw all of. A class
+    missing from the validation or test split is fine."""
+    y = parts["y_train"]
+    if (y != y[0]).any():
+        return
+    before_validation = y if validation is None else np.concatenate(
+        [y, parts["y_val"]])
+    if test_drawn and (before_validation == y[0]).all():
+        y = before_validation  # what the test split left
+        drawn = ("every fifth training row (index % 5 == 0) goes to the test split,"
+                 " as it has no X_test")
+        fix = "save X_test and y_test, or add training samples of other classes"
+    else:
+        held = len(parts["y_val"])
+        drawn = (f"data.validation={validation} holds out {held}"
+                 f" sample{'s' if held > 1 else ''} for validation")
+        fix = ("choose a smaller data.validation or another seed (which draws"
+               " other samples), or add training samples of other classes")
+    name = parts["class_names"][y[0]]
+    left = (f"1 training sample, of class {name}" if len(y) == 1 else
+            f"{len(y)} training samples, all of class {name}")
+    raise DataError(f"{parts['source']}: {drawn}, which leaves {left}; a classifier"
+                    f" needs samples of at least 2 classes to train on: {fix}")
