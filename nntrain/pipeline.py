@@ -38,6 +38,7 @@ from nntrain.prepare import (
     SPLITS,
     Prepared,
     data_fingerprints,
+    data_fix,
     data_spec,
     prepare_data,
 )
@@ -376,7 +377,7 @@ def _prepare_run_data(config: dict, saved_prep, resume,
         except DataLocationError as error:
             if resume is None:
                 raise
-            raise error.with_fix(*RESUME_DATA_FIX) from None
+            raise error.with_fix(*data_fix(RESUME_DATA_FIX, given_as)) from None
     texts = []
     for warning in caught:
         if issubclass(warning.category, DataWarning):

@@ -39,6 +39,15 @@ EVAL_DATA_FIX = ("if the data moved, pass its new place with --data PATH",
                  "point --data at the data the checkpoint was trained on")
 
 
+def data_fix(fixes: tuple[str, str], given_as: str | None) -> tuple[str, str]:
+    """``fixes`` (RESUME_DATA_FIX, EVAL_DATA_FIX), unless the place was given now
+    with ``given_as`` ("--data", "--set data.path"): then data missing there is
+    a path to check, not data that moved."""
+    if given_as is None:
+        return fixes
+    return f"check the path given with {given_as}", fixes[1]
+
+
 def prepare_data(config: dict, preprocessor: Preprocessor | None = None,
                  splits=("train", "val", "test"), spec: dict | None = None,
                  keep_raw: bool = True,

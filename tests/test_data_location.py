@@ -380,3 +380,44 @@ def test_fit_whose_test_split_leaves_one_training_class_exits_2(tmp_path,
         " 0; a classifier needs samples of at least 2 classes to train on: save"
         " X_test and y_test, or add training samples of other classes\n")
     assert not (tmp_path / "run").exists()
+
+
+def test_eval_given_a_data_option_naming_no_file_says_to_check_it(tmp_path,
+                                                                   tiny_config):
+    run = tmp_path / "run"
+    assert invoke("fit", tiny_config, "--out", run, "--quiet").exit_code == 0
+    absent = tmp_path / "nonexist.npz"
+
+    result = invoke("eval", run / "checkpoints" / "best.npz", "--data", absent)
+
+    assert result.exit_code == 2
+    assert result.stderr == (f"error: npz file not found: {absent}; check the path"
+                             " given with --data\n")
+
+
+def test_eval_of_a_run_whose_npz_moved_says_to_pass_its_new_place(tmp_path,
+                                                                   tiny_config,
+                                                                   tiny_npz):
+    run = tmp_path / "run"
+    assert invoke("fit", tiny_config, "--out", run, "--quiet").exit_code == 0
+    tiny_npz.rename(tmp_path / "moved.npz")
+
+    result = invoke("eval", run / "checkpoints" / "best.npz")
+
+    assert result.exit_code == 2
+    assert result.stderr == (f"error: npz file not found: {tiny_npz}; if the data"
+                             " moved, pass its new place with --data PATH\n")
+
+
+def test_a_resume_given_a_set_data_path_naming_no_file_says_to_check_it(
+        tmp_path, tiny_config):
+    run = tmp_path / "run"
+    assert invoke("fit", tiny_config, "--out", run, "--quiet").exit_code == 0
+    absent = tmp_path / "nonexist.npz"
+
+    result = invoke("fit", tiny_config, "--resume", run, "--set", "train.epochs=4",
+                    "--set", f"data.path={absent}")
+
+    assert result.exit_code == 2
+    assert result.stderr == (f"error: npz file not found: {absent}; check the path"
+                             " given with --set data.path\n")
