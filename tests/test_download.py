@@ -811,6 +811,26 @@ def test_download_command_exits_2_on_a_folder_at_a_files_name(tmp_path):
     ]
 
 
+def test_download_command_ctrl_c_says_what_was_kept_as_sigterm_does(tmp_path,
+                                                                     monkeypatch):
+    def copy_then_interrupt(response, out, *args):
+        out.write(response.read(5))
+        raise KeyboardInterrupt  # what the command line's SIGINT handler raises
+
+    monkeypatch.setattr(dl, "_copy", copy_then_interrupt)
+    source = folder_of(tmp_path, {MNIST_FIRST: FILES["a-labels.gz"]})
+    dest = tmp_path / "dest"
+
+    result = download_command(dest, source.as_uri())
+
+    assert result.exit_code == 130
+    assert result.stderr.splitlines() == [
+        "stopped by SIGINT; the files already verified were kept and no partial"
+        " file was left: rerun the command to fetch the rest"
+    ]
+    assert listing(dest) == []
+
+
 def test_unknown_dataset_suggests_the_closest_name(tmp_path):
     with pytest.raises(DataError, match="Unknown dataset 'mnsit'.*mean 'mnist'"):
         download("mnsit", tmp_path)

@@ -200,6 +200,11 @@ def download(
     return paths
 
 
+# What a download stopped by a signal leaves, and what to do next.
+STOPPED_NOTE = ("the files already verified were kept and no partial file was"
+                " left: rerun the command to fetch the rest")
+
+
 @contextmanager
 def _sigterm_stops():
     """Make SIGTERM raise StopRequested, so that _fetch deletes its temporary file
@@ -208,8 +213,7 @@ def _sigterm_stops():
 
     def stop(signum, frame):
         raise StopRequested(
-            "stopped by SIGTERM; the files already verified were kept and no partial"
-            " file was left: rerun the command to fetch the rest",
+            f"stopped by SIGTERM; {STOPPED_NOTE}",
             128 + signal.SIGTERM,  # the shell's status for a process it ended
         )
 
