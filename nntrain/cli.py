@@ -852,9 +852,15 @@ def data():
                    " or file://).")
 def download(name, folder, mirror):
     """Fetch a dataset's official files and check them against known hashes."""
+    from nntrain.data.download import STOPPED_NOTE
     from nntrain.data.download import download as fetch
 
-    paths = fetch(name, folder, base_url=mirror)
+    try:
+        paths = fetch(name, folder, base_url=mirror)
+    except KeyboardInterrupt as error:
+        # SIGTERM's StopRequested says this already; a Ctrl-C left the same files.
+        raise StopRequested(f"{stopped_by(error)}; {STOPPED_NOTE}",
+                            stop_exit_code(error)) from None
     click.echo(f"{name}: {len(paths)} files verified in {paths[0].parent}")
 
 

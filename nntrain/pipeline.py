@@ -38,6 +38,7 @@ from nntrain.prepare import (
     SPLITS,
     Prepared,
     data_fingerprints,
+    data_fix,
     data_spec,
     prepare_data,
 )
@@ -371,11 +372,12 @@ def _prepare_run_data(config: dict, saved_prep, resume,
         warnings.simplefilter("always", DataWarning)
         try:
             prepared = prepare_data(config, saved_prep, splits=("train", "val"),
-                                    spec=spec, keep_raw=False, given_as=given_as)
+                                    spec=spec, keep_raw=False, given_as=given_as,
+                                    training=resume is None)
         except DataLocationError as error:
             if resume is None:
                 raise
-            raise error.with_fix(*RESUME_DATA_FIX) from None
+            raise error.with_fix(*data_fix(RESUME_DATA_FIX, given_as)) from None
     texts = []
     for warning in caught:
         if issubclass(warning.category, DataWarning):

@@ -39,17 +39,28 @@ EVAL_DATA_FIX = ("if the data moved, pass its new place with --data PATH",
                  "point --data at the data the checkpoint was trained on")
 
 
+def data_fix(fixes: tuple[str, str], given_as: str | None) -> tuple[str, str]:
+    """``fixes`` (RESUME_DATA_FIX, EVAL_DATA_FIX), unless the place was given now
+    with ``given_as`` ("--data", "--set data.path"): then data missing there is
+    a path to check, not data that moved."""
+    if given_as is None:
+        return fixes
+    return f"check the path given with {given_as}", fixes[1]
+
+
 def prepare_data(config: dict, preprocessor: Preprocessor | None = None,
                  splits=("train", "val", "test"), spec: dict | None = None,
                  keep_raw: bool = True,
-                 given_as: str | None = "data.path") -> Prepared:
+                 given_as: str | None = "data.path",
+                 training: bool = False) -> Prepared:
     """Load the config's dataset and preprocess it; fit the preprocessing on the
     training split unless a fitted ``preprocessor`` is given (from a checkpoint).
     ``spec``, a checkpoint's data spec, is checked against the data first.
     ``keep_raw=False`` drops the raw feature arrays once the preprocessed copies
     exist (training needs only those: 47 MB less for Fashion-MNIST).
     ``given_as``: how data.path was given now, or None for the path ``spec``
-    recorded (see datasets.find_idx_folder)."""
+    recorded (see datasets.find_idx_folder). ``training``: for a new run, whose
+    training split must hold samples of 2 classes once the others are drawn."""
     unknown = [split for split in splits if split not in SPLITS]
     if isinstance(splits, str) or unknown:
         raise ValueError(f"splits is {splits!r}; give a tuple of some of"
@@ -59,7 +70,8 @@ def prepare_data(config: dict, preprocessor: Preprocessor | None = None,
                         " fitted Preprocessor (a restored checkpoint's), or None")
     config = resolve_config(config)  # a hand-made dict gets checked, and defaults
     dtype = np.dtype(config["train"]["dtype"])
-    dataset = load_dataset(config["data"], config["seed"], dtype, given_as, spec)
+    dataset = load_dataset(config["data"], config["seed"], dtype, given_as, spec,
+                           training)
     fingerprints = data_fingerprints(dataset)
     if spec is not None:
         _check_data_matches(dataset, spec, fingerprints, splits)

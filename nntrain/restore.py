@@ -26,7 +26,7 @@ from nntrain.errors import (
     DataLocationError,
 )
 from nntrain.nn.model import Model, array_shapes, build_model
-from nntrain.prepare import EVAL_DATA_FIX, SPLITS, prepare_data
+from nntrain.prepare import EVAL_DATA_FIX, SPLITS, data_fix, prepare_data
 from nntrain.train.state import check_data_spec
 
 
@@ -45,12 +45,12 @@ def evaluate_checkpoint(path, split: str = "test", data_path=None,
     config = restored.config
     if data_path:
         config = {**config, "data": {**config["data"], "path": str(data_path)}}
+    given_as = "--data" if data_path else None
     try:
         prepared = prepare_data(config, restored.preprocessor, splits=(split,),
-                                spec=restored.data,
-                                given_as="--data" if data_path else None)
+                                spec=restored.data, given_as=given_as)
     except DataLocationError as error:
-        raise error.with_fix(*EVAL_DATA_FIX) from None
+        raise error.with_fix(*data_fix(EVAL_DATA_FIX, given_as)) from None
     except TransformOverflow as error:
         raise preprocessing_overflow(error, f"the {split} split") from None
     X, y = prepared.splits[split]

@@ -328,3 +328,96 @@ def test_the_same_values_in_another_dtype_are_found_without_copying_the_split(
     assert found == (np.float32, None)
     # A chunk's casts, where the split cast whole would take 4 MB in float32.
     assert peak < X.nbytes // 8
+
+
+def npz_config(tmp_path, write_config, **arrays):
+    """A tiny run's config on a new npz of ``arrays`` (validation 0.2)."""
+    data = tmp_path / "z.npz"
+    np.savez(data, **arrays)
+    raw = tiny_config_dict(data)
+    raw["data"]["validation"] = 0.2
+    return write_config(raw, "z.yaml"), data
+
+
+def test_fit_on_a_zero_dimensional_x_train_exits_2(tmp_path, write_config):
+    config, data = npz_config(tmp_path, write_config, X_train=np.float32(3),
+                              y_train=np.arange(50) % 3)
+
+    result = invoke("fit", config, "--out", tmp_path / "run")
+
+    assert result.exit_code == 2
+    assert result.stderr == (f"error: {data}: X_train must have shape (N, D...), one"
+                             " row per sample (got shape ())\n")
+    assert not (tmp_path / "run").exists()
+
+
+def test_eval_on_an_npz_with_a_zero_dimensional_x_test_exits_2(tmp_path, tiny_config):
+    run = tmp_path / "run"
+    assert invoke("fit", tiny_config, "--out", run, "--quiet").exit_code == 0
+    other = tmp_path / "other.npz"
+    np.savez(other, X_train=np.zeros((60, 4)), y_train=np.arange(60) % 3,
+             X_test=np.float32(3), y_test=np.arange(15) % 3)
+
+    result = invoke("eval", run / "checkpoints" / "best.npz", "--data", other)
+
+    assert result.exit_code == 2
+    assert result.stderr == (f"error: {other}: X_test must have shape (N, D...), one"
+                             " row per sample (got shape ())\n")
+
+
+def test_fit_whose_test_split_leaves_one_training_class_exits_2(tmp_path,
+                                                                write_config):
+    X = np.random.default_rng(0).random((10, 4), dtype=np.float32)
+    config, data = npz_config(tmp_path, write_config, X_train=X,
+                              y_train=np.array([1, 0, 0, 0, 0, 1, 0, 0, 0, 0]))
+
+    result = invoke("fit", config, "--out", tmp_path / "run")
+
+    assert result.exit_code == 2
+    assert result.stderr == (
+        f"error: {data}: every fifth training row (index % 5 == 0) goes to the test"
+        " split, as it has no X_test, which leaves 8 training samples, all of class"
+        " 0; a classifier needs samples of at least 2 classes to train on: save"
+        " X_test and y_test, or add training samples of other classes\n")
+    assert not (tmp_path / "run").exists()
+
+
+def test_eval_given_a_data_option_naming_no_file_says_to_check_it(tmp_path,
+                                                                   tiny_config):
+    run = tmp_path / "run"
+    assert invoke("fit", tiny_config, "--out", run, "--quiet").exit_code == 0
+    absent = tmp_path / "nonexist.npz"
+
+    result = invoke("eval", run / "checkpoints" / "best.npz", "--data", absent)
+
+    assert result.exit_code == 2
+    assert result.stderr == (f"error: npz file not found: {absent}; check the path"
+                             " given with --data\n")
+
+
+def test_eval_of_a_run_whose_npz_moved_says_to_pass_its_new_place(tmp_path,
+                                                                   tiny_config,
+                                                                   tiny_npz):
+    run = tmp_path / "run"
+    assert invoke("fit", tiny_config, "--out", run, "--quiet").exit_code == 0
+    tiny_npz.rename(tmp_path / "moved.npz")
+
+    result = invoke("eval", run / "checkpoints" / "best.npz")
+
+    assert result.exit_code == 2
+    assert result.stderr == (f"error: npz file not found: {tiny_npz}; if the data"
+                             " moved, pass its new place with --data PATH\n")
+
+
+def test_a_resume_given_a_set_data_path_naming_no_file_says_to_check_it(
+        tmp_path, tiny_config):
+    run = tmp_path / "run"
+    assert invoke("fit", tiny_config, "--out", run, "--quiet").exit_code == 0
+    absent = tmp_path / "nonexist.npz"
+
+    result = invoke("fit", tiny_config, "--resume", run, "--set", "train.epochs=4",
+                    "--set", f"data.path={absent}")
+
+    assert result.exit_code == 2
+    assert result.stderr == (f"error: npz file not found: {absent}; check the path"
+                             " given with --set data.path\n")

@@ -17,6 +17,7 @@ from nntrain.data import datasets
 from nntrain.data.datasets import FASHION_CLASSES, load_dataset, search_paths
 from nntrain.errors import BadInputError, DataError, DataWarning
 from nntrain.prepare import prepare_data
+from nntrain.random import SPLIT_STREAM, generator
 
 
 def data_config(name="npz", path=None, validation=2, preprocess=("center", "scale")):
@@ -175,6 +176,88 @@ def test_npz_labels_of_one_class_are_refused(write_npz):
         load_dataset(data_config(path=path), seed=0)
 
 
+ONE_CLASS_LEFT = "a classifier needs samples of at least 2 classes to train on"
+
+
+def test_npz_test_split_taking_a_class_out_of_training_is_refused(write_npz):
+    # Without X_test, rows 0 and 5, the only ones of class 1, become the test split.
+    X = np.random.default_rng(0).random((10, 4), dtype=np.float32)
+    path = write_npz(X_train=X, y_train=np.array([1, 0, 0, 0, 0, 1, 0, 0, 0, 0]))
+
+    with pytest.raises(DataError) as caught:
+        load_dataset(data_config(path=path, validation=0.2), seed=0, training=True)
+
+    assert str(caught.value) == (
+        f"{path}: every fifth training row (index % 5 == 0) goes to the test split,"
+        f" as it has no X_test, which leaves 8 training samples, all of class 0;"
+        f" {ONE_CLASS_LEFT}: save X_test and y_test, or add training samples of"
+        " other classes")
+
+
+def split_rows(seed: int, count: int, total: int) -> np.ndarray:
+    """The rows data.validation=``count`` holds out of ``total`` with ``seed``."""
+    return generator(seed, SPLIT_STREAM).permutation(total)[:count]
+
+
+def test_npz_validation_split_taking_a_class_out_of_training_is_refused(write_npz):
+    X = np.random.default_rng(0).random((10, 4))
+    y = np.zeros(10, dtype=np.int64)
+    y[split_rows(0, 2, 10)] = 1  # class 1 only where validation is drawn
+    path = write_npz(X_train=X, y_train=y, X_test=X[:3], y_test=np.array([0, 1, 0]),
+                     class_names=np.array(["cat", "dog"]))
+
+    with pytest.raises(DataError) as caught:
+        load_dataset(data_config(path=path, validation=2), seed=0, training=True)
+
+    assert str(caught.value) == (
+        f"{path}: data.validation=2 holds out 2 samples for validation, which"
+        f" leaves 8 training samples, all of class cat; {ONE_CLASS_LEFT}: choose a"
+        " smaller data.validation or another seed (which draws other samples), or"
+        " add training samples of other classes")
+
+
+def test_npz_one_training_sample_left_is_refused(write_npz):
+    X = np.random.default_rng(0).random((3, 2))
+    y = np.array([0, 1, 0])
+    path = write_npz(X_train=X, y_train=y, X_test=X, y_test=y)
+    [left] = sorted(set(range(3)) - set(split_rows(0, 2, 3)))
+
+    with pytest.raises(DataError) as caught:
+        load_dataset(data_config(path=path, validation=2), seed=0, training=True)
+
+    assert str(caught.value) == (
+        f"{path}: data.validation=2 holds out 2 samples for validation, which"
+        f" leaves 1 training sample, of class {y[left]}; {ONE_CLASS_LEFT}: choose a"
+        " smaller data.validation or another seed (which draws other samples), or"
+        " add training samples of other classes")
+
+
+def test_npz_validation_split_lacking_a_class_is_fine(write_npz):
+    X = np.random.default_rng(0).random((10, 4))
+    y = np.array([0, 1, 2] * 3 + [1])
+    y[split_rows(0, 3, 10)] = 0  # validation gets class 0 alone
+    path = write_npz(X_train=X, y_train=y, X_test=X[:3], y_test=np.array([0, 1, 2]))
+
+    data = load_dataset(data_config(path=path, validation=3), seed=0, training=True)
+
+    assert data.y_val.tolist() == [0, 0, 0]
+    assert sorted(set(data.y_train.tolist())) == [0, 1, 2]
+
+
+def test_data_left_with_one_training_class_loads_when_not_trained_on(write_npz):
+    # eval, a resumed run (its data was accepted once) and gradcheck train nothing
+    # new on it; sanity words its own refusal.
+    X = np.random.default_rng(0).random((10, 4))
+    path = write_npz(X_train=X, y_train=np.array([1, 0, 0, 0, 0, 1, 0, 0, 0, 0]))
+    spec = {"num_features": 4, "num_classes": 2,
+            "sizes": {"train": 6, "val": 2, "test": 2}}
+
+    for given in (None, spec):
+        data = load_dataset(data_config(path=path, validation=2), seed=0, spec=given)
+
+        assert data.y_train.tolist() == [0] * 6 and data.y_test.tolist() == [1, 1]
+
+
 @pytest.mark.parametrize("stray, empty", [(2999, 2996), (99999, 99996)])
 def test_npz_stray_large_label_is_refused(write_npz, stray, empty):
     arrays = tiny_arrays()
@@ -311,6 +394,32 @@ def test_npz_two_dimensional_labels_are_refused(write_npz):
 
     with pytest.raises(DataError, match=r"y_train must be a 1-d array"):
         load_dataset(data_config(path=path), seed=0)
+
+
+@pytest.mark.parametrize("key", ["X_train", "X_val", "X_test"])
+def test_npz_zero_dimensional_features_are_refused(write_npz, key):
+    arrays = tiny_arrays()
+    arrays["X_val"], arrays["y_val"] = arrays["X_test"][:5], arrays["y_test"][:5]
+    arrays[key] = np.float32(3)
+    path = write_npz(**arrays)
+
+    with pytest.raises(DataError) as caught:
+        load_dataset(data_config(path=path), seed=0)
+
+    assert str(caught.value) == (f"{path}: {key} must have shape (N, D...), one row"
+                                 " per sample (got shape ())")
+
+
+def test_npz_zero_dimensional_labels_are_refused(write_npz):
+    arrays = tiny_arrays()
+    arrays["y_test"] = np.int64(1)
+    path = write_npz(**arrays)
+
+    with pytest.raises(DataError) as caught:
+        load_dataset(data_config(path=path), seed=0)
+
+    assert str(caught.value) == (f"{path}: y_test must be a 1-d array with one label"
+                                 " per row of X_test (got shapes (15, 4) and ())")
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32, np.bool_])
@@ -519,13 +628,45 @@ def test_validation_split_moves_with_the_seed_and_repeats_with_it(tiny_npz):
     assert not np.array_equal(first.X_val, other.X_val)
 
 
-@pytest.mark.parametrize("validation", [60, 61, 0.001])
-def test_validation_leaving_no_samples_is_refused(tiny_npz, validation):
-    with pytest.raises(DataError, match=rf"data\.validation={validation} leaves no"
-                                        r" samples .* \(60 training samples\)"):
+@pytest.mark.parametrize("validation, asked", [
+    (60, "it asks for 60 of the 60 training samples"),
+    (61, "it asks for 61 of the 60 training samples"),
+    (0.995, "0.995 of 60 training samples rounds to 60"),
+])
+def test_validation_leaving_no_training_samples_asks_for_a_smaller_value(
+        tiny_npz, validation, asked):
+    with pytest.raises(DataError) as caught:
         load_dataset(data_config(path=tiny_npz, validation=validation), seed=0)
 
+    assert str(caught.value) == (
+        f"data.validation={validation} leaves no samples for training ({asked});"
+        " choose a smaller value: a count of at most 59, or a smaller fraction")
 
+
+def test_validation_rounding_to_no_samples_asks_for_a_larger_value(tiny_npz):
+    with pytest.raises(DataError) as caught:
+        load_dataset(data_config(path=tiny_npz, validation=0.001), seed=0)
+
+    assert str(caught.value) == (
+        "data.validation=0.001 holds out no samples for validation (0.001 of 60"
+        " training samples rounds to 0); choose a larger value: a fraction of at"
+        " least 0.0167, or a count")
+
+
+@pytest.mark.parametrize("validation", [1, 0.5])
+def test_validation_that_no_value_can_meet_asks_for_more_samples(write_npz,
+                                                                 validation):
+    # Two rows without X_test: row 0 is the test split, one training row is left.
+    path = write_npz(X_train=np.eye(2), y_train=np.array([0, 1]))
+
+    with pytest.raises(DataError) as caught:
+        load_dataset(data_config(path=path, validation=validation), seed=0)
+
+    assert str(caught.value) == (
+        f"data.validation={validation} cannot be met: the training split of {path}"
+        " holds 1 sample once every fifth row went to the test split (it has no"
+        " X_test), and validation and training need at least 1 each; add training"
+        " samples")
 
 
 def test_digits_test_split_is_every_fifth_image():

@@ -750,6 +750,87 @@ def test_download_command_exits_2_when_the_mirror_holds_another_file(tmp_path):
     assert listing(tmp_path) == []
 
 
+def test_a_folder_at_a_files_name_is_refused_before_anything_is_fetched(tmp_path):
+    dest = tmp_path / "dest"
+    (dest / "b-labels.gz").mkdir(parents=True)
+
+    with serve(FILES) as (url, requested):
+        with pytest.raises(DataError) as caught:
+            download("mnist", dest, base_url=url, files=CHECKSUMS)
+
+    assert str(caught.value) == (
+        f"{dest / 'b-labels.gz'} is a folder, where the file b-labels.gz is to be"
+        " written; remove or rename that folder and rerun the command")
+    assert requested == []
+    assert listing(dest) == ["b-labels.gz"] and (dest / "b-labels.gz").is_dir()
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes here")
+def test_a_pipe_at_a_files_name_is_refused_without_blocking_on_it(tmp_path):
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    pipe = dest / "a-labels.gz"
+    os.mkfifo(pipe)
+    done = threading.Event()
+
+    def unblock_a_reader():
+        # Should the pipe be opened for reading, end that read instead of hanging.
+        while not done.wait(0.05):
+            try:
+                os.close(os.open(pipe, os.O_WRONLY | os.O_NONBLOCK))
+            except OSError:  # no reader yet
+                continue
+
+    thread = threading.Thread(target=unblock_a_reader, daemon=True)
+    thread.start()
+    source = folder_of(tmp_path, FILES)
+    try:
+        with pytest.raises(DataError) as caught:
+            download("mnist", dest, base_url=source.as_uri(), files=CHECKSUMS)
+    finally:
+        done.set()
+        thread.join()
+
+    assert str(caught.value) == (
+        f"{pipe} is not a regular file (a pipe, socket or device), where the file"
+        " a-labels.gz is to be written; remove or rename it and rerun the command")
+    assert listing(dest) == ["a-labels.gz"] and not pipe.is_file()
+
+
+def test_download_command_exits_2_on_a_folder_at_a_files_name(tmp_path):
+    dest = tmp_path / "dest"
+    (dest / MNIST_FIRST).mkdir(parents=True)
+    source = folder_of(tmp_path, {})
+
+    result = download_command(dest, source.as_uri())
+
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [
+        f"error: {dest / MNIST_FIRST} is a folder, where the file {MNIST_FIRST} is"
+        " to be written; remove or rename that folder and rerun the command"
+    ]
+
+
+def test_download_command_ctrl_c_says_what_was_kept_as_sigterm_does(tmp_path,
+                                                                     monkeypatch):
+    def copy_then_interrupt(response, out, *args):
+        out.write(response.read(5))
+        raise KeyboardInterrupt  # what the command line's SIGINT handler raises
+
+    monkeypatch.setattr(dl, "_copy", copy_then_interrupt)
+    source = folder_of(tmp_path, {MNIST_FIRST: FILES["a-labels.gz"]})
+    dest = tmp_path / "dest"
+
+    result = download_command(dest, source.as_uri())
+
+    assert result.exit_code == 130
+    assert result.stderr.splitlines() == [
+        "stopped by SIGINT; the files already verified were kept and no partial"
+        " file was left: rerun the command to fetch the rest"
+    ]
+    assert listing(dest) == []
+
+
 def test_unknown_dataset_suggests_the_closest_name(tmp_path):
     with pytest.raises(DataError, match="Unknown dataset 'mnsit'.*mean 'mnist'"):
         download("mnsit", tmp_path)

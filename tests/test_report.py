@@ -44,12 +44,12 @@ def test_a_huge_first_loss_is_printed_in_scientific_notation(tmp_path, tiny_conf
 
 
 def test_counts_of_one_are_singular(tmp_path, write_npz, write_config):
-    # Three samples of one feature, two of them held out: one training sample.
-    path = write_npz(X_train=np.array([[-1.0], [1.0], [-1.2]]),
-                     y_train=np.array([0, 1, 0]),
+    # Samples of one feature. (A single training sample, of one class, is refused.)
+    path = write_npz(X_train=np.array([[-1.0], [1.0], [-1.2], [1.2]]),
+                     y_train=np.array([0, 1, 0, 1]),
                      X_test=np.array([[-1.0], [1.0]]), y_test=np.array([0, 1]))
     raw = tiny_config_dict(path)
-    raw["data"].update(validation=2, preprocess=[])
+    raw["data"].update(validation=1, preprocess=[])
     raw["train"].update(epochs=5, batch_size=1, plots=False,
                         early_stopping={"patience": 1})
 
@@ -57,9 +57,8 @@ def test_counts_of_one_are_singular(tmp_path, write_npz, write_config):
 
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
-    assert lines[1] == ("data: 1 feature (samples of shape 1), 2 classes; train 1,"
-                        " val 2, test 2")
-    assert " on 1 training sample; small weights" in result.stdout
+    assert lines[1] == ("data: 1 feature (samples of shape 1), 2 classes; train 3,"
+                        " val 1, test 2")
     assert ("early stopping: val_accuracy has not improved by more than 0 for 1"
             " evaluation\n") in result.stdout
 

@@ -711,7 +711,9 @@ def test_a_failed_trial_is_recorded_and_the_others_finish(study):
     assert [rows[str(t)]["data.validation"] for t in range(3)] == ["20", "100", "20"]
     assert rows["1"]["status"] == "failed"
     assert rows["1"]["reason"].startswith(
-        "data.validation=100 leaves no samples for training or validation")
+        "data.validation=100 leaves no samples for training (it asks for 100 of"
+        " the 60 training samples); choose a smaller value: a count of at most 59,"
+        " or a smaller fraction")
     assert rows["0"]["status"] == rows["2"]["status"] == "ok"
     assert 0 <= float(rows["0"]["val_accuracy"]) <= 1
     assert rows["0"]["epochs"] == "2"

@@ -90,7 +90,7 @@ class Dataset:
 
 def load_dataset(data_config: dict, seed: int, dtype=None,
                  given_as: str | None = "data.path",
-                 spec: dict | None = None) -> Dataset:
+                 spec: dict | None = None, training: bool = False) -> Dataset:
     """Load the dataset a config's ``data`` section names, with its three splits.
 
     ``dtype``: the float type training will cast the features to (train.dtype);
@@ -99,7 +99,10 @@ def load_dataset(data_config: dict, seed: int, dtype=None,
     "--set data.path"); None when it is the place a checkpoint's run found its
     data, given by no one now (see find_idx_folder). ``spec``: the data spec
     of the checkpoint the data is loaded for; data with another number of training
-    samples is refused before data.validation is drawn from it.
+    samples is refused before data.validation is drawn from it. ``training``: a
+    new run will train on the training split, which must then hold 2 classes
+    (eval, a resumed run and the checks use data that was accepted before, or
+    need no 2 classes).
     """
     name = data_config["name"]
     recorded = spec.get("path") if spec else None
@@ -115,10 +118,18 @@ def load_dataset(data_config: dict, seed: int, dtype=None,
     else:
         parts = _load_idx_dataset(name, data_config["path"], given_as, recorded)
 
+    # An npz without X_test gives the fixed test rows out of its training rows.
+    test_drawn = parts.get("X_test") is None
+    if test_drawn:
+        parts.update(_npz_fixed_test_split(parts))
     if spec is not None:
         _check_before_split(parts, spec)
+    validation = None
     if parts.get("X_val") is None:
-        parts.update(_hold_out(parts, data_config["validation"], seed))
+        validation = data_config["validation"]
+        parts.update(_hold_out(parts, validation, seed, test_drawn))
+    if training:
+        _check_classes_left(parts, test_drawn, validation)
     return Dataset(**parts)
 
 
@@ -333,7 +344,8 @@ NPZ_KEYS = ("X_train", "y_train", "X_val", "y_val", "X_test", "y_test", "class_n
 
 
 def _load_npz(path: str | None, dtype=None, recorded_names=None) -> dict:
-    """A user's arrays: X_train, y_train and optionally the val and test pairs.
+    """A user's arrays: X_train, y_train and optionally the val and test pairs
+    (load_dataset draws the test split of an npz without X_test).
     ``recorded_names``: the class names a checkpoint the data is loaded for
     recorded, or None (see _npz_class_names)."""
     if not path:
@@ -364,8 +376,6 @@ def _load_npz(path: str | None, dtype=None, recorded_names=None) -> dict:
     class_names = _npz_class_names(arrays.get("class_names"), parts["y_train"], file,
                                    recorded_names)
     _check_two_classes(parts["y_train"], file)
-    if parts.get("X_test") is None:
-        parts.update(_npz_fixed_test_split(parts))
     _check_labels(parts, len(class_names), file)
     # Cast only now: a uint64 label past int64's range would wrap to a negative one.
     for key in ("y_train", "y_val", "y_test"):
@@ -505,6 +515,10 @@ def _npz_pair(arrays: dict, split: str, file: Path) -> dict:
         raise DataError(f"{file} has only one of X_{split} and y_{split}; give both")
     if X is None:
         return {}
+    # Before any len(X): a 0-d array has none.
+    if X.ndim < 2:
+        raise DataError(f"{file}: X_{split} must have shape (N, D...), one row per"
+                        f" sample (got shape {X.shape})")
     if y.ndim != 1 or len(y) != len(X):
         raise DataError(
             f"{file}: y_{split} must be a 1-d array with one label per row of"
@@ -520,9 +534,7 @@ def _npz_pair(arrays: dict, split: str, file: Path) -> dict:
 
 
 def _flat_features(X, input_shape, key, file) -> np.ndarray:
-    if X.ndim < 2:
-        raise DataError(f"{file}: {key} must have shape (N, D...), one row per"
-                        f" sample (got shape {X.shape})")
+    """X: (N, D...) as _npz_pair checked it, flattened to (N, D)."""
     if len(X) == 0:
         drop = "" if key == "X_train" else f", or leave out {key} and y_{key[2:]}"
         raise DataError(f"{file}: {key} holds no samples (shape {X.shape}); save at"
@@ -588,18 +600,68 @@ def _check_labels(parts: dict, num_classes: int, source) -> None:
             )
 
 
-def _hold_out(parts: dict, validation, seed: int) -> dict:
-    """Move ``validation`` training samples, drawn with ``seed``, to the val split."""
+def _hold_out(parts: dict, validation, seed: int, test_drawn: bool = False) -> dict:
+    """Move ``validation`` training samples, drawn with ``seed``, to the val split.
+    ``test_drawn``: the fixed test rows have left the training split already."""
     X, y = parts["X_train"], parts["y_train"]
     count = validation if isinstance(validation, int) else round(validation * len(X))
     if not 1 <= count < len(X):
-        raise DataError(
-            f"data.validation={validation} leaves no samples for training or"
-            f" validation ({len(X)} training samples); choose a smaller value"
-        )
+        raise DataError(_validation_misfit(validation, count, len(X), test_drawn,
+                                           parts["source"]))
     order = generator(seed, SPLIT_STREAM).permutation(len(X))
     val_rows, train_rows = np.sort(order[:count]), np.sort(order[count:])
     return {
         "X_train": X[train_rows], "y_train": y[train_rows],
         "X_val": X[val_rows], "y_val": y[val_rows],
     }
+
+
+def _validation_misfit(validation, count: int, total: int, test_drawn: bool,
+                       source: str) -> str:
+    """Why data.validation, ``count`` of ``total`` training samples, leaves no
+    samples for validation or for training, and the fix for that case."""
+    said = f"data.validation={validation}"
+    if total < 2:
+        # No value fits: validation and training need a sample each.
+        after = (" once every fifth row went to the test split (it has no X_test)"
+                 if test_drawn else "")
+        return (f"{said} cannot be met: the training split of {source} holds"
+                f" {total} sample{after}, and validation and training need at"
+                " least 1 each; add training samples")
+    if isinstance(validation, int):
+        asked = f"it asks for {count} of the {total} training samples"
+    else:
+        asked = f"{validation} of {total} training samples rounds to {count}"
+    if count < 1:
+        return (f"{said} holds out no samples for validation ({asked}); choose a"
+                f" larger value: a fraction of at least {1 / total:.3g}, or a count")
+    return (f"{said} leaves no samples for training ({asked}); choose a smaller"
+            f" value: a count of at most {total - 1}, or a smaller fraction")
+
+
+def _check_classes_left(parts: dict, test_drawn: bool, validation) -> None:
+    """Refuse a training split that holds one class once the test split (of an npz
+    without X_test) and the validation split (``validation``, None when given) are
+    drawn from the training rows, which _check_two_classes saw all of. A class
+    missing from the validation or test split is fine."""
+    y = parts["y_train"]
+    if (y != y[0]).any():
+        return
+    before_validation = y if validation is None else np.concatenate(
+        [y, parts["y_val"]])
+    if test_drawn and (before_validation == y[0]).all():
+        y = before_validation  # what the test split left
+        drawn = ("every fifth training row (index % 5 == 0) goes to the test split,"
+                 " as it has no X_test")
+        fix = "save X_test and y_test, or add training samples of other classes"
+    else:
+        held = len(parts["y_val"])
+        drawn = (f"data.validation={validation} holds out {held}"
+                 f" sample{'s' if held > 1 else ''} for validation")
+        fix = ("choose a smaller data.validation or another seed (which draws"
+               " other samples), or add training samples of other classes")
+    name = parts["class_names"][y[0]]
+    left = (f"1 training sample, of class {name}" if len(y) == 1 else
+            f"{len(y)} training samples, all of class {name}")
+    raise DataError(f"{parts['source']}: {drawn}, which leaves {left}; a classifier"
+                    f" needs samples of at least 2 classes to train on: {fix}")

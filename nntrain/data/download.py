@@ -174,8 +174,8 @@ def download(
     Raises
     ------
     DataError : unknown name, malformed mirror URL, a file a file:// mirror lacks or
-        cannot give, a file with the wrong hash, or a folder that cannot be written
-        (exit status 2).
+        cannot give, a file with the wrong hash, a folder that cannot be written,
+        or a folder (anything but a file) at a file's name (exit status 2).
     DownloadError : a server that cannot be reached, times out, answers an HTTP
         error or stops in the middle of a file (exit status 1).
     """
@@ -186,6 +186,8 @@ def download(
     if files is None:
         files = dataset.files
     _remove_abandoned_parts(dest_dir, files)
+    for filename in files:
+        _check_final_name(dest_dir / filename)
 
     paths = []
     with _sigterm_stops():
@@ -198,6 +200,11 @@ def download(
     return paths
 
 
+# What a download stopped by a signal leaves, and what to do next.
+STOPPED_NOTE = ("the files already verified were kept and no partial file was"
+                " left: rerun the command to fetch the rest")
+
+
 @contextmanager
 def _sigterm_stops():
     """Make SIGTERM raise StopRequested, so that _fetch deletes its temporary file
@@ -206,8 +213,7 @@ def _sigterm_stops():
 
     def stop(signum, frame):
         raise StopRequested(
-            "stopped by SIGTERM; the files already verified were kept and no partial"
-            " file was left: rerun the command to fetch the rest",
+            f"stopped by SIGTERM; {STOPPED_NOTE}",
             128 + signal.SIGTERM,  # the shell's status for a process it ended
         )
 
@@ -412,6 +418,20 @@ def _make_folder(folder: Path, advice: str) -> None:
         raise DataError(
             f"Cannot create the data folder {folder} ({err.strerror}); {advice}."
         ) from err
+
+
+def _check_final_name(path: Path) -> None:
+    """Refuse what stands at a file's final name and is no file: the rename into
+    place would fail once the whole file was fetched, and a pipe there would
+    block the check of the file already present."""
+    if path.is_dir():
+        raise DataError(f"{path} is a folder, where the file {path.name} is to be"
+                        " written; remove or rename that folder and rerun the"
+                        " command")
+    if path.exists() and not path.is_file():
+        raise DataError(f"{path} is not a regular file (a pipe, socket or device),"
+                        f" where the file {path.name} is to be written; remove or"
+                        " rename it and rerun the command")
 
 
 def _digest(path: Path, kind: str) -> str:
