@@ -35,6 +35,7 @@ from nntrain.cli_search import ensemble, search
 from nntrain.config import resolve_config
 from nntrain.errors import (
     ConfigError,
+    FolderLockedError,
     RunDirectoryError,
     StopRequested,
     TrainingError,
@@ -53,6 +54,7 @@ from nntrain.search import (
     unit_draws,
 )
 from nntrain.search import trials as trial_module
+from nntrain.train.rundir import lock_folder
 
 CLI = Group(name="nntrain", commands=[search, ensemble])
 # data.validation 100 is a valid config, but the tiny data has only 60 training rows.
@@ -1040,6 +1042,138 @@ def test_a_trial_failed_by_its_own_training_does_not_hold_up_the_next_round(
 
     assert sorted(row["status"] for row in rows) == ["failed"] + ["ok"] * 5
     assert len(json.loads((tmp_path / "study.json").read_text())["rounds"]) == 2
+
+
+# Folders another nntrain process holds.
+
+LR_ONLY = {"optimizer.lr": PARAMS["optimizer.lr"]}
+
+
+def busy_reason(trial: Path) -> str:
+    return (f"another nntrain process is writing to {trial}; rerun the study once it"
+            " ends")
+
+
+def busy_error(trial: int, unfinished: str) -> str:
+    return (f"error: trial {trial} of round 1 is still being written by another"
+            " nntrain process (a trial of an earlier search still running on a Dask"
+            f" worker, or a fit into the trial's folder), so {unfinished}: rerun the"
+            " same command once it ends")
+
+
+def planned_with_trial_1_locked(config_path, out: Path) -> tuple[Path, int]:
+    """Plan the study of ``config_path`` in ``out`` and lock trial 1's folder, as
+    a trial of an earlier search still running on a Dask worker does: (its
+    folder, the lock's descriptor)."""
+    config, spec = load_search_config(config_path)
+    Study(out, config, spec)
+    trial = out / "trial-0001"
+    trial.mkdir()
+    return trial, lock_folder(trial)
+
+
+def test_a_second_search_of_a_study_is_refused_at_once(study, tmp_path):
+    copy, config_path = copy_study(study, tmp_path)
+    (copy / "trial-0002" / "result.json").unlink()
+    kept = {path: path.read_bytes() for path in (copy / "study.json",
+                                                   copy / "results.csv")}
+    lock = lock_folder(copy)  # as the first search, still running, holds it
+
+    try:
+        result = invoke("search", config_path, "--out", copy, "--workers", 1)
+    finally:
+        os.close(lock)
+
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [
+        f"error: another nntrain search is running on the study in {copy}; wait for"
+        " it to end, then run this command again"]
+    assert {path: path.read_bytes() for path in kept} == kept
+    assert not (copy / "trial-0002" / "result.json").exists()
+
+    result = invoke("search", config_path, "--out", copy, "--workers", 1)
+    assert result.exit_code == 0, result.output
+    assert "3 trials, 1 to run" in result.stderr
+
+
+def test_a_study_holds_its_folder_until_it_is_closed(study, tmp_path):
+    copy, config_path = copy_study(study, tmp_path)
+    config, spec = load_search_config(config_path)
+
+    with Study(copy, config, spec):
+        with pytest.raises(FolderLockedError) as caught:
+            Study(copy, config, spec)
+
+    assert caught.value.exit_code == 2
+    assert str(caught.value).startswith("another nntrain search is running on the"
+                                        f" study in {copy};")
+    Study(copy, config, spec).close()
+
+
+def test_a_trial_whose_folder_another_process_holds_leaves_its_round_unfinished(
+        write_config, tiny_npz, tmp_path):
+    config_path = write_config(study_config(tiny_npz, trials=4, rounds=2, keep=1,
+                                            params=LR_ONLY))
+    whole = tmp_path / "whole"
+    assert invoke("search", config_path, "--out", whole, "--workers", 1).exit_code == 0
+    out = tmp_path / "out"
+    trial, lock = planned_with_trial_1_locked(config_path, out)
+
+    try:
+        result = invoke("search", config_path, "--out", out, "--workers", 1)
+    finally:
+        os.close(lock)
+
+    assert result.exit_code == 1
+    assert result.stderr.splitlines()[-1] == busy_error(
+        1, "round 2 is not planned yet")
+    assert f"trial 1 (round 1): busy: {busy_reason(trial)}\n" in result.stderr
+    plan = json.loads((out / "study.json").read_text())
+    assert (len(plan["rounds"]), len(plan["trials"])) == (1, 2)
+    rows = {row["trial"]: row for row in read_rows(out)}
+    assert (rows["1"]["status"], rows["1"]["reason"]) == ("busy", busy_reason(trial))
+    assert rows["0"]["status"] == "ok"
+    assert list(trial.iterdir()) == []  # nothing written into the other's folder
+
+    result = invoke("search", config_path, "--out", out, "--workers", 1)
+    assert result.exit_code == 0, result.output
+    assert "4 trials, 3 to run" in result.stderr
+    planned = json.loads((out / "study.json").read_text())
+    expected = json.loads((whole / "study.json").read_text())
+    assert planned["rounds"] == expected["rounds"]
+    assert planned["trials"] == expected["trials"]
+    assert [row["status"] for row in read_rows(out)] == ["ok"] * 4
+
+
+def test_a_busy_trial_of_the_last_round_takes_the_result_its_process_writes(
+        write_config, tiny_npz, tmp_path):
+    config_path = write_config(study_config(tiny_npz, trials=2, params=LR_ONLY))
+    out = tmp_path / "out"
+    trial, lock = planned_with_trial_1_locked(config_path, out)
+
+    try:
+        result = invoke("search", config_path, "--out", out, "--workers", 1)
+    finally:
+        os.close(lock)
+
+    assert result.exit_code == 1
+    assert result.stderr.splitlines()[-1] == busy_error(1, "the study is not finished")
+    assert [row["status"] for row in read_rows(out)] == ["ok", "busy"]
+
+    # The other process ends, writing the trial's result.
+    config, spec = load_search_config(config_path)
+    values = json.loads((out / "study.json").read_text())["trials"][1]["values"]
+    finished = run_trial({"trial": 1, "values": values, "config": config,
+                          "run_dir": str(trial), "metric": spec.metric,
+                          "mode": spec.mode})
+    assert finished["status"] == "ok"
+
+    result = invoke("search", config_path, "--out", out, "--workers", 1)
+    assert result.exit_code == 0, result.output
+    assert "2 trials, 0 to run" in result.stderr
+    rows = {row["trial"]: row for row in read_rows(out)}
+    assert rows["1"]["status"] == "ok"
+    assert float(rows["1"]["val_accuracy"]) == finished["metric"]
 
 
 def _slow_runner(task):
