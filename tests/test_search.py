@@ -285,8 +285,10 @@ def test_an_error_in_an_override_names_it(write_config, tiny_npz, override, prob
 
 @pytest.mark.parametrize("params, problem", [
     ({"model.hidden": {"int": [1, 5]}},
-     "invalid search.params.model.hidden: no value of it fits the key (invalid"
-     " model.hidden: 1 (expected a list; write [1]))"),
+     "invalid search.params.model.hidden: neither end of the range gives a valid"
+     " config: the low end 1 (invalid model.hidden: 1 (expected a list; write [1]))"
+     " and the high end 5 (invalid model.hidden: 5 (expected a list; write [5]));"
+     " give a range whose ends the key accepts"),
     ({"model.activation": {"choice": ["relu6", "swish"]}},
      "invalid search.params.model.activation: no value of it fits the key (invalid"
      " model.activation: 'relu6'"),
@@ -299,6 +301,24 @@ def test_a_distribution_no_value_of_which_fits_its_key_is_refused(
         load_search_config(path)
 
     assert str(caught.value).startswith(f"{path}: {problem}")
+
+
+def test_a_range_whose_ends_the_key_refuses_names_each_end_and_its_bounds():
+    # Values inside the range fit: only its ends fall outside float32's.
+    params = {"optimizer.eps": {"loguniform": [1.0e-300, 1.0e+300]}}
+
+    with pytest.raises(ConfigError) as caught:
+        spec_of(trials=4, params=params)
+
+    assert caught.value.exit_code == 2
+    assert str(caught.value) == (
+        "invalid search.params.optimizer.eps: neither end of the range gives a valid"
+        " config: the low end 1e-300 (invalid optimizer.eps: 1e-300 rounds to 0 in"
+        " float32 (train.dtype); give a value >= 1.2e-38, or train.dtype float64)"
+        " and the high end 1e+300 (invalid optimizer.eps: 1e+300 rounds to infinity"
+        " in float32 (train.dtype), whose largest number is 3.4028235e+38; give a"
+        " value <= 3.4e+38); give a range whose ends the key accepts")
+    spec_of(trials=4, params={"optimizer.eps": {"loguniform": [1.0e-30, 1.0e+30]}})
 
 
 def test_a_setting_of_a_searched_update_rule_is_left_to_the_trials(write_config,
@@ -451,9 +471,12 @@ def test_the_rest_of_the_config_is_validated_as_usual(write_config, tiny_npz):
      "invalid search.params.optimizer.name: the option 'adam' gives no valid config"
      " (invalid schedule.floor: 0.005 is above optimizer.lr 0.001"),
     ({}, {"train.epochs": {"int": [1, 2]}, "train.iterations": {"int": [5, 6]}},
-     "invalid search.params.train.iterations: no value of it fits the key (set"
-     " exactly one of train.epochs and train.iterations (got epochs=1,"
-     " iterations=5); set the other to null)"),
+     "invalid search.params.train.iterations: neither end of the range gives a"
+     " valid config: the low end 5 (set exactly one of train.epochs and"
+     " train.iterations (got epochs=1, iterations=5); set the other to null) and"
+     " the high end 6 (set exactly one of train.epochs and train.iterations (got"
+     " epochs=1, iterations=6); set the other to null); give a range whose ends the"
+     " key accepts"),
     # No rule the search draws has momentum.
     ({}, {"optimizer.name": {"choice": ["sgd", "adam"]},
           "optimizer.momentum": {"uniform": [0.5, 0.9]}},
@@ -540,9 +563,9 @@ def test_a_config_value_of_a_key_not_searched_must_be_valid(write_config, tiny_n
     # No end of the range is above the floor.
     ({"schedule": {"name": "cosine", "floor": 0.5}},
      {"optimizer.lr": {"loguniform": [0.01, 0.1]}},
-     "invalid search.params.optimizer.lr: no value of it fits the key (invalid"
-     " schedule.floor: 0.5 is above optimizer.lr 0.01, so the cosine schedule would"
-     " raise the rate; give a floor <= the learning rate)"),
+     "invalid search.params.optimizer.lr: neither end of its range makes the config"
+     " valid (invalid schedule.floor: 0.5 is above optimizer.lr 0.01, so the cosine"
+     " schedule would raise the rate; give a floor <= the learning rate)"),
     # The high end is, the low end is not.
     ({"schedule": {"name": "cosine", "floor": 0.05}},
      {"optimizer.lr": {"loguniform": [0.01, 0.1]}},
