@@ -162,7 +162,17 @@ def search(config_path, overrides, out, workers, scheduler, ensemble_size):
     planned = (folder / searching.PLAN_FILE).exists()
     if not scheduler and not planned:
         _check_data_found(config, spec)
-    study = searching.Study(folder, config, spec)
+    # Locked until the command ends, so a second search of the study is refused
+    # at once instead of running the trials this one runs.
+    with searching.Study(folder, config, spec) as study:
+        rows = _run_study(study, planned, workers, scheduler)
+        _report_study(study, rows, ensemble_size)
+
+
+def _run_study(study, planned: bool, workers, scheduler) -> list[dict]:
+    from nntrain import search as searching
+
+    config, spec = study.config, study.spec
     done = study.finished()
     if not scheduler and planned and done < spec.trials:
         _check_data_found(config, spec)  # a finished study reads no data
@@ -178,11 +188,16 @@ def search(config_path, overrides, out, workers, scheduler, ensemble_size):
         click.echo(f"warning: {warning}", err=True)
     progress = _TrialProgress(spec.trials, done)
     try:
-        rows = study.run(workers, scheduler, on_trial=progress.trial_done,
+        return study.run(workers, scheduler, on_trial=progress.trial_done,
                          on_note=progress.note)
     finally:
         progress.close()
 
+
+def _report_study(study, rows: list[dict], ensemble_size) -> None:
+    from nntrain import search as searching
+
+    spec = study.spec
     for line in searching.format_table(rows, spec):
         click.echo(line)
     click.echo(f"wrote {study.out / searching.CSV_FILE}")

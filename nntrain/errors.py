@@ -87,6 +87,12 @@ class RunDirectoryError(BadInputError):
     """The run directory cannot be used (not empty without --force, not writable)."""
 
 
+class FolderLockedError(RunDirectoryError):
+    """Another process holds the lock on a folder this one would write to: the
+    folder is fine, and usable once that process ends (a search tells such a
+    trial from one that failed)."""
+
+
 class TrainingError(NNTrainError):
     """Training failed at run time, for instance a non-finite loss (exit status 1)."""
 

@@ -18,6 +18,7 @@ INSTANCES = [
                              also="download it"),
     errors.CheckpointError("damaged"),
     errors.RunDirectoryError("not empty"),
+    errors.FolderLockedError("another nntrain process is writing to runs/a"),
     errors.TrainingError("NaN loss"),
     errors.NonFiniteScoresError("infinite scores"),
     errors.DownloadError("timed out"),

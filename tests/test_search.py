@@ -35,6 +35,7 @@ from nntrain.cli_search import ensemble, search
 from nntrain.config import resolve_config
 from nntrain.errors import (
     ConfigError,
+    FolderLockedError,
     RunDirectoryError,
     StopRequested,
     TrainingError,
@@ -53,6 +54,7 @@ from nntrain.search import (
     unit_draws,
 )
 from nntrain.search import trials as trial_module
+from nntrain.train.rundir import lock_folder
 
 CLI = Group(name="nntrain", commands=[search, ensemble])
 # data.validation 100 is a valid config, but the tiny data has only 60 training rows.
@@ -283,8 +285,10 @@ def test_an_error_in_an_override_names_it(write_config, tiny_npz, override, prob
 
 @pytest.mark.parametrize("params, problem", [
     ({"model.hidden": {"int": [1, 5]}},
-     "invalid search.params.model.hidden: no value of it fits the key (invalid"
-     " model.hidden: 1 (expected a list; write [1]))"),
+     "invalid search.params.model.hidden: neither end of the range gives a valid"
+     " config: the low end 1 (invalid model.hidden: 1 (expected a list; write [1]))"
+     " and the high end 5 (invalid model.hidden: 5 (expected a list; write [5]));"
+     " give a range whose ends the key accepts"),
     ({"model.activation": {"choice": ["relu6", "swish"]}},
      "invalid search.params.model.activation: no value of it fits the key (invalid"
      " model.activation: 'relu6'"),
@@ -297,6 +301,24 @@ def test_a_distribution_no_value_of_which_fits_its_key_is_refused(
         load_search_config(path)
 
     assert str(caught.value).startswith(f"{path}: {problem}")
+
+
+def test_a_range_whose_ends_the_key_refuses_names_each_end_and_its_bounds():
+    # Values inside the range fit: only its ends fall outside float32's.
+    params = {"optimizer.eps": {"loguniform": [1.0e-300, 1.0e+300]}}
+
+    with pytest.raises(ConfigError) as caught:
+        spec_of(trials=4, params=params)
+
+    assert caught.value.exit_code == 2
+    assert str(caught.value) == (
+        "invalid search.params.optimizer.eps: neither end of the range gives a valid"
+        " config: the low end 1e-300 (invalid optimizer.eps: 1e-300 rounds to 0 in"
+        " float32 (train.dtype); give a value >= 1.2e-38, or train.dtype float64)"
+        " and the high end 1e+300 (invalid optimizer.eps: 1e+300 rounds to infinity"
+        " in float32 (train.dtype), whose largest number is 3.4028235e+38; give a"
+        " value <= 3.4e+38); give a range whose ends the key accepts")
+    spec_of(trials=4, params={"optimizer.eps": {"loguniform": [1.0e-30, 1.0e+30]}})
 
 
 def test_a_setting_of_a_searched_update_rule_is_left_to_the_trials(write_config,
@@ -449,9 +471,12 @@ def test_the_rest_of_the_config_is_validated_as_usual(write_config, tiny_npz):
      "invalid search.params.optimizer.name: the option 'adam' gives no valid config"
      " (invalid schedule.floor: 0.005 is above optimizer.lr 0.001"),
     ({}, {"train.epochs": {"int": [1, 2]}, "train.iterations": {"int": [5, 6]}},
-     "invalid search.params.train.iterations: no value of it fits the key (set"
-     " exactly one of train.epochs and train.iterations (got epochs=1,"
-     " iterations=5); set the other to null)"),
+     "invalid search.params.train.iterations: neither end of the range gives a"
+     " valid config: the low end 5 (set exactly one of train.epochs and"
+     " train.iterations (got epochs=1, iterations=5); set the other to null) and"
+     " the high end 6 (set exactly one of train.epochs and train.iterations (got"
+     " epochs=1, iterations=6); set the other to null); give a range whose ends the"
+     " key accepts"),
     # No rule the search draws has momentum.
     ({}, {"optimizer.name": {"choice": ["sgd", "adam"]},
           "optimizer.momentum": {"uniform": [0.5, 0.9]}},
@@ -538,9 +563,9 @@ def test_a_config_value_of_a_key_not_searched_must_be_valid(write_config, tiny_n
     # No end of the range is above the floor.
     ({"schedule": {"name": "cosine", "floor": 0.5}},
      {"optimizer.lr": {"loguniform": [0.01, 0.1]}},
-     "invalid search.params.optimizer.lr: no value of it fits the key (invalid"
-     " schedule.floor: 0.5 is above optimizer.lr 0.01, so the cosine schedule would"
-     " raise the rate; give a floor <= the learning rate)"),
+     "invalid search.params.optimizer.lr: neither end of its range makes the config"
+     " valid (invalid schedule.floor: 0.5 is above optimizer.lr 0.01, so the cosine"
+     " schedule would raise the rate; give a floor <= the learning rate)"),
     # The high end is, the low end is not.
     ({"schedule": {"name": "cosine", "floor": 0.05}},
      {"optimizer.lr": {"loguniform": [0.01, 0.1]}},
@@ -1042,6 +1067,138 @@ def test_a_trial_failed_by_its_own_training_does_not_hold_up_the_next_round(
 
     assert sorted(row["status"] for row in rows) == ["failed"] + ["ok"] * 5
     assert len(json.loads((tmp_path / "study.json").read_text())["rounds"]) == 2
+
+
+# Folders another nntrain process holds.
+
+LR_ONLY = {"optimizer.lr": PARAMS["optimizer.lr"]}
+
+
+def busy_reason(trial: Path) -> str:
+    return (f"another nntrain process is writing to {trial}; rerun the study once it"
+            " ends")
+
+
+def busy_error(trial: int, unfinished: str) -> str:
+    return (f"error: trial {trial} of round 1 is still being written by another"
+            " nntrain process (a trial of an earlier search still running on a Dask"
+            f" worker, or a fit into the trial's folder), so {unfinished}: rerun the"
+            " same command once it ends")
+
+
+def planned_with_trial_1_locked(config_path, out: Path) -> tuple[Path, int]:
+    """Plan the study of ``config_path`` in ``out`` and lock trial 1's folder, as
+    a trial of an earlier search still running on a Dask worker does: (its
+    folder, the lock's descriptor)."""
+    config, spec = load_search_config(config_path)
+    Study(out, config, spec)
+    trial = out / "trial-0001"
+    trial.mkdir()
+    return trial, lock_folder(trial)
+
+
+def test_a_second_search_of_a_study_is_refused_at_once(study, tmp_path):
+    copy, config_path = copy_study(study, tmp_path)
+    (copy / "trial-0002" / "result.json").unlink()
+    kept = {path: path.read_bytes() for path in (copy / "study.json",
+                                                   copy / "results.csv")}
+    lock = lock_folder(copy)  # as the first search, still running, holds it
+
+    try:
+        result = invoke("search", config_path, "--out", copy, "--workers", 1)
+    finally:
+        os.close(lock)
+
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [
+        f"error: another nntrain search is running on the study in {copy}; wait for"
+        " it to end, then run this command again"]
+    assert {path: path.read_bytes() for path in kept} == kept
+    assert not (copy / "trial-0002" / "result.json").exists()
+
+    result = invoke("search", config_path, "--out", copy, "--workers", 1)
+    assert result.exit_code == 0, result.output
+    assert "3 trials, 1 to run" in result.stderr
+
+
+def test_a_study_holds_its_folder_until_it_is_closed(study, tmp_path):
+    copy, config_path = copy_study(study, tmp_path)
+    config, spec = load_search_config(config_path)
+
+    with Study(copy, config, spec):
+        with pytest.raises(FolderLockedError) as caught:
+            Study(copy, config, spec)
+
+    assert caught.value.exit_code == 2
+    assert str(caught.value).startswith("another nntrain search is running on the"
+                                        f" study in {copy};")
+    Study(copy, config, spec).close()
+
+
+def test_a_trial_whose_folder_another_process_holds_leaves_its_round_unfinished(
+        write_config, tiny_npz, tmp_path):
+    config_path = write_config(study_config(tiny_npz, trials=4, rounds=2, keep=1,
+                                            params=LR_ONLY))
+    whole = tmp_path / "whole"
+    assert invoke("search", config_path, "--out", whole, "--workers", 1).exit_code == 0
+    out = tmp_path / "out"
+    trial, lock = planned_with_trial_1_locked(config_path, out)
+
+    try:
+        result = invoke("search", config_path, "--out", out, "--workers", 1)
+    finally:
+        os.close(lock)
+
+    assert result.exit_code == 1
+    assert result.stderr.splitlines()[-1] == busy_error(
+        1, "round 2 is not planned yet")
+    assert f"trial 1 (round 1): busy: {busy_reason(trial)}\n" in result.stderr
+    plan = json.loads((out / "study.json").read_text())
+    assert (len(plan["rounds"]), len(plan["trials"])) == (1, 2)
+    rows = {row["trial"]: row for row in read_rows(out)}
+    assert (rows["1"]["status"], rows["1"]["reason"]) == ("busy", busy_reason(trial))
+    assert rows["0"]["status"] == "ok"
+    assert list(trial.iterdir()) == []  # nothing written into the other's folder
+
+    result = invoke("search", config_path, "--out", out, "--workers", 1)
+    assert result.exit_code == 0, result.output
+    assert "4 trials, 3 to run" in result.stderr
+    planned = json.loads((out / "study.json").read_text())
+    expected = json.loads((whole / "study.json").read_text())
+    assert planned["rounds"] == expected["rounds"]
+    assert planned["trials"] == expected["trials"]
+    assert [row["status"] for row in read_rows(out)] == ["ok"] * 4
+
+
+def test_a_busy_trial_of_the_last_round_takes_the_result_its_process_writes(
+        write_config, tiny_npz, tmp_path):
+    config_path = write_config(study_config(tiny_npz, trials=2, params=LR_ONLY))
+    out = tmp_path / "out"
+    trial, lock = planned_with_trial_1_locked(config_path, out)
+
+    try:
+        result = invoke("search", config_path, "--out", out, "--workers", 1)
+    finally:
+        os.close(lock)
+
+    assert result.exit_code == 1
+    assert result.stderr.splitlines()[-1] == busy_error(1, "the study is not finished")
+    assert [row["status"] for row in read_rows(out)] == ["ok", "busy"]
+
+    # The other process ends, writing the trial's result.
+    config, spec = load_search_config(config_path)
+    values = json.loads((out / "study.json").read_text())["trials"][1]["values"]
+    finished = run_trial({"trial": 1, "values": values, "config": config,
+                          "run_dir": str(trial), "metric": spec.metric,
+                          "mode": spec.mode})
+    assert finished["status"] == "ok"
+
+    result = invoke("search", config_path, "--out", out, "--workers", 1)
+    assert result.exit_code == 0, result.output
+    assert "2 trials, 0 to run" in result.stderr
+    rows = {row["trial"]: row for row in read_rows(out)}
+    assert rows["1"]["status"] == "ok"
+    assert float(rows["1"]["val_accuracy"]) == finished["metric"]
 
 
 def _slow_runner(task):

@@ -48,7 +48,11 @@ ends a trial (its worker process dying, Ctrl-C, a lost Dask worker, a bug) is re
 as failed for this run but leaves no result.json, so the next run of the same study
 retries it; the study then stops after that trial's round (exit status 1) rather than
 plan the next round without it, so that an interrupted study plans as an
-uninterrupted one. Trials with a result.json never run again.
+uninterrupted one. Trials with a result.json never run again. A trial whose folder
+another nntrain process holds (an interrupted search's trial still running on a Dask
+worker) did not run: it is "busy", and the study stops after its round, in the last
+round too, until a rerun finds that process ended. A study holds a lock on its folder
+while it is open (Study.close), so a second search of it is refused.
 
 The package: space.py validates the search section and draws, narrows and applies
 the values; trials.py runs one trial, and many on worker processes or Dask; study.py

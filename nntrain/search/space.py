@@ -263,15 +263,29 @@ def _check_every_value_fits(params, config: dict) -> None:
                 refused.append((value, error))
         where = f"search.params.{param.key}"
         if refused and len(refused) == len(candidates[param.key]):
-            raise (_not_a_setting(param.key, refused[0][1]) or ConfigError(
-                f"invalid {where}: no value of it fits the key ({refused[0][1]})",
-                where))
+            raise (_not_a_setting(param.key, refused[0][1])
+                   or _nothing_fits(param, refused, where))
         if refused:
             value, error = refused[0]
             fix = ("remove or correct that option" if param.kind == "choice"
                    else "give a range whose ends the key accepts")
             raise ConfigError(f"invalid {where}: {_which(param, value)} gives no"
                               f" valid config ({error}); {fix}", where)
+
+
+def _nothing_fits(param: Param, refused: list, where: str) -> ConfigError:
+    """The error for ``param`` when each of its options, or both ends of its range,
+    gave an invalid config (``refused``: (value, error) pairs)."""
+    if param.kind == "choice":
+        return ConfigError(f"invalid {where}: no value of it fits the key"
+                           f" ({refused[0][1]})", where)
+    # Only the ends were tried: values between them may well fit (a range that
+    # reaches past the key's bounds at both ends), so each end's error is given.
+    (low, low_error), (high, high_error) = refused
+    return ConfigError(f"invalid {where}: neither end of the range gives a valid"
+                       f" config: the low end {shown(low)} ({low_error}) and the"
+                       f" high end {shown(high)} ({high_error}); give a range whose"
+                       " ends the key accepts", where)
 
 
 def _not_a_setting(key: str, error: ConfigError) -> ConfigError | None:
@@ -431,8 +445,12 @@ def resolve_study_config(raw: dict, search) -> dict:
     if not any(_may_mend(key, error) for key in mender.candidates):
         raise error  # a fault of its own, found once the searched keys were mended
     key = mender.menders(base_error, {})[0]
-    raise ConfigError(f"invalid search.params.{key}: no value of it fits the key"
-                      f" ({error})", f"search.params.{key}")
+    kind = next(param.kind for param in params if param.key == key)
+    # Only the ends of a range stand in: values between them are not tried.
+    what = ("no value of it fits the key" if kind == "choice"
+            else "neither end of its range makes the config valid")
+    raise ConfigError(f"invalid search.params.{key}: {what} ({error})",
+                      f"search.params.{key}")
 
 
 def _known_keys(raw: dict) -> list[str]:

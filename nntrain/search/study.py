@@ -5,12 +5,15 @@ import csv
 import io
 import json
 import math
+import os
+import weakref
 from dataclasses import replace
 from pathlib import Path
 
 from nntrain.config import MONITORS, resolve_config
 from nntrain.errors import (
     ConfigError,
+    FolderLockedError,
     RunDirectoryError,
     StopRequested,
     TrainingError,
@@ -28,6 +31,7 @@ from nntrain.search.space import (
     unit_draws,
 )
 from nntrain.search.trials import (
+    BUSY,
     FINISHED,
     RESULT_FILE,
     read_result,
@@ -36,7 +40,7 @@ from nntrain.search.trials import (
     run_trial,
 )
 from nntrain.train.checks import usable_cores
-from nntrain.train.rundir import write_text_atomically
+from nntrain.train.rundir import lock_folder, write_text_atomically
 from nntrain.train.signals import StopFlag
 
 PLAN_FILE = "study.json"
@@ -47,29 +51,67 @@ PLAN_FORMAT = 1
 class Study:
     """A study folder: its plan (study.json) and one row per planned trial.
 
-    A row: trial, round, status (ok | failed | stopped | pending), values {key:
-    value}, metric, best_epoch, epochs, seconds, reason.
+    A row: trial, round, status (ok | failed | stopped | busy | pending), values
+    {key: value}, metric, best_epoch, epochs, seconds, reason.
 
     Opening a folder that holds a study.json continues that study, which must be the
     one ``config`` and ``spec`` plan; a non-empty folder without one is refused.
+    The Study holds a lock on the folder until ``close()``, the end of a ``with``
+    block, a ``run()`` that raises, or until it is collected: another Study of the
+    same folder, in any process, is refused with a FolderLockedError meanwhile, so
+    two searches never run, plan or rank one study's trials at once.
     """
 
     def __init__(self, out, config: dict, spec: SearchSpec):
         self.out = Path(out).resolve()
         self.config, self.spec = config, spec
-        self.plan = self._open()
-        self._rows = {}
-        for trial in self.plan["trials"]:
-            self._add_row(trial)
+        self._release = None
+        try:
+            self.plan = self._open()
+            self._rows = {}
+            for trial in self.plan["trials"]:
+                self._add_row(trial)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Release the study folder's lock."""
+        if self._release is not None:
+            self._release()
+            self._release = None
+
+    def __enter__(self) -> "Study":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def _lock(self) -> None:
+        try:
+            descriptor = lock_folder(self.out)
+        except FolderLockedError:
+            raise FolderLockedError(
+                f"another nntrain search is running on the study in {self.out}; wait"
+                " for it to end, then run this command again") from None
+        if descriptor is not None:
+            # A Study dropped without close() (a script's Study(...).run())
+            # releases the lock when it is collected.
+            self._release = weakref.finalize(self, os.close, descriptor)
 
     def _open(self) -> dict:
         path = self.out / PLAN_FILE
-        if not path.exists():
-            if self.out.is_file() or (self.out.is_dir() and any(self.out.iterdir())):
-                raise RunDirectoryError(
-                    f"{self.out} is not an empty folder and holds no {PLAN_FILE}; give"
-                    " --out a new or empty folder for the study")
+        if self.out.is_file():
+            raise self._not_a_study()
+        if not self.out.is_dir():
             make_output_folder(self.out, "--out")
+        # Before the plan is read or written: a plan read, or rows, that another
+        # search changed meanwhile would run finished trials again and plan a
+        # round twice.
+        self._lock()
+        if not path.exists():
+            if any(self.out.iterdir()):
+                raise self._not_a_study()
             fresh = json.loads(json.dumps(self._new_plan()))
             self._save(fresh)
             return fresh
@@ -83,6 +125,11 @@ class Study:
         _check_same_plan(saved, fresh, path)
         _check_planned_trials(saved, self.spec, path)
         return saved
+
+    def _not_a_study(self) -> RunDirectoryError:
+        return RunDirectoryError(
+            f"{self.out} is not an empty folder and holds no {PLAN_FILE}; give --out"
+            " a new or empty folder for the study")
 
     def _keep_planned_monitor(self, saved) -> None:
         """Where the config leaves train.monitor to the study, go on with the
@@ -146,8 +193,18 @@ class Study:
         as each trial ends, ``on_note(text)`` when a round is planned; ``runner``
         is the function each trial runs (tests replace it). The worker processes
         are spawned, so a script that calls this must guard its entry point with
-        ``if __name__ == "__main__":``, as multiprocessing asks."""
-        workers = workers or usable_cores()
+        ``if __name__ == "__main__":``, as multiprocessing asks. A run that raises
+        (a stop, a round left unfinished) releases the folder's lock: the error's
+        traceback keeps this Study alive, and a caller that catches it may open
+        the study again."""
+        try:
+            return self._run(workers or usable_cores(), scheduler, on_trial, on_note,
+                             runner)
+        except BaseException:
+            self.close()
+            raise
+
+    def _run(self, workers, scheduler, on_trial, on_note, runner) -> list[dict]:
         with StopFlag() as stop:
             try:
                 for number in range(1, self.spec.rounds + 1):
@@ -156,7 +213,7 @@ class Study:
                     if number > len(self.plan["rounds"]):
                         self._plan_next_round(on_note)
                     self._run_round(number, workers, scheduler, runner, stop, on_trial)
-                    if number < self.spec.rounds and stop.signum is None:
+                    if stop.signum is None:
                         self._check_round_has_results(number)
             finally:
                 # Trials that ended while the study was being stopped (by a second
@@ -191,7 +248,16 @@ class Study:
         result.json (its worker died, something stood in its folder's place): the
         next round's ranges would leave it out for good, and the study would differ
         from one that ran without the hitch. A trial that failed by its own training
-        has a result, and counts as failed."""
+        has a result, and counts as failed. In the last round too, refuse to end
+        while another process is writing a trial's folder: that trial never ran
+        here, and its result is yet to come."""
+        self._read_new_results()  # a busy trial's process may have ended since
+        busy = [trial for trial, row in sorted(self._rows.items())
+                if row["round"] == number and row["status"] == BUSY]
+        if busy:
+            raise TrainingError(self._busy_message(number, busy))
+        if number == self.spec.rounds:
+            return
         missing = [trial for trial, row in sorted(self._rows.items())
                    if row["round"] == number
                    and read_result(self.trial_dir(trial)) is None]
@@ -203,6 +269,17 @@ class Study:
                 f" (see the reasons above and in {self.out / CSV_FILE}), so round"
                 f" {number + 1} is not planned yet: fix what the reasons say, then"
                 " rerun the same command to retry them and go on")
+
+    def _busy_message(self, number: int, busy: list[int]) -> str:
+        listed = ", ".join(str(trial) for trial in busy)
+        plural = len(busy) > 1
+        what = (f"round {number + 1} is not planned yet" if number < self.spec.rounds
+                else "the study is not finished")
+        return (f"trial{'s' if plural else ''} {listed} of round {number}"
+                f" {'are' if plural else 'is'} still being written by another nntrain"
+                " process (a trial of an earlier search still running on a Dask"
+                f" worker, or a fit into the trial's folder), so {what}: rerun the"
+                f" same command once {'they end' if plural else 'it ends'}")
 
     def _read_new_results(self) -> None:
         for trial, row in self._rows.items():

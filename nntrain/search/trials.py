@@ -13,13 +13,23 @@ from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from pathlib import Path
 
-from nntrain.errors import BadInputError, ClusterError, NNTrainError, StopRequested
+from nntrain.errors import (
+    BadInputError,
+    ClusterError,
+    FolderLockedError,
+    NNTrainError,
+    StopRequested,
+)
 from nntrain.search.space import is_number, trial_config
 from nntrain.train.rundir import misplaced_entry, write_text_atomically
 from nntrain.train.signals import SIGNAL_EXIT_CODES, StopFlag
 
 RESULT_FILE = "result.json"
 FINISHED = ("ok", "failed")  # statuses a result.json can hold
+# A trial whose folder another nntrain process holds (an earlier search's trial
+# still running on a Dask worker, a fit into its folder): it did not run, and that
+# process may yet write its result.json.
+BUSY = "busy"
 # Read by OpenBLAS, MKL and OpenMP when they load, which in a worker happens before
 # any initializer runs (unpickling the trial function imports numpy): so they are set
 # in the parent while it spawns the pool. One BLAS thread per worker keeps N workers
@@ -70,6 +80,11 @@ def run_trial(task: dict) -> dict:
         first_clause = str(error).split(";")[0]
         return {"status": "stopped",
                 "reason": f"{first_clause}; rerun the study to run it again"}
+    except FolderLockedError:
+        # No result.json: the folder, and the result, are the other process's.
+        return {"status": BUSY,
+                "reason": f"another nntrain process is writing to {run_dir}; rerun"
+                          " the study once it ends"}
     except NNTrainError as error:
         result = {"status": "failed", "reason": str(error)}
     result["seconds"] = round(time.perf_counter() - started, 3)

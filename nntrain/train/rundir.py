@@ -22,6 +22,7 @@ from nntrain.checkpoint import written_by_nntrain
 from nntrain.config import config_to_yaml
 from nntrain.errors import (
     ConfigError,
+    FolderLockedError,
     RunDirectoryError,
     StopRequested,
     TrainingError,
@@ -543,7 +544,7 @@ def lock_folder(path: Path) -> int | None:
     """An exclusive lock on the folder ``path``: the descriptor that holds it
     (os.close releases it), or None where it cannot be taken (Windows has no
     flock; an unreadable folder is reported by the caller's own checks).
-    RunDirectoryError when another process holds it. The operating system drops
+    FolderLockedError when another process holds it. The operating system drops
     the lock when the process ends, however it ends."""
     if fcntl is None:
         return None
@@ -555,7 +556,7 @@ def lock_folder(path: Path) -> int | None:
         fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         os.close(descriptor)
-        raise RunDirectoryError(
+        raise FolderLockedError(
             f"another nntrain process is writing to {path}; wait for it to end, or"
             " give --out another folder") from None
     return descriptor
