@@ -47,9 +47,16 @@ SKIPPED_ACTIVATION_KINDS = ("affine", "dropout")
 
 
 class PlotsUnavailable(NNTrainError):
-    """matplotlib, which the figures need, is not installed (exit status 2)."""
+    """matplotlib, which the figures need, is not installed or fails to import
+    (exit status 2). ``problem`` says which ("is not installed"), ``command`` is
+    the one that mends it."""
 
     exit_code = 2
+
+    def __init__(self, problem: str, remedy: str, command: str):
+        super().__init__(f"plots need matplotlib, which {problem}; {remedy}:"
+                         f" {command}")
+        self.problem, self.command = problem, command
 
 
 class PlotWarning(UserWarning):
@@ -59,10 +66,16 @@ class PlotWarning(UserWarning):
 def plots_available() -> bool:
     """True when matplotlib can be imported, so the plot functions will work."""
     try:
-        _figure_tools()
+        require_matplotlib()
     except PlotsUnavailable:
         return False
     return True
+
+
+def require_matplotlib() -> None:
+    """Import matplotlib's figure tools, or raise PlotsUnavailable saying why it
+    cannot and what mends it."""
+    _figure_tools()
 
 
 @signals_deferred()  # the import too (see the docstring at the top)
@@ -70,12 +83,27 @@ def _figure_tools():
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
-    except ImportError:
-        raise PlotsUnavailable(
-            "plots need matplotlib, which is not installed; install it with:"
-            " pip install 'nntrain[plot]'"
-        ) from None
+    except ModuleNotFoundError as error:
+        if (error.name or "").partition(".")[0] != "matplotlib":
+            raise PlotsUnavailable(*_broken(error)) from None  # a dependency gone
+        raise PlotsUnavailable("is not installed", "install it with",
+                               "pip install 'nntrain[plot]'") from None
+    except Exception as error:
+        # A broken install (a compiled part built for another NumPy, a damaged
+        # matplotlibrc) raises anything at all while it imports.
+        raise PlotsUnavailable(*_broken(error)) from None
     return Figure, FigureCanvasAgg
+
+
+def _broken(error: Exception) -> tuple[str, str, str]:
+    """PlotsUnavailable's parts for a matplotlib that is there but fails to import
+    with ``error``."""
+    lines = str(error).strip().splitlines()
+    said = f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+    if len(said) > 200:  # a whole traceback's worth would drown the fix
+        said = said[:197] + "..."
+    return (f"fails to import, raising {said}", "reinstall it with",
+            "pip install --force-reinstall matplotlib")
 
 
 def _new_figure(width: float, height: float):

@@ -4,16 +4,19 @@ when matplotlib is missing."""
 
 import json
 import re
+import shlex
 import sys
 import warnings
 
 import numpy as np
 import pytest
 import yaml
+from click.testing import CliRunner
 from conftest import tiny_config_dict
 
 from nntrain import plots
 from nntrain.checkpoint import load_checkpoint
+from nntrain.cli import cli
 from nntrain.config import resolve_config
 from nntrain.errors import BadInputError, DataError
 from nntrain.pipeline import fit
@@ -226,6 +229,90 @@ def test_missing_matplotlib_says_how_to_install_it(monkeypatch, tmp_path):
     assert not (tmp_path / "plots").exists() and not (tmp_path / "eval").exists()
 
 
+def fake_matplotlib(monkeypatch, folder, init: str) -> None:
+    """matplotlib swapped, until the test ends, for a package of ``init``."""
+    for name in [name for name in sys.modules if name.split(".")[0] == "matplotlib"]:
+        monkeypatch.delitem(sys.modules, name)
+    package = folder / "site" / "matplotlib"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text(init, encoding="utf-8")
+    monkeypatch.syspath_prepend(str(package.parent))
+
+
+@pytest.fixture
+def broken_matplotlib(monkeypatch, tmp_path):
+    """matplotlib swapped for a package whose import raises, as an install built
+    for another NumPy does; the message it raises."""
+    fake_matplotlib(monkeypatch, tmp_path, 'raise RuntimeError("module compiled'
+                                           ' against ABI version 0x1000009")\n')
+    return ("plots need matplotlib, which fails to import, raising RuntimeError:"
+            " module compiled against ABI version 0x1000009; reinstall it with: pip"
+            " install --force-reinstall matplotlib")
+
+
+def test_a_matplotlib_missing_a_dependency_is_named_broken(monkeypatch, tmp_path):
+    fake_matplotlib(monkeypatch, tmp_path, "import kiwisolver_removed_by_the_test\n")
+
+    with pytest.raises(PlotsUnavailable) as caught:
+        plot_run(tmp_path, tmp_path / "plots")
+
+    assert str(caught.value) == (
+        "plots need matplotlib, which fails to import, raising ModuleNotFoundError:"
+        " No module named 'kiwisolver_removed_by_the_test'; reinstall it with: pip"
+        " install --force-reinstall matplotlib")
+
+
+def test_a_broken_matplotlib_is_named_with_the_reinstall_command(broken_matplotlib,
+                                                                   tmp_path):
+    assert not plots_available()
+    with pytest.raises(PlotsUnavailable) as caught:
+        plot_run(tmp_path, tmp_path / "plots")
+
+    assert str(caught.value) == broken_matplotlib
+    assert caught.value.exit_code == 2
+    assert not (tmp_path / "plots").exists()
+
+
+def test_plot_command_with_a_broken_matplotlib_is_bad_input(broken_matplotlib,
+                                                            tmp_path):
+    run_dir = metrics_run(tmp_path, losses(3)[0])
+
+    result = CliRunner().invoke(cli, ["plot", str(run_dir)])
+
+    assert result.exit_code == 2
+    assert result.stderr == f"error: {broken_matplotlib}\n"
+
+
+@pytest.mark.plots
+def test_fit_with_a_broken_matplotlib_says_how_to_draw_the_plots(broken_matplotlib,
+                                                                  tmp_path):
+    from nntrain.pipeline import _write_plots
+
+    lines = []
+    reporter = type("Lines", (), {"line": staticmethod(lines.append)})()
+    _write_plots(tmp_path / "a run", reporter)
+
+    assert lines == [
+        "plots: skipped, matplotlib fails to import, raising RuntimeError: module"
+        " compiled against ABI version 0x1000009 (pip install --force-reinstall"
+        f" matplotlib, then: nntrain plot {shlex.quote(str(tmp_path / 'a run'))})"]
+
+
+def test_search_with_a_broken_matplotlib_notes_search_png_is_skipped(
+        broken_matplotlib, tmp_path, capsys):
+    from nntrain.cli_search import _plot_study
+    from nntrain.search import plot_study
+
+    assert plot_study([], None, tmp_path / "search.png") is None
+    _plot_study(None, [], None, tmp_path / "search.png")
+
+    assert capsys.readouterr().err == (
+        "note: search.png skipped, matplotlib fails to import, raising RuntimeError:"
+        " module compiled against ABI version 0x1000009 (pip install"
+        " --force-reinstall matplotlib)\n")
+    assert not (tmp_path / "search.png").exists()
+
+
 def test_plot_evaluation_shows_the_lowest_true_class_probabilities(image_run,
                                                                     tmp_path):
     restored = restore(image_run / "checkpoints" / "best.npz")
@@ -314,9 +401,9 @@ def drawn(monkeypatch):
     return figures
 
 
-def plot_metrics(folder, records, monitor=None, **train):
-    """plot_run on a run folder of ``records`` alone (no checkpoint), with a
-    config.yaml setting ``train.monitor`` and ``train`` unless monitor is None."""
+def metrics_run(folder, records, monitor=None, **train):
+    """A run folder of ``records`` alone (no checkpoint), with a config.yaml
+    setting ``train.monitor`` and ``train`` unless monitor is None."""
     run_dir = folder / "run"
     run_dir.mkdir()
     text = "".join(json.dumps(record) + "\n" for record in records)
@@ -324,6 +411,12 @@ def plot_metrics(folder, records, monitor=None, **train):
     if monitor is not None:
         config = {"train": {"monitor": monitor, **train}}
         (run_dir / "config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    return run_dir
+
+
+def plot_metrics(folder, records, monitor=None, **train):
+    """plot_run on ``metrics_run(folder, records, monitor, **train)``."""
+    run_dir = metrics_run(folder, records, monitor, **train)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", ".* holds no last.npz", PlotWarning)
         plot_run(run_dir)
