@@ -38,6 +38,10 @@ UPDATE_RATIO_REFERENCE = 1e-3  # the rule of thumb for update norm / weight norm
 ACTIVATION_SAMPLES = 1000  # training samples pushed through for the histograms
 MAX_WEIGHT_IMAGES = 64  # first-layer units shown, at most
 SAMPLE_SEED = 0  # picks the histogram samples, so a run's figure never changes
+# Past this, a count has no place on an x axis: matplotlib's margins and ticks
+# beyond it overflow float64 (a count above 2^53 is not even exact). Runs log far
+# less: at most 10^9 updates.
+MAX_COUNT = 10**15
 DPI = 110
 
 # Layers whose output is not worth a histogram of its own: an affine layer's output
@@ -60,7 +64,9 @@ class PlotsUnavailable(NNTrainError):
 
 
 class PlotWarning(UserWarning):
-    """A figure was left out: no checkpoint to draw it from, or the data moved."""
+    """A figure, or some of its values, was left out (no checkpoint to draw it
+    from, the data moved, nothing finite to draw), or the run's files were read
+    in part (a last line cut short, a config.yaml that does not say the monitor)."""
 
 
 def plots_available() -> bool:
@@ -183,16 +189,23 @@ def read_metrics(path) -> list[dict]:
     """The records of a ``metrics.jsonl``, in order.
 
     A last line that is not valid JSON was cut short by a run killed while writing
-    it, and is left out; any other unreadable line means the file is damaged.
+    it, and is left out with a PlotWarning; any other unreadable line, or an
+    ``iter`` or ``epoch`` record whose ``iteration`` or ``epoch`` is no count from
+    1 (the x axes), means the file is damaged.
     """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8", errors="replace")
+        data = path.read_bytes()
     except FileNotFoundError:
         raise BadInputError(f"{path} not found; give the run directory that"
                             " nntrain fit wrote") from None
     except OSError as error:
         raise BadInputError(f"cannot read {path}: {error.strerror}") from None
+    try:
+        text, not_utf8 = data.decode("utf-8"), ""
+    except UnicodeDecodeError:
+        # Read on, so that the message names the line that is damaged.
+        text, not_utf8 = data.decode("utf-8", errors="replace"), " (not UTF-8 text)"
 
     lines = [(number, line) for number, line in enumerate(text.splitlines(), 1)
              if line.strip()]
@@ -200,14 +213,39 @@ def read_metrics(path) -> list[dict]:
     for position, (number, line) in enumerate(lines):
         try:
             record = json.loads(line)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):
+            # Besides bad JSON: an integer of over 4300 digits, or lists nested
+            # thousands deep.
             record = None
         if isinstance(record, dict):
+            _check_counts(record, f"{path}, line {number}")
             records.append(record)
         elif position < len(lines) - 1:
-            raise BadInputError(f"{path}, line {number}: not a JSON record; the file"
-                                " is damaged")
+            raise BadInputError(f"{path}, line {number}: not a JSON record{not_utf8};"
+                                " the file is damaged")
+        else:
+            cause = not_utf8 or "; a run killed while writing leaves it cut short"
+            warnings.warn(f"{path}: skipped 1 line, the last (line {number}): not a"
+                          f" JSON record{cause}", PlotWarning, stacklevel=3)
     return records
+
+
+def _check_counts(record: dict, where: str) -> None:
+    """Bad input unless a record drawn (an ``iter`` or ``epoch`` one) has an
+    ``iteration``, and an ``epoch`` if any, that the x axes can place: whole
+    numbers from 1 to MAX_COUNT."""
+    if record.get("kind") not in ("iter", "epoch"):
+        return
+    if "iteration" not in record:
+        raise BadInputError(f"{where}: an {record['kind']} record without an"
+                            " iteration; the file is damaged")
+    for key in ("iteration", "epoch"):
+        value = record.get(key, 1)
+        if type(value) is not int or not 1 <= value <= MAX_COUNT:
+            shown = json.dumps(value)
+            shown = shown if len(shown) <= 40 else shown[:37] + "..."
+            raise BadInputError(f"{where}: {key} {shown} is not a whole number from 1"
+                                f" to {MAX_COUNT:g}; the file is damaged")
 
 
 def smooth(values, weight: float) -> np.ndarray:

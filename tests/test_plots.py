@@ -150,14 +150,106 @@ def metric_lines() -> list[str]:
     return [json.dumps(record) for record in records]
 
 
-def test_read_metrics_drops_a_truncated_last_line(tmp_path):
+def test_read_metrics_drops_a_truncated_last_line_and_says_so(tmp_path):
     lines = metric_lines()
     path = tmp_path / "metrics.jsonl"
     path.write_text("\n".join(lines) + "\n" + lines[0][:25], encoding="utf-8")
 
-    records = read_metrics(path)
+    with pytest.warns(PlotWarning) as caught:
+        records = read_metrics(path)
 
     assert records == [json.loads(line) for line in lines]
+    assert [str(warning.message) for warning in caught] == [
+        f"{path}: skipped 1 line, the last (line 13): not a JSON record; a run killed"
+        " while writing leaves it cut short"]
+
+
+def test_read_metrics_says_a_skipped_last_line_is_not_utf8(tmp_path):
+    lines = metric_lines()
+    path = tmp_path / "metrics.jsonl"
+    path.write_bytes("\n".join(lines).encode() + b"\n\xff\xfe{\x00")
+
+    with pytest.warns(PlotWarning) as caught:
+        records = read_metrics(path)
+
+    assert records == [json.loads(line) for line in lines]
+    assert [str(warning.message) for warning in caught] == [
+        f"{path}: skipped 1 line, the last (line 13): not a JSON record (not UTF-8"
+        " text)"]
+
+
+def test_read_metrics_names_a_damaged_line_that_is_not_utf8(tmp_path):
+    lines = [line.encode() for line in metric_lines()]
+    lines[3] = b"\xff" + lines[3]
+    path = tmp_path / "metrics.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+
+    with pytest.raises(BadInputError) as caught:
+        read_metrics(path)
+
+    assert str(caught.value) == (f"{path}, line 4: not a JSON record (not UTF-8"
+                                 " text); the file is damaged")
+
+
+@pytest.mark.parametrize("value, shown", [
+    (1e308, "1e+308"), (0, "0"), (-3, "-3"), (2.0, "2.0"), ("7", '"7"'),
+    (True, "true"), (None, "null"), (10**16, "10000000000000000"),
+    ("x" * 50, '"' + "x" * 36 + "..."),
+])
+@pytest.mark.parametrize("kind, key", [("iter", "iteration"), ("epoch", "iteration"),
+                                       ("epoch", "epoch")])
+def test_read_metrics_refuses_a_drawn_record_whose_count_is_not_one_or_more(
+        tmp_path, kind, key, value, shown):
+    records = [{"kind": kind, "iteration": 1, "epoch": 1, "loss": 1.0},
+               {"kind": kind, "iteration": 2, "epoch": 1, "loss": 0.5}]
+    records[1][key] = value
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("".join(json.dumps(record) + "\n" for record in records),
+                    encoding="utf-8")
+
+    with pytest.raises(BadInputError) as caught:
+        read_metrics(path)
+
+    assert str(caught.value) == (f"{path}, line 2: {key} {shown} is not a whole"
+                                 " number from 1 to 1e+15; the file is damaged")
+
+
+@pytest.mark.parametrize("line", ['{"loss": 1' + "0" * 5000 + "}", "[" * 100000],
+                         ids=["an integer of 5001 digits", "lists nested deep"])
+def test_read_metrics_refuses_a_line_json_cannot_hold(tmp_path, line):
+    lines = metric_lines()
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("\n".join([lines[0], line, *lines[1:]]) + "\n", encoding="utf-8")
+
+    with pytest.raises(BadInputError) as caught:
+        read_metrics(path)
+
+    assert str(caught.value) == (f"{path}, line 2: not a JSON record; the file is"
+                                 " damaged")
+
+
+def test_read_metrics_refuses_a_drawn_record_without_an_iteration(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"kind": "iter", "iteration": 1, "loss": 1.0}\n'
+                    '{"kind": "iter", "loss": 0.5}\n'
+                    '{"kind": "iter", "iteration": 3, "loss": 0.2}\n',
+                    encoding="utf-8")
+
+    with pytest.raises(BadInputError) as caught:
+        read_metrics(path)
+
+    assert str(caught.value) == (f"{path}, line 2: an iter record without an"
+                                 " iteration; the file is damaged")
+
+
+def test_read_metrics_leaves_the_counts_of_other_records_alone(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    records = [{"kind": "iter", "iteration": 1, "loss": 1.0},
+               {"kind": "event", "event": "early_stop", "iteration": 0.5}]
+    path.write_text("".join(json.dumps(record) + "\n" for record in records),
+                    encoding="utf-8")
+
+    assert read_metrics(path) == records
 
 
 def test_read_metrics_refuses_a_damaged_line_before_the_last(tmp_path):
@@ -177,7 +269,8 @@ def test_plot_run_from_metrics_alone_warns_and_skips_checkpoint_figures(tmp_path
     (run_dir / "metrics.jsonl").write_text(text, encoding="utf-8")
 
     with pytest.warns(PlotWarning, match="no last.npz or best.npz"), \
-            pytest.warns(PlotWarning, match="config.yaml does not say train.monitor"):
+            pytest.warns(PlotWarning, match="config.yaml does not say train.monitor"), \
+            pytest.warns(PlotWarning, match="skipped 1 line, the last"):
         paths = plot_run(run_dir)
 
     assert {path.name for path in paths} == {"loss.png", "accuracy.png",
@@ -311,6 +404,20 @@ def test_search_with_a_broken_matplotlib_notes_search_png_is_skipped(
         " module compiled against ABI version 0x1000009 (pip install"
         " --force-reinstall matplotlib)\n")
     assert not (tmp_path / "search.png").exists()
+
+
+def test_plot_command_refuses_an_iteration_that_is_no_count(tmp_path):
+    records = [{"kind": "iter", "iteration": 1e308, "loss": 1.0},
+               {"kind": "iter", "iteration": 2, "loss": 0.5}]
+    run_dir = metrics_run(tmp_path, records, "val_accuracy")
+
+    result = CliRunner().invoke(cli, ["plot", str(run_dir)])
+
+    assert result.exit_code == 2
+    assert result.stderr == (f"error: {run_dir / 'metrics.jsonl'}, line 1: iteration"
+                             " 1e+308 is not a whole number from 1 to 1e+15; the"
+                             " file is damaged\n")
+    assert not (run_dir / "plots").exists()
 
 
 def test_plot_evaluation_shows_the_lowest_true_class_probabilities(image_run,
