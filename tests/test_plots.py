@@ -406,6 +406,24 @@ def test_search_with_a_broken_matplotlib_notes_search_png_is_skipped(
     assert not (tmp_path / "search.png").exists()
 
 
+def test_plot_command_of_losses_too_large_for_an_axis_says_what_it_left_out(
+        tmp_path):
+    records = [{"kind": "iter", "iteration": 1, "loss": 1e308},
+               {"kind": "iter", "iteration": 2, "loss": -1e308}]
+    run_dir = metrics_run(tmp_path, records, "val_accuracy")
+
+    result = CliRunner().invoke(cli, ["plot", str(run_dir)])
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout == ""
+    assert result.stderr.splitlines()[1:] == [
+        "warning: loss.png is left out: no record holds a finite loss within"
+        " ±1e+306",
+        "warning: accuracy.png is left out: the run logged no evaluation (no epoch"
+        " record)",
+    ]
+
+
 def test_plot_command_refuses_an_iteration_that_is_no_count(tmp_path):
     records = [{"kind": "iter", "iteration": 1e308, "loss": 1.0},
                {"kind": "iter", "iteration": 2, "loss": 0.5}]
@@ -526,7 +544,20 @@ def plot_metrics(folder, records, monitor=None, **train):
     run_dir = metrics_run(folder, records, monitor, **train)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", ".* holds no last.npz", PlotWarning)
+        warnings.filterwarnings("ignore", ".* is left out: ", PlotWarning)
         plot_run(run_dir)
+
+
+def plot_warnings(run_dir) -> tuple[list[str], list[str]]:
+    """(names of the PNGs plot_run wrote, the PlotWarnings it gave but the one on
+    the missing checkpoint), with every other warning made an error."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("error")
+        warnings.simplefilter("always", PlotWarning)
+        paths = plot_run(run_dir)
+    said = [str(warning.message) for warning in caught]
+    return ([path.name for path in paths],
+            [text for text in said if "holds no last.npz" not in text])
 
 
 def evaluations(**series) -> list[dict]:
@@ -757,3 +788,151 @@ def test_worst_example_tiles_tell_probabilities_near_one_apart(tmp_path, drawn):
 
     texts = [text.get_text() for text in drawn["worst_examples.png"].axes[0].texts]
     assert texts[:2] == ["a\np=0.99753", "a\np=0.999665"]
+
+
+def test_an_empty_metrics_file_says_the_metric_figures_are_left_out(tmp_path):
+    run_dir = metrics_run(tmp_path, [], "val_accuracy")
+
+    names, said = plot_warnings(run_dir)
+
+    assert names == []
+    assert said == [f"{run_dir / 'metrics.jsonl'} holds no records (a run stopped"
+                    " before its first one leaves none); loss.png, accuracy.png,"
+                    " learning_rate.png and update_ratios.png are left out"]
+
+
+def test_records_of_nan_only_name_each_figure_left_out(tmp_path):
+    # The run writes NaN as null.
+    records = [{"kind": "iter", "iteration": 1, "epoch": 1, "lr": None,
+                "loss": None},
+               {"kind": "epoch", "iteration": 1, "epoch": 1, "lr": None,
+                "loss": None, "train_accuracy": None, "val_accuracy": None,
+                "update_ratio/affine1.W": None}]
+    run_dir = metrics_run(tmp_path, records, "val_accuracy")
+
+    names, said = plot_warnings(run_dir)
+
+    assert names == []
+    assert said == [
+        "loss.png is left out: no record holds a finite loss",
+        "accuracy.png is left out: no record holds a finite train_accuracy or"
+        " val_accuracy",
+        "learning_rate.png is left out: no record holds a finite lr",
+        "update_ratios.png is left out: no record holds a finite update ratio"
+        " above 0",
+    ]
+
+
+def test_a_run_stopped_before_its_first_evaluation_says_accuracy_is_left_out(
+        tmp_path):
+    records, _ = losses(5)
+    run_dir = metrics_run(tmp_path, records, "val_accuracy")
+
+    names, said = plot_warnings(run_dir)
+
+    assert names == ["loss.png"]
+    assert said == ["accuracy.png is left out: the run logged no evaluation (no"
+                    " epoch record)"]
+
+
+def test_a_run_without_rate_or_diagnostics_leaves_their_figures_out_silently(
+        tmp_path):
+    # L-BFGS logs no lr, and a run without train.diagnostics no update ratios:
+    # nothing is missing.
+    records = [{"kind": "epoch", "iteration": step, "epoch": step, "loss": 1 / step,
+                "val_accuracy": 0.5} for step in (1, 2)]
+    run_dir = metrics_run(tmp_path, records, "val_accuracy")
+
+    assert plot_warnings(run_dir) == (["loss.png", "accuracy.png"], [])
+
+
+def test_losses_too_large_for_an_axis_are_left_out_with_a_note(tmp_path, drawn):
+    records = [{"kind": "iter", "iteration": step, "loss": loss}
+               for step, loss in enumerate([1.0, 1e308, 0.5, -1e308, 0.25], 1)]
+    run_dir = metrics_run(tmp_path, records, "val_accuracy")
+
+    names, said = plot_warnings(run_dir)
+
+    assert names == ["loss.png"]
+    assert said[0] == ("loss.png leaves out 2 values of loss beyond ±1e+306, too"
+                       " large to draw")
+    [line] = drawn["loss.png"].axes[0].get_lines()
+    assert list(line.get_xdata()) == [1, 3, 5]
+    assert list(line.get_ydata()) == [1.0, 0.5, 0.25]
+
+
+def test_losses_all_too_large_for_an_axis_leave_the_figure_out(tmp_path):
+    records = [{"kind": "iter", "iteration": 1, "loss": 1e308},
+               {"kind": "iter", "iteration": 2, "loss": -1e308}]
+    run_dir = metrics_run(tmp_path, records, "val_accuracy")
+
+    names, said = plot_warnings(run_dir)
+
+    assert names == []
+    assert said[0] == ("loss.png is left out: no record holds a finite loss within"
+                       " ±1e+306")
+
+
+def test_accuracy_star_too_large_for_an_axis_is_not_drawn(tmp_path, drawn):
+    records = evaluations(val_accuracy=[0.5, 1e308], val_loss=[1.0, 0.5],
+                          loss=[1.0, 0.5])
+    run_dir = metrics_run(tmp_path, records, "val_loss")
+
+    names, said = plot_warnings(run_dir)
+
+    assert "accuracy.png" in names
+    assert said == ["accuracy.png leaves out 1 value of accuracy beyond ±1e+306,"
+                    " too large to draw"]
+    assert not [line for line in drawn["accuracy.png"].axes[0].get_lines()
+                if line.get_marker() == "*"]
+
+
+def test_a_loss_that_blew_up_over_hundreds_of_decades_is_drawn_whole(tmp_path,
+                                                                      drawn):
+    # A float64 run at a rate far too high: its loss grows ~9 decades an update.
+    loss = np.geomspace(14.7, 7.7e304, 35)
+    records = [{"kind": "iter", "iteration": step, "loss": float(value)}
+               for step, value in enumerate(loss, 1)]
+    run_dir = metrics_run(tmp_path, records, "val_accuracy")
+
+    names, said = plot_warnings(run_dir)  # a NumPy overflow warning would raise
+
+    assert names == ["loss.png"]
+    figure = drawn["loss.png"]
+    figure.canvas.draw()
+    ax = figure.axes[0]
+    low, high = ax.get_ylim()
+    assert ax.get_yscale() == "log"
+    assert low <= 14.7 and 7.7e304 <= high < np.inf
+    assert np.isfinite(ax.get_yticks()).all()
+
+
+def test_a_constant_loss_gets_a_decade_either_side_without_warnings(tmp_path,
+                                                                     drawn):
+    records = [{"kind": "iter", "iteration": step, "loss": 1e5}
+               for step in range(1, 41)]
+    run_dir = metrics_run(tmp_path, records, "val_accuracy")
+
+    names, _ = plot_warnings(run_dir)  # matplotlib's own warning would raise
+
+    assert names == ["loss.png"]
+    np.testing.assert_allclose(drawn["loss.png"].axes[0].get_ylim(), (1e4, 1e6))
+
+
+@pytest.mark.parametrize("text, problem", [
+    ("train: [unclosed\n".encode(),
+     "expected ',' or ']', but got '<stream end>' at line 2, column 1"),
+    (b"train:\n  monitor: val_loss \xff\n", "not UTF-8 text"),
+])
+def test_an_unreadable_config_is_named_with_what_it_means_for_the_star(
+        tmp_path, text, problem):
+    run_dir = metrics_run(tmp_path, evaluations(val_accuracy=[0.5, 0.6],
+                                                loss=[1.0, 0.5]))
+    (run_dir / "config.yaml").write_bytes(text)
+
+    _, said = plot_warnings(run_dir)
+
+    assert said == [f"cannot read {run_dir / 'config.yaml'} ({problem}), so the"
+                    " run's train.monitor is unknown: the star on accuracy.png"
+                    " marks the best val_accuracy, the default, which may not be"
+                    " the evaluation best.npz holds"]
