@@ -201,11 +201,7 @@ def _report_study(study, rows: list[dict], ensemble_size) -> None:
     for line in searching.format_table(rows, spec):
         click.echo(line)
     click.echo(f"wrote {study.out / searching.CSV_FILE}")
-    if searching.plot_study(rows, spec, study.out / searching.PLOT_FILE):
-        click.echo(f"wrote {study.out / searching.PLOT_FILE}")
-    else:
-        click.echo(f"note: {searching.PLOT_FILE} skipped, matplotlib is not"
-                   " installed (pip install 'nntrain[plot]')", err=True)
+    _plot_study(searching, rows, spec, study.out / searching.PLOT_FILE)
     if ensemble_size:
         _ensemble_best(study, ensemble_size)
     if not any(row["status"] == "ok" for row in rows):
@@ -213,6 +209,20 @@ def _report_study(study, rows: list[dict], ensemble_size) -> None:
 
         raise TrainingError("no trial of the study finished; the table above says why"
                             " each one failed")
+
+
+def _plot_study(searching, rows: list[dict], spec, path: Path) -> None:
+    """search.png, or a note saying why it is left out and what mends that."""
+    from nntrain.plots import PlotsUnavailable, require_matplotlib
+
+    try:
+        require_matplotlib()
+    except PlotsUnavailable as error:
+        click.echo(f"note: {path.name} skipped, matplotlib {error.problem}"
+                   f" ({error.command})", err=True)
+        return
+    searching.plot_study(rows, spec, path)
+    click.echo(f"wrote {path}")
 
 
 def _ensemble_best(study, count: int) -> None:

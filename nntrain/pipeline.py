@@ -416,10 +416,11 @@ def _write_plots(path, reporter) -> None:
 
     from nntrain import plots
 
-    if not plots.plots_available():
-        reporter.line("plots: skipped, matplotlib is not installed (pip install"
-                      " 'nntrain[plot]', then: nntrain plot"
-                      f" {shlex.quote(str(path))})")
+    try:
+        plots.require_matplotlib()
+    except plots.PlotsUnavailable as error:
+        reporter.line(f"plots: skipped, matplotlib {error.problem} ({error.command},"
+                      f" then: nntrain plot {shlex.quote(str(path))})")
         return
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", plots.PlotWarning)

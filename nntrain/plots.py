@@ -31,13 +31,20 @@ from nntrain.errors import (
     NNTrainError,
 )
 from nntrain.fileio import make_output_folder, save_figure
-from nntrain.train.report import short_number
+from nntrain.train.report import counted, short_number
 from nntrain.train.signals import signals_deferred
 
 UPDATE_RATIO_REFERENCE = 1e-3  # the rule of thumb for update norm / weight norm
 ACTIVATION_SAMPLES = 1000  # training samples pushed through for the histograms
 MAX_WEIGHT_IMAGES = 64  # first-layer units shown, at most
 SAMPLE_SEED = 0  # picks the histogram samples, so a run's figure never changes
+# Past these, a value has no place on an axis: matplotlib's margins and ticks
+# beyond them overflow float64 (a count above 2^53 is not even exact). Runs log far
+# less: at most 10^9 updates, and a float64 loss that blows up reaches 1e304 or so.
+MAX_COUNT = 10**15
+MAX_DRAWN = 1e306
+LOG10_LARGEST = np.log10(np.finfo(np.float64).max)
+LOG10_SMALLEST = np.log10(np.finfo(np.float64).smallest_normal)
 DPI = 110
 
 # Layers whose output is not worth a histogram of its own: an affine layer's output
@@ -47,22 +54,37 @@ SKIPPED_ACTIVATION_KINDS = ("affine", "dropout")
 
 
 class PlotsUnavailable(NNTrainError):
-    """matplotlib, which the figures need, is not installed (exit status 2)."""
+    """matplotlib, which the figures need, is not installed or fails to import
+    (exit status 2). ``problem`` says which ("is not installed"), ``command`` is
+    the one that mends it."""
 
     exit_code = 2
 
+    def __init__(self, problem: str, remedy: str, command: str):
+        super().__init__(f"plots need matplotlib, which {problem}; {remedy}:"
+                         f" {command}")
+        self.problem, self.command = problem, command
+
 
 class PlotWarning(UserWarning):
-    """A figure was left out: no checkpoint to draw it from, or the data moved."""
+    """A figure, or some of its values, was left out (no checkpoint to draw it
+    from, the data moved, nothing finite to draw), or the run's files were read
+    in part (a last line cut short, a config.yaml that does not say the monitor)."""
 
 
 def plots_available() -> bool:
     """True when matplotlib can be imported, so the plot functions will work."""
     try:
-        _figure_tools()
+        require_matplotlib()
     except PlotsUnavailable:
         return False
     return True
+
+
+def require_matplotlib() -> None:
+    """Import matplotlib's figure tools, or raise PlotsUnavailable saying why it
+    cannot and what mends it."""
+    _figure_tools()
 
 
 @signals_deferred()  # the import too (see the docstring at the top)
@@ -70,12 +92,27 @@ def _figure_tools():
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
-    except ImportError:
-        raise PlotsUnavailable(
-            "plots need matplotlib, which is not installed; install it with:"
-            " pip install 'nntrain[plot]'"
-        ) from None
+    except ModuleNotFoundError as error:
+        if (error.name or "").partition(".")[0] != "matplotlib":
+            raise PlotsUnavailable(*_broken(error)) from None  # a dependency gone
+        raise PlotsUnavailable("is not installed", "install it with",
+                               "pip install 'nntrain[plot]'") from None
+    except Exception as error:
+        # A broken install (a compiled part built for another NumPy, a damaged
+        # matplotlibrc) raises anything at all while it imports.
+        raise PlotsUnavailable(*_broken(error)) from None
     return Figure, FigureCanvasAgg
+
+
+def _broken(error: Exception) -> tuple[str, str, str]:
+    """PlotsUnavailable's parts for a matplotlib that is there but fails to import
+    with ``error``."""
+    lines = str(error).strip().splitlines()
+    said = f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+    if len(said) > 200:  # a whole traceback's worth would drown the fix
+        said = said[:197] + "..."
+    return (f"fails to import, raising {said}", "reinstall it with",
+            "pip install --force-reinstall matplotlib")
 
 
 def _new_figure(width: float, height: float):
@@ -115,16 +152,40 @@ def _save(figure, path: Path) -> Path:
     return path
 
 
-def _log_y(ax) -> None:
-    """A log y axis labelled with plain numbers (0.2, 0.001) instead of 2x10^-1."""
-    from matplotlib.ticker import LogFormatter
+def _log_y(ax, values: np.ndarray) -> None:
+    """A log y axis labelled with plain numbers (0.2, 0.001) instead of 2x10^-1.
+    values: (T,) > 0, all that the axis shows."""
+    from matplotlib.ticker import LogFormatter, LogLocator
 
     class PlainLogFormatter(LogFormatter):
         def __call__(self, x, pos=None):
             # The parent decides which ticks get a label; only the wording changes.
             return f"{x:g}" if super().__call__(x, pos) else ""
 
+    class FiniteLogLocator(LogLocator):
+        def tick_values(self, vmin, vmax):
+            # The parent adds a tick a stride of decades past each limit; over
+            # hundreds of decades that one overflows to inf (or underflows to 0),
+            # which has no place on the axis and no label.
+            with np.errstate(over="ignore"):
+                ticks = super().tick_values(vmin, vmax)
+            return ticks[np.isfinite(ticks) & (ticks > 0)]
+
+    # matplotlib pads the data by a share of its span in decades; over hundreds of
+    # decades (a float64 loss that blew up to 1e304) the padded limit overflows, and
+    # matplotlib then shows 1 to 10 (with a NumPy warning). Such an axis gets its
+    # padding cut a decade inside float64's range; so does a single value, which
+    # matplotlib widens to a decade either side with a warning when many points
+    # hold it. The limits are set before the scale, which would autoscale.
+    low, high = np.log10(values.min()), np.log10(values.max())
+    pad = ax.margins()[1] * (high - low)
+    if low == high or high + pad > LOG10_LARGEST or low - pad < LOG10_SMALLEST:
+        pad = pad or 1.0
+        ax.set_ylim(min(values.min(), 10 ** max(low - pad, LOG10_SMALLEST + 1)),
+                    max(values.max(), 10 ** min(high + pad, LOG10_LARGEST - 1)))
     ax.set_yscale("log")
+    ax.yaxis.set_major_locator(FiniteLogLocator())
+    ax.yaxis.set_minor_locator(FiniteLogLocator(subs=None))
     ax.yaxis.set_major_formatter(PlainLogFormatter(labelOnlyBase=False))
     ax.yaxis.set_minor_formatter(PlainLogFormatter(labelOnlyBase=False,
                                                    minor_thresholds=(2, 0.5)))
@@ -155,16 +216,23 @@ def read_metrics(path) -> list[dict]:
     """The records of a ``metrics.jsonl``, in order.
 
     A last line that is not valid JSON was cut short by a run killed while writing
-    it, and is left out; any other unreadable line means the file is damaged.
+    it, and is left out with a PlotWarning; any other unreadable line, or an
+    ``iter`` or ``epoch`` record whose ``iteration`` or ``epoch`` is no count from
+    1 (the x axes), means the file is damaged.
     """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8", errors="replace")
+        data = path.read_bytes()
     except FileNotFoundError:
         raise BadInputError(f"{path} not found; give the run directory that"
                             " nntrain fit wrote") from None
     except OSError as error:
         raise BadInputError(f"cannot read {path}: {error.strerror}") from None
+    try:
+        text, not_utf8 = data.decode("utf-8"), ""
+    except UnicodeDecodeError:
+        # Read on, so that the message names the line that is damaged.
+        text, not_utf8 = data.decode("utf-8", errors="replace"), " (not UTF-8 text)"
 
     lines = [(number, line) for number, line in enumerate(text.splitlines(), 1)
              if line.strip()]
@@ -172,14 +240,39 @@ def read_metrics(path) -> list[dict]:
     for position, (number, line) in enumerate(lines):
         try:
             record = json.loads(line)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):
+            # Besides bad JSON: an integer of over 4300 digits, or lists nested
+            # thousands deep.
             record = None
         if isinstance(record, dict):
+            _check_counts(record, f"{path}, line {number}")
             records.append(record)
         elif position < len(lines) - 1:
-            raise BadInputError(f"{path}, line {number}: not a JSON record; the file"
-                                " is damaged")
+            raise BadInputError(f"{path}, line {number}: not a JSON record{not_utf8};"
+                                " the file is damaged")
+        else:
+            cause = not_utf8 or "; a run killed while writing leaves it cut short"
+            warnings.warn(f"{path}: skipped 1 line, the last (line {number}): not a"
+                          f" JSON record{cause}", PlotWarning, stacklevel=3)
     return records
+
+
+def _check_counts(record: dict, where: str) -> None:
+    """Bad input unless a record drawn (an ``iter`` or ``epoch`` one) has an
+    ``iteration``, and an ``epoch`` if any, that the x axes can place: whole
+    numbers from 1 to MAX_COUNT."""
+    if record.get("kind") not in ("iter", "epoch"):
+        return
+    if "iteration" not in record:
+        raise BadInputError(f"{where}: an {record['kind']} record without an"
+                            " iteration; the file is damaged")
+    for key in ("iteration", "epoch"):
+        value = record.get(key, 1)
+        if type(value) is not int or not 1 <= value <= MAX_COUNT:
+            shown = json.dumps(value)
+            shown = shown if len(shown) <= 40 else shown[:37] + "..."
+            raise BadInputError(f"{where}: {key} {shown} is not a whole number from 1"
+                                f" to {MAX_COUNT:g}; the file is damaged")
 
 
 def smooth(values, weight: float) -> np.ndarray:
@@ -205,15 +298,54 @@ def _smoothing_weight(count: int) -> float:
     return 1.0 - 2.0 / (span + 1.0)
 
 
-def _series(records: list[dict], key: str, axis: str = "iteration"):
-    """(x, values) as float arrays: ``record[axis]`` and ``record[key]`` of the
-    records holding a finite number under ``key``."""
-    pairs = [
-        (record.get(axis, 0), record[key]) for record in records
-        if isinstance(record.get(key), (int, float)) and math.isfinite(record[key])
-    ]
-    x, values = zip(*pairs) if pairs else ((), ())
-    return np.asarray(x, dtype=np.float64), np.asarray(values, dtype=np.float64)
+@dataclass
+class Series:
+    """One key of the records, as an axis can draw it.
+
+    x, values: (T,) float64, ``record[axis]`` and ``record[key]`` of the records
+    whose ``key`` holds a finite number within ±MAX_DRAWN; beyond: how many held
+    a number past that (or an infinite one).
+    """
+
+    x: np.ndarray
+    values: np.ndarray
+    beyond: int
+
+
+def _series(records: list[dict], key: str, axis: str = "iteration") -> Series:
+    # NaN is no number to draw (the run writes it as null); an infinity counts
+    # as beyond.
+    pairs = [(record[axis], record[key]) for record in records
+             if type(record.get(key)) in (int, float) and record[key] == record[key]]
+    drawn = [(x, value) for x, value in pairs if abs(value) <= MAX_DRAWN]
+    x, values = zip(*drawn) if drawn else ((), ())
+    return Series(np.asarray(x, dtype=np.float64),
+                  np.asarray(values, dtype=np.float64), len(pairs) - len(drawn))
+
+
+def _finite(value) -> bool:
+    """True for a JSON number that is neither NaN nor infinite (bool is none)."""
+    return type(value) is int or type(value) is float and math.isfinite(value)
+
+
+def _left_out(path: Path, why: str) -> None:
+    warnings.warn(f"{path.name} is left out: {why}", PlotWarning, stacklevel=3)
+
+
+def _no_finite(what: str, *series: Series) -> str:
+    """Why a figure of ``series`` that hold no value to draw is left out."""
+    beyond = f" within ±{MAX_DRAWN:g}" if any(one.beyond for one in series) else ""
+    return f"no record holds a finite {what}{beyond}"
+
+
+def _note_beyond(path: Path, what: str, *series: Series) -> None:
+    """A PlotWarning naming how many values of ``series`` the figure at ``path``
+    leaves out as too large to draw."""
+    beyond = sum(one.beyond for one in series)
+    if beyond:
+        warnings.warn(f"{path.name} leaves out {counted(beyond, 'value')} of {what}"
+                      f" beyond ±{MAX_DRAWN:g}, too large to draw", PlotWarning,
+                      stacklevel=3)
 
 
 def _evaluation_axis(evaluations: list[dict]) -> tuple[str, str]:
@@ -236,9 +368,12 @@ def plot_run(run_dir, out_dir=None, *, data_path=None,
     Figures whose inputs are absent are left out: the learning rate for L-BFGS,
     update ratios when the run logged none, and (with a ``PlotWarning``)
     activations and first-layer weights when there is no readable checkpoint or
-    the run's data cannot be found. accuracy.png stars the evaluation that the
+    the run's data cannot be found, and the figures of metrics.jsonl when it
+    holds no records, or no finite value of theirs; values beyond ±MAX_DRAWN are
+    left out, with a PlotWarning. accuracy.png stars the evaluation that the
     ``train.monitor`` of the run's config.yaml chose for best.npz (with a
-    PlotWarning, the best val_accuracy when config.yaml does not say).
+    PlotWarning, the best val_accuracy when config.yaml does not say or cannot
+    be read).
     """
     _figure_tools()
     run_dir = Path(run_dir)
@@ -258,9 +393,15 @@ def plot_run(run_dir, out_dir=None, *, data_path=None,
     # The checkpoint's figures first: a --data that holds other data stops the
     # command before any figure is written.
     from_checkpoint = _plot_checkpoint(run_dir, out_dir, data_path)
+    if not records:
+        warnings.warn(f"{run_dir / 'metrics.jsonl'} holds no records (a run stopped"
+                      " before its first one leaves none); loss.png, accuracy.png,"
+                      " learning_rate.png and update_ratios.png are left out",
+                      PlotWarning, stacklevel=2)
+        return [path for path in from_checkpoint if path is not None]
     written = [
         _plot_loss(steps or evaluations, out_dir / "loss.png"),
-        _plot_accuracy(evaluations, *run_monitor(run_dir), out_dir / "accuracy.png"),
+        _plot_accuracy(evaluations, run_dir, out_dir / "accuracy.png"),
         _plot_learning_rate(steps or evaluations, out_dir / "learning_rate.png"),
         _plot_update_ratios(evaluations, out_dir / "update_ratios.png"),
         *from_checkpoint,
@@ -284,22 +425,39 @@ def _refuse_part_of_a_run(path: Path) -> None:
 def run_monitor(run_dir) -> tuple[str, bool]:
     """(monitor, known): the run's ``train.monitor``, read from its config.yaml,
     and True; the config's default and False, with a PlotWarning, when that file is
-    missing or does not say."""
+    missing, cannot be read or does not say."""
     from nntrain.config import MONITORS, SCHEMA
     from nntrain.yamlio import parse_yaml
 
     path = Path(run_dir) / "config.yaml"
     default = SCHEMA["train"]["monitor"].default
+    unreadable = None
     try:
         config = parse_yaml(path.read_text(encoding="utf-8"), str(path))
         monitor = config["train"]["monitor"]
-    except (OSError, UnicodeDecodeError, ConfigError, KeyError, TypeError):
+    except FileNotFoundError:
+        monitor = None
+    except OSError as error:
+        monitor, unreadable = None, error.strerror or type(error).__name__
+    except UnicodeDecodeError:
+        monitor, unreadable = None, "not UTF-8 text"
+    except ConfigError as error:
+        # Its message names the file and a fix for a config the user wrote; this
+        # one the run wrote, so only the problem is shown.
+        problem = str(error).removeprefix(f"{path}: ").partition("; ")[0]
+        monitor, unreadable = None, problem
+    except (KeyError, TypeError):
         monitor = None
     if isinstance(monitor, str) and monitor in MONITORS:
         return monitor, True
-    warnings.warn(f"{path} does not say train.monitor; the star on accuracy.png"
-                  f" marks the best {default}, the default", PlotWarning,
-                  stacklevel=3)
+    star = (f"the star on accuracy.png marks the best {default}, the default,"
+            " which may not be the evaluation best.npz holds")
+    if unreadable:
+        warnings.warn(f"cannot read {path} ({unreadable}), so the run's"
+                      f" train.monitor is unknown: {star}", PlotWarning, stacklevel=3)
+    else:
+        warnings.warn(f"{path} does not say train.monitor; {star}", PlotWarning,
+                      stacklevel=3)
     return default, False
 
 
@@ -313,7 +471,7 @@ def best_evaluation(evaluations: list[dict], monitor: str) -> dict | None:
     best, best_value = None, None
     for record in evaluations:
         value = record.get(monitor)
-        if not isinstance(value, (int, float)) or not math.isfinite(value):
+        if not _finite(value):
             continue
         if monitor_improved(monitor, value, best_value):
             best, best_value = record, value
@@ -322,9 +480,11 @@ def best_evaluation(evaluations: list[dict], monitor: str) -> dict | None:
 
 @signals_deferred()
 def _plot_loss(records: list[dict], path: Path) -> Path | None:
-    x, loss = _series(records, "loss")
-    if not len(loss):
-        return None
+    series = _series(records, "loss")
+    if not len(series.values):
+        return _left_out(path, _no_finite("loss", series))
+    _note_beyond(path, "loss", series)
+    x, loss = series.x, series.values
     figure = _new_figure(7, 4.2)
     ax = figure.add_subplot()
     weight = _smoothing_weight(len(loss))
@@ -339,7 +499,8 @@ def _plot_loss(records: list[dict], path: Path) -> Path | None:
         ax.plot(x, loss, "o-", color="tab:blue", markersize=4,
                 label="loss (logged iterations)")
     if (loss > 0).all():
-        _log_y(ax)
+        # The moving average lies between the smallest and largest loss.
+        _log_y(ax, loss)
     ax.set(title="Training loss (data + regularization)", xlabel="iteration (updates)",
            ylabel="loss")
     _count_x_axis(ax)
@@ -349,31 +510,37 @@ def _plot_loss(records: list[dict], path: Path) -> Path | None:
 
 
 @signals_deferred()
-def _plot_accuracy(evaluations: list[dict], monitor: str, known: bool,
+def _plot_accuracy(evaluations: list[dict], run_dir: Path,
                    path: Path) -> Path | None:
+    if not evaluations:
+        return _left_out(path, "the run logged no evaluation (no epoch record)")
     axis, label = _evaluation_axis(evaluations)
-    train_x, train = _series(evaluations, "train_accuracy", axis)
-    val_x, val = _series(evaluations, "val_accuracy", axis)
-    if not len(train) and not len(val):
-        return None
+    train = _series(evaluations, "train_accuracy", axis)
+    val = _series(evaluations, "val_accuracy", axis)
+    if not len(train.values) and not len(val.values):
+        return _left_out(path, _no_finite("train_accuracy or val_accuracy", train,
+                                          val))
+    _note_beyond(path, "accuracy", train, val)
     figure = _new_figure(7, 4.2)
     ax = figure.add_subplot()
-    if len(train):
-        ax.plot(train_x, train, "o-", markersize=3,
+    if len(train.values):
+        ax.plot(train.x, train.values, "o-", markersize=3,
                 label="train (mean over the batches since the last evaluation)")
-    if len(val):
-        ax.plot(val_x, val, "o-", markersize=3, label="validation")
-    _mark_best(ax, evaluations, monitor, axis, known)
+    if len(val.values):
+        ax.plot(val.x, val.values, "o-", markersize=3, label="validation")
+    _mark_best(ax, evaluations, *run_monitor(run_dir), axis)
     ax.set(title="Accuracy at each evaluation", xlabel=label, ylabel="accuracy")
     _count_x_axis(ax)
-    ax.set_ylim(top=1.01)
+    if max(train.values.max(initial=0), val.values.max(initial=0)) <= 1:
+        # Room for the star at 1.0; a larger value (no accuracy) keeps its place.
+        ax.set_ylim(top=1.01)
     ax.grid(True, alpha=0.3)
     ax.legend(loc="lower right")
     return _save(figure, path)
 
 
-def _mark_best(ax, evaluations: list[dict], monitor: str, axis: str,
-               known: bool) -> None:
+def _mark_best(ax, evaluations: list[dict], monitor: str, known: bool,
+               axis: str) -> None:
     """A star at the evaluation best.npz holds (``best_evaluation``): on the curve
     of the monitor when that is an accuracy, else on the accuracy curve of the
     monitor's split (val_loss: validation; loss: train), which its legend
@@ -383,9 +550,9 @@ def _mark_best(ax, evaluations: list[dict], monitor: str, axis: str,
     split = "validation" if monitor.startswith("val_") else "train"
     curve = monitor if monitor.endswith("accuracy") else (
         "val_accuracy" if split == "validation" else "train_accuracy")
-    if best is None or not isinstance(best.get(curve), (int, float)):
+    if best is None or not _finite(best.get(curve)) or abs(best[curve]) > MAX_DRAWN:
         return
-    x, y = best.get(axis, 0), best[curve]
+    x, y = best[axis], best[curve]
     label = f"best {monitor}" + (" (best.npz)" if known else "")
     if curve != monitor:
         label += f", marked on the {split} curve"
@@ -398,14 +565,18 @@ def _mark_best(ax, evaluations: list[dict], monitor: str, axis: str,
 
 @signals_deferred()
 def _plot_learning_rate(records: list[dict], path: Path) -> Path | None:
-    x, lr = _series(records, "lr")
-    if not len(lr):
-        return None
+    if not any("lr" in record for record in records):
+        return None  # L-BFGS has no rate to log: nothing is missing
+    series = _series(records, "lr")
+    if not len(series.values):
+        return _left_out(path, _no_finite("lr", series))
+    _note_beyond(path, "lr", series)
+    lr = series.values
     figure = _new_figure(7, 3.5)
     ax = figure.add_subplot()
-    ax.plot(x, lr, color="tab:green")
+    ax.plot(series.x, lr, color="tab:green")
     if (lr > 0).all() and lr.max() > 10 * lr.min():
-        _log_y(ax)
+        _log_y(ax, lr)
     ax.set(title="Learning rate", xlabel="iteration (updates)", ylabel="learning rate")
     _count_x_axis(ax)
     ax.grid(True, which="both", alpha=0.3)
@@ -416,20 +587,24 @@ def _plot_learning_rate(records: list[dict], path: Path) -> Path | None:
 def _plot_update_ratios(evaluations: list[dict], path: Path) -> Path | None:
     names = sorted({key.partition("/")[2] for record in evaluations for key in record
                     if key.startswith("update_ratio/")})
+    if not names:
+        return None  # the run logged no diagnostics: nothing is missing
     axis, label = _evaluation_axis(evaluations)
-    series = {name: _series(evaluations, f"update_ratio/{name}", axis)
-              for name in names}
-    series = {name: (x, y) for name, (x, y) in series.items() if (y > 0).any()}
-    if not series:
-        return None
+    series = [_series(evaluations, f"update_ratio/{name}", axis) for name in names]
+    # A zero ratio has no place on a log axis.
+    drawn = {name: (one.x[one.values > 0], one.values[one.values > 0])
+             for name, one in zip(names, series) if (one.values > 0).any()}
+    if not drawn:
+        return _left_out(path, _no_finite("update ratio above 0", *series))
+    _note_beyond(path, "the update ratios", *series)
     figure = _new_figure(7, 4.2)
     ax = figure.add_subplot()
-    for name, (x, ratio) in series.items():
-        positive = ratio > 0  # a zero ratio has no place on a log axis
-        ax.plot(x[positive], ratio[positive], "o-", markersize=3, label=name)
+    for name, (x, ratio) in drawn.items():
+        ax.plot(x, ratio, "o-", markersize=3, label=name)
     ax.axhline(UPDATE_RATIO_REFERENCE, color="gray", linestyle="--",
                label=f"{UPDATE_RATIO_REFERENCE:g} (rule of thumb)")
-    _log_y(ax)
+    _log_y(ax, np.concatenate([ratio for _, ratio in drawn.values()]
+                              + [[UPDATE_RATIO_REFERENCE]]))
     ax.set(title="Update norm / weight norm per weight array", xlabel=label,
            ylabel="||update|| / ||W||")
     _count_x_axis(ax)

@@ -4,16 +4,19 @@ when matplotlib is missing."""
 
 import json
 import re
+import shlex
 import sys
 import warnings
 
 import numpy as np
 import pytest
 import yaml
+from click.testing import CliRunner
 from conftest import tiny_config_dict
 
 from nntrain import plots
 from nntrain.checkpoint import load_checkpoint
+from nntrain.cli import cli
 from nntrain.config import resolve_config
 from nntrain.errors import BadInputError, DataError
 from nntrain.pipeline import fit
@@ -147,14 +150,106 @@ def metric_lines() -> list[str]:
     return [json.dumps(record) for record in records]
 
 
-def test_read_metrics_drops_a_truncated_last_line(tmp_path):
+def test_read_metrics_drops_a_truncated_last_line_and_says_so(tmp_path):
     lines = metric_lines()
     path = tmp_path / "metrics.jsonl"
     path.write_text("\n".join(lines) + "\n" + lines[0][:25], encoding="utf-8")
 
-    records = read_metrics(path)
+    with pytest.warns(PlotWarning) as caught:
+        records = read_metrics(path)
 
     assert records == [json.loads(line) for line in lines]
+    assert [str(warning.message) for warning in caught] == [
+        f"{path}: skipped 1 line, the last (line 13): not a JSON record; a run killed"
+        " while writing leaves it cut short"]
+
+
+def test_read_metrics_says_a_skipped_last_line_is_not_utf8(tmp_path):
+    lines = metric_lines()
+    path = tmp_path / "metrics.jsonl"
+    path.write_bytes("\n".join(lines).encode() + b"\n\xff\xfe{\x00")
+
+    with pytest.warns(PlotWarning) as caught:
+        records = read_metrics(path)
+
+    assert records == [json.loads(line) for line in lines]
+    assert [str(warning.message) for warning in caught] == [
+        f"{path}: skipped 1 line, the last (line 13): not a JSON record (not UTF-8"
+        " text)"]
+
+
+def test_read_metrics_names_a_damaged_line_that_is_not_utf8(tmp_path):
+    lines = [line.encode() for line in metric_lines()]
+    lines[3] = b"\xff" + lines[3]
+    path = tmp_path / "metrics.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+
+    with pytest.raises(BadInputError) as caught:
+        read_metrics(path)
+
+    assert str(caught.value) == (f"{path}, line 4: not a JSON record (not UTF-8"
+                                 " text); the file is damaged")
+
+
+@pytest.mark.parametrize("value, shown", [
+    (1e308, "1e+308"), (0, "0"), (-3, "-3"), (2.0, "2.0"), ("7", '"7"'),
+    (True, "true"), (None, "null"), (10**16, "10000000000000000"),
+    ("x" * 50, '"' + "x" * 36 + "..."),
+])
+@pytest.mark.parametrize("kind, key", [("iter", "iteration"), ("epoch", "iteration"),
+                                       ("epoch", "epoch")])
+def test_read_metrics_refuses_a_drawn_record_whose_count_is_not_one_or_more(
+        tmp_path, kind, key, value, shown):
+    records = [{"kind": kind, "iteration": 1, "epoch": 1, "loss": 1.0},
+               {"kind": kind, "iteration": 2, "epoch": 1, "loss": 0.5}]
+    records[1][key] = value
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("".join(json.dumps(record) + "\n" for record in records),
+                    encoding="utf-8")
+
+    with pytest.raises(BadInputError) as caught:
+        read_metrics(path)
+
+    assert str(caught.value) == (f"{path}, line 2: {key} {shown} is not a whole"
+                                 " number from 1 to 1e+15; the file is damaged")
+
+
+@pytest.mark.parametrize("line", ['{"loss": 1' + "0" * 5000 + "}", "[" * 100000],
+                         ids=["an integer of 5001 digits", "lists nested deep"])
+def test_read_metrics_refuses_a_line_json_cannot_hold(tmp_path, line):
+    lines = metric_lines()
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("\n".join([lines[0], line, *lines[1:]]) + "\n", encoding="utf-8")
+
+    with pytest.raises(BadInputError) as caught:
+        read_metrics(path)
+
+    assert str(caught.value) == (f"{path}, line 2: not a JSON record; the file is"
+                                 " damaged")
+
+
+def test_read_metrics_refuses_a_drawn_record_without_an_iteration(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"kind": "iter", "iteration": 1, "loss": 1.0}\n'
+                    '{"kind": "iter", "loss": 0.5}\n'
+                    '{"kind": "iter", "iteration": 3, "loss": 0.2}\n',
+                    encoding="utf-8")
+
+    with pytest.raises(BadInputError) as caught:
+        read_metrics(path)
+
+    assert str(caught.value) == (f"{path}, line 2: an iter record without an"
+                                 " iteration; the file is damaged")
+
+
+def test_read_metrics_leaves_the_counts_of_other_records_alone(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    records = [{"kind": "iter", "iteration": 1, "loss": 1.0},
+               {"kind": "event", "event": "early_stop", "iteration": 0.5}]
+    path.write_text("".join(json.dumps(record) + "\n" for record in records),
+                    encoding="utf-8")
+
+    assert read_metrics(path) == records
 
 
 def test_read_metrics_refuses_a_damaged_line_before_the_last(tmp_path):
@@ -174,7 +269,8 @@ def test_plot_run_from_metrics_alone_warns_and_skips_checkpoint_figures(tmp_path
     (run_dir / "metrics.jsonl").write_text(text, encoding="utf-8")
 
     with pytest.warns(PlotWarning, match="no last.npz or best.npz"), \
-            pytest.warns(PlotWarning, match="config.yaml does not say train.monitor"):
+            pytest.warns(PlotWarning, match="config.yaml does not say train.monitor"), \
+            pytest.warns(PlotWarning, match="skipped 1 line, the last"):
         paths = plot_run(run_dir)
 
     assert {path.name for path in paths} == {"loss.png", "accuracy.png",
@@ -224,6 +320,122 @@ def test_missing_matplotlib_says_how_to_install_it(monkeypatch, tmp_path):
                         np.zeros((1, 4)), (2, 2), tmp_path / "eval")
     assert caught.value.exit_code == 2
     assert not (tmp_path / "plots").exists() and not (tmp_path / "eval").exists()
+
+
+def fake_matplotlib(monkeypatch, folder, init: str) -> None:
+    """matplotlib swapped, until the test ends, for a package of ``init``."""
+    for name in [name for name in sys.modules if name.split(".")[0] == "matplotlib"]:
+        monkeypatch.delitem(sys.modules, name)
+    package = folder / "site" / "matplotlib"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text(init, encoding="utf-8")
+    monkeypatch.syspath_prepend(str(package.parent))
+
+
+@pytest.fixture
+def broken_matplotlib(monkeypatch, tmp_path):
+    """matplotlib swapped for a package whose import raises, as an install built
+    for another NumPy does; the message it raises."""
+    fake_matplotlib(monkeypatch, tmp_path, 'raise RuntimeError("module compiled'
+                                           ' against ABI version 0x1000009")\n')
+    return ("plots need matplotlib, which fails to import, raising RuntimeError:"
+            " module compiled against ABI version 0x1000009; reinstall it with: pip"
+            " install --force-reinstall matplotlib")
+
+
+def test_a_matplotlib_missing_a_dependency_is_named_broken(monkeypatch, tmp_path):
+    fake_matplotlib(monkeypatch, tmp_path, "import kiwisolver_removed_by_the_test\n")
+
+    with pytest.raises(PlotsUnavailable) as caught:
+        plot_run(tmp_path, tmp_path / "plots")
+
+    assert str(caught.value) == (
+        "plots need matplotlib, which fails to import, raising ModuleNotFoundError:"
+        " No module named 'kiwisolver_removed_by_the_test'; reinstall it with: pip"
+        " install --force-reinstall matplotlib")
+
+
+def test_a_broken_matplotlib_is_named_with_the_reinstall_command(broken_matplotlib,
+                                                                   tmp_path):
+    assert not plots_available()
+    with pytest.raises(PlotsUnavailable) as caught:
+        plot_run(tmp_path, tmp_path / "plots")
+
+    assert str(caught.value) == broken_matplotlib
+    assert caught.value.exit_code == 2
+    assert not (tmp_path / "plots").exists()
+
+
+def test_plot_command_with_a_broken_matplotlib_is_bad_input(broken_matplotlib,
+                                                            tmp_path):
+    run_dir = metrics_run(tmp_path, losses(3)[0])
+
+    result = CliRunner().invoke(cli, ["plot", str(run_dir)])
+
+    assert result.exit_code == 2
+    assert result.stderr == f"error: {broken_matplotlib}\n"
+
+
+@pytest.mark.plots
+def test_fit_with_a_broken_matplotlib_says_how_to_draw_the_plots(broken_matplotlib,
+                                                                  tmp_path):
+    from nntrain.pipeline import _write_plots
+
+    lines = []
+    reporter = type("Lines", (), {"line": staticmethod(lines.append)})()
+    _write_plots(tmp_path / "a run", reporter)
+
+    assert lines == [
+        "plots: skipped, matplotlib fails to import, raising RuntimeError: module"
+        " compiled against ABI version 0x1000009 (pip install --force-reinstall"
+        f" matplotlib, then: nntrain plot {shlex.quote(str(tmp_path / 'a run'))})"]
+
+
+def test_search_with_a_broken_matplotlib_notes_search_png_is_skipped(
+        broken_matplotlib, tmp_path, capsys):
+    from nntrain.cli_search import _plot_study
+    from nntrain.search import plot_study
+
+    assert plot_study([], None, tmp_path / "search.png") is None
+    _plot_study(None, [], None, tmp_path / "search.png")
+
+    assert capsys.readouterr().err == (
+        "note: search.png skipped, matplotlib fails to import, raising RuntimeError:"
+        " module compiled against ABI version 0x1000009 (pip install"
+        " --force-reinstall matplotlib)\n")
+    assert not (tmp_path / "search.png").exists()
+
+
+def test_plot_command_of_losses_too_large_for_an_axis_says_what_it_left_out(
+        tmp_path):
+    records = [{"kind": "iter", "iteration": 1, "loss": 1e308},
+               {"kind": "iter", "iteration": 2, "loss": -1e308}]
+    run_dir = metrics_run(tmp_path, records, "val_accuracy")
+
+    result = CliRunner().invoke(cli, ["plot", str(run_dir)])
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout == ""
+    assert result.stderr.splitlines()[1:] == [
+        "warning: loss.png is left out: no record holds a finite loss within"
+        " ±1e+306",
+        "warning: accuracy.png is left out: the run logged no evaluation (no epoch"
+        " record)",
+    ]
+
+
+def test_plot_command_refuses_an_iteration_that_is_no_count(tmp_path):
+    records = [{"kind": "iter", "iteration": 1e308, "loss": 1.0},
+               {"kind": "iter", "iteration": 2, "loss": 0.5}]
+    run_dir = metrics_run(tmp_path, records, "val_accuracy")
+
+    result = CliRunner().invoke(cli, ["plot", str(run_dir)])
+
+    assert result.exit_code == 2
+    assert result.stderr == (f"error: {run_dir / 'metrics.jsonl'}, line 1: iteration"
+                             " 1e+308 is not a whole number from 1 to 1e+15; the"
+                             " file is damaged\n")
+    assert not (run_dir / "plots").exists()
 
 
 def test_plot_evaluation_shows_the_lowest_true_class_probabilities(image_run,
@@ -314,9 +526,9 @@ def drawn(monkeypatch):
     return figures
 
 
-def plot_metrics(folder, records, monitor=None, **train):
-    """plot_run on a run folder of ``records`` alone (no checkpoint), with a
-    config.yaml setting ``train.monitor`` and ``train`` unless monitor is None."""
+def metrics_run(folder, records, monitor=None, **train):
+    """A run folder of ``records`` alone (no checkpoint), with a config.yaml
+    setting ``train.monitor`` and ``train`` unless monitor is None."""
     run_dir = folder / "run"
     run_dir.mkdir()
     text = "".join(json.dumps(record) + "\n" for record in records)
@@ -324,9 +536,28 @@ def plot_metrics(folder, records, monitor=None, **train):
     if monitor is not None:
         config = {"train": {"monitor": monitor, **train}}
         (run_dir / "config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    return run_dir
+
+
+def plot_metrics(folder, records, monitor=None, **train):
+    """plot_run on ``metrics_run(folder, records, monitor, **train)``."""
+    run_dir = metrics_run(folder, records, monitor, **train)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", ".* holds no last.npz", PlotWarning)
+        warnings.filterwarnings("ignore", ".* is left out: ", PlotWarning)
         plot_run(run_dir)
+
+
+def plot_warnings(run_dir) -> tuple[list[str], list[str]]:
+    """(names of the PNGs plot_run wrote, the PlotWarnings it gave but the one on
+    the missing checkpoint), with every other warning made an error."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("error")
+        warnings.simplefilter("always", PlotWarning)
+        paths = plot_run(run_dir)
+    said = [str(warning.message) for warning in caught]
+    return ([path.name for path in paths],
+            [text for text in said if "holds no last.npz" not in text])
 
 
 def evaluations(**series) -> list[dict]:
@@ -557,3 +788,151 @@ def test_worst_example_tiles_tell_probabilities_near_one_apart(tmp_path, drawn):
 
     texts = [text.get_text() for text in drawn["worst_examples.png"].axes[0].texts]
     assert texts[:2] == ["a\np=0.99753", "a\np=0.999665"]
+
+
+def test_an_empty_metrics_file_says_the_metric_figures_are_left_out(tmp_path):
+    run_dir = metrics_run(tmp_path, [], "val_accuracy")
+
+    names, said = plot_warnings(run_dir)
+
+    assert names == []
+    assert said == [f"{run_dir / 'metrics.jsonl'} holds no records (a run stopped"
+                    " before its first one leaves none); loss.png, accuracy.png,"
+                    " learning_rate.png and update_ratios.png are left out"]
+
+
+def test_records_of_nan_only_name_each_figure_left_out(tmp_path):
+    # The run writes NaN as null.
+    records = [{"kind": "iter", "iteration": 1, "epoch": 1, "lr": None,
+                "loss": None},
+               {"kind": "epoch", "iteration": 1, "epoch": 1, "lr": None,
+                "loss": None, "train_accuracy": None, "val_accuracy": None,
+                "update_ratio/affine1.W": None}]
+    run_dir = metrics_run(tmp_path, records, "val_accuracy")
+
+    names, said = plot_warnings(run_dir)
+
+    assert names == []
+    assert said == [
+        "loss.png is left out: no record holds a finite loss",
+        "accuracy.png is left out: no record holds a finite train_accuracy or"
+        " val_accuracy",
+        "learning_rate.png is left out: no record holds a finite lr",
+        "update_ratios.png is left out: no record holds a finite update ratio"
+        " above 0",
+    ]
+
+
+def test_a_run_stopped_before_its_first_evaluation_says_accuracy_is_left_out(
+        tmp_path):
+    records, _ = losses(5)
+    run_dir = metrics_run(tmp_path, records, "val_accuracy")
+
+    names, said = plot_warnings(run_dir)
+
+    assert names == ["loss.png"]
+    assert said == ["accuracy.png is left out: the run logged no evaluation (no"
+                    " epoch record)"]
+
+
+def test_a_run_without_rate_or_diagnostics_leaves_their_figures_out_silently(
+        tmp_path):
+    # L-BFGS logs no lr, and a run without train.diagnostics no update ratios:
+    # nothing is missing.
+    records = [{"kind": "epoch", "iteration": step, "epoch": step, "loss": 1 / step,
+                "val_accuracy": 0.5} for step in (1, 2)]
+    run_dir = metrics_run(tmp_path, records, "val_accuracy")
+
+    assert plot_warnings(run_dir) == (["loss.png", "accuracy.png"], [])
+
+
+def test_losses_too_large_for_an_axis_are_left_out_with_a_note(tmp_path, drawn):
+    records = [{"kind": "iter", "iteration": step, "loss": loss}
+               for step, loss in enumerate([1.0, 1e308, 0.5, -1e308, 0.25], 1)]
+    run_dir = metrics_run(tmp_path, records, "val_accuracy")
+
+    names, said = plot_warnings(run_dir)
+
+    assert names == ["loss.png"]
+    assert said[0] == ("loss.png leaves out 2 values of loss beyond ±1e+306, too"
+                       " large to draw")
+    [line] = drawn["loss.png"].axes[0].get_lines()
+    assert list(line.get_xdata()) == [1, 3, 5]
+    assert list(line.get_ydata()) == [1.0, 0.5, 0.25]
+
+
+def test_losses_all_too_large_for_an_axis_leave_the_figure_out(tmp_path):
+    records = [{"kind": "iter", "iteration": 1, "loss": 1e308},
+               {"kind": "iter", "iteration": 2, "loss": -1e308}]
+    run_dir = metrics_run(tmp_path, records, "val_accuracy")
+
+    names, said = plot_warnings(run_dir)
+
+    assert names == []
+    assert said[0] == ("loss.png is left out: no record holds a finite loss within"
+                       " ±1e+306")
+
+
+def test_accuracy_star_too_large_for_an_axis_is_not_drawn(tmp_path, drawn):
+    records = evaluations(val_accuracy=[0.5, 1e308], val_loss=[1.0, 0.5],
+                          loss=[1.0, 0.5])
+    run_dir = metrics_run(tmp_path, records, "val_loss")
+
+    names, said = plot_warnings(run_dir)
+
+    assert "accuracy.png" in names
+    assert said == ["accuracy.png leaves out 1 value of accuracy beyond ±1e+306,"
+                    " too large to draw"]
+    assert not [line for line in drawn["accuracy.png"].axes[0].get_lines()
+                if line.get_marker() == "*"]
+
+
+def test_a_loss_that_blew_up_over_hundreds_of_decades_is_drawn_whole(tmp_path,
+                                                                      drawn):
+    # A float64 run at a rate far too high: its loss grows ~9 decades an update.
+    loss = np.geomspace(14.7, 7.7e304, 35)
+    records = [{"kind": "iter", "iteration": step, "loss": float(value)}
+               for step, value in enumerate(loss, 1)]
+    run_dir = metrics_run(tmp_path, records, "val_accuracy")
+
+    names, said = plot_warnings(run_dir)  # a NumPy overflow warning would raise
+
+    assert names == ["loss.png"]
+    figure = drawn["loss.png"]
+    figure.canvas.draw()
+    ax = figure.axes[0]
+    low, high = ax.get_ylim()
+    assert ax.get_yscale() == "log"
+    assert low <= 14.7 and 7.7e304 <= high < np.inf
+    assert np.isfinite(ax.get_yticks()).all()
+
+
+def test_a_constant_loss_gets_a_decade_either_side_without_warnings(tmp_path,
+                                                                     drawn):
+    records = [{"kind": "iter", "iteration": step, "loss": 1e5}
+               for step in range(1, 41)]
+    run_dir = metrics_run(tmp_path, records, "val_accuracy")
+
+    names, _ = plot_warnings(run_dir)  # matplotlib's own warning would raise
+
+    assert names == ["loss.png"]
+    np.testing.assert_allclose(drawn["loss.png"].axes[0].get_ylim(), (1e4, 1e6))
+
+
+@pytest.mark.parametrize("text, problem", [
+    ("train: [unclosed\n".encode(),
+     "expected ',' or ']', but got '<stream end>' at line 2, column 1"),
+    (b"train:\n  monitor: val_loss \xff\n", "not UTF-8 text"),
+])
+def test_an_unreadable_config_is_named_with_what_it_means_for_the_star(
+        tmp_path, text, problem):
+    run_dir = metrics_run(tmp_path, evaluations(val_accuracy=[0.5, 0.6],
+                                                loss=[1.0, 0.5]))
+    (run_dir / "config.yaml").write_bytes(text)
+
+    _, said = plot_warnings(run_dir)
+
+    assert said == [f"cannot read {run_dir / 'config.yaml'} ({problem}), so the"
+                    " run's train.monitor is unknown: the star on accuracy.png"
+                    " marks the best val_accuracy, the default, which may not be"
+                    " the evaluation best.npz holds"]

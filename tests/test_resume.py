@@ -1073,10 +1073,11 @@ def test_commands_printed_to_paste_quote_their_paths(tmp_path, tiny_npz,
 @pytest.mark.plots
 def test_the_plot_command_printed_without_matplotlib_quotes_its_path(tmp_path,
                                                                      monkeypatch):
-    import nntrain.plots
     from nntrain.pipeline import _write_plots
 
-    monkeypatch.setattr(nntrain.plots, "plots_available", lambda: False)
+    for name in [name for name in sys.modules if name.split(".")[0] == "matplotlib"]:
+        monkeypatch.setitem(sys.modules, name, None)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
     lines = []
     reporter = type("Lines", (), {"line": staticmethod(lines.append)})()
     _write_plots(tmp_path / "a run", reporter)

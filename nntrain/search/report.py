@@ -58,12 +58,17 @@ def format_table(rows: list[dict], spec: SearchSpec,
 def plot_study(rows: list[dict], spec: SearchSpec, path) -> Path | None:
     """search.png from ranked ``rows``: the metric of each finished trial against
     each hyperparameter, one colour per round, the best circled, log x axis for
-    loguniform. None when matplotlib (the extra nntrain[plot]) is missing."""
+    loguniform. None when matplotlib (the extra nntrain[plot]) is missing or
+    fails to import."""
+    from nntrain.plots import PlotsUnavailable, require_matplotlib
+
     try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError:
+        require_matplotlib()
+    except PlotsUnavailable:
         return None
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     finished = [row for row in rows if row["status"] == "ok"]
     figure = Figure(figsize=(4.0 * len(spec.params), 3.5), layout="constrained")
     FigureCanvasAgg(figure)
