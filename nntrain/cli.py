@@ -759,14 +759,21 @@ def _more_training_samples(num_val: int) -> str:
 
 
 def _penalties(config, model) -> str:
-    """", l2=0.001" for the title, and the L1 strength when any weight has one."""
-    text = f", l2={config['model']['l2']:g}"
-    strengths = sorted({penalty.l1 for penalty in model.penalties if penalty.l1})
-    if len(strengths) == 1:
-        text += f", l1={strengths[0]:g}"
-    elif strengths:
-        text += f", l1={strengths[0]:g} to {strengths[-1]:g}"
+    """", l2=0.001" for the title (a range when layers set their own), and the
+    L1 strength when any weight has one."""
+    l2 = sorted({penalty.l2 for penalty in model.penalties}) or [config["model"]["l2"]]
+    text = f", l2={_strengths(l2)}"
+    l1 = sorted({penalty.l1 for penalty in model.penalties if penalty.l1})
+    if l1:
+        text += f", l1={_strengths(l1)}"
     return text
+
+
+def _strengths(values: list[float]) -> str:
+    """"0.001", or "0 to 0.5" for sorted ``values`` that differ."""
+    if len(values) == 1:
+        return f"{values[0]:g}"
+    return f"{values[0]:g} to {values[-1]:g}"
 
 
 @cli.command(short_help="Check that the network can overfit.")

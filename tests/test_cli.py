@@ -1384,6 +1384,15 @@ def test_gradcheck_title_shows_no_l1_when_none_is_set(tiny_config):
     assert "l1=" not in result.stdout.splitlines()[0]
 
 
+def test_gradcheck_title_gives_the_range_of_per_layer_l2(tiny_config):
+    result = invoke("gradcheck", tiny_config, "--set",
+                    "model.layers=[{affine: {units: 8, l2: 0.5}}, {relu: {}},"
+                    " {affine: {l1: 0.0001}}]")
+
+    assert result.exit_code == 0, result.output
+    assert ", l2=0 to 0.5, l1=0.0001, float64)" in result.stdout.splitlines()[0]
+
+
 def test_gradcheck_layer_checks_only_that_layers_parameters(tiny_config):
     result = invoke("gradcheck", tiny_config, "--layer", "affine2")
 
