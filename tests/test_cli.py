@@ -1385,7 +1385,7 @@ def test_gradcheck_title_shows_no_l1_when_none_is_set(tiny_config):
 
 
 def test_gradcheck_title_gives_the_range_of_per_layer_l2(tiny_config):
-    result = invoke("gradcheck", tiny_config, "--set",
+    result = invoke("gradcheck", tiny_config, "--set", "model.hidden=null", "--set",
                     "model.layers=[{affine: {units: 8, l2: 0.5}}, {relu: {}},"
                     " {affine: {l1: 0.0001}}]")
 
