@@ -14,6 +14,7 @@ Shapes: N samples, D input features, C classes, H hidden units; an image sample 
 """
 
 import contextlib
+import importlib.util
 import json
 import math
 import textwrap
@@ -93,8 +94,10 @@ def _figure_tools():
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ModuleNotFoundError as error:
-        if (error.name or "").partition(".")[0] != "matplotlib":
-            raise PlotsUnavailable(*_broken(error)) from None  # a dependency gone
+        if importlib.util.find_spec("matplotlib") is not None:
+            # A dependency gone, or a part of matplotlib (a half-done uninstall):
+            # installing would answer "already satisfied".
+            raise PlotsUnavailable(*_broken(error)) from None
         raise PlotsUnavailable("is not installed", "install it with",
                                "pip install 'nntrain[plot]'") from None
     except Exception as error:

@@ -268,6 +268,17 @@ def test_resumed_config_names_a_mistyped_key_as_unknown(one_epoch_run):
         resumed_config(load_checkpoint(last), ["model.l2=0.5"], last)
 
 
+def test_resumed_config_does_not_suggest_setting_a_kept_section_whole(
+        one_epoch_run):
+    from nntrain.train.resume import resumed_config
+
+    _, run = one_epoch_run
+    last = run / "checkpoints" / "last.npz"
+    with pytest.raises(ConfigError, match="^" + re.escape(
+            "--set model.hidden.x: a resumed run keeps its checkpoint's config")):
+        resumed_config(load_checkpoint(last), ["model.hidden.x=1"], last)
+
+
 def test_the_package_lists_its_lazy_functions():
     import nntrain
 

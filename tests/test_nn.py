@@ -349,8 +349,10 @@ def test_model_loss_computes_in_the_networks_dtype():
     assert scores.dtype == np.float32
     np.testing.assert_array_equal(scores, model.loss(X.astype(np.float32)))
     assert loss == model.loss(X.astype(np.float32), np.arange(5) % 3)[0]
-    with pytest.raises(ValueError, match=r"^X holds values beyond float32's range"):
-        model.loss(np.full((1, 4), 1e39))
+    for beyond in ([1e39, 0, 0, 0], [1e39, np.nan, 0, 0]):
+        with pytest.raises(ValueError, match=r"^X holds values beyond float32's"
+                                             r" range"):
+            model.loss(np.array([beyond]))
 
 
 def test_build_model_fills_in_the_defaults_of_a_hand_made_config():

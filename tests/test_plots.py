@@ -355,6 +355,21 @@ def test_a_matplotlib_missing_a_dependency_is_named_broken(monkeypatch, tmp_path
         " install --force-reinstall matplotlib")
 
 
+def test_a_matplotlib_missing_a_part_of_itself_is_named_broken(monkeypatch,
+                                                                tmp_path):
+    # An empty package: matplotlib.backends is gone, as after a half-done
+    # uninstall; "pip install" would answer that it is already there.
+    fake_matplotlib(monkeypatch, tmp_path, "")
+
+    with pytest.raises(PlotsUnavailable) as caught:
+        plot_run(tmp_path, tmp_path / "plots")
+
+    assert str(caught.value) == (
+        "plots need matplotlib, which fails to import, raising ModuleNotFoundError:"
+        " No module named 'matplotlib.backends'; reinstall it with: pip install"
+        " --force-reinstall matplotlib")
+
+
 def test_a_broken_matplotlib_is_named_with_the_reinstall_command(broken_matplotlib,
                                                                    tmp_path):
     assert not plots_available()

@@ -100,7 +100,7 @@ def test_a_signal_while_the_plots_are_drawn_says_the_run_is_complete(
     def interrupted(path):
         raise Terminated()
 
-    monkeypatch.setattr(plots, "plots_available", lambda: True)
+    monkeypatch.setattr(plots, "require_matplotlib", lambda: None)
     monkeypatch.setattr(plots, "plot_run", interrupted)
     config = write_config(tiny_config_dict(tiny_npz))
     run = tmp_path / "run"

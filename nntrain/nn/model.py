@@ -188,9 +188,10 @@ class Model:
         # would otherwise turn a float32 network's products into float64 ones.
         with np.errstate(over="ignore"):  # values beyond the dtype: refused below
             cast = X.astype(self.params.vector.dtype, copy=False)
-        if cast is not X and not np.isfinite(cast).all() and np.isfinite(X).all():
+        if cast is not X and (np.isfinite(X) & ~np.isfinite(cast)).any():
             raise ValueError(f"X holds values beyond {cast.dtype}'s range, the"
-                             " network's dtype; rescale them as the training data")
+                             " network's dtype; rescale them as the training data"
+                             " was")
         X = cast
         if y is None:
             return self.scores(X, training=False)

@@ -46,6 +46,15 @@ from nntrain.train.signals import StopFlag
 PLAN_FILE = "study.json"
 CSV_FILE = "results.csv"
 PLAN_FORMAT = 1
+# The study folders that open Studies of this process hold locked: a second Study
+# of one is refused with words of its own (flock alone would blame another
+# process, and waiting for it would not help).
+_LOCKED_HERE: set[Path] = set()
+
+
+def _unlock(folder: Path, descriptor: int) -> None:
+    _LOCKED_HERE.discard(folder)
+    os.close(descriptor)
 
 
 class Study:
@@ -66,6 +75,7 @@ class Study:
         self.out = Path(out).resolve()
         self.config, self.spec = config, spec
         self._release = None
+        self._closed = False
         try:
             self.plan = self._open()
             self._rows = {}
@@ -76,7 +86,8 @@ class Study:
             raise
 
     def close(self) -> None:
-        """Release the study folder's lock."""
+        """Release the study folder's lock; the Study runs no more."""
+        self._closed = True
         if self._release is not None:
             self._release()
             self._release = None
@@ -88,6 +99,10 @@ class Study:
         self.close()
 
     def _lock(self) -> None:
+        if self.out in _LOCKED_HERE:
+            raise FolderLockedError(
+                f"a Study of {self.out} is still open in this process; close it"
+                " first (study.close(), or open it in a with block)")
         try:
             descriptor = lock_folder(self.out)
         except FolderLockedError:
@@ -97,7 +112,8 @@ class Study:
         if descriptor is not None:
             # A Study dropped without close() (a script's Study(...).run())
             # releases the lock when it is collected.
-            self._release = weakref.finalize(self, os.close, descriptor)
+            _LOCKED_HERE.add(self.out)
+            self._release = weakref.finalize(self, _unlock, self.out, descriptor)
 
     def _open(self) -> dict:
         path = self.out / PLAN_FILE
@@ -197,6 +213,9 @@ class Study:
         (a stop, a round left unfinished) releases the folder's lock: the error's
         traceback keeps this Study alive, and a caller that catches it may open
         the study again."""
+        if self._closed:
+            raise RuntimeError(f"this Study of {self.out} is closed; open the study"
+                               " again with a new Study to run it")
         try:
             return self._run(workers or usable_cores(), scheduler, on_trial, on_note,
                              runner)

@@ -206,8 +206,9 @@ def resumed_config(checkpoint, overrides: list[str], path) -> dict:
 def _refuse_unknown_key(checkpoint, path, override: str, key: str) -> None:
     """The config's own error for an ``override`` of a ``key`` that no config has
     (a typo), rather than the word that a resumed run keeps its config."""
-    raw = apply_overrides(copy.deepcopy(saved_config(checkpoint, path)), [override])
     try:
+        raw = apply_overrides(copy.deepcopy(saved_config(checkpoint, path)),
+                              [override])
         resolve_config(raw)
     except ConfigError as error:
         if error.key == key and str(error).startswith("unknown key"):

@@ -12,6 +12,7 @@ renamed, except the two logs, which are appended to line by line.
 """
 
 import contextlib
+import errno
 import json
 import os
 import re
@@ -545,7 +546,9 @@ def lock_folder(path: Path) -> int | None:
     (os.close releases it), or None where it cannot be taken (Windows has no
     flock; an unreadable folder is reported by the caller's own checks).
     FolderLockedError when another process holds it. The operating system drops
-    the lock when the process ends, however it ends."""
+    the lock when the process ends, however it ends. A file system that takes no
+    locks (some network ones answer ENOLCK) gives None too: "held by another
+    process" would never clear there."""
     if fcntl is None:
         return None
     try:
@@ -554,8 +557,10 @@ def lock_folder(path: Path) -> int | None:
         return None
     try:
         fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
+    except OSError as error:
         os.close(descriptor)
+        if error.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+            return None
         raise FolderLockedError(
             f"another nntrain process is writing to {path}; wait for it to end, or"
             " give --out another folder") from None
