@@ -306,9 +306,9 @@ def _resume(config_path, overrides, out, resume, print_config,
             " resume the copy"
         )
     config["output"] = str(run_dir)
-    if resuming.differs(given, config):
-        notes.append(f"{config_path} differs from the checkpoint's config; a resumed"
-                     " run keeps the checkpoint's")
+    differs_note = resuming.differences_note(config_path, given, config)
+    if differs_note:
+        notes.append(differs_note)
     threads_note = resuming.threads_note(given, config, overrides)
     if threads_note:
         notes.append(f"{config_path} {threads_note}")

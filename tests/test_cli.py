@@ -382,8 +382,10 @@ def test_a_resumes_note_on_its_config_file_is_shown_and_kept_in_train_log(
     assert invoke("fit", tiny_config, "--out", out, "--quiet").exit_code == 0
     other = yaml.safe_load(tiny_config.read_text())
     other["seed"] = 1
+    other["model"]["l2"] = 0.5
     other_path = write_config(other, "other.yaml")
-    note = (f"note: {other_path} differs from the checkpoint's config; a resumed run"
+    note = (f"note: {other_path} differs from the checkpoint's config in seed (1 in"
+            " the file, 0 in the checkpoint) and 1 other setting; a resumed run"
             " keeps the checkpoint's")
 
     result = invoke("fit", other_path, "--resume", out, "--set", "train.epochs=4",

@@ -365,25 +365,43 @@ def differs(given: dict, saved: dict) -> bool:
     return first_difference(given, saved) is not None
 
 
+def differences_note(config_path, given: dict, saved: dict) -> str | None:
+    """The note for a resume whose config file ``config_path`` (``given``)
+    differs from the checkpoint's config (``saved``): which setting, with both
+    values, and how many others; None when they agree."""
+    found = list(differences(given, saved))
+    if not found:
+        return None
+    key, mine, theirs = found[0]
+    others = len(found) - 1
+    more = (f" and {others} other setting{'s' if others > 1 else ''}" if others
+            else "")
+    return (f"{config_path} differs from the checkpoint's config in {key}"
+            f" ({yaml_text(mine)} in the file, {yaml_text(theirs)} in the"
+            f" checkpoint){more}; a resumed run keeps the checkpoint's")
+
+
 _ABSENT = object()
 
 
-def first_difference(given: dict, saved: dict,
-                     prefix: str = "") -> tuple[str, object, object] | None:
+def first_difference(given: dict, saved: dict) -> tuple[str, object, object] | None:
     """(dotted key, given value, saved value) of the first setting in which two
     resolved configs differ, leaving out what a resume may change (CHANGEABLE) and
     the output folder; None when they agree. A key one of them lacks has the
     value None there."""
+    return next(differences(given, saved), None)
+
+
+def differences(given: dict, saved: dict, prefix: str = ""):
+    """Every (dotted key, given value, saved value) as first_difference finds the
+    first, in the order of the keys."""
     for key in [*given, *(key for key in saved if key not in given)]:
         dotted = f"{prefix}{key}"
         if dotted in (*CHANGEABLE, "output"):
             continue
         mine, theirs = given.get(key, _ABSENT), saved.get(key, _ABSENT)
         if isinstance(mine, dict) and isinstance(theirs, dict):
-            found = first_difference(mine, theirs, f"{dotted}.")
-            if found:
-                return found
+            yield from differences(mine, theirs, f"{dotted}.")
         elif mine != theirs:
-            return (dotted, None if mine is _ABSENT else mine,
-                    None if theirs is _ABSENT else theirs)
-    return None
+            yield (dotted, None if mine is _ABSENT else mine,
+                   None if theirs is _ABSENT else theirs)
