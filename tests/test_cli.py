@@ -1007,9 +1007,10 @@ def first_array_byte_flipped(data):
 
 @pytest.mark.parametrize("damage, pattern", [
     (truncate, r"is not a readable checkpoint .*truncated or corrupt"),
-    (random_bytes, r"is not a readable checkpoint"),
+    (random_bytes, r"is a file of another kind \(an \.npz starts with the bytes"
+                   r" PK\), not a checkpoint"),
     (first_array_byte_flipped, r"(Bad CRC-32|checksum)"),
-    (lambda data: b"", r"is not a readable checkpoint"),
+    (lambda data: b"", r"is an empty file, not a checkpoint"),
 ])
 def test_eval_of_a_corrupt_checkpoint_exits_2_with_one_line(corrupt, damage, pattern):
     path = corrupt(damage)
@@ -2195,3 +2196,35 @@ def test_a_text_file_given_as_a_checkpoint_is_named_as_text(
         f"error: {given} is a text file (a config or a log?), not a checkpoint;"
         " give a checkpoint (.npz), such as"
         f" {Path('runs/NAME/checkpoints/best.npz')}") + "$")
+
+
+@pytest.mark.parametrize("content, kind", [
+    (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "a PNG image"),
+    (b"\xff\xd8\xff\xe0\x00\x10JFIF\x00", "a JPEG image"),
+    (b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n", "a PDF document"),
+    (b"\x1f\x8b\x08\x00\x00\x00\x00\x00", "a gzip file"),
+    (b"", "an empty file"),
+    (bytes(range(256)), "a file of another kind (an .npz starts with the bytes PK)"),
+], ids=["png", "jpeg", "pdf", "gzip", "empty", "other"])
+def test_a_file_of_another_kind_given_as_a_checkpoint_is_named_for_what_it_is(
+        tmp_path, content, kind):
+    given = tmp_path / "loss.png"
+    given.write_bytes(content)
+
+    result = invoke("eval", given)
+
+    assert_one_line_error(result, 2, "^" + re.escape(
+        f"error: {given} is {kind}, not a checkpoint; give a checkpoint (.npz), such"
+        f" as {Path('runs/NAME/checkpoints/best.npz')}") + "$")
+
+
+def test_a_single_array_given_as_a_checkpoint_says_what_to_give(tmp_path):
+    given = tmp_path / "some.npy"
+    np.save(given, np.zeros((2, 4)))
+
+    result = invoke("eval", given)
+
+    assert_one_line_error(result, 2, "^" + re.escape(
+        f"error: {given} is a single array (.npy), not a checkpoint; give a"
+        f" checkpoint (.npz), such as {Path('runs/NAME/checkpoints/best.npz')}")
+        + "$")
