@@ -185,7 +185,9 @@ def _default_run_dir(config: dict, config_path) -> Path:
 @cli.command()
 @click.argument("config_path", metavar="CONFIG", type=UserPath(dir_okay=False))
 @set_option
-@click.option("--out", type=UserPath(file_okay=False),
+@click.option("--out", type=UserPath(file_okay=False, folder_fix=(
+                  "give a new or empty folder, or a run's own folder with --resume"
+                  " or --force")),
               help="Run directory (default: the config's output, else runs/<stem>).")
 @click.option("--force", is_flag=True,
               help="Start over in a non-empty run directory (removes its old files).")
