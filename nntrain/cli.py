@@ -10,6 +10,7 @@ import csv
 import io
 import math
 import os
+import shlex
 import sys
 import warnings
 from pathlib import Path
@@ -52,6 +53,29 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
     _say(f"warning: {message}")
 
 
+def _split_set_hint(message: str, args) -> str:
+    """For Click's "unexpected extra argument" after a --set whose value has no
+    '=' (``--set train.epochs 5``), how to write it: KEY=VALUE as one argument.
+    Empty otherwise."""
+    if not message.startswith("Got unexpected extra argument"):
+        return ""
+    args = [str(arg) for arg in args]
+    for index, arg in enumerate(args):
+        if arg == "--set":
+            pair = args[index + 1:index + 3]
+        elif arg.startswith("--set="):
+            pair = [arg.removeprefix("--set="), *args[index + 1:index + 2]]
+        else:
+            continue
+        if len(pair) == 2 and "=" not in pair[0] and not pair[1].startswith("-"):
+            # "train.epochs: 5" is how the key reads in a config file.
+            key = pair[0].rstrip(":")
+            written = shlex.quote(f"{key}={pair[1]}")
+            return (f"; --set {pair[0]} has no '=': write KEY=VALUE, here --set"
+                    f" {written}")
+    return ""
+
+
 class Group(click.Group):
     """Turns nntrain's own errors and Click's usage errors into one line on stderr
     and their exit status."""
@@ -69,7 +93,8 @@ class Group(click.Group):
         except click.exceptions.UsageError as error:
             where = error.ctx.command_path if error.ctx else "nntrain"
             message = " ".join(error.format_message().split())
-            _say(f"error: {message} (see: {where} --help)")
+            hint = _split_set_hint(message, sys.argv[1:] if args is None else args)
+            _say(f"error: {message}{hint} (see: {where} --help)")
             sys.exit(2)
         except click.exceptions.ClickException as error:
             _say(f"error: {error.format_message()}")

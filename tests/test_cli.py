@@ -150,6 +150,28 @@ def test_a_usage_error_points_at_the_help_of_its_command(args, command):
     assert result.stderr.endswith(f" (see: {command} --help)\n"), result.stderr
 
 
+@pytest.mark.parametrize("args, written", [
+    (["--set", "train.epochs", "5"], "train.epochs=5"),
+    (["--set=train.epochs", "5"], "train.epochs=5"),
+    (["--set", "model.hidden", "[4, 4]"], "'model.hidden=[4, 4]'"),
+])
+def test_a_set_value_given_as_two_arguments_says_to_write_key_equals_value(
+        tiny_config, args, written):
+    result = invoke("fit", tiny_config, *args)
+
+    key = args[-2].removeprefix("--set=")
+    assert_one_line_error(result, 2, "^" + re.escape(
+        f"error: Got unexpected extra argument ({args[-1]}); --set {key} has no '=':"
+        f" write KEY=VALUE, here --set {written}") + r" \(see: .* --help\)$")
+
+
+def test_an_extra_argument_without_a_split_set_gets_no_set_hint(tiny_config):
+    result = invoke("fit", tiny_config, "--set", "train.epochs=5", "extra")
+
+    assert_one_line_error(result, 2, r"^error: Got unexpected extra argument \(extra\)"
+                                     r" \(see: .* --help\)$")
+
+
 # What a message quotes (a URL, a server's words) may hold a newline or a terminal
 # escape; the CLI prints it escaped, on one line.
 
