@@ -1886,13 +1886,25 @@ def test_running_out_of_memory_is_a_one_line_error(monkeypatch, tmp_path,
                           r" 7\.28 TiB .*\); use a smaller network")
 
 
-def test_a_tab_in_the_yaml_is_named_with_its_fix(tmp_path):
+@pytest.mark.parametrize("text, where, fix", [
+    ("train:\n\tepochs: 1\n", "line 2, column 1",
+     "indent with spaces (YAML refuses tabs)"),
+    ("train:\n  \tepochs: 1\n", "line 2, column 3",
+     "indent with spaces (YAML refuses tabs)"),
+    ("name:\tdigits\n", "line 1, column 6",
+     "a tab is not allowed there (after a colon or inside a line): use spaces"),
+    ("model:\n  hidden: [8,\t8]\n", "line 2, column 14",
+     "a tab is not allowed there (after a colon or inside a line): use spaces"),
+], ids=["indent", "after-spaces", "after-colon", "inside-list"])
+def test_a_tab_in_the_yaml_is_named_with_its_fix(tmp_path, text, where, fix):
     config = tmp_path / "tabs.yaml"
-    config.write_text("train:\n\tepochs: 1\n")
+    config.write_text(text)
 
     result = invoke("fit", config, "--print-config")
 
-    assert_one_line_error(result, 2, r"line 2, column 1; indent with spaces")
+    assert_one_line_error(result, 2, "^" + re.escape(
+        f"error: {config}: found character '\\t' that cannot start any token at"
+        f" {where}; {fix}") + "$")
 
 
 def test_sanity_of_a_diverging_run_says_the_loss_became_nan(tiny_config):
