@@ -806,7 +806,7 @@ def _strengths(values: list[float]) -> str:
 @cli.command(short_help="Check that the network can overfit.")
 @click.argument("config_path", metavar="CONFIG", type=UserPath(dir_okay=False))
 @overrides_option("optimizer.lr=0.01")
-@click.option("--samples", default=50, show_default=True, type=click.IntRange(2),
+@click.option("--samples", default=50, show_default=True, type=int,
               help="Training samples to overfit (2 or more).")
 @click.option("--max-iterations", default=2000, show_default=True,
               type=click.IntRange(1), help="Updates allowed before giving up.")
@@ -820,6 +820,11 @@ def sanity(config_path, overrides, samples, max_iterations):
     from nntrain.prepare import prepare_data
     from nntrain.train.sanity import overfit
 
+    if samples < 2:
+        # Refused here rather than by Click's range, to say why 2 and how.
+        raise BadInputError(f"the sanity check needs at least 2 training samples,"
+                            f" not {samples} (one is fitted by the biases alone);"
+                            " give --samples 2 or more")
     config = _load_unlimited(config_path, overrides)
     prepared = prepare_data(config, splits=("train",))
     X, y = prepared.splits["train"]

@@ -1991,10 +1991,13 @@ def test_a_check_notes_that_the_split_holds_fewer_samples_than_asked(
     assert shown.format(TINY_TRAIN - TINY_VALIDATION) in result.stdout
 
 
-def test_sanity_of_one_sample_is_a_usage_error(tiny_config):
-    result = invoke("sanity", tiny_config, "--samples", "1")
+@pytest.mark.parametrize("samples", ["1", "0", "-3"])
+def test_sanity_of_fewer_than_two_samples_says_to_give_more(tiny_config, samples):
+    result = invoke("sanity", tiny_config, "--samples", samples)
 
-    assert_one_line_error(result, 2, r"'--samples': 1 is not in the range x>=2")
+    assert_one_line_error(result, 2, "^" + re.escape(
+        f"error: the sanity check needs at least 2 training samples, not {samples}"
+        " (one is fitted by the biases alone); give --samples 2 or more") + "$")
 
 
 @pytest.mark.parametrize("threads, warned", [(1, False), (1024, True)])
