@@ -698,12 +698,13 @@ def _check_config(config_path, overrides, samples, layer, rng):
     input_width = prepared.preprocessor.output_width(dataset.num_features)
     model = build_model(config, input_width, dataset.num_classes)
     if layer is not None:
-        _refuse_unknown_layer(layer, [each.name for each in model.layers],
-                              config_path)
+        # Only layers with parameters can be checked, so only those are offered.
         checked = [each.name for each in model.layers if each.params]
-        if layer not in checked:
+        if layer in (each.name for each in model.layers) and layer not in checked:
             raise BadInputError(f"--layer {layer} has no parameters to check; give"
                                 f" one that has: {', '.join(checked)}")
+        _refuse_unknown_layer(layer, checked, config_path,
+                              "its layers with parameters")
     if any(each.kind == "batchnorm" for each in model.layers):
         _refuse_one_sample_training_split(config_path, len(X), samples,
                                           len(prepared.dataset.y_val))
@@ -746,15 +747,17 @@ def _overflow_error(config_path, config, X, model) -> DataError:
     return DataError(f"{problem}: its data reaches {scale:.3g}{seen}; {fix}")
 
 
-def _refuse_unknown_layer(layer, names, owner) -> None:
+def _refuse_unknown_layer(layer, names, owner, listed="its layers") -> None:
+    """Refuse a --layer not among ``names``, which the message lists as
+    ``listed``, with the closest of them."""
     from nntrain.config_checks import close_match
 
     if layer in names:
         return
     close = close_match(layer, names)
     hint = f"; did you mean '{close}'?" if close else ""
-    raise BadInputError(f"--layer {layer}: {owner} has no layer of that name (its"
-                        f" layers: {', '.join(names)}{hint})")
+    raise BadInputError(f"--layer {layer}: {owner} has no layer of that name"
+                        f" ({listed}: {', '.join(names)}{hint})")
 
 
 def _refuse_one_sample_batchnorm(samples) -> None:

@@ -1428,9 +1428,13 @@ def test_gradcheck_layer_checks_only_that_layers_parameters(tiny_config):
 
 @pytest.mark.parametrize("layer, message", [
     ("afine1", r"^error: --layer afine1: .*tiny\.yaml has no layer of that name \(its"
-               r" layers: affine1, relu1, affine2; did you mean 'affine1'\?\)$"),
+               r" layers with parameters: affine1, affine2; did you mean"
+               r" 'affine1'\?\)$"),
+    ("affine3", r"^error: --layer affine3: .*tiny\.yaml has no layer of that name"
+                r" \(its layers with parameters: affine1, affine2; did you mean"
+                r" 'affine2'\?\)$"),
     ("ReLU1", r"^error: --layer ReLU1: .*tiny\.yaml has no layer of that name \(its"
-              r" layers: affine1, relu1, affine2; did you mean 'relu1'\?\)$"),
+              r" layers with parameters: affine1, affine2\)$"),
     ("relu1", r"^error: --layer relu1 has no parameters to check; give one that"
               r" has: affine1, affine2$"),
     ("", r"^error: --layer is empty; give a layer name"),
