@@ -897,13 +897,18 @@ def download(name, folder, mirror):
     from nntrain.data.download import STOPPED_NOTE
     from nntrain.data.download import download as fetch
 
+    fetched = []  # per file, whether this run fetched it
     try:
-        paths = fetch(name, folder, base_url=mirror)
+        paths = fetch(name, folder, base_url=mirror,
+                      on_file=lambda path, now: fetched.append(now))
     except KeyboardInterrupt as error:
         # SIGTERM's StopRequested says this already; a Ctrl-C left the same files.
         raise StopRequested(f"{stopped_by(error)}; {STOPPED_NOTE}",
                             stop_exit_code(error)) from None
-    click.echo(f"{name}: {len(paths)} files verified in {paths[0].parent}")
+    # The counts tell a rerun that found every file from a first download.
+    click.echo(f"{name}: {len(paths)} files verified in {paths[0].parent}"
+               f" ({sum(fetched)} fetched, {len(paths) - sum(fetched)} already"
+               " there)")
 
 
 def _register_study_commands() -> None:
