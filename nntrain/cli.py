@@ -567,6 +567,10 @@ def predict(checkpoint, input_path, out_path):
         raise StopRequested(f"{stopped_by(error)}: no predictions were written",
                             stop_exit_code(error)) from None
     _write_predictions(classes, probabilities, spec["class_names"], out_path)
+    if out_path:
+        # On stderr, as notes are: stdout carries the predictions without --out.
+        click.echo(f"wrote {counted(len(classes), 'prediction')} to {out_path}",
+                   err=True)
 
 
 def _check_predictions_path(out_path, checkpoint, input_path) -> None:

@@ -1147,6 +1147,8 @@ def test_predict_writes_one_csv_row_per_sample_with_probabilities(trained, tmp_p
     result = invoke("predict", best, samples, "--out", out)
 
     assert result.exit_code == 0, result.output
+    assert result.stdout == ""
+    assert result.stderr == f"wrote 7 predictions to {out}\n"
     rows = list(csv.reader(io.StringIO(out.read_text())))
     assert rows[0] == ["index", "class", "name", "p_0", "p_1", "p_2"]
     assert len(rows) == 1 + 7
@@ -1169,6 +1171,7 @@ def test_predict_without_out_writes_csv_to_stdout(trained, tmp_path):
 
     assert result.exit_code == 0
     assert len(result.stdout.splitlines()) == 4
+    assert result.stderr == ""
 
 
 def test_predict_one_sample_of_d_values(trained, tmp_path):
@@ -2068,6 +2071,7 @@ def test_predict_npz_holds_classes_and_probabilities(trained, tmp_path):
                     "--out", out)
 
     assert result.exit_code == 0, result.output
+    assert result.stderr == f"wrote 3 predictions to {out}\n"
     saved = np.load(out)
     assert saved["classes"].shape == (3,) and saved["probabilities"].shape == (3, 3)
     np.testing.assert_allclose(saved["probabilities"].sum(axis=1), 1.0, rtol=1e-12)
