@@ -280,7 +280,7 @@ def ensemble(checkpoints, split, data_path, as_json):
     if len(checkpoints) == 1:
         # Not an error (the member's numbers are right), but no ensemble either;
         # said once the checkpoint has loaded, so that a refusal stays one line.
-        click.echo(f"note: one checkpoint was given, so it is evaluated alone (its"
+        click.echo("note: one checkpoint was given, so it is evaluated alone (its"
                    " ensemble is itself); give two or more checkpoints to ensemble"
                    " them", err=True)
     if as_json:
