@@ -35,6 +35,17 @@ PREFIXES = ("param", "buffer", "optim", "prep", "average")
 EXAMPLE = str(Path("runs", "NAME", "checkpoints", "best.npz"))
 # Bytes enough to tell text from a zip archive, which starts with PK.
 TEXT_PROBE = 4096
+# Files given as a checkpoint by mistake, told by the bytes they start with; a
+# PDF before text, which a small one may decode as.
+FOREIGN_KINDS = (
+    (NPY_MAGIC, "a single array (.npy)"),
+    (b"\x89PNG\r\n\x1a\n", "a PNG image"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"GIF8", "a GIF image"),
+    (b"%PDF-", "a PDF document"),
+    (b"\x1f\x8b", "a gzip file"),
+    (b"\x89HDF\r\n\x1a\n", "an HDF5 file"),
+)
 
 
 @dataclass
@@ -120,12 +131,10 @@ def load_checkpoint(path) -> Checkpoint:
     try:
         with open(path, "rb") as file:
             start = file.read(TEXT_PROBE)
-        if start.startswith(NPY_MAGIC):
-            raise CheckpointError(f"{path} is a single array, not a checkpoint")
-        if _is_text(start):
-            raise CheckpointError(f"{path} is a text file (a config or a log?), not"
-                                  " a checkpoint; give a checkpoint (.npz), such as"
-                                  f" {EXAMPLE}")
+        kind = _kind_of(start)
+        if kind:
+            raise CheckpointError(f"{path} is {kind}, not a checkpoint; give a"
+                                  f" checkpoint (.npz), such as {EXAMPLE}")
         with NpzReader(path, CheckpointError) as archive:
             _check_members(archive.headers, path)
             meta = _read_meta(archive.read("meta"), path)
@@ -178,6 +187,22 @@ def _beside(path: Path) -> str:
     if other and is_checkpoint(path.parent / other):
         return f"{path.parent / other} is there: give that one, or check the path"
     return "check the path"
+
+
+def _kind_of(start: bytes) -> str | None:
+    """What a file that starts with ``start`` is, when it is plainly no checkpoint,
+    as "a PNG image"; None when it starts as a zip archive (an .npz) does, which
+    only its reading can tell from a damaged one."""
+    if start.startswith(b"PK"):
+        return None
+    if not start:
+        return "an empty file"
+    for magic, kind in FOREIGN_KINDS:
+        if start.startswith(magic):
+            return kind
+    if _is_text(start):
+        return "a text file (a config or a log?)"
+    return "a file of another kind (an .npz starts with the bytes PK)"
 
 
 def _is_text(start: bytes) -> bool:

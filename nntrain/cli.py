@@ -10,6 +10,7 @@ import csv
 import io
 import math
 import os
+import shlex
 import sys
 import warnings
 from pathlib import Path
@@ -52,6 +53,29 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
     _say(f"warning: {message}")
 
 
+def _split_set_hint(message: str, args) -> str:
+    """For Click's "unexpected extra argument" after a --set whose value has no
+    '=' (``--set train.epochs 5``), how to write it: KEY=VALUE as one argument.
+    Empty otherwise."""
+    if not message.startswith("Got unexpected extra argument"):
+        return ""
+    args = [str(arg) for arg in args]
+    for index, arg in enumerate(args):
+        if arg == "--set":
+            pair = args[index + 1:index + 3]
+        elif arg.startswith("--set="):
+            pair = [arg.removeprefix("--set="), *args[index + 1:index + 2]]
+        else:
+            continue
+        if len(pair) == 2 and "=" not in pair[0] and not pair[1].startswith("-"):
+            # "train.epochs: 5" is how the key reads in a config file.
+            key = pair[0].rstrip(":")
+            written = shlex.quote(f"{key}={pair[1]}")
+            return (f"; --set {pair[0]} has no '=': write KEY=VALUE, here --set"
+                    f" {written}")
+    return ""
+
+
 class Group(click.Group):
     """Turns nntrain's own errors and Click's usage errors into one line on stderr
     and their exit status."""
@@ -69,7 +93,8 @@ class Group(click.Group):
         except click.exceptions.UsageError as error:
             where = error.ctx.command_path if error.ctx else "nntrain"
             message = " ".join(error.format_message().split())
-            _say(f"error: {message} (see: {where} --help)")
+            hint = _split_set_hint(message, sys.argv[1:] if args is None else args)
+            _say(f"error: {message}{hint} (see: {where} --help)")
             sys.exit(2)
         except click.exceptions.ClickException as error:
             _say(f"error: {error.format_message()}")
@@ -185,7 +210,9 @@ def _default_run_dir(config: dict, config_path) -> Path:
 @cli.command()
 @click.argument("config_path", metavar="CONFIG", type=UserPath(dir_okay=False))
 @set_option
-@click.option("--out", type=UserPath(file_okay=False),
+@click.option("--out", type=UserPath(file_okay=False, folder_fix=(
+                  "give a new or empty folder, or a run's own folder with --resume"
+                  " or --force")),
               help="Run directory (default: the config's output, else runs/<stem>).")
 @click.option("--force", is_flag=True,
               help="Start over in a non-empty run directory (removes its old files).")
@@ -540,6 +567,10 @@ def predict(checkpoint, input_path, out_path):
         raise StopRequested(f"{stopped_by(error)}: no predictions were written",
                             stop_exit_code(error)) from None
     _write_predictions(classes, probabilities, spec["class_names"], out_path)
+    if out_path:
+        # On stderr, as notes are: stdout carries the predictions without --out.
+        click.echo(f"wrote {counted(len(classes), 'prediction')} to {out_path}",
+                   err=True)
 
 
 def _check_predictions_path(out_path, checkpoint, input_path) -> None:
@@ -671,12 +702,13 @@ def _check_config(config_path, overrides, samples, layer, rng):
     input_width = prepared.preprocessor.output_width(dataset.num_features)
     model = build_model(config, input_width, dataset.num_classes)
     if layer is not None:
-        _refuse_unknown_layer(layer, [each.name for each in model.layers],
-                              config_path)
+        # Only layers with parameters can be checked, so only those are offered.
         checked = [each.name for each in model.layers if each.params]
-        if layer not in checked:
+        if layer in (each.name for each in model.layers) and layer not in checked:
             raise BadInputError(f"--layer {layer} has no parameters to check; give"
                                 f" one that has: {', '.join(checked)}")
+        _refuse_unknown_layer(layer, checked, config_path,
+                              "its layers with parameters")
     if any(each.kind == "batchnorm" for each in model.layers):
         _refuse_one_sample_training_split(config_path, len(X), samples,
                                           len(prepared.dataset.y_val))
@@ -719,15 +751,17 @@ def _overflow_error(config_path, config, X, model) -> DataError:
     return DataError(f"{problem}: its data reaches {scale:.3g}{seen}; {fix}")
 
 
-def _refuse_unknown_layer(layer, names, owner) -> None:
+def _refuse_unknown_layer(layer, names, owner, listed="its layers") -> None:
+    """Refuse a --layer not among ``names``, which the message lists as
+    ``listed``, with the closest of them."""
     from nntrain.config_checks import close_match
 
     if layer in names:
         return
     close = close_match(layer, names)
     hint = f"; did you mean '{close}'?" if close else ""
-    raise BadInputError(f"--layer {layer}: {owner} has no layer of that name (its"
-                        f" layers: {', '.join(names)}{hint})")
+    raise BadInputError(f"--layer {layer}: {owner} has no layer of that name"
+                        f" ({listed}: {', '.join(names)}{hint})")
 
 
 def _refuse_one_sample_batchnorm(samples) -> None:
@@ -779,7 +813,7 @@ def _strengths(values: list[float]) -> str:
 @cli.command(short_help="Check that the network can overfit.")
 @click.argument("config_path", metavar="CONFIG", type=UserPath(dir_okay=False))
 @overrides_option("optimizer.lr=0.01")
-@click.option("--samples", default=50, show_default=True, type=click.IntRange(2),
+@click.option("--samples", default=50, show_default=True, type=int,
               help="Training samples to overfit (2 or more).")
 @click.option("--max-iterations", default=2000, show_default=True,
               type=click.IntRange(1), help="Updates allowed before giving up.")
@@ -793,6 +827,11 @@ def sanity(config_path, overrides, samples, max_iterations):
     from nntrain.prepare import prepare_data
     from nntrain.train.sanity import overfit
 
+    if samples < 2:
+        # Refused here rather than by Click's range, to say why 2 and how.
+        raise BadInputError(f"the sanity check needs at least 2 training samples,"
+                            f" not {samples} (one is fitted by the biases alone);"
+                            " give --samples 2 or more")
     config = _load_unlimited(config_path, overrides)
     prepared = prepare_data(config, splits=("train",))
     X, y = prepared.splits["train"]
@@ -862,13 +901,18 @@ def download(name, folder, mirror):
     from nntrain.data.download import STOPPED_NOTE
     from nntrain.data.download import download as fetch
 
+    fetched = []  # per file, whether this run fetched it
     try:
-        paths = fetch(name, folder, base_url=mirror)
+        paths = fetch(name, folder, base_url=mirror,
+                      on_file=lambda path, now: fetched.append(now))
     except KeyboardInterrupt as error:
         # SIGTERM's StopRequested says this already; a Ctrl-C left the same files.
         raise StopRequested(f"{stopped_by(error)}; {STOPPED_NOTE}",
                             stop_exit_code(error)) from None
-    click.echo(f"{name}: {len(paths)} files verified in {paths[0].parent}")
+    # The counts tell a rerun that found every file from a first download.
+    click.echo(f"{name}: {len(paths)} files verified in {paths[0].parent}"
+               f" ({sum(fetched)} fetched, {len(paths) - sum(fetched)} already"
+               " there)")
 
 
 def _register_study_commands() -> None:

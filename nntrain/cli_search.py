@@ -277,6 +277,12 @@ def ensemble(checkpoints, split, data_path, as_json):
         raise BadInputError("--data is empty; give the file or folder where the data"
                             " lies now, or leave --data out")
     result = average(list(checkpoints), split, data_path)
+    if len(checkpoints) == 1:
+        # Not an error (the member's numbers are right), but no ensemble either;
+        # said once the checkpoint has loaded, so that a refusal stays one line.
+        click.echo("note: one checkpoint was given, so it is evaluated alone (its"
+                   " ensemble is itself); give two or more checkpoints to ensemble"
+                   " them", err=True)
     if as_json:
         click.echo(json_text(result.to_json()))
     else:

@@ -172,8 +172,7 @@ def parse_yaml(text: str, source: str):
         mark = error.problem_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
         problem = error.problem or "invalid YAML"
-        fix = "indent with spaces (YAML refuses tabs)" if "\\t" in problem else \
-            "fix the YAML syntax there"
+        fix = _tab_fix(text, mark) if "\\t" in problem else "fix the YAML syntax there"
         if "another document" in problem:
             # PyYAML's problem ("but found another document") reads on from its
             # context; a config is one document.
@@ -199,6 +198,16 @@ def parse_yaml(text: str, source: str):
         # Other errors may span lines ("... in <unicode string>"): one line here.
         raise ConfigError(f"{source}: invalid YAML ({' '.join(str(error).split())})"
                           ) from None
+
+
+def _tab_fix(text: str, mark) -> str:
+    """The fix for a tab that PyYAML refuses at ``mark``: one that only blanks
+    precede on its line is indentation; any other stands inside the line (after
+    a colon, between values), where YAML wants spaces as well."""
+    start = text[mark.index - mark.column:mark.index] if mark else ""
+    if not start.strip(" \t"):
+        return "indent with spaces (YAML refuses tabs)"
+    return "a tab is not allowed there (after a colon or inside a line): use spaces"
 
 
 class _StrictResolver(yaml.resolver.Resolver):

@@ -150,6 +150,28 @@ def test_a_usage_error_points_at_the_help_of_its_command(args, command):
     assert result.stderr.endswith(f" (see: {command} --help)\n"), result.stderr
 
 
+@pytest.mark.parametrize("args, written", [
+    (["--set", "train.epochs", "5"], "train.epochs=5"),
+    (["--set=train.epochs", "5"], "train.epochs=5"),
+    (["--set", "model.hidden", "[4, 4]"], "'model.hidden=[4, 4]'"),
+])
+def test_a_set_value_given_as_two_arguments_says_to_write_key_equals_value(
+        tiny_config, args, written):
+    result = invoke("fit", tiny_config, *args)
+
+    key = args[-2].removeprefix("--set=")
+    assert_one_line_error(result, 2, "^" + re.escape(
+        f"error: Got unexpected extra argument ({args[-1]}); --set {key} has no '=':"
+        f" write KEY=VALUE, here --set {written}") + r" \(see: .* --help\)$")
+
+
+def test_an_extra_argument_without_a_split_set_gets_no_set_hint(tiny_config):
+    result = invoke("fit", tiny_config, "--set", "train.epochs=5", "extra")
+
+    assert_one_line_error(result, 2, r"^error: Got unexpected extra argument \(extra\)"
+                                     r" \(see: .* --help\)$")
+
+
 # What a message quotes (a URL, a server's words) may hold a newline or a terminal
 # escape; the CLI prints it escaped, on one line.
 
@@ -454,10 +476,10 @@ def test_fit_refuses_an_out_that_is_a_file(tmp_path, tiny_config):
 
     result = invoke("fit", tiny_config, "--out", out)
 
-    # Click itself refuses it as a usage error (its own usage lines, exit 2).
-    assert result.exit_code == 2
-    assert "is a file" in result.stderr
-    assert "Traceback" not in result.output
+    assert_one_line_error(result, 2, "^" + re.escape(
+        f"error: Invalid value for '--out': {out} is a file, not a folder; give a"
+        " new or empty folder, or a run's own folder with --resume or --force")
+        + r" \(see: .* --help\)$")
     assert out.read_text() == "x"
 
 
@@ -1009,9 +1031,10 @@ def first_array_byte_flipped(data):
 
 @pytest.mark.parametrize("damage, pattern", [
     (truncate, r"is not a readable checkpoint .*truncated or corrupt"),
-    (random_bytes, r"is not a readable checkpoint"),
+    (random_bytes, r"is a file of another kind \(an \.npz starts with the bytes"
+                   r" PK\), not a checkpoint"),
     (first_array_byte_flipped, r"(Bad CRC-32|checksum)"),
-    (lambda data: b"", r"is not a readable checkpoint"),
+    (lambda data: b"", r"is an empty file, not a checkpoint"),
 ])
 def test_eval_of_a_corrupt_checkpoint_exits_2_with_one_line(corrupt, damage, pattern):
     path = corrupt(damage)
@@ -1126,6 +1149,8 @@ def test_predict_writes_one_csv_row_per_sample_with_probabilities(trained, tmp_p
     result = invoke("predict", best, samples, "--out", out)
 
     assert result.exit_code == 0, result.output
+    assert result.stdout == ""
+    assert result.stderr == f"wrote 7 predictions to {out}\n"
     rows = list(csv.reader(io.StringIO(out.read_text())))
     assert rows[0] == ["index", "class", "name", "p_0", "p_1", "p_2"]
     assert len(rows) == 1 + 7
@@ -1148,6 +1173,7 @@ def test_predict_without_out_writes_csv_to_stdout(trained, tmp_path):
 
     assert result.exit_code == 0
     assert len(result.stdout.splitlines()) == 4
+    assert result.stderr == ""
 
 
 def test_predict_one_sample_of_d_values(trained, tmp_path):
@@ -1407,9 +1433,13 @@ def test_gradcheck_layer_checks_only_that_layers_parameters(tiny_config):
 
 @pytest.mark.parametrize("layer, message", [
     ("afine1", r"^error: --layer afine1: .*tiny\.yaml has no layer of that name \(its"
-               r" layers: affine1, relu1, affine2; did you mean 'affine1'\?\)$"),
+               r" layers with parameters: affine1, affine2; did you mean"
+               r" 'affine1'\?\)$"),
+    ("affine3", r"^error: --layer affine3: .*tiny\.yaml has no layer of that name"
+                r" \(its layers with parameters: affine1, affine2; did you mean"
+                r" 'affine2'\?\)$"),
     ("ReLU1", r"^error: --layer ReLU1: .*tiny\.yaml has no layer of that name \(its"
-              r" layers: affine1, relu1, affine2; did you mean 'relu1'\?\)$"),
+              r" layers with parameters: affine1, affine2\)$"),
     ("relu1", r"^error: --layer relu1 has no parameters to check; give one that"
               r" has: affine1, affine2$"),
     ("", r"^error: --layer is empty; give a layer name"),
@@ -1865,13 +1895,25 @@ def test_running_out_of_memory_is_a_one_line_error(monkeypatch, tmp_path,
                           r" 7\.28 TiB .*\); use a smaller network")
 
 
-def test_a_tab_in_the_yaml_is_named_with_its_fix(tmp_path):
+@pytest.mark.parametrize("text, where, fix", [
+    ("train:\n\tepochs: 1\n", "line 2, column 1",
+     "indent with spaces (YAML refuses tabs)"),
+    ("train:\n  \tepochs: 1\n", "line 2, column 3",
+     "indent with spaces (YAML refuses tabs)"),
+    ("name:\tdigits\n", "line 1, column 6",
+     "a tab is not allowed there (after a colon or inside a line): use spaces"),
+    ("model:\n  hidden: [8,\t8]\n", "line 2, column 14",
+     "a tab is not allowed there (after a colon or inside a line): use spaces"),
+], ids=["indent", "after-spaces", "after-colon", "inside-list"])
+def test_a_tab_in_the_yaml_is_named_with_its_fix(tmp_path, text, where, fix):
     config = tmp_path / "tabs.yaml"
-    config.write_text("train:\n\tepochs: 1\n")
+    config.write_text(text)
 
     result = invoke("fit", config, "--print-config")
 
-    assert_one_line_error(result, 2, r"line 2, column 1; indent with spaces")
+    assert_one_line_error(result, 2, "^" + re.escape(
+        f"error: {config}: found character '\\t' that cannot start any token at"
+        f" {where}; {fix}") + "$")
 
 
 def test_sanity_of_a_diverging_run_says_the_loss_became_nan(tiny_config):
@@ -1958,10 +2000,13 @@ def test_a_check_notes_that_the_split_holds_fewer_samples_than_asked(
     assert shown.format(TINY_TRAIN - TINY_VALIDATION) in result.stdout
 
 
-def test_sanity_of_one_sample_is_a_usage_error(tiny_config):
-    result = invoke("sanity", tiny_config, "--samples", "1")
+@pytest.mark.parametrize("samples", ["1", "0", "-3"])
+def test_sanity_of_fewer_than_two_samples_says_to_give_more(tiny_config, samples):
+    result = invoke("sanity", tiny_config, "--samples", samples)
 
-    assert_one_line_error(result, 2, r"'--samples': 1 is not in the range x>=2")
+    assert_one_line_error(result, 2, "^" + re.escape(
+        f"error: the sanity check needs at least 2 training samples, not {samples}"
+        " (one is fitted by the biases alone); give --samples 2 or more") + "$")
 
 
 @pytest.mark.parametrize("threads, warned", [(1, False), (1024, True)])
@@ -2028,6 +2073,7 @@ def test_predict_npz_holds_classes_and_probabilities(trained, tmp_path):
                     "--out", out)
 
     assert result.exit_code == 0, result.output
+    assert result.stderr == f"wrote 3 predictions to {out}\n"
     saved = np.load(out)
     assert saved["classes"].shape == (3,) and saved["probabilities"].shape == (3, 3)
     np.testing.assert_allclose(saved["probabilities"].sum(axis=1), 1.0, rtol=1e-12)
@@ -2197,3 +2243,35 @@ def test_a_text_file_given_as_a_checkpoint_is_named_as_text(
         f"error: {given} is a text file (a config or a log?), not a checkpoint;"
         " give a checkpoint (.npz), such as"
         f" {Path('runs/NAME/checkpoints/best.npz')}") + "$")
+
+
+@pytest.mark.parametrize("content, kind", [
+    (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "a PNG image"),
+    (b"\xff\xd8\xff\xe0\x00\x10JFIF\x00", "a JPEG image"),
+    (b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n", "a PDF document"),
+    (b"\x1f\x8b\x08\x00\x00\x00\x00\x00", "a gzip file"),
+    (b"", "an empty file"),
+    (bytes(range(256)), "a file of another kind (an .npz starts with the bytes PK)"),
+], ids=["png", "jpeg", "pdf", "gzip", "empty", "other"])
+def test_a_file_of_another_kind_given_as_a_checkpoint_is_named_for_what_it_is(
+        tmp_path, content, kind):
+    given = tmp_path / "loss.png"
+    given.write_bytes(content)
+
+    result = invoke("eval", given)
+
+    assert_one_line_error(result, 2, "^" + re.escape(
+        f"error: {given} is {kind}, not a checkpoint; give a checkpoint (.npz), such"
+        f" as {Path('runs/NAME/checkpoints/best.npz')}") + "$")
+
+
+def test_a_single_array_given_as_a_checkpoint_says_what_to_give(tmp_path):
+    given = tmp_path / "some.npy"
+    np.save(given, np.zeros((2, 4)))
+
+    result = invoke("eval", given)
+
+    assert_one_line_error(result, 2, "^" + re.escape(
+        f"error: {given} is a single array (.npy), not a checkpoint; give a"
+        f" checkpoint (.npz), such as {Path('runs/NAME/checkpoints/best.npz')}")
+        + "$")

@@ -831,6 +831,23 @@ def test_download_command_ctrl_c_says_what_was_kept_as_sigterm_does(tmp_path,
     assert listing(dest) == []
 
 
+def test_download_command_says_how_many_files_it_fetched_and_found(tmp_path,
+                                                                   monkeypatch):
+    monkeypatch.setitem(DATASETS, "mnist", dl.Dataset("unused", CHECKSUMS))
+    source = folder_of(tmp_path, FILES)
+    dest = tmp_path / "dest"
+
+    first = download_command(dest, source.as_uri())
+    rerun = download_command(dest, source.as_uri())
+    (dest / "b-labels.gz").write_bytes(b"damaged")
+    repaired = download_command(dest, source.as_uri())
+
+    assert [result.exit_code for result in (first, rerun, repaired)] == [0, 0, 0]
+    assert [result.stdout for result in (first, rerun, repaired)] == [
+        f"mnist: 2 files verified in {dest} ({fetched} fetched, {there} already"
+        " there)\n" for fetched, there in ((2, 0), (0, 2), (1, 1))]
+
+
 def test_unknown_dataset_suggests_the_closest_name(tmp_path):
     with pytest.raises(DataError, match="Unknown dataset 'mnsit'.*mean 'mnist'"):
         download("mnsit", tmp_path)

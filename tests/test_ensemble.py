@@ -177,6 +177,25 @@ def test_ensemble_command_prints_members_and_the_ensemble(members):
     assert "ensemble (mean of the members' softmax probabilities)" in lines[4]
 
 
+@pytest.mark.parametrize("json_flag", [[], ["--json"]])
+def test_ensemble_command_of_one_checkpoint_notes_that_it_is_evaluated_alone(
+        members, json_flag):
+    result = invoke("ensemble", members["a"], *json_flag)
+
+    assert result.exit_code == 0, result.output
+    assert result.stderr == (
+        "note: one checkpoint was given, so it is evaluated alone (its ensemble is"
+        " itself); give two or more checkpoints to ensemble them\n")
+    assert str(members["a"]) in result.stdout
+
+
+def test_ensemble_command_of_two_checkpoints_has_no_note(members):
+    result = invoke("ensemble", members["a"], members["b"])
+
+    assert result.exit_code == 0, result.output
+    assert result.stderr == ""
+
+
 def test_ensemble_command_json(members):
     result = invoke("ensemble", members["a"], members["b"], "--json")
     assert result.exit_code == 0, result.output

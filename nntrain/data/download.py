@@ -22,7 +22,7 @@ import time
 import urllib.error
 import urllib.request
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -151,6 +151,7 @@ def download(
     progress: bool = True,
     timeout: float = 30,
     files: Mapping[str, Checksum] | None = None,
+    on_file: Callable[[Path, bool], None] | None = None,
 ) -> list[Path]:
     """Fetch the files of dataset ``name`` into ``dest_dir``, skipping verified ones.
 
@@ -166,6 +167,8 @@ def download(
     timeout : seconds any one connection or read may wait for the server. A file
         that comes slower than 1 KiB/s over a minute times out as well.
     files : file names and checksums to use instead of the dataset's own.
+    on_file : called with each file's final path once it is verified, and whether
+        it was fetched now (False: it was there already and passed the check).
 
     Returns
     -------
@@ -193,9 +196,12 @@ def download(
     with _sigterm_stops():
         for filename, checksum in files.items():
             path = dest_dir / filename
-            if not _is_verified(path, checksum):
+            fetched = not _is_verified(path, checksum)
+            if fetched:
                 url = base_url.rstrip("/") + "/" + filename
                 _fetch(url, path, checksum, progress, timeout, advice)
+            if on_file is not None:
+                on_file(path, fetched)
             paths.append(path)
     return paths
 
