@@ -314,6 +314,7 @@ def _resume(config_path, overrides, out, resume, print_config,
     """The arguments of pipeline.fit for a resumed run; None when there is
     nothing to run (--print-config, or a finished run)."""
     from nntrain.config import config_to_yaml, override_setting
+    from nntrain.pipeline import output_of
     from nntrain.train import resume as resuming
 
     given = _resume_config_file(config_path)
@@ -332,7 +333,7 @@ def _resume(config_path, overrides, out, resume, print_config,
             " metrics and best.npz it extends; drop --out, or copy that folder and"
             " resume the copy"
         )
-    config["output"] = str(run_dir)
+    config["output"] = output_of(config["output"], run_dir)
     differs_note = resuming.differences_note(config_path, given, config)
     if differs_note:
         notes.append(differs_note)

@@ -125,7 +125,7 @@ def fit(config: dict, run_dir, force: bool = False, quiet: bool = False,
     config = resolve_config(config)  # a hand-made dict gets checked, and defaults
     # config.yaml and the checkpoints name the folder the run is in, as the CLI's
     # do: rerunning that config must not write into the folder of another run.
-    config["output"] = str(run_dir)
+    config["output"] = output_of(config["output"], run_dir)
     # A signal before the run directory is opened leaves nothing to resume,
     # and nothing written: one line says so. RunDirectory says itself when --force
     # had removed the earlier run's files.
@@ -203,6 +203,15 @@ def fit(config: dict, run_dir, force: bool = False, quiet: bool = False,
         seconds = time.perf_counter() - started + solver.elapsed_before
         _summarize(reporter, config, progress, run.path, seconds, solver.eval_every)
     return FitResult(run.path, progress, seconds, solver.history)
+
+
+def output_of(recorded, run_dir) -> str:
+    """The ``output`` a run in ``run_dir`` records: ``recorded`` (a resumed run's,
+    as the user first wrote it) while it names that folder from here, else the
+    path given now."""
+    if recorded and Path(recorded).expanduser().resolve() == Path(run_dir).resolve():
+        return recorded
+    return str(run_dir)
 
 
 def _continue_run(solver: Solver, checkpoint, run: RunDirectory, reporter,

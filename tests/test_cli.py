@@ -419,6 +419,24 @@ def test_a_resumes_note_on_its_config_file_is_shown_and_kept_in_train_log(
     assert log[log.index(note) + 1] == f"run directory: {out}"
 
 
+def test_a_resume_keeps_the_output_as_first_written_while_it_names_the_run(
+        tmp_path, tiny_config, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert invoke("fit", tiny_config, "--out", "runs/o", "--quiet").exit_code == 0
+
+    resumed = invoke("fit", tiny_config, "--resume", "runs/o", "--set",
+                     "train.epochs=4", "--quiet")
+    kept = load_config(tmp_path / "runs" / "o" / "config.yaml")["output"]
+    monkeypatch.chdir(tmp_path / "runs")  # from here "runs/o" names another folder
+    moved = invoke("fit", tiny_config, "--resume", "o", "--set", "train.epochs=5",
+                   "--quiet")
+
+    assert resumed.exit_code == 0 and moved.exit_code == 0, moved.output
+    assert kept == "runs/o"
+    assert load_config(tmp_path / "runs" / "o" / "config.yaml")["output"] == str(
+        (tmp_path / "runs" / "o").resolve())
+
+
 def test_fit_without_out_uses_runs_and_the_config_stem(tmp_path, tiny_config,
                                                        monkeypatch):
     monkeypatch.chdir(tmp_path)
