@@ -131,7 +131,7 @@ def load_checkpoint(path) -> Checkpoint:
     try:
         with open(path, "rb") as file:
             start = file.read(TEXT_PROBE)
-        kind = _kind_of(start)
+        kind = _kind_of(start, Path(path))
         if kind:
             raise CheckpointError(f"{path} is {kind}, not a checkpoint; give a"
                                   f" checkpoint (.npz), such as {EXAMPLE}")
@@ -189,19 +189,22 @@ def _beside(path: Path) -> str:
     return "check the path"
 
 
-def _kind_of(start: bytes) -> str | None:
+def _kind_of(start: bytes, path: Path) -> str | None:
     """What a file that starts with ``start`` is, when it is plainly no checkpoint,
-    as "a PNG image"; None when it starts as a zip archive (an .npz) does, which
-    only its reading can tell from a damaged one."""
+    as "a PNG image"; None when it may be a damaged one (its reading then says
+    so): one that starts as a zip archive (an .npz) does, and an empty or
+    unrecognized one named .npz, as a crash or a full disk leaves a checkpoint."""
     if start.startswith(b"PK"):
         return None
-    if not start:
-        return "an empty file"
     for magic, kind in FOREIGN_KINDS:
         if start.startswith(magic):
             return kind
-    if _is_text(start):
+    if start and _is_text(start):
         return "a text file (a config or a log?)"
+    if path.suffix.lower() == ".npz":
+        return None
+    if not start:
+        return "an empty file"
     return "a file of another kind (an .npz starts with the bytes PK)"
 
 

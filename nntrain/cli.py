@@ -10,6 +10,7 @@ import csv
 import io
 import math
 import os
+import re
 import shlex
 import sys
 import warnings
@@ -67,9 +68,12 @@ def _split_set_hint(message: str, args) -> str:
             pair = [arg.removeprefix("--set="), *args[index + 1:index + 2]]
         else:
             continue
-        if len(pair) == 2 and "=" not in pair[0] and not pair[1].startswith("-"):
-            # "train.epochs: 5" is how the key reads in a config file.
-            key = pair[0].rstrip(":")
+        # "train.epochs: 5" is how the key reads in a config file; a config file
+        # after the key is the command's own argument, not the value.
+        key = pair[0].rstrip(":") if pair else ""
+        if (len(pair) == 2 and re.fullmatch(r"[A-Za-z_][\w.]*", key)
+                and not pair[1].startswith("-")
+                and not pair[1].lower().endswith((".yaml", ".yml"))):
             written = shlex.quote(f"{key}={pair[1]}")
             return (f"; --set {pair[0]} has no '=': write KEY=VALUE, here --set"
                     f" {written}")
@@ -411,7 +415,8 @@ DATA_GIVE = "the file or folder where the data lies now, or leave --data out"
 @click.option("--data", "data_path", type=UserPath(),
               help="Where the data lies now, if not where the run found it.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-@click.option("--plots", "plots_dir", type=UserPath(file_okay=False),
+@click.option("--plots", "plots_dir", type=UserPath(file_okay=False, folder_fix=(
+                  "give a folder for the PNGs (made if missing)")),
               help="Also write confusion_matrix.png and worst_examples.png here.")
 @click.option("--average", is_flag=True,
               help="Use the averaged weights the run kept (train.average).")
@@ -448,7 +453,8 @@ def evaluate(checkpoint, split, data_path, as_json, plots_dir, average):
 
 @cli.command(short_help="Draw a run's PNGs (loss, accuracy, ...).")
 @click.argument("run_dir", type=UserPath())
-@click.option("--out", type=UserPath(file_okay=False),
+@click.option("--out", type=UserPath(file_okay=False, folder_fix=(
+                  "give a folder for the PNGs (made if missing)")),
               help="Where to write the PNGs (default: RUN_DIR/plots).")
 @click.option("--data", "data_path", type=UserPath(),
               help="Where the data lies now, if not where the run found it.")
@@ -891,7 +897,8 @@ def data():
 
 @data.command()
 @click.argument("name", type=click.Choice(["fashion-mnist", "mnist"]))
-@click.option("--dir", "folder", type=UserPath(file_okay=False),
+@click.option("--dir", "folder", type=UserPath(file_okay=False, folder_fix=(
+                  "give a folder for the dataset's files (made if missing)")),
               help="Where to put the files (default: $NNTRAIN_DATA/NAME, else"
                    " ~/.cache/nntrain/NAME).")
 @click.option("--mirror", metavar="URL",

@@ -126,7 +126,8 @@ def _default_dir(config: dict, config_path) -> Path:
 @click.command(short_help="Random hyperparameter search.")
 @click.argument("config_path", metavar="CONFIG", type=UserPath(dir_okay=False))
 @set_option
-@click.option("--out", type=UserPath(file_okay=False),
+@click.option("--out", type=UserPath(file_okay=False, folder_fix=(
+                  "give a new or empty folder, or a study's own folder to go on")),
               help="Study folder (default: the config's output, else runs/<stem>).")
 @click.option("--workers", type=click.IntRange(1),
               help="Worker processes on this machine (default: the cores this"

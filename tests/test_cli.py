@@ -165,8 +165,16 @@ def test_a_set_value_given_as_two_arguments_says_to_write_key_equals_value(
         f" write KEY=VALUE, here --set {written}") + r" \(see: .* --help\)$")
 
 
-def test_an_extra_argument_without_a_split_set_gets_no_set_hint(tiny_config):
-    result = invoke("fit", tiny_config, "--set", "train.epochs=5", "extra")
+@pytest.mark.parametrize("arguments", [
+    ["{config}", "--set", "train.epochs=5", "extra"],
+    ["{config}", "--set=", "extra"],  # no key to name
+    ["--set", "train.epochs", "{config}", "extra"],  # the config is no value
+    ["{config}", "--set", "train.epochs 5", "extra"],  # no key either
+], ids=["complete-set", "empty-set", "config-after-key", "spaced-key"])
+def test_an_extra_argument_without_a_split_set_gets_no_set_hint(tiny_config,
+                                                                arguments):
+    result = invoke("fit", *[str(tiny_config) if argument == "{config}" else argument
+                             for argument in arguments])
 
     assert_one_line_error(result, 2, r"^error: Got unexpected extra argument \(extra\)"
                                      r" \(see: .* --help\)$")
@@ -437,6 +445,24 @@ def test_a_resume_keeps_the_output_as_first_written_while_it_names_the_run(
         (tmp_path / "runs" / "o").resolve())
 
 
+def test_a_resumes_note_on_a_changed_list_of_layers_stays_on_one_short_line():
+    from nntrain.config import resolve_config
+    from nntrain.train.resume import differences_note
+
+    def layers(units):
+        return resolve_config({"train": {"epochs": 1}, "model": {"layers": [
+            {"affine": {"units": units}}, {"relu": {}}, {"affine": {}}]}})
+
+    note = differences_note("new.yaml", layers(16), layers(8))
+
+    assert "\n" not in note
+    assert note.startswith("new.yaml differs from the checkpoint's config in"
+                           ' model.layers ([{"affine": {"units": 16, ')
+    assert note.endswith('... in the checkpoint); a resumed run keeps the'
+                         " checkpoint's")
+    assert len(note) < 300  # two values of at most 60 characters
+
+
 def test_fit_without_out_uses_runs_and_the_config_stem(tmp_path, tiny_config,
                                                        monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -486,6 +512,29 @@ def test_a_refused_run_directory_with_a_checkpoint_offers_resume(tmp_path,
 
     assert_one_line_error(result, 2, r"pass --force to start over, --resume to"
                                      r" continue it, or --out")
+
+
+@pytest.mark.parametrize("command, option, fix", [
+    (["plot", "{run}"], "--out", "give a folder for the PNGs (made if missing)"),
+    (["eval", "{best}"], "--plots", "give a folder for the PNGs (made if missing)"),
+    (["data", "download", "mnist"], "--dir",
+     "give a folder for the dataset's files (made if missing)"),
+    (["search", "{config}"], "--out",
+     "give a new or empty folder, or a study's own folder to go on"),
+], ids=["plot", "eval", "download", "search"])
+def test_a_folder_option_given_a_file_names_the_fix(tmp_path, tiny_config, command,
+                                                    option, fix):
+    given = tmp_path / "file"
+    given.write_text("x")
+    places = {"{run}": str(tmp_path / "run"), "{config}": str(tiny_config),
+              "{best}": str(tmp_path / "run" / "checkpoints" / "best.npz")}
+
+    result = invoke(*[places.get(part, part) for part in command], option, given)
+
+    assert_one_line_error(result, 2, "^" + re.escape(
+        f"error: Invalid value for '{option}': {given} is a file, not a folder;"
+        f" {fix}") + r" \(see: .* --help\)$")
+    assert given.read_text() == "x"
 
 
 def test_fit_refuses_an_out_that_is_a_file(tmp_path, tiny_config):
@@ -1049,10 +1098,12 @@ def first_array_byte_flipped(data):
 
 @pytest.mark.parametrize("damage, pattern", [
     (truncate, r"is not a readable checkpoint .*truncated or corrupt"),
-    (random_bytes, r"is a file of another kind \(an \.npz starts with the bytes"
-                   r" PK\), not a checkpoint"),
+    # What a crash or a full disk leaves of a checkpoint: no "not a checkpoint".
+    (random_bytes, r"is not a readable checkpoint .*truncated or corrupt"),
     (first_array_byte_flipped, r"(Bad CRC-32|checksum)"),
-    (lambda data: b"", r"is an empty file, not a checkpoint"),
+    (lambda data: b"", r"is not a readable checkpoint .*truncated or corrupt"),
+    (lambda data: bytes(len(data)), r"is not a readable checkpoint .*truncated or"
+                                    r" corrupt"),
 ])
 def test_eval_of_a_corrupt_checkpoint_exits_2_with_one_line(corrupt, damage, pattern):
     path = corrupt(damage)

@@ -8,6 +8,7 @@ the checkpoint's data fingerprints check).
 """
 
 import copy
+import json
 import os
 import warnings
 from pathlib import Path
@@ -377,8 +378,17 @@ def differences_note(config_path, given: dict, saved: dict) -> str | None:
     more = (f" and {others} other setting{'s' if others > 1 else ''}" if others
             else "")
     return (f"{config_path} differs from the checkpoint's config in {key}"
-            f" ({yaml_text(mine)} in the file, {yaml_text(theirs)} in the"
+            f" ({_short_text(mine)} in the file, {_short_text(theirs)} in the"
             f" checkpoint){more}; a resumed run keeps the checkpoint's")
+
+
+def _short_text(value, limit: int = 60) -> str:
+    """``value`` as YAML on one line, cut at ``limit`` characters: a note names
+    the setting, and a list of layers would fill the screen."""
+    text = yaml_text(value)
+    if isinstance(value, (dict, list)):
+        text = json.dumps(value, separators=(", ", ": "))
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 _ABSENT = object()
