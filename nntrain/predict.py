@@ -29,8 +29,8 @@ def read_samples(path, num_features: int, dtype=None,
     # Cast, such values would be infinite and their probabilities NaN.
     problem = dtype is not None and beyond_dtype(X, dtype)
     if problem:
-        raise DataError(f"{path}: samples hold {problem}, which this model computes"
-                        " in; rescale them")
+        raise DataError(f"{path}: samples hold {problem}; they must fit the model's"
+                        " train.dtype, as its training data did: rescale them")
     return X
 
 
