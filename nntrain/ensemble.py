@@ -16,11 +16,12 @@ Shapes: M members, N samples, C classes.
 
 import math
 import os
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 
-from nntrain.errors import BadInputError, DataError
+from nntrain.errors import BadInputError, DataError, NNTrainWarning
 from nntrain.nn.functional import log_softmax
 from nntrain.train.report import counted, short_number
 
@@ -132,6 +133,7 @@ def ensemble(paths, split: str = "test", data_path=None) -> EnsembleResult:
             _check_same_data(members[0], member, split)
             member.X = None  # only the first member's raw split is kept to compare
         members.append(member)
+    _warn_identical(members)
 
     y = members[0].y
     rows = np.arange(len(y))
@@ -164,6 +166,21 @@ def _check_distinct(paths) -> None:
                 continue
             raise BadInputError(f"{problem}; give each checkpoint once (a repeated"
                                 " one would count twice in the average)")
+
+
+def _warn_identical(members: list) -> None:
+    """Warn of members whose probabilities are the same on every sample: most
+    likely copies of one checkpoint (or best.npz and last.npz of a run whose best
+    was its last), which the average counts twice, as _check_distinct refuses for
+    a file given twice. A warning only: trials of a search may end alike."""
+    for index, member in enumerate(members):
+        for earlier in members[:index]:
+            if np.array_equal(earlier.log_probabilities, member.log_probabilities):
+                warnings.warn(NNTrainWarning(
+                    f"{earlier.path} and {member.path} give the same probabilities"
+                    " on every sample (the same weights?), so the average counts"
+                    " them twice"), stacklevel=3)
+                break
 
 
 def _same_file(first, second) -> bool:

@@ -18,7 +18,7 @@ from nntrain.cli_search import ensemble, search
 from nntrain.config import apply_overrides, resolve_config
 from nntrain.ensemble import EnsembleResult, MemberResult, _difference
 from nntrain.ensemble import ensemble as average
-from nntrain.errors import DataError
+from nntrain.errors import DataError, NNTrainWarning
 from nntrain.pipeline import fit
 
 CLI = Group(name="nntrain", commands=[search, ensemble])
@@ -143,7 +143,9 @@ def test_data_found_through_nntrain_data_is_the_data_of_data_path(
     found = train(tmp_path, "found", folder, "data.name=mnist", "data.path=null",
                   "train.epochs=1")
 
-    assert average([given, found]).samples == 10
+    # The same data found two ways trains the same weights.
+    with pytest.warns(NNTrainWarning, match="give the same probabilities"):
+        assert average([given, found]).samples == 10
 
 
 def test_other_class_names_are_shown_where_they_differ(members):
@@ -246,6 +248,18 @@ def test_ensemble_command_refuses_a_checkpoint_given_twice(members, tmp_path):
     assert linked.exit_code == 2, linked.output
     assert linked.stderr == (f"error: {members['a']} and {link} are the same file;"
                              f" {fix}\n")
+
+
+def test_ensemble_command_warns_of_a_copy_that_counts_twice(members, tmp_path):
+    copy = tmp_path / "copy.npz"
+    copy.write_bytes(members["a"].read_bytes())
+
+    result = invoke("ensemble", members["a"], members["b"], copy)
+
+    assert result.exit_code == 0, result.output
+    assert result.stderr == (
+        f"warning: {members['a']} and {copy} give the same probabilities on every"
+        " sample (the same weights?), so the average counts them twice\n")
 
 
 def test_ensemble_command_needs_a_checkpoint():
