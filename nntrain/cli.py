@@ -673,10 +673,19 @@ def gradcheck(config_path, overrides, samples, layer):
                                  " crossed a kink (see the table above)")
 
 
+# Random samples for the library's check, at most: the numeric gradient takes two
+# passes per probed entry, and a batch of a billion rows would not fit in memory.
+MAX_RANDOM_SAMPLES = 10_000
+
+
 def _check_library(samples, layer, rng):
     from nntrain.gradcheck import check_library
     from nntrain.nn.layers import LAYERS
 
+    if samples > MAX_RANDOM_SAMPLES:
+        raise BadInputError(f"--samples {samples}: the library's check draws at most"
+                            f" {MAX_RANDOM_SAMPLES:,} random samples; give fewer (a"
+                            " few already test every path)")
     if layer is not None:
         _refuse_unknown_layer(layer, list(LAYERS), "the library")
     if layer in (None, "batchnorm"):

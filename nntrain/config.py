@@ -464,6 +464,9 @@ def _unknown_key(key: str, options) -> ConfigError:
     close = close_match(name, options)
     if close:
         hint = f"did you mean '{close}'?"
+    elif not options:
+        owner = key.rsplit(".", 2)[-2] if key.count(".") else "it"
+        hint = f"{owner} takes no settings: write {{}}"
     else:
         hint = f"valid keys: {', '.join(options)}"
     return ConfigError(f"unknown key {key} ({hint})", key)

@@ -279,6 +279,21 @@ def test_resumed_config_does_not_suggest_setting_a_kept_section_whole(
         resumed_config(load_checkpoint(last), ["model.hidden.x=1"], last)
 
 
+def test_resumed_config_takes_an_override_that_repeats_the_checkpoints_value(
+        one_epoch_run):
+    from nntrain.train.resume import resumed_config
+
+    _, run = one_epoch_run
+    last = run / "checkpoints" / "last.npz"
+    saved = load_checkpoint(last).meta["config"]
+
+    config = resumed_config(load_checkpoint(last), [
+        f"train.batch_size={saved['train']['batch_size']}", "train.epochs=2"], last)
+
+    assert config["train"]["batch_size"] == saved["train"]["batch_size"]
+    assert config["train"]["epochs"] == 2
+
+
 def test_the_package_lists_its_lazy_functions():
     import nntrain
 

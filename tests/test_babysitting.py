@@ -184,6 +184,18 @@ def test_a_huge_first_loss_from_the_penalty_alone_still_blames_the_rate(
     assert "first data loss" not in message
 
 
+def test_a_rate_the_schedule_raised_blames_the_schedule(tmp_path, tiny_config):
+    result = invoke("fit", tiny_config, "--out", tmp_path / "run", "--quiet",
+                    "--set", "schedule={name: exponential, gamma: 1.0e+300}",
+                    "--set", "train.epochs=3")
+
+    assert result.exit_code == 1, result.output
+    message = result.stderr.splitlines()[-1]
+    assert re.search(r"the learning rate \S+, which the schedule raised from"
+                     r" optimizer\.lr 0\.01, is likely too high: change the"
+                     r" schedule's settings, or lower optimizer\.lr", message), message
+
+
 @pytest.mark.parametrize("overrides, kind", [
     (["model.l2=1e38", "optimizer.lr=1e-10"], "l2"),
     (["model.l1=1e38"], "l1"),

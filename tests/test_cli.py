@@ -1474,6 +1474,14 @@ def test_gradcheck_with_l1_skips_the_weights_within_the_step_of_zero(tiny_config
                      r" skipped\)$", result.stdout, re.M)
 
 
+def test_gradcheck_of_the_library_refuses_more_random_samples_than_it_draws():
+    result = invoke("gradcheck", "--samples", "1000000000")
+
+    assert_one_line_error(result, 2, "^" + re.escape(
+        "error: --samples 1000000000: the library's check draws at most 10,000"
+        " random samples; give fewer (a few already test every path)") + "$")
+
+
 def test_gradcheck_title_shows_no_l1_when_none_is_set(tiny_config):
     result = invoke("gradcheck", tiny_config)
 

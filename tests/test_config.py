@@ -243,6 +243,18 @@ def test_a_second_yaml_document_is_named_with_its_fix(write_config):
         load_config(path)
 
 
+def test_a_setting_given_to_a_layer_without_settings_says_it_takes_none(
+        write_config):
+    path = write_config("train: {epochs: 1}\nmodel:\n  layers:\n"
+                        "    - affine: {units: 4}\n    - relu: {bogus: 1}\n"
+                        "    - affine: {}\n")
+
+    with pytest.raises(ConfigError, match=re.escape(
+            "unknown key model.layers[1].relu.bogus (relu takes no settings:"
+            " write {})")):
+        load_config(path)
+
+
 def test_missing_config_file_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match=r"config file not found: .*nope\.yaml"):
         load_config(tmp_path / "nope.yaml")

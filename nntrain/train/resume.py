@@ -186,7 +186,7 @@ def resumed_config(checkpoint, overrides: list[str], path) -> dict:
     overrides = checked_overrides(overrides)
     for text in overrides:
         key = text.partition("=")[0].strip()
-        if key not in CHANGEABLE:
+        if key not in CHANGEABLE and not _keeps_saved_value(checkpoint, path, text):
             _refuse_unknown_key(checkpoint, path, text, key)
             raise ConfigError(f"--set {key}: {KEEPS_CONFIG}")
     _iteration(checkpoint, path)
@@ -202,6 +202,16 @@ def resumed_config(checkpoint, overrides: list[str], path) -> dict:
             f"{path} sets max_norm with optimizer lbfgs, which never applied it; it"
             " is resumed as a run without max_norm"), stacklevel=2)
     return migrate_config(raw, path, overrides)
+
+
+def _keeps_saved_value(checkpoint, path, override: str) -> bool:
+    """Whether ``override`` sets what the checkpoint's config holds already (a
+    command line repeated from the first run): no change, so nothing to refuse."""
+    saved = saved_config(checkpoint, path)
+    try:
+        return apply_overrides(copy.deepcopy(saved), [override]) == saved
+    except ConfigError:
+        return False
 
 
 def _refuse_unknown_key(checkpoint, path, override: str, key: str) -> None:

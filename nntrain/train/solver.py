@@ -426,6 +426,12 @@ class Solver:
         if decay:
             return decay
         if self.rule.lr is not None:
+            base = self.schedule.base_lr
+            if base is not None and self.rule.lr > base:
+                # The schedule raised the rate (exponential with gamma > 1, say).
+                return (f"the learning rate {self.rule.lr:g}, which the schedule"
+                        f" raised from optimizer.lr {base:g}, is likely too high:"
+                        " change the schedule's settings, or lower optimizer.lr")
             return (f"the learning rate {self.rule.lr:g} is likely too high: lower"
                     " optimizer.lr")
         return "the data or the model is likely at fault"
