@@ -69,11 +69,16 @@ def _rounded_down(value: float) -> str:
 
 
 # An epsilon below train.dtype's smallest normal number rounds to 0 or loses its
-# precision: refused (_check_epsilons), and said so in the docs.
+# precision: refused (_check_epsilons), and said so in the docs. The error asks for
+# EPSILON_FLOOR, that number rounded up to two digits; the docs state the number.
 EPSILON_FLOOR = (f" (>= {_rounded_up(float(np.finfo(np.float32).tiny))} in float32,"
                  f" {_rounded_up(float(np.finfo(np.float64).tiny))} in float64)")
-# One above float32's largest number rounds to infinity there: refused too. No
-# number YAML gives is beyond float64's (1e400 reads as infinity, refused as such).
+EPSILON_MINIMUM = (" (>= train.dtype's smallest normal number: about"
+                   f" {float(np.finfo(np.float32).tiny):.3g} in float32,"
+                   f" {float(np.finfo(np.float64).tiny):.3g} in float64)")
+# One that rounds to infinity in float32 (from half a step past its largest number)
+# is refused too. No number YAML gives is beyond float64's (1e400 reads as infinity,
+# refused as such).
 EPSILON_CEILING = _rounded_down(float(np.finfo(np.float32).max))
 
 
@@ -224,13 +229,14 @@ LAYER_OPTIONS = {
     "affine": {
         "units": Key(None, integer(1, nullable=True, maximum=MAX_UNITS,
                                    null_in_message=False), UNITS,
-                     "output width; may be left out on the last layer (= classes)"),
+                     "output width: required, except on the last layer, where it may"
+                     " be left out (= classes)"),
         **_weight_options(),
     },
     "maxout": {
         "units": Key(None, integer(1, nullable=True, maximum=MAX_UNITS,
                                    null_in_message=False), UNITS,
-                     "maxout units"),
+                     "maxout units (its width): required"),
         "pieces": Key(2, integer(2, maximum=MAX_PIECES), "int in [2, 1000]",
                       "affine pieces per unit"),
         **_weight_options(),
@@ -250,11 +256,11 @@ LAYER_OPTIONS = {
         "momentum": Key(0.9, number(0, 1, open_maximum=True), "float in [0, 1)",
                         "running = momentum * running + (1 - momentum) * batch"),
         "epsilon": Key(1e-5, number(0, open_minimum=True), "float > 0",
-                       "added to the variance" + EPSILON_FLOOR),
+                       "added to the variance" + EPSILON_MINIMUM),
     },
     "layernorm": {
         "epsilon": Key(1e-5, number(0, open_minimum=True), "float > 0",
-                       "added to the variance" + EPSILON_FLOOR),
+                       "added to the variance" + EPSILON_MINIMUM),
     },
     "dropout": {
         "drop_probability": Key(0.5, number(0, 1, open_maximum=True),
@@ -272,7 +278,9 @@ SCHEMA = {
         "name": Key("digits", choice(*DATASETS), "choice",
                     "digits (bundled) | fashion-mnist | mnist | npz"),
         "path": Key(None, path_text, "path or null",
-                    "folder (IDX datasets) or .npz file; null: the default search"),
+                    "fashion-mnist, mnist: the IDX files' folder (null: the default"
+                    " search); npz: the .npz file (required); digits: refused (the"
+                    " data is bundled)"),
         "validation": Key(0.1, validation_size, "int >= 1 or float in (0, 1)",
                           "validation split held out of train: a count or a fraction"),
         "preprocess": Key(["center", "scale"], preprocess_steps, "list",
@@ -302,7 +310,8 @@ SCHEMA = {
         "norm_momentum": Key(0.9, number(0, 1, open_maximum=True), "float in [0, 1)",
                              "batch norm: running = m * running + (1 - m) * batch"),
         "norm_epsilon": Key(1e-5, number(0, open_minimum=True), "float > 0",
-                            "batch/layer norm: added to the variance" + EPSILON_FLOOR),
+                            "batch/layer norm: added to the variance"
+                            + EPSILON_MINIMUM),
         "drop_probability": Key(0.0, number(0, 1, open_maximum=True),
                                 "float in [0, 1)",
                                 "dropout after each hidden activation: the"
@@ -353,16 +362,18 @@ SCHEMA = {
                        " train_accuracy | loss"),
         "clip": Key(None, clip_setting, "mapping or null",
                     "gradient clipping: {norm: MAX} (global L2 norm) or {value: MAX}"
-                    " (each entry); null: none"),
+                    " (each entry), MAX a float > 0; null: none. Not with"
+                    " optimizer lbfgs"),
         "early_stopping": Key(None, early_stopping_setting, "mapping or null",
-                              "{patience: N, min_delta: D} (defaults 3 and 0.0; {}"
-                              " turns it on): stop after N evaluations without a"
-                              " train.monitor gain above D (< 1 for an accuracy);"
-                              " null: never"),
+                              "{patience: N, min_delta: D} (N an int in [1, 10^9],"
+                              " default 3; D a float >= 0, default 0.0, < 1 for an"
+                              " accuracy; {} turns it on): stop after N evaluations"
+                              " without a train.monitor gain above D; null: never"),
         "average": Key(None, average_setting, "mapping or null",
                        "keep averaged weights beside the raw ones: {kind:"
-                       " exponential, decay: D} (the default kind; D defaults to"
-                       " 0.999, so {} turns it on) or {kind: polyak}; null: none."
+                       " exponential, decay: D} (the default kind; D a float in"
+                       " [0, 1), default 0.999, so {} turns it on) or {kind:"
+                       " polyak}; null: none."
                        " Batch norm layers get statistics of their own for the"
                        " averages: one pass over the training split before each"
                        " evaluation or save of them. Not with optimizer lbfgs"),
@@ -379,7 +390,7 @@ SCHEMA = {
                        "BLAS threads while training (through threadpoolctl);"
                        " null: the library's default"),
         "dtype": Key("float32", choice("float32", "float64"), "choice",
-                     "floating type of parameters and data"),
+                     "floating type of parameters and data: float32 | float64"),
     },
     "output": Key(None, path_text, "path or null",
                   "run directory; null: runs/<config file stem>"),
@@ -396,7 +407,7 @@ def _fraction(default: float, doc: str) -> Key:
 
 def _epsilon(default: float, doc: str) -> Key:
     return Key(default, number(0, open_minimum=True), "float > 0",
-               doc + EPSILON_FLOOR)
+               doc + EPSILON_MINIMUM)
 
 
 def _positive(default: float, doc: str) -> Key:
@@ -439,13 +450,15 @@ SCHEDULE_KEYS = {
     "inverse_time": {"decay": Key(0.5, number(0), "float >= 0",
                                   "lr / (1 + decay * (epoch - 1))")},
     "cosine": {"floor": Key(0.0, number(0), "float >= 0",
-                          "the rate the cosine reaches after the last update"),
+                          "the rate the cosine reaches after the last update;"
+                          " <= optimizer.lr"),
                "warmup": Key(0, integer(0, maximum=MAX_COUNT), "int in [0, 10^9]",
                              "updates of linear warmup before the cosine")},
     "plateau": {"factor": _fraction(0.1, "multiplies the rate on a plateau"),
                 "patience": Key(3, integer(1, maximum=MAX_COUNT), COUNT,
                                 "evaluations without improvement before reducing"),
-                "floor": Key(0.0, number(0), "float >= 0", "the lowest rate")},
+                "floor": Key(0.0, number(0), "float >= 0",
+                              "the lowest rate; <= optimizer.lr")},
 }
 
 
