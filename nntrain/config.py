@@ -225,6 +225,8 @@ def _weight_options() -> dict:
     }
 
 
+# The layer kinds that have a width of their own (nn/layers.py: Layer.sized).
+SIZED_LAYERS = ("affine", "maxout")
 LAYER_OPTIONS = {
     "affine": {
         "units": Key(None, integer(1, nullable=True, maximum=MAX_UNITS,
@@ -585,6 +587,7 @@ def _check_cross_keys(config: dict, raw_model: dict) -> None:
     elif model["hidden"] is None:
         raise ConfigError("set model.hidden (a list of widths) or model.layers",
                           ("model.hidden", "model.layers"))
+    _check_layer_units(model["layers"] or [])
     if model["batchnorm"] and model["layernorm"]:
         raise ConfigError("set at most one of model.batchnorm and model.layernorm",
                           ("model.batchnorm", "model.layernorm"))
@@ -592,6 +595,21 @@ def _check_cross_keys(config: dict, raw_model: dict) -> None:
         _check_lbfgs(config)
     _check_min_delta(train)
     _check_schedule_floor(config)
+
+
+def _check_layer_units(layers: list) -> None:
+    """Every sized layer of an explicit list (affine, maxout) but the last needs
+    its units: refused here, where --print-config sees it, not once the data is
+    read. The last one's default to the class count."""
+    counts = {}
+    for position, entry in enumerate(layers):
+        (kind, options), = entry.items()
+        counts[kind] = counts.get(kind, 0) + 1
+        if (kind in SIZED_LAYERS and options.get("units") is None
+                and position < len(layers) - 1):
+            raise ConfigError(f"model.layers[{position}].{kind}.units:"
+                              f" {kind}{counts[kind]} needs units (its width); only"
+                              " the last layer may leave them out", "model.layers")
 
 
 def _epsilon_places(config: dict):

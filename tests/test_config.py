@@ -255,6 +255,26 @@ def test_a_setting_given_to_a_layer_without_settings_says_it_takes_none(
         load_config(path)
 
 
+def test_the_sized_layer_kinds_are_the_layers_with_a_width():
+    from nntrain.config import SIZED_LAYERS
+    from nntrain.nn.layers import LAYERS
+
+    assert sorted(SIZED_LAYERS) == sorted(k for k, layer in LAYERS.items()
+                                          if layer.sized)
+
+
+@pytest.mark.parametrize("kind", ["affine", "maxout"])
+def test_a_layer_without_its_units_is_refused_with_the_config(write_config, kind):
+    path = write_config(f"train: {{epochs: 1}}\nmodel:\n  layers:\n"
+                        f"    - {kind}: {{}}\n    - relu: {{}}\n    - affine: {{}}\n")
+
+    with pytest.raises(ConfigError, match="^" + re.escape(
+            f"{path}: model.layers[0].{kind}.units: {kind}1 needs units (its width);"
+            " only the"
+            " last layer may leave them out")):
+        load_config(path)
+
+
 def test_missing_config_file_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match=r"config file not found: .*nope\.yaml"):
         load_config(tmp_path / "nope.yaml")

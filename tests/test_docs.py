@@ -288,9 +288,9 @@ def test_the_data_path_row_says_npz_needs_it_and_digits_refuses_it():
 @pytest.mark.parametrize("kind", ["affine", "maxout"])
 def test_the_reference_says_which_layers_need_units(kind):
     layers = [{kind: {}}, {"relu": {}}, {"affine": {}}]
-    config = _config(model={"hidden": None, "layers": layers})
-    with pytest.raises(ConfigError, match=f"model.layers: {kind}1 needs units"):
-        build_model(config, 4, 3)
+    with pytest.raises(ConfigError, match=re.escape(
+            f"model.layers[0].{kind}.units: {kind}1 needs units (its width)")):
+        build_model(_config(model={"hidden": None, "layers": layers}), 4, 3)
 
     assert "required" in _row(f"model.layers[].{kind}.units")
     assert ("Every `maxout` layer, and every `affine` layer but the last, needs"
