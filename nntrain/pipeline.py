@@ -209,9 +209,12 @@ def output_of(recorded, run_dir) -> str:
     """The ``output`` a run in ``run_dir`` records: ``recorded`` (a resumed run's,
     as the user first wrote it) while it names that folder from here, else the
     path given now."""
-    if recorded and Path(recorded).expanduser().resolve() == Path(run_dir).resolve():
-        return recorded
-    return str(run_dir)
+    try:
+        same = bool(recorded) and (Path(recorded).expanduser().resolve()
+                                   == Path(run_dir).resolve())
+    except (OSError, RuntimeError):  # a symlink loop: the run folder's checks say so
+        same = False
+    return recorded if same else str(run_dir)
 
 
 def _continue_run(solver: Solver, checkpoint, run: RunDirectory, reporter,

@@ -196,6 +196,28 @@ def test_a_rate_the_schedule_raised_blames_the_schedule(tmp_path, tiny_config):
                      r" schedule's settings, or lower optimizer\.lr", message), message
 
 
+@pytest.mark.parametrize("rate, raised", [
+    (0.1 * 3 / 3, False),  # a warmup's last step: 0.10000000000000002
+    (0.2, True),
+])
+def test_a_rate_a_hair_above_the_base_is_not_called_raised(rate, raised):
+    from types import SimpleNamespace
+
+    from nntrain.config import resolve_config
+    from nntrain.nn.model import build_model
+    from nntrain.train.solver import Solver
+
+    model = build_model(resolve_config({"train": {"epochs": 1}}), 4, 3)
+    stub = SimpleNamespace(model=model, _first_data_loss=None,
+                           rule=SimpleNamespace(lr=rate),
+                           schedule=SimpleNamespace(base_lr=0.1),
+                           _weight_decay=lambda: None)
+
+    cause = Solver._cause(stub, updated=True)
+
+    assert ("which the schedule raised" in cause) is raised, cause
+
+
 @pytest.mark.parametrize("overrides, kind", [
     (["model.l2=1e38", "optimizer.lr=1e-10"], "l2"),
     (["model.l1=1e38"], "l1"),

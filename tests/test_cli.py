@@ -537,6 +537,18 @@ def test_a_folder_option_given_a_file_names_the_fix(tmp_path, tiny_config, comma
     assert given.read_text() == "x"
 
 
+def test_a_run_folder_in_a_symlink_loop_is_refused_by_its_own_check(tmp_path,
+                                                                     tiny_config):
+    (tmp_path / "loop_a").symlink_to(tmp_path / "loop_b")
+    (tmp_path / "loop_b").symlink_to(tmp_path / "loop_a")
+
+    result = invoke("fit", tiny_config, "--out", tmp_path / "loop_a" / "run")
+
+    assert_one_line_error(result, 2, r"^error: cannot write to run directory .*"
+                                     r"loop_a/run \(Too many levels of symbolic"
+                                     r" links\); choose another folder with --out$")
+
+
 def test_fit_refuses_an_out_that_is_a_file(tmp_path, tiny_config):
     out = tmp_path / "file"
     out.write_text("x")

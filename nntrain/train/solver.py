@@ -427,7 +427,8 @@ class Solver:
             return decay
         if self.rule.lr is not None:
             base = self.schedule.base_lr
-            if base is not None and self.rule.lr > base:
+            # Beyond rounding: a warmup's last step lands a hair above the rate.
+            if base is not None and self.rule.lr > base * (1 + 1e-9):
                 # The schedule raised the rate (exponential with gamma > 1, say).
                 return (f"the learning rate {self.rule.lr:g}, which the schedule"
                         f" raised from optimizer.lr {base:g}, is likely too high:"
