@@ -73,15 +73,6 @@ class PlotWarning(UserWarning):
     in part (a last line cut short, a config.yaml that does not say the monitor)."""
 
 
-def plots_available() -> bool:
-    """True when matplotlib can be imported, so the plot functions will work."""
-    try:
-        require_matplotlib()
-    except PlotsUnavailable:
-        return False
-    return True
-
-
 def require_matplotlib() -> None:
     """Import matplotlib's figure tools, or raise PlotsUnavailable saying why it
     cannot and what mends it."""

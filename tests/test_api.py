@@ -254,29 +254,23 @@ def test_fit_records_the_run_directory_it_wrote_as_output(tmp_path, tiny_config)
     assert config["output"] == "elsewhere"  # the caller's dict is left alone
 
 
-def test_resumed_config_names_a_mistyped_key_as_unknown(one_epoch_run):
+@pytest.mark.parametrize("override, message", [
+    # A typo is named unknown, as in a new run.
+    ("train.epochz=3", "--set train.epochz=3: unknown key train.epochz (did you mean"
+                       " 'epochs'?)"),
+    ("model.l2=0.5", "--set model.l2: a resumed run keeps its checkpoint's config"),
+    # Not "set it whole with --set 'model.hidden={...}'": a resume refuses that too.
+    ("model.hidden.x=1", "--set model.hidden.x: a resumed run keeps its checkpoint's"
+                         " config"),
+], ids=["typo", "kept", "into-a-kept-value"])
+def test_resumed_config_refuses_an_override_saying_why(one_epoch_run, override,
+                                                       message):
     from nntrain.train.resume import resumed_config
 
     _, run = one_epoch_run
     last = run / "checkpoints" / "last.npz"
-    with pytest.raises(ConfigError, match=re.escape(
-            "--set train.epochz=3: unknown key train.epochz (did you mean"
-            " 'epochs'?)")):
-        resumed_config(load_checkpoint(last), ["train.epochz=3"], last)
-    with pytest.raises(ConfigError, match=re.escape(
-            "--set model.l2: a resumed run keeps its checkpoint's config")):
-        resumed_config(load_checkpoint(last), ["model.l2=0.5"], last)
-
-
-def test_resumed_config_does_not_suggest_setting_a_kept_section_whole(
-        one_epoch_run):
-    from nntrain.train.resume import resumed_config
-
-    _, run = one_epoch_run
-    last = run / "checkpoints" / "last.npz"
-    with pytest.raises(ConfigError, match="^" + re.escape(
-            "--set model.hidden.x: a resumed run keeps its checkpoint's config")):
-        resumed_config(load_checkpoint(last), ["model.hidden.x=1"], last)
+    with pytest.raises(ConfigError, match="^" + re.escape(message)):
+        resumed_config(load_checkpoint(last), [override], last)
 
 
 def test_resumed_config_takes_an_override_that_repeats_the_checkpoints_value(

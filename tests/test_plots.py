@@ -25,8 +25,8 @@ from nntrain.plots import (
     PlotWarning,
     plot_evaluation,
     plot_run,
-    plots_available,
     read_metrics,
+    require_matplotlib,
     smooth,
     worst_examples,
 )
@@ -312,7 +312,8 @@ def test_missing_matplotlib_says_how_to_install_it(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     install = re.escape("pip install 'nntrain[plot]'")
 
-    assert not plots_available()
+    with pytest.raises(PlotsUnavailable):
+        require_matplotlib()
     with pytest.raises(PlotsUnavailable, match=install) as caught:
         plot_run(tmp_path, tmp_path / "plots")
     with pytest.raises(PlotsUnavailable, match=install):
@@ -343,36 +344,29 @@ def broken_matplotlib(monkeypatch, tmp_path):
             " install --force-reinstall matplotlib")
 
 
-def test_a_matplotlib_missing_a_dependency_is_named_broken(monkeypatch, tmp_path):
-    fake_matplotlib(monkeypatch, tmp_path, "import kiwisolver_removed_by_the_test\n")
-
-    with pytest.raises(PlotsUnavailable) as caught:
-        plot_run(tmp_path, tmp_path / "plots")
-
-    assert str(caught.value) == (
-        "plots need matplotlib, which fails to import, raising ModuleNotFoundError:"
-        " No module named 'kiwisolver_removed_by_the_test'; reinstall it with: pip"
-        " install --force-reinstall matplotlib")
-
-
-def test_a_matplotlib_missing_a_part_of_itself_is_named_broken(monkeypatch,
-                                                                tmp_path):
+@pytest.mark.parametrize("init, missing", [
+    ("import kiwisolver_removed_by_the_test\n", "kiwisolver_removed_by_the_test"),
     # An empty package: matplotlib.backends is gone, as after a half-done
     # uninstall; "pip install" would answer that it is already there.
-    fake_matplotlib(monkeypatch, tmp_path, "")
+    ("", "matplotlib.backends"),
+], ids=["a-dependency", "a-part-of-itself"])
+def test_a_matplotlib_missing_a_module_is_named_broken(monkeypatch, tmp_path, init,
+                                                       missing):
+    fake_matplotlib(monkeypatch, tmp_path, init)
 
     with pytest.raises(PlotsUnavailable) as caught:
         plot_run(tmp_path, tmp_path / "plots")
 
     assert str(caught.value) == (
         "plots need matplotlib, which fails to import, raising ModuleNotFoundError:"
-        " No module named 'matplotlib.backends'; reinstall it with: pip install"
+        f" No module named '{missing}'; reinstall it with: pip install"
         " --force-reinstall matplotlib")
 
 
 def test_a_broken_matplotlib_is_named_with_the_reinstall_command(broken_matplotlib,
                                                                    tmp_path):
-    assert not plots_available()
+    with pytest.raises(PlotsUnavailable):
+        require_matplotlib()
     with pytest.raises(PlotsUnavailable) as caught:
         plot_run(tmp_path, tmp_path / "plots")
 

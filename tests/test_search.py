@@ -1086,15 +1086,19 @@ def busy_error(trial: int, unfinished: str) -> str:
             " same command once it ends")
 
 
-def planned_with_trial_1_locked(config_path, out: Path) -> tuple[Path, int]:
-    """Plan the study of ``config_path`` in ``out`` and lock trial 1's folder, as
-    a trial of an earlier search still running on a Dask worker does: (its
-    folder, the lock's descriptor)."""
+def search_with_trial_1_locked(config_path, out: Path):
+    """Plan the study of ``config_path`` in ``out``, then search it while trial 1's
+    folder is locked, as a trial of an earlier search still running on a Dask
+    worker holds it: (that folder, the search's result)."""
     config, spec = load_search_config(config_path)
-    Study(out, config, spec)
+    Study(out, config, spec).close()
     trial = out / "trial-0001"
     trial.mkdir()
-    return trial, lock_folder(trial)
+    lock = lock_folder(trial)
+    try:
+        return trial, invoke("search", config_path, "--out", out, "--workers", 1)
+    finally:
+        os.close(lock)
 
 
 def test_a_second_search_of_a_study_is_refused_at_once(study, tmp_path):
@@ -1161,12 +1165,7 @@ def test_a_trial_whose_folder_another_process_holds_leaves_its_round_unfinished(
     whole = tmp_path / "whole"
     assert invoke("search", config_path, "--out", whole, "--workers", 1).exit_code == 0
     out = tmp_path / "out"
-    trial, lock = planned_with_trial_1_locked(config_path, out)
-
-    try:
-        result = invoke("search", config_path, "--out", out, "--workers", 1)
-    finally:
-        os.close(lock)
+    trial, result = search_with_trial_1_locked(config_path, out)
 
     assert result.exit_code == 1
     assert result.stderr.splitlines()[-1] == busy_error(
@@ -1193,12 +1192,7 @@ def test_a_busy_trial_of_the_last_round_takes_the_result_its_process_writes(
         write_config, tiny_npz, tmp_path):
     config_path = write_config(study_config(tiny_npz, trials=2, params=LR_ONLY))
     out = tmp_path / "out"
-    trial, lock = planned_with_trial_1_locked(config_path, out)
-
-    try:
-        result = invoke("search", config_path, "--out", out, "--workers", 1)
-    finally:
-        os.close(lock)
+    trial, result = search_with_trial_1_locked(config_path, out)
 
     assert result.exit_code == 1
     assert result.stderr.splitlines()[-1] == busy_error(1, "the study is not finished")

@@ -346,11 +346,11 @@ def _layer_plan(model_config: dict, width: int, num_classes: int):
         units = None
         if LAYERS[kind].sized:
             is_last = position == len(specs) - 1
+            # The config refuses a sized layer without units but the last
+            # (config._check_layer_units): the last one's are the classes.
             units = options.pop("units", None)
-            if units is None and is_last:
+            if units is None:
                 units = num_classes
-            elif units is None:
-                raise ConfigError(f"model.layers: {name} needs units (its width)")
             elif is_last and units != num_classes:
                 raise ConfigError(
                     f"model.layers: the last layer has {units} units but the data has"

@@ -186,9 +186,8 @@ def resumed_config(checkpoint, overrides: list[str], path) -> dict:
     overrides = checked_overrides(overrides)
     for text in overrides:
         key = text.partition("=")[0].strip()
-        if key not in CHANGEABLE and not _keeps_saved_value(checkpoint, path, text):
-            _refuse_unknown_key(checkpoint, path, text, key)
-            raise ConfigError(f"--set {key}: {KEEPS_CONFIG}")
+        if key not in CHANGEABLE:
+            _refuse_change(checkpoint, path, text, key)
     _iteration(checkpoint, path)
     raw = apply_overrides(copy.deepcopy(saved_config(checkpoint, path)),
                           list(overrides))
@@ -204,26 +203,21 @@ def resumed_config(checkpoint, overrides: list[str], path) -> dict:
     return migrate_config(raw, path, overrides)
 
 
-def _keeps_saved_value(checkpoint, path, override: str) -> bool:
-    """Whether ``override`` sets what the checkpoint's config holds already (a
-    command line repeated from the first run): no change, so nothing to refuse."""
+def _refuse_change(checkpoint, path, override: str, key: str) -> None:
+    """Refuse ``override`` of ``key``, which a resume may not change, unless it
+    sets what the checkpoint's config holds already (a command line repeated
+    from the first run). A key that no config has (a typo) gets the config's
+    own error rather than the word that a resumed run keeps its config."""
     saved = saved_config(checkpoint, path)
     try:
-        return apply_overrides(copy.deepcopy(saved), [override]) == saved
-    except ConfigError:
-        return False
-
-
-def _refuse_unknown_key(checkpoint, path, override: str, key: str) -> None:
-    """The config's own error for an ``override`` of a ``key`` that no config has
-    (a typo), rather than the word that a resumed run keeps its config."""
-    try:
-        raw = apply_overrides(copy.deepcopy(saved_config(checkpoint, path)),
-                              [override])
-        resolve_config(raw)
+        changed = apply_overrides(copy.deepcopy(saved), [override])
+        if changed == saved:
+            return
+        resolve_config(changed)
     except ConfigError as error:
         if error.key == key and str(error).startswith("unknown key"):
             raise ConfigError(f"--set {override}: {error}", key) from None
+    raise ConfigError(f"--set {key}: {KEEPS_CONFIG}")
 
 
 def saved_config(checkpoint, path) -> dict:
@@ -395,9 +389,8 @@ def differences_note(config_path, given: dict, saved: dict) -> str | None:
 def _short_text(value, limit: int = 60) -> str:
     """``value`` as YAML on one line, cut at ``limit`` characters: a note names
     the setting, and a list of layers would fill the screen."""
-    text = yaml_text(value)
-    if isinstance(value, (dict, list)):
-        text = json.dumps(value, separators=(", ", ": "))
+    text = (json.dumps(value, separators=(", ", ": "))
+            if isinstance(value, (dict, list)) else yaml_text(value))
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
