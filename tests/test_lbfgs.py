@@ -248,3 +248,30 @@ def test_lbfgs_without_scipy_is_refused_before_the_run_folder_is_written(
         fit(resolve_config(raw), tmp_path / "run", quiet=True)
 
     assert not (tmp_path / "run").exists()
+
+
+def test_lbfgs_that_stops_before_its_first_iteration_saves_its_starting_weights(
+        tmp_path):
+    # Identical rows with both labels: the gradient at the start is exactly zero
+    # (a zero-mean softmax with uniform scores), so scipy stops at iteration 0.
+    X = np.ones((4, 3))
+    y = np.array([0, 1, 0, 1])
+    path = tmp_path / "flat.npz"
+    np.savez(path, X_train=X, y_train=y, X_val=X[:2], y_val=y[:2], X_test=X[:2],
+             y_test=y[:2])
+    raw = {"data": {"name": "npz", "path": str(path)},
+           "optimizer": {"name": "lbfgs"},
+           "train": {"iterations": 5, "dtype": "float64", "plots": False}}
+    (tmp_path / "flat.yaml").write_text(yaml.safe_dump(raw))
+    result = invoke("fit", tmp_path / "flat.yaml", "--out", tmp_path / "run")
+
+    assert result.exit_code == 0, result.output
+    assert "after 0 iterations" in result.output
+    best = load_checkpoint(tmp_path / "run" / "checkpoints" / "best.npz")
+    assert best.meta["solver"]["progress"]["iteration"] == 0
+    records = [json.loads(line) for line in
+               (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    # Two equally likely classes and uniform scores: the loss is ln 2 exactly.
+    assert records == [{**records[0], "kind": "epoch", "iteration": 0,
+                        "val_accuracy": 0.5}]
+    assert records[0]["val_loss"] == pytest.approx(np.log(2), abs=1e-12)

@@ -239,7 +239,11 @@ class Solver:
             self._train_full_batch(stop)
         while self.progress.iteration < self.total_iterations:
             self._train_epoch(stop)
-        if self.progress.last_eval_iteration != self.progress.iteration:
+        # The last update was no evaluation point, or there was no update at all:
+        # L-BFGS stops before its first iteration when the starting weights
+        # already meet its tolerances, and those weights are then the run's result.
+        if (self.progress.last_eval_iteration != self.progress.iteration
+                or self.progress.best_iteration is None):
             self._final_evaluation()
 
     def _train_epoch(self, stop) -> None:
