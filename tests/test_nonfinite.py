@@ -141,6 +141,31 @@ def test_a_validation_row_that_overflows_blames_the_data_not_the_rate(
         r" checkpoint is untouched\.", line), line
 
 
+def test_data_whose_squares_overflow_batch_norm_is_blamed_not_the_rate(
+        tmp_path, write_npz, write_config):
+    # sqrt(float32's largest) is 1.8e19: batch norm's variance of 1e30-sized
+    # inputs overflows on the first batch, yet normalizes the training loss to a
+    # sane value, so only the data's reach can tell.
+    arrays = tiny_arrays()
+    for split in ("X_train", "X_test"):
+        arrays[split] = arrays[split] * 1e30
+    largest = np.abs(arrays["X_train"].astype(np.float32)).max()
+    raw = wide_config(write_npz("big.npz", **arrays))
+    raw["model"]["batchnorm"] = True
+    raw["optimizer"] = {"name": "sgd", "lr": 1e-12}
+
+    result = invoke("fit", write_config(raw), "--out", tmp_path / "run", "--quiet")
+
+    assert result.exit_code == 1, result.output
+    [line] = result.stderr.splitlines()
+    assert line.startswith("error: buffer/batchnorm1.running_var became inf"), line
+    assert (f"; the data's values reach {largest:.3g}, whose squares overflow float32"
+            " arithmetic (in batch norm's variance, say): the data's scale is at"
+            " fault, not the learning rate; preprocess the data (center, scale) or"
+            " divide it by a power of ten. No checkpoint") in line, line
+    assert not (tmp_path / "run" / "checkpoints" / "last.npz").exists()
+
+
 @pytest.mark.parametrize("std, first", [
     # The start-of-run check's pass overflows (matmul, then NaN in the softmax).
     ("1e30", "the loss became nan at iteration 1"),

@@ -426,6 +426,16 @@ class Solver:
                     f" ({self._init_text()}) are at fault, not the learning rate;"
                     " preprocess the data (center, scale) or divide it by a power"
                     " of ten")
+        largest = self._largest_input()
+        if largest > math.sqrt(np.finfo(self.X_train.dtype).max):
+            # Batch norm's variance squares its inputs: it overflows on the first
+            # batch and the running variance keeps that, while the normalized
+            # training loss looks sane (the first data loss above cannot tell).
+            return (f"the data's values reach {largest:.3g}, whose squares"
+                    f" overflow {self.X_train.dtype} arithmetic (in batch norm's"
+                    " variance, say): the data's scale is at fault, not the"
+                    " learning rate; preprocess the data (center, scale) or"
+                    " divide it by a power of ten")
         decay = weight_decay_cause(self.rule.lr, self._weight_decay())
         if decay:
             return decay
