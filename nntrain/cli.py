@@ -7,6 +7,7 @@ malformed --mirror); 130 / 143 stopped by SIGINT / SIGTERM.
 
 import contextlib
 import csv
+import errno
 import io
 import math
 import os
@@ -149,13 +150,34 @@ class Group(click.Group):
             _say(f"error: out of memory{detail}; use a smaller network, batch or"
                  " data set")
             ctx.exit(1)
+        except OSError as error:
+            if error.errno != errno.ENAMETOOLONG or os.environ.get("NNTRAIN_DEBUG"):
+                _internal_error(ctx, error)
+            # Bad input wherever pathlib first meets it (its exists() and is_dir()
+            # let this errno through), so every command's path checks need no case.
+            path = str(error.filename or "")
+            _say(f"error: a path is too long for this system ({len(path):,}"
+                 f" characters: {_shortened(path)}); Linux limits a name in a path"
+                 " to 255 bytes and the whole path to 4,096: choose a shorter one")
+            ctx.exit(2)
         except Exception as error:
-            if os.environ.get("NNTRAIN_DEBUG"):
-                raise
-            _say(f"internal error: {type(error).__name__}: {error} (this is a bug in"
-                 " nntrain; rerun with NNTRAIN_DEBUG=1 for the traceback and report"
-                 " it)")
-            ctx.exit(1)
+            _internal_error(ctx, error)
+
+
+def _internal_error(ctx, error: Exception):
+    """Report an exception that no handler expected, as the bug it is."""
+    if os.environ.get("NNTRAIN_DEBUG"):
+        raise error
+    _say(f"internal error: {type(error).__name__}: {error} (this is a bug in"
+         " nntrain; rerun with NNTRAIN_DEBUG=1 for the traceback and report it)")
+    ctx.exit(1)
+
+
+def _shortened(text: str, keep: int = 60) -> str:
+    """``text`` quoted, its middle left out when it is longer than ``keep``."""
+    if len(text) <= keep:
+        return repr(text)
+    return f"{text[:keep // 2]!r}...{text[-keep // 2:]!r}"
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})

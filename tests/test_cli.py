@@ -2364,3 +2364,43 @@ def test_a_single_array_given_as_a_checkpoint_says_what_to_give(tmp_path):
         f"error: {given} is a single array (.npy), not a checkpoint; give a"
         f" checkpoint (.npz), such as {Path('runs/NAME/checkpoints/best.npz')}")
         + "$")
+# A name of 256 bytes: pathlib's exists() raises ENAMETOOLONG rather than saying
+# False, wherever a command first checks its paths.
+LONG_NAME = "a" * 256
+
+
+@pytest.mark.parametrize("args", [
+    ["fit", "CONFIG", "--out", LONG_NAME],
+    ["fit", LONG_NAME],
+    ["eval", f"{LONG_NAME}/best.npz"],
+    ["predict", LONG_NAME, "x.npz"],
+    ["plot", LONG_NAME],
+    ["gradcheck", LONG_NAME],
+    ["sanity", LONG_NAME],
+    ["search", LONG_NAME],
+    ["ensemble", LONG_NAME],
+], ids=lambda args: " ".join(args[:1] + [a for a in args[1:] if a != LONG_NAME
+                                         and "/" not in a]))
+def test_a_path_too_long_for_the_system_is_bad_input(tmp_path, tiny_config,
+                                                      monkeypatch, args):
+    monkeypatch.chdir(tmp_path)
+    args = [str(tiny_config) if arg == "CONFIG" else arg for arg in args]
+
+    result = invoke(*args)
+
+    assert result.exit_code == 2, result.output
+    [line] = result.stderr.splitlines()
+    assert line.startswith("error: a path is too long for this system (2"), line
+    assert line.endswith("; Linux limits a name in a path to 255 bytes and the"
+                         " whole path to 4,096: choose a shorter one"), line
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["tiny.npz",
+                                                                 "tiny.yaml"]
+
+
+def test_other_os_errors_are_still_reported_as_bugs(monkeypatch, tmp_path):
+    raise_from_download(monkeypatch, OSError(5, "Input/output error", "x"))
+
+    result = invoke("data", "download", "mnist", "--dir", tmp_path)
+
+    assert result.exit_code == 1
+    assert result.stderr.startswith("internal error: OSError: [Errno 5]")
