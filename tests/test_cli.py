@@ -562,6 +562,20 @@ def test_fit_refuses_an_out_that_is_a_file(tmp_path, tiny_config):
     assert out.read_text() == "x"
 
 
+def test_fit_refuses_a_config_output_that_is_a_file_without_naming_out(
+        tmp_path, tiny_npz, write_config):
+    out = tmp_path / "file"
+    out.write_text("x")
+    config = write_config({**tiny_config_dict(tiny_npz), "output": str(out)})
+
+    result = invoke("fit", config)
+
+    assert_one_line_error(result, 2, "^" + re.escape(
+        f"error: run directory {out} is a file, not a folder; choose a folder with"
+        " --out or the config's output") + "$")
+    assert out.read_text() == "x"
+
+
 def test_fit_force_starts_over_and_keeps_foreign_files(tmp_path, tiny_config):
     out = tmp_path / "run"
     assert invoke("fit", tiny_config, "--out", out, "--quiet").exit_code == 0

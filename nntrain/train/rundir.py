@@ -140,7 +140,10 @@ class RunDirectory:
 
     def _prepare(self, force: bool) -> None:
         if self.path.exists() and not self.path.is_dir():
-            raise RunDirectoryError(f"--out {self.path} is a file; give a folder path")
+            # The CLI refuses an --out that is a file; this is the config's output.
+            raise RunDirectoryError(f"run directory {self.path} is a file, not a"
+                                    " folder; choose a folder with --out or the"
+                                    " config's output")
         if self.path.is_dir() and any(self.path.iterdir()):
             # What --force would refuse is named first: passing it cannot help.
             self._check_clearable()
