@@ -21,6 +21,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -382,13 +383,6 @@ def test_searched_keys_that_never_fit_together_are_refused_up_front(params,
         f" config (the first fails with: {problem}")
 
 
-def test_searched_keys_that_fit_together_in_some_trials_are_accepted():
-    spec = spec_of(trials=9, params={
-        "optimizer.momentum": {"uniform": [0.5, 0.9]},
-        "optimizer.name": {"choice": ["sgd", "momentum"]}})
-    assert len(spec.params) == 2
-
-
 def test_a_trial_that_switches_the_rule_keeps_only_the_studys_own_settings():
     # The study's config is resolved: it holds Adam's beta1, beta2 and eps, which
     # sgd refuses and adagrad would take for its own eps (its default is 1e-10).
@@ -497,32 +491,61 @@ def test_an_option_or_range_end_no_trial_could_run_with_is_refused_up_front(
     assert str(caught.value).startswith(problem)
 
 
-@pytest.mark.parametrize("params", [
+# The trials that draw the constant schedule fail: it takes no floor, which they
+# set. The others run, so the study is not refused; it is warned.
+CONSTANT_WARNING = (
+    "search.params.schedule.name: the trials that draw the option 'constant' will"
+    " fail, as it gives no valid config beside the other searched keys, which"
+    " every trial sets (schedule.floor is not a setting of 'constant' (it belongs"
+    " to cosine, plateau)); remove that option, or stop searching the keys it does"
+    " not fit with")
+
+
+@pytest.mark.parametrize("params, warned", [
     # momentum is no setting of the config's adam, but of both rules drawn.
-    {"optimizer.name": {"choice": ["momentum", "nesterov"]},
-     "optimizer.momentum": {"uniform": [0.5, 0.9]}},
+    ({"optimizer.name": {"choice": ["momentum", "nesterov"]},
+      "optimizer.momentum": {"uniform": [0.5, 0.9]}}, None),
     # floor is no setting of the config's constant schedule, but of cosine.
-    {"schedule.name": {"choice": ["cosine", "plateau"]},
-     "schedule.floor": {"uniform": [0.0, 1e-4]}},
+    ({"schedule.name": {"choice": ["cosine", "plateau"]},
+      "schedule.floor": {"uniform": [0.0, 1e-4]}}, None),
     # The floor above sgd's rate is no trouble for the trials with lr searched...
-    {"optimizer.name": {"choice": ["adam", "sgd"]},
-     "schedule.floor": {"choice": [0.0, 0.005]},
-     "schedule.name": {"choice": ["cosine", "constant"]},
-     "optimizer.lr": {"loguniform": [0.01, 0.1]}},
-    # ... nor, with adam's default rate, for those that draw the constant schedule
-    # (it starts afresh, without the floor).
-    {"optimizer.name": {"choice": ["sgd", "adam"]},
-     "schedule.floor": {"choice": [0.0, 0.005]},
-     "schedule.name": {"choice": ["cosine", "constant"]}},
+    ({"optimizer.name": {"choice": ["adam", "sgd"]},
+      "schedule.floor": {"choice": [0.0, 0.005]},
+      "schedule.name": {"choice": ["cosine", "constant"]},
+      "optimizer.lr": {"loguniform": [0.01, 0.1]}}, CONSTANT_WARNING),
+    # ... nor, with adam's default rate, for the trials of the plateau schedule.
+    ({"optimizer.name": {"choice": ["sgd", "adam"]},
+      "schedule.floor": {"choice": [0.0, 0.005]},
+      "schedule.name": {"choice": ["cosine", "constant"]}}, CONSTANT_WARNING),
     # Draws stay below a range's high end: up to 1.0, which the key excludes.
-    {"model.drop_probability": {"uniform": [0.0, 1.0]}},
-    {"train.early_stopping.min_delta": {"uniform": [0.0, 1.0]}},
+    ({"model.drop_probability": {"uniform": [0.0, 1.0]}}, None),
+    ({"train.early_stopping.min_delta": {"uniform": [0.0, 1.0]}}, None),
 ])
 def test_options_that_fit_with_values_of_the_other_searched_keys_are_accepted(
-        params):
+        params, warned):
     config = resolve_config({"train": {"epochs": 2, "early_stopping": {}}})
-    spec = parse_search({"trials": 8, "params": params}, config)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        spec = parse_search({"trials": 8, "params": params}, config)
     assert [param.key for param in spec.params] == list(params)
+    assert [str(warning.message) for warning in caught] == (
+        [warned] if warned else [])
+
+
+def test_values_that_fit_no_trial_beside_the_other_searched_keys_are_warned_of():
+    params = {"optimizer.name": {"choice": ["adam", "sgd", "rmsprop"]},
+              "optimizer.beta1": {"uniform": [0.5, 0.99]}}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        spec = spec_of(trials=9, params=params)
+
+    assert len(spec.params) == 2
+    assert [str(warning.message) for warning in caught] == [
+        f"search.params.optimizer.name: the trials that draw the option {name!r}"
+        " will fail, as it gives no valid config beside the other searched keys,"
+        f" which every trial sets (optimizer.beta1 is not a setting of {name!r}"
+        " (it belongs to adam, adamw)); remove that option, or stop searching the"
+        " keys it does not fit with" for name in ("sgd", "rmsprop")]
 
 
 def floor_above_lr(npz_path, **search) -> dict:

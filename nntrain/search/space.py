@@ -5,6 +5,7 @@ trial's config (see the package's docstring for the rules)."""
 import copy
 import json
 import math
+import warnings
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -24,7 +25,7 @@ from nntrain.config import (
     yaml_text,
 )
 from nntrain.config_checks import choice, close_match, integer
-from nntrain.errors import ConfigError
+from nntrain.errors import ConfigError, NNTrainWarning
 from nntrain.random import SEARCH_STREAM, generator
 from nntrain.yamlio import one_line_yaml
 
@@ -210,6 +211,7 @@ def parse_search(raw, config: dict, written: dict | None = None) -> SearchSpec:
     _check_every_value_fits(params, base)
     spec = SearchSpec(trials, seed, metric, mode, rounds, keep, params)
     _check_some_trial_fits(spec, base)
+    _warn_of_values_that_fit_no_trial(params, base)
     return spec
 
 
@@ -273,6 +275,33 @@ def _check_every_value_fits(params, config: dict) -> None:
                               f" valid config ({error}); {fix}", where)
 
 
+def _warn_of_values_that_fit_no_trial(params, config: dict) -> None:
+    """Warn of an option or range end that fits alone but beside no values of the
+    other searched keys, which every trial sets: the trials that draw it will fail
+    (optimizer.name sgd, with optimizer.beta1 searched too, for trials of adam).
+    They are not refused, as the other trials run; a study none of whose trials
+    can run is _check_some_trial_fits' to refuse."""
+    candidates = {param.key: _ends(param) for param in params}
+    firsts = {key: values[0] for key, values in candidates.items()}
+    validate = partial(trial_config, config, run_dir="trial")
+    for param in params:
+        for value in candidates[param.key]:
+            error = _refusal(validate, param, value, candidates, firsts)
+            if error is None:
+                continue
+            # A foreign setting's own fix is for a key written in its section.
+            problem = (str(error).partition("; ")[0]
+                       if isinstance(error, ForeignSettingError) else error)
+            fix = ("remove that option" if param.kind == "choice"
+                   else "narrow the range")
+            warnings.warn(
+                f"search.params.{param.key}: the trials that draw"
+                f" {_which(param, value)} will fail, as it gives no valid config"
+                " beside the other searched keys, which every trial sets"
+                f" ({problem}); {fix}, or stop searching the keys it does not"
+                " fit with", NNTrainWarning, stacklevel=2)
+
+
 def _nothing_fits(param: Param, refused: list, where: str) -> ConfigError:
     """The error for ``param`` when each of its options, or both ends of its range,
     gave an invalid config (``refused``: (value, error) pairs)."""
@@ -304,18 +333,26 @@ def _not_a_setting(key: str, error: ConfigError) -> ConfigError | None:
                        f" {error.section}.name that takes it", where)
 
 
-def _refusal(validate, param: Param, value, candidates: dict):
+def _refusal(validate, param: Param, value, candidates: dict,
+             others: dict | None = None):
     """The error that rules ``value`` of ``param`` out, or None when some
-    combination fits (or the search for one ran out of budget). Draws from a
-    uniform or log-uniform range stay below its high end, so a high end that is
-    refused but a value just below it is not (model.drop_probability up to 1.0,
-    which the key excludes) is accepted."""
-    _, error = _Mender(validate, candidates).fit({param.key: value})
+    combination fits (or the search for one ran out of budget). ``others``: the
+    values of the other searched keys to start from, as a trial sets them all
+    (each may be changed to its other candidates); None tries ``value`` alone.
+    Draws from a uniform or log-uniform range stay below its high end, so a high
+    end that is refused but a value just below it is not (model.drop_probability
+    up to 1.0, which the key excludes) is accepted."""
+    start = {key: other for key, other in (others or {}).items() if key != param.key}
+
+    def fit(tried):
+        return _Mender(validate, candidates).fit({**start, param.key: tried},
+                                                 settled={param.key})
+
+    _, error = fit(value)
     if error is None:
         return None
     if param.kind in ("uniform", "loguniform") and value == param.bounds[1]:
-        below = math.nextafter(value, param.bounds[0])
-        config, _ = _Mender(validate, candidates).fit({param.key: below})
+        config, _ = fit(math.nextafter(value, param.bounds[0]))
         if config is not None:
             return None
     return error
@@ -364,16 +401,17 @@ class _Mender:
     ``validate(values)`` returns the config with ``values`` set, or raises a
     ConfigError; ``candidates`` maps each searched key to the values to try (its
     ends or options). Starting from some values, when the config is invalid and
-    its error names searched keys not set yet, each of those is set to each of
-    its candidates in turn, depth first."""
+    its error names searched keys not settled yet (by default, those not set),
+    each of those is set to each of its candidates in turn, depth first."""
 
     def __init__(self, validate, candidates: dict, budget: int = MEND_BUDGET):
         self.validate, self.candidates, self.budget = validate, candidates, budget
 
-    def fit(self, values: dict) -> tuple:
+    def fit(self, values: dict, settled: set | None = None) -> tuple:
         """(config, None) for the first valid combination found; (None, error)
-        when there is none, with the first error that no unset searched key could
-        mend; (None, None) when the budget ran out first."""
+        when there is none, with the first error that no unsettled searched key
+        could mend; (None, None) when the budget ran out first."""
+        settled = set(values) if settled is None else settled
         if self.budget <= 0:
             return None, None
         self.budget -= 1
@@ -382,18 +420,18 @@ class _Mender:
         except ConfigError as error:
             root = error
         first = None
-        for key in self.menders(root, values):
+        for key in self.menders(root, settled):
             for value in self.candidates[key]:
-                config, error = self.fit({**values, key: value})
+                config, error = self.fit({**values, key: value}, settled | {key})
                 if config is not None or error is None:
                     return config, error
                 first = first or error
         return None, first or root
 
-    def menders(self, error: ConfigError, values: dict) -> list[str]:
-        """The searched keys not in ``values`` whose value may decide ``error``."""
+    def menders(self, error: ConfigError, settled: set) -> list[str]:
+        """The searched keys not ``settled`` whose value may decide ``error``."""
         return [key for key in self.candidates
-                if key not in values and _may_mend(key, error)]
+                if key not in settled and _may_mend(key, error)]
 
 
 def _may_mend(key: str, error: ConfigError) -> bool:
@@ -444,7 +482,7 @@ def resolve_study_config(raw: dict, search) -> dict:
         raise base_error
     if not any(_may_mend(key, error) for key in mender.candidates):
         raise error  # a fault of its own, found once the searched keys were mended
-    key = mender.menders(base_error, {})[0]
+    key = mender.menders(base_error, set())[0]
     kind = next(param.kind for param in params if param.key == key)
     # Only the ends of a range stand in: values between them are not tried.
     what = ("no value of it fits the key" if kind == "choice"
