@@ -154,6 +154,25 @@ def test_gradcheck_worst_entry_catches_one_wrong_entry_that_the_norm_dilutes(rng
     assert not check.passed
 
 
+@pytest.mark.parametrize("wrong, noted", [(0.0, True), (1e-2, False)])
+def test_gradcheck_failing_within_the_rounding_noise_of_a_huge_loss_says_so(
+        rng, wrong, noted):
+    # f = 1e7 + sum(x^2): float64 rounds 1e7 + small to about 2e-9, so each
+    # difference of step 1e-5 carries noise near 2.2e-16 * 1e7 / 1e-5 = 2.2e-4,
+    # far above the gradients 2x of x ~ 1e-3. A gradient wrong by 1e-2 lies
+    # beyond the noise: its failure gets no such note.
+    x = rng.standard_normal(20) * 1e-3
+    analytic = 2 * x + wrong
+    check = check_array("x", x, analytic, lambda: 1e7 + float(np.sum(x**2)), rng)
+
+    assert not check.passed
+    assert check.noise == pytest.approx(np.finfo(np.float64).eps * 1e7 / 1e-5,
+                                        rel=1e-6)
+    note = ("every difference is within rounding noise: a loss of 1e+07 puts about"
+            " 2.2e-04 into each; preprocess the data (center, scale) to check these")
+    assert check.notes == ([note] if noted else [])
+
+
 def test_gradcheck_zero_analytic_gradient_against_nonzero_numeric_fails(rng):
     x = rng.standard_normal(10)
     check = check_array("x", x, np.zeros(10), lambda: float(np.sum(x**2)), rng)
