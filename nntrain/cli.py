@@ -595,6 +595,10 @@ def predict(checkpoint, input_path, out_path):
     except KeyboardInterrupt as error:
         raise StopRequested(f"{stopped_by(error)}: no predictions were written",
                             stop_exit_code(error)) from None
+    if restored.model.loss_name == "svm":
+        click.echo("note: this model was trained with the svm loss, whose scores are"
+                   " no probabilities; the probabilities written are their softmax,"
+                   " which ranks the classes as the scores do", err=True)
     _write_predictions(classes, probabilities, spec["class_names"], out_path)
     if out_path:
         # On stderr, as notes are: stdout carries the predictions without --out.

@@ -1259,6 +1259,26 @@ def test_predict_writes_one_csv_row_per_sample_with_probabilities(trained, tmp_p
         assert int(np.argmax(probabilities)) == expected[index]
 
 
+def test_predict_of_an_svm_model_notes_that_its_probabilities_are_a_softmax(
+        tmp_path, tiny_npz, write_config):
+    raw = tiny_config_dict(tiny_npz)
+    raw["model"]["loss"] = "svm"
+    raw["train"]["plots"] = False
+    assert invoke("fit", write_config(raw), "--out", tmp_path / "run").exit_code == 0
+    samples = tmp_path / "samples.npy"
+    np.save(samples, tiny_arrays()["X_test"][:3])
+
+    result = invoke("predict", tmp_path / "run" / "checkpoints" / "best.npz",
+                    samples)
+
+    assert result.exit_code == 0, result.output
+    assert len(result.stdout.splitlines()) == 4
+    assert result.stderr == (
+        "note: this model was trained with the svm loss, whose scores are no"
+        " probabilities; the probabilities written are their softmax, which ranks"
+        " the classes as the scores do\n")
+
+
 def test_predict_without_out_writes_csv_to_stdout(trained, tmp_path):
     _, _, run_dir, _ = trained
     samples = tmp_path / "samples.npz"

@@ -336,7 +336,10 @@ class Adam(UpdateRule):
         s1 <- beta1 s1 + g,    s2 <- beta2 s2 + g^2
 
     which makes each a multiply and an add (two passes over the array instead of
-    three); the factors join the scalars of the last step.
+    three); the factors join the scalars of the last step. The cost: s2 is up to
+    1 / (1 - beta2) times v (1000 at the default), so in float32 it overflows for
+    gradients above about 6e17, where torch's v holds until 1.8e19: a run whose
+    gradients reach that far is stopped by the non-finite guard one range sooner.
     """
 
     name = "adam"
