@@ -800,6 +800,9 @@ def apply_overrides(raw, overrides: list[str]) -> dict:
             raise ConfigError(
                 f"--set {text!r}: write KEY=VALUE, for example --set train.epochs=5"
             )
+        if "" in (part.strip() for part in key.split(".")):
+            raise ConfigError(f"--set {text!r}: the key {key!r} has an empty part;"
+                              " write a dotted key such as train.epochs")
         value = parse_yaml(value_text, f"--set {key}") if value_text.strip() else None
         _set_dotted(raw, key, value)
     return raw
@@ -852,10 +855,18 @@ def read_config_file(path) -> dict:
         raise ConfigError(f"cannot read {path}: {error.strerror}") from None
     raw = parse_yaml(text, str(path))
     if raw is not None and not isinstance(raw, dict):
-        raise ConfigError(f"{path} holds a {type(raw).__name__}, not a mapping of"
+        raise ConfigError(f"{path} holds {_yaml_kind(raw)}, not a mapping of"
                           " sections; write sections like 'train: {epochs: 5}'")
     return raw
 
+
+
+def _yaml_kind(value) -> str:
+    """What a YAML document holds, in YAML's words: "a list", "a number"."""
+    kinds = [(bool, "a boolean"), ((int, float), "a number"), (str, "a string"),
+             (list, "a list"), (bytes, "binary data")]
+    return next((name for kind, name in kinds if isinstance(value, kind)),
+                f"a {type(value).__name__}")
 
 def load_config(path=None, overrides: list[str] | None = None) -> dict:
     """Read, override and validate a config. No path: start from an empty config,
