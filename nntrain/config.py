@@ -33,7 +33,7 @@ from nntrain.config_checks import (  # every public name stays importable from h
     validation_size,
 )
 from nntrain.errors import ConfigError
-from nntrain.yamlio import dump_yaml, parse_yaml
+from nntrain.yamlio import dump_yaml, key_text, parse_yaml
 
 # A config file larger than this is refused before parsing; real configs are < 10 kB.
 MAX_CONFIG_BYTES = 1_000_000
@@ -491,7 +491,8 @@ def _check_section(raw: dict, table: dict, prefix: str) -> dict:
     """Validate ``raw`` against ``table``; return a new dict with defaults filled in."""
     for name in raw:
         if name not in table:
-            raise _unknown_key(f"{prefix}.{name}" if prefix else str(name), table)
+            raise _unknown_key(f"{prefix}.{key_text(name)}" if prefix
+                               else key_text(name), table)
 
     resolved = {}
     for name, spec in table.items():
@@ -530,7 +531,7 @@ def _check_named_section(raw, section: str, tables: dict, default: str) -> dict:
         owners = [owner for owner, keys in tables.items() if key in keys]
         if owners:
             raise _foreign_setting(section, name, key, settings, owners, table)
-        raise _unknown_key(f"{section}.{key}", ["name", *table])
+        raise _unknown_key(f"{section}.{key_text(key)}", ["name", *table])
     return {"name": name, **_check_section(settings, table, section)}
 
 
@@ -772,7 +773,7 @@ def _resolved(raw) -> dict:
 
     for name in raw:
         if name not in SCHEMA:
-            raise _unknown_key(str(name), list(SCHEMA))
+            raise _unknown_key(key_text(name), list(SCHEMA))
     config = _check_section(raw, SCHEMA, "")
     config["optimizer"] = _check_named_section(named["optimizer"], "optimizer",
                                                OPTIMIZER_KEYS, "adam")

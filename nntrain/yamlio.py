@@ -131,9 +131,8 @@ class StrictLoader(yaml.SafeLoader):
                 raise ConfigError(f"the key on line {line} is a list or mapping; keys"
                                   " must be plain names") from None
             if key in seen:
-                raise ConfigError(
-                    f"duplicated key '{key}' on line {line}: keep only one of them"
-                )
+                raise ConfigError(f"duplicated key '{key_text(key)}' on line {line}:"
+                                  " keep only one of them")
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
 
@@ -245,6 +244,16 @@ def _represent_list(dumper, items):
 
 
 _ConfigDumper.add_representer(list, _represent_list)
+
+
+def key_text(key) -> str:
+    """A mapping's key as YAML spells it: null, true and false for the keys that
+    Python calls None, True and False; any other as str() gives it."""
+    if key is None:
+        return "null"
+    if isinstance(key, bool):
+        return "true" if key else "false"
+    return str(key)
 
 
 def one_line_yaml(data) -> str:

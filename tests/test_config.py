@@ -203,6 +203,21 @@ def test_duplicated_top_level_section_is_an_error(write_config):
         load_text(write_config, text)
 
 
+@pytest.mark.parametrize("text, problem", [
+    ("null: 1\n~: 2\n", "duplicated key 'null' on line 2"),
+    ("true: 1\n", "unknown key true (valid keys: seed,"),
+    ("train: {null: 1}\n", "unknown key train.null (valid keys: epochs,"),
+    ("optimizer: {name: sgd, false: 1}\n", "unknown key optimizer.false (valid"
+     " keys: name, lr)"),
+])
+def test_keys_that_yaml_reads_as_null_or_booleans_are_named_as_yaml_spells_them(
+        write_config, text, problem):
+    with pytest.raises(ConfigError) as caught:
+        load_text(write_config, text)
+
+    assert problem in str(caught.value)
+
+
 def test_python_object_tag_is_refused_and_runs_nothing(write_config, tmp_path):
     marker = tmp_path / "pwned"
     text = f"seed: !!python/object/apply:os.system ['touch {marker}']\n"
