@@ -211,7 +211,8 @@ def test_a_rate_a_hair_above_the_base_is_not_called_raised(rate, raised):
     stub = SimpleNamespace(model=model, _first_data_loss=None,
                            rule=SimpleNamespace(lr=rate),
                            schedule=SimpleNamespace(base_lr=0.1),
-                           _weight_decay=lambda: None)
+                           _weight_decay=lambda: None, _largest_input=lambda: 1.0,
+                           X_train=np.ones((1, 4), np.float32))
 
     cause = Solver._cause(stub, updated=True)
 
