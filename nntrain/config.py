@@ -8,6 +8,7 @@ whose one-line message names the key and the fix. The validators the table is bu
 of (integer, number, choice, ...) are in config_checks.
 """
 
+import datetime
 import math
 import os
 from pathlib import Path
@@ -801,9 +802,10 @@ def apply_overrides(raw, overrides: list[str]) -> dict:
             raise ConfigError(
                 f"--set {text!r}: write KEY=VALUE, for example --set train.epochs=5"
             )
-        if "" in (part.strip() for part in key.split(".")):
-            raise ConfigError(f"--set {text!r}: the key {key!r} has an empty part;"
-                              " write a dotted key such as train.epochs")
+        if any(not part or part != part.strip() for part in key.split(".")):
+            raise ConfigError(f"--set {text!r}: the key {key!r} has an empty part or"
+                              " spaces around one; write a dotted key such as"
+                              " train.epochs")
         value = parse_yaml(value_text, f"--set {key}") if value_text.strip() else None
         _set_dotted(raw, key, value)
     return raw
@@ -861,13 +863,14 @@ def read_config_file(path) -> dict:
     return raw
 
 
-
 def _yaml_kind(value) -> str:
     """What a YAML document holds, in YAML's words: "a list", "a number"."""
     kinds = [(bool, "a boolean"), ((int, float), "a number"), (str, "a string"),
-             (list, "a list"), (bytes, "binary data")]
+             (list, "a list"), (bytes, "binary data"),
+             ((datetime.date, datetime.datetime), "a timestamp")]
     return next((name for kind, name in kinds if isinstance(value, kind)),
                 f"a {type(value).__name__}")
+
 
 def load_config(path=None, overrides: list[str] | None = None) -> dict:
     """Read, override and validate a config. No path: start from an empty config,

@@ -77,7 +77,6 @@ class ParamCheck:
     worst_index: tuple
     kinks: int = 0
     notes: list = field(default_factory=list)
-    noise: float = 0.0  # the rounding noise eps |f| / h of the numeric gradients
 
     @property
     def passed(self) -> bool:
@@ -129,9 +128,8 @@ def check_array(name, array, analytic, objective, rng, region=None) -> ParamChec
         analytic_values.append(float(analytic[index]))
         measured.append(index)
 
-    noise = np.finfo(np.float64).eps * largest / STEP
     return _summarize(name, array.size, measured, analytic_values, numeric_values,
-                      kinks, noise)
+                      kinks, largest)
 
 
 def _same_region(first, second) -> bool:
@@ -139,12 +137,12 @@ def _same_region(first, second) -> bool:
 
 
 def _summarize(name, size, measured, analytic_values, numeric_values, kinks,
-               noise=0.0):
+               largest_loss):
     a = np.array(analytic_values, dtype=np.float64)
     n = np.array(numeric_values, dtype=np.float64)
     notes = []
     if len(a) == 0:
-        return ParamCheck(name, size, 0, 0.0, 0.0, (), kinks, noise=noise)
+        return ParamCheck(name, size, 0, 0.0, 0.0, (), kinks)  # not measured
     entry_errors = np.abs(a - n) / np.maximum(np.abs(a) + np.abs(n), FLOOR)
     worst = int(entry_errors.argmax())
     rms = max(np.sqrt(np.mean(a * a)), np.sqrt(np.mean(n * n)))
@@ -156,12 +154,12 @@ def _summarize(name, size, measured, analytic_values, numeric_values, kinks,
         norm_error = np.linalg.norm(a - n) / scale
     check = ParamCheck(name, size, len(a), float(norm_error),
                        float(entry_errors[worst]),
-                       tuple(int(i) for i in measured[worst]), kinks, notes, noise)
+                       tuple(int(i) for i in measured[worst]), kinks, notes)
+    noise = np.finfo(np.float64).eps * largest_loss / STEP  # in each difference
     if not check.passed and np.abs(a - n).max() <= NOISE_MARGIN * noise:
         notes.append(f"every difference is within rounding noise: a loss of"
-                     f" {noise * STEP / np.finfo(np.float64).eps:.2g} puts about"
-                     f" {noise:.1e} into each; preprocess the data (center, scale)"
-                     " to check these")
+                     f" {largest_loss:.2g} puts about {noise:.1e} into each;"
+                     " preprocess the data (center, scale) to check these")
     return check
 
 

@@ -580,10 +580,13 @@ def test_set_creates_missing_sections(write_config):
     ("=3", "--set '=3': write KEY=VALUE"),
     ("seed.x=1", "--set seed.x: seed is not a section of the config"),
     ("model.hidden=[8", "--set model.hidden: "),
-    (".=1", "--set '.=1': the key '.' has an empty part; write a dotted key"),
+    (".=1", "--set '.=1': the key '.' has an empty part or spaces around one;"
+     " write a dotted key"),
     ("train..epochs=1", "--set 'train..epochs=1': the key 'train..epochs' has an"
      " empty part"),
     ("train.=1", "--set 'train.=1': the key 'train.' has an empty part"),
+    ("train .epochs=1", "--set 'train .epochs=1': the key 'train .epochs' has an"
+     " empty part or spaces around one"),
 ])
 def test_malformed_set_is_a_config_error(write_config, override, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
@@ -637,7 +640,7 @@ def test_error_names_the_override_that_gave_the_bad_value(write_config, override
     ("5\n", "holds a number, not a mapping of sections"),
     ("true\n", "holds a boolean, not a mapping of sections"),
     ("!!binary aGVsbG8=\n", "holds binary data, not a mapping of sections"),
-    ("2001-01-01\n", "holds a date, not a mapping of sections"),
+    ("2001-01-01\n", "holds a timestamp, not a mapping of sections"),
     ("train:\n  epochs:1\n", "invalid train: 'epochs:1' (expected a mapping of keys;"
      " write a space after the colon, 'KEY: VALUE')"),
     ("search: {trials: 2}\ntrain: {epochs: 1}\n",

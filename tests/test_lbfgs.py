@@ -275,3 +275,12 @@ def test_lbfgs_that_stops_before_its_first_iteration_saves_its_starting_weights(
     assert records == [{**records[0], "kind": "epoch", "iteration": 0,
                         "val_accuracy": 0.5}]
     assert records[0]["val_loss"] == pytest.approx(np.log(2), abs=1e-12)
+
+    # No update was made, so there is no shorter run's evaluation to drop: a
+    # longer run stops at the same point and keeps the one record.
+    resumed = invoke("fit", tmp_path / "flat.yaml", "--out", tmp_path / "run",
+                     "--resume", tmp_path / "run", "--set", "train.iterations=8")
+    assert resumed.exit_code == 0, resumed.output
+    assert "dropped" not in resumed.output
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line) for line in lines] == records

@@ -155,7 +155,7 @@ def test_gradcheck_worst_entry_catches_one_wrong_entry_that_the_norm_dilutes(rng
 
 
 @pytest.mark.parametrize("wrong, noted", [(0.0, True), (1e-2, False)])
-def test_gradcheck_failing_within_the_rounding_noise_of_a_huge_loss_says_so(
+def test_gradcheck_failure_notes_rounding_noise_only_when_it_explains_the_gap(
         rng, wrong, noted):
     # f = 1e7 + sum(x^2): float64 rounds 1e7 + small to about 2e-9, so each
     # difference of step 1e-5 carries noise near 2.2e-16 * 1e7 / 1e-5 = 2.2e-4,
@@ -166,8 +166,6 @@ def test_gradcheck_failing_within_the_rounding_noise_of_a_huge_loss_says_so(
     check = check_array("x", x, analytic, lambda: 1e7 + float(np.sum(x**2)), rng)
 
     assert not check.passed
-    assert check.noise == pytest.approx(np.finfo(np.float64).eps * 1e7 / 1e-5,
-                                        rel=1e-6)
     note = ("every difference is within rounding noise: a loss of 1e+07 puts about"
             " 2.2e-04 into each; preprocess the data (center, scale) to check these")
     assert check.notes == ([note] if noted else [])

@@ -513,7 +513,7 @@ CONSTANT_WARNING = (
       "schedule.floor": {"choice": [0.0, 0.005]},
       "schedule.name": {"choice": ["cosine", "constant"]},
       "optimizer.lr": {"loguniform": [0.01, 0.1]}}, CONSTANT_WARNING),
-    # ... nor, with adam's default rate, for the trials of the plateau schedule.
+    # ... nor, with adam's default rate, for the trials of the cosine schedule.
     ({"optimizer.name": {"choice": ["sgd", "adam"]},
       "schedule.floor": {"choice": [0.0, 0.005]},
       "schedule.name": {"choice": ["cosine", "constant"]}}, CONSTANT_WARNING),
@@ -2014,3 +2014,17 @@ def test_a_study_planned_before_trials_monitored_the_metric_resumes_as_planned(
                      "train.monitor=val_loss")
     assert changed.exit_code == 2
     assert "plans another study (config.train.monitor differs)" in changed.stderr
+
+
+@pytest.mark.parametrize("search, problem", [
+    ({"trials": 2, None: 1, "params": {"optimizer.lr": {"uniform": [0.1, 0.2]}}},
+     "unknown key search.null (valid keys: trials,"),
+    ({"trials": 2, "params": {True: {"uniform": [0.1, 0.2]}}},
+     "invalid search.params: true is not a config key"),
+])
+def test_search_keys_that_yaml_reads_as_null_or_true_are_named_as_yaml_spells_them(
+        search, problem):
+    config = resolve_config({"train": {"epochs": 2}})
+    with pytest.raises(ConfigError) as caught:
+        parse_search(search, config)
+    assert str(caught.value).startswith(problem)

@@ -338,8 +338,9 @@ class Adam(UpdateRule):
     which makes each a multiply and an add (two passes over the array instead of
     three); the factors join the scalars of the last step. The cost: s2 is up to
     1 / (1 - beta2) times v (1000 at the default), so in float32 it overflows for
-    gradients above about 6e17, where torch's v holds until 1.8e19: a run whose
-    gradients reach that far is stopped by the non-finite guard one range sooner.
+    gradients above about 6e17, where torch's v holds until 1.8e19: the
+    non-finite guard stops a run whose gradients grow past 6e17, which torch
+    would carry on a little further.
     """
 
     name = "adam"

@@ -27,7 +27,7 @@ from nntrain.config import (
 from nntrain.config_checks import choice, close_match, integer
 from nntrain.errors import ConfigError, NNTrainWarning
 from nntrain.random import SEARCH_STREAM, generator
-from nntrain.yamlio import one_line_yaml
+from nntrain.yamlio import key_text, one_line_yaml
 
 DISTRIBUTIONS = ("loguniform", "uniform", "int", "choice")
 METRICS = ("val_accuracy", "val_loss", "train_accuracy", "loss", "data_loss",
@@ -140,7 +140,8 @@ def _parse_param(key, spec, known: list[str]) -> Param:
         close = close_match(str(key), known)
         hint = (f"did you mean '{close}'?" if close
                 else "give a dotted config key like optimizer.lr")
-        raise ConfigError(f"invalid search.params: {key!r} is not a config key"
+        shown_key = repr(key) if isinstance(key, str) else key_text(key)
+        raise ConfigError(f"invalid search.params: {shown_key} is not a config key"
                           f" ({hint})", "search.params")
     where = f"search.params.{key}"
     if (isinstance(spec, dict) and spec and not set(spec) & set(DISTRIBUTIONS)
@@ -193,6 +194,7 @@ def parse_search(raw, config: dict, written: dict | None = None) -> SearchSpec:
             close = close_match(str(name), SEARCH_KEYS)
             hint = f"did you mean '{close}'?" if close else \
                 f"valid keys: {', '.join(SEARCH_KEYS)}"
+            name = key_text(name)
             raise ConfigError(f"unknown key search.{name} ({hint})", f"search.{name}")
     for name in ("trials", "params"):
         if name not in raw:

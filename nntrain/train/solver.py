@@ -239,11 +239,13 @@ class Solver:
             self._train_full_batch(stop)
         while self.progress.iteration < self.total_iterations:
             self._train_epoch(stop)
-        # The last update was no evaluation point, or there was no update at all:
-        # L-BFGS stops before its first iteration when the starting weights
-        # already meet its tolerances, and those weights are then the run's result.
-        if (self.progress.last_eval_iteration != self.progress.iteration
-                or self.progress.best_iteration is None):
+        if self.progress.iteration == 0 and self.progress.best_iteration is None:
+            # No update at all: L-BFGS stops before its first iteration when the
+            # starting weights already meet its tolerances. Those weights are the
+            # run's result, evaluated as at an evaluation point, which a resumed or
+            # longer run keeps (it would stop there again).
+            self._evaluate()
+        elif self.progress.last_eval_iteration != self.progress.iteration:
             self._final_evaluation()
 
     def _train_epoch(self, stop) -> None:
