@@ -29,7 +29,7 @@ from nntrain.errors import (
     StopRequested,
     one_line,
 )
-from nntrain.fileio import write_bytes_atomically
+from nntrain.fileio import shortened_path, write_bytes_atomically
 from nntrain.train.report import counted, short_number
 from nntrain.train.signals import (
     command_ended,
@@ -157,8 +157,8 @@ class Group(click.Group):
             # let this errno through), so every command's path checks need no case.
             path = str(error.filename or "")
             _say(f"error: a path is too long for this system ({len(path):,}"
-                 f" characters: {_shortened(path)}); Linux limits a name in a path"
-                 " to 255 bytes and the whole path to 4,096: choose a shorter one")
+                 f" characters: {shortened_path(path)}); Linux allows 255 bytes for"
+                 " a name in a path and 4,096 for the whole: choose a shorter one")
             ctx.exit(2)
         except Exception as error:
             _internal_error(ctx, error)
@@ -171,13 +171,6 @@ def _internal_error(ctx, error: Exception):
     _say(f"internal error: {type(error).__name__}: {error} (this is a bug in"
          " nntrain; rerun with NNTRAIN_DEBUG=1 for the traceback and report it)")
     ctx.exit(1)
-
-
-def _shortened(text: str, keep: int = 60) -> str:
-    """``text`` quoted, its middle left out when it is longer than ``keep``."""
-    if len(text) <= keep:
-        return repr(text)
-    return f"{text[:keep // 2]!r}...{text[-keep // 2:]!r}"
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})

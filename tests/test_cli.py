@@ -2404,7 +2404,6 @@ LONG_NAME = "a" * 256
 
 
 @pytest.mark.parametrize("args", [
-    ["fit", "CONFIG", "--out", LONG_NAME],
     ["fit", LONG_NAME],
     ["eval", f"{LONG_NAME}/best.npz"],
     ["predict", LONG_NAME, "x.npz"],
@@ -2425,8 +2424,8 @@ def test_a_path_too_long_for_the_system_is_bad_input(tmp_path, tiny_config,
     assert result.exit_code == 2, result.output
     [line] = result.stderr.splitlines()
     assert line.startswith("error: a path is too long for this system (2"), line
-    assert line.endswith("; Linux limits a name in a path to 255 bytes and the"
-                         " whole path to 4,096: choose a shorter one"), line
+    assert line.endswith("; Linux allows 255 bytes for a name in a path and 4,096"
+                         " for the whole: choose a shorter one"), line
     assert sorted(path.name for path in tmp_path.iterdir()) == ["tiny.npz",
                                                                  "tiny.yaml"]
 
@@ -2438,3 +2437,41 @@ def test_other_os_errors_are_still_reported_as_bugs(monkeypatch, tmp_path):
 
     assert result.exit_code == 1
     assert result.stderr.startswith("internal error: OSError: [Errno 5]")
+
+
+def deep_path(root, length: int):
+    """A path under ``root`` of ``length`` bytes, of names within the 255 allowed."""
+    text = str(root)
+    while len(text) < length:
+        text += "/" + "d" * min(200, length - len(text) - 1)
+    return text
+
+
+@pytest.mark.parametrize("command", ["fit", "search"])
+@pytest.mark.parametrize("spare", [11, 90])  # room left for 11 or 90 more bytes
+def test_an_output_folder_too_deep_for_its_files_is_refused_before_any_write(
+        tmp_path, tiny_npz, write_config, command, spare):
+    raw = tiny_config_dict(tiny_npz)
+    if command == "search":
+        raw["search"] = {"trials": 2, "params": {
+            "optimizer.lr": {"loguniform": [1e-3, 1e-2]}}}
+    config = write_config(raw)
+    out = deep_path(tmp_path / "out", 4096 - spare)
+
+    result = invoke(command, config, "--out", out)
+
+    assert result.exit_code == 2, result.output
+    [line] = result.stderr.splitlines()
+    assert line.endswith(f": it is {4096 - spare:,} bytes long, so the files written"
+                         " in it would pass the 4,096 bytes the system allows for a"
+                         " path; choose a shorter one with --out"), line
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_output_folder_with_a_name_too_long_is_refused(tmp_path, tiny_config):
+    result = invoke("fit", tiny_config, "--out", tmp_path / ("x" * 300) / "run")
+
+    assert result.exit_code == 2, result.output
+    assert result.stderr.endswith(": a name in it is 300 bytes long, over the 255"
+                                  " the file system allows; choose a shorter one"
+                                  " with --out\n"), result.stderr

@@ -18,7 +18,12 @@ from nntrain.errors import (
     StopRequested,
     TrainingError,
 )
-from nntrain.fileio import make_output_folder
+from nntrain.fileio import (
+    STUDY_FOLDER_ROOM,
+    make_output_folder,
+    path_too_long,
+    shortened_path,
+)
 from nntrain.search.report import short_value
 from nntrain.search.space import (
     Param,
@@ -56,6 +61,14 @@ def _unlock(folder: Path, descriptor: int) -> None:
     _LOCKED_HERE.discard(folder)
     os.close(descriptor)
 
+
+def refuse_too_deep(out) -> None:
+    """RunDirectoryError when the study folder ``out`` is too deep for the files
+    of its trials, before anything is read or written there."""
+    problem = path_too_long(out, STUDY_FOLDER_ROOM)
+    if problem:
+        raise RunDirectoryError(f"study folder {shortened_path(out)}: {problem};"
+                                " choose a shorter one with --out")
 
 class Study:
     """A study folder: its plan (study.json) and one row per planned trial.
@@ -117,8 +130,12 @@ class Study:
 
     def _open(self) -> dict:
         path = self.out / PLAN_FILE
+        refuse_too_deep(self.out)
         if self.out.is_file():
-            raise self._not_a_study()
+            # The CLI refuses an --out that is a file; this is the config's output.
+            raise RunDirectoryError(f"{self.out} is a file, not a folder; choose a"
+                                    " folder for the study with --out or the"
+                                    " config's output")
         if not self.out.is_dir():
             make_output_folder(self.out, "--out")
         # Before the plan is read or written: a plan read, or rows, that another

@@ -29,6 +29,9 @@ from nntrain.errors import (
     TrainingError,
 )
 from nntrain.fileio import (
+    RUN_FOLDER_ROOM,
+    path_too_long,
+    shortened_path,
     temporary_glob,
     write_fix,
     write_text_atomically,
@@ -105,6 +108,10 @@ class RunDirectory:
 
     def _open(self, force: bool, resume: bool) -> None:
         """Lock the folder, clear or check it, and open its logs."""
+        problem = path_too_long(self.path, RUN_FOLDER_ROOM)
+        if problem:
+            raise RunDirectoryError(f"run directory {shortened_path(self.path)}:"
+                                    f" {problem}; choose a shorter one with --out")
         try:
             if self.path.is_dir():
                 self._take_lock()  # before --force removes anything
