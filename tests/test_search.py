@@ -2028,3 +2028,17 @@ def test_search_keys_that_yaml_reads_as_null_or_true_are_named_as_yaml_spells_th
     with pytest.raises(ConfigError) as caught:
         parse_search(search, config)
     assert str(caught.value).startswith(problem)
+
+
+def test_a_study_whose_config_output_is_a_file_is_refused_naming_it(
+        tmp_path, tiny_npz, write_config):
+    out = tmp_path / "file"
+    out.write_text("x")
+    config = write_config({**study_config(tiny_npz), "output": str(out)})
+
+    result = invoke("search", config)
+
+    assert result.exit_code == 2, result.output
+    assert result.stderr == (f"error: {out} is a file, not a folder; choose a folder"
+                             " for the study with --out or the config's output\n")
+    assert out.read_text() == "x"
