@@ -210,10 +210,11 @@ def parse_search(raw, config: dict, written: dict | None = None) -> SearchSpec:
 
     params = _parse_params(raw["params"], searchable_keys(config))
     base = config if written is None else written
-    _check_every_value_fits(params, base)
+    unfit = _check_every_value_fits(params, base)
     spec = SearchSpec(trials, seed, metric, mode, rounds, keep, params)
     _check_some_trial_fits(spec, base)
-    _warn_of_values_that_fit_no_trial(params, base)
+    for warning in unfit:  # once the study is known to run at all
+        warnings.warn(warning, NNTrainWarning, stacklevel=2)
     return spec
 
 
@@ -248,23 +249,35 @@ def _check_some_trial_fits(spec: SearchSpec, config: dict) -> None:
                       "search.params")
 
 
-def _check_every_value_fits(params, config: dict) -> None:
+def _check_every_value_fits(params, config: dict) -> list[str]:
     """Refuse an option of a choice or an end of a range with which no trial could
-    run: each is set on ``config`` alone and, where the error names other searched
-    keys (optimizer.momentum on an adam config, with optimizer.name searched too),
-    together with each end or option of those keys (see _Mender). So a typo among
-    the options, or a range reaching past what its key accepts, stops the study
-    before any trial instead of failing the trials that draw it. Values inside a
-    range are not tried one by one; keys that fit one by one but never together
-    are _check_some_trial_fits' concern."""
+    run, and return warnings of those with which some trials fail.
+
+    Each value is set on ``config`` beside the first option or end of every other
+    searched key, as every trial sets them all, and where the error names other
+    searched keys, with each of their options or ends instead (see _Mender). A
+    value that fits none of those combinations is tried alone, on ``config``'s
+    own values of the other keys: failing that too (a typo among the options, a
+    range reaching past what its key accepts), it stops the study before any
+    trial; fitting, the trials that draw it will fail beside the other searched
+    keys (optimizer.name sgd with optimizer.beta1 searched), which is warned of,
+    as the other trials run. Values inside a range are not tried one by one; keys
+    that never fit together are _check_some_trial_fits' concern."""
     candidates = {param.key: _ends(param) for param in params}
+    firsts = {key: values[0] for key, values in candidates.items()}
     validate = partial(trial_config, config, run_dir="trial")
+    found = []
     for param in params:
-        refused = []
+        refused, unfit = [], []
         for value in candidates[param.key]:
-            error = _refusal(validate, param, value, candidates)
-            if error is not None:
-                refused.append((value, error))
+            beside = _refusal(validate, param, value, candidates, firsts)
+            if beside is None:
+                continue
+            alone = _refusal(validate, param, value, candidates)
+            if alone is None:
+                unfit.append((value, beside))
+            else:
+                refused.append((value, alone))
         where = f"search.params.{param.key}"
         if refused and len(refused) == len(candidates[param.key]):
             raise (_not_a_setting(param.key, refused[0][1])
@@ -275,33 +288,32 @@ def _check_every_value_fits(params, config: dict) -> None:
                    else "give a range whose ends the key accepts")
             raise ConfigError(f"invalid {where}: {_which(param, value)} gives no"
                               f" valid config ({error}); {fix}", where)
+        if unfit:
+            found.append(_unfit_warning(param, unfit))
+    return found
 
 
-def _warn_of_values_that_fit_no_trial(params, config: dict) -> None:
-    """Warn of an option or range end that fits alone but beside no values of the
-    other searched keys, which every trial sets: the trials that draw it will fail
-    (optimizer.name sgd, with optimizer.beta1 searched too, for trials of adam).
-    They are not refused, as the other trials run; a study none of whose trials
-    can run is _check_some_trial_fits' to refuse."""
-    candidates = {param.key: _ends(param) for param in params}
-    firsts = {key: values[0] for key, values in candidates.items()}
-    validate = partial(trial_config, config, run_dir="trial")
-    for param in params:
-        for value in candidates[param.key]:
-            error = _refusal(validate, param, value, candidates, firsts)
-            if error is None:
-                continue
-            # A foreign setting's own fix is for a key written in its section.
-            problem = (str(error).partition("; ")[0]
-                       if isinstance(error, ForeignSettingError) else error)
-            fix = ("remove that option" if param.kind == "choice"
-                   else "narrow the range")
-            warnings.warn(
-                f"search.params.{param.key}: the trials that draw"
-                f" {_which(param, value)} will fail, as it gives no valid config"
-                " beside the other searched keys, which every trial sets"
-                f" ({problem}); {fix}, or stop searching the keys it does not"
-                " fit with", NNTrainWarning, stacklevel=2)
+def _unfit_warning(param: Param, unfit: list) -> str:
+    """The warning for the options or range ends of ``param`` that fit no trial
+    beside the other searched keys (``unfit``: (value, error) pairs)."""
+    error = unfit[0][1]
+    # A foreign setting's own fix is for a key written in its section.
+    problem = (str(error).partition("; ")[0]
+               if isinstance(error, ForeignSettingError) else error)
+    if len(unfit) == 1:
+        values, they, give, do = _which(param, unfit[0][0]), "it", "gives", "does"
+    else:
+        kind = "options" if param.kind == "choice" else "ends"
+        shown_values = [shown(value) for value, _ in unfit]
+        values = f"the {kind} {', '.join(shown_values[:-1])} and {shown_values[-1]}"
+        they, give, do = "they", "give", "do"
+    fix = (f"remove {'that option' if len(unfit) == 1 else 'those options'}"
+           if param.kind == "choice" else "narrow the range")
+    return (f"search.params.{param.key}: the trials that draw {values} will fail,"
+            f" as {they} {give} no valid config beside the other searched keys,"
+            f" which every trial sets ({'the first: ' if len(unfit) > 1 else ''}"
+            f"{problem}); {fix}, or stop searching the keys {they} {do} not fit"
+            " with")
 
 
 def _nothing_fits(param: Param, refused: list, where: str) -> ConfigError:
