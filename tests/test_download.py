@@ -266,6 +266,46 @@ def test_sigterm_during_download_stops_and_leaves_no_partial_file(tmp_path,
     assert listing(dest) == []
 
 
+@pytest.mark.parametrize("first, second", [
+    (signal.SIGINT, signal.SIGTERM), (signal.SIGTERM, signal.SIGINT),
+    (signal.SIGTERM, signal.SIGTERM)])
+def test_a_second_signal_during_the_cleanup_is_ignored_and_the_first_decides(
+        tmp_path, monkeypatch, first, second):
+    # The command line's handlers, as __main__ installs them; the second signal
+    # arrives as the temporary file is being deleted, and must not cut that short.
+    from nntrain.train.signals import stop_on_signals
+
+    def copy_then_signal(response, out, *args):
+        out.write(response.read(5))
+        os.kill(os.getpid(), first)
+        time.sleep(5)
+        pytest.fail(f"{first!r} did not stop the download")
+
+    unlink = Path.unlink
+
+    def unlink_after_a_signal(path, *args, **kwargs):
+        os.kill(os.getpid(), second)
+        return unlink(path, *args, **kwargs)
+
+    monkeypatch.setattr(dl, "_copy", copy_then_signal)
+    monkeypatch.setattr(Path, "unlink", unlink_after_a_signal)
+    source = folder_of(tmp_path, FILES)
+    dest = tmp_path / "dest"
+    previous = {signum: signal.getsignal(signum)
+                for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        stop_on_signals()
+        with pytest.raises(KeyboardInterrupt if first == signal.SIGINT
+                           else StopRequested) as info:
+            download("mnist", dest, base_url=source.as_uri(), files=CHECKSUMS)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+    assert getattr(info.value, "exit_code", 130) == 128 + first
+    assert listing(dest) == []
+
+
 def test_download_command_exits_143_on_sigterm_in_one_line(tmp_path):
     dest = tmp_path / "dest"
     stall = threading.Event()

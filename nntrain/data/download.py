@@ -31,6 +31,7 @@ from urllib.parse import SplitResult, urlsplit
 from nntrain.data.idx import is_gzip
 from nntrain.errors import DataError, DownloadError, StopRequested
 from nntrain.fileio import publish
+from nntrain.train.signals import CommandLineHandler
 
 try:
     import fcntl
@@ -217,21 +218,35 @@ def _sigterm_stops():
     as it does on Ctrl-C; SIGTERM's default action would end the process at once and
     leave the file behind."""
 
+    stopped = []  # the first signal decides (train/signals.py): later ones wait
+    previous = signal.getsignal(signal.SIGTERM)  # read by stop() from its install
+
     def stop(signum, frame):
+        # A Ctrl-C that came first (the command line's handler raised it) or an
+        # earlier SIGTERM is stopping the download: raised again, this one would
+        # cut short the deletion of the temporary file.
+        if stopped or getattr(previous, "stopping", False):
+            return
+        stopped.append(signum)
+        if isinstance(previous, CommandLineHandler):
+            previous.stopping = True
         raise StopRequested(
             f"stopped by SIGTERM; {STOPPED_NOTE}",
             128 + signal.SIGTERM,  # the shell's status for a process it ended
         )
 
     try:
-        previous = signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGTERM, stop)
+        installed = True
     except ValueError:  # not the main thread: leave signals alone
-        previous = None
+        installed = False
     try:
         yield
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        if installed:
+            # None: a handler not set from Python, which cannot be put back.
+            signal.signal(signal.SIGTERM,
+                          signal.SIG_DFL if previous is None else previous)
 
 
 def _remove_abandoned_parts(folder: Path, names) -> None:
