@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -128,6 +129,28 @@ def command_line_signals():
     yield
     for signum, handler in before.items():
         signal.signal(signum, handler)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_during_a_finalizer_is_raised_once_the_finalizer_returns(
+        command_line_signals, signum):
+    # An exception raised in __del__ is printed as "ignored" and lost: the command
+    # would run on to exit 0. Collected at once, the object runs __del__ here.
+    class Finalized:
+        def __del__(self):
+            os.kill(os.getpid(), signum)
+            sum(range(100_000))  # the handler runs in here
+
+    finalized = []
+    with pytest.raises(KeyboardInterrupt) as info:  # Terminated is one too
+        Finalized()
+        finalized.append(True)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            time.sleep(0.001)
+
+    assert finalized == [True]
+    assert getattr(info.value, "exit_code", 130) == 128 + signum
 
 
 def test_a_signal_in_a_deferred_block_is_delivered_at_its_end():

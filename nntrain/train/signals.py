@@ -13,7 +13,9 @@ has returned (``command_ended``) signals are ignored too, and then, as the comma
 line exits, they end the process at once with its status (__main__._exit_on_signals).
 """
 
+import os
 import signal
+import threading
 from contextlib import contextmanager
 
 from nntrain.errors import StopRequested
@@ -63,8 +65,28 @@ class CommandLineHandler:
     def __call__(self, signum, frame):
         if self.stopping:
             return
+        if _in_finalizer(frame):
+            # Raised there, Python would print the exception as "ignored" and the
+            # command would run on: the signal comes again once it has returned.
+            threading.Timer(FINALIZER_RETRY_SECONDS, os.kill,
+                            (os.getpid(), signum)).start()
+            return
         self.stopping = True
         raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+
+# How long after a signal that found the program in a finalizer it is sent again.
+FINALIZER_RETRY_SECONDS = 0.01
+
+
+def _in_finalizer(frame) -> bool:
+    """Whether ``frame`` runs within an object's __del__ (NumPy's NpzFile and
+    zipfile close their files in one, when the garbage collector frees them)."""
+    while frame is not None:
+        if frame.f_code.co_name == "__del__":
+            return True
+        frame = frame.f_back
+    return False
 
 
 def stop_on_signals() -> CommandLineHandler:
