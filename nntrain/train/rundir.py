@@ -450,7 +450,7 @@ class RunDirectory:
     def _reopen_metrics(self, path: Path) -> None:
         """Append to metrics.jsonl again, once it was replaced."""
         try:
-            self._metrics = open(path, "a", encoding="utf-8")
+            self._metrics = open(path, "ab", buffering=0)
         except OSError as error:
             raise _rewrite_error(path, error) from None
 
@@ -468,11 +468,18 @@ class RunDirectory:
         self._append(self._log, line)
 
     def _append(self, file, line: str) -> None:
+        """Write ``line`` at the end of the log ``file`` (unbuffered, see
+        _open_log), whole or not at all: a line a failed write cut short is cut
+        off again, as it would read as the mark of a run killed while writing."""
+        start = os.fstat(file.fileno()).st_size
+        data = memoryview((line + "\n").encode("utf-8"))
         try:
-            file.write(line + "\n")
-            file.flush()
+            while data:
+                data = data[file.write(data):]
         except OSError as error:
             self._write_failed = True
+            with contextlib.suppress(OSError):
+                os.ftruncate(file.fileno(), start)
             raise _write_error(file.name, error) from None
 
     def close(self) -> None:
@@ -639,9 +646,11 @@ def _write_error(path, error: OSError) -> TrainingError:
 
 
 def _open_log(path: Path):
-    """``path`` opened for appending lines; failing that, bad input naming it."""
+    """``path`` opened for appending lines, unbuffered, so that a failed write
+    leaves nothing in a buffer for the next one (RunDirectory._append); failing
+    that, bad input naming it."""
     try:
-        return open(path, "a", encoding="utf-8")
+        return open(path, "ab", buffering=0)
     except OSError as error:
         reason = error.strerror or type(error).__name__
         if path.is_symlink() and not path.exists():
