@@ -1346,6 +1346,45 @@ def test_a_signal_to_the_search_process_alone_stops_its_training_workers(
     assert not [pid for pid in workers if Path(f"/proc/{pid}").exists()]
 
 
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` still runs (a zombie no one has reaped does not)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "\nState:\tZ" not in status
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux /proc")
+def test_workers_end_when_the_search_process_is_killed(write_config, tiny_npz,
+                                                       tmp_path):
+    # SIGKILL (the out-of-memory killer's) lets the study forward nothing: its
+    # workers, which ignore the signals, must notice on their own.
+    config = study_config(tiny_npz, trials=2,
+                          params={"optimizer.lr": PARAMS["optimizer.lr"]})
+    config["train"]["epochs"] = 100_000  # far longer than the test waits
+    out = tmp_path / "study"
+    command = [sys.executable, "-m", "nntrain", "search", str(write_config(config)),
+               "--out", str(out), "--workers", "2"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not all((out / f"trial-{t:04d}" / "metrics.jsonl").exists()
+                  for t in (0, 1)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    workers = [pid for pid in _children(process.pid)
+               if "spawn" in Path(f"/proc/{pid}/cmdline").read_text()]
+    assert len(workers) == 2
+
+    process.kill()
+    process.wait(timeout=30)
+
+    deadline = time.monotonic() + 30
+    while any(map(_alive, workers)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [pid for pid in workers if _alive(pid)]
+
+
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux /proc")
 def test_sigterm_to_the_process_group_with_a_worker_idle_stops_the_study(
         write_config, tiny_npz, tmp_path):

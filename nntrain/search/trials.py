@@ -7,6 +7,7 @@ import math
 import multiprocessing
 import os
 import signal
+import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -174,6 +175,23 @@ def _start_worker() -> None:
     StopFlag.ignored_repeats = frozenset(SIGNAL_EXIT_CODES)
     if hasattr(signal, "pthread_sigmask"):
         signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNAL_EXIT_CODES)
+    threading.Thread(target=_exit_when_orphaned, args=(os.getppid(),), daemon=True,
+                     name="nntrain-parent-watch").start()
+
+
+# How often a worker looks whether the study that started it is still there.
+PARENT_CHECK_SECONDS = 1.0
+
+
+def _exit_when_orphaned(parent: int) -> None:
+    """End this worker once its parent, the study, has died without ending it
+    (SIGKILL, the out-of-memory killer): an idle worker ignores the signals and
+    would wait for tasks for good, and a training one would hold its trial's
+    folder, which a rerun of the study would find busy. Its trial folder is left
+    as a killed run leaves one, and the rerun resumes it."""
+    while os.getppid() == parent:
+        time.sleep(PARENT_CHECK_SECONDS)
+    os._exit(1)
 
 
 @contextmanager
