@@ -26,7 +26,7 @@ import numpy as np
 from nntrain import __version__
 from nntrain.data.npfile import NPY_MAGIC, NpzReader, first_line
 from nntrain.errors import EDITED_CHECKPOINT_FIX, CheckpointError
-from nntrain.fileio import publish, temporary_file
+from nntrain.fileio import publish, temporary_for
 from nntrain.train.signals import signals_deferred
 
 FORMAT = 1
@@ -83,8 +83,7 @@ def save_checkpoint(path, meta: dict, arrays: dict) -> None:
     }
     flat["meta"] = np.array(json.dumps(meta))
 
-    descriptor, temporary = temporary_file(path)
-    try:
+    with temporary_for(path) as (descriptor, temporary):
         with os.fdopen(descriptor, "wb") as file:
             # A signal raised inside np.savez breaks its zip file, which then
             # reports a ValueError; after it, the stop is as clean as anywhere.
@@ -93,9 +92,6 @@ def save_checkpoint(path, meta: dict, arrays: dict) -> None:
             file.flush()
             os.fsync(file.fileno())
         publish(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
     _fsync_folder(path.parent)
 
 

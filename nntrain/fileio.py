@@ -7,9 +7,11 @@ import errno
 import io
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 from nntrain.errors import BadInputError
+from nntrain.train.signals import signals_deferred
 
 # What to do about a file that cannot be written or removed, by the error's errno.
 WRITE_FIXES = {
@@ -215,18 +217,30 @@ def temporary_file(path: Path) -> tuple[int, Path]:
     return descriptor, Path(temporary)
 
 
+@contextmanager
+def temporary_for(path: Path):
+    """A block given (descriptor, path) of a new temporary file for ``path``
+    (temporary_file), which is deleted when the block raises. A signal while the
+    file is made waits until its name is known, or it would be left behind."""
+    temporary = None
+    try:
+        with signals_deferred():
+            descriptor, temporary = temporary_file(path)
+        yield descriptor, temporary
+    except BaseException:
+        if temporary is not None:
+            temporary.unlink(missing_ok=True)
+        raise
+
+
 def write_bytes_atomically(path: Path, data: bytes) -> None:
     """Write ``data`` through a temporary file in the same folder and a rename."""
-    descriptor, temporary = temporary_file(path)
-    try:
+    with temporary_for(path) as (descriptor, temporary):
         with os.fdopen(descriptor, "wb") as file:
             file.write(data)
             file.flush()
             os.fsync(file.fileno())
         publish(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
 
 
 def make_output_folder(path, option: str) -> Path:

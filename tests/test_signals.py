@@ -153,6 +153,33 @@ def test_a_signal_during_a_finalizer_is_raised_once_the_finalizer_returns(
     assert getattr(info.value, "exit_code", 130) == 128 + signum
 
 
+@pytest.mark.parametrize("writer", ["checkpoint", "file"])
+def test_a_signal_as_a_temporary_file_is_made_leaves_no_such_file(
+        command_line_signals, tmp_path, monkeypatch, writer):
+    # The signal lands just after mkstemp made the file, before its name is known
+    # to the code that deletes it on the way out.
+    from nntrain import fileio
+    from nntrain.checkpoint import save_checkpoint
+
+    made = fileio.temporary_file
+
+    def made_then_signalled(path):
+        made_file = made(path)
+        signal.raise_signal(signal.SIGINT)
+        return made_file
+
+    monkeypatch.setattr(fileio, "temporary_file", made_then_signalled)
+    target = tmp_path / "target.npz"
+
+    with pytest.raises(KeyboardInterrupt):
+        if writer == "checkpoint":
+            save_checkpoint(target, {}, {"param": {"w": np.zeros(3)}})
+        else:
+            fileio.write_bytes_atomically(target, b"data")
+
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_signal_in_a_deferred_block_is_delivered_at_its_end():
     from nntrain.train.signals import signals_deferred
 
