@@ -146,7 +146,6 @@ def search(config_path, overrides, out, workers, scheduler, ensemble_size):
     first. Rerunning the same study runs only the trials without a result.
     """
     from nntrain import search as searching
-    from nntrain.search.study import refuse_too_deep
 
     if workers and scheduler:
         raise BadInputError("--workers runs the trials on this machine and"
@@ -161,7 +160,6 @@ def search(config_path, overrides, out, workers, scheduler, ensemble_size):
         searching.require_dask()
     config, spec = searching.load_search_config(config_path, overrides)
     folder = Path(out) if out else _default_dir(config, config_path)
-    refuse_too_deep(folder)  # before the plan's path is looked at
     planned = (folder / searching.PLAN_FILE).exists()
     if not scheduler and not planned:
         _check_data_found(config, spec)

@@ -22,7 +22,7 @@ WRITE_FIXES = {
     errno.EACCES: "check the permissions of the file and its folder",
     errno.EPERM: "check the permissions of the file and its folder",
     errno.EBUSY: "free it (a mount point or a file another program holds)",
-    errno.ENAMETOOLONG: "choose a shorter path for the folder",
+    errno.ENAMETOOLONG: "shorten the path",
 }
 
 # Bytes kept free below a run folder for the longest path nntrain writes in it:
@@ -33,24 +33,24 @@ RUN_FOLDER_ROOM = 128
 STUDY_FOLDER_ROOM = RUN_FOLDER_ROOM + 32
 
 
-
 def path_too_long(path, room: int) -> str | None:
     """Why the folder ``path`` cannot hold files whose paths run ``room`` bytes
     below it: a name in it longer than the file system allows, or the whole path
     with that room beyond the system's limit. None when they fit. Checked before
     a run or study writes anything, as a write that fails half way leaves a
     folder without its config."""
-    absolute = os.fsencode(os.path.abspath(path))
-    name_max, path_max = _path_limits(absolute)
-    longest = max(len(name) for name in absolute.split(b"/"))
+    # As given: the system limits the path a call is passed, which a relative
+    # one keeps short under a deep working folder.
+    given = os.fsencode(str(path))
+    name_max, path_max = _path_limits(os.fsencode(os.path.abspath(path)))
+    longest = max(len(name) for name in given.split(b"/"))
     if longest > name_max:
         return (f"a name in it is {longest:,} bytes long, over the {name_max:,} the"
                 " file system allows")
-    if len(absolute) + room >= path_max:
-        return (f"it is {len(absolute):,} bytes long, so the files written in it"
-                f" would pass the {path_max:,} bytes the system allows for a path")
+    if len(given) + room >= path_max:
+        return (f"it is {len(given):,} bytes long, so the files written in it"
+                f" would reach the {path_max:,} bytes the system allows for a path")
     return None
-
 
 
 def shortened_path(path, keep: int = 60) -> str:
@@ -60,6 +60,7 @@ def shortened_path(path, keep: int = 60) -> str:
     if len(text) <= keep:
         return repr(text)
     return f"{text[:keep // 2]!r}...{text[-keep // 2:]!r}"
+
 
 def _path_limits(absolute: bytes) -> tuple[int, int]:
     """(longest name, longest path) in bytes, asked of the nearest existing folder
@@ -71,6 +72,7 @@ def _path_limits(absolute: bytes) -> tuple[int, int]:
         return os.pathconf(folder, "PC_NAME_MAX"), os.pathconf(folder, "PC_PATH_MAX")
     except (OSError, ValueError, AttributeError):  # AttributeError: no pathconf
         return 255, 4096
+
 
 def write_fix(error: OSError) -> str:
     """What the user can do about ``error``, an OSError writing or removing a

@@ -2462,10 +2462,39 @@ def test_an_output_folder_too_deep_for_its_files_is_refused_before_any_write(
 
     assert result.exit_code == 2, result.output
     [line] = result.stderr.splitlines()
-    assert line.endswith(f": it is {4096 - spare:,} bytes long, so the files written"
-                         " in it would pass the 4,096 bytes the system allows for a"
-                         " path; choose a shorter one with --out"), line
+    if command == "search" and spare == 11:
+        # Its study.json's path is past the limit: the first look at it says so.
+        assert line.startswith("error: a path is too long for this system"), line
+    else:
+        assert line.endswith(f": it is {4096 - spare:,} bytes long, so the files"
+                             " written in it would reach the 4,096 bytes the system"
+                             " allows for a path; choose a shorter one with --out")
     assert not (tmp_path / "out").exists()
+
+
+def test_an_output_folder_just_within_the_room_for_its_files_trains(
+        tmp_path, tiny_config):
+    # 128 bytes are kept for the files below a run folder: this one leaves 129.
+    out = deep_path(tmp_path / "out", 4096 - 129)
+
+    result = invoke("fit", tiny_config, "--out", out)
+
+    assert result.exit_code == 0, result.output
+    assert (Path(out) / "checkpoints" / "last.npz").is_file()
+
+
+def test_a_relative_output_folder_is_measured_as_given(tmp_path, tiny_config,
+                                                       monkeypatch):
+    # The system limits the path each call is given: a short relative one works
+    # under a working folder that is itself near the limit.
+    deep = Path(deep_path(tmp_path / "cwd", 4096 - 64))
+    deep.mkdir(parents=True)
+    monkeypatch.chdir(deep)
+
+    result = invoke("fit", tiny_config, "--out", "run")
+
+    assert result.exit_code == 0, result.output
+    assert (Path("run") / "checkpoints" / "last.npz").is_file()
 
 
 def test_an_output_folder_with_a_name_too_long_is_refused(tmp_path, tiny_config):

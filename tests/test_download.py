@@ -293,6 +293,7 @@ def test_a_second_signal_during_the_cleanup_is_ignored_and_the_first_decides(
     dest = tmp_path / "dest"
     previous = {signum: signal.getsignal(signum)
                 for signum in (signal.SIGINT, signal.SIGTERM)}
+    hook = sys.unraisablehook
     try:
         stop_on_signals()
         with pytest.raises(KeyboardInterrupt if first == signal.SIGINT
@@ -301,6 +302,7 @@ def test_a_second_signal_during_the_cleanup_is_ignored_and_the_first_decides(
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+        sys.unraisablehook = hook
 
     assert getattr(info.value, "exit_code", 130) == 128 + first
     assert listing(dest) == []

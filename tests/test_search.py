@@ -1376,13 +1376,17 @@ def test_workers_end_when_the_search_process_is_killed(write_config, tiny_npz,
                if "spawn" in Path(f"/proc/{pid}/cmdline").read_text()]
     assert len(workers) == 2
 
-    process.kill()
-    process.wait(timeout=30)
+    try:
+        process.kill()
+        process.wait(timeout=30)
 
-    deadline = time.monotonic() + 30
-    while any(map(_alive, workers)) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not [pid for pid in workers if _alive(pid)]
+        deadline = time.monotonic() + 30
+        while any(map(_alive, workers)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not [pid for pid in workers if _alive(pid)]
+    finally:  # a failure must not leave them training for good
+        for pid in filter(_alive, workers):
+            os.kill(pid, signal.SIGKILL)
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux /proc")

@@ -125,25 +125,59 @@ def command_line_signals():
 
     before = {signum: signal.getsignal(signum)
               for signum in (signal.SIGINT, signal.SIGTERM)}
+    hook = sys.unraisablehook
     signals.stop_on_signals()
     yield
     for signum, handler in before.items():
         signal.signal(signum, handler)
+    sys.unraisablehook = hook
+
+
+def _finalized_by_del(send):
+    class Finalized:
+        def __del__(self):
+            send()
+
+    Finalized()  # collected at once
+
+
+def _finalized_by_weakref(send):
+    import weakref
+
+    class Owner:
+        pass
+
+    owner = Owner()
+    weakref.finalize(owner, send)
+    del owner
+
+
+def _finalized_by_generator_close(send):
+    def generator():
+        try:
+            yield
+        finally:
+            send()
+
+    running = generator()
+    next(running)
+    del running  # closed by the collector
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("finalize", [_finalized_by_del, _finalized_by_weakref,
+                                      _finalized_by_generator_close])
 def test_a_signal_during_a_finalizer_is_raised_once_the_finalizer_returns(
-        command_line_signals, signum):
-    # An exception raised in __del__ is printed as "ignored" and lost: the command
-    # would run on to exit 0. Collected at once, the object runs __del__ here.
-    class Finalized:
-        def __del__(self):
-            os.kill(os.getpid(), signum)
-            sum(range(100_000))  # the handler runs in here
+        command_line_signals, signum, finalize):
+    # An exception raised in a finalizer is printed as "ignored" and lost: the
+    # command would run on to exit 0, deaf to the signals that follow.
+    def send():
+        os.kill(os.getpid(), signum)
+        sum(range(100_000))  # the handler runs in here
 
     finalized = []
     with pytest.raises(KeyboardInterrupt) as info:  # Terminated is one too
-        Finalized()
+        finalize(send)
         finalized.append(True)
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:

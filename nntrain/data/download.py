@@ -236,8 +236,10 @@ def _sigterm_stops():
         )
 
     try:
-        signal.signal(signal.SIGTERM, stop)
-        installed = True
+        # One ignored since the start (a background job's) stays ignored.
+        installed = previous != signal.SIG_IGN
+        if installed:
+            signal.signal(signal.SIGTERM, stop)
     except ValueError:  # not the main thread: leave signals alone
         installed = False
     try:

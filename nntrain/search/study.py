@@ -70,6 +70,7 @@ def refuse_too_deep(out) -> None:
         raise RunDirectoryError(f"study folder {shortened_path(out)}: {problem};"
                                 " choose a shorter one with --out")
 
+
 class Study:
     """A study folder: its plan (study.json) and one row per planned trial.
 

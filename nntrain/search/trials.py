@@ -162,7 +162,7 @@ def _well_formed(result: dict) -> bool:
             and count("epochs"))
 
 
-def _start_worker() -> None:
+def _start_worker(parent: int) -> None:
     """Ctrl-C (or SIGTERM to the process group) reaches every process, and the
     parent forwards the signal it gets to its workers, again and again until they
     are done: an idle worker ignores both signals (dying, it would break the pool);
@@ -175,7 +175,9 @@ def _start_worker() -> None:
     StopFlag.ignored_repeats = frozenset(SIGNAL_EXIT_CODES)
     if hasattr(signal, "pthread_sigmask"):
         signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNAL_EXIT_CODES)
-    threading.Thread(target=_exit_when_orphaned, args=(os.getppid(),), daemon=True,
+    # The parent's id comes from the parent: a worker still importing when the
+    # parent died would read init's here.
+    threading.Thread(target=_exit_when_orphaned, args=(parent,), daemon=True,
                      name="nntrain-parent-watch").start()
 
 
@@ -227,7 +229,8 @@ def _worker_pool(size: int):
     os.environ.update({name: "1" for name in BLAS_THREAD_VARIABLES})
     try:
         with ProcessPoolExecutor(size, mp_context=multiprocessing.get_context("spawn"),
-                                 initializer=_start_worker) as pool:
+                                 initializer=_start_worker,
+                                 initargs=(os.getpid(),)) as pool:
             yield pool
     finally:
         for name, value in saved.items():

@@ -483,13 +483,14 @@ class RunDirectory:
             raise _write_error(file.name, error) from None
 
     def close(self) -> None:
-        """Close the logs and release the folder. A log whose write failed still
-        holds what it could not write, and fails again as it is closed: that
-        failure was reported then. One seen first here is a TrainingError."""
+        """Close the logs and release the folder. A close can fail even with
+        nothing left to write (a network file system writes back then): after a
+        write that failed, that failure was reported already; one seen first here
+        is a TrainingError."""
         failed = None
         for file in (self._metrics, self._log):
             try:
-                file.close()  # closed even when its last flush fails
+                file.close()  # closed even when it fails
             except OSError as error:
                 failed = failed or _write_error(file.name, error)
         self._release_lock()

@@ -15,6 +15,7 @@ line exits, they end the process at once with its status (__main__._exit_on_sign
 
 import os
 import signal
+import sys
 import threading
 from contextlib import contextmanager
 
@@ -65,28 +66,28 @@ class CommandLineHandler:
     def __call__(self, signum, frame):
         if self.stopping:
             return
-        if _in_finalizer(frame):
-            # Raised there, Python would print the exception as "ignored" and the
-            # command would run on: the signal comes again once it has returned.
-            threading.Timer(FINALIZER_RETRY_SECONDS, os.kill,
-                            (os.getpid(), signum)).start()
-            return
         self.stopping = True
         raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
 
+    def resend_lost(self, unraisable) -> bool:
+        """sys.unraisablehook's part: a stop raised where Python can only print
+        it as "Exception ignored" and run on (an object's __del__, a weakref
+        callback, a generator closed by the collector) is not lost. The signal
+        comes again shortly, to be raised where the program is then. Returns
+        whether ``unraisable`` was such a stop."""
+        error = unraisable.exc_value
+        if not isinstance(error, KeyboardInterrupt):
+            return False
+        self.stopping = False
+        signum = (signal.SIGTERM if stop_exit_code(error) == SIGNAL_EXIT_CODES[
+            signal.SIGTERM] else signal.SIGINT)
+        threading.Timer(LOST_SIGNAL_RETRY_SECONDS, os.kill,
+                        (os.getpid(), signum)).start()
+        return True
 
-# How long after a signal that found the program in a finalizer it is sent again.
-FINALIZER_RETRY_SECONDS = 0.01
 
-
-def _in_finalizer(frame) -> bool:
-    """Whether ``frame`` runs within an object's __del__ (NumPy's NpzFile and
-    zipfile close their files in one, when the garbage collector frees them)."""
-    while frame is not None:
-        if frame.f_code.co_name == "__del__":
-            return True
-        frame = frame.f_back
-    return False
+# How long after a stop raised in a finalizer (and lost) its signal comes again.
+LOST_SIGNAL_RETRY_SECONDS = 0.01
 
 
 def stop_on_signals() -> CommandLineHandler:
@@ -98,6 +99,13 @@ def stop_on_signals() -> CommandLineHandler:
             ignored_at_start.add(signum)
         if signum not in ignored_at_start:
             signal.signal(signum, handler)
+    print_unraisable = sys.unraisablehook
+
+    def unraisable_hook(unraisable):
+        if not handler.resend_lost(unraisable):
+            print_unraisable(unraisable)
+
+    sys.unraisablehook = unraisable_hook
     return handler
 
 
