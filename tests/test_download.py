@@ -308,6 +308,27 @@ def test_a_second_signal_during_the_cleanup_is_ignored_and_the_first_decides(
     assert listing(dest) == []
 
 
+def test_a_sigterm_ignored_since_the_start_stays_ignored_during_a_download(
+        tmp_path, monkeypatch):
+    copy = dl._copy
+
+    def copy_after_a_sigterm(response, out, *args):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return copy(response, out, *args)
+
+    monkeypatch.setattr(dl, "_copy", copy_after_a_sigterm)
+    source = folder_of(tmp_path, FILES)
+    previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        paths = download("mnist", tmp_path / "dest", base_url=source.as_uri(),
+                         files=CHECKSUMS)
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+    assert sorted(path.name for path in paths) == sorted(CHECKSUMS)
+
+
 def test_download_command_exits_143_on_sigterm_in_one_line(tmp_path):
     dest = tmp_path / "dest"
     stall = threading.Event()
