@@ -815,11 +815,15 @@ def _set_dotted(raw: dict, key: str, value) -> None:
     parts = key.split(".")
     node = raw
     for depth, part in enumerate(parts[:-1]):
+        where = ".".join(parts[: depth + 1])
         child = node.get(part)
+        if _is_setting(where) and not isinstance(child, dict):
+            shown = "" if child is None else f" (it holds {child!r})"
+            raise ConfigError(f"--set {key}: {where} takes a value, not keys{shown};"
+                              f" set it with --set {where}=VALUE")
         if child is None:
             child = node[part] = {}
         if not isinstance(child, dict):
-            where = ".".join(parts[: depth + 1])
             raise ConfigError(
                 f"--set {key}: {where} is not a section of the config (it holds"
                 f" {child!r}); fix {where} in the file, or set it whole with --set"
@@ -828,6 +832,17 @@ def _set_dotted(raw: dict, key: str, value) -> None:
         node = child
     node[parts[-1]] = value
 
+
+def _is_setting(dotted: str) -> bool:
+    """Whether the dotted key names one of the schema's settings that takes a
+    plain value (seed, train.epochs), not keys: not a section, nor a setting that
+    takes a mapping (train.early_stopping)."""
+    node = SCHEMA
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return not isinstance(node, dict) and "mapping" not in node.kind
 
 def read_config_file(path) -> dict:
     """Read a YAML config file into a raw (unvalidated) mapping."""

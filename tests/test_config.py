@@ -578,7 +578,12 @@ def test_set_creates_missing_sections(write_config):
 @pytest.mark.parametrize("override, message", [
     ("train.epochs", "--set 'train.epochs': write KEY=VALUE"),
     ("=3", "--set '=3': write KEY=VALUE"),
-    ("seed.x=1", "--set seed.x: seed is not a section of the config"),
+    ("seed.x=1", "--set seed.x: seed takes a value, not keys (it holds 1); set it"
+     " with --set seed=VALUE"),
+    ("train.epochs.x=1", "--set train.epochs.x: train.epochs takes a value, not"
+     " keys (it holds 1); set it with --set train.epochs=VALUE"),
+    ("model.hidden.0=1", "--set model.hidden.0: model.hidden takes a value, not"
+     " keys; set it with --set model.hidden=VALUE"),
     ("model.hidden=[8", "--set model.hidden: "),
     (".=1", "--set '.=1': the key '.' has an empty part or spaces around one;"
      " write a dotted key"),
@@ -591,6 +596,14 @@ def test_set_creates_missing_sections(write_config):
 def test_malformed_set_is_a_config_error(write_config, override, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
         load_text(write_config, "seed: 1\ntrain: {epochs: 1}", [override])
+
+
+def test_set_reaches_into_settings_that_take_a_mapping(write_config):
+    config = load_text(write_config, "train: {epochs: 1}",
+                       ["train.early_stopping.patience=4", "train.average.decay=0.9"])
+
+    assert config["train"]["early_stopping"]["patience"] == 4
+    assert config["train"]["average"]["decay"] == 0.9
 
 
 def test_set_of_an_unknown_key_names_the_nearest_one(write_config):
