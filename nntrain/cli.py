@@ -21,7 +21,7 @@ import click
 import numpy as np
 
 from nntrain import __version__
-from nntrain.cli_paths import UserPath
+from nntrain.cli_paths import CONFIG_FILE_FIX, UserPath
 from nntrain.errors import (
     BadInputError,
     DataError,
@@ -227,7 +227,8 @@ def _default_run_dir(config: dict, config_path) -> Path:
 
 
 @cli.command()
-@click.argument("config_path", metavar="CONFIG", type=UserPath(dir_okay=False))
+@click.argument("config_path", metavar="CONFIG",
+                type=UserPath(dir_okay=False, file_fix=CONFIG_FILE_FIX))
 @set_option
 @click.option("--out", type=UserPath(file_okay=False, folder_fix=(
                   "give a new or empty folder, or a run's own folder with --resume"
@@ -560,8 +561,10 @@ def _confusion_lines(matrix: list, class_names) -> list[str]:
 
 @cli.command(short_help="Predict the classes of samples in a file.")
 @click.argument("checkpoint", type=UserPath())
-@click.argument("input_path", metavar="INPUT", type=UserPath(dir_okay=False))
-@click.option("--out", "out_path", type=UserPath(dir_okay=False),
+@click.argument("input_path", metavar="INPUT", type=UserPath(
+    dir_okay=False, file_fix="give a .npy or .npz file of samples"))
+@click.option("--out", "out_path", type=UserPath(
+    dir_okay=False, file_fix="give the name of a .csv or .npz file to write"),
               help="Write .csv or .npz here (default: CSV on stdout).")
 def predict(checkpoint, input_path, out_path):
     """Predict the class of each sample in INPUT (.npy or .npz) with CHECKPOINT."""
@@ -654,7 +657,7 @@ def _write_csv(classes, probabilities, class_names, out_path) -> None:
 
 @cli.command()
 @click.argument("config_path", metavar="[CONFIG]", required=False,
-                type=UserPath(dir_okay=False))
+                type=UserPath(dir_okay=False, file_fix=CONFIG_FILE_FIX))
 @overrides_option("model.l2=0.01")
 @click.option("--samples", default=8, show_default=True, type=click.IntRange(1),
               help="Samples in the batch the check runs on: training samples of"
@@ -846,7 +849,8 @@ def _strengths(values: list[float]) -> str:
 
 
 @cli.command(short_help="Check that the network can overfit.")
-@click.argument("config_path", metavar="CONFIG", type=UserPath(dir_okay=False))
+@click.argument("config_path", metavar="CONFIG",
+                type=UserPath(dir_okay=False, file_fix=CONFIG_FILE_FIX))
 @overrides_option("optimizer.lr=0.01")
 @click.option("--samples", default=50, show_default=True, type=int,
               help="Training samples to overfit (2 or more).")

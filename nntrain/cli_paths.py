@@ -10,17 +10,21 @@ import click
 from nntrain.errors import BadInputError
 from nntrain.fileio import expand_home
 
+# What to give where a folder was given for a config file.
+CONFIG_FILE_FIX = "give the path of a YAML config file"
+
 
 class UserPath(click.Path):
     """click.Path with ``~`` and ``~user`` expanded first; an unknown user's is
     refused as a usage error naming the option (exit 2), as the config refuses
     it, rather than taken as a folder named ``~user``. ``folder_fix`` says what
-    to give instead of a file where a folder is wanted (Click's own message
-    names the file only)."""
+    to give instead of a file where a folder is wanted, and ``file_fix`` instead
+    of a folder where a file is (Click's own messages name the path only)."""
 
-    def __init__(self, *args, folder_fix: str | None = None, **kwargs):
+    def __init__(self, *args, folder_fix: str | None = None,
+                 file_fix: str = "give the path of a file", **kwargs):
         super().__init__(*args, **kwargs)
-        self.folder_fix = folder_fix
+        self.folder_fix, self.file_fix = folder_fix, file_fix
 
     def convert(self, value, param, ctx):
         if isinstance(value, str):
@@ -32,4 +36,6 @@ class UserPath(click.Path):
                 and os.path.isfile(value)):
             self.fail(f"{value} is a file, not a folder; {self.folder_fix}", param,
                       ctx)
+        if not self.dir_okay and isinstance(value, str) and os.path.isdir(value):
+            self.fail(f"{value} is a folder, not a file; {self.file_fix}", param, ctx)
         return super().convert(value, param, ctx)

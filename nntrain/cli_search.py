@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from nntrain.cli_paths import UserPath
+from nntrain.cli_paths import CONFIG_FILE_FIX, UserPath
 from nntrain.errors import BadInputError, DataLocationError
 from nntrain.train.checks import usable_cores
 
@@ -124,7 +124,8 @@ def _default_dir(config: dict, config_path) -> Path:
 
 
 @click.command(short_help="Random hyperparameter search.")
-@click.argument("config_path", metavar="CONFIG", type=UserPath(dir_okay=False))
+@click.argument("config_path", metavar="CONFIG",
+                type=UserPath(dir_okay=False, file_fix=CONFIG_FILE_FIX))
 @set_option
 @click.option("--out", type=UserPath(file_okay=False, folder_fix=(
                   "give a new or empty folder, or a study's own folder to go on")),

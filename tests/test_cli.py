@@ -537,6 +537,29 @@ def test_a_folder_option_given_a_file_names_the_fix(tmp_path, tiny_config, comma
     assert given.read_text() == "x"
 
 
+@pytest.mark.parametrize("command, name, fix", [
+    (["fit", "{folder}"], "CONFIG", "give the path of a YAML config file"),
+    (["gradcheck", "{folder}"], "[CONFIG]", "give the path of a YAML config file"),
+    (["sanity", "{folder}"], "CONFIG", "give the path of a YAML config file"),
+    (["search", "{folder}"], "CONFIG", "give the path of a YAML config file"),
+    (["predict", "{config}", "{folder}"], "INPUT",
+     "give a .npy or .npz file of samples"),
+    (["predict", "{config}", "{config}", "--out", "{folder}"], "--out",
+     "give the name of a .csv or .npz file to write"),
+], ids=["fit", "gradcheck", "sanity", "search", "predict", "predict-out"])
+def test_a_file_argument_given_a_folder_names_the_fix(tmp_path, tiny_config, command,
+                                                      name, fix):
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    places = {"{folder}": str(folder), "{config}": str(tiny_config)}
+
+    result = invoke(*[places.get(part, part) for part in command])
+
+    assert_one_line_error(result, 2, "^" + re.escape(
+        f"error: Invalid value for '{name}': {folder} is a folder, not a file;"
+        f" {fix}") + r" \(see: .* --help\)$")
+
+
 def test_a_run_folder_in_a_symlink_loop_is_refused_by_its_own_check(tmp_path,
                                                                      tiny_config):
     (tmp_path / "loop_a").symlink_to(tmp_path / "loop_b")
