@@ -26,7 +26,7 @@ import numpy as np
 from nntrain import __version__
 from nntrain.data.npfile import NPY_MAGIC, NpzReader, first_line
 from nntrain.errors import EDITED_CHECKPOINT_FIX, CheckpointError
-from nntrain.fileio import publish, temporary_for
+from nntrain.fileio import publish, temporary_for, too_long_paths_refused
 from nntrain.train.signals import signals_deferred
 
 FORMAT = 1
@@ -109,6 +109,7 @@ def _fsync_folder(folder: Path) -> None:
         os.close(descriptor)
 
 
+@too_long_paths_refused()
 def load_checkpoint(path) -> Checkpoint:
     """Read and verify a checkpoint; any problem is a ``CheckpointError``.
 

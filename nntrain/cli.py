@@ -29,7 +29,7 @@ from nntrain.errors import (
     StopRequested,
     one_line,
 )
-from nntrain.fileio import shortened_path, write_bytes_atomically
+from nntrain.fileio import too_long_message, write_bytes_atomically
 from nntrain.train.report import counted, short_number
 from nntrain.train.signals import (
     command_ended,
@@ -155,10 +155,7 @@ class Group(click.Group):
                 _internal_error(ctx, error)
             # Bad input wherever pathlib first meets it (its exists() and is_dir()
             # let this errno through), so every command's path checks need no case.
-            path = str(error.filename or "")
-            _say(f"error: a path is too long for this system ({len(path):,}"
-                 f" characters: {shortened_path(path)}); Linux allows 255 bytes for"
-                 " a name in a path and 4,096 for the whole: choose a shorter one")
+            _say(f"error: {too_long_message(error.filename)}")
             ctx.exit(2)
         except Exception as error:
             _internal_error(ctx, error)

@@ -34,6 +34,7 @@ from nntrain.config_checks import (  # every public name stays importable from h
     validation_size,
 )
 from nntrain.errors import ConfigError
+from nntrain.fileio import too_long_paths_refused
 from nntrain.yamlio import dump_yaml, key_text, parse_yaml
 
 # A config file larger than this is refused before parsing; real configs are < 10 kB.
@@ -887,6 +888,7 @@ def _yaml_kind(value) -> str:
                 f"a {type(value).__name__}")
 
 
+@too_long_paths_refused()
 def load_config(path=None, overrides: list[str] | None = None) -> dict:
     """Read, override and validate a config. No path: start from an empty config,
     so the overrides must at least set train.epochs or train.iterations.

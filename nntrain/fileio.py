@@ -53,6 +53,28 @@ def path_too_long(path, room: int) -> str | None:
     return None
 
 
+
+@contextmanager
+def too_long_paths_refused():
+    """A block (or, as a decorator, a function of the Python API) in which a path
+    too long for the system is bad input, as the command line reports it, not
+    the OSError that pathlib's exists() and is_dir() let through."""
+    try:
+        yield
+    except OSError as error:
+        if error.errno != errno.ENAMETOOLONG:
+            raise
+        raise BadInputError(too_long_message(error.filename)) from None
+
+
+def too_long_message(path) -> str:
+    """The one line for a path (``path``, or None when unknown) that is too long
+    for the system."""
+    text = "" if path is None else os.fsdecode(path)
+    return (f"a path is too long for this system ({len(text):,} characters:"
+            f" {shortened_path(text)}); Linux allows 255 bytes for a name in a path"
+            " and 4,096 for the whole: choose a shorter one")
+
 def shortened_path(path, keep: int = 60) -> str:
     """``path`` quoted for a message, its middle left out when it is longer than
     ``keep`` characters (a path too long for the system runs to thousands)."""

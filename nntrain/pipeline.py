@@ -28,6 +28,7 @@ from nntrain.errors import (
     StopRequested,
     TrainingError,
 )
+from nntrain.fileio import expand_home
 from nntrain.nn.model import build_model
 from nntrain.optim.rules import build_rule
 from nntrain.optim.schedules import build_schedule
@@ -118,6 +119,9 @@ def fit(config: dict, run_dir, force: bool = False, quiet: bool = False,
     have passed their checks, and says so at once.
     """
     _check_fit_arguments(config, run_dir, force, quiet, data_path_given, notes)
+    # As a shell expands it for the CLI: a folder literally named "~" would be
+    # made otherwise, one that a careless rm -rf ~ then takes for home.
+    run_dir = expand_home(str(run_dir))
     if force and resume is not None:
         # As the CLI's --force --resume: force would remove the run resume extends.
         raise BadInputError("force=True starts over and resume continues: give one"

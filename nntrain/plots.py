@@ -31,7 +31,7 @@ from nntrain.errors import (
     DataError,
     NNTrainError,
 )
-from nntrain.fileio import make_output_folder, save_figure
+from nntrain.fileio import make_output_folder, save_figure, too_long_paths_refused
 from nntrain.train.report import counted, short_number
 from nntrain.train.signals import signals_deferred
 
@@ -351,6 +351,7 @@ def _evaluation_axis(evaluations: list[dict]) -> tuple[str, str]:
     return "iteration", "iteration (updates)"
 
 
+@too_long_paths_refused()
 def plot_run(run_dir, out_dir=None, *, data_path=None,
              out_option: str = "--out") -> list[Path]:
     """Write the figures of a run directory as PNGs; return the paths written.

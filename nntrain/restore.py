@@ -25,11 +25,13 @@ from nntrain.errors import (
     ConfigError,
     DataLocationError,
 )
+from nntrain.fileio import too_long_paths_refused
 from nntrain.nn.model import Model, array_shapes, build_model
 from nntrain.prepare import EVAL_DATA_FIX, SPLITS, data_fix, prepare_data
 from nntrain.train.state import check_data_spec
 
 
+@too_long_paths_refused()
 def evaluate_checkpoint(path, split: str = "test", data_path=None,
                         average: bool = False):
     """(restored, prepared, scores (N, C), metrics) of a checkpoint on ``split``,
@@ -154,6 +156,7 @@ class Restored:
     checkpoint: object
 
 
+@too_long_paths_refused()
 def restore(path, average: bool = False) -> Restored:
     """Rebuild the model and preprocessing of a checkpoint from the file alone;
     ``average``: with the averaged weights (train.average) instead of the raw ones."""

@@ -292,3 +292,36 @@ def test_the_package_lists_its_lazy_functions():
     import nntrain
 
     assert {"load_config", "build_model", "__version__"} <= set(dir(nntrain))
+
+
+LONG_NAME = "a" * 300  # past the 255 bytes a name may have
+
+
+@pytest.mark.parametrize("call", [
+    lambda: load_config(f"{LONG_NAME}.yaml"),
+    lambda: restore(f"{LONG_NAME}.npz"),
+    lambda: load_checkpoint(f"{LONG_NAME}.npz"),
+    lambda: importlib.import_module("nntrain.restore").evaluate_checkpoint(
+        f"{LONG_NAME}.npz"),
+    lambda: importlib.import_module("nntrain.search").load_search_config(LONG_NAME),
+    lambda: importlib.import_module("nntrain.plots").plot_run(LONG_NAME),
+], ids=["load_config", "restore", "load_checkpoint", "evaluate_checkpoint",
+        "load_search_config", "plot_run"])
+def test_a_path_too_long_for_the_system_is_bad_input_from_python(call):
+    from nntrain.errors import BadInputError
+
+    with pytest.raises(BadInputError, match=r"^a path is too long for this system"
+                                            r" \(30\d characters: "):
+        call()
+
+
+def test_fit_expands_a_home_folder_in_run_dir_as_the_cli_does(tmp_path, tiny_config,
+                                                               monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+
+    result = fit(load_config(tiny_config, ["train.epochs=1"]), "~/run", quiet=True)
+
+    assert result.run_dir == tmp_path / "home" / "run"
+    assert (tmp_path / "home" / "run" / "checkpoints" / "last.npz").is_file()
+    assert not (tmp_path / "~").exists()

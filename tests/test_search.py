@@ -2101,3 +2101,42 @@ def test_a_study_whose_config_output_is_a_file_is_refused_naming_it(
     assert result.stderr == (f"error: {out} is a file, not a folder; choose a folder"
                              " for the study with --out or the config's output\n")
     assert out.read_text() == "x"
+
+
+@pytest.mark.parametrize("config, spec, problem", [
+    (None, "SPEC", "config is NoneType; give the study's config"),
+    ({"bogus": 1}, None, "spec is NoneType; give the SearchSpec"),
+    ("CONFIG", {"trials": 2}, "spec is dict; give the SearchSpec"),
+])
+def test_a_study_given_no_config_or_spec_is_refused_before_its_folder_is_touched(
+        tmp_path, config, spec, problem):
+    search = {"trials": 2, "params": {"optimizer.lr": PARAMS["optimizer.lr"]}}
+    real_config = base_config()
+    places = {"CONFIG": real_config, "SPEC": parse_search(search, real_config)}
+    config, spec = (places[value] if isinstance(value, str) else value
+                    for value in (config, spec))
+
+    with pytest.raises(TypeError, match=re.escape(problem)):
+        Study(tmp_path / "study", config, spec)
+    assert not (tmp_path / "study").exists()
+
+
+@pytest.mark.parametrize("workers", [0, -1, 1.5, "2", True])
+def test_study_run_refuses_a_worker_count_that_is_no_positive_int(tmp_path, workers):
+    search = {"trials": 2, "params": {"optimizer.lr": PARAMS["optimizer.lr"]}}
+    config = base_config()
+    with Study(tmp_path / "study", config, parse_search(search, config)) as study:
+        with pytest.raises(ValueError, match=re.escape(
+                f"workers must be an int >= 1 or None (the usable cores), not"
+                f" {workers!r}")):
+            study.run(workers=workers, runner=_scored_runner)
+
+
+@pytest.mark.parametrize("count", [0, -1, "2", True])
+def test_best_checkpoints_refuses_a_count_that_is_no_positive_int(tmp_path, count):
+    search = {"trials": 2, "params": {"optimizer.lr": PARAMS["optimizer.lr"]}}
+    config = base_config()
+    with Study(tmp_path / "study", config, parse_search(search, config)) as study:
+        with pytest.raises(ValueError, match=re.escape(
+                f"count must be an int >= 1, not {count!r}")):
+            study.best_checkpoints(count)

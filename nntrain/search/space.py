@@ -26,6 +26,7 @@ from nntrain.config import (
 )
 from nntrain.config_checks import choice, close_match, integer
 from nntrain.errors import ConfigError, NNTrainWarning
+from nntrain.fileio import too_long_paths_refused
 from nntrain.random import SEARCH_STREAM, generator
 from nntrain.yamlio import key_text, one_line_yaml
 
@@ -523,6 +524,7 @@ def _overrides(values: dict) -> list[str]:
     return [f"{key}={json.dumps(value)}" for key, value in values.items()]
 
 
+@too_long_paths_refused()
 def load_search_config(path, overrides=()) -> tuple[dict, SearchSpec]:
     """Read a study's config file: ``--set`` overrides apply first (they may set
     search keys too, e.g. search.trials=5), then the search section is taken out

@@ -86,6 +86,14 @@ class Study:
     """
 
     def __init__(self, out, config: dict, spec: SearchSpec):
+        # Checked before the folder is touched: a plan written with them could
+        # never be opened again.
+        if not isinstance(config, dict):
+            raise TypeError(f"config is {type(config).__name__}; give the study's"
+                            " config, as load_search_config returns it")
+        if not isinstance(spec, SearchSpec):
+            raise TypeError(f"spec is {type(spec).__name__}; give the SearchSpec"
+                            " that load_search_config returns")
         self.out = Path(out).resolve()
         self.config, self.spec = config, spec
         self._release = None
@@ -234,6 +242,10 @@ class Study:
         if self._closed:
             raise RuntimeError(f"this Study of {self.out} is closed; open the study"
                                " again with a new Study to run it")
+        if workers is not None and (isinstance(workers, bool)
+                                    or not isinstance(workers, int) or workers < 1):
+            raise ValueError(f"workers must be an int >= 1 or None (the usable"
+                             f" cores), not {workers!r}")
         try:
             return self._run(workers or usable_cores(), scheduler, on_trial, on_note,
                              runner)
@@ -372,6 +384,8 @@ class Study:
         """best.npz of the ``count`` best finished trials whose file is there (fewer
         if fewer finished); ``on_note(text)`` hears of each one missing, and of the
         trials whose best.npz need not hold the epoch their row ranks."""
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise ValueError(f"count must be an int >= 1, not {count!r}")
         paths, kept = [], {}
         for row in self.rows:
             if row["status"] != "ok" or len(paths) == count:
