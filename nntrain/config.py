@@ -845,6 +845,7 @@ def _is_setting(dotted: str) -> bool:
         node = node[part]
     return not isinstance(node, dict) and "mapping" not in node.kind
 
+
 def read_config_file(path) -> dict:
     """Read a YAML config file into a raw (unvalidated) mapping."""
     if str(path) == "":  # Path("") is the current folder

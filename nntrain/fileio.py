@@ -53,7 +53,6 @@ def path_too_long(path, room: int) -> str | None:
     return None
 
 
-
 @contextmanager
 def too_long_paths_refused():
     """A block (or, as a decorator, a function of the Python API) in which a path
@@ -74,6 +73,7 @@ def too_long_message(path) -> str:
     return (f"a path is too long for this system ({len(text):,} characters:"
             f" {shortened_path(text)}); Linux allows 255 bytes for a name in a path"
             " and 4,096 for the whole: choose a shorter one")
+
 
 def shortened_path(path, keep: int = 60) -> str:
     """``path`` quoted for a message, its middle left out when it is longer than
