@@ -532,36 +532,30 @@ def test_options_that_fit_with_values_of_the_other_searched_keys_are_accepted(
         [warned] if warned else [])
 
 
-def test_values_that_fit_no_trial_beside_the_other_searched_keys_are_warned_of():
-    params = {"optimizer.name": {"choice": ["adam", "sgd", "rmsprop"]},
-              "optimizer.beta1": {"uniform": [0.5, 0.99]}}
+@pytest.mark.parametrize("params, warned", [
+    ({"optimizer.name": {"choice": ["adam", "sgd", "rmsprop"]},
+      "optimizer.beta1": {"uniform": [0.5, 0.99]}},
+     "search.params.optimizer.name: the trials that draw the options 'sgd' and"
+     " 'rmsprop' will fail, as they give no valid config beside the other"
+     " searched keys, which every trial sets (the first: optimizer.beta1 is not a"
+     " setting of 'sgd' (it belongs to adam, adamw)); remove those options, or"
+     " stop searching the keys they do not fit with"),
+    ({"optimizer.momentum": {"uniform": [0.5, 0.9]},
+      "optimizer.name": {"choice": ["sgd", "momentum"]}},
+     "search.params.optimizer.name: the trials that draw the option 'sgd' will"
+     " fail, as it gives no valid config beside the other searched keys, which"
+     " every trial sets (optimizer.momentum is not a setting of 'sgd' (it"
+     " belongs to momentum, nesterov)); remove that option, or stop searching"
+     " the keys it does not fit with"),
+], ids=["two-options", "one-option"])
+def test_values_that_fit_no_trial_beside_the_other_searched_keys_are_warned_of(
+        params, warned):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         spec = spec_of(trials=9, params=params)
 
     assert len(spec.params) == 2
-    assert [str(warning.message) for warning in caught] == [
-        "search.params.optimizer.name: the trials that draw the options 'sgd' and"
-        " 'rmsprop' will fail, as they give no valid config beside the other"
-        " searched keys, which every trial sets (the first: optimizer.beta1 is not a"
-        " setting of 'sgd' (it belongs to adam, adamw)); remove those options, or"
-        " stop searching the keys they do not fit with"]
-
-
-def test_one_value_that_fits_no_trial_beside_the_other_searched_keys_is_warned_of():
-    params = {"optimizer.momentum": {"uniform": [0.5, 0.9]},
-              "optimizer.name": {"choice": ["sgd", "momentum"]}}
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        spec = spec_of(trials=9, params=params)
-
-    assert len(spec.params) == 2
-    assert [str(warning.message) for warning in caught] == [
-        "search.params.optimizer.name: the trials that draw the option 'sgd' will"
-        " fail, as it gives no valid config beside the other searched keys, which"
-        " every trial sets (optimizer.momentum is not a setting of 'sgd' (it"
-        " belongs to momentum, nesterov)); remove that option, or stop searching"
-        " the keys it does not fit with"]
+    assert [str(warning.message) for warning in caught] == [warned]
 
 
 def floor_above_lr(npz_path, **search) -> dict:
