@@ -29,7 +29,7 @@ from nntrain.errors import (
     StopRequested,
     one_line,
 )
-from nntrain.fileio import too_long_message, write_bytes_atomically
+from nntrain.fileio import shortened_path, too_long_message, write_bytes_atomically
 from nntrain.train.report import counted, short_number
 from nntrain.train.signals import (
     command_ended,
@@ -151,14 +151,28 @@ class Group(click.Group):
                  " data set")
             ctx.exit(1)
         except OSError as error:
-            if error.errno != errno.ENAMETOOLONG or os.environ.get("NNTRAIN_DEBUG"):
+            message = _path_error_message(error)
+            if message is None or os.environ.get("NNTRAIN_DEBUG"):
                 _internal_error(ctx, error)
             # Bad input wherever pathlib first meets it (its exists() and is_dir()
-            # let this errno through), so every command's path checks need no case.
-            _say(f"error: {too_long_message(error.filename)}")
+            # let these errnos through), so every command's path checks need no
+            # case of their own.
+            _say(f"error: {message}")
             ctx.exit(2)
         except Exception as error:
             _internal_error(ctx, error)
+
+
+def _path_error_message(error: OSError) -> str | None:
+    """The one line for a path that the system refuses to look at: too long, or
+    behind a folder the user may not enter. None for any other OSError."""
+    if error.errno == errno.ENAMETOOLONG:
+        return too_long_message(error.filename)
+    if error.errno in (errno.EACCES, errno.EPERM) and error.filename is not None:
+        return (f"permission denied for {shortened_path(os.fsdecode(error.filename))}"
+                ": check the permissions of the file and of each folder above it"
+                " (a folder must allow entering, x, for its files to be reached)")
+    return None
 
 
 def _internal_error(ctx, error: Exception):

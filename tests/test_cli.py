@@ -6,6 +6,7 @@ tests that change files work on copies in their own tmp_path.
 """
 
 import csv
+import errno
 import importlib.metadata
 import io
 import json
@@ -2451,6 +2452,22 @@ def test_a_path_too_long_for_the_system_is_bad_input(tmp_path, tiny_config,
                          " for the whole: choose a shorter one"), line
     assert sorted(path.name for path in tmp_path.iterdir()) == ["tiny.npz",
                                                                  "tiny.yaml"]
+
+
+@pytest.mark.parametrize("code", [errno.EACCES, errno.EPERM])
+def test_a_path_behind_a_folder_that_cannot_be_entered_is_bad_input(
+        monkeypatch, tmp_path, code):
+    # As pathlib's exists() raises it for a file in a folder of mode 000 (tests
+    # run as root here, whom permissions do not stop, so the error is raised).
+    raise_from_download(monkeypatch, PermissionError(code, "Permission denied",
+                                                     "locked/best.npz"))
+
+    result = invoke("data", "download", "mnist", "--dir", tmp_path)
+
+    assert_one_line_error(result, 2, "^" + re.escape(
+        "error: permission denied for 'locked/best.npz': check the permissions of"
+        " the file and of each folder above it (a folder must allow entering, x,"
+        " for its files to be reached)") + "$")
 
 
 def test_other_os_errors_are_still_reported_as_bugs(monkeypatch, tmp_path):
