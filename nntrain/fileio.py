@@ -267,6 +267,27 @@ def write_bytes_atomically(path: Path, data: bytes) -> None:
         publish(temporary, path)
 
 
+@contextmanager
+def folders_removed_on_error(path):
+    """A block that may create the folder ``path`` and its parents: when the block
+    raises, those of them it created that are still empty are removed again, so
+    a refused command leaves no trace."""
+    created = []  # deepest first
+    folder = Path(path)
+    while folder != folder.parent and not (folder.exists() or folder.is_symlink()):
+        created.append(folder)
+        folder = folder.parent
+    try:
+        yield
+    except BaseException:
+        for folder in created:
+            try:
+                folder.rmdir()
+            except OSError:  # not empty (a figure written), or gone
+                break
+        raise
+
+
 def make_output_folder(path, option: str) -> Path:
     """Create the folder ``path`` and its parents; one that cannot be made (a file
     in the way, a read-only place) is bad input naming it and ``option``, the

@@ -31,7 +31,13 @@ from nntrain.errors import (
     DataError,
     NNTrainError,
 )
-from nntrain.fileio import make_output_folder, save_figure, too_long_paths_refused
+from nntrain.fileio import (
+    folders_removed_on_error,
+    make_output_folder,
+    save_figure,
+    too_long_paths_refused,
+    written_by_nntrain_png,
+)
 from nntrain.train.report import counted, short_number
 from nntrain.train.signals import signals_deferred
 
@@ -381,13 +387,15 @@ def plot_run(run_dir, out_dir=None, *, data_path=None,
                             " nntrain fit wrote")
     records = read_metrics(run_dir / "metrics.jsonl")
     out_dir = run_dir / "plots" if out_dir is None else Path(out_dir)
-    make_output_folder(out_dir, out_option)
+    with folders_removed_on_error(out_dir):
+        make_output_folder(out_dir, out_option)
+        refuse_to_replace_others(out_dir, RUN_FIGURES, out_option)
 
-    steps = [record for record in records if record.get("kind") == "iter"]
-    evaluations = [record for record in records if record.get("kind") == "epoch"]
-    # The checkpoint's figures first: a --data that holds other data stops the
-    # command before any figure is written.
-    from_checkpoint = _plot_checkpoint(run_dir, out_dir, data_path)
+        steps = [record for record in records if record.get("kind") == "iter"]
+        evaluations = [record for record in records if record.get("kind") == "epoch"]
+        # The checkpoint's figures first: a --data that holds other data stops
+        # the command before any figure is written.
+        from_checkpoint = _plot_checkpoint(run_dir, out_dir, data_path)
     if not records:
         warnings.warn(f"{run_dir / 'metrics.jsonl'} holds no records (a run stopped"
                       " before its first one leaves none); loss.png, accuracy.png,"
@@ -402,6 +410,25 @@ def plot_run(run_dir, out_dir=None, *, data_path=None,
         *from_checkpoint,
     ]
     return [path for path in written if path is not None]
+
+
+def refuse_to_replace_others(out_dir: Path, names, out_option: str) -> None:
+    """Bad input, before any figure is drawn, when a file that one of ``names``
+    would replace in ``out_dir`` is not a PNG that nntrain wrote (the user's own
+    loss.png), or when a folder stands at one of the names: otherwise the file
+    would be lost, or the figures half written. ``out_option`` names the option
+    that chose the folder."""
+    for name in names:
+        path = Path(out_dir) / name
+        if path.is_symlink() or not path.exists():
+            continue  # a link is replaced, never written through
+        if path.is_dir():
+            raise BadInputError(f"{path} is a folder, where {name} would be written;"
+                                f" move it, or give {out_option} another folder")
+        if not written_by_nntrain_png(path):
+            raise BadInputError(f"{path} is not a plot that nntrain wrote, and"
+                                f" {name} would replace it; move it, or give"
+                                f" {out_option} another folder")
 
 
 def _refuse_part_of_a_run(path: Path) -> None:
@@ -608,30 +635,44 @@ def _plot_update_ratios(evaluations: list[dict], path: Path) -> Path | None:
     return _save(figure, path)
 
 
-def _run_checkpoint(run_dir: Path) -> Path | None:
-    for name in ("last.npz", "best.npz"):
-        path = run_dir / "checkpoints" / name
-        if path.is_file():
-            return path
-    return None
+# The PNGs that plot_run and plot_evaluation write into their folders.
+RUN_FIGURES = ("loss.png", "accuracy.png", "learning_rate.png", "update_ratios.png",
+               "activations.png", "first_layer_weights.png")
+EVALUATION_FIGURES = ("confusion_matrix.png", "worst_examples.png")
+
+
+def _run_checkpoints(run_dir: Path) -> list[Path]:
+    """The run's last.npz and best.npz, those that are files, in that order."""
+    paths = [run_dir / "checkpoints" / name for name in ("last.npz", "best.npz")]
+    return [path for path in paths if path.is_file()]
 
 
 def _plot_checkpoint(run_dir: Path, out_dir: Path, data_path) -> list:
-    """activations.png and first_layer_weights.png, from the run's checkpoint."""
+    """activations.png and first_layer_weights.png, from the run's last.npz, or
+    from its best.npz when last.npz is missing or cannot be loaded."""
     from nntrain.restore import restore
 
-    checkpoint = _run_checkpoint(run_dir)
-    if checkpoint is None:
+    checkpoints = _run_checkpoints(run_dir)
+    if not checkpoints:
         warnings.warn(f"{run_dir / 'checkpoints'} holds no last.npz or best.npz;"
                       " activations.png and first_layer_weights.png are left out",
                       PlotWarning, stacklevel=3)
         return []
-    try:
-        restored = restore(checkpoint)
-    except CheckpointError as error:
-        warnings.warn(f"{error}; activations.png and first_layer_weights.png are"
-                      " left out", PlotWarning, stacklevel=3)
+    problems = []
+    for checkpoint in checkpoints:
+        try:
+            restored = restore(checkpoint)
+            break
+        except CheckpointError as error:
+            problems.append(str(error))
+    else:
+        warnings.warn(f"{'; '.join(problems)}; activations.png and"
+                      " first_layer_weights.png are left out", PlotWarning,
+                      stacklevel=3)
         return []
+    if problems:
+        warnings.warn(f"{problems[0]}; activations.png and first_layer_weights.png"
+                      f" show {checkpoint.name} instead", PlotWarning, stacklevel=3)
 
     # The data first: a --data the user pointed at that is wrong stops the command
     # before any figure is drawn.
@@ -862,6 +903,7 @@ def plot_evaluation(scores: np.ndarray, y: np.ndarray, class_names, X_raw: np.nd
     if per_class < 1:
         raise ValueError(f"per_class must be >= 1, not {per_class}")
     out_dir = make_output_folder(out_dir, out_option)
+    refuse_to_replace_others(out_dir, EVALUATION_FIGURES, out_option)
 
     predictions = scores.argmax(axis=1)
     p_true = true_class_probability(scores, y)

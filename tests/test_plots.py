@@ -297,8 +297,9 @@ def test_plot_run_with_data_of_another_width_is_an_error(tiny_npz, tmp_path,
                       y_train=np.arange(20) % 3)
 
     with pytest.raises(DataError, match="the data has 3 features"):
-        plot_run(run_dir, tmp_path / "figures", data_path=other)
-    assert not list((tmp_path / "figures").glob("*.png"))
+        plot_run(run_dir, tmp_path / "figures" / "new", data_path=other)
+    # The folders the refused command made are gone again.
+    assert not (tmp_path / "figures").exists()
 
 
 def test_plot_run_of_a_missing_folder_is_bad_input(tmp_path):
@@ -519,6 +520,96 @@ def test_a_figure_replaces_a_symbolic_link_instead_of_writing_through_it(
     assert victim.read_bytes() == b"a checkpoint"
     assert not (out / "loss.png").is_symlink()
     assert (out / "loss.png").read_bytes().startswith(b"\x89PNG")
+
+
+# What ``plot --out`` and ``eval --plots`` find at a figure's name in their folder
+# before they draw: a user's own file, or a folder.
+
+def users_png(path):
+    """A PNG another program wrote: the signature and a Software entry of its own."""
+    text = b"Software\x00GIMP 2.10"
+    chunk = len(text).to_bytes(4, "big") + b"tEXt" + text + b"\x00" * 4
+    path.write_bytes(PNG_SIGNATURE + chunk)
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize("make", ["user's png", "text file", "folder"])
+def test_plot_run_refuses_to_replace_what_it_did_not_write(image_run, tmp_path, make):
+    out = tmp_path / "figures"
+    out.mkdir()
+    target = out / "update_ratios.png"
+    if make == "folder":
+        target.mkdir()
+        before = None
+    else:
+        before = (users_png(target) if make == "user's png"
+                  else target.write_text("mine") and target.read_bytes())
+
+    what = ("is a folder, where update_ratios.png would be written" if make ==
+            "folder" else "is not a plot that nntrain wrote, and update_ratios.png"
+            " would replace it")
+    with pytest.raises(BadInputError, match=re.escape(
+            f"{target} {what}; move it, or give --out another folder")):
+        plot_run(image_run, out)
+
+    # Refused before any figure was drawn, the file untouched.
+    assert [path.name for path in out.iterdir()] == ["update_ratios.png"]
+    if before is not None:
+        assert target.read_bytes() == before
+
+
+def test_plot_run_replaces_the_figures_it_wrote_itself(image_run, tmp_path):
+    out = tmp_path / "figures"
+    first = plot_run(image_run, out)
+
+    again = plot_run(image_run, out)  # not refused: nntrain wrote them
+
+    assert again == first
+
+
+def test_eval_plots_refuses_a_user_file_before_drawing_either_figure(tmp_path):
+    np.savez(tmp_path / "images.npz", **image_arrays())
+    run_dir = fit_run(tmp_path, tmp_path / "images.npz")
+    out = tmp_path / "figures"
+    out.mkdir()
+    before = users_png(out / "worst_examples.png")
+
+    result = CliRunner().invoke(cli, ["eval", str(run_dir / "checkpoints" /
+                                                  "best.npz"), "--plots", str(out)])
+
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip() == (
+        f"error: {out / 'worst_examples.png'} is not a plot that nntrain wrote, and"
+        " worst_examples.png would replace it; move it, or give --plots another"
+        " folder")
+    assert [path.name for path in out.iterdir()] == ["worst_examples.png"]
+    assert (out / "worst_examples.png").read_bytes() == before
+
+
+def test_plot_run_draws_from_best_npz_when_last_npz_is_damaged(image_run, tmp_path,
+                                                              monkeypatch):
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(image_run, run_dir)
+    last = run_dir / "checkpoints" / "last.npz"
+    last.write_bytes(last.read_bytes()[:100])
+    import nntrain.restore
+
+    loaded, real_restore = [], nntrain.restore.restore
+
+    def spy(path, *args, **kwargs):
+        loaded.append(path)
+        return real_restore(path, *args, **kwargs)
+
+    monkeypatch.setattr(nntrain.restore, "restore", spy)
+
+    with pytest.warns(PlotWarning, match=r"last\.npz.*; activations\.png and"
+                      r" first_layer_weights\.png show best\.npz instead"):
+        paths = plot_run(run_dir)
+
+    assert {"activations.png", "first_layer_weights.png"} <= {p.name for p in paths}
+    assert loaded == [last, run_dir / "checkpoints" / "best.npz"]
 
 
 @pytest.fixture
