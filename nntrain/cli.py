@@ -588,6 +588,7 @@ def predict(checkpoint, input_path, out_path):
     _check_predictions_path(out_path, checkpoint, input_path)
     try:
         restored = restore(checkpoint)
+        _refuse_training_data_as_output(out_path, restored.config["data"])
         spec = restored.data
         dtype = np.dtype(restored.config["train"]["dtype"])
         X = read_samples(input_path, spec["num_features"], dtype,
@@ -633,6 +634,25 @@ def _check_predictions_path(out_path, checkpoint, input_path) -> None:
     if out.is_file() and is_checkpoint(out):
         raise BadInputError(f"--out {out_path} is an nntrain checkpoint, which the"
                             " predictions would replace; give another file")
+    if out.is_file() and not out.is_symlink() and not out.stat().st_mode & 0o222:
+        # Written through a rename, it would be replaced all the same (even by
+        # root): a file someone made read-only is taken as one to keep.
+        raise BadInputError(f"--out {out_path} is a read-only file; give another"
+                            " file, or make it writable (chmod u+w) to replace it")
+
+
+def _refuse_training_data_as_output(out_path, data: dict) -> None:
+    """--out must not replace the data file that the checkpoint was trained on
+    (an npz), which eval and resume read."""
+    recorded = data.get("path")
+    out = Path(out_path) if out_path else None
+    if out is None or recorded is None or not out.is_file():
+        return
+    recorded = Path(recorded)
+    if recorded.is_file() and out.samefile(recorded):
+        raise BadInputError(f"--out {out_path} is the data file this checkpoint was"
+                            " trained on, which the predictions would replace; give"
+                            " another file")
 
 
 def _write_predictions(classes, probabilities, class_names, out_path) -> None:

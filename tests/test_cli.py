@@ -2191,16 +2191,18 @@ def test_a_second_run_on_a_folder_in_use_is_refused(tmp_path, tiny_config):
 @pytest.mark.parametrize("target, role", [
     ("checkpoint", "is the CHECKPOINT file"), ("input", "is the INPUT file"),
     ("other checkpoint", "is an nntrain checkpoint"),
+    ("training data", "is the data file this checkpoint was trained on"),
 ])
 def test_predict_never_writes_over_what_it_reads_or_a_checkpoint(trained, tmp_path,
                                                                  target, role):
-    _, _, run_dir, _ = trained
+    folder, _, run_dir, _ = trained
     best = run_dir / "checkpoints" / "best.npz"
     samples = tmp_path / "samples.npz"
     np.savez(samples, X=tiny_arrays()["X_test"][:3])
     other = tmp_path / "other.npz"
     shutil.copy(run_dir / "checkpoints" / "last.npz", other)
-    out = {"checkpoint": best, "input": samples, "other checkpoint": other}[target]
+    out = {"checkpoint": best, "input": samples, "other checkpoint": other,
+           "training data": folder / "tiny.npz"}[target]
     before = out.read_bytes()
 
     result = invoke("predict", best, samples, "--out", out)
@@ -2208,6 +2210,23 @@ def test_predict_never_writes_over_what_it_reads_or_a_checkpoint(trained, tmp_pa
     assert_one_line_error(result, 2, rf"^error: --out {re.escape(str(out))} {role},"
                                      r" which the predictions would replace")
     assert out.read_bytes() == before
+
+
+def test_predict_refuses_to_replace_a_read_only_file(trained, tmp_path):
+    _, _, run_dir, _ = trained
+    samples = tmp_path / "samples.npz"
+    np.savez(samples, X=tiny_arrays()["X_test"][:3])
+    out = tmp_path / "kept.csv"
+    out.write_text("mine")
+    out.chmod(0o444)
+
+    result = invoke("predict", run_dir / "checkpoints" / "best.npz", samples,
+                    "--out", out)
+
+    assert_one_line_error(result, 2, "^" + re.escape(
+        f"error: --out {out} is a read-only file; give another file, or make it"
+        " writable (chmod u+w) to replace it") + "$")
+    assert out.read_text() == "mine"
 
 
 def test_predict_npz_holds_classes_and_probabilities(trained, tmp_path):
