@@ -731,18 +731,28 @@ def _grid(count: int, max_columns: int) -> tuple[int, int]:
 
 @signals_deferred()
 def _plot_activations(model, X: np.ndarray, path: Path) -> Path | None:
-    outputs = hidden_activations(model, X)
+    with np.errstate(over="ignore", invalid="ignore"):  # noted in the titles
+        outputs = hidden_activations(model, X)
     if not outputs:
         return None
     rows, columns = _grid(len(outputs), 3)
     figure = _new_figure(4 * columns, 3.2 * rows + 0.5)
     axes = figure.subplots(rows, columns, squeeze=False).ravel()
     for ax, (layer, out) in zip(axes, outputs):
-        values = out.ravel()
-        ax.hist(values, bins=50, color="tab:purple")
-        note = f"mean {values.mean():.3g}, std {values.std():.3g}"
+        # In float64: the sums of float32 activations near 1e36 (weights blown up)
+        # would overflow, with NumPy's warning on the console. Infinite or NaN
+        # ones (weights at float32's limit) have no place on an axis.
+        values = out.ravel().astype(np.float64)
+        finite = values[np.isfinite(values)]
+        if finite.size:
+            ax.hist(finite, bins=50, color="tab:purple")
+            note = f"mean {finite.mean():.3g}, std {finite.std():.3g}"
+        else:
+            note = "no finite value"
         if layer.kind == "relu":
             note += f", {np.mean(values == 0):.0%} at 0"
+        if finite.size < values.size:
+            note += f", {values.size - finite.size:,} not finite (not drawn)"
         ax.set_title(f"{layer.name}\n{note}", fontsize="medium")
         ax.set(xlabel="activation", ylabel="count")
     for ax in axes[len(outputs):]:

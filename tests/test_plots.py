@@ -28,6 +28,7 @@ from nntrain.plots import (
     read_metrics,
     require_matplotlib,
     smooth,
+    training_sample,
     worst_examples,
 )
 from nntrain.prepare import prepare_data
@@ -754,6 +755,33 @@ def test_activations_title_fits_inside_the_figure(tiny_npz, tmp_path, drawn,
     assert fitted_title(figure) == (
         "Hidden-layer activations on 50 training samples (evaluation mode)")
     assert len([ax for ax in figure.axes if ax.axison]) == len(hidden)
+
+
+@pytest.mark.parametrize("weight", [1e36, 3e38])
+def test_activations_of_blown_up_weights_are_drawn_without_numpy_warnings(
+        tiny_npz, tmp_path, drawn, weight):
+    restored = restore(fit_run(tmp_path, tiny_npz) / "checkpoints" / "last.npz")
+    restored.model.params["affine1.W"][...] = weight
+    X = training_sample(restored)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = restored.model.layers[1].forward(
+            restored.model.layers[0].forward(X, False), False).astype(np.float64)
+    finite = expected[np.isfinite(expected)]
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # NumPy's overflow warnings included
+        plots._plot_activations(restored.model, X, tmp_path / "activations.png")
+
+    [title] = [ax.get_title() for ax in drawn["activations.png"].axes if ax.axison]
+    if finite.size:
+        assert title.startswith(f"relu1\nmean {finite.mean():.3g}, std"
+                                f" {finite.std():.3g}, "), title
+    else:
+        assert title.startswith("relu1\nno finite value, "), title
+    not_finite = expected.size - finite.size
+    assert title.endswith(f", {not_finite:,} not finite (not drawn)") == (
+        not_finite > 0), title
 
 
 def test_class_template_title_fits_inside_the_figure(tmp_path, drawn):
