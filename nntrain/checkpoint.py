@@ -341,7 +341,8 @@ def _check_format(version, path: Path) -> None:
 def _check_complete(meta: dict, headers: dict, path: Path) -> None:
     missing = sorted(set(meta.get("checksums", {})) - set(headers))
     if missing:
-        raise CheckpointError(f"{path} lacks the array {missing[0]}; it is incomplete")
+        raise CheckpointError(f"{path} lacks the array {missing[0]}; it is incomplete:"
+                              " use another checkpoint (best.npz or last.npz)")
 
 
 def _group_and_verify(arrays: dict, meta: dict, path: Path) -> dict:

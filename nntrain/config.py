@@ -872,7 +872,8 @@ def read_config_file(path) -> dict:
     except UnicodeDecodeError:
         raise ConfigError(f"{path} is not UTF-8 text; give a YAML config") from None
     except OSError as error:
-        raise ConfigError(f"cannot read {path}: {error.strerror}") from None
+        raise ConfigError(f"cannot read {path}: {error.strerror}; check its"
+                          " permissions") from None
     raw = parse_yaml(text, str(path))
     if raw is not None and not isinstance(raw, dict):
         raise ConfigError(f"{path} holds {_yaml_kind(raw)}, not a mapping of"

@@ -227,7 +227,9 @@ def read_metrics(path) -> list[dict]:
         raise BadInputError(f"{path} not found; give the run directory that"
                             " nntrain fit wrote") from None
     except OSError as error:
-        raise BadInputError(f"cannot read {path}: {error.strerror}") from None
+        fix = ("give the run directory that nntrain fit wrote" if path.is_dir()
+               else "check its permissions")
+        raise BadInputError(f"cannot read {path}: {error.strerror}; {fix}") from None
     try:
         text, not_utf8 = data.decode("utf-8"), ""
     except UnicodeDecodeError:

@@ -54,9 +54,10 @@ def _pick_array(arrays: dict, path: Path) -> np.ndarray:
 def _as_rows(X: np.ndarray, num_features: int, input_shape: tuple,
              path: Path) -> np.ndarray:
     if X.dtype.kind not in "fiu":
-        raise DataError(f"{path}: samples must be numbers, not {X.dtype}")
+        raise DataError(f"{path}: samples must be numbers, not {X.dtype}; save"
+                        " them as a float or integer array")
     if X.size == 0:
-        raise DataError(f"{path} holds no samples")
+        raise DataError(f"{path} holds no samples; save at least one")
     # Only the shapes the model was trained on: a reshape of anything with the
     # right number of values would classify scrambled images without a word.
     sample_shapes = {(num_features,), input_shape}

@@ -1336,6 +1336,9 @@ def test_predict_one_sample_of_d_values(trained, tmp_path):
      r"samples hold values up to 1e\+39 in magnitude, beyond float32's range"),
     (lambda p: p.write_bytes(b"not numbers at all"), r"not a readable \.npy/\.npz"),
     (lambda p: None, r"input file not found"),
+    (lambda p: np.save(p, np.ones((3, 4), bool)),
+     r"samples must be numbers, not bool; save them as a float or integer array$"),
+    (lambda p: np.save(p, np.zeros((0, 4))), r"holds no samples; save at least one$"),
 ])
 def test_predict_refuses_bad_input_with_exit_2(trained, tmp_path, make, pattern):
     _, _, run_dir, _ = trained

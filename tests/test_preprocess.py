@@ -154,14 +154,18 @@ def test_state_with_the_wrong_width_is_a_checkpoint_error():
     state = Preprocessor.fit(["center"], X_HAND, np.float64).state()
 
     with pytest.raises(CheckpointError, match=re.escape(
-            "prep/center takes 3 features where 4 arrive")):
+            "prep/center takes 3 features where 4 arrive: the checkpoint does not"
+            " match its data; use an unaltered checkpoint of the run (best.npz or"
+            " last.npz)")):
         Preprocessor.from_state(["center"], state, 4)
 
 
 def test_missing_state_is_a_checkpoint_error():
     state = Preprocessor.fit(["center"], X_HAND, np.float64).state()
 
-    with pytest.raises(CheckpointError, match=r"lacks prep/scale\.factor"):
+    with pytest.raises(CheckpointError, match=re.escape(
+            "lacks prep/scale.factor; the file was altered: use another checkpoint"
+            " of the run (best.npz or last.npz)")):
         Preprocessor.from_state(["center", "scale"], state, 3)
 
 

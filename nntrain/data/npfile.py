@@ -210,7 +210,8 @@ def load_numpy_file(path, what="input file", kinds=".npy/.npz") -> np.ndarray | 
     except IsADirectoryError:
         raise DataError(f"{path} is a folder; give {wanted}") from None
     except OSError as error:
-        raise DataError(f"cannot read {path} ({error.strerror})") from None
+        raise DataError(f"cannot read {path} ({error.strerror}); check its"
+                        " permissions") from None
     if magic.startswith(EMPTY_ZIP_MAGIC):
         raise DataError(f"{path} is an .npz that holds no arrays; save the arrays"
                         " in it with np.savez(path, NAME=array, ...)")

@@ -427,13 +427,16 @@ class Preprocessor:
                 step = STEPS[name].from_state(state)
             except KeyError as missing:
                 raise CheckpointError(
-                    f"{where} lacks prep/{name}.{missing.args[0]}"
+                    f"{where} lacks prep/{name}.{missing.args[0]}; the file was"
+                    " altered: use another checkpoint of the run (best.npz or"
+                    " last.npz)"
                 ) from None
             step_in, step_out = step.widths()
             if step_in != width or any(value.size == 0 for value in state.values()):
                 raise CheckpointError(
                     f"{where}: prep/{name} takes {step_in} features where {width}"
-                    " arrive: the checkpoint does not match its data"
+                    " arrive: the checkpoint does not match its data; use an"
+                    " unaltered checkpoint of the run (best.npz or last.npz)"
                 )
             _check_vector_shapes(name, state, step_in, step_out, where)
             steps.append(step)
