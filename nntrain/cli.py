@@ -475,7 +475,7 @@ def evaluate(checkpoint, split, data_path, as_json, plots_dir, average):
         for line in _format_evaluation(result, prepared.dataset.class_names):
             click.echo(line)
         for path in result.get("plots", []):
-            click.echo(f"wrote {path}")
+            click.echo(f"wrote {one_line(str(path))}")
 
 
 @cli.command(short_help="Draw a run's PNGs (loss, accuracy, ...).")
@@ -504,7 +504,7 @@ def plot(run_dir, out, data_path):
     for warning in caught:
         click.echo(f"warning: {warning.message}", err=True)
     for path in written:
-        click.echo(f"wrote {path}")
+        click.echo(f"wrote {one_line(str(path))}")
 
 
 @contextlib.contextmanager
@@ -531,7 +531,7 @@ def _stop_names_plots_written():
 def _format_evaluation(result: dict, class_names) -> list[str]:
     weights = " (averaged weights)" if result["weights"] == "average" else ""
     lines = [
-        f"{result['split']} split of {result['checkpoint']}{weights}:"
+        f"{result['split']} split of {one_line(str(result['checkpoint']))}{weights}:"
         f" {counted(result['samples'], 'sample')}",
         f"loss      {short_number(result['loss'])}",
         f"accuracy  {result['accuracy']:.4f}",
@@ -610,7 +610,8 @@ def predict(checkpoint, input_path, out_path):
     _write_predictions(classes, probabilities, spec["class_names"], out_path)
     if out_path:
         # On stderr, as notes are: stdout carries the predictions without --out.
-        click.echo(f"wrote {counted(len(classes), 'prediction')} to {out_path}",
+        click.echo(f"wrote {counted(len(classes), 'prediction')} to"
+                   f" {one_line(str(out_path))}",
                    err=True)
 
 

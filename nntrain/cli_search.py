@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from nntrain.cli_paths import CONFIG_FILE_FIX, UserPath
-from nntrain.errors import BadInputError, DataLocationError
+from nntrain.errors import BadInputError, DataLocationError, one_line
 from nntrain.train.checks import usable_cores
 
 SPLITS = ("test", "val", "train")
@@ -182,8 +182,8 @@ def _run_study(study, planned: bool, workers, scheduler) -> list[dict]:
         workers = workers or usable_cores()
     where = (f"the Dask cluster at {scheduler}" if scheduler
              else f"{workers} worker process" + ("" if workers == 1 else "es"))
-    click.echo(f"study {study.out}: {spec.trials} trials, {spec.trials - done} to run"
-               f" on {where}", err=True)
+    click.echo(f"study {one_line(str(study.out))}: {spec.trials} trials,"
+               f" {spec.trials - done} to run on {where}", err=True)
     found = [searching.mode_warning(spec),
              None if scheduler else _threads_warning(config, spec, workers)]
     for warning in filter(None, found):
@@ -202,7 +202,7 @@ def _report_study(study, rows: list[dict], ensemble_size) -> None:
     spec = study.spec
     for line in searching.format_table(rows, spec):
         click.echo(line)
-    click.echo(f"wrote {study.out / searching.CSV_FILE}")
+    click.echo(f"wrote {one_line(str(study.out / searching.CSV_FILE))}")
     _plot_study(searching, rows, spec, study.out / searching.PLOT_FILE)
     if ensemble_size:
         _ensemble_best(study, ensemble_size)
@@ -224,7 +224,7 @@ def _plot_study(searching, rows: list[dict], spec, path: Path) -> None:
                    f" ({error.command})", err=True)
         return
     searching.plot_study(rows, spec, path)
-    click.echo(f"wrote {path}")
+    click.echo(f"wrote {one_line(str(path))}")
 
 
 def _ensemble_best(study, count: int) -> None:

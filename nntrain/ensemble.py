@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from nntrain.errors import BadInputError, DataError, NNTrainWarning
+from nntrain.errors import BadInputError, DataError, NNTrainWarning, one_line
 from nntrain.nn.functional import log_softmax
 from nntrain.train.report import counted, short_number
 
@@ -212,7 +212,7 @@ def format_report(result: EnsembleResult) -> list[str]:
     for member in result.members:
         loss = short_number(member.loss)
         lines.append(f"  {member.accuracy:.4f}    {loss:<{LOSS_WIDTH}}"
-                     f"  {member.checkpoint}")
+                     f"  {one_line(str(member.checkpoint))}")
     loss = short_number(result.loss)
     lines.append(f"  {result.accuracy:.4f}    {loss:<{LOSS_WIDTH}}  ensemble (mean of"
                  " the members' softmax probabilities)")

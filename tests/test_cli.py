@@ -207,6 +207,28 @@ def test_an_error_holding_a_newline_or_escape_is_printed_on_one_line(
     assert result.stderr.startswith(line)
 
 
+def test_paths_holding_a_newline_or_escape_are_printed_escaped(trained, tmp_path):
+    _, _, run_dir, _ = trained
+    folder = tmp_path / "a\nb\x1b[2J"
+    folder.mkdir()
+    checkpoint = folder / "best.npz"
+    shutil.copy(run_dir / "checkpoints" / "best.npz", checkpoint)
+    samples = tmp_path / "samples.npy"
+    np.save(samples, tiny_arrays()["X_test"][:2])
+    shown = str(tmp_path / "a\\nb\\x1b[2J")
+
+    evaluated = invoke("eval", checkpoint)
+    predicted = invoke("predict", run_dir / "checkpoints" / "best.npz", samples,
+                       "--out", folder / "p.csv")
+    ensembled = invoke("ensemble", checkpoint, run_dir / "checkpoints" / "last.npz")
+
+    assert evaluated.stdout.splitlines()[0] == (f"test split of {shown}/best.npz:"
+                                                " 15 samples")
+    assert predicted.stderr == f"wrote 2 predictions to {shown}/p.csv\n"
+    assert f"  {shown}/best.npz" in ensembled.stdout.splitlines()[2]
+    assert "\x1b" not in evaluated.output + predicted.output + ensembled.output
+
+
 def test_a_warning_holding_a_newline_is_printed_on_one_line(tmp_path, monkeypatch):
     def warn(*args, **kwargs):
         warnings.warn("first\nsecond", DataWarning, stacklevel=1)

@@ -11,6 +11,8 @@ import sys
 import click
 from tqdm import tqdm
 
+from nntrain.errors import one_line
+
 
 def counted(count: int, noun: str) -> str:
     """"1 sample", "2 samples": a count with its noun in the right number."""
@@ -35,6 +37,8 @@ class Reporter:
         self.bar = None
 
     def line(self, text: str) -> None:
+        # A path in it may hold a newline or a terminal escape: written as \n, \x1b.
+        text = one_line(text)
         if self.log is not None:
             self.log(text)
         if self.quiet:
