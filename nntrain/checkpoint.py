@@ -26,7 +26,12 @@ import numpy as np
 from nntrain import __version__
 from nntrain.data.npfile import NPY_MAGIC, NpzReader, first_line
 from nntrain.errors import EDITED_CHECKPOINT_FIX, CheckpointError
-from nntrain.fileio import publish, temporary_for, too_long_paths_refused
+from nntrain.fileio import (
+    check_path_argument,
+    publish,
+    temporary_for,
+    too_long_paths_refused,
+)
 from nntrain.train.signals import signals_deferred
 
 FORMAT = 1
@@ -116,6 +121,8 @@ def load_checkpoint(path) -> Checkpoint:
     Every member's name, dtype and declared size are checked before any array is
     read, so a forged file is refused without unpickling or allocating anything.
     """
+    check_path_argument("path", path, "the checkpoint's path, a str or"
+                        " pathlib.Path")
     path = Path(path)
     if path.is_dir():
         raise CheckpointError(f"{path} is a folder, not a checkpoint;"

@@ -96,6 +96,19 @@ def _path_limits(absolute: bytes) -> tuple[int, int]:
         return 255, 4096
 
 
+def check_path_argument(name: str, value, give: str) -> None:
+    """A TypeError unless ``value`` is a path (a str or os.PathLike), and a
+    BadInputError for an empty one, which would mean the current folder, or one
+    holding a NUL; ``give`` says what to give instead."""
+    if not isinstance(value, (str, os.PathLike)):
+        raise TypeError(f"{name} is {type(value).__name__}; give {give}")
+    if str(value) == "":
+        raise BadInputError(f"{name} is empty; give {give}")
+    if "\x00" in str(value):
+        raise BadInputError(f"{name} {str(value)!r} holds a NUL character (\\x00),"
+                            f" which no path can; give {give}")
+
+
 def write_fix(error: OSError) -> str:
     """What the user can do about ``error``, an OSError writing or removing a
     file: free space for a full disk, permissions for a refused write, ..."""

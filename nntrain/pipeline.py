@@ -28,7 +28,7 @@ from nntrain.errors import (
     StopRequested,
     TrainingError,
 )
-from nntrain.fileio import expand_home
+from nntrain.fileio import check_path_argument, expand_home
 from nntrain.nn.model import build_model
 from nntrain.optim.rules import build_rule
 from nntrain.optim.schedules import build_schedule
@@ -49,7 +49,6 @@ from nntrain.restore import (
     check_arrays,
     check_fits_network,
     check_flag,
-    check_path_argument,
     evaluate_checkpoint,
     load_arrays,
     migrate_config,

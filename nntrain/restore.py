@@ -8,7 +8,6 @@ arrays through the same checks, and checks its arguments with the Python API's
 argument checks at the end of this module.
 """
 
-import os
 import warnings
 from dataclasses import dataclass
 
@@ -19,13 +18,12 @@ from nntrain.config import blamed_on_override, resolve_saved_config
 from nntrain.data.preprocess import Preprocessor, TransformOverflow
 from nntrain.errors import (
     EDITED_CHECKPOINT_FIX,
-    BadInputError,
     CheckpointError,
     CheckpointWarning,
     ConfigError,
     DataLocationError,
 )
-from nntrain.fileio import too_long_paths_refused
+from nntrain.fileio import check_path_argument, too_long_paths_refused
 from nntrain.nn.model import Model, array_shapes, build_model
 from nntrain.prepare import EVAL_DATA_FIX, SPLITS, data_fix, prepare_data
 from nntrain.train.state import check_data_spec
@@ -315,15 +313,3 @@ def check_flag(name: str, value) -> None:
     if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} is {value!r}; give True or False")
 
-
-def check_path_argument(name: str, value, give: str) -> None:
-    """A TypeError unless ``value`` is a path (a str or os.PathLike), and a
-    BadInputError for an empty one, which would mean the current folder, or one
-    holding a NUL; ``give`` says what to give instead."""
-    if not isinstance(value, (str, os.PathLike)):
-        raise TypeError(f"{name} is {type(value).__name__}; give {give}")
-    if str(value) == "":
-        raise BadInputError(f"{name} is empty; give {give}")
-    if "\x00" in str(value):
-        raise BadInputError(f"{name} {str(value)!r} holds a NUL character (\\x00),"
-                            f" which no path can; give {give}")

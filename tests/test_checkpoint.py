@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from nntrain.checkpoint import load_checkpoint, save_checkpoint
-from nntrain.errors import CheckpointError
+from nntrain.errors import BadInputError, CheckpointError
 
 
 def _save(path):
@@ -108,6 +108,22 @@ def test_missing_file_and_folder_are_refused(tmp_path):
         load_checkpoint(tmp_path / "nope.npz")
     with pytest.raises(CheckpointError, match="folder"):
         load_checkpoint(tmp_path)
+
+
+@pytest.mark.parametrize("path, error, message", [
+    ("", BadInputError, "path is empty"),
+    ("a\x00b", BadInputError, "path 'a\\x00b' holds a NUL character (\\x00), which"
+     " no path can"),
+    (None, TypeError, "path is NoneType"),
+], ids=["empty", "nul", "none"])
+def test_a_path_argument_that_names_no_file_is_refused_as_restore_does(
+        monkeypatch, tmp_path, path, error, message):
+    # The empty path would otherwise be the current folder.
+    monkeypatch.chdir(tmp_path)
+
+    with pytest.raises(error, match="^" + re.escape(
+            f"{message}; give the checkpoint's path, a str or pathlib.Path") + "$"):
+        load_checkpoint(path)
 
 
 def _with_format(path, version):
