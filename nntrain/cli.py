@@ -885,13 +885,14 @@ def _strengths(values: list[float]) -> str:
                 type=UserPath(dir_okay=False, file_fix=CONFIG_FILE_FIX))
 @overrides_option("optimizer.lr=0.01")
 @click.option("--samples", default=50, show_default=True, type=int,
-              help="Training samples to overfit (2 or more).")
+              help="Training samples to overfit (the first ones of the"
+                   " training split)  [x>=2]")
 @click.option("--max-iterations", default=2000, show_default=True,
               type=click.IntRange(1), help="Updates allowed before giving up.")
 def sanity(config_path, overrides, samples, max_iterations):
     """Check that the network can overfit a few samples (100% train accuracy).
 
-    Trains on the first SAMPLES training samples as one batch, with L2, L1,
+    Trains on the first --samples training samples as one batch, with L2, L1,
     max-norm and dropout off; exits 1 if 100% is not reached.
     """
     from nntrain.errors import TrainingError
@@ -900,9 +901,9 @@ def sanity(config_path, overrides, samples, max_iterations):
 
     if samples < 2:
         # Refused here rather than by Click's range, to say why 2 and how.
+        why = " (one is fitted by the biases alone)" if samples == 1 else ""
         raise BadInputError(f"the sanity check needs at least 2 training samples,"
-                            f" not {samples} (one is fitted by the biases alone);"
-                            " give --samples 2 or more")
+                            f" not {samples}{why}; give --samples 2 or more")
     config = _load_unlimited(config_path, overrides)
     prepared = prepare_data(config, splits=("train",))
     X, y = prepared.splits["train"]
@@ -960,7 +961,7 @@ def data():
 
 
 @data.command()
-@click.argument("name", type=click.Choice(["fashion-mnist", "mnist"]))
+@click.argument("name", metavar="NAME", type=click.Choice(["fashion-mnist", "mnist"]))
 @click.option("--dir", "folder", type=UserPath(file_okay=False, folder_fix=(
                   "give a folder for the dataset's files (made if missing)")),
               help="Where to put the files (default: $NNTRAIN_DATA/NAME, else"
