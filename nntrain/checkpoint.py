@@ -24,11 +24,12 @@ from pathlib import Path
 import numpy as np
 
 from nntrain import __version__
+from nntrain.arguments import check_path_argument
 from nntrain.data.npfile import NPY_MAGIC, NpzReader, first_line
 from nntrain.errors import EDITED_CHECKPOINT_FIX, CheckpointError
 from nntrain.fileio import (
-    check_path_argument,
     publish,
+    read_fix,
     temporary_for,
     too_long_paths_refused,
 )
@@ -147,6 +148,9 @@ def load_checkpoint(path) -> Checkpoint:
                       if key != "meta"}
     except CheckpointError:
         raise
+    except PermissionError as error:
+        raise CheckpointError(f"cannot read {path} ({error.strerror});"
+                              f" {read_fix(error)}") from None
     except Exception as error:  # a damaged zip fails in many ways; all mean the same
         raise CheckpointError(
             f"{path} is not a readable checkpoint ({first_line(error)}); it may be"

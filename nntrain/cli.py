@@ -377,7 +377,7 @@ def _resume(config_path, overrides, out, resume, print_config,
     if resuming.is_finished(config, checkpoint):
         _complete_saves(path, checkpoint, notes, quiet)
         if not quiet:
-            click.echo(resuming.finished_note(path, config, checkpoint))
+            click.echo(one_line(resuming.finished_note(path, config, checkpoint)))
         return None
     # The run shows the notes, and keeps them in its train.log; it rebuilds a
     # stale best.npz once the data has passed its checks.
@@ -884,9 +884,9 @@ def _strengths(values: list[float]) -> str:
 @click.argument("config_path", metavar="CONFIG",
                 type=UserPath(dir_okay=False, file_fix=CONFIG_FILE_FIX))
 @overrides_option("optimizer.lr=0.01")
-@click.option("--samples", default=50, show_default=True, type=int,
+@click.option("--samples", default=50, type=int,
               help="Training samples to overfit (the first ones of the"
-                   " training split)  [x>=2]")
+                   " training split)  [default: 50; x>=2]")
 @click.option("--max-iterations", default=2000, show_default=True,
               type=click.IntRange(1), help="Updates allowed before giving up.")
 def sanity(config_path, overrides, samples, max_iterations):
@@ -970,7 +970,10 @@ def data():
               help="Base URL to fetch from instead of the official one (http, https"
                    " or file://).")
 def download(name, folder, mirror):
-    """Fetch a dataset's official files and check them against known hashes."""
+    """Fetch a dataset's official files and check them against known hashes.
+
+    NAME is fashion-mnist or mnist.
+    """
     from nntrain.data.download import STOPPED_NOTE
     from nntrain.data.download import download as fetch
 
@@ -983,7 +986,8 @@ def download(name, folder, mirror):
         raise StopRequested(f"{stopped_by(error)}; {STOPPED_NOTE}",
                             stop_exit_code(error)) from None
     # The counts tell a rerun that found every file from a first download.
-    click.echo(f"{name}: {len(paths)} files verified in {paths[0].parent}"
+    folder = one_line(str(paths[0].parent))
+    click.echo(f"{name}: {len(paths)} files verified in {folder}"
                f" ({sum(fetched)} fetched, {len(paths) - sum(fetched)} already"
                " there)")
 

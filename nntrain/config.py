@@ -34,7 +34,7 @@ from nntrain.config_checks import (  # every public name stays importable from h
     validation_size,
 )
 from nntrain.errors import ConfigError
-from nntrain.fileio import too_long_paths_refused
+from nntrain.fileio import read_fix, too_long_paths_refused
 from nntrain.yamlio import dump_yaml, key_text, parse_yaml
 
 # A config file larger than this is refused before parsing; real configs are < 10 kB.
@@ -872,8 +872,8 @@ def read_config_file(path) -> dict:
     except UnicodeDecodeError:
         raise ConfigError(f"{path} is not UTF-8 text; give a YAML config") from None
     except OSError as error:
-        raise ConfigError(f"cannot read {path}: {error.strerror}; check its"
-                          " permissions") from None
+        raise ConfigError(f"cannot read {path}: {error.strerror}; {read_fix(error)}"
+                          ) from None
     raw = parse_yaml(text, str(path))
     if raw is not None and not isinstance(raw, dict):
         raise ConfigError(f"{path} holds {_yaml_kind(raw)}, not a mapping of"

@@ -96,17 +96,18 @@ def _path_limits(absolute: bytes) -> tuple[int, int]:
         return 255, 4096
 
 
-def check_path_argument(name: str, value, give: str) -> None:
-    """A TypeError unless ``value`` is a path (a str or os.PathLike), and a
-    BadInputError for an empty one, which would mean the current folder, or one
-    holding a NUL; ``give`` says what to give instead."""
-    if not isinstance(value, (str, os.PathLike)):
-        raise TypeError(f"{name} is {type(value).__name__}; give {give}")
-    if str(value) == "":
-        raise BadInputError(f"{name} is empty; give {give}")
-    if "\x00" in str(value):
-        raise BadInputError(f"{name} {str(value)!r} holds a NUL character (\\x00),"
-                            f" which no path can; give {give}")
+# What to do about a file that cannot be read, by the error's errno.
+READ_FIXES = {
+    errno.EACCES: "check its permissions and those of its folders",
+    errno.EPERM: "check its permissions and those of its folders",
+    errno.ELOOP: "its symbolic links form a loop: fix them",
+    errno.ENOTDIR: "a part of its path is a file, not a folder: check the path",
+}
+
+
+def read_fix(error: OSError) -> str:
+    """What the user can do about ``error``, an OSError reading a file."""
+    return READ_FIXES.get(error.errno, "check the path and the disk")
 
 
 def write_fix(error: OSError) -> str:
@@ -211,6 +212,8 @@ def written_by_nntrain_png(path) -> bool:
     path = Path(path)
     if path.is_symlink():
         return True
+    if not path.is_file():
+        return False  # a pipe would block the read
     try:
         with open(path, "rb") as file:
             start = file.read(4096)
@@ -285,19 +288,20 @@ def folders_removed_on_error(path):
     """A block that may create the folder ``path`` and its parents: when the block
     raises, those of them it created that are still empty are removed again, so
     a refused command leaves no trace."""
-    created = []  # deepest first
-    folder = Path(path)
-    while folder != folder.parent and not (folder.exists() or folder.is_symlink()):
-        created.append(folder)
-        folder = folder.parent
+    # Each leading part of the path as written ("new/../figures" makes "new"
+    # too), from the top down.
+    parts = Path(path).parts
+    prefixes = [Path(*parts[:count]) for count in range(1, len(parts) + 1)]
+    created = [folder for folder in prefixes
+               if not (folder.exists() or folder.is_symlink())]
     try:
         yield
     except BaseException:
-        for folder in created:
+        for folder in reversed(created):
             try:
                 folder.rmdir()
-            except OSError:  # not empty (a figure written), or gone
-                break
+            except OSError:  # not empty (a figure written), gone, or a ".."
+                pass
         raise
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from nntrain.arguments import check_flag, check_path_argument
 from nntrain.checkpoint import Checkpoint, load_checkpoint
 from nntrain.config import resolve_config, yaml_text
 from nntrain.data.preprocess import Preprocessor
@@ -28,7 +29,7 @@ from nntrain.errors import (
     StopRequested,
     TrainingError,
 )
-from nntrain.fileio import check_path_argument, expand_home
+from nntrain.fileio import expand_home
 from nntrain.nn.model import build_model
 from nntrain.optim.rules import build_rule
 from nntrain.optim.schedules import build_schedule
@@ -48,7 +49,6 @@ from nntrain.restore import (
     average_groups,
     check_arrays,
     check_fits_network,
-    check_flag,
     evaluate_checkpoint,
     load_arrays,
     migrate_config,
@@ -441,9 +441,18 @@ def _write_plots(path, reporter) -> None:
         warnings.simplefilter("always", plots.PlotWarning)
         # Where the data was found the run told at its start: not twice.
         warnings.simplefilter("ignore", DataWarning)
-        written = plots.plot_run(path)
+        try:
+            written = plots.plot_run(path)
+        except plots.FigureInTheWay as error:
+            # The run is complete; only its figures wait for the way to clear.
+            written = None
+            refusal = error
     for warning in caught:
         reporter.warn(str(warning.message))
+    if written is None:
+        reporter.warn(f"plots: skipped, {refusal.path} {refusal.problem}; move it,"
+                      f" then draw them with: nntrain plot {shlex.quote(str(path))}")
+        return
     reporter.line(f"plots: {len(written)} PNG files in {path / 'plots'}")
 
 

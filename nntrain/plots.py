@@ -34,6 +34,7 @@ from nntrain.errors import (
 from nntrain.fileio import (
     folders_removed_on_error,
     make_output_folder,
+    read_fix,
     save_figure,
     too_long_paths_refused,
     written_by_nntrain_png,
@@ -228,7 +229,7 @@ def read_metrics(path) -> list[dict]:
                             " nntrain fit wrote") from None
     except OSError as error:
         fix = ("give the run directory that nntrain fit wrote" if path.is_dir()
-               else "check its permissions")
+               else read_fix(error))
         raise BadInputError(f"cannot read {path}: {error.strerror}; {fix}") from None
     try:
         text, not_utf8 = data.decode("utf-8"), ""
@@ -414,23 +415,48 @@ def plot_run(run_dir, out_dir=None, *, data_path=None,
     return [path for path in written if path is not None]
 
 
+class FigureInTheWay(BadInputError):
+    """What stands at a figure's name is not a PNG that nntrain wrote: ``path``
+    and ``problem`` ("is a folder, where loss.png would be written")."""
+
+    def __init__(self, path: Path, problem: str, out_option: str):
+        super().__init__(f"{path} {problem}; move it, or give {out_option} another"
+                         " folder")
+        self.path, self.problem = path, problem
+
+
 def refuse_to_replace_others(out_dir: Path, names, out_option: str) -> None:
-    """Bad input, before any figure is drawn, when a file that one of ``names``
-    would replace in ``out_dir`` is not a PNG that nntrain wrote (the user's own
-    loss.png), or when a folder stands at one of the names: otherwise the file
-    would be lost, or the figures half written. ``out_option`` names the option
-    that chose the folder."""
+    """FigureInTheWay, before any figure is drawn, when a file that one of
+    ``names`` would replace in ``out_dir`` is not a PNG that nntrain wrote (the
+    user's own loss.png), or when something else stands at one of the names (a
+    folder, a pipe): otherwise the file would be lost, or the figures half
+    written. Every name is checked, also that of a figure this run will leave
+    out. ``out_option`` names the option that chose the folder."""
     for name in names:
         path = Path(out_dir) / name
         if path.is_symlink() or not path.exists():
             continue  # a link is replaced, never written through
         if path.is_dir():
-            raise BadInputError(f"{path} is a folder, where {name} would be written;"
-                                f" move it, or give {out_option} another folder")
-        if not written_by_nntrain_png(path):
-            raise BadInputError(f"{path} is not a plot that nntrain wrote, and"
-                                f" {name} would replace it; move it, or give"
-                                f" {out_option} another folder")
+            problem = f"is a folder, where {name} would be written"
+        elif not path.is_file():
+            problem = (f"is not a regular file (a pipe or a device), where {name}"
+                       " would be written")
+        elif not _readable(path):
+            problem = (f"cannot be read, so nntrain cannot tell whether it wrote it,"
+                       f" and {name} would replace it")
+        elif not written_by_nntrain_png(path):
+            problem = f"is not a plot that nntrain wrote, and {name} would replace it"
+        else:
+            continue
+        raise FigureInTheWay(path, problem, out_option)
+
+
+def _readable(path: Path) -> bool:
+    try:
+        with open(path, "rb"):
+            return True
+    except OSError:
+        return False
 
 
 def _refuse_part_of_a_run(path: Path) -> None:

@@ -4,8 +4,7 @@ measured on a split (evaluate_checkpoint).
 
 Apart from the fit run (pipeline.py) because eval, predict, ensembles and plots
 restore checkpoints without training. A resumed run (pipeline.fit) loads its
-arrays through the same checks, and checks its arguments with the Python API's
-argument checks at the end of this module.
+arrays through the same checks.
 """
 
 import warnings
@@ -13,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from nntrain.arguments import check_flag, check_path_argument
 from nntrain.checkpoint import load_checkpoint
 from nntrain.config import blamed_on_override, resolve_saved_config
 from nntrain.data.preprocess import Preprocessor, TransformOverflow
@@ -23,7 +23,7 @@ from nntrain.errors import (
     ConfigError,
     DataLocationError,
 )
-from nntrain.fileio import check_path_argument, too_long_paths_refused
+from nntrain.fileio import too_long_paths_refused
 from nntrain.nn.model import Model, array_shapes, build_model
 from nntrain.prepare import EVAL_DATA_FIX, SPLITS, data_fix, prepare_data
 from nntrain.train.state import check_data_spec
@@ -306,10 +306,3 @@ def check_arrays(reference: dict, arrays: dict, prefix: str, path) -> None:
 
 # The Python API's argument checks: restore's and evaluate_checkpoint's, and
 # fit's (pipeline imports them from here).
-
-
-def check_flag(name: str, value) -> None:
-    """A TypeError unless ``value`` is a bool: a truthy "no" must not pass."""
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} is {value!r}; give True or False")
-

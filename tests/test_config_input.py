@@ -382,3 +382,19 @@ def test_a_text_key_keeps_a_leading_zero(write_config):
     config = load_config(write_config("train: {epochs: 1}\noutput: 017\n"))
 
     assert config["output"] == "017"
+
+
+@pytest.mark.parametrize("make, problem, fix", [
+    (lambda folder: (folder / "loop.yaml").symlink_to("loop.yaml"),
+     "Too many levels of symbolic links", "its symbolic links form a loop: fix them"),
+    (lambda folder: (folder / "file").write_text("x"),
+     "Not a directory", "a part of its path is a file, not a folder: check the path"),
+], ids=["link loop", "file as folder"])
+def test_a_config_that_cannot_be_read_gets_the_fix_for_its_cause(
+        tmp_path, make, problem, fix):
+    make(tmp_path)
+    path = tmp_path / ("loop.yaml" if "loop" in fix else "file/config.yaml")
+
+    result = invoke("fit", path)
+
+    assert_exit_2(result, f"error: cannot read {path}: {problem}; {fix}\n")

@@ -2,9 +2,13 @@
 reader, the worst-example ranking against a numpy oracle, and the message shown
 when matplotlib is missing."""
 
+import contextlib
 import json
+import os
 import re
 import shlex
+import shutil
+import signal
 import sys
 import warnings
 
@@ -14,6 +18,7 @@ import yaml
 from click.testing import CliRunner
 from conftest import tiny_config_dict
 
+import nntrain.restore
 from nntrain import plots
 from nntrain.checkpoint import load_checkpoint
 from nntrain.cli import cli
@@ -298,7 +303,8 @@ def test_plot_run_with_data_of_another_width_is_an_error(tiny_npz, tmp_path,
                       y_train=np.arange(20) % 3)
 
     with pytest.raises(DataError, match="the data has 3 features"):
-        plot_run(run_dir, tmp_path / "figures" / "new", data_path=other)
+        plot_run(run_dir, tmp_path / "figures" / "new" / ".." / "other",
+                 data_path=other)
     # The folders the refused command made are gone again.
     assert not (tmp_path / "figures").exists()
 
@@ -400,6 +406,25 @@ def test_fit_with_a_broken_matplotlib_says_how_to_draw_the_plots(broken_matplotl
         "plots: skipped, matplotlib fails to import, raising RuntimeError: module"
         " compiled against ABI version 0x1000009 (pip install --force-reinstall"
         f" matplotlib, then: nntrain plot {shlex.quote(str(tmp_path / 'a run'))})"]
+
+
+@pytest.mark.plots
+def test_fit_that_finds_a_user_file_in_its_plots_folder_warns_and_finishes(
+        tiny_config, tmp_path):
+    run_dir = tmp_path / "run"
+    assert CliRunner().invoke(cli, ["fit", str(tiny_config), "--out", str(run_dir),
+                                    "--quiet"]).exit_code == 0
+    before = users_png(run_dir / "plots" / "loss.png")
+
+    result = CliRunner().invoke(cli, ["fit", str(tiny_config), "--resume",
+                                      str(run_dir), "--set", "train.epochs=4"])
+
+    assert result.exit_code == 0, result.output
+    assert (f"warning: plots: skipped, {run_dir / 'plots' / 'loss.png'} is not a plot"
+            " that nntrain wrote, and loss.png would replace it; move it, then draw"
+            f" them with: nntrain plot {shlex.quote(str(run_dir))}\n") in result.stderr
+    assert result.stdout.splitlines()[-1].startswith("Done: 4 epochs")
+    assert (run_dir / "plots" / "loss.png").read_bytes() == before
 
 
 def test_search_with_a_broken_matplotlib_notes_search_png_is_skipped(
@@ -534,23 +559,47 @@ def users_png(path):
     return path.read_bytes()
 
 
-@pytest.mark.parametrize("make", ["user's png", "text file", "folder"])
+@contextlib.contextmanager
+def hang_ends_after(seconds: float):
+    """An exception in the block after ``seconds``: a read that blocks for good
+    (of a pipe) fails the test instead of stopping the suite."""
+    class Hang(Exception):  # not an OSError, which a read in the block may catch
+        pass
+
+    def stop(signum, frame):
+        raise Hang(f"still running after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, stop)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.mark.parametrize("make", ["user's png", "text file", "folder", "pipe"])
 def test_plot_run_refuses_to_replace_what_it_did_not_write(image_run, tmp_path, make):
     out = tmp_path / "figures"
     out.mkdir()
     target = out / "update_ratios.png"
+    before = None
     if make == "folder":
         target.mkdir()
-        before = None
+    elif make == "pipe":
+        os.mkfifo(target)  # reading it to look for a PNG would block for good
     else:
         before = (users_png(target) if make == "user's png"
                   else target.write_text("mine") and target.read_bytes())
 
-    what = ("is a folder, where update_ratios.png would be written" if make ==
-            "folder" else "is not a plot that nntrain wrote, and update_ratios.png"
-            " would replace it")
+    what = {"folder": "is a folder, where update_ratios.png would be written",
+            "pipe": "is not a regular file (a pipe or a device), where"
+                    " update_ratios.png would be written"}.get(
+        make, "is not a plot that nntrain wrote, and update_ratios.png would"
+              " replace it")
     with pytest.raises(BadInputError, match=re.escape(
-            f"{target} {what}; move it, or give --out another folder")):
+            f"{target} {what}; move it, or give --out another folder")), \
+            hang_ends_after(60):
         plot_run(image_run, out)
 
     # Refused before any figure was drawn, the file untouched.
@@ -589,14 +638,10 @@ def test_eval_plots_refuses_a_user_file_before_drawing_either_figure(tmp_path):
 
 def test_plot_run_draws_from_best_npz_when_last_npz_is_damaged(image_run, tmp_path,
                                                               monkeypatch):
-    import shutil
-
     run_dir = tmp_path / "run"
     shutil.copytree(image_run, run_dir)
     last = run_dir / "checkpoints" / "last.npz"
     last.write_bytes(last.read_bytes()[:100])
-    import nntrain.restore
-
     loaded, real_restore = [], nntrain.restore.restore
 
     def spy(path, *args, **kwargs):
@@ -757,7 +802,7 @@ def test_activations_title_fits_inside_the_figure(tiny_npz, tmp_path, drawn,
     assert len([ax for ax in figure.axes if ax.axison]) == len(hidden)
 
 
-@pytest.mark.parametrize("weight", [1e36, 3e38])
+@pytest.mark.parametrize("weight", [1e36, 3e38, np.nan])
 def test_activations_of_blown_up_weights_are_drawn_without_numpy_warnings(
         tiny_npz, tmp_path, drawn, weight):
     restored = restore(fit_run(tmp_path, tiny_npz) / "checkpoints" / "last.npz")

@@ -164,8 +164,8 @@ def test_missing_state_is_a_checkpoint_error():
     state = Preprocessor.fit(["center"], X_HAND, np.float64).state()
 
     with pytest.raises(CheckpointError, match=re.escape(
-            "lacks prep/scale.factor; the file was altered: use another checkpoint"
-            " of the run (best.npz or last.npz)")):
+            "lacks prep/scale.factor; the file is damaged or was edited: use"
+            " another checkpoint of the run (best.npz or last.npz)")):
         Preprocessor.from_state(["center", "scale"], state, 3)
 
 

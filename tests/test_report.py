@@ -8,7 +8,7 @@ from click.testing import CliRunner
 from conftest import tiny_config_dict
 
 from nntrain.cli import cli
-from nntrain.train.report import short_number
+from nntrain.train.report import Reporter, short_number
 
 
 def invoke(*args):
@@ -122,3 +122,20 @@ def test_eval_labels_the_confusion_matrix_by_index_when_names_are_long():
         "  1 Trouser       3 60  0",
         "  2 Ankle boot    0  0  6",
     ]
+
+
+@pytest.mark.parametrize("say, shown", [
+    ("line", "run directory: a\\nb\\x1b[2J"),
+    ("note", "note: run directory: a\\nb\\x1b[2J"),
+    ("warn", "warning: run directory: a\\nb\\x1b[2J"),
+])
+def test_reporter_writes_each_line_escaped_to_the_terminal_and_the_log(capsys, say,
+                                                                      shown):
+    logged = []
+    reporter = Reporter(log=logged.append)
+
+    getattr(reporter, say)("run directory: a\nb\x1b[2J")
+
+    captured = capsys.readouterr()
+    assert captured.out + captured.err == shown + "\n"
+    assert logged == [shown]

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from nntrain.errors import DataError, DataLocationError
+from nntrain.fileio import read_fix
 
 NPY_MAGIC = b"\x93NUMPY"
 ZIP_MAGIC = b"PK\x03\x04"
@@ -210,8 +211,8 @@ def load_numpy_file(path, what="input file", kinds=".npy/.npz") -> np.ndarray | 
     except IsADirectoryError:
         raise DataError(f"{path} is a folder; give {wanted}") from None
     except OSError as error:
-        raise DataError(f"cannot read {path} ({error.strerror}); check its"
-                        " permissions") from None
+        raise DataError(f"cannot read {path} ({error.strerror});"
+                        f" {read_fix(error)}") from None
     if magic.startswith(EMPTY_ZIP_MAGIC):
         raise DataError(f"{path} is an .npz that holds no arrays; save the arrays"
                         " in it with np.savez(path, NAME=array, ...)")

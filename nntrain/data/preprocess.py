@@ -427,9 +427,9 @@ class Preprocessor:
                 step = STEPS[name].from_state(state)
             except KeyError as missing:
                 raise CheckpointError(
-                    f"{where} lacks prep/{name}.{missing.args[0]}; the file was"
-                    " altered: use another checkpoint of the run (best.npz or"
-                    " last.npz)"
+                    f"{where} lacks prep/{name}.{missing.args[0]}; the file is"
+                    " damaged or was edited: use another checkpoint of the run"
+                    " (best.npz or last.npz)"
                 ) from None
             step_in, step_out = step.widths()
             if step_in != width or any(value.size == 0 for value in state.values()):

@@ -65,6 +65,7 @@ class Reporter:
 
     def _aside(self, text: str) -> None:
         """A note or warning: to stderr, beside the results on stdout."""
+        text = one_line(text)  # as in line()
         if self.log is not None:
             self.log(text)
         if self.quiet:
