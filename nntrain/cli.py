@@ -318,7 +318,13 @@ def _fit(config_path, overrides, out, force, print_config,
 
 def _absolute(data_path: str) -> str:
     # Stored absolute, so that eval and predict find the data from anywhere.
-    return str(Path(data_path).expanduser().resolve())
+    try:
+        return str(Path(data_path).expanduser().resolve())
+    except (RuntimeError, OSError) as error:  # RuntimeError: Python 3.12 and older
+        if isinstance(error, OSError) and error.errno != errno.ELOOP:
+            raise
+        raise DataError(f"data.path {data_path}: its symbolic links form a loop;"
+                        " fix them, or give the data's own path") from None
 
 
 def _refuse_missing_relative(data: dict, given: str | None,

@@ -2514,6 +2514,19 @@ def test_a_path_behind_a_folder_that_cannot_be_entered_is_bad_input(
         " for its files to be reached)") + "$")
 
 
+def test_a_data_path_whose_links_form_a_loop_is_bad_input(tmp_path, tiny_config,
+                                                          monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "loop.npz").symlink_to("loop.npz")
+
+    result = invoke("fit", tiny_config, "--set", "data.path=loop.npz", "--out", "run")
+
+    assert_one_line_error(result, 2, "^" + re.escape(
+        "error: data.path loop.npz: its symbolic links form a loop; fix them, or"
+        " give the data's own path") + "$")
+    assert not (tmp_path / "run").exists()
+
+
 def test_other_os_errors_are_still_reported_as_bugs(monkeypatch, tmp_path):
     raise_from_download(monkeypatch, OSError(5, "Input/output error", "x"))
 
