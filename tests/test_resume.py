@@ -241,6 +241,28 @@ def test_an_extended_cosine_run_notes_where_its_rate_jumps(tmp_path, tiny_npz,
     assert "cosine schedule" not in same_length.output
 
 
+def test_a_shortened_cosine_run_says_the_updates_before_followed_the_longer_curve(
+        tmp_path, tiny_npz, write_config, monkeypatch):
+    # Stopped after 10 of 20 updates, resumed as a run of 15: the 11th update uses
+    # 0.1 (1 + cos(pi 10 / 15)) / 2 = 0.025, where the 20-update curve is at 0.05.
+    raw = _raw(tiny_npz, epochs=None, iterations=20, plots=False)
+    raw["schedule"] = {"name": "cosine"}
+    raw["optimizer"] = {"name": "sgd", "lr": 0.1}
+    config = write_config(raw)
+    run = tmp_path / "run"
+    with monkeypatch.context() as patch:
+        _interrupt_at(patch, 10)
+        assert invoke("fit", config, "--out", run, "--quiet").exit_code == 130
+
+    result = invoke("fit", config, "--resume", run, "--set", "train.iterations=15")
+
+    assert result.exit_code == 0, result.output
+    assert ("note: the cosine schedule now spans 15 updates instead of 20: from"
+            " iteration 11 its rate is 0.025 (the longer curve's 0.05); the updates"
+            " before followed the longer curve, so this run differs from one this"
+            " long from the start\n") in result.stderr
+
+
 @pytest.mark.parametrize("schedule", [{"name": "cosine", "warmup": 12},
                                       {"name": "cosine", "floor": 0.1}])
 def test_an_extended_cosine_run_that_matches_a_longer_one_gives_no_note(
