@@ -4,7 +4,9 @@ Nothing here reads /usr/share/datasets or the user's cache; every array is made 
 the test itself, small enough that a whole fit takes a fraction of a second.
 """
 
+import contextlib
 import gzip
+import signal
 import struct
 from pathlib import Path
 
@@ -128,3 +130,22 @@ def _no_plots_after_fit(request, monkeypatch):
         import nntrain.pipeline
 
         monkeypatch.setattr(nntrain.pipeline, "_write_plots", lambda path, rep: None)
+
+
+@contextlib.contextmanager
+def hang_ends_after(seconds: float):
+    """An exception in the block after ``seconds``: a read that blocks for good
+    (of a pipe) fails the test instead of stopping the suite."""
+    class Hang(Exception):  # not an OSError, which a read in the block may catch
+        pass
+
+    def stop(signum, frame):
+        raise Hang(f"still running after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, stop)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from conftest import hang_ends_after
 
 from nntrain.cli import cli
 from nntrain.data import download as dl
@@ -221,6 +222,55 @@ def test_gz_md5_hash_checks_the_archive_itself(tmp_path):
     path.unlink()
     with pytest.raises(DataError, match="wrong gz-md5 hash"):
         download("mnist", tmp_path, base_url=regzipped.as_uri(), files=checks)
+
+
+LABELS = "t10k-labels-idx1-ubyte.gz"  # a real name: its copies' size is known
+
+
+def test_a_body_longer_than_any_copy_of_its_file_is_cut_off(tmp_path):
+    # 10,008 bytes of IDX content: no copy takes more than 10,008 + 100 + 65,536.
+    body = os.urandom(80_000)  # cannot be compressed: it stays 80,000 bytes long
+    checks = {LABELS: Checksum(CONTENT_SHA256, "0" * 64)}
+    dest = tmp_path / "dest"
+
+    with serve({LABELS: body}) as (url, _), pytest.raises(DataError) as caught:
+        download("mnist", dest, base_url=url, files=checks, progress=False)
+
+    assert str(caught.value) == (
+        f"The file at {url}{LABELS} runs past 75,644 bytes, more than any copy of"
+        f" {LABELS} holds; nothing was kept. Pass another source with --mirror URL,"
+        f" or copy {LABELS} by hand into {dest}.")
+    assert listing(dest) == []
+
+
+def test_a_gzip_bomb_is_refused_once_its_content_outgrows_any_copy(tmp_path):
+    bomb = gzip.compress(bytes(10_000_000))  # 10 MB of zeros in about 10 KB
+    checks = {LABELS: Checksum(CONTENT_SHA256, "0" * 64)}
+    dest = tmp_path / "dest"
+
+    with pytest.raises(DataError, match=re.escape(
+            f"holds more than the 75,644 bytes any copy of {LABELS} holds; it was"
+            " deleted")):
+        download("mnist", dest, base_url=folder_of(tmp_path, {LABELS: bomb}).as_uri(),
+                 files=checks)
+    assert listing(dest) == []
+
+
+@pytest.mark.parametrize("kind", ["pipe", "device"])
+def test_a_mirror_file_that_is_no_regular_file_is_refused_unread(tmp_path, kind):
+    source = folder_of(tmp_path, {})
+    if kind == "pipe":
+        os.mkfifo(source / LABELS)  # a read would block for good
+    else:
+        (source / LABELS).symlink_to("/dev/zero")  # a read would never end
+    dest = tmp_path / "dest"
+
+    with hang_ends_after(60), pytest.raises(DataError, match="^" + re.escape(
+            f"{source / LABELS} in the --mirror folder is not a regular file (a folder,"
+            f" pipe or device); put the file itself there, or copy {LABELS} by hand"
+            f" into {dest}.") + "$"):
+        download("mnist", dest, base_url=source.as_uri(),
+                 files={LABELS: Checksum(CONTENT_SHA256, "0" * 64)})
 
 
 def test_interrupted_download_leaves_no_partial_file(tmp_path, monkeypatch):

@@ -2,13 +2,11 @@
 reader, the worst-example ranking against a numpy oracle, and the message shown
 when matplotlib is missing."""
 
-import contextlib
 import json
 import os
 import re
 import shlex
 import shutil
-import signal
 import sys
 import warnings
 
@@ -16,7 +14,7 @@ import numpy as np
 import pytest
 import yaml
 from click.testing import CliRunner
-from conftest import tiny_config_dict
+from conftest import hang_ends_after, tiny_config_dict
 
 import nntrain.restore
 from nntrain import plots
@@ -557,25 +555,6 @@ def users_png(path):
     chunk = len(text).to_bytes(4, "big") + b"tEXt" + text + b"\x00" * 4
     path.write_bytes(PNG_SIGNATURE + chunk)
     return path.read_bytes()
-
-
-@contextlib.contextmanager
-def hang_ends_after(seconds: float):
-    """An exception in the block after ``seconds``: a read that blocks for good
-    (of a pipe) fails the test instead of stopping the suite."""
-    class Hang(Exception):  # not an OSError, which a read in the block may catch
-        pass
-
-    def stop(signum, frame):
-        raise Hang(f"still running after {seconds} s")
-
-    previous = signal.signal(signal.SIGALRM, stop)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 @pytest.mark.parametrize("make", ["user's png", "text file", "folder", "pipe"])

@@ -136,6 +136,26 @@ DATASETS: dict[str, Dataset] = {
 }
 
 
+# The IDX content of each file (header and values), the same in MNIST and in
+# Fashion-MNIST. A file at the source that runs past what any copy of it could
+# hold is wrong, and is cut off there: otherwise an endless body, or a huge file
+# in a damaged mirror, would fill the disk before the hash could be checked. gzip
+# adds at most a few bytes per 64 KiB block even to what it cannot compress, so
+# CONTENT_BYTES plus 1% and 64 KiB bounds every copy, gzipped again or not.
+CONTENT_BYTES = {
+    "train-images-idx3-ubyte.gz": 16 + 60_000 * 28 * 28,
+    "train-labels-idx1-ubyte.gz": 8 + 60_000,
+    "t10k-images-idx3-ubyte.gz": 16 + 10_000 * 28 * 28,
+    "t10k-labels-idx1-ubyte.gz": 8 + 10_000,
+}
+
+
+def largest_copy(name: str) -> int | None:
+    """The most bytes a copy of the file ``name`` can take; None when unknown."""
+    content = CONTENT_BYTES.get(name)
+    return None if content is None else content + content // 100 + 65_536
+
+
 def default_cache_dir(name: str) -> Path:
     """The folder for dataset ``name``: ``$NNTRAIN_DATA/<name>`` when NNTRAIN_DATA
     is set, else ``~/.cache/nntrain/<name>``."""
@@ -457,21 +477,27 @@ def _check_final_name(path: Path) -> None:
                         " rename it and rerun the command")
 
 
-def _digest(path: Path, kind: str) -> str:
-    """Hex digest of ``path`` as ``kind`` defines it (decompressed or as stored)."""
+def _digest(path: Path, kind: str, limit: int | None) -> str | None:
+    """Hex digest of ``path`` as ``kind`` defines it (decompressed or as stored);
+    None when that runs past ``limit`` bytes (a gzip bomb would otherwise be
+    decompressed for minutes before its hash failed)."""
     hasher = _HASHERS[kind]()
     decompress = kind == CONTENT_SHA256 and is_gzip(path)
+    hashed = 0
 
     with (gzip.open(path, "rb") if decompress else open(path, "rb")) as f:
         while chunk := f.read(_CHUNK_BYTES):
             hasher.update(chunk)
+            hashed += len(chunk)
+            if limit is not None and hashed > limit:
+                return None
     return hasher.hexdigest()
 
 
 def _is_verified(path: Path, checksum: Checksum) -> bool:
     """Whether ``path`` exists and matches ``checksum``; a corrupt file does not."""
     try:
-        return _digest(path, checksum.kind) == checksum.digest
+        return _digest(path, checksum.kind, largest_copy(path.name)) == checksum.digest
     except (OSError, EOFError, zlib.error):
         return False
 
@@ -504,10 +530,11 @@ def _fetch(url: str, path: Path, checksum: Checksum, progress: bool, timeout: fl
 def _stream(url: str, out, path: Path, progress: bool, timeout: float,
             advice: str):
     """Copy the body at ``url`` into the open file ``out``; check its length."""
+    _refuse_a_local_source_that_is_no_file(url, path)
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
             expected = _content_length(response)
-            received = _copy(response, out, expected, path, progress, advice)
+            received = _copy(response, out, expected, path, progress, advice, url)
     except urllib.error.HTTPError as err:
         err.close()  # an HTTPError holds the server's open answer
         # A 4xx answer will not change on a retry; a 5xx one may.
@@ -529,6 +556,18 @@ def _stream(url: str, out, path: Path, progress: bool, timeout: float,
         )
 
 
+def _refuse_a_local_source_that_is_no_file(url: str, path: Path) -> None:
+    """A pipe in a file:// mirror would block the copy for good (the read timeout
+    is the network's), and a device such as /dev/zero would never end."""
+    if not _is_local(url):
+        return
+    source = Path(urllib.request.url2pathname(urlsplit(url).path))
+    if source.exists() and not source.is_file():
+        raise DataError(f"{source} in the --mirror folder is not a regular file (a"
+                        " folder, pipe or device); put the file itself there, or"
+                        f" copy {path.name} by hand into {path.parent}.")
+
+
 def _reason(reason) -> str:
     """Why a connection failed, without Python's "[Errno 111]" prefix."""
     if isinstance(reason, OSError) and reason.strerror:
@@ -548,15 +587,23 @@ def _content_length(response) -> int | None:
 
 
 def _copy(response, out, total: int | None, path: Path, progress: bool,
-          advice: str) -> int:
-    """Copy ``response`` into ``out`` in chunks; return the number of bytes copied."""
+          advice: str, url: str) -> int:
+    """Copy ``response`` into ``out`` in chunks; return the number of bytes copied.
+    A body longer than any copy of the file (largest_copy) is bad input."""
     bar = _progress_bar(total, path.name) if progress else None
     pace = _Pace()
     received = 0
+    limit = largest_copy(path.name)
     try:
         # read1 returns what has arrived; read would wait to fill the whole chunk,
         # and the pace could not be checked while a server drips.
         while chunk := response.read1(_CHUNK_BYTES):
+            if limit is not None and received + len(chunk) > limit:
+                raise DataError(
+                    f"The file at {url} runs past {limit:,} bytes, more than any"
+                    f" copy of {path.name} holds; nothing was kept. Pass another"
+                    f" source with --mirror URL, or copy {path.name} by hand into"
+                    f" {path.parent}.")
             _write(out, chunk, path, advice)
             received += len(chunk)
             pace.add(len(chunk))
@@ -621,12 +668,17 @@ def _verify(tmp: Path, url: str, path: Path, checksum: Checksum):
     fix = (f"it was deleted. Pass another source with --mirror URL, or copy"
            f" {path.name} by hand into {path.parent}.")
     try:
-        actual = _digest(tmp, checksum.kind)
+        actual = _digest(tmp, checksum.kind, largest_copy(path.name))
     except (OSError, EOFError, zlib.error) as err:
         raise DataError(
             f"The file downloaded from {url} is not a valid gzip file ({err}); {fix}"
         ) from err
 
+    if actual is None:
+        raise DataError(
+            f"The file downloaded from {url} holds more than the"
+            f" {largest_copy(path.name):,} bytes any copy of {path.name} holds; {fix}"
+        )
     if actual != checksum.digest:
         raise DataError(
             f"The file downloaded from {url} has the wrong {checksum.kind} hash: "
