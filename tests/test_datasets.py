@@ -422,14 +422,15 @@ def test_npz_zero_dimensional_labels_are_refused(write_npz):
                                  " per row of X_test (got shapes (15, 4) and ())")
 
 
-@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.bool_])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.bool_, "m8[s]"])
 def test_npz_non_integer_labels_are_refused(write_npz, dtype):
     arrays = tiny_arrays()
     arrays["y_train"] = (arrays["y_train"] % 2).astype(dtype)
     path = write_npz(**arrays)
 
-    with pytest.raises(DataError, match=rf"y_train must hold integer labels, not"
-                                        rf" {np.dtype(dtype)}"):
+    with pytest.raises(DataError, match=re.escape(
+            f"y_train must hold integer labels, not {np.dtype(dtype)}; save them as"
+            " an integer array")):
         load_dataset(data_config(path=path), seed=0)
 
 
@@ -470,6 +471,19 @@ def test_npz_string_features_are_refused(write_npz):
     path = write_npz(**arrays)
 
     with pytest.raises(DataError, match=r"X_train must be real numbers"):
+        load_dataset(data_config(path=path), seed=0)
+
+
+@pytest.mark.parametrize("dtype", ["m8[s]", "M8[s]"])
+def test_npz_times_are_no_features(write_npz, dtype):
+    # A timedelta counts as an integer to np.issubdtype; predict refuses it.
+    arrays = tiny_arrays()
+    arrays["X_train"] = (arrays["X_train"] * 10).astype(dtype)
+    path = write_npz(**arrays)
+
+    with pytest.raises(DataError, match=re.escape(
+            f"X_train must be real numbers, not {np.dtype(dtype)}; save it as a float"
+            " or integer array")):
         load_dataset(data_config(path=path), seed=0)
 
 

@@ -524,10 +524,13 @@ def _npz_pair(arrays: dict, split: str, file: Path) -> dict:
             f"{file}: y_{split} must be a 1-d array with one label per row of"
             f" X_{split} (got shapes {X.shape} and {y.shape})"
         )
-    if not np.issubdtype(y.dtype, np.integer):
-        raise DataError(f"{file}: y_{split} must hold integer labels, not {y.dtype}")
-    if not (np.issubdtype(X.dtype, np.number) and not np.iscomplexobj(X)):
-        raise DataError(f"{file}: X_{split} must be real numbers, not {X.dtype}")
+    # By kind: NumPy counts a timedelta as an integer (np.issubdtype).
+    if y.dtype.kind not in "iu":
+        raise DataError(f"{file}: y_{split} must hold integer labels, not {y.dtype};"
+                        " save them as an integer array")
+    if X.dtype.kind not in "fiu":
+        raise DataError(f"{file}: X_{split} must be real numbers, not {X.dtype};"
+                        " save it as a float or integer array")
     if np.issubdtype(X.dtype, np.floating) and not np.isfinite(X).all():
         raise DataError(f"{file}: X_{split} holds NaN or infinite values; clean them")
     return {f"X_{split}": X, f"y_{split}": y}
