@@ -4,6 +4,7 @@ The bundled digits file is read directly (it ships with the package); nothing he
 reads /usr/share/datasets or the user's cache.
 """
 
+import os
 import re
 from importlib import resources
 from pathlib import Path
@@ -914,6 +915,22 @@ def test_folder_with_only_some_idx_files_is_refused_naming_the_missing_one(
         f" at the folder holding the four IDX files ({IDX_NAMES}, each may be"
         " gzipped), or run `nntrain data download mnist` and drop data.path")
     assert caught.value.exit_code == 2
+
+
+@pytest.mark.parametrize("make", [Path.mkdir, os.mkfifo], ids=["folder", "pipe"])
+def test_an_idx_name_taken_by_no_regular_file_is_named_as_such(
+        tmp_path, write_idx_dataset, system_data, make):
+    folder = write_idx_dataset(tmp_path / "m", tiny_idx(20, 0), tiny_idx(5, 1))
+    (folder / "t10k-labels-idx1-ubyte.gz").unlink()
+    make(folder / "t10k-labels-idx1-ubyte.gz")
+
+    with pytest.raises(DataError) as caught:
+        load_dataset(data_config("mnist", folder), seed=0)
+
+    assert str(caught.value).startswith(
+        f"mnist: data.path {folder} lacks t10k-labels-idx1-ubyte (or .gz)"
+        " (t10k-labels-idx1-ubyte.gz there is not a regular file: a folder, pipe or"
+        " device); point it at the folder holding the four IDX files")
 
 
 @pytest.mark.parametrize("make, problem", [

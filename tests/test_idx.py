@@ -234,3 +234,16 @@ def test_load_idx_pair_reads_debian_fashion_mnist_test_set():
 
     assert X.shape == (10000, 28, 28) and y.shape == (10000,)
     assert y.max() == 9 and np.bincount(y).tolist() == [1000] * 10
+
+
+def test_a_header_of_255_sizes_is_shown_by_its_first_few(tmp_path):
+    path = tmp_path / "many-dims"
+    path.write_bytes(bytes([0, 0, 0x08, 255]) + struct.pack(">255I", *[2] * 255)
+                     + bytes(100))
+
+    with pytest.raises(DataError) as caught:
+        read_idx(path)
+
+    assert str(caught.value) == (
+        f"{path} is corrupt: its header announces shape (2, 2, 2, 2, ... 255 sizes),"
+        " larger than any array can be; download it again.")

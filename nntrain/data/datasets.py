@@ -259,6 +259,15 @@ def _not_an_idx_folder(name: str, folder: Path, given_as: str,
         problem = "holds none of the IDX files"
     else:
         problem = f"lacks {', '.join(missing)} (or .gz)"
+    # A folder or a pipe at a file's name is no file, but "lacks" alone would
+    # leave the user looking at its name in a listing.
+    in_the_way = [candidate.name for stem in missing
+                  for candidate in (folder / f"{stem}.gz", folder / stem)
+                  if candidate.exists() and not candidate.is_file()]
+    if folder.is_dir() and in_the_way:
+        problem += (f" ({', '.join(in_the_way)} there"
+                    f" {'is' if len(in_the_way) == 1 else 'are'} not a regular file:"
+                    " a folder, pipe or device)")
     copy = _first_idx_folder(search_paths(name, recorded))
     if copy is not None:
         other = f"drop {given_as} to use the copy in {copy}"

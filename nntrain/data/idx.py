@@ -157,6 +157,14 @@ def _open(path: Path) -> tuple[BinaryIO, bool]:
     return stream, compressed
 
 
+def _shape_text(shape: tuple) -> str:
+    """``shape`` as a message shows it: a damaged header may announce 255 sizes,
+    of which the first few say enough."""
+    if len(shape) <= 6:
+        return str(shape)
+    return f"({', '.join(str(size) for size in shape[:4])}, ... {len(shape)} sizes)"
+
+
 def _parse(stream: BinaryIO, path: Path, capacity: int, compressed: bool) -> np.ndarray:
     """Read header and data from ``stream``, refusing sizes the file cannot hold."""
     dtype, shape = _read_header(stream, path)
@@ -165,7 +173,8 @@ def _parse(stream: BinaryIO, path: Path, capacity: int, compressed: bool) -> np.
     # another size is 0 and the array would be empty.
     if math.prod(size for size in shape if size) * dtype.itemsize > _MAX_ARRAY_BYTES:
         raise DataError(
-            f"{path} is corrupt: its header announces shape {shape}, larger than any "
+            f"{path} is corrupt: its header announces shape {_shape_text(shape)},"
+            " larger than any "
             "array can be; download it again."
         )
     if not compressed:
@@ -174,7 +183,7 @@ def _parse(stream: BinaryIO, path: Path, capacity: int, compressed: bool) -> np.
     if n_bytes > capacity:
         room = "this small gzip file holds at most" if compressed else "the file holds"
         raise DataError(
-            f"{path} is truncated: its header announces shape {shape} of "
+            f"{path} is truncated: its header announces shape {_shape_text(shape)} of "
             f"{dtype.name}, {n_bytes} bytes of data, but {room} {capacity}; "
             "download it again."
         )
