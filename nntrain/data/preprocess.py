@@ -17,6 +17,8 @@ reads X only through ``len``, ``shape`` and slices of rows.
 Shapes: X is (N, D); ``pca`` and ``whiten`` map D features to K components.
 """
 
+import math
+
 import numpy as np
 
 from nntrain.errors import (
@@ -29,6 +31,12 @@ from nntrain.errors import (
 # Rows per chunk when accumulating statistics, so that no step ever holds a float64
 # copy of the whole training split (345 MB for Fashion-MNIST).
 _CHUNK_ROWS = 1024
+
+# The largest covariance matrix pca and whiten build, (D, D) in float64: 1 GiB,
+# 11,585 features. Its eigendecomposition takes time of order D^3 (about a minute
+# at 8,000 features on two cores), and beyond this the memory alone fails a
+# laptop; such data wants fewer features first (smaller images).
+MAX_COVARIANCE_BYTES = 2**30
 
 
 class _Overflow(DataError):
@@ -197,8 +205,16 @@ class PCA:
 
     def fit(self, X: np.ndarray, input_shape=None):
         """X: (N, D) training features."""
+        D = X.shape[1]
+        if D * D * 8 > MAX_COVARIANCE_BYTES:
+            most = math.isqrt(MAX_COVARIANCE_BYTES // 8)
+            raise ConfigError(
+                f"data.preprocess: {self.name} needs a {D:,} x {D:,} covariance"
+                f" matrix ({D * D * 8 / 2**30:,.1f} GiB) for data of {D:,} features;"
+                f" use it on at most {most:,} features (reduce the data first, such"
+                " as smaller images), or leave it out")
         self.mean = column_mean(X)
-        covariance = np.zeros((X.shape[1], X.shape[1]))
+        covariance = np.zeros((D, D))
         for start in range(0, len(X), _CHUNK_ROWS):
             chunk = X[start:start + _CHUNK_ROWS].astype(np.float64) - self.mean
             covariance += chunk.T @ chunk
