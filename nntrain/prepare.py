@@ -7,6 +7,7 @@ prepare data too, without training; checking data against a checkpoint's record
 the loading, not with the run.
 """
 
+import warnings
 import zlib
 from dataclasses import dataclass
 
@@ -15,7 +16,7 @@ import numpy as np
 from nntrain.config import resolve_config
 from nntrain.data.datasets import OTHER_DATA_FIX, Dataset, load_dataset
 from nntrain.data.preprocess import Preprocessor
-from nntrain.errors import DataLocationError
+from nntrain.errors import DataLocationError, DataWarning
 
 
 @dataclass
@@ -77,6 +78,7 @@ def prepare_data(config: dict, preprocessor: Preprocessor | None = None,
         _check_data_matches(dataset, spec, fingerprints, splits)
     transformed = {}
     if preprocessor is None:
+        _warn_if_every_feature_is_constant(dataset)
         preprocessor, X_train = Preprocessor.fit_transform(
             config["data"]["preprocess"], dataset.X_train, dtype, dataset.input_shape)
         if "train" in splits:
@@ -90,6 +92,17 @@ def prepare_data(config: dict, preprocessor: Preprocessor | None = None,
     if not keep_raw:
         dataset.release_features()
     return Prepared(dataset, preprocessor, transformed, fingerprints)
+
+
+def _warn_if_every_feature_is_constant(dataset: Dataset) -> None:
+    """A DataWarning when no feature varies over the training split: a network can
+    then learn the class frequencies alone, and a sanity check that fails would
+    seem to blame the learning rate."""
+    X = dataset.X_train.reshape(len(dataset.X_train), -1)  # (N, D)
+    if len(X) > 1 and np.array_equal(X.min(axis=0), X.max(axis=0)):
+        warnings.warn(f"every one of the {X.shape[1]:,} features is constant over"
+                      f" the {len(X):,} training samples, so nothing tells the"
+                      " classes apart; check the data", DataWarning, stacklevel=3)
 
 
 def data_fingerprints(dataset: Dataset) -> dict:

@@ -521,3 +521,27 @@ def test_a_covariance_beyond_the_memory_bound_is_refused_before_it_is_built(
             " first, such as smaller images), or leave it out") + "$"):
         Preprocessor.fit([step], X, np.float64)
     Preprocessor.fit([step], X[:, :9], np.float64)
+
+
+@pytest.mark.parametrize("vary", [False, True])
+def test_training_data_of_constant_features_only_is_warned_of(write_npz, vary):
+    from conftest import TINY_VALIDATION, tiny_config_dict
+
+    from nntrain.errors import DataWarning
+
+    X = np.ones((60, 4))
+    if vary:
+        X[:, 2] = np.arange(60) % 2  # a feature that varies in every split
+    path = write_npz(X_train=X, y_train=np.arange(60) % 3)
+    config = resolve_config(tiny_config_dict(path))
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        prepare_data(config)
+
+    said = [str(w.message) for w in caught if issubclass(w.category, DataWarning)]
+    # Every fifth row is the test split, then the validation split is drawn.
+    training = 60 - 60 // 5 - TINY_VALIDATION
+    assert said == ([] if vary else [
+        f"every one of the 4 features is constant over the {training} training"
+        " samples, so nothing tells the classes apart; check the data"])
