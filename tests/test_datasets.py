@@ -852,6 +852,26 @@ def test_idx_found_in_the_home_cache(tmp_path, write_idx_dataset, isolated_home)
     assert len(data.y_test) == 9
 
 
+def test_a_partial_copy_searched_first_is_named_when_another_is_read(
+        tmp_path, write_idx_dataset, monkeypatch, isolated_home):
+    partial = write_idx_dataset(tmp_path / "env" / "mnist", tiny_idx(20, 2),
+                                tiny_idx(7, 3))
+    for stem in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"):
+        (partial / f"{stem}.gz").unlink()  # a download cut short
+    monkeypatch.setenv("NNTRAIN_DATA", str(tmp_path / "env"))
+    whole = write_idx_dataset(isolated_home / ".cache" / "nntrain" / "mnist",
+                              tiny_idx(20, 0), tiny_idx(9, 1))
+
+    with pytest.warns(DataWarning) as caught:
+        data = load_dataset(data_config("mnist", None, validation=2), seed=0)
+
+    assert len(data.y_test) == 9
+    assert [str(w.message) for w in caught] == [
+        f"mnist: {partial} lacks train-images-idx3-ubyte, train-labels-idx1-ubyte (or"
+        f" .gz); using the copy in {whole} (run `nntrain data download mnist` to"
+        " complete it)"]
+
+
 def test_search_covers_every_documented_place(tmp_path, monkeypatch, isolated_home):
     monkeypatch.setenv("NNTRAIN_DATA", str(tmp_path / "env"))
 

@@ -231,6 +231,16 @@ def find_idx_folder(name: str, path: str | None, given_as: str | None = "data.pa
         warnings.warn(DataWarning(
             f"{name}: {places[0]}, where the run found its data, no longer holds"
             f" the four IDX files; using the copy in {folder}"), stacklevel=2)
+    else:
+        # A download cut short, or files moved by hand, in a folder searched
+        # first: the user would expect that copy to be the one read.
+        for place in places[:places.index(folder)]:
+            missing = [stem for stem in _idx_stems() if not _idx_file(place, stem)]
+            if place.is_dir() and len(missing) < len(_idx_stems()):
+                warnings.warn(DataWarning(
+                    f"{name}: {place} lacks {', '.join(missing)} (or .gz); using the"
+                    f" copy in {folder} (run `nntrain data download {name}` to"
+                    " complete it)"), stacklevel=2)
     return folder
 
 
