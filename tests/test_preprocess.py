@@ -545,3 +545,18 @@ def test_training_data_of_constant_features_only_is_warned_of(write_npz, vary):
     assert said == ([] if vary else [
         f"every one of the 4 features is constant over the {training} training"
         " samples, so nothing tells the classes apart; check the data"])
+
+
+def test_whitening_that_overflows_with_a_tiny_epsilon_names_the_epsilon():
+    # Rank-deficient data (each column twice): its empty directions, of eigenvalue
+    # about 1e-16 from rounding, are multiplied by up to 1 / sqrt(1e-300) = 1e150.
+    base = np.random.default_rng(0).normal(size=(200, 3))
+    X = np.hstack([base, base])
+    steps = [{"whiten": {"components": 6, "epsilon": 1e-300}}]
+
+    with pytest.raises(DataError) as caught:
+        Preprocessor.fit_transform(steps, X, np.dtype(np.float32))
+
+    assert str(caught.value).endswith(
+        "; raise whiten's epsilon (now 1e-300; a direction the training data hardly"
+        " fills is multiplied by up to 1 / sqrt(epsilon)), or scale the data down")

@@ -405,8 +405,8 @@ class Preprocessor:
                       f"the cast to train.dtype {dtype}")
             raise TransformOverflow(
                 f"{blamed} made feature {feature} (counted from 0) of {what} NaN or"
-                f" infinite: its values are too large for {dtype}; scale the data"
-                " down (divide it by a power of ten)", blamed, out)
+                f" infinite: its values are too large for {dtype};"
+                f" {_overflow_fix(self.steps)}", blamed, out)
         return out
 
     def output_width(self, input_width: int) -> int:
@@ -498,9 +498,26 @@ def _transformed(step, X: np.ndarray, what: str) -> np.ndarray:
         raise TransformOverflow(
             f"preprocessing step {step.name} made feature {feature} (counted from"
             f" 0) of {what} NaN or infinite: its values are too large for"
-            f" {X.dtype} arithmetic; scale the data down (divide it by a power of"
-            " ten)", f"preprocessing step {step.name}", X)
+            f" {X.dtype} arithmetic; {_overflow_fix([step])}",
+            f"preprocessing step {step.name}", X)
     return X
+
+
+# A whitening epsilon below this lets a near-empty direction be multiplied by more
+# than 1 / sqrt(epsilon) = 1,000.
+_SMALL_WHITEN_EPSILON = 1e-6
+
+
+def _overflow_fix(steps) -> str:
+    """What to do about values that ``steps`` made NaN or infinite: scale the data
+    down, unless whitening with a tiny epsilon multiplied an empty direction (of
+    rank-deficient data) by up to 1 / sqrt(epsilon), which no scaling mends."""
+    for step in steps:
+        if getattr(step, "whiten", False) and step.epsilon < _SMALL_WHITEN_EPSILON:
+            return (f"raise whiten's epsilon (now {step.epsilon:g}; a direction the"
+                    " training data hardly fills is multiplied by up to"
+                    " 1 / sqrt(epsilon)), or scale the data down")
+    return "scale the data down (divide it by a power of ten)"
 
 
 # How every message about a forged or damaged prep/ array ends.
