@@ -13,6 +13,7 @@ import click
 from nntrain.cli_paths import CONFIG_FILE_FIX, UserPath
 from nntrain.errors import BadInputError, DataLocationError, one_line
 from nntrain.train.checks import usable_cores
+from nntrain.train.report import counted
 
 SPLITS = ("test", "val", "train")
 MAX_PORT = 65535
@@ -180,12 +181,16 @@ def _run_study(study, planned: bool, workers, scheduler) -> list[dict]:
         _check_data_found(config, spec)  # a finished study reads no data
     if not scheduler:
         workers = workers or usable_cores()
+    to_run = spec.trials - done
+    # No more processes start than there are trials to run.
+    started = max(1, min(workers, to_run)) if not scheduler else None
     where = (f"the Dask cluster at {scheduler}" if scheduler
-             else f"{workers} worker process" + ("" if workers == 1 else "es"))
-    click.echo(f"study {one_line(str(study.out))}: {spec.trials} trials,"
-               f" {spec.trials - done} to run on {where}", err=True)
+             else f"{started} worker process" + ("" if started == 1 else "es"))
+    click.echo(f"study {one_line(str(study.out))}: {counted(spec.trials, 'trial')},"
+               f" {to_run} to run on {where}", err=True)
     found = [searching.mode_warning(spec),
-             None if scheduler else _threads_warning(config, spec, workers)]
+             None if scheduler else _threads_warning(config, spec, workers),
+             None if scheduler else _workers_warning(started)]
     for warning in filter(None, found):
         click.echo(f"warning: {warning}", err=True)
     progress = _TrialProgress(spec.trials, done)
@@ -194,6 +199,17 @@ def _run_study(study, planned: bool, workers, scheduler) -> list[dict]:
                          on_note=progress.note)
     finally:
         progress.close()
+
+
+def _workers_warning(started: int) -> str | None:
+    """A warning when more worker processes start than there are cores: they take
+    turns on them, each trial slower and the study no faster."""
+    cores = usable_cores()
+    if started <= cores:
+        return None
+    return (f"{started} worker processes share the {cores} cores this machine lets"
+            f" nntrain use, so each trial runs slower and the study no faster; give"
+            f" --workers {cores} or fewer")
 
 
 def _report_study(study, rows: list[dict], ensemble_size) -> None:

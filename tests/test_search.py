@@ -35,6 +35,7 @@ from nntrain.cli import Group
 from nntrain.cli_search import ensemble, search
 from nntrain.config import resolve_config
 from nntrain.errors import (
+    ClusterError,
     ConfigError,
     FolderLockedError,
     RunDirectoryError,
@@ -228,6 +229,12 @@ def test_a_later_round_keeps_the_ranges_when_no_trial_finished():
     ({"trials": 2, "params": {}}, r"invalid search\.params: \{\}"),
     ({"trials": 2, "params": {"optimizer.lrr": {"uniform": [0.1, 0.2]}}},
      r"'optimizer\.lrr' is not a config key \(did you mean 'optimizer\.lr'\?\)"),
+    ({"trials": 2, "params": {"train.plots": {"choice": [True, False]}}},
+     r"invalid search\.params: train\.plots cannot be searched \(trials draw no"
+     r" plots; the study draws search\.png\); remove it$"),
+    ({"trials": 2, "params": {"output": {"choice": ["a", "b"]}}},
+     r"invalid search\.params: output cannot be searched \(each trial's folder is"
+     r" the study's trial-NNNN\); remove it$"),
     ({"trials": 2, "params": {"optimizer.lr": {"logunifrom": [0.1, 0.2]}}},
      r"invalid search\.params\.optimizer\.lr distribution: 'logunifrom'"),
     ({"trials": 2, "params": {"optimizer.lr": {"loguniform": [0, 0.1]}}},
@@ -253,6 +260,23 @@ def test_a_later_round_keeps_the_ranges_when_no_trial_finished():
 def test_bad_search_sections_raise_a_config_error_naming_the_key(search, pattern):
     with pytest.raises(ConfigError, match=pattern):
         parse_search(search, base_config())
+
+
+def test_searched_data_paths_are_made_absolute_as_the_configs_own_is(
+        tmp_path, write_config, tiny_npz, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    params = {"data.path": {"choice": ["a.npz", "sub/b.npz"]},
+              "data": {"choice": [{"name": "npz", "path": "c.npz"},
+                                  {"name": "digits"}]}}
+    path = write_config(study_config(tiny_npz, params=params))
+
+    _, spec = load_search_config(path)
+
+    chosen = {param.key: param.bounds for param in spec.params}
+    assert chosen == {
+        "data.path": [str(tmp_path / "a.npz"), str(tmp_path / "sub" / "b.npz")],
+        "data": [{"name": "npz", "path": str(tmp_path / "c.npz")}, {"name": "digits"}],
+    }
 
 
 def test_a_config_without_a_search_section_is_refused(tmp_path, tiny_config):
@@ -660,6 +684,52 @@ def test_a_failing_trial_records_its_reason_in_result_json(tmp_path, write_confi
     assert saved["values"] == values
 
 
+@pytest.mark.parametrize("same", [True, False])
+def test_a_trial_whose_result_an_earlier_run_wrote_since_is_not_trained_again(
+        tmp_path, write_config, tiny_npz, monkeypatch, same):
+    # An earlier, stopped run of the study left the trial on a Dask worker, which
+    # finished it after this run had planned it.
+    values = {"optimizer.lr": 0.01, "model.activation": "relu"}
+    run_dir = tmp_path / "trial-0000"
+    run_dir.mkdir()
+    earlier = {"status": "ok", "metric": 0.75, "best_epoch": 2, "epochs": 2,
+               "reason": "", "seconds": 9.5}
+    written = {"trial": 0, "values": values if same else {**values,
+                                                          "optimizer.lr": 0.02},
+               **earlier}
+    (run_dir / "result.json").write_text(json.dumps(written))
+    trained = []
+    monkeypatch.setattr("nntrain.pipeline.fit",
+                        lambda *args, **kwargs: trained.append(args) or 1 / 0)
+    task = trial_task(write_config, tiny_npz, run_dir, values)
+
+    if same:
+        assert run_trial(task) == earlier
+        assert trained == []
+    else:  # another plan's result: trained anew (here the stand-in fit fails)
+        with pytest.raises(ZeroDivisionError):
+            run_trial(task)
+        assert len(trained) == 1
+
+
+def test_a_dask_trial_dropped_with_the_scheduler_stops_the_study_in_one_line():
+    from concurrent.futures import CancelledError
+
+    class Dropped:
+        def exception(self):
+            raise CancelledError("run_trial-5f1e cancelled for reason:"
+                                 " scheduler-connection-lost.")
+
+    with pytest.raises(ClusterError) as caught:
+        trial_module._dask_outcome(Dropped(), "tcp://127.0.0.1:8786")
+
+    assert str(caught.value) == (
+        "the Dask cluster at tcp://127.0.0.1:8786 dropped the study's trials"
+        " (scheduler-connection-lost); check that its scheduler runs, then rerun the"
+        " same command to run the rest (finished trials are kept)")
+    assert caught.value.exit_code == 1
+
+
 def blocked_reason(path: Path, what: str = "a file") -> str:
     return (f"{path} is {what}, not the trial's folder; remove or rename it, then"
             " rerun the study to run this trial")
@@ -848,18 +918,23 @@ def test_search_prints_the_table_best_first_and_the_ensemble(study):
     assert "3 trials, 3 to run on 2 worker processes" in result.stderr
 
 
-def test_ensemble_skips_a_finished_trial_whose_checkpoint_was_deleted(study,
-                                                                       tmp_path):
+@pytest.mark.parametrize("damage, problem", [
+    (Path.unlink, "is missing"),
+    (lambda path: path.write_bytes(path.read_bytes()[:3000]),
+     "cannot be loaded (damaged)"),
+], ids=["deleted", "cut short"])
+def test_ensemble_skips_a_finished_trial_whose_checkpoint_is_gone_or_damaged(
+        study, tmp_path, damage, problem):
     copy, config_path = copy_study(study, tmp_path)
     best = [row for row in read_rows(copy) if row["status"] == "ok"]
     missing = copy / f"trial-{int(best[0]['trial']):04d}" / "checkpoints" / "best.npz"
-    missing.unlink()
+    damage(missing)
 
     result = invoke("search", config_path, "--out", copy, "--workers", 1,
                     "--ensemble", 2)
 
     assert result.exit_code == 0, result.output
-    assert (f"note: trial {best[0]['trial']} finished but its {missing} is missing;"
+    assert (f"note: trial {best[0]['trial']} finished but its {missing} {problem};"
             " skipped (delete its result.json to run it again)") in result.stderr
     assert any(line.startswith("ensemble of 1 checkpoint on the test split")
                for line in result.stdout.splitlines())
@@ -1929,10 +2004,14 @@ def test_trials_monitor_the_search_metric_where_the_config_leaves_it_open(
 
 
 def _with_best_npz(task):
-    """_scored_runner, plus an empty best.npz for --ensemble to find."""
+    """_scored_runner, plus a best.npz for --ensemble to find: one that loads,
+    holding a single array (the ensemble itself is not run)."""
+    from nntrain.checkpoint import save_checkpoint
+
     result = _scored_runner(task)
     (Path(task["run_dir"]) / "checkpoints").mkdir()
-    (Path(task["run_dir"]) / "checkpoints" / "best.npz").write_bytes(b"")
+    save_checkpoint(Path(task["run_dir"]) / "checkpoints" / "best.npz",
+                    {"config": {}}, {"param": {"w": np.zeros(2)}})
     return result
 
 
@@ -2134,3 +2213,14 @@ def test_best_checkpoints_refuses_a_count_that_is_no_positive_int(tmp_path, coun
         with pytest.raises(ValueError, match=re.escape(
                 f"count must be an int >= 1, not {count!r}")):
             study.best_checkpoints(count)
+
+
+def test_more_worker_processes_than_cores_are_warned_of(monkeypatch):
+    from nntrain import cli_search
+
+    monkeypatch.setattr(cli_search, "usable_cores", lambda: 2)
+
+    assert cli_search._workers_warning(2) is None
+    assert cli_search._workers_warning(3) == (
+        "3 worker processes share the 2 cores this machine lets nntrain use, so each"
+        " trial runs slower and the study no faster; give --workers 2 or fewer")

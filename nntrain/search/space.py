@@ -133,10 +133,21 @@ def searchable_keys(config: dict) -> list[str]:
     walk(config, "")
     for section, tables in (("optimizer", OPTIMIZER_KEYS), ("schedule", SCHEDULE_KEYS)):
         keys.update(f"{section}.{key}" for table in tables.values() for key in table)
-    return sorted(keys - {"output"})
+    return sorted(keys - set(UNSEARCHABLE))
+
+
+# Config keys that a study sets itself, with why: searching them would change
+# nothing, or scatter the trials' folders.
+UNSEARCHABLE = {
+    "output": "each trial's folder is the study's trial-NNNN",
+    "train.plots": "trials draw no plots; the study draws search.png",
+}
 
 
 def _parse_param(key, spec, known: list[str]) -> Param:
+    if key in UNSEARCHABLE:
+        raise ConfigError(f"invalid search.params: {key} cannot be searched"
+                          f" ({UNSEARCHABLE[key]}); remove it", "search.params")
     if key not in known:
         close = close_match(str(key), known)
         hint = (f"did you mean '{close}'?" if close
@@ -536,6 +547,7 @@ def load_search_config(path, overrides=()) -> tuple[dict, SearchSpec]:
     if search is None:
         raise ConfigError(f"{path} has no search: section; add one (see"
                           " configs/digits-search.yaml)")
+    search = _absolute_searched_paths(search)
     try:
         config = resolve_study_config(raw, search)
         spec = parse_search(search, config, written=raw)
@@ -548,6 +560,33 @@ def load_search_config(path, overrides=()) -> tuple[dict, SearchSpec]:
         config["data"]["path"] = str(Path(config["data"]["path"]).expanduser()
                                      .resolve())
     return config, spec
+
+
+def _absolute_searched_paths(search):
+    """``search`` with each data.path that ``search.params`` chooses among (on its
+    own, or inside a searched data section) made absolute, as the config's own
+    data.path is: a rerun from another folder, or a trial on another machine,
+    must not train on whatever that folder's relative path names. Anything that
+    is no such path is left for the checks to refuse."""
+    params = search.get("params") if isinstance(search, dict) else None
+    if not isinstance(params, dict):
+        return search
+
+    def absolute(value):
+        if isinstance(value, str) and value:
+            return str(Path(value).expanduser().resolve())
+        if isinstance(value, dict) and isinstance(value.get("path"), str):
+            return {**value, "path": absolute(value["path"])}
+        return value
+
+    params = dict(params)
+    for key, inner in (("data.path", False), ("data", True)):
+        spec = params.get(key)
+        if isinstance(spec, dict) and isinstance(spec.get("choice"), list):
+            choices = [absolute(option) if inner == isinstance(option, dict)
+                       else option for option in spec["choice"]]
+            params[key] = {**spec, "choice": choices}
+    return {**search, "params": params}
 
 
 def monitor_mode(monitor: str) -> str:

@@ -10,8 +10,10 @@ import weakref
 from dataclasses import replace
 from pathlib import Path
 
+from nntrain.checkpoint import load_checkpoint
 from nntrain.config import MONITORS, resolve_config
 from nntrain.errors import (
+    CheckpointError,
     ConfigError,
     FolderLockedError,
     RunDirectoryError,
@@ -391,11 +393,17 @@ class Study:
             if row["status"] != "ok" or len(paths) == count:
                 continue
             path = self.trial_dir(row["trial"]) / "checkpoints" / "best.npz"
-            if path.is_file():
+            problem = None if path.is_file() else "is missing"
+            if problem is None:
+                try:
+                    load_checkpoint(path)  # a damaged one would stop the ensemble
+                except CheckpointError:
+                    problem = "cannot be loaded (damaged)"
+            if problem is None:
                 paths.append(path)
                 kept.setdefault(self._monitor_of(row), []).append(row["trial"])
             elif on_note:
-                on_note(f"trial {row['trial']} finished but its {path} is missing;"
+                on_note(f"trial {row['trial']} finished but its {path} {problem};"
                         f" skipped (delete its {RESULT_FILE} to run it again)")
         for monitor, trials in kept.items():
             note = self._other_epochs_note(monitor, trials)

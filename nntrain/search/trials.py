@@ -3,13 +3,19 @@ worker processes of this machine or on a Dask cluster, stopping cleanly on SIGIN
 or SIGTERM."""
 
 import json
+import logging
 import math
 import multiprocessing
 import os
 import signal
 import threading
 import time
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures import (
+    FIRST_COMPLETED,
+    CancelledError,
+    ProcessPoolExecutor,
+    wait,
+)
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from pathlib import Path
@@ -71,6 +77,14 @@ def run_trial(task: dict) -> dict:
         # failure is recorded in results.csv alone, and the next run of the study
         # tries the trial again, once the file is gone.
         return {"status": "failed", "reason": problem}
+
+    # The study sent only trials without a result, but a trial that an earlier,
+    # stopped run of it left on a Dask worker may have written one since.
+    earlier = read_result(run_dir)
+    if (earlier is not None and earlier.get("trial") == task["trial"]
+            and earlier.get("values") == task["values"]):
+        return {key: value for key, value in earlier.items()
+                if key not in ("trial", "values")}
 
     started = time.perf_counter()
     try:
@@ -255,6 +269,19 @@ def _outcome(future) -> dict:
     return future.result() if error is None else _failure(error)
 
 
+def _dask_outcome(future, address: str) -> dict:
+    """_outcome of a Dask future, which the cluster cancels when the scheduler
+    goes away: then no trial can go on, and the study stops naming it."""
+    try:
+        return _outcome(future)
+    except CancelledError as error:
+        reason = str(error).rpartition("reason: ")[2].rstrip(".") or "cancelled"
+        raise ClusterError(f"the Dask cluster at {address} dropped the study's trials"
+                           f" ({reason}); check that its scheduler runs, then rerun"
+                           " the same command to run the rest (finished trials are"
+                           " kept)") from None
+
+
 def _drain(pool, waiting: list, width: int, runner, stop: StopFlag):
     """Run trials from ``waiting`` on ``pool`` until none is left, the pool breaks
     or a stop is asked for (then the running trials are told to stop, and
@@ -294,6 +321,19 @@ def run_locally(tasks: list, workers: int, runner, stop: StopFlag):
             raise RuntimeError("the worker pool broke before it took any trial")
 
 
+@contextmanager
+def _dask_logs_quiet():
+    """Dask's client logs a lost scheduler as errors with tracebacks on stderr;
+    the study says what happened in one line of its own (ClusterError)."""
+    logger = logging.getLogger("distributed")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def require_dask():
     """Client and as_completed of dask.distributed, or a one-line error saying how
     to install it (it is the optional extra nntrain[dask])."""
@@ -322,7 +362,7 @@ def run_on_dask(tasks: list, address: str, runner, stop: StopFlag):
     except (ValueError, TypeError) as error:
         raise BadInputError(f"--scheduler {address} is not usable ({error}); give"
                             " tcp://HOST:PORT") from None
-    with client:
+    with client, _dask_logs_quiet():
         futures = {client.submit(runner, task, pure=False): task for task in tasks}
         finished = as_completed(futures)
         while not finished.is_empty():
@@ -333,4 +373,4 @@ def run_on_dask(tasks: list, address: str, runner, stop: StopFlag):
                 time.sleep(POLL_SECONDS)
                 continue
             for future in finished.next_batch(block=False):
-                yield futures[future], _outcome(future)
+                yield futures[future], _dask_outcome(future, address)
