@@ -29,7 +29,12 @@ from nntrain.errors import (
     StopRequested,
     one_line,
 )
-from nntrain.fileio import shortened_path, too_long_message, write_bytes_atomically
+from nntrain.fileio import (
+    absolute_data_path,
+    shortened_path,
+    too_long_message,
+    write_bytes_atomically,
+)
 from nntrain.train.report import counted, short_number
 from nntrain.train.signals import (
     command_ended,
@@ -307,7 +312,7 @@ def _fit(config_path, overrides, out, force, print_config,
     config["output"] = str(run_dir)
     given = config["data"]["path"]
     if given:
-        config["data"]["path"] = _absolute(given)
+        config["data"]["path"] = absolute_data_path(given)
     if print_config:
         click.echo(config_to_yaml(config), nl=False)
         return None
@@ -316,15 +321,6 @@ def _fit(config_path, overrides, out, force, print_config,
     return {"config": config, "run_dir": run_dir, "force": force, "quiet": quiet}
 
 
-def _absolute(data_path: str) -> str:
-    # Stored absolute, so that eval and predict find the data from anywhere.
-    try:
-        return str(Path(data_path).expanduser().resolve())
-    except (RuntimeError, OSError) as error:  # RuntimeError: Python 3.12 and older
-        if isinstance(error, OSError) and error.errno != errno.ELOOP:
-            raise
-        raise DataError(f"data.path {data_path}: its symbolic links form a loop;"
-                        " fix them, or give the data's own path") from None
 
 
 def _refuse_missing_relative(data: dict, given: str | None,
@@ -361,7 +357,7 @@ def _resume(config_path, overrides, out, resume, print_config,
     data_path_given = override_setting("data.path", overrides) is not None
     data_path = config["data"]["path"] if data_path_given else None
     if data_path:
-        config["data"]["path"] = _absolute(data_path)
+        config["data"]["path"] = absolute_data_path(data_path)
         _refuse_missing_relative(config["data"], data_path, from_set=True)
     run_dir = resuming.run_directory_of(path)
     if out and Path(out).resolve() != run_dir:

@@ -182,14 +182,15 @@ def _run_study(study, planned: bool, workers, scheduler) -> list[dict]:
     if not scheduler:
         workers = workers or usable_cores()
     to_run = spec.trials - done
-    # No more processes start than there are trials to run.
-    started = max(1, min(workers, to_run)) if not scheduler else None
+    # No more processes start than a round has trials to run at once.
+    started = (max(1, min(workers, to_run, max(spec.round_sizes())))
+               if not scheduler else None)
     where = (f"the Dask cluster at {scheduler}" if scheduler
              else f"{started} worker process" + ("" if started == 1 else "es"))
     click.echo(f"study {one_line(str(study.out))}: {counted(spec.trials, 'trial')},"
                f" {to_run} to run on {where}", err=True)
     found = [searching.mode_warning(spec),
-             None if scheduler else _threads_warning(config, spec, workers),
+             None if scheduler else _threads_warning(config, spec, started),
              None if scheduler else _workers_warning(started)]
     for warning in filter(None, found):
         click.echo(f"warning: {warning}", err=True)

@@ -116,6 +116,20 @@ def write_fix(error: OSError) -> str:
     return WRITE_FIXES.get(error.errno, "check the file, its folder and the disk")
 
 
+def absolute_data_path(path: str, key: str = "data.path") -> str:
+    """``path``, a data path the user gave as ``key``, absolute, its ``~`` and
+    symbolic links resolved: stored so, eval, predict and a study's trials find
+    the data from any folder. A ``~user`` of no known user, or links that loop,
+    are a BadInputError."""
+    try:
+        return str(Path(expand_home(path)).resolve())
+    except (RuntimeError, OSError) as error:  # RuntimeError: Python 3.12 and older
+        if isinstance(error, OSError) and error.errno != errno.ELOOP:
+            raise
+        raise BadInputError(f"{key} {path}: its symbolic links form a loop; fix"
+                            " them, or give the data's own path") from None
+
+
 def expand_home(path: str) -> str:
     """``path`` with a leading ``~`` or ``~user`` expanded as a shell expands it,
     for every path the user gives (the config's path keys, the command line's

@@ -535,13 +535,14 @@ def _note_cosine_length(reporter, solver, meta) -> None:
     # run is then the same as one this long from the start.
     if done <= schedule.warmup or schedule.floor == schedule.base_lr:
         return
-    before = "shorter" if saved_total < solver.total_iterations else "longer"
+    earlier_curve = "shorter" if saved_total < solver.total_iterations else "longer"
     reporter.note(
         f"the cosine schedule now spans {solver.total_iterations} updates"
         f" instead of {saved_total}: from iteration {done + 1} its rate is"
-        f" {schedule.rate(epoch, done):.4g} (the {before} curve's"
+        f" {schedule.rate(epoch, done):.4g} (the {earlier_curve} curve's"
         f" {saved_curve.rate(epoch, done):.4g}); the updates before followed the"
-        f" {before} curve, so this run differs from one this long from the start")
+        f" {earlier_curve} curve, so this run differs from one this long from the"
+        " start")
 
 
 def _check_threads(reporter, threads) -> None:

@@ -868,8 +868,8 @@ def test_a_partial_copy_searched_first_is_named_when_another_is_read(
     assert len(data.y_test) == 9
     assert [str(w.message) for w in caught] == [
         f"mnist: {partial} lacks train-images-idx3-ubyte, train-labels-idx1-ubyte (or"
-        f" .gz); using the copy in {whole} (run `nntrain data download mnist` to"
-        " complete it)"]
+        f" .gz); using the copy in {whole} (`nntrain data download mnist --dir"
+        f" {partial}` completes it)"]
 
 
 def test_search_covers_every_documented_place(tmp_path, monkeypatch, isolated_home):

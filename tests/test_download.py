@@ -227,11 +227,20 @@ def test_gz_md5_hash_checks_the_archive_itself(tmp_path):
 LABELS = "t10k-labels-idx1-ubyte.gz"  # a real name: its copies' size is known
 
 
-def test_a_body_longer_than_any_copy_of_its_file_is_cut_off(tmp_path):
+@pytest.mark.parametrize("announced", [True, False])
+def test_a_body_longer_than_any_copy_of_its_file_is_cut_off(tmp_path, monkeypatch,
+                                                            announced):
     # 10,008 bytes of IDX content: no copy takes more than 10,008 + 100 + 65,536.
+    # Announced so, it is refused before a byte is read; else once it runs past.
     body = os.urandom(80_000)  # cannot be compressed: it stays 80,000 bytes long
     checks = {LABELS: Checksum(CONTENT_SHA256, "0" * 64)}
     dest = tmp_path / "dest"
+    written = []
+    real_write = dl._write
+    monkeypatch.setattr(dl, "_write", lambda out, chunk, *args: written.append(
+        len(chunk)) or real_write(out, chunk, *args))
+    if not announced:  # as a server that sends no Content-Length
+        monkeypatch.setattr(dl, "_content_length", lambda response: None)
 
     with serve({LABELS: body}) as (url, _), pytest.raises(DataError) as caught:
         download("mnist", dest, base_url=url, files=checks, progress=False)
@@ -241,6 +250,10 @@ def test_a_body_longer_than_any_copy_of_its_file_is_cut_off(tmp_path):
         f" {LABELS} holds; nothing was kept. Pass another source with --mirror URL,"
         f" or copy {LABELS} by hand into {dest}.")
     assert listing(dest) == []
+    if announced:
+        assert written == []
+    else:  # cut before a chunk would take it past the bound
+        assert 0 < sum(written) <= 75_644
 
 
 def test_a_gzip_bomb_is_refused_once_its_content_outgrows_any_copy(tmp_path):

@@ -10,7 +10,7 @@ from conftest import TINY_VALIDATION, tiny_arrays, tiny_config_dict
 
 from nntrain.config import resolve_config
 from nntrain.data.preprocess import STEPS, Center, Preprocessor, Scale
-from nntrain.errors import CheckpointError, ConfigError, DataError
+from nntrain.errors import CheckpointError, ConfigError, DataError, DataWarning
 from nntrain.prepare import prepare_data
 
 # Three samples of three features: feature 0 has mean 3 and population standard
@@ -509,26 +509,21 @@ def test_each_steps_kept_arrays_are_those_its_state_gives(name, options):
 @pytest.mark.parametrize("step", ["pca", "whiten"])
 def test_a_covariance_beyond_the_memory_bound_is_refused_before_it_is_built(
         monkeypatch, step):
-    from nntrain.data import preprocess
-
     # The bound of 9 features, in place of 11,585: data of 10 is refused, of 9 not.
-    monkeypatch.setattr(preprocess, "MAX_COVARIANCE_BYTES", 9 * 9 * 8)
+    monkeypatch.setattr("nntrain.data.preprocess.MAX_COVARIANCE_BYTES", 9 * 9 * 8)
     X = np.random.default_rng(0).normal(size=(30, 10))
 
     with pytest.raises(ConfigError, match="^" + re.escape(
-            f"data.preprocess: {step} needs a 10 x 10 covariance matrix (0.0 GiB) for"
-            " data of 10 features; use it on at most 9 features (reduce the data"
-            " first, such as smaller images), or leave it out") + "$"):
+            f"data.preprocess: {step} needs a 10 x 10 covariance matrix (0.00 GiB,"
+            " over the 1 GiB nntrain builds) for data of 10 features; use it on at"
+            " most 9 features (reduce the data first, such as smaller images), or"
+            " leave it out") + "$"):
         Preprocessor.fit([step], X, np.float64)
     Preprocessor.fit([step], X[:, :9], np.float64)
 
 
 @pytest.mark.parametrize("vary", [False, True])
 def test_training_data_of_constant_features_only_is_warned_of(write_npz, vary):
-    from conftest import TINY_VALIDATION, tiny_config_dict
-
-    from nntrain.errors import DataWarning
-
     X = np.ones((60, 4))
     if vary:
         X[:, 2] = np.arange(60) % 2  # a feature that varies in every split

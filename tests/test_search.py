@@ -10,6 +10,7 @@ on a copy of its folder, which plans the same study.
 import csv
 import errno
 import json
+import logging
 import math
 import multiprocessing
 import os
@@ -273,9 +274,10 @@ def test_searched_data_paths_are_made_absolute_as_the_configs_own_is(
     _, spec = load_search_config(path)
 
     chosen = {param.key: param.bounds for param in spec.params}
+    here = tmp_path.resolve()
     assert chosen == {
-        "data.path": [str(tmp_path / "a.npz"), str(tmp_path / "sub" / "b.npz")],
-        "data": [{"name": "npz", "path": str(tmp_path / "c.npz")}, {"name": "digits"}],
+        "data.path": [str(here / "a.npz"), str(here / "sub" / "b.npz")],
+        "data": [{"name": "npz", "path": str(here / "c.npz")}, {"name": "digits"}],
     }
 
 
@@ -919,9 +921,10 @@ def test_search_prints_the_table_best_first_and_the_ensemble(study):
 
 
 @pytest.mark.parametrize("damage, problem", [
-    (Path.unlink, "is missing"),
+    (Path.unlink, "its {path} is missing"),
     (lambda path: path.write_bytes(path.read_bytes()[:3000]),
-     "cannot be loaded (damaged)"),
+     "its best.npz cannot be loaded: {path} is not a readable checkpoint (File is"
+     " not a zip file)"),
 ], ids=["deleted", "cut short"])
 def test_ensemble_skips_a_finished_trial_whose_checkpoint_is_gone_or_damaged(
         study, tmp_path, damage, problem):
@@ -934,8 +937,9 @@ def test_ensemble_skips_a_finished_trial_whose_checkpoint_is_gone_or_damaged(
                     "--ensemble", 2)
 
     assert result.exit_code == 0, result.output
-    assert (f"note: trial {best[0]['trial']} finished but its {missing} {problem};"
-            " skipped (delete its result.json to run it again)") in result.stderr
+    assert (f"note: trial {best[0]['trial']} finished but"
+            f" {problem.format(path=missing)}; skipped (delete its result.json to run"
+            " it again)") in result.stderr
     assert any(line.startswith("ensemble of 1 checkpoint on the test split")
                for line in result.stdout.splitlines())
 
@@ -2215,6 +2219,29 @@ def test_best_checkpoints_refuses_a_count_that_is_no_positive_int(tmp_path, coun
             study.best_checkpoints(count)
 
 
+def test_dask_s_own_cancellation_of_a_lost_scheduler_reads_as_one_line(capfd):
+    distributed = pytest.importorskip("distributed")
+    from distributed.client import FutureCancelledError
+
+    class Dropped:
+        def exception(self):
+            raise FutureCancelledError("run_trial-5f1e", "scheduler-connection-lost",
+                                       "Client lost the connection to the scheduler."
+                                       " Please check your connection.")
+
+    with trial_module._dask_logs_quiet():
+        # As Dask's client logs the loss: its own logger, level and handler.
+        logging.getLogger("distributed.client").error("Failed to reconnect")
+        with pytest.raises(ClusterError) as caught:
+            trial_module._dask_outcome(Dropped(), "tcp://127.0.0.1:8786")
+
+    assert str(caught.value).startswith(
+        "the Dask cluster at tcp://127.0.0.1:8786 dropped the study's trials"
+        " (scheduler-connection-lost); check")
+    assert "Failed to reconnect" not in capfd.readouterr().err
+    assert distributed  # imported for its loggers and handlers
+
+
 def test_more_worker_processes_than_cores_are_warned_of(monkeypatch):
     from nntrain import cli_search
 
@@ -2224,3 +2251,71 @@ def test_more_worker_processes_than_cores_are_warned_of(monkeypatch):
     assert cli_search._workers_warning(3) == (
         "3 worker processes share the 2 cores this machine lets nntrain use, so each"
         " trial runs slower and the study no faster; give --workers 2 or fewer")
+
+
+@pytest.fixture
+def data_path_study(tmp_path, write_config, tiny_npz, monkeypatch):
+    """A finished 2-trial study searching data.path among two relative names, run
+    from tmp_path/first: (study folder, config path, the first folder)."""
+    first = tmp_path / "first"
+    first.mkdir()
+    for name in ("a.npz", "b.npz"):
+        shutil.copy(tiny_npz, first / name)
+    params = {"data.path": {"choice": ["a.npz", "b.npz"]}}
+    config_path = write_config(study_config(tiny_npz, params=params, trials=2))
+    monkeypatch.chdir(first)
+    out = tmp_path / "study"
+    assert invoke("search", config_path, "--out", out, "--workers", 1).exit_code == 0
+    return out, config_path, first
+
+
+def test_a_study_rerun_from_another_folder_names_its_searched_data(
+        data_path_study, tmp_path, monkeypatch):
+    out, config_path, first = data_path_study
+    other = tmp_path / "other"
+    other.mkdir()
+    monkeypatch.chdir(other)
+
+    result = invoke("search", config_path, "--out", out, "--workers", 1)
+
+    assert result.exit_code == 2, result.output
+    assert result.stderr == (
+        f"error: {out / 'study.json'} plans its trials on the data paths"
+        " search.params chooses among, as they were when it was planned (a relative"
+        " path names a file in the folder the study was first run from): put the"
+        " data back there, or rerun from that folder, to run the rest of the study"
+        " (trials must all train on the same data), or give --out another folder\n")
+
+
+def test_a_study_planned_with_relative_searched_paths_reruns_from_its_folder(
+        data_path_study):
+    # Planned before searched paths were made absolute: study.json holds them
+    # as written.
+    out, config_path, first = data_path_study
+    plan = json.loads((out / "study.json").read_text())
+    for param in plan["search"]["params"]:
+        if param[0] == "data.path":
+            param[2] = [Path(path).name for path in param[2]]
+    for trial in plan["trials"]:
+        trial["values"]["data.path"] = Path(trial["values"]["data.path"]).name
+    (out / "study.json").write_text(json.dumps(plan))
+
+    result = invoke("search", config_path, "--out", out, "--workers", 1)
+
+    assert result.exit_code == 0, result.output
+    assert "2 trials, 0 to run" in result.stderr
+
+
+def test_a_searched_data_path_whose_links_loop_is_bad_input(tmp_path, write_config,
+                                                             tiny_npz, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "loop.npz").symlink_to("loop.npz")
+    params = {"data.path": {"choice": [str(tiny_npz), "loop.npz"]}}
+    config_path = write_config(study_config(tiny_npz, params=params, trials=2))
+
+    result = invoke("search", config_path, "--out", tmp_path / "study")
+
+    assert result.exit_code == 2, result.output
+    assert result.stderr == ("error: search.params.data.path loop.npz: its symbolic"
+                             " links form a loop; fix them, or give the data's own"
+                             " path\n")

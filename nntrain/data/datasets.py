@@ -239,8 +239,8 @@ def find_idx_folder(name: str, path: str | None, given_as: str | None = "data.pa
             if place.is_dir() and len(missing) < len(_idx_stems()):
                 warnings.warn(DataWarning(
                     f"{name}: {place} lacks {', '.join(missing)} (or .gz); using the"
-                    f" copy in {folder} (run `nntrain data download {name}` to"
-                    " complete it)"), stacklevel=2)
+                    f" copy in {folder} (`nntrain data download {name} --dir"
+                    f" {place}` completes it)"), stacklevel=2)
     return folder
 
 

@@ -140,8 +140,9 @@ DATASETS: dict[str, Dataset] = {
 # Fashion-MNIST. A file at the source that runs past what any copy of it could
 # hold is wrong, and is cut off there: otherwise an endless body, or a huge file
 # in a damaged mirror, would fill the disk before the hash could be checked. gzip
-# adds at most a few bytes per 64 KiB block even to what it cannot compress, so
-# CONTENT_BYTES plus 1% and 64 KiB bounds every copy, gzipped again or not.
+# adds a few bytes per stored block even to what it cannot compress (5 per 64 KiB
+# as gzip writes it), so CONTENT_BYTES plus 1% and 64 KiB bounds every copy,
+# gzipped again or not; only a stream flushed every few hundred bytes could pass.
 CONTENT_BYTES = {
     "train-images-idx3-ubyte.gz": 16 + 60_000 * 28 * 28,
     "train-labels-idx1-ubyte.gz": 8 + 60_000,
@@ -594,16 +595,14 @@ def _copy(response, out, total: int | None, path: Path, progress: bool,
     pace = _Pace()
     received = 0
     limit = largest_copy(path.name)
+    if limit is not None and total is not None and total > limit:
+        raise _too_long(url, path, limit)  # announced so: nothing need be fetched
     try:
         # read1 returns what has arrived; read would wait to fill the whole chunk,
         # and the pace could not be checked while a server drips.
         while chunk := response.read1(_CHUNK_BYTES):
             if limit is not None and received + len(chunk) > limit:
-                raise DataError(
-                    f"The file at {url} runs past {limit:,} bytes, more than any"
-                    f" copy of {path.name} holds; nothing was kept. Pass another"
-                    f" source with --mirror URL, or copy {path.name} by hand into"
-                    f" {path.parent}.")
+                raise _too_long(url, path, limit)
             _write(out, chunk, path, advice)
             received += len(chunk)
             pace.add(len(chunk))
@@ -613,6 +612,13 @@ def _copy(response, out, total: int | None, path: Path, progress: bool,
         if bar is not None:
             bar.close()
     return received
+
+
+def _too_long(url: str, path: Path, limit: int) -> DataError:
+    return DataError(
+        f"The file at {url} runs past {limit:,} bytes, more than any copy of"
+        f" {path.name} holds; nothing was kept. Pass another source with --mirror"
+        f" URL, or copy {path.name} by hand into {path.parent}.")
 
 
 class _Pace:

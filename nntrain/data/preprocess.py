@@ -33,9 +33,10 @@ from nntrain.errors import (
 _CHUNK_ROWS = 1024
 
 # The largest covariance matrix pca and whiten build, (D, D) in float64: 1 GiB,
-# 11,585 features. Its eigendecomposition takes time of order D^3 (about a minute
-# at 8,000 features on two cores), and beyond this the memory alone fails a
-# laptop; such data wants fewer features first (smaller images).
+# 11,585 features (its eigendecomposition needs two or three times that again).
+# That takes time of order D^3 (about a minute at 8,000 features on two cores),
+# and beyond it the memory alone fails a laptop; such data wants fewer features
+# first (smaller images).
 MAX_COVARIANCE_BYTES = 2**30
 
 
@@ -210,9 +211,10 @@ class PCA:
             most = math.isqrt(MAX_COVARIANCE_BYTES // 8)
             raise ConfigError(
                 f"data.preprocess: {self.name} needs a {D:,} x {D:,} covariance"
-                f" matrix ({D * D * 8 / 2**30:,.1f} GiB) for data of {D:,} features;"
-                f" use it on at most {most:,} features (reduce the data first, such"
-                " as smaller images), or leave it out")
+                f" matrix ({D * D * 8 / 2**30:,.2f} GiB, over the 1 GiB nntrain"
+                f" builds) for data of {D:,} features; use it on at most {most:,}"
+                " features (reduce the data first, such as smaller images), or"
+                " leave it out")
         self.mean = column_mean(X)
         covariance = np.zeros((D, D))
         for start in range(0, len(X), _CHUNK_ROWS):

@@ -8,7 +8,6 @@ import math
 import warnings
 from dataclasses import dataclass, replace
 from functools import partial
-from pathlib import Path
 from typing import NoReturn
 
 from nntrain.config import (
@@ -26,7 +25,7 @@ from nntrain.config import (
 )
 from nntrain.config_checks import choice, close_match, integer
 from nntrain.errors import ConfigError, NNTrainWarning
-from nntrain.fileio import too_long_paths_refused
+from nntrain.fileio import absolute_data_path, too_long_paths_refused
 from nntrain.random import SEARCH_STREAM, generator
 from nntrain.yamlio import key_text, one_line_yaml
 
@@ -557,35 +556,41 @@ def load_search_config(path, overrides=()) -> tuple[dict, SearchSpec]:
         raise blamed_on_override(error, overrides) or ConfigError(
             f"{path}: {error}", error.key) from None
     if config["data"]["path"]:
-        config["data"]["path"] = str(Path(config["data"]["path"]).expanduser()
-                                     .resolve())
+        config["data"]["path"] = absolute_data_path(config["data"]["path"])
     return config, spec
+
+
+# The searched keys whose options name where the data lies.
+SEARCHED_DATA_KEYS = ("data.path", "data")
+
+
+def absolute_data_option(key: str, value):
+    """An option of the searched ``key`` (data.path, or a whole data section)
+    with its data path made absolute (fileio.absolute_data_path); any other
+    value as it is, for the checks to judge."""
+    where = f"search.params.{key}"
+    if key == "data.path" and isinstance(value, str) and value:
+        return absolute_data_path(value, where)
+    path = value.get("path") if key == "data" and isinstance(value, dict) else None
+    if isinstance(path, str) and path:
+        return {**value, "path": absolute_data_path(path, f"{where}.path")}
+    return value
 
 
 def _absolute_searched_paths(search):
     """``search`` with each data.path that ``search.params`` chooses among (on its
     own, or inside a searched data section) made absolute, as the config's own
     data.path is: a rerun from another folder, or a trial on another machine,
-    must not train on whatever that folder's relative path names. Anything that
-    is no such path is left for the checks to refuse."""
+    must not train on whatever that folder's relative path names."""
     params = search.get("params") if isinstance(search, dict) else None
     if not isinstance(params, dict):
         return search
-
-    def absolute(value):
-        if isinstance(value, str) and value:
-            return str(Path(value).expanduser().resolve())
-        if isinstance(value, dict) and isinstance(value.get("path"), str):
-            return {**value, "path": absolute(value["path"])}
-        return value
-
     params = dict(params)
-    for key, inner in (("data.path", False), ("data", True)):
+    for key in SEARCHED_DATA_KEYS:
         spec = params.get(key)
         if isinstance(spec, dict) and isinstance(spec.get("choice"), list):
-            choices = [absolute(option) if inner == isinstance(option, dict)
-                       else option for option in spec["choice"]]
-            params[key] = {**spec, "choice": choices}
+            params[key] = {**spec, "choice": [absolute_data_option(key, option)
+                                              for option in spec["choice"]]}
     return {**search, "params": params}
 
 

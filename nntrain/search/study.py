@@ -28,8 +28,10 @@ from nntrain.fileio import (
 )
 from nntrain.search.report import short_value
 from nntrain.search.space import (
+    SEARCHED_DATA_KEYS,
     Param,
     SearchSpec,
+    absolute_data_option,
     monitor_mode,
     narrow_bounds,
     rank,
@@ -165,6 +167,7 @@ class Study:
             raise RunDirectoryError(f"cannot read {path} ({error}); give --out another"
                                     " folder") from None
         self._keep_planned_monitor(saved)
+        saved = _with_absolute_data(saved)
         fresh = json.loads(json.dumps(self._new_plan()))
         _check_same_plan(saved, fresh, path)
         _check_planned_trials(saved, self.spec, path)
@@ -393,18 +396,19 @@ class Study:
             if row["status"] != "ok" or len(paths) == count:
                 continue
             path = self.trial_dir(row["trial"]) / "checkpoints" / "best.npz"
-            problem = None if path.is_file() else "is missing"
+            problem = None if path.is_file() else f"its {path} is missing"
             if problem is None:
                 try:
                     load_checkpoint(path)  # a damaged one would stop the ensemble
-                except CheckpointError:
-                    problem = "cannot be loaded (damaged)"
+                except CheckpointError as error:
+                    problem = (f"its best.npz cannot be loaded:"
+                               f" {str(error).split('; ')[0]}")
             if problem is None:
                 paths.append(path)
                 kept.setdefault(self._monitor_of(row), []).append(row["trial"])
             elif on_note:
-                on_note(f"trial {row['trial']} finished but its {path} {problem};"
-                        f" skipped (delete its {RESULT_FILE} to run it again)")
+                on_note(f"trial {row['trial']} finished but {problem}; skipped"
+                        f" (delete its {RESULT_FILE} to run it again)")
         for monitor, trials in kept.items():
             note = self._other_epochs_note(monitor, trials)
             if note and on_note:
@@ -475,16 +479,69 @@ def _check_same_plan(saved, fresh: dict, path: Path) -> None:
     new = {"config": _identity(fresh["config"]), "search": fresh["search"],
            "trials": fresh["trials"]}
     where = _first_difference(old, new, "")
-    if where == "config.data.path":
+    if where is not None and where.startswith(("search.params", "trials")):
+        # Only where searched data lies? Then say so, as for the config's own.
+        without = [{**plan,
+                    "search": _searched_data(plan["search"], lambda key, value: None),
+                    "trials": _trials_data(plan["trials"], lambda key, value: None)}
+                   for plan in (old, new)]
+        if _first_difference(*without, "") is None:
+            where = "searched data"
+    if where in ("config.data.path", "searched data"):
+        what = ("the data at data.path " + saved_config["data"]["path"]
+                if where == "config.data.path" else "the data paths search.params"
+                " chooses among, as they were when it was planned (a relative path"
+                " names a file in the folder the study was first run from)")
         raise RunDirectoryError(
-            f"{path} plans its trials on the data at data.path"
-            f" {saved_config['data']['path']}: put the data back there to run the"
-            " rest of the study (trials must all train on the same data), or give"
-            " --out another folder")
+            f"{path} plans its trials on {what}: put the data back there, or rerun"
+            " from that folder, to run the rest of the study (trials must all train"
+            " on the same data), or give --out another folder")
     if where is not None:
         raise RunDirectoryError(
             f"{path} plans another study ({where} differs); rerun it with the config"
             " and --set options it was planned with, or give --out another folder")
+
+
+def _with_absolute_data(saved):
+    """A read study.json with its searched data paths made absolute. Plans written
+    before searched data paths were made absolute hold them relative: made
+    absolute here, from the current folder, they match a rerun's from the folder
+    the study was first run from, and its trials train on the same files."""
+    if not isinstance(saved, dict):
+        return saved
+    changed = dict(saved)
+    if "search" in saved:
+        changed["search"] = _searched_data(saved["search"], absolute_data_option)
+    if "trials" in saved:
+        changed["trials"] = _trials_data(saved["trials"], absolute_data_option)
+    return changed
+
+
+def _searched_data(search, change):
+    """A plan's search section (SearchSpec.to_json) with each option of a searched
+    data key passed through ``change(key, option)``."""
+    params = search.get("params") if isinstance(search, dict) else None
+    if not isinstance(params, list):
+        return search
+    changed = []
+    for param in params:
+        if (isinstance(param, list) and len(param) == 3
+                and param[0] in SEARCHED_DATA_KEYS and param[1] == "choice"
+                and isinstance(param[2], list)):
+            param = [*param[:2], [change(param[0], option) for option in param[2]]]
+        changed.append(param)
+    return {**search, "params": changed}
+
+
+def _trials_data(trials, change):
+    """A plan's trials with each searched data value passed through
+    ``change(key, value)``, as _searched_data."""
+    if not isinstance(trials, list):
+        return trials
+    return [{**trial, "values": {key: change(key, value) if key in SEARCHED_DATA_KEYS
+                                 else value for key, value in trial["values"].items()}}
+            if isinstance(trial, dict) and isinstance(trial.get("values"), dict)
+            else trial for trial in trials]
 
 
 def _identity(config: dict) -> dict:

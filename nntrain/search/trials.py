@@ -275,7 +275,10 @@ def _dask_outcome(future, address: str) -> dict:
     try:
         return _outcome(future)
     except CancelledError as error:
-        reason = str(error).rpartition("reason: ")[2].rstrip(".") or "cancelled"
+        # Dask's FutureCancelledError holds its reason; its text adds a second
+        # line of advice.
+        reason = str(getattr(error, "reason", None) or error).splitlines()[0]
+        reason = reason.rpartition("reason: ")[2].rstrip(".") or "cancelled"
         raise ClusterError(f"the Dask cluster at {address} dropped the study's trials"
                            f" ({reason}); check that its scheduler runs, then rerun"
                            " the same command to run the rest (finished trials are"
@@ -324,14 +327,19 @@ def run_locally(tasks: list, workers: int, runner, stop: StopFlag):
 @contextmanager
 def _dask_logs_quiet():
     """Dask's client logs a lost scheduler as errors with tracebacks on stderr;
-    the study says what happened in one line of its own (ClusterError)."""
-    logger = logging.getLogger("distributed")
-    level = logger.level
-    logger.setLevel(logging.CRITICAL)
+    the study says what happened in one line of its own (ClusterError). Dask's
+    loggers keep levels and handlers of their own (distributed.client does not
+    pass its records up), so each is quieted."""
+    loggers = [logging.getLogger(name) for name in list(logging.root.manager.loggerDict)
+               if name == "distributed" or name.startswith("distributed.")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL)
     try:
         yield
     finally:
-        logger.setLevel(level)
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
 
 
 def require_dask():
