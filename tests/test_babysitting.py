@@ -819,3 +819,24 @@ def test_snapshots_asked_of_lbfgs_are_named():
         " best.npz and last.npz; leave it out, or use a mini-batch rule to keep"
         " snapshots")
     assert checks.lbfgs_snapshot_check(mini_batch) is None
+
+
+def test_maxout_outputs_get_activation_statistics_and_affine_ones_none():
+    config = resolve_config({"model": {"hidden": [6], "activation": "maxout"},
+                             "train": {"epochs": 1}})
+    model = build_model(config, 4, 3)
+    X = np.random.default_rng(0).normal(size=(40, 4)).astype(np.float32)
+    model.capture_outputs = True
+    model.scores(X, training=True)
+    [maxout] = [i for i, layer in enumerate(model.layers) if layer.kind == "maxout"]
+    # Its output, recomputed: the larger of each unit's two pieces.
+    W, b = model.params["maxout1.W"], model.params["maxout1.b"]
+    pieces = (X.astype(np.float64) @ W + b).reshape(40, 6, 2)
+    expected = pieces.max(axis=2)
+
+    stats = layer_statistics(model, model.outputs)
+
+    assert sorted(stats) == ["act_mean/maxout1", "act_std/maxout1"]
+    np.testing.assert_allclose(stats["act_mean/maxout1"], expected.mean(), rtol=1e-5)
+    np.testing.assert_allclose(stats["act_std/maxout1"], expected.std(), rtol=1e-5)
+    assert model.layers[maxout].name == "maxout1"

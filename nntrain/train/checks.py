@@ -95,10 +95,12 @@ def first_loss_check(config, model, X_train, y_train) -> tuple[list[str], str | 
         reg_loss = model.regularization()
     expected, formula = expected_first_loss(model.loss_name, model.num_classes)
     total, data, reg, small = (short_number(value) for value in (
-        data_loss + reg_loss, data_loss, reg_loss, expected + reg_loss))
+        data_loss + reg_loss, data_loss, reg_loss, expected))
+    # Small weights would also make the penalty small: what they give is the data
+    # loss alone, to be set beside the data loss measured.
     line = (f"first loss: {total} (data {data} + reg {reg}) on"
             f" {counted(len(y), 'training sample')}; small weights would give"
-            f" {small} ({formula} + reg)")
+            f" data {small} ({formula})")
     warning = None
     if starts_small(config) and abs(data_loss - expected) > FAR_OFF * expected:
         warning = (f"the first data loss {data} is far from {formula} ="

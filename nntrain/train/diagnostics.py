@@ -56,8 +56,8 @@ def update_ratios(model, before: dict) -> dict:
 
 
 def layer_statistics(model, outputs: list) -> dict:
-    """Statistics of the outputs of the layers without parameters of their own
-    (activations, dropout) and of normalization layers. outputs[i]: (N, H), the
+    """Statistics of the outputs of the activation layers (maxout included),
+    dropout and normalization layers. outputs[i]: (N, H), the
     output of model.layers[i] in the captured pass.
 
     The dead and saturated fractions need a real batch to mean anything: on fewer
@@ -65,7 +65,8 @@ def layer_statistics(model, outputs: list) -> dict:
     """
     stats = {}
     for layer, out in zip(model.layers, outputs):
-        if layer.sized:  # affine and maxout outputs are pre-activations
+        # An affine output is a pre-activation; maxout's output is the activation.
+        if layer.kind == "affine":
             continue
         stats[f"act_mean/{layer.name}"] = float(out.mean())
         stats[f"act_std/{layer.name}"] = float(out.std())
