@@ -386,7 +386,9 @@ SCHEMA = {
                               "also keep checkpoints/snapshot-epoch-NNNN.npz every"
                               " N epochs (for ensembles)"),
         "diagnostics": Key(True, boolean, "bool",
-                           "per-layer statistics and warnings at each evaluation"),
+                           "per-layer statistics at each evaluation and the warnings"
+                           " drawn from them (the overfitting, divergence and"
+                           " weight-decay warnings stay on without them)"),
         "plots": Key(True, boolean, "bool",
                      "write PNG plots at the end (needs nntrain[plot])"),
         "threads": Key(None, integer(1, nullable=True, maximum=1024),
