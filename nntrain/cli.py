@@ -321,8 +321,6 @@ def _fit(config_path, overrides, out, force, print_config,
     return {"config": config, "run_dir": run_dir, "force": force, "quiet": quiet}
 
 
-
-
 def _refuse_missing_relative(data: dict, given: str | None,
                              from_set: bool) -> None:
     """An npz file that a relative data.path names and that is not there: the

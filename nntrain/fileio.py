@@ -120,7 +120,10 @@ def absolute_data_path(path: str, key: str = "data.path") -> str:
     """``path``, a data path the user gave as ``key``, absolute, its ``~`` and
     symbolic links resolved: stored so, eval, predict and a study's trials find
     the data from any folder. A ``~user`` of no known user, or links that loop,
-    are a BadInputError."""
+    are a BadInputError, as is a NUL, which no path holds."""
+    if "\x00" in path:
+        raise BadInputError(f"{key} {path!r} holds a NUL character (\\x00), which no"
+                            " path can; remove it")
     try:
         return str(Path(expand_home(path)).resolve())
     except (RuntimeError, OSError) as error:  # RuntimeError: Python 3.12 and older

@@ -596,7 +596,7 @@ def _copy(response, out, total: int | None, path: Path, progress: bool,
     received = 0
     limit = largest_copy(path.name)
     if limit is not None and total is not None and total > limit:
-        raise _too_long(url, path, limit)  # announced so: nothing need be fetched
+        raise _too_long(url, path, limit, total)  # nothing need be fetched
     try:
         # read1 returns what has arrived; read would wait to fill the whole chunk,
         # and the pace could not be checked while a server drips.
@@ -614,11 +614,16 @@ def _copy(response, out, total: int | None, path: Path, progress: bool,
     return received
 
 
-def _too_long(url: str, path: Path, limit: int) -> DataError:
+def _too_long(url: str, path: Path, limit: int,
+              announced: int | None = None) -> DataError:
+    """The error of a body longer than any copy of its file: one that announced
+    its length (``announced`` bytes), or one that ran past ``limit``."""
+    size = (f"announces {announced:,} bytes" if announced is not None
+            else f"runs past {limit:,} bytes")
     return DataError(
-        f"The file at {url} runs past {limit:,} bytes, more than any copy of"
-        f" {path.name} holds; nothing was kept. Pass another source with --mirror"
-        f" URL, or copy {path.name} by hand into {path.parent}.")
+        f"The file at {url} {size}, more than any copy of {path.name} holds"
+        f" ({limit:,} bytes at most); nothing was kept. Pass another source with"
+        f" --mirror URL, or copy {path.name} by hand into {path.parent}.")
 
 
 class _Pace:

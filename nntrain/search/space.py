@@ -564,7 +564,7 @@ def load_search_config(path, overrides=()) -> tuple[dict, SearchSpec]:
 SEARCHED_DATA_KEYS = ("data.path", "data")
 
 
-def absolute_data_option(key: str, value):
+def _absolute_data_option(key: str, value):
     """An option of the searched ``key`` (data.path, or a whole data section)
     with its data path made absolute (fileio.absolute_data_path); any other
     value as it is, for the checks to judge."""
@@ -589,7 +589,7 @@ def _absolute_searched_paths(search):
     for key in SEARCHED_DATA_KEYS:
         spec = params.get(key)
         if isinstance(spec, dict) and isinstance(spec.get("choice"), list):
-            params[key] = {**spec, "choice": [absolute_data_option(key, option)
+            params[key] = {**spec, "choice": [_absolute_data_option(key, option)
                                               for option in spec["choice"]]}
     return {**search, "params": params}
 

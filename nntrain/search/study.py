@@ -31,7 +31,6 @@ from nntrain.search.space import (
     SEARCHED_DATA_KEYS,
     Param,
     SearchSpec,
-    absolute_data_option,
     monitor_mode,
     narrow_bounds,
     rank,
@@ -167,7 +166,6 @@ class Study:
             raise RunDirectoryError(f"cannot read {path} ({error}); give --out another"
                                     " folder") from None
         self._keep_planned_monitor(saved)
-        saved = _with_absolute_data(saved)
         fresh = json.loads(json.dumps(self._new_plan()))
         _check_same_plan(saved, fresh, path)
         _check_planned_trials(saved, self.spec, path)
@@ -480,10 +478,12 @@ def _check_same_plan(saved, fresh: dict, path: Path) -> None:
            "trials": fresh["trials"]}
     where = _first_difference(old, new, "")
     if where is not None and where.startswith(("search.params", "trials")):
-        # Only where searched data lies? Then say so, as for the config's own.
-        without = [{**plan,
-                    "search": _searched_data(plan["search"], lambda key, value: None),
-                    "trials": _trials_data(plan["trials"], lambda key, value: None)}
+        # Only where searched data lies? Then say so, as for the config's own. (A
+        # study planned before searched paths were made absolute holds them as
+        # written, relative: it is refused so, as nothing tells from which folder
+        # it ran.)
+        without = [{**plan, "search": _searched_data(plan["search"], _no_path),
+                    "trials": _trials_data(plan["trials"], _no_path)}
                    for plan in (old, new)]
         if _first_difference(*without, "") is None:
             where = "searched data"
@@ -502,19 +502,12 @@ def _check_same_plan(saved, fresh: dict, path: Path) -> None:
             " and --set options it was planned with, or give --out another folder")
 
 
-def _with_absolute_data(saved):
-    """A read study.json with its searched data paths made absolute. Plans written
-    before searched data paths were made absolute hold them relative: made
-    absolute here, from the current folder, they match a rerun's from the folder
-    the study was first run from, and its trials train on the same files."""
-    if not isinstance(saved, dict):
-        return saved
-    changed = dict(saved)
-    if "search" in saved:
-        changed["search"] = _searched_data(saved["search"], absolute_data_option)
-    if "trials" in saved:
-        changed["trials"] = _trials_data(saved["trials"], absolute_data_option)
-    return changed
+def _no_path(key: str, value):
+    """A searched data option without where its data lies, for comparing the
+    rest (_check_same_plan)."""
+    if key == "data.path":
+        return None
+    return {**value, "path": None} if isinstance(value, dict) else value
 
 
 def _searched_data(search, change):

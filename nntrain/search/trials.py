@@ -370,7 +370,9 @@ def run_on_dask(tasks: list, address: str, runner, stop: StopFlag):
     except (ValueError, TypeError) as error:
         raise BadInputError(f"--scheduler {address} is not usable ({error}); give"
                             " tcp://HOST:PORT") from None
-    with client, _dask_logs_quiet():
+    # Quiet until the client has closed: closing cancels its reconnection, which
+    # Dask logs with a traceback.
+    with _dask_logs_quiet(), client:
         futures = {client.submit(runner, task, pure=False): task for task in tasks}
         finished = as_completed(futures)
         while not finished.is_empty():

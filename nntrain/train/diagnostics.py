@@ -7,8 +7,8 @@ epoch's short last batch, of fewer than MIN_BATCH samples, the update before it)
   array; around 1e-3 is healthy, far below means the rate is too low, far above too
   high, unless the gradient is exactly zero or the weights are (nearly) zero;
 - ``weight_norm/<param>``: ||W_before||, the weights' norm before that update;
-- ``act_mean/<layer>``, ``act_std/<layer>``: the mean and std of each activation,
-  normalization or dropout layer's output on that batch;
+- ``act_mean/<layer>``, ``act_std/<layer>``: the mean and std of each activation
+  (maxout included), normalization or dropout layer's output on that batch;
 - ``dead_fraction/<layer>`` (ReLU layers): the fraction of units that output 0
   for every sample of the batch;
 - ``saturated_fraction/<layer>`` (sigmoid, tanh): the fraction of units whose output
