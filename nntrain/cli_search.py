@@ -182,9 +182,7 @@ def _run_study(study, planned: bool, workers, scheduler) -> list[dict]:
     if not scheduler:
         workers = workers or usable_cores()
     to_run = spec.trials - done
-    # No more processes start than a round has trials to run at once.
-    started = (max(1, min(workers, to_run, max(spec.round_sizes())))
-               if not scheduler else None)
+    started = None if scheduler else max(1, min(workers, _largest_batch(spec, done)))
     where = (f"the Dask cluster at {scheduler}" if scheduler
              else f"{started} worker process" + ("" if started == 1 else "es"))
     click.echo(f"study {one_line(str(study.out))}: {counted(spec.trials, 'trial')},"
@@ -200,6 +198,18 @@ def _run_study(study, planned: bool, workers, scheduler) -> list[dict]:
                          on_note=progress.note)
     finally:
         progress.close()
+
+
+def _largest_batch(spec, done: int) -> int:
+    """The most trials that can run at once from here: those left in the round in
+    progress, or a later round's (a round is planned once the one before ends, and
+    no more worker processes start than a round has trials to run)."""
+    batches, planned = [], 0
+    for size in spec.round_sizes():
+        planned += size
+        if planned > done:
+            batches.append(min(size, planned - done))
+    return max(batches, default=0)
 
 
 def _workers_warning(started: int) -> str | None:

@@ -2352,3 +2352,17 @@ def test_a_searched_data_path_whose_links_loop_is_bad_input(tmp_path, write_conf
     assert result.stderr == ("error: search.params.data.path loop.npz: its symbolic"
                              " links form a loop; fix them, or give the data's own"
                              " path\n")
+
+
+@pytest.mark.parametrize("trials, rounds, done, largest", [
+    (8, 2, 0, 4), (8, 2, 3, 4), (8, 2, 4, 4), (9, 2, 4, 4), (9, 2, 5, 4),
+    (8, 1, 7, 1), (8, 2, 8, 0),
+])
+def test_the_workers_shown_are_the_most_trials_a_round_can_run_at_once(
+        trials, rounds, done, largest):
+    from nntrain import cli_search
+
+    spec = spec_of(trials=trials, rounds=rounds, keep=1,
+                   params={"optimizer.lr": {"loguniform": [1e-4, 1e-1]}})
+
+    assert cli_search._largest_batch(spec, done) == largest
