@@ -29,7 +29,7 @@ from nntrain.errors import (
     StopRequested,
     TrainingError,
 )
-from nntrain.fileio import expand_home
+from nntrain.fileio import expand_home, too_long_paths_refused
 from nntrain.nn.model import build_model
 from nntrain.optim.rules import build_rule
 from nntrain.optim.schedules import build_schedule
@@ -323,7 +323,8 @@ def _resume_from(resume, config: dict, run_dir) -> tuple[object, list[str]]:
         check_path_argument("resume", resume, "a loaded Checkpoint"
                             " (nntrain.checkpoint.load_checkpoint), or the path of"
                             " a checkpoint or of a run directory")
-        _, resume, notes = resuming.find_checkpoint(resume)
+        with too_long_paths_refused():
+            _, resume, notes = resuming.find_checkpoint(resume)
     if resume.path is not None:
         # Its metrics and best.npz are the ones the resumed run extends: another
         # folder's would be overwritten with this run's.

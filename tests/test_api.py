@@ -325,3 +325,87 @@ def test_fit_expands_a_home_folder_in_run_dir_as_the_cli_does(tmp_path, tiny_con
     assert result.run_dir == tmp_path / "home" / "run"
     assert (tmp_path / "home" / "run" / "checkpoints" / "last.npz").is_file()
     assert not (tmp_path / "~").exists()
+
+
+# Path arguments of the API beyond fit and restore: checked as theirs are, a
+# leading ~ expanded where a folder is made, a too long path bad input.
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    folder = tmp_path / "home"
+    folder.mkdir()
+    monkeypatch.setenv("HOME", str(folder))
+    monkeypatch.chdir(tmp_path)
+    return folder
+
+
+def test_a_study_folder_is_checked_and_its_tilde_expanded(home, tmp_path):
+    from nntrain.errors import BadInputError
+    from nntrain.search import Study
+    from nntrain.search.space import parse_search
+
+    config = load_config(None, ["train.epochs=1"])
+    spec = parse_search({"trials": 1, "params": {
+        "optimizer.lr": {"loguniform": [1e-4, 1e-1]}}}, config)
+
+    with pytest.raises(BadInputError, match="^out is empty; give the study folder's"):
+        Study("", config, spec)
+    with pytest.raises(TypeError, match="^out is NoneType; give the study folder's"):
+        Study(None, config, spec)
+    Study("~/study", config, spec).close()
+
+    assert (home / "study" / "study.json").is_file()
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["home"]
+
+
+def test_plot_run_checks_its_paths_and_expands_a_tilde_in_out_dir(home, tmp_path):
+    pytest.importorskip("matplotlib")
+    from nntrain.errors import BadInputError
+    from nntrain.plots import plot_run
+
+    fit(load_config(None, ["train.epochs=1", "train.plots=false"]), "run",
+        quiet=True)
+
+    with pytest.raises(BadInputError, match="^out_dir is empty; give a folder path"):
+        plot_run("run", "")
+    with pytest.raises(TypeError, match="^run_dir is NoneType; give the run"):
+        plot_run(None)
+    written = plot_run("run", "~/figures")
+
+    assert {path.parent for path in written} == {home / "figures"}
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["home", "run"]
+
+
+def test_fit_resuming_from_a_path_too_long_for_the_system_is_bad_input(home):
+    from nntrain.errors import BadInputError
+
+    with pytest.raises(BadInputError, match="a path is too long for this system"):
+        fit(load_config(None, ["train.epochs=1"]), "run", resume="x" * 300)
+
+
+def test_ensemble_of_one_path_string_asks_for_a_list(tmp_path):
+    from nntrain.ensemble import ensemble
+
+    with pytest.raises(TypeError, match="^paths is str; give a list of checkpoint"
+                                        " paths$"):
+        ensemble("runs/a/checkpoints/best.npz")
+
+
+def test_a_rule_refuses_a_step_before_moving_anything():
+    import numpy as np
+
+    from nntrain.optim.rules import SGD, Adam
+
+    rule = Adam(0.1)
+    params = {"a": np.ones(3), "b": np.ones(3)}
+
+    with pytest.raises(ValueError, match=r"^grads\['b'\] is missing"):
+        rule.step(params, {"a": np.ones(3)})
+    assert rule.steps == 0 and rule.state == {}
+    np.testing.assert_array_equal(params["a"], np.ones(3))
+    with pytest.raises(TypeError, match=r"^params\['w'\] is a NumPy scalar"
+                                        r" \(float32\); give floating-point NumPy"
+                                        r" arrays, which the rule updates in place$"):
+        SGD(0.1).step({"w": np.float32(1.0)}, {"w": np.float32(0.5)})
+    with pytest.raises(TypeError, match=r"^params\['w'\] is an array of int64;"):
+        SGD(0.1).step({"w": np.ones(3, np.int64)}, {"w": np.ones(3)})

@@ -51,6 +51,24 @@ UPDATE_BLOCK = 32768
 FLUSH_SUBNORMALS_EVERY = 32
 
 
+def _check_arrays(params, grads) -> None:
+    """TypeError or ValueError, before any update, unless every parameter is a
+    floating-point array (updated in place: a NumPy scalar would silently stay
+    as it is) with a gradient of its shape."""
+    for name, param in params.items():
+        if not isinstance(param, np.ndarray) or param.dtype.kind != "f":
+            what = (f"a NumPy scalar ({param.dtype})" if isinstance(param, np.generic)
+                    else f"an array of {param.dtype}" if isinstance(param, np.ndarray)
+                    else type(param).__name__)
+            raise TypeError(f"params[{name!r}] is {what}; give floating-point NumPy"
+                            " arrays, which the rule updates in place")
+        grad = grads.get(name) if hasattr(grads, "get") else None
+        if not isinstance(grad, np.ndarray) or grad.shape != param.shape:
+            raise ValueError(f"grads[{name!r}] is missing or not an array of"
+                             f" params[{name!r}]'s shape {param.shape}; give a"
+                             " gradient for every parameter")
+
+
 class UpdateRule:
     """Base of every rule. Settings are constructor arguments; state is arrays."""
 
@@ -76,8 +94,11 @@ class UpdateRule:
         When both are FlatArrays of one layout (a Model's), the update runs over
         their whole vectors, block by block, the state too kept as such vectors.
         """
+        flat = isinstance(params, FlatArrays) and params.same_layout(grads)
+        if not flat:
+            _check_arrays(params, grads)  # before anything moves
         self.steps += 1
-        if isinstance(params, FlatArrays) and params.same_layout(grads):
+        if flat:
             self._step_vectors(params, grads)
         else:
             for name, param in params.items():

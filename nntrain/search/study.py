@@ -10,6 +10,7 @@ import weakref
 from dataclasses import replace
 from pathlib import Path
 
+from nntrain.arguments import check_path_argument
 from nntrain.checkpoint import load_checkpoint
 from nntrain.config import MONITORS, resolve_config
 from nntrain.errors import (
@@ -22,6 +23,7 @@ from nntrain.errors import (
 )
 from nntrain.fileio import (
     STUDY_FOLDER_ROOM,
+    expand_home,
     make_output_folder,
     path_too_long,
     shortened_path,
@@ -97,7 +99,11 @@ class Study:
         if not isinstance(spec, SearchSpec):
             raise TypeError(f"spec is {type(spec).__name__}; give the SearchSpec"
                             " that load_search_config returns")
-        self.out = Path(out).resolve()
+        check_path_argument("out", out, "the study folder's path, a str or"
+                            " pathlib.Path")
+        # A leading ~ expanded, as fit does for run_dir: a folder named ~ in the
+        # current one is a trap for a later rm -rf ~.
+        self.out = Path(expand_home(os.fspath(out))).resolve()
         self.config, self.spec = config, spec
         self._release = None
         self._closed = False
