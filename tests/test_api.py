@@ -409,3 +409,17 @@ def test_a_rule_refuses_a_step_before_moving_anything():
         SGD(0.1).step({"w": np.float32(1.0)}, {"w": np.float32(0.5)})
     with pytest.raises(TypeError, match=r"^params\['w'\] is an array of int64;"):
         SGD(0.1).step({"w": np.ones(3, np.int64)}, {"w": np.ones(3)})
+
+
+def test_load_search_config_and_resumed_config_check_their_arguments(tmp_path):
+    from nntrain.search.space import load_search_config
+    from nntrain.train.resume import resumed_config
+
+    with pytest.raises(TypeError, match="^path is NoneType; give the study config's"):
+        load_search_config(None)
+    with pytest.raises(TypeError, match="^overrides is"):
+        load_search_config(tmp_path / "study.yaml", "search.trials=2")
+    with pytest.raises(TypeError, match=r"^checkpoint is str; give a loaded"
+                                        r" Checkpoint: nntrain\.checkpoint\."
+                                        r"load_checkpoint\(path\)$"):
+        resumed_config("runs/a/checkpoints/last.npz", ["train.epochs=5"], "x")

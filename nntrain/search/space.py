@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 from functools import partial
 from typing import NoReturn
 
+from nntrain.arguments import check_path_argument
 from nntrain.config import (
     MONITORS,
     OPTIMIZER_KEYS,
@@ -18,6 +19,7 @@ from nntrain.config import (
     ForeignSettingError,
     apply_overrides,
     blamed_on_override,
+    checked_overrides,
     key_within,
     read_config_file,
     resolve_config,
@@ -541,7 +543,10 @@ def load_search_config(path, overrides=()) -> tuple[dict, SearchSpec]:
     and the rest validated as its trials will see it (resolve_study_config).
     data.path is made absolute, because trials may run in other folders or on
     other machines."""
-    raw = apply_overrides(read_config_file(path), list(overrides))
+    check_path_argument("path", path, "the study config's path, a str or"
+                        " pathlib.Path")
+    overrides = checked_overrides(overrides)
+    raw = apply_overrides(read_config_file(path), overrides)
     search = raw.pop("search", None)
     if search is None:
         raise ConfigError(f"{path} has no search: section; add one (see"

@@ -13,7 +13,7 @@ import os
 import warnings
 from pathlib import Path
 
-from nntrain.checkpoint import load_checkpoint
+from nntrain.checkpoint import Checkpoint, load_checkpoint
 from nntrain.config import (
     apply_overrides,
     checked_overrides,
@@ -183,6 +183,9 @@ def _held_iteration(path: Path) -> int | None:
 def resumed_config(checkpoint, overrides: list[str], path) -> dict:
     """The checkpoint's config with only its length, threads or data.path changed
     by ``overrides``."""
+    if not isinstance(checkpoint, Checkpoint):
+        raise TypeError(f"checkpoint is {type(checkpoint).__name__}; give a loaded"
+                        " Checkpoint: nntrain.checkpoint.load_checkpoint(path)")
     overrides = checked_overrides(overrides)
     for text in overrides:
         key = text.partition("=")[0].strip()
