@@ -763,6 +763,21 @@ def resolve_saved_config(raw) -> tuple[dict, list[tuple[str, float, float]]]:
     return config, _raise_epsilons(config)
 
 
+def _plain(value):
+    """``value`` (a config, or a part of one) with NumPy scalars turned into the
+    Python numbers and booleans they hold: a config built in Python often takes
+    its values from NumPy (np.int64 widths from a sweep, np.float32 rates), and
+    YAML would write them as the Python values anyway. Copies its mappings and
+    lists; leaves everything else as it is, for the checks to judge."""
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    if isinstance(value, (np.bool_, np.integer, np.floating)):
+        return value.item()
+    return value
+
+
 def _resolved(raw) -> dict:
     """resolve_config without the check of the epsilons against train.dtype."""
     if raw is None:
@@ -772,7 +787,7 @@ def _resolved(raw) -> dict:
             f"a config must be a mapping of sections (seed, data, model, ...),"
             f" not {type(raw).__name__}"
         )
-    raw = dict(raw)
+    raw = _plain(raw)
     named = {section: raw.pop(section, None) for section in ("optimizer", "schedule")}
 
     for name in raw:

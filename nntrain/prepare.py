@@ -62,6 +62,9 @@ def prepare_data(config: dict, preprocessor: Preprocessor | None = None,
     ``given_as``: how data.path was given now, or None for the path ``spec``
     recorded (see datasets.find_idx_folder). ``training``: for a new run, whose
     training split must hold samples of 2 classes once the others are drawn."""
+    if not isinstance(config, dict):
+        raise TypeError(f"config is {type(config).__name__}; give a config dict, as"
+                        " nntrain.load_config(path) returns")
     unknown = [split for split in splits if split not in SPLITS]
     if isinstance(splits, str) or unknown:
         raise ValueError(f"splits is {splits!r}; give a tuple of some of"

@@ -423,3 +423,38 @@ def test_load_search_config_and_resumed_config_check_their_arguments(tmp_path):
                                         r" Checkpoint: nntrain\.checkpoint\."
                                         r"load_checkpoint\(path\)$"):
         resumed_config("runs/a/checkpoints/last.npz", ["train.epochs=5"], "x")
+
+
+def test_numpy_scalars_in_a_config_dict_are_taken_as_the_numbers_they_hold():
+    import numpy as np
+
+    import nntrain
+
+    raw = {"seed": np.int64(2), "train": {"epochs": np.int32(1), "clip": None},
+           "model": {"hidden": [np.int64(3)], "batchnorm": np.bool_(False)},
+           "optimizer": {"lr": np.float64(0.01)}}
+
+    resolved = nntrain.config.resolve_config(raw)
+
+    assert resolved["model"]["hidden"] == [3] and type(resolved["seed"]) is int
+    assert resolved["optimizer"]["lr"] == 0.01
+    assert type(resolved["model"]["batchnorm"]) is bool
+    assert nntrain.build_model(raw, 64, 10).layers[0].params["W"].shape == (64, 3)
+
+
+def test_prepare_data_and_a_closed_study_refuse_what_they_cannot_use(tmp_path):
+    from nntrain.prepare import prepare_data
+    from nntrain.search import Study
+    from nntrain.search.space import parse_search
+
+    with pytest.raises(TypeError, match="^config is NoneType; give a config dict"):
+        prepare_data(None)
+    config = load_config(None, ["train.epochs=1"])
+    spec = parse_search({"trials": 1, "params": {
+        "optimizer.lr": {"loguniform": [1e-4, 1e-1]}}}, config)
+    study = Study(tmp_path / "study", config, spec)
+    study.close()
+    with pytest.raises(RuntimeError, match="is closed; open the study again with a"
+                                           " new Study to write its results$"):
+        study.write_results()
+    assert not (tmp_path / "study" / "results.csv").exists()

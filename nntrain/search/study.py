@@ -369,6 +369,9 @@ class Study:
     def write_results(self) -> Path:
         """results.csv: one row per planned trial, best first, written atomically so
         that an interrupted study leaves a file that parses."""
+        if self._closed:  # its folder is no longer locked for it
+            raise RuntimeError(f"this Study of {self.out} is closed; open the study"
+                               " again with a new Study to write its results")
         keys = [param.key for param in self.spec.params]
         buffer = io.StringIO()
         writer = csv.writer(buffer)
