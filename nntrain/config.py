@@ -773,7 +773,9 @@ def _plain(value):
         return {key: _plain(item) for key, item in value.items()}
     if isinstance(value, list):
         return [_plain(item) for item in value]
-    if isinstance(value, (np.bool_, np.integer, np.floating)):
+    if isinstance(value, np.longdouble):
+        return float(value)  # its item() is itself
+    if isinstance(value, np.generic):  # np.int64, np.float32, np.bool_, np.str_, ...
         return value.item()
     return value
 

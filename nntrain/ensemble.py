@@ -123,10 +123,10 @@ def ensemble(paths, split: str = "test", data_path=None) -> EnsembleResult:
     that sums to 1, but its confidence is not calibrated (its scale is arbitrary).
     ``data_path``: where the data lies now, if not where the members found it.
     """
-    if isinstance(paths, (str, bytes, os.PathLike)) or not isinstance(
-            paths, (list, tuple)):
+    if isinstance(paths, (str, bytes, os.PathLike)) or not hasattr(paths, "__iter__"):
         raise TypeError(f"paths is {type(paths).__name__}; give a list of checkpoint"
                         " paths")
+    paths = list(paths)  # a generator or dict keys too, read once
     if not paths:
         raise ValueError("an ensemble needs at least one checkpoint")
     _check_distinct(paths)

@@ -390,7 +390,7 @@ def plot_run(run_dir, out_dir=None, *, data_path=None,
         # As fit does for run_dir: a folder named ~ would be a trap for rm -rf ~.
         out_dir = expand_home(os.fspath(out_dir))
     _figure_tools()
-    run_dir = Path(run_dir)
+    run_dir = Path(expand_home(os.fspath(run_dir)))
     _refuse_part_of_a_run(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise BadInputError(f"{run_dir} is a file, not a run directory; give the"

@@ -10,7 +10,7 @@ import pytest
 
 from nntrain.checkpoint import load_checkpoint
 from nntrain.config import load_config
-from nntrain.errors import ConfigError
+from nntrain.errors import CheckpointError, ConfigError
 from nntrain.pipeline import fit
 from nntrain.restore import restore
 
@@ -370,7 +370,7 @@ def test_plot_run_checks_its_paths_and_expands_a_tilde_in_out_dir(home, tmp_path
         plot_run("run", "")
     with pytest.raises(TypeError, match="^run_dir is NoneType; give the run"):
         plot_run(None)
-    written = plot_run("run", "~/figures")
+    written = plot_run("~/../run", "~/figures")  # the run is beside home
 
     assert {path.parent for path in written} == {home / "figures"}
     assert sorted(path.name for path in tmp_path.iterdir()) == ["home", "run"]
@@ -389,6 +389,8 @@ def test_ensemble_of_one_path_string_asks_for_a_list(tmp_path):
     with pytest.raises(TypeError, match="^paths is str; give a list of checkpoint"
                                         " paths$"):
         ensemble("runs/a/checkpoints/best.npz")
+    with pytest.raises(CheckpointError, match="checkpoint not found: nowhere.npz"):
+        ensemble(path for path in ["nowhere.npz"])  # any iterable of paths
 
 
 def test_a_rule_refuses_a_step_before_moving_anything():
@@ -404,11 +406,18 @@ def test_a_rule_refuses_a_step_before_moving_anything():
     assert rule.steps == 0 and rule.state == {}
     np.testing.assert_array_equal(params["a"], np.ones(3))
     with pytest.raises(TypeError, match=r"^params\['w'\] is a NumPy scalar"
-                                        r" \(float32\); give floating-point NumPy"
-                                        r" arrays, which the rule updates in place$"):
+                                        r" \(float32\); give writable floating-point"
+                                        r" NumPy arrays, which the rule updates in"
+                                        r" place$"):
         SGD(0.1).step({"w": np.float32(1.0)}, {"w": np.float32(0.5)})
     with pytest.raises(TypeError, match=r"^params\['w'\] is an array of int64;"):
         SGD(0.1).step({"w": np.ones(3, np.int64)}, {"w": np.ones(3)})
+    read_only = np.ones(3)
+    read_only.flags.writeable = False
+    moved = np.ones(3)
+    with pytest.raises(TypeError, match=r"^params\['b'\] is a read-only array;"):
+        SGD(0.1).step({"a": moved, "b": read_only}, {"a": np.ones(3), "b": np.ones(3)})
+    np.testing.assert_array_equal(moved, np.ones(3))
 
 
 def test_load_search_config_and_resumed_config_check_their_arguments(tmp_path):
@@ -439,6 +448,10 @@ def test_numpy_scalars_in_a_config_dict_are_taken_as_the_numbers_they_hold():
     assert resolved["model"]["hidden"] == [3] and type(resolved["seed"]) is int
     assert resolved["optimizer"]["lr"] == 0.01
     assert type(resolved["model"]["batchnorm"]) is bool
+    named = nntrain.config.resolve_config({**raw, "optimizer": {
+        "name": np.str_("sgd"), "lr": np.longdouble(0.01)}})
+    assert type(named["optimizer"]["name"]) is str  # YAML writes no np.str_
+    assert named["optimizer"] == {"name": "sgd", "lr": 0.01}
     assert nntrain.build_model(raw, 64, 10).layers[0].params["W"].shape == (64, 3)
 
 

@@ -53,20 +53,33 @@ FLUSH_SUBNORMALS_EVERY = 32
 
 def _check_arrays(params, grads) -> None:
     """TypeError or ValueError, before any update, unless every parameter is a
-    floating-point array (updated in place: a NumPy scalar would silently stay
-    as it is) with a gradient of its shape."""
+    writable floating-point array (updated in place: a NumPy scalar would
+    silently stay as it is) with a numeric gradient of its shape."""
     for name, param in params.items():
-        if not isinstance(param, np.ndarray) or param.dtype.kind != "f":
-            what = (f"a NumPy scalar ({param.dtype})" if isinstance(param, np.generic)
-                    else f"an array of {param.dtype}" if isinstance(param, np.ndarray)
-                    else type(param).__name__)
-            raise TypeError(f"params[{name!r}] is {what}; give floating-point NumPy"
-                            " arrays, which the rule updates in place")
+        problem = _not_updatable(param)
+        if problem:
+            raise TypeError(f"params[{name!r}] is {problem}; give writable"
+                            " floating-point NumPy arrays, which the rule updates"
+                            " in place")
         grad = grads.get(name) if hasattr(grads, "get") else None
-        if not isinstance(grad, np.ndarray) or grad.shape != param.shape:
+        if (not isinstance(grad, np.ndarray) or grad.shape != param.shape
+                or grad.dtype.kind not in "fiu"):
             raise ValueError(f"grads[{name!r}] is missing or not an array of"
                              f" params[{name!r}]'s shape {param.shape}; give a"
                              " gradient for every parameter")
+
+
+def _not_updatable(param) -> str | None:
+    """What keeps ``param`` from being updated in place, or None."""
+    if isinstance(param, np.generic):
+        return f"a NumPy scalar ({param.dtype})"
+    if not isinstance(param, np.ndarray):
+        return type(param).__name__
+    if param.dtype.kind != "f":
+        return f"an array of {param.dtype}"
+    if not param.flags.writeable:
+        return "a read-only array"
+    return None
 
 
 class UpdateRule:
