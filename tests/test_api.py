@@ -471,3 +471,25 @@ def test_prepare_data_and_a_closed_study_refuse_what_they_cannot_use(tmp_path):
                                            " new Study to write its results$"):
         study.write_results()
     assert not (tmp_path / "study" / "results.csv").exists()
+
+
+def test_model_loss_refuses_one_sample_in_training_mode_with_batch_norm():
+    import numpy as np
+
+    import nntrain
+
+    config = nntrain.load_config(None, ["train.epochs=1", "model.batchnorm=true"])
+    model = nntrain.build_model(config, 4, 3)
+    X = np.random.default_rng(0).normal(size=(2, 4)).astype(np.float32)
+    [norm] = [layer for layer in model.layers if layer.kind == "batchnorm"]
+    before = {name: value.copy() for name, value in norm.buffers.items()}
+
+    with pytest.raises(ValueError, match="^batch norm needs at least 2 samples in"
+                                         " training mode; give model.loss 2 or more"
+                                         " rows"):
+        model.loss(X[:1], np.array([0]))
+    for name, value in norm.buffers.items():  # its running statistics untouched
+        np.testing.assert_array_equal(value, before[name])
+    loss, _ = model.loss(X, np.array([0, 1]))  # two rows train as usual
+    assert np.isfinite(loss)
+    assert model.loss(X[:1]).shape == (1, 3)  # evaluation mode takes one

@@ -195,6 +195,13 @@ class Model:
         X = cast
         if y is None:
             return self.scores(X, training=False)
+        if len(X) == 1 and any(layer.kind == "batchnorm" for layer in self.layers):
+            # Normalized over one sample, every unit is 0: the loss would be ln C
+            # whatever the weights, and the running statistics would take its
+            # zero variance (training refuses such batches too).
+            raise ValueError("batch norm needs at least 2 samples in training mode;"
+                             " give model.loss 2 or more rows, or call it without y"
+                             " for evaluation-mode scores")
         result = self.forward_backward(X, y)
         return result.loss, result.grads
 
