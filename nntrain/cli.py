@@ -600,19 +600,29 @@ def predict(checkpoint, input_path, out_path):
         scores = checked_scores(restored.model, X, str(input_path), checkpoint)
         probabilities = softmax(scores.astype(np.float64))
         classes = probabilities.argmax(axis=1)
+        if restored.model.loss_name == "svm":
+            click.echo("note: this model was trained with the svm loss, whose scores"
+                       " are no probabilities; the probabilities written are their"
+                       " softmax, which ranks the classes as the scores do", err=True)
+        if out_path:
+            # The file and the line that says it was written are the command's
+            # last moments: a signal from here on is ignored, as one after the
+            # command is, rather than reported as a stop of a command whose file
+            # is in place.
+            command_ended()
+            _write_predictions(classes, probabilities, spec["class_names"],
+                               out_path)
+            # On stderr, as notes are: stdout carries the predictions without
+            # --out.
+            click.echo(f"wrote {counted(len(classes), 'prediction')} to"
+                       f" {one_line(str(out_path))}", err=True)
+            return
     except KeyboardInterrupt as error:
         raise StopRequested(f"{stopped_by(error)}: no predictions were written",
                             stop_exit_code(error)) from None
-    if restored.model.loss_name == "svm":
-        click.echo("note: this model was trained with the svm loss, whose scores are"
-                   " no probabilities; the probabilities written are their softmax,"
-                   " which ranks the classes as the scores do", err=True)
+    # On stdout a stop may come with some rows printed: Click's handler says only
+    # that the command stopped.
     _write_predictions(classes, probabilities, spec["class_names"], out_path)
-    if out_path:
-        # On stderr, as notes are: stdout carries the predictions without --out.
-        click.echo(f"wrote {counted(len(classes), 'prediction')} to"
-                   f" {one_line(str(out_path))}",
-                   err=True)
 
 
 def _check_predictions_path(out_path, checkpoint, input_path) -> None:

@@ -664,3 +664,58 @@ def test_predict_stopped_says_no_predictions_were_written(
     assert result.exit_code == 143, result.output
     assert result.stderr == "stopped by SIGTERM: no predictions were written\n"
     assert not out.exists()
+
+
+# `nntrain predict` in a process of its own, a signal (argv[1]) sent to it as its
+# --out file is written (argv[2] "write"), or as its scores are computed ("scores").
+SIGNALLED_WHILE_PREDICTING = """
+import os, signal, sys
+from nntrain import __main__ as entry
+from nntrain import cli, evaluate
+
+signum, when = getattr(signal, sys.argv[1]), sys.argv[2]
+
+def write(path, data, write=cli.write_bytes_atomically):
+    write(path, data)
+    if when == "write":
+        signal.raise_signal(signum)
+
+def scores(*args, checked_scores=evaluate.checked_scores):
+    if when == "scores":
+        signal.raise_signal(signum)
+    return checked_scores(*args)
+
+cli.write_bytes_atomically = write
+evaluate.checked_scores = scores
+sys.argv = ["nntrain", *sys.argv[3:]]
+entry.main()
+"""
+
+
+@pytest.mark.parametrize("name, code", [("SIGINT", 130), ("SIGTERM", 143)])
+def test_a_signal_as_predictions_are_written_is_taken_after_the_command(
+        tmp_path, tiny_config, name, code):
+    run = tmp_path / "run"
+    assert CliRunner().invoke(cli, ["fit", str(tiny_config), "--out", str(run),
+                                    "--quiet"]).exit_code == 0
+    samples = tmp_path / "samples.npy"
+    np.save(samples, np.zeros((3, 4)))
+    out = tmp_path / "p.csv"
+
+    def predict(when):
+        return subprocess.run(
+            [sys.executable, "-c", SIGNALLED_WHILE_PREDICTING, name, when, "predict",
+             str(run / "checkpoints" / "best.npz"), str(samples), "--out", str(out)],
+            cwd=Path(__file__).parents[1], capture_output=True, text=True,
+            timeout=120)
+
+    written = predict("write")
+    assert written.returncode == 0, written.stderr
+    assert written.stderr == f"wrote 3 predictions to {out}\n"
+    assert len(out.read_text().splitlines()) == 4
+    out.unlink()
+
+    stopped = predict("scores")
+    assert stopped.returncode == code, stopped.stderr
+    assert stopped.stderr == f"stopped by {name}: no predictions were written\n"
+    assert not out.exists()
