@@ -31,6 +31,7 @@ from nntrain.errors import (
 )
 from nntrain.fileio import (
     absolute_data_path,
+    folders_removed_on_error,
     shortened_path,
     too_long_message,
     write_bytes_atomically,
@@ -984,13 +985,16 @@ def download(name, folder, mirror):
 
     NAME is fashion-mnist or mnist.
     """
-    from nntrain.data.download import STOPPED_NOTE
+    from nntrain.data.download import STOPPED_NOTE, default_cache_dir
     from nntrain.data.download import download as fetch
 
     fetched = []  # per file, whether this run fetched it
     try:
-        paths = fetch(name, folder, base_url=mirror,
-                      on_file=lambda path, now: fetched.append(now))
+        # Folders made for a download refused or stopped before its first file
+        # are removed again.
+        with folders_removed_on_error(folder or default_cache_dir(name)):
+            paths = fetch(name, folder, base_url=mirror,
+                          on_file=lambda path, now: fetched.append(now))
     except KeyboardInterrupt as error:
         # SIGTERM's StopRequested says this already; a Ctrl-C left the same files.
         raise StopRequested(f"{stopped_by(error)}; {STOPPED_NOTE}",

@@ -414,7 +414,7 @@ def test_download_command_exits_143_on_sigterm_in_one_line(tmp_path):
         "stopped by SIGTERM; the files already verified were kept and no partial"
         " file was left: rerun the command to fetch the rest"
     ]
-    assert listing(dest) == []
+    assert not dest.exists()  # the folder it made, empty, is removed too
 
 
 def part_file(folder: Path, name: str, age: float) -> Path:
@@ -772,6 +772,29 @@ def download_command(dest: Path, mirror: str):
                                     "--mirror", mirror])
 
 
+def test_a_refused_download_removes_the_folders_it_made(tmp_path, monkeypatch):
+    monkeypatch.setitem(DATASETS, "mnist", dl.Dataset("unused", CHECKSUMS))
+    source = folder_of(tmp_path, {"a-labels.gz": FILES["a-labels.gz"]})  # b missing
+    dest = tmp_path / "new" / "nested" / "mnist"
+
+    result = download_command(dest, source.as_uri())
+
+    assert result.exit_code == 2, result.output
+    # a-labels.gz was verified and kept, so its folder stays; with no file
+    # verified, nothing of the new folders would stay.
+    assert listing(dest) == ["a-labels.gz"]
+    (dest / "a-labels.gz").unlink()
+    dest.rmdir()
+    (tmp_path / "new" / "nested").rmdir()
+    (tmp_path / "new").rmdir()
+    (source / "a-labels.gz").unlink()
+
+    again = download_command(dest, source.as_uri())
+
+    assert again.exit_code == 2, again.output
+    assert not (tmp_path / "new").exists()
+
+
 def test_download_command_exits_1_when_nothing_listens_at_the_mirror(tmp_path):
     port = unused_port()
 
@@ -955,7 +978,7 @@ def test_download_command_ctrl_c_says_what_was_kept_as_sigterm_does(tmp_path,
         "stopped by SIGINT; the files already verified were kept and no partial"
         " file was left: rerun the command to fetch the rest"
     ]
-    assert listing(dest) == []
+    assert not dest.exists()  # the folder it made, empty, is removed too
 
 
 def test_download_command_says_how_many_files_it_fetched_and_found(tmp_path,
