@@ -569,16 +569,15 @@ def load_search_config(path, overrides=()) -> tuple[dict, SearchSpec]:
 SEARCHED_DATA_KEYS = ("data.path", "data")
 
 
-def _absolute_data_option(key: str, value):
+def with_data_path(key: str, value, change):
     """An option of the searched ``key`` (data.path, or a whole data section)
-    with its data path made absolute (fileio.absolute_data_path); any other
-    value as it is, for the checks to judge."""
-    where = f"search.params.{key}"
+    with ``change(path)`` in place of the data path it names; any other value as
+    it is, for the checks to judge."""
     if key == "data.path" and isinstance(value, str) and value:
-        return absolute_data_path(value, where)
+        return change(value)
     path = value.get("path") if key == "data" and isinstance(value, dict) else None
     if isinstance(path, str) and path:
-        return {**value, "path": absolute_data_path(path, f"{where}.path")}
+        return {**value, "path": change(path)}
     return value
 
 
@@ -594,8 +593,11 @@ def _absolute_searched_paths(search):
     for key in SEARCHED_DATA_KEYS:
         spec = params.get(key)
         if isinstance(spec, dict) and isinstance(spec.get("choice"), list):
-            params[key] = {**spec, "choice": [_absolute_data_option(key, option)
-                                              for option in spec["choice"]]}
+            where = f"search.params.{key}"
+            params[key] = {**spec, "choice": [
+                with_data_path(key, option,
+                               partial(absolute_data_path, key=where))
+                for option in spec["choice"]]}
     return {**search, "params": params}
 
 

@@ -39,6 +39,7 @@ from nntrain.search.space import (
     sample,
     trial_config,
     unit_draws,
+    with_data_path,
 )
 from nntrain.search.trials import (
     BUSY,
@@ -491,10 +492,8 @@ def _check_same_plan(saved, fresh: dict, path: Path) -> None:
         # study planned before searched paths were made absolute holds them as
         # written, relative: it is refused so, as nothing tells from which folder
         # it ran.)
-        without = [{**plan, "search": _searched_data(plan["search"], _no_path),
-                    "trials": _trials_data(plan["trials"], _no_path)}
-                   for plan in (old, new)]
-        if _first_difference(*without, "") is None:
+        if _first_difference(_without_data_paths(old), _without_data_paths(new),
+                             "") is None:
             where = "searched data"
     if where in ("config.data.path", "searched data"):
         what = ("the data at data.path " + saved_config["data"]["path"]
@@ -511,39 +510,28 @@ def _check_same_plan(saved, fresh: dict, path: Path) -> None:
             " and --set options it was planned with, or give --out another folder")
 
 
-def _no_path(key: str, value):
-    """A searched data option without where its data lies, for comparing the
-    rest (_check_same_plan)."""
-    if key == "data.path":
-        return None
-    return {**value, "path": None} if isinstance(value, dict) else value
+def _without_data_paths(plan: dict) -> dict:
+    """A plan as _check_same_plan compares them (search section and trials) with
+    the data paths of its searched data options and values left out: what else
+    there is to compare."""
+    def blank(key, value):
+        if key not in SEARCHED_DATA_KEYS:
+            return value
+        return with_data_path(key, value, lambda path: None)
 
-
-def _searched_data(search, change):
-    """A plan's search section (SearchSpec.to_json) with each option of a searched
-    data key passed through ``change(key, option)``."""
+    search, trials = plan["search"], plan["trials"]
     params = search.get("params") if isinstance(search, dict) else None
-    if not isinstance(params, list):
-        return search
-    changed = []
-    for param in params:
-        if (isinstance(param, list) and len(param) == 3
-                and param[0] in SEARCHED_DATA_KEYS and param[1] == "choice"
-                and isinstance(param[2], list)):
-            param = [*param[:2], [change(param[0], option) for option in param[2]]]
-        changed.append(param)
-    return {**search, "params": changed}
-
-
-def _trials_data(trials, change):
-    """A plan's trials with each searched data value passed through
-    ``change(key, value)``, as _searched_data."""
-    if not isinstance(trials, list):
-        return trials
-    return [{**trial, "values": {key: change(key, value) if key in SEARCHED_DATA_KEYS
-                                 else value for key, value in trial["values"].items()}}
-            if isinstance(trial, dict) and isinstance(trial.get("values"), dict)
-            else trial for trial in trials]
+    if isinstance(params, list):  # [key, kind, options or ends] each
+        search = {**search, "params": [
+            [param[0], param[1], [blank(param[0], option) for option in param[2]]]
+            if isinstance(param, list) and len(param) == 3 and param[1] == "choice"
+            and isinstance(param[2], list) else param for param in params]}
+    if isinstance(trials, list):
+        trials = [{**trial, "values": {key: blank(key, value)
+                                       for key, value in trial["values"].items()}}
+                  if isinstance(trial, dict) and isinstance(trial.get("values"), dict)
+                  else trial for trial in trials]
+    return {**plan, "search": search, "trials": trials}
 
 
 def _identity(config: dict) -> dict:
