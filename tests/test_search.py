@@ -1378,23 +1378,30 @@ def _children(pid: int) -> list[int]:
     return found
 
 
+def _training_study(write_config, tiny_npz, out: Path, **popen):
+    """`nntrain search` of two trials far longer than any test waits, started in
+    a process of its own and returned once both trials train."""
+    config = study_config(tiny_npz, trials=2,
+                          params={"optimizer.lr": PARAMS["optimizer.lr"]})
+    config["train"]["epochs"] = 100_000
+    command = [sys.executable, "-m", "nntrain", "search", str(write_config(config)),
+               "--out", str(out), "--workers", "2"]
+    process = subprocess.Popen(command, **popen)
+    deadline = time.monotonic() + 120
+    while not all((out / f"trial-{t:04d}" / "metrics.jsonl").exists()
+                  for t in (0, 1)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return process
+
+
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux /proc")
 @pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143),
                                           (signal.SIGINT, 130)])
 def test_a_signal_to_the_search_process_alone_stops_its_training_workers(
         write_config, tiny_npz, tmp_path, signum, code):
-    config = study_config(tiny_npz, trials=2,
-                          params={"optimizer.lr": PARAMS["optimizer.lr"]})
-    config["train"]["epochs"] = 100_000  # far longer than the test waits
     out = tmp_path / "study"
-    command = [sys.executable, "-m", "nntrain", "search", str(write_config(config)),
-               "--out", str(out), "--workers", "2"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while not all((out / f"trial-{t:04d}" / "metrics.jsonl").exists()
-                  for t in (0, 1)) and time.monotonic() < deadline:
-        time.sleep(0.1)
+    process = _training_study(write_config, tiny_npz, out, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
     workers = _children(process.pid)
 
     process.send_signal(signum)
@@ -1433,18 +1440,9 @@ def test_workers_end_when_the_search_process_is_killed(write_config, tiny_npz,
                                                        tmp_path):
     # SIGKILL (the out-of-memory killer's) lets the study forward nothing: its
     # workers, which ignore the signals, must notice on their own.
-    config = study_config(tiny_npz, trials=2,
-                          params={"optimizer.lr": PARAMS["optimizer.lr"]})
-    config["train"]["epochs"] = 100_000  # far longer than the test waits
     out = tmp_path / "study"
-    command = [sys.executable, "-m", "nntrain", "search", str(write_config(config)),
-               "--out", str(out), "--workers", "2"]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while not all((out / f"trial-{t:04d}" / "metrics.jsonl").exists()
-                  for t in (0, 1)) and time.monotonic() < deadline:
-        time.sleep(0.1)
+    process = _training_study(write_config, tiny_npz, out, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
     workers = [pid for pid in _children(process.pid)
                if "spawn" in Path(f"/proc/{pid}/cmdline").read_text()]
     assert len(workers) == 2
@@ -2241,7 +2239,6 @@ def test_dask_s_own_cancellation_of_a_lost_scheduler_reads_as_one_line(capfd):
         "the Dask cluster at tcp://127.0.0.1:8786 dropped the study's trials"
         " (scheduler-connection-lost); check")
     assert "Failed to reconnect" not in capfd.readouterr().err
-    assert distributed  # imported for its loggers and handlers
 
 
 def test_more_worker_processes_than_cores_are_warned_of(monkeypatch):

@@ -678,8 +678,9 @@ def _verify(tmp: Path, url: str, path: Path, checksum: Checksum):
     """
     fix = (f"it was deleted. Pass another source with --mirror URL, or copy"
            f" {path.name} by hand into {path.parent}.")
+    limit = largest_copy(path.name)
     try:
-        actual = _digest(tmp, checksum.kind, largest_copy(path.name))
+        actual = _digest(tmp, checksum.kind, limit)
     except (OSError, EOFError, zlib.error) as err:
         raise DataError(
             f"The file downloaded from {url} is not a valid gzip file ({err}); {fix}"
@@ -687,8 +688,8 @@ def _verify(tmp: Path, url: str, path: Path, checksum: Checksum):
 
     if actual is None:
         raise DataError(
-            f"The file downloaded from {url} holds more than the"
-            f" {largest_copy(path.name):,} bytes any copy of {path.name} holds; {fix}"
+            f"The file downloaded from {url} holds more than the {limit:,} bytes"
+            f" any copy of {path.name} holds; {fix}"
         )
     if actual != checksum.digest:
         raise DataError(
