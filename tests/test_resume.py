@@ -695,6 +695,58 @@ def test_a_full_disk_while_saving_is_one_line_and_exit_1(tmp_path, tiny_npz,
         " has no checkpoint yet to resume from"]
 
 
+def test_a_resumed_runs_failed_save_says_to_resume_a_copy(tmp_path, tiny_npz,
+                                                        write_config, monkeypatch):
+    import errno
+
+    import nntrain.train.solver
+
+    config = write_config(_raw(tiny_npz, epochs=2))
+    run = tmp_path / "run"
+    assert invoke("fit", config, "--out", run, "--quiet").exit_code == 0
+
+    def full_disk(path, meta, arrays):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(nntrain.train.solver, "save_checkpoint", full_disk)
+    result = invoke("fit", config, "--resume", run, "--set", "train.epochs=3",
+                    "--quiet")
+
+    # Another --out is refused for a resumed run: the message must not offer it.
+    assert result.exit_code == 1
+    assert re.fullmatch(
+        re.escape(f"error: cannot write {run / 'checkpoints'}/") + r"\w+\.npz"
+        + re.escape(" (No space left on device): free some space, or copy the run"
+                    " directory and resume the copy; ") + "[^\n]+\n", result.stderr)
+
+
+def test_a_resume_into_an_unwritable_checkpoints_folder_stops_before_training(
+        tmp_path, tiny_npz, write_config, monkeypatch):
+    import tempfile
+
+    config = write_config(_raw(tiny_npz, epochs=2))
+    run = tmp_path / "run"
+    assert invoke("fit", config, "--out", run, "--quiet").exit_code == 0
+    before = (run / "metrics.jsonl").read_bytes()
+    make_file = tempfile.TemporaryFile
+
+    def refused_in_checkpoints(*args, dir=None, **options):
+        # What a folder without write permission does for a user other than root,
+        # which the tests may run as.
+        if Path(dir).name == "checkpoints":
+            raise PermissionError(13, "Permission denied")
+        return make_file(*args, dir=dir, **options)
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", refused_in_checkpoints)
+    result = invoke("fit", config, "--resume", run, "--set", "train.epochs=3")
+
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: cannot write to {run / 'checkpoints'} (Permission denied); check"
+        " its permissions, or copy the run directory and resume the copy"]
+    assert (run / "metrics.jsonl").read_bytes() == before
+
+
 def test_resume_refuses_to_continue_in_another_folder(tmp_path, tiny_npz,
                                                       write_config):
     config = write_config(_raw(tiny_npz, epochs=2))

@@ -92,6 +92,11 @@ class RunDirectory:
 
     def __init__(self, path, force: bool = False, resume: bool = False):
         self.path = Path(path)
+        # The last resort a message about a failed write offers: a resumed run
+        # continues in its own folder, so another --out cannot help it.
+        self.resuming = resume
+        self.elsewhere = ("or copy the run directory and resume the copy" if resume
+                          else "or choose another --out")
         self._lock = None
         self._dropped_tail = None  # a last line of metrics.jsonl a resume dropped
         self._cleared = False  # whether --force has removed an earlier run's files
@@ -116,7 +121,9 @@ class RunDirectory:
             if self.path.is_dir():
                 self._take_lock()  # before --force removes anything
             if resume:
-                self._check_writable()
+                self._check_writable(self.path)
+                if (self.path / "checkpoints").is_dir():
+                    self._check_writable(self.path / "checkpoints")
                 self._seal_metrics()
                 _refuse_misplaced(self.path)
             else:
@@ -164,7 +171,7 @@ class RunDirectory:
                     f" over,{resume} or --out to use another folder"
                 )
             self._remove_own_files()
-        self._check_writable()
+        self._check_writable(self.path)
 
     def _check_clearable(self) -> None:
         """Refuse a folder that --force could not clear for a run: an entry where
@@ -293,16 +300,21 @@ class RunDirectory:
         instead of mixing its files with this one's."""
         self._lock = lock_folder(self.path)
 
-    def _check_writable(self) -> None:
+    def _check_writable(self, folder: Path) -> None:
+        """Refuse, before any training, a folder the run must write to but
+        cannot: the run directory, and a resumed run's checkpoints/."""
         try:
-            self.path.mkdir(parents=True, exist_ok=True)
-            probe = tempfile.TemporaryFile(dir=self.path)
+            folder.mkdir(parents=True, exist_ok=True)
+            probe = tempfile.TemporaryFile(dir=folder)
             probe.close()
         except OSError as error:
-            raise RunDirectoryError(
-                f"cannot write to run directory {self.path} ({error.strerror});"
-                " choose another folder with --out"
-            ) from None
+            fix = ("choose another folder with --out" if not self.resuming
+                   else f"check its permissions, {self.elsewhere}"
+                   if error.errno in (errno.EACCES, errno.EPERM)
+                   else f"{write_fix(error)}, {self.elsewhere}")
+            what = "run directory " if folder == self.path else ""
+            raise RunDirectoryError(f"cannot write to {what}{folder}"
+                                    f" ({error.strerror}); {fix}") from None
 
     def _seal_metrics(self) -> None:
         """Check metrics.jsonl (RunDirectoryError naming a damaged line), and drop a
@@ -367,7 +379,7 @@ class RunDirectory:
             try:
                 write_text_atomically(path, text)
             except OSError as error:
-                raise _write_error(path, error) from None
+                raise _write_error(path, error, self.elsewhere) from None
         else:
             self._uncommitted["config"] = text
 
@@ -429,7 +441,7 @@ class RunDirectory:
         try:
             self._metrics.close()
         except OSError as error:
-            raise _write_error(path, error) from None
+            raise _write_error(path, error, self.elsewhere) from None
         try:
             records = read_records(path)
             cut = len(records) - keep_last
@@ -480,7 +492,7 @@ class RunDirectory:
             self._write_failed = True
             with contextlib.suppress(OSError):
                 os.ftruncate(file.fileno(), start)
-            raise _write_error(file.name, error) from None
+            raise _write_error(file.name, error, self.elsewhere) from None
 
     def close(self) -> None:
         """Close the logs and release the folder. A close can fail even with
@@ -492,7 +504,7 @@ class RunDirectory:
             try:
                 file.close()  # closed even when it fails
             except OSError as error:
-                failed = failed or _write_error(file.name, error)
+                failed = failed or _write_error(file.name, error, self.elsewhere)
         self._release_lock()
         if failed and not self._write_failed:
             raise failed
@@ -640,10 +652,11 @@ def _rewrite_error(path, error: OSError) -> TrainingError:
                          f" {write_fix(error)}, and resume the run again")
 
 
-def _write_error(path, error: OSError) -> TrainingError:
-    """A log that cannot be written: a run-time failure, as a full disk is."""
+def _write_error(path, error: OSError, elsewhere: str) -> TrainingError:
+    """A log that cannot be written: a run-time failure, as a full disk is.
+    ``elsewhere``: the run's last resort (RunDirectory.elsewhere)."""
     return TrainingError(f"cannot write {path} ({error.strerror or error}):"
-                         f" {write_fix(error)}, or choose another --out")
+                         f" {write_fix(error)}, {elsewhere}")
 
 
 def _open_log(path: Path):

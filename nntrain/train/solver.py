@@ -927,12 +927,13 @@ class Solver:
             # records to metrics.jsonl first.
             self.run.checkpoint_saving()
         kept = _kept_checkpoints(Path(path))  # before the write, which may fail
+        elsewhere = self.run.elsewhere if self.run else "or choose another --out"
         try:
             save_checkpoint(path, meta, arrays)
         except OSError as error:
             raise TrainingError(
                 f"cannot write {path} ({error.strerror or error}): {write_fix(error)},"
-                f" or choose another --out; {kept}"
+                f" {elsewhere}; {kept}"
             ) from None
         if self.run:
             # The run's state is on disk: a resumed run's folder may now follow it.
