@@ -58,6 +58,41 @@ def test_a_small_but_real_spread_is_scaled_not_dropped():
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_feature_in_small_units_is_scaled_not_dropped(dtype):
+    # Spreads of 1e-9 around 2e-9 and around 0: real variation, whatever the
+    # units, where a tolerance of 1e-8 in absolute terms would zero them.
+    X = np.array([[1e-9, -1e-9], [3e-9, 1e-9]], dtype=dtype)
+
+    step = Scale().fit(X)
+
+    np.testing.assert_allclose(step.factor, [1e9, 1e9], rtol=1e-6)
+
+
+def test_a_spread_too_small_for_float64_to_square_is_refused():
+    # (1e-300)^2 underflows to 0: the std would come out 0 and the feature be
+    # taken for a constant one.
+    X = np.array([[5.0, -1e-300], [6.0, 1e-300]])
+
+    with pytest.raises(DataError, match="^" + re.escape(
+            "preprocessing step scale cannot fit the training split: feature 1"
+            " (counted from 0) varies, from -1e-300 to 1e-300, too little for float64"
+            " to square; scale the data up (multiply it by a power of ten)") + "$"):
+        Preprocessor.fit(["scale"], X, np.float64)
+
+
+def test_a_std_whose_inverse_float32_cannot_hold_says_to_scale_the_data_up():
+    # A std of 1e-40: its factor 1e40 is past float32's largest value, 3.4e38.
+    X = np.array([[0.0, -1e-40], [1.0, 1e-40]], dtype=np.float32)
+
+    with pytest.raises(DataError, match="^" + re.escape(
+            "preprocessing step scale made feature 1 (counted from 0) of the"
+            " training split NaN or infinite: its std is below 1 / 3.4e+38, so"
+            " dividing by it overflows float32 arithmetic; scale the data up"
+            " (multiply it by a power of ten)") + "$"):
+        Preprocessor.fit(["scale"], X, np.float32)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("steps", [["scale"], ["center", "scale"], ["scale", "center"]])
 def test_constant_feature_maps_to_zero_without_warnings(dtype, steps):
     X = np.array([[0.1, 1.0, 7.0], [0.1, 2.0, 7.0], [0.1, 4.0, 7.0]], dtype=dtype)

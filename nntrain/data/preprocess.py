@@ -94,6 +94,28 @@ def column_mean_std(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean, _finite(np.sqrt(squares / len(X)))
 
 
+def _refuse_underflowed_spread(X: np.ndarray, std: np.ndarray) -> None:
+    """A DataError for a feature of X: (N, D) whose std came out 0 though its
+    values differ: below about 1e-154 their squares underflow float64, and the
+    feature would be taken for a constant one and zeroed."""
+    zero = np.flatnonzero(std == 0)
+    if not zero.size:
+        return
+    low, high = np.full(zero.size, np.inf), np.full(zero.size, -np.inf)
+    for start in range(0, len(X), _CHUNK_ROWS):
+        chunk = X[start:start + _CHUNK_ROWS][:, zero]
+        np.minimum(low, chunk.min(axis=0), out=low)
+        np.maximum(high, chunk.max(axis=0), out=high)
+    varies = np.flatnonzero(low != high)
+    if varies.size:
+        feature = zero[varies[0]]
+        raise DataError(
+            f"preprocessing step scale cannot fit the training split: feature"
+            f" {feature} (counted from 0) varies, from {low[varies[0]]:.3g} to"
+            f" {high[varies[0]]:.3g}, too little for float64 to square; scale the"
+            " data up (multiply it by a power of ten)")
+
+
 class Center:
     """Subtract the per-feature mean of the training split: x - mean."""
 
@@ -158,7 +180,9 @@ class Scale:
     A feature whose standard deviation is tiny next to its magnitude is constant up
     to rounding; dividing by it would blow rounding noise up to unit size, so such a
     feature is multiplied by 0 instead (it carries no information). "Tiny" means
-    std <= 1e-8 * max(1, |mean|); no exact-zero test and no division warnings.
+    std <= 1e-8 * |mean|, relative to the feature's own magnitude whatever its
+    units (a feature measured in nanometres varies at 1e-9 and is kept); a std of 0
+    is always constant. No division warnings.
     """
 
     name = "scale"
@@ -168,7 +192,8 @@ class Scale:
     def fit(self, X: np.ndarray, input_shape=None) -> "Scale":
         """X: (N, D) training features."""
         mean, std = column_mean_std(X)
-        is_constant = std <= self.RELATIVE_TOLERANCE * np.maximum(1.0, np.abs(mean))
+        _refuse_underflowed_spread(X, std)
+        is_constant = std <= self.RELATIVE_TOLERANCE * np.abs(mean)
         self.factor = np.zeros_like(std)
         np.divide(1.0, std, out=self.factor, where=~is_constant)
         return self
@@ -407,8 +432,8 @@ class Preprocessor:
                       f"the cast to train.dtype {dtype}")
             raise TransformOverflow(
                 f"{blamed} made feature {feature} (counted from 0) of {what} NaN or"
-                f" infinite: its values are too large for {dtype};"
-                f" {_overflow_fix(self.steps)}", blamed, out)
+                f" infinite: {_overflow_cause(self.steps, dtype, dtype)}", blamed,
+                out)
         return out
 
     def output_width(self, input_width: int) -> int:
@@ -499,8 +524,8 @@ def _transformed(step, X: np.ndarray, what: str) -> np.ndarray:
     if feature is not None:
         raise TransformOverflow(
             f"preprocessing step {step.name} made feature {feature} (counted from"
-            f" 0) of {what} NaN or infinite: its values are too large for"
-            f" {X.dtype} arithmetic; {_overflow_fix([step])}",
+            f" 0) of {what} NaN or infinite:"
+            f" {_overflow_cause([step], X.dtype, f'{X.dtype} arithmetic')}",
             f"preprocessing step {step.name}", X)
     return X
 
@@ -510,16 +535,24 @@ def _transformed(step, X: np.ndarray, what: str) -> np.ndarray:
 _SMALL_WHITEN_EPSILON = 1e-6
 
 
-def _overflow_fix(steps) -> str:
-    """What to do about values that ``steps`` made NaN or infinite: scale the data
-    down, unless whitening with a tiny epsilon multiplied an empty direction (of
-    rank-deficient data) by up to 1 / sqrt(epsilon), which no scaling mends."""
+def _overflow_cause(steps, dtype, arithmetic: str) -> str:
+    """Why ``steps`` made values NaN or infinite in ``dtype``, and what to do:
+    values too large (scale the data down); unless whitening with a tiny epsilon
+    multiplied an empty direction (of rank-deficient data) by up to
+    1 / sqrt(epsilon), which no scaling mends, or scale's factor 1 / std is past
+    the dtype's largest number: a feature that varies too little (scale it up)."""
+    too_large = f"its values are too large for {arithmetic}"
     for step in steps:
         if getattr(step, "whiten", False) and step.epsilon < _SMALL_WHITEN_EPSILON:
-            return (f"raise whiten's epsilon (now {step.epsilon:g}; a direction the"
-                    " training data hardly fills is multiplied by up to"
-                    " 1 / sqrt(epsilon)), or scale the data down")
-    return "scale the data down (divide it by a power of ten)"
+            return (f"{too_large}; raise whiten's epsilon (now {step.epsilon:g}; a"
+                    " direction the training data hardly fills is multiplied by up"
+                    " to 1 / sqrt(epsilon)), or scale the data down")
+        largest = np.finfo(dtype).max
+        if step.name == "scale" and step.factor.max(initial=0) > largest:
+            return (f"its std is below 1 / {largest:.3g}, so dividing by it"
+                    f" overflows {arithmetic}; scale the data up (multiply it by a"
+                    " power of ten)")
+    return f"{too_large}; scale the data down (divide it by a power of ten)"
 
 
 # How every message about a forged or damaged prep/ array ends.
