@@ -232,3 +232,25 @@ def test_maxout_pieces_of_a_unit_are_its_adjacent_columns():
     draws = np.random.default_rng(7).standard_normal((2, 4, 3))
     np.testing.assert_array_equal(layer.params["W"][:, 0::2], draws[0])
     np.testing.assert_array_equal(layer.params["W"][:, 1::2], draws[1])
+
+
+@pytest.mark.parametrize("dtype, entry", [(np.float32, 1e20), (np.float64, 1e160)])
+def test_max_norm_shrinks_a_column_whose_squares_overflow_the_dtype(dtype, entry):
+    # The column's squares (1e40 or 1e320) are past the dtype's range; its norm,
+    # 2 * entry, is not. Rescaled to norm 1, each of its 4 entries is 0.5.
+    W = np.array([[entry, 0.1], [entry, 0.0], [-entry, 0.0], [entry, 0.0]],
+                 dtype=dtype)
+
+    F.max_norm_inplace(W, 1.0)
+
+    np.testing.assert_allclose(W[:, 0], [0.5, 0.5, -0.5, 0.5], rtol=1e-6)
+    np.testing.assert_array_equal(W[:, 1], np.array([0.1, 0, 0, 0], dtype=dtype))
+
+
+def test_max_norm_leaves_a_column_holding_inf_as_it_is():
+    W = np.array([[np.inf, 3.0], [1.0, 4.0]], dtype=np.float32)
+
+    F.max_norm_inplace(W, 1.0)
+
+    np.testing.assert_array_equal(W[:, 0], [np.inf, 1.0])
+    np.testing.assert_allclose(W[:, 1], [0.6, 0.8], rtol=1e-6)

@@ -391,7 +391,27 @@ def _add_scaled_in_blocks(grad, W, strength: float, transform=None) -> None:
 def max_norm_inplace(W: np.ndarray, max_norm: float) -> None:
     """Rescale each column of W: (D, H) (one unit's incoming weights) whose L2 norm
     exceeds ``max_norm`` back onto the ball of that radius."""
-    norms = np.sqrt(np.sum(W * W, axis=0))
+    norms = _column_norms(W)
     too_long = norms > max_norm
     if too_long.any():
         W[:, too_long] *= (max_norm / norms[too_long]).astype(W.dtype)
+
+
+def _column_norms(W: np.ndarray) -> np.ndarray:
+    """The L2 norm of each column of W: (D, H), as (H,) float64.
+
+    The squares are summed in W's dtype, which is fast; a column whose squares
+    overflow it (entries past 1.8e19 in float32) is measured again in float64,
+    divided by its largest entry, as its norm taken as inf would scale the whole
+    column to 0. A column holding inf or NaN gets NaN, and is left as it is.
+    """
+    with np.errstate(over="ignore"):
+        norms = np.sqrt(np.sum(W * W, axis=0)).astype(np.float64)
+    overflowed = np.flatnonzero(np.isinf(norms))
+    if overflowed.size:
+        columns = W[:, overflowed].astype(np.float64)  # (D, K)
+        largest = np.abs(columns).max(axis=0)
+        with np.errstate(invalid="ignore"):  # inf / inf: a non-finite column
+            columns /= largest
+        norms[overflowed] = largest * np.sqrt(np.sum(columns * columns, axis=0))
+    return norms
