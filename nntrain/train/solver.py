@@ -390,19 +390,20 @@ class Solver:
     def _check_finite(self, value: float, quantity: str,
                       iteration: int | None = None,
                       updated: bool | None = None,
-                      cause: str | None = None) -> None:
+                      cause: str | None = None, when: str = "at") -> None:
         """Stop the run when ``value`` is NaN or infinite. ``iteration``: the one
-        that made it so (default: the one under way); ``updated``: whether any
-        update has changed the weights yet (default: whether one has completed);
-        ``cause``: the culprit and its fix, when the caller knows it (default:
-        the likeliest one, see _cause)."""
+        that made it so (default: the one under way), or with ``when="by"`` the
+        last one before it was found; ``updated``: whether any update has changed
+        the weights yet (default: whether one has completed); ``cause``: the
+        culprit and its fix, when the caller knows it (default: the likeliest
+        one, see _cause)."""
         if math.isfinite(value):
             return
         progress = self.progress
         iteration = progress.iteration + 1 if iteration is None else iteration
         updated = progress.iteration > 0 if updated is None else updated
         raise TrainingError(
-            f"{quantity} became {value} at iteration {iteration} (epoch"
+            f"{quantity} became {value} {when} iteration {iteration} (epoch"
             f" {progress.epoch}); {cause or self._cause(updated)}. No checkpoint"
             " holds it; any earlier checkpoint is untouched."
         )
@@ -917,10 +918,13 @@ class Solver:
             **self.checkpoint_arrays,
         }
         for group in ("param", "buffer", "optim", "average"):
+            # Never write a checkpoint that holds NaN or inf. The parameters are
+            # checked whenever the loss goes non-finite, so they became so at the
+            # last update; the other arrays are checked here only, so "by" it.
+            when = "at" if group == "param" else "by"
             for name, value in arrays[group].items():
-                # Never write a checkpoint that holds NaN or inf.
                 self._check_finite(_finiteness(value), f"{group}/{name}",
-                                   self.progress.iteration)
+                                   self.progress.iteration, when=when)
         meta = {**self.checkpoint_meta, "solver": self.state_meta()}
         if self.run:
             # A resumed run's first save: its dropped files go aside and its
