@@ -782,6 +782,7 @@ def _check_config(config_path, overrides, samples, layer, rng):
     # PCA and whitening narrow the samples: the model sees the transformed width.
     input_width = prepared.preprocessor.output_width(dataset.num_features)
     model = build_model(config, input_width, dataset.num_classes)
+    _shift_off_zero(model, rng)
     if layer is not None:
         # Only layers with parameters can be checked, so only those are offered.
         checked = [each.name for each in model.layers if each.params]
@@ -801,6 +802,17 @@ def _check_config(config_path, overrides, samples, layer, rng):
         return check_model(model, X[rows], y[rows], rng, layer), title
     except FloatingPointError:
         raise _overflow_error(config_path, config, X, model) from None
+
+
+def _shift_off_zero(model, rng) -> None:
+    """Draw the model's biases and batch norm's shifts, which start at 0, small
+    and non-zero (std 0.1): with zero biases, a sample whose every input to a
+    layer dropout dropped sits exactly on the next ReLU's kink, and so does every
+    probe of that layer's bias, which then measures nothing."""
+    for layer in model.layers:
+        for key in ("b", "beta"):
+            if key in layer.params:
+                layer.params[key][...] = rng.normal(0.0, 0.1, layer.params[key].shape)
 
 
 def _overflow_error(config_path, config, X, model) -> DataError:

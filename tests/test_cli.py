@@ -1500,6 +1500,22 @@ def test_gradcheck_of_the_tiny_config_passes_for_every_parameter(tiny_config):
     assert lines[-1] == "PASSED: all 4 arrays agree"
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_gradcheck_measures_the_bias_after_a_dropout_layer(tiny_config, seed):
+    # With biases at 0, a sample whose 5 inputs to affine2 are all dropped (1 in
+    # 32 at p = 0.5) sits on relu2's kink for every probe of affine2.b, and the
+    # check measured none of it.
+    result = invoke("gradcheck", tiny_config, "--samples", "32", "--set",
+                    "model.hidden=[5, 4]", "--set", "model.drop_probability=0.5",
+                    "--set", f"seed={seed}")
+
+    assert result.exit_code == 0, result.output
+    rows = {line.split()[0]: line.split()[1] for line in result.stdout.splitlines()
+            if line.startswith("affine")}
+    assert rows == {"affine1.W": "20/20", "affine1.b": "5/5", "affine2.W": "20/20",
+                    "affine2.b": "4/4", "affine3.W": "12/12", "affine3.b": "3/3"}
+
+
 def test_gradcheck_with_l2_passes(tiny_config):
     result = invoke("gradcheck", tiny_config, "--set", "model.l2=0.5")
 
