@@ -248,3 +248,15 @@ def test_predict_names_samples_that_overflow_in_preprocessing(
         " arithmetic; rescale the samples as the training data was scaled, or"
         " leave those out")
     assert result.stdout == ""
+
+
+def test_an_lbfgs_run_that_diverges_names_the_epoch_under_way(tmp_path, tiny_config):
+    # Each L-BFGS iteration is an epoch: its first is epoch 1, as SGD's first
+    # update is.
+    result = invoke("fit", tiny_config, "--out", tmp_path / "run", "--quiet",
+                    "--set", "optimizer={name: lbfgs}", "--set", "train.dtype=float64",
+                    "--set", "model.l2=1e200")
+
+    assert result.exit_code == 1, result.output
+    assert re.match(r"error: the loss became (nan|inf) at iteration 1 \(epoch 1\); ",
+                    result.stderr), result.stderr

@@ -390,21 +390,24 @@ class Solver:
     def _check_finite(self, value: float, quantity: str,
                       iteration: int | None = None,
                       updated: bool | None = None,
-                      cause: str | None = None, when: str = "at") -> None:
+                      cause: str | None = None, when: str = "at",
+                      epoch: int | None = None) -> None:
         """Stop the run when ``value`` is NaN or infinite. ``iteration``: the one
         that made it so (default: the one under way), or with ``when="by"`` the
         last one before it was found; ``updated``: whether any update has changed
         the weights yet (default: whether one has completed); ``cause``: the
         culprit and its fix, when the caller knows it (default: the likeliest
-        one, see _cause)."""
+        one, see _cause); ``epoch``: that iteration's (default: the one under
+        way)."""
         if math.isfinite(value):
             return
         progress = self.progress
         iteration = progress.iteration + 1 if iteration is None else iteration
         updated = progress.iteration > 0 if updated is None else updated
+        epoch = progress.epoch if epoch is None else epoch
         raise TrainingError(
             f"{quantity} became {value} {when} iteration {iteration} (epoch"
-            f" {progress.epoch}); {cause or self._cause(updated)}. No checkpoint"
+            f" {epoch}); {cause or self._cause(updated)}. No checkpoint"
             " holds it; any earlier checkpoint is untouched."
         )
 
@@ -574,8 +577,10 @@ class Solver:
             if not last and self.progress.iteration == 0:
                 self._first_data_loss = result.data_loss
             # The first evaluation is at the starting weights, before any step.
+            # Each L-BFGS iteration is an epoch, counted when it ends.
             self._check_finite(result.loss, "the loss",
-                               updated=bool(last) or self.progress.iteration > 0)
+                               updated=bool(last) or self.progress.iteration > 0,
+                               epoch=self.progress.epoch + 1)
             last.update(vector=vector.copy(), result=result)
             return result.loss, lbfgs.flatten(result.grads)
 
