@@ -77,6 +77,28 @@ def test_a_large_init_std_is_not_called_small(tmp_path, tiny_npz, write_config):
     assert "although the weights start small" not in result.stderr
 
 
+@pytest.mark.parametrize("init_std, warned", [(1e10, True), (5.0, False)])
+def test_starting_weights_that_make_the_first_loss_huge_are_warned_of(
+        tmp_path, tiny_npz, write_config, init_std, warned):
+    # Scores of 1e10 and more give a loss of that size; std 5 on standardized
+    # data gives a few times ln 3, as He weights may.
+    raw = tiny_config_dict(tiny_npz)
+    raw["model"].update(init="small", init_std=init_std)
+
+    result = invoke("fit", write_config(raw), "--out", tmp_path / "run")
+
+    assert result.exit_code == 0, result.output
+    line = next(line for line in result.stdout.splitlines()
+                if line.startswith("first loss:"))
+    data_loss = float(line.split("(data ")[1].split()[0])
+    assert (data_loss > 1000 * math.log(3)) == warned
+    warning = re.search(r"warning: the first data loss \S+ is over 1,000 times"
+                        r" ln\(3\) = 1\.0986: the scores start huge; check the"
+                        r" data's scale \(data\.preprocess\) and the starting"
+                        r" weights \(model\.init, model\.init_std\)", result.stderr)
+    assert bool(warning) == warned, result.stderr
+
+
 def test_sanity_reaches_100_percent_on_50_digits():
     result = invoke("sanity", "configs/digits.yaml")
     assert result.exit_code == 0, result.output

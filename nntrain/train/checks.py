@@ -20,6 +20,10 @@ from nntrain.train.report import counted, short_number
 
 FIRST_LOSS_SAMPLES = 1000
 FAR_OFF = 0.1  # relative difference from the expected first loss that is "far off"
+# A first data loss this many times the small weights' one comes from scores that
+# start huge, whatever the initializer: He or Xavier weights on standardized data
+# start within a few times it.
+HUGE_FIRST_LOSS = 1000
 
 
 def usable_cores() -> int:
@@ -106,6 +110,11 @@ def first_loss_check(config, model, X_train, y_train) -> tuple[list[str], str | 
         warning = (f"the first data loss {data} is far from {formula} ="
                    f" {expected:.4f} although the weights start small: check the"
                    " loss, the labels and the preprocessing")
+    elif not data_loss <= HUGE_FIRST_LOSS * expected:  # NaN too
+        warning = (f"the first data loss {data} is over {HUGE_FIRST_LOSS:,} times"
+                   f" {formula} = {expected:.4f}: the scores start huge; check the"
+                   " data's scale (data.preprocess) and the starting weights"
+                   " (model.init, model.init_std)")
     return [line], warning
 
 
