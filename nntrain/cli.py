@@ -549,12 +549,19 @@ def _format_evaluation(result: dict, class_names) -> list[str]:
 # Class names up to this long head the confusion matrix's columns; longer ones
 # would widen every column, so the columns then show class indices.
 SHORT_CLASS_NAME = 6
+# Past this many classes the matrix is too wide to read in a terminal (1,000
+# classes would print 4 MB); --json still holds it.
+MAX_PRINTED_CLASSES = 30
 
 
 def _confusion_lines(matrix: list, class_names) -> list[str]:
     """The (C, C) confusion matrix as text, rows and columns labelled alike: by
     class name when every name is short, else by class index, each row's label
-    then followed by its name as the legend."""
+    then followed by its name as the legend; past MAX_PRINTED_CLASSES classes,
+    a line saying where to find it."""
+    if len(matrix) > MAX_PRINTED_CLASSES:
+        return [f"confusion matrix: {len(matrix):,} classes, too many to print"
+                f" (at most {MAX_PRINTED_CLASSES}); --json holds it"]
     by_name = max(len(name) for name in class_names) <= SHORT_CLASS_NAME
     columns = list(class_names) if by_name else [str(c) for c in range(len(matrix))]
     rows = columns if by_name else [f"{index} {name}" for index, name

@@ -124,6 +124,27 @@ def test_eval_labels_the_confusion_matrix_by_index_when_names_are_long():
     ]
 
 
+@pytest.mark.parametrize("classes, printed", [(30, True), (31, False)])
+def test_eval_prints_the_confusion_matrix_of_at_most_30_classes(classes, printed):
+    from nntrain.cli import _format_evaluation
+
+    names = [f"c{index}" for index in range(classes)]
+    result = {"split": "test", "checkpoint": "best.npz", "weights": "raw",
+              "samples": classes, "loss": 1.0, "accuracy": 1.0,
+              "per_class_accuracy": [1.0] * classes,
+              "confusion_matrix": np.eye(classes, dtype=int).tolist()}
+
+    lines = _format_evaluation(result, names)
+
+    start = next(index for index, line in enumerate(lines)
+                 if line.startswith("confusion matrix"))
+    if printed:
+        assert len(lines) - start == 2 + classes
+    else:
+        assert lines[start:] == ["confusion matrix: 31 classes, too many to print"
+                                 " (at most 30); --json holds it"]
+
+
 @pytest.mark.parametrize("say, shown", [
     ("line", "run directory: a\\nb\\x1b[2J"),
     ("note", "note: run directory: a\\nb\\x1b[2J"),
