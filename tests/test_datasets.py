@@ -1042,3 +1042,13 @@ def test_npz_class_names_given_as_numbers_are_kept_as_text(write_npz):
     path = write_npz(**tiny_arrays(), class_names=np.array([3, 1, 2]))
     data = load_dataset(data_config(path=path), seed=0)
     assert data.class_names == ("3", "1", "2")
+
+
+def test_values_past_float64s_range_are_named_by_their_size_not_as_inf():
+    from nntrain.data.datasets import beyond_dtype
+
+    # x86-64's longdouble (80-bit) holds 1e400, which float64 cannot.
+    X = np.array([[1.0], [np.longdouble("-1e400")]], dtype=np.longdouble)
+
+    assert beyond_dtype(X, np.float32) == ("values up to 1e+400 in magnitude, beyond"
+                                           " float32's range (±3.4e+38)")

@@ -583,7 +583,9 @@ def beyond_dtype(X: np.ndarray, dtype) -> str | None:
     largest = max(-X.min(), X.max())  # no temporary abs(X) the size of X
     if largest <= limit:
         return None
-    return (f"values up to {largest:.3g} in magnitude, beyond"
+    # Formatted by NumPy: a Python float would print a longdouble's 1e400 as inf.
+    shown = np.format_float_scientific(largest, precision=2, trim="-")
+    return (f"values up to {shown} in magnitude, beyond"
             f" {np.dtype(dtype).name}'s range (±{limit:.3g})")
 
 
