@@ -6,6 +6,7 @@ reads /usr/share/datasets or the user's cache.
 
 import os
 import re
+import warnings
 from importlib import resources
 from pathlib import Path
 
@@ -276,9 +277,39 @@ def test_npz_missing_classes_pass_while_half_have_samples(write_npz):
     y = np.array([0, 3] * 6)  # classes 1 and 2 without a sample: 2 of 4
     path = write_npz(X_train=X, y_train=y, X_test=X[:2], y_test=y[:2])
 
-    data = load_dataset(data_config(path=path), seed=0)
+    with pytest.warns(DataWarning) as caught:
+        data = load_dataset(data_config(path=path), seed=0)
 
     assert data.class_names == ("0", "1", "2", "3")
+    assert [str(warning.message) for warning in caught] == [
+        f"{path}: 2 classes (1, 2) have no training sample of the 4 that y_train's"
+        " labels make (0..3); number the classes 0..C-1 without gaps, or save"
+        " class_names to declare every class"]
+
+
+def test_npz_labels_numbered_from_1_are_warned_of(write_npz):
+    X = np.arange(24, dtype=np.float64).reshape(12, 2)
+    path = write_npz(X_train=X, y_train=np.array([1, 2, 3] * 4))
+
+    with pytest.warns(DataWarning) as caught:
+        load_dataset(data_config(path=path), seed=0)
+
+    assert [str(warning.message) for warning in caught] == [
+        f"{path}: class 0 has no training sample of the 4 that y_train's labels"
+        " make (0..3); if the labels are numbered from 1, subtract 1, or save"
+        " class_names to declare every class"]
+
+
+def test_npz_declared_classes_without_samples_are_not_warned_of(write_npz):
+    X = np.arange(24, dtype=np.float64).reshape(12, 2)
+    path = write_npz(X_train=X, y_train=np.array([1, 2, 3] * 4),
+                     class_names=np.array(["none", "a", "b", "c"]))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        data = load_dataset(data_config(path=path), seed=0)
+
+    assert data.class_names == ("none", "a", "b", "c")
 
 
 def test_npz_empty_class_names_are_refused(write_npz):

@@ -435,7 +435,28 @@ def _npz_class_names(names, y_train: np.ndarray, file: Path,
             _check_class_name(name, index, first.setdefault(name, index), file)
         # Declared classes stand even when few have samples: the user said so.
         return names
-    return tuple(str(label) for label in range(_inferred_class_count(y_train, file)))
+    num_classes = _inferred_class_count(y_train, file)
+    if recorded is None:  # data for a new run: a checkpoint's classes are settled
+        _warn_of_empty_classes(y_train, num_classes, file)
+    return tuple(str(label) for label in range(num_classes))
+
+
+def _warn_of_empty_classes(y: np.ndarray, num_classes: int, file: Path) -> None:
+    """A DataWarning when some of the classes 0..C-1 that the labels make have no
+    training sample: the network still learns C classes, and eval shows the empty
+    ones; labels numbered from 1 leave class 0 so."""
+    empty = np.setdiff1d(np.arange(num_classes), y)
+    if not empty.size:
+        return
+    shown = ", ".join(map(str, empty[:5])) + (", ..." if empty.size > 5 else "")
+    which = (f"class {shown} has" if empty.size == 1 else
+             f"{empty.size} classes ({shown}) have")
+    fix = ("if the labels are numbered from 1, subtract 1" if empty[0] == 0 else
+           "number the classes 0..C-1 without gaps")
+    warnings.warn(DataWarning(
+        f"{file}: {which} no training sample of the {num_classes} that y_train's"
+        f" labels make (0..{num_classes - 1}); {fix}, or save class_names to"
+        " declare every class"), stacklevel=4)
 
 
 def _as_recorded(names: np.ndarray, recorded) -> tuple[str, ...] | None:

@@ -110,7 +110,8 @@ def first_loss_check(config, model, X_train, y_train) -> tuple[list[str], str | 
         warning = (f"the first data loss {data} is far from {formula} ="
                    f" {expected:.4f} although the weights start small: check the"
                    " loss, the labels and the preprocessing")
-    elif not data_loss <= HUGE_FIRST_LOSS * expected:  # NaN too
+    elif math.isfinite(data_loss) and data_loss > HUGE_FIRST_LOSS * expected:
+        # (A non-finite one stops the run at its first step, with the cause.)
         warning = (f"the first data loss {data} is over {HUGE_FIRST_LOSS:,} times"
                    f" {formula} = {expected:.4f}: the scores start huge; check the"
                    " data's scale (data.preprocess) and the starting weights"
