@@ -63,11 +63,19 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
 
 def _split_set_hint(message: str, args) -> str:
     """For Click's "unexpected extra argument" after a --set whose value has no
-    '=' (``--set train.epochs 5``), how to write it: KEY=VALUE as one argument.
-    Empty otherwise."""
+    '=' (``--set train.epochs 5``), how to write it: KEY=VALUE as one argument;
+    for a second KEY=VALUE after one --set (``--set a=1 b=2``), that each takes
+    its own --set. Empty otherwise."""
     if not message.startswith("Got unexpected extra argument"):
         return ""
     args = [str(arg) for arg in args]
+    extra = message[message.find("(") + 1:message.rfind(")")]
+    settings = [arg for index, arg in enumerate(args)
+                if re.fullmatch(r"[A-Za-z_][\w.]*=.*", arg) and arg in extra
+                and args[index - 1:index] != ["--set"]]
+    if settings and any(arg == "--set" or arg.startswith("--set=") for arg in args):
+        each = " ".join(f"--set {shlex.quote(setting)}" for setting in settings)
+        return f"; each setting takes its own --set: {each}"
     for index, arg in enumerate(args):
         if arg == "--set":
             pair = args[index + 1:index + 3]

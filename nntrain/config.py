@@ -574,7 +574,9 @@ def _foreign_setting(section: str, name: str, key: str, settings: dict,
 def _check_cross_keys(config: dict, raw_model: dict) -> None:
     train = config["train"]
     if (train["epochs"] is None) == (train["iterations"] is None):
-        hint = "" if train["epochs"] is None else "; set the other to null"
+        hint = ("; for example train: {epochs: 10} in the config, or --set"
+                " train.epochs=10" if train["epochs"] is None
+                else "; set the other to null")
         raise ConfigError(
             "set exactly one of train.epochs and train.iterations"
             f" (got epochs={yaml_text(train['epochs'])},"

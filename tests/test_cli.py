@@ -166,6 +166,22 @@ def test_a_set_value_given_as_two_arguments_says_to_write_key_equals_value(
         f" write KEY=VALUE, here --set {written}") + r" \(see: .* --help\)$")
 
 
+@pytest.mark.parametrize("args, written", [
+    (["--set", "train.epochs=50", "train.batch_size=4"],
+     " (train.batch_size=4); each setting takes its own --set: --set"
+     " train.batch_size=4"),
+    (["--set=train.epochs=50", "train.epochs=5", "model.hidden=[4, 4]"],
+     "s (train.epochs=5 model.hidden=[4, 4]); each setting takes its own --set:"
+     " --set train.epochs=5 --set 'model.hidden=[4, 4]'"),
+])
+def test_settings_after_one_set_say_that_each_takes_its_own(tiny_config, args,
+                                                            written):
+    result = invoke("fit", tiny_config, *args)
+
+    assert_one_line_error(result, 2, "^" + re.escape(
+        f"error: Got unexpected extra argument{written}") + r" \(see: .* --help\)$")
+
+
 @pytest.mark.parametrize("arguments", [
     ["{config}", "--set", "train.epochs=5", "extra"],
     ["{config}", "--set=", "extra"],  # no key to name

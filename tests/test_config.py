@@ -550,9 +550,10 @@ def test_both_epochs_and_iterations_is_an_error(write_config):
 
 def test_neither_epochs_nor_iterations_is_an_error(write_config):
     message = "set exactly one of train.epochs and train.iterations" \
-              " (got epochs=null, iterations=null)"
+              " (got epochs=null, iterations=null); for example train: {epochs:" \
+              " 10} in the config, or --set train.epochs=10"
 
-    with pytest.raises(ConfigError, match=re.escape(message)):
+    with pytest.raises(ConfigError, match=re.escape(message) + "$"):
         load_text(write_config, "train: {batch_size: 4}")
 
 
