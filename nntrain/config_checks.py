@@ -111,10 +111,27 @@ def number(minimum=None, maximum=None, open_minimum=False, open_maximum=False):
     return check
 
 
+# Names that other libraries and texts give to what nntrain calls otherwise: a
+# hint offers nntrain's name where it is one of the options.
+OTHER_NAMES = {
+    "kaiming": "he", "kaiming_normal": "he", "he_normal": "he", "msra": "he",
+    "glorot": "xavier", "glorot_normal": "xavier", "xavier_normal": "xavier",
+    "hinge": "svm", "multiclass_hinge": "svm", "multi_margin": "svm",
+    "cross_entropy": "softmax", "crossentropy": "softmax", "ce": "softmax",
+    "nll": "softmax", "log_loss": "softmax", "softmax_cross_entropy": "softmax",
+    "dropout": "drop_probability", "dropout_rate": "drop_probability",
+    "drop_rate": "drop_probability", "weight_decay": "l2",
+}
+
+
 def close_match(given: str, options) -> str | None:
     """The option that ``given`` most likely means, spelt as the option is, or
-    None. Case is ignored in the comparison ('Relu' means relu, not elu), never
-    in the check: the hint only says how to write it."""
+    None: nntrain's name for another library's (OTHER_NAMES), else the closest
+    spelling. Case is ignored in the comparison ('Relu' means relu, not elu),
+    never in the check: the hint only says how to write it."""
+    other = OTHER_NAMES.get(given.lower())
+    if other in options:
+        return other
     lowered = {}
     for option in options:
         lowered.setdefault(option.lower(), option)

@@ -334,6 +334,24 @@ def test_unknown_key_names_the_nearest_valid_key(write_config, text, message):
         load_text(write_config, text)
 
 
+@pytest.mark.parametrize("text, message", [
+    ("model: {init: kaiming}", "invalid model.init: 'kaiming' (choose one of: small,"
+                               " xavier, glorot, he; did you mean 'he'?)"),
+    ("model: {loss: hinge}", "invalid model.loss: 'hinge' (choose one of: softmax,"
+                             " svm; did you mean 'svm'?)"),
+    ("model: {loss: cross_entropy}", "invalid model.loss: 'cross_entropy' (choose"
+                                     " one of: softmax, svm; did you mean"
+                                     " 'softmax'?)"),
+    ("model: {dropout: 0.5}", "unknown key model.dropout (did you mean"
+                              " 'drop_probability'?)"),
+])
+def test_another_librarys_name_gets_nntrains_as_the_hint(write_config, text,
+                                                         message):
+    # None of these is spelt close to nntrain's name for the same thing.
+    with pytest.raises(ConfigError, match=re.escape(message) + "$"):
+        load_text(write_config, text + "\ntrain: {epochs: 2}")
+
+
 def test_unknown_choice_names_the_nearest_option(write_config):
     message = ("invalid model.init: 'hee' (choose one of: small, xavier, glorot, he;"
                " did you mean 'he'?)")
