@@ -105,9 +105,11 @@ def preprocess_steps(value, key):
                               key)
         names.append(name)
         options = {} if options is None else options
-        if not isinstance(options, dict):
-            refuse(f"{where}.{name}", "a mapping of step options", options)
         table = PREPROCESS_OPTIONS[name]
+        if not isinstance(options, dict):
+            example = (f"like {{{name}: {{{next(iter(table))}: {yaml_text(options)}}}}}"
+                       if table else f"(it takes none: write {name})")
+            refuse(f"{where}.{name}", f"a mapping of step options {example}", options)
         resolved = _check_section(options, table, f"{where}.{name}")
         steps.append({name: resolved} if table else name)
     return steps

@@ -352,6 +352,19 @@ def test_another_librarys_name_gets_nntrains_as_the_hint(write_config, text,
         load_text(write_config, text + "\ntrain: {epochs: 2}")
 
 
+@pytest.mark.parametrize("step, message", [
+    ("{pca: 5}", "invalid data.preprocess[0].pca: 5 (expected a mapping of step"
+                 " options like {pca: {components: 5}})"),
+    ("{center: 1}", "invalid data.preprocess[0].center: 1 (expected a mapping of"
+                    " step options (it takes none: write center))"),
+])
+def test_step_options_given_bare_show_how_to_write_them(write_config, step,
+                                                        message):
+    with pytest.raises(ConfigError, match=re.escape(message) + "$"):
+        load_text(write_config, f"data: {{preprocess: [{step}]}}\ntrain: {{epochs:"
+                                " 2}")
+
+
 def test_unknown_choice_names_the_nearest_option(write_config):
     message = ("invalid model.init: 'hee' (choose one of: small, xavier, glorot, he;"
                " did you mean 'he'?)")
