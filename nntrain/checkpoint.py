@@ -136,6 +136,10 @@ def load_checkpoint(path) -> Checkpoint:
     try:
         with open(path, "rb") as file:
             start = file.read(TEXT_PROBE)
+        if not start and path.suffix.lower() == ".npz":
+            raise CheckpointError(f"{path} is empty (0 bytes), as a crash or a full"
+                                  " disk can leave a checkpoint being written: use"
+                                  " another checkpoint (best.npz or last.npz)")
         kind = _kind_of(start, Path(path))
         if kind:
             raise CheckpointError(f"{path} is {kind}, not a checkpoint; give a"
@@ -295,8 +299,10 @@ def _prefixed_member(name: str) -> bool:
 def _check_members(headers: dict, path: Path) -> None:
     """Refuse unknown names and dtypes other than numbers, from the headers alone."""
     if "meta" not in headers:
-        raise CheckpointError(f"{path} has no 'meta' entry: not an nntrain"
-                              " checkpoint")
+        held = ("holds data (X_train, ...)" if {"X_train", "X_test"} & set(headers)
+                else "has no 'meta' entry")
+        raise CheckpointError(f"{path} {held}: not an nntrain checkpoint; give a"
+                              f" checkpoint, such as {EXAMPLE}")
     for key, header in headers.items():
         if key == "meta":
             if header.shape != () or header.dtype.kind != "U":

@@ -893,6 +893,10 @@ def read_config_file(path) -> dict:
     except IsADirectoryError:
         raise ConfigError(f"{path} is a folder; give the path of a YAML file") from None
     except UnicodeDecodeError:
+        if path.read_bytes()[:2] == b"PK":
+            raise ConfigError(f"{path} is an .npz archive (a checkpoint or data?),"
+                              " not a YAML config; give the config (a run keeps its"
+                              " own as config.yaml)") from None
         raise ConfigError(f"{path} is not UTF-8 text; give a YAML config") from None
     except OSError as error:
         raise ConfigError(f"cannot read {path}: {error.strerror}; {read_fix(error)}"

@@ -103,6 +103,17 @@ def test_garbage_files_are_refused(tmp_path, content):
         load_checkpoint(path)
 
 
+def test_an_empty_checkpoint_is_called_empty(tmp_path):
+    path = tmp_path / "last.npz"
+    path.write_bytes(b"")
+
+    with pytest.raises(CheckpointError, match="^" + re.escape(
+            f"{path} is empty (0 bytes), as a crash or a full disk can leave a"
+            " checkpoint being written: use another checkpoint (best.npz or"
+            " last.npz)") + "$"):
+        load_checkpoint(path)
+
+
 def test_missing_file_and_folder_are_refused(tmp_path):
     with pytest.raises(CheckpointError, match="not found"):
         load_checkpoint(tmp_path / "nope.npz")

@@ -1224,7 +1224,21 @@ def test_eval_of_a_data_npz_is_not_a_checkpoint(trained):
 
     result = invoke("eval", folder / "tiny.npz")
 
-    assert_one_line_error(result, 2, r"has no 'meta' entry: not an nntrain checkpoint")
+    assert_one_line_error(result, 2, "^" + re.escape(
+        f"error: {folder / 'tiny.npz'} holds data (X_train, ...): not an nntrain"
+        " checkpoint; give a checkpoint, such as runs/NAME/checkpoints/best.npz")
+        + "$")
+
+
+def test_fit_of_a_checkpoint_says_it_is_no_config(trained):
+    folder, _, _, _ = trained
+    checkpoint = next(folder.rglob("best.npz"))
+
+    result = invoke("fit", checkpoint)
+
+    assert_one_line_error(result, 2, "^" + re.escape(
+        f"error: {checkpoint} is an .npz archive (a checkpoint or data?), not a YAML"
+        " config; give the config (a run keeps its own as config.yaml)") + "$")
 
 
 def test_eval_refuses_an_array_with_a_foreign_prefix(corrupt, tmp_path, trained):

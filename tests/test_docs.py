@@ -273,7 +273,9 @@ def test_integers_are_read_as_the_reference_says(text, value):
 
 
 def test_the_data_path_row_says_npz_needs_it_and_digits_refuses_it():
-    with pytest.raises(DataError, match="data.name is npz but data.path is not set"):
+    with pytest.raises(DataError, match="^data.name is npz but data.path is not set;"
+                                        " set it to the .npz file in the config, or"
+                                        " --set data.path=FILE$"):
         load_dataset({"name": "npz", "path": None, "validation": 0.1,
                       "preprocess": []}, seed=0)
     with pytest.raises(DataError, match="the digits data is bundled with nntrain"):

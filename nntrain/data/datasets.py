@@ -368,7 +368,8 @@ def _load_npz(path: str | None, dtype=None, recorded_names=None) -> dict:
     ``recorded_names``: the class names a checkpoint the data is loaded for
     recorded, or None (see _npz_class_names)."""
     if not path:
-        raise DataError("data.name is npz but data.path is not set; set it to the file")
+        raise DataError("data.name is npz but data.path is not set; set it to the"
+                        " .npz file in the config, or --set data.path=FILE")
     file = Path(path).expanduser()
     arrays = _read_npz_arrays(file)
     missing = [key for key in ("X_train", "y_train") if key not in arrays]
