@@ -457,7 +457,11 @@ DATA_GIVE = "the file or folder where the data lies now, or leave --data out"
 @click.option("--average", is_flag=True,
               help="Use the averaged weights the run kept (train.average).")
 def evaluate(checkpoint, split, data_path, as_json, plots_dir, average):
-    """Measure CHECKPOINT on a split: loss, accuracy, per class, confusion matrix."""
+    """Measure CHECKPOINT on a split: loss, accuracy, per class, confusion matrix.
+
+    CHECKPOINT is a checkpoint file, such as runs/NAME/checkpoints/best.npz; given
+    a folder, eval names the checkpoint there to give.
+    """
     from nntrain.evaluate import json_text
     from nntrain.restore import evaluate_checkpoint
 
@@ -922,9 +926,10 @@ def _strengths(values: list[float]) -> str:
 @click.argument("config_path", metavar="CONFIG",
                 type=UserPath(dir_okay=False, file_fix=CONFIG_FILE_FIX))
 @overrides_option("optimizer.lr=0.01")
-@click.option("--samples", default=50, type=int,
+# Not an IntRange: a count below 2 gets its own message, which says why.
+@click.option("--samples", default=50, type=int, metavar="INTEGER RANGE",
               help="Training samples to overfit (the first ones of the"
-                   " training split)  [default: 50; x>=2]")
+                   " training split).  [default: 50; x>=2]")
 @click.option("--max-iterations", default=2000, show_default=True,
               type=click.IntRange(1), help="Updates allowed before giving up.")
 def sanity(config_path, overrides, samples, max_iterations):
@@ -998,7 +1003,7 @@ def data():
     """Get datasets: nntrain data download NAME."""
 
 
-@data.command()
+@data.command(short_help="Fetch a dataset's files and check their hashes.")
 @click.argument("name", metavar="NAME", type=click.Choice(["fashion-mnist", "mnist"]))
 @click.option("--dir", "folder", type=UserPath(file_okay=False, folder_fix=(
                   "give a folder for the dataset's files (made if missing)")),
