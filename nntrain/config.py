@@ -297,7 +297,8 @@ SCHEMA = {
         "hidden": Key([100], list_of(integer(1, maximum=MAX_UNITS), nullable=True),
                       f"list of {UNITS}",
                       "hidden widths, up to 1000 of them: affine -> [norm] ->"
-                      " activation -> [dropout]"),
+                      " activation -> [dropout]; [] for none (a linear"
+                      " classifier)"),
         "activation": Key("relu", choice(*ACTIVATIONS), "choice",
                           "relu | leaky_relu | elu | sigmoid | tanh | maxout"),
         "leaky_slope": Key(0.01, number(0, 1), "float in [0, 1]",
