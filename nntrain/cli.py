@@ -619,7 +619,9 @@ def predict(checkpoint, input_path, out_path):
             raise preprocessing_overflow(error, str(input_path)) from None
         scores = checked_scores(restored.model, X, str(input_path), checkpoint)
         probabilities = softmax(scores.astype(np.float64))
-        classes = probabilities.argmax(axis=1)
+        # From the scores, as eval takes them: scores closer than float64 can
+        # tell apart after the softmax would tie there and go to the lower class.
+        classes = scores.argmax(axis=1)
         if restored.model.loss_name == "svm":
             click.echo("note: this model was trained with the svm loss, whose scores"
                        " are no probabilities; the probabilities written are their"

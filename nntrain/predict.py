@@ -7,6 +7,7 @@ import numpy as np
 from nntrain.data.datasets import beyond_dtype
 from nntrain.data.npfile import load_numpy_file
 from nntrain.errors import DataError
+from nntrain.train.report import counted
 
 # Array names tried, in order, in an .npz given to predict.
 NPZ_SAMPLE_KEYS = ("X", "X_test", "images")
@@ -67,7 +68,8 @@ def _as_rows(X: np.ndarray, num_features: int, input_shape: tuple,
         X = X.reshape(len(X), num_features)
     else:
         raise DataError(f"{path}: samples of shape {X.shape} do not match the"
-                        f" model's input of {num_features} features; give"
+                        f" model's input of {counted(num_features, 'feature')};"
+                        " give"
                         f" {_expected_shapes(num_features, input_shape)}")
     if X.dtype.kind == "f" and not np.isfinite(X).all():
         raise DataError(f"{path}: samples hold NaN or infinite values; remove those"

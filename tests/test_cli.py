@@ -10,6 +10,7 @@ import errno
 import importlib.metadata
 import io
 import json
+import os
 import re
 import shutil
 import struct
@@ -1417,6 +1418,19 @@ def test_predict_refuses_an_out_file_of_another_format(trained, tmp_path, name):
     assert not out.exists()
 
 
+def test_predict_refuses_an_out_name_that_ends_as_a_folder(trained, tmp_path):
+    folder, _, run_dir, _ = trained
+    out = f"{tmp_path / 'predictions.npz'}{os.sep}"
+
+    result = invoke("predict", run_dir / "checkpoints" / "best.npz",
+                    folder / "tiny.npz", "--out", out)
+
+    assert_one_line_error(result, 2, "^" + re.escape(
+        f"error: Invalid value for '--out': {out} ends with '{os.sep}', which names a"
+        " folder; give the name of a .csv or .npz file to write") + r" \(see: .*$")
+    assert not (tmp_path / "predictions.npz").exists()
+
+
 def test_predict_writes_npz_under_an_upper_case_suffix_as_given(trained, tmp_path):
     _, _, run_dir, _ = trained
     samples = tmp_path / "samples.npy"
@@ -1891,6 +1905,32 @@ def test_predict_of_tied_scores_gives_uniform_probabilities(zero_weights_checkpo
     rows = list(csv.reader(io.StringIO(result.stdout)))[1:]
     assert [row[1] for row in rows] == ["0"] * 4
     assert all(row[3:] == ["0.333333"] * 3 for row in rows)
+
+
+def test_predict_and_eval_name_the_class_of_the_highest_score_however_close(
+        trained, tmp_path):
+    # Scores 0, 1e-20 and 2e-20: distinct in float32, but their softmax rounds to
+    # three equal probabilities, whose argmax would be the lowest class.
+    _, _, run_dir, _ = trained
+
+    def nearly_tied(groups, meta):
+        for name, value in groups["param"].items():
+            groups["param"][name] = np.zeros_like(value)
+        groups["param"]["affine2.b"] = np.array([0, 1e-20, 2e-20], np.float32)
+
+    checkpoint = forged(run_dir / "checkpoints" / "best.npz", tmp_path / "near.npz",
+                        nearly_tied)
+    samples = tmp_path / "samples.npy"
+    np.save(samples, tiny_arrays()["X_test"][:4])
+
+    predicted = invoke("predict", checkpoint, samples)
+    measured = invoke("eval", checkpoint, "--json")
+
+    assert predicted.exit_code == 0, predicted.output
+    rows = list(csv.reader(io.StringIO(predicted.stdout)))[1:]
+    assert [row[1] for row in rows] == ["2"] * 4
+    assert measured.exit_code == 0, measured.output
+    assert json.loads(measured.stdout)["confusion_matrix"] == [[0, 0, 5]] * 3
 
 
 def forged(source, path, change):

@@ -153,7 +153,17 @@ def test_npz_negative_label_is_refused(write_npz):
     path = write_npz(**arrays)
 
     with pytest.raises(DataError, match=re.escape(
-            "y_train has labels outside [0, 2] (found -1..2)")):
+            f"{path}: y_train has negative labels (the lowest is -1); labels must be"
+            " 0..C-1: number the classes from 0") + "$"):
+        load_dataset(data_config(path=path), seed=0)
+
+
+def test_npz_negative_labels_are_named_so_when_they_leave_one_class(write_npz):
+    # -1 and 0: the largest label makes one class, which is no reason to give.
+    X = np.arange(20, dtype=np.float64).reshape(10, 2)
+    path = write_npz(X_train=X, y_train=np.array([-1, 0] * 5))
+
+    with pytest.raises(DataError, match="negative labels \\(the lowest is -1\\)"):
         load_dataset(data_config(path=path), seed=0)
 
 

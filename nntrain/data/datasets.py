@@ -639,7 +639,11 @@ def _check_labels(parts: dict, num_classes: int, source) -> None:
             continue
         # Python ints: a uint64 label compared with int64 bounds could wrap.
         low, high = int(y.min()), int(y.max())
-        if low < 0 or high >= num_classes:
+        if low < 0:
+            raise DataError(f"{source}: y_{split} has negative labels (the lowest is"
+                            f" {low}); labels must be 0..C-1: number the classes"
+                            " from 0")
+        if high >= num_classes:
             raise DataError(
                 f"{source}: y_{split} has labels outside [0, {num_classes - 1}]"
                 f" (found {low}..{high}); labels must be 0..C-1"
