@@ -7,6 +7,7 @@ prepare data too, without training; checking data against a checkpoint's record
 the loading, not with the run.
 """
 
+import sys
 import warnings
 import zlib
 from dataclasses import dataclass
@@ -138,7 +139,11 @@ def _saved_as(arrays, fingerprint: str) -> np.dtype | None:
     same values and give ``fingerprint``, or None. Each type is tried on a chunk
     of rows at a time, and given up at the first chunk that changes in it."""
     X, y = arrays
-    for dtype in map(np.dtype, FEATURE_DTYPES):
+    # Each type in either byte order: a file saved on a big-endian machine, or
+    # with '>f4', holds the same values in other bytes.
+    candidates = [order for dtype in map(np.dtype, FEATURE_DTYPES)
+                  for order in dict.fromkeys((dtype, dtype.newbyteorder()))]
+    for dtype in candidates:
         if dtype != X.dtype and _fingerprint_as(X, y, dtype) == fingerprint:
             return dtype
     return None
@@ -203,11 +208,25 @@ def _other_data(dataset, name: str, saved: tuple) -> str:
     if saved[0] == len(arrays[1]):  # as many samples: the same, in another type?
         dtype = _saved_as(arrays, saved[1])
     if dtype is not None:
+        found = arrays[0].dtype
+        # The same type in another byte order: the order is the difference to name.
+        words = (_with_byte_order if found.newbyteorder("=") == dtype.newbyteorder("=")
+                 else lambda each: each.name)
+        code = f"np.{dtype.name}" if dtype.isnative else repr(dtype.str)
         return (f"the data in {dataset.source} holds the values of the checkpoint's"
-                f" {name} split, but as {arrays[0].dtype}, where its run read"
-                f" {dtype} (save the arrays again as {dtype}: X.astype(np.{dtype}))")
+                f" {name} split, but as {words(found)}, where its run read"
+                f" {words(dtype)} (save the arrays again as {words(dtype)}:"
+                f" X.astype({code}))")
     return (f"the data in {dataset.source} is not the data the checkpoint was"
             f" trained on (its {name} split holds other samples or labels)")
+
+
+def _with_byte_order(dtype: np.dtype) -> str:
+    """'float32, big-endian', say: a type's name and the order of its bytes."""
+    order = dtype.byteorder
+    if order == "=":
+        order = "<" if sys.byteorder == "little" else ">"
+    return f"{dtype.name}, {'big' if order == '>' else 'little'}-endian"
 
 
 def _saved(spec: dict, key: str, name: str, default):

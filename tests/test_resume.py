@@ -1055,6 +1055,29 @@ def test_eval_of_the_same_values_saved_in_another_dtype_names_the_dtypes(
         " was trained on\n")
 
 
+def test_eval_of_the_same_values_in_the_other_byte_order_names_the_order(
+        tmp_path, write_npz, write_config):
+    big_endian = {key: value.astype(">f4") if key.startswith("X") else value
+                  for key, value in tiny_arrays().items()}
+    raw = tiny_config_dict(write_npz("big.npz", **big_endian))
+    raw["train"].update(epochs=1, plots=False)
+    run = tmp_path / "run"
+    assert invoke("fit", write_config(raw), "--out", run, "--quiet").exit_code == 0
+    native = write_npz("native.npz", **{
+        key: value.astype(np.float32) if key.startswith("X") else value
+        for key, value in big_endian.items()})
+
+    result = invoke("eval", run / "checkpoints" / "best.npz", "--data", native)
+
+    assert result.exit_code == 2
+    assert result.stderr == (
+        f"error: the data in {native} holds the values of the checkpoint's test"
+        " split, but as float32, little-endian, where its run read float32,"
+        " big-endian (save the arrays again as float32, big-endian:"
+        " X.astype('>f4')); point --data at the data the checkpoint was trained"
+        " on\n")
+
+
 def test_a_finished_run_of_iterations_is_told_to_set_train_iterations(
         tmp_path, tiny_npz, write_config):
     raw = tiny_config_dict(tiny_npz)
