@@ -1078,6 +1078,27 @@ def test_eval_of_the_same_values_in_the_other_byte_order_names_the_order(
         " on\n")
 
 
+def test_eval_of_data_without_the_runs_x_val_says_it_may_lack_it(
+        tmp_path, write_npz, write_config):
+    arrays = tiny_arrays()
+    with_val = {**arrays, "X_val": arrays["X_test"][:6], "y_val": arrays["y_test"][:6]}
+    raw = tiny_config_dict(write_npz("val.npz", **with_val))
+    raw["train"].update(epochs=1, plots=False)
+    run = tmp_path / "run"
+    assert invoke("fit", write_config(raw), "--out", run, "--quiet").exit_code == 0
+    without = write_npz("noval.npz", **arrays)
+    trained = len(arrays["y_train"])
+
+    result = invoke("eval", run / "checkpoints" / "best.npz", "--data", without)
+
+    assert result.exit_code == 2
+    assert result.stderr == (
+        f"error: the data in {without} holds {trained} training samples, the"
+        " checkpoint's training split alone, and no X_val (its run also had 6"
+        " validation samples: an X_val and y_val this file lacks?); point --data at"
+        " the data the checkpoint was trained on\n")
+
+
 def test_a_finished_run_of_iterations_is_told_to_set_train_iterations(
         tmp_path, tiny_npz, write_config):
     raw = tiny_config_dict(tiny_npz)

@@ -167,6 +167,15 @@ def _check_before_split(parts: dict, spec: dict) -> None:
         return  # an npz's own validation split: no split to draw
     sizes = spec["sizes"]
     expected, found = sizes["train"] + sizes["val"], len(parts["y_train"])
+    if found == sizes["train"]:
+        # As many as the checkpoint's training split alone: most likely a file
+        # that lacks the X_val and y_val the run was given (the checkpoint does
+        # not record whether its run drew the validation split or was given it).
+        raise DataLocationError(
+            f"the data in {parts['source']} holds {found} training samples, the"
+            f" checkpoint's training split alone, and no X_val (its run also had"
+            f" {sizes['val']} validation samples: an X_val and y_val this file"
+            " lacks?)", fix, missing=False)
     if found != expected:
         raise DataLocationError(
             f"the data in {parts['source']} is not the data the checkpoint was"
