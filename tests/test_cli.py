@@ -1981,6 +1981,27 @@ def test_a_forged_preprocessing_state_is_refused_with_exit_2(trained, tmp_path,
     assert_one_line_error(result, 2, r"forged\.npz:? " + message)
 
 
+@pytest.mark.parametrize("change, message", [
+    (_set_prep("whiten.basis", np.zeros((4, 2))),
+     "prep/whiten.basis has shape (4, 2), which does not fit its mean and scale:"
+     " expected (4, 3)"),
+    (_set_prep("whiten.scale", np.zeros(0)), "prep/whiten.scale is empty"),
+])
+def test_a_forged_whitening_state_names_the_checkpoint_and_the_array(
+        tmp_path, write_config, tiny_npz, change, message):
+    config = write_config(tiny_config_dict(tiny_npz))
+    run = tmp_path / "run"
+    assert invoke("fit", config, "--out", run, "--quiet", "--set",
+                  "data.preprocess=[{whiten: {components: 3}}]").exit_code == 0
+    path = forged(run / "checkpoints" / "best.npz", tmp_path / "forged.npz", change)
+
+    result = invoke("eval", path)
+
+    assert_one_line_error(result, 2, "^" + re.escape(
+        f"error: {path}: {message}; the file is damaged or was edited: use another"
+        " checkpoint") + "$")
+
+
 def test_a_config_edited_to_a_huge_network_is_refused_before_building_it(
         trained, tmp_path):
     _, _, run_dir, _ = trained

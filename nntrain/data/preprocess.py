@@ -298,6 +298,9 @@ class PCA:
         step = cls()
         step.mean, step.basis = state["mean"], state["basis"]
         step.scale = state["scale"]
+        for key in ("mean", "scale"):  # an empty one would be blamed on the basis
+            if not len(state[key]):
+                raise CheckpointError(f"prep/{cls.name}.{key} is empty")
         expected = (len(step.mean), len(step.scale))
         if step.basis.shape != expected:
             raise CheckpointError(
@@ -474,6 +477,8 @@ class Preprocessor:
                     " damaged or was edited: use another checkpoint of the run"
                     " (best.npz or last.npz)"
                 ) from None
+            except CheckpointError as error:  # arrays that do not fit each other
+                raise CheckpointError(f"{where}: {error}; {_DAMAGED}") from None
             step_in, step_out = step.widths()
             if step_in != width or any(value.size == 0 for value in state.values()):
                 raise CheckpointError(
