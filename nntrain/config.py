@@ -288,10 +288,12 @@ SCHEMA = {
                     " search); npz: the .npz file (required); digits: refused (the"
                     " data is bundled)"),
         "validation": Key(0.1, validation_size, "int >= 1 or float in (0, 1)",
-                          "validation split held out of train: a count or a fraction"),
+                          "validation split held out of train: a count or a"
+                          " fraction (of rows, rounded half to even)"),
         "preprocess": Key(["center", "scale"], preprocess_steps, "list",
-                          "steps in order, fitted on the training split: center |"
-                          " scale | image_mean | pca | whiten"),
+                          "steps in order, each at most once, fitted on the"
+                          " training split: center | scale | image_mean | pca |"
+                          " whiten"),
     },
     "model": {
         "hidden": Key([100], list_of(integer(1, maximum=MAX_UNITS), nullable=True),
