@@ -137,9 +137,11 @@ def load_checkpoint(path) -> Checkpoint:
         with open(path, "rb") as file:
             start = file.read(TEXT_PROBE)
         if not start and path.suffix.lower() == ".npz":
+            others = " or ".join(name for name in ("best.npz", "last.npz")
+                                 if name != path.name)
             raise CheckpointError(f"{path} is empty (0 bytes), as a crash or a full"
                                   " disk can leave a checkpoint being written: use"
-                                  " another checkpoint (best.npz or last.npz)")
+                                  f" another checkpoint ({others})")
         kind = _kind_of(start, Path(path))
         if kind:
             raise CheckpointError(f"{path} is {kind}, not a checkpoint; give a"

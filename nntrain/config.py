@@ -107,9 +107,11 @@ def preprocess_steps(value, key):
         options = {} if options is None else options
         table = PREPROCESS_OPTIONS[name]
         if not isinstance(options, dict):
-            example = (f"like {{{name}: {{{next(iter(table))}: {yaml_text(options)}}}}}"
-                       if table else f"(it takes none: write {name})")
-            refuse(f"{where}.{name}", f"a mapping of step options {example}", options)
+            defaults = ", ".join(f"{key}: {yaml_text(spec.default)}"
+                                 for key, spec in table.items())
+            expected = (f"a mapping of step options, such as {{{name}: {{{defaults}}}}}"
+                        if table else f"no options: write {name}")
+            refuse(f"{where}.{name}", expected, options)
         resolved = _check_section(options, table, f"{where}.{name}")
         steps.append({name: resolved} if table else name)
     return steps
@@ -872,6 +874,15 @@ def _is_setting(dotted: str) -> bool:
     return not isinstance(node, dict) and "mapping" not in node.kind
 
 
+def _starts_as_zip(path: Path) -> bool:
+    """Whether the file at ``path`` begins as a zip archive (an .npz) does."""
+    try:
+        with open(path, "rb") as file:
+            return file.read(2) == b"PK"
+    except OSError:
+        return False
+
+
 def read_config_file(path) -> dict:
     """Read a YAML config file into a raw (unvalidated) mapping."""
     if str(path) == "":  # Path("") is the current folder
@@ -896,7 +907,7 @@ def read_config_file(path) -> dict:
     except IsADirectoryError:
         raise ConfigError(f"{path} is a folder; give the path of a YAML file") from None
     except UnicodeDecodeError:
-        if path.read_bytes()[:2] == b"PK":
+        if _starts_as_zip(path):
             raise ConfigError(f"{path} is an .npz archive (a checkpoint or data?),"
                               " not a YAML config; give the config (a run keeps its"
                               " own as config.yaml)") from None

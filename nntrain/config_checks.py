@@ -115,7 +115,7 @@ def number(minimum=None, maximum=None, open_minimum=False, open_maximum=False):
 # hint offers nntrain's name where it is one of the options.
 OTHER_NAMES = {
     "kaiming": "he", "kaiming_normal": "he", "he_normal": "he", "msra": "he",
-    "glorot": "xavier", "glorot_normal": "xavier", "xavier_normal": "xavier",
+    "glorot_normal": "glorot", "xavier_normal": "glorot",  # 2 / (fan_in + fan_out)
     "hinge": "svm", "multiclass_hinge": "svm", "multi_margin": "svm",
     "cross_entropy": "softmax", "crossentropy": "softmax", "ce": "softmax",
     "nll": "softmax", "log_loss": "softmax", "softmax_cross_entropy": "softmax",

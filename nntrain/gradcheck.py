@@ -160,7 +160,7 @@ def _summarize(name, size, measured, analytic_values, numeric_values, kinks,
         notes.append(f"every difference is within rounding noise: a loss of"
                      f" {largest_loss:.2g} puts about {noise:.1e} into each;"
                      " check these at a smaller loss: data centered and scaled,"
-                     " smaller starting weights (model.init_std)")
+                     " smaller starting weights (model.init, model.init_std)")
     return check
 
 

@@ -103,14 +103,16 @@ def test_garbage_files_are_refused(tmp_path, content):
         load_checkpoint(path)
 
 
-def test_an_empty_checkpoint_is_called_empty(tmp_path):
-    path = tmp_path / "last.npz"
+@pytest.mark.parametrize("name, others", [("last.npz", "best.npz"),
+                                          ("snapshot-epoch-0002.npz",
+                                           "best.npz or last.npz")])
+def test_an_empty_checkpoint_is_called_empty(tmp_path, name, others):
+    path = tmp_path / name
     path.write_bytes(b"")
 
     with pytest.raises(CheckpointError, match="^" + re.escape(
             f"{path} is empty (0 bytes), as a crash or a full disk can leave a"
-            " checkpoint being written: use another checkpoint (best.npz or"
-            " last.npz)") + "$"):
+            f" checkpoint being written: use another checkpoint ({others})") + "$"):
         load_checkpoint(path)
 
 

@@ -344,6 +344,13 @@ def test_unknown_key_names_the_nearest_valid_key(write_config, text, message):
                                      " 'softmax'?)"),
     ("model: {dropout: 0.5}", "unknown key model.dropout (did you mean"
                               " 'drop_probability'?)"),
+    # Keras' and torch's names for 2 / (fan_in + fan_out), which is glorot here.
+    ("model: {init: glorot_normal}", "invalid model.init: 'glorot_normal' (choose"
+                                     " one of: small, xavier, glorot, he; did you"
+                                     " mean 'glorot'?)"),
+    ("model: {init: xavier_normal}", "invalid model.init: 'xavier_normal' (choose"
+                                     " one of: small, xavier, glorot, he; did you"
+                                     " mean 'glorot'?)"),
 ])
 def test_another_librarys_name_gets_nntrains_as_the_hint(write_config, text,
                                                          message):
@@ -354,9 +361,12 @@ def test_another_librarys_name_gets_nntrains_as_the_hint(write_config, text,
 
 @pytest.mark.parametrize("step, message", [
     ("{pca: 5}", "invalid data.preprocess[0].pca: 5 (expected a mapping of step"
-                 " options like {pca: {components: 5}})"),
-    ("{center: 1}", "invalid data.preprocess[0].center: 1 (expected a mapping of"
-                    " step options (it takes none: write center))"),
+                 " options, such as {pca: {components: 0.99}})"),
+    ("{whiten: 0.01}", "invalid data.preprocess[0].whiten: 0.01 (expected a mapping"
+                       " of step options, such as {whiten: {components: 1.0,"
+                       " epsilon: 0.01}})"),
+    ("{center: 1}", "invalid data.preprocess[0].center: 1 (expected no options:"
+                    " write center)"),
 ])
 def test_step_options_given_bare_show_how_to_write_them(write_config, step,
                                                         message):

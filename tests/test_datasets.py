@@ -310,6 +310,19 @@ def test_npz_labels_numbered_from_1_are_warned_of(write_npz):
         " class_names to declare every class"]
 
 
+def test_npz_labels_missing_more_than_class_0_are_not_told_to_subtract_1(write_npz):
+    X = np.arange(24, dtype=np.float64).reshape(12, 2)
+    path = write_npz(X_train=X, y_train=np.array([1, 3] * 6))
+
+    with pytest.warns(DataWarning) as caught:
+        load_dataset(data_config(path=path), seed=0)
+
+    assert [str(warning.message) for warning in caught] == [
+        f"{path}: 2 classes (0, 2) have no training sample of the 4 that y_train's"
+        " labels make (0..3); number the classes 0..C-1 without gaps, or save"
+        " class_names to declare every class"]
+
+
 def test_npz_declared_classes_without_samples_are_not_warned_of(write_npz):
     X = np.arange(24, dtype=np.float64).reshape(12, 2)
     path = write_npz(X_train=X, y_train=np.array([1, 2, 3] * 4),
@@ -1088,8 +1101,11 @@ def test_npz_class_names_given_as_numbers_are_kept_as_text(write_npz):
 def test_values_past_float64s_range_are_named_by_their_size_not_as_inf():
     from nntrain.data.datasets import beyond_dtype
 
-    # x86-64's longdouble (80-bit) holds 1e400, which float64 cannot.
-    X = np.array([[1.0], [np.longdouble("-1e400")]], dtype=np.longdouble)
+    # x86-64's longdouble (80-bit) holds 1e400, which float64 cannot; where
+    # longdouble is float64 (Windows, macOS on arm64), float64's 1e300 stands in.
+    wide = np.isfinite(np.longdouble("1e400"))
+    value, shown = ("1e400", "1e+400") if wide else ("1e300", "1e+300")
+    X = np.array([[1.0], [np.longdouble("-" + value)]], dtype=np.longdouble)
 
-    assert beyond_dtype(X, np.float32) == ("values up to 1e+400 in magnitude, beyond"
-                                           " float32's range (±3.4e+38)")
+    assert beyond_dtype(X, np.float32) == (f"values up to {shown} in magnitude,"
+                                           " beyond float32's range (±3.4e+38)")

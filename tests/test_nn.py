@@ -168,7 +168,7 @@ def test_gradcheck_failure_notes_rounding_noise_only_when_it_explains_the_gap(
     assert not check.passed
     note = ("every difference is within rounding noise: a loss of 1e+07 puts about"
             " 2.2e-04 into each; check these at a smaller loss: data centered and"
-            " scaled, smaller starting weights (model.init_std)")
+            " scaled, smaller starting weights (model.init, model.init_std)")
     assert check.notes == ([note] if noted else [])
 
 

@@ -57,15 +57,34 @@ def test_a_small_but_real_spread_is_scaled_not_dropped():
     np.testing.assert_allclose(step.factor, [1000.0], rtol=1e-12)
 
 
+STEPS_BEFORE_SCALE = [["scale"], ["center", "scale"], ["image_mean", "scale"],
+                      ["center", "image_mean", "scale"]]
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_a_feature_in_small_units_is_scaled_not_dropped(dtype):
+@pytest.mark.parametrize("steps", STEPS_BEFORE_SCALE)
+def test_a_feature_in_small_units_is_scaled_not_dropped(dtype, steps):
     # Spreads of 1e-9 around 2e-9 and around 0: real variation, whatever the
     # units, where a tolerance of 1e-8 in absolute terms would zero them.
     X = np.array([[1e-9, -1e-9], [3e-9, 1e-9]], dtype=dtype)
 
-    step = Scale().fit(X)
+    factor = Preprocessor.fit(steps, X, dtype).steps[-1].factor
 
-    np.testing.assert_allclose(step.factor, [1e9, 1e9], rtol=1e-6)
+    np.testing.assert_allclose(factor, [1e9, 1e9], rtol=1e-6)
+
+
+@pytest.mark.parametrize("steps", STEPS_BEFORE_SCALE)
+def test_a_feature_constant_but_for_rounding_is_zeroed_after_centring_too(steps):
+    # 1000 with every 7th value one unit in the last place higher: a std of 3e-14,
+    # rounding noise next to the feature's magnitude, though centring takes that
+    # magnitude off before scale sees it. Feature 1 varies: 1 / its std.
+    X = np.stack([np.full(70, 1000.0), np.arange(70.0)], axis=1)
+    X[::7, 0] = np.nextafter(1000.0, 2000.0)
+
+    factor = Preprocessor.fit(steps, X, np.float64).steps[-1].factor
+
+    np.testing.assert_array_equal(factor[0], 0.0)
+    np.testing.assert_allclose(factor[1], 1 / np.arange(70.0).std(), rtol=1e-12)
 
 
 def test_a_spread_too_small_for_float64_to_square_is_refused():

@@ -733,7 +733,7 @@ def test_a_resume_into_an_unwritable_checkpoints_folder_stops_before_training(
     def refused_in_checkpoints(*args, dir=None, **options):
         # What a folder without write permission does for a user other than root,
         # which the tests may run as.
-        if Path(dir).name == "checkpoints":
+        if dir is not None and Path(dir).name == "checkpoints":
             raise PermissionError(13, "Permission denied")
         return make_file(*args, dir=dir, **options)
 

@@ -461,8 +461,8 @@ def _warn_of_empty_classes(y: np.ndarray, num_classes: int, file: Path) -> None:
     shown = ", ".join(map(str, empty[:5])) + (", ..." if empty.size > 5 else "")
     which = (f"class {shown} has" if empty.size == 1 else
              f"{empty.size} classes ({shown}) have")
-    fix = ("if the labels are numbered from 1, subtract 1" if empty[0] == 0 else
-           "number the classes 0..C-1 without gaps")
+    fix = ("if the labels are numbered from 1, subtract 1" if empty.tolist() == [0]
+           else "number the classes 0..C-1 without gaps")
     warnings.warn(DataWarning(
         f"{file}: {which} no training sample of the {num_classes} that y_train's"
         f" labels make (0..{num_classes - 1}); {fix}, or save class_names to"

@@ -94,10 +94,12 @@ def column_mean_std(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean, _finite(np.sqrt(squares / len(X)))
 
 
-def _refuse_underflowed_spread(X: np.ndarray, std: np.ndarray) -> None:
+def _refuse_underflowed_spread(X: np.ndarray, std: np.ndarray,
+                               noise: np.ndarray) -> None:
     """A DataError for a feature of X: (N, D) whose std came out 0 though its
-    values differ: below about 1e-154 their squares underflow float64, and the
-    feature would be taken for a constant one and zeroed."""
+    values differ by more than ``noise`` (D,): below about 1e-154 their squares
+    underflow float64, and the feature would be taken for a constant one and
+    zeroed."""
     zero = np.flatnonzero(std == 0)
     if not zero.size:
         return
@@ -106,7 +108,7 @@ def _refuse_underflowed_spread(X: np.ndarray, std: np.ndarray) -> None:
         chunk = X[start:start + _CHUNK_ROWS][:, zero]
         np.minimum(low, chunk.min(axis=0), out=low)
         np.maximum(high, chunk.max(axis=0), out=high)
-    varies = np.flatnonzero(low != high)
+    varies = np.flatnonzero(high - low > noise[zero])
     if varies.size:
         feature = zero[varies[0]]
         raise DataError(
@@ -181,19 +183,25 @@ class Scale:
     to rounding; dividing by it would blow rounding noise up to unit size, so such a
     feature is multiplied by 0 instead (it carries no information). "Tiny" means
     std <= 1e-8 * |mean|, relative to the feature's own magnitude whatever its
-    units (a feature measured in nanometres varies at 1e-9 and is kept); a std of 0
-    is always constant. No division warnings.
+    units (a feature measured in nanometres varies at 1e-9 and is kept), where the
+    mean is the feature's before an earlier center or image_mean step took it off
+    (after it, a constant feature's mean and noise are both near 0); a std of 0 is
+    always constant. No division warnings.
     """
 
     name = "scale"
     kept = {"factor": 1}
     RELATIVE_TOLERANCE = 1e-8
 
-    def fit(self, X: np.ndarray, input_shape=None) -> "Scale":
-        """X: (N, D) training features."""
+    def fit(self, X: np.ndarray, input_shape=None,
+            removed_mean: np.ndarray | None = None) -> "Scale":
+        """X: (N, D) training features; ``removed_mean``: (D,) the mean that
+        earlier steps took off X (see _mean_removed_by), or None."""
         mean, std = column_mean_std(X)
-        _refuse_underflowed_spread(X, std)
-        is_constant = std <= self.RELATIVE_TOLERANCE * np.abs(mean)
+        magnitude = np.abs(mean if removed_mean is None else mean + removed_mean)
+        noise = self.RELATIVE_TOLERANCE * magnitude  # (D,) the largest std of noise
+        _refuse_underflowed_spread(X, std, noise)
+        is_constant = std <= noise
         self.factor = np.zeros_like(std)
         np.divide(1.0, std, out=self.factor, where=~is_constant)
         return self
@@ -387,7 +395,8 @@ class Preprocessor:
         if not _exact_in(X_train, dtype):
             steps = []
             for entry in steps_config:
-                steps.append(_fitted(entry, _Streamed(X_train, steps), input_shape))
+                steps.append(_fitted(entry, _Streamed(X_train, steps), input_shape,
+                                     steps))
                 input_shape = steps[-1].widths()[1:]
             prep = cls(steps)
             return prep, prep._transform_in_float64(X_train, dtype,
@@ -396,7 +405,7 @@ class Preprocessor:
         X = np.array(X_train, dtype=dtype)
         steps = []
         for entry in steps_config:
-            step = _fitted(entry, X, input_shape)
+            step = _fitted(entry, X, input_shape, steps)
             X = _transformed(step, X, "the training split")
             input_shape = X.shape[1:]
             steps.append(step)
@@ -492,21 +501,35 @@ class Preprocessor:
         return cls(steps)
 
 
-def _fitted(entry, X, input_shape):
+def _fitted(entry, X, input_shape, before: list):
     """The step a ``data.preprocess`` entry names, fitted on X: (N, D), an array
-    or a ``_Streamed`` view."""
+    or a ``_Streamed`` view, the output of the steps ``before`` it."""
     if isinstance(entry, str):
         name, options = entry, {}
     else:
         (name, options), = entry.items()
+    step = STEPS[name](**options)
+    fit_options = {"removed_mean": _mean_removed_by(before)} if name == "scale" else {}
     try:
         with np.errstate(over="ignore", invalid="ignore"):
-            return STEPS[name](**options).fit(X, input_shape)
+            return step.fit(X, input_shape, **fit_options)
     except _Overflow:
         raise DataError(
             f"preprocessing step {name} cannot fit the training split: its"
             " statistics overflow float64, as the values are too large;"
             " scale the data down (divide it by a power of ten)") from None
+
+
+def _mean_removed_by(steps: list) -> np.ndarray | None:
+    """The (D,) mean that ``steps`` took off the features when all they did was
+    shift them (center, image_mean), which tells scale each feature's magnitude;
+    None when there are none, or when one changed the features otherwise."""
+    removed = None
+    for step in steps:
+        if step.name not in ("center", "image_mean"):
+            return None
+        removed = step.mean if removed is None else removed + step.mean
+    return removed
 
 
 def _non_finite_feature(X: np.ndarray) -> int | None:

@@ -89,7 +89,8 @@ def describe_model(model, input_width: int) -> list[str]:
 
 def first_loss_check(config, model, X_train, y_train) -> tuple[list[str], str | None]:
     """Lines comparing the starting loss with its expected value, and a warning when
-    the weights start small yet the loss is far off. Evaluation mode, so batch
+    the weights start small yet the loss is far off, or when the loss is over
+    HUGE_FIRST_LOSS times that value whatever the initializer. Evaluation mode, so batch
     norm's statistics and the dropout generator are left untouched."""
     X, y = X_train[:FIRST_LOSS_SAMPLES], y_train[:FIRST_LOSS_SAMPLES]
     # Weights or data too large overflow here; the line shows the loss they give

@@ -62,6 +62,9 @@ OWN_TEMPORARY_PATTERNS = {
 }
 
 
+# The last resort a message about a failed write offers a new run.
+NEW_RUN_ELSEWHERE = "or choose another --out"
+
 class RunDirectory:
     """Creates the folder layout and appends to the run's log files.
 
@@ -96,7 +99,7 @@ class RunDirectory:
         # continues in its own folder, so another --out cannot help it.
         self.resuming = resume
         self.elsewhere = ("or copy the run directory and resume the copy" if resume
-                          else "or choose another --out")
+                          else NEW_RUN_ELSEWHERE)
         self._lock = None
         self._dropped_tail = None  # a last line of metrics.jsonl a resume dropped
         self._cleared = False  # whether --force has removed an earlier run's files
@@ -308,10 +311,12 @@ class RunDirectory:
             probe = tempfile.TemporaryFile(dir=folder)
             probe.close()
         except OSError as error:
-            fix = ("choose another folder with --out" if not self.resuming
-                   else f"check its permissions, {self.elsewhere}"
-                   if error.errno in (errno.EACCES, errno.EPERM)
-                   else f"{write_fix(error)}, {self.elsewhere}")
+            if not self.resuming:
+                fix = "choose another folder with --out"
+            elif error.errno in (errno.EACCES, errno.EPERM):
+                fix = f"check its permissions, {self.elsewhere}"
+            else:
+                fix = f"{write_fix(error)}, {self.elsewhere}"
             what = "run directory " if folder == self.path else ""
             raise RunDirectoryError(f"cannot write to {what}{folder}"
                                     f" ({error.strerror}); {fix}") from None

@@ -46,6 +46,7 @@ from nntrain.train.diagnostics import (
     weight_snapshot,
 )
 from nntrain.train.report import counted, short_number
+from nntrain.train.rundir import NEW_RUN_ELSEWHERE
 from nntrain.train.signals import SIGNAL_EXIT_CODES, Interrupted, StopFlag
 
 # A first loss this many times the one small weights give (ln C for softmax) says
@@ -936,7 +937,7 @@ class Solver:
             # records to metrics.jsonl first.
             self.run.checkpoint_saving()
         kept = _kept_checkpoints(Path(path))  # before the write, which may fail
-        elsewhere = self.run.elsewhere if self.run else "or choose another --out"
+        elsewhere = self.run.elsewhere if self.run else NEW_RUN_ELSEWHERE
         try:
             save_checkpoint(path, meta, arrays)
         except OSError as error:
