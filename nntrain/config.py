@@ -634,8 +634,9 @@ def _epsilon_places(config: dict):
     if "eps" in config["optimizer"]:
         yield "optimizer.eps", config["optimizer"], "eps"
     model = config["model"]
-    if model["layers"] is None:
-        yield "model.norm_epsilon", model, "norm_epsilon"
+    # Checked with model.layers too, where it goes unused: a value out of its range
+    # is refused wherever it is set, as the other shorthand keys' are.
+    yield "model.norm_epsilon", model, "norm_epsilon"
     for i, entry in enumerate(model["layers"] or []):
         (kind, options), = entry.items()
         if "epsilon" in options:

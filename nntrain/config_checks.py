@@ -45,7 +45,10 @@ def refuse(key: str, expected: str, value) -> None:
     if isinstance(value, str) and _YAML11_INTEGER.fullmatch(value.strip()):
         expected += ("; write a plain decimal number: nntrain reads a leading 0"
                      " (octal in YAML 1.1) or a colon (base 60) as text")
-    raise ConfigError(f"invalid {key}: {value!r} (expected {expected})", key)
+    shown = repr(value)
+    if value is None or isinstance(value, bool):  # as YAML writes them: true, null
+        shown = "null" if value is None else str(value).lower()
+    raise ConfigError(f"invalid {key}: {shown} (expected {expected})", key)
 
 
 def refuse_non_mapping(key: str, value) -> None:

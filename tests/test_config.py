@@ -375,6 +375,16 @@ def test_step_options_given_bare_show_how_to_write_them(write_config, step,
                                 " 2}")
 
 
+def test_an_out_of_range_norm_epsilon_is_refused_beside_layers_too(write_config):
+    # Unused with model.layers (a warning says so), but out of range all the same.
+    text = ("model: {norm_epsilon: 1.0e-39, layers: [{affine: {units: 4}},"
+            " {relu: {}}, {affine: {}}]}\ntrain: {epochs: 2}")
+
+    with pytest.raises(ConfigError, match=re.escape(
+            "invalid model.norm_epsilon: 1e-39 is subnormal in float32")):
+        load_text(write_config, text)
+
+
 def test_unknown_choice_names_the_nearest_option(write_config):
     message = ("invalid model.init: 'hee' (choose one of: small, xavier, glorot, he;"
                " did you mean 'he'?)")
@@ -426,7 +436,7 @@ def test_unknown_top_level_key_lists_each_valid_key_once(write_config):
     ("train: {epochs: 2, threads: 2000}",
      "invalid train.threads: 2000 (expected an integer >= 1 and <= 1,024 or null)"),
     ("seed: true\ntrain: {epochs: 2}",
-     "invalid seed: True (expected an integer >= 0)"),
+     "invalid seed: true (expected an integer >= 0)"),
     ("model: {hidden: 8}\ntrain: {epochs: 2}",
      "invalid model.hidden: 8 (expected a list; write [8])"),
     ("model: {hidden: '128, 64'}\ntrain: {epochs: 2}",
