@@ -1,6 +1,7 @@
 """Layers, the softmax loss and the model, against closed forms and finite
 differences."""
 
+import re
 import warnings
 
 import numpy as np
@@ -461,3 +462,26 @@ def test_a_perfect_fit_has_a_loss_of_plus_zero():
     scores = np.array([[200.0, 0.0], [0.0, 200.0]], np.float32)
     loss, _ = F.softmax_cross_entropy(scores, np.array([0, 1]))
     assert loss == 0.0 and np.copysign(1.0, loss) == 1.0
+
+
+@pytest.mark.parametrize("wrong, noted", [(0.0, True), (1e-2, False)])
+def test_gradcheck_failure_notes_truncation_error_only_when_the_gap_shrinks_so(
+        rng, wrong, noted):
+    # f = sum(sin(600 x)) curves so sharply that the centred difference's own
+    # error, h^2 f''' / 6 ~ 3.6e-3, fails a correct gradient; it shrinks a
+    # hundredfold for a step ten times smaller. A gradient wrong by 1e-2 does not.
+    x = rng.standard_normal(5)
+    analytic = 600 * np.cos(600 * x) + wrong
+    check = check_array("x", x, analytic, lambda: float(np.sum(np.sin(600 * x))), rng)
+
+    assert not check.passed
+    found = [re.fullmatch(r"at entry \d+ the gap shrinks from (\S+) to (\S+) with a"
+                          r" step of 1e-06, as the step's square: the numeric"
+                          r" estimate's own truncation error \(the loss curves"
+                          r" sharply there: tanh, batch norm, very small weights\),"
+                          r" not the analytic gradient's", note)
+             for note in check.notes]
+    assert bool(found and found[0]) == noted, check.notes
+    if noted:
+        coarse, fine = (float(value) for value in found[0].groups())
+        assert 60 < coarse / fine < 140  # the square of the step's ratio, 100
