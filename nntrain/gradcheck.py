@@ -47,7 +47,9 @@ A large loss makes the differences noisy: a loss of 1e6 puts about 2e-5 of
 rounding noise into each numeric gradient, which can fail a correct one (data far
 from unit scale, not preprocessed). The verdict stands, as a wrong gradient can
 hide in that noise too, but an array whose differences all lie within ten times
-the noise is reported so, with the fix: preprocess the data.
+the noise is reported so, with the fix: preprocess the data. Where the loss curves
+sharply, the difference's truncation error can fail a correct gradient too: an
+array whose worst gap shrinks as the step's square is reported so (and still fails).
 """
 
 from dataclasses import dataclass, field
