@@ -73,18 +73,45 @@ def test_a_feature_in_small_units_is_scaled_not_dropped(dtype, steps):
     np.testing.assert_allclose(factor, [1e9, 1e9], rtol=1e-6)
 
 
+# float32 as train.dtype: float64 data it would round takes the streamed route.
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("steps", STEPS_BEFORE_SCALE)
-def test_a_feature_constant_but_for_rounding_is_zeroed_after_centring_too(steps):
+def test_a_feature_constant_but_for_rounding_is_zeroed_after_centring_too(steps,
+                                                                         dtype):
     # 1000 with every 7th value one unit in the last place higher: a std of 3e-14,
     # rounding noise next to the feature's magnitude, though centring takes that
     # magnitude off before scale sees it. Feature 1 varies: 1 / its std.
     X = np.stack([np.full(70, 1000.0), np.arange(70.0)], axis=1)
     X[::7, 0] = np.nextafter(1000.0, 2000.0)
 
-    factor = Preprocessor.fit(steps, X, np.float64).steps[-1].factor
+    factor = Preprocessor.fit(steps, X, dtype).steps[-1].factor
 
     np.testing.assert_array_equal(factor[0], 0.0)
     np.testing.assert_allclose(factor[1], 1 / np.arange(70.0).std(), rtol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("steps", STEPS_BEFORE_SCALE)
+def test_a_small_spread_far_from_0_is_scaled_not_dropped(steps, dtype):
+    # Spreads far below 1e-8 of their offsets, yet far above float64's rounding
+    # there: 1e8 +- 0.5 and a timestamp, 1.7e9 +- 10.
+    rng = np.random.default_rng(0)
+    X = np.stack([1e8 + rng.normal(0, 0.5, 200), 1.7e9 + rng.normal(0, 10, 200)],
+                 axis=1)
+
+    factor = Preprocessor.fit(steps, X, dtype).steps[-1].factor
+
+    np.testing.assert_allclose(factor, 1 / X.std(axis=0), rtol=1e-6)
+
+
+def test_a_feature_constant_but_for_rounding_near_1e_150_is_zeroed_not_refused():
+    # Its squares underflow float64 (std 0), but its values differ by one unit in
+    # the last place: a constant feature, not one too small to scale.
+    X = np.array([[1e-150, 1.0], [np.nextafter(1e-150, 1.0), 2.0], [1e-150, 3.0]])
+
+    factor = Preprocessor.fit(["center", "scale"], X, np.float64).steps[-1].factor
+
+    np.testing.assert_array_equal(factor[0], 0.0)
 
 
 def test_a_spread_too_small_for_float64_to_square_is_refused():

@@ -179,19 +179,22 @@ class ImageMean(Center):
 class Scale:
     """Divide each feature by its training standard deviation.
 
-    A feature whose standard deviation is tiny next to its magnitude is constant up
-    to rounding; dividing by it would blow rounding noise up to unit size, so such a
-    feature is multiplied by 0 instead (it carries no information). "Tiny" means
-    std <= 1e-8 * |mean|, relative to the feature's own magnitude whatever its
-    units (a feature measured in nanometres varies at 1e-9 and is kept), where the
-    mean is the feature's before an earlier center or image_mean step took it off
-    (after it, a constant feature's mean and noise are both near 0); a std of 0 is
-    always constant. No division warnings.
+    A feature whose standard deviation is within rounding of its magnitude is
+    constant; dividing by it would blow rounding noise up to unit size, so such a
+    feature is multiplied by 0 instead (it carries no information). "Within
+    rounding" means std <= ROUNDING_ULPS * eps * |mean|: a few units in the last
+    place of the feature's magnitude, in the float type the statistics are taken
+    from (float32's eps 1.2e-7, or float64's 2.2e-16 for float64 data that float32
+    would round). So a feature in small units (1e-9 +- 1e-9) and one far from 0
+    (a timestamp, 1.7e9 +- 10) both vary and are kept. The mean is the feature's
+    before an earlier center or image_mean step took it off (after it, a constant
+    feature's mean and noise are both near 0); a std of 0 is always constant. No
+    division warnings.
     """
 
     name = "scale"
     kept = {"factor": 1}
-    RELATIVE_TOLERANCE = 1e-8
+    ROUNDING_ULPS = 4
 
     def fit(self, X: np.ndarray, input_shape=None,
             removed_mean: np.ndarray | None = None) -> "Scale":
@@ -199,7 +202,8 @@ class Scale:
         earlier steps took off X (see _mean_removed_by), or None."""
         mean, std = column_mean_std(X)
         magnitude = np.abs(mean if removed_mean is None else mean + removed_mean)
-        noise = self.RELATIVE_TOLERANCE * magnitude  # (D,) the largest std of noise
+        # (D,) the largest std that rounding alone gives
+        noise = self.ROUNDING_ULPS * np.finfo(X.dtype).eps * magnitude
         _refuse_underflowed_spread(X, std, noise)
         is_constant = std <= noise
         self.factor = np.zeros_like(std)
@@ -365,6 +369,10 @@ class _Streamed:
         width = steps[-1].widths()[1] if steps else X.shape[1]
         self.shape = (len(X), width)
 
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(np.float64)  # the rows' type, as __getitem__ gives them
+
     def __len__(self) -> int:
         return len(self.X)
 
@@ -509,7 +517,8 @@ def _fitted(entry, X, input_shape, before: list):
     else:
         (name, options), = entry.items()
     step = STEPS[name](**options)
-    fit_options = {"removed_mean": _mean_removed_by(before)} if name == "scale" else {}
+    fit_options = ({"removed_mean": _mean_removed_by(before)}
+                   if isinstance(step, Scale) else {})
     try:
         with np.errstate(over="ignore", invalid="ignore"):
             return step.fit(X, input_shape, **fit_options)
@@ -526,7 +535,7 @@ def _mean_removed_by(steps: list) -> np.ndarray | None:
     None when there are none, or when one changed the features otherwise."""
     removed = None
     for step in steps:
-        if step.name not in ("center", "image_mean"):
+        if not isinstance(step, Center):  # image_mean is a Center too
             return None
         removed = step.mean if removed is None else removed + step.mean
     return removed
