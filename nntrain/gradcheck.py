@@ -129,10 +129,11 @@ def check_array(name, array, analytic, objective, rng, region=None) -> ParamChec
     check = _summarize(name, array.size, measured, analytic_values, numeric_values,
                        kinks, largest)
     if not check.passed and not check.notes:
-        worst = measured[int(np.argmax(np.abs(np.subtract(analytic_values,
-                                                            numeric_values))))]
-        _note_truncation(check, array, worst, float(analytic[worst]), objective,
-                         region)
+        # The entry the report names as the worst: a note about another could
+        # clear a wrong gradient there.
+        position = measured.index(check.worst_index)
+        _note_truncation(check, array, check.worst_index, analytic_values[position],
+                         numeric_values[position], objective, region)
     return check
 
 
@@ -153,15 +154,16 @@ def _difference(array, index, objective, region, step) -> tuple:
     return float(np.sum(np.subtract(plus, minus))) / (2 * step), size
 
 
-def _note_truncation(check, array, index, analytic, objective, region) -> None:
-    """Note, on a failed array, when the gap at its worst-differing entry shrinks
-    about as the square of the step (at least TRUNCATION_SHRINK times for a step
-    ten times smaller): the centred difference's own truncation error, large
-    where the loss curves sharply, not a wrong gradient. The verdict stands, as
-    other entries may still be wrong."""
-    numeric, _ = _difference(array, index, objective, region, STEP)
+def _note_truncation(check, array, index, analytic, numeric, objective,
+                     region) -> None:
+    """Note, on a failed array, when the gap at its worst entry (``analytic``
+    against ``numeric``, the difference with STEP) shrinks about as the square
+    of the step (at least TRUNCATION_SHRINK times for a step ten times smaller):
+    the centred difference's own truncation error, large where the loss curves
+    sharply, not a wrong gradient. The verdict stands, as other entries may
+    still be wrong."""
     finer, _ = _difference(array, index, objective, region, STEP / 10)
-    if numeric is None or finer is None:
+    if finer is None:
         return
     gap, finer_gap = abs(analytic - numeric), abs(analytic - finer)
     if gap > 0 and finer_gap * TRUNCATION_SHRINK <= gap:

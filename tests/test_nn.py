@@ -485,3 +485,20 @@ def test_gradcheck_failure_notes_truncation_error_only_when_the_gap_shrinks_so(
     if noted:
         coarse, fine = (float(value) for value in found[0].groups())
         assert 60 < coarse / fine < 140  # the square of the step's ratio, 100
+
+
+def test_gradcheck_truncation_note_looks_at_the_entry_reported_worst(rng):
+    # Entries 0-3 curve sharply: gaps near 3.6e-3 from truncation alone, the
+    # largest absolute ones. Entry 4's gradient, 2e-4, is wrong by a factor of 2:
+    # a gap of 2e-4, the worst relative error, which the report names. The note
+    # must not clear entry 4 by looking at another.
+    x = np.append(rng.standard_normal(4), 1.0)
+    analytic = np.append(600 * np.cos(600 * x[:4]), 2 * (2e-4 * x[4]))
+
+    check = check_array(
+        "x", x, analytic,
+        lambda: float(np.sum(np.sin(600 * x[:4])) + 1e-4 * x[4] ** 2), rng)
+
+    assert not check.passed
+    assert check.worst_index == (4,)
+    assert check.notes == []
