@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
+import yaml
+
 from nntrain.errors import BadInputError, ConfigError
 from nntrain.fileio import expand_home
 from nntrain.yamlio import parse_yaml
@@ -45,10 +47,17 @@ def refuse(key: str, expected: str, value) -> None:
     if isinstance(value, str) and _YAML11_INTEGER.fullmatch(value.strip()):
         expected += ("; write a plain decimal number: nntrain reads a leading 0"
                      " (octal in YAML 1.1) or a colon (base 60) as text")
-    shown = repr(value)
-    if value is None or isinstance(value, bool):  # as YAML writes them: true, null
-        shown = "null" if value is None else str(value).lower()
-    raise ConfigError(f"invalid {key}: {shown} (expected {expected})", key)
+    raise ConfigError(f"invalid {key}: {as_written(value)} (expected {expected})",
+                      key)
+
+
+def as_written(value) -> str:
+    """A config value as YAML writes it (true, null, [1, 2], {center: true}), for
+    messages; a string quoted, a number as Python prints it."""
+    if value is None or isinstance(value, (bool, list, dict)):
+        text = yaml.safe_dump(value, default_flow_style=True, width=10**6)
+        return text.removesuffix("\n").removesuffix("\n...").strip()
+    return repr(value)
 
 
 def refuse_non_mapping(key: str, value) -> None:
@@ -146,7 +155,8 @@ def choice(*options: str):
     def check(value, key):
         if value in options:
             return value
-        message = f"invalid {key}: {value!r} (choose one of: {', '.join(options)}"
+        message = (f"invalid {key}: {as_written(value)} (choose one of:"
+                   f" {', '.join(options)}")
         close = close_match(str(value), options)
         if close:
             message += f"; did you mean '{close}'?"

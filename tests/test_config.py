@@ -385,6 +385,18 @@ def test_an_out_of_range_norm_epsilon_is_refused_beside_layers_too(write_config)
         load_text(write_config, text)
 
 
+@pytest.mark.parametrize("text, message", [
+    ("model: {init: true}", "invalid model.init: true (choose one of: small,"
+                            " xavier, glorot, he)"),
+    ("optimizer: {name: null}", "invalid optimizer.name: null (choose one of:"),
+    ("data: {preprocess: {center: true}}", "invalid data.preprocess: {center: true}"
+                                           " (expected a list of steps"),
+])
+def test_refused_values_are_shown_as_yaml_writes_them(write_config, text, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_text(write_config, text + "\ntrain: {epochs: 2}")
+
+
 def test_unknown_choice_names_the_nearest_option(write_config):
     message = ("invalid model.init: 'hee' (choose one of: small, xavier, glorot, he;"
                " did you mean 'he'?)")
