@@ -38,8 +38,10 @@ class UserPath(click.Path):
                       ctx)
         if not self.dir_okay and isinstance(value, str) and os.path.isdir(value):
             self.fail(f"{value} is a folder, not a file; {self.file_fix}", param, ctx)
-        if not self.dir_okay and isinstance(value, str) and value.endswith(os.sep):
-            # A folder's mark: the system would strip it and write a file there.
-            self.fail(f"{value} ends with {os.sep!r}, which names a folder;"
+        separators = tuple(filter(None, (os.sep, os.altsep)))
+        if not self.dir_okay and isinstance(value, str) and value.endswith(separators):
+            # A folder's mark, which pathlib drops (Path("o.npz/") is o.npz): the
+            # file would be written where a folder was meant.
+            self.fail(f"{value} ends with '{value[-1]}', which names a folder;"
                       f" {self.file_fix}", param, ctx)
         return super().convert(value, param, ctx)

@@ -67,9 +67,9 @@ def _as_rows(X: np.ndarray, num_features: int, input_shape: tuple,
     elif X.ndim >= 2 and X.shape[1:] in sample_shapes:
         X = X.reshape(len(X), num_features)
     else:
+        inputs = counted(num_features, "feature")
         raise DataError(f"{path}: samples of shape {X.shape} do not match the"
-                        f" model's input of {counted(num_features, 'feature')};"
-                        " give"
+                        f" model's input of {inputs}; give"
                         f" {_expected_shapes(num_features, input_shape)}")
     if X.dtype.kind == "f" and not np.isfinite(X).all():
         raise DataError(f"{path}: samples hold NaN or infinite values; remove those"

@@ -139,10 +139,12 @@ def _saved_as(arrays, fingerprint: str) -> np.dtype | None:
     same values and give ``fingerprint``, or None. Each type is tried on a chunk
     of rows at a time, and given up at the first chunk that changes in it."""
     X, y = arrays
-    # Each type in either byte order: a file saved on a big-endian machine, or
-    # with '>f4', holds the same values in other bytes.
-    candidates = [order for dtype in map(np.dtype, FEATURE_DTYPES)
-                  for order in dict.fromkeys((dtype, dtype.newbyteorder()))]
+    # Each type in this machine's byte order, then in the other: a file saved on
+    # a big-endian machine, or with '>f4', holds the same values in other bytes.
+    # (Each costs a pass over the split, on this error path only.)
+    native = list(map(np.dtype, FEATURE_DTYPES))
+    swapped = [dtype.newbyteorder() for dtype in native if dtype.itemsize > 1]
+    candidates = native + swapped
     for dtype in candidates:
         if dtype != X.dtype and _fingerprint_as(X, y, dtype) == fingerprint:
             return dtype
@@ -209,20 +211,24 @@ def _other_data(dataset, name: str, saved: tuple) -> str:
         dtype = _saved_as(arrays, saved[1])
     if dtype is not None:
         found = arrays[0].dtype
-        # The same type in another byte order: the order is the difference to name.
-        words = (_with_byte_order if found.newbyteorder("=") == dtype.newbyteorder("=")
-                 else lambda each: each.name)
+        # A byte order other than this machine's is part of what to name.
+        ordered = not (found.isnative and dtype.isnative)
+        found_words, dtype_words = (_dtype_words(each, ordered)
+                                    for each in (found, dtype))
         code = f"np.{dtype.name}" if dtype.isnative else repr(dtype.str)
         return (f"the data in {dataset.source} holds the values of the checkpoint's"
-                f" {name} split, but as {words(found)}, where its run read"
-                f" {words(dtype)} (save the arrays again as {words(dtype)}:"
+                f" {name} split, but as {found_words}, where its run read"
+                f" {dtype_words} (save the arrays again as {dtype_words}:"
                 f" X.astype({code}))")
     return (f"the data in {dataset.source} is not the data the checkpoint was"
             f" trained on (its {name} split holds other samples or labels)")
 
 
-def _with_byte_order(dtype: np.dtype) -> str:
-    """'float32, big-endian', say: a type's name and the order of its bytes."""
+def _dtype_words(dtype: np.dtype, ordered: bool) -> str:
+    """'float32', or with ``ordered`` 'float32, big-endian': a type's name and the
+    order of its bytes."""
+    if not ordered or dtype.itemsize == 1:
+        return dtype.name
     order = dtype.byteorder
     if order == "=":
         order = "<" if sys.byteorder == "little" else ">"

@@ -1078,6 +1078,32 @@ def test_eval_of_the_same_values_in_the_other_byte_order_names_the_order(
         " on\n")
 
 
+@pytest.mark.parametrize("given, words", [
+    (">f4", "float32, big-endian, where its run read float32, little-endian"),
+    (">f8", "float64, big-endian, where its run read float32, little-endian"),
+])
+def test_eval_of_native_training_data_given_big_endian_names_both_orders(
+        tmp_path, write_npz, write_config, given, words):
+    native = {key: value.astype(np.float32) if key.startswith("X") else value
+              for key, value in tiny_arrays().items()}
+    raw = tiny_config_dict(write_npz("native.npz", **native))
+    raw["train"].update(epochs=1, plots=False)
+    run = tmp_path / "run"
+    assert invoke("fit", write_config(raw), "--out", run, "--quiet").exit_code == 0
+    swapped = write_npz("swapped.npz", **{
+        key: value.astype(given) if key.startswith("X") else value
+        for key, value in native.items()})
+
+    result = invoke("eval", run / "checkpoints" / "best.npz", "--data", swapped)
+
+    assert result.exit_code == 2
+    assert result.stderr == (
+        f"error: the data in {swapped} holds the values of the checkpoint's test"
+        f" split, but as {words} (save the arrays again as float32, little-endian:"
+        " X.astype(np.float32)); point --data at the data the checkpoint was"
+        " trained on\n")
+
+
 def test_eval_of_data_without_the_runs_x_val_says_it_may_lack_it(
         tmp_path, write_npz, write_config):
     arrays = tiny_arrays()

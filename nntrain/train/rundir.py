@@ -65,6 +65,7 @@ OWN_TEMPORARY_PATTERNS = {
 # The last resort a message about a failed write offers a new run.
 NEW_RUN_ELSEWHERE = "or choose another --out"
 
+
 class RunDirectory:
     """Creates the folder layout and appends to the run's log files.
 
