@@ -40,9 +40,14 @@ def measure(scores: np.ndarray, y: np.ndarray, loss_name: str = "softmax") -> di
         for c in range(num_classes)
     ]
     # Scores too large for their dtype overflow in the loss; a caller that cares
-    # checks the loss it gets, so numpy's own warnings would only add noise.
+    # checks the loss it gets, so NumPy's own warnings would only add noise.
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         loss, _ = LOSSES[loss_name](scores, y) if len(y) else (float("nan"), None)
+        if not math.isfinite(loss) and np.isfinite(scores).all():
+            # Finite float32 scores 3e38 apart overflow in their differences;
+            # float64 holds them. (Kept to this case: the loss a run records and
+            # decides on stays the one computed in its own dtype.)
+            loss, _ = LOSSES[loss_name](scores.astype(np.float64), y)
     return {
         "loss": float(loss),
         "accuracy": float((predictions == y).mean()) if len(y) else float("nan"),

@@ -260,3 +260,18 @@ def test_an_lbfgs_run_that_diverges_names_the_epoch_under_way(tmp_path, tiny_con
     assert result.exit_code == 1, result.output
     assert re.match(r"error: the loss became (nan|inf) at iteration 1 \(epoch 1\); ",
                     result.stderr), result.stderr
+
+
+def test_eval_loss_of_finite_float32_scores_3e38_apart_is_finite():
+    from nntrain.evaluate import measure
+
+    # Their difference, 6e38, is past float32's largest value (3.4e38): the loss
+    # is taken again in float64, where it is the closed form below.
+    top = float(np.float32(3e38))
+    scores = np.array([[top, -top, 0.0], [1.0, 2.0, 3.0]], dtype=np.float32)
+    y = np.array([1, 2])
+    second = np.log(np.exp(1.0) + np.exp(2.0) + np.exp(3.0)) - 3.0
+
+    loss = measure(scores, y)["loss"]
+
+    assert loss == pytest.approx((2 * top + second) / 2, rel=1e-12)

@@ -167,3 +167,16 @@ def test_clipping_measures_and_scales_the_gradient_with_the_l2_term_in_it(tmp_pa
     for name, value in trained.group("param").items():
         np.testing.assert_allclose(value, start[name] - step * grads[name],
                                    rtol=1e-10, atol=1e-14)
+
+
+def test_clipping_measures_float32_gradients_whose_squares_overflow():
+    # 3e19 and 4e19: squares past float32's 3.4e38, norm 5e19 (in the float32
+    # values' own digits); clipped to norm 1 they become 0.6 and 0.8.
+    first, second = (float(np.float32(value)) for value in (3e19, 4e19))
+    grads = {"W": np.array([first, second], dtype=np.float32),
+             "b": np.zeros(2, dtype=np.float32)}
+
+    norm = clip_gradients(grads, {"norm": 1.0})
+
+    assert norm == pytest.approx(np.hypot(first, second), rel=1e-12)
+    np.testing.assert_allclose(grads["W"], [0.6, 0.8], rtol=1e-6)

@@ -7,7 +7,26 @@ import numpy as np
 
 def global_norm(grads: dict) -> float:
     """The L2 norm of all gradient arrays taken together."""
-    return math.sqrt(sum(float(np.vdot(grad, grad)) for grad in grads.values()))
+    return math.sqrt(sum(_squared_norm(grad) for grad in grads.values()))
+
+
+def _squared_norm(grad: np.ndarray) -> float:
+    """The sum of the squares of ``grad``'s entries, as a Python float.
+
+    Summed in the array's own dtype, which is fast; an array whose squares pass
+    that dtype's range (entries past 1.8e19 in float32) is summed again in
+    float64, divided by its largest entry, as its norm would otherwise be inf and
+    blamed on the data. An array holding inf or NaN gives inf or NaN as before.
+    """
+    with np.errstate(over="ignore"):
+        squared = float(np.vdot(grad, grad))
+    if not math.isinf(squared):
+        return squared
+    largest = float(np.abs(grad).max())
+    if not math.isfinite(largest):
+        return squared
+    scaled = grad.astype(np.float64) / largest
+    return largest * largest * float(np.vdot(scaled, scaled))
 
 
 def clip_gradients(grads: dict, clip: dict | None) -> float:
