@@ -8,6 +8,7 @@ import os
 import numpy as np
 
 from nntrain.errors import BadInputError
+from nntrain.fileio import expand_home
 
 
 def check_path_argument(name: str, value, give: str) -> None:
@@ -21,6 +22,13 @@ def check_path_argument(name: str, value, give: str) -> None:
     if "\x00" in str(value):
         raise BadInputError(f"{name} {str(value)!r} holds a NUL character (\\x00),"
                             f" which no path can; give {give}")
+
+
+def path_argument(name: str, value, give: str) -> str:
+    """``value`` checked as check_path_argument does, with a leading ``~`` or
+    ``~user`` expanded as the shell expands it for the command line."""
+    check_path_argument(name, value, give)
+    return expand_home(os.fspath(value))
 
 
 def check_flag(name: str, value) -> None:

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from nntrain import __version__
-from nntrain.arguments import check_path_argument
+from nntrain.arguments import path_argument
 from nntrain.data.npfile import NPY_MAGIC, NpzReader, first_line
 from nntrain.errors import EDITED_CHECKPOINT_FIX, CheckpointError
 from nntrain.fileio import (
@@ -122,9 +122,8 @@ def load_checkpoint(path) -> Checkpoint:
     Every member's name, dtype and declared size are checked before any array is
     read, so a forged file is refused without unpickling or allocating anything.
     """
-    check_path_argument("path", path, "the checkpoint's path, a str or"
-                        " pathlib.Path")
-    path = Path(path)
+    path = Path(path_argument("path", path, "the checkpoint's path, a str or"
+                              " pathlib.Path"))
     if path.is_dir():
         raise CheckpointError(f"{path} is a folder, not a checkpoint;"
                               f" {checkpoint_in(path)}")

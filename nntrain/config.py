@@ -34,7 +34,7 @@ from nntrain.config_checks import (  # every public name stays importable from h
     validation_size,
 )
 from nntrain.errors import ConfigError
-from nntrain.fileio import read_fix, too_long_paths_refused
+from nntrain.fileio import expand_home, read_fix, too_long_paths_refused
 from nntrain.yamlio import dump_yaml, key_text, parse_yaml
 
 # A config file larger than this is refused before parsing; real configs are < 10 kB.
@@ -943,6 +943,8 @@ def load_config(path=None, overrides: list[str] | None = None) -> dict:
         raise TypeError(f"path is {type(path).__name__}; give the config file's"
                         " path, a str or pathlib.Path, or None for the defaults")
     overrides = checked_overrides(overrides)
+    if path is not None:  # as the shell expands it for the command line
+        path = expand_home(os.fspath(path))
     raw = read_config_file(path) if path is not None else {}
     raw = apply_overrides(raw, overrides)
     try:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from nntrain.arguments import check_flag, check_path_argument
+from nntrain.arguments import check_flag, path_argument
 from nntrain.checkpoint import load_checkpoint
 from nntrain.config import blamed_on_override, resolve_saved_config
 from nntrain.data.preprocess import Preprocessor, TransformOverflow
@@ -39,8 +39,9 @@ def evaluate_checkpoint(path, split: str = "test", data_path=None,
     if split not in SPLITS:
         raise ValueError(f"split is {split!r}; give one of {', '.join(SPLITS)}")
     if data_path is not None:
-        check_path_argument("data_path", data_path, "the folder or npz file that"
-                            " holds the data now, a str or pathlib.Path, or None")
+        data_path = path_argument("data_path", data_path, "the folder or npz file"
+                                  " that holds the data now, a str or pathlib.Path,"
+                                  " or None")
     restored = restore(path, average=average)
     config = restored.config
     if data_path:
@@ -158,8 +159,8 @@ class Restored:
 def restore(path, average: bool = False) -> Restored:
     """Rebuild the model and preprocessing of a checkpoint from the file alone;
     ``average``: with the averaged weights (train.average) instead of the raw ones."""
-    check_path_argument("path", path, "the checkpoint's path, a str or"
-                        " pathlib.Path")
+    path = path_argument("path", path, "the checkpoint's path, a str or"
+                         " pathlib.Path")
     check_flag("average", average)
     checkpoint = load_checkpoint(path)
     check_data_spec(checkpoint, EDITED_CHECKPOINT_FIX)

@@ -5,8 +5,11 @@ names import from the modules they were defined in before those were split."""
 
 import importlib
 import re
+import shutil
 
 import pytest
+import yaml
+from conftest import tiny_arrays, tiny_config_dict
 
 from nntrain.checkpoint import load_checkpoint
 from nntrain.config import load_config
@@ -374,6 +377,27 @@ def test_plot_run_checks_its_paths_and_expands_a_tilde_in_out_dir(home, tmp_path
 
     assert {path.parent for path in written} == {home / "figures"}
     assert sorted(path.name for path in tmp_path.iterdir()) == ["home", "run"]
+
+
+def test_every_path_the_api_reads_expands_a_tilde_as_the_cli_does(home, tiny_npz):
+    from nntrain.restore import evaluate_checkpoint
+    from nntrain.search.space import load_search_config
+
+    raw = tiny_config_dict(tiny_npz)
+    raw["train"].update(epochs=1, plots=False)
+    (home / "tiny.yaml").write_text(yaml.safe_dump(raw))
+    shutil.copy(tiny_npz, home / "tiny.npz")
+    config = load_config("~/tiny.yaml")
+    fit(config, home / "run", quiet=True)
+    best = "~/run/checkpoints/best.npz"
+
+    assert load_checkpoint(best).meta["solver"]["progress"]["epoch"] == 1
+    assert restore(best).config == config | {"output": str(home / "run")}
+    metrics = evaluate_checkpoint(best, data_path="~/tiny.npz")[3]
+    assert metrics["samples"] == len(tiny_arrays()["y_test"])
+    raw["search"] = {"trials": 1, "params": {"optimizer.lr": {"choice": [0.1]}}}
+    (home / "search.yaml").write_text(yaml.safe_dump(raw))
+    assert load_search_config("~/search.yaml")[1].trials == 1
 
 
 def test_fit_resuming_from_a_path_too_long_for_the_system_is_bad_input(home):

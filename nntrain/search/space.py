@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 from functools import partial
 from typing import NoReturn
 
-from nntrain.arguments import check_path_argument
+from nntrain.arguments import path_argument
 from nntrain.config import (
     MONITORS,
     OPTIMIZER_KEYS,
@@ -543,8 +543,8 @@ def load_search_config(path, overrides=()) -> tuple[dict, SearchSpec]:
     and the rest validated as its trials will see it (resolve_study_config).
     data.path is made absolute, because trials may run in other folders or on
     other machines."""
-    check_path_argument("path", path, "the study config's path, a str or"
-                        " pathlib.Path")
+    path = path_argument("path", path, "the study config's path, a str or"
+                         " pathlib.Path")
     overrides = checked_overrides(overrides)
     raw = apply_overrides(read_config_file(path), overrides)
     search = raw.pop("search", None)
