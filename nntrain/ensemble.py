@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from nntrain.arguments import path_argument
 from nntrain.errors import BadInputError, DataError, NNTrainWarning, one_line
 from nntrain.nn.functional import log_softmax
 from nntrain.train.report import counted, short_number
@@ -126,7 +127,10 @@ def ensemble(paths, split: str = "test", data_path=None) -> EnsembleResult:
     if isinstance(paths, (str, bytes, os.PathLike)) or not hasattr(paths, "__iter__"):
         raise TypeError(f"paths is {type(paths).__name__}; give a list of checkpoint"
                         " paths")
-    paths = list(paths)  # a generator or dict keys too, read once
+    # A generator or dict keys too, read once; each ~ expanded before the paths
+    # are compared, so that ~/a.npz and its full path are one file.
+    paths = [path_argument(f"paths[{index}]", path, "a checkpoint's path, a str or"
+                           " pathlib.Path") for index, path in enumerate(paths)]
     if not paths:
         raise ValueError("an ensemble needs at least one checkpoint")
     _check_distinct(paths)

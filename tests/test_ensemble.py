@@ -250,6 +250,21 @@ def test_ensemble_command_refuses_a_checkpoint_given_twice(members, tmp_path):
                              f" {fix}\n")
 
 
+def test_ensemble_expands_a_tilde_before_comparing_its_members(members, tmp_path,
+                                                               monkeypatch):
+    from nntrain.ensemble import ensemble as ensemble_api
+    from nntrain.errors import BadInputError
+
+    monkeypatch.setenv("HOME", str(members["a"].parent))
+
+    with pytest.raises(BadInputError, match="^" + re.escape(
+            f"{members['a']} is given twice; give each checkpoint once")):
+        ensemble_api([f"~/{members['a'].name}", members["a"]])
+    with pytest.raises(TypeError, match=r"^paths\[1\] is NoneType; give a"
+                                        r" checkpoint's path"):
+        ensemble_api([members["a"], None])
+
+
 def test_ensemble_command_warns_of_a_copy_that_counts_twice(members, tmp_path):
     copy = tmp_path / "copy.npz"
     copy.write_bytes(members["a"].read_bytes())
