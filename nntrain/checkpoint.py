@@ -118,6 +118,7 @@ def _fsync_folder(folder: Path) -> None:
 @too_long_paths_refused()
 def load_checkpoint(path) -> Checkpoint:
     """Read and verify a checkpoint; any problem is a ``CheckpointError``.
+    ``path``: a str or pathlib.Path, a leading ``~`` expanded as the shell does.
 
     Every member's name, dtype and declared size are checked before any array is
     read, so a forged file is refused without unpickling or allocating anything.

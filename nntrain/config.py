@@ -935,7 +935,8 @@ def _yaml_kind(value) -> str:
 @too_long_paths_refused()
 def load_config(path=None, overrides: list[str] | None = None) -> dict:
     """Read, override and validate a config. No path: start from an empty config,
-    so the overrides must at least set train.epochs or train.iterations.
+    so the overrides must at least set train.epochs or train.iterations. A
+    leading ``~`` in ``path`` is expanded as the shell does.
 
     >>> cfg = load_config("configs/digits.yaml", ["train.epochs=5"])
     """

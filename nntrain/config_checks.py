@@ -53,10 +53,17 @@ def refuse(key: str, expected: str, value) -> None:
 
 def as_written(value) -> str:
     """A config value as YAML writes it (true, null, [1, 2], {center: true}), for
-    messages; a string quoted, a number as Python prints it."""
+    messages; a string quoted, a number as Python prints it, and Python's own
+    form for what YAML would spread over lines or cannot write (a Path)."""
     if value is None or isinstance(value, (bool, list, dict)):
-        text = yaml.safe_dump(value, default_flow_style=True, width=10**6)
-        return text.removesuffix("\n").removesuffix("\n...").strip()
+        try:
+            text = yaml.safe_dump(value, default_flow_style=True, width=10**6,
+                                  allow_unicode=True, sort_keys=False)
+        except yaml.YAMLError:
+            return repr(value)
+        text = text.removesuffix("\n").removesuffix("\n...").strip()
+        if "\n" not in text:
+            return text
     return repr(value)
 
 

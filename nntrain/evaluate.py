@@ -27,10 +27,14 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int):
     return np.bincount(flat, minlength=num_classes**2).reshape(num_classes, num_classes)
 
 
-def measure(scores: np.ndarray, y: np.ndarray, loss_name: str = "softmax") -> dict:
+def measure(scores: np.ndarray, y: np.ndarray, loss_name: str = "softmax",
+            widen: bool = False) -> dict:
     """Metrics of scores (N, C) against labels y (N,): the data loss (no weight
     decay), accuracy, per-class accuracy (None for a class with no samples) and the
-    confusion matrix as nested lists."""
+    confusion matrix as nested lists. ``widen``: a loss that overflows the scores'
+    dtype is taken again in float64 (for eval's report; a training run's
+    validation loss stays the one in its own dtype, which stops it when
+    non-finite)."""
     num_classes = scores.shape[1]
     predictions = scores.argmax(axis=1)
     confusion = confusion_matrix(y, predictions, num_classes)
@@ -43,10 +47,9 @@ def measure(scores: np.ndarray, y: np.ndarray, loss_name: str = "softmax") -> di
     # checks the loss it gets, so NumPy's own warnings would only add noise.
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         loss, _ = LOSSES[loss_name](scores, y) if len(y) else (float("nan"), None)
-        if not math.isfinite(loss) and np.isfinite(scores).all():
+        if widen and len(y) and not math.isfinite(loss) and np.isfinite(scores).all():
             # Finite float32 scores 3e38 apart overflow in their differences;
-            # float64 holds them. (Kept to this case: the loss a run records and
-            # decides on stays the one computed in its own dtype.)
+            # float64 holds them.
             loss, _ = LOSSES[loss_name](scores.astype(np.float64), y)
     return {
         "loss": float(loss),

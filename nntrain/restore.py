@@ -56,7 +56,8 @@ def evaluate_checkpoint(path, split: str = "test", data_path=None,
         raise preprocessing_overflow(error, f"the {split} split") from None
     X, y = prepared.splits[split]
     scores = checked_scores(restored.model, X, f"the {split} split", path)
-    return restored, prepared, scores, measure(scores, y, config["model"]["loss"])
+    return restored, prepared, scores, measure(scores, y, config["model"]["loss"],
+                                               widen=True)
 
 
 def migrate_config(saved, path, overrides=(), warn: bool = True) -> dict:
@@ -158,7 +159,8 @@ class Restored:
 @too_long_paths_refused()
 def restore(path, average: bool = False) -> Restored:
     """Rebuild the model and preprocessing of a checkpoint from the file alone;
-    ``average``: with the averaged weights (train.average) instead of the raw ones."""
+    ``average``: with the averaged weights (train.average) instead of the raw ones.
+    ``path``: a str or pathlib.Path, a leading ``~`` expanded as the shell does."""
     path = path_argument("path", path, "the checkpoint's path, a str or"
                          " pathlib.Path")
     check_flag("average", average)

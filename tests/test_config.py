@@ -391,6 +391,10 @@ def test_an_out_of_range_norm_epsilon_is_refused_beside_layers_too(write_config)
     ("optimizer: {name: null}", "invalid optimizer.name: null (choose one of:"),
     ("data: {preprocess: {center: true}}", "invalid data.preprocess: {center: true}"
                                            " (expected a list of steps"),
+    # Keys in their order, text as written; a newline in a string: Python's form.
+    ("data: {preprocess: {scale: 1, center: café}}", "invalid data.preprocess:"
+                                                     " {scale: 1, center: café}"),
+    ('model: {init: ["a\\nb"]}', "invalid model.init: ['a\\nb'] (choose one of:"),
 ])
 def test_refused_values_are_shown_as_yaml_writes_them(write_config, text, message):
     with pytest.raises(ConfigError, match=re.escape(message)):

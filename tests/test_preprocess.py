@@ -114,6 +114,41 @@ def test_a_feature_constant_but_for_rounding_near_1e_150_is_zeroed_not_refused()
     np.testing.assert_array_equal(factor[0], 0.0)
 
 
+@pytest.mark.parametrize("steps", [["scale"], ["scale", "center"], ["center",
+                                                                 "scale"]])
+def test_an_exact_constant_whose_float64_mean_rounds_is_still_zeroed(steps):
+    # A sum of 70 rows of 0.1 (or 1/3) is off by units in the mean's last place;
+    # the std of an exact constant must come out 0 all the same, not that error.
+    X = np.stack([np.full(70, 0.1), np.full(70, 1 / 3), np.arange(70.0)], axis=1)
+
+    prep = Preprocessor.fit(steps, X, np.float64)
+    factor = next(step for step in prep.steps if step.name == "scale").factor
+
+    np.testing.assert_array_equal(factor[:2], 0.0)
+    np.testing.assert_allclose(factor[2], 1 / np.arange(70.0).std(), rtol=1e-12)
+
+
+def test_float32_rounding_noise_is_zeroed_in_a_float64_run_too():
+    # float32 data (1000 plus 0 to 2 of its units in the last place) trained in
+    # float64: the noise is float32's, though the statistics are float64.
+    ulp = float(np.spacing(np.float32(1000)))
+    noise = np.random.default_rng(0).integers(0, 3, 50) * ulp
+    X = np.stack([1000 + noise, np.arange(50.0)], axis=1).astype(np.float32)
+
+    factor = Preprocessor.fit(["scale"], X, np.float64).steps[0].factor
+
+    np.testing.assert_array_equal(factor[0], 0.0)
+
+
+def test_a_spread_at_1e_150_above_rounding_is_refused_not_zeroed():
+    # 1e-12 apart at 1e-150: far above float64's rounding there, but its squares
+    # underflow. The feature varies: it must not be taken for a constant one.
+    X = np.array([[1e-150], [1e-150 * (1 + 1e-12)], [1e-150]])
+
+    with pytest.raises(DataError, match="too little for float64 to square"):
+        Preprocessor.fit(["center", "scale"], X, np.float64)
+
+
 def test_a_spread_too_small_for_float64_to_square_is_refused():
     # (1e-300)^2 underflows to 0: the std would come out 0 and the feature be
     # taken for a constant one.

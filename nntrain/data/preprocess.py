@@ -83,15 +83,24 @@ def column_mean(X: np.ndarray) -> np.ndarray:
 
 def column_mean_std(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-feature mean and (population) std of X: (N, D), in float64, two passes
-    over chunks of rows."""
+    over chunks of rows.
+
+    The second pass also sums the deviations, which would be 0 for an exact
+    mean, and corrects by them (the corrected two-pass algorithm): the first
+    pass's mean of a constant 0.1 is off by up to a hundred units in its last
+    place, and its std would be that error, not 0.
+    """
     mean = column_mean(X)
-    squares = np.zeros(X.shape[1])
+    deviations, squares = np.zeros(X.shape[1]), np.zeros(X.shape[1])
     for start in range(0, len(X), _CHUNK_ROWS):
         centered = X[start:start + _CHUNK_ROWS].astype(np.float64)
         centered -= mean
+        deviations += centered.sum(axis=0)
         squares += np.einsum("ij,ij->j", centered, centered)
+    offset = deviations / len(X)
+    variance = np.maximum(squares / len(X) - offset * offset, 0.0)
     # An infinite std would make Scale's factor 0: every feature silently zeroed.
-    return mean, _finite(np.sqrt(squares / len(X)))
+    return mean + offset, _finite(np.sqrt(variance))
 
 
 def _refuse_underflowed_spread(X: np.ndarray, std: np.ndarray,
@@ -197,13 +206,18 @@ class Scale:
     ROUNDING_ULPS = 4
 
     def fit(self, X: np.ndarray, input_shape=None,
-            removed_mean: np.ndarray | None = None) -> "Scale":
+            removed_mean: np.ndarray | None = None,
+            data_dtype: np.dtype | None = None) -> "Scale":
         """X: (N, D) training features; ``removed_mean``: (D,) the mean that
-        earlier steps took off X (see _mean_removed_by), or None."""
+        earlier steps took off X (see _mean_removed_by), or None;
+        ``data_dtype``: the type the data came in, whose rounding X keeps when
+        it is cast to a wider one (float32 data trained in float64)."""
         mean, std = column_mean_std(X)
         magnitude = np.abs(mean if removed_mean is None else mean + removed_mean)
-        # (D,) the largest std that rounding alone gives
-        noise = self.ROUNDING_ULPS * np.finfo(X.dtype).eps * magnitude
+        eps = np.finfo(X.dtype).eps
+        if data_dtype is not None and np.dtype(data_dtype).kind == "f":
+            eps = max(eps, np.finfo(data_dtype).eps)
+        noise = self.ROUNDING_ULPS * eps * magnitude  # (D,) rounding's largest std
         _refuse_underflowed_spread(X, std, noise)
         is_constant = std <= noise
         self.factor = np.zeros_like(std)
@@ -404,7 +418,7 @@ class Preprocessor:
             steps = []
             for entry in steps_config:
                 steps.append(_fitted(entry, _Streamed(X_train, steps), input_shape,
-                                     steps))
+                                     steps, X_train.dtype))
                 input_shape = steps[-1].widths()[1:]
             prep = cls(steps)
             return prep, prep._transform_in_float64(X_train, dtype,
@@ -413,7 +427,7 @@ class Preprocessor:
         X = np.array(X_train, dtype=dtype)
         steps = []
         for entry in steps_config:
-            step = _fitted(entry, X, input_shape, steps)
+            step = _fitted(entry, X, input_shape, steps, X_train.dtype)
             X = _transformed(step, X, "the training split")
             input_shape = X.shape[1:]
             steps.append(step)
@@ -509,16 +523,17 @@ class Preprocessor:
         return cls(steps)
 
 
-def _fitted(entry, X, input_shape, before: list):
+def _fitted(entry, X, input_shape, before: list, data_dtype: np.dtype):
     """The step a ``data.preprocess`` entry names, fitted on X: (N, D), an array
-    or a ``_Streamed`` view, the output of the steps ``before`` it."""
+    or a ``_Streamed`` view, the output of the steps ``before`` it, from data
+    that came in ``data_dtype``."""
     if isinstance(entry, str):
         name, options = entry, {}
     else:
         (name, options), = entry.items()
     step = STEPS[name](**options)
-    fit_options = ({"removed_mean": _mean_removed_by(before)}
-                   if isinstance(step, Scale) else {})
+    fit_options = ({"removed_mean": _mean_removed_by(before),
+                    "data_dtype": data_dtype} if isinstance(step, Scale) else {})
     try:
         with np.errstate(over="ignore", invalid="ignore"):
             return step.fit(X, input_shape, **fit_options)
