@@ -3,6 +3,7 @@
 import math
 import re
 import warnings
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -76,18 +77,24 @@ def test_a_feature_in_small_units_is_scaled_not_dropped(dtype, steps):
 # float32 as train.dtype: float64 data it would round takes the streamed route.
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("steps", STEPS_BEFORE_SCALE)
-def test_a_feature_constant_but_for_rounding_is_zeroed_after_centring_too(steps,
-                                                                         dtype):
-    # 1000 with every 7th value one unit in the last place higher: a std of 3e-14,
-    # rounding noise next to the feature's magnitude, though centring takes that
-    # magnitude off before scale sees it. Feature 1 varies: 1 / its std.
+def test_one_unit_in_the_last_place_of_variation_is_the_datas_and_is_scaled(steps,
+                                                                          dtype):
+    # 1000 with every 7th value one unit in the last place higher varies: its
+    # factor is 1 / its exact std (computed in fractions), not 0.
     X = np.stack([np.full(70, 1000.0), np.arange(70.0)], axis=1)
     X[::7, 0] = np.nextafter(1000.0, 2000.0)
 
     factor = Preprocessor.fit(steps, X, dtype).steps[-1].factor
 
-    np.testing.assert_array_equal(factor[0], 0.0)
-    np.testing.assert_allclose(factor[1], 1 / np.arange(70.0).std(), rtol=1e-12)
+    np.testing.assert_allclose(factor, [1 / _exact_std(X[:, 0]),
+                                        1 / _exact_std(X[:, 1])], rtol=1e-9)
+
+
+def _exact_std(values) -> float:
+    """The population std of ``values``, exactly, then rounded once."""
+    exact = [Fraction(float(value)) for value in values]
+    mean = sum(exact) / len(exact)
+    return math.sqrt(sum((value - mean) ** 2 for value in exact) / len(exact))
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -104,16 +111,6 @@ def test_a_small_spread_far_from_0_is_scaled_not_dropped(steps, dtype):
     np.testing.assert_allclose(factor, 1 / X.std(axis=0), rtol=1e-6)
 
 
-def test_a_feature_constant_but_for_rounding_near_1e_150_is_zeroed_not_refused():
-    # Its squares underflow float64 (std 0), but its values differ by one unit in
-    # the last place: a constant feature, not one too small to scale.
-    X = np.array([[1e-150, 1.0], [np.nextafter(1e-150, 1.0), 2.0], [1e-150, 3.0]])
-
-    factor = Preprocessor.fit(["center", "scale"], X, np.float64).steps[-1].factor
-
-    np.testing.assert_array_equal(factor[0], 0.0)
-
-
 @pytest.mark.parametrize("steps", [["scale"], ["scale", "center"], ["center",
                                                                  "scale"]])
 def test_an_exact_constant_whose_float64_mean_rounds_is_still_zeroed(steps):
@@ -128,37 +125,42 @@ def test_an_exact_constant_whose_float64_mean_rounds_is_still_zeroed(steps):
     np.testing.assert_allclose(factor[2], 1 / np.arange(70.0).std(), rtol=1e-12)
 
 
-def test_float32_rounding_noise_is_zeroed_in_a_float64_run_too():
-    # float32 data (1000 plus 0 to 2 of its units in the last place) trained in
-    # float64: the noise is float32's, though the statistics are float64.
-    ulp = float(np.spacing(np.float32(1000)))
-    noise = np.random.default_rng(0).integers(0, 3, 50) * ulp
-    X = np.stack([1000 + noise, np.arange(50.0)], axis=1).astype(np.float32)
+@pytest.mark.parametrize("spread", [1e-150, 1e-162, 1e-300])
+def test_a_spread_whose_squares_underflow_is_scaled_exactly(spread):
+    # Its squares (1e-300 and below) are subnormal or 0 in float64; the
+    # deviations, scaled by a power of two first, give its std all the same.
+    X = np.array([[5.0, 0.0], [6.0, 2 * spread]] * 500)
 
-    factor = Preprocessor.fit(["scale"], X, np.float64).steps[0].factor
+    factor = Preprocessor.fit(["center", "scale"], X, np.float64).steps[-1].factor
 
-    np.testing.assert_array_equal(factor[0], 0.0)
-
-
-def test_a_spread_at_1e_150_above_rounding_is_refused_not_zeroed():
-    # 1e-12 apart at 1e-150: far above float64's rounding there, but its squares
-    # underflow. The feature varies: it must not be taken for a constant one.
-    X = np.array([[1e-150], [1e-150 * (1 + 1e-12)], [1e-150]])
-
-    with pytest.raises(DataError, match="too little for float64 to square"):
-        Preprocessor.fit(["center", "scale"], X, np.float64)
+    np.testing.assert_allclose(factor[1] * spread, 1.0, rtol=1e-12)
 
 
-def test_a_spread_too_small_for_float64_to_square_is_refused():
-    # (1e-300)^2 underflows to 0: the std would come out 0 and the feature be
-    # taken for a constant one.
-    X = np.array([[5.0, -1e-300], [6.0, 1e-300]])
+def test_a_spread_of_subnormal_steps_that_no_float_can_invert_is_refused():
+    X = np.array([[5.0, 0.0], [6.0, 5e-324], [7.0, 0.0]])
 
     with pytest.raises(DataError, match="^" + re.escape(
             "preprocessing step scale cannot fit the training split: feature 1"
-            " (counted from 0) varies, from -1e-300 to 1e-300, too little for float64"
-            " to square; scale the data up (multiply it by a power of ten)") + "$"):
+            " (counted from 0) varies, from 0 to 4.9406564584124654e-324, too little"
+            " for float64 to divide by; scale the data up (multiply it by a power of"
+            " ten)") + "$"):
         Preprocessor.fit(["scale"], X, np.float64)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_small_variation_far_from_0_is_scaled_in_any_type(dtype):
+    # Years in float16 (std 7 on 2012, 0.4 % of it), integers near 1e7 and float32
+    # timestamps: all vary, and all get 1 / their exact std.
+    rng = np.random.default_rng(0)
+    columns = [rng.integers(2000, 2025, 300).astype(np.float16),
+               (10_000_000 + rng.integers(0, 11, 300)).astype(np.int64),
+               (1.7e9 + rng.uniform(0, 1800, 300)).astype(np.float32)]
+
+    for column in columns:
+        factor = Preprocessor.fit(["center", "scale"], column[:, None], dtype)
+        exact = _exact_std(column)
+
+        np.testing.assert_allclose(factor.steps[-1].factor, [1 / exact], rtol=1e-7)
 
 
 def test_a_std_whose_inverse_float32_cannot_hold_says_to_scale_the_data_up():
@@ -453,7 +455,7 @@ def test_the_same_features_fit_in_float64():
 
 # Finite float64 values whose squares (1e400) or sums (2e308) do not fit float64.
 @pytest.mark.parametrize("steps, magnitude", [
-    (["scale"], 1e200),  # the std would be inf, and 1 / inf a factor of 0
+    (["scale"], 1e308),  # the sum would be inf, and the mean with it
     (["center"], 1e308),
     ([{"pca": {"components": 1}}], 1e200),
     (["whiten"], 1e200),

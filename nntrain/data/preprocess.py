@@ -81,50 +81,40 @@ def column_mean(X: np.ndarray) -> np.ndarray:
     return _finite(total / len(X))
 
 
-def column_mean_std(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-feature mean and (population) std of X: (N, D), in float64, two passes
-    over chunks of rows.
+def column_spread(X: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Per-feature (mean, std, lowest, highest) of X: (N, D), in float64, two
+    passes over chunks of rows.
 
-    The second pass also sums the deviations, which would be 0 for an exact
-    mean, and corrects by them (the corrected two-pass algorithm): the first
-    pass's mean of a constant 0.1 is off by up to a hundred units in its last
-    place, and its std would be that error, not 0.
+    The second pass scales each feature's deviations from the mean by the power
+    of two nearest its largest one, which is exact, so that their squares
+    neither overflow (values near 1e200) nor underflow (a spread near 1e-160,
+    whose squares lose their digits in float64's subnormal numbers). It also
+    sums the deviations and corrects by them (the corrected two-pass algorithm):
+    the first pass's mean of 70 rows of 0.1 is off by units in its last place.
     """
-    mean = column_mean(X)
+    total = np.zeros(X.shape[1])
+    low, high = np.full(X.shape[1], np.inf), np.full(X.shape[1], -np.inf)
+    for start in range(0, len(X), _CHUNK_ROWS):
+        chunk = X[start:start + _CHUNK_ROWS]
+        total += chunk.sum(axis=0, dtype=np.float64)
+        np.minimum(low, chunk.min(axis=0), out=low)
+        np.maximum(high, chunk.max(axis=0), out=high)
+    mean = _finite(total / len(X))
+    with np.errstate(over="ignore"):
+        largest = _finite(np.maximum(high - mean, mean - low))  # (D,) deviations
+    _, exponent = np.frexp(largest)  # (D,) ints: largest = m 2^exponent, m < 1
+
     deviations, squares = np.zeros(X.shape[1]), np.zeros(X.shape[1])
     for start in range(0, len(X), _CHUNK_ROWS):
         centered = X[start:start + _CHUNK_ROWS].astype(np.float64)
         centered -= mean
-        deviations += centered.sum(axis=0)
-        squares += np.einsum("ij,ij->j", centered, centered)
+        scaled = np.ldexp(centered, -exponent)  # within [-1, 1]
+        deviations += scaled.sum(axis=0)
+        squares += np.einsum("ij,ij->j", scaled, scaled)
     offset = deviations / len(X)
     variance = np.maximum(squares / len(X) - offset * offset, 0.0)
-    # An infinite std would make Scale's factor 0: every feature silently zeroed.
-    return mean + offset, _finite(np.sqrt(variance))
-
-
-def _refuse_underflowed_spread(X: np.ndarray, std: np.ndarray,
-                               noise: np.ndarray) -> None:
-    """A DataError for a feature of X: (N, D) whose std came out 0 though its
-    values differ by more than ``noise`` (D,): below about 1e-154 their squares
-    underflow float64, and the feature would be taken for a constant one and
-    zeroed."""
-    zero = np.flatnonzero(std == 0)
-    if not zero.size:
-        return
-    low, high = np.full(zero.size, np.inf), np.full(zero.size, -np.inf)
-    for start in range(0, len(X), _CHUNK_ROWS):
-        chunk = X[start:start + _CHUNK_ROWS][:, zero]
-        np.minimum(low, chunk.min(axis=0), out=low)
-        np.maximum(high, chunk.max(axis=0), out=high)
-    varies = np.flatnonzero(high - low > noise[zero])
-    if varies.size:
-        feature = zero[varies[0]]
-        raise DataError(
-            f"preprocessing step scale cannot fit the training split: feature"
-            f" {feature} (counted from 0) varies, from {low[varies[0]]:.3g} to"
-            f" {high[varies[0]]:.3g}, too little for float64 to square; scale the"
-            " data up (multiply it by a power of ten)")
+    std = np.ldexp(np.sqrt(variance), exponent)
+    return mean + np.ldexp(offset, exponent), std, low, high
 
 
 class Center:
@@ -188,40 +178,35 @@ class ImageMean(Center):
 class Scale:
     """Divide each feature by its training standard deviation.
 
-    A feature whose standard deviation is within rounding of its magnitude is
-    constant; dividing by it would blow rounding noise up to unit size, so such a
-    feature is multiplied by 0 instead (it carries no information). "Within
-    rounding" means std <= ROUNDING_ULPS * eps * |mean|: a few units in the last
-    place of the feature's magnitude, in the float type the statistics are taken
-    from (float32's eps 1.2e-7, or float64's 2.2e-16 for float64 data that float32
-    would round). So a feature in small units (1e-9 +- 1e-9) and one far from 0
-    (a timestamp, 1.7e9 +- 10) both vary and are kept. The mean is the feature's
-    before an earlier center or image_mean step took it off (after it, a constant
-    feature's mean and noise are both near 0); a std of 0 is always constant. No
-    division warnings.
+    A feature that holds one value over the whole training split is constant: it
+    carries no information, and its factor is 0 (no division by 0, no
+    warnings). Any other feature is divided by its std, however small its
+    variation next to its magnitude or its units: that variation is the data's
+    (a year in float16, a timestamp, a length in nanometres). A feature constant
+    but for rounding noise (a mean computed in two orders) is scaled too, to
+    noise of unit size; leave it out of the data if that matters.
     """
 
     name = "scale"
     kept = {"factor": 1}
-    ROUNDING_ULPS = 4
 
-    def fit(self, X: np.ndarray, input_shape=None,
-            removed_mean: np.ndarray | None = None,
-            data_dtype: np.dtype | None = None) -> "Scale":
-        """X: (N, D) training features; ``removed_mean``: (D,) the mean that
-        earlier steps took off X (see _mean_removed_by), or None;
-        ``data_dtype``: the type the data came in, whose rounding X keeps when
-        it is cast to a wider one (float32 data trained in float64)."""
-        mean, std = column_mean_std(X)
-        magnitude = np.abs(mean if removed_mean is None else mean + removed_mean)
-        eps = np.finfo(X.dtype).eps
-        if data_dtype is not None and np.dtype(data_dtype).kind == "f":
-            eps = max(eps, np.finfo(data_dtype).eps)
-        noise = self.ROUNDING_ULPS * eps * magnitude  # (D,) rounding's largest std
-        _refuse_underflowed_spread(X, std, noise)
-        is_constant = std <= noise
-        self.factor = np.zeros_like(std)
-        np.divide(1.0, std, out=self.factor, where=~is_constant)
+    def fit(self, X: np.ndarray, input_shape=None) -> "Scale":
+        """X: (N, D) training features."""
+        _, std, low, high = column_spread(X)
+        varies = low != high
+        with np.errstate(divide="ignore", over="ignore"):
+            inverse = 1.0 / std
+        beyond = np.flatnonzero(varies & ~np.isfinite(inverse))
+        if beyond.size:
+            # A spread of a few subnormal steps (below ~1e-308): no float holds
+            # its inverse.
+            feature = beyond[0]
+            raise DataError(
+                f"preprocessing step scale cannot fit the training split: feature"
+                f" {feature} (counted from 0) varies, from {low[feature]:.17g} to"
+                f" {high[feature]:.17g}, too little for float64 to divide by; scale"
+                " the data up (multiply it by a power of ten)")
+        self.factor = np.where(varies, inverse, 0.0)
         return self
 
     def transform(self, X: np.ndarray) -> np.ndarray:
@@ -383,10 +368,6 @@ class _Streamed:
         width = steps[-1].widths()[1] if steps else X.shape[1]
         self.shape = (len(X), width)
 
-    @property
-    def dtype(self) -> np.dtype:
-        return np.dtype(np.float64)  # the rows' type, as __getitem__ gives them
-
     def __len__(self) -> int:
         return len(self.X)
 
@@ -417,8 +398,7 @@ class Preprocessor:
         if not _exact_in(X_train, dtype):
             steps = []
             for entry in steps_config:
-                steps.append(_fitted(entry, _Streamed(X_train, steps), input_shape,
-                                     steps, X_train.dtype))
+                steps.append(_fitted(entry, _Streamed(X_train, steps), input_shape))
                 input_shape = steps[-1].widths()[1:]
             prep = cls(steps)
             return prep, prep._transform_in_float64(X_train, dtype,
@@ -427,7 +407,7 @@ class Preprocessor:
         X = np.array(X_train, dtype=dtype)
         steps = []
         for entry in steps_config:
-            step = _fitted(entry, X, input_shape, steps, X_train.dtype)
+            step = _fitted(entry, X, input_shape)
             X = _transformed(step, X, "the training split")
             input_shape = X.shape[1:]
             steps.append(step)
@@ -523,37 +503,21 @@ class Preprocessor:
         return cls(steps)
 
 
-def _fitted(entry, X, input_shape, before: list, data_dtype: np.dtype):
+def _fitted(entry, X, input_shape):
     """The step a ``data.preprocess`` entry names, fitted on X: (N, D), an array
-    or a ``_Streamed`` view, the output of the steps ``before`` it, from data
-    that came in ``data_dtype``."""
+    or a ``_Streamed`` view."""
     if isinstance(entry, str):
         name, options = entry, {}
     else:
         (name, options), = entry.items()
-    step = STEPS[name](**options)
-    fit_options = ({"removed_mean": _mean_removed_by(before),
-                    "data_dtype": data_dtype} if isinstance(step, Scale) else {})
     try:
         with np.errstate(over="ignore", invalid="ignore"):
-            return step.fit(X, input_shape, **fit_options)
+            return STEPS[name](**options).fit(X, input_shape)
     except _Overflow:
         raise DataError(
             f"preprocessing step {name} cannot fit the training split: its"
             " statistics overflow float64, as the values are too large;"
             " scale the data down (divide it by a power of ten)") from None
-
-
-def _mean_removed_by(steps: list) -> np.ndarray | None:
-    """The (D,) mean that ``steps`` took off the features when all they did was
-    shift them (center, image_mean), which tells scale each feature's magnitude;
-    None when there are none, or when one changed the features otherwise."""
-    removed = None
-    for step in steps:
-        if not isinstance(step, Center):  # image_mean is a Center too
-            return None
-        removed = step.mean if removed is None else removed + step.mean
-    return removed
 
 
 def _non_finite_feature(X: np.ndarray) -> int | None:
