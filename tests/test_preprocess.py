@@ -77,17 +77,22 @@ def test_a_feature_in_small_units_is_scaled_not_dropped(dtype, steps):
 # float32 as train.dtype: float64 data it would round takes the streamed route.
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("steps", STEPS_BEFORE_SCALE)
-def test_one_unit_in_the_last_place_of_variation_is_the_datas_and_is_scaled(steps,
-                                                                          dtype):
-    # 1000 with every 7th value one unit in the last place higher varies: its
-    # factor is 1 / its exact std (computed in fractions), not 0.
+def test_one_unit_in_the_last_place_of_variation_is_scaled_once_centred(steps,
+                                                                       dtype):
+    # 1000 with every 7th value one unit in the last place higher. Centred, it
+    # varies around 0: its factor is 1 / its exact std (in fractions). Not
+    # centred, 1000 / that std would be a constant 3e16, its variation rounded
+    # away: such a feature gets 0.
     X = np.stack([np.full(70, 1000.0), np.arange(70.0)], axis=1)
     X[::7, 0] = np.nextafter(1000.0, 2000.0)
 
-    factor = Preprocessor.fit(steps, X, dtype).steps[-1].factor
+    prep, out = Preprocessor.fit_transform(steps, X, dtype)
+    factor = prep.steps[-1].factor
 
-    np.testing.assert_allclose(factor, [1 / _exact_std(X[:, 0]),
+    centred = steps != ["scale"]
+    np.testing.assert_allclose(factor, [1 / _exact_std(X[:, 0]) if centred else 0,
                                         1 / _exact_std(X[:, 1])], rtol=1e-9)
+    assert np.abs(out).max() < 10
 
 
 def _exact_std(values) -> float:
@@ -137,13 +142,13 @@ def test_a_spread_whose_squares_underflow_is_scaled_exactly(spread):
 
 
 def test_a_spread_of_subnormal_steps_that_no_float_can_invert_is_refused():
-    X = np.array([[5.0, 0.0], [6.0, 5e-324], [7.0, 0.0]])
+    # A std of 5e-322, whose inverse (2e321) is past float64's 1.8e308.
+    X = np.array([[5.0, 0.0], [6.0, 1e-321]])
 
     with pytest.raises(DataError, match="^" + re.escape(
             "preprocessing step scale cannot fit the training split: feature 1"
-            " (counted from 0) varies, from 0 to 4.9406564584124654e-324, too little"
-            " for float64 to divide by; scale the data up (multiply it by a power of"
-            " ten)") + "$"):
+            " (counted from 0) varies, from 0.0 to 1e-321, too little for float64 to"
+            " divide by; scale the data up (multiply it by a power of ten)") + "$"):
         Preprocessor.fit(["scale"], X, np.float64)
 
 
@@ -673,3 +678,18 @@ def test_whitening_that_overflows_with_a_tiny_epsilon_names_the_epsilon():
     assert str(caught.value).endswith(
         "; raise whiten's epsilon (now 1e-300; a direction the training data hardly"
         " fills is multiplied by up to 1 / sqrt(epsilon)), or scale the data down")
+
+
+@pytest.mark.parametrize("step", [{"pca": {"components": 3}},
+                                  {"whiten": {"components": 3}}])
+def test_a_constant_feature_kept_as_a_component_is_not_blown_up_by_scale(step):
+    # The constant 0.1 becomes a component of about 1e-17 plus 1e-30 of the
+    # others (rounding in the eigenvectors): scaled, a constant of 1e16.
+    rng = np.random.default_rng(0)
+    X = np.column_stack([rng.normal(size=3000), rng.normal(size=3000),
+                         np.full(3000, 0.1)])
+
+    prep, out = Preprocessor.fit_transform([step, "scale"], X, np.float32)
+
+    assert np.abs(out).max() < 10
+    assert np.count_nonzero(prep.steps[-1].factor) == 2

@@ -85,8 +85,8 @@ def column_spread(X: np.ndarray) -> tuple[np.ndarray, ...]:
     """Per-feature (mean, std, lowest, highest) of X: (N, D), in float64, two
     passes over chunks of rows.
 
-    The second pass scales each feature's deviations from the mean by the power
-    of two nearest its largest one, which is exact, so that their squares
+    The second pass divides each feature's deviations from the mean by the power
+    of two at or above its largest one, which is exact, so that their squares
     neither overflow (values near 1e200) nor underflow (a spread near 1e-160,
     whose squares lose their digits in float64's subnormal numbers). It also
     sums the deviations and corrects by them (the corrected two-pass algorithm):
@@ -108,9 +108,9 @@ def column_spread(X: np.ndarray) -> tuple[np.ndarray, ...]:
     for start in range(0, len(X), _CHUNK_ROWS):
         centered = X[start:start + _CHUNK_ROWS].astype(np.float64)
         centered -= mean
-        scaled = np.ldexp(centered, -exponent)  # within [-1, 1]
-        deviations += scaled.sum(axis=0)
-        squares += np.einsum("ij,ij->j", scaled, scaled)
+        np.ldexp(centered, -exponent, out=centered)  # within [-1, 1]
+        deviations += centered.sum(axis=0)
+        squares += np.einsum("ij,ij->j", centered, centered)
     offset = deviations / len(X)
     variance = np.maximum(squares / len(X) - offset * offset, 0.0)
     std = np.ldexp(np.sqrt(variance), exponent)
@@ -180,20 +180,27 @@ class Scale:
 
     A feature that holds one value over the whole training split is constant: it
     carries no information, and its factor is 0 (no division by 0, no
-    warnings). Any other feature is divided by its std, however small its
-    variation next to its magnitude or its units: that variation is the data's
-    (a year in float16, a timestamp, a length in nanometres). A feature constant
-    but for rounding noise (a mean computed in two orders) is scaled too, to
-    noise of unit size; leave it out of the data if that matters.
+    warnings). So is one whose std is within ROUNDING_ULPS units in the last
+    place of its values as this step sees them, in the type it computes in
+    (float64 for float64 data that float32 would round): divided by that std,
+    its values would be a constant of 1e7 or more (1e15 in float64), their
+    variation rounded away. Any other feature is
+    divided by its std, however small its variation next to its size or its
+    units (a year in float16, a timestamp, a length in nanometres), which after
+    a `center` step is measured against values near 0. A feature constant but
+    for rounding noise in data already centred (values that differ in their last
+    digits) is scaled too, to noise of unit size.
     """
 
     name = "scale"
     kept = {"factor": 1}
+    ROUNDING_ULPS = 4
 
     def fit(self, X: np.ndarray, input_shape=None) -> "Scale":
         """X: (N, D) training features."""
-        _, std, low, high = column_spread(X)
-        varies = low != high
+        mean, std, low, high = column_spread(X)
+        eps = np.finfo(X.dtype).eps
+        varies = (low != high) & (std > self.ROUNDING_ULPS * eps * np.abs(mean))
         with np.errstate(divide="ignore", over="ignore"):
             inverse = 1.0 / std
         beyond = np.flatnonzero(varies & ~np.isfinite(inverse))
@@ -203,9 +210,9 @@ class Scale:
             feature = beyond[0]
             raise DataError(
                 f"preprocessing step scale cannot fit the training split: feature"
-                f" {feature} (counted from 0) varies, from {low[feature]:.17g} to"
-                f" {high[feature]:.17g}, too little for float64 to divide by; scale"
-                " the data up (multiply it by a power of ten)")
+                f" {feature} (counted from 0) varies, from {float(low[feature])!r} to"
+                f" {float(high[feature])!r}, too little for float64 to divide by;"
+                " scale the data up (multiply it by a power of ten)")
         self.factor = np.where(varies, inverse, 0.0)
         return self
 
@@ -367,6 +374,10 @@ class _Streamed:
         self.X, self.steps = X, list(steps)
         width = steps[-1].widths()[1] if steps else X.shape[1]
         self.shape = (len(X), width)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(np.float64)  # the rows' type, as __getitem__ gives them
 
     def __len__(self) -> int:
         return len(self.X)
