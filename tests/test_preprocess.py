@@ -10,7 +10,7 @@ import pytest
 from conftest import TINY_VALIDATION, tiny_arrays, tiny_config_dict
 
 from nntrain.config import resolve_config
-from nntrain.data.preprocess import STEPS, Center, Preprocessor, Scale
+from nntrain.data.preprocess import STEPS, Center, Preprocessor, Scale, column_mean
 from nntrain.errors import CheckpointError, ConfigError, DataError, DataWarning
 from nntrain.prepare import prepare_data
 
@@ -693,3 +693,32 @@ def test_a_constant_feature_kept_as_a_component_is_not_blown_up_by_scale(step):
 
     assert np.abs(out).max() < 10
     assert np.count_nonzero(prep.steps[-1].factor) == 2
+
+
+def test_the_mean_of_a_million_rows_is_exact_to_its_last_place():
+    # Chunk sums added one after another leave 0.1's mean ~90 units in its last
+    # place off; centred by that mean, a constant feature would not be 0.
+    X = np.full((1_000_000, 1), 0.1)
+
+    assert column_mean(X)[0] == 0.1
+
+
+def test_a_feature_with_one_outlier_in_a_million_is_standardized_not_blown_up():
+    # 0.1 everywhere but one row one unit in the last place higher: centred and
+    # scaled, std 1, the outlier at about sqrt(N) = 1000, the rest at 0 (the true
+    # mean, 1e-6 of a unit above 0.1, rounds to 0.1), so a mean of 0.001.
+    X = np.full((1_000_000, 1), 0.1)
+    X[0, 0] = np.nextafter(0.1, 1.0)
+
+    _, out = Preprocessor.fit_transform(["center", "scale"], X, np.float32)
+
+    assert abs(float(out.astype(np.float64).mean())) < 2e-3
+    assert float(out.astype(np.float64).std()) == pytest.approx(1.0, rel=1e-3)
+    assert out[0, 0] == pytest.approx(1000.0, rel=1e-3)
+
+
+def test_a_spread_whose_std_rounds_to_0_is_refused_not_zeroed():
+    X = np.array([[5e-324], [1e-323]])  # a std of 2.5e-324, below every float
+
+    with pytest.raises(DataError, match="too little for float64 to divide by"):
+        Preprocessor.fit(["center", "scale"], X, np.float64)

@@ -74,11 +74,20 @@ def _finite(statistic: np.ndarray) -> np.ndarray:
 
 
 def column_mean(X: np.ndarray) -> np.ndarray:
-    """Per-feature mean of X: (N, D) in float64, summed over chunks of rows."""
+    """Per-feature mean of X: (N, D) in float64, summed over chunks of rows, then
+    corrected by the mean of the deviations from it (a second pass): the chunks'
+    sums, added one after another, leave the mean of a million rows of 0.1 some
+    ninety units in its last place off, which `center` would leave in every
+    value and `scale` then blow up."""
     total = np.zeros(X.shape[1])
     for start in range(0, len(X), _CHUNK_ROWS):
         total += X[start:start + _CHUNK_ROWS].sum(axis=0, dtype=np.float64)
-    return _finite(total / len(X))
+    mean = _finite(total / len(X))
+    deviations = np.zeros(X.shape[1])
+    for start in range(0, len(X), _CHUNK_ROWS):
+        chunk = X[start:start + _CHUNK_ROWS].astype(np.float64)
+        deviations += (chunk - mean).sum(axis=0)
+    return mean + deviations / len(X)
 
 
 def column_spread(X: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -180,11 +189,11 @@ class Scale:
 
     A feature that holds one value over the whole training split is constant: it
     carries no information, and its factor is 0 (no division by 0, no
-    warnings). So is one whose std is within ROUNDING_ULPS units in the last
-    place of its values as this step sees them, in the type it computes in
-    (float64 for float64 data that float32 would round): divided by that std,
-    its values would be a constant of 1e7 or more (1e15 in float64), their
-    variation rounded away. Any other feature is
+    warnings). So is one whose std is at most ROUNDING_ULPS * eps * |mean|, its
+    values as this step sees them (a few units in their last place), eps that of
+    the type it computes in (float64 for data that float32 cannot hold
+    exactly): divided by that std, its values would be a constant of 1e7 or
+    more (1e15 in float64), their variation rounded away. Any other feature is
     divided by its std, however small its variation next to its size or its
     units (a year in float16, a timestamp, a length in nanometres), which after
     a `center` step is measured against values near 0. A feature constant but
@@ -203,7 +212,8 @@ class Scale:
         varies = (low != high) & (std > self.ROUNDING_ULPS * eps * np.abs(mean))
         with np.errstate(divide="ignore", over="ignore"):
             inverse = 1.0 / std
-        beyond = np.flatnonzero(varies & ~np.isfinite(inverse))
+        # A std that rounds to 0, or whose inverse passes float64's range.
+        beyond = np.flatnonzero((low != high) & ~np.isfinite(inverse))
         if beyond.size:
             # A spread of a few subnormal steps (below ~1e-308): no float holds
             # its inverse.
