@@ -17,7 +17,6 @@ import contextlib
 import importlib.util
 import json
 import math
-import os
 import textwrap
 import warnings
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nntrain.arguments import check_path_argument
+from nntrain.arguments import path_argument
 from nntrain.errors import (
     BadInputError,
     CheckpointError,
@@ -34,7 +33,6 @@ from nntrain.errors import (
     NNTrainError,
 )
 from nntrain.fileio import (
-    expand_home,
     folders_removed_on_error,
     make_output_folder,
     read_fix,
@@ -382,15 +380,14 @@ def plot_run(run_dir, out_dir=None, *, data_path=None,
     PlotWarning, the best val_accuracy when config.yaml does not say or cannot
     be read).
     """
-    check_path_argument("run_dir", run_dir, "the run directory's path, a str or"
-                        " pathlib.Path")
+    # Each ~ expanded, as fit does for run_dir: a folder named ~ would be a trap
+    # for rm -rf ~.
+    run_dir = Path(path_argument("run_dir", run_dir, "the run directory's path, a"
+                                 " str or pathlib.Path"))
     if out_dir is not None:
-        check_path_argument("out_dir", out_dir, "a folder path, a str or"
-                            " pathlib.Path, or None for run_dir/plots")
-        # As fit does for run_dir: a folder named ~ would be a trap for rm -rf ~.
-        out_dir = expand_home(os.fspath(out_dir))
+        out_dir = path_argument("out_dir", out_dir, "a folder path, a str or"
+                                " pathlib.Path, or None for run_dir/plots")
     _figure_tools()
-    run_dir = Path(expand_home(os.fspath(run_dir)))
     _refuse_part_of_a_run(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise BadInputError(f"{run_dir} is a file, not a run directory; give the"

@@ -10,7 +10,7 @@ import weakref
 from dataclasses import replace
 from pathlib import Path
 
-from nntrain.arguments import check_path_argument
+from nntrain.arguments import path_argument
 from nntrain.checkpoint import load_checkpoint
 from nntrain.config import MONITORS, resolve_config
 from nntrain.errors import (
@@ -23,7 +23,6 @@ from nntrain.errors import (
 )
 from nntrain.fileio import (
     STUDY_FOLDER_ROOM,
-    expand_home,
     make_output_folder,
     path_too_long,
     shortened_path,
@@ -100,11 +99,10 @@ class Study:
         if not isinstance(spec, SearchSpec):
             raise TypeError(f"spec is {type(spec).__name__}; give the SearchSpec"
                             " that load_search_config returns")
-        check_path_argument("out", out, "the study folder's path, a str or"
-                            " pathlib.Path")
         # A leading ~ expanded, as fit does for run_dir: a folder named ~ in the
         # current one is a trap for a later rm -rf ~.
-        self.out = Path(expand_home(os.fspath(out))).resolve()
+        self.out = Path(path_argument("out", out, "the study folder's path, a str"
+                                      " or pathlib.Path")).resolve()
         self.config, self.spec = config, spec
         self._release = None
         self._closed = False
