@@ -409,9 +409,19 @@ def _column_norms(W: np.ndarray) -> np.ndarray:
         norms = np.sqrt(np.sum(W * W, axis=0)).astype(np.float64)
     overflowed = np.flatnonzero(np.isinf(norms))
     if overflowed.size:
-        columns = W[:, overflowed].astype(np.float64)  # (D, K)
-        largest = np.abs(columns).max(axis=0)
-        with np.errstate(invalid="ignore"):  # inf / inf: a non-finite column
-            columns /= largest
-        norms[overflowed] = largest * np.sqrt(np.sum(columns * columns, axis=0))
+        norms[overflowed] = rescaled_norm(W[:, overflowed], axis=0)
     return norms
+
+
+def rescaled_norm(array: np.ndarray, axis=None):
+    """The L2 norm of ``array`` (along ``axis``), in float64, each slice divided
+    by its largest entry before squaring: squares past the dtype's range (entries
+    beyond 1.8e19 in float32) still add up. A slice holding inf or NaN gives NaN.
+    For the rare array whose fast norm overflowed (max-norm, clipping)."""
+    values = array.astype(np.float64)
+    largest = np.abs(values).max(axis=axis, keepdims=True)
+    with np.errstate(invalid="ignore"):  # inf / inf: a non-finite slice
+        values /= largest
+    squares = np.sum(values * values, axis=axis, keepdims=True)
+    norm = largest * np.sqrt(squares)
+    return norm.item() if axis is None else norm.squeeze(axis)

@@ -4,6 +4,8 @@ import math
 
 import numpy as np
 
+from nntrain.nn.functional import rescaled_norm
+
 
 def global_norm(grads: dict) -> float:
     """The L2 norm of all gradient arrays taken together."""
@@ -22,11 +24,8 @@ def _squared_norm(grad: np.ndarray) -> float:
         squared = float(np.vdot(grad, grad))
     if not math.isinf(squared):
         return squared
-    largest = float(np.abs(grad).max())
-    if not math.isfinite(largest):
-        return squared
-    scaled = grad.astype(np.float64) / largest
-    return largest * largest * float(np.vdot(scaled, scaled))
+    norm = rescaled_norm(grad)
+    return squared if math.isnan(norm) else norm * norm
 
 
 def clip_gradients(grads: dict, clip: dict | None) -> float:
