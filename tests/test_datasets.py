@@ -282,9 +282,20 @@ def test_npz_stray_large_label_is_refused(write_npz, stray, empty):
         load_dataset(data_config(path=path), seed=0)
 
 
-def test_npz_missing_classes_pass_while_half_have_samples(write_npz):
+@pytest.mark.parametrize("labels, warned", [
+    # Classes 1 and 2 without a sample: 2 of 4, which still pass.
+    ([0, 3], "2 classes (1, 2) have no training sample of the 4 that y_train's"
+             " labels make (0..3); number the classes 0..C-1 without gaps"),
+    ([1, 2, 3], "class 0 has no training sample of the 4 that y_train's labels"
+                " make (0..3); if the labels are numbered from 1, subtract 1"),
+    # More than class 0 missing: subtracting 1 would leave a gap.
+    ([1, 3], "2 classes (0, 2) have no training sample of the 4 that y_train's"
+             " labels make (0..3); number the classes 0..C-1 without gaps"),
+])
+def test_npz_classes_without_a_training_sample_pass_with_a_warning(write_npz,
+                                                                   labels, warned):
     X = np.arange(24, dtype=np.float64).reshape(12, 2)
-    y = np.array([0, 3] * 6)  # classes 1 and 2 without a sample: 2 of 4
+    y = np.array(labels * (12 // len(labels)))
     path = write_npz(X_train=X, y_train=y, X_test=X[:2], y_test=y[:2])
 
     with pytest.warns(DataWarning) as caught:
@@ -292,35 +303,7 @@ def test_npz_missing_classes_pass_while_half_have_samples(write_npz):
 
     assert data.class_names == ("0", "1", "2", "3")
     assert [str(warning.message) for warning in caught] == [
-        f"{path}: 2 classes (1, 2) have no training sample of the 4 that y_train's"
-        " labels make (0..3); number the classes 0..C-1 without gaps, or save"
-        " class_names to declare every class"]
-
-
-def test_npz_labels_numbered_from_1_are_warned_of(write_npz):
-    X = np.arange(24, dtype=np.float64).reshape(12, 2)
-    path = write_npz(X_train=X, y_train=np.array([1, 2, 3] * 4))
-
-    with pytest.warns(DataWarning) as caught:
-        load_dataset(data_config(path=path), seed=0)
-
-    assert [str(warning.message) for warning in caught] == [
-        f"{path}: class 0 has no training sample of the 4 that y_train's labels"
-        " make (0..3); if the labels are numbered from 1, subtract 1, or save"
-        " class_names to declare every class"]
-
-
-def test_npz_labels_missing_more_than_class_0_are_not_told_to_subtract_1(write_npz):
-    X = np.arange(24, dtype=np.float64).reshape(12, 2)
-    path = write_npz(X_train=X, y_train=np.array([1, 3] * 6))
-
-    with pytest.warns(DataWarning) as caught:
-        load_dataset(data_config(path=path), seed=0)
-
-    assert [str(warning.message) for warning in caught] == [
-        f"{path}: 2 classes (0, 2) have no training sample of the 4 that y_train's"
-        " labels make (0..3); number the classes 0..C-1 without gaps, or save"
-        " class_names to declare every class"]
+        f"{path}: {warned}, or save class_names to declare every class"]
 
 
 def test_npz_declared_classes_without_samples_are_not_warned_of(write_npz):

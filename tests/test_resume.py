@@ -1033,75 +1033,38 @@ def test_eval_of_a_run_whose_data_moved_says_to_pass_data(finished_run, tiny_npz
             " data the checkpoint was trained on") in other.stderr
 
 
-def test_eval_of_the_same_values_saved_in_another_dtype_names_the_dtypes(
-        tmp_path, write_npz, write_config):
-    as_float32 = {key: value.astype(np.float32) if key.startswith("X") else value
-                  for key, value in tiny_arrays().items()}
-    raw = tiny_config_dict(write_npz("f32.npz", **as_float32))
-    raw["train"].update(epochs=1, plots=False)
-    run = tmp_path / "run"
-    assert invoke("fit", write_config(raw), "--out", run, "--quiet").exit_code == 0
-    as_float64 = {key: value.astype(np.float64) if key.startswith("X") else value
-                  for key, value in as_float32.items()}
-    wider = write_npz("f64.npz", **as_float64)
-
-    result = invoke("eval", run / "checkpoints" / "best.npz", "--data", wider)
-
-    assert result.exit_code == 2
-    assert result.stderr == (
-        f"error: the data in {wider} holds the values of the checkpoint's test split,"
-        " but as float64, where its run read float32 (save the arrays again as"
-        " float32: X.astype(np.float32)); point --data at the data the checkpoint"
-        " was trained on\n")
-
-
-def test_eval_of_the_same_values_in_the_other_byte_order_names_the_order(
-        tmp_path, write_npz, write_config):
-    big_endian = {key: value.astype(">f4") if key.startswith("X") else value
-                  for key, value in tiny_arrays().items()}
-    raw = tiny_config_dict(write_npz("big.npz", **big_endian))
-    raw["train"].update(epochs=1, plots=False)
-    run = tmp_path / "run"
-    assert invoke("fit", write_config(raw), "--out", run, "--quiet").exit_code == 0
-    native = write_npz("native.npz", **{
-        key: value.astype(np.float32) if key.startswith("X") else value
-        for key, value in big_endian.items()})
-
-    result = invoke("eval", run / "checkpoints" / "best.npz", "--data", native)
-
-    assert result.exit_code == 2
-    assert result.stderr == (
-        f"error: the data in {native} holds the values of the checkpoint's test"
-        " split, but as float32, little-endian, where its run read float32,"
-        " big-endian (save the arrays again as float32, big-endian:"
-        " X.astype('>f4')); point --data at the data the checkpoint was trained"
-        " on\n")
-
-
-@pytest.mark.parametrize("given, words", [
-    (">f4", "float32, big-endian, where its run read float32, little-endian"),
-    (">f8", "float64, big-endian, where its run read float32, little-endian"),
+@pytest.mark.parametrize("trained, given, words", [
+    ("<f4", "<f8", "float64, where its run read float32 (save the arrays again as"
+                   " float32: X.astype(np.float32))"),
+    (">f4", "<f4", "float32, little-endian, where its run read float32, big-endian"
+                   " (save the arrays again as float32, big-endian:"
+                   " X.astype('>f4'))"),
+    ("<f4", ">f4", "float32, big-endian, where its run read float32, little-endian"
+                   " (save the arrays again as float32, little-endian:"
+                   " X.astype(np.float32))"),
+    ("<f4", ">f8", "float64, big-endian, where its run read float32, little-endian"
+                   " (save the arrays again as float32, little-endian:"
+                   " X.astype(np.float32))"),
 ])
-def test_eval_of_native_training_data_given_big_endian_names_both_orders(
-        tmp_path, write_npz, write_config, given, words):
-    native = {key: value.astype(np.float32) if key.startswith("X") else value
-              for key, value in tiny_arrays().items()}
-    raw = tiny_config_dict(write_npz("native.npz", **native))
+def test_eval_of_the_same_values_in_another_type_or_byte_order_names_both(
+        tmp_path, write_npz, write_config, trained, given, words):
+    def saved_as(name, dtype):
+        return write_npz(name, **{
+            key: value.astype(np.float32).astype(dtype) if key.startswith("X")
+            else value for key, value in tiny_arrays().items()})
+
+    raw = tiny_config_dict(saved_as("trained.npz", trained))
     raw["train"].update(epochs=1, plots=False)
     run = tmp_path / "run"
     assert invoke("fit", write_config(raw), "--out", run, "--quiet").exit_code == 0
-    swapped = write_npz("swapped.npz", **{
-        key: value.astype(given) if key.startswith("X") else value
-        for key, value in native.items()})
+    other = saved_as("given.npz", given)
 
-    result = invoke("eval", run / "checkpoints" / "best.npz", "--data", swapped)
+    result = invoke("eval", run / "checkpoints" / "best.npz", "--data", other)
 
     assert result.exit_code == 2
     assert result.stderr == (
-        f"error: the data in {swapped} holds the values of the checkpoint's test"
-        f" split, but as {words} (save the arrays again as float32, little-endian:"
-        " X.astype(np.float32)); point --data at the data the checkpoint was"
-        " trained on\n")
+        f"error: the data in {other} holds the values of the checkpoint's test split,"
+        f" but as {words}; point --data at the data the checkpoint was trained on\n")
 
 
 def test_eval_of_data_without_the_runs_x_val_says_it_may_lack_it(
